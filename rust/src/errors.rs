@@ -1,0 +1,157 @@
+//! One error type for the engine, classified by what the caller should do about it.
+
+use std::fmt;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// The object or bucket does not exist: retrying cannot help.
+    NotFound,
+    /// Credentials rejected or missing permissions: retrying cannot help.
+    Auth,
+    /// Throttling, 5xx, timeouts, dropped connections: worth another attempt.
+    Transient,
+    /// Bytes read back differ from bytes sent: worth another attempt (the copy is redone).
+    Corrupt,
+    /// Anything else the store refused (bad request, precondition, ...).
+    Fatal,
+    /// Stopped by the caller.
+    Cancelled,
+}
+
+impl Kind {
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::NotFound => "not_found",
+            Kind::Auth => "auth",
+            Kind::Transient => "transient",
+            Kind::Corrupt => "corrupt",
+            Kind::Fatal => "fatal",
+            Kind::Cancelled => "cancelled",
+        }
+    }
+    pub fn retryable(self) -> bool {
+        matches!(self, Kind::Transient | Kind::Corrupt)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Error {
+    pub kind: Kind,
+    pub message: String,
+}
+
+impl Error {
+    pub fn new(kind: Kind, message: impl Into<String>) -> Self {
+        Error { kind, message: message.into() }
+    }
+    pub fn cancelled() -> Self {
+        Error::new(Kind::Cancelled, "cancelled")
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// Classify from an HTTP status, as S3-compatible servers answer.
+pub fn kind_for_status(status: u16, body: &str) -> Kind {
+    match status {
+        401 | 403 => Kind::Auth,
+        404 => Kind::NotFound,
+        408 | 429 => Kind::Transient,
+        500..=599 => Kind::Transient,
+        // Some servers throttle with 400/503 and a SlowDown code in the body.
+        _ if body.contains("SlowDown") || body.contains("RequestTimeout") => Kind::Transient,
+        _ => Kind::Fatal,
+    }
+}
+
+impl From<object_store::Error> for Error {
+    fn from(e: object_store::Error) -> Self {
+        use object_store::Error as E;
+        let message = e.to_string();
+        let kind = match &e {
+            E::NotFound { .. } => Kind::NotFound,
+            E::PermissionDenied { .. } | E::Unauthenticated { .. } => Kind::Auth,
+            E::Precondition { .. } | E::AlreadyExists { .. } | E::NotModified { .. } => Kind::Fatal,
+            E::NotSupported { .. } | E::NotImplemented { .. } | E::InvalidPath { .. } => Kind::Fatal,
+            E::UnknownConfigurationKey { .. } => Kind::Fatal,
+            _ => classify_message(&message),
+        };
+        Error { kind, message: tidy(&message) }
+    }
+}
+
+/// object_store reports most HTTP failures as `Generic` with the status in the text, after
+/// its own retries. The words it uses are stable enough to sort them.
+fn classify_message(message: &str) -> Kind {
+    let m = message.to_ascii_lowercase();
+    if m.contains("invalidaccesskeyid")
+        || m.contains("signaturedoesnotmatch")
+        || m.contains("accessdenied")
+        || m.contains("status 403")
+        || m.contains("status 401")
+    {
+        Kind::Auth
+    } else if m.contains("nosuchbucket") || m.contains("status 404") {
+        Kind::NotFound
+    } else if m.contains("status 4") && !m.contains("status 408") && !m.contains("status 429") {
+        Kind::Fatal
+    } else {
+        Kind::Transient
+    }
+}
+
+/// object_store errors repeat themselves through nested sources and quote whole XML
+/// bodies; keep one line with the request and the server's code and message.
+fn tidy(message: &str) -> String {
+    let flat = message.split_whitespace().collect::<Vec<_>>().join(" ");
+    let flat = flat.strip_prefix("Generic S3 error: ").unwrap_or(&flat).to_string();
+    match (xml_value(&flat, "Code"), flat.find(" - Server returned")) {
+        (Some(code), Some(cut)) => {
+            let head = &flat[..cut];
+            let detail = xml_value(&flat, "Message").map(|m| format!(": {m}")).unwrap_or_default();
+            format!("{head}: {code}{detail}")
+        }
+        _ => flat,
+    }
+}
+
+pub fn xml_value<'a>(text: &'a str, tag: &str) -> Option<&'a str> {
+    let open = format!("<{tag}>");
+    let start = text.find(&open)? + open.len();
+    let end = text[start..].find(&format!("</{tag}>"))? + start;
+    Some(&text[start..end])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses() {
+        assert_eq!(kind_for_status(403, ""), Kind::Auth);
+        assert_eq!(kind_for_status(404, "NoSuchKey"), Kind::NotFound);
+        assert_eq!(kind_for_status(503, "SlowDown"), Kind::Transient);
+        assert_eq!(kind_for_status(400, "<Code>SlowDown</Code>"), Kind::Transient);
+        assert_eq!(kind_for_status(400, "InvalidRequest"), Kind::Fatal);
+    }
+
+    #[test]
+    fn tidy_keeps_the_code() {
+        let m = "Generic S3 error: Error performing GET http://h/b in 1ms - Server returned non-2xx status code: 403 Forbidden: <?xml?>\n <Error><Code>SignatureDoesNotMatch</Code><Message>Check your key</Message></Error>";
+        assert_eq!(tidy(m), "Error performing GET http://h/b in 1ms: SignatureDoesNotMatch: Check your key");
+    }
+
+    #[test]
+    fn messages() {
+        assert_eq!(classify_message("Client error with status 403 Forbidden: InvalidAccessKeyId"), Kind::Auth);
+        assert_eq!(classify_message("error sending request: connection refused"), Kind::Transient);
+        assert_eq!(classify_message("Client error with status 400 Bad Request"), Kind::Fatal);
+        assert_eq!(classify_message("NoSuchBucket: the bucket does not exist"), Kind::NotFound);
+    }
+}

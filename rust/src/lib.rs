@@ -1,0 +1,226 @@
+//! mbackup's engine: parallel object copies and checksums, run on a tokio runtime with the
+//! GIL released. Python plans what to copy; this crate moves the bytes.
+
+mod checksum;
+mod copy;
+mod errors;
+mod limits;
+mod progress;
+mod s3;
+mod store;
+
+use std::collections::HashMap;
+use std::sync::{Arc, OnceLock};
+
+use pyo3::create_exception;
+use pyo3::exceptions::{PyException, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyTuple};
+use tokio_util::sync::CancellationToken;
+
+use crate::copy::{Engine, Job, Options};
+use crate::errors::{Error, Kind};
+use crate::progress::Progress;
+use crate::store::{backend_of, parse_algo, Backend, Store};
+
+create_exception!(_engine, EngineError, PyException, "A store operation failed.");
+create_exception!(_engine, NotFoundError, EngineError, "The object or bucket does not exist.");
+create_exception!(_engine, AuthError, EngineError, "The store rejected the credentials.");
+create_exception!(_engine, TransientError, EngineError, "The store failed in a way a retry may fix.");
+create_exception!(_engine, CancelledError, EngineError, "The operation was cancelled.");
+
+/// One runtime for the process: stores keep connection pools tied to it.
+pub(crate) fn runtime() -> &'static tokio::runtime::Runtime {
+    static RUNTIME: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
+    RUNTIME.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .thread_name("mbackup-engine")
+            .build()
+            .expect("cannot start the tokio runtime")
+    })
+}
+
+pub(crate) fn to_py_err(e: Error) -> PyErr {
+    match e.kind {
+        Kind::NotFound => NotFoundError::new_err(e.message),
+        Kind::Auth => AuthError::new_err(e.message),
+        Kind::Transient => TransientError::new_err(e.message),
+        Kind::Cancelled => CancelledError::new_err(e.message),
+        _ => EngineError::new_err(e.message),
+    }
+}
+
+/// Runs copy jobs. Create one per copy; read `progress()` and call `cancel()` from any
+/// thread while `run()` works.
+#[pyclass(frozen, module = "milvus_backup._engine")]
+struct Copier {
+    options: Options,
+    max_bandwidth: u64,
+    max_requests_per_sec: f64,
+    progress: Arc<Progress>,
+    cancel: CancellationToken,
+}
+
+#[pymethods]
+impl Copier {
+    #[new]
+    #[pyo3(signature = (
+        *, parallel=64, checksum="crc32c", verify=false,
+        multipart_threshold=16<<20, part_size=8<<20,
+        multipart_copy_threshold=512<<20, copy_part_size=64<<20,
+        part_parallel=4, memory_budget=128<<20, max_bandwidth=0, max_requests_per_sec=0.0,
+        max_attempts=5,
+    ))]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        parallel: usize,
+        checksum: &str,
+        verify: bool,
+        multipart_threshold: u64,
+        part_size: u64,
+        multipart_copy_threshold: u64,
+        copy_part_size: u64,
+        part_parallel: usize,
+        memory_budget: u64,
+        max_bandwidth: u64,
+        max_requests_per_sec: f64,
+        max_attempts: u32,
+    ) -> PyResult<Self> {
+        let checksum = match checksum::Algo::parse(checksum) {
+            Some(a) => a,
+            None => return Err(PyValueError::new_err(format!("unknown checksum {checksum:?}: use crc32c, crc64nvme or none"))),
+        };
+        if parallel == 0 || part_parallel == 0 || max_attempts == 0 {
+            return Err(PyValueError::new_err("parallel, part_parallel and max_attempts must be at least 1"));
+        }
+        if part_size == 0 || copy_part_size == 0 {
+            return Err(PyValueError::new_err("part sizes must be positive"));
+        }
+        let options = Options {
+            parallel,
+            checksum,
+            verify,
+            multipart_threshold,
+            part_size,
+            multipart_copy_threshold,
+            copy_part_size,
+            part_parallel,
+            memory_budget,
+            max_attempts,
+        };
+        Ok(Copier { options, max_bandwidth, max_requests_per_sec, progress: Default::default(), cancel: CancellationToken::new() })
+    }
+
+    /// Counters so far: objects and bytes total/done, skipped, failures, retries, in flight.
+    fn progress(&self) -> HashMap<&'static str, u64> {
+        self.progress.snapshot().into_iter().collect()
+    }
+
+    /// Stop starting jobs, abort multipart uploads in flight; `run()` returns soon after.
+    fn cancel(&self) {
+        self.cancel.cancel();
+    }
+
+    #[getter]
+    fn cancelled(&self) -> bool {
+        self.cancel.is_cancelled()
+    }
+
+    /// Count objects the caller decided not to copy, so progress totals stay whole.
+    fn note_skipped(&self, objects: u64, bytes: u64) {
+        Progress::add(&self.progress.objects_skipped, objects);
+        Progress::add(&self.progress.objects_total, objects);
+        Progress::add(&self.progress.bytes_total, bytes);
+        Progress::add(&self.progress.bytes_done, bytes);
+    }
+
+    /// Copy `jobs`, each `(src_store, src_key, dst_store, dst_key, size_or_None)`.
+    /// Returns one dict per job, in order. Blocks until done; the GIL is released.
+    fn run<'py>(&self, py: Python<'py>, jobs: Vec<Bound<'py, PyTuple>>) -> PyResult<Vec<Bound<'py, PyDict>>> {
+        let mut cache: HashMap<usize, Arc<Backend>> = HashMap::new();
+        let mut backend = |obj: Bound<'py, PyAny>| -> PyResult<Arc<Backend>> {
+            let id = obj.as_ptr() as usize;
+            if let Some(b) = cache.get(&id) {
+                return Ok(b.clone());
+            }
+            let b = backend_of(&obj)?;
+            cache.insert(id, b.clone());
+            Ok(b)
+        };
+        let mut plan = Vec::with_capacity(jobs.len());
+        for job in &jobs {
+            let (src, src_key, dst, dst_key, size): (Bound<PyAny>, String, Bound<PyAny>, String, Option<u64>) = job.extract()?;
+            plan.push(Job { src: backend(src)?, src_key, dst: backend(dst)?, dst_key, size });
+        }
+        let engine = Engine::new(
+            self.options.clone(),
+            limits::Limits::new(self.max_bandwidth, self.max_requests_per_sec),
+            self.progress.clone(),
+            self.cancel.clone(),
+        );
+        let results = py.detach(|| runtime().block_on(engine.run(plan)));
+        let mut out = Vec::with_capacity(results.len());
+        for (job, r) in jobs.iter().zip(results) {
+            let d = PyDict::new(py);
+            d.set_item("src_key", job.get_item(1)?)?;
+            d.set_item("dst_key", job.get_item(3)?)?;
+            d.set_item("size", r.size)?;
+            d.set_item("strategy", r.strategy.map(|s| s.name()))?;
+            d.set_item("attempts", r.attempts)?;
+            match r.outcome {
+                Ok(o) => {
+                    d.set_item("bytes", o.bytes)?;
+                    d.set_item("checksum", o.checksum.map(|(a, v)| a.hex(v)))?;
+                    d.set_item("checksum_algo", o.checksum.map(|(a, _)| a.name()))?;
+                    d.set_item("etag", o.etag)?;
+                    d.set_item("verified", o.verified)?;
+                    d.set_item("error", py.None())?;
+                    d.set_item("error_kind", py.None())?;
+                }
+                Err(e) => {
+                    d.set_item("bytes", 0)?;
+                    d.set_item("checksum", py.None())?;
+                    d.set_item("checksum_algo", py.None())?;
+                    d.set_item("etag", py.None())?;
+                    d.set_item("verified", false)?;
+                    d.set_item("error", e.message)?;
+                    d.set_item("error_kind", e.kind.name())?;
+                }
+            }
+            out.push(d);
+        }
+        Ok(out)
+    }
+}
+
+/// Checksum of `data` with `algo` ("crc32c" or "crc64nvme"), as an integer.
+#[pyfunction]
+#[pyo3(name = "checksum")]
+fn py_checksum(py: Python<'_>, algo: &str, data: &[u8]) -> PyResult<u64> {
+    let algo = parse_algo(algo)?;
+    // Large buffers are checksummed without holding the GIL.
+    Ok(if data.len() > 1 << 20 { py.detach(|| checksum::checksum(algo, data)) } else { checksum::checksum(algo, data) })
+}
+
+/// Checksum of `a ++ b` given checksum(a), checksum(b) and len(b).
+#[pyfunction]
+#[pyo3(name = "checksum_combine")]
+fn py_checksum_combine(algo: &str, a: u64, b: u64, b_len: u64) -> PyResult<u64> {
+    Ok(checksum::combine(parse_algo(algo)?, a, b, b_len))
+}
+
+#[pymodule]
+fn _engine(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<Store>()?;
+    m.add_class::<Copier>()?;
+    m.add_function(wrap_pyfunction!(py_checksum, m)?)?;
+    m.add_function(wrap_pyfunction!(py_checksum_combine, m)?)?;
+    let py = m.py();
+    m.add("EngineError", py.get_type::<EngineError>())?;
+    m.add("NotFoundError", py.get_type::<NotFoundError>())?;
+    m.add("AuthError", py.get_type::<AuthError>())?;
+    m.add("TransientError", py.get_type::<TransientError>())?;
+    m.add("CancelledError", py.get_type::<CancelledError>())?;
+    Ok(())
+}

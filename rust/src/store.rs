@@ -1,0 +1,459 @@
+//! Stores the engine reads and writes, and the `Store` class Python builds them with.
+//!
+//! A store is addressed by URL plus object_store configuration keys (`s3://bucket` with
+//! `aws_endpoint`, `file:///root`, `memory://name`, `gs://bucket`, `az://container`). S3
+//! stores keep what server-side copies need (endpoint, bucket, credentials); any Python
+//! object with `get`/`put`/`head`/`list`/`delete` methods is a store too (the slow path
+//! for backends only a Python library can reach).
+
+use std::collections::HashMap;
+use std::str::FromStr;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::{StreamExt, TryStreamExt};
+use object_store::aws::{AmazonS3, AmazonS3Builder, AmazonS3ConfigKey};
+use object_store::azure::{AzureConfigKey, MicrosoftAzureBuilder};
+use object_store::gcp::{GoogleCloudStorageBuilder, GoogleConfigKey};
+use object_store::local::LocalFileSystem;
+use object_store::memory::InMemory;
+use object_store::path::Path;
+use object_store::{BackoffConfig, ObjectStore, ObjectStoreExt, PutPayload, RetryConfig};
+use pyo3::prelude::*;
+use pyo3::types::PyBytes;
+
+use crate::checksum::{Algo, Running};
+use crate::errors::{Error, Kind, Result};
+use crate::{runtime, to_py_err};
+
+/// What server-side S3 requests need to know about a bucket.
+#[derive(Debug)]
+pub struct S3Info {
+    pub bucket: String,
+    /// Base URL of the bucket, path-style or virtual-host as configured.
+    pub bucket_endpoint: String,
+    pub region: String,
+    /// Server identity for "can these two stores copy server-side": endpoint, region, key.
+    pub account: (Option<String>, String, Option<String>),
+    pub http: reqwest::Client,
+}
+
+pub enum Backend {
+    S3 { store: Arc<AmazonS3>, info: S3Info },
+    Native { store: Arc<dyn ObjectStore>, kind: &'static str },
+    Python(Py<PyAny>),
+}
+
+impl Backend {
+    pub fn native(&self) -> Option<&dyn ObjectStore> {
+        match self {
+            Backend::S3 { store, .. } => Some(store.as_ref()),
+            Backend::Native { store, .. } => Some(store.as_ref()),
+            Backend::Python(_) => None,
+        }
+    }
+
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Backend::S3 { .. } => "s3",
+            Backend::Native { kind, .. } => kind,
+            Backend::Python(_) => "python",
+        }
+    }
+
+    pub fn s3(&self) -> Option<(&Arc<AmazonS3>, &S3Info)> {
+        match self {
+            Backend::S3 { store, info } => Some((store, info)),
+            _ => None,
+        }
+    }
+
+    /// Size and ETag of an object, or None when it does not exist.
+    pub async fn head(&self, key: &str) -> Result<Option<(u64, Option<String>)>> {
+        match self.native() {
+            Some(store) => match store.head(&path(key)?).await {
+                Ok(meta) => Ok(Some((meta.size, meta.e_tag))),
+                Err(object_store::Error::NotFound { .. }) => Ok(None),
+                Err(e) => Err(e.into()),
+            },
+            None => {
+                let (obj, key) = (self.py_obj(), key.to_string());
+                py_blocking(move |py| {
+                    let r = obj.call_method1(py, "head", (key,))?;
+                    if r.is_none(py) {
+                        return Ok(None);
+                    }
+                    let (size, etag): (u64, Option<String>) = r.extract(py)?;
+                    Ok(Some((size, etag)))
+                })
+                .await
+            }
+        }
+    }
+
+    /// The whole object (used for small objects and for Python stores).
+    pub async fn get_all(&self, key: &str) -> Result<Bytes> {
+        match self.native() {
+            Some(store) => Ok(store.get(&path(key)?).await?.bytes().await?),
+            None => {
+                let (obj, key) = (self.py_obj(), key.to_string());
+                py_blocking(move |py| {
+                    let data = obj.call_method1(py, "get", (key,))?;
+                    let bytes: Vec<u8> = data.extract(py)?;
+                    Ok(Bytes::from(bytes))
+                })
+                .await
+            }
+        }
+    }
+
+    pub async fn put_all(&self, key: &str, data: Bytes) -> Result<Option<String>> {
+        match self.native() {
+            Some(store) => Ok(store.put(&path(key)?, PutPayload::from(data)).await?.e_tag),
+            None => {
+                let (obj, key) = (self.py_obj(), key.to_string());
+                py_blocking(move |py| {
+                    let r = obj.call_method1(py, "put", (key, PyBytes::new(py, &data)))?;
+                    Ok(r.extract::<Option<String>>(py).unwrap_or(None))
+                })
+                .await
+            }
+        }
+    }
+
+    fn py_obj(&self) -> Py<PyAny> {
+        match self {
+            Backend::Python(obj) => Python::attach(|py| obj.clone_ref(py)),
+            _ => unreachable!("only Python stores are called through Python"),
+        }
+    }
+}
+
+pub fn path(key: &str) -> Result<Path> {
+    Path::parse(key).map_err(|e| Error::new(Kind::Fatal, format!("object key {key:?} cannot be addressed: {e}")))
+}
+
+/// Run a call into a Python store on a blocking thread, holding the GIL only there.
+async fn py_blocking<T, F>(f: F) -> Result<T>
+where
+    T: Send + 'static,
+    F: FnOnce(Python<'_>) -> PyResult<T> + Send + 'static,
+{
+    tokio::task::spawn_blocking(move || Python::attach(|py| f(py).map_err(|e| python_error(py, e))))
+        .await
+        .map_err(|e| Error::new(Kind::Fatal, format!("python store call panicked: {e}")))?
+}
+
+fn python_error(py: Python<'_>, e: PyErr) -> Error {
+    let kind = if e.is_instance_of::<pyo3::exceptions::PyFileNotFoundError>(py)
+        || e.is_instance_of::<pyo3::exceptions::PyKeyError>(py)
+    {
+        Kind::NotFound
+    } else if e.is_instance_of::<pyo3::exceptions::PyPermissionError>(py) {
+        Kind::Auth
+    } else if e.is_instance_of::<pyo3::exceptions::PyConnectionError>(py)
+        || e.is_instance_of::<pyo3::exceptions::PyTimeoutError>(py)
+    {
+        Kind::Transient
+    } else {
+        Kind::Fatal
+    };
+    Error::new(kind, e.to_string())
+}
+
+fn memory_stores() -> &'static Mutex<HashMap<String, Arc<InMemory>>> {
+    static STORES: OnceLock<Mutex<HashMap<String, Arc<InMemory>>>> = OnceLock::new();
+    STORES.get_or_init(Default::default)
+}
+
+/// object_store retries a request itself; the engine retries whole jobs on top, so keep
+/// this layer short to fail fast on unreachable endpoints.
+fn retry_config() -> RetryConfig {
+    RetryConfig {
+        backoff: BackoffConfig { init_backoff: Duration::from_millis(100), max_backoff: Duration::from_secs(2), base: 2.0 },
+        max_retries: 3,
+        retry_timeout: Duration::from_secs(20),
+    }
+}
+
+fn config_error(url: &str, e: impl std::fmt::Display) -> Error {
+    Error::new(Kind::Fatal, format!("cannot open store {url}: {e}"))
+}
+
+pub fn open(url: &str, options: &HashMap<String, String>) -> Result<Backend> {
+    let scheme = url.split("://").next().unwrap_or("");
+    match scheme {
+        "s3" | "s3a" => open_s3(url, options),
+        "gs" => {
+            let mut b = GoogleCloudStorageBuilder::new().with_url(url).with_retry(retry_config());
+            for (k, v) in options {
+                b = b.with_config(GoogleConfigKey::from_str(k).map_err(|e| config_error(url, e))?, v);
+            }
+            let store = b.build().map_err(|e| config_error(url, e))?;
+            Ok(Backend::Native { store: Arc::new(store), kind: "gcs" })
+        }
+        "az" | "azure" | "abfs" | "abfss" => {
+            let mut b = MicrosoftAzureBuilder::new().with_url(url).with_retry(retry_config());
+            for (k, v) in options {
+                b = b.with_config(AzureConfigKey::from_str(k).map_err(|e| config_error(url, e))?, v);
+            }
+            let store = b.build().map_err(|e| config_error(url, e))?;
+            Ok(Backend::Native { store: Arc::new(store), kind: "azure" })
+        }
+        "file" => {
+            let root = url.trim_start_matches("file://");
+            std::fs::create_dir_all(root).map_err(|e| config_error(url, e))?;
+            let store = LocalFileSystem::new_with_prefix(root).map_err(|e| config_error(url, e))?;
+            Ok(Backend::Native { store: Arc::new(store), kind: "file" })
+        }
+        "memory" => {
+            let name = url.trim_start_matches("memory://").to_string();
+            let store = memory_stores().lock().unwrap().entry(name).or_insert_with(|| Arc::new(InMemory::new())).clone();
+            Ok(Backend::Native { store, kind: "memory" })
+        }
+        _ => Err(Error::new(Kind::Fatal, format!("unsupported store URL {url:?}: use s3://, gs://, az://, file:// or memory://"))),
+    }
+}
+
+fn open_s3(url: &str, options: &HashMap<String, String>) -> Result<Backend> {
+    let mut b = AmazonS3Builder::new().with_url(url).with_retry(retry_config());
+    for (k, v) in options {
+        b = b.with_config(AmazonS3ConfigKey::from_str(k).map_err(|e| config_error(url, e))?, v);
+    }
+    let get = |k: AmazonS3ConfigKey| b.get_config_value(&k);
+    // The builder parses the URL only when it builds, so read the bucket from it here.
+    let bucket = get(AmazonS3ConfigKey::Bucket)
+        .or_else(|| url::Url::parse(url).ok().and_then(|u| u.host_str().map(str::to_string)))
+        .filter(|b| !b.is_empty())
+        .ok_or_else(|| config_error(url, "no bucket in URL (expected s3://bucket)"))?;
+    let endpoint = get(AmazonS3ConfigKey::Endpoint).map(|e| e.trim_end_matches('/').to_string());
+    let region = get(AmazonS3ConfigKey::Region).unwrap_or_else(|| "us-east-1".to_string());
+    let virtual_hosted = get(AmazonS3ConfigKey::VirtualHostedStyleRequest).is_some_and(|v| v == "true");
+    let bucket_endpoint = match (&endpoint, virtual_hosted) {
+        (Some(e), true) => e.clone(),
+        (Some(e), false) => format!("{e}/{bucket}"),
+        (None, true) => format!("https://{bucket}.s3.{region}.amazonaws.com"),
+        (None, false) => format!("https://s3.{region}.amazonaws.com/{bucket}"),
+    };
+    let server = if virtual_hosted { None } else { endpoint.clone() };
+    let account = (server, region.clone(), get(AmazonS3ConfigKey::AccessKeyId));
+    let store = b.build().map_err(|e| config_error(url, e))?;
+    let http = reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(5))
+        .timeout(Duration::from_secs(600))
+        .build()
+        .map_err(|e| config_error(url, e))?;
+    Ok(Backend::S3 { store: Arc::new(store), info: S3Info { bucket, bucket_endpoint, region, account, http } })
+}
+
+/// A bucket (or folder, or in-memory namespace) that Python reads and writes through.
+/// Every call releases the GIL while it waits on the store.
+#[pyclass(frozen, module = "milvus_backup._engine")]
+pub struct Store {
+    pub backend: Arc<Backend>,
+    url: String,
+}
+
+#[pymethods]
+impl Store {
+    #[new]
+    #[pyo3(signature = (url, options=None))]
+    fn new(py: Python<'_>, url: String, options: Option<HashMap<String, String>>) -> PyResult<Self> {
+        let options = options.unwrap_or_default();
+        // Building an S3 or GCS client may read files and start a runtime: do it off the GIL.
+        let backend = py.detach(|| {
+            let _guard = runtime().enter();
+            open(&url, &options)
+        });
+        Ok(Store { backend: Arc::new(backend.map_err(to_py_err)?), url })
+    }
+
+    #[getter]
+    fn url(&self) -> &str {
+        &self.url
+    }
+
+    #[getter]
+    fn kind(&self) -> &'static str {
+        self.backend.kind()
+    }
+
+    fn __repr__(&self) -> String {
+        format!("Store({:?})", self.url)
+    }
+
+    /// Every object under `prefix` as (key, size, etag), in key order.
+    #[pyo3(signature = (prefix=""))]
+    fn list(&self, py: Python<'_>, prefix: &str) -> PyResult<Vec<(String, u64, Option<String>)>> {
+        self.require_native()?;
+        let prefix = prefix.trim_end_matches('/').to_string();
+        let backend = self.backend.clone();
+        let mut out: Vec<(String, u64, Option<String>)> = py
+            .detach(|| {
+                runtime().block_on(async move {
+                    let store = backend.native().unwrap();
+                    let p = if prefix.is_empty() { None } else { Some(path(&prefix)?) };
+                    store
+                        .list(p.as_ref())
+                        .map_ok(|m| (m.location.to_string(), m.size, m.e_tag))
+                        .try_collect::<Vec<_>>()
+                        .await
+                        .map_err(Error::from)
+                })
+            })
+            .map_err(to_py_err)?;
+        out.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        Ok(out)
+    }
+
+    fn get<'py>(&self, py: Python<'py>, key: &str) -> PyResult<Bound<'py, PyBytes>> {
+        let backend = self.backend.clone();
+        let key = key.to_string();
+        let data = py.detach(|| runtime().block_on(async move { backend.get_all(&key).await })).map_err(to_py_err)?;
+        Ok(PyBytes::new(py, &data))
+    }
+
+    /// Write `data` at `key` atomically; returns the ETag when the store gives one.
+    fn put(&self, py: Python<'_>, key: &str, data: Vec<u8>) -> PyResult<Option<String>> {
+        let backend = self.backend.clone();
+        let key = key.to_string();
+        py.detach(|| runtime().block_on(async move { backend.put_all(&key, Bytes::from(data)).await })).map_err(to_py_err)
+    }
+
+    /// (size, etag) of `key`, or None when it does not exist.
+    fn head(&self, py: Python<'_>, key: &str) -> PyResult<Option<(u64, Option<String>)>> {
+        let backend = self.backend.clone();
+        let key = key.to_string();
+        py.detach(|| runtime().block_on(async move { backend.head(&key).await })).map_err(to_py_err)
+    }
+
+    fn delete(&self, py: Python<'_>, key: &str) -> PyResult<()> {
+        self.require_native()?;
+        let backend = self.backend.clone();
+        let key = key.to_string();
+        py.detach(|| {
+            runtime().block_on(async move {
+                let p = path(&key)?;
+                match backend.native().unwrap().delete(&p).await {
+                    Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+                    Err(e) => Err(Error::from(e)),
+                }
+            })
+        })
+        .map_err(to_py_err)
+    }
+
+    /// Delete many keys, `parallel` at a time; returns (key, error) for each failure.
+    /// Missing keys count as deleted, so an interrupted delete can simply be run again.
+    #[pyo3(signature = (keys, parallel=32))]
+    fn delete_many(&self, py: Python<'_>, keys: Vec<String>, parallel: usize) -> PyResult<Vec<(String, String)>> {
+        self.require_native()?;
+        let backend = self.backend.clone();
+        let failures = py.detach(|| {
+            runtime().block_on(async move {
+                let store = backend.native().unwrap();
+                futures::stream::iter(keys)
+                    .map(|key| async move {
+                        let res = match path(&key) {
+                            Ok(p) => match store.delete(&p).await {
+                                Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+                                Err(e) => Err(Error::from(e)),
+                            },
+                            Err(e) => Err(e),
+                        };
+                        res.err().map(|e| (key, e.message))
+                    })
+                    .buffer_unordered(parallel.max(1))
+                    .filter_map(|x| async move { x })
+                    .collect::<Vec<_>>()
+                    .await
+            })
+        });
+        Ok(failures)
+    }
+
+    /// Read `key` and return (checksum, size) with `algo` ("crc32c" or "crc64nvme").
+    fn checksum(&self, py: Python<'_>, key: &str, algo: &str) -> PyResult<(u64, u64)> {
+        let algo = parse_algo(algo)?;
+        let backend = self.backend.clone();
+        let key = key.to_string();
+        py.detach(|| runtime().block_on(async move { read_checksum(&backend, &key, algo, None).await })).map_err(to_py_err)
+    }
+
+    /// Create the bucket if it does not exist (S3 only; other stores need no bucket).
+    fn create_bucket(&self, py: Python<'_>) -> PyResult<()> {
+        let backend = self.backend.clone();
+        py.detach(|| {
+            runtime().block_on(async move {
+                match backend.s3() {
+                    Some((store, info)) => crate::s3::create_bucket(store, info).await,
+                    None => Ok(()),
+                }
+            })
+        })
+        .map_err(to_py_err)
+    }
+}
+
+impl Store {
+    fn require_native(&self) -> PyResult<()> {
+        match self.backend.native() {
+            Some(_) => Ok(()),
+            None => Err(pyo3::exceptions::PyTypeError::new_err("not a native store")),
+        }
+    }
+}
+
+pub fn parse_algo(name: &str) -> PyResult<Algo> {
+    match Algo::parse(name) {
+        Some(Some(a)) => Ok(a),
+        _ => Err(pyo3::exceptions::PyValueError::new_err(format!("unknown checksum {name:?}: use crc32c or crc64nvme"))),
+    }
+}
+
+/// Stream an object and checksum it; `limits` throttles the bytes read when given.
+pub async fn read_checksum(
+    backend: &Backend,
+    key: &str,
+    algo: Algo,
+    limits: Option<&crate::limits::Limits>,
+) -> Result<(u64, u64)> {
+    let mut running = Running::new(algo);
+    let mut size = 0u64;
+    match backend.native() {
+        Some(store) => {
+            let mut stream = store.get(&path(key)?).await?.into_stream();
+            while let Some(chunk) = stream.next().await {
+                let chunk = chunk?;
+                if let Some(l) = limits {
+                    l.bytes(chunk.len() as u64).await;
+                }
+                running.update(&chunk);
+                size += chunk.len() as u64;
+            }
+        }
+        None => {
+            let data = backend.get_all(key).await?;
+            running.update(&data);
+            size = data.len() as u64;
+        }
+    }
+    Ok((running.finish(), size))
+}
+
+/// Turn a Python object into a backend: our own `Store`, or any object with the methods.
+pub fn backend_of(obj: &Bound<'_, PyAny>) -> PyResult<Arc<Backend>> {
+    if let Ok(store) = obj.cast::<Store>() {
+        return Ok(store.get().backend.clone());
+    }
+    for method in ["get", "put", "head"] {
+        if !obj.hasattr(method)? {
+            return Err(pyo3::exceptions::PyTypeError::new_err(format!(
+                "{} is not a store: it needs get, put and head methods",
+                obj.repr()?
+            )));
+        }
+    }
+    Ok(Arc::new(Backend::Python(obj.clone().unbind())))
+}
