@@ -1,0 +1,167 @@
+"""The ``mbackup`` command line. Results go to stdout, progress and errors to stderr.
+
+Exit codes: 0 done, 1 some objects or steps failed, 2 bad input (nothing was changed),
+130 interrupted (a summary of what finished is still printed).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Annotated, Optional
+
+import typer
+
+from . import _engine
+from .copy import CopySettings, manifest, plan_copy, run_plan, write_json
+from .errors import MBackupError
+from .storage import open_location
+from .units import format_bytes, format_duration, parse_rate, parse_size
+
+app = typer.Typer(
+    name="mbackup",
+    help="Back up and restore Milvus collections; copy object-store prefixes fast and verifiably.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
+
+
+def fail(message: str, code: int = EXIT_USAGE) -> typer.Exit:
+    typer.echo(f"error: {message}", err=True)
+    return typer.Exit(code)
+
+
+def _size(value: str, flag: str) -> int:
+    try:
+        return parse_size(value)
+    except ValueError as e:
+        raise MBackupError(f"{flag}: {e}") from None
+
+
+@app.command()
+def copy(
+    src: Annotated[str, typer.Argument(help="Source: s3://bucket/prefix?endpoint=..., file:///dir, memory://name, ...")],
+    dst: Annotated[str, typer.Argument(help="Destination, same forms as the source.")],
+    parallel: Annotated[int, typer.Option("--parallel", "-p", min=1, help="Objects in flight.")] = 64,
+    include: Annotated[Optional[list[str]], typer.Option("--include", help="Copy only keys matching this glob (repeatable).")] = None,
+    exclude: Annotated[Optional[list[str]], typer.Option("--exclude", help="Skip keys matching this glob (repeatable).")] = None,
+    checksum: Annotated[str, typer.Option("--checksum", help="crc32c, crc64nvme or none.")] = "crc32c",
+    verify: Annotated[bool, typer.Option("--verify", help="Read every destination object back and compare checksums.")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Show what would be copied; change nothing.")] = False,
+    max_bandwidth: Annotated[str, typer.Option("--max-bandwidth", help="Cap on bytes streamed, e.g. 200MiB/s.")] = "0",
+    max_requests: Annotated[float, typer.Option("--max-requests", min=0, help="Cap on requests per second.")] = 0.0,
+    part_size: Annotated[str, typer.Option("--part-size", help="Part size for multipart streaming.")] = "8MiB",
+    multipart_threshold: Annotated[str, typer.Option("--multipart-threshold", help="Stream objects above this size in parts.")] = "16MiB",
+    multipart_copy_threshold: Annotated[str, typer.Option("--multipart-copy-threshold", help="Server-side copies above this size use UploadPartCopy.")] = "512MiB",
+    copy_part_size: Annotated[str, typer.Option("--copy-part-size", help="Part size for server-side multipart copies.")] = "64MiB",
+    force: Annotated[bool, typer.Option("--force", help="Copy even objects the destination already has.")] = False,
+    manifest_file: Annotated[Optional[str], typer.Option("--manifest", help="Write every object's size and checksum to this JSON file.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print a machine-readable summary on stdout.")] = False,
+    records: Annotated[bool, typer.Option("--records", help="With --json: one NDJSON record per object before the summary.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")] = False,
+) -> None:
+    """Copy every object under SRC to DST.
+
+    Example: mbackup copy "s3://milvus/files?endpoint=http://127.0.0.1:9000" file:///backups/files --parallel 64 --verify
+    """
+    try:
+        rate = parse_rate(max_bandwidth)
+    except ValueError as e:
+        raise MBackupError(f"--max-bandwidth: {e}") from None
+    if checksum.lower() not in ("crc32c", "crc64nvme", "none"):
+        raise MBackupError(f"--checksum: unknown algorithm {checksum!r}: use crc32c, crc64nvme or none")
+    settings = CopySettings(
+        parallel=parallel, checksum=checksum.lower(), verify=verify, max_bandwidth=rate,
+        max_requests_per_sec=max_requests, part_size=_size(part_size, "--part-size"),
+        multipart_threshold=_size(multipart_threshold, "--multipart-threshold"),
+        multipart_copy_threshold=_size(multipart_copy_threshold, "--multipart-copy-threshold"),
+        copy_part_size=_size(copy_part_size, "--copy-part-size"),
+    )
+    source, target = open_location(src), open_location(dst)
+    if not dry_run and target.ensure_bucket():
+        typer.echo(f"created bucket for {target.url}", err=True)
+    plan = plan_copy(source, target, include or [], exclude or [], skip_existing=not force)
+    if not plan.jobs and not plan.skipped and not any(True for _ in source.list()):
+        raise MBackupError(f"nothing to copy: {source.url} has no objects (check the bucket and prefix)")
+
+    if dry_run:
+        if as_json:
+            if records:
+                for obj, key in plan.jobs:
+                    typer.echo(json.dumps({"action": "copy", "key": key, "size": obj.size}))
+                for obj in plan.skipped:
+                    typer.echo(json.dumps({"action": "skip", "key": obj.key, "size": obj.size}))
+            typer.echo(json.dumps({"dry_run": True, "objects_to_copy": len(plan.jobs), "bytes_to_copy": plan.bytes,
+                                   "objects_skipped": len(plan.skipped)}))
+        else:
+            typer.echo(f"would copy {len(plan.jobs):,} objects ({format_bytes(plan.bytes)}), "
+                       f"skip {len(plan.skipped):,} already at the destination")
+        return
+
+    report = run_plan(plan, source, target, settings, show_progress=not quiet and not as_json)
+    if manifest_file:
+        write_json(manifest_file, manifest(report, source, target, settings.checksum))
+    summary = report.summary()
+    if as_json:
+        if records:
+            for r in report.results:
+                typer.echo(json.dumps(r))
+        typer.echo(json.dumps(summary))
+    else:
+        for r in report.failed[:20]:
+            typer.echo(f"failed: {r['src_key']}: {r['error']}", err=True)
+        if len(report.failed) > 20:
+            typer.echo(f"failed: ... and {len(report.failed) - 20} more", err=True)
+        line = (f"copied {summary['objects_copied']:,} objects ({format_bytes(summary['bytes_copied'])}) "
+                f"in {format_duration(summary['seconds'])} ({format_bytes(summary['bytes_per_second'])}/s), "
+                f"skipped {summary['objects_skipped']:,}, failed {summary['objects_failed']:,}")
+        if report.cancelled:
+            line = f"interrupted: {line}, not started {summary['objects_not_started']:,}"
+        typer.echo(line)
+    if report.cancelled:
+        raise typer.Exit(EXIT_INTERRUPTED)
+    if report.failed:
+        raise typer.Exit(EXIT_FAILED)
+
+
+@app.command()
+def plugins(as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False) -> None:
+    """List loaded plugins, their versions and what each provides."""
+    from .plugins import describe
+
+    infos = describe()
+    if as_json:
+        typer.echo(json.dumps([info.__dict__ for info in infos], indent=1))
+        return
+    for info in infos:
+        kind = "built-in" if info.builtin else "third-party"
+        provides = f"schemes: {', '.join(info.schemes)}; " if info.schemes else ""
+        typer.echo(f"{info.name} {info.version} ({kind}) {provides}hooks: {', '.join(info.hooks)}")
+
+
+def main() -> None:
+    try:
+        app(standalone_mode=False)
+    except MBackupError as e:
+        typer.echo(f"error: {e}", err=True)
+        sys.exit(EXIT_USAGE)
+    except _engine.EngineError as e:
+        typer.echo(f"error: {e}", err=True)
+        sys.exit(EXIT_FAILED)
+    except typer.Exit as e:
+        sys.exit(e.exit_code)
+    except KeyboardInterrupt:
+        typer.echo("interrupted", err=True)
+        sys.exit(EXIT_INTERRUPTED)
+    except Exception as e:  # click usage errors and the like
+        import click
+
+        if isinstance(e, click.exceptions.ClickException):
+            e.show()
+            sys.exit(EXIT_USAGE)
+        if isinstance(e, click.exceptions.Abort):
+            sys.exit(EXIT_INTERRUPTED)
+        raise

@@ -1,0 +1,180 @@
+"""Copy everything under one location to another: plan in Python, move bytes in Rust.
+
+The planner lists both sides once, applies include/exclude globs, skips destination
+objects that already match (so an interrupted copy resumes by running it again), and
+hands the rest to the engine. Results come back per object and go into a manifest.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from . import _engine
+from .progress import ProgressDisplay
+from .storage import Location, ObjectInfo
+
+
+@dataclass
+class CopySettings:
+    parallel: int = 64
+    checksum: str = "crc32c"
+    verify: bool = False
+    max_bandwidth: int = 0  # bytes/s, 0 = unlimited
+    max_requests_per_sec: float = 0.0
+    part_size: int = 8 << 20
+    multipart_threshold: int = 16 << 20
+    copy_part_size: int = 64 << 20
+    multipart_copy_threshold: int = 512 << 20
+    part_parallel: int = 4
+    memory_budget: int = 128 << 20
+    max_attempts: int = 5
+
+    def copier(self) -> _engine.Copier:
+        return _engine.Copier(**asdict(self))
+
+
+@dataclass
+class Plan:
+    jobs: list[tuple[ObjectInfo, str]]  # (source object, destination key relative to dst)
+    skipped: list[ObjectInfo]
+
+    @property
+    def bytes(self) -> int:
+        return sum(o.size for o, _ in self.jobs)
+
+
+@dataclass
+class CopyReport:
+    results: list[dict[str, Any]]
+    skipped: list[ObjectInfo]
+    elapsed: float
+    cancelled: bool = False
+    counters: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def failed(self) -> list[dict[str, Any]]:
+        return [r for r in self.results if r["error"] and r["error_kind"] != "cancelled"]
+
+    @property
+    def copied(self) -> list[dict[str, Any]]:
+        return [r for r in self.results if not r["error"]]
+
+    @property
+    def bytes_copied(self) -> int:
+        return sum(r["bytes"] for r in self.copied)
+
+    def summary(self) -> dict[str, Any]:
+        rate = self.bytes_copied / self.elapsed if self.elapsed > 0 else 0.0
+        return {
+            "objects_copied": len(self.copied),
+            "objects_skipped": len(self.skipped),
+            "objects_failed": len(self.failed),
+            "objects_not_started": sum(1 for r in self.results if r["error_kind"] == "cancelled"),
+            "bytes_copied": self.bytes_copied,
+            "seconds": round(self.elapsed, 3),
+            "bytes_per_second": round(rate, 1),
+            "retries": self.counters.get("retries", 0),
+            "cancelled": self.cancelled,
+            "strategies": _count(r["strategy"] for r in self.copied),
+        }
+
+
+def _count(values) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for v in values:
+        out[v] = out.get(v, 0) + 1
+    return out
+
+
+def selected(key: str, include: list[str], exclude: list[str]) -> bool:
+    """rsync-like filters on keys relative to the source: a key is copied when it matches
+    some include (or there are none) and no exclude."""
+    if include and not any(fnmatch.fnmatchcase(key, g) for g in include):
+        return False
+    return not any(fnmatch.fnmatchcase(key, g) for g in exclude)
+
+
+def matches(src: ObjectInfo, dst: ObjectInfo | None) -> bool:
+    """Is the destination already a copy of the source? Same size, and the same ETag when
+    both are plain MD5 ETags (single-part uploads on S3-compatible stores)."""
+    if dst is None or dst.size != src.size:
+        return False
+    a, b = _md5_etag(src.etag), _md5_etag(dst.etag)
+    return a is None or b is None or a == b
+
+
+def _md5_etag(etag: str | None) -> str | None:
+    if not etag:
+        return None
+    e = etag.strip('"').lower()
+    return e if len(e) == 32 and all(c in "0123456789abcdef" for c in e) else None
+
+
+def plan_copy(src: Location, dst: Location, include: list[str] = (), exclude: list[str] = (),
+              skip_existing: bool = True) -> Plan:
+    sources = [o for o in src.list() if selected(o.key, list(include), list(exclude))]
+    existing = {o.key: o for o in dst.list()} if skip_existing else {}
+    plan = Plan(jobs=[], skipped=[])
+    for obj in sources:
+        if matches(obj, existing.get(obj.key)):
+            plan.skipped.append(obj)
+        else:
+            plan.jobs.append((obj, obj.key))
+    return plan
+
+
+def run_plan(plan: Plan, src: Location, dst: Location, settings: CopySettings, *,
+             show_progress: bool = True, label: str = "copy") -> CopyReport:
+    """Run the engine in a worker thread so Ctrl-C reaches us: it cancels the copy, waits for
+    in-flight work to stop (multipart uploads are aborted) and reports what finished."""
+    copier = settings.copier()
+    copier.note_skipped(len(plan.skipped), sum(o.size for o in plan.skipped))
+    jobs = [(src.store, src.key(o.key), dst.store, dst.key(k), o.size) for o, k in plan.jobs]
+    outcome: dict[str, Any] = {}
+
+    def work() -> None:
+        try:
+            outcome["results"] = copier.run(jobs)
+        except BaseException as e:  # surfaced in the calling thread
+            outcome["error"] = e
+
+    started = time.monotonic()
+    worker = threading.Thread(target=work, name="mbackup-copy", daemon=True)
+    cancelled = False
+    with ProgressDisplay(copier.progress, label=label, enabled=show_progress):
+        worker.start()
+        while worker.is_alive():
+            try:
+                worker.join(0.2)
+            except KeyboardInterrupt:
+                cancelled = True
+                copier.cancel()
+    if "error" in outcome:
+        raise outcome["error"]
+    results = outcome["results"]
+    # Report keys relative to the two locations, the way the user named them.
+    for r, (obj, key) in zip(results, plan.jobs):
+        r["src_key"], r["dst_key"] = obj.key, key
+    return CopyReport(results, plan.skipped, time.monotonic() - started, cancelled, copier.progress())
+
+
+def manifest(report: CopyReport, src: Location, dst: Location, algo: str) -> dict[str, Any]:
+    """Every object now at the destination with its size and, when known, its checksum.
+    Skipped objects are listed too: the manifest describes the destination, not the run."""
+    objects = {o.key: {"size": o.size, "etag": o.etag} for o in report.skipped}
+    for r in report.copied:
+        objects[r["dst_key"]] = {"size": r["bytes"], "etag": r["etag"], "checksum": r["checksum"],
+                                 "checksum_algo": r["checksum_algo"], "verified": r["verified"]}
+    return {"version": 1, "source": src.url, "destination": dst.url, "checksum_algo": algo,
+            "objects": dict(sorted(objects.items()))}
+
+
+def write_json(path: str, data: Any) -> None:
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(data, f, indent=1, sort_keys=False)
+        f.write("\n")

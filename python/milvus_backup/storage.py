@@ -1,0 +1,148 @@
+"""Where objects live: a store plus a prefix inside it, opened from a URL by a backend plugin."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+from urllib.parse import parse_qsl, urlsplit
+
+from . import _engine
+from .errors import MBackupError
+from .plugins import manager
+
+
+class StorageError(MBackupError):
+    """A store could not be opened or answered with an error."""
+
+
+@runtime_checkable
+class ObjectStore(Protocol):
+    """What a Python backend implements when it cannot hand the engine a native store.
+    Keys are full keys inside the store; ``head`` returns (size, etag) or None."""
+
+    def list(self, prefix: str = "") -> list[tuple[str, int, str | None]]: ...
+    def get(self, key: str) -> bytes: ...
+    def put(self, key: str, data: bytes) -> str | None: ...
+    def head(self, key: str) -> tuple[int, str | None] | None: ...
+    def delete(self, key: str) -> None: ...
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    key: str  # relative to the location's prefix
+    size: int
+    etag: str | None = None
+
+
+@dataclass
+class Location:
+    """``store`` + ``prefix``; ``url`` is for display and never carries secrets."""
+
+    store: Any
+    prefix: str
+    url: str
+    scheme: str = ""
+    options: dict[str, str] = field(default_factory=dict, repr=False)
+
+    def key(self, relative: str) -> str:
+        relative = relative.lstrip("/")
+        return f"{self.prefix}/{relative}" if self.prefix else relative
+
+    def child(self, relative: str) -> Location:
+        return Location(self.store, self.key(relative).rstrip("/"), f"{self.url.rstrip('/')}/{relative}", self.scheme, self.options)
+
+    def list(self) -> Iterator[ObjectInfo]:
+        """Every object under the prefix, with keys relative to it."""
+        prefix = f"{self.prefix}/" if self.prefix else ""
+        try:
+            listing = self.store.list(self.prefix)
+        except _engine.EngineError as e:
+            raise describe_error(self, e) from None
+        for key, size, etag in listing:
+            if key.startswith(prefix):
+                yield ObjectInfo(key[len(prefix):], size, etag)
+
+    def read(self, relative: str) -> bytes:
+        try:
+            return self.store.get(self.key(relative))
+        except _engine.EngineError as e:
+            raise describe_error(self, e) from None
+
+    def write(self, relative: str, data: bytes) -> None:
+        try:
+            self.store.put(self.key(relative), data)
+        except _engine.EngineError as e:
+            raise describe_error(self, e) from None
+
+    def ensure_bucket(self) -> bool:
+        """Create the bucket behind this location if the store has buckets and it is
+        missing; True when one was created."""
+        try:
+            self.store.list(self.prefix + "/" if self.prefix else "")
+            return False
+        except _engine.NotFoundError as e:
+            if "NoSuchBucket" not in str(e) or not hasattr(self.store, "create_bucket"):
+                raise describe_error(self, e) from None
+        except _engine.EngineError as e:
+            raise describe_error(self, e) from None
+        try:
+            self.store.create_bucket()
+        except _engine.EngineError as e:
+            raise describe_error(self, e) from None
+        return True
+
+    def exists(self, relative: str) -> bool:
+        try:
+            return self.store.head(self.key(relative)) is not None
+        except _engine.EngineError as e:
+            raise describe_error(self, e) from None
+
+
+def split_url(url: str) -> tuple[str, str, str, dict[str, str]]:
+    """``s3://bucket/a/b?endpoint=x`` -> ("s3", "bucket", "a/b", {"endpoint": "x"})."""
+    parts = urlsplit(url)
+    if not parts.scheme or "://" not in url:
+        raise StorageError(f"invalid location {url!r}: use a URL such as s3://bucket/prefix, file:///path or memory://name")
+    return parts.scheme, parts.netloc, parts.path.strip("/"), dict(parse_qsl(parts.query))
+
+
+def open_location(url: str, options: dict[str, str] | None = None) -> Location:
+    """Open a URL through whichever backend plugin claims its scheme; a plain path is a folder."""
+    if "://" not in url:
+        url = "file://" + os.path.abspath(os.path.expanduser(url))
+    scheme = url.split("://", 1)[0]
+    location = manager().hook.mbackup_open_storage(url=url, options=dict(options or {}))
+    if location is None:
+        known = sorted({s for schemes in manager().hook.mbackup_storage_schemes() for s in schemes})
+        raise StorageError(f"no storage backend for {url!r} (scheme {scheme!r}); known schemes: {', '.join(known)}")
+    return location
+
+
+def native_store(location_url: str, store_url: str, options: dict[str, str]) -> _engine.Store:
+    """Build an engine store, turning its errors into one-line StorageErrors."""
+    try:
+        return _engine.Store(store_url, options)
+    except _engine.EngineError as e:
+        raise StorageError(f"{location_url}: {e}") from None
+
+
+def describe_error(location: Location, error: Exception) -> StorageError:
+    """One line a user can act on, for an error from the store behind ``location``."""
+    text = str(error)
+    if isinstance(error, _engine.AuthError):
+        hint = "check the access key and secret (or the profile/config they come from)"
+        return StorageError(f"{location.url}: the server rejected the credentials ({_code(text)}); {hint}")
+    if isinstance(error, _engine.NotFoundError) and "NoSuchBucket" in text:
+        return StorageError(f"{location.url}: the bucket does not exist; create it or fix the bucket name")
+    if isinstance(error, _engine.TransientError) and ("error sending request" in text or "connect" in text.lower()):
+        return StorageError(f"{location.url}: cannot reach the endpoint ({text.split(' - ')[-1]}); check the address and port")
+    return StorageError(f"{location.url}: {text}")
+
+
+def _code(text: str) -> str:
+    for code in ("SignatureDoesNotMatch", "InvalidAccessKeyId", "AccessDenied", "ExpiredToken"):
+        if code in text:
+            return code
+    return "access denied"

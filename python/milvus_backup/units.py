@@ -1,0 +1,49 @@
+"""Sizes and rates as people write them (``200MiB/s``, ``1.5GB``) and as we print them."""
+
+from __future__ import annotations
+
+import re
+
+_UNITS = {
+    "": 1, "b": 1,
+    "k": 1000, "kb": 1000, "m": 1000**2, "mb": 1000**2, "g": 1000**3, "gb": 1000**3, "t": 1000**4, "tb": 1000**4,
+    "ki": 1024, "kib": 1024, "mi": 1024**2, "mib": 1024**2, "gi": 1024**3, "gib": 1024**3, "ti": 1024**4, "tib": 1024**4,
+}
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*$")
+
+
+def parse_size(text: str) -> int:
+    """``"16MiB"`` -> 16777216. Raises ValueError with a hint on anything else."""
+    m = _SIZE.match(text)
+    unit = m and m.group(2).lower()
+    if not m or unit not in _UNITS:
+        raise ValueError(f"invalid size {text!r}: use a number with an optional unit, e.g. 64MiB or 1.5GB")
+    return int(float(m.group(1)) * _UNITS[unit])
+
+
+def parse_rate(text: str) -> int:
+    """Bytes per second from ``"200MiB/s"`` (the ``/s`` is optional); ``0`` means unlimited."""
+    body = text.strip()
+    if body.lower().endswith("/s"):
+        body = body[:-2]
+    try:
+        return parse_size(body)
+    except ValueError:
+        raise ValueError(f"invalid rate {text!r}: use bytes per second, e.g. 200MiB/s or 1GB/s") from None
+
+
+def format_bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    raise AssertionError
+
+
+def format_duration(seconds: float) -> str:
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    minutes, s = divmod(int(seconds), 60)
+    if minutes < 60:
+        return f"{minutes}m{s:02d}s"
+    return f"{minutes // 60}h{minutes % 60:02d}m"
