@@ -131,6 +131,10 @@ def native_store(location_url: str, store_url: str, options: dict[str, str]) -> 
 def describe_error(location: Location, error: Exception) -> StorageError:
     """One line a user can act on, for an error from the store behind ``location``."""
     text = str(error)
+    if "169.254.169.254" in text or "latest/api/token" in text:
+        # object_store fell back to the instance metadata service: nothing configured.
+        return StorageError(f"{location.url}: no credentials found; set AWS_ACCESS_KEY_ID and "
+                            "AWS_SECRET_ACCESS_KEY, or use a profile or the config file")
     if isinstance(error, _engine.AuthError):
         hint = "check the access key and secret (or the profile/config they come from)"
         return StorageError(f"{location.url}: the server rejected the credentials ({_code(text)}); {hint}")
