@@ -13,7 +13,7 @@ from typing import Annotated, Optional
 import typer
 
 from . import _engine
-from .copy import CopySettings, manifest, plan_copy, run_plan, write_json
+from .copy import CopySettings, manifest, plan_copy, recheck_skipped, run_plan, write_json
 from .errors import MBackupError
 from .storage import open_location
 from .units import format_bytes, format_duration, parse_rate, parse_size
@@ -84,8 +84,12 @@ def copy(
     if not dry_run and target.ensure_bucket():
         typer.echo(f"created bucket for {target.url}", err=True)
     plan = plan_copy(source, target, include or [], exclude or [], skip_existing=not force)
-    if not plan.jobs and not plan.skipped and not any(True for _ in source.list()):
+    if not plan.listed:
         raise MBackupError(f"nothing to copy: {source.url} has no objects (check the bucket and prefix)")
+    if not plan.jobs and not plan.skipped:
+        raise MBackupError(f"nothing to copy: none of the {plan.listed:,} objects under {source.url} match --include/--exclude")
+    if verify and not dry_run:
+        recheck_skipped(plan, source, target, settings)
 
     if dry_run:
         if as_json:
@@ -118,6 +122,8 @@ def copy(
         line = (f"copied {summary['objects_copied']:,} objects ({format_bytes(summary['bytes_copied'])}) "
                 f"in {format_duration(summary['seconds'])} ({format_bytes(summary['bytes_per_second'])}/s), "
                 f"skipped {summary['objects_skipped']:,}, failed {summary['objects_failed']:,}")
+        if report.repaired:
+            line += f", repaired {report.repaired:,} that differed from the source"
         if report.cancelled:
             line = f"interrupted: {line}, not started {summary['objects_not_started']:,}"
         typer.echo(line)

@@ -42,6 +42,8 @@ class CopySettings:
 class Plan:
     jobs: list[tuple[ObjectInfo, str]]  # (source object, destination key relative to dst)
     skipped: list[ObjectInfo]
+    repaired: list[ObjectInfo] = field(default_factory=list)  # present but different: recopied
+    listed: int = 0  # objects under the source before filters
 
     @property
     def bytes(self) -> int:
@@ -55,6 +57,7 @@ class CopyReport:
     elapsed: float
     cancelled: bool = False
     counters: dict[str, int] = field(default_factory=dict)
+    repaired: int = 0
 
     @property
     def failed(self) -> list[dict[str, Any]]:
@@ -73,6 +76,7 @@ class CopyReport:
         return {
             "objects_copied": len(self.copied),
             "objects_skipped": len(self.skipped),
+            "objects_repaired": self.repaired,
             "objects_failed": len(self.failed),
             "objects_not_started": sum(1 for r in self.results if r["error_kind"] == "cancelled"),
             "bytes_copied": self.bytes_copied,
@@ -117,15 +121,36 @@ def _md5_etag(etag: str | None) -> str | None:
 
 def plan_copy(src: Location, dst: Location, include: list[str] = (), exclude: list[str] = (),
               skip_existing: bool = True) -> Plan:
-    sources = [o for o in src.list() if selected(o.key, list(include), list(exclude))]
+    listed = list(src.list())
+    sources = [o for o in listed if selected(o.key, list(include), list(exclude))]
     existing = {o.key: o for o in dst.list()} if skip_existing else {}
-    plan = Plan(jobs=[], skipped=[])
+    plan = Plan(jobs=[], skipped=[], listed=len(listed))
     for obj in sources:
         if matches(obj, existing.get(obj.key)):
             plan.skipped.append(obj)
         else:
             plan.jobs.append((obj, obj.key))
     return plan
+
+
+def recheck_skipped(plan: Plan, src: Location, dst: Location, settings: CopySettings) -> None:
+    """With --verify, objects the destination already has are proven too: both sides are
+    read and checksummed, and any that differ are copied again."""
+    if not plan.skipped:
+        return
+    algo = settings.checksum if settings.checksum != "none" else "crc32c"
+    items = [(src.store, src.key(o.key)) for o in plan.skipped] + [(dst.store, dst.key(o.key)) for o in plan.skipped]
+    sums = settings.copier().checksums(items, algo)
+    n = len(plan.skipped)
+    keep = []
+    for i, obj in enumerate(plan.skipped):
+        (a, _, _), (b, _, _) = sums[i], sums[n + i]
+        if a is not None and a == b:
+            keep.append(obj)
+        else:
+            plan.repaired.append(obj)
+            plan.jobs.append((obj, obj.key))
+    plan.skipped = keep
 
 
 def run_plan(plan: Plan, src: Location, dst: Location, settings: CopySettings, *,
@@ -160,7 +185,8 @@ def run_plan(plan: Plan, src: Location, dst: Location, settings: CopySettings, *
     # Report keys relative to the two locations, the way the user named them.
     for r, (obj, key) in zip(results, plan.jobs):
         r["src_key"], r["dst_key"] = obj.key, key
-    return CopyReport(results, plan.skipped, time.monotonic() - started, cancelled, copier.progress())
+    return CopyReport(results, plan.skipped, time.monotonic() - started, cancelled, copier.progress(),
+                      repaired=len(plan.repaired))
 
 
 def manifest(report: CopyReport, src: Location, dst: Location, algo: str) -> dict[str, Any]:

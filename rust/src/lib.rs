@@ -135,6 +135,48 @@ impl Copier {
         Progress::add(&self.progress.bytes_done, bytes);
     }
 
+    /// Read objects and checksum them, `parallel` at a time, within the byte and request
+    /// caps: `items` are `(store, key)`; returns `(checksum_hex, size, error)` for each.
+    #[pyo3(signature = (items, algo="crc32c"))]
+    fn checksums<'py>(
+        &self,
+        py: Python<'py>,
+        items: Vec<(Bound<'py, PyAny>, String)>,
+        algo: &str,
+    ) -> PyResult<Vec<(Option<String>, Option<u64>, Option<String>)>> {
+        let algo = parse_algo(algo)?;
+        let mut reads = Vec::with_capacity(items.len());
+        for (store, key) in items {
+            reads.push((backend_of(&store)?, key));
+        }
+        let parallel = self.options.parallel;
+        let limits = limits::Limits::new(self.max_bandwidth, self.max_requests_per_sec);
+        let cancel = self.cancel.clone();
+        let results = py.detach(|| {
+            runtime().block_on(async {
+                use futures::StreamExt;
+                futures::stream::iter(reads)
+                    .map(|(backend, key)| {
+                        let (limits, cancel) = (&limits, &cancel);
+                        async move {
+                            if cancel.is_cancelled() {
+                                return (None, None, Some("cancelled".to_string()));
+                            }
+                            limits.request().await;
+                            match store::read_checksum(&backend, &key, algo, Some(limits)).await {
+                                Ok((sum, size)) => (Some(algo.hex(sum)), Some(size), None),
+                                Err(e) => (None, None, Some(e.message)),
+                            }
+                        }
+                    })
+                    .buffered(parallel.max(1))
+                    .collect::<Vec<_>>()
+                    .await
+            })
+        });
+        Ok(results)
+    }
+
     /// Copy `jobs`, each `(src_store, src_key, dst_store, dst_key, size_or_None)`.
     /// Returns one dict per job, in order. Blocks until done; the GIL is released.
     fn run<'py>(&self, py: Python<'py>, jobs: Vec<Bound<'py, PyTuple>>) -> PyResult<Vec<Bound<'py, PyDict>>> {
