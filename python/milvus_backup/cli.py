@@ -14,8 +14,9 @@ import typer
 
 from . import _engine
 from .copy import CopySettings, manifest, plan_copy, recheck_skipped, run_plan, write_json
-from .errors import MBackupError
-from .storage import open_location
+from .config import Config, load_config
+from .errors import ConfigError, MBackupError
+from .storage import Location, open_location
 from .units import format_bytes, format_duration, parse_rate, parse_size
 
 app = typer.Typer(
@@ -27,6 +28,54 @@ app = typer.Typer(
 )
 
 EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
+
+ConfigOption = Annotated[Optional[str], typer.Option(
+    "--config", help="Config file (the Go tool's backup.yaml; default: backup.yaml, $MILVUSCONF, ./configs).")]
+SetOption = Annotated[Optional[list[str]], typer.Option(
+    "--set", help="Override a config key for this run: --set milvus.grpc.port=19531 (repeatable).")]
+
+
+class Context:
+    """What every command shares: the config, loaded once when first needed."""
+
+    def __init__(self, path: str | None = None, overrides: list[str] | None = None) -> None:
+        self.path = path
+        self.overrides = list(overrides or [])
+        self._config: Config | None = None
+
+    def with_command_options(self, path: str | None, overrides: list[str] | None) -> Context:
+        # The flags may come before or after the command name, like the Go tool's.
+        if path is not None:
+            self.path = path
+        self.overrides += list(overrides or [])
+        return self
+
+    def config(self) -> Config:
+        if self._config is None:
+            self._config = load_config(self.path, overrides=self.overrides)
+            for warning in self._config.warnings:
+                typer.echo(f"warning: {warning}", err=True)
+        return self._config
+
+    def location(self, url: str) -> Location:
+        """A location from a URL, or from a profile of the config file: ``@name/sub/prefix``."""
+        if not url.startswith("@"):
+            return open_location(url)
+        name, _, sub = url[1:].partition("/")
+        profiles = self.config().mbackup.profiles
+        if name not in profiles:
+            known = ", ".join(sorted(profiles)) or "none defined"
+            raise MBackupError(f"unknown profile {name!r} in {url!r} (profiles: {known}); define it under mbackup.profiles")
+        options = dict(profiles[name])
+        base = options.pop("url", "")
+        if not base:
+            raise MBackupError(f"mbackup.profiles.{name}: no url, e.g. url: s3://bucket/prefix")
+        return open_location(f"{base.rstrip('/')}/{sub}" if sub else base, options)
+
+
+@app.callback()
+def root(ctx: typer.Context, config: ConfigOption = None, set_: SetOption = None) -> None:
+    ctx.obj = Context(config, set_)
 
 
 def fail(message: str, code: int = EXIT_USAGE) -> typer.Exit:
@@ -43,44 +92,56 @@ def _size(value: str, flag: str) -> int:
 
 @app.command()
 def copy(
+    ctx: typer.Context,
     src: Annotated[str, typer.Argument(help="Source: s3://bucket/prefix?endpoint=..., file:///dir, memory://name, ...")],
     dst: Annotated[str, typer.Argument(help="Destination, same forms as the source.")],
-    parallel: Annotated[int, typer.Option("--parallel", "-p", min=1, help="Objects in flight.")] = 64,
+    parallel: Annotated[Optional[int], typer.Option("--parallel", "-p", min=1, help="Objects in flight (default: mbackup.parallel).")] = None,
     include: Annotated[Optional[list[str]], typer.Option("--include", help="Copy only keys matching this glob (repeatable).")] = None,
     exclude: Annotated[Optional[list[str]], typer.Option("--exclude", help="Skip keys matching this glob (repeatable).")] = None,
-    checksum: Annotated[str, typer.Option("--checksum", help="crc32c, crc64nvme or none.")] = "crc32c",
+    checksum: Annotated[Optional[str], typer.Option("--checksum", help="crc32c, crc64nvme or none (default: mbackup.checksum).")] = None,
     verify: Annotated[bool, typer.Option("--verify", help="Read every destination object back and compare checksums.")] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Show what would be copied; change nothing.")] = False,
-    max_bandwidth: Annotated[str, typer.Option("--max-bandwidth", help="Cap on bytes streamed, e.g. 200MiB/s.")] = "0",
-    max_requests: Annotated[float, typer.Option("--max-requests", min=0, help="Cap on requests per second.")] = 0.0,
-    part_size: Annotated[str, typer.Option("--part-size", help="Part size for multipart streaming.")] = "8MiB",
-    multipart_threshold: Annotated[str, typer.Option("--multipart-threshold", help="Stream objects above this size in parts.")] = "16MiB",
-    multipart_copy_threshold: Annotated[str, typer.Option("--multipart-copy-threshold", help="Server-side copies above this size use UploadPartCopy.")] = "512MiB",
-    copy_part_size: Annotated[str, typer.Option("--copy-part-size", help="Part size for server-side multipart copies.")] = "64MiB",
+    max_bandwidth: Annotated[Optional[str], typer.Option("--max-bandwidth", help="Cap on bytes streamed, e.g. 200MiB/s.")] = None,
+    max_requests: Annotated[Optional[float], typer.Option("--max-requests", min=0, help="Cap on requests per second.")] = None,
+    part_size: Annotated[Optional[str], typer.Option("--part-size", help="Part size for multipart streaming (default 8MiB).")] = None,
+    multipart_threshold: Annotated[Optional[str], typer.Option("--multipart-threshold", help="Stream objects above this size in parts (default 16MiB).")] = None,
+    multipart_copy_threshold: Annotated[Optional[str], typer.Option("--multipart-copy-threshold", help="Server-side copies above this size use UploadPartCopy (default 512MiB).")] = None,
+    copy_part_size: Annotated[Optional[str], typer.Option("--copy-part-size", help="Part size for server-side multipart copies (default 64MiB).")] = None,
     force: Annotated[bool, typer.Option("--force", help="Copy even objects the destination already has.")] = False,
     manifest_file: Annotated[Optional[str], typer.Option("--manifest", help="Write every object's size and checksum to this JSON file.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print a machine-readable summary on stdout.")] = False,
     records: Annotated[bool, typer.Option("--records", help="With --json: one NDJSON record per object before the summary.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")] = False,
+    config: ConfigOption = None,
+    set_: SetOption = None,
 ) -> None:
-    """Copy every object under SRC to DST.
+    """Copy every object under SRC to DST. SRC and DST are URLs, plain paths or @profile/prefix.
 
-    Example: mbackup copy "s3://milvus/files?endpoint=http://127.0.0.1:9000" file:///backups/files --parallel 64 --verify
+    Example: mbackup copy "s3://milvus/files?endpoint=http://127.0.0.1:9000" /backups/files --parallel 64 --verify
     """
-    try:
-        rate = parse_rate(max_bandwidth)
-    except ValueError as e:
-        raise MBackupError(f"--max-bandwidth: {e}") from None
-    if checksum.lower() not in ("crc32c", "crc64nvme", "none"):
-        raise MBackupError(f"--checksum: unknown algorithm {checksum!r}: use crc32c, crc64nvme or none")
-    settings = CopySettings(
-        parallel=parallel, checksum=checksum.lower(), verify=verify, max_bandwidth=rate,
-        max_requests_per_sec=max_requests, part_size=_size(part_size, "--part-size"),
-        multipart_threshold=_size(multipart_threshold, "--multipart-threshold"),
-        multipart_copy_threshold=_size(multipart_copy_threshold, "--multipart-copy-threshold"),
-        copy_part_size=_size(copy_part_size, "--copy-part-size"),
-    )
-    source, target = open_location(src), open_location(dst)
+    state = ctx.obj.with_command_options(config, set_)
+    settings = copy_settings(state.config())
+    if parallel is not None:
+        settings.parallel = parallel
+    if checksum is not None:
+        if checksum.lower() not in ("crc32c", "crc64nvme", "none"):
+            raise MBackupError(f"--checksum: unknown algorithm {checksum!r}: use crc32c, crc64nvme or none")
+        settings.checksum = checksum.lower()
+    if max_bandwidth is not None:
+        try:
+            settings.max_bandwidth = parse_rate(max_bandwidth)
+        except ValueError as e:
+            raise MBackupError(f"--max-bandwidth: {e}") from None
+    if max_requests is not None:
+        settings.max_requests_per_sec = max_requests
+    for flag, value, attr in [("--part-size", part_size, "part_size"),
+                              ("--multipart-threshold", multipart_threshold, "multipart_threshold"),
+                              ("--multipart-copy-threshold", multipart_copy_threshold, "multipart_copy_threshold"),
+                              ("--copy-part-size", copy_part_size, "copy_part_size")]:
+        if value is not None:
+            setattr(settings, attr, _size(value, flag))
+    settings.verify = verify
+    source, target = state.location(src), state.location(dst)
     if not dry_run and target.ensure_bucket():
         typer.echo(f"created bucket for {target.url}", err=True)
     plan = plan_copy(source, target, include or [], exclude or [], skip_existing=not force)
@@ -133,6 +194,43 @@ def copy(
         raise typer.Exit(EXIT_FAILED)
 
 
+def copy_settings(cfg: Config) -> CopySettings:
+    """The engine's settings from the config file's mbackup: section (flags override them)."""
+    m = cfg.mbackup
+    return CopySettings(
+        parallel=m.parallel, checksum=m.checksum, max_bandwidth=m.max_bandwidth or 0,
+        max_requests_per_sec=m.max_requests_per_second or 0.0, part_size=m.part_size_mib << 20,
+        multipart_threshold=m.multipart_threshold_mib << 20, memory_budget=m.memory_budget_mib << 20,
+        multipart_copy_threshold=cfg.transfer.multipart_copy_threshold_mib << 20,
+    )
+
+
+config_app = typer.Typer(help="Inspect the configuration.", no_args_is_help=True)
+app.add_typer(config_app, name="config")
+
+
+@config_app.command("show")
+def config_show(
+    ctx: typer.Context,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    config: ConfigOption = None,
+    set_: SetOption = None,
+) -> None:
+    """Every setting, its value (secrets masked) and where it came from."""
+    cfg = ctx.obj.with_command_options(config, set_).config()
+    rows = list(cfg.rows())
+    if as_json:
+        typer.echo(json.dumps({"file": cfg.path, "schema": cfg.version,
+                               "settings": [dict(zip(("key", "value", "source", "source_key"), r)) for r in rows]},
+                              indent=1))
+        return
+    typer.echo(f"config file: {cfg.path or '(none: defaults)'} (schema {cfg.version})")
+    width = max(len(r[0]) for r in rows)
+    for key, value, source, source_key in rows:
+        where = f"{source} {source_key}".strip()
+        typer.echo(f"{key:<{width}}  {value:<30}  {where}")
+
+
 @app.command()
 def plugins(as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False) -> None:
     """List loaded plugins, their versions and what each provides."""
@@ -151,6 +249,10 @@ def plugins(as_json: Annotated[bool, typer.Option("--json", help="Machine-readab
 def main() -> None:
     try:
         app(standalone_mode=False)
+    except ConfigError as e:
+        for problem in e.problems:
+            typer.echo(f"error: {problem}", err=True)
+        sys.exit(EXIT_USAGE)
     except MBackupError as e:
         typer.echo(f"error: {e}", err=True)
         sys.exit(EXIT_USAGE)
