@@ -1,0 +1,129 @@
+"""The local stack every other test stands on: a real SeaweedFS and two real Milvus servers."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from contextlib import closing
+
+import pytest
+
+from milvus_backup.devstack import SeaweedFS, StartupError, s3_request
+
+
+def test_s3_accepts_the_right_keys_and_rejects_wrong_ones(seaweedfs, bucket):
+    assert seaweedfs.request("PUT", bucket, "hello.txt", body=b"hi").status == 200
+
+    def get(access_key, secret_key):
+        return s3_request(seaweedfs.endpoint, "GET", bucket, "hello.txt",
+                          access_key=access_key, secret_key=secret_key)
+
+    right = get(seaweedfs.access_key, seaweedfs.secret_key)
+    assert (right.status, right.body) == (200, b"hi")
+    wrong_secret = get(seaweedfs.access_key, "not-the-secret")
+    assert (wrong_secret.status, wrong_secret.error_code) == (403, "SignatureDoesNotMatch")
+    unknown_key = get("nobody", seaweedfs.secret_key)
+    assert (unknown_key.status, unknown_key.error_code) == (403, "InvalidAccessKeyId")
+    assert get(None, None).status == 403  # anonymous
+
+
+def test_a_created_bucket_can_be_written_listed_and_read_back(seaweedfs, bucket):
+    data = os.urandom(300_000)
+    key = "dir/sub dir/naïve+name=1.bin"  # characters SigV4 must encode exactly
+
+    assert seaweedfs.request("PUT", bucket, key, body=data).status == 200
+    assert seaweedfs.request("PUT", bucket, "other/x", body=b"x").status == 200
+
+    assert seaweedfs.list_keys(bucket, "dir/") == [key]
+    assert sorted(seaweedfs.list_keys(bucket)) == [key, "other/x"]
+    got = seaweedfs.request("GET", bucket, key)
+    assert (got.status, got.body) == (200, data)
+
+
+def test_create_bucket_is_idempotent_and_keeps_the_objects(seaweedfs, bucket):
+    seaweedfs.request("PUT", bucket, "keep", body=b"1")
+    seaweedfs.create_bucket(bucket)
+    assert seaweedfs.list_keys(bucket) == ["keep"]
+
+
+def test_holds_many_written_buckets_at_once(seaweedfs):
+    # Each bucket reserves 7 volumes at its first write; with `weed server`'s default of 8
+    # volumes the second or third fails with "No writable volumes and no free volumes left".
+    names = [f"many-{i}-{uuid.uuid4().hex[:8]}" for i in range(12)]
+    try:
+        for name in names:
+            seaweedfs.create_bucket(name)
+            put = seaweedfs.request("PUT", name, "k", body=b"v")
+            assert put.status == 200, (name, put.error_code)
+        assert all(seaweedfs.list_keys(name) == ["k"] for name in names)
+    finally:
+        for name in names:
+            seaweedfs.delete_bucket(name)
+    assert seaweedfs.request("HEAD", names[0]).status == 404
+
+
+def test_a_server_that_cannot_start_says_why_with_its_log(tmp_path):
+    (tmp_path / "data").write_text("a file where weed wants its data folder")
+    s3 = SeaweedFS(tmp_path)
+    with pytest.raises(StartupError) as failure:
+        s3.start(timeout=30)
+    message = str(failure.value)
+    assert str(tmp_path / "weed.log") in message
+    assert "Not a valid folder" in message  # weed's own words, from the tail of its log
+    assert not s3.running
+
+
+# --------------------------------------------------------------------------------------
+# Milvus
+
+
+def _client(cluster):
+    from pymilvus import MilvusClient
+
+    return closing(MilvusClient(uri=cluster.uri))
+
+
+@pytest.mark.milvus
+def test_source_and_target_clusters_are_up_and_independent(milvus_clusters):
+    source, target = milvus_clusters.source, milvus_clusters.target
+    assert source.version.startswith("v2.3.5") and target.version.startswith("v2.3.5")
+    assert source.port != target.port
+    assert (source.bucket, target.bucket) == ("milvus-src", "milvus-dst")
+
+    only_source = f"only_source_{uuid.uuid4().hex[:8]}"
+    only_target = f"only_target_{uuid.uuid4().hex[:8]}"
+    with _client(source) as src, _client(target) as dst:
+        src.create_collection(only_source, dimension=4)
+        dst.create_collection(only_target, dimension=4)
+        try:
+            assert only_source in src.list_collections()
+            assert only_source not in dst.list_collections()
+            assert only_target in dst.list_collections()
+            assert only_target not in src.list_collections()
+        finally:
+            src.drop_collection(only_source)
+            dst.drop_collection(only_target)
+
+
+@pytest.mark.milvus
+@pytest.mark.parametrize("side", ["source", "target"])
+def test_flushed_binlogs_land_in_the_cluster_own_bucket(milvus_clusters, seaweedfs, side):
+    cluster = getattr(milvus_clusters, side)
+    other = milvus_clusters.target if side == "source" else milvus_clusters.source
+    name = f"binlogs_{side}_{uuid.uuid4().hex[:8]}"
+    with _client(cluster) as client:
+        client.create_collection(name, dimension=4)
+        try:
+            client.insert(name, [{"id": i, "vector": [i / 100] * 4} for i in range(100)])
+            client.flush(name)
+            collection_id = client.describe_collection(name)["collection_id"]
+
+            prefix = f"{cluster.root_path}/insert_log/{collection_id}/"
+            keys = seaweedfs.list_keys(cluster.bucket, prefix)
+            # <partition>/<segment>/<field>/<log>; fields 0 and 1 are row id and timestamp,
+            # then the primary key, the vector and the dynamic-field column.
+            fields = {key[len(prefix):].split("/")[2] for key in keys}
+            assert {"0", "1"} < fields and len(fields) == 5, keys
+            assert seaweedfs.list_keys(other.bucket, prefix) == []
+        finally:
+            client.drop_collection(name)
