@@ -7,6 +7,7 @@ Exit codes: 0 done, 1 some objects or steps failed, 2 bad input (nothing was cha
 from __future__ import annotations
 
 import json
+import os
 import sys
 from typing import Annotated, Optional
 
@@ -194,6 +195,249 @@ def copy(
         raise typer.Exit(EXIT_FAILED)
 
 
+# --- Milvus backups ----------------------------------------------------------------------
+
+NameOption = Annotated[str, typer.Option("--name", "-n", help="Backup name.")]
+FilterOption = Annotated[Optional[list[str]], typer.Option(
+    "--filter", help="Collections: coll, db.coll, db.* (comma-separated, repeatable).")]
+
+
+def _milvus(state: Context):
+    from .milvus import MilvusEndpoint, connect
+
+    cfg = state.config()
+    m = cfg.milvus
+    endpoint = MilvusEndpoint(
+        host=m.grpc.address, port=m.grpc.port, user=m.user, password=m.password, tls_mode=m.grpc.tls_mode,
+        ca_cert_path=m.grpc.ca_cert_path, server_name=m.grpc.server_name, mtls_cert_path=m.grpc.mtls_cert_path,
+        mtls_key_path=m.grpc.mtls_key_path, management_endpoint=m.management.endpoint)
+    return connect(endpoint)
+
+
+def _stores(state: Context):
+    from .catalog import open_stores
+
+    return open_stores(state.config())
+
+
+def _legacy_filter(filters: list[str] | None, colls: list[str] | None, databases: list[str] | None) -> list[str]:
+    """The anchor's old -c/--colls and -d/--databases, folded into --filter."""
+    out = list(filters or [])
+    dbs = [d for raw in databases or [] for d in raw.split(",") if d]
+    names = [c for raw in colls or [] for c in raw.split(",") if c]
+    if names:
+        out += [f"{db}.{c}" for db in (dbs or ["default"]) for c in names]
+    elif dbs:
+        out += [f"{db}.*" for db in dbs]
+    return out
+
+
+def _hooks():
+    from .plugins import manager
+
+    return manager().hook
+
+
+@app.command()
+def check(ctx: typer.Context, config: ConfigOption = None, set_: SetOption = None) -> None:
+    """Check the configuration end to end: Milvus answers, both buckets are readable, and an
+    object can be written, copied to the backup storage and deleted."""
+    state = ctx.obj.with_command_options(config, set_)
+    adapter = _milvus(state)
+    stores = _stores(state)
+    typer.echo(f"Milvus version: {adapter.version}")
+    milvus_objects = stores.milvus.store.list_dirs(stores.milvus_root)
+    if not any(milvus_objects):
+        typer.echo(f"warning: nothing under {stores.milvus.url}/{stores.milvus_root}: check milvus.storage.bucketName "
+                   "and rootPath (minio.bucketName, minio.rootPath) match what Milvus writes", err=True)
+    stores.backup.ensure_bucket()
+    probe = f"{stores.milvus_root}/mbackup_check_src_{os.getpid()}".lstrip("/")
+    target = f"{stores.backup_root}/mbackup_check_dst_{os.getpid()}".lstrip("/")
+    stores.milvus.store.put(probe, b"x")
+    try:
+        result = _engine.Copier(parallel=1, verify=True).run([(stores.milvus.store, probe, stores.backup.store, target, 1)])[0]
+        if result["error"]:
+            raise MBackupError(f"copying a test object from the Milvus bucket to the backup storage failed: {result['error']}")
+    finally:
+        stores.milvus.store.delete(probe)
+        stores.backup.store.delete(target)
+    typer.echo("Success!")
+
+
+@app.command()
+def create(
+    ctx: typer.Context,
+    name: Annotated[Optional[str], typer.Option("--name", "-n", help="Backup name (default: backup_<UTC time>).")] = None,
+    filter_: FilterOption = None,
+    colls: Annotated[Optional[list[str]], typer.Option("--colls", "-c", help="Legacy: collection names.", hidden=True)] = None,
+    databases: Annotated[Optional[list[str]], typer.Option("--databases", "-d", help="Legacy: databases.", hidden=True)] = None,
+    strategy: Annotated[str, typer.Option("--strategy", help="serial_flush (default), skip_flush or meta_only.")] = "",
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable summary on stdout.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")] = False,
+    config: ConfigOption = None,
+    set_: SetOption = None,
+) -> None:
+    """Back up collections: copy their binlogs (verified) and write the meta files.
+
+    Example: mbackup create -n nightly --filter default.products,analytics.*
+    """
+    from .backup import CreateRequest, create_backup
+
+    state = ctx.obj.with_command_options(config, set_)
+    request = CreateRequest(name=name, filters=_legacy_filter(filter_, colls, databases), strategy=strategy)
+    settings = copy_settings(state.config())
+    adapter, stores = _milvus(state), _stores(state)
+    context = {"command": "create", "name": name, "filters": request.filters}
+    _hooks().mbackup_before_create(context=context)
+    try:
+        result = create_backup(adapter, stores, request, settings, show_progress=not quiet and not as_json)
+    except MBackupError as e:
+        _hooks().mbackup_on_failure(context=context, error=str(e))
+        raise
+    summary = result.summary()
+    _hooks().mbackup_after_create(context={**context, "name": result.info.name}, summary=summary)
+    if as_json:
+        typer.echo(json.dumps(summary))
+    else:
+        typer.echo(f"create backup success: {summary['name']}: {len(summary['collections'])} collections, "
+                   f"{summary['segments']} segments, {format_bytes(summary['size'])} in {format_duration(result.seconds)}")
+
+
+@app.command("list")
+def list_(
+    ctx: typer.Context,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    config: ConfigOption = None,
+    set_: SetOption = None,
+) -> None:
+    """List backups with size, time, Milvus version and collections; incomplete ones are marked."""
+    from .catalog import list_backups
+
+    entries = list_backups(_stores(ctx.obj.with_command_options(config, set_)))
+    rows = []
+    for e in entries:
+        info = e.info
+        rows.append({
+            "name": e.name, "complete": e.complete and info is not None, "error": e.error or None,
+            "size": info.size if info else None, "milvus_version": info.milvus_version if info else None,
+            "collections": [f"{c.db_name}.{c.collection_name}" for c in info.collection_backups] if info else [],
+            "time": _backup_time(info),
+        })
+    if as_json:
+        typer.echo(json.dumps(rows, indent=1))
+        return
+    typer.echo(">> Backups:")
+    for r in rows:
+        if not r["complete"]:
+            typer.echo(f"{r['name']}  INCOMPLETE{': ' + r['error'] if r['error'] else ' (a create did not finish)'}")
+            continue
+        typer.echo(f"{r['name']}  {format_bytes(r['size'])}  {r['time'] or '-'}  Milvus {r['milvus_version']}  "
+                   f"{', '.join(r['collections'])}")
+
+
+def _backup_time(info) -> str | None:
+    """When the backup was taken, from its collections' hybrid timestamps when recorded."""
+    import datetime as dt
+
+    if info is None:
+        return None
+    stamps = [c.backup_physical_timestamp for c in info.collection_backups if c.backup_physical_timestamp]
+    if not stamps:
+        stamps = [(c.backup_timestamp >> 18) // 1000 for c in info.collection_backups if c.backup_timestamp]
+    if not stamps:
+        return None
+    return dt.datetime.fromtimestamp(max(stamps), dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+@app.command()
+def get(
+    ctx: typer.Context,
+    name: NameOption,
+    as_json: Annotated[bool, typer.Option("--json", help="The Go tool's BackupInfo JSON.")] = False,
+    config: ConfigOption = None,
+    set_: SetOption = None,
+) -> None:
+    """Describe one backup."""
+    from . import meta
+    from .catalog import meta_size, read_backup
+
+    stores = _stores(ctx.obj.with_command_options(config, set_))
+    info = read_backup(stores, name)
+    if as_json:
+        data = json.loads(meta.dumps_compact(info))
+        data["meta_size"] = meta_size(stores, name)
+        typer.echo(json.dumps(data, indent=4))
+        return
+    typer.echo(f"backup {info.name} ({info.id}): {format_bytes(info.size)}, Milvus {info.milvus_version}")
+    for c in info.collection_backups:
+        segments = sum(len(p.segment_backups) for p in c.partition_backups)
+        rows = sum(s.num_of_rows for p in c.partition_backups for s in p.segment_backups)
+        typer.echo(f"  {c.db_name}.{c.collection_name}: {len(c.partition_backups)} partitions, {segments} segments, "
+                   f"{rows:,} rows, {format_bytes(c.size)}, {len(c.index_infos)} indexes, {c.load_state or 'NotLoad'}")
+
+
+@app.command()
+def delete(ctx: typer.Context, name: NameOption, config: ConfigOption = None, set_: SetOption = None) -> None:
+    """Delete a backup (every object under its directory, in parallel; re-runnable)."""
+    from .catalog import delete_backup
+
+    # backup_dir() refuses names that would reach outside the backup root.
+    n = delete_backup(_stores(ctx.obj.with_command_options(config, set_)), name)
+    typer.echo(f"delete backup done: {name} ({n:,} objects)")
+
+
+@app.command()
+def restore(
+    ctx: typer.Context,
+    name: NameOption,
+    filter_: FilterOption = None,
+    suffix: Annotated[str, typer.Option("--suffix", "-s", help="Append to every collection name.")] = "",
+    rename: Annotated[Optional[list[str]], typer.Option("--rename", "-r", help="old:new (coll, db.coll or db.*), comma-separated.")] = None,
+    rebuild_index: Annotated[bool, typer.Option("--rebuild-index", "--rebuild_index", help="Create the backed-up indexes.")] = False,
+    use_auto_index: Annotated[bool, typer.Option("--use-auto-index", "--use_auto_index", help="With --rebuild-index: AUTOINDEX for vectors.")] = False,
+    drop_exist_collection: Annotated[bool, typer.Option("--drop-exist-collection", "--drop_exist_collection", help="Replace existing target collections.")] = False,
+    drop_exist_index: Annotated[bool, typer.Option("--drop-exist-index", "--drop_exist_index", help="Drop indexes of the target first.")] = False,
+    skip_create_collection: Annotated[bool, typer.Option("--skip-create-collection", "--skip_create_collection", help="Import into existing collections.")] = False,
+    meta_only: Annotated[bool, typer.Option("--meta-only", "--meta_only", help="Create collections, no data.")] = False,
+    load: Annotated[bool, typer.Option("--load", help="Load collections that were loaded when backed up.")] = False,
+    restore_aliases: Annotated[bool, typer.Option("--restore-aliases", "--restore_aliases", help="Recreate aliases.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable summary on stdout.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")] = False,
+    config: ConfigOption = None,
+    set_: SetOption = None,
+) -> None:
+    """Restore a backup into Milvus.
+
+    Example: mbackup restore -n nightly --suffix _restored --rebuild-index --load
+    """
+    from .restore import RestoreRequest, restore_backup
+
+    state = ctx.obj.with_command_options(config, set_)
+    cfg = state.config()
+    request = RestoreRequest(
+        name=name, filters=list(filter_ or []), suffix=suffix, renames=list(rename or []), rebuild_index=rebuild_index,
+        use_auto_index=use_auto_index, drop_exist_collection=drop_exist_collection, drop_exist_index=drop_exist_index,
+        skip_create_collection=skip_create_collection, meta_only=meta_only, load=load, restore_aliases=restore_aliases,
+        keep_temp_files=cfg.restore.keep_temp_files, import_jobs=min(cfg.restore.concurrency.import_jobs, 64))
+    adapter, stores = _milvus(state), _stores(state)
+    context = {"command": "restore", "name": name}
+    _hooks().mbackup_before_restore(context=context)
+    try:
+        result = restore_backup(adapter, stores, request, copy_settings(cfg), show_progress=not quiet and not as_json)
+    except MBackupError as e:
+        _hooks().mbackup_on_failure(context=context, error=str(e))
+        raise
+    summary = result.summary()
+    _hooks().mbackup_after_restore(context=context, summary=summary)
+    if as_json:
+        typer.echo(json.dumps(summary))
+    else:
+        for c in summary["collections"]:
+            typer.echo(f"restored {c['source']} as {c['target']}: {c['rows_in_backup']:,} rows in backup, "
+                       f"{c['import_jobs']} import jobs, {format_duration(c['seconds'])}")
+        typer.echo(f"restore backup success: {name} in {format_duration(result.seconds)}")
+
+
 def copy_settings(cfg: Config) -> CopySettings:
     """The engine's settings from the config file's mbackup: section (flags override them)."""
     m = cfg.mbackup
@@ -248,7 +492,9 @@ def plugins(as_json: Annotated[bool, typer.Option("--json", help="Machine-readab
 
 def main() -> None:
     try:
-        app(standalone_mode=False)
+        # Outside standalone mode click returns a typer.Exit's code instead of exiting.
+        code = app(standalone_mode=False)
+        sys.exit(code if isinstance(code, int) else 0)
     except ConfigError as e:
         for problem in e.problems:
             typer.echo(f"error: {problem}", err=True)

@@ -203,7 +203,6 @@ pub fn open(url: &str, options: &HashMap<String, String>) -> Result<Backend> {
         }
         "file" => {
             let root = url.trim_start_matches("file://");
-            std::fs::create_dir_all(root).map_err(|e| config_error(url, e))?;
             let store = LocalFileSystem::new_with_prefix(root).map_err(|e| config_error(url, e))?;
             Ok(Backend::Native { store: Arc::new(store), kind: "file" })
         }
@@ -305,6 +304,25 @@ impl Store {
             .map_err(to_py_err)?;
         out.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         Ok(out)
+    }
+
+    /// One level under `prefix`: (sub-"directories", objects as (key, size, etag)).
+    #[pyo3(signature = (prefix=""))]
+    fn list_dirs(&self, py: Python<'_>, prefix: &str) -> PyResult<(Vec<String>, Vec<(String, u64, Option<String>)>)> {
+        self.require_native()?;
+        let prefix = prefix.trim_end_matches('/').to_string();
+        let backend = self.backend.clone();
+        py.detach(|| {
+            runtime().block_on(async move {
+                let store = backend.native().unwrap();
+                let p = if prefix.is_empty() { None } else { Some(path(&prefix)?) };
+                let result = store.list_with_delimiter(p.as_ref()).await?;
+                let dirs = result.common_prefixes.into_iter().map(|p| p.to_string()).collect();
+                let objects = result.objects.into_iter().map(|m| (m.location.to_string(), m.size, m.e_tag)).collect();
+                Ok::<_, Error>((dirs, objects))
+            })
+        })
+        .map_err(to_py_err)
     }
 
     fn get<'py>(&self, py: Python<'py>, key: &str) -> PyResult<Bound<'py, PyBytes>> {

@@ -21,8 +21,15 @@ def mbackup_open_storage(url: str, options: dict[str, str]) -> Location | None:
     path = url[len("file://"):]
     if not path:
         raise StorageError(f"invalid location {url!r}: give a directory, e.g. file:///var/backups")
-    root = os.path.abspath(os.path.expanduser(path))
-    if os.path.exists(root) and not os.path.isdir(root):
-        raise StorageError(f"{root} is a file, not a directory")
-    # The store is rooted at the folder itself so keys stay relative and cannot climb out.
-    return Location(native_store(f"file://{root}", f"file://{root}", {}), "", f"file://{root}", "file")
+    folder = os.path.abspath(os.path.expanduser(path))
+    if os.path.exists(folder) and not os.path.isdir(folder):
+        raise StorageError(f"{folder} is a file, not a directory")
+    # Root the store at the deepest folder that exists, so opening a destination creates
+    # nothing: the folders appear with the first object written (never on a dry run or
+    # a refused copy).
+    base = folder
+    while not os.path.isdir(base):
+        base = os.path.dirname(base)
+    prefix = os.path.relpath(folder, base).replace(os.sep, "/") if base != folder else ""
+    store = native_store(f"file://{folder}", f"file://{base}", {})
+    return Location(store, prefix, f"file://{folder}", "file")

@@ -1,0 +1,291 @@
+"""`mbackup copy` against a real SeaweedFS: what a user sees (files, bytes, messages, exit codes)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from milvus_backup import _engine
+
+KIB, MIB = 1024, 1024 * 1024
+
+
+@pytest.fixture(scope="module")
+def s3env(seaweedfs):
+    """Environment for the CLI: credentials the way a user sets them."""
+    env = dict(os.environ)
+    env.update(AWS_ACCESS_KEY_ID=seaweedfs.access_key, AWS_SECRET_ACCESS_KEY=seaweedfs.secret_key)
+    env.pop("MBACKUP_PLUGINS", None)
+    return env
+
+
+@pytest.fixture
+def more_buckets(seaweedfs, bucket):
+    """Names for destination buckets the CLI creates; removed after the test."""
+    made = []
+
+    def name(suffix: str) -> str:
+        made.append(f"{bucket}-{suffix}")
+        return made[-1]
+
+    yield name
+    for b in made:
+        try:
+            seaweedfs.delete_bucket(b)
+        except Exception:
+            pass  # never created (the test failed before)
+
+
+def url(seaweedfs, bucket: str, prefix: str = "") -> str:
+    return f"s3://{bucket}/{prefix}?endpoint={seaweedfs.endpoint}"
+
+
+def store(seaweedfs, bucket: str) -> _engine.Store:
+    return _engine.Store(f"s3://{bucket}", {
+        "aws_endpoint": seaweedfs.endpoint, "aws_access_key_id": seaweedfs.access_key,
+        "aws_secret_access_key": seaweedfs.secret_key, "aws_allow_http": "true"})
+
+
+def mbackup(env, *args, timeout=300, check=None):
+    proc = subprocess.run([sys.executable, "-m", "milvus_backup", *args], env=env, capture_output=True,
+                          text=True, timeout=timeout)
+    if check is not None:
+        assert proc.returncode == check, proc.stderr + proc.stdout
+    return proc
+
+
+def fill(s: _engine.Store, objects: dict[str, bytes]) -> None:
+    """Write many objects fast: stage in memory, let the engine copy them in parallel."""
+    staging = _engine.Store(f"memory://fill-{id(objects)}")
+    for k, v in objects.items():
+        staging.put(k, v)
+    results = _engine.Copier(parallel=64).run([(staging, k, s, k, len(v)) for k, v in objects.items()])
+    assert not [r for r in results if r["error"]]
+
+
+def tree(base: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(base)): p.read_bytes() for p in sorted(base.rglob("*")) if p.is_file()}
+
+
+def listing(s: _engine.Store, prefix: str) -> dict[str, bytes]:
+    return {k[len(prefix) + 1:]: s.get(k) for k, _, _ in s.list(prefix)}
+
+
+SAMPLE = {
+    "files/insert_log/1/2/3/100/11": os.urandom(20 * KIB),
+    "files/insert_log/1/2/3/101/12": os.urandom(3 * KIB),
+    "files/delta_log/1/2/3/13": os.urandom(100),
+    "files/empty": b"",
+    "files/with space/ünïcødé ✓.bin": b"unicode key",
+}
+
+
+@pytest.fixture
+def sample_bucket(seaweedfs, bucket):
+    fill(store(seaweedfs, bucket), SAMPLE)
+    return bucket
+
+
+def test_bucket_to_bucket_local_and_back(seaweedfs, s3env, sample_bucket, more_buckets, tmp_path):
+    dst = more_buckets("dst")
+    r = mbackup(s3env, "copy", url(seaweedfs, sample_bucket, "files"), url(seaweedfs, dst, "copy"), "--json", check=0)
+    summary = json.loads(r.stdout.splitlines()[-1])
+    assert summary["objects_copied"] == len(SAMPLE) and summary["objects_failed"] == 0
+    assert summary["strategies"] == {"server_copy": len(SAMPLE)}
+    expected = {k[len("files/"):]: v for k, v in SAMPLE.items()}
+    assert listing(store(seaweedfs, dst), "copy") == expected
+
+    folder = tmp_path / "out"
+    mbackup(s3env, "copy", url(seaweedfs, dst, "copy"), str(folder), "--verify", check=0)
+    assert tree(folder) == expected
+    assert (folder / "empty").stat().st_size == 0
+    assert not (folder / "files").exists() and not os.path.samefile(folder, tmp_path)
+
+    back = more_buckets("back")
+    r = mbackup(s3env, "copy", f"file://{folder}", url(seaweedfs, back, "x/y"), check=0)
+    assert "copied 5 objects" in r.stdout and "failed 0" in r.stdout
+    assert listing(store(seaweedfs, back), "x/y") == expected
+
+
+def test_rerun_copies_nothing_and_partial_destination_is_completed(seaweedfs, s3env, sample_bucket, tmp_path):
+    folder = tmp_path / "out"
+    src = url(seaweedfs, sample_bucket, "files")
+    mbackup(s3env, "copy", src, str(folder), check=0)
+    r = mbackup(s3env, "copy", src, str(folder), "--json", check=0)
+    summary = json.loads(r.stdout)
+    assert summary["objects_copied"] == 0 and summary["objects_skipped"] == len(SAMPLE)
+
+    (folder / "insert_log/1/2/3/100/11").unlink()
+    (folder / "delta_log/1/2/3/13").write_bytes(b"short")  # wrong size: copied again
+    r = mbackup(s3env, "copy", src, str(folder), "--json", "--records", check=0)
+    lines = [json.loads(x) for x in r.stdout.splitlines()]
+    copied = sorted(x["dst_key"] for x in lines[:-1])
+    assert copied == ["delta_log/1/2/3/13", "insert_log/1/2/3/100/11"]
+    assert lines[-1]["objects_skipped"] == len(SAMPLE) - 2
+    assert tree(folder) == {k[len("files/"):]: v for k, v in SAMPLE.items()}
+
+
+def test_verify_repairs_a_corrupted_destination(seaweedfs, s3env, sample_bucket, tmp_path):
+    folder = tmp_path / "out"
+    src = url(seaweedfs, sample_bucket, "files")
+    mbackup(s3env, "copy", src, str(folder), check=0)
+    victim = folder / "insert_log/1/2/3/100/11"
+    data = bytearray(victim.read_bytes())
+    data[1000] ^= 0xFF  # same size, one byte flipped
+    victim.write_bytes(bytes(data))
+
+    r = mbackup(s3env, "copy", src, str(folder), check=0)  # size-only check cannot see it
+    assert "copied 0 objects" in r.stdout
+    r = mbackup(s3env, "copy", src, str(folder), "--verify", check=0)
+    assert "repaired 1 that differed from the source" in r.stdout
+    assert victim.read_bytes() == SAMPLE["files/insert_log/1/2/3/100/11"]
+
+
+def test_multipart_paths_with_lowered_thresholds(seaweedfs, s3env, bucket, more_buckets, tmp_path):
+    big = os.urandom(12 * MIB + 123)
+    fill(store(seaweedfs, bucket), {"big/object": big})
+    args = ["--multipart-threshold", "5MiB", "--part-size", "5MiB",
+            "--multipart-copy-threshold", "5MiB", "--copy-part-size", "5MiB", "--verify", "--json", "--records"]
+
+    def strategy(r):
+        return json.loads(r.stdout.splitlines()[0])["strategy"]
+
+    r = mbackup(s3env, "copy", url(seaweedfs, bucket, "big"), url(seaweedfs, more_buckets("mp"), "big"), *args, check=0)
+    assert strategy(r) == "server_multipart"
+    r = mbackup(s3env, "copy", url(seaweedfs, bucket, "big"), str(tmp_path / "l"), *args, check=0)
+    assert strategy(r) == "stream_multipart"
+    r = mbackup(s3env, "copy", str(tmp_path / "l"), url(seaweedfs, more_buckets("mp2"), "big"), *args, check=0)
+    assert strategy(r) == "stream_multipart"
+    assert (tmp_path / "l" / "object").read_bytes() == big
+    for b in (f"{bucket}-mp", f"{bucket}-mp2"):  # the names more_buckets handed out
+        got = store(seaweedfs, b).get("big/object")
+        assert hashlib.sha256(got).digest() == hashlib.sha256(big).digest()
+
+
+def test_ten_thousand_small_objects(seaweedfs, s3env, bucket, more_buckets):
+    objects = {f"files/insert_log/7/8/{i // 100}/{100 + i % 5}/{i}": os.urandom(64 + i % 512) for i in range(10_000)}
+    fill(store(seaweedfs, bucket), objects)
+    r = mbackup(s3env, "copy", url(seaweedfs, bucket, "files"), url(seaweedfs, more_buckets("10k"), "files"),
+                "--parallel", "64", "--json", check=0)
+    summary = json.loads(r.stdout)
+    assert summary["objects_copied"] == 10_000 and summary["objects_failed"] == 0
+    copied = store(seaweedfs, f"{bucket}-10k").list("files")
+    assert len(copied) == 10_000
+    assert sum(size for _, size, _ in copied) == sum(len(v) for v in objects.values())
+
+
+def test_include_exclude_dry_run_and_manifest(seaweedfs, s3env, sample_bucket, tmp_path):
+    src = url(seaweedfs, sample_bucket, "files")
+    folder = tmp_path / "out"
+    r = mbackup(s3env, "copy", src, str(folder), "--include", "insert_log/*", "--exclude", "*/101/*", "--dry-run", check=0)
+    assert r.stdout.startswith("would copy 1 objects")
+    assert not folder.exists()
+
+    manifest = tmp_path / "manifest.json"
+    mbackup(s3env, "copy", src, str(folder), "--include", "insert_log/*", "--checksum", "crc64nvme",
+            "--manifest", str(manifest), check=0)
+    assert sorted(tree(folder)) == ["insert_log/1/2/3/100/11", "insert_log/1/2/3/101/12"]
+    m = json.loads(manifest.read_text())
+    entry = m["objects"]["insert_log/1/2/3/100/11"]
+    assert entry["size"] == 20 * KIB and entry["checksum_algo"] == "crc64nvme"
+    assert int(entry["checksum"], 16) == _engine.checksum("crc64nvme", SAMPLE["files/insert_log/1/2/3/100/11"])
+
+    r = mbackup(s3env, "copy", src, str(folder), "--include", "nothing/*", check=2)
+    assert r.stderr.strip() == f"error: nothing to copy: none of the {len(SAMPLE)} objects under s3://{sample_bucket}/files match --include/--exclude"
+
+
+def test_bad_input_one_line_and_nothing_created(seaweedfs, s3env, sample_bucket, tmp_path):
+    folder = tmp_path / "never"
+    src = url(seaweedfs, sample_bucket, "files")
+
+    bad_env = dict(s3env, AWS_SECRET_ACCESS_KEY="wrong-secret-value")
+    r = mbackup(bad_env, "copy", src, str(folder), check=2)
+    assert r.stderr.startswith(f"error: s3://{sample_bucket}/files: the server rejected the credentials")
+    assert "wrong-secret-value" not in r.stderr + r.stdout
+
+    r = mbackup(s3env, "copy", url(seaweedfs, "no-such-bucket-here", "files"), str(folder), check=2)
+    assert r.stderr.strip() == "error: s3://no-such-bucket-here/files: the bucket does not exist; create it or fix the bucket name"
+
+    r = mbackup(s3env, "copy", url(seaweedfs, sample_bucket, "no/such/prefix"), str(folder), check=2)
+    assert "has no objects (check the bucket and prefix)" in r.stderr
+
+    started = time.monotonic()
+    r = mbackup(s3env, "copy", f"s3://b/files?endpoint=http://127.0.0.1:9", str(folder), check=2, timeout=60)
+    assert time.monotonic() - started < 30
+    assert "cannot reach the endpoint" in r.stderr and "check the address and port" in r.stderr
+
+    for args, message in [
+        (["--checksum", "md5"], "--checksum: unknown algorithm 'md5'"),
+        (["--max-bandwidth", "fast"], "--max-bandwidth: invalid rate 'fast'"),
+        (["--part-size", "1XB"], "--part-size: invalid size '1XB'"),
+    ]:
+        r = mbackup(s3env, "copy", src, str(folder), *args, check=2)
+        assert r.stderr.startswith(f"error: {message}"), r.stderr
+        assert len(r.stderr.strip().splitlines()) == 1
+
+    r = mbackup(s3env, "copy", f"s3://{sample_bucket}/x?secret_access_key=abc", str(folder), check=2)
+    assert "do not put aws_secret_access_key in the URL" in r.stderr and "abc" not in r.stderr
+    assert not folder.exists()
+
+
+def test_bandwidth_cap_is_respected(seaweedfs, s3env, bucket, tmp_path):
+    size = 6 * MIB
+    fill(store(seaweedfs, bucket), {f"bw/{i}": os.urandom(size // 6) for i in range(6)})
+    cap = 2 * MIB
+    r = mbackup(s3env, "copy", url(seaweedfs, bucket, "bw"), str(tmp_path / "bw"), "--max-bandwidth", "2MiB/s",
+                "--json", check=0)
+    summary = json.loads(r.stdout)
+    # The bucket starts with a quarter second of burst; after that the cap holds.
+    rate = (size - cap / 4) / summary["seconds"]
+    assert rate <= cap * 1.10, rate
+    assert rate >= cap * 0.5, rate
+
+
+def test_ctrl_c_stops_with_summary_and_rerun_completes(seaweedfs, s3env, bucket, tmp_path):
+    objects = {f"slow/{i:03d}": os.urandom(256 * KIB) for i in range(40)}
+    fill(store(seaweedfs, bucket), objects)
+    folder = tmp_path / "slow"
+    proc = subprocess.Popen([sys.executable, "-m", "milvus_backup", "copy", url(seaweedfs, bucket, "slow"),
+                             str(folder), "--max-bandwidth", "1MiB/s", "--parallel", "4"],
+                            env=s3env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not (folder.exists() and any(folder.iterdir())) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert out.startswith("interrupted: copied ")
+    done = tree(folder)
+    assert 0 < len(done) < len(objects)
+    assert all(objects[f"slow/{k}"] == v for k, v in done.items())  # nothing half-written
+
+    r = mbackup(s3env, "copy", url(seaweedfs, bucket, "slow"), str(folder), "--json", check=0)
+    assert json.loads(r.stdout)["objects_copied"] == len(objects) - len(done)
+    assert tree(folder) == {k[len("slow/"):]: v for k, v in objects.items()}
+
+
+def test_example_third_party_plugin(seaweedfs, s3env, sample_bucket, tmp_path):
+    r = mbackup(s3env, "plugins", "--json", check=0)
+    plugins = {p["name"]: p for p in json.loads(r.stdout)}
+    assert plugins["fsspec"]["builtin"] is False and plugins["fsspec"]["version"] == "0.1.0"
+    assert plugins["milvus_backup.backends.s3"]["schemes"] == ["s3", "s3a"]
+
+    folder = tmp_path / "fs"
+    mbackup(s3env, "copy", url(seaweedfs, sample_bucket, "files"), f"fsspec+file://{folder}", "--verify", check=0)
+    assert tree(folder) == {k[len("files/"):]: v for k, v in SAMPLE.items()}
+
+    back = tmp_path / "back"
+    r = mbackup(s3env, "copy", f"fsspec+file://{folder}", str(back), "--json", check=0)
+    assert json.loads(r.stdout)["strategies"] == {"stream": len(SAMPLE)}
+    assert tree(back) == tree(folder)
+
+    r = mbackup(dict(s3env, MBACKUP_PLUGINS=""), "copy", f"fsspec+file://{folder}", str(back), check=2)
+    assert "no storage backend for" in r.stderr and "fsspec" in r.stderr
