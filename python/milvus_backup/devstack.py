@@ -813,3 +813,34 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def backup_config(cluster: MilvusCluster, *, backup_bucket: str | None = None, backup_root: str = "backup",
+                  extra: str = "") -> str:
+    """A ``backup.yaml`` (the Go tool's v2 schema) for mbackup against ``cluster``.
+
+    Backups go to ``backup_bucket`` (default: the cluster's own bucket, as the Go tool's
+    shipped config does) under ``backup_root``. ``extra`` is appended verbatim (more YAML).
+    """
+    s3 = cluster.s3
+    return f"""configVersion: v2
+milvus:
+  grpc:
+    address: {cluster.host}
+    port: {cluster.port}
+  management:
+    endpoint: http://{cluster.host}:{cluster.metrics_port}
+  storage:
+    provider: minio
+    address: {s3.host}
+    port: {s3.s3_port}
+    bucketName: {cluster.bucket}
+    rootPath: {cluster.root_path}
+    auth:
+      accessKeyID: {s3.access_key}
+      secretAccessKey: {s3.secret_key}
+backup:
+  storage:
+    bucketName: {backup_bucket or cluster.bucket}
+    rootPath: {backup_root}
+{extra}"""

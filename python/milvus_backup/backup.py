@@ -1,0 +1,278 @@
+"""Create a backup: what ``mbackup create`` does, in the Go tool's layout.
+
+1. pick collections by filter; 2. read their metadata through the Milvus adapter;
+3. flush per strategy; 4. find each segment's binlogs by listing storage (two LISTs per
+collection, with the per-field file-count check); 5. copy them with the engine, verifying
+every object; 6. write mbackup's checksum manifest, then the Go tool's meta files, with
+``backup_meta.json`` last: until it exists the backup is incomplete and listed as such.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import re
+import socket
+import sys
+import time
+import uuid
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import meta
+from .adapters.base import MilvusAdapter, SegmentRef
+from .catalog import IN_PROGRESS, MANIFEST, Stores, backup_dir
+from .copy import CopyReport, CopySettings, Plan, run_plan
+from .errors import MBackupError
+from .storage import ObjectInfo
+
+STRATEGIES = ("serial_flush", "skip_flush", "meta_only")
+GC_PAUSE_SECONDS = 3600
+
+_INSERT = re.compile(r"insert_log/(-?\d+)/(-?\d+)/(-?\d+)/(-?\d+)/(-?\d+)$")
+_DELTA = re.compile(r"delta_log/(-?\d+)/(-?\d+)/(-?\d+)/(-?\d+)$")
+
+
+class BackupError(MBackupError):
+    """A backup could not be made; nothing that looks complete was left behind."""
+
+
+@dataclass
+class CreateRequest:
+    name: str | None = None
+    filters: list[str] = field(default_factory=list)  # coll, db.coll, db.* (empty: everything)
+    strategy: str = ""  # "" = serial_flush on 2.3
+
+
+def default_name(now: dt.datetime | None = None) -> str:
+    now = now or dt.datetime.now(dt.timezone.utc)
+    return f"backup_{now:%Y_%m_%d_%H_%M_%S}_{time.time_ns() % 1_000_000_000}"
+
+
+def parse_filters(filters: list[str]) -> dict[str, list[str] | None]:
+    """``["c1", "db1.c2", "db2.*", "db3."]`` -> {"default": ["c1"], "db1": ["c2"], "db2": None, "db3": []}
+    (None = every collection of the database, [] = the database only)."""
+    out: dict[str, list[str] | None] = {}
+    for raw in filters:
+        for item in filter(None, (x.strip() for x in raw.split(","))):
+            db, dot, coll = item.partition(".") if "." in item else ("default", ".", item)
+            if not re.fullmatch(r"\w+", db) or not (coll in ("*", "") or re.fullmatch(r"\w+", coll)):
+                raise BackupError(f"invalid filter {item!r}: use coll, db.coll, db.* or db.")
+            if coll == "*":
+                out[db] = None
+            elif out.get(db, []) is not None:
+                current = out.setdefault(db, [])
+                if coll and coll not in current:
+                    current.append(coll)
+    return out
+
+
+def select_collections(adapter: MilvusAdapter, filters: list[str]) -> tuple[list[str], list[tuple[str, str]]]:
+    """Databases and (db, collection) pairs a filter names; unknown names are errors."""
+    wanted = parse_filters(filters)
+    databases = adapter.list_databases()
+    if not wanted:
+        wanted = {db: None for db in databases}
+    pairs: list[tuple[str, str]] = []
+    for db, colls in wanted.items():
+        if db not in databases:
+            raise BackupError(f"database {db!r} does not exist (databases: {', '.join(databases)})")
+        existing = adapter.list_collections(db)
+        for coll in (sorted(existing) if colls is None else colls):
+            if coll not in existing:
+                raise BackupError(f"collection {coll!r} does not exist in database {db!r}"
+                                  f" (collections: {', '.join(sorted(existing)) or 'none'})")
+            pairs.append((db, coll))
+    return list(wanted), pairs
+
+
+@dataclass
+class CreateResult:
+    info: meta.BackupInfo
+    copy: CopyReport | None
+    seconds: float
+    phases: dict[str, float]
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "name": self.info.name,
+            "id": self.info.id,
+            "collections": [f"{c.db_name}.{c.collection_name}" for c in self.info.collection_backups],
+            "segments": sum(len(p.segment_backups) for c in self.info.collection_backups for p in c.partition_backups),
+            "objects": len(self.copy.results) if self.copy else 0,
+            "size": self.info.size,
+            "milvus_version": self.info.milvus_version,
+            "seconds": round(self.seconds, 3),
+            "phases": {k: round(v, 3) for k, v in self.phases.items()},
+        }
+
+
+def create_backup(adapter: MilvusAdapter, stores: Stores, request: CreateRequest, settings: CopySettings, *,
+                  show_progress: bool = True, warn=lambda msg: print(f"warning: {msg}", file=sys.stderr)) -> CreateResult:
+    started = time.monotonic()
+    phases: dict[str, float] = {}
+    name = meta.validate_backup_name(request.name or default_name())
+    strategy = request.strategy or "serial_flush"
+    if strategy not in STRATEGIES:
+        raise BackupError(f"unknown strategy {strategy!r}: use {', '.join(STRATEGIES)}"
+                          + (" (bulk_flush needs Milvus 2.6.11 or newer)" if strategy == "bulk_flush" else ""))
+    bdir = backup_dir(stores, name)
+    databases, pairs = select_collections(adapter, request.filters)
+
+    # Refuse before writing anything: an existing name is never overwritten.
+    existing = stores.backup.store.list(bdir) if _bucket_exists(stores) else []
+    if any(k.startswith(bdir + "/") for k, _, _ in existing):
+        complete = stores.backup.store.head(f"{bdir}/meta/{meta.BACKUP_META}") is not None
+        if complete:
+            raise BackupError(f"backup {name!r} already exists at {stores.backup_url(name)}: choose another name "
+                              f"or delete it with mbackup delete -n {name}")
+        raise BackupError(f"an incomplete backup {name!r} exists at {stores.backup_url(name)}: "
+                          f"delete it with mbackup delete -n {name}, then run create again")
+    stores.backup.ensure_bucket()
+    info = meta.BackupInfo(id=str(uuid.uuid4()), name=name, milvus_version=adapter.version)
+    stores.backup.store.put(f"{bdir}/{IN_PROGRESS}", json.dumps({
+        "id": info.id, "name": name, "pid": os.getpid(), "host": socket.gethostname(),
+        "started": dt.datetime.now(dt.timezone.utc).isoformat()}).encode())
+
+    t = time.monotonic()
+    paused = adapter.pause_gc(GC_PAUSE_SECONDS) if strategy != "meta_only" else False
+    if not paused and strategy != "meta_only":
+        warn(f"Milvus {adapter.version} cannot pause garbage collection; segments compacted during the "
+             "backup may be missing from it (back up while writes are quiet)")
+    try:
+        info.database_backups = [adapter.describe_database(db) for db in databases]
+        collections = [adapter.describe_collection(db, coll) for db, coll in pairs]
+        for coll in collections:
+            coll.id = info.id
+        phases["metadata"] = time.monotonic() - t
+        if strategy == "serial_flush":
+            t = time.monotonic()
+            for coll in collections:
+                adapter.flush(coll.db_name, coll.collection_name)
+            phases["flush"] = time.monotonic() - t
+        copy_report = None
+        if strategy != "meta_only":
+            t = time.monotonic()
+            for coll in collections:
+                segments = adapter.list_segments(coll.db_name, coll.collection_name)
+                attach_segments(coll, segments, discover_binlogs(stores, coll, segments))
+            phases["discover"] = time.monotonic() - t
+            t = time.monotonic()
+            copy_report = copy_segments(stores, bdir, collections, settings, show_progress)
+            phases["copy"] = time.monotonic() - t
+        info.collection_backups = collections
+        info.size = sum(c.size for c in collections)
+        t = time.monotonic()
+        write_meta(stores, bdir, info, copy_report, settings)
+        phases["meta"] = time.monotonic() - t
+    finally:
+        if paused:
+            adapter.resume_gc()
+    return CreateResult(info, copy_report, time.monotonic() - started, phases)
+
+
+def _bucket_exists(stores: Stores) -> bool:
+    try:
+        stores.backup.store.list_dirs(stores.backup_root)
+        return True
+    except Exception:  # a missing bucket is created later; other errors surface there
+        return False
+
+
+def discover_binlogs(stores: Stores, coll: meta.CollectionBackupInfo, segments: list[SegmentRef]
+                     ) -> dict[int, tuple[dict[int, list[ObjectInfo]], list[ObjectInfo]]]:
+    """Each segment's insert logs by field and its delta logs, found by listing the Milvus
+    bucket under the collection (two LISTs, whatever the number of segments)."""
+    root = stores.milvus_root.strip("/")
+    base = f"{root}/" if root else ""
+    found: dict[int, tuple[dict[int, list[ObjectInfo]], list[ObjectInfo]]] = defaultdict(lambda: (defaultdict(list), []))
+    wanted = {s.segment_id for s in segments}
+    for kind, pattern in (("insert_log", _INSERT), ("delta_log", _DELTA)):
+        prefix = f"{base}{kind}/{coll.collection_id}"
+        for key, size, etag in stores.milvus.store.list(prefix):
+            m = pattern.search(key)
+            if not m or int(m.group(3)) not in wanted:
+                continue  # not a binlog, or a segment compacted away / not flushed yet
+            seg = int(m.group(3))
+            obj = ObjectInfo(key, size, etag)
+            if kind == "insert_log":
+                found[seg][0][int(m.group(4))].append(obj)
+            else:
+                found[seg][1].append(obj)
+    return found
+
+
+def attach_segments(coll: meta.CollectionBackupInfo, segments: list[SegmentRef],
+                    logs: dict[int, tuple[dict[int, list[ObjectInfo]], list[ObjectInfo]]]) -> None:
+    """Fill partitions with SegmentBackupInfo as the Go tool's listing path does."""
+    parts = {p.partition_id: p for p in coll.partition_backups}
+    for ref in sorted(segments, key=lambda s: s.segment_id):
+        inserts, deltas = logs.get(ref.segment_id, ({}, []))
+        if not inserts and not ref.is_l0:
+            raise BackupError(
+                f"segment {ref.segment_id} of {coll.db_name}.{coll.collection_name} has no insert logs under "
+                f"insert_log/{coll.collection_id}/{ref.partition_id}/{ref.segment_id}/ in the Milvus bucket: "
+                "check that milvus.storage.bucketName and rootPath (minio.bucketName, minio.rootPath) "
+                "name the bucket and root path Milvus itself writes to")
+        counts = {f: len(objs) for f, objs in inserts.items()}
+        if len(set(counts.values())) > 1:
+            detail = ", ".join(f"field {f}: {n}" for f, n in sorted(counts.items()))
+            raise BackupError(f"segment {ref.segment_id} has a different number of binlogs per field ({detail}); "
+                              "orphan binlogs from a compaction: run the backup again")
+        binlogs = [meta.FieldBinlog(field_id=f, binlogs=[_binlog(o) for o in sorted(objs, key=lambda o: o.key)])
+                   for f, objs in sorted(inserts.items())]
+        deltalogs = [meta.FieldBinlog(binlogs=[_binlog(o) for o in sorted(deltas, key=lambda o: o.key)])]
+        size = sum(o.size for objs in inserts.values() for o in objs) + sum(o.size for o in deltas)
+        seg = meta.SegmentBackupInfo(
+            segment_id=ref.segment_id, collection_id=ref.collection_id, partition_id=ref.partition_id,
+            num_of_rows=ref.num_rows, binlogs=binlogs, deltalogs=deltalogs, size=size,
+            group_id=ref.segment_id, is_l0=ref.is_l0, storage_version=ref.storage_version)
+        part = parts.get(ref.partition_id)
+        if part is None:
+            continue  # the Go tool warns and skips segments of unknown partitions
+        part.segment_backups.append(seg)
+        part.size += size
+    coll.size = sum(p.size for p in coll.partition_backups)
+
+
+def _binlog(obj: ObjectInfo) -> meta.Binlog:
+    return meta.Binlog(log_path=obj.key, log_size=obj.size, log_id=int(obj.key.rsplit("/", 1)[-1]))
+
+
+def copy_segments(stores: Stores, bdir: str, collections: list[meta.CollectionBackupInfo],
+                  settings: CopySettings, show_progress: bool) -> CopyReport:
+    jobs = []
+    for coll in collections:
+        for part in coll.partition_backups:
+            for seg in part.segment_backups:
+                for src, dst, size in meta.segment_files(bdir, seg):
+                    jobs.append((ObjectInfo(src, size), dst))
+    verified = CopySettings(**{**settings.__dict__, "verify": True})
+    report = run_plan(Plan(jobs=jobs, skipped=[]), stores.milvus, stores.backup, verified,
+                      show_progress=show_progress, label="backup")
+    if report.cancelled:
+        raise KeyboardInterrupt
+    if report.failed:
+        first = report.failed[0]
+        raise BackupError(f"{len(report.failed)} of {len(jobs)} binlogs failed to copy (first: {first['src_key']}: "
+                          f"{first['error']}); the backup is incomplete")
+    return report
+
+
+def write_meta(stores: Stores, bdir: str, info: meta.BackupInfo, report: CopyReport | None,
+               settings: CopySettings) -> None:
+    manifest = {"version": 1, "backup": info.name, "id": info.id, "checksum_algo":
+                settings.checksum if settings.checksum != "none" else "crc32c", "objects": {}}
+    if report:
+        for r in report.copied:
+            rel = r["dst_key"][len(bdir) + 1:]
+            manifest["objects"][rel] = {"size": r["bytes"], "checksum": r["checksum"]}
+    store = stores.backup.store
+    store.put(f"{bdir}/meta/{MANIFEST}", json.dumps(manifest, indent=0, sort_keys=True).encode())
+    files = meta.write_meta_files(info)
+    # backup_meta.json marks a backup as existing for both tools: it goes last.
+    for name in [n for n in files if n != meta.BACKUP_META] + [meta.BACKUP_META]:
+        store.put(meta.meta_key(bdir, name), files[name])
+    store.delete(f"{bdir}/{IN_PROGRESS}")

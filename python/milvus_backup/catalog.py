@@ -1,0 +1,142 @@
+"""The backups under the backup root: where they live, which exist, what each holds.
+
+Keys here are bucket keys, as the Go tool writes them: a backup is ``<root>/<name>/``
+inside the backup bucket, and binlog ``log_path`` values are keys of the Milvus bucket.
+A backup is complete when ``meta/backup_meta.json`` exists; mbackup writes it last, and
+keeps a marker (``mbackup_in_progress.json``) while a create runs.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from . import meta
+from .config import Config
+from .errors import MBackupError
+from .storage import Location, open_location
+
+IN_PROGRESS = "mbackup_in_progress.json"
+MANIFEST = "mbackup_manifest.json"
+
+
+class BackupNotFound(MBackupError):
+    """No backup of that name under the backup root."""
+
+
+@dataclass
+class Stores:
+    """The two buckets of a run, opened at their roots (keys are whole bucket keys)."""
+
+    milvus: Location
+    milvus_root: str
+    backup: Location
+    backup_root: str
+
+    @property
+    def same_bucket(self) -> bool:
+        """Can Milvus import straight from the backup's keys (its own bucket)?"""
+        m, b = self.milvus.options, self.backup.options
+        return (self.milvus.url == self.backup.url and m.get("aws_endpoint") == b.get("aws_endpoint")
+                and self.milvus.scheme == self.backup.scheme)
+
+    def backup_url(self, name: str = "") -> str:
+        return "/".join(p for p in (self.backup.url, self.backup_root, name) if p)
+
+
+def open_stores(cfg: Config) -> Stores:
+    def bucket(which: str) -> tuple[Location, str]:
+        target = cfg.storage_url(which)
+        if target.provider == "local":
+            # A local "bucket" is the folder itself; keys are relative to it.
+            return open_location(target.url, target.options), ""
+        scheme = target.url.split("://", 1)[0]
+        return open_location(f"{scheme}://{target.bucket}", target.options), target.root_path
+
+    milvus, milvus_root = bucket("milvus")
+    backup, backup_root = bucket("backup")
+    return Stores(milvus, milvus_root, backup, backup_root)
+
+
+@dataclass
+class BackupEntry:
+    name: str
+    complete: bool
+    info: meta.BackupInfo | None = None
+    error: str = ""
+
+
+def backup_dir(stores: Stores, name: str) -> str:
+    return meta.backup_dir(stores.backup_root, name)
+
+
+def list_backups(stores: Stores, *, read: bool = True) -> list[BackupEntry]:
+    """Every directory under the backup root, complete or not."""
+    root = stores.backup_root
+    dirs, _ = stores.backup.store.list_dirs(root)
+    out = []
+    for d in sorted(dirs):
+        name = d.rstrip("/").rsplit("/", 1)[-1]
+        bdir = f"{root}/{name}" if root else name
+        complete = stores.backup.store.head(f"{bdir}/meta/{meta.BACKUP_META}") is not None
+        if not complete and stores.backup.store.head(f"{bdir}/{IN_PROGRESS}") is None \
+                and not stores.backup.store.list(bdir):
+            continue  # an empty "directory" some stores keep after a delete
+        entry = BackupEntry(name, complete)
+        if complete and read:
+            try:
+                entry.info = read_backup(stores, name)
+            except MBackupError as e:
+                entry.error = str(e)
+        out.append(entry)
+    return out
+
+
+def read_backup(stores: Stores, name: str) -> meta.BackupInfo:
+    """The backup's meta, full_meta.json preferred; one clear line when it is missing or damaged."""
+    bdir = backup_dir(stores, name)
+    files: dict[str, bytes] = {}
+    for key, _, _ in stores.backup.store.list(f"{bdir}/meta"):
+        fname = key.rsplit("/", 1)[-1]
+        if fname in meta.META_FILES:
+            files[fname] = stores.backup.store.get(key)
+    if not files:
+        where = stores.backup_url(name)
+        if stores.backup.store.head(f"{bdir}/{IN_PROGRESS}") is not None:
+            raise BackupNotFound(f"backup {name!r} is incomplete (a create did not finish) at {where}: "
+                                 f"delete it with mbackup delete -n {name}")
+        raise BackupNotFound(f"no backup named {name!r} at {where} (mbackup list shows the backups there)")
+    return meta.read_meta_files(files)
+
+
+def read_manifest(stores: Stores, name: str) -> dict[str, Any] | None:
+    key = f"{backup_dir(stores, name)}/meta/{MANIFEST}"
+    if stores.backup.store.head(key) is None:
+        return None
+    return json.loads(stores.backup.store.get(key))
+
+
+def meta_size(stores: Stores, name: str) -> int:
+    return sum(size for _, size, _ in stores.backup.store.list(f"{backup_dir(stores, name)}/meta"))
+
+
+def delete_backup(stores: Stores, name: str, parallel: int = 32) -> int:
+    """Delete every object under the backup's directory, in parallel. Re-runnable: objects
+    already gone count as deleted. Returns how many objects were deleted."""
+    bdir = backup_dir(stores, name)
+    keys = [k for k, _, _ in stores.backup.store.list(bdir) if k.startswith(bdir + "/")]
+    if not keys:
+        raise BackupNotFound(f"no backup named {name!r} at {stores.backup_url(name)} (mbackup list shows the backups there)")
+    # The completion marker goes first so a half-deleted backup never looks complete.
+    marker = f"{bdir}/meta/{meta.BACKUP_META}"
+    total = len(keys)
+    if marker in keys:
+        stores.backup.store.delete(marker)
+        keys.remove(marker)
+    failures = stores.backup.store.delete_many(keys, parallel)
+    if failures:
+        key, error = failures[0]
+        raise MBackupError(f"could not delete {len(failures)} objects of backup {name!r} (first: {key}: {error}); "
+                           "run the delete again")
+    return total
