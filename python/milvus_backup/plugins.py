@@ -26,6 +26,7 @@ DEFAULT_PLUGINS = (
     "milvus_backup.backends.azure",
     "milvus_backup.backends.file",
     "milvus_backup.backends.memory",
+    "milvus_backup.adapters.v2_3",
 )
 
 
