@@ -235,7 +235,8 @@ def import_data(adapter: MilvusAdapter, stores: Stores, bdir: str, t: Target, re
         for p in parts:
             has_delta = any(fb.binlogs for s in p.segment_backups for fb in s.deltalogs)
             dirs = meta.partition_import_dirs(import_root, c.collection_id, p.partition_id, with_delta=has_delta)
-            jobs.append((p.partition_name, [dirs.insert or "", dirs.delta or ""]))
+            rows = sum(s.num_of_rows for s in p.segment_backups)
+            jobs.append((p.partition_name, [dirs.insert or "", dirs.delta or ""], rows))
         wait_imports(adapter, t, jobs, request, show_progress)
         return len(jobs)
     finally:
@@ -243,18 +244,20 @@ def import_data(adapter: MilvusAdapter, stores: Stores, bdir: str, t: Target, re
             stores.milvus.store.delete_many(staged, 32)
 
 
-def wait_imports(adapter: MilvusAdapter, t: Target, jobs: list[tuple[str, list[str]]], request: RestoreRequest,
+def wait_imports(adapter: MilvusAdapter, t: Target, jobs: list[tuple[str, list[str], int]], request: RestoreRequest,
                  show_progress: bool) -> None:
     """Run import jobs, at most ``request.import_jobs`` at once, until all complete."""
     pending = list(jobs)
     running: dict[str, tuple[str, float, int]] = {}  # job id -> (partition, last change, progress)
+    expected: dict[str, int] = {}
     done = 0
     shown, shown_at = "", 0.0
     while pending or running:
         while pending and len(running) < max(1, request.import_jobs):
-            partition, files = pending.pop(0)
+            partition, files, rows = pending.pop(0)
             job = adapter.start_import(t.db, t.name, partition, files)
             running[job] = (partition, time.monotonic(), -1)
+            expected[job] = rows
         time.sleep(1.0)
         total_progress = 0
         for job, (partition, changed, last) in list(running.items()):
@@ -262,6 +265,11 @@ def wait_imports(adapter: MilvusAdapter, t: Target, jobs: list[tuple[str, list[s
             if status.state == ImportState.FAILED:
                 raise RestoreError(f"import of {t.label} partition {partition!r} failed: {status.reason or 'no reason given'}")
             if status.state == ImportState.COMPLETED:
+                # Milvus 2.3 reports an import of prefixes it found empty as completed.
+                if status.rows == 0 and expected[job] > 0:
+                    raise RestoreError(f"import of {t.label} partition {partition!r} completed without rows: Milvus "
+                                       f"found no binlogs under {running_files(jobs, partition)}; check that "
+                                       "milvus.storage.bucketName and rootPath name Milvus's own bucket")
                 del running[job]
                 done += 1
                 continue
@@ -275,3 +283,7 @@ def wait_imports(adapter: MilvusAdapter, t: Target, jobs: list[tuple[str, list[s
         if show_progress and (line != shown or time.monotonic() - shown_at > 10):
             print(line, file=sys.stderr, flush=True)
             shown, shown_at = line, time.monotonic()
+
+
+def running_files(jobs: list[tuple[str, list[str], int]], partition: str) -> str:
+    return next((files[0] for p, files, _ in jobs if p == partition), "?")
