@@ -23,7 +23,8 @@ from typing import Any
 
 from . import meta
 from .adapters.base import MilvusAdapter, SegmentRef
-from .catalog import IN_PROGRESS, MANIFEST, Stores, backup_dir
+from .catalog import IN_PROGRESS, LOCK, MANIFEST, Stores, backup_dir
+from .lock import StoreLock
 from .copy import CopyReport, CopySettings, Plan, run_plan
 from .errors import MBackupError
 from .storage import ObjectInfo
@@ -101,7 +102,8 @@ class CreateResult:
             "id": self.info.id,
             "collections": [f"{c.db_name}.{c.collection_name}" for c in self.info.collection_backups],
             "segments": sum(len(p.segment_backups) for c in self.info.collection_backups for p in c.partition_backups),
-            "objects": len(self.copy.results) if self.copy else 0,
+            "objects": len(self.copy.results) + len(self.copy.skipped) if self.copy else 0,
+            "objects_copied": len(self.copy.copied) if self.copy else 0,
             "size": self.info.size,
             "milvus_version": self.info.milvus_version,
             "seconds": round(self.seconds, 3),
@@ -121,21 +123,40 @@ def create_backup(adapter: MilvusAdapter, stores: Stores, request: CreateRequest
     bdir = backup_dir(stores, name)
     databases, pairs = select_collections(adapter, request.filters)
 
-    # Refuse before writing anything: an existing name is never overwritten.
-    existing = stores.backup.store.list(bdir) if _bucket_exists(stores) else []
-    if any(k.startswith(bdir + "/") for k, _, _ in existing):
-        complete = stores.backup.store.head(f"{bdir}/meta/{meta.BACKUP_META}") is not None
-        if complete:
-            raise BackupError(f"backup {name!r} already exists at {stores.backup_url(name)}: choose another name "
-                              f"or delete it with mbackup delete -n {name}")
-        raise BackupError(f"an incomplete backup {name!r} exists at {stores.backup_url(name)}: "
-                          f"delete it with mbackup delete -n {name}, then run create again")
     stores.backup.ensure_bucket()
-    info = meta.BackupInfo(id=str(uuid.uuid4()), name=name, milvus_version=adapter.version)
-    stores.backup.store.put(f"{bdir}/{IN_PROGRESS}", json.dumps({
-        "id": info.id, "name": name, "pid": os.getpid(), "host": socket.gethostname(),
-        "started": dt.datetime.now(dt.timezone.utc).isoformat()}).encode())
+    # One run per backup name: the lock is a conditional write, so of two racing creates
+    # exactly one gets past this line.
+    with StoreLock(stores.backup.store, f"{bdir}/{LOCK}", f"backup {name!r}"):
+        resumed = _prepare(stores, bdir, name)
+        info = meta.BackupInfo(id=resumed or str(uuid.uuid4()), name=name, milvus_version=adapter.version)
+        if resumed:
+            warn(f"resuming the incomplete backup {name!r}: objects already copied are checked, not copied again")
+        else:
+            stores.backup.store.put(f"{bdir}/{IN_PROGRESS}", json.dumps({
+                "id": info.id, "name": name, "pid": os.getpid(), "host": socket.gethostname(),
+                "started": dt.datetime.now(dt.timezone.utc).isoformat()}).encode())
+        return _create(adapter, stores, bdir, info, databases, pairs, strategy, settings, show_progress, warn,
+                       started, phases)
 
+
+def _prepare(stores: Stores, bdir: str, name: str) -> str | None:
+    """Refuse an existing name; return the id of an incomplete mbackup backup to resume."""
+    store = stores.backup.store
+    if store.head(f"{bdir}/meta/{meta.BACKUP_META}") is not None:
+        raise BackupError(f"backup {name!r} already exists at {stores.backup_url(name)}: choose another name "
+                          f"or delete it with mbackup delete -n {name}")
+    marker = store.head(f"{bdir}/{IN_PROGRESS}")
+    if marker is not None:
+        return json.loads(store.get(f"{bdir}/{IN_PROGRESS}")).get("id") or str(uuid.uuid4())
+    if any(k != f"{bdir}/{LOCK}" for k, _, _ in store.list(bdir) if k.startswith(bdir + "/")):
+        raise BackupError(f"{stores.backup_url(name)} holds objects but is not a backup mbackup can resume: "
+                          f"delete it with mbackup delete -n {name}, or choose another name")
+    return None
+
+
+def _create(adapter: MilvusAdapter, stores: Stores, bdir: str, info: meta.BackupInfo, databases: list[str],
+            pairs: list[tuple[str, str]], strategy: str, settings: CopySettings, show_progress: bool, warn,
+            started: float, phases: dict[str, float]) -> CreateResult:
     t = time.monotonic()
     paused = adapter.pause_gc(GC_PAUSE_SECONDS) if strategy != "meta_only" else False
     if not paused and strategy != "meta_only":
@@ -243,15 +264,23 @@ def _binlog(obj: ObjectInfo) -> meta.Binlog:
 
 def copy_segments(stores: Stores, bdir: str, collections: list[meta.CollectionBackupInfo],
                   settings: CopySettings, show_progress: bool) -> CopyReport:
-    jobs = []
+    """Copy every binlog, verifying each. Objects a previous, interrupted run already
+    wrote (same size) are proven by checksumming both sides instead of copied again."""
+    present = {k: size for k, size, _ in stores.backup.store.list(f"{bdir}/binlogs")}
+    plan = Plan(jobs=[], skipped=[])
     for coll in collections:
         for part in coll.partition_backups:
             for seg in part.segment_backups:
                 for src, dst, size in meta.segment_files(bdir, seg):
-                    jobs.append((ObjectInfo(src, size), dst))
+                    if present.get(dst) == size:
+                        plan.skipped.append(ObjectInfo(src, size))
+                    else:
+                        plan.jobs.append((ObjectInfo(src, size), dst))
     verified = CopySettings(**{**settings.__dict__, "verify": True})
-    report = run_plan(Plan(jobs=jobs, skipped=[]), stores.milvus, stores.backup, verified,
-                      show_progress=show_progress, label="backup")
+    if plan.skipped:
+        # Same key on both sides is what recheck_skipped compares: map skipped ones by source key.
+        _recheck_resumed(plan, stores, bdir, collections, verified)
+    report = run_plan(plan, stores.milvus, stores.backup, verified, show_progress=show_progress, label="backup")
     if report.cancelled:
         raise KeyboardInterrupt
     if report.failed:
@@ -261,14 +290,37 @@ def copy_segments(stores: Stores, bdir: str, collections: list[meta.CollectionBa
     return report
 
 
+def _recheck_resumed(plan: Plan, stores: Stores, bdir: str, collections: list[meta.CollectionBackupInfo],
+                     settings: CopySettings) -> None:
+    dst_of = {src: dst for coll in collections for part in coll.partition_backups for seg in part.segment_backups
+              for src, dst, _ in meta.segment_files(bdir, seg)}
+    algo = settings.checksum if settings.checksum != "none" else "crc32c"
+    items = ([(stores.milvus.store, o.key) for o in plan.skipped]
+             + [(stores.backup.store, dst_of[o.key]) for o in plan.skipped])
+    sums = settings.copier().checksums(items, algo)
+    n, kept = len(plan.skipped), []
+    for i, obj in enumerate(plan.skipped):
+        if sums[i][0] is not None and sums[i][0] == sums[n + i][0]:
+            kept.append(obj)
+            plan.checksums[dst_of[obj.key]] = sums[i][0]
+        else:
+            plan.jobs.append((obj, dst_of[obj.key]))
+    plan.skipped = kept
+
+
 def write_meta(stores: Stores, bdir: str, info: meta.BackupInfo, report: CopyReport | None,
                settings: CopySettings) -> None:
     manifest = {"version": 1, "backup": info.name, "id": info.id, "checksum_algo":
                 settings.checksum if settings.checksum != "none" else "crc32c", "objects": {}}
     if report:
-        for r in report.copied:
-            rel = r["dst_key"][len(bdir) + 1:]
-            manifest["objects"][rel] = {"size": r["bytes"], "checksum": r["checksum"]}
+        # Driven by the meta: every object the backup holds, with the checksum proven
+        # while copying it or, on a resumed run, by comparing it with its source.
+        proven = {r["dst_key"]: r["checksum"] for r in report.copied} | report.skipped_checksums
+        for coll in info.collection_backups:
+            for part in coll.partition_backups:
+                for seg in part.segment_backups:
+                    for _, dst, size in meta.segment_files(bdir, seg):
+                        manifest["objects"][dst[len(bdir) + 1:]] = {"size": size, "checksum": proven[dst]}
     store = stores.backup.store
     store.put(f"{bdir}/meta/{MANIFEST}", json.dumps(manifest, indent=0, sort_keys=True).encode())
     files = meta.write_meta_files(info)

@@ -18,6 +18,7 @@ from .errors import MBackupError
 from .storage import Location, open_location
 
 IN_PROGRESS = "mbackup_in_progress.json"
+LOCK = "mbackup.lock"
 MANIFEST = "mbackup_manifest.json"
 
 

@@ -44,6 +44,7 @@ class Plan:
     skipped: list[ObjectInfo]
     repaired: list[ObjectInfo] = field(default_factory=list)  # present but different: recopied
     listed: int = 0  # objects under the source before filters
+    checksums: dict[str, str] = field(default_factory=dict)  # skipped key -> checksum proven by recheck_skipped
 
     @property
     def bytes(self) -> int:
@@ -58,6 +59,7 @@ class CopyReport:
     cancelled: bool = False
     counters: dict[str, int] = field(default_factory=dict)
     repaired: int = 0
+    skipped_checksums: dict[str, str] = field(default_factory=dict)
 
     @property
     def failed(self) -> list[dict[str, Any]]:
@@ -147,6 +149,7 @@ def recheck_skipped(plan: Plan, src: Location, dst: Location, settings: CopySett
         (a, _, _), (b, _, _) = sums[i], sums[n + i]
         if a is not None and a == b:
             keep.append(obj)
+            plan.checksums[obj.key] = a
         else:
             plan.repaired.append(obj)
             plan.jobs.append((obj, obj.key))
@@ -186,13 +189,15 @@ def run_plan(plan: Plan, src: Location, dst: Location, settings: CopySettings, *
     for r, (obj, key) in zip(results, plan.jobs):
         r["src_key"], r["dst_key"] = obj.key, key
     return CopyReport(results, plan.skipped, time.monotonic() - started, cancelled, copier.progress(),
-                      repaired=len(plan.repaired))
+                      repaired=len(plan.repaired), skipped_checksums=dict(plan.checksums))
 
 
 def manifest(report: CopyReport, src: Location, dst: Location, algo: str) -> dict[str, Any]:
     """Every object now at the destination with its size and, when known, its checksum.
     Skipped objects are listed too: the manifest describes the destination, not the run."""
-    objects = {o.key: {"size": o.size, "etag": o.etag} for o in report.skipped}
+    objects = {o.key: {"size": o.size, "etag": o.etag, "checksum": report.skipped_checksums.get(o.key),
+                       "checksum_algo": algo if o.key in report.skipped_checksums else None}
+               for o in report.skipped}
     for r in report.copied:
         objects[r["dst_key"]] = {"size": r["bytes"], "etag": r["etag"], "checksum": r["checksum"],
                                  "checksum_algo": r["checksum_algo"], "verified": r["verified"]}

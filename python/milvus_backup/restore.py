@@ -9,6 +9,8 @@ engine, server-side when it can) and the staged copies are removed afterwards.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 import sys
 import time
@@ -16,7 +18,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import meta
+from . import _engine, meta
 from .adapters.base import CreateCollectionSpec, ImportState, MilvusAdapter
 from .catalog import Stores, backup_dir, read_backup
 from .copy import CopySettings, Plan, run_plan
@@ -56,6 +58,40 @@ class Target:
     @property
     def label(self) -> str:
         return f"{self.db}.{self.name}"
+
+
+class Journal:
+    """What an interrupted restore finished, kept in the target Milvus's bucket so running the
+    same restore again resumes it: collections already created are not refused as existing,
+    partitions already imported are skipped, and imports still running are waited for
+    instead of started twice (which would duplicate rows).
+
+    ``collections[label]`` = {"state": "creating"|"created"|"done", "staging": prefix|None,
+    "partitions": {name: {"job": id|None, "done": bool}}}.
+    """
+
+    def __init__(self, stores: Stores, backup: meta.BackupInfo, targets: list[Target]) -> None:
+        names = ",".join(sorted(t.label for t in targets))
+        digest = hashlib.sha1(f"{backup.id}|{names}".encode()).hexdigest()[:16]
+        self.store = stores.milvus.store
+        self.key = f"mbackup-restore-journal/{backup.name}-{digest}.json"
+        try:
+            self.data: dict[str, Any] = json.loads(self.store.get(self.key))
+        except (_engine.NotFoundError, ValueError):  # none yet, or unreadable: start afresh
+            self.data = {"backup": backup.name, "backup_id": backup.id, "collections": {}}
+        self.resuming = bool(self.data["collections"])
+
+    def state(self, t: Target) -> str:
+        return self.data["collections"].get(t.label, {}).get("state", "")
+
+    def collection(self, t: Target) -> dict[str, Any]:
+        return self.data["collections"].setdefault(t.label, {"state": "", "staging": None, "partitions": {}})
+
+    def save(self) -> None:
+        self.store.put(self.key, json.dumps(self.data).encode())
+
+    def remove(self) -> None:
+        self.store.delete(self.key)
 
 
 def _split(name: str) -> tuple[str, str]:
@@ -115,14 +151,17 @@ def plan_targets(info: meta.BackupInfo, request: RestoreRequest) -> list[Target]
     return targets
 
 
-def check_targets(adapter: MilvusAdapter, targets: list[Target], request: RestoreRequest) -> None:
-    """Every refusal happens here, before anything is created or dropped."""
+def check_targets(adapter: MilvusAdapter, targets: list[Target], request: RestoreRequest,
+                  journal: Journal | None = None) -> None:
+    """Every refusal happens here, before anything is created or dropped. Collections an
+    interrupted run of this same restore created are not refused: they are resumed."""
     if request.skip_create_collection and request.drop_exist_collection:
         raise RestoreError("--skip-create-collection and --drop-exist-collection cannot be used together")
     databases = set(adapter.list_databases())
     for t in targets:
+        ours = journal is not None and journal.state(t) in ("creating", "created", "done")
         exists = t.db in databases and adapter.has_collection(t.db, t.name)
-        if exists and not request.drop_exist_collection and not request.skip_create_collection:
+        if exists and not ours and not request.drop_exist_collection and not request.skip_create_collection:
             raise RestoreError(f"collection {t.label} already exists: restore with --suffix, --rename, "
                                "or --drop-exist-collection to replace it")
         if not exists and request.skip_create_collection:
@@ -146,11 +185,15 @@ def restore_backup(adapter: MilvusAdapter, stores: Stores, request: RestoreReque
     if info.format not in ("", meta.FORMAT_BINLOG):
         raise RestoreError(f"backup {request.name!r} has format {info.format!r}, which needs Milvus 3.0 to restore")
     targets = plan_targets(info, request)
-    check_targets(adapter, targets, request)
+    journal = Journal(stores, info, targets)
+    check_targets(adapter, targets, request, journal)
+    if journal.resuming:
+        warn(f"resuming an interrupted restore of {request.name!r}: finished steps are skipped")
     bdir = backup_dir(stores, request.name)
     results = []
     for t in targets:
-        results.append(restore_collection(adapter, stores, bdir, t, request, settings, show_progress, warn))
+        results.append(restore_collection(adapter, stores, bdir, t, request, settings, show_progress, warn, journal))
+    journal.remove()
     return RestoreResult(info.name, results, time.monotonic() - started)
 
 
@@ -165,12 +208,44 @@ def _spec(t: Target) -> CreateCollectionSpec:
 
 
 def restore_collection(adapter: MilvusAdapter, stores: Stores, bdir: str, t: Target, request: RestoreRequest,
-                       settings: CopySettings, show_progress: bool, warn) -> dict[str, Any]:
+                       settings: CopySettings, show_progress: bool, warn, journal: Journal) -> dict[str, Any]:
     c = t.source
     started = time.monotonic()
+    state = journal.collection(t)
+    rows = sum(s.num_of_rows for p in c.partition_backups for s in p.segment_backups)
+    if state["state"] == "done":
+        return {"source": f"{c.db_name or 'default'}.{c.collection_name}", "target": t.label,
+                "rows_in_backup": rows, "import_jobs": 0, "seconds": 0.0, "resumed": "already restored"}
+    if state["state"] != "created":
+        _create_collection(adapter, t, request, state, journal)
+    jobs = 0
+    if not request.meta_only:
+        jobs = import_data(adapter, stores, bdir, t, request, settings, show_progress, journal)
+    if request.load and c.load_state == meta.LOAD_STATE_LOADED:
+        adapter.load_collection(t.db, t.name)
+    elif request.load and c.load_state != meta.LOAD_STATE_LOADED:
+        warn(f"{t.label} was not loaded when backed up ({c.load_state or 'NotLoad'}): left unloaded")
+    if request.restore_aliases:
+        for alias in c.aliases:
+            adapter.create_alias(t.db, t.name, alias)
+    state["state"] = "done"
+    journal.save()
+    return {"source": f"{c.db_name or 'default'}.{c.collection_name}", "target": t.label, "rows_in_backup": rows,
+            "import_jobs": jobs, "seconds": round(time.monotonic() - started, 3)}
+
+
+def _create_collection(adapter: MilvusAdapter, t: Target, request: RestoreRequest, state: dict[str, Any],
+                       journal: Journal) -> None:
+    """Database, collection, partitions and indexes; recorded so a re-run does not redo them.
+    A collection left half-made by an interrupted run ("creating") holds no data yet: it is
+    dropped and made again."""
+    c = t.source
     adapter.create_database(t.db)
-    if request.drop_exist_collection and adapter.has_collection(t.db, t.name):
+    exists = adapter.has_collection(t.db, t.name)
+    if exists and not request.skip_create_collection and (request.drop_exist_collection or state["state"] == "creating"):
         adapter.drop_collection(t.db, t.name)
+    state["state"] = "creating"
+    journal.save()
     if not request.skip_create_collection:
         adapter.create_collection(_spec(t))
     partition_key = any(f.is_partition_key for f in (c.schema.fields if c.schema else []))
@@ -191,39 +266,36 @@ def restore_collection(adapter: MilvusAdapter, stores: Stores, bdir: str, t: Tar
                 index = meta.IndexInfo(field_name=index.field_name, index_name=index.index_name,
                                        index_type="AUTOINDEX", params={"index_type": "AUTOINDEX", "metric_type": metric})
             adapter.create_index(t.db, t.name, index)
-    rows = sum(s.num_of_rows for p in c.partition_backups for s in p.segment_backups)
-    jobs = 0
-    if not request.meta_only:
-        jobs = import_data(adapter, stores, bdir, t, request, settings, show_progress)
-    if request.load and c.load_state == meta.LOAD_STATE_LOADED:
-        adapter.load_collection(t.db, t.name)
-    elif request.load and c.load_state != meta.LOAD_STATE_LOADED:
-        warn(f"{t.label} was not loaded when backed up ({c.load_state or 'NotLoad'}): left unloaded")
-    if request.restore_aliases:
-        for alias in c.aliases:
-            adapter.create_alias(t.db, t.name, alias)
-    return {"source": f"{c.db_name or 'default'}.{c.collection_name}", "target": t.label, "rows_in_backup": rows,
-            "import_jobs": jobs, "seconds": round(time.monotonic() - started, 3)}
+    state["state"] = "created"
+    journal.save()
 
 
 def import_data(adapter: MilvusAdapter, stores: Stores, bdir: str, t: Target, request: RestoreRequest,
-                settings: CopySettings, show_progress: bool) -> int:
+                settings: CopySettings, show_progress: bool, journal: Journal) -> int:
     c = t.source
-    parts = [p for p in c.partition_backups if p.segment_backups]
+    state = journal.collection(t)
+    parts = [p for p in c.partition_backups if p.segment_backups
+             and not state["partitions"].get(p.partition_name, {}).get("done")]
     if not parts:
         return 0
-    staged: list[str] = []
+    staging = ""
     import_root = bdir
     try:
         if not stores.same_bucket:
             # Milvus reads import files only from its own bucket: stage the segments there.
             # At the bucket root like the Go tool's restore-temp dirs, outside Milvus's rootPath.
-            prefix = f"mbackup-restore-{uuid.uuid4().hex[:12]}"
+            # A resumed run reuses its staging prefix: copies already there are skipped.
+            prefix = state["staging"] or f"mbackup-restore-{uuid.uuid4().hex[:12]}"
+            state["staging"] = prefix
+            journal.save()
             import_root = f"{prefix}/{bdir}"
             files = [(ObjectInfo(key, size), f"{prefix}/{key}")
                      for p in parts for s in p.segment_backups for _, key, size in meta.segment_files(bdir, s)]
-            staged = [k for _, k in files]
-            report = run_plan(Plan(jobs=files, skipped=[]), stores.backup, stores.milvus, settings,
+            staging = prefix
+            present = {k: size for k, size, _ in stores.milvus.store.list(prefix)}
+            plan = Plan(jobs=[(o, k) for o, k in files if present.get(k) != o.size],
+                        skipped=[o for o, k in files if present.get(k) == o.size])
+            report = run_plan(plan, stores.backup, stores.milvus, settings,
                               show_progress=show_progress, label=f"stage {t.label}")
             if report.cancelled:
                 raise KeyboardInterrupt
@@ -237,25 +309,46 @@ def import_data(adapter: MilvusAdapter, stores: Stores, bdir: str, t: Target, re
             dirs = meta.partition_import_dirs(import_root, c.collection_id, p.partition_id, with_delta=has_delta)
             rows = sum(s.num_of_rows for s in p.segment_backups)
             jobs.append((p.partition_name, [dirs.insert or "", dirs.delta or ""], rows))
-        wait_imports(adapter, t, jobs, request, show_progress)
-        return len(jobs)
-    finally:
-        if staged and not request.keep_temp_files:
-            stores.milvus.store.delete_many(staged, 32)
+        wait_imports(adapter, t, jobs, request, show_progress, journal)
+        imported = len(jobs)
+    except RestoreError:
+        _remove_staged(stores, staging, request)
+        raise
+    # Success removes the staged copies; an interruption keeps them (imports in flight read
+    # them, and the journal lets the next run reuse them).
+    _remove_staged(stores, staging, request)
+    return imported
+
+
+def _remove_staged(stores: Stores, prefix: str, request: RestoreRequest) -> None:
+    if prefix and not request.keep_temp_files:
+        keys = [k for k, _, _ in stores.milvus.store.list(prefix)]
+        stores.milvus.store.delete_many(keys, 32)
 
 
 def wait_imports(adapter: MilvusAdapter, t: Target, jobs: list[tuple[str, list[str], int]], request: RestoreRequest,
-                 show_progress: bool) -> None:
-    """Run import jobs, at most ``request.import_jobs`` at once, until all complete."""
-    pending = list(jobs)
+                 show_progress: bool, journal: Journal) -> None:
+    """Run import jobs, at most ``request.import_jobs`` at once, until all complete. Jobs an
+    interrupted run started are waited for, not started again; a failed one is redone."""
+    state = journal.collection(t)["partitions"]
+    pending = []
     running: dict[str, tuple[str, float, int]] = {}  # job id -> (partition, last change, progress)
     expected: dict[str, int] = {}
+    for partition, files, rows in jobs:
+        job = state.get(partition, {}).get("job")
+        if job and adapter.import_status(t.db, job).state != ImportState.FAILED:
+            running[job] = (partition, time.monotonic(), -1)
+            expected[job] = rows
+        else:
+            pending.append((partition, files, rows))
     done = 0
     shown, shown_at = "", 0.0
     while pending or running:
         while pending and len(running) < max(1, request.import_jobs):
             partition, files, rows = pending.pop(0)
             job = adapter.start_import(t.db, t.name, partition, files)
+            state[partition] = {"job": job, "done": False}
+            journal.save()
             running[job] = (partition, time.monotonic(), -1)
             expected[job] = rows
         time.sleep(1.0)
@@ -271,6 +364,8 @@ def wait_imports(adapter: MilvusAdapter, t: Target, jobs: list[tuple[str, list[s
                                        f"found no binlogs under {running_files(jobs, partition)}; check that "
                                        "milvus.storage.bucketName and rootPath name Milvus's own bucket")
                 del running[job]
+                state[partition]["done"] = True
+                journal.save()
                 done += 1
                 continue
             if status.progress != last:

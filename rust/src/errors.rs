@@ -12,6 +12,8 @@ pub enum Kind {
     Transient,
     /// Bytes read back differ from bytes sent: worth another attempt (the copy is redone).
     Corrupt,
+    /// A conditional write found the key taken.
+    AlreadyExists,
     /// Anything else the store refused (bad request, precondition, ...).
     Fatal,
     /// Stopped by the caller.
@@ -25,6 +27,7 @@ impl Kind {
             Kind::Auth => "auth",
             Kind::Transient => "transient",
             Kind::Corrupt => "corrupt",
+            Kind::AlreadyExists => "already_exists",
             Kind::Fatal => "fatal",
             Kind::Cancelled => "cancelled",
         }
@@ -77,7 +80,8 @@ impl From<object_store::Error> for Error {
         let kind = match &e {
             E::NotFound { .. } => Kind::NotFound,
             E::PermissionDenied { .. } | E::Unauthenticated { .. } => Kind::Auth,
-            E::Precondition { .. } | E::AlreadyExists { .. } | E::NotModified { .. } => Kind::Fatal,
+            E::AlreadyExists { .. } => Kind::AlreadyExists,
+            E::Precondition { .. } | E::NotModified { .. } => Kind::Fatal,
             E::NotSupported { .. } | E::NotImplemented { .. } | E::InvalidPath { .. } => Kind::Fatal,
             E::UnknownConfigurationKey { .. } => Kind::Fatal,
             _ => classify_message(&message),

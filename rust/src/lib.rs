@@ -28,6 +28,7 @@ create_exception!(_engine, NotFoundError, EngineError, "The object or bucket doe
 create_exception!(_engine, AuthError, EngineError, "The store rejected the credentials.");
 create_exception!(_engine, TransientError, EngineError, "The store failed in a way a retry may fix.");
 create_exception!(_engine, CancelledError, EngineError, "The operation was cancelled.");
+create_exception!(_engine, AlreadyExistsError, EngineError, "A conditional write found the key taken.");
 
 /// One runtime for the process: stores keep connection pools tied to it.
 pub(crate) fn runtime() -> &'static tokio::runtime::Runtime {
@@ -47,6 +48,7 @@ pub(crate) fn to_py_err(e: Error) -> PyErr {
         Kind::Auth => AuthError::new_err(e.message),
         Kind::Transient => TransientError::new_err(e.message),
         Kind::Cancelled => CancelledError::new_err(e.message),
+        Kind::AlreadyExists => AlreadyExistsError::new_err(e.message),
         _ => EngineError::new_err(e.message),
     }
 }
@@ -264,5 +266,6 @@ fn _engine(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("AuthError", py.get_type::<AuthError>())?;
     m.add("TransientError", py.get_type::<TransientError>())?;
     m.add("CancelledError", py.get_type::<CancelledError>())?;
+    m.add("AlreadyExistsError", py.get_type::<AlreadyExistsError>())?;
     Ok(())
 }

@@ -19,7 +19,7 @@ use object_store::gcp::{GoogleCloudStorageBuilder, GoogleConfigKey};
 use object_store::local::LocalFileSystem;
 use object_store::memory::InMemory;
 use object_store::path::Path;
-use object_store::{BackoffConfig, ObjectStore, ObjectStoreExt, PutPayload, RetryConfig};
+use object_store::{BackoffConfig, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, RetryConfig};
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
@@ -109,8 +109,25 @@ impl Backend {
     }
 
     pub async fn put_all(&self, key: &str, data: Bytes) -> Result<Option<String>> {
+        self.put_with(key, data, false).await
+    }
+
+    /// Write `data`; with `if_absent` only when nothing is at `key` yet (a conditional PUT,
+    /// `If-None-Match: *` on S3), so two writers racing for one key cannot both win.
+    pub async fn put_with(&self, key: &str, data: Bytes, if_absent: bool) -> Result<Option<String>> {
+        let mode = if if_absent { PutMode::Create } else { PutMode::Overwrite };
         match self.native() {
-            Some(store) => Ok(store.put(&path(key)?, PutPayload::from(data)).await?.e_tag),
+            Some(store) => {
+                let opts = PutOptions { mode, ..Default::default() };
+                match store.put_opts(&path(key)?, PutPayload::from(data), opts).await {
+                    Ok(r) => Ok(r.e_tag),
+                    Err(object_store::Error::AlreadyExists { .. }) => {
+                        Err(Error::new(Kind::AlreadyExists, format!("{key} already exists")))
+                    }
+                    Err(e) => Err(e.into()),
+                }
+            }
+            None if if_absent => Err(Error::new(Kind::Fatal, "conditional writes need a native store")),
             None => {
                 let (obj, key) = (self.py_obj(), key.to_string());
                 py_blocking(move |py| {
@@ -332,11 +349,15 @@ impl Store {
         Ok(PyBytes::new(py, &data))
     }
 
-    /// Write `data` at `key` atomically; returns the ETag when the store gives one.
-    fn put(&self, py: Python<'_>, key: &str, data: Vec<u8>) -> PyResult<Option<String>> {
+    /// Write `data` at `key` atomically; returns the ETag when the store gives one. With
+    /// `if_absent=True` the write succeeds only if `key` does not exist yet
+    /// (AlreadyExistsError otherwise): the primitive for locks.
+    #[pyo3(signature = (key, data, *, if_absent=false))]
+    fn put(&self, py: Python<'_>, key: &str, data: Vec<u8>, if_absent: bool) -> PyResult<Option<String>> {
         let backend = self.backend.clone();
         let key = key.to_string();
-        py.detach(|| runtime().block_on(async move { backend.put_all(&key, Bytes::from(data)).await })).map_err(to_py_err)
+        py.detach(|| runtime().block_on(async move { backend.put_with(&key, Bytes::from(data), if_absent).await }))
+            .map_err(to_py_err)
     }
 
     /// (size, etag) of `key`, or None when it does not exist.
