@@ -19,7 +19,7 @@ use object_store::gcp::{GoogleCloudStorageBuilder, GoogleConfigKey};
 use object_store::local::LocalFileSystem;
 use object_store::memory::InMemory;
 use object_store::path::Path;
-use object_store::{BackoffConfig, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, RetryConfig};
+use object_store::{BackoffConfig, Certificate, ClientOptions, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, RetryConfig};
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
@@ -234,9 +234,30 @@ pub fn open(url: &str, options: &HashMap<String, String>) -> Result<Backend> {
 
 fn open_s3(url: &str, options: &HashMap<String, String>) -> Result<Backend> {
     let mut b = AmazonS3Builder::new().with_url(url).with_retry(retry_config());
+    // Client keys go through one ClientOptions so a custom CA (`ca_file`, not an
+    // object_store key) can be added without losing them.
+    let mut client = ClientOptions::new();
+    let mut ca: Option<Vec<u8>> = None;
     for (k, v) in options {
-        b = b.with_config(AmazonS3ConfigKey::from_str(k).map_err(|e| config_error(url, e))?, v);
+        if k == "ca_file" {
+            ca = Some(std::fs::read(v).map_err(|e| config_error(url, format!("cannot read ca_file {v}: {e}")))?);
+            continue;
+        }
+        match AmazonS3ConfigKey::from_str(k).map_err(|e| config_error(url, e))? {
+            AmazonS3ConfigKey::Client(key) => client = client.with_config(key, v),
+            key => b = b.with_config(key, v),
+        }
     }
+    let mut http = reqwest::Client::builder().connect_timeout(Duration::from_secs(5)).timeout(Duration::from_secs(600));
+    if let Some(pem) = &ca {
+        for cert in Certificate::from_pem_bundle(pem).map_err(|e| config_error(url, e))? {
+            client = client.with_root_certificate(cert);
+        }
+        for cert in reqwest::Certificate::from_pem_bundle(pem).map_err(|e| config_error(url, e))? {
+            http = http.add_root_certificate(cert);
+        }
+    }
+    b = b.with_client_options(client);
     let get = |k: AmazonS3ConfigKey| b.get_config_value(&k);
     // The builder parses the URL only when it builds, so read the bucket from it here.
     let bucket = get(AmazonS3ConfigKey::Bucket)
@@ -255,11 +276,7 @@ fn open_s3(url: &str, options: &HashMap<String, String>) -> Result<Backend> {
     let server = if virtual_hosted { None } else { endpoint.clone() };
     let account = (server, region.clone(), get(AmazonS3ConfigKey::AccessKeyId));
     let store = b.build().map_err(|e| config_error(url, e))?;
-    let http = reqwest::Client::builder()
-        .connect_timeout(Duration::from_secs(5))
-        .timeout(Duration::from_secs(600))
-        .build()
-        .map_err(|e| config_error(url, e))?;
+    let http = http.build().map_err(|e| config_error(url, e))?;
     Ok(Backend::S3 { store: Arc::new(store), info: S3Info { bucket, bucket_endpoint, region, account, http } })
 }
 

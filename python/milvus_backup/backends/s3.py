@@ -60,7 +60,8 @@ def mbackup_open_storage(url: str, options: dict[str, str]) -> Location | None:
     if endpoint.startswith("http://"):
         config.setdefault("aws_allow_http", "true")
     config.setdefault("aws_region", "us-east-1")
-    config.pop("ca_file", None)  # TLS with a custom CA: not wired into the engine yet
+    if "ca_file" in config:  # TLS with a private CA (MinIO with its own certificates)
+        config["ca_file"] = os.path.abspath(os.path.expanduser(config["ca_file"]))
     display = f"s3://{bucket}/{prefix}".rstrip("/")
     store = native_store(display, f"s3://{bucket}", config)
     return Location(store=store, prefix=prefix, url=display, scheme="s3", options=config)
