@@ -3,11 +3,46 @@
 from __future__ import annotations
 
 import re
+import subprocess
 import uuid
 
 import pytest
 
 from milvus_backup.devstack import LocalStack, SeaweedFS
+
+# The test stack's S3 secret: distinctive, so tests/test_zz_secrets.py can prove it never
+# shows up in anything mbackup printed during the run.
+S3_SECRET = "mbk-test-secret-5f3a9c71"
+MILVUS_PASSWORD = "mbk-test-password-0d2e"
+
+# (command, stdout, stderr) of every subprocess the tests ran and captured.
+CAPTURED: list[tuple[str, str, str]] = []
+
+
+def _text(value) -> str:
+    if value is None:
+        return ""
+    return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def record_subprocess_output():
+    """Keep what every captured subprocess printed, for the secrets scan at the end."""
+    real_run, real_communicate = subprocess.run, subprocess.Popen.communicate
+
+    def run(*args, **kwargs):
+        result = real_run(*args, **kwargs)
+        CAPTURED.append((str(result.args), _text(result.stdout), _text(result.stderr)))
+        return result
+
+    def communicate(self, *args, **kwargs):
+        out, err = real_communicate(self, *args, **kwargs)
+        CAPTURED.append((str(self.args), _text(out), _text(err)))
+        return out, err
+
+    subprocess.run, subprocess.Popen.communicate = run, communicate
+    yield CAPTURED
+    subprocess.run, subprocess.Popen.communicate = real_run, real_communicate
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -18,8 +53,8 @@ def pytest_configure(config: pytest.Config) -> None:
 
 @pytest.fixture(scope="session")
 def seaweedfs(tmp_path_factory: pytest.TempPathFactory):
-    """One SeaweedFS (S3 on a free port, keys minioadmin/minioadmin) for the whole run."""
-    with SeaweedFS(tmp_path_factory.mktemp("seaweedfs")) as s3:
+    """One SeaweedFS (S3 on a free port, access key minioadmin, secret S3_SECRET) for the run."""
+    with SeaweedFS(tmp_path_factory.mktemp("seaweedfs"), secret_key=S3_SECRET) as s3:
         yield s3
 
 
