@@ -387,6 +387,36 @@ def delete(ctx: typer.Context, name: NameOption, config: ConfigOption = None, se
 
 
 @app.command()
+def verify(
+    ctx: typer.Context,
+    name: NameOption,
+    deep: Annotated[bool, typer.Option("--deep", help="Also read every object back and compare it with the checksum recorded at backup time.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable report on stdout.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")] = False,
+    config: ConfigOption = None,
+    set_: SetOption = None,
+) -> None:
+    """Check that a backup is whole: every object present with the expected size and the meta
+    readable (one LIST); with --deep every byte is read back and checksummed. Exit 1 on any problem.
+
+    Example: mbackup verify -n nightly --deep
+    """
+    from .verify import verify_backup
+
+    state = ctx.obj.with_command_options(config, set_)
+    report = verify_backup(_stores(state), name, deep=deep, settings=copy_settings(state.config()),
+                           show_progress=not quiet and not as_json)
+    if as_json:
+        typer.echo(json.dumps(report.to_json()))
+    else:
+        for finding in report.problems + report.warnings:
+            typer.echo(finding.line)
+        typer.echo(report.summary_line())
+    if report.problems:
+        raise typer.Exit(EXIT_FAILED)
+
+
+@app.command()
 def restore(
     ctx: typer.Context,
     name: NameOption,
@@ -401,6 +431,7 @@ def restore(
     meta_only: Annotated[bool, typer.Option("--meta-only", "--meta_only", help="Create collections, no data.")] = False,
     load: Annotated[bool, typer.Option("--load", help="Load collections that were loaded when backed up.")] = False,
     restore_aliases: Annotated[bool, typer.Option("--restore-aliases", "--restore_aliases", help="Recreate aliases.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Restore even if the backup fails the quick check (mbackup verify).")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable summary on stdout.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")] = False,
     config: ConfigOption = None,
@@ -418,6 +449,7 @@ def restore(
         name=name, filters=list(filter_ or []), suffix=suffix, renames=list(rename or []), rebuild_index=rebuild_index,
         use_auto_index=use_auto_index, drop_exist_collection=drop_exist_collection, drop_exist_index=drop_exist_index,
         skip_create_collection=skip_create_collection, meta_only=meta_only, load=load, restore_aliases=restore_aliases,
+        force=force,
         keep_temp_files=cfg.restore.keep_temp_files, import_jobs=min(cfg.restore.concurrency.import_jobs, 64))
     adapter, stores = _milvus(state), _stores(state)
     context = {"command": "restore", "name": name}

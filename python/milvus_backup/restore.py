@@ -24,6 +24,7 @@ from .catalog import Stores, backup_dir, read_backup
 from .copy import CopySettings, Plan, run_plan
 from .errors import MBackupError
 from .storage import ObjectInfo
+from .verify import check_before_restore
 
 
 class RestoreError(MBackupError):
@@ -47,6 +48,7 @@ class RestoreRequest:
     keep_temp_files: bool = False
     import_jobs: int = 16  # concurrent import jobs
     import_timeout: float = 3600.0  # seconds without progress before giving up
+    force: bool = False  # skip the quick check of the backup (mbackup verify)
 
 
 @dataclass
@@ -181,6 +183,8 @@ class RestoreResult:
 def restore_backup(adapter: MilvusAdapter, stores: Stores, request: RestoreRequest, settings: CopySettings, *,
                    show_progress: bool = True, warn=lambda m: print(f"warning: {m}", file=sys.stderr)) -> RestoreResult:
     started = time.monotonic()
+    if not request.force:
+        check_before_restore(stores, request.name, meta_only=request.meta_only)
     info = read_backup(stores, request.name)
     if info.format not in ("", meta.FORMAT_BINLOG):
         raise RestoreError(f"backup {request.name!r} has format {info.format!r}, which needs Milvus 3.0 to restore")

@@ -1,0 +1,356 @@
+"""`mbackup verify` and restore's quick check against a real SeaweedFS: what a user sees.
+
+Most backups here are built without Milvus, with the product's own meta writer, binlogs of
+random bytes and a manifest in mbackup's format; the one Milvus test makes a real backup
+with `mbackup create` and damages it before restoring.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import uuid
+
+import pytest
+
+from milvus_backup import _engine, meta
+from milvus_backup.catalog import open_stores
+from milvus_backup.config import load_config
+from milvus_backup.units import format_bytes
+from milvus_backup.verify import DamagedBackupError, check_before_restore
+
+ROOT = "backup"
+COLL, PART = 447000000000000101, 447000000000000102
+FIELDS = (0, 1, 100, 101)
+MANIFEST = "meta/mbackup_manifest.json"
+
+
+def config_yaml(seaweedfs, bucket: str, *, grpc_port: int = 1, milvus_bucket: str | None = None,
+                milvus_root: str = "files") -> str:
+    """A v2 backup.yaml on the test's bucket; Milvus is not needed to verify (port 1 answers nothing)."""
+    return f"""configVersion: v2
+milvus:
+  grpc:
+    address: 127.0.0.1
+    port: {grpc_port}
+  storage:
+    provider: minio
+    address: {seaweedfs.host}
+    port: {seaweedfs.s3_port}
+    bucketName: {milvus_bucket or bucket}
+    rootPath: {milvus_root}
+    auth:
+      accessKeyID: {seaweedfs.access_key}
+      secretAccessKey: {seaweedfs.secret_key}
+backup:
+  storage:
+    bucketName: {bucket}
+    rootPath: {ROOT}
+"""
+
+
+def store(seaweedfs, bucket: str) -> _engine.Store:
+    return _engine.Store(f"s3://{bucket}", {
+        "aws_endpoint": seaweedfs.endpoint, "aws_access_key_id": seaweedfs.access_key,
+        "aws_secret_access_key": seaweedfs.secret_key, "aws_allow_http": "true"})
+
+
+def crc32c(s: _engine.Store, key: str) -> str:
+    (checksum, _, error), = _engine.Copier().checksums([(s, key)], "crc32c")
+    assert error is None, error
+    return checksum
+
+
+@pytest.fixture
+def env():
+    e = dict(os.environ)
+    e.pop("MBACKUP_PLUGINS", None)
+    return e
+
+
+@pytest.fixture
+def cfg(seaweedfs, bucket, tmp_path) -> str:
+    path = tmp_path / "backup.yaml"
+    path.write_text(config_yaml(seaweedfs, bucket))
+    return str(path)
+
+
+def mbackup(env, cfg, *args, timeout=120):
+    return subprocess.run([sys.executable, "-m", "milvus_backup", *args, "--config", cfg], env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+class Sample:
+    """A small two-segment backup written the way mbackup writes one."""
+
+    def __init__(self, s: _engine.Store, name: str, *, manifest: bool = True) -> None:
+        self.store, self.name, self.bdir = s, name, meta.backup_dir(ROOT, name)
+        self.objects: dict[str, bytes] = {}  # every object under the backup dir, by relative key
+        self.deleted: set[str] = set()  # still expected, so still counted as checked
+        self.orphans: set[str] = set()  # under binlogs/ but not part of the backup
+        self.sources: dict[str, bytes] = {}  # binlog contents by their key in the Milvus bucket
+        segments = [self._segment(5001, deltas=1), self._segment(5002, deltas=0)]
+        size = sum(seg.size for seg in segments)
+        info = meta.BackupInfo(
+            id=str(uuid.uuid4()), name=name, milvus_version="v2.3.5", size=size,
+            collection_backups=[meta.CollectionBackupInfo(
+                collection_id=COLL, db_name="default", collection_name="products", size=size,
+                schema=meta.CollectionSchema(name="products", fields=[
+                    meta.FieldSchema(field_id=100, name="id", is_primary_key=True, data_type=meta.DataType.Int64),
+                    meta.FieldSchema(field_id=101, name="vec", data_type=meta.DataType.FloatVector,
+                                     type_params=[meta.KeyValuePair("dim", "8")])]),
+                partition_backups=[meta.PartitionBackupInfo(partition_id=PART, partition_name="_default",
+                                                            collection_id=COLL, segment_backups=segments, size=size)])])
+        for seg in segments:
+            for src, key, _ in meta.segment_files(self.bdir, seg):
+                self.put(key[len(self.bdir) + 1:], self.sources[src])
+        self.binlogs = sorted(self.objects)
+        if manifest:
+            sums = _engine.Copier().checksums([(s, f"{self.bdir}/{rel}") for rel in self.binlogs], "crc32c")
+            body = {"version": 1, "backup": name, "id": info.id, "checksum_algo": "crc32c", "objects": {
+                rel: {"size": len(self.objects[rel]), "checksum": c} for rel, (c, _, _) in zip(self.binlogs, sums)}}
+            self.put(MANIFEST, json.dumps(body, indent=0, sort_keys=True).encode())
+        files = meta.write_meta_files(info)
+        for fname in [n for n in files if n != meta.BACKUP_META] + [meta.BACKUP_META]:
+            self.put(f"meta/{fname}", files[fname])
+
+    def _segment(self, seg_id: int, deltas: int) -> meta.SegmentBackupInfo:
+        binlogs, deltalogs = [], [meta.FieldBinlog()]
+        for f in FIELDS:
+            log_id, data = seg_id * 1000 + f, os.urandom(1000 + 37 * f + seg_id % 7)
+            src = f"files/insert_log/{COLL}/{PART}/{seg_id}/{f}/{log_id}"
+            self.sources[src] = data
+            binlog = meta.Binlog(log_path=src, log_size=len(data), log_id=log_id)
+            binlogs.append(meta.FieldBinlog(field_id=f, binlogs=[binlog]))
+        for i in range(deltas):
+            log_id, data = seg_id * 1000 + 900 + i, os.urandom(300)
+            src = f"files/delta_log/{COLL}/{PART}/{seg_id}/{log_id}"
+            self.sources[src] = data
+            deltalogs[0].binlogs.append(meta.Binlog(log_path=src, log_size=len(data), log_id=log_id))
+        size = sum(b.log_size for fb in binlogs + deltalogs for b in fb.binlogs)
+        return meta.SegmentBackupInfo(segment_id=seg_id, collection_id=COLL, partition_id=PART, num_of_rows=10,
+                                      binlogs=binlogs, deltalogs=deltalogs, size=size, group_id=seg_id)
+
+    def put(self, rel: str, data: bytes) -> None:
+        self.store.put(f"{self.bdir}/{rel}", data)
+        self.objects[rel] = data
+
+    def delete(self, rel: str) -> None:
+        self.store.delete(f"{self.bdir}/{rel}")
+        del self.objects[rel]
+        self.deleted.add(rel)
+
+    def summary(self, checksums: int | None = None, problems: str = "0 problems") -> str:
+        """The last line verify prints: objects checked, the bytes found of them, the count of problems."""
+        deep = f", {checksums:,} checksums" if checksums is not None else ""
+        counted = {k: v for k, v in self.objects.items() if k not in self.orphans}
+        total = sum(len(v) for v in counted.values())
+        return f"verified {len(counted) + len(self.deleted)} objects ({format_bytes(total)}){deep}: {problems}"
+
+
+@pytest.fixture
+def sample(seaweedfs, bucket) -> Sample:
+    return Sample(store(seaweedfs, bucket), "nightly")
+
+
+def test_clean_backup_passes_quick_and_deep(env, cfg, sample):
+    assert len(sample.binlogs) == 9 and len(sample.objects) == 15  # 9 binlogs, 5 meta files, the manifest
+    quick = mbackup(env, cfg, "verify", "-n", "nightly")
+    assert (quick.returncode, quick.stdout) == (0, sample.summary() + "\n"), quick.stderr
+
+    deep = mbackup(env, cfg, "verify", "-n", "nightly", "--deep")
+    assert (deep.returncode, deep.stdout) == (0, sample.summary(checksums=9) + "\n"), deep.stderr
+
+    report = json.loads(mbackup(env, cfg, "verify", "-n", "nightly", "--deep", "--json").stdout)
+    assert {k: report[k] for k in ("backup", "ok", "deep", "manifest", "checksum_algo", "objects", "checksums",
+                                   "problems", "warnings")} == {
+        "backup": "nightly", "ok": True, "deep": True, "manifest": True, "checksum_algo": "crc32c",
+        "objects": 15, "checksums": 9, "problems": [], "warnings": []}
+    assert report["bytes"] == sum(len(v) for v in sample.objects.values())
+
+
+def test_flipped_byte_passes_quick_check_and_fails_deep(env, cfg, sample):
+    rel = sample.binlogs[3]
+    before = crc32c(sample.store, f"{sample.bdir}/{rel}")
+    data = bytearray(sample.objects[rel])
+    data[len(data) // 2] ^= 0x01
+    sample.put(rel, bytes(data))
+    after = crc32c(sample.store, f"{sample.bdir}/{rel}")
+
+    quick = mbackup(env, cfg, "verify", "-n", "nightly")
+    assert (quick.returncode, quick.stdout) == (0, sample.summary() + "\n")
+
+    deep = mbackup(env, cfg, "verify", "-n", "nightly", "--deep")
+    assert deep.returncode == 1
+    assert deep.stdout.splitlines() == [f"corrupted: {rel}: crc32c expected {before}, found {after}",
+                                        sample.summary(checksums=9, problems="1 problem")]
+    report = json.loads(mbackup(env, cfg, "verify", "-n", "nightly", "--deep", "--json").stdout)
+    assert report["ok"] is False
+    assert report["problems"] == [{"kind": "corrupted", "key": rel, "detail": f"crc32c expected {before}, found {after}",
+                                   "expected_checksum": before, "found_checksum": after}]
+
+
+def test_truncated_and_deleted_objects_are_reported_with_sizes(env, cfg, sample):
+    truncated, deleted = sample.binlogs[0], sample.binlogs[5]
+    full, gone = len(sample.objects[truncated]), len(sample.objects[deleted])
+    sample.put(truncated, sample.objects[truncated][:100])
+    sample.delete(deleted)
+
+    proc = mbackup(env, cfg, "verify", "-n", "nightly")
+    assert proc.returncode == 1
+    assert proc.stdout.splitlines() == [
+        f"resized: {truncated}: expected {full:,} bytes, found 100 bytes",
+        f"missing: {deleted}: expected {gone:,} bytes",
+        sample.summary(problems="2 problems")]
+    report = json.loads(mbackup(env, cfg, "verify", "-n", "nightly", "--json").stdout)
+    assert report["problems"] == [
+        {"kind": "resized", "key": truncated, "detail": f"expected {full:,} bytes, found 100 bytes",
+         "expected_size": full, "found_size": 100},
+        {"kind": "missing", "key": deleted, "detail": f"expected {gone:,} bytes", "expected_size": gone}]
+
+
+def test_damaged_meta_files_are_named(env, cfg, sample):
+    original = sample.objects["meta/segment_meta.json"]
+    sample.put("meta/segment_meta.json", b'{"infos": [}')
+    proc = mbackup(env, cfg, "verify", "-n", "nightly")
+    assert proc.returncode == 1
+    assert proc.stdout.splitlines() == [
+        "damaged: meta/segment_meta.json: not valid JSON (expecting value at byte 11, line 1 column 12)",
+        sample.summary(problems="1 problem")]
+
+    # With full_meta.json cut short, the level files still say which binlogs the backup holds.
+    sample.put("meta/segment_meta.json", original)
+    full = sample.objects["meta/full_meta.json"]
+    sample.put("meta/full_meta.json", full[:40])
+    gone = sample.binlogs[2]
+    size = len(sample.objects[gone])
+    sample.delete(gone)
+    proc = mbackup(env, cfg, "verify", "-n", "nightly")
+    assert proc.returncode == 1
+    assert proc.stdout.splitlines() == [
+        "damaged: meta/full_meta.json: not valid JSON (truncated at byte 40)",
+        f"missing: {gone}: expected {size:,} bytes",
+        sample.summary(problems="2 problems")]
+
+
+def test_go_tool_backup_without_manifest(env, cfg, seaweedfs, bucket):
+    sample = Sample(store(seaweedfs, bucket), "from_go", manifest=False)
+    quick = mbackup(env, cfg, "verify", "-n", "from_go")
+    assert (quick.returncode, quick.stdout) == (0, sample.summary() + "\n")
+
+    deep = mbackup(env, cfg, "verify", "-n", "from_go", "--deep")
+    assert deep.returncode == 0
+    assert deep.stdout.splitlines() == [
+        "warning: deep verification needs a backup made by mbackup: this one has no checksum manifest "
+        "(meta/mbackup_manifest.json), so only sizes were checked",
+        sample.summary(checksums=0, problems="0 problems, 1 warning")]
+
+    # Sizes come from the meta's log_size when there is no manifest.
+    rel = sample.binlogs[-1]
+    size = len(sample.objects[rel])
+    sample.put(rel, sample.objects[rel] + b"x")
+    proc = mbackup(env, cfg, "verify", "-n", "from_go")
+    assert proc.returncode == 1
+    assert proc.stdout.splitlines()[0] == f"resized: {rel}: expected {size:,} bytes, found {size + 1:,} bytes"
+
+
+def test_unexpected_binlog_is_a_warning_and_unknown_name_is_bad_input(env, cfg, sample, bucket):
+    extra = f"binlogs/insert_log/{COLL}/{PART}/5001/5001/100/999"
+    sample.put(extra, b"orphan")
+    sample.orphans.add(extra)
+    proc = mbackup(env, cfg, "verify", "-n", "nightly")
+    assert proc.returncode == 0
+    assert proc.stdout.splitlines() == [
+        f"warning: unexpected: {extra}: 6 bytes, not in the backup's meta or manifest (restore does not read it)",
+        sample.summary(problems="0 problems, 1 warning")]
+
+    missing = mbackup(env, cfg, "verify", "-n", "nope")
+    assert missing.returncode == 2
+    assert missing.stderr.splitlines()[-1] == (
+        f"error: no backup named 'nope' at s3://{bucket}/{ROOT}/nope (mbackup list shows the backups there)")
+
+
+def test_restore_quick_check_refuses_in_one_line(seaweedfs, bucket, cfg, sample):
+    """The check restore runs (in-process: restore itself needs Milvus, see the milvus test)."""
+    stores = open_stores(load_config(cfg))
+    check_before_restore(stores, "nightly")  # a whole backup passes
+
+    rel = sample.binlogs[1]
+    size = len(sample.objects[rel])
+    original = sample.objects["meta/collection_meta.json"]
+    sample.delete(rel)
+    sample.put("meta/collection_meta.json", b"")
+    with pytest.raises(DamagedBackupError) as refused:
+        check_before_restore(stores, "nightly")
+    assert str(refused.value) == (
+        "backup 'nightly' failed the quick check: damaged: meta/collection_meta.json: empty (2 problems); "
+        "see them all with mbackup verify -n nightly, or restore anyway with --force")
+
+    # A meta-only restore reads no binlogs: only the meta counts for it.
+    with pytest.raises(DamagedBackupError, match=r"collection_meta.json: empty \(1 problem\)"):
+        check_before_restore(stores, "nightly", meta_only=True)
+    sample.put("meta/collection_meta.json", original)
+    check_before_restore(stores, "nightly", meta_only=True)
+    with pytest.raises(DamagedBackupError) as refused:
+        check_before_restore(stores, "nightly")
+    assert str(refused.value).startswith(
+        f"backup 'nightly' failed the quick check: missing: {rel}: expected {size:,} bytes (1 problem); ")
+
+
+@pytest.mark.milvus
+def test_restore_refuses_a_damaged_backup_unless_forced(env, milvus_clusters, seaweedfs, bucket, tmp_path):
+    """A real backup made by mbackup create verifies (quick and deep); with one binlog gone,
+    restore refuses before creating anything; with --force it goes past the check, and a
+    damaged file restore never reads (the level files) does not stop it."""
+    from pymilvus import DataType, MilvusClient
+
+    cluster = milvus_clusters.source
+    cfg = tmp_path / "backup.yaml"
+    cfg.write_text(config_yaml(seaweedfs, bucket, grpc_port=cluster.port, milvus_bucket=cluster.bucket,
+                               milvus_root=cluster.root_path))
+    cfg = str(cfg)
+    coll, name = f"verify_{uuid.uuid4().hex[:8]}", f"verify_{uuid.uuid4().hex[:8]}"
+    client = MilvusClient(uri=cluster.uri)
+    schema = MilvusClient.create_schema(auto_id=False)
+    schema.add_field("id", DataType.INT64, is_primary=True)
+    schema.add_field("vec", DataType.FLOAT_VECTOR, dim=8)
+    client.create_collection(coll, schema=schema)
+    client.insert(coll, [{"id": i, "vec": [i / 300.0] * 8} for i in range(300)])
+    client.flush(coll)
+    try:
+        created = mbackup(env, cfg, "create", "-n", name, "--filter", coll, "-q", timeout=300)
+        assert created.returncode == 0, created.stderr
+        deep = mbackup(env, cfg, "verify", "-n", name, "--deep", "--json")
+        report = json.loads(deep.stdout)
+        assert (deep.returncode, report["ok"], report["manifest"]) == (0, True, True), deep.stdout + deep.stderr
+        assert report["checksums"] > 0 and report["checksums"] == report["objects"] - 6  # all but meta + manifest
+
+        s = store(seaweedfs, bucket)
+        bdir = meta.backup_dir(ROOT, name)
+        binlogs = sorted(k for k, _, _ in s.list(f"{bdir}/binlogs"))
+        victim = binlogs[0]
+        data = s.get(victim)
+        s.delete(victim)
+        refused = mbackup(env, cfg, "restore", "-n", name, "--suffix", "_r")
+        assert refused.returncode == 2
+        assert refused.stderr.splitlines()[-1] == (
+            f"error: backup '{name}' failed the quick check: missing: {victim[len(bdir) + 1:]}: "
+            f"expected {len(data):,} bytes (1 problem); see them all with mbackup verify -n {name}, "
+            "or restore anyway with --force")
+        assert not client.has_collection(f"{coll}_r")
+
+        # Restore reads full_meta.json: damage in a level file fails the check but not a forced restore.
+        s.put(victim, data)
+        s.put(f"{bdir}/meta/{meta.SEGMENT_META}", b"{")
+        assert mbackup(env, cfg, "restore", "-n", name, "--suffix", "_r").returncode == 2
+        assert not client.has_collection(f"{coll}_r")
+        forced = mbackup(env, cfg, "restore", "-n", name, "--suffix", "_r", "--force", "-q", timeout=600)
+        assert forced.returncode == 0, forced.stderr
+        assert f"restored default.{coll} as default.{coll}_r: 300 rows in backup" in forced.stdout
+        assert client.get_collection_stats(f"{coll}_r")["row_count"] == 300
+    finally:
+        for c in (coll, f"{coll}_r"):
+            client.drop_collection(c)
+        client.close()
