@@ -9,6 +9,7 @@ every object; 6. write mbackup's checksum manifest, then the Go tool's meta file
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import os
@@ -113,93 +114,99 @@ class CreateResult:
 
 def create_backup(adapter: MilvusAdapter, stores: Stores, request: CreateRequest, settings: CopySettings, *,
                   show_progress: bool = True, warn=lambda msg: print(f"warning: {msg}", file=sys.stderr)) -> CreateResult:
-    started = time.monotonic()
-    phases: dict[str, float] = {}
     name = meta.validate_backup_name(request.name or default_name())
     strategy = request.strategy or "serial_flush"
     if strategy not in STRATEGIES:
         raise BackupError(f"unknown strategy {strategy!r}: use {', '.join(STRATEGIES)}"
                           + (" (bulk_flush needs Milvus 2.6.11 or newer)" if strategy == "bulk_flush" else ""))
-    bdir = backup_dir(stores, name)
     databases, pairs = select_collections(adapter, request.filters)
-
+    run = _CreateRun(adapter, stores, name, backup_dir(stores, name), strategy, settings, show_progress, warn)
     stores.backup.ensure_bucket()
-    # One run per backup name: the lock is a conditional write, so of two racing creates
-    # exactly one gets past this line.
-    with StoreLock(stores.backup.store, f"{bdir}/{LOCK}", f"backup {name!r}"):
-        resumed = _prepare(stores, bdir, name)
-        info = meta.BackupInfo(id=resumed or str(uuid.uuid4()), name=name, milvus_version=adapter.version)
-        if resumed:
-            warn(f"resuming the incomplete backup {name!r}: objects already copied are checked, not copied again")
-        else:
-            stores.backup.store.put(f"{bdir}/{IN_PROGRESS}", json.dumps({
-                "id": info.id, "name": name, "pid": os.getpid(), "host": socket.gethostname(),
-                "started": dt.datetime.now(dt.timezone.utc).isoformat()}).encode())
-        return _create(adapter, stores, bdir, info, databases, pairs, strategy, settings, show_progress, warn,
-                       started, phases)
-
-
-def _prepare(stores: Stores, bdir: str, name: str) -> str | None:
-    """Refuse an existing name; return the id of an incomplete mbackup backup to resume."""
-    store = stores.backup.store
-    if store.head(f"{bdir}/meta/{meta.BACKUP_META}") is not None:
-        raise BackupError(f"backup {name!r} already exists at {stores.backup_url(name)}: choose another name "
-                          f"or delete it with mbackup delete -n {name}")
-    marker = store.head(f"{bdir}/{IN_PROGRESS}")
-    if marker is not None:
-        return json.loads(store.get(f"{bdir}/{IN_PROGRESS}")).get("id") or str(uuid.uuid4())
-    if any(k != f"{bdir}/{LOCK}" for k, _, _ in store.list(bdir) if k.startswith(bdir + "/")):
-        raise BackupError(f"{stores.backup_url(name)} holds objects but is not a backup mbackup can resume: "
-                          f"delete it with mbackup delete -n {name}, or choose another name")
-    return None
-
-
-def _create(adapter: MilvusAdapter, stores: Stores, bdir: str, info: meta.BackupInfo, databases: list[str],
-            pairs: list[tuple[str, str]], strategy: str, settings: CopySettings, show_progress: bool, warn,
-            started: float, phases: dict[str, float]) -> CreateResult:
-    t = time.monotonic()
-    paused = adapter.pause_gc(GC_PAUSE_SECONDS) if strategy != "meta_only" else False
-    if not paused and strategy != "meta_only":
-        warn(f"Milvus {adapter.version} cannot pause garbage collection; segments compacted during the "
-             "backup may be missing from it (back up while writes are quiet)")
+    # Local backups hold the collection's data: readable by their owner only.
+    old_umask = os.umask(0o077) if stores.backup.scheme == "file" else None
     try:
-        info.database_backups = [adapter.describe_database(db) for db in databases]
-        collections = [adapter.describe_collection(db, coll) for db, coll in pairs]
-        for coll in collections:
-            coll.id = info.id
-        phases["metadata"] = time.monotonic() - t
-        if strategy == "serial_flush":
-            t = time.monotonic()
-            for coll in collections:
-                adapter.flush(coll.db_name, coll.collection_name)
-            phases["flush"] = time.monotonic() - t
-        copy_report = None
-        if strategy != "meta_only":
-            t = time.monotonic()
-            for coll in collections:
-                segments = adapter.list_segments(coll.db_name, coll.collection_name)
-                attach_segments(coll, segments, discover_binlogs(stores, coll, segments))
-            phases["discover"] = time.monotonic() - t
-            t = time.monotonic()
-            copy_report = copy_segments(stores, bdir, collections, settings, show_progress)
-            phases["copy"] = time.monotonic() - t
-        info.collection_backups = collections
-        info.size = sum(c.size for c in collections)
-        t = time.monotonic()
-        write_meta(stores, bdir, info, copy_report, settings)
-        phases["meta"] = time.monotonic() - t
+        # One run per backup name: the lock is a conditional write, so of two racing
+        # creates exactly one gets past this line.
+        with StoreLock(stores.backup.store, f"{run.bdir}/{LOCK}", f"backup {name!r}"):
+            return run.execute(databases, pairs)
     finally:
-        if paused:
-            adapter.resume_gc()
-    return CreateResult(info, copy_report, time.monotonic() - started, phases)
+        if old_umask is not None:
+            os.umask(old_umask)
 
 
-def _bucket_exists(stores: Stores) -> bool:
-    try:
-        stores.backup.store.list_dirs(stores.backup_root)
-        return True
-    except Exception:  # a missing bucket is created later; other errors surface there
-        return False
+@dataclass
+class _CreateRun:
+    adapter: MilvusAdapter
+    stores: Stores
+    name: str
+    bdir: str
+    strategy: str
+    settings: CopySettings
+    show_progress: bool
+    warn: Any
+    started: float = field(default_factory=time.monotonic)
+    phases: dict[str, float] = field(default_factory=dict)
+
+    def execute(self, databases: list[str], pairs: list[tuple[str, str]]) -> CreateResult:
+        resumed = self.prepare()
+        info = meta.BackupInfo(id=resumed or str(uuid.uuid4()), name=self.name, milvus_version=self.adapter.version)
+        if resumed:
+            self.warn(f"resuming the incomplete backup {self.name!r}: objects already copied are checked, "
+                      "not copied again")
+        else:
+            self.stores.backup.store.put(f"{self.bdir}/{IN_PROGRESS}", json.dumps({
+                "id": info.id, "name": self.name, "pid": os.getpid(), "host": socket.gethostname(),
+                "started": dt.datetime.now(dt.timezone.utc).isoformat()}).encode())
+        with_data = self.strategy != "meta_only"
+        paused = self.adapter.pause_gc(GC_PAUSE_SECONDS) if with_data else False
+        if with_data and not paused:
+            self.warn(f"Milvus {self.adapter.version} cannot pause garbage collection; segments compacted during "
+                      "the backup may be missing from it (back up while writes are quiet)")
+        try:
+            with self.phase("metadata"):
+                info.database_backups = [self.adapter.describe_database(db) for db in databases]
+                collections = [self.adapter.describe_collection(db, coll) for db, coll in pairs]
+                for coll in collections:
+                    coll.id = info.id
+            if self.strategy == "serial_flush":
+                with self.phase("flush"):
+                    for coll in collections:
+                        self.adapter.flush(coll.db_name, coll.collection_name)
+            report = None
+            if with_data:
+                with self.phase("discover"):
+                    for coll in collections:
+                        segments = self.adapter.list_segments(coll.db_name, coll.collection_name)
+                        attach_segments(coll, segments, discover_binlogs(self.stores, coll, segments))
+                with self.phase("copy"):
+                    report = copy_segments(self.stores, self.bdir, collections, self.settings, self.show_progress)
+            info.collection_backups = collections
+            info.size = sum(c.size for c in collections)
+            with self.phase("meta"):
+                write_meta(self.stores, self.bdir, info, report, self.settings)
+        finally:
+            if paused:
+                self.adapter.resume_gc()
+        return CreateResult(info, report, time.monotonic() - self.started, self.phases)
+
+    @contextlib.contextmanager
+    def phase(self, name: str):
+        t = time.monotonic()
+        yield
+        self.phases[name] = time.monotonic() - t
+
+    def prepare(self) -> str | None:
+        """Refuse an existing name; return the id of an incomplete mbackup backup to resume."""
+        store, bdir, name = self.stores.backup.store, self.bdir, self.name
+        if store.head(f"{bdir}/meta/{meta.BACKUP_META}") is not None:
+            raise BackupError(f"backup {name!r} already exists at {self.stores.backup_url(name)}: choose another "
+                              f"name or delete it with mbackup delete -n {name}")
+        if store.head(f"{bdir}/{IN_PROGRESS}") is not None:
+            return json.loads(store.get(f"{bdir}/{IN_PROGRESS}")).get("id") or str(uuid.uuid4())
+        if any(k != f"{bdir}/{LOCK}" for k, _, _ in store.list(bdir) if k.startswith(bdir + "/")):
+            raise BackupError(f"{self.stores.backup_url(name)} holds objects but is not a backup mbackup can "
+                              f"resume: delete it with mbackup delete -n {name}, or choose another name")
+        return None
 
 
 def discover_binlogs(stores: Stores, coll: meta.CollectionBackupInfo, segments: list[SegmentRef]
