@@ -47,6 +47,15 @@ class CreateRequest:
     filters: list[str] = field(default_factory=list)  # coll, db.coll, db.* (empty: everything)
     strategy: str = ""  # "" = serial_flush on 2.3
 
+    def validate(self) -> None:
+        """Refuse bad flags before connecting to Milvus."""
+        if self.name is not None:
+            meta.validate_backup_name(self.name)
+        if (self.strategy or "serial_flush") not in STRATEGIES:
+            raise BackupError(f"unknown strategy {self.strategy!r}: use {', '.join(STRATEGIES)}"
+                              + (" (bulk_flush needs Milvus 2.6.11 or newer)" if self.strategy == "bulk_flush" else ""))
+        parse_filters(self.filters)
+
 
 def default_name(now: dt.datetime | None = None) -> str:
     now = now or dt.datetime.now(dt.timezone.utc)
@@ -114,11 +123,9 @@ class CreateResult:
 
 def create_backup(adapter: MilvusAdapter, stores: Stores, request: CreateRequest, settings: CopySettings, *,
                   show_progress: bool = True, warn=lambda msg: print(f"warning: {msg}", file=sys.stderr)) -> CreateResult:
-    name = meta.validate_backup_name(request.name or default_name())
+    request.validate()
+    name = request.name or default_name()
     strategy = request.strategy or "serial_flush"
-    if strategy not in STRATEGIES:
-        raise BackupError(f"unknown strategy {strategy!r}: use {', '.join(STRATEGIES)}"
-                          + (" (bulk_flush needs Milvus 2.6.11 or newer)" if strategy == "bulk_flush" else ""))
     databases, pairs = select_collections(adapter, request.filters)
     run = _CreateRun(adapter, stores, name, backup_dir(stores, name), strategy, settings, show_progress, warn)
     stores.backup.ensure_bucket()

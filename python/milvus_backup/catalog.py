@@ -69,7 +69,9 @@ class BackupEntry:
 
 
 def backup_dir(stores: Stores, name: str) -> str:
-    return meta.backup_dir(stores.backup_root, name)
+    # Every command that takes a name goes through here: the Go tool's naming rule keeps
+    # names from reaching outside the backup root ("../x", "a/b").
+    return meta.backup_dir(stores.backup_root, meta.validate_backup_name(name))
 
 
 def list_backups(stores: Stores, *, read: bool = True) -> list[BackupEntry]:

@@ -285,8 +285,10 @@ def create(
 
     state = ctx.obj.with_command_options(config, set_)
     request = CreateRequest(name=name, filters=_legacy_filter(filter_, colls, databases), strategy=strategy)
+    request.validate()
     settings = copy_settings(state.config())
-    adapter, stores = _milvus(state), _stores(state)
+    stores = _stores(state)
+    adapter = _milvus(state)
     context = {"command": "create", "name": name, "filters": request.filters}
     _hooks().mbackup_before_create(context=context)
     try:
@@ -451,11 +453,13 @@ def restore(
         skip_create_collection=skip_create_collection, meta_only=meta_only, load=load, restore_aliases=restore_aliases,
         force=force,
         keep_temp_files=cfg.restore.keep_temp_files, import_jobs=min(cfg.restore.concurrency.import_jobs, 64))
-    adapter, stores = _milvus(state), _stores(state)
+    request.validate()
+    stores = _stores(state)
     context = {"command": "restore", "name": name}
     _hooks().mbackup_before_restore(context=context)
     try:
-        result = restore_backup(adapter, stores, request, copy_settings(cfg), show_progress=not quiet and not as_json)
+        result = restore_backup(lambda: _milvus(state), stores, request, copy_settings(cfg),
+                                show_progress=not quiet and not as_json)
     except MBackupError as e:
         _hooks().mbackup_on_failure(context=context, error=str(e))
         raise

@@ -16,7 +16,7 @@ import sys
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 from . import _engine, meta
 from .adapters.base import CreateCollectionSpec, ImportState, MilvusAdapter
@@ -49,6 +49,22 @@ class RestoreRequest:
     import_jobs: int = 16  # concurrent import jobs
     import_timeout: float = 3600.0  # seconds without progress before giving up
     force: bool = False  # skip the quick check of the backup (mbackup verify)
+
+
+    def validate(self) -> None:
+        """Refuse bad flags before reading the backup or connecting to Milvus."""
+        meta.validate_backup_name(self.name)
+        if self.suffix and self.renames:
+            raise RestoreError("--suffix and --rename cannot be used together")
+        if self.suffix and not re.fullmatch(r"\w+", self.suffix):
+            raise RestoreError(f"invalid --suffix {self.suffix!r}: use letters, digits and _")
+        if self.skip_create_collection and self.drop_exist_collection:
+            raise RestoreError("--skip-create-collection and --drop-exist-collection cannot be used together")
+        parse_renames(self.renames)
+        if self.filters:
+            from .backup import parse_filters
+
+            parse_filters(self.filters)
 
 
 @dataclass
@@ -180,15 +196,21 @@ class RestoreResult:
         return {"backup": self.backup, "collections": self.collections, "seconds": round(self.seconds, 3)}
 
 
-def restore_backup(adapter: MilvusAdapter, stores: Stores, request: RestoreRequest, settings: CopySettings, *,
-                   show_progress: bool = True, warn=lambda m: print(f"warning: {m}", file=sys.stderr)) -> RestoreResult:
+def restore_backup(adapter: MilvusAdapter | Callable[[], MilvusAdapter], stores: Stores, request: RestoreRequest,
+                   settings: CopySettings, *, show_progress: bool = True,
+                   warn=lambda m: print(f"warning: {m}", file=sys.stderr)) -> RestoreResult:
+    """``adapter`` may be a function that connects: it is called only once the backup has been
+    read and checked, so a damaged backup or a bad flag is refused without touching Milvus."""
     started = time.monotonic()
+    request.validate()
     if not request.force:
         check_before_restore(stores, request.name, meta_only=request.meta_only)
     info = read_backup(stores, request.name)
     if info.format not in ("", meta.FORMAT_BINLOG):
         raise RestoreError(f"backup {request.name!r} has format {info.format!r}, which needs Milvus 3.0 to restore")
     targets = plan_targets(info, request)
+    if not isinstance(adapter, MilvusAdapter):
+        adapter = adapter()
     journal = Journal(stores, info, targets)
     check_targets(adapter, targets, request, journal)
     if journal.resuming:
