@@ -12,10 +12,12 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from . import meta
+import contextlib
+
+from . import _engine, meta
 from .config import Config
 from .errors import MBackupError
-from .storage import Location, open_location
+from .storage import Location, describe_error, open_location
 
 IN_PROGRESS = "mbackup_in_progress.json"
 LOCK = "mbackup.lock"
@@ -74,8 +76,27 @@ def backup_dir(stores: Stores, name: str) -> str:
     return meta.backup_dir(stores.backup_root, meta.validate_backup_name(name))
 
 
+@contextlib.contextmanager
+def backup_storage_errors(stores: Stores):
+    """Turn store errors while reading the backup storage into one line naming the setting."""
+    try:
+        yield
+    except _engine.NotFoundError as e:
+        if "NoSuchBucket" in str(e):
+            raise MBackupError(f"the backup bucket {stores.backup.url} does not exist: check backup.storage.bucketName "
+                               "(minio.backupBucketName in a v1 config)") from None
+        raise describe_error(stores.backup, e) from None
+    except _engine.EngineError as e:
+        raise describe_error(stores.backup, e) from None
+
+
 def list_backups(stores: Stores, *, read: bool = True) -> list[BackupEntry]:
     """Every directory under the backup root, complete or not."""
+    with backup_storage_errors(stores):
+        return _list_backups(stores, read)
+
+
+def _list_backups(stores: Stores, read: bool) -> list[BackupEntry]:
     root = stores.backup_root
     dirs, _ = stores.backup.store.list_dirs(root)
     out = []
@@ -98,6 +119,11 @@ def list_backups(stores: Stores, *, read: bool = True) -> list[BackupEntry]:
 
 def read_backup(stores: Stores, name: str) -> meta.BackupInfo:
     """The backup's meta, full_meta.json preferred; one clear line when it is missing or damaged."""
+    with backup_storage_errors(stores):
+        return _read_backup(stores, name)
+
+
+def _read_backup(stores: Stores, name: str) -> meta.BackupInfo:
     bdir = backup_dir(stores, name)
     files: dict[str, bytes] = {}
     for key, _, _ in stores.backup.store.list(f"{bdir}/meta"):
@@ -128,7 +154,8 @@ def delete_backup(stores: Stores, name: str, parallel: int = 32) -> int:
     """Delete every object under the backup's directory, in parallel. Re-runnable: objects
     already gone count as deleted. Returns how many objects were deleted."""
     bdir = backup_dir(stores, name)
-    keys = [k for k, _, _ in stores.backup.store.list(bdir) if k.startswith(bdir + "/")]
+    with backup_storage_errors(stores):
+        keys = [k for k, _, _ in stores.backup.store.list(bdir) if k.startswith(bdir + "/")]
     if not keys:
         raise BackupNotFound(f"no backup named {name!r} at {stores.backup_url(name)} (mbackup list shows the backups there)")
     # The completion marker goes first so a half-deleted backup never looks complete.

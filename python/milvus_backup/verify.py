@@ -22,11 +22,10 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from . import _engine, meta
-from .catalog import IN_PROGRESS, MANIFEST, BackupNotFound, Stores, backup_dir
+from .catalog import IN_PROGRESS, MANIFEST, BackupNotFound, Stores, backup_dir, backup_storage_errors
 from .copy import CopySettings
 from .errors import MBackupError, MetaError
 from .progress import ProgressDisplay
-from .storage import describe_error
 from .units import format_bytes
 
 ALGOS = ("crc32c", "crc64nvme")
@@ -116,10 +115,8 @@ def verify_backup(stores: Stores, name: str, *, deep: bool = False, settings: Co
     bdir = backup_dir(stores, name)
     report = VerifyReport(name, stores.backup_url(name), deep)
     store = stores.backup.store
-    try:
+    with backup_storage_errors(stores):
         listed = {k[len(bdir) + 1:]: size for k, size, _ in store.list(bdir) if k.startswith(bdir + "/")}
-    except _engine.EngineError as e:
-        raise describe_error(stores.backup, e) from None
     if not listed:
         raise BackupNotFound(f"no backup named {name!r} at {report.url} (mbackup list shows the backups there)")
 
