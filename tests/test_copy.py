@@ -218,7 +218,7 @@ def test_bad_input_one_line_and_nothing_created(seaweedfs, s3env, sample_bucket,
     assert "has no objects (check the bucket and prefix)" in r.stderr
 
     started = time.monotonic()
-    r = mbackup(s3env, "copy", f"s3://b/files?endpoint=http://127.0.0.1:9", str(folder), check=2, timeout=60)
+    r = mbackup(s3env, "copy", "s3://b/files?endpoint=http://127.0.0.1:9", str(folder), check=2, timeout=60)
     assert time.monotonic() - started < 30
     assert "cannot reach the endpoint" in r.stderr and "check the address and port" in r.stderr
 

@@ -292,14 +292,13 @@ def copy_segments(stores: Stores, bdir: str, collections: list[meta.CollectionBa
                         plan.jobs.append((ObjectInfo(src, size), dst))
     verified = CopySettings(**{**settings.__dict__, "verify": True})
     if plan.skipped:
-        # Same key on both sides is what recheck_skipped compares: map skipped ones by source key.
         _recheck_resumed(plan, stores, bdir, collections, verified)
     report = run_plan(plan, stores.milvus, stores.backup, verified, show_progress=show_progress, label="backup")
     if report.cancelled:
         raise KeyboardInterrupt
     if report.failed:
         first = report.failed[0]
-        raise BackupError(f"{len(report.failed)} of {len(jobs)} binlogs failed to copy (first: {first['src_key']}: "
+        raise BackupError(f"{len(report.failed)} of {len(plan.jobs)} binlogs failed to copy (first: {first['src_key']}: "
                           f"{first['error']}); the backup is incomplete")
     return report
 
