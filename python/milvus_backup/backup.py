@@ -20,11 +20,11 @@ import time
 import uuid
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 from . import meta
 from .adapters.base import MilvusAdapter, SegmentRef
-from .catalog import IN_PROGRESS, LOCK, MANIFEST, Stores, backup_dir
+from .catalog import IN_PROGRESS, LOCK, MANIFEST, Stores, backup_dir, backup_storage_errors
 from .lock import StoreLock
 from .copy import CopyReport, CopySettings, Plan, run_plan
 from .errors import MBackupError
@@ -121,11 +121,22 @@ class CreateResult:
         }
 
 
-def create_backup(adapter: MilvusAdapter, stores: Stores, request: CreateRequest, settings: CopySettings, *,
-                  show_progress: bool = True, warn=lambda msg: print(f"warning: {msg}", file=sys.stderr)) -> CreateResult:
+def create_backup(adapter: MilvusAdapter | Callable[[], MilvusAdapter], stores: Stores, request: CreateRequest,
+                  settings: CopySettings, *, show_progress: bool = True,
+                  warn=lambda msg: print(f"warning: {msg}", file=sys.stderr)) -> CreateResult:
+    """``adapter`` may be a function that connects, called once the request and the name
+    have been checked, so a taken name is refused without touching Milvus."""
     request.validate()
     name = request.name or default_name()
     strategy = request.strategy or "serial_flush"
+    if request.name:
+        with backup_storage_errors(stores):
+            taken = stores.backup.store.head(f"{backup_dir(stores, name)}/meta/{meta.BACKUP_META}") is not None
+        if taken:
+            raise BackupError(f"backup {name!r} already exists at {stores.backup_url(name)}: choose another name "
+                              f"or delete it with mbackup delete -n {name}")
+    if not isinstance(adapter, MilvusAdapter):
+        adapter = adapter()
     databases, pairs = select_collections(adapter, request.filters)
     run = _CreateRun(adapter, stores, name, backup_dir(stores, name), strategy, settings, show_progress, warn)
     stores.backup.ensure_bucket()

@@ -288,11 +288,10 @@ def create(
     request.validate()
     settings = copy_settings(state.config())
     stores = _stores(state)
-    adapter = _milvus(state)
     context = {"command": "create", "name": name, "filters": request.filters}
     _hooks().mbackup_before_create(context=context)
     try:
-        result = create_backup(adapter, stores, request, settings, show_progress=not quiet and not as_json)
+        result = create_backup(lambda: _milvus(state), stores, request, settings, show_progress=not quiet and not as_json)
     except MBackupError as e:
         _hooks().mbackup_on_failure(context=context, error=str(e))
         raise
@@ -546,12 +545,12 @@ def main() -> None:
     except KeyboardInterrupt:
         typer.echo("interrupted", err=True)
         sys.exit(EXIT_INTERRUPTED)
-    except Exception as e:  # click usage errors and the like
-        import click
-
-        if isinstance(e, click.exceptions.ClickException):
-            e.show()
-            sys.exit(EXIT_USAGE)
-        if isinstance(e, click.exceptions.Abort):
-            sys.exit(EXIT_INTERRUPTED)
+    except typer.Abort:
+        sys.exit(EXIT_INTERRUPTED)
+    except Exception as e:
+        # Usage errors: typer ships its own click, so match the interface, not the class.
+        show, code = getattr(e, "show", None), getattr(e, "exit_code", None)
+        if callable(show) and isinstance(code, int):
+            show()
+            sys.exit(code)
         raise
