@@ -289,3 +289,13 @@ def test_example_third_party_plugin(seaweedfs, s3env, sample_bucket, tmp_path):
 
     r = mbackup(dict(s3env, MBACKUP_PLUGINS=""), "copy", f"fsspec+file://{folder}", str(back), check=2)
     assert "no storage backend for" in r.stderr and "fsspec" in r.stderr
+
+
+def test_request_rate_cap_is_respected(seaweedfs, s3env, bucket, tmp_path):
+    fill(store(seaweedfs, bucket), {f"rps/{i:02d}": b"x" * 100 for i in range(30)})
+    r = mbackup(s3env, "copy", url(seaweedfs, bucket, "rps"), str(tmp_path / "rps"), "--max-requests", "20",
+                "--json", check=0)
+    summary = json.loads(r.stdout)
+    assert summary["objects_copied"] == 30
+    # Each object is a GET and a PUT: 60 requests at 20/s after a burst of 20 take at least 2 s.
+    assert summary["seconds"] >= (60 - 20) / 20 * 0.95, summary
