@@ -246,6 +246,14 @@ impl Engine {
         let _memory = self.reserve(size).await?;
         self.limits.request().await;
         let data = match job.src.native() {
+            // A local file streams in small chunks, each a hop through tokio's blocking pool;
+            // one ranged read is a single hop. Remote stores stream, for progress and caps.
+            Some(store) if job.src.kind() == "file" && size > 0 => {
+                self.limits.bytes(size).await;
+                let data = self.cancellable(async { Ok(store.get_range(&path(&job.src_key)?, 0..size).await?) }).await?;
+                counter.add(data.len() as u64);
+                data
+            }
             Some(store) => self.cancellable(self.read_all(store, &job.src_key, size, counter)).await?,
             None => {
                 self.limits.bytes(size).await;
