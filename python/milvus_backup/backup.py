@@ -22,7 +22,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from . import meta
+from . import _engine, meta
 from .adapters.base import MilvusAdapter, SegmentRef
 from .catalog import IN_PROGRESS, LOCK, MANIFEST, Stores, backup_dir, backup_storage_errors
 from .lock import StoreLock
@@ -180,6 +180,7 @@ class _CreateRun:
         if with_data and not paused:
             self.warn(f"Milvus {self.adapter.version} cannot pause garbage collection; segments compacted during "
                       "the backup may be missing from it (back up while writes are quiet)")
+        copying = False
         try:
             with self.phase("metadata"):
                 info.database_backups = [self.adapter.describe_database(db) for db in databases]
@@ -196,12 +197,20 @@ class _CreateRun:
                     for coll in collections:
                         segments = self.adapter.list_segments(coll.db_name, coll.collection_name)
                         attach_segments(coll, segments, discover_binlogs(self.stores, coll, segments))
+                copying = True
                 with self.phase("copy"):
                     report = copy_segments(self.stores, self.bdir, collections, self.settings, self.show_progress)
             info.collection_backups = collections
             info.size = sum(c.size for c in collections)
             with self.phase("meta"):
                 write_meta(self.stores, self.bdir, info, report, self.settings)
+        except BaseException:
+            if not resumed and not copying:
+                # Refused before a single binlog was copied (a wrong bucket or root path, say):
+                # nothing to resume, so leave no incomplete backup behind for list to show.
+                with contextlib.suppress(Exception):  # the original error is the one to show
+                    self.stores.backup.store.delete(f"{self.bdir}/{IN_PROGRESS}")
+            raise
         finally:
             if paused:
                 self.adapter.resume_gc()
@@ -237,7 +246,14 @@ def discover_binlogs(stores: Stores, coll: meta.CollectionBackupInfo, segments: 
     wanted = {s.segment_id for s in segments}
     for kind, pattern in (("insert_log", _INSERT), ("delta_log", _DELTA)):
         prefix = f"{base}{kind}/{coll.collection_id}"
-        for key, size, etag in stores.milvus.store.list(prefix):
+        try:
+            listed = stores.milvus.store.list(prefix)
+        except _engine.NotFoundError as e:
+            if "NoSuchBucket" not in str(e):
+                raise
+            raise BackupError(f"the Milvus bucket {stores.milvus.url} does not exist: check milvus.storage.bucketName "
+                              "(minio.bucketName in a v1 config) names the bucket Milvus itself writes to") from None
+        for key, size, etag in listed:
             m = pattern.search(key)
             if not m or int(m.group(3)) not in wanted:
                 continue  # not a binlog, or a segment compacted away / not flushed yet

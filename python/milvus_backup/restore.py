@@ -9,6 +9,7 @@ engine, server-side when it can) and the staged copies are removed afterwards.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import re
@@ -242,11 +243,26 @@ def restore_collection(adapter: MilvusAdapter, stores: Stores, bdir: str, t: Tar
     if state["state"] == "done":
         return {"source": f"{c.db_name or 'default'}.{c.collection_name}", "target": t.label,
                 "rows_in_backup": rows, "import_jobs": 0, "seconds": 0.0, "resumed": "already restored"}
+    created_now = state["state"] != "created" and not request.skip_create_collection
     if state["state"] != "created":
         _create_collection(adapter, t, request, state, journal)
     jobs = 0
     if not request.meta_only:
-        jobs = import_data(adapter, stores, bdir, t, request, settings, show_progress, journal)
+        try:
+            jobs = import_data(adapter, stores, bdir, t, request, settings, show_progress, journal)
+        except RestoreError:
+            if created_now and not any(p.get("done") for p in state["partitions"].values()):
+                # Nothing was imported into the collection this run made (Milvus found no
+                # binlogs, say): drop it rather than leave an empty one that a fixed re-run
+                # would refuse as existing. Nothing is lost: a re-run makes it again.
+                with contextlib.suppress(Exception):  # the import error is the one to show
+                    adapter.drop_collection(t.db, t.name)
+                    journal.data["collections"].pop(t.label, None)
+                    if journal.data["collections"]:
+                        journal.save()
+                    else:
+                        journal.remove()
+            raise
     if request.load and c.load_state == meta.LOAD_STATE_LOADED:
         adapter.load_collection(t.db, t.name)
     elif request.load and c.load_state != meta.LOAD_STATE_LOADED:

@@ -1,0 +1,447 @@
+"""Backup and restore end to end on two real Milvus 2.3.5 clusters (issue #3), driven through
+the ``mbackup`` command line as a user would run it.
+
+One dataset on the source cluster (tests/milvus_data.py: varchar and int64 primary keys, an
+auto-id collection with a partition key, JSON, arrays, dynamic fields, float and binary
+vectors, several segments per partition, rows deleted by id, two databases) and one backup
+of it, kept in a bucket of its own so that every restore stages the binlogs into the target
+Milvus's bucket. Every restore is compared with the source row by row, field by field.
+"""
+
+from __future__ import annotations
+
+import http.server
+import json
+import os
+import threading
+import uuid
+
+import pytest
+from pymilvus import DataType, MilvusClient
+
+from milvus_backup import _engine, meta
+from milvus_backup.devstack import backup_config
+from milvus_data import (AUTO, INT, assert_same_rows, build, client, error_line, load_state, mbackup, ok, read_back,
+                         read_back_all)
+
+pytestmark = pytest.mark.milvus
+
+BUCKET = "mbk-e2e-backups"  # backups live apart from both Milvus buckets: restores stage
+ROOT = "e2e"
+NAME = "e2e_full"
+GO_ROOT = "gobackup"  # a backup laid out by hand, in the source Milvus's own bucket: no staging
+
+
+def store(seaweedfs, bucket: str) -> _engine.Store:
+    return _engine.Store(f"s3://{bucket}", {
+        "aws_endpoint": seaweedfs.endpoint, "aws_access_key_id": seaweedfs.access_key,
+        "aws_secret_access_key": seaweedfs.secret_key, "aws_allow_http": "true"})
+
+
+def keys(s: _engine.Store, prefix: str) -> dict[str, int]:
+    return {k: size for k, size, _ in s.list(prefix)}
+
+
+# --------------------------------------------------------------------------------------
+# Fixtures: the dataset, the config files, the backup
+
+
+@pytest.fixture(scope="module")
+def stack(milvus_clusters, seaweedfs):
+    yield milvus_clusters
+    seaweedfs.delete_bucket(BUCKET)
+    for cluster in (milvus_clusters.source, milvus_clusters.target):
+        drop_collections(cluster.uri, prefix="e2e_")
+
+
+def drop_collections(uri: str, prefix: str) -> None:
+    """Leave the shared clusters as found: the test's collections and their aliases go."""
+    for db in client(uri).list_databases():
+        mc = client(uri, db)
+        try:
+            for name in mc.list_collections():
+                if name.startswith(prefix):
+                    for alias in mc.describe_collection(name).get("aliases", []):
+                        mc.drop_alias(alias)
+                    mc.drop_collection(name)
+        finally:
+            mc.close()
+
+
+@pytest.fixture(scope="module")
+def configs(stack, tmp_path_factory):
+    """src: the source cluster; dst: the target cluster; both see the same backups. go: the
+    source cluster with backups in its own bucket under GO_ROOT."""
+    d = tmp_path_factory.mktemp("e2e-config")
+    out = {}
+    for role, cluster, bucket, root in (("src", stack.source, BUCKET, ROOT), ("dst", stack.target, BUCKET, ROOT),
+                                        ("go", stack.source, stack.source.bucket, GO_ROOT)):
+        out[role] = d / f"{role}.yaml"
+        out[role].write_text(backup_config(cluster, backup_bucket=bucket, backup_root=root))
+    return out
+
+
+@pytest.fixture(scope="module")
+def data(stack):
+    return build(stack.source.uri)
+
+
+@pytest.fixture(scope="module")
+def backup(data, configs, seaweedfs):
+    """``mbackup create`` of the whole dataset; its printed line and its meta as stored."""
+    result = ok(mbackup(configs["src"], "create", "-n", NAME, "--filter", "default.e2e_varchar,default.e2e_int",
+                        "--filter", "db2.*"))
+    s = store(seaweedfs, BUCKET)
+    bdir = f"{ROOT}/{NAME}"
+    files = {name: s.get(f"{bdir}/meta/{name}") for name in meta.META_FILES}
+    return {"stdout": result.stdout, "stderr": result.stderr, "files": files,
+            "info": meta.loads(meta.BackupInfo, files[meta.FULL_META]), "objects": keys(s, f"{bdir}/"), "bdir": bdir}
+
+
+def by_label(info: meta.BackupInfo) -> dict[str, meta.CollectionBackupInfo]:
+    return {f"{c.db_name}.{c.collection_name}": c for c in info.collection_backups}
+
+
+# --------------------------------------------------------------------------------------
+# Create
+
+
+def test_create_backs_up_every_collection_segment_and_delete(backup, data, stack):
+    assert backup["stdout"].startswith(f"create backup success: {NAME}: 3 collections, ")
+    info = backup["info"]
+    assert info.name == NAME and info.milvus_version == stack.source.version
+    colls = by_label(info)
+    assert sorted(colls) == ["db2.e2e_auto", "default.e2e_int", "default.e2e_varchar"]
+    assert sorted(d.db_name for d in info.database_backups) == ["db2", "default"]
+    for truth in data.values():
+        c = colls[truth.label]
+        assert [p.partition_name for p in c.partition_backups] == truth.partitions
+        segments = [s for p in c.partition_backups for s in p.segment_backups]
+        # Rows counted before the deletes are applied: nothing was compacted.
+        assert sum(s.num_of_rows for s in segments) == len(truth.rows) + len(truth.deleted), truth.label
+        # Several segments in each partition (insert + flush in rounds), and the deletes in delta logs.
+        assert all(len(p.segment_backups) >= 2 for p in c.partition_backups), truth.label
+        assert any(fb.binlogs for s in segments for fb in s.deltalogs), f"{truth.label}: no delta logs"
+        assert c.load_state == ("Loaded" if truth.loaded else "NotLoad")
+        assert c.aliases == ([truth.alias] if truth.alias else [])
+        assert sorted(i.index_name for i in c.index_infos) == sorted(truth.indexes)
+    auto = colls["db2.e2e_auto"].schema
+    assert auto.auto_id or any(f.auto_id for f in auto.fields)
+    assert any(f.is_partition_key for f in auto.fields)
+
+
+def test_meta_files_are_byte_compatible_with_the_go_tool(backup, seaweedfs):
+    files, info, bdir = backup["files"], backup["info"], backup["bdir"]
+    # backup_meta.json: the backup's scalars only, compact, in the Go struct order.
+    small = json.loads(files[meta.BACKUP_META])
+    assert list(small) == ["id", "state_code", "name", "size", "milvus_version"]
+    assert files[meta.BACKUP_META] == json.dumps(small, separators=(",", ":")).encode()
+    assert small["state_code"] == 0 and small["name"] == NAME and small["size"] == info.size > 0
+    for name in meta.META_FILES:
+        assert b"\n" not in files[name] and not files[name].startswith(b"{ "), f"{name} is not compact"
+    # The level files hold the tree without segments, segment_meta.json every segment: read
+    # without full_meta.json (as the Go tool's reader can) they give the same collections.
+    rebuilt = meta.read_meta_files({k: v for k, v in files.items() if k != meta.FULL_META})
+    assert rebuilt.collection_backups == info.collection_backups and rebuilt.size == info.size
+    colls = json.loads(files[meta.COLLECTION_META])["infos"]
+    assert all("segment_backups" not in p for c in colls for p in c["partition_backups"])
+    segments = [s for c in info.collection_backups for p in c.partition_backups for s in p.segment_backups]
+    assert len(json.loads(files[meta.SEGMENT_META])["infos"]) == len(segments)
+    partitions = [p for c in info.collection_backups for p in c.partition_backups]
+    assert len(json.loads(files[meta.PARTITION_META])["infos"]) == len(partitions)
+    # Every binlog listed is in the backup, at the Go tool's key, with the listed size; nothing else is.
+    objects = backup["objects"]
+    expected = {}
+    for s in segments:
+        c, p, g = s.collection_id, s.partition_id, s.group_id
+        assert g == s.segment_id
+        for fb in s.binlogs:
+            for b in fb.binlogs:
+                assert b.log_path == f"files/insert_log/{c}/{p}/{s.segment_id}/{fb.field_id}/{b.log_id}"
+                expected[f"{bdir}/binlogs/insert_log/{c}/{p}/{g}/{s.segment_id}/{fb.field_id}/{b.log_id}"] = b.log_size
+        for fb in s.deltalogs:
+            for b in fb.binlogs:
+                assert b.log_path == f"files/delta_log/{c}/{p}/{s.segment_id}/{b.log_id}"
+                expected[f"{bdir}/binlogs/delta_log/{c}/{p}/{g}/{s.segment_id}/{b.log_id}"] = b.log_size
+        assert s.size == sum(b.log_size for fb in s.binlogs + s.deltalogs for b in fb.binlogs)
+        # Row id, timestamp and every field of the schema (plus $meta when dynamic) have logs.
+        assert {0, 1} <= {fb.field_id for fb in s.binlogs}
+    binlogs = {k: size for k, size in objects.items() if k.startswith(f"{bdir}/binlogs/")}
+    assert binlogs == expected
+    assert info.size == sum(s.size for s in segments)
+
+
+def test_list_get_and_delete(backup, configs, seaweedfs):
+    name = "e2e_small"
+    ok(mbackup(configs["src"], "create", "-n", name, "--filter", "default.e2e_int"))
+    listed = ok(mbackup(configs["src"], "list")).stdout.splitlines()
+    assert listed[0] == ">> Backups:"
+    rows = {line.split()[0]: line for line in listed[1:]}
+    assert rows[NAME].endswith("default.e2e_varchar, default.e2e_int, db2.e2e_auto")
+    assert "Milvus v2.3.5" in rows[name] and rows[name].endswith("default.e2e_int")
+
+    got = json.loads(ok(mbackup(configs["src"], "get", "-n", name, "--json")).stdout)
+    assert got["name"] == name and got["meta_size"] > 0
+    assert [(c["db_name"], c["collection_name"]) for c in got["collection_backups"]] == [("default", "e2e_int")]
+    assert got["collection_backups"][0]["partition_backups"][0]["segment_backups"]
+
+    s = store(seaweedfs, BUCKET)
+    assert keys(s, f"{ROOT}/{name}/")
+    out = ok(mbackup(configs["src"], "delete", "-n", name)).stdout
+    assert out.startswith(f"delete backup done: {name} (")
+    assert keys(s, f"{ROOT}/{name}/") == {}
+    listed = ok(mbackup(configs["src"], "list")).stdout.splitlines()
+    assert name not in {line.split()[0] for line in listed[1:]} and NAME in {line.split()[0] for line in listed[1:]}
+
+
+# --------------------------------------------------------------------------------------
+# Restore
+
+
+def test_restore_into_the_same_cluster_with_a_suffix(backup, data, configs, stack):
+    out = ok(mbackup(configs["src"], "restore", "-n", NAME, "--suffix", "_r")).stdout
+    assert out.rstrip().splitlines()[-1].startswith(f"restore backup success: {NAME} in ")
+    for truth in data.values():
+        assert f"restored {truth.label} as {truth.label}_r: " in out
+    got = read_back_all(stack.source.uri, [(t.db, t.name + "_r", t) for t in data.values()])
+    for truth, rows in zip(data.values(), got):
+        assert_same_rows(rows, truth)
+    # Staged copies and the journal are gone from the Milvus bucket.
+    s = store(stack.source.s3, stack.source.bucket)
+    assert not [k for k in keys(s, "") if k.startswith(("mbackup-restore-", "mbackup-restore-journal/"))]
+
+
+def test_restore_into_the_other_cluster_rebuilds_indexes_load_and_aliases(backup, data, configs, stack):
+    result = ok(mbackup(configs["dst"], "restore", "-n", NAME, "--rebuild-index", "--load", "--restore-aliases"))
+    assert "warning: default.e2e_int was not loaded when backed up (NotLoad): left unloaded" in result.stderr
+    for truth in data.values():
+        mc = client(stack.target.uri, truth.db)
+        try:
+            assert load_state(mc, truth.name) == ("Loaded" if truth.loaded else "NotLoad"), truth.label
+            indexes = {i: mc.describe_index(truth.name, i) for i in mc.list_indexes(truth.name)}
+            assert {i: {k: v for k, v in d.items() if k in truth.indexes[i]} for i, d in indexes.items()} == truth.indexes
+            # (MilvusClient.describe_alias ignores the database on 2.3: read the collection's.)
+            assert mc.describe_collection(truth.name).get("aliases", []) == ([truth.alias] if truth.alias else [])
+        finally:
+            mc.close()
+    got = read_back_all(stack.target.uri, [(t.db, t.name, t) for t in data.values()])
+    for truth, rows in zip(data.values(), got):
+        assert_same_rows(rows, truth)
+    s = store(stack.target.s3, stack.target.bucket)
+    assert not [k for k in keys(s, "") if k.startswith("mbackup-restore")]
+
+
+def test_restore_with_renames(backup, data, configs, stack):
+    out = ok(mbackup(configs["src"], "restore", "-n", NAME, "--rename", "db2.*:db3.*", "--rename",
+                     "e2e_int:e2e_int_renamed", "--filter", "db3.*,default.e2e_int_renamed")).stdout
+    assert "restored db2.e2e_auto as db3.e2e_auto: " in out
+    assert "restored default.e2e_int as default.e2e_int_renamed: " in out
+    assert "e2e_varchar" not in out  # left out by --filter
+    auto, ints = data[AUTO], data[INT]
+    got = read_back_all(stack.source.uri, [("db3", "e2e_auto", auto), ("default", "e2e_int_renamed", ints)])
+    assert_same_rows(got[0], auto)
+    assert_same_rows(got[1], ints)
+
+
+def fields_view(desc: dict) -> list:
+    return [(f["name"], f["type"], f.get("params"), f.get("is_primary", False)) for f in desc["fields"]]
+
+
+def test_meta_only_then_skip_create_collection(backup, data, configs, stack):
+    truth = data[INT]
+    args = ["restore", "-n", NAME, "--suffix", "_m", "--filter", "default.e2e_int_m"]
+    ok(mbackup(configs["dst"], *args, "--meta-only"))
+    src = client(stack.source.uri)
+    source = src.describe_collection("e2e_int")
+    src.close()
+    mc = client(stack.target.uri)
+    try:
+        desc = mc.describe_collection("e2e_int_m")
+        assert fields_view(desc) == fields_view(source)
+        assert sorted(mc.list_partitions("e2e_int_m")) == sorted(truth.partitions)
+        assert mc.get_collection_stats("e2e_int_m")["row_count"] == 0
+    finally:
+        mc.close()
+    # The collection exists and is empty: --skip-create-collection imports into it.
+    out = ok(mbackup(configs["dst"], *args, "--skip-create-collection")).stdout
+    assert "restored default.e2e_int as default.e2e_int_m: " in out
+    assert_same_rows(read_back(stack.target.uri, "default", "e2e_int_m", truth), truth)
+
+
+def test_drop_exist_collection_replaces_it(backup, data, configs, stack):
+    truth = data[INT]
+    mc = client(stack.target.uri)
+    try:
+        if mc.has_collection("e2e_int_x"):
+            mc.drop_collection("e2e_int_x")
+        schema = MilvusClient.create_schema()  # another schema, other rows
+        schema.add_field("id", DataType.INT64, is_primary=True)
+        schema.add_field("vector", DataType.FLOAT_VECTOR, dim=4)
+        mc.create_collection("e2e_int_x", schema=schema)
+        mc.insert("e2e_int_x", [{"id": i, "vector": [0.1] * 4} for i in range(10)])
+    finally:
+        mc.close()
+    out = ok(mbackup(configs["dst"], "restore", "-n", NAME, "--suffix", "_x", "--filter", "default.e2e_int_x",
+                     "--drop-exist-collection")).stdout
+    assert "restored default.e2e_int as default.e2e_int_x: " in out
+    assert_same_rows(read_back(stack.target.uri, "default", "e2e_int_x", truth), truth)
+
+
+# --------------------------------------------------------------------------------------
+# A backup the Go tool made
+
+
+def _stub(mc):
+    return mc._get_connection()._stub
+
+
+def test_a_backup_laid_out_by_hand_like_the_go_tool_restores(data, configs, stack, seaweedfs):
+    """The five meta files as literal JSON the way the Go tool writes them (anchor doc §3.5)
+    and the binlogs copied to ``binlogs/insert_log/<coll>/<part>/<seg>/<seg>/<field>/<log>``
+    and ``binlogs/delta_log/<coll>/<part>/<seg>/<seg>/<log>``: mbackup restores it."""
+    from pymilvus.grpc_gen import common_pb2, milvus_pb2
+
+    truth = data[INT]
+    name = f"go_made_{uuid.uuid4().hex[:6]}"
+    mc = client(stack.source.uri)
+    try:
+        desc = mc.describe_collection(truth.name)
+        stub = _stub(mc)
+        parts = stub.ShowPartitions(milvus_pb2.ShowPartitionsRequest(db_name="default", collection_name=truth.name))
+        segs = stub.GetPersistentSegmentInfo(milvus_pb2.GetPersistentSegmentInfoRequest(
+            dbName="default", collectionName=truth.name))
+        index = mc.describe_index(truth.name, "vec_ivf")
+    finally:
+        mc.close()
+    coll_id = desc["collection_id"]
+    src = store(seaweedfs, stack.source.bucket)
+    bdir = f"{GO_ROOT}/{name}"
+    copies, segments = [], []
+    for seg in sorted((s for s in segs.infos if s.state == common_pb2.SegmentState.Flushed), key=lambda s: s.segmentID):
+        c, p, s = coll_id, seg.partitionID, seg.segmentID
+        by_field: dict[int, list] = {}
+        for key, size, _ in src.list(f"files/insert_log/{c}/{p}/{s}/"):
+            field_id, log_id = key.rsplit("/", 2)[1:]
+            by_field.setdefault(int(field_id), []).append({"log_path": key, "log_size": size, "log_id": int(log_id)})
+            copies.append((src, key, src, f"{bdir}/binlogs/insert_log/{c}/{p}/{s}/{s}/{field_id}/{log_id}", size))
+        deltas = []
+        for key, size, _ in src.list(f"files/delta_log/{c}/{p}/{s}/"):
+            log_id = key.rsplit("/", 1)[1]
+            deltas.append({"log_path": key, "log_size": size, "log_id": int(log_id)})
+            copies.append((src, key, src, f"{bdir}/binlogs/delta_log/{c}/{p}/{s}/{s}/{log_id}", size))
+        binlogs = [({"fieldID": f} if f else {}) | {"binlogs": logs} for f, logs in sorted(by_field.items())]
+        size = sum(b["log_size"] for fb in binlogs for b in fb["binlogs"]) + sum(d["log_size"] for d in deltas)
+        segments.append({"segment_id": s, "collection_id": c, "partition_id": p, "num_of_rows": seg.num_rows,
+                         "binlogs": binlogs, "deltalogs": [{"binlogs": deltas} if deltas else {}], "size": size,
+                         "group_id": s})
+    assert any(d for s in segments for d in s["deltalogs"]), "the deletes left no delta log"
+    results = _engine.Copier().run(copies)
+    assert not [r for r in results if r["error"]]
+
+    fields = []
+    for f in desc["fields"]:
+        field = {"fieldID": f["field_id"], "name": f["name"]}
+        if f.get("is_primary"):
+            field["is_primary_key"] = True
+        field["data_type"] = int(f["type"])  # pymilvus' DataType has the proto's numbers
+        params = [{"key": k, "value": str(v)} for k, v in (f.get("params") or {}).items()]
+        if params:
+            field["type_params"] = params
+        fields.append(field)
+    partitions = []
+    for pname, pid in zip(parts.partition_names, parts.partitionIDs):
+        mine = [s for s in segments if s["partition_id"] == pid]
+        partitions.append({"partition_id": pid, "partition_name": pname, "collection_id": coll_id,
+                           "segment_backups": mine, "size": sum(s["size"] for s in mine), "load_state": "NotLoad"})
+    total = sum(s["size"] for s in segments)
+    backup_id = str(uuid.uuid4())
+    params = {k: str(v) for k, v in index.items() if k not in ("field_name", "index_name", "total_rows", "indexed_rows",
+                                                              "pending_index_rows", "state", "index_state_fail_reason")}
+    collection = {
+        "id": backup_id, "collection_id": coll_id, "db_name": "default", "collection_name": truth.name,
+        "schema": {"name": truth.name, "fields": fields}, "shards_num": 1, "consistency_level": 0,
+        "partition_backups": partitions, "size": total, "has_index": True,
+        "index_infos": [{"field_name": "vec", "index_name": "vec_ivf", "index_type": "IVF_FLAT", "params": params}],
+        "load_state": "NotLoad",
+    }
+    bare = dict(collection, partition_backups=[{k: v for k, v in p.items() if k != "segment_backups"} for p in partitions])
+    compact = lambda obj: json.dumps(obj, separators=(",", ":")).encode()  # noqa: E731
+    files = {
+        "backup_meta.json": {"id": backup_id, "state_code": 0, "name": name, "size": total, "milvus_version": "v2.3.5"},
+        "collection_meta.json": {"infos": [bare]},
+        "partition_meta.json": {"infos": bare["partition_backups"]},
+        "segment_meta.json": {"infos": segments},
+        "full_meta.json": {"id": backup_id, "state_code": 0, "name": name, "collection_backups": [collection],
+                           "size": total, "milvus_version": "v2.3.5",
+                           "database_backups": [{"db_name": "default", "db_id": 1}]},
+    }
+    # backup_meta.json last, as the Go tool does.
+    for fname in sorted(files, key=lambda n: n == "backup_meta.json"):
+        src.put(f"{bdir}/meta/{fname}", compact(files[fname]))
+
+    got = json.loads(ok(mbackup(configs["go"], "get", "-n", name, "--json")).stdout)
+    assert got["name"] == name and got["collection_backups"][0]["collection_name"] == truth.name
+    out = ok(mbackup(configs["go"], "restore", "-n", name, "--suffix", "_go", "--rebuild-index")).stdout
+    assert "restored default.e2e_int as default.e2e_int_go: " in out
+    assert_same_rows(read_back(stack.source.uri, "default", "e2e_int_go", truth), truth)
+    mc = client(stack.source.uri)
+    try:
+        assert mc.describe_index("e2e_int_go", "vec_ivf")["index_type"] == "IVF_FLAT"
+    finally:
+        mc.close()
+    ok(mbackup(configs["go"], "delete", "-n", name))
+    assert keys(src, f"{bdir}/") == {}
+
+
+# --------------------------------------------------------------------------------------
+# Plugins
+
+
+class _Recorder(http.server.BaseHTTPRequestHandler):
+    def do_POST(self) -> None:  # noqa: N802 - the http.server interface
+        body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        self.server.events.append(json.loads(body))  # type: ignore[attr-defined]
+        self.send_response(204)
+        self.end_headers()
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+@pytest.fixture
+def webhook():
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Recorder)
+    server.events = []  # type: ignore[attr-defined]
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/hook", server.events  # type: ignore[attr-defined]
+    server.shutdown()
+    server.server_close()
+
+
+def test_webhook_plugin_posts_create_restore_and_failure_events(backup, configs, webhook, stack):
+    url, events = webhook
+    env = dict(os.environ, MBACKUP_WEBHOOK_URL=url)
+    name = "e2e_hook"
+    plugins = ok(mbackup(None, "plugins", env=env)).stdout.splitlines()
+    assert any(line.startswith("webhook ") and "(third-party)" in line for line in plugins), plugins
+
+    ok(mbackup(configs["src"], "create", "-n", name, "--filter", "default.e2e_int", env=env))
+    ok(mbackup(configs["dst"], "restore", "-n", name, "--suffix", "_hook", "--meta-only", env=env))
+    failed = mbackup(configs["dst"], "restore", "-n", name, "--suffix", "_hook", "--meta-only", env=env)
+    assert error_line(failed) == ("error: collection default.e2e_int_hook already exists: restore with --suffix, "
+                                  "--rename, or --drop-exist-collection to replace it")
+
+    assert [e["event"] for e in events] == ["before_create", "after_create", "before_restore", "after_restore",
+                                            "before_restore", "failure"]
+    created = events[1]
+    assert created["context"]["name"] == name and created["summary"]["name"] == name
+    assert created["summary"]["collections"] == ["default.e2e_int"] and created["summary"]["segments"] >= 2
+    restored = events[3]
+    assert restored["context"]["name"] == name and restored["summary"]["backup"] == name
+    assert [(c["source"], c["target"]) for c in restored["summary"]["collections"]] == [
+        ("default.e2e_int", "default.e2e_int_hook")]
+    failure = events[5]
+    assert failure["context"] == {"command": "restore", "name": name}
+    assert "default.e2e_int_hook already exists" in failure["error"]
+    ok(mbackup(configs["src"], "delete", "-n", name))
