@@ -76,7 +76,18 @@ pub fn kind_for_status(status: u16, body: &str) -> Kind {
 impl From<object_store::Error> for Error {
     fn from(e: object_store::Error) -> Self {
         use object_store::Error as E;
-        let message = e.to_string();
+        // object_store's Display stops at its own words ("error sending request"); the cause
+        // underneath (refused connection, untrusted certificate) is what a user can act on.
+        let mut message = e.to_string();
+        let mut source = std::error::Error::source(&e);
+        while let Some(cause) = source {
+            let text = cause.to_string();
+            if !message.contains(&text) {
+                message.push_str(": ");
+                message.push_str(&text);
+            }
+            source = cause.source();
+        }
         let kind = match &e {
             E::NotFound { .. } => Kind::NotFound,
             E::PermissionDenied { .. } | E::Unauthenticated { .. } => Kind::Auth,
@@ -94,7 +105,9 @@ impl From<object_store::Error> for Error {
 /// its own retries. The words it uses are stable enough to sort them.
 fn classify_message(message: &str) -> Kind {
     let m = message.to_ascii_lowercase();
-    if m.contains("invalidaccesskeyid")
+    if m.contains("no space left on device") || m.contains("os error 28") {
+        Kind::Fatal // a full disk stays full: retrying only delays the message
+    } else if m.contains("invalidaccesskeyid")
         || m.contains("signaturedoesnotmatch")
         || m.contains("accessdenied")
         || m.contains("status 403")
@@ -157,5 +170,6 @@ mod tests {
         assert_eq!(classify_message("error sending request: connection refused"), Kind::Transient);
         assert_eq!(classify_message("Client error with status 400 Bad Request"), Kind::Fatal);
         assert_eq!(classify_message("NoSuchBucket: the bucket does not exist"), Kind::NotFound);
+        assert_eq!(classify_message("Unable to write: No space left on device (os error 28)"), Kind::Fatal);
     }
 }

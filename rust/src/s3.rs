@@ -9,6 +9,7 @@ use object_store::aws::{AmazonS3, AwsAuthorizer};
 use object_store::client::{HttpRequest, HttpRequestBody};
 use object_store::multipart::{MultipartStore, PartId};
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
+use rand::Rng;
 
 use crate::errors::{kind_for_status, xml_value, Error, Kind, Result};
 use crate::store::{path, S3Info};
@@ -24,8 +25,31 @@ fn copy_source(src: &S3Info, key: &str) -> String {
     format!("/{}/{}", src.bucket, utf8_percent_encode(key, KEY_ENCODE))
 }
 
-/// Sign and send one request with the destination store's credentials; returns the body.
+/// Send with the same short retry object_store gives its own requests (the engine retries
+/// whole jobs on top): throttling and 5xx answers get three more tries with backoff.
 async fn send(
+    store: &AmazonS3,
+    info: &S3Info,
+    method: Method,
+    url: &str,
+    headers: &[(&'static str, String)],
+    body: String,
+) -> Result<String> {
+    let mut attempt = 0u32;
+    loop {
+        match send_once(store, info, method.clone(), url, headers, body.clone()).await {
+            Err(e) if e.kind == Kind::Transient && attempt < 3 => {
+                attempt += 1;
+                let cap = 100u64 << attempt;
+                tokio::time::sleep(std::time::Duration::from_millis(rand::rng().random_range(cap / 2..=cap))).await;
+            }
+            result => return result,
+        }
+    }
+}
+
+/// Sign and send one request with the destination store's credentials; returns the body.
+async fn send_once(
     store: &AmazonS3,
     info: &S3Info,
     method: Method,

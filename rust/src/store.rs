@@ -248,7 +248,12 @@ fn open_s3(url: &str, options: &HashMap<String, String>) -> Result<Backend> {
             key => b = b.with_config(key, v),
         }
     }
-    let mut http = reqwest::Client::builder().connect_timeout(Duration::from_secs(5)).timeout(Duration::from_secs(600));
+    // A server-side copy answers only when it is done, but a server that stops talking is
+    // gone: a read timeout (time without a byte) ends it long before the total timeout.
+    let mut http = reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(5))
+        .read_timeout(Duration::from_secs(30))
+        .timeout(Duration::from_secs(600));
     if let Some(pem) = &ca {
         for cert in Certificate::from_pem_bundle(pem).map_err(|e| config_error(url, e))? {
             client = client.with_root_certificate(cert);
