@@ -89,7 +89,7 @@ def select_collections(adapter: MilvusAdapter, filters: list[str]) -> tuple[list
     pairs: list[tuple[str, str]] = []
     for db, colls in wanted.items():
         if db not in databases:
-            raise BackupError(f"database {db!r} does not exist (databases: {', '.join(databases)})")
+            raise BackupError(f"database {db!r} does not exist (databases: {', '.join(sorted(databases))})")
         existing = adapter.list_collections(db)
         for coll in (sorted(existing) if colls is None else colls):
             if coll not in existing:

@@ -177,10 +177,17 @@ def copy(
                 typer.echo(json.dumps(r))
         typer.echo(json.dumps(summary))
     else:
-        for r in report.failed[:20]:
+        # A full disk fails every object the same way, with the OS's words: say it once.
+        full = [r for r in report.failed if _disk_full(r["error"])]
+        if full:
+            typer.echo(f"error: {target.url}: the disk is full (no space left on device): {len(full):,} of "
+                       f"{len(report.results):,} objects not copied; free some space or copy to a bigger target, "
+                       "then run again (objects already copied are skipped)", err=True)
+        others = [r for r in report.failed if not _disk_full(r["error"])]
+        for r in others[:20]:
             typer.echo(f"failed: {r['src_key']}: {r['error']}", err=True)
-        if len(report.failed) > 20:
-            typer.echo(f"failed: ... and {len(report.failed) - 20} more", err=True)
+        if len(others) > 20:
+            typer.echo(f"failed: ... and {len(others) - 20} more", err=True)
         line = (f"copied {summary['objects_copied']:,} objects ({format_bytes(summary['bytes_copied'])}) "
                 f"in {format_duration(summary['seconds'])} ({format_bytes(summary['bytes_per_second'])}/s), "
                 f"skipped {summary['objects_skipped']:,}, failed {summary['objects_failed']:,}")
@@ -193,6 +200,10 @@ def copy(
         raise typer.Exit(EXIT_INTERRUPTED)
     if report.failed:
         raise typer.Exit(EXIT_FAILED)
+
+
+def _disk_full(error: str | None) -> bool:
+    return bool(error) and ("No space left on device" in error or "os error 28" in error)
 
 
 # --- Milvus backups ----------------------------------------------------------------------

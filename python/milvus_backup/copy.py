@@ -164,21 +164,26 @@ def run_plan(plan: Plan, src: Location, dst: Location, settings: CopySettings, *
     copier.note_skipped(len(plan.skipped), sum(o.size for o in plan.skipped))
     jobs = [(src.store, src.key(o.key), dst.store, dst.key(k), o.size) for o, k in plan.jobs]
     outcome: dict[str, Any] = {}
+    finished = threading.Event()
 
     def work() -> None:
         try:
             outcome["results"] = copier.run(jobs)
         except BaseException as e:  # surfaced in the calling thread
             outcome["error"] = e
+        finally:
+            finished.set()
 
     started = time.monotonic()
     worker = threading.Thread(target=work, name="mbackup-copy", daemon=True)
     cancelled = False
     with ProgressDisplay(copier.progress, label=label, enabled=show_progress):
         worker.start()
-        while worker.is_alive():
+        # Wait on an event, not on join(): on Python 3.11 a Ctrl-C that interrupts
+        # Thread.join(timeout) marks the thread as stopped while it still runs.
+        while not finished.is_set():
             try:
-                worker.join(0.2)
+                finished.wait(0.2)
             except KeyboardInterrupt:
                 cancelled = True
                 copier.cancel()

@@ -364,11 +364,15 @@ class SeaweedFS:
     volume_size_limit_mb = 256
 
     def __init__(self, workdir: Path, access_key: str = "minioadmin",
-                 secret_key: str = "minioadmin"):
+                 secret_key: str = "minioadmin", *, tls: tuple[Path, Path] | None = None):
         self.workdir = Path(workdir)
         self.access_key = access_key
         self.secret_key = secret_key
+        # (certificate file, private key file), PEM: S3 is then also served over HTTPS on
+        # https_port; the plain HTTP port (endpoint) keeps working alongside.
+        self.tls = (Path(tls[0]), Path(tls[1])) if tls else None
         self.s3_port: int | None = None
+        self.https_port: int | None = None
         self.startup_seconds: float | None = None
         self._ports: dict[str, int] = {}
         self._proc: _Process | None = None
@@ -376,6 +380,13 @@ class SeaweedFS:
     @property
     def endpoint(self) -> str:
         return f"http://{self.host}:{self.s3_port}"
+
+    @property
+    def https_endpoint(self) -> str:
+        """The S3 endpoint over TLS (only with ``tls``); the certificate must name 127.0.0.1."""
+        if self.tls is None:
+            raise RuntimeError("this SeaweedFS was started without tls=(cert, key)")
+        return f"https://{self.host}:{self.https_port}"
 
     @property
     def log_path(self) -> Path:
@@ -418,13 +429,31 @@ class SeaweedFS:
                  self.endpoint, self._proc.pid, self.startup_seconds)
         return self
 
-    def _launch(self, identities: Path) -> None:
+    def restart(self, timeout: float = 90.0) -> SeaweedFS:
+        """Start again on the same ports and data directory (stopping first if running),
+        as a server that crashed and came back looks to its clients; return self."""
+        if not self._ports:
+            raise RuntimeError("restart() needs a SeaweedFS that was started before")
+        self.stop()
+        (self.workdir / "data" / "mini.options").unlink(missing_ok=True)
+        started = time.monotonic()
+        self._launch(self.workdir / "s3-identities.json", ports=self._ports)
+        try:
+            _wait_until(self._s3_ready, self._proc, "SeaweedFS S3 gateway", started + timeout)
+        except BaseException:
+            self.stop(grace=5)
+            raise
+        log.info("SeaweedFS S3 at %s (pid %d) restarted in %.1f s",
+                 self.endpoint, self._proc.pid, time.monotonic() - started)
+        return self
+
+    def _launch(self, identities: Path, ports: dict[str, int] | None = None) -> None:
         # weed opens a gRPC port next to each HTTP port. Some parts of `weed mini` assume
         # it is HTTP + 10000 (the admin worker dials admin.port + 10000 whatever
         # -admin.port.grpc says), so every port is picked with its +10000 partner free and
         # both are passed explicitly. The admin server listens even with -admin.ui=false.
-        self._ports = {name: free_port(grpc_offset=10000)
-                       for name in ("master", "volume", "filer", "s3", "admin")}
+        self._ports = dict(ports) if ports else {name: free_port(grpc_offset=10000)
+                                                 for name in ("master", "volume", "filer", "s3", "admin")}
         self.s3_port = self._ports["s3"]
         args = ["weed", "-logtostderr=true", "mini",
                 f"-dir={self.workdir / 'data'}", f"-ip={self.host}", f"-ip.bind={self.host}"]
@@ -443,6 +472,11 @@ class SeaweedFS:
             sock = self.workdir / f"{name}.sock"
             if len(str(sock)) < 100:  # sun_path limit
                 args.append(f"-{name}.localSocket={sock}")
+        if self.tls is not None:
+            if ports is None or self.https_port is None:  # restart() keeps the old port
+                self.https_port = free_port()
+            args += [f"-s3.cert.file={self.tls[0]}", f"-s3.key.file={self.tls[1]}",
+                     f"-s3.port.https={self.https_port}"]
         # `weed mini` turns AWS_* keys found in its environment into an extra identity.
         env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
         self._proc = _Process("weed", args, self.log_path, env=env, cwd=self.workdir)
@@ -450,7 +484,11 @@ class SeaweedFS:
     def _s3_ready(self) -> bool:
         # A signed ListBuckets answering 200 means the gateway is up, talks to the filer and
         # has loaded the identities (an unsigned GET / answers 403 a little earlier).
-        return self.request("GET", timeout=2).status == 200
+        if self.request("GET", timeout=2).status != 200:
+            return False
+        if self.tls is not None:  # and the HTTPS listener accepts connections
+            socket.create_connection((self.host, self.https_port), timeout=2).close()
+        return True
 
     def stop(self, grace: float = 20.0) -> None:
         """Stop the server (SIGTERM, then SIGKILL after ``grace`` seconds). Idempotent."""

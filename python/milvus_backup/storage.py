@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import socket
+import ssl
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
@@ -15,6 +18,24 @@ from .plugins import manager
 
 class StorageError(MBackupError):
     """A store could not be opened or answered with an error."""
+
+
+LIST_ATTEMPTS = 4
+
+
+def _list_retrying(store: Any, prefix: str) -> list[tuple[str, int, str | None]]:
+    """``store.list(prefix)``, started again after a transient failure. The client retries
+    a request that fails, but not a listing whose response is cut in the middle of its body
+    (or throttled past its own retries); one dropped connection must not end a copy."""
+    for attempt in range(1, LIST_ATTEMPTS + 1):
+        try:
+            return store.list(prefix)
+        except _engine.TransientError as e:
+            # A request that could not be sent was retried by the client already.
+            if attempt == LIST_ATTEMPTS or "error sending request" in str(e):
+                raise
+            time.sleep(0.25 * 2 ** attempt)
+    raise AssertionError("unreachable")
 
 
 @runtime_checkable
@@ -57,7 +78,7 @@ class Location:
         """Every object under the prefix, with keys relative to it."""
         prefix = f"{self.prefix}/" if self.prefix else ""
         try:
-            listing = self.store.list(self.prefix)
+            listing = _list_retrying(self.store, self.prefix)
         except _engine.EngineError as e:
             raise describe_error(self, e) from None
         for key, size, etag in listing:
@@ -80,7 +101,7 @@ class Location:
         """Create the bucket behind this location if the store has buckets and it is
         missing; True when one was created."""
         try:
-            self.store.list(self.prefix + "/" if self.prefix else "")
+            _list_retrying(self.store, self.prefix + "/" if self.prefix else "")
             return False
         except _engine.NotFoundError as e:
             if "NoSuchBucket" not in str(e) or not hasattr(self.store, "create_bucket"):
@@ -140,9 +161,38 @@ def describe_error(location: Location, error: Exception) -> StorageError:
         return StorageError(f"{location.url}: the server rejected the credentials ({_code(text)}); {hint}")
     if isinstance(error, _engine.NotFoundError) and "NoSuchBucket" in text:
         return StorageError(f"{location.url}: the bucket does not exist; create it or fix the bucket name")
+    if isinstance(error, _engine.TransientError) and "error sending request" in text:
+        reason = _untrusted_certificate(location, text)
+        if reason:
+            hint = ("use the host name the certificate was issued for" if "mismatch" in reason.lower() else
+                    "if a private CA signed it, pass that CA's PEM file as ca_file=/path/to/ca.pem "
+                    "(URL query or profile)")
+            return StorageError(f"{location.url}: the server's TLS certificate is not trusted ({reason}); {hint}")
     if isinstance(error, _engine.TransientError) and ("error sending request" in text or "connect" in text.lower()):
         return StorageError(f"{location.url}: cannot reach the endpoint ({text.split(' - ')[-1]}); check the address and port")
     return StorageError(f"{location.url}: {text}")
+
+
+def _untrusted_certificate(location: Location, text: str) -> str | None:
+    """Why the endpoint's TLS certificate fails verification, or None. The engine's message
+    often ends at "error sending request" (object_store drops the cause), so on that path
+    only, one TLS handshake with the same trust (system roots plus ca_file) tells."""
+    for marker in ("UnknownIssuer", "invalid peer certificate", "certificate verify failed"):
+        if marker in text:
+            return marker
+    endpoint = location.options.get("aws_endpoint", "")
+    if not endpoint.startswith("https://"):
+        return None
+    try:
+        parts = urlsplit(endpoint)
+        context = ssl.create_default_context(cafile=location.options.get("ca_file"))
+        with socket.create_connection((parts.hostname, parts.port or 443), timeout=5) as sock:
+            with context.wrap_socket(sock, server_hostname=parts.hostname):
+                return None
+    except ssl.SSLCertVerificationError as e:
+        return e.verify_message or "certificate verify failed"
+    except (OSError, ValueError):  # unreachable, not TLS...: the caller says so
+        return None
 
 
 def _code(text: str) -> str:

@@ -1,0 +1,145 @@
+"""`mbackup copy` over HTTPS to an S3 server whose certificate a private CA signed (issue #4 §6).
+
+A CA and a server certificate for 127.0.0.1/localhost are made with the openssl CLI; a
+second SeaweedFS serves S3 over TLS with them. The user passes the CA as ``ca_file`` in the
+URL: object_store (list, get, put) and the engine's own HTTP client (server-side CopyObject)
+must both trust it, and without it the command must say what is wrong in one line.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import S3_SECRET
+from milvus_backup import _engine
+from milvus_backup.devstack import SeaweedFS
+
+pytestmark = pytest.mark.skipif(shutil.which("openssl") is None,
+                                reason="needs the openssl command to make a CA and a server certificate")
+
+SRC, DST = "tls-src", "tls-dst"
+OBJECTS = {
+    "data/a.bin": os.urandom(70 * 1024),
+    "data/sub/b.bin": b"second object",
+    "data/empty": b"",
+}
+
+
+def openssl(*args: str, cwd: Path) -> None:
+    proc = subprocess.run(["openssl", *args], cwd=cwd, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+
+
+def make_certificates(folder: Path) -> tuple[Path, Path, Path]:
+    """(CA certificate, server certificate, server key), PEM, the server's for 127.0.0.1 and localhost."""
+    curve = ("-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes")
+    openssl("req", "-x509", *curve, "-keyout", "ca.key", "-out", "ca.pem", "-days", "2",
+            "-subj", "/CN=mbackup test CA", cwd=folder)
+    openssl("req", *curve, "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=localhost",
+            cwd=folder)
+    (folder / "server.ext").write_text(
+        "subjectAltName = IP:127.0.0.1, DNS:localhost\n"
+        "basicConstraints = CA:FALSE\n"
+        "keyUsage = digitalSignature, keyEncipherment\n"
+        "extendedKeyUsage = serverAuth\n"
+    )
+    openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+            "-CAcreateserial", "-out", "server.pem", "-days", "2", "-extfile", "server.ext",
+            cwd=folder)
+    return folder / "ca.pem", folder / "server.pem", folder / "server.key"
+
+
+@pytest.fixture(scope="module")
+def ca_pem(tmp_path_factory) -> Path:
+    return make_certificates(tmp_path_factory.mktemp("pki"))[0]
+
+
+@pytest.fixture(scope="module")
+def tls_s3(ca_pem, tmp_path_factory):
+    """A SeaweedFS serving S3 over HTTPS too, with bucket SRC holding OBJECTS and empty DST."""
+    pki = ca_pem.parent
+    with SeaweedFS(tmp_path_factory.mktemp("seaweedfs-tls"), secret_key=S3_SECRET,
+                   tls=(pki / "server.pem", pki / "server.key")) as s3:
+        assert s3.https_endpoint.startswith("https://")
+        for bucket in (SRC, DST):
+            s3.create_bucket(bucket)
+        store = _engine.Store(f"s3://{SRC}", {
+            "aws_endpoint": s3.https_endpoint, "aws_access_key_id": s3.access_key,
+            "aws_secret_access_key": s3.secret_key, "ca_file": str(ca_pem)})
+        for key, data in OBJECTS.items():
+            store.put(key, data)
+        yield s3
+
+
+@pytest.fixture(scope="module")
+def env(tls_s3):
+    env = dict(os.environ)
+    env.update(AWS_ACCESS_KEY_ID=tls_s3.access_key, AWS_SECRET_ACCESS_KEY=tls_s3.secret_key)
+    for name in ("MBACKUP_PLUGINS", "AWS_ENDPOINT_URL", "SSL_CERT_FILE", "SSL_CERT_DIR"):
+        env.pop(name, None)
+    return env
+
+
+def url(s3: SeaweedFS, bucket: str, prefix: str, ca: Path | None) -> str:
+    return f"s3://{bucket}/{prefix}?endpoint={s3.https_endpoint}" + (f"&ca_file={ca}" if ca else "")
+
+
+def mbackup(env, *args):
+    return subprocess.run([sys.executable, "-m", "milvus_backup", *args], env=env,
+                          capture_output=True, text=True, timeout=120)
+
+
+def expected() -> dict[str, bytes]:
+    return {k[len("data/"):]: v for k, v in OBJECTS.items()}
+
+
+def tree(base: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(base)): p.read_bytes() for p in sorted(base.rglob("*")) if p.is_file()}
+
+
+def test_copy_to_folder_with_the_ca(tls_s3, env, ca_pem, tmp_path):
+    folder = tmp_path / "out"
+    r = mbackup(env, "copy", url(tls_s3, SRC, "data", ca_pem), str(folder), "--verify")
+    assert r.returncode == 0, r.stderr + r.stdout
+    assert tree(folder) == expected()
+
+
+def test_bucket_to_bucket_server_side_copy_with_the_ca(tls_s3, env, ca_pem):
+    # CopyObject is signed and sent by the engine's own HTTP client: it must trust the CA too.
+    r = mbackup(env, "copy", url(tls_s3, SRC, "data", ca_pem), url(tls_s3, DST, "copy", ca_pem), "--json")
+    assert r.returncode == 0, r.stderr + r.stdout
+    summary = json.loads(r.stdout.splitlines()[-1])
+    assert summary["objects_failed"] == 0
+    assert summary["strategies"] == {"server_copy": len(OBJECTS)}
+    assert sorted(tls_s3.list_keys(DST, "copy/")) == sorted(f"copy/{k}" for k in expected())
+    for key, data in expected().items():
+        assert tls_s3.request("GET", DST, f"copy/{key}").body == data
+
+
+def assert_untrusted(r: subprocess.CompletedProcess, location: str) -> None:
+    assert r.returncode == 2, r.stderr + r.stdout
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1, r.stderr
+    line = lines[0]
+    assert location in line and "certificate is not trusted" in line and "ca_file" in line, line
+    assert "Traceback" not in r.stderr and "<" not in line
+
+
+def test_source_without_the_ca_fails_in_one_line_and_writes_nothing(tls_s3, env, tmp_path):
+    folder = tmp_path / "out"
+    r = mbackup(env, "copy", url(tls_s3, SRC, "data", None), str(folder))
+    assert_untrusted(r, f"s3://{SRC}/data")
+    assert not folder.exists()
+
+
+def test_destination_without_the_ca_fails_in_one_line_and_writes_nothing(tls_s3, env, ca_pem):
+    r = mbackup(env, "copy", url(tls_s3, SRC, "data", ca_pem), url(tls_s3, DST, "untrusted", None))
+    assert_untrusted(r, f"s3://{DST}/untrusted")
+    assert tls_s3.list_keys(DST, "untrusted") == []  # read over plain HTTP
