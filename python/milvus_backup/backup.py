@@ -321,12 +321,7 @@ def copy_segments(stores: Stores, bdir: str, collections: list[meta.CollectionBa
     if plan.skipped:
         _recheck_resumed(plan, stores, bdir, collections, verified)
     report = run_plan(plan, stores.milvus, stores.backup, verified, show_progress=show_progress, label="backup")
-    if report.cancelled:
-        raise KeyboardInterrupt
-    if report.failed:
-        first = report.failed[0]
-        raise BackupError(f"{len(report.failed)} of {len(plan.jobs)} binlogs failed to copy (first: {first['src_key']}: "
-                          f"{first['error']}); the backup is incomplete")
+    report.raise_for_failures(BackupError, "the backup is incomplete, run the same create again to finish it")
     return report
 
 

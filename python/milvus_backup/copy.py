@@ -73,6 +73,16 @@ class CopyReport:
     def bytes_copied(self) -> int:
         return sum(r["bytes"] for r in self.copied)
 
+    def raise_for_failures(self, error: type[Exception], what: str) -> None:
+        """KeyboardInterrupt when cancelled; ``error`` naming the first failure when any object
+        failed (``what`` says what was being copied and what it means)."""
+        if self.cancelled:
+            raise KeyboardInterrupt
+        if self.failed:
+            first = self.failed[0]
+            raise error(f"{what}: {len(self.failed)} of {len(self.results)} objects failed "
+                        f"(first: {first['src_key']}: {first['error']})")
+
     def summary(self) -> dict[str, Any]:
         rate = self.bytes_copied / self.elapsed if self.elapsed > 0 else 0.0
         return {

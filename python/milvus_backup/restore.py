@@ -339,12 +339,7 @@ def import_data(adapter: MilvusAdapter, stores: Stores, bdir: str, t: Target, re
                         skipped=[o for o, k in files if present.get(k) == o.size])
             report = run_plan(plan, stores.backup, stores.milvus, settings,
                               show_progress=show_progress, label=f"stage {t.label}")
-            if report.cancelled:
-                raise KeyboardInterrupt
-            if report.failed:
-                first = report.failed[0]
-                raise RestoreError(f"staging {t.label} into the Milvus bucket failed for {len(report.failed)} objects "
-                                   f"(first: {first['src_key']}: {first['error']})")
+            report.raise_for_failures(RestoreError, f"staging {t.label} into the Milvus bucket failed")
         jobs = []
         for p in parts:
             has_delta = any(fb.binlogs for s in p.segment_backups for fb in s.deltalogs)
