@@ -445,3 +445,26 @@ def test_webhook_plugin_posts_create_restore_and_failure_events(backup, configs,
     assert failure["context"] == {"command": "restore", "name": name}
     assert "default.e2e_int_hook already exists" in failure["error"]
     ok(mbackup(configs["src"], "delete", "-n", name))
+
+
+def test_a_local_backup_is_owner_only_and_restores(data, stack, tmp_path):
+    """Backup storage on the local disk: files 0600 and folders 0700 (they hold the
+    collection's data), and a restore stages them into the target Milvus's bucket."""
+    folder = tmp_path / "local-backups"
+    config = tmp_path / "local.yaml"
+    text = backup_config(stack.source)
+    text = text[:text.index("backup:\n")] + f"backup:\n  storage:\n    provider: local\n    rootPath: {folder}\n"
+    config.write_text(text)
+    ok(mbackup(config, "create", "-n", "local_one", "--filter", "default.e2e_int"))
+    files = [p for p in folder.rglob("*") if p.is_file()]
+    assert any("/binlogs/insert_log/" in str(p) for p in files)
+    assert {oct(p.stat().st_mode & 0o777) for p in files} == {"0o600"}
+    assert {oct(p.stat().st_mode & 0o777) for p in folder.rglob("*") if p.is_dir()} == {"0o700"}
+    ok(mbackup(config, "verify", "-n", "local_one", "--deep"))
+
+    target = tmp_path / "local-target.yaml"
+    text = backup_config(stack.target)
+    target.write_text(text[:text.index("backup:\n")] + f"backup:\n  storage:\n    provider: local\n    rootPath: {folder}\n")
+    ok(mbackup(target, "restore", "-n", "local_one", "--suffix", "_local"))
+    truth = data[INT]
+    assert_same_rows(read_back(stack.target.uri, "default", "e2e_int_local", truth, release=True), truth)

@@ -52,8 +52,14 @@ def open_stores(cfg: Config) -> Stores:
     def bucket(which: str) -> tuple[Location, str]:
         target = cfg.storage_url(which)
         if target.provider == "local":
-            # A local "bucket" is the folder itself; keys are relative to it.
-            return open_location(target.url, target.options), ""
+            # The file backend roots its store at the deepest folder that exists (so that
+            # opening creates nothing) and keeps the rest as the location's prefix; here that
+            # rest is the root path inside a "bucket" of whole keys, as on S3.
+            loc = open_location(target.url, target.options)
+            root, loc.prefix = loc.prefix, ""
+            if root:
+                loc.url = loc.url[: -len(root) - 1]
+            return loc, root
         scheme = target.url.split("://", 1)[0]
         return open_location(f"{scheme}://{target.bucket}", target.options), target.root_path
 
