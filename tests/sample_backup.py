@@ -40,12 +40,6 @@ backup:
 """
 
 
-def store(seaweedfs, bucket: str) -> _engine.Store:
-    return _engine.Store(f"s3://{bucket}", {
-        "aws_endpoint": seaweedfs.endpoint, "aws_access_key_id": seaweedfs.access_key,
-        "aws_secret_access_key": seaweedfs.secret_key, "aws_allow_http": "true"})
-
-
 def crc32c(s: _engine.Store, key: str) -> str:
     (checksum, _, error), = _engine.Copier().checksums([(s, key)], "crc32c")
     assert error is None, error

@@ -33,12 +33,6 @@ def endpoint(cluster) -> MilvusEndpoint:
     )
 
 
-def store(seaweedfs, bucket: str) -> _engine.Store:
-    return _engine.Store(f"s3://{bucket}", {
-        "aws_endpoint": seaweedfs.endpoint, "aws_access_key_id": seaweedfs.access_key,
-        "aws_secret_access_key": seaweedfs.secret_key, "aws_allow_http": "true"})
-
-
 def client(cluster, db: str = "default") -> MilvusClient:
     return MilvusClient(uri=cluster.uri, db_name=db)
 
@@ -251,7 +245,7 @@ def test_list_segments_finds_flushed_segments_with_their_insert_logs(rich, sourc
     assert {s.partition_id for s in segments} == {p.partition_id for p in info.partition_backups}
     assert not any(s.is_l0 for s in segments)
     cluster = milvus_clusters.source
-    bucket = store(seaweedfs, cluster.bucket)
+    bucket = seaweedfs.store(cluster.bucket)
     field_ids = {0, 1} | {f.field_id for f in info.schema.fields} | {max(f.field_id for f in info.schema.fields) + 1}
     for s in segments:
         assert s.collection_id == info.collection_id
@@ -299,7 +293,7 @@ def staged(source, milvus_clusters, seaweedfs):
     segments = source.list_segments(DB, name)
     assert segments and sum(s.num_rows for s in segments) in (2000, 2000 - len(deleted))
     src_cluster, dst_cluster = milvus_clusters.source, milvus_clusters.target
-    src, dst = store(seaweedfs, src_cluster.bucket), store(seaweedfs, dst_cluster.bucket)
+    src, dst = seaweedfs.store(src_cluster.bucket), seaweedfs.store(dst_cluster.bucket)
     bdir = meta.backup_dir(dst_cluster.root_path, "mb-test-restore")
     partitions = {p.partition_id: p.partition_name for p in info.partition_backups}
     jobs, imports = [], []

@@ -32,12 +32,6 @@ NAME = "e2e_full"
 GO_ROOT = "gobackup"  # a backup laid out by hand, in the source Milvus's own bucket: no staging
 
 
-def store(seaweedfs, bucket: str) -> _engine.Store:
-    return _engine.Store(f"s3://{bucket}", {
-        "aws_endpoint": seaweedfs.endpoint, "aws_access_key_id": seaweedfs.access_key,
-        "aws_secret_access_key": seaweedfs.secret_key, "aws_allow_http": "true"})
-
-
 def keys(s: _engine.Store, prefix: str) -> dict[str, int]:
     return {k: size for k, size, _ in s.list(prefix)}
 
@@ -91,7 +85,7 @@ def backup(data, configs, seaweedfs):
     """``mbackup create`` of the whole dataset; its printed line and its meta as stored."""
     result = ok(mbackup(configs["src"], "create", "-n", NAME, "--filter", "default.e2e_varchar,default.e2e_int",
                         "--filter", "db2.*"))
-    s = store(seaweedfs, BUCKET)
+    s = seaweedfs.store(BUCKET)
     bdir = f"{ROOT}/{NAME}"
     files = {name: s.get(f"{bdir}/meta/{name}") for name in meta.META_FILES}
     return {"stdout": result.stdout, "stderr": result.stderr, "files": files,
@@ -185,7 +179,7 @@ def test_list_get_and_delete(backup, configs, seaweedfs):
     assert [(c["db_name"], c["collection_name"]) for c in got["collection_backups"]] == [("default", "e2e_int")]
     assert got["collection_backups"][0]["partition_backups"][0]["segment_backups"]
 
-    s = store(seaweedfs, BUCKET)
+    s = seaweedfs.store(BUCKET)
     assert keys(s, f"{ROOT}/{name}/")
     out = ok(mbackup(configs["src"], "delete", "-n", name)).stdout
     assert out.startswith(f"delete backup done: {name} (")
@@ -207,7 +201,7 @@ def test_restore_into_the_same_cluster_with_a_suffix(backup, data, configs, stac
     for truth, rows in zip(data.values(), got):
         assert_same_rows(rows, truth)
     # Staged copies and the journal are gone from the Milvus bucket.
-    s = store(stack.source.s3, stack.source.bucket)
+    s = stack.source.s3.store(stack.source.bucket)
     assert not [k for k in keys(s, "") if k.startswith(("mbackup-restore-", "mbackup-restore-journal/"))]
 
 
@@ -227,7 +221,7 @@ def test_restore_into_the_other_cluster_rebuilds_indexes_load_and_aliases(backup
     got = read_back_all(stack.target.uri, [(t.db, t.name, t) for t in data.values()])
     for truth, rows in zip(data.values(), got):
         assert_same_rows(rows, truth)
-    s = store(stack.target.s3, stack.target.bucket)
+    s = stack.target.s3.store(stack.target.bucket)
     assert not [k for k in keys(s, "") if k.startswith("mbackup-restore")]
 
 
@@ -314,7 +308,7 @@ def test_a_backup_laid_out_by_hand_like_the_go_tool_restores(data, configs, stac
     finally:
         mc.close()
     coll_id = desc["collection_id"]
-    src = store(seaweedfs, stack.source.bucket)
+    src = seaweedfs.store(stack.source.bucket)
     bdir = f"{GO_ROOT}/{name}"
     copies, segments = [], []
     for seg in sorted((s for s in segs.infos if s.state == common_pb2.SegmentState.Flushed), key=lambda s: s.segmentID):

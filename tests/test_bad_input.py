@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from sample_backup import ROOT, Sample, config_yaml, store
+from sample_backup import ROOT, Sample, config_yaml
 
 GOOD = "nightly"
 
@@ -97,7 +97,7 @@ def stage(seaweedfs, tmp_path_factory):
     """One bucket with a good backup and three damaged ones, shared by every case."""
     name = "bad-input-cases"
     seaweedfs.create_bucket(name)
-    s = store(seaweedfs, name)
+    s = seaweedfs.store(name)
     Sample(s, GOOD)
     for broken in ("badjson", "truncated", "unsafe"):
         Sample(s, broken)

@@ -27,12 +27,6 @@ FAKE_SECRET = "mbk-fake-secret-7e21ab"
 WHERE = "milvus.address/milvus.port (milvus.grpc.address/milvus.grpc.port in a v2 config)"
 
 
-def store(seaweedfs, bucket: str) -> _engine.Store:
-    return _engine.Store(f"s3://{bucket}", {
-        "aws_endpoint": seaweedfs.endpoint, "aws_access_key_id": seaweedfs.access_key,
-        "aws_secret_access_key": seaweedfs.secret_key, "aws_allow_http": "true"})
-
-
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -98,7 +92,7 @@ def good(stack, configs):
 def unchanged(stack, seaweedfs, good):
     """Asserts, after the test, that the backup storage, the collections of both clusters and
     the Milvus buckets' non-binlog objects (staging, journals) are as they were before."""
-    backups = store(seaweedfs, BUCKET)
+    backups = seaweedfs.store(BUCKET)
 
     def snapshot():
         objects = {k: size for k, size, _ in backups.list(f"{ROOT}/")}
@@ -110,7 +104,7 @@ def unchanged(stack, seaweedfs, good):
                     collections[role, db] = sorted(mc.list_collections())
                 finally:
                     mc.close()
-        extra = {cluster.bucket: sorted(k for k, _, _ in store(seaweedfs, cluster.bucket).list("")
+        extra = {cluster.bucket: sorted(k for k, _, _ in seaweedfs.store(cluster.bucket).list("")
                                         if not k.startswith(f"{cluster.root_path}/"))
                  for cluster in (stack.source, stack.target)}
         return objects, collections, extra
@@ -169,7 +163,7 @@ def test_unknown_backup(configs, unchanged):
 @pytest.fixture
 def damaged(seaweedfs, good, request):
     """A copy of the good backup whose full_meta.json is corrupted or cut short."""
-    s = store(seaweedfs, BUCKET)
+    s = seaweedfs.store(BUCKET)
     name = f"bad_{request.param}_{uuid.uuid4().hex[:6]}"
     src, dst = f"{ROOT}/{GOOD}/", f"{ROOT}/{name}/"
     results = _engine.Copier().run([(s, k, s, dst + k[len(src):], size) for k, size, _ in s.list(src)])

@@ -48,12 +48,6 @@ def url(seaweedfs, bucket: str, prefix: str = "") -> str:
     return f"s3://{bucket}/{prefix}?endpoint={seaweedfs.endpoint}"
 
 
-def store(seaweedfs, bucket: str) -> _engine.Store:
-    return _engine.Store(f"s3://{bucket}", {
-        "aws_endpoint": seaweedfs.endpoint, "aws_access_key_id": seaweedfs.access_key,
-        "aws_secret_access_key": seaweedfs.secret_key, "aws_allow_http": "true"})
-
-
 def mbackup(env, *args, timeout=300, check=None):
     proc = subprocess.run([sys.executable, "-m", "milvus_backup", *args], env=env, capture_output=True,
                           text=True, timeout=timeout)
@@ -90,7 +84,7 @@ SAMPLE = {
 
 @pytest.fixture
 def sample_bucket(seaweedfs, bucket):
-    fill(store(seaweedfs, bucket), SAMPLE)
+    fill(seaweedfs.store(bucket), SAMPLE)
     return bucket
 
 
@@ -101,7 +95,7 @@ def test_bucket_to_bucket_local_and_back(seaweedfs, s3env, sample_bucket, more_b
     assert summary["objects_copied"] == len(SAMPLE) and summary["objects_failed"] == 0
     assert summary["strategies"] == {"server_copy": len(SAMPLE)}
     expected = {k[len("files/"):]: v for k, v in SAMPLE.items()}
-    assert listing(store(seaweedfs, dst), "copy") == expected
+    assert listing(seaweedfs.store(dst), "copy") == expected
 
     folder = tmp_path / "out"
     mbackup(s3env, "copy", url(seaweedfs, dst, "copy"), str(folder), "--verify", check=0)
@@ -112,7 +106,7 @@ def test_bucket_to_bucket_local_and_back(seaweedfs, s3env, sample_bucket, more_b
     back = more_buckets("back")
     r = mbackup(s3env, "copy", f"file://{folder}", url(seaweedfs, back, "x/y"), check=0)
     assert "copied 5 objects" in r.stdout and "failed 0" in r.stdout
-    assert listing(store(seaweedfs, back), "x/y") == expected
+    assert listing(seaweedfs.store(back), "x/y") == expected
 
 
 def test_rerun_copies_nothing_and_partial_destination_is_completed(seaweedfs, s3env, sample_bucket, tmp_path):
@@ -151,7 +145,7 @@ def test_verify_repairs_a_corrupted_destination(seaweedfs, s3env, sample_bucket,
 
 def test_multipart_paths_with_lowered_thresholds(seaweedfs, s3env, bucket, more_buckets, tmp_path):
     big = os.urandom(12 * MIB + 123)
-    fill(store(seaweedfs, bucket), {"big/object": big})
+    fill(seaweedfs.store(bucket), {"big/object": big})
     args = ["--multipart-threshold", "5MiB", "--part-size", "5MiB",
             "--multipart-copy-threshold", "5MiB", "--copy-part-size", "5MiB", "--verify", "--json", "--records"]
 
@@ -166,18 +160,18 @@ def test_multipart_paths_with_lowered_thresholds(seaweedfs, s3env, bucket, more_
     assert strategy(r) == "stream_multipart"
     assert (tmp_path / "l" / "object").read_bytes() == big
     for b in (f"{bucket}-mp", f"{bucket}-mp2"):  # the names more_buckets handed out
-        got = store(seaweedfs, b).get("big/object")
+        got = seaweedfs.store(b).get("big/object")
         assert hashlib.sha256(got).digest() == hashlib.sha256(big).digest()
 
 
 def test_ten_thousand_small_objects(seaweedfs, s3env, bucket, more_buckets):
     objects = {f"files/insert_log/7/8/{i // 100}/{100 + i % 5}/{i}": os.urandom(64 + i % 512) for i in range(10_000)}
-    fill(store(seaweedfs, bucket), objects)
+    fill(seaweedfs.store(bucket), objects)
     r = mbackup(s3env, "copy", url(seaweedfs, bucket, "files"), url(seaweedfs, more_buckets("10k"), "files"),
                 "--parallel", "64", "--json", check=0)
     summary = json.loads(r.stdout)
     assert summary["objects_copied"] == 10_000 and summary["objects_failed"] == 0
-    copied = store(seaweedfs, f"{bucket}-10k").list("files")
+    copied = seaweedfs.store(f"{bucket}-10k").list("files")
     assert len(copied) == 10_000
     assert sum(size for _, size, _ in copied) == sum(len(v) for v in objects.values())
 
@@ -238,7 +232,7 @@ def test_bad_input_one_line_and_nothing_created(seaweedfs, s3env, sample_bucket,
 
 def test_bandwidth_cap_is_respected(seaweedfs, s3env, bucket, tmp_path):
     size = 6 * MIB
-    fill(store(seaweedfs, bucket), {f"bw/{i}": os.urandom(size // 6) for i in range(6)})
+    fill(seaweedfs.store(bucket), {f"bw/{i}": os.urandom(size // 6) for i in range(6)})
     cap = 2 * MIB
     r = mbackup(s3env, "copy", url(seaweedfs, bucket, "bw"), str(tmp_path / "bw"), "--max-bandwidth", "2MiB/s",
                 "--json", check=0)
@@ -251,7 +245,7 @@ def test_bandwidth_cap_is_respected(seaweedfs, s3env, bucket, tmp_path):
 
 def test_ctrl_c_stops_with_summary_and_rerun_completes(seaweedfs, s3env, bucket, tmp_path):
     objects = {f"slow/{i:03d}": os.urandom(256 * KIB) for i in range(40)}
-    fill(store(seaweedfs, bucket), objects)
+    fill(seaweedfs.store(bucket), objects)
     folder = tmp_path / "slow"
     proc = subprocess.Popen([sys.executable, "-m", "milvus_backup", "copy", url(seaweedfs, bucket, "slow"),
                              str(folder), "--max-bandwidth", "1MiB/s", "--parallel", "4"],
@@ -292,7 +286,7 @@ def test_example_third_party_plugin(seaweedfs, s3env, sample_bucket, tmp_path):
 
 
 def test_request_rate_cap_is_respected(seaweedfs, s3env, bucket, tmp_path):
-    fill(store(seaweedfs, bucket), {f"rps/{i:02d}": b"x" * 100 for i in range(30)})
+    fill(seaweedfs.store(bucket), {f"rps/{i:02d}": b"x" * 100 for i in range(30)})
     r = mbackup(s3env, "copy", url(seaweedfs, bucket, "rps"), str(tmp_path / "rps"), "--max-requests", "20",
                 "--json", check=0)
     summary = json.loads(r.stdout)

@@ -45,12 +45,6 @@ def mbackup(env, *args, timeout=120) -> subprocess.CompletedProcess:
                           text=True, timeout=timeout)
 
 
-def store(s3, bucket: str, endpoint: str | None = None) -> _engine.Store:
-    return _engine.Store(f"s3://{bucket}", {
-        "aws_endpoint": endpoint or s3.endpoint, "aws_access_key_id": s3.access_key,
-        "aws_secret_access_key": s3.secret_key, "aws_allow_http": "true"})
-
-
 def url(endpoint: str, bucket: str, prefix: str) -> str:
     return f"s3://{bucket}/{prefix}?endpoint={endpoint}"
 
@@ -98,7 +92,7 @@ def small_objects(seaweedfs):
     name = f"faults-small-{uuid.uuid4().hex[:8]}"
     seaweedfs.create_bucket(name)
     objects = {f"src/{i // 100}/{i}": os.urandom(64 + i % 700) for i in range(2000)}
-    fill(store(seaweedfs, name), objects)
+    fill(seaweedfs.store(name), objects)
     yield name, {k[len("src/"):]: v for k, v in objects.items()}
     seaweedfs.delete_bucket(name)
 
@@ -132,7 +126,7 @@ def test_fault_proxy_answers_like_s3_and_stops_by_itself(seaweedfs, bucket):
 
 def test_copy_rides_out_20_percent_slowdown(seaweedfs, s3env, small_objects):
     bucket, expected = small_objects
-    src = store(seaweedfs, bucket)
+    src = seaweedfs.store(bucket)
     with FaultProxy(seaweedfs.endpoint, seed=20, max_lifetime=240) as proxy:
         proxy.slowdown(fraction=0.2)
         r = mbackup(s3env, "copy", url(proxy.endpoint, bucket, "src"), url(proxy.endpoint, bucket, "dst"),
@@ -159,7 +153,7 @@ def test_copy_rides_out_20_percent_slowdown(seaweedfs, s3env, small_objects):
 def test_five_slowdowns_in_a_row_are_retried_on_every_copy_path(seaweedfs, s3env, bucket, tmp_path):
     """A burst of 5 throttled PUTs on one object: a streamed upload rides it out (its client
     retries each request 3 times under the engine's 5 attempts); a server-side copy should too."""
-    s = store(seaweedfs, bucket)
+    s = seaweedfs.store(bucket)
     s.put("one/x", b"x" * 1000)
     with FaultProxy(seaweedfs.endpoint, seed=5, max_lifetime=120) as proxy:
         proxy.slowdown(count=5, methods="PUT")
@@ -175,7 +169,7 @@ def test_five_slowdowns_in_a_row_are_retried_on_every_copy_path(seaweedfs, s3env
 
 def test_dropped_connections_mid_body(seaweedfs, s3env, bucket, tmp_path):
     objects = {f"src/{i // 50}/{i}": os.urandom(16 * KIB + i) for i in range(300)}
-    s = store(seaweedfs, bucket)
+    s = seaweedfs.store(bucket)
     fill(s, objects)
     expected = {k[len("src/"):]: v for k, v in objects.items()}
     folder = tmp_path / "out"
@@ -211,7 +205,7 @@ def test_a_failed_listing_is_listed_again(seaweedfs, s3env, bucket, tmp_path, fa
     """The store client retries a request, but not a listing cut inside its body, nor one
     throttled past its 3 retries: the planner lists again instead of giving up."""
     objects = {f"src/{i}": os.urandom(100) for i in range(300)}  # a listing of ~60 KiB
-    s = store(seaweedfs, bucket)
+    s = seaweedfs.store(bucket)
     fill(s, objects)
     with FaultProxy(seaweedfs.endpoint, seed=1, max_lifetime=120) as proxy:
         if fault == "cut":
@@ -228,7 +222,7 @@ def test_a_failed_listing_is_listed_again(seaweedfs, s3env, bucket, tmp_path, fa
 
 def test_stalled_connections_do_not_hang(seaweedfs, s3env, bucket, tmp_path):
     objects = {f"src/{i // 50}/{i}": os.urandom(16 * KIB + i) for i in range(200)}
-    s = store(seaweedfs, bucket)
+    s = seaweedfs.store(bucket)
     fill(s, objects)
     expected = {k[len("src/"):]: v for k, v in objects.items()}
     folder = tmp_path / "out"
@@ -257,7 +251,7 @@ def test_stalled_connections_do_not_hang(seaweedfs, s3env, bucket, tmp_path):
 
 
 def test_a_copy_request_that_never_answers_times_out(seaweedfs, s3env, bucket):
-    store(seaweedfs, bucket).put("one/x", b"x" * 1000)
+    seaweedfs.store(bucket).put("one/x", b"x" * 1000)
     with FaultProxy(seaweedfs.endpoint, max_lifetime=150) as proxy:
         proxy.stall(600, count=1, methods="PUT", then="pass")
         started = time.monotonic()
@@ -276,7 +270,7 @@ def test_seaweedfs_killed_mid_copy_and_restarted(tmp_path):
         s3.create_bucket("src")
         s3.create_bucket("dst")
         objects = {f"data/{i // 100}/{i}": os.urandom(200 + i % 800) for i in range(3000)}
-        fill(store(s3, "src"), objects)
+        fill(s3.store("src"), objects)
         expected = {k[len("data/"):]: v for k, v in objects.items()}
         src, dst = url(s3.endpoint, "src", "data"), url(s3.endpoint, "dst", "data")
         port = s3.s3_port
@@ -285,7 +279,7 @@ def test_seaweedfs_killed_mid_copy_and_restarted(tmp_path):
                                 env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         try:
             deadline = time.monotonic() + 60
-            while len(store(s3, "dst").list("data")) < 300 and time.monotonic() < deadline:
+            while len(s3.store("dst").list("data")) < 300 and time.monotonic() < deadline:
                 time.sleep(0.1)
             assert proc.poll() is None, "the copy finished before the server could be killed"
             s3.stop(grace=0)  # SIGKILL: no goodbye to the clients
@@ -305,8 +299,8 @@ def test_seaweedfs_killed_mid_copy_and_restarted(tmp_path):
         rerun = subprocess.run([sys.executable, "-m", "milvus_backup", "copy", src, dst, "-q"], env=env,
                                capture_output=True, text=True, timeout=120)
         assert rerun.returncode == 0, rerun.stderr
-        assert snapshot(store(s3, "dst"), "data") == expected
-        assert snapshot(store(s3, "src"), "data") == expected
+        assert snapshot(s3.store("dst"), "data") == expected
+        assert snapshot(s3.store("src"), "data") == expected
     finally:
         s3.stop(grace=3)  # a restarted weed can sit 20 s on SIGTERM; its data is throwaway
 
@@ -334,7 +328,7 @@ def small_disk(tmp_path):
 def test_full_disk_fails_in_one_line_and_rerun_completes(seaweedfs, s3env, bucket, small_disk):
     mount, grow = small_disk
     objects = {f"src/{i:02d}": os.urandom(512 * KIB) for i in range(16)}  # 8 MiB into 4 MiB
-    s = store(seaweedfs, bucket)
+    s = seaweedfs.store(bucket)
     fill(s, objects)
     expected = {k[len("src/"):]: v for k, v in objects.items()}
     folder = mount / "out"
@@ -408,7 +402,7 @@ def milvus_cfg(tmp_path: Path, cluster, bucket: str, name: str = "backup.yaml", 
 
 
 def binlogs_of(seaweedfs, cluster, collection_id: int) -> dict[str, bytes]:
-    s = store(seaweedfs, cluster.bucket)
+    s = seaweedfs.store(cluster.bucket)
     out = {}
     for kind in ("insert_log", "delta_log"):
         out.update({f"{kind}/{k}": v for k, v in snapshot(s, f"{cluster.root_path}/{kind}/{collection_id}").items()})
@@ -454,7 +448,7 @@ def test_create_killed_mid_copy_resumes(milvus_clusters, dataset, seaweedfs, s3e
     cfg = milvus_cfg(tmp_path, source, bucket)
     name = f"killed_{uuid.uuid4().hex[:8]}"
     before = binlogs_of(seaweedfs, source, collection_id)
-    backup = store(seaweedfs, bucket)
+    backup = seaweedfs.store(bucket)
 
     # Slow: a few requests a second, so the kill lands with part of the binlogs copied.
     proc = subprocess.Popen([sys.executable, "-m", "milvus_backup", "create", "-n", name, "--filter", coll, "-q",
@@ -532,10 +526,10 @@ def test_target_milvus_killed_during_restore(milvus_clusters, dataset, seaweedfs
     before = binlogs_of(seaweedfs, source, collection_id)
     made = mbackup(s3env, "create", "-n", name, "--filter", coll, "-q", "--config", milvus_cfg(tmp_path, source, bucket))
     assert made.returncode == 0, made.stderr
-    backup = store(seaweedfs, bucket)
+    backup = seaweedfs.store(bucket)
     backup_before = snapshot(backup, f"backup/{name}")
     one_job_at_a_time = "restore:\n  concurrency:\n    importJobs: 1\n"
-    journal = store(seaweedfs, target.bucket)
+    journal = seaweedfs.store(target.bucket)
 
     proc = subprocess.Popen([sys.executable, "-m", "milvus_backup", "restore", "-n", name, "-q", "--config",
                              milvus_cfg(tmp_path, target, bucket, "target.yaml", one_job_at_a_time)],

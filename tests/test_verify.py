@@ -19,7 +19,7 @@ from milvus_backup import meta
 from milvus_backup.catalog import open_stores
 from milvus_backup.config import load_config
 from milvus_backup.verify import DamagedBackupError, check_before_restore
-from sample_backup import COLL, PART, ROOT, Sample, config_yaml, crc32c, store
+from sample_backup import COLL, PART, ROOT, Sample, config_yaml, crc32c
 
 @pytest.fixture
 def env():
@@ -42,7 +42,7 @@ def mbackup(env, cfg, *args, timeout=120):
 
 @pytest.fixture
 def sample(seaweedfs, bucket) -> Sample:
-    return Sample(store(seaweedfs, bucket), "nightly")
+    return Sample(seaweedfs.store(bucket), "nightly")
 
 
 def test_clean_backup_passes_quick_and_deep(env, cfg, sample):
@@ -126,7 +126,7 @@ def test_damaged_meta_files_are_named(env, cfg, sample):
 
 
 def test_go_tool_backup_without_manifest(env, cfg, seaweedfs, bucket):
-    sample = Sample(store(seaweedfs, bucket), "from_go", manifest=False)
+    sample = Sample(seaweedfs.store(bucket), "from_go", manifest=False)
     quick = mbackup(env, cfg, "verify", "-n", "from_go")
     assert (quick.returncode, quick.stdout) == (0, sample.summary() + "\n")
 
@@ -217,7 +217,7 @@ def test_restore_refuses_a_damaged_backup_unless_forced(env, milvus_clusters, se
         assert (deep.returncode, report["ok"], report["manifest"]) == (0, True, True), deep.stdout + deep.stderr
         assert report["checksums"] > 0 and report["checksums"] == report["objects"] - 6  # all but meta + manifest
 
-        s = store(seaweedfs, bucket)
+        s = seaweedfs.store(bucket)
         bdir = meta.backup_dir(ROOT, name)
         binlogs = sorted(k for k, _, _ in s.list(f"{bdir}/binlogs"))
         victim = binlogs[0]

@@ -515,6 +515,14 @@ class SeaweedFS:
         return s3_request(self.endpoint, method, bucket, key, access_key=self.access_key,
                           secret_key=self.secret_key, **kwargs)
 
+    def store(self, bucket: str, endpoint: str | None = None):
+        """An engine store on ``bucket`` of this server (``endpoint`` to go through a proxy)."""
+        from . import _engine
+
+        return _engine.Store(f"s3://{bucket}", {
+            "aws_endpoint": endpoint or self.endpoint, "aws_access_key_id": self.access_key,
+            "aws_secret_access_key": self.secret_key, "aws_allow_http": "true"})
+
     def create_bucket(self, name: str) -> None:
         """Create bucket ``name`` with a signed CreateBucket; no error if it exists."""
         resp = self.request("PUT", name)
