@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import uuid
@@ -56,6 +57,15 @@ def seaweedfs(tmp_path_factory: pytest.TempPathFactory):
     """One SeaweedFS (S3 on a free port, access key minioadmin, secret S3_SECRET) for the run."""
     with SeaweedFS(tmp_path_factory.mktemp("seaweedfs"), secret_key=S3_SECRET) as s3:
         yield s3
+
+
+@pytest.fixture(scope="session")
+def s3env(seaweedfs):
+    """Environment for running the CLI: the test S3's credentials the way a user sets them,
+    and every installed plugin loaded."""
+    env = dict(os.environ, AWS_ACCESS_KEY_ID=seaweedfs.access_key, AWS_SECRET_ACCESS_KEY=seaweedfs.secret_key)
+    env.pop("MBACKUP_PLUGINS", None)
+    return env
 
 
 @pytest.fixture(scope="session")

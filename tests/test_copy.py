@@ -18,15 +18,6 @@ from milvus_backup import _engine
 KIB, MIB = 1024, 1024 * 1024
 
 
-@pytest.fixture(scope="module")
-def s3env(seaweedfs):
-    """Environment for the CLI: credentials the way a user sets them."""
-    env = dict(os.environ)
-    env.update(AWS_ACCESS_KEY_ID=seaweedfs.access_key, AWS_SECRET_ACCESS_KEY=seaweedfs.secret_key)
-    env.pop("MBACKUP_PLUGINS", None)
-    return env
-
-
 @pytest.fixture
 def more_buckets(seaweedfs, bucket):
     """Names for destination buckets the CLI creates; removed after the test."""

@@ -32,14 +32,6 @@ KIB = 1024
 
 # --- helpers ------------------------------------------------------------------------------
 
-@pytest.fixture(scope="module")
-def s3env(seaweedfs):
-    env = dict(os.environ)
-    env.update(AWS_ACCESS_KEY_ID=seaweedfs.access_key, AWS_SECRET_ACCESS_KEY=seaweedfs.secret_key)
-    env.pop("MBACKUP_PLUGINS", None)
-    return env
-
-
 def mbackup(env, *args, timeout=120) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "milvus_backup", *args], env=env, capture_output=True,
                           text=True, timeout=timeout)
