@@ -1,6 +1,6 @@
 """`mbackup copy` over HTTPS to an S3 server whose certificate a private CA signed (issue #4 §6).
 
-A CA and a server certificate for 127.0.0.1/localhost are made with the openssl CLI; a
+A CA and a server certificate for 127.0.0.1/localhost are made with the openssl CLI (pki.py); a
 second SeaweedFS serves S3 over TLS with them. The user passes the CA as ``ca_file`` in the
 URL: object_store (list, get, put) and the engine's own HTTP client (server-side CopyObject)
 must both trust it, and without it the command must say what is wrong in one line.
@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -20,9 +19,9 @@ import pytest
 from conftest import S3_SECRET
 from milvus_backup import _engine
 from milvus_backup.devstack import SeaweedFS
+from pki import Pki, make_pki, needs_openssl
 
-pytestmark = pytest.mark.skipif(shutil.which("openssl") is None,
-                                reason="needs the openssl command to make a CA and a server certificate")
+pytestmark = needs_openssl
 
 SRC, DST = "tls-src", "tls-dst"
 OBJECTS = {
@@ -32,47 +31,27 @@ OBJECTS = {
 }
 
 
-def openssl(*args: str, cwd: Path) -> None:
-    proc = subprocess.run(["openssl", *args], cwd=cwd, capture_output=True, text=True, timeout=60)
-    assert proc.returncode == 0, proc.stderr
-
-
-def make_certificates(folder: Path) -> tuple[Path, Path, Path]:
-    """(CA certificate, server certificate, server key), PEM, the server's for 127.0.0.1 and localhost."""
-    curve = ("-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes")
-    openssl("req", "-x509", *curve, "-keyout", "ca.key", "-out", "ca.pem", "-days", "2",
-            "-subj", "/CN=mbackup test CA", cwd=folder)
-    openssl("req", *curve, "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=localhost",
-            cwd=folder)
-    (folder / "server.ext").write_text(
-        "subjectAltName = IP:127.0.0.1, DNS:localhost\n"
-        "basicConstraints = CA:FALSE\n"
-        "keyUsage = digitalSignature, keyEncipherment\n"
-        "extendedKeyUsage = serverAuth\n"
-    )
-    openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
-            "-CAcreateserial", "-out", "server.pem", "-days", "2", "-extfile", "server.ext",
-            cwd=folder)
-    return folder / "ca.pem", folder / "server.pem", folder / "server.key"
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory) -> Pki:
+    return make_pki(tmp_path_factory.mktemp("pki"))
 
 
 @pytest.fixture(scope="module")
-def ca_pem(tmp_path_factory) -> Path:
-    return make_certificates(tmp_path_factory.mktemp("pki"))[0]
+def ca_pem(pki) -> Path:
+    return pki.ca
 
 
 @pytest.fixture(scope="module")
-def tls_s3(ca_pem, tmp_path_factory):
+def tls_s3(pki, tmp_path_factory):
     """A SeaweedFS serving S3 over HTTPS too, with bucket SRC holding OBJECTS and empty DST."""
-    pki = ca_pem.parent
     with SeaweedFS(tmp_path_factory.mktemp("seaweedfs-tls"), secret_key=S3_SECRET,
-                   tls=(pki / "server.pem", pki / "server.key")) as s3:
+                   tls=(pki.server_cert, pki.server_key)) as s3:
         assert s3.https_endpoint.startswith("https://")
         for bucket in (SRC, DST):
             s3.create_bucket(bucket)
         store = _engine.Store(f"s3://{SRC}", {
             "aws_endpoint": s3.https_endpoint, "aws_access_key_id": s3.access_key,
-            "aws_secret_access_key": s3.secret_key, "ca_file": str(ca_pem)})
+            "aws_secret_access_key": s3.secret_key, "ca_file": str(pki.ca)})
         for key, data in OBJECTS.items():
             store.put(key, data)
         yield s3

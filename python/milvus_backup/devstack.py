@@ -47,6 +47,7 @@ log = logging.getLogger(__name__)
 __all__ = [
     "LocalStack",
     "MilvusCluster",
+    "MilvusTLS",
     "S3Error",
     "S3Response",
     "SeaweedFS",
@@ -573,24 +574,57 @@ def _milvus_bin_dir() -> Path:
     return root / "bin"
 
 
+@dataclass(frozen=True)
+class MilvusTLS:
+    """PEM files for a Milvus proxy that serves gRPC over TLS.
+
+    ``mode`` is ``"server"`` (one-way: clients check the server against ``ca``) or
+    ``"mutual"`` (the proxy also asks clients for a certificate ``ca`` signed; the
+    cluster's own readiness check presents ``client_cert``/``client_key``). The server
+    certificate must name 127.0.0.1.
+    """
+
+    mode: str
+    ca: Path
+    server_cert: Path
+    server_key: Path
+    client_cert: Path | None = None
+    client_key: Path | None = None
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("server", "mutual"):
+            raise ValueError("MilvusTLS.mode is 'server' or 'mutual'")
+        if self.mode == "mutual" and not (self.client_cert and self.client_key):
+            raise ValueError("mutual TLS needs client_cert and client_key for the readiness check")
+
+
 class MilvusCluster:
     """One embedded Milvus 2.3.5 standalone server storing its binlogs in a SeaweedFS bucket.
 
     With ``etcd_endpoint`` (``host:port``) it keeps its metadata in that external etcd
     under ``etcd_root``; otherwise it runs an embedded etcd, whose address is then
     ``etcd_endpoint`` once started, for a second cluster to share.
+
+    With ``tls`` the proxy serves gRPC over TLS only; with ``authorization`` it asks for a
+    user and password (``root``/``Milvus`` at first, see :attr:`password`).
     """
 
     host = LOCALHOST
+    user = "root"
 
     def __init__(self, workdir: Path, s3: SeaweedFS, bucket: str, root_path: str = "files",
-                 etcd_endpoint: str | None = None, etcd_root: str = "by-dev"):
+                 etcd_endpoint: str | None = None, etcd_root: str = "by-dev", *,
+                 tls: MilvusTLS | None = None, authorization: bool = False):
         self.workdir = Path(workdir)
         self.s3 = s3
         self.bucket = bucket
         self.root_path = root_path
         self.etcd_endpoint = etcd_endpoint
         self.etcd_root = etcd_root
+        self.tls = tls
+        self.authorization = authorization
+        # Milvus' initial root password; whoever changes it on the server sets it here too.
+        self.password = "Milvus" if authorization else ""
         self.port: int | None = None  # gRPC (and REST) port of the proxy
         self.metrics_port: int | None = None  # metrics and /healthz
         self.version: str | None = None  # as the server reports it, e.g. "v2.3.5-lite"
@@ -600,7 +634,19 @@ class MilvusCluster:
 
     @property
     def uri(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        return f"{'https' if self.tls else 'http'}://{self.host}:{self.port}"
+
+    def client_kwargs(self) -> dict[str, str]:
+        """Keyword arguments for ``pymilvus.MilvusClient`` to reach this cluster as root."""
+        kwargs = {"uri": self.uri}
+        if self.authorization:
+            kwargs["token"] = f"{self.user}:{self.password}"
+        if self.tls is not None and self.tls.mode == "server":
+            kwargs["server_pem_path"] = str(self.tls.ca)  # pymilvus' name for the CA
+        elif self.tls is not None:
+            kwargs.update(ca_pem_path=str(self.tls.ca), client_pem_path=str(self.tls.client_cert),
+                          client_key_path=str(self.tls.client_key))
+        return kwargs
 
     @property
     def log_path(self) -> Path:
@@ -675,6 +721,15 @@ class MilvusCluster:
             # No log file of its own: everything goes to stdout, i.e. to milvus.log.
             "log.file.rootPath": '""',
         }
+        if self.tls is not None:
+            settings.update({
+                "tls_mode": 1 if self.tls.mode == "server" else 2,
+                "server_pem_path": str(self.tls.server_cert),
+                "server_key_path": str(self.tls.server_key),
+                "ca_pem_path": str(self.tls.ca),
+            })
+        if self.authorization:
+            settings["authorization_enabled"] = True
         for key, value in settings.items():
             config.set(key, value)
         config.resolve()  # writes <workdir>/configs/milvus.yaml
@@ -719,7 +774,7 @@ class MilvusCluster:
 
         while True:
             try:
-                client = MilvusClient(uri=self.uri, timeout=10)
+                client = MilvusClient(timeout=10, **self.client_kwargs())
                 try:
                     return client.get_server_version(timeout=10)
                 finally:
@@ -866,15 +921,21 @@ def backup_config(cluster: MilvusCluster, *, backup_bucket: str | None = None, b
     """A ``backup.yaml`` (the Go tool's v2 schema) for mbackup against ``cluster``.
 
     Backups go to ``backup_bucket`` (default: the cluster's own bucket, as the Go tool's
-    shipped config does) under ``backup_root``. ``extra`` is appended verbatim (more YAML).
+    shipped config does) under ``backup_root``. TLS and login follow the cluster's. ``extra`` is appended verbatim (more YAML).
     """
     s3 = cluster.s3
+    grpc = ""
+    if cluster.tls is not None:
+        grpc += f"    tlsMode: {cluster.tls.mode}\n    caCertPath: {cluster.tls.ca}\n"
+        if cluster.tls.mode == "mutual":
+            grpc += f"    mtlsCertPath: {cluster.tls.client_cert}\n    mtlsKeyPath: {cluster.tls.client_key}\n"
+    login = f"  user: {cluster.user}\n  password: {cluster.password}\n" if cluster.authorization else ""
     return f"""configVersion: v2
 milvus:
-  grpc:
+{login}  grpc:
     address: {cluster.host}
     port: {cluster.port}
-  management:
+{grpc}  management:
     endpoint: http://{cluster.host}:{cluster.metrics_port}
   storage:
     provider: minio
