@@ -377,7 +377,7 @@ def test_v2_backup_root_path_never_follows_the_milvus_root(tmp_path):
 
 
 def test_v1_tls_and_cross_storage(tmp_path):
-    cfg = load(tmp_path, "milvus:\n  tlsMode: 2\n  mtlsCertPath: /c\n  mtlsKeyPath: /k\nminio:\n  crossStorage: true\n")
+    cfg = load(tmp_path, "milvus:\n  tlsMode: 2\n  caCertPath: /ca\n  mtlsCertPath: /c\n  mtlsKeyPath: /k\nminio:\n  crossStorage: true\n")
     assert cfg.milvus.grpc.tls_mode == "mutual" and cfg.transfer.mode == "streaming"
     cfg = load(tmp_path, "milvus:\n  tlsMode: 2\n")
     assert cfg.milvus.grpc.tls_mode == "server"
@@ -590,6 +590,12 @@ def test_max_bandwidth_units(tmp_path, raw, expected):
             "milvus.grpc.tlsMode: mutual TLS needs milvus.grpc.mtlsCertPath and milvus.grpc.mtlsKeyPath; "
             "set both or use tlsMode: server (file backup.yaml)",
             id="tls-mutual-without-certs",
+        ),
+        pytest.param(
+            "configVersion: v2\nmilvus:\n  grpc:\n    tlsMode: mutual\n    mtlsCertPath: /c\n    mtlsKeyPath: /k\n", {}, (),
+            "milvus.grpc.tlsMode: mutual TLS needs milvus.grpc.caCertPath too: the CA certificate that signed "
+            "Milvus's (file backup.yaml)",
+            id="tls-mutual-without-ca",
         ),
         pytest.param(
             "milvus:\n  tlsMode: 5\n", {}, (),

@@ -537,6 +537,9 @@ def plugins(as_json: Annotated[bool, typer.Option("--json", help="Machine-readab
 
 
 def main() -> None:
+    # gRPC's C core logs handshake failures to stderr on its own; mbackup says what went wrong
+    # in one line instead. GRPC_VERBOSITY=debug (or any level) set by the user still wins.
+    os.environ.setdefault("GRPC_VERBOSITY", "NONE")
     try:
         # Outside standalone mode click returns a typer.Exit's code instead of exiting.
         code = app(standalone_mode=False)

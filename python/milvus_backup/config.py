@@ -1266,6 +1266,9 @@ class _Resolver:
                 key,
                 "mutual TLS needs milvus.grpc.mtlsCertPath and milvus.grpc.mtlsKeyPath; set both or use tlsMode: server",
             )
+        elif canonical == "mutual" and not grpc.ca_cert_path:
+            # pymilvus presents the client certificate only together with a CA file.
+            self._problem(key, "mutual TLS needs milvus.grpc.caCertPath too: the CA certificate that signed Milvus's")
 
     def _validate_endpoint(self, key: str) -> None:
         value = self._value(key)

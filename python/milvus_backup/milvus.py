@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import itertools
 import re
+import socket
+import ssl
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,6 +29,7 @@ CONNECT_TIMEOUT_S = 10.0
 
 _ADDRESS_KEYS = "milvus.address/milvus.port (milvus.grpc.address/milvus.grpc.port in a v2 config)"
 _CREDENTIAL_KEYS = "milvus.user/milvus.password"
+_CA_KEY, _CERT_KEY, _KEY_KEY = "milvus.grpc.caCertPath", "milvus.grpc.mtlsCertPath", "milvus.grpc.mtlsKeyPath"
 
 
 class MilvusError(MBackupError):
@@ -139,6 +142,8 @@ def _open(endpoint: MilvusEndpoint, timeout: float) -> MilvusConnection:
 
     if endpoint.tls_mode not in TLS_MODES:
         raise MilvusError(f"milvus.grpc.tlsMode is {endpoint.tls_mode!r}: use one of {', '.join(TLS_MODES)}")
+    if endpoint.tls_mode != "disabled":
+        _tls_context(endpoint)  # a missing or malformed file, named by its setting, before connecting
     kwargs: dict[str, Any] = {"address": endpoint.address, "user": endpoint.user, "password": endpoint.password}
     if endpoint.tls_mode != "disabled":
         kwargs["secure"] = True
@@ -153,10 +158,7 @@ def _open(endpoint: MilvusEndpoint, timeout: float) -> MilvusConnection:
         )
     # A dedicated handler: the ORM's ``connections.connect`` is deprecated in pymilvus 3 (it
     # warns) and shares one registry per process; each adapter keeps its own channel instead.
-    try:
-        handler = GrpcHandler(**kwargs)
-    except OSError as e:
-        raise MilvusError(f"cannot read a TLS file for Milvus at {endpoint.address}: {e}") from e
+    handler = GrpcHandler(**kwargs)
     try:
         handler._wait_for_channel_ready(timeout=timeout)
     except MilvusException as e:
@@ -173,13 +175,13 @@ def _connect_error(endpoint: MilvusEndpoint, code: Any, detail: str, timeout: fl
     import grpc
 
     text = detail.lower()
-    if code in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED) or "auth" in text or "password" in text:
+    # By status code only: a failed TLS name check also says "UNAUTHENTICATED" in its text.
+    if code in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):
         who = f"user {endpoint.user!r}" if endpoint.user else "no user"
         return MilvusError(f"Milvus at {endpoint.address} refused the credentials ({who}): check {_CREDENTIAL_KEYS}")
-    if endpoint.tls_mode == "disabled" and ("ssl" in text or "tls" in text or "handshake" in text):
-        return MilvusError(f"Milvus at {endpoint.address} expects TLS: set milvus.grpc.tlsMode (and its certificate paths)")
-    if endpoint.tls_mode != "disabled" and ("ssl" in text or "handshake" in text or "certificate" in text):
-        return MilvusError(f"TLS handshake with Milvus at {endpoint.address} failed ({detail.strip()}): check the certificate paths and milvus.grpc.serverName")
+    tls_problem = _tls_diagnosis(endpoint, timeout)
+    if tls_problem:
+        return MilvusError(tls_problem)
     if "refused" in text:
         why = "connection refused"
     elif "dns" in text or "resolv" in text:
@@ -202,3 +204,86 @@ def _server_version(connection: MilvusConnection, timeout: float) -> str:
     except grpc.RpcError as e:
         raise MilvusError(f"Milvus at {connection.endpoint.address} did not report its version: {e.details()}") from None
     return version or "unknown"
+
+
+# --- TLS ------------------------------------------------------------------------------------
+# gRPC reports a failed handshake vaguely, and differently from one version to the next. So the
+# files are checked with Python's ssl module before connecting, and a connection that fails is
+# explained by one handshake of our own, made as configured, whose errors are precise.
+
+def _tls_context(endpoint: MilvusEndpoint) -> ssl.SSLContext:
+    """The client side of a handshake as configured; :class:`MilvusError` names a bad file."""
+    ctx = ssl.create_default_context()  # checks the chain and the server's name
+    if endpoint.ca_cert_path:
+        _readable(_CA_KEY, endpoint.ca_cert_path)
+        try:
+            ctx.load_verify_locations(cafile=endpoint.ca_cert_path)
+        except ssl.SSLError:
+            raise MilvusError(f"{_CA_KEY}: {endpoint.ca_cert_path} holds no PEM certificate: give the CA certificate that signed Milvus's") from None
+    if endpoint.tls_mode == "mutual":
+        _readable(_CERT_KEY, endpoint.mtls_cert_path)
+        _readable(_KEY_KEY, endpoint.mtls_key_path)
+        try:
+            ctx.load_cert_chain(endpoint.mtls_cert_path, endpoint.mtls_key_path)
+        except ssl.SSLError:
+            raise MilvusError(f"{_CERT_KEY}/{_KEY_KEY}: {endpoint.mtls_cert_path} and {endpoint.mtls_key_path} "
+                              f"are not a certificate and its matching private key (PEM)") from None
+    return ctx
+
+
+def _readable(key: str, path: str) -> None:
+    try:
+        with open(path, "rb") as f:
+            f.read(1)
+    except OSError as e:
+        raise MilvusError(f"{key}: cannot read {path} ({e.strerror or e})") from None
+
+
+def _tls_diagnosis(endpoint: MilvusEndpoint, timeout: float) -> str | None:
+    """Why TLS, as configured, keeps the client from talking to the server; None if it does not."""
+    address = endpoint.address
+    try:
+        raw = socket.create_connection((endpoint.host, endpoint.port), timeout=min(timeout, 5.0))
+    except OSError:
+        return None  # nothing listens: not a TLS problem
+    with raw:
+        if endpoint.tls_mode == "disabled":
+            probe = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+            probe.check_hostname, probe.verify_mode = False, ssl.CERT_NONE
+            try:
+                probe.wrap_socket(raw, server_hostname=endpoint.host).close()
+            except (OSError, ValueError):
+                return None  # no TLS there either
+            return (f"Milvus at {address} accepts TLS connections only: set milvus.grpc.tlsMode to server "
+                    f"(or mutual) and {_CA_KEY}")
+        name = endpoint.server_name or endpoint.host
+        try:
+            with _tls_context(endpoint).wrap_socket(raw, server_hostname=name) as tls:
+                # With TLS 1.3 a server turns a client certificate down after the handshake.
+                tls.settimeout(1.0)
+                try:
+                    tls.recv(1)
+                except TimeoutError:
+                    pass
+        except ssl.SSLCertVerificationError as e:
+            why = (e.verify_message or e.reason or "not verified").rstrip(".")
+            if "hostname" in why.lower() or "ip address mismatch" in why.lower():
+                return (f"the certificate of Milvus at {address} is not valid for {name!r} ({why}): "
+                        f"set milvus.grpc.serverName to a name it is issued for")
+            return (f"the certificate of Milvus at {address} is not trusted ({why}): "
+                    f"set {_CA_KEY} to the CA certificate that signed it")
+        except ssl.SSLError as e:
+            reason = (e.reason or "").upper()
+            if "ALERT" in reason and ("CERTIFICATE" in reason or "HANDSHAKE_FAILURE" in reason or "UNKNOWN_CA" in reason):
+                if endpoint.tls_mode != "mutual":
+                    return (f"Milvus at {address} asks for a client certificate: set milvus.grpc.tlsMode to mutual "
+                            f"with {_CERT_KEY} and {_KEY_KEY}")
+                alert = re.sub(r"^(SSLV3|TLSV1|TLSV13)_ALERT_", "", reason).replace("_", " ").lower()
+                return (f"Milvus at {address} turned down the client certificate {endpoint.mtls_cert_path} "
+                        f"({alert}): use one for client authentication, signed by the CA Milvus trusts")
+            if reason in ("WRONG_VERSION_NUMBER", "RECORD_LAYER_FAILURE", "HTTP_REQUEST", "PACKET_LENGTH_TOO_LONG"):
+                return f"Milvus at {address} does not speak TLS: set milvus.grpc.tlsMode to disabled, or check the port"
+            return None
+        except (OSError, ValueError):
+            return None
+    return None
