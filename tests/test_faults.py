@@ -195,7 +195,7 @@ def test_dropped_connections_mid_body(seaweedfs, s3env, bucket, tmp_path):
 @pytest.mark.parametrize("fault", ["cut", "throttled"])
 def test_a_failed_listing_is_listed_again(seaweedfs, s3env, bucket, tmp_path, fault):
     """The store client retries a request, but not a listing cut inside its body, nor one
-    throttled past its 3 retries: the planner lists again instead of giving up."""
+    throttled past its 3 retries: the engine lists again instead of giving up."""
     objects = {f"src/{i}": os.urandom(100) for i in range(300)}  # a listing of ~60 KiB
     s = seaweedfs.store(bucket)
     fill(s, objects)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import socket
 import ssl
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
@@ -18,24 +17,6 @@ from .plugins import manager
 
 class StorageError(MBackupError):
     """A store could not be opened or answered with an error."""
-
-
-LIST_ATTEMPTS = 4
-
-
-def _list_retrying(store: Any, prefix: str) -> list[tuple[str, int, str | None]]:
-    """``store.list(prefix)``, started again after a transient failure. The client retries
-    a request that fails, but not a listing whose response is cut in the middle of its body
-    (or throttled past its own retries); one dropped connection must not end a copy."""
-    for attempt in range(1, LIST_ATTEMPTS + 1):
-        try:
-            return store.list(prefix)
-        except _engine.TransientError as e:
-            # A request that could not be sent was retried by the client already.
-            if attempt == LIST_ATTEMPTS or "error sending request" in str(e):
-                raise
-            time.sleep(0.25 * 2 ** attempt)
-    raise AssertionError("unreachable")
 
 
 @runtime_checkable
@@ -78,7 +59,7 @@ class Location:
         """Every object under the prefix, with keys relative to it."""
         prefix = f"{self.prefix}/" if self.prefix else ""
         try:
-            listing = _list_retrying(self.store, self.prefix)
+            listing = self.store.list(self.prefix)  # the engine lists again after a cut-off listing
         except _engine.EngineError as e:
             raise describe_error(self, e) from None
         for key, size, etag in listing:
@@ -101,7 +82,7 @@ class Location:
         """Create the bucket behind this location if the store has buckets and it is
         missing; True when one was created."""
         try:
-            _list_retrying(self.store, self.prefix + "/" if self.prefix else "")
+            self.store.list(self.prefix + "/" if self.prefix else "")
             return False
         except _engine.NotFoundError as e:
             if "NoSuchBucket" not in str(e) or not hasattr(self.store, "create_bucket"):

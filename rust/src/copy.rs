@@ -423,7 +423,7 @@ pub fn ranges(size: u64, part: u64) -> Vec<std::ops::Range<u64>> {
 }
 
 /// Exponential backoff with full jitter: 200 ms, 400 ms, ... capped at 5 s.
-fn backoff(attempt: u32) -> Duration {
+pub(crate) fn backoff(attempt: u32) -> Duration {
     let cap = 200u64.saturating_mul(1 << attempt.min(10)).min(5_000);
     Duration::from_millis(rand::rng().random_range(cap / 2..=cap))
 }

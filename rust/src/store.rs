@@ -24,6 +24,7 @@ use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
 use crate::checksum::{Algo, Running};
+use crate::copy::backoff;
 use crate::errors::{Error, Kind, Result};
 use crate::{runtime, to_py_err};
 
@@ -194,6 +195,29 @@ fn retry_config() -> RetryConfig {
     }
 }
 
+/// Attempts at a whole listing. The client retries each request, but not a listing whose
+/// response is cut inside its body, nor one throttled past its own retries: one dropped
+/// connection must not end a copy of thousands of objects.
+const LIST_ATTEMPTS: u32 = 4;
+
+async fn listing_again_on_transient_errors<T, F, Fut>(mut list: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T>>,
+{
+    let mut attempt = 1;
+    loop {
+        match list().await {
+            // "error sending request": the client retried that one already (server down).
+            Err(e) if e.kind == Kind::Transient && attempt < LIST_ATTEMPTS && !e.message.contains("error sending request") => {
+                tokio::time::sleep(backoff(attempt)).await;
+                attempt += 1;
+            }
+            outcome => return outcome,
+        }
+    }
+}
+
 fn config_error(url: &str, e: impl std::fmt::Display) -> Error {
     Error::new(Kind::Fatal, format!("cannot open store {url}: {e}"))
 }
@@ -327,18 +351,18 @@ impl Store {
         self.require_native()?;
         let prefix = prefix.trim_end_matches('/').to_string();
         let backend = self.backend.clone();
+        let p = if prefix.is_empty() { None } else { Some(path(&prefix).map_err(to_py_err)?) };
         let mut out: Vec<(String, u64, Option<String>)> = py
             .detach(|| {
-                runtime().block_on(async move {
+                runtime().block_on(listing_again_on_transient_errors(|| async {
                     let store = backend.native().unwrap();
-                    let p = if prefix.is_empty() { None } else { Some(path(&prefix)?) };
                     store
                         .list(p.as_ref())
                         .map_ok(|m| (m.location.to_string(), m.size, m.e_tag))
                         .try_collect::<Vec<_>>()
                         .await
                         .map_err(Error::from)
-                })
+                }))
             })
             .map_err(to_py_err)?;
         out.sort_unstable_by(|a, b| a.0.cmp(&b.0));
@@ -351,15 +375,15 @@ impl Store {
         self.require_native()?;
         let prefix = prefix.trim_end_matches('/').to_string();
         let backend = self.backend.clone();
+        let p = if prefix.is_empty() { None } else { Some(path(&prefix).map_err(to_py_err)?) };
         py.detach(|| {
-            runtime().block_on(async move {
+            runtime().block_on(listing_again_on_transient_errors(|| async {
                 let store = backend.native().unwrap();
-                let p = if prefix.is_empty() { None } else { Some(path(&prefix)?) };
                 let result = store.list_with_delimiter(p.as_ref()).await?;
                 let dirs = result.common_prefixes.into_iter().map(|p| p.to_string()).collect();
                 let objects = result.objects.into_iter().map(|m| (m.location.to_string(), m.size, m.e_tag)).collect();
                 Ok::<_, Error>((dirs, objects))
-            })
+            }))
         })
         .map_err(to_py_err)
     }
