@@ -14,13 +14,15 @@ import pytest
 from sample_backup import ROOT, Sample, config_yaml
 
 GOOD = "nightly"
+S3_FLAG = ["copy", "{s3}", "{tmp}/o"]  # a source with objects: the settings reach the engine
+V2 = "configVersion: v2\n"
 
 
 def yaml(seaweedfs, bucket, extra: str = "") -> str:
     return config_yaml(seaweedfs, bucket, grpc_port=9) + extra
 
 
-# (id, args, config text or None for the standard one, exit code, expected stderr start)
+# (id, args, config text or None for the standard one, exit code, expected stderr start[, env])
 # "{cfg}" in args is the config path; "{bad}" a config written from the case's text.
 CASES = [
     # --- config files
@@ -33,7 +35,7 @@ CASES = [
      "error: milvus.grpc.port: expected a port number 1-65535, got 'abc'"),
     ("config-concurrency", ["config", "show", "--config", "{bad}"],
      "configVersion: v2\nbackup:\n  concurrency:\n    collections: 0\n", 2,
-     "error: backup.concurrency.collections: expected a positive integer, got 0"),
+     "error: backup.concurrency.collections: expected an integer 1-100000, got 0"),
     ("config-provider", ["config", "show", "--config", "{bad}"], "configVersion: v2\nmilvus:\n  storage:\n    provider: ftp\n",
      2, "error: milvus.storage.provider: unknown provider 'ftp'"),
     ("config-tls-v1", ["config", "show", "--config", "{bad}"], "configVersion: v2\nmilvus:\n  grpc:\n    tlsMode: 1\n", 2,
@@ -48,7 +50,8 @@ CASES = [
     ("copy-bandwidth", ["copy", "memory://a/b", "{tmp}/o", "--max-bandwidth", "fast"], None, 2,
      "error: --max-bandwidth: invalid rate 'fast'"),
     ("copy-part-size", ["copy", "memory://a/b", "{tmp}/o", "--part-size", "1XB"], None, 2, "error: --part-size: invalid size '1XB'"),
-    ("copy-parallel", ["copy", "memory://a/b", "{tmp}/o", "--parallel", "0"], None, 2, "Usage:"),
+    ("copy-parallel", ["copy", "memory://a/b", "{tmp}/o", "--parallel", "0"], None, 2,
+     "error: --parallel: expected an integer 1-4096, got '0'"),
     ("create-strategy", ["create", "--strategy", "bulk_flush", "--config", "{cfg}"], None, 2,
      "error: unknown strategy 'bulk_flush': use serial_flush, skip_flush, meta_only (bulk_flush needs Milvus 2.6.11 or newer)"),
     ("create-filter", ["create", "--filter", "a.b.c", "--config", "{cfg}"], None, 2, "error: invalid filter 'a.b.c'"),
@@ -59,6 +62,54 @@ CASES = [
     ("restore-skip-drop", ["restore", "-n", GOOD, "--skip-create-collection", "--drop-exist-collection", "--config", "{cfg}"],
      None, 2, "error: --skip-create-collection and --drop-exist-collection cannot be used together"),
     ("restore-suffix-chars", ["restore", "-n", GOOD, "-s", "_x/y", "--config", "{cfg}"], None, 2, "error: invalid --suffix '_x/y'"),
+    # --- numbers and secrets (issue #8 items 9, 10): every number checked where it enters, with its
+    # range; no message quotes a secret; no YAML costs more than a config file can need.
+    ("num-max-requests-tiny", [*S3_FLAG, "--max-requests", "1e-300"], None, 2,
+     "error: --max-requests: expected a number of requests per second 0.01-1000000, or 0 for unlimited, got '1e-300'"),
+    ("num-max-requests-nan", [*S3_FLAG, "--max-requests", "nan"], None, 2, "error: --max-requests: expected a number"),
+    ("num-max-requests-inf", [*S3_FLAG, "--max-requests", "inf"], None, 2, "error: --max-requests: expected a number"),
+    ("num-max-requests-negative", [*S3_FLAG, "--max-requests", "-1"], None, 2, "error: --max-requests: expected a number"),
+    ("num-max-bandwidth-huge", [*S3_FLAG, "--max-bandwidth", "99999999999999999999999TiB"], None, 2,
+     "error: --max-bandwidth: expected a rate 1KiB/s-1TiB/s, or 0 for unlimited, got '99999999999999999999999TiB'"),
+    ("num-max-bandwidth-digits", [*S3_FLAG, "--max-bandwidth", "9" * 400], None, 2,
+     "error: --max-bandwidth: expected a rate 1KiB/s-1TiB/s"),
+    ("num-max-bandwidth-tiny", [*S3_FLAG, "--max-bandwidth", "1B/s"], None, 2, "error: --max-bandwidth: expected a rate"),
+    ("num-part-size-zero", [*S3_FLAG, "--part-size", "0"], None, 2,
+     "error: --part-size: expected a size 5MiB-5GiB (S3 part size limits), got '0'"),
+    ("num-part-size-huge", [*S3_FLAG, "--part-size", "999999999999TiB"], None, 2, "error: --part-size: expected a size 5MiB-5GiB"),
+    ("num-copy-part-size", [*S3_FLAG, "--copy-part-size", "6GiB"], None, 2, "error: --copy-part-size: expected a size 5MiB-5GiB"),
+    ("num-multipart-threshold", [*S3_FLAG, "--multipart-threshold", "0"], None, 2,
+     "error: --multipart-threshold: expected a size 1MiB-5GiB (one PUT or CopyObject stops at 5 GiB), got '0'"),
+    ("num-parallel-u64", [*S3_FLAG, "--parallel", "18446744073709551617"], None, 2,
+     "error: --parallel: expected an integer 1-4096, got '18446744073709551617'"),
+    ("num-parallel-text", [*S3_FLAG, "--parallel", "many"], None, 2, "error: --parallel: expected an integer 1-4096, got 'many'"),
+    ("num-config-parallel", [*S3_FLAG, "--config", "{bad}"], V2 + "mbackup:\n  parallel: 18446744073709551617\n", 2,
+     "error: mbackup.parallel: expected an integer 1-4096, got 18446744073709551617 (file {bad})"),
+    ("num-config-memory", [*S3_FLAG, "--config", "{bad}"], V2 + "mbackup:\n  memoryBudgetMiB: 99999999999999999999\n", 2,
+     "error: mbackup.memoryBudgetMiB: expected an integer 5-1048576 MiB, got 99999999999999999999"),
+    ("num-config-copy-threshold", [*S3_FLAG, "--config", "{bad}"],
+     V2 + "transfer:\n  multipartCopyThresholdMiB: 18446744073709551617\n", 2,
+     "error: transfer.multipartCopyThresholdMiB: expected an integer 1-5120 MiB (one PUT or CopyObject stops at 5 GiB)"),
+    ("num-config-rps", [*S3_FLAG, "--config", "{bad}"], V2 + "mbackup:\n  maxRequestsPerSecond: .inf\n", 2,
+     "error: mbackup.maxRequestsPerSecond: expected a number of requests per second 0.01-1000000, or 0 for unlimited, got inf"),
+    ("num-config-log-days", ["config", "show", "--config", "{bad}"], V2 + "log:\n  file:\n    maxDays: -1\n", 2,
+     "error: log.file.maxDays: expected an integer 0-36500, got -1"),
+    ("num-config-digits", ["config", "show", "--config", "{bad}"], V2 + "restore:\n  maxSegmentsPerImportJob: '" + "9" * 5000 + "'\n",
+     2, "error: restore.maxSegmentsPerImportJob: expected an integer 1-100000, got '9999"),
+    ("num-set-rps", ["--set", "mbackup.maxRequestsPerSecond=1e-300", *S3_FLAG], None, 2,
+     "error: mbackup.maxRequestsPerSecond: expected a number of requests per second 0.01-1000000, or 0 for unlimited, "
+     "got '1e-300' (--set mbackup.maxRequestsPerSecond)"),
+    ("num-set-threshold", ["--set", "mbackup.multipartThresholdMiB=18446744073709551617", *S3_FLAG], None, 2,
+     "error: mbackup.multipartThresholdMiB: expected an integer 1-5120 MiB (one PUT or CopyObject stops at 5 GiB), "
+     "got '18446744073709551617' (--set mbackup.multipartThresholdMiB)"),
+    ("num-set-milvus-port", ["--set", "milvus.storage.milvusPort=99999999999999999999", "config", "show"], None, 2,
+     "error: milvus.storage.milvusPort: expected a port number 1-65535, or 0 for none, got '99999999999999999999'"),
+    ("num-env-v1-parallel", [*S3_FLAG, "--config", "{bad}"], "milvus:\n  address: localhost\n", 2,
+     "error: transfer.concurrency: expected an integer 1-4096, got 18446744073709551617 (env BACKUP_PARALLELISM_COPYDATA)",
+     {"BACKUP_PARALLELISM_COPYDATA": "18446744073709551617"}),
+    ("num-env-v1-collections", ["config", "show", "--config", "{bad}"], "milvus:\n  address: localhost\n", 2,
+     "error: backup.concurrency.collections: expected an integer 1-100000, got 999999999 "
+     "(env BACKUP_PARALLELISM_BACKUP_COLLECTION)", {"BACKUP_PARALLELISM_BACKUP_COLLECTION": "999999999"}),
     # --- names
     ("name-slash", ["create", "-n", "a/b", "--config", "{cfg}"], None, 2, "error: invalid backup name 'a/b'"),
     ("name-dotdot", ["get", "-n", "..", "--config", "{cfg}"], None, 2, "error: invalid backup name '..'"),
@@ -120,7 +171,7 @@ def snapshot(s, folder: Path) -> tuple:
 @pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
 def test_bad_input(case, stage, tmp_path):
     seaweedfs, bucket, s = stage
-    _, args, text, code, expected = case
+    _, args, text, code, expected, *case_env = case
     cfg = tmp_path / "backup.yaml"
     cfg.write_text(yaml(seaweedfs, bucket))
     (tmp_path / "afile").write_text("a file")
@@ -137,7 +188,7 @@ def test_bad_input(case, stage, tmp_path):
         return x
 
     env = dict(os.environ, AWS_ACCESS_KEY_ID=seaweedfs.access_key,
-               AWS_SECRET_ACCESS_KEY="wrong" if case[0] == "cred-wrong" else seaweedfs.secret_key)
+               AWS_SECRET_ACCESS_KEY="wrong" if case[0] == "cred-wrong" else seaweedfs.secret_key, **(case_env or [{}])[0])
     env.pop("MBACKUP_PLUGINS", None)
     before = snapshot(s, tmp_path)
     proc = subprocess.run([sys.executable, "-m", "milvus_backup", *map(sub, args)], env=env, cwd=tmp_path,

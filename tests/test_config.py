@@ -545,17 +545,17 @@ def test_max_bandwidth_units(tmp_path, raw, expected):
         ),
         pytest.param(
             "configVersion: v2\nbackup:\n  concurrency:\n    collections: 0\n", {}, (),
-            "backup.concurrency.collections: expected a positive integer, got 0 (file backup.yaml)",
+            "backup.concurrency.collections: expected an integer 1-100000, got 0 (file backup.yaml)",
             id="non-positive-concurrency",
         ),
         pytest.param(
             None, {}, ("transfer.concurrency=-3",),
-            "transfer.concurrency: expected a positive integer, got '-3' (--set transfer.concurrency)",
+            "transfer.concurrency: expected an integer 1-4096, got '-3' (--set transfer.concurrency)",
             id="non-positive-concurrency-set",
         ),
         pytest.param(
             "backup:\n  parallelism:\n    copydata: 0\n", {}, (),
-            "backup.parallelism.copydata: expected a positive integer, got 0 (file backup.yaml)",
+            "backup.parallelism.copydata: expected an integer 1-4096, got 0 (file backup.yaml)",
             id="v1-non-positive-concurrency",
         ),
         pytest.param(
@@ -703,12 +703,12 @@ def test_max_bandwidth_units(tmp_path, raw, expected):
         ),
         pytest.param(
             "mbackup:\n  partSizeMiB: 1\n", {}, (),
-            "mbackup.partSizeMiB: expected 5-5120 (S3 part size limits), got 1 (file backup.yaml)",
+            "mbackup.partSizeMiB: expected an integer 5-5120 MiB (S3 part size limits), got 1 (file backup.yaml)",
             id="part-size",
         ),
         pytest.param(
-            "mbackup:\n  memoryBudgetMiB: 4\n", {}, (),
-            "mbackup.memoryBudgetMiB: 4 is smaller than mbackup.partSizeMiB (8); raise it or lower partSizeMiB (file backup.yaml)",
+            "mbackup:\n  memoryBudgetMiB: 6\n", {}, (),
+            "mbackup.memoryBudgetMiB: 6 is smaller than mbackup.partSizeMiB (8); raise it or lower partSizeMiB (file backup.yaml)",
             id="memory-budget",
         ),
         pytest.param(

@@ -32,8 +32,9 @@ from urllib.parse import urlsplit
 
 import yaml
 
+from . import ranges
 from .errors import ConfigError
-from .units import parse_rate
+from .units import format_size, parse_rate
 
 __all__ = [
     "Config",
@@ -74,8 +75,6 @@ ALL_AUTH_FIELDS = ("accessKeyID", "secretAccessKey", "sessionToken", "accountKey
 # Providers whose public endpoints want virtual-hosted-style requests (bucket in the host).
 VIRTUAL_HOST_PROVIDERS = ("s3", "aws", "aliyun", "tencent", "hwc")
 
-MIN_PART_SIZE_MIB = 5  # S3 minimum part size (except the last part)
-MAX_PART_SIZE_MIB = 5 * 1024
 
 
 # ======================================================================================
@@ -337,7 +336,7 @@ class Config:
 @dataclass(frozen=True)
 class _Param:
     key: str  # canonical spelling
-    kind: str  # str | int | posint | port | bool | list | enum | rate | rps
+    kind: str  # str | int | bool | list | enum | rate | rps; numbers' ranges are in ranges.py
     env: tuple[str, ...] = ()
     secret: bool = False
     choices: tuple[str, ...] = ()
@@ -409,7 +408,7 @@ V2_PARAMS: tuple[_Param, ...] = (
     _p("milvus.user", env=["MILVUS_USER"]),
     _p("milvus.password", env=["MILVUS_PASSWORD"], secret=True),
     _p("milvus.grpc.address"),
-    _p("milvus.grpc.port", "port"),
+    _p("milvus.grpc.port", "int"),
     _p("milvus.grpc.tlsMode"),
     _p("milvus.grpc.caCertPath"),
     _p("milvus.grpc.serverName"),
@@ -422,31 +421,32 @@ V2_PARAMS: tuple[_Param, ...] = (
     _p("milvus.etcd.rootPath"),
     *_storage_params("milvus.storage", "MILVUS_STORAGE"),
     *_storage_params("backup.storage", "BACKUP_STORAGE"),
-    _p("backup.concurrency.collections", "posint"),
-    _p("backup.concurrency.segments", "posint"),
+    _p("backup.concurrency.collections", "int"),
+    _p("backup.concurrency.segments", "int"),
     _p("backup.pauseGC", "bool"),
-    _p("restore.concurrency.collections", "posint"),
-    _p("restore.concurrency.importJobs", "posint"),
-    _p("restore.maxSegmentsPerImportJob", "posint"),
+    _p("restore.concurrency.collections", "int"),
+    _p("restore.concurrency.importJobs", "int"),
+    _p("restore.maxSegmentsPerImportJob", "int"),
     _p("restore.keepTempFiles", "bool"),
     _p("transfer.mode", "enum", choices=TRANSFER_MODES),
-    _p("transfer.concurrency", "posint"),
-    _p("transfer.multipartCopyThresholdMiB", "posint"),
+    _p("transfer.concurrency", "int"),
+    _p("transfer.multipartCopyThresholdMiB", "int"),
     _p("zillizCloud.endpoint"),
     _p("zillizCloud.apiKey", env=["ZILLIZ_CLOUD_API_KEY"], secret=True),
 )
 
 MBACKUP_PARAMS: tuple[_Param, ...] = (
-    _p("mbackup.parallel", "posint"),
+    _p("mbackup.parallel", "int"),
     _p("mbackup.checksum", "enum", choices=CHECKSUMS),
     _p("mbackup.maxBandwidth", "rate"),
     _p("mbackup.maxRequestsPerSecond", "rps"),
-    _p("mbackup.partSizeMiB", "posint"),
-    _p("mbackup.multipartThresholdMiB", "posint"),
-    _p("mbackup.memoryBudgetMiB", "posint"),
+    _p("mbackup.partSizeMiB", "int"),
+    _p("mbackup.multipartThresholdMiB", "int"),
+    _p("mbackup.memoryBudgetMiB", "int"),
 )
 
 ALL_PARAMS = V2_PARAMS + MBACKUP_PARAMS
+_PORT = ranges.BY_KEY["milvus.grpc.port"]
 _PARAM_BY_LOWER = {p.key.lower(): p for p in ALL_PARAMS}
 _V2_ENV_NAMES = {e: p for p in V2_PARAMS for e in p.env}
 
@@ -759,8 +759,8 @@ def _as_int(raw: Any, expected: str = "an integer") -> int:
         return raw
     if isinstance(raw, float) and raw.is_integer():
         return int(raw)
-    if isinstance(raw, str) and re.fullmatch(r"\s*[-+]?[0-9]+\s*", raw):
-        return int(raw)
+    if isinstance(raw, str) and re.fullmatch(r"\s*[-+]?[0-9]{1,4000}\s*", raw):
+        return int(raw)  # up to int()'s own limit of digits; the range check refuses big ones
     raise _Bad(expected)
 
 
@@ -786,9 +786,9 @@ _RATE_EXPECTED = "a rate such as 200MiB/s or 1GB/s (or unlimited)"
 
 def _as_rate(raw: Any) -> int | None:
     """Bytes per second, parsed like the CLI's --max-bandwidth; 0 or unlimited mean None."""
-    if raw is None or isinstance(raw, bool) or isinstance(raw, (list, dict)):
-        if raw is None:
-            return None
+    if raw is None:
+        return None
+    if not isinstance(raw, (str, int, float)) or isinstance(raw, bool):
         raise _Bad(_RATE_EXPECTED)
     text = str(raw).strip()
     if text.lower() in _UNLIMITED:
@@ -800,38 +800,37 @@ def _as_rate(raw: Any) -> int | None:
     return value or None
 
 
-def _as_rps(raw: Any) -> float | None:
+def _as_rps(raw: Any, expected: str) -> float | None:
     if raw is None or (isinstance(raw, str) and raw.strip().lower() in _UNLIMITED):
         return None
-    if isinstance(raw, bool):
-        raise _Bad("a number of requests per second (or unlimited)")
+    if not isinstance(raw, (str, int, float)) or isinstance(raw, bool):
+        raise _Bad(expected)
     try:
-        value = float(raw)
-    except (TypeError, ValueError):
-        raise _Bad("a number of requests per second (or unlimited)") from None
-    if value != value or value < 0 or value == float("inf"):
-        raise _Bad("a number of requests per second (or unlimited)")
-    return value or None
+        return float(raw)  # NaN and inf are refused by the range check
+    except (TypeError, ValueError, OverflowError):
+        raise _Bad(expected) from None
 
 
 def _parse(param: _Param, raw: Any) -> Any:
     kind = param.kind
+    number = ranges.BY_KEY.get(param.key)
+    if number is not None:
+        expected = number.expected()
+        if kind == "int":
+            value = _as_int(raw, expected)
+        elif kind == "rate":
+            value = _as_rate(raw)
+        else:
+            value = _as_rps(raw, expected)
+        if value is not None and not number.contains(value):
+            raise _Bad(expected)
+        return (value or None) if kind in ("rate", "rps") else value
     if kind == "str":
         return _as_str(raw)
     if kind == "bool":
         return _as_bool(raw)
     if kind == "int":
         return _as_int(raw)
-    if kind == "posint":
-        value = _as_int(raw, "a positive integer")
-        if value <= 0:
-            raise _Bad("a positive integer")
-        return value
-    if kind == "port":
-        value = _as_int(raw, "a port number 1-65535")
-        if not 1 <= value <= 65535:
-            raise _Bad("a port number 1-65535")
-        return value
     if kind == "list":
         return _as_list(raw)
     if kind == "enum":
@@ -840,10 +839,6 @@ def _parse(param: _Param, raw: Any) -> Any:
             if text.lower() == choice.lower():
                 return choice
         raise _Bad(f"one of {', '.join(param.choices)}")
-    if kind == "rate":
-        return _as_rate(raw)
-    if kind == "rps":
-        return _as_rps(raw)
     raise AssertionError(kind)
 
 
@@ -888,10 +883,7 @@ def _format(value: Any, kind: str) -> str:
 
 
 def _format_rate(n: int) -> str:
-    for unit, size in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
-        if n >= size and n % size == 0:
-            return f"{n // size}{unit}/s"
-    return f"{n}B/s"
+    return f"{format_size(n)}/s"
 
 
 def _get_path(obj: Any, attr: str) -> Any:
@@ -1238,12 +1230,7 @@ class _Resolver:
         self._validate_storage("milvus.storage")
         self._validate_storage("backup.storage")
         m = c.mbackup
-        if not MIN_PART_SIZE_MIB <= m.part_size_mib <= MAX_PART_SIZE_MIB:
-            self._problem(
-                "mbackup.partSizeMiB",
-                f"expected {MIN_PART_SIZE_MIB}-{MAX_PART_SIZE_MIB} (S3 part size limits), got {m.part_size_mib}",
-            )
-        elif m.memory_budget_mib < m.part_size_mib:
+        if m.memory_budget_mib < m.part_size_mib and "mbackup.partSizeMiB" not in self.reported:
             self._problem(
                 "mbackup.memoryBudgetMiB",
                 f"{m.memory_budget_mib} is smaller than mbackup.partSizeMiB ({m.part_size_mib}); raise it or lower partSizeMiB",
@@ -1302,8 +1289,8 @@ class _Resolver:
             if not st.root_path:
                 self._problem(f"{prefix}.rootPath", "the local provider needs the directory to read and write; set rootPath")
             return
-        if not 1 <= st.port <= 65535:
-            self._problem(f"{prefix}.port", f"expected a port number 1-65535, got {st.port}")
+        if not _PORT.contains(st.port):  # v1 ports are not range-checked when read
+            self._problem(f"{prefix}.port", f"expected {_PORT.expected()}, got {st.port}")
         if not st.address:
             self._problem(f"{prefix}.address", f"is required for provider {provider}; set the storage host")
         elif "://" in st.address:
@@ -1312,11 +1299,8 @@ class _Resolver:
             self._problem(f"{prefix}.bucketName", f"is required for provider {provider}")
         if "://" in st.milvus_address:
             self._problem(f"{prefix}.milvusAddress", f"expected a host, not a URL, got {st.milvus_address!r}")
-        if st.milvus_port:
-            if not st.milvus_address:
-                self._problem(f"{prefix}.milvusPort", f"needs {prefix}.milvusAddress; set both or neither")
-            if not 1 <= st.milvus_port <= 65535:
-                self._problem(f"{prefix}.milvusPort", f"expected a port number 1-65535, got {st.milvus_port}")
+        if st.milvus_port and not st.milvus_address:
+            self._problem(f"{prefix}.milvusPort", f"needs {prefix}.milvusAddress; set both or neither")
         if provider == "azure" and not st.account_name:
             self._problem(f"{prefix}.accountName", "is required for the azure provider; set the storage account name")
         elif provider != "azure" and st.account_name and explicit("accountName"):
@@ -1403,18 +1387,11 @@ class _V1Translation:
         }
         for v2_key, v1_key in simple.items():
             self.put(v2_key, v1_key)
-        # Types v2 checks at parse time must be checked here too.
-        for v2_key in (
-            "backup.concurrency.collections",
-            "backup.concurrency.segments",
-            "restore.concurrency.collections",
-            "restore.concurrency.importJobs",
-            "transfer.concurrency",
-            "transfer.multipartCopyThresholdMiB",
-        ):
-            if self.r._value(v2_key) <= 0:
-                origin = self.r.origins[v2_key]
-                self.r._bad_value(v2_key, "a positive integer", self.r._value(v2_key), origin)
+        # Ranges v2 checks at parse time must be checked here too.
+        for v2_key in simple:
+            number = ranges.BY_KEY.get(v2_key)
+            if number is not None and not number.contains(self.r._value(v2_key)):
+                self.r._bad_value(v2_key, number.expected(), self.r._value(v2_key), self.r.origins[v2_key])
         level = str(self.val("log.level")).lower()
         if level not in LOG_LEVELS:
             self.r._bad_value("log.level", f"one of {', '.join(LOG_LEVELS)}", self.val("log.level"), self.org("log.level"))
@@ -1428,8 +1405,8 @@ class _V1Translation:
 
     def _grpc(self) -> None:
         port, porg = self.v1["milvus.port"]
-        if not 1 <= port <= 65535:
-            self.r._bad_value("milvus.grpc.port", "a port number 1-65535", port, porg)
+        if not _PORT.contains(port):
+            self.r._bad_value("milvus.grpc.port", _PORT.expected(), port, porg)
         else:
             self.r._set("milvus.grpc.port", port, porg)
         mode, morg = self.v1["milvus.tlsMode"]
