@@ -14,8 +14,16 @@ import pytest
 from sample_backup import ROOT, Sample, config_yaml
 
 GOOD = "nightly"
+LEAK = "Leak7c41e9"  # a secret the cases put where a user might; no output may contain it
 S3_FLAG = ["copy", "{s3}", "{tmp}/o"]  # a source with objects: the settings reach the engine
 V2 = "configVersion: v2\n"
+
+
+def laughs(levels: int = 9) -> str:
+    """A "billion laughs" YAML file of about 800 bytes: 9**9 values once its aliases expand."""
+    lines = [V2.strip(), 'l0: &l0 ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]']
+    lines += [f"l{i}: &l{i} [{','.join([f'*l{i - 1}'] * 9)}]" for i in range(1, levels)]
+    return "\n".join(lines) + f"\nmilvus:\n  password: *l{levels - 1}\n"
 
 
 def yaml(seaweedfs, bucket, extra: str = "") -> str:
@@ -110,6 +118,48 @@ CASES = [
     ("num-env-v1-collections", ["config", "show", "--config", "{bad}"], "milvus:\n  address: localhost\n", 2,
      "error: backup.concurrency.collections: expected an integer 1-100000, got 999999999 "
      "(env BACKUP_PARALLELISM_BACKUP_COLLECTION)", {"BACKUP_PARALLELISM_BACKUP_COLLECTION": "999999999"}),
+    ("secret-undefined-alias", ["config", "show", "--config", "{bad}"], V2 + f"milvus:\n  password: *{LEAK}\n", 2,
+     "error: {bad}: not valid YAML at line 3, column 13: found undefined alias '****'"),
+    ("secret-list", ["config", "show", "--config", "{bad}"],
+     V2 + f"milvus:\n  storage:\n    auth:\n      secretAccessKey: [{LEAK}, x]\n", 2,
+     "error: milvus.storage.auth.secretAccessKey: expected a single value, got a list"),
+    ("secret-mapping", ["config", "show", "--config", "{bad}"], V2 + f"milvus:\n  password: {{{LEAK}}}\n", 2,
+     "error: milvus.password: expected a single value, got a mapping"),
+    ("secret-mapping-value", ["config", "show", "--config", "{bad}"], V2 + f"zillizCloud:\n  apiKey: {{{LEAK}: 1}}\n", 2,
+     "error: zillizCloud.apiKey: expected a single value, got a mapping"),
+    ("secret-empty-mapping", ["config", "show", "--config", "{bad}"], V2 + "milvus:\n  password: {}\n", 2,
+     "error: milvus.password: expected a single value, got a mapping"),
+    ("secret-tag", ["config", "show", "--config", "{bad}"], V2 + f"milvus:\n  password: !{LEAK}\n", 2,
+     "error: {bad}: not valid YAML at line 3, column 13: could not determine a constructor for the tag '****'"),
+    ("secret-bad-int", ["config", "show", "--config", "{bad}"], V2 + f"milvus:\n  password: !!int {LEAK}\n", 2,
+     "error: {bad}: not valid YAML at line 3, column 13: not a valid !!int value"),
+    ("secret-bad-bool", ["config", "show", "--config", "{bad}"], V2 + f"milvus:\n  password: !!bool {LEAK}\n", 2,
+     "error: {bad}: not valid YAML at line 3, column 13: not a valid !!bool value"),
+    ("secret-empty-anchor", ["config", "show", "--config", "{bad}"], V2 + f"milvus:\n  password: &{LEAK}\n", 2,
+     "error: {bad}: not valid YAML at line 3: a value starting with & is read as a YAML anchor"),
+    ("secret-duplicate-anchor", ["config", "show", "--config", "{bad}"],
+     V2 + f"milvus:\n  password: &{LEAK} a\n  user: &{LEAK} b\n", 2,
+     "error: {bad}: not valid YAML at line 4, column 9: second occurrence (found duplicate anchor '****'"),
+    ("secret-bad-date", ["config", "show", "--config", "{bad}"], V2 + "milvus:\n  password: 2024-13-45\n", 2,
+     "error: {bad}: not valid YAML at line 3, column 13: not a valid !!timestamp value"),
+    ("secret-control-char", ["config", "show", "--config", "{bad}"], V2 + f"milvus:\n  password: {LEAK}\x01\n", 2,
+     "error: {bad}: not valid YAML at line 3: unacceptable character #x0001"),
+    ("secret-v1-mapping", ["config", "show", "--config", "{bad}"], f"minio:\n  secretAccessKey: {{{LEAK}: 1}}\n", 2,
+     "error: minio.secretAccessKey: expected a single value, got a mapping"),
+    ("secret-set-typo", ["--set", f"milvus.pasword={LEAK}", "config", "show"], None, 2,
+     "error: milvus.pasword: unknown key; did you mean milvus.password? (--set milvus.pasword)"),
+    ("secret-set-syntax", ["--set", f"milvus password={LEAK}", "config", "show"], None, 2,
+     "error: --set 'milvus password=...': expected KEY=VALUE"),
+    ("yaml-alias-bomb", ["config", "show", "--config", "{bad}"], laughs(), 2,
+     "error: {bad}: the YAML expands to more than 100,000 values through its aliases"),
+    ("yaml-alias-cycle", ["config", "show", "--config", "{bad}"], "a: &a [*a]\n", 2,
+     "error: {bad}: a YAML alias (*name) refers to a value that contains it"),
+    ("yaml-deep", ["config", "show", "--config", "{bad}"], "a: " + "[" * 100 + "]" * 100 + "\n", 2,
+     "error: {bad}: values nested more than 64 levels deep"),
+    ("yaml-deeper-than-python", ["config", "show", "--config", "{bad}"], "a: " + "[" * 5000 + "\n", 2,
+     "error: {bad}: values nested too deeply"),
+    ("yaml-too-big", ["config", "show", "--config", "{bad}"], "# " + "x" * (300 << 10) + "\n", 2,
+     "error: {bad}: larger than 256 KiB"),
     # --- names
     ("name-slash", ["create", "-n", "a/b", "--config", "{cfg}"], None, 2, "error: invalid backup name 'a/b'"),
     ("name-dotdot", ["get", "-n", "..", "--config", "{cfg}"], None, 2, "error: invalid backup name '..'"),
@@ -198,4 +248,5 @@ def test_bad_input(case, stage, tmp_path):
     assert lines and lines[0].startswith(sub(expected)), proc.stderr
     if expected != "Usage:":
         assert len(lines) == 1, proc.stderr  # one line, no traceback
+    assert LEAK not in proc.stdout + proc.stderr
     assert snapshot(s, tmp_path) == before, "something was created, changed or deleted"

@@ -34,6 +34,7 @@ import yaml
 
 from . import ranges
 from .errors import ConfigError
+from .redact import is_secret_name, mask
 from .units import format_size, parse_rate
 
 __all__ = [
@@ -75,6 +76,10 @@ ALL_AUTH_FIELDS = ("accessKeyID", "secretAccessKey", "sessionToken", "accountKey
 # Providers whose public endpoints want virtual-hosted-style requests (bucket in the host).
 VIRTUAL_HOST_PROVIDERS = ("s3", "aws", "aliyun", "tencent", "hwc")
 
+# A backup.yaml is a few KiB; these bound what a hostile or broken one can cost to read.
+MAX_CONFIG_BYTES = 256 << 10
+MAX_YAML_NODES = 100_000  # values after alias expansion ("billion laughs")
+MAX_YAML_DEPTH = 64
 
 
 # ======================================================================================
@@ -312,13 +317,13 @@ class Config:
         for param in ALL_PARAMS:
             origin = self.origins.get(param.key, DEFAULT_ORIGIN)
             value = _get_path(self, param.attr)
-            shown = _mask(value) if param.secret else _format(value, param.kind)
+            shown = mask(value) if param.secret else _format(value, param.kind)
             yield param.key, shown, origin.source, origin.source_key
         for name in sorted(self.mbackup.profiles):
             for k, v in self.mbackup.profiles[name].items():
                 key = f"mbackup.profiles.{name}.{k}"
                 origin = self.origins.get(key, DEFAULT_ORIGIN)
-                yield key, _mask(v) if _is_secret_name(k) else v, origin.source, origin.source_key
+                yield key, mask(v) if is_secret_name(k) else v, origin.source, origin.source_key
 
     def storage_url(self, which: str) -> StorageTarget:
         """The URL and options mbackup uses for the ``milvus`` or ``backup`` storage."""
@@ -338,7 +343,7 @@ class _Param:
     key: str  # canonical spelling
     kind: str  # str | int | bool | list | enum | rate | rps; numbers' ranges are in ranges.py
     env: tuple[str, ...] = ()
-    secret: bool = False
+    secret: bool = False  # from the name (redact.is_secret_name): masked, never quoted
     choices: tuple[str, ...] = ()
     attr: str = ""  # attribute path on Config, derived from key
 
@@ -348,9 +353,9 @@ def _snake(segment: str) -> str:
     return "_".join(w.lower() for w in words)
 
 
-def _p(key: str, kind: str = "str", env: Iterable[str] = (), secret: bool = False, choices: Iterable[str] = ()) -> _Param:
+def _p(key: str, kind: str = "str", env: Iterable[str] = (), choices: Iterable[str] = ()) -> _Param:
     attr = ".".join(_snake(s) for s in key.split("."))
-    return _Param(key, kind, tuple(env), secret, tuple(choices), attr)
+    return _Param(key, kind, tuple(env), is_secret_name(key), tuple(choices), attr)
 
 
 # Storage keys backup.storage inherits from milvus.storage when not set for itself.
@@ -380,7 +385,7 @@ def _storage_params(prefix: str, env: str) -> list[_Param]:
         _p(f"{prefix}.region"),
         _p(f"{prefix}.useSSL", "bool"),
         _p(f"{prefix}.accountName", env=[f"{env}_ACCOUNT_NAME"]),
-        _p(f"{prefix}.sourceSASToken", secret=True),
+        _p(f"{prefix}.sourceSASToken"),
         _p(f"{prefix}.bucketName"),
         _p(f"{prefix}.rootPath"),
         _p(f"{prefix}.localPath"),
@@ -388,9 +393,9 @@ def _storage_params(prefix: str, env: str) -> list[_Param]:
         _p(f"{prefix}.milvusPort", "int"),
         _p(f"{prefix}.auth.type"),
         _p(f"{prefix}.auth.accessKeyID", env=[f"{env}_AUTH_ACCESS_KEY_ID"]),
-        _p(f"{prefix}.auth.secretAccessKey", env=[f"{env}_AUTH_SECRET_ACCESS_KEY"], secret=True),
-        _p(f"{prefix}.auth.sessionToken", env=[f"{env}_AUTH_SESSION_TOKEN"], secret=True),
-        _p(f"{prefix}.auth.accountKey", env=[f"{env}_AUTH_ACCOUNT_KEY"], secret=True),
+        _p(f"{prefix}.auth.secretAccessKey", env=[f"{env}_AUTH_SECRET_ACCESS_KEY"]),
+        _p(f"{prefix}.auth.sessionToken", env=[f"{env}_AUTH_SESSION_TOKEN"]),
+        _p(f"{prefix}.auth.accountKey", env=[f"{env}_AUTH_ACCOUNT_KEY"]),
         _p(f"{prefix}.auth.credentialsFile", env=[f"{env}_AUTH_CREDENTIALS_FILE"]),
         _p(f"{prefix}.auth.endpoint"),
     ]
@@ -406,7 +411,7 @@ V2_PARAMS: tuple[_Param, ...] = (
     _p("server.debugMode", "bool"),
     _p("server.swaggerBasePath"),
     _p("milvus.user", env=["MILVUS_USER"]),
-    _p("milvus.password", env=["MILVUS_PASSWORD"], secret=True),
+    _p("milvus.password", env=["MILVUS_PASSWORD"]),
     _p("milvus.grpc.address"),
     _p("milvus.grpc.port", "int"),
     _p("milvus.grpc.tlsMode"),
@@ -432,7 +437,7 @@ V2_PARAMS: tuple[_Param, ...] = (
     _p("transfer.concurrency", "int"),
     _p("transfer.multipartCopyThresholdMiB", "int"),
     _p("zillizCloud.endpoint"),
-    _p("zillizCloud.apiKey", env=["ZILLIZ_CLOUD_API_KEY"], secret=True),
+    _p("zillizCloud.apiKey", env=["ZILLIZ_CLOUD_API_KEY"]),
 )
 
 MBACKUP_PARAMS: tuple[_Param, ...] = (
@@ -533,6 +538,7 @@ V1_PARAMS: tuple[_V1Param, ...] = (
 )
 _V1_ENV_NAMES = {e for p in V1_PARAMS for e in p.env}
 _V1_KEYS_LOWER = {k.lower() for p in V1_PARAMS for k in p.keys}
+_LEAF_KEYS = _V1_KEYS_LOWER | set(_PARAM_BY_LOWER)  # keys that take one value, in either schema
 
 # v1 keys and what replaced them, to turn "unknown key" in a v2 file into advice.
 V1_TO_V2 = {
@@ -644,7 +650,8 @@ def parse_overrides(items: Iterable[str]) -> list[tuple[str, str]]:
                 k, v = pairs[-1]
                 pairs[-1] = (k, f"{v},{piece}")
             else:
-                raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. --set milvus.grpc.port=19530")
+                shown = f"{key}=..." if sep else item  # not the value: it may be a secret
+                raise ConfigError(f"--set {shown!r}: expected KEY=VALUE, e.g. --set milvus.grpc.port=19530")
     return pairs
 
 
@@ -685,20 +692,18 @@ def _read_yaml(shown: str, base_dir: Path) -> dict[str, Any]:
     if p.is_dir():
         raise ConfigError(f"config file {shown} is a directory; point --config at a YAML file")
     try:
-        text = p.read_text(encoding="utf-8")
-    except UnicodeDecodeError as e:
-        raise ConfigError(f"{shown}: not valid UTF-8 at byte {e.start}; save the file as UTF-8") from None
+        with open(p, "rb") as f:
+            data = f.read(MAX_CONFIG_BYTES + 1)
     except OSError as e:
         raise ConfigError(f"cannot read config file {shown}: {e.strerror}") from None
+    if len(data) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{shown}: larger than {MAX_CONFIG_BYTES >> 10} KiB, far more than a backup.yaml needs; "
+                          "point --config at the right file")
     try:
-        tree = yaml.safe_load(text)
-    except yaml.MarkedYAMLError as e:
-        mark = e.problem_mark or e.context_mark
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = e.problem or e.context or "syntax error"
-        raise ConfigError(f"{shown}: not valid YAML{where}: {problem}; fix the file or point --config at another one") from None
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{shown}: not valid YAML: {e}") from None
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{shown}: not valid UTF-8 at byte {e.start}; save the file as UTF-8") from None
+    tree = _load_yaml(text, shown)
     if tree is None:
         return {}
     if not isinstance(tree, dict):
@@ -706,12 +711,137 @@ def _read_yaml(shown: str, base_dir: Path) -> dict[str, Any]:
     return tree
 
 
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that notes anchors put on empty values, and turns a value its tag cannot
+    build (``!!int abc``, a 13th month) into a marked YAML error instead of a ValueError."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self.empty_anchors: list[Any] = []
+
+    def compose_scalar_node(self, anchor: str | None) -> Any:
+        event = self.peek_event()
+        if anchor is not None and event.value == "" and event.style is None:
+            # password: &abc is an anchor named abc on an empty value, not the password "&abc".
+            self.empty_anchors.append(event.start_mark)
+        return super().compose_scalar_node(anchor)
+
+    def construct_object(self, node: Any, deep: bool = False) -> Any:
+        try:
+            return super().construct_object(node, deep)
+        except (ValueError, TypeError, KeyError, AttributeError, OverflowError):
+            tag = node.tag.replace("tag:yaml.org,2002:", "!!")
+            raise yaml.constructor.ConstructorError(None, None, f"not a valid {tag} value", node.start_mark) from None
+
+
+def _load_yaml(text: str, shown: str) -> Any:
+    """Parse one YAML document, refusing what would cost more than a config file can need."""
+    loader: _Loader | None = None
+    try:
+        loader = _Loader(text)  # checks the characters first
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _check_expansion(node, shown)
+        if loader.empty_anchors:
+            line = loader.empty_anchors[0].line + 1
+            raise ConfigError(f"{shown}: not valid YAML at line {line}: a value starting with & is read as a YAML "
+                              "anchor, which leaves the value empty; quote the value")
+        return loader.construct_document(node)
+    except yaml.MarkedYAMLError as e:
+        raise ConfigError(_yaml_error(e, text, shown)) from None
+    except yaml.reader.ReaderError as e:
+        line = text.count("\n", 0, e.position) + 1
+        raise ConfigError(f"{shown}: not valid YAML at line {line}: unacceptable character #x{e.character:04x}; "
+                          "remove it") from None
+    except yaml.YAMLError:
+        raise ConfigError(f"{shown}: not valid YAML; fix the file or point --config at another one") from None
+    except RecursionError:
+        raise ConfigError(f"{shown}: values nested too deeply; a config file needs a few levels") from None
+    finally:
+        if loader is not None:
+            loader.dispose()
+
+
+def _check_expansion(root: Any, shown: str) -> None:
+    """Count the values the document holds once its aliases are expanded (each node once,
+    remembering subtotals), so a billion-laughs file is refused before anything walks it."""
+    totals: dict[int, tuple[int, int]] = {}  # id(node) -> (values, depth) with aliases expanded
+    open_nodes: set[int] = set()
+    stack: list[tuple[Any, bool]] = [(root, False)]
+    while stack:
+        node, children_done = stack.pop()
+        children = _yaml_children(node)
+        if children_done:
+            open_nodes.discard(id(node))
+            values = 1 + sum(totals[id(c)][0] for c in children)
+            depth = 1 + max((totals[id(c)][1] for c in children), default=0)
+            if values > MAX_YAML_NODES:
+                raise ConfigError(f"{shown}: the YAML expands to more than {MAX_YAML_NODES:,} values through its "
+                                  "aliases (*name); a config file needs far fewer: remove the aliases")
+            if depth > MAX_YAML_DEPTH:
+                raise ConfigError(f"{shown}: values nested more than {MAX_YAML_DEPTH} levels deep; "
+                                  "a config file needs a few levels")
+            totals[id(node)] = (values, depth)
+        elif id(node) in open_nodes:
+            raise ConfigError(f"{shown}: a YAML alias (*name) refers to a value that contains it; remove the cycle")
+        elif id(node) not in totals:
+            open_nodes.add(id(node))
+            stack.append((node, True))
+            stack.extend((c, False) for c in children if id(c) not in totals)
+
+
+def _yaml_children(node: Any) -> list[Any]:
+    if isinstance(node, yaml.MappingNode):
+        return [n for pair in node.value for n in pair]
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    return []
+
+
+_QUOTED = re.compile(r"'(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\"")
+_YAML_KEY = re.compile(r"""(?:^|[{,]|-\s)\s*["']?([^\s"':{},\[\]#]+)["']?\s*:(?=\s|$)""")
+
+
+def _yaml_error(e: yaml.MarkedYAMLError, text: str, shown: str) -> str:
+    """One line for a YAML error: where, and what, with any token it quotes from the line of
+    a secret masked (an undefined alias ``*abc`` as a password would otherwise repeat it)."""
+    mark = e.problem_mark or e.context_mark
+    secret = _secret_lines(text)
+    hide = any(m is not None and m.line in secret for m in (e.problem_mark, e.context_mark))
+
+    def clean(words: str) -> str:
+        return _QUOTED.sub("'****'", words) if hide else words
+
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+    problem = clean(e.problem or e.context or "syntax error")
+    if e.problem and e.context:
+        context_line = e.context_mark.line + 1 if e.context_mark else None
+        problem += f" ({clean(e.context)}" + (f" at line {context_line})" if context_line else ")")
+    return f"{shown}: not valid YAML{where}: {problem}; fix the file or point --config at another one"
+
+
+def _secret_lines(text: str) -> set[int]:
+    """Line numbers (0-based) that hold the value of a secret key: the key's line and the
+    lines below it indented deeper (or list items at its indentation)."""
+    lines = text.splitlines()
+    found: set[int] = set()
+    for i, line in enumerate(lines):
+        if not any(is_secret_name(k) for k in _YAML_KEY.findall(line)):
+            continue
+        indent = len(line) - len(line.lstrip())
+        found.add(i)
+        for j in range(i + 1, len(lines)):
+            body = lines[j].lstrip()
+            depth = len(lines[j]) - len(body)
+            if body and depth < indent or (depth == indent and body and not body.startswith("- ")):
+                break
+            found.add(j)
+    return found
+
+
 def _yaml_type(value: Any) -> str:
-    if isinstance(value, list):
-        return "a list"
-    if isinstance(value, dict):
-        return "a mapping"
-    return f"the value {_show(value)}"
+    return _show(value) if isinstance(value, _CONTAINER_TYPES) else f"the value {_show(value)}"
 
 
 # ======================================================================================
@@ -724,14 +854,21 @@ class _Bad(Exception):
         self.expected = expected
 
 
+# What YAML can give where one value belongs, as a message names it.
+_CONTAINERS = ((dict, "a mapping"), (list, "a list"), (tuple, "a list"), (set, "a set"), (bytes, "binary data"))
+_CONTAINER_TYPES = tuple(kind for kind, _ in _CONTAINERS)
+
+
 def _show(value: Any) -> str:
+    """A value as quoted in a message; a container by its type only (it may be huge, or hold
+    a secret written where a single value belongs)."""
     if isinstance(value, bool):
         return "true" if value else "false"
     if value is None:
         return "nothing"
     if isinstance(value, str):
         return repr(value)
-    return repr(value) if isinstance(value, (list, dict)) else str(value)
+    return next((name for kind, name in _CONTAINERS if isinstance(value, kind)), str(value))
 
 
 _TRUE = {"true", "t", "1", "yes", "y", "on"}
@@ -769,7 +906,7 @@ def _as_str(raw: Any) -> str:
         return "true" if raw else "false"
     if isinstance(raw, (str, int, float)):
         return str(raw)
-    if isinstance(raw, (list, dict)):
+    if isinstance(raw, _CONTAINER_TYPES):
         raise _Bad("a single value")
     return str(raw)  # dates and the like, as YAML wrote them
 
@@ -856,18 +993,6 @@ def _parse_v1(param: _V1Param, raw: Any) -> Any:
 # Display
 
 
-def _mask(value: Any) -> str:
-    return "****" if value else ""
-
-
-_SECRET_WORDS = ("secret", "password", "token", "sas", "apikey", "accountkey")
-
-
-def _is_secret_name(name: str) -> bool:
-    n = name.lower().replace("_", "").replace("-", "")
-    return any(w in n for w in _SECRET_WORDS) or n.endswith("key")
-
-
 def _format(value: Any, kind: str) -> str:
     if value is None:
         return "unlimited" if kind in ("rate", "rps") else ""
@@ -942,7 +1067,10 @@ class _Resolver:
                 self.problems.append(f"key {k!r}{where} is not a string; quote it ({self._file_note()})")
                 continue
             key = f"{prefix}.{k}" if prefix else k
-            if isinstance(v, dict):
+            if isinstance(v, dict) and key.lower() in _LEAF_KEYS:
+                # password: {x} is YAML for a mapping: never silently an empty password.
+                self.problems.append(f"{key}: expected a single value, got a mapping; quote the value ({self._file_note()})")
+            elif isinstance(v, dict):
                 self._flatten(v, key, out)
             elif v is None:
                 continue  # an empty leaf sets nothing, as in the Go tool
@@ -1005,7 +1133,9 @@ class _Resolver:
         hint = ""
         if isinstance(raw, str) and raw.startswith("tcp://") and origin.source == SOURCE_ENV:
             hint = "; this looks like a Kubernetes service link: set enableServiceLinks: false or use --set"
-        self._problem(key, f"expected {expected}, got {_show(raw)}{hint}", origin)
+        # A secret is named by its type only (_show never quotes what a container holds).
+        shown = "a value (not shown)" if is_secret_name(key) and isinstance(raw, (str, int, float)) else _show(raw)
+        self._problem(key, f"expected {expected}, got {shown}{hint}", origin)
 
     # --- setting values -------------------------------------------------------------------
 
@@ -1145,10 +1275,11 @@ class _Resolver:
             for k, v in body.items():
                 if v is None:
                     continue
-                if isinstance(v, (dict, list)):
-                    self.problems.append(f"{where}.{k}: expected a single value, got {_yaml_type(v)} ({self._file_note()})")
+                try:
+                    prof[str(k)] = _as_str(v)
+                except _Bad:
+                    self.problems.append(f"{where}.{k}: expected a single value, got {_show(v)} ({self._file_note()})")
                     continue
-                prof[str(k)] = _as_str(v)
                 self.origins[f"{where}.{k}"] = Origin(SOURCE_CONFIG, f"{where}.{k}", file=self.path)
             profiles[str(name)] = prof
         prefix = "mbackup.profiles."
@@ -1195,10 +1326,10 @@ class _Resolver:
 
     def _check_unknown(self) -> None:
         known = self._known_override_keys()
-        for low, (orig, value) in self.over.items():
+        for low, (orig, _) in self.over.items():
             if low in self.used_over:
                 continue
-            self._unknown_key(orig, known, f"--set {orig}={value}")
+            self._unknown_key(orig, known, f"--set {orig}")  # not the value: it may be a secret
         if self.version == "v2":
             for low, (orig, _) in self.file.items():
                 if low not in self.used_file:
