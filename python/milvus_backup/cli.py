@@ -18,6 +18,7 @@ from .copy import CopySettings, manifest, plan_copy, recheck_skipped, run_plan, 
 from .config import Config, load_config
 from .errors import ConfigError, MBackupError
 from .ranges import BY_FLAG
+from .redact import display_url
 from .storage import Location, open_location
 from .units import format_bytes, format_duration
 
@@ -67,7 +68,8 @@ class Context:
         profiles = self.config().mbackup.profiles
         if name not in profiles:
             known = ", ".join(sorted(profiles)) or "none defined"
-            raise MBackupError(f"unknown profile {name!r} in {url!r} (profiles: {known}); define it under mbackup.profiles")
+            raise MBackupError(f"unknown profile {name!r} in {display_url(url)!r} (profiles: {known}); "
+                               "define it under mbackup.profiles")
         options = dict(profiles[name])
         base = options.pop("url", "")
         if not base:

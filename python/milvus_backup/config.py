@@ -34,7 +34,7 @@ import yaml
 
 from . import ranges
 from .errors import ConfigError
-from .redact import is_secret_name, mask
+from .redact import display_url, has_password, is_secret_name, mask, url_secret
 from .units import format_size, parse_rate
 
 __all__ = [
@@ -1297,11 +1297,18 @@ class _Resolver:
             self.origins[f"{prefix}{name}.{existing}"] = Origin(SOURCE_OVERRIDE, orig)
         for name, prof in profiles.items():
             origin = next((self.origins[f"{prefix}{name}.{k}"] for k in prof), Origin(SOURCE_CONFIG, f"{prefix}{name}", file=self.path))
+            for k, v in prof.items():
+                # config show prints these: a secret belongs in a key of its own, where it is masked.
+                leak = url_secret(v) if k.lower() == "url" else "a user:password@ part" if has_password(v) else None
+                if leak and not is_secret_name(k):
+                    where = self.origins[f"{prefix}{name}.{k}"].where()
+                    self.problems.append(f"{prefix}{name}.{k}: holds {leak} (not shown); give credentials as keys "
+                                         f"of the profile, e.g. secret_access_key: ... ({where})")
             url = next((v for k, v in prof.items() if k.lower() == "url"), "")
             if not url:
                 self.problems.append(f"{prefix}{name}: url is required, e.g. url: s3://bucket/prefix ({origin.where()})")
             elif "://" not in url:
-                self.problems.append(f"{prefix}{name}.url: expected a URL such as s3://bucket/prefix, got {url!r} ({origin.where()})")
+                self.problems.append(f"{prefix}{name}.url: expected a URL such as s3://bucket/prefix, got {display_url(url)!r} ({origin.where()})")
         self.cfg.mbackup.profiles = profiles
 
     # --- unknown keys ------------------------------------------------------------------
@@ -1353,6 +1360,7 @@ class _Resolver:
 
     def _validate(self) -> None:
         c = self.cfg
+        self._validate_no_password_in_addresses()
         self._validate_tls()
         for key in ("milvus.rest.endpoint", "milvus.management.endpoint"):
             self._validate_endpoint(key)
@@ -1388,9 +1396,20 @@ class _Resolver:
             # pymilvus presents the client certificate only together with a CA file.
             self._problem(key, "mutual TLS needs milvus.grpc.caCertPath too: the CA certificate that signed Milvus's")
 
+    def _validate_no_password_in_addresses(self) -> None:
+        """A host or URL setting with ``user:password@`` would print the password wherever the
+        address is shown (errors, config show); credentials have settings of their own."""
+        for param in ALL_PARAMS:
+            if not param.key.lower().endswith(("address", "endpoint", "endpoints")):
+                continue
+            value = self._value(param.key)
+            if any(has_password(v) for v in (value if isinstance(value, list) else [value]) if v):
+                self._problem(param.key, "holds a user:password@ part (not shown); remove it and put the "
+                                         "credentials in their own settings, where they are masked")
+
     def _validate_endpoint(self, key: str) -> None:
         value = self._value(key)
-        if not value:
+        if not value or key in self.reported:
             return
         u = urlsplit(value)
         if u.scheme not in ("http", "https") or not u.netloc:
@@ -1424,11 +1443,13 @@ class _Resolver:
             self._problem(f"{prefix}.port", f"expected {_PORT.expected()}, got {st.port}")
         if not st.address:
             self._problem(f"{prefix}.address", f"is required for provider {provider}; set the storage host")
+        elif f"{prefix}.address" in self.reported:
+            pass
         elif "://" in st.address:
             self._problem(f"{prefix}.address", f"expected a host name without scheme, got {st.address!r}; use useSSL to choose https")
         if not st.bucket_name:
             self._problem(f"{prefix}.bucketName", f"is required for provider {provider}")
-        if "://" in st.milvus_address:
+        if "://" in st.milvus_address and f"{prefix}.milvusAddress" not in self.reported:
             self._problem(f"{prefix}.milvusAddress", f"expected a host, not a URL, got {st.milvus_address!r}")
         if st.milvus_port and not st.milvus_address:
             self._problem(f"{prefix}.milvusPort", f"needs {prefix}.milvusAddress; set both or neither")
