@@ -191,6 +191,10 @@ CASES = [
     ("config-profile-query-secret", ["config", "show", "--config", "{bad}"],
      V2 + f"mbackup:\n  profiles:\n    p: {{url: 's3://b/p?secret_access_key={LEAK}'}}\n", 2,
      "error: mbackup.profiles.p.url: holds the secret secret_access_key (not shown)"),
+    ("grpc-trace", ["check", "--config", "{cfg}"], None, 2,
+     "error: GRPC_TRACE=http would make gRPC print the Milvus password", {"GRPC_TRACE": "http", "MILVUS_PASSWORD": LEAK}),
+    ("grpc-verbosity-debug", ["check", "--config", "{cfg}"], None, 2,
+     "error: GRPC_VERBOSITY=debug would make gRPC print the Milvus password", {"GRPC_VERBOSITY": "debug", "MILVUS_PASSWORD": LEAK}),
     # --- names
     ("name-slash", ["create", "-n", "a/b", "--config", "{cfg}"], None, 2, "error: invalid backup name 'a/b'"),
     ("name-dotdot", ["get", "-n", "..", "--config", "{cfg}"], None, 2, "error: invalid backup name '..'"),
