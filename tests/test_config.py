@@ -545,17 +545,17 @@ def test_max_bandwidth_units(tmp_path, raw, expected):
         ),
         pytest.param(
             "configVersion: v2\nbackup:\n  concurrency:\n    collections: 0\n", {}, (),
-            "backup.concurrency.collections: expected a positive integer, got 0 (file backup.yaml)",
+            "backup.concurrency.collections: expected an integer 1-100000, got 0 (file backup.yaml)",
             id="non-positive-concurrency",
         ),
         pytest.param(
             None, {}, ("transfer.concurrency=-3",),
-            "transfer.concurrency: expected a positive integer, got '-3' (--set transfer.concurrency)",
+            "transfer.concurrency: expected an integer 1-4096, got '-3' (--set transfer.concurrency)",
             id="non-positive-concurrency-set",
         ),
         pytest.param(
             "backup:\n  parallelism:\n    copydata: 0\n", {}, (),
-            "backup.parallelism.copydata: expected a positive integer, got 0 (file backup.yaml)",
+            "backup.parallelism.copydata: expected an integer 1-4096, got 0 (file backup.yaml)",
             id="v1-non-positive-concurrency",
         ),
         pytest.param(
@@ -673,22 +673,22 @@ def test_max_bandwidth_units(tmp_path, raw, expected):
         ),
         pytest.param(
             None, {}, ("milvus.grpc.prot=1",),
-            "milvus.grpc.prot: unknown key; did you mean milvus.grpc.port? (--set milvus.grpc.prot=1)",
+            "milvus.grpc.prot: unknown key; did you mean milvus.grpc.port? (--set milvus.grpc.prot)",
             id="unknown-set-key",
         ),
         pytest.param(
             None, {}, ("zzz=1",),
-            "zzz: unknown key; run mbackup config show to list the keys (--set zzz=1)",
+            "zzz: unknown key; run mbackup config show to list the keys (--set zzz)",
             id="unknown-set-key-no-suggestion",
         ),
         pytest.param(
             "configVersion: v2\n", {}, ("minio.bucketName=b",),
-            "minio.bucketName: a v1 key in a configVersion: v2 config; write milvus.storage.bucketName instead (--set minio.bucketName=b)",
+            "minio.bucketName: a v1 key in a configVersion: v2 config; write milvus.storage.bucketName instead (--set minio.bucketName)",
             id="v1-set-key-on-v2",
         ),
         pytest.param(
             "configVersion: v2\n", {}, ("MINIO_ADDRESS=x",),
-            "MINIO_ADDRESS: unknown key; run mbackup config show to list the keys (--set MINIO_ADDRESS=x)",
+            "MINIO_ADDRESS: unknown key; run mbackup config show to list the keys (--set MINIO_ADDRESS)",
             id="v1-env-name-set-on-v2",
         ),
         pytest.param(
@@ -703,12 +703,12 @@ def test_max_bandwidth_units(tmp_path, raw, expected):
         ),
         pytest.param(
             "mbackup:\n  partSizeMiB: 1\n", {}, (),
-            "mbackup.partSizeMiB: expected 5-5120 (S3 part size limits), got 1 (file backup.yaml)",
+            "mbackup.partSizeMiB: expected an integer 5-5120 MiB (S3 part size limits), got 1 (file backup.yaml)",
             id="part-size",
         ),
         pytest.param(
-            "mbackup:\n  memoryBudgetMiB: 4\n", {}, (),
-            "mbackup.memoryBudgetMiB: 4 is smaller than mbackup.partSizeMiB (8); raise it or lower partSizeMiB (file backup.yaml)",
+            "mbackup:\n  memoryBudgetMiB: 6\n", {}, (),
+            "mbackup.memoryBudgetMiB: 6 is smaller than mbackup.partSizeMiB (8); raise it or lower partSizeMiB (file backup.yaml)",
             id="memory-budget",
         ),
         pytest.param(
@@ -755,11 +755,12 @@ def test_every_problem_is_reported_at_once(tmp_path):
     assert found[2].startswith("nope: unknown key")
 
 
-@pytest.mark.parametrize("bad", ["milvusport", "=5", "a b=1", ""])
-def test_set_without_key_value(bad):
+@pytest.mark.parametrize(("bad", "shown"), [("milvusport", "milvusport"), ("=5", "=..."), ("a b=1", "a b=..."), ("", "")])
+def test_set_without_key_value(bad, shown):
     with pytest.raises(ConfigError) as e:
         parse_overrides([bad])
-    assert str(e.value) == f"--set {bad!r}: expected KEY=VALUE, e.g. --set milvus.grpc.port=19530"
+    # The value is never repeated: it may be a secret given to a mistyped key.
+    assert str(e.value) == f"--set {shown!r}: expected KEY=VALUE, e.g. --set milvus.grpc.port=19530"
 
 
 def test_parse_overrides():

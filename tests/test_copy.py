@@ -217,7 +217,7 @@ def test_bad_input_one_line_and_nothing_created(seaweedfs, s3env, sample_bucket,
         assert len(r.stderr.strip().splitlines()) == 1
 
     r = mbackup(s3env, "copy", f"s3://{sample_bucket}/x?secret_access_key=abc", str(folder), check=2)
-    assert "do not put aws_secret_access_key in the URL" in r.stderr and "abc" not in r.stderr
+    assert "the URL holds the secret secret_access_key (not shown)" in r.stderr and "abc" not in r.stderr
     assert not folder.exists()
 
 

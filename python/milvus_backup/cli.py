@@ -17,8 +17,10 @@ from . import _engine
 from .copy import CopySettings, manifest, plan_copy, recheck_skipped, run_plan, write_json
 from .config import Config, load_config
 from .errors import ConfigError, MBackupError
+from .ranges import BY_FLAG
+from .redact import display_url
 from .storage import Location, open_location
-from .units import format_bytes, format_duration, parse_rate, parse_size
+from .units import format_bytes, format_duration
 
 app = typer.Typer(
     name="mbackup",
@@ -66,7 +68,8 @@ class Context:
         profiles = self.config().mbackup.profiles
         if name not in profiles:
             known = ", ".join(sorted(profiles)) or "none defined"
-            raise MBackupError(f"unknown profile {name!r} in {url!r} (profiles: {known}); define it under mbackup.profiles")
+            raise MBackupError(f"unknown profile {name!r} in {display_url(url)!r} (profiles: {known}); "
+                               "define it under mbackup.profiles")
         options = dict(profiles[name])
         base = options.pop("url", "")
         if not base:
@@ -84,9 +87,10 @@ def fail(message: str, code: int = EXIT_USAGE) -> typer.Exit:
     return typer.Exit(code)
 
 
-def _size(value: str, flag: str) -> int:
+def _number(flag: str, text: str) -> int | float:
+    """A numeric flag's value, checked against its range in ranges.py."""
     try:
-        return parse_size(value)
+        return BY_FLAG[flag].parse(text)
     except ValueError as e:
         raise MBackupError(f"{flag}: {e}") from None
 
@@ -96,14 +100,14 @@ def copy(
     ctx: typer.Context,
     src: Annotated[str, typer.Argument(help="Source: s3://bucket/prefix?endpoint=..., file:///dir, memory://name, ...")],
     dst: Annotated[str, typer.Argument(help="Destination, same forms as the source.")],
-    parallel: Annotated[Optional[int], typer.Option("--parallel", "-p", min=1, help="Objects in flight (default: mbackup.parallel).")] = None,
+    parallel: Annotated[Optional[str], typer.Option("--parallel", "-p", metavar="N", help="Objects in flight (default: mbackup.parallel).")] = None,
     include: Annotated[Optional[list[str]], typer.Option("--include", help="Copy only keys matching this glob (repeatable).")] = None,
     exclude: Annotated[Optional[list[str]], typer.Option("--exclude", help="Skip keys matching this glob (repeatable).")] = None,
     checksum: Annotated[Optional[str], typer.Option("--checksum", help="crc32c, crc64nvme or none (default: mbackup.checksum).")] = None,
     verify: Annotated[bool, typer.Option("--verify", help="Read every destination object back and compare checksums.")] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Show what would be copied; change nothing.")] = False,
     max_bandwidth: Annotated[Optional[str], typer.Option("--max-bandwidth", help="Cap on bytes streamed, e.g. 200MiB/s.")] = None,
-    max_requests: Annotated[Optional[float], typer.Option("--max-requests", min=0, help="Cap on requests per second.")] = None,
+    max_requests: Annotated[Optional[str], typer.Option("--max-requests", metavar="N", help="Cap on requests per second.")] = None,
     part_size: Annotated[Optional[str], typer.Option("--part-size", help="Part size for multipart streaming (default 8MiB).")] = None,
     multipart_threshold: Annotated[Optional[str], typer.Option("--multipart-threshold", help="Stream objects above this size in parts (default 16MiB).")] = None,
     multipart_copy_threshold: Annotated[Optional[str], typer.Option("--multipart-copy-threshold", help="Server-side copies above this size use UploadPartCopy (default 512MiB).")] = None,
@@ -122,25 +126,19 @@ def copy(
     """
     state = ctx.obj.with_command_options(config, set_)
     settings = copy_settings(state.config())
-    if parallel is not None:
-        settings.parallel = parallel
     if checksum is not None:
         if checksum.lower() not in ("crc32c", "crc64nvme", "none"):
             raise MBackupError(f"--checksum: unknown algorithm {checksum!r}: use crc32c, crc64nvme or none")
         settings.checksum = checksum.lower()
-    if max_bandwidth is not None:
-        try:
-            settings.max_bandwidth = parse_rate(max_bandwidth)
-        except ValueError as e:
-            raise MBackupError(f"--max-bandwidth: {e}") from None
-    if max_requests is not None:
-        settings.max_requests_per_sec = max_requests
-    for flag, value, attr in [("--part-size", part_size, "part_size"),
-                              ("--multipart-threshold", multipart_threshold, "multipart_threshold"),
-                              ("--multipart-copy-threshold", multipart_copy_threshold, "multipart_copy_threshold"),
-                              ("--copy-part-size", copy_part_size, "copy_part_size")]:
-        if value is not None:
-            setattr(settings, attr, _size(value, flag))
+    for flag, text, attr in [("--parallel", parallel, "parallel"),
+                             ("--max-bandwidth", max_bandwidth, "max_bandwidth"),
+                             ("--max-requests", max_requests, "max_requests_per_sec"),
+                             ("--part-size", part_size, "part_size"),
+                             ("--multipart-threshold", multipart_threshold, "multipart_threshold"),
+                             ("--multipart-copy-threshold", multipart_copy_threshold, "multipart_copy_threshold"),
+                             ("--copy-part-size", copy_part_size, "copy_part_size")]:
+        if text is not None:
+            setattr(settings, attr, _number(flag, text))
     settings.verify = verify
     source, target = state.location(src), state.location(dst)
     if not dry_run and target.ensure_bucket():

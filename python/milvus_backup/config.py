@@ -32,8 +32,10 @@ from urllib.parse import urlsplit
 
 import yaml
 
+from . import ranges
 from .errors import ConfigError
-from .units import parse_rate
+from .redact import display_url, has_password, is_secret_name, mask, url_secret
+from .units import format_size, parse_rate
 
 __all__ = [
     "Config",
@@ -74,8 +76,10 @@ ALL_AUTH_FIELDS = ("accessKeyID", "secretAccessKey", "sessionToken", "accountKey
 # Providers whose public endpoints want virtual-hosted-style requests (bucket in the host).
 VIRTUAL_HOST_PROVIDERS = ("s3", "aws", "aliyun", "tencent", "hwc")
 
-MIN_PART_SIZE_MIB = 5  # S3 minimum part size (except the last part)
-MAX_PART_SIZE_MIB = 5 * 1024
+# A backup.yaml is a few KiB; these bound what a hostile or broken one can cost to read.
+MAX_CONFIG_BYTES = 256 << 10
+MAX_YAML_NODES = 100_000  # values after alias expansion ("billion laughs")
+MAX_YAML_DEPTH = 64
 
 
 # ======================================================================================
@@ -313,13 +317,13 @@ class Config:
         for param in ALL_PARAMS:
             origin = self.origins.get(param.key, DEFAULT_ORIGIN)
             value = _get_path(self, param.attr)
-            shown = _mask(value) if param.secret else _format(value, param.kind)
+            shown = mask(value) if param.secret else _format(value, param.kind)
             yield param.key, shown, origin.source, origin.source_key
         for name in sorted(self.mbackup.profiles):
             for k, v in self.mbackup.profiles[name].items():
                 key = f"mbackup.profiles.{name}.{k}"
                 origin = self.origins.get(key, DEFAULT_ORIGIN)
-                yield key, _mask(v) if _is_secret_name(k) else v, origin.source, origin.source_key
+                yield key, mask(v) if is_secret_name(k) else v, origin.source, origin.source_key
 
     def storage_url(self, which: str) -> StorageTarget:
         """The URL and options mbackup uses for the ``milvus`` or ``backup`` storage."""
@@ -337,9 +341,9 @@ class Config:
 @dataclass(frozen=True)
 class _Param:
     key: str  # canonical spelling
-    kind: str  # str | int | posint | port | bool | list | enum | rate | rps
+    kind: str  # str | int | bool | list | enum | rate | rps; numbers' ranges are in ranges.py
     env: tuple[str, ...] = ()
-    secret: bool = False
+    secret: bool = False  # from the name (redact.is_secret_name): masked, never quoted
     choices: tuple[str, ...] = ()
     attr: str = ""  # attribute path on Config, derived from key
 
@@ -349,9 +353,9 @@ def _snake(segment: str) -> str:
     return "_".join(w.lower() for w in words)
 
 
-def _p(key: str, kind: str = "str", env: Iterable[str] = (), secret: bool = False, choices: Iterable[str] = ()) -> _Param:
+def _p(key: str, kind: str = "str", env: Iterable[str] = (), choices: Iterable[str] = ()) -> _Param:
     attr = ".".join(_snake(s) for s in key.split("."))
-    return _Param(key, kind, tuple(env), secret, tuple(choices), attr)
+    return _Param(key, kind, tuple(env), is_secret_name(key), tuple(choices), attr)
 
 
 # Storage keys backup.storage inherits from milvus.storage when not set for itself.
@@ -381,7 +385,7 @@ def _storage_params(prefix: str, env: str) -> list[_Param]:
         _p(f"{prefix}.region"),
         _p(f"{prefix}.useSSL", "bool"),
         _p(f"{prefix}.accountName", env=[f"{env}_ACCOUNT_NAME"]),
-        _p(f"{prefix}.sourceSASToken", secret=True),
+        _p(f"{prefix}.sourceSASToken"),
         _p(f"{prefix}.bucketName"),
         _p(f"{prefix}.rootPath"),
         _p(f"{prefix}.localPath"),
@@ -389,9 +393,9 @@ def _storage_params(prefix: str, env: str) -> list[_Param]:
         _p(f"{prefix}.milvusPort", "int"),
         _p(f"{prefix}.auth.type"),
         _p(f"{prefix}.auth.accessKeyID", env=[f"{env}_AUTH_ACCESS_KEY_ID"]),
-        _p(f"{prefix}.auth.secretAccessKey", env=[f"{env}_AUTH_SECRET_ACCESS_KEY"], secret=True),
-        _p(f"{prefix}.auth.sessionToken", env=[f"{env}_AUTH_SESSION_TOKEN"], secret=True),
-        _p(f"{prefix}.auth.accountKey", env=[f"{env}_AUTH_ACCOUNT_KEY"], secret=True),
+        _p(f"{prefix}.auth.secretAccessKey", env=[f"{env}_AUTH_SECRET_ACCESS_KEY"]),
+        _p(f"{prefix}.auth.sessionToken", env=[f"{env}_AUTH_SESSION_TOKEN"]),
+        _p(f"{prefix}.auth.accountKey", env=[f"{env}_AUTH_ACCOUNT_KEY"]),
         _p(f"{prefix}.auth.credentialsFile", env=[f"{env}_AUTH_CREDENTIALS_FILE"]),
         _p(f"{prefix}.auth.endpoint"),
     ]
@@ -407,9 +411,9 @@ V2_PARAMS: tuple[_Param, ...] = (
     _p("server.debugMode", "bool"),
     _p("server.swaggerBasePath"),
     _p("milvus.user", env=["MILVUS_USER"]),
-    _p("milvus.password", env=["MILVUS_PASSWORD"], secret=True),
+    _p("milvus.password", env=["MILVUS_PASSWORD"]),
     _p("milvus.grpc.address"),
-    _p("milvus.grpc.port", "port"),
+    _p("milvus.grpc.port", "int"),
     _p("milvus.grpc.tlsMode"),
     _p("milvus.grpc.caCertPath"),
     _p("milvus.grpc.serverName"),
@@ -422,31 +426,32 @@ V2_PARAMS: tuple[_Param, ...] = (
     _p("milvus.etcd.rootPath"),
     *_storage_params("milvus.storage", "MILVUS_STORAGE"),
     *_storage_params("backup.storage", "BACKUP_STORAGE"),
-    _p("backup.concurrency.collections", "posint"),
-    _p("backup.concurrency.segments", "posint"),
+    _p("backup.concurrency.collections", "int"),
+    _p("backup.concurrency.segments", "int"),
     _p("backup.pauseGC", "bool"),
-    _p("restore.concurrency.collections", "posint"),
-    _p("restore.concurrency.importJobs", "posint"),
-    _p("restore.maxSegmentsPerImportJob", "posint"),
+    _p("restore.concurrency.collections", "int"),
+    _p("restore.concurrency.importJobs", "int"),
+    _p("restore.maxSegmentsPerImportJob", "int"),
     _p("restore.keepTempFiles", "bool"),
     _p("transfer.mode", "enum", choices=TRANSFER_MODES),
-    _p("transfer.concurrency", "posint"),
-    _p("transfer.multipartCopyThresholdMiB", "posint"),
+    _p("transfer.concurrency", "int"),
+    _p("transfer.multipartCopyThresholdMiB", "int"),
     _p("zillizCloud.endpoint"),
-    _p("zillizCloud.apiKey", env=["ZILLIZ_CLOUD_API_KEY"], secret=True),
+    _p("zillizCloud.apiKey", env=["ZILLIZ_CLOUD_API_KEY"]),
 )
 
 MBACKUP_PARAMS: tuple[_Param, ...] = (
-    _p("mbackup.parallel", "posint"),
+    _p("mbackup.parallel", "int"),
     _p("mbackup.checksum", "enum", choices=CHECKSUMS),
     _p("mbackup.maxBandwidth", "rate"),
     _p("mbackup.maxRequestsPerSecond", "rps"),
-    _p("mbackup.partSizeMiB", "posint"),
-    _p("mbackup.multipartThresholdMiB", "posint"),
-    _p("mbackup.memoryBudgetMiB", "posint"),
+    _p("mbackup.partSizeMiB", "int"),
+    _p("mbackup.multipartThresholdMiB", "int"),
+    _p("mbackup.memoryBudgetMiB", "int"),
 )
 
 ALL_PARAMS = V2_PARAMS + MBACKUP_PARAMS
+_PORT = ranges.BY_KEY["milvus.grpc.port"]
 _PARAM_BY_LOWER = {p.key.lower(): p for p in ALL_PARAMS}
 _V2_ENV_NAMES = {e: p for p in V2_PARAMS for e in p.env}
 
@@ -533,6 +538,7 @@ V1_PARAMS: tuple[_V1Param, ...] = (
 )
 _V1_ENV_NAMES = {e for p in V1_PARAMS for e in p.env}
 _V1_KEYS_LOWER = {k.lower() for p in V1_PARAMS for k in p.keys}
+_LEAF_KEYS = _V1_KEYS_LOWER | set(_PARAM_BY_LOWER)  # keys that take one value, in either schema
 
 # v1 keys and what replaced them, to turn "unknown key" in a v2 file into advice.
 V1_TO_V2 = {
@@ -644,7 +650,8 @@ def parse_overrides(items: Iterable[str]) -> list[tuple[str, str]]:
                 k, v = pairs[-1]
                 pairs[-1] = (k, f"{v},{piece}")
             else:
-                raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. --set milvus.grpc.port=19530")
+                shown = f"{key}=..." if sep else item  # not the value: it may be a secret
+                raise ConfigError(f"--set {shown!r}: expected KEY=VALUE, e.g. --set milvus.grpc.port=19530")
     return pairs
 
 
@@ -685,20 +692,18 @@ def _read_yaml(shown: str, base_dir: Path) -> dict[str, Any]:
     if p.is_dir():
         raise ConfigError(f"config file {shown} is a directory; point --config at a YAML file")
     try:
-        text = p.read_text(encoding="utf-8")
-    except UnicodeDecodeError as e:
-        raise ConfigError(f"{shown}: not valid UTF-8 at byte {e.start}; save the file as UTF-8") from None
+        with open(p, "rb") as f:
+            data = f.read(MAX_CONFIG_BYTES + 1)
     except OSError as e:
         raise ConfigError(f"cannot read config file {shown}: {e.strerror}") from None
+    if len(data) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{shown}: larger than {MAX_CONFIG_BYTES >> 10} KiB, far more than a backup.yaml needs; "
+                          "point --config at the right file")
     try:
-        tree = yaml.safe_load(text)
-    except yaml.MarkedYAMLError as e:
-        mark = e.problem_mark or e.context_mark
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = e.problem or e.context or "syntax error"
-        raise ConfigError(f"{shown}: not valid YAML{where}: {problem}; fix the file or point --config at another one") from None
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{shown}: not valid YAML: {e}") from None
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{shown}: not valid UTF-8 at byte {e.start}; save the file as UTF-8") from None
+    tree = _load_yaml(text, shown)
     if tree is None:
         return {}
     if not isinstance(tree, dict):
@@ -706,12 +711,137 @@ def _read_yaml(shown: str, base_dir: Path) -> dict[str, Any]:
     return tree
 
 
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that notes anchors put on empty values, and turns a value its tag cannot
+    build (``!!int abc``, a 13th month) into a marked YAML error instead of a ValueError."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self.empty_anchors: list[Any] = []
+
+    def compose_scalar_node(self, anchor: str | None) -> Any:
+        event = self.peek_event()
+        if anchor is not None and event.value == "" and event.style is None:
+            # password: &abc is an anchor named abc on an empty value, not the password "&abc".
+            self.empty_anchors.append(event.start_mark)
+        return super().compose_scalar_node(anchor)
+
+    def construct_object(self, node: Any, deep: bool = False) -> Any:
+        try:
+            return super().construct_object(node, deep)
+        except (ValueError, TypeError, KeyError, AttributeError, OverflowError):
+            tag = node.tag.replace("tag:yaml.org,2002:", "!!")
+            raise yaml.constructor.ConstructorError(None, None, f"not a valid {tag} value", node.start_mark) from None
+
+
+def _load_yaml(text: str, shown: str) -> Any:
+    """Parse one YAML document, refusing what would cost more than a config file can need."""
+    loader: _Loader | None = None
+    try:
+        loader = _Loader(text)  # checks the characters first
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _check_expansion(node, shown)
+        if loader.empty_anchors:
+            line = loader.empty_anchors[0].line + 1
+            raise ConfigError(f"{shown}: not valid YAML at line {line}: a value starting with & is read as a YAML "
+                              "anchor, which leaves the value empty; quote the value")
+        return loader.construct_document(node)
+    except yaml.MarkedYAMLError as e:
+        raise ConfigError(_yaml_error(e, text, shown)) from None
+    except yaml.reader.ReaderError as e:
+        line = text.count("\n", 0, e.position) + 1
+        raise ConfigError(f"{shown}: not valid YAML at line {line}: unacceptable character #x{e.character:04x}; "
+                          "remove it") from None
+    except yaml.YAMLError:
+        raise ConfigError(f"{shown}: not valid YAML; fix the file or point --config at another one") from None
+    except RecursionError:
+        raise ConfigError(f"{shown}: values nested too deeply; a config file needs a few levels") from None
+    finally:
+        if loader is not None:
+            loader.dispose()
+
+
+def _check_expansion(root: Any, shown: str) -> None:
+    """Count the values the document holds once its aliases are expanded (each node once,
+    remembering subtotals), so a billion-laughs file is refused before anything walks it."""
+    totals: dict[int, tuple[int, int]] = {}  # id(node) -> (values, depth) with aliases expanded
+    open_nodes: set[int] = set()
+    stack: list[tuple[Any, bool]] = [(root, False)]
+    while stack:
+        node, children_done = stack.pop()
+        children = _yaml_children(node)
+        if children_done:
+            open_nodes.discard(id(node))
+            values = 1 + sum(totals[id(c)][0] for c in children)
+            depth = 1 + max((totals[id(c)][1] for c in children), default=0)
+            if values > MAX_YAML_NODES:
+                raise ConfigError(f"{shown}: the YAML expands to more than {MAX_YAML_NODES:,} values through its "
+                                  "aliases (*name); a config file needs far fewer: remove the aliases")
+            if depth > MAX_YAML_DEPTH:
+                raise ConfigError(f"{shown}: values nested more than {MAX_YAML_DEPTH} levels deep; "
+                                  "a config file needs a few levels")
+            totals[id(node)] = (values, depth)
+        elif id(node) in open_nodes:
+            raise ConfigError(f"{shown}: a YAML alias (*name) refers to a value that contains it; remove the cycle")
+        elif id(node) not in totals:
+            open_nodes.add(id(node))
+            stack.append((node, True))
+            stack.extend((c, False) for c in children if id(c) not in totals)
+
+
+def _yaml_children(node: Any) -> list[Any]:
+    if isinstance(node, yaml.MappingNode):
+        return [n for pair in node.value for n in pair]
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    return []
+
+
+_QUOTED = re.compile(r"'(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\"")
+_YAML_KEY = re.compile(r"""(?:^|[{,]|-\s)\s*["']?([^\s"':{},\[\]#]+)["']?\s*:(?=\s|$)""")
+
+
+def _yaml_error(e: yaml.MarkedYAMLError, text: str, shown: str) -> str:
+    """One line for a YAML error: where, and what, with any token it quotes from the line of
+    a secret masked (an undefined alias ``*abc`` as a password would otherwise repeat it)."""
+    mark = e.problem_mark or e.context_mark
+    secret = _secret_lines(text)
+    hide = any(m is not None and m.line in secret for m in (e.problem_mark, e.context_mark))
+
+    def clean(words: str) -> str:
+        return _QUOTED.sub("'****'", words) if hide else words
+
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+    problem = clean(e.problem or e.context or "syntax error")
+    if e.problem and e.context:
+        context_line = e.context_mark.line + 1 if e.context_mark else None
+        problem += f" ({clean(e.context)}" + (f" at line {context_line})" if context_line else ")")
+    return f"{shown}: not valid YAML{where}: {problem}; fix the file or point --config at another one"
+
+
+def _secret_lines(text: str) -> set[int]:
+    """Line numbers (0-based) that hold the value of a secret key: the key's line and the
+    lines below it indented deeper (or list items at its indentation)."""
+    lines = text.splitlines()
+    found: set[int] = set()
+    for i, line in enumerate(lines):
+        if not any(is_secret_name(k) for k in _YAML_KEY.findall(line)):
+            continue
+        indent = len(line) - len(line.lstrip())
+        found.add(i)
+        for j in range(i + 1, len(lines)):
+            body = lines[j].lstrip()
+            depth = len(lines[j]) - len(body)
+            if body and depth < indent or (depth == indent and body and not body.startswith("- ")):
+                break
+            found.add(j)
+    return found
+
+
 def _yaml_type(value: Any) -> str:
-    if isinstance(value, list):
-        return "a list"
-    if isinstance(value, dict):
-        return "a mapping"
-    return f"the value {_show(value)}"
+    return _show(value) if isinstance(value, _CONTAINER_TYPES) else f"the value {_show(value)}"
 
 
 # ======================================================================================
@@ -724,14 +854,21 @@ class _Bad(Exception):
         self.expected = expected
 
 
+# What YAML can give where one value belongs, as a message names it.
+_CONTAINERS = ((dict, "a mapping"), (list, "a list"), (tuple, "a list"), (set, "a set"), (bytes, "binary data"))
+_CONTAINER_TYPES = tuple(kind for kind, _ in _CONTAINERS)
+
+
 def _show(value: Any) -> str:
+    """A value as quoted in a message; a container by its type only (it may be huge, or hold
+    a secret written where a single value belongs)."""
     if isinstance(value, bool):
         return "true" if value else "false"
     if value is None:
         return "nothing"
     if isinstance(value, str):
         return repr(value)
-    return repr(value) if isinstance(value, (list, dict)) else str(value)
+    return next((name for kind, name in _CONTAINERS if isinstance(value, kind)), str(value))
 
 
 _TRUE = {"true", "t", "1", "yes", "y", "on"}
@@ -759,8 +896,8 @@ def _as_int(raw: Any, expected: str = "an integer") -> int:
         return raw
     if isinstance(raw, float) and raw.is_integer():
         return int(raw)
-    if isinstance(raw, str) and re.fullmatch(r"\s*[-+]?[0-9]+\s*", raw):
-        return int(raw)
+    if isinstance(raw, str) and re.fullmatch(r"\s*[-+]?[0-9]{1,4000}\s*", raw):
+        return int(raw)  # up to int()'s own limit of digits; the range check refuses big ones
     raise _Bad(expected)
 
 
@@ -769,7 +906,7 @@ def _as_str(raw: Any) -> str:
         return "true" if raw else "false"
     if isinstance(raw, (str, int, float)):
         return str(raw)
-    if isinstance(raw, (list, dict)):
+    if isinstance(raw, _CONTAINER_TYPES):
         raise _Bad("a single value")
     return str(raw)  # dates and the like, as YAML wrote them
 
@@ -786,9 +923,9 @@ _RATE_EXPECTED = "a rate such as 200MiB/s or 1GB/s (or unlimited)"
 
 def _as_rate(raw: Any) -> int | None:
     """Bytes per second, parsed like the CLI's --max-bandwidth; 0 or unlimited mean None."""
-    if raw is None or isinstance(raw, bool) or isinstance(raw, (list, dict)):
-        if raw is None:
-            return None
+    if raw is None:
+        return None
+    if not isinstance(raw, (str, int, float)) or isinstance(raw, bool):
         raise _Bad(_RATE_EXPECTED)
     text = str(raw).strip()
     if text.lower() in _UNLIMITED:
@@ -800,38 +937,37 @@ def _as_rate(raw: Any) -> int | None:
     return value or None
 
 
-def _as_rps(raw: Any) -> float | None:
+def _as_rps(raw: Any, expected: str) -> float | None:
     if raw is None or (isinstance(raw, str) and raw.strip().lower() in _UNLIMITED):
         return None
-    if isinstance(raw, bool):
-        raise _Bad("a number of requests per second (or unlimited)")
+    if not isinstance(raw, (str, int, float)) or isinstance(raw, bool):
+        raise _Bad(expected)
     try:
-        value = float(raw)
-    except (TypeError, ValueError):
-        raise _Bad("a number of requests per second (or unlimited)") from None
-    if value != value or value < 0 or value == float("inf"):
-        raise _Bad("a number of requests per second (or unlimited)")
-    return value or None
+        return float(raw)  # NaN and inf are refused by the range check
+    except (TypeError, ValueError, OverflowError):
+        raise _Bad(expected) from None
 
 
 def _parse(param: _Param, raw: Any) -> Any:
     kind = param.kind
+    number = ranges.BY_KEY.get(param.key)
+    if number is not None:
+        expected = number.expected()
+        if kind == "int":
+            value = _as_int(raw, expected)
+        elif kind == "rate":
+            value = _as_rate(raw)
+        else:
+            value = _as_rps(raw, expected)
+        if value is not None and not number.contains(value):
+            raise _Bad(expected)
+        return (value or None) if kind in ("rate", "rps") else value
     if kind == "str":
         return _as_str(raw)
     if kind == "bool":
         return _as_bool(raw)
     if kind == "int":
         return _as_int(raw)
-    if kind == "posint":
-        value = _as_int(raw, "a positive integer")
-        if value <= 0:
-            raise _Bad("a positive integer")
-        return value
-    if kind == "port":
-        value = _as_int(raw, "a port number 1-65535")
-        if not 1 <= value <= 65535:
-            raise _Bad("a port number 1-65535")
-        return value
     if kind == "list":
         return _as_list(raw)
     if kind == "enum":
@@ -840,10 +976,6 @@ def _parse(param: _Param, raw: Any) -> Any:
             if text.lower() == choice.lower():
                 return choice
         raise _Bad(f"one of {', '.join(param.choices)}")
-    if kind == "rate":
-        return _as_rate(raw)
-    if kind == "rps":
-        return _as_rps(raw)
     raise AssertionError(kind)
 
 
@@ -861,18 +993,6 @@ def _parse_v1(param: _V1Param, raw: Any) -> Any:
 # Display
 
 
-def _mask(value: Any) -> str:
-    return "****" if value else ""
-
-
-_SECRET_WORDS = ("secret", "password", "token", "sas", "apikey", "accountkey")
-
-
-def _is_secret_name(name: str) -> bool:
-    n = name.lower().replace("_", "").replace("-", "")
-    return any(w in n for w in _SECRET_WORDS) or n.endswith("key")
-
-
 def _format(value: Any, kind: str) -> str:
     if value is None:
         return "unlimited" if kind in ("rate", "rps") else ""
@@ -888,10 +1008,7 @@ def _format(value: Any, kind: str) -> str:
 
 
 def _format_rate(n: int) -> str:
-    for unit, size in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
-        if n >= size and n % size == 0:
-            return f"{n // size}{unit}/s"
-    return f"{n}B/s"
+    return f"{format_size(n)}/s"
 
 
 def _get_path(obj: Any, attr: str) -> Any:
@@ -950,7 +1067,10 @@ class _Resolver:
                 self.problems.append(f"key {k!r}{where} is not a string; quote it ({self._file_note()})")
                 continue
             key = f"{prefix}.{k}" if prefix else k
-            if isinstance(v, dict):
+            if isinstance(v, dict) and key.lower() in _LEAF_KEYS:
+                # password: {x} is YAML for a mapping: never silently an empty password.
+                self.problems.append(f"{key}: expected a single value, got a mapping; quote the value ({self._file_note()})")
+            elif isinstance(v, dict):
                 self._flatten(v, key, out)
             elif v is None:
                 continue  # an empty leaf sets nothing, as in the Go tool
@@ -1013,7 +1133,9 @@ class _Resolver:
         hint = ""
         if isinstance(raw, str) and raw.startswith("tcp://") and origin.source == SOURCE_ENV:
             hint = "; this looks like a Kubernetes service link: set enableServiceLinks: false or use --set"
-        self._problem(key, f"expected {expected}, got {_show(raw)}{hint}", origin)
+        # A secret is named by its type only (_show never quotes what a container holds).
+        shown = "a value (not shown)" if is_secret_name(key) and isinstance(raw, (str, int, float)) else _show(raw)
+        self._problem(key, f"expected {expected}, got {shown}{hint}", origin)
 
     # --- setting values -------------------------------------------------------------------
 
@@ -1153,10 +1275,11 @@ class _Resolver:
             for k, v in body.items():
                 if v is None:
                     continue
-                if isinstance(v, (dict, list)):
-                    self.problems.append(f"{where}.{k}: expected a single value, got {_yaml_type(v)} ({self._file_note()})")
+                try:
+                    prof[str(k)] = _as_str(v)
+                except _Bad:
+                    self.problems.append(f"{where}.{k}: expected a single value, got {_show(v)} ({self._file_note()})")
                     continue
-                prof[str(k)] = _as_str(v)
                 self.origins[f"{where}.{k}"] = Origin(SOURCE_CONFIG, f"{where}.{k}", file=self.path)
             profiles[str(name)] = prof
         prefix = "mbackup.profiles."
@@ -1174,11 +1297,18 @@ class _Resolver:
             self.origins[f"{prefix}{name}.{existing}"] = Origin(SOURCE_OVERRIDE, orig)
         for name, prof in profiles.items():
             origin = next((self.origins[f"{prefix}{name}.{k}"] for k in prof), Origin(SOURCE_CONFIG, f"{prefix}{name}", file=self.path))
+            for k, v in prof.items():
+                # config show prints these: a secret belongs in a key of its own, where it is masked.
+                leak = url_secret(v) if k.lower() == "url" else "a user:password@ part" if has_password(v) else None
+                if leak and not is_secret_name(k):
+                    where = self.origins[f"{prefix}{name}.{k}"].where()
+                    self.problems.append(f"{prefix}{name}.{k}: holds {leak} (not shown); give credentials as keys "
+                                         f"of the profile, e.g. secret_access_key: ... ({where})")
             url = next((v for k, v in prof.items() if k.lower() == "url"), "")
             if not url:
                 self.problems.append(f"{prefix}{name}: url is required, e.g. url: s3://bucket/prefix ({origin.where()})")
             elif "://" not in url:
-                self.problems.append(f"{prefix}{name}.url: expected a URL such as s3://bucket/prefix, got {url!r} ({origin.where()})")
+                self.problems.append(f"{prefix}{name}.url: expected a URL such as s3://bucket/prefix, got {display_url(url)!r} ({origin.where()})")
         self.cfg.mbackup.profiles = profiles
 
     # --- unknown keys ------------------------------------------------------------------
@@ -1203,10 +1333,10 @@ class _Resolver:
 
     def _check_unknown(self) -> None:
         known = self._known_override_keys()
-        for low, (orig, value) in self.over.items():
+        for low, (orig, _) in self.over.items():
             if low in self.used_over:
                 continue
-            self._unknown_key(orig, known, f"--set {orig}={value}")
+            self._unknown_key(orig, known, f"--set {orig}")  # not the value: it may be a secret
         if self.version == "v2":
             for low, (orig, _) in self.file.items():
                 if low not in self.used_file:
@@ -1230,6 +1360,7 @@ class _Resolver:
 
     def _validate(self) -> None:
         c = self.cfg
+        self._validate_no_password_in_addresses()
         self._validate_tls()
         for key in ("milvus.rest.endpoint", "milvus.management.endpoint"):
             self._validate_endpoint(key)
@@ -1238,12 +1369,7 @@ class _Resolver:
         self._validate_storage("milvus.storage")
         self._validate_storage("backup.storage")
         m = c.mbackup
-        if not MIN_PART_SIZE_MIB <= m.part_size_mib <= MAX_PART_SIZE_MIB:
-            self._problem(
-                "mbackup.partSizeMiB",
-                f"expected {MIN_PART_SIZE_MIB}-{MAX_PART_SIZE_MIB} (S3 part size limits), got {m.part_size_mib}",
-            )
-        elif m.memory_budget_mib < m.part_size_mib:
+        if m.memory_budget_mib < m.part_size_mib and "mbackup.partSizeMiB" not in self.reported:
             self._problem(
                 "mbackup.memoryBudgetMiB",
                 f"{m.memory_budget_mib} is smaller than mbackup.partSizeMiB ({m.part_size_mib}); raise it or lower partSizeMiB",
@@ -1270,9 +1396,20 @@ class _Resolver:
             # pymilvus presents the client certificate only together with a CA file.
             self._problem(key, "mutual TLS needs milvus.grpc.caCertPath too: the CA certificate that signed Milvus's")
 
+    def _validate_no_password_in_addresses(self) -> None:
+        """A host or URL setting with ``user:password@`` would print the password wherever the
+        address is shown (errors, config show); credentials have settings of their own."""
+        for param in ALL_PARAMS:
+            if not param.key.lower().endswith(("address", "endpoint", "endpoints")):
+                continue
+            value = self._value(param.key)
+            if any(has_password(v) for v in (value if isinstance(value, list) else [value]) if v):
+                self._problem(param.key, "holds a user:password@ part (not shown); remove it and put the "
+                                         "credentials in their own settings, where they are masked")
+
     def _validate_endpoint(self, key: str) -> None:
         value = self._value(key)
-        if not value:
+        if not value or key in self.reported:
             return
         u = urlsplit(value)
         if u.scheme not in ("http", "https") or not u.netloc:
@@ -1302,21 +1439,20 @@ class _Resolver:
             if not st.root_path:
                 self._problem(f"{prefix}.rootPath", "the local provider needs the directory to read and write; set rootPath")
             return
-        if not 1 <= st.port <= 65535:
-            self._problem(f"{prefix}.port", f"expected a port number 1-65535, got {st.port}")
+        if not _PORT.contains(st.port):  # v1 ports are not range-checked when read
+            self._problem(f"{prefix}.port", f"expected {_PORT.expected()}, got {st.port}")
         if not st.address:
             self._problem(f"{prefix}.address", f"is required for provider {provider}; set the storage host")
+        elif f"{prefix}.address" in self.reported:
+            pass
         elif "://" in st.address:
             self._problem(f"{prefix}.address", f"expected a host name without scheme, got {st.address!r}; use useSSL to choose https")
         if not st.bucket_name:
             self._problem(f"{prefix}.bucketName", f"is required for provider {provider}")
-        if "://" in st.milvus_address:
+        if "://" in st.milvus_address and f"{prefix}.milvusAddress" not in self.reported:
             self._problem(f"{prefix}.milvusAddress", f"expected a host, not a URL, got {st.milvus_address!r}")
-        if st.milvus_port:
-            if not st.milvus_address:
-                self._problem(f"{prefix}.milvusPort", f"needs {prefix}.milvusAddress; set both or neither")
-            if not 1 <= st.milvus_port <= 65535:
-                self._problem(f"{prefix}.milvusPort", f"expected a port number 1-65535, got {st.milvus_port}")
+        if st.milvus_port and not st.milvus_address:
+            self._problem(f"{prefix}.milvusPort", f"needs {prefix}.milvusAddress; set both or neither")
         if provider == "azure" and not st.account_name:
             self._problem(f"{prefix}.accountName", "is required for the azure provider; set the storage account name")
         elif provider != "azure" and st.account_name and explicit("accountName"):
@@ -1403,18 +1539,11 @@ class _V1Translation:
         }
         for v2_key, v1_key in simple.items():
             self.put(v2_key, v1_key)
-        # Types v2 checks at parse time must be checked here too.
-        for v2_key in (
-            "backup.concurrency.collections",
-            "backup.concurrency.segments",
-            "restore.concurrency.collections",
-            "restore.concurrency.importJobs",
-            "transfer.concurrency",
-            "transfer.multipartCopyThresholdMiB",
-        ):
-            if self.r._value(v2_key) <= 0:
-                origin = self.r.origins[v2_key]
-                self.r._bad_value(v2_key, "a positive integer", self.r._value(v2_key), origin)
+        # Ranges v2 checks at parse time must be checked here too.
+        for v2_key in simple:
+            number = ranges.BY_KEY.get(v2_key)
+            if number is not None and not number.contains(self.r._value(v2_key)):
+                self.r._bad_value(v2_key, number.expected(), self.r._value(v2_key), self.r.origins[v2_key])
         level = str(self.val("log.level")).lower()
         if level not in LOG_LEVELS:
             self.r._bad_value("log.level", f"one of {', '.join(LOG_LEVELS)}", self.val("log.level"), self.org("log.level"))
@@ -1428,8 +1557,8 @@ class _V1Translation:
 
     def _grpc(self) -> None:
         port, porg = self.v1["milvus.port"]
-        if not 1 <= port <= 65535:
-            self.r._bad_value("milvus.grpc.port", "a port number 1-65535", port, porg)
+        if not _PORT.contains(port):
+            self.r._bad_value("milvus.grpc.port", _PORT.expected(), port, porg)
         else:
             self.r._set("milvus.grpc.port", port, porg)
         mode, morg = self.v1["milvus.tlsMode"]

@@ -13,19 +13,23 @@ the "not supported" message so users know what is installed.
 from __future__ import annotations
 
 import itertools
+import os
 import re
 import socket
 import ssl
+import sys
 from dataclasses import dataclass, field
 from typing import Any
 
 from .adapters.base import MilvusAdapter
 from .errors import MBackupError
 
-__all__ = ["MilvusConnection", "MilvusEndpoint", "MilvusError", "adapter_for", "connect", "parse_version"]
+__all__ = ["MilvusConnection", "MilvusEndpoint", "MilvusError", "adapter_for", "check_grpc_tracing", "connect", "parse_version"]
 
 TLS_MODES = ("disabled", "server", "mutual")
 CONNECT_TIMEOUT_S = 10.0
+# Set to 1 to run with gRPC tracing and a password anyway (the trace then shows the password).
+GRPC_TRACE_OPT_IN = "MBACKUP_ALLOW_GRPC_TRACE"
 
 _ADDRESS_KEYS = "milvus.address/milvus.port (milvus.grpc.address/milvus.grpc.port in a v2 config)"
 _CREDENTIAL_KEYS = "milvus.user/milvus.password"
@@ -94,6 +98,7 @@ def connect(endpoint: MilvusEndpoint, timeout: float = CONNECT_TIMEOUT_S) -> Mil
     answer within ``timeout`` seconds, the credentials are refused, or no installed plugin
     handles the version.
     """
+    check_grpc_tracing(endpoint)
     connection = _open(endpoint, timeout)
     try:
         version = _server_version(connection, timeout)
@@ -118,6 +123,32 @@ def adapter_for(version: str, connection: Any) -> MilvusAdapter:
     if not isinstance(found, MilvusAdapter):
         raise MilvusError(f"the adapter plugin for Milvus {version} returned {type(found).__name__}, not a MilvusAdapter")
     return found
+
+
+_trace_warned = False
+
+
+def check_grpc_tracing(endpoint: MilvusEndpoint, env: dict[str, str] | None = None) -> None:
+    """Refuse to connect with a password while gRPC traces: tracers print request headers,
+    and the authorization header is base64 of ``user:password``. With
+    ``MBACKUP_ALLOW_GRPC_TRACE=1`` warn (once) instead.
+
+    Seen with grpcio 1.85: ``GRPC_TRACE=api`` (and ``all``) print the header in hex and base64,
+    ``http`` redacts it; other versions differ, so any tracer counts."""
+    global _trace_warned
+    env = dict(os.environ) if env is None else env
+    tracing = [f"{name}={env[name]}" for name in ("GRPC_TRACE", "GRPC_VERBOSITY")
+               if env.get(name, "").strip() and (name == "GRPC_TRACE" or env[name].strip().lower() == "debug")]
+    if not endpoint.password or not tracing:
+        return
+    names = " and ".join(tracing)
+    if env.get(GRPC_TRACE_OPT_IN, "").strip() != "1":
+        raise MilvusError(f"{names} would make gRPC print the Milvus password (base64, in the authorization header "
+                          f"it traces): unset {'them' if len(tracing) > 1 else 'it'}, or set {GRPC_TRACE_OPT_IN}=1 to trace anyway")
+    if not _trace_warned:
+        _trace_warned = True
+        print(f"warning: {names} with {GRPC_TRACE_OPT_IN}=1: the gRPC trace shows the Milvus password "
+              "(base64, in the authorization header); do not share it", file=sys.stderr)
 
 
 _VERSION = re.compile(r"v?(\d+)\.(\d+)(?:\.(\d+))?")

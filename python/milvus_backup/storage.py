@@ -13,6 +13,7 @@ from urllib.parse import parse_qsl, urlsplit
 from . import _engine
 from .errors import MBackupError
 from .plugins import manager
+from .redact import display_url, has_password, is_secret_name, url_secret
 
 
 class StorageError(MBackupError):
@@ -106,7 +107,8 @@ def split_url(url: str) -> tuple[str, str, str, dict[str, str]]:
     """``s3://bucket/a/b?endpoint=x`` -> ("s3", "bucket", "a/b", {"endpoint": "x"})."""
     parts = urlsplit(url)
     if not parts.scheme or "://" not in url:
-        raise StorageError(f"invalid location {url!r}: use a URL such as s3://bucket/prefix, file:///path or memory://name")
+        raise StorageError(f"invalid location {display_url(url)!r}: use a URL such as s3://bucket/prefix, "
+                           "file:///path or memory://name")
     return parts.scheme, parts.netloc, parts.path.strip("/"), dict(parse_qsl(parts.query))
 
 
@@ -115,15 +117,26 @@ def open_location(url: str, options: dict[str, str] | None = None) -> Location:
     if "://" not in url:
         url = "file://" + os.path.abspath(os.path.expanduser(url))
     scheme = url.split("://", 1)[0]
+    secret = url_secret(url)
+    if secret:
+        # Whatever the scheme: a URL is echoed in errors, progress and manifests, and kept in
+        # shell history and process lists.
+        raise StorageError(f"{display_url(url)}: the URL holds {secret} (not shown); give credentials through "
+                           "a profile, the config file or environment variables, never in the URL")
     location = manager().hook.mbackup_open_storage(url=url, options=dict(options or {}))
     if location is None:
         known = sorted({s for schemes in manager().hook.mbackup_storage_schemes() for s in schemes})
-        raise StorageError(f"no storage backend for {url!r} (scheme {scheme!r}); known schemes: {', '.join(known)}")
+        raise StorageError(f"no storage backend for {display_url(url)!r} (scheme {scheme!r}); known schemes: {', '.join(known)}")
     return location
 
 
 def native_store(location_url: str, store_url: str, options: dict[str, str]) -> _engine.Store:
     """Build an engine store, turning its errors into one-line StorageErrors."""
+    for key, value in options.items():
+        # An endpoint from a profile or AWS_ENDPOINT_URL: the engine may quote it in errors.
+        if not is_secret_name(key) and has_password(value):
+            raise StorageError(f"{location_url}: {key} holds a user:password@ part (not shown); "
+                               "give credentials in their own settings")
     try:
         return _engine.Store(store_url, options)
     except _engine.EngineError as e:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from fractions import Fraction
 
 _UNITS = {
     "": 1, "b": 1,
@@ -16,9 +17,10 @@ def parse_size(text: str) -> int:
     """``"16MiB"`` -> 16777216. Raises ValueError with a hint on anything else."""
     m = _SIZE.match(text)
     unit = m and m.group(2).lower()
-    if not m or unit not in _UNITS:
+    if not m or unit not in _UNITS or len(m.group(1)) > 4000:  # int() refuses longer ones
         raise ValueError(f"invalid size {text!r}: use a number with an optional unit, e.g. 64MiB or 1.5GB")
-    return int(float(m.group(1)) * _UNITS[unit])
+    # Exact arithmetic: through a float, 400 digits would become inf (an OverflowError).
+    return int(Fraction(m.group(1)) * _UNITS[unit])
 
 
 def parse_rate(text: str) -> int:
@@ -30,6 +32,14 @@ def parse_rate(text: str) -> int:
         return parse_size(body)
     except ValueError:
         raise ValueError(f"invalid rate {text!r}: use bytes per second, e.g. 200MiB/s or 1GB/s") from None
+
+
+def format_size(n: int) -> str:
+    """Exactly, in the largest binary unit that divides it: ``5242880`` -> ``5MiB``."""
+    for unit, size in (("TiB", 1 << 40), ("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if n >= size and n % size == 0:
+            return f"{n // size}{unit}"
+    return f"{n}B"
 
 
 def format_bytes(n: float) -> str:

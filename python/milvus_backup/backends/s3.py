@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 
 from ..hookspecs import hookimpl
+from ..redact import display_url
 from ..storage import Location, StorageError, native_store, split_url
 
 # Friendly names accepted in URL queries and profiles, mapped to object_store keys.
@@ -25,7 +26,6 @@ ALIASES = {
     "virtual_hosted": "aws_virtual_hosted_style_request",
     "ca_file": "ca_file",
 }
-SECRET_IN_URL = {"aws_secret_access_key", "aws_session_token"}
 ENV = {
     "aws_access_key_id": "AWS_ACCESS_KEY_ID",
     "aws_secret_access_key": "AWS_SECRET_ACCESS_KEY",
@@ -46,13 +46,10 @@ def mbackup_open_storage(url: str, options: dict[str, str]) -> Location | None:
     if scheme not in ("s3", "s3a"):
         return None
     if not bucket:
-        raise StorageError(f"invalid location {url!r}: name a bucket, e.g. s3://my-bucket/backups")
+        raise StorageError(f"invalid location {display_url(url)!r}: name a bucket, e.g. s3://my-bucket/backups")
     config = {ALIASES.get(k.lower(), k.lower()): v for k, v in options.items()}
-    for key, value in query.items():
-        key = ALIASES.get(key.lower(), key.lower())
-        if key in SECRET_IN_URL:
-            raise StorageError(f"{scheme}://{bucket}: do not put {key} in the URL; use a profile, the config file or AWS_* variables")
-        config[key] = value
+    for key, value in query.items():  # open_location has refused secrets in the URL
+        config[ALIASES.get(key.lower(), key.lower())] = value
     for key, var in ENV.items():
         if key not in config and os.environ.get(var):
             config[key] = os.environ[var]
