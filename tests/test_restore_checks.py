@@ -128,3 +128,31 @@ def test_discard_journal_takes_only_the_name(flags):
                                            "journal of the backup and restores nothing$"):
         RestoreRequest(name="n", discard_journal=True, **flags).validate()
     RestoreRequest(name="n", discard_journal=True).validate()
+
+
+class _DeletesFail:
+    """A store whose deletes fail, which no local server can be made to do on demand: the
+    one fake here. Everything else is the engine's memory store."""
+
+    def __init__(self, store):
+        self.store = store
+
+    def __getattr__(self, name):
+        return getattr(self.store, name)
+
+    def delete_many(self, keys, parallel=32):
+        return [(k, "AccessDenied") for k in keys]
+
+
+def test_staged_copies_that_cannot_be_deleted_keep_their_journal():
+    store = _engine.Store("memory://discard-fails")
+    staged = "mbackup-restore-0123456789ab/bk/n/binlogs/insert_log/1/2/3/3/100/4"
+    store.put(staged, b"staged")
+    store.put(f"{JOURNAL_DIR}/n/b.json", json.dumps(_good()).encode())
+    loc = Location(_DeletesFail(store), "", "memory://discard-fails", "memory")
+    with pytest.raises(RestoreError, match=(
+            rf"^could not delete 1 of the 1 staged copies under memory://discard-fails/mbackup-restore-0123456789ab/ "
+            rf"\(first: {staged}: AccessDenied\): the journal memory://discard-fails/{JOURNAL_DIR}/n/b.json is kept; "
+            "run the discard again$")):
+        discard_journals(Stores(loc, "files", loc, "bk"), "n")
+    assert [k for k, _, _ in store.list("")] == [staged, f"{JOURNAL_DIR}/n/b.json"]

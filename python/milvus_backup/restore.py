@@ -239,7 +239,9 @@ def discard_journals(stores: Stores, name: str) -> list[str]:
     for key, _, _ in store.list(f"{JOURNAL_DIR}/{name}"):
         data = read_journal(store, key)
         for record in (data or {"collections": {}})["collections"].values():
-            _remove_staged(stores, record.get("staging") or "", keep=False)
+            left = _remove_staged(stores, record.get("staging"), keep=False)
+            if left:  # the journal is what finds them again
+                raise RestoreError(f"{left}: the journal {stores.milvus.url}/{key} is kept; run the discard again")
         store.delete(key)
         left = "; the collections it restored into are left as they are" if data and data["collections"] else ""
         lines.append(f"discarded {describe_journal(data)}{left}")
@@ -537,7 +539,9 @@ def import_data(adapter: MilvusAdapter, stores: Stores, bdir: str, t: Target, re
     wait_imports(adapter, t, jobs, request, show_progress, journal)
     # Success removes the staged copies; a failure with imports done or in flight keeps
     # them (those imports read them, and the journal lets the next run reuse them).
-    _remove_staged(stores, state["staging"], request.keep_temp_files)
+    left = _remove_staged(stores, state["staging"], request.keep_temp_files)
+    if left:
+        warn(f"{left}; the restore is complete: delete them with any S3 tool")
     return len(jobs)
 
 
@@ -573,10 +577,17 @@ def count_deletes(stores: Stores, bdir: str, parts: list[meta.PartitionBackupInf
     return counts
 
 
-def _remove_staged(stores: Stores, prefix: str | None, keep: bool) -> None:
-    if prefix and _STAGING.fullmatch(prefix) and not keep:
-        keys = [k for k, _, _ in stores.milvus.store.list(prefix)]
-        stores.milvus.store.delete_many(keys, 32)
+def _remove_staged(stores: Stores, prefix: str | None, keep: bool) -> str:
+    """Delete the staged copies under ``prefix`` (only a prefix of ours); "" when all went,
+    else what was left behind."""
+    if not prefix or not _STAGING.fullmatch(prefix) or keep:
+        return ""
+    keys = [k for k, _, _ in stores.milvus.store.list(prefix)]
+    failed = stores.milvus.store.delete_many(keys, 32)
+    if not failed:
+        return ""
+    return (f"could not delete {len(failed)} of the {len(keys)} staged copies under {stores.milvus.url}/{prefix}/ "
+            f"(first: {failed[0][0]}: {failed[0][1]})")
 
 
 def wait_imports(adapter: MilvusAdapter, t: Target, jobs: list[PartitionImport], request: RestoreRequest,
