@@ -13,6 +13,7 @@ from __future__ import annotations
 import http.server
 import json
 import os
+import re
 import threading
 import uuid
 
@@ -196,7 +197,9 @@ def test_restore_into_the_same_cluster_with_a_suffix(backup, data, configs, stac
     out = ok(mbackup(configs["src"], "restore", "-n", NAME, "--suffix", "_r")).stdout
     assert out.rstrip().splitlines()[-1].startswith(f"restore backup success: {NAME} in ")
     for truth in data.values():
-        assert f"restored {truth.label} as {truth.label}_r: " in out
+        # The rows imported are the source's after its deletes: what the row check counts.
+        assert (f"restored {truth.label} as {truth.label}_r: {len(truth.rows) + len(truth.deleted):,} rows in backup, "
+                f"{len(truth.rows):,} imported, ") in out
     got = read_back_all(stack.source.uri, [(t.db, t.name + "_r", t) for t in data.values()])
     for truth, rows in zip(data.values(), got):
         assert_same_rows(rows, truth)
@@ -462,3 +465,178 @@ def test_a_local_backup_is_owner_only_and_restores(data, stack, tmp_path):
     ok(mbackup(target, "restore", "-n", "local_one", "--suffix", "_local"))
     truth = data[INT]
     assert_same_rows(read_back(stack.target.uri, "default", "e2e_int_local", truth, release=True), truth)
+
+
+# --------------------------------------------------------------------------------------
+# Restore safety (issue #8): a journal is used only for what it describes; rows are counted
+
+
+def test_the_binlogs_hold_the_rows_and_deletes_the_row_check_counts(backup, data, seaweedfs):
+    """Restore's record count, on the backup's real binlogs: each field's insert logs hold
+    the segment's num_of_rows, and the rows each source collection shows after its deletes
+    lie in the range the row check allows."""
+    from milvus_backup.adapters.v2_3 import Milvus23Adapter
+    from milvus_backup.binlog import count_records
+
+    s, bdir = seaweedfs.store(BUCKET), backup["bdir"]
+    adapter = Milvus23Adapter("v2.3.5", None)
+    for c in backup["info"].collection_backups:
+        truth = data[(c.db_name, c.collection_name)]
+        low = high = records = 0
+        for p in c.partition_backups:
+            inserted = deletes = 0
+            for seg in p.segment_backups:
+                ids = (seg.collection_id, seg.partition_id, seg.segment_id)
+                for fb in seg.binlogs:
+                    held = sum(count_records(s.get(meta.insert_log_key(bdir, *ids, fb.field_id, b.log_id,
+                                                                       group_id=seg.group_id))) for b in fb.binlogs)
+                    assert held == seg.num_of_rows, (truth.label, seg.segment_id, fb.field_id)
+                deletes += sum(count_records(s.get(meta.delta_log_key(bdir, *ids, b.log_id, group_id=seg.group_id)))
+                               for fb in seg.deltalogs for b in fb.binlogs)
+                inserted += seg.num_of_rows
+            fewest, most = adapter.import_rows_range(inserted, deletes)
+            low, high, records = low + fewest, high + most, records + deletes
+        assert records >= len(truth.deleted) > 0, truth.label
+        assert low <= len(truth.rows) < high, truth.label
+
+
+def _int_schema():
+    """default.e2e_int's schema, for a collection a user makes under a restore's target name."""
+    schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
+    schema.add_field("id", DataType.INT64, is_primary=True)
+    for name, dtype in (("i8", DataType.INT8), ("i16", DataType.INT16), ("i32", DataType.INT32), ("f", DataType.FLOAT)):
+        schema.add_field(name, dtype)
+    schema.add_field("s", DataType.VARCHAR, max_length=32)
+    schema.add_field("vec", DataType.FLOAT_VECTOR, dim=16)
+    return schema
+
+
+def _row_count(uri: str, name: str, partition: str | None = None) -> int:
+    mc = client(uri)
+    try:
+        mc.flush(name)
+        stats = mc.get_partition_stats(name, partition) if partition else mc.get_collection_stats(name)
+        return int(stats["row_count"])
+    finally:
+        mc.close()
+
+
+def test_a_journal_left_by_a_failed_skip_create_restore_never_resumes_into_a_users_collection(backup, configs,
+                                                                                               stack, seaweedfs):
+    """Issue #8 item 3, step by step: a --skip-create-collection restore fails halfway and
+    keeps its journal; the user drops the collection and makes one of their own under that
+    name; neither a plain restore nor the same restore again imports into it."""
+    name, target = "e2e_sc", "e2e_int_sc"
+    ok(mbackup(configs["src"], "create", "-n", name, "--filter", "default.e2e_int"))
+    s, dst = seaweedfs.store(BUCKET), seaweedfs.store(stack.target.bucket)
+    info = meta.loads(meta.BackupInfo, s.get(f"{ROOT}/{name}/meta/{meta.FULL_META}"))
+    pa = next(p for p in info.collection_backups[0].partition_backups if p.partition_name == "pa")
+    # A primary-key binlog of partition pa, its magic number overwritten: Milvus fails that import.
+    pk = next(f.field_id for f in info.collection_backups[0].schema.fields if f.is_primary_key)
+    broken = next(key for _, key, _ in meta.segment_files(f"{ROOT}/{name}", pa.segment_backups[0])
+                  if "/insert_log/" in key and key.split("/")[-2] == str(pk))
+    good = s.get(broken)
+    restore = ["restore", "-n", name, "--suffix", "_sc"]
+    skip_create = f"mbackup restore -n {name} --suffix _sc --skip-create-collection"
+    mc = client(stack.target.uri)
+    try:
+        ok(mbackup(configs["dst"], *restore, "--meta-only"))
+        s.put(broken, b"\0\0\0\0" + good[4:])
+        failed = mbackup(configs["dst"], *restore, "--skip-create-collection", "--force")
+        journal = [k for k in keys(dst, f"mbackup-restore-journal/{name}/")]
+        assert len(journal) == 1, failed.stderr  # kept: partition _default was imported
+        where = f"s3://{stack.target.bucket}/{journal[0]}"
+        line = error_line(failed)
+        assert line.startswith(f"error: import of default.{target} partition 'pa' failed: "), line
+        assert line.endswith(f"; the journal of this restore was kept at {where}: run the same command again to "
+                             f"resume it, or discard it with mbackup restore -n {name} --discard-journal"), line
+        s.put(broken, good)
+
+        # The user drops the collection and makes their own under its name.
+        mc.drop_collection(target)
+        mc.create_collection(target, schema=_int_schema(), num_shards=1)
+        mc.create_partition(target, "pa")
+        mc.insert(target, [{"id": 10_000 + i, "i8": 1, "i16": 2, "i32": 3, "f": 0.5, "s": "mine",
+                            "vec": [0.25] * 16} for i in range(100)])
+        assert _row_count(stack.target.uri, target) == 100
+
+        plain = mbackup(configs["dst"], *restore)
+        assert error_line(plain) == (f"error: collection default.{target} already exists: restore with --suffix, "
+                                     "--rename, or --drop-exist-collection to replace it")
+        assert (f"warning: the journal of `{skip_create}` (restored into: default.{target}) is kept at {where}; it is "
+                "not this restore's and is not used: run that command again to resume it, or discard it with "
+                f"mbackup restore -n {name} --discard-journal\n") in plain.stderr
+        again = mbackup(configs["dst"], *restore, "--skip-create-collection")
+        assert error_line(again) == (
+            f"error: collection default.{target} is not the collection an interrupted run of this restore imported "
+            "into (it was dropped or made again since): discard that run's journal with mbackup restore -n "
+            f"{name} --discard-journal, then restore again")
+        assert _row_count(stack.target.uri, target) == 100
+
+        out = ok(mbackup(configs["dst"], "restore", "-n", name, "--discard-journal")).stdout
+        assert out == (f"discarded the journal of `{skip_create}` (restored into: default.{target}); the collections "
+                       "it restored into are left as they are\n")
+        assert not [k for k in keys(dst, "") if k.startswith("mbackup-restore")]  # journal and staged copies
+        assert _row_count(stack.target.uri, target) == 100
+        assert ok(mbackup(configs["dst"], "restore", "-n", name, "--discard-journal")).stdout == (
+            f"no restore journal of backup '{name}' in s3://{stack.target.bucket}\n")
+    finally:
+        s.put(broken, good)
+        if mc.has_collection(target):
+            mc.drop_collection(target)
+        mc.close()
+        ok(mbackup(configs["src"], "delete", "-n", name))
+
+
+def test_a_restore_missing_a_segment_fails_naming_partition_expected_and_actual(backup, data, configs, stack,
+                                                                                seaweedfs):
+    """Issue #8 item 4: one segment's binlogs removed from a backup in Milvus's own bucket
+    (no staging; restored with --force past the quick check) fail the restore with the
+    partition, the rows expected and the rows imported; running it again does not report
+    success on top. The backup's meta also carries a hostile name: the journal is keyed by
+    the name given on the command line."""
+    name, target, truth = "e2e_holed", "e2e_int_holed", data[INT]
+    s, milvus = seaweedfs.store(BUCKET), seaweedfs.store(stack.source.bucket)
+    src, bdir = f"{backup['bdir']}/", f"{GO_ROOT}/{name}"
+    results = _engine.Copier().run([(s, k, milvus, f"{bdir}/{k[len(src):]}", size) for k, size in keys(s, src).items()])
+    assert not [r for r in results if r["error"]]
+    for fname in (meta.FULL_META, meta.BACKUP_META):
+        key = f"{bdir}/meta/{fname}"
+        milvus.put(key, milvus.get(key).replace(f'"name":"{NAME}"'.encode(), b'"name":"../../files/insert_log"'))
+    coll = next(c for c in backup["info"].collection_backups if c.collection_name == INT[1])
+    pa = next(p for p in coll.partition_backups if p.partition_name == "pa")
+    gone = pa.segment_backups[0]  # the first round's: ids 250 to 499
+    milvus.delete_many([key for _, key, _ in meta.segment_files(bdir, gone)], 8)
+    restore = ["restore", "-n", name, "--suffix", "_holed", "--filter", f"default.{target}", "--force"]
+    try:
+        first = mbackup(configs["go"], *restore)
+        line = error_line(first)
+        journal = [k for k in keys(milvus, "mbackup-restore-journal/")]
+        assert len(journal) == 1 and journal[0].startswith(f"mbackup-restore-journal/{name}/"), journal
+        got = re.fullmatch(
+            rf"error: rows of default\.{target} partition 'pa' differ from the backup: expected ([\d,]+) to "
+            rf"([\d,]+) \(([\d,]+) rows, ([\d,]+) deletes\), Milvus imported ([\d,]+); default\.{target} is "
+            rf"incomplete: check the backup with mbackup verify -n {name}, then restore it again with "
+            rf"--drop-exist-collection; the journal of this restore was kept at s3://{stack.source.bucket}/"
+            rf"{re.escape(journal[0])}: run the same command again to resume it, or discard it with mbackup "
+            rf"restore -n {name} --discard-journal", line)
+        assert got, line
+        low, high, inserted, deletes, imported = (int(g.replace(",", "")) for g in got.groups())
+        assert high == inserted == sum(seg.num_of_rows for seg in pa.segment_backups)
+        assert low == inserted - deletes and imported < low
+        # What a user sees in the partition: the second round's rows only.
+        assert imported == _row_count(stack.source.uri, target, "pa") == len(
+            [pk for pk in truth.rows if 750 <= pk < 1000])
+
+        again = mbackup(configs["go"], *restore)
+        assert error_line(again) == line
+        assert "restore backup success" not in again.stdout
+        assert _row_count(stack.source.uri, target, "pa") == imported  # nothing imported on top
+    finally:
+        ok(mbackup(configs["go"], "restore", "-n", name, "--discard-journal"))
+        mc = client(stack.source.uri)
+        if mc.has_collection(target):
+            mc.drop_collection(target)
+        mc.close()
+        milvus.delete_many([k for k in keys(milvus, f"{bdir}/")], 8)
+    assert not [k for k in keys(milvus, "") if k.startswith("mbackup-restore")]

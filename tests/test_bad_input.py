@@ -225,6 +225,10 @@ CASES = [
     ("meta-truncated", ["restore", "-n", "truncated", "--config", "{cfg}"], None, 2,
      "error: backup 'truncated' failed the quick check"),
     ("meta-unsafe-id", ["restore", "-n", "unsafe", "--config", "{cfg}"], None, 2, "error: "),
+    # --- restore flags
+    ("restore-discard-and-restore", ["restore", "-n", GOOD, "--discard-journal", "--suffix", "_x", "--config", "{cfg}"],
+     None, 2, "error: --discard-journal takes no other flag than -n: it discards every journal of the backup and "
+              "restores nothing"),
 ]
 
 

@@ -442,6 +442,7 @@ def restore(
     load: Annotated[bool, typer.Option("--load", help="Load collections that were loaded when backed up.")] = False,
     restore_aliases: Annotated[bool, typer.Option("--restore-aliases", "--restore_aliases", help="Recreate aliases.")] = False,
     force: Annotated[bool, typer.Option("--force", help="Restore even if the backup fails the quick check (mbackup verify).")] = False,
+    discard_journal: Annotated[bool, typer.Option("--discard-journal", help="Restore nothing: forget interrupted restores of the backup (journals, staged copies).")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable summary on stdout.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")] = False,
     config: ConfigOption = None,
@@ -451,7 +452,7 @@ def restore(
 
     Example: mbackup restore -n nightly --suffix _restored --rebuild-index --load
     """
-    from .restore import RestoreRequest, restore_backup
+    from .restore import RestoreRequest, discard_journals, restore_backup
 
     state = ctx.obj.with_command_options(config, set_)
     cfg = state.config()
@@ -459,10 +460,14 @@ def restore(
         name=name, filters=list(filter_ or []), suffix=suffix, renames=list(rename or []), rebuild_index=rebuild_index,
         use_auto_index=use_auto_index, drop_exist_collection=drop_exist_collection, drop_exist_index=drop_exist_index,
         skip_create_collection=skip_create_collection, meta_only=meta_only, load=load, restore_aliases=restore_aliases,
-        force=force,
+        force=force, discard_journal=discard_journal,
         keep_temp_files=cfg.restore.keep_temp_files, import_jobs=min(cfg.restore.concurrency.import_jobs, 64))
     request.validate()
     stores = _stores(state)
+    if discard_journal:
+        lines = discard_journals(stores, name) or [f"no restore journal of backup {name!r} in {stores.milvus.url}"]
+        typer.echo("\n".join(lines))
+        return
     context = {"command": "restore", "name": name}
     _hooks().mbackup_before_restore(context=context)
     try:
@@ -478,7 +483,8 @@ def restore(
     else:
         for c in summary["collections"]:
             typer.echo(f"restored {c['source']} as {c['target']}: {c['rows_in_backup']:,} rows in backup, "
-                       f"{c['import_jobs']} import jobs, {format_duration(c['seconds'])}")
+                       f"{c['rows_imported']:,} imported, {c['import_jobs']} import jobs, "
+                       f"{format_duration(c['seconds'])}")
         typer.echo(f"restore backup success: {name} in {format_duration(result.seconds)}")
 
 

@@ -56,7 +56,9 @@ class ImportStatus:
     state: ImportState
     progress: int = 0  # percent
     reason: str = ""
-    rows: int = 0
+    rows: int = 0  # rows the job wrote; see MilvusAdapter.import_rows_range
+    collection_id: int = 0  # the collection the job imports into (0: the server does not say)
+    partition: str = ""  # and its partition ("": the server does not say)
 
 
 @dataclass
@@ -89,6 +91,14 @@ class MilvusAdapter(ABC):
 
     @abstractmethod
     def has_collection(self, db: str, collection: str) -> bool: ...
+
+    def collection_id(self, db: str, collection: str) -> int | None:
+        """The server's id of ``db.collection``; None when there is no such collection. Restore
+        binds its journal to it: a collection dropped and made again under the same name has
+        another id."""
+        if not self.has_collection(db, collection):
+            return None
+        return self.describe_collection(db, collection).collection_id
 
     @abstractmethod
     def describe_collection(self, db: str, collection: str) -> meta.CollectionBackupInfo:
@@ -154,6 +164,15 @@ class MilvusAdapter(ABC):
 
     @abstractmethod
     def import_status(self, db: str, job_id: str) -> ImportStatus: ...
+
+    @abstractmethod
+    def import_rows_range(self, inserted: int, delete_records: int) -> tuple[int, int]:
+        """(fewest, most) rows a complete backup-mode import of one partition reports in
+        :attr:`ImportStatus.rows`, for binlogs holding ``inserted`` rows (the sum of the
+        segments' ``num_of_rows``) and ``delete_records`` delete records (counted in their
+        delta logs). Restore fails a partition whose import reports anything else: rows were
+        lost, or added, between the backup and Milvus. Whether and how an import subtracts
+        the deletes differs between Milvus lines."""
 
     def count_rows(self, db: str, collection: str) -> int:
         """Rows visible to a query (used by checks and tests); needs the collection loaded."""
