@@ -50,6 +50,9 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", "milvus: starts two real Milvus 2.3.5 servers (slow; deselect with -m 'not milvus')"
     )
+    config.addinivalue_line(
+        "markers", "optional_in_ci(reason): may skip in CI too (a check that needs what CI may lack)"
+    )
 
 
 @pytest.fixture(scope="session")
