@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import S3_SECRET
+from conftest import S3_SECRET, record_written
 from faultproxy import FaultProxy
 from milvus_backup import _engine
 from milvus_backup.devstack import SeaweedFS, s3_request
@@ -532,9 +532,11 @@ def test_target_milvus_killed_during_restore(milvus_clusters, dataset, seaweedfs
         while not started and time.monotonic() < deadline and proc.poll() is None:
             for key, _, _ in journal.list("mbackup-restore-journal"):
                 try:
-                    state = json.loads(journal.get(key))["collections"].get(f"default.{coll}", {})
+                    body = journal.get(key)
                 except _engine.NotFoundError:  # the restore finished and removed it
                     continue
+                record_written(f"restore journal {key}", body)  # for the secrets scan
+                state = json.loads(body)["collections"].get(f"default.{coll}", {})
                 started = any(p.get("job") for p in state.get("partitions", {}).values())
             time.sleep(0.05)
         assert started and proc.poll() is None, "the restore finished before an import job could be caught running"
