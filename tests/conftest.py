@@ -150,6 +150,24 @@ def milvus_clusters(seaweedfs: SeaweedFS, tmp_path_factory: pytest.TempPathFacto
         yield stack
 
 
+@pytest.fixture(scope="session")
+def moto():
+    """moto's S3 server, a second S3 implementation (emulators.Moto), for the run."""
+    from emulators import Moto
+
+    with Moto() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def fake_gcs():
+    """fake-gcs-server (GCS reads; writes through its JSON API), for the run."""
+    from emulators import FakeGCS
+
+    with FakeGCS() as server:
+        yield server
+
+
 @pytest.fixture
 def bucket(seaweedfs: SeaweedFS, request: pytest.FixtureRequest):
     """A fresh bucket named after the test, deleted with its objects afterwards.

@@ -357,11 +357,12 @@ def test_a_backup_laid_out_by_hand_like_the_go_tool_restores(data, configs, stac
                            "segment_backups": mine, "size": sum(s["size"] for s in mine), "load_state": "NotLoad"})
     total = sum(s["size"] for s in segments)
     backup_id = str(uuid.uuid4())
-    params = {k: str(v) for k, v in index.items() if k not in ("field_name", "index_name", "total_rows", "indexed_rows",
-                                                              "pending_index_rows", "state", "index_state_fail_reason")}
+    params = {k: str(v) for k, v in sorted(index.items()) if k not in ("field_name", "index_name", "total_rows",
+                                                                      "indexed_rows", "pending_index_rows", "state",
+                                                                      "index_state_fail_reason")}  # Go sorts map keys
     collection = {
         "id": backup_id, "collection_id": coll_id, "db_name": "default", "collection_name": truth.name,
-        "schema": {"name": truth.name, "fields": fields}, "shards_num": 1, "consistency_level": 0,
+        "schema": {"name": truth.name, "fields": fields}, "shards_num": 1,  # consistency Strong(0): omitted
         "partition_backups": partitions, "size": total, "has_index": True,
         "index_infos": [{"field_name": "vec", "index_name": "vec_ivf", "index_type": "IVF_FLAT", "params": params}],
         "load_state": "NotLoad",
