@@ -424,9 +424,10 @@ def binlogs_of(seaweedfs, cluster, collection_id: int) -> dict[str, bytes]:
 
 
 def _source_key(backup_key: str) -> str:
-    """``insert_log/c/p/group/seg/...`` in a backup -> ``insert_log/c/p/seg/...`` in Milvus."""
-    kind, c, p, _group, *rest = backup_key.split("/")
-    return "/".join([kind, c, p, *rest])
+    """``insert_log/c/p/group/seg/...`` in a backup -> ``insert_log/p/seg/...``, the key
+    binlogs_of gives the same object in Milvus' bucket (relative to the collection)."""
+    kind, _coll, p, _group, *rest = backup_key.split("/")
+    return "/".join([kind, p, *rest])
 
 
 def rows_of(cluster, collection: str) -> dict[int, dict]:
