@@ -23,6 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import benchlib
 from milvus_backup.backup import CreateRequest, create_backup
 from milvus_backup.catalog import open_stores
 from milvus_backup.config import load_config
@@ -76,6 +77,7 @@ def main() -> None:
     parser.add_argument("--segments", type=int, default=8)
     parser.add_argument("--parallel", type=int, default=64)
     args = parser.parse_args()
+    benchlib.clean_commit()  # refuse before measuring anything a table could not name
     work = Path(tempfile.mkdtemp(prefix="mbackup-bench-"))
     with LocalStack(work / "stack", clusters=1) as stack:
         cluster = stack.source
@@ -133,9 +135,7 @@ def main() -> None:
     ]
     text = "\n".join(lines) + "\n"
     print(text)
-    out = Path(__file__).parent / "results" / f"backup-{dt.date.today().isoformat()}.md"
-    out.parent.mkdir(exist_ok=True)
-    out.write_text(text)
+    out = benchlib.write_result("backup", text, "backup_bench.py")
     print(f"written to {out}", file=sys.stderr)
     if rows_back != args.rows:
         raise SystemExit("restored row count differs")

@@ -314,6 +314,27 @@ def machine() -> dict[str, str]:
     }
 
 
+REPO = Path(__file__).resolve().parent.parent
+
+
+def clean_commit() -> str:
+    """The commit being measured; exits when the tree has changes a table could not name.
+
+    A table must say which code it measured: ``git rev-parse HEAD`` of a tree with no
+    uncommitted change to tracked files (results/ excepted: that is where tables go)."""
+    def git(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(["git", "-C", str(REPO), *args], capture_output=True, text=True)
+
+    head = git("rev-parse", "HEAD")
+    if head.returncode != 0:
+        raise SystemExit(f"error: cannot tell the commit being measured ({head.stderr.strip()}); run from a git checkout")
+    changed = git("status", "--porcelain", "--untracked-files=no", "--", ".", ":!benches/results")
+    if changed.returncode != 0 or changed.stdout.strip():
+        raise SystemExit("error: the tree has uncommitted changes, so no table could name the code it measured; "
+                         "commit or stash them and run again:\n" + changed.stdout + changed.stderr)
+    return head.stdout.strip()
+
+
 def mbackup_version() -> str:
     from importlib.metadata import PackageNotFoundError, version
 
@@ -321,9 +342,7 @@ def mbackup_version() -> str:
         v = version("mbackup")
     except PackageNotFoundError:
         v = "unknown"
-    repo = Path(__file__).resolve().parent.parent
-    rev = command_version(["git", "-C", str(repo), "describe", "--always", "--dirty"])
-    return f"{v} (git {rev})" if rev else v
+    return f"{v} (git {clean_commit()})"
 
 
 def mbackup_command() -> list[str]:
@@ -347,10 +366,15 @@ def base_env(server: S3Server) -> dict[str, str]:
     return env
 
 
-def write_result(name: str, text: str) -> Path:
+def write_result(name: str, text: str, script: str) -> Path:
+    """Write a table to results/<name>-<date>.md, stamped with the commit it measured (the
+    tree is checked again: a change made while the benchmark ran voids the table)."""
+    commit = clean_commit()
+    title, _, rest = text.partition("\n")
+    stamp = f"Produced by benches/{script} at commit {commit} (clean tree); do not edit by hand, re-run it."
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"{name}-{dt.date.today().isoformat()}.md"
-    path.write_text(text)
+    path.write_text(f"{title}\n\n{stamp}\n{rest}")
     return path
 
 

@@ -143,6 +143,7 @@ def main() -> None:
     parser.add_argument("--best-of", type=int, default=5, help="Timed loops per micro-benchmark (default 5).")
     parser.add_argument("--micro-only", action="store_true", help="Skip the streaming copies (no S3 server needed).")
     args = parser.parse_args()
+    benchlib.clean_commit()  # refuse before measuring anything a table could not name
 
     clock = benchlib.Stopwatch()
     machine = benchlib.machine()
@@ -174,7 +175,7 @@ def main() -> None:
                       "## Checksum speed on one core", "", micro_text,
                       "## Overhead on a streaming copy", "", stream_text,
                       "## Targets (issue #2)", "", *verdicts, ""])
-    path = benchlib.write_result("checksum", text)
+    path = benchlib.write_result("checksum", text, "checksum_bench.py")
     print(text)
     print(f"written to {path}", file=sys.stderr)
 

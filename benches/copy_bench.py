@@ -310,6 +310,7 @@ def main() -> None:
                         help="Another interpreter to try for boto3/obstore when this one lacks them (repeatable).")
     parser.add_argument("--mbackup-args", default="", help="Extra arguments for `mbackup copy`, e.g. '--checksum none'.")
     args = parser.parse_args()
+    benchlib.clean_commit()  # refuse before measuring anything a table could not name
     directions = [d for d in DIRECTIONS if d in args.directions.split(",")]
 
     clock = benchlib.Stopwatch()
@@ -362,7 +363,7 @@ def main() -> None:
         elif not args.keep:
             server.remove_bucket(source_bucket)
         benchlib.clean_workdir(workdir, args, keep_logs=any(o.failure for o in outcomes.values()))
-    path = benchlib.write_result("copy", text)
+    path = benchlib.write_result("copy", text, "copy_bench.py")
     print(text)
     print(f"written to {path}", file=sys.stderr)
 

@@ -1,4 +1,5 @@
-"""Session fixtures that start a real local stack (see milvus_backup.devstack)."""
+"""Session fixtures that start a real local stack (see milvus_backup.devstack), and the
+session-end checks: the secrets scan, and in CI that nothing expected to run was skipped."""
 
 from __future__ import annotations
 
@@ -6,18 +7,32 @@ import os
 import re
 import subprocess
 import uuid
+from pathlib import Path
 
 import pytest
 
 from milvus_backup.devstack import LocalStack, SeaweedFS
 
-# The test stack's S3 secret: distinctive, so tests/test_zz_secrets.py can prove it never
-# shows up in anything mbackup printed during the run.
+# The secrets the suite uses: distinctive, so the scan at the end of the session can prove
+# none of them shows up in anything mbackup printed or wrote during the run.
 S3_SECRET = "mbk-test-secret-5f3a9c71"
 MILVUS_PASSWORD = "mbk-test-password-0d2e"
+ENV_SECRET = "mbk-env-secret-a61b"
+SET_SECRET = "mbk-set-secret-93c4"
+SECRETS = (S3_SECRET, MILVUS_PASSWORD, ENV_SECRET, SET_SECRET)
 
-# (command, stdout, stderr) of every subprocess the tests ran and captured.
+# (command, stdout, stderr) of every mbackup process whose output a test read.
 CAPTURED: list[tuple[str, str, str]] = []
+# (what, bytes) of what mbackup sent or stored that a test read back: webhook bodies,
+# restore journals. Files it wrote under the run's temporary folders are scanned as well.
+WRITTEN: list[tuple[str, bytes]] = []
+_STARTED: dict[int, str] = {}  # id(Popen) -> command, for mbackup processes not yet read
+_BASETEMP: list[Path] = []
+IN_CI = bool(os.environ.get("CI"))
+
+
+def record_written(what: str, data: bytes) -> None:
+    WRITTEN.append((what, bytes(data)))
 
 
 def _text(value) -> str:
@@ -26,29 +41,85 @@ def _text(value) -> str:
     return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
 
 
-@pytest.fixture(scope="session", autouse=True)
-def record_subprocess_output():
-    """Keep what every captured subprocess printed, for the secrets scan at the end."""
-    real_run, real_communicate = subprocess.run, subprocess.Popen.communicate
+def _is_mbackup(args) -> bool:
+    argv = [str(a) for a in (args if isinstance(args, (list, tuple)) else [args])]
+    return "milvus_backup" in argv or any(a.endswith("/mbackup") or a == "mbackup" for a in argv[:1])
 
-    def run(*args, **kwargs):
-        result = real_run(*args, **kwargs)
-        CAPTURED.append((str(result.args), _text(result.stdout), _text(result.stderr)))
-        return result
+
+@pytest.fixture(scope="session", autouse=True)
+def record_subprocess_output(tmp_path_factory):
+    """Keep what every mbackup process printed, for the secrets scan when the session ends.
+
+    subprocess.run reads its output through Popen.communicate, so wrapping that one sees
+    both; a process started but never read (output not piped) is reported as unscanned."""
+    _BASETEMP.append(tmp_path_factory.getbasetemp())
+    real_init, real_communicate = subprocess.Popen.__init__, subprocess.Popen.communicate
+
+    def init(self, args, *rest, **kwargs):
+        real_init(self, args, *rest, **kwargs)
+        if _is_mbackup(args):
+            _STARTED[id(self)] = str(args)
 
     def communicate(self, *args, **kwargs):
         out, err = real_communicate(self, *args, **kwargs)
-        CAPTURED.append((str(self.args), _text(out), _text(err)))
+        command = _STARTED.pop(id(self), None)
+        if command is not None:
+            if out is None and err is None:
+                _STARTED[id(self)] = command  # printed to the terminal: nothing to scan
+            else:
+                CAPTURED.append((command, _text(out), _text(err)))
         return out, err
 
-    subprocess.run, subprocess.Popen.communicate = run, communicate
+    subprocess.Popen.__init__, subprocess.Popen.communicate = init, communicate
     yield CAPTURED
-    subprocess.run, subprocess.Popen.communicate = real_run, real_communicate
+    subprocess.Popen.__init__, subprocess.Popen.communicate = real_init, real_communicate
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """The secrets scan, and in CI the check that nothing expected to run was skipped; either
+    fails the run."""
+    from secretscan import scan
+
+    report = session.config.pluginmanager.get_plugin("terminalreporter")
+    problems = []
+    result = scan(SECRETS, CAPTURED, WRITTEN, _BASETEMP, _STARTED.values())
+    if report:
+        report.write_line(result.summary())
+    problems += [f"secret in {leak}" for leak in result.leaks]
+    problems += [f"mbackup output not scanned (not piped): {cmd[:200]}" for cmd in result.unscanned]
+    if IN_CI:
+        problems += [f"skipped in CI: {nodeid}: {reason}" for nodeid, reason in _SKIPPED_IN_CI]
+    if problems:
+        if report:
+            for line in problems:
+                report.write_line(f"FAILED (session check): {line}", red=True)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+# Tests that skipped although CI must run them (see pytest_runtest_makereport).
+_SKIPPED_IN_CI: list[tuple[str, str]] = []
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call):
+    """In CI (the CI environment variable is set) a skip is a failure with its reason, unless
+    the test is marked optional_in_ci: a missing prerequisite must not pass green."""
+    outcome = yield
+    rep = outcome.get_result()
+    if not (IN_CI and rep.skipped) or hasattr(rep, "wasxfail") or item.get_closest_marker("optional_in_ci"):
+        return
+    reason = rep.longrepr[2] if isinstance(rep.longrepr, tuple) else str(rep.longrepr)
+    _SKIPPED_IN_CI.append((item.nodeid, reason))
+    rep.outcome = "failed"
+    rep.longrepr = f"skipped in CI, where it must run: {reason}"
 
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", "milvus: starts two real Milvus 2.3.5 servers (slow; deselect with -m 'not milvus')"
+    )
+    config.addinivalue_line(
+        "markers", "optional_in_ci(reason): may skip in CI too (a check that needs what CI may lack)"
     )
 
 
@@ -77,6 +148,24 @@ def milvus_clusters(seaweedfs: SeaweedFS, tmp_path_factory: pytest.TempPathFacto
     """
     with LocalStack(tmp_path_factory.mktemp("milvus"), clusters=2, s3=seaweedfs) as stack:
         yield stack
+
+
+@pytest.fixture(scope="session")
+def moto():
+    """moto's S3 server, a second S3 implementation (emulators.Moto), for the run."""
+    from emulators import Moto
+
+    with Moto() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def fake_gcs():
+    """fake-gcs-server (GCS reads; writes through its JSON API), for the run."""
+    from emulators import FakeGCS
+
+    with FakeGCS() as server:
+        yield server
 
 
 @pytest.fixture

@@ -1,5 +1,6 @@
 """Test certificates made with the openssl CLI: a private CA, a server certificate for
-127.0.0.1/localhost and a client certificate, all PEM, all signed by the CA."""
+127.0.0.1/localhost (or for names of your choice) and a client certificate, all PEM, all
+signed by the CA."""
 
 from __future__ import annotations
 
@@ -46,14 +47,19 @@ def _sign(folder: Path, ca: str, name: str, cn: str, extensions: str) -> tuple[P
     return folder / f"{name}.pem", folder / f"{name}.key"
 
 
+def server_cert(folder: Path, name: str, alt_names: str, ca: str = "ca") -> tuple[Path, Path]:
+    """A server certificate valid for ``alt_names`` only (``IP:1.2.3.4, DNS:host``), signed by ``ca``."""
+    return _sign(folder, ca, name, alt_names.split(",")[0].split(":", 1)[1].strip(),
+                 f"subjectAltName = {alt_names}\n"
+                 "basicConstraints = CA:FALSE\n"
+                 "keyUsage = digitalSignature, keyEncipherment\n"
+                 "extendedKeyUsage = serverAuth\n")
+
+
 def make_pki(folder: Path) -> Pki:
     """A CA in ``folder`` and the server and client certificates it signed."""
     make_ca(folder)
-    server = _sign(folder, "ca", "server", "localhost",
-                   "subjectAltName = IP:127.0.0.1, DNS:localhost\n"
-                   "basicConstraints = CA:FALSE\n"
-                   "keyUsage = digitalSignature, keyEncipherment\n"
-                   "extendedKeyUsage = serverAuth\n")
+    server = server_cert(folder, "server", "IP:127.0.0.1, DNS:localhost")
     client = _sign(folder, "ca", "client", "mbackup test client",
                    "basicConstraints = CA:FALSE\n"
                    "keyUsage = digitalSignature\n"

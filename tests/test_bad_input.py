@@ -224,7 +224,9 @@ CASES = [
     ("meta-invalid-json", ["get", "-n", "badjson", "--config", "{cfg}"], None, 2, "error: meta/full_meta.json"),
     ("meta-truncated", ["restore", "-n", "truncated", "--config", "{cfg}"], None, 2,
      "error: backup 'truncated' failed the quick check"),
-    ("meta-unsafe-id", ["restore", "-n", "unsafe", "--config", "{cfg}"], None, 2, "error: "),
+    ("meta-unsafe-id", ["restore", "-n", "unsafe", "--config", "{cfg}"], None, 2,
+     "error: backup 'unsafe' failed the quick check: damaged: meta/full_meta.json: unsafe insert log path "
+     "'files/insert_log/447000000000000101/447000000000000102/5001/100/..': it would build a key outside the backup dir"),
     # --- restore flags
     ("restore-discard-and-restore", ["restore", "-n", GOOD, "--discard-journal", "--suffix", "_x", "--config", "{cfg}"],
      None, 2, "error: --discard-journal takes no other flag than -n: it discards every journal of the backup and "
@@ -245,8 +247,12 @@ def stage(seaweedfs, tmp_path_factory):
     s.put(bdir, b"{not json")
     full = s.get(f"{ROOT}/truncated/meta/full_meta.json")
     s.put(f"{ROOT}/truncated/meta/full_meta.json", full[: len(full) // 2])
-    s.put(f"{ROOT}/unsafe/meta/full_meta.json",
-          s.get(f"{ROOT}/unsafe/meta/full_meta.json").replace(b'"collection_id":447000000000000101', b'"collection_id":"../../etc"'))
+    # Right types, wrong content: a binlog without log_id whose log_path ends in "..". Its
+    # backup key is derived from that last element, so it would leave the backup dir.
+    full = s.get(f"{ROOT}/unsafe/meta/full_meta.json")
+    damaged = full.replace(b',"log_id":5001100}', b'}').replace(b'/5001/100/5001100"', b'/5001/100/.."')
+    assert damaged.count(b'/.."') == 1 and b"5001100" not in damaged
+    s.put(f"{ROOT}/unsafe/meta/full_meta.json", damaged)
     yield seaweedfs, name, s
     seaweedfs.delete_bucket(name)
 

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import S3_SECRET
+from conftest import S3_SECRET, record_written
 from faultproxy import FaultProxy
 from milvus_backup import _engine
 from milvus_backup.devstack import SeaweedFS, s3_request
@@ -105,6 +105,7 @@ def test_fault_proxy_answers_like_s3_and_stops_by_itself(seaweedfs, bucket):
         assert throttled.headers["connection"] == "close"
         assert put("b").status == 200
         assert seaweedfs.list_keys(bucket) == ["a", "b"]
+        assert [seaweedfs.store(bucket).get(k) for k in ("a", "b")] == [b"v", b"v"]
         idle = socket.create_connection(("127.0.0.1", proxy.port))  # held open by nobody
         time.sleep(2.5)  # past max_lifetime
         assert not proxy.running
@@ -146,15 +147,28 @@ def test_five_slowdowns_in_a_row_are_retried_on_every_copy_path(seaweedfs, s3env
     """A burst of 5 throttled PUTs on one object: a streamed upload rides it out (its client
     retries each request 3 times under the engine's 5 attempts); a server-side copy should too."""
     s = seaweedfs.store(bucket)
-    s.put("one/x", b"x" * 1000)
+    data = os.urandom(1000)
+    s.put("one/x", data)
+
+    def strategy(proc) -> str:
+        record, _summary = [json.loads(x) for x in proc.stdout.splitlines()]
+        assert record["error"] is None, record
+        return record["strategy"]
+
     with FaultProxy(seaweedfs.endpoint, seed=5, max_lifetime=120) as proxy:
         proxy.slowdown(count=5, methods="PUT")
-        streamed = mbackup(s3env, "copy", url(seaweedfs.endpoint, bucket, "one"), url(proxy.endpoint, bucket, "streamed"))
+        # Different endpoints: the bytes stream through mbackup.
+        streamed = mbackup(s3env, "copy", url(seaweedfs.endpoint, bucket, "one"), url(proxy.endpoint, bucket, "streamed"),
+                           "--json", "--records")
         assert streamed.returncode == 0 and proxy.stats["slowdown"] == 5, streamed.stderr
         proxy.slowdown(count=5, methods="PUT")
-        server = mbackup(s3env, "copy", url(proxy.endpoint, bucket, "one"), url(proxy.endpoint, bucket, "server"))
+        # One endpoint: a server-side copy.
+        server = mbackup(s3env, "copy", url(proxy.endpoint, bucket, "one"), url(proxy.endpoint, bucket, "server"),
+                         "--json", "--records")
         assert proxy.stats["slowdown"] == 10
     assert server.returncode == 0, server.stderr
+    assert (strategy(streamed), strategy(server)) == ("stream", "server_copy")
+    assert [s.get(k) for k in ("one/x", "streamed/x", "server/x")] == [data, data, data]
 
 
 # --- b. dropped connections ---------------------------------------------------------------
@@ -243,13 +257,21 @@ def test_stalled_connections_do_not_hang(seaweedfs, s3env, bucket, tmp_path):
 
 
 def test_a_copy_request_that_never_answers_times_out(seaweedfs, s3env, bucket):
-    seaweedfs.store(bucket).put("one/x", b"x" * 1000)
+    s = seaweedfs.store(bucket)
+    data = os.urandom(1000)
+    s.put("one/x", data)
     with FaultProxy(seaweedfs.endpoint, max_lifetime=150) as proxy:
         proxy.stall(600, count=1, methods="PUT", then="pass")
         started = time.monotonic()
         r = mbackup(s3env, "copy", url(proxy.endpoint, bucket, "one"), url(proxy.endpoint, bucket, "copy"),
-                    timeout=90)
+                    "--json", "--records", timeout=90)
         assert r.returncode == 0 and time.monotonic() - started < 60, r.stderr
+        # The copy request was held (and never answered), and a second one went through.
+        assert proxy.stats["stalled"] == 1
+        assert proxy.stats["requests"] >= 3  # the listing, the stalled copy, its retry
+    record = json.loads(r.stdout.splitlines()[0])
+    assert record["strategy"] == "server_copy" and record["error"] is None
+    assert s.get("copy/x") == data and s.get("one/x") == data
 
 
 # --- d. the S3 server dies and comes back -------------------------------------------------
@@ -401,6 +423,13 @@ def binlogs_of(seaweedfs, cluster, collection_id: int) -> dict[str, bytes]:
     return out
 
 
+def _source_key(backup_key: str) -> str:
+    """``insert_log/c/p/group/seg/...`` in a backup -> ``insert_log/p/seg/...``, the key
+    binlogs_of gives the same object in Milvus' bucket (relative to the collection)."""
+    kind, _coll, p, _group, *rest = backup_key.split("/")
+    return "/".join([kind, p, *rest])
+
+
 def rows_of(cluster, collection: str) -> dict[int, dict]:
     """Every row of a collection, read back (a FLAT index and a load make it queryable)."""
     from pymilvus import MilvusClient
@@ -506,6 +535,9 @@ def test_two_creates_of_one_name_one_wins(milvus_clusters, dataset, seaweedfs, s
     verified = mbackup(s3env, "verify", "-n", name, "--deep", "--config", cfg)
     assert verified.returncode == 0, verified.stdout + verified.stderr
     assert binlogs_of(seaweedfs, milvus_clusters.source, collection_id) == before
+    # The one backup holds the source's binlogs, byte for byte, at the Go tool's keys.
+    backed_up = snapshot(seaweedfs.store(bucket), f"backup/{name}/binlogs")
+    assert {_source_key(k): v for k, v in backed_up.items()} == before
 
 
 @pytest.mark.milvus
@@ -532,9 +564,11 @@ def test_target_milvus_killed_during_restore(milvus_clusters, dataset, seaweedfs
         while not started and time.monotonic() < deadline and proc.poll() is None:
             for key, _, _ in journal.list("mbackup-restore-journal"):
                 try:
-                    state = json.loads(journal.get(key))["collections"].get(f"default.{coll}", {})
+                    body = journal.get(key)
                 except _engine.NotFoundError:  # the restore finished and removed it
                     continue
+                record_written(f"restore journal {key}", body)  # for the secrets scan
+                state = json.loads(body)["collections"].get(f"default.{coll}", {})
                 started = any(p.get("job") for p in state.get("partitions", {}).values())
             time.sleep(0.05)
         assert started and proc.poll() is None, "the restore finished before an import job could be caught running"

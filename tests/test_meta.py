@@ -19,7 +19,9 @@ def compact(text: str) -> bytes:
 
 
 # --------------------------------------------------------------------------------------
-# The anchor's examples (notes §3.5), as the Go tool would write them (pretty-printed here).
+# Illustrations: the anchor notes' examples (§3.5), typed by hand, pretty-printed here. They
+# show a realistic backup; what the Go tool really writes is checked against tables derived
+# from its source in test_go_compat.py (which also checks these examples against them).
 
 BACKUP_META = r"""
 {"id":"7c1f6f0e-3b7d-4d3e-9a8b-1f2e3d4c5b6a","state_code":0,"name":"my_backup","size":10487211,"milvus_version":"v2.6.11"}

@@ -18,7 +18,7 @@ from pymilvus import DataType, MilvusClient
 from conftest import MILVUS_PASSWORD
 from milvus_backup.devstack import MilvusCluster, MilvusTLS, backup_config
 from milvus_data import mbackup, ok, read_rows
-from pki import make_ca, make_pki, needs_openssl
+from pki import make_ca, make_pki, needs_openssl, server_cert
 
 pytestmark = [pytest.mark.milvus, needs_openssl]
 
@@ -28,17 +28,22 @@ COLLECTION = "tls_rows"
 BACKUP = "tls_backup"
 
 
+# The one-way cluster's certificate names this only (not 127.0.0.1, not localhost): every
+# client reaching it at 127.0.0.1 must set milvus.grpc.serverName to it.
+SERVER_NAME = "milvus-tls.mbackup.test"
+
+
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory):
     folder = tmp_path_factory.mktemp("milvus-pki")
-    return make_pki(folder), make_ca(folder, "rogue")
+    return make_pki(folder), make_ca(folder, "rogue"), server_cert(folder, "named", f"DNS:{SERVER_NAME}")
 
 
 @pytest.fixture(scope="module")
 def clusters(seaweedfs, pki, tmp_path_factory):
     """(one-way TLS cluster, mutual TLS cluster), root's password MILVUS_PASSWORD on both."""
-    certs, _ = pki
-    one_way = MilvusTLS("server", certs.ca, certs.server_cert, certs.server_key)
+    certs, _, named = pki
+    one_way = MilvusTLS("server", certs.ca, *named, server_name=SERVER_NAME)
     mutual = MilvusTLS("mutual", certs.ca, certs.server_cert, certs.server_key, certs.client_cert, certs.client_key)
     started = []
     seaweedfs.create_bucket(BACKUPS)
@@ -161,7 +166,7 @@ BAD_TLS = [
 @pytest.mark.parametrize("case, cluster, sets, expected", BAD_TLS, ids=[c[0] for c in BAD_TLS])
 def test_tls_mistakes_say_what_to_fix_and_create_nothing(case, cluster, sets, expected, clusters, configs,
                                                          rows, pki, seaweedfs, s3env, tmp_path):
-    certs, rogue = pki
+    certs, rogue, _ = pki
     garbage = tmp_path / "not-a-cert.pem"
     garbage.write_text("-----BEGIN CERTIFICATE-----\nnot base64 at all\n-----END CERTIFICATE-----\n")
     names = {"rogue": rogue, "missing": tmp_path / "no-such-ca.pem", "garbage": garbage,
@@ -178,6 +183,10 @@ def test_tls_mistakes_say_what_to_fix_and_create_nothing(case, cluster, sets, ex
 
 
 def test_server_name_override_reaches_the_server(configs, s3env):
-    # The certificate names localhost too: a user reaching Milvus by IP can name it.
-    r = ok(mbackup(configs[0], "--set", "milvus.grpc.serverName=localhost", "check", env=s3env))
+    # The certificate names SERVER_NAME only: reaching Milvus at 127.0.0.1 works because the
+    # config's serverName is applied, and fails the moment it is not.
+    assert f"serverName: {SERVER_NAME}" in configs[0].read_text()
+    r = ok(mbackup(configs[0], "check", env=s3env))
     assert "Milvus version: v2.3.5" in r.stdout
+    line = only_line(mbackup(configs[0], "--set", "milvus.grpc.serverName=", "check", env=s3env))
+    assert "is not valid for '127.0.0.1'" in line and "set milvus.grpc.serverName" in line, line

@@ -363,7 +363,7 @@ def _backup_time(info) -> str | None:
 def get(
     ctx: typer.Context,
     name: NameOption,
-    as_json: Annotated[bool, typer.Option("--json", help="The Go tool's BackupInfo JSON.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="What the Go tool's get prints (BackupInfoBrief JSON).")] = False,
     config: ConfigOption = None,
     set_: SetOption = None,
 ) -> None:
@@ -374,9 +374,7 @@ def get(
     stores = _stores(ctx.obj.with_command_options(config, set_))
     info = read_backup(stores, name)
     if as_json:
-        data = json.loads(meta.dumps_compact(info))
-        data["meta_size"] = meta_size(stores, name)
-        typer.echo(json.dumps(data, indent=4))
+        typer.echo(meta.dumps_indent(meta.backup_info_brief(info, meta_size(stores, name))).decode())
         return
     typer.echo(f"backup {info.name} ({info.id}): {format_bytes(info.size)}, Milvus {info.milvus_version}")
     for c in info.collection_backups:

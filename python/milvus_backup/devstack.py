@@ -581,7 +581,8 @@ class MilvusTLS:
     ``mode`` is ``"server"`` (one-way: clients check the server against ``ca``) or
     ``"mutual"`` (the proxy also asks clients for a certificate ``ca`` signed; the
     cluster's own readiness check presents ``client_cert``/``client_key``). The server
-    certificate must name 127.0.0.1.
+    certificate must name 127.0.0.1, or ``server_name``: then clients check it against that
+    name (the readiness check, and ``serverName`` in backup_config).
     """
 
     mode: str
@@ -590,6 +591,7 @@ class MilvusTLS:
     server_key: Path
     client_cert: Path | None = None
     client_key: Path | None = None
+    server_name: str | None = None
 
     def __post_init__(self) -> None:
         if self.mode not in ("server", "mutual"):
@@ -646,6 +648,8 @@ class MilvusCluster:
         elif self.tls is not None:
             kwargs.update(ca_pem_path=str(self.tls.ca), client_pem_path=str(self.tls.client_cert),
                           client_key_path=str(self.tls.client_key))
+        if self.tls is not None and self.tls.server_name:
+            kwargs["server_name"] = self.tls.server_name
         return kwargs
 
     @property
@@ -927,6 +931,8 @@ def backup_config(cluster: MilvusCluster, *, backup_bucket: str | None = None, b
     grpc = ""
     if cluster.tls is not None:
         grpc += f"    tlsMode: {cluster.tls.mode}\n    caCertPath: {cluster.tls.ca}\n"
+        if cluster.tls.server_name:
+            grpc += f"    serverName: {cluster.tls.server_name}\n"
         if cluster.tls.mode == "mutual":
             grpc += f"    mtlsCertPath: {cluster.tls.client_cert}\n    mtlsKeyPath: {cluster.tls.client_key}\n"
     login = f"  user: {cluster.user}\n  password: {cluster.password}\n" if cluster.authorization else ""

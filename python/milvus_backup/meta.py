@@ -44,8 +44,10 @@ __all__ = [
     "PARTITION_META",
     "SEGMENT_META",
     "BackupInfo",
+    "BackupInfoBrief",
     "Binlog",
     "CollectionBackupInfo",
+    "CollectionBackupInfoBrief",
     "CollectionLevelBackupInfo",
     "CollectionSchema",
     "ConsistencyLevel",
@@ -67,8 +69,10 @@ __all__ = [
     "SnapshotBackup",
     "StructArrayFieldSchema",
     "backup_dir",
+    "backup_info_brief",
     "delta_log_key",
     "dumps_compact",
+    "dumps_indent",
     "insert_log_key",
     "level_to_tree",
     "loads",
@@ -360,6 +364,53 @@ class BackupInfo(_Message):
     format: str = ""  # "" = binlog, "snapshot"
 
 
+# The collection fields `get` shows: the Go message CollectionBackupInfoBrief is exactly these
+# fields of CollectionBackupInfo, in the same order, with the same JSON rules.
+_COLLECTION_BRIEF = (
+    "id", "collection_id", "db_name", "collection_name", "schema", "shards_num", "backup_timestamp", "size",
+    "has_index", "index_infos", "load_state", "backup_physical_timestamp", "channel_checkpoints", "properties",
+)
+CollectionBackupInfoBrief = dataclasses.make_dataclass(
+    "CollectionBackupInfoBrief",
+    [(f.name, f.type, field(default=f.default, default_factory=f.default_factory, metadata=f.metadata))
+     for f in dataclasses.fields(CollectionBackupInfo) if f.name in _COLLECTION_BRIEF],
+    bases=(_Message,),
+)
+CollectionBackupInfoBrief.__module__ = __name__  # so its type hints resolve here
+
+
+@dataclass
+class BackupInfoBrief(_Message):
+    """What the Go tool's ``get`` prints: a backup without its partitions and segments."""
+
+    id: str = ""  # the task's; empty outside the server
+    state_code: int = field(default=0, metadata=_ALWAYS)
+    error_message: str = _named("errorMessage", "")
+    start_time: int = 0
+    end_time: int = 0
+    progress: int = field(default=0, metadata=_ALWAYS)
+    name: str = ""
+    backup_timestamp: int = 0
+    collection_backups: list[CollectionBackupInfoBrief] = field(default_factory=list)
+    size: int = field(default=0, metadata=_ALWAYS)
+    milvus_version: str = ""
+    rpc_channel_info: RPCChannelInfo | None = None
+    database_backups: list[DatabaseBackupInfo] = field(default_factory=list)
+    meta_size: int = field(default=0, metadata=_ALWAYS)  # bytes under meta/
+    format: str = ""
+
+
+def backup_info_brief(info: BackupInfo, meta_size: int) -> BackupInfoBrief:
+    """The brief the Go tool's ``get`` builds from a backup (pbconv.NewBackupInfoBrief, no task)."""
+    colls = [CollectionBackupInfoBrief(**{name: getattr(c, name) for name in _COLLECTION_BRIEF})
+             for c in info.collection_backups]
+    return BackupInfoBrief(
+        name=info.name, backup_timestamp=info.backup_timestamp, collection_backups=colls, size=info.size,
+        milvus_version=info.milvus_version, rpc_channel_info=info.rpc_channel_info,
+        database_backups=info.database_backups, meta_size=meta_size, format=info.format,
+    )
+
+
 @dataclass
 class CollectionLevelBackupInfo(_Message):
     infos: list[CollectionBackupInfo] = field(default_factory=list)
@@ -571,6 +622,38 @@ def dumps_compact(obj: Any) -> bytes:
         _encode_message(obj, out)
     else:
         _encode_any(obj, out)
+    return "".join(out).encode("utf-8")
+
+
+def dumps_indent(obj: Any, indent: str = "    ") -> bytes:
+    """``obj`` as Go's json.MarshalIndent(obj, "", indent) writes it (what ``get`` prints)."""
+    src = dumps_compact(obj).decode("utf-8")
+    out: list[str] = []
+    depth, i, pending = 0, 0, False  # pending: an opened { or [ not yet followed by a newline
+    while i < len(src):
+        c = src[i]
+        if c == '"':  # copy the string as it is, escapes included
+            j = i + 1
+            while src[j] != '"':
+                j += 2 if src[j] == "\\" else 1
+            c = src[i : j + 1]
+            i = j
+        if pending and c not in "]}":
+            out.append("\n" + indent * depth)
+        if c in "[{":
+            out.append(c)
+            depth += 1
+            pending = True
+        elif c in "]}":
+            depth -= 1
+            if not pending:  # Go writes an empty object or array as {} or []
+                out.append("\n" + indent * depth)
+            out.append(c)
+            pending = False
+        else:
+            pending = False
+            out.append(c + ("\n" + indent * depth if c == "," else " " if c == ":" else ""))
+        i += 1
     return "".join(out).encode("utf-8")
 
 

@@ -1,0 +1,73 @@
+"""The secrets scan of a test run: what mbackup printed and wrote must not hold a secret the
+suite used. tests/conftest.py feeds it and runs it when the session finishes."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+# Files tests write as mbackup's input (configs, certificates), not its output: a config
+# holds the secret on purpose.
+INPUT_SUFFIXES = (".yaml", ".yml", ".pem", ".key", ".csr", ".ext", ".srl")
+
+
+@dataclass
+class Scan:
+    runs: int = 0  # mbackup processes whose stdout and stderr were read
+    run_bytes: int = 0
+    written: int = 0  # bodies mbackup sent or stored that tests read back (webhooks, journals)
+    written_bytes: int = 0
+    files: int = 0  # files mbackup wrote under the run's temporary folders
+    file_bytes: int = 0
+    leaks: list[str] = field(default_factory=list)
+    unscanned: list[str] = field(default_factory=list)  # mbackup runs whose output nobody read
+
+    def summary(self) -> str:
+        return (f"secrets scan: {self.runs} mbackup runs ({self.run_bytes:,} bytes of output), "
+                f"{self.written} bodies ({self.written_bytes:,} bytes), {self.files} files ({self.file_bytes:,} bytes)")
+
+
+def _server_dir(path: Path) -> bool:
+    """A data folder of a server the tests started (SeaweedFS, Milvus): not mbackup's."""
+    return path.name.startswith("seaweedfs") or (path / "configs" / "milvus.yaml").exists() or (path / "milvus.log").exists()
+
+
+def files_written(root: Path) -> Iterator[Path]:
+    """Every file under ``root`` but the servers' data and the inputs tests wrote."""
+    for folder, dirs, files in os.walk(root):
+        dirs[:] = [d for d in dirs if not _server_dir(Path(folder, d))]
+        for name in files:
+            if not name.endswith(INPUT_SUFFIXES):
+                yield Path(folder, name)
+
+
+def scan(secrets: Iterable[str], runs: Iterable[tuple[str, str, str]], written: Iterable[tuple[str, bytes]],
+         roots: Iterable[Path] = (), unscanned: Iterable[str] = ()) -> Scan:
+    """Look for each secret in every run's output, every written body and every file."""
+    needles = [s.encode() for s in secrets]
+    result = Scan(unscanned=list(unscanned))
+
+    def look(what: str, data: bytes) -> None:
+        result.leaks.extend(f"{what}: {n.decode()!r}" for n in needles if n in data)
+
+    for command, out, err in runs:
+        result.runs += 1
+        data = (out + err).encode(errors="replace")
+        result.run_bytes += len(data)
+        look(f"output of {command[:200]}", data)
+    for what, data in written:
+        result.written += 1
+        result.written_bytes += len(data)
+        look(what, data)
+    for root in roots:
+        for path in files_written(root):
+            try:
+                data = path.read_bytes()
+            except OSError:
+                continue  # removed while walking
+            result.files += 1
+            result.file_bytes += len(data)
+            look(str(path), data)
+    return result
