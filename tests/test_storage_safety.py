@@ -4,11 +4,13 @@ user sees: files outside the root byte for byte unchanged, the messages, the exi
 
 from __future__ import annotations
 
+import http.server
 import json
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -202,6 +204,56 @@ def test_one_odd_key_says_which_and_how_to_skip_it(seaweedfs, s3env, bucket, tmp
     line, = errors(r)
     assert line == 'failed: \'bad\\tkey\': object key "one/bad\\tkey" cannot be addressed (a control character); ' \
                    "--exclude skips it", line
+
+
+class _OddListing(http.server.BaseHTTPRequestHandler):
+    """A stand-in for an S3 server holding keys SeaweedFS cannot hold (it stores `a//b` as `a/b`
+    and refuses `./x` with 400): a listing of them, and the one ordinary object. A fake only
+    because no local S3 server can produce these keys; signatures are not checked."""
+
+    KEYS = {"src/ok": b"fine", "src/a//b": b"empty segment", "src/./x": b"dot segment"}
+
+    def do_GET(self):
+        if "list-type=2" in self.path:
+            contents = "".join(f"<Contents><Key>{k}</Key><Size>{len(v)}</Size><ETag>&quot;e&quot;</ETag>"
+                               "<LastModified>2026-11-30T12:00:00Z</LastModified></Contents>"
+                               for k, v in sorted(self.KEYS.items()))
+            body = (f"<ListBucketResult><IsTruncated>false</IsTruncated>{contents}</ListBucketResult>").encode()
+            self._answer(200, body, "application/xml")
+        elif self.path == "/fake/src/ok":
+            self._answer(200, self.KEYS["src/ok"], "application/octet-stream")
+        else:  # anything else would be a key addressed wrongly
+            self._answer(404, b"<Error><Code>NoSuchKey</Code><Message>no</Message></Error>", "application/xml")
+
+    def _answer(self, status: int, body: bytes, content_type: str) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("ETag", '"e"')
+        self.send_header("Last-Modified", "Mon, 30 Nov 2026 12:00:00 GMT")
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+def test_keys_no_seaweedfs_can_hold_fail_alone(s3env, tmp_path):
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _OddListing)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        src = f"s3://fake/src?endpoint=http://127.0.0.1:{server.server_address[1]}"
+        r = mbackup(s3env, "copy", src, str(tmp_path / "out"), timeout=60)
+        assert r.returncode == 1, r.stderr
+        assert errors(r) == [f"error: file://{tmp_path / 'out'}: object keys that cannot be addressed: 2 of 3 objects "
+                             "not copied (e.g. ./x, a//b); --exclude skips them"], r.stderr
+        assert state(tmp_path / "out") == {"ok": b"fine"}  # nothing written under another key
+        r = mbackup(s3env, "copy", src, str(tmp_path / "again"), "--exclude", "./*", "--exclude", "a//*", timeout=60)
+        assert r.returncode == 0, r.stderr
+        assert state(tmp_path / "again") == {"ok": b"fine"}
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 @pytest.fixture
