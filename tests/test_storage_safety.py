@@ -336,6 +336,7 @@ def test_gc_removes_old_leftovers_and_keeps_young_and_locked_ones(seaweedfs, s3e
     s.put("mbackup-restore-aaa/backup/x/binlogs/1", b"staged, no journal: old")
     s.put("mbackup-restore-journal/old-1.json", json.dumps({"collections": {"default.c": {"staging": "mbackup-restore-aaa"}}}).encode())
     s.put("mbackup-restore-bbb/backup/x/binlogs/1", b"staged, named by a young journal")
+    s.put("mbackup-restore-zzz/meta/backup_meta.json", b"{}")  # a backup of that name at the root: not staging
     time.sleep(25)
     s.put("mbackup-restore-journal/young-2.json", json.dumps({"collections": {"default.c": {"staging": "mbackup-restore-bbb"}}}).encode())
     s.put("mbackup-restore-ccc/backup/x/binlogs/1", b"staged just now")

@@ -18,11 +18,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from . import _engine
+from . import _engine, meta
+from .catalog import IN_PROGRESS, LOCK
 from .lock import is_held
 from .storage import shown_key
 
-LOCK = "mbackup.lock"  # catalog.LOCK: the lock every command that changes a backup takes
 RESTORE_STAGING = "mbackup-restore-"  # restore.py stages at <this><id>/ in the Milvus bucket
 RESTORE_JOURNALS = "mbackup-restore-journal"
 
@@ -117,7 +117,9 @@ def find_restore(store: Any, where: str, grace: float, now: float) -> list[Lefto
             continue
         objects = store.list_meta(name)
         dates = [m for _, _, _, m in objects if m is not None]
-        if objects and len(dates) == len(objects) and now - max(dates) >= grace:
+        # A backup that happens to bear such a name (backups at the bucket root) is no leftover.
+        is_backup = any(k in (f"{name}/meta/{meta.BACKUP_META}", f"{name}/{IN_PROGRESS}", f"{name}/{LOCK}") for k, _, _, _ in objects)
+        if objects and not is_backup and len(dates) == len(objects) and now - max(dates) >= grace:
             out.append(Leftover("restore staging", store, where, name, name, now - max(dates),
                                 sum(size for _, size, _, _ in objects), tuple(k for k, _, _, _ in objects)))
         out += find_under(store, where, name, grace, now)
