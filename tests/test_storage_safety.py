@@ -315,6 +315,47 @@ def test_killed_copy_to_s3_rerun_leaves_no_incomplete_upload(seaweedfs, s3env, b
     assert seaweedfs.store(bucket).get("dst/big.bin") == big
 
 
+@pytest.mark.milvus
+def test_killed_create_rerun_leaves_no_incomplete_upload(milvus_clusters, seaweedfs, s3env, bucket, tmp_path):
+    """A create killed while a binlog is being copied in parts (UploadPartCopy, with the
+    multipart copy threshold lowered to 1 MiB and few requests a second): the resumed create
+    leaves no incomplete upload behind."""
+    import random
+
+    from pymilvus import DataType, MilvusClient
+
+    from milvus_backup.devstack import backup_config
+
+    source = milvus_clusters.source
+    client = MilvusClient(uri=source.uri)
+    coll = f"big_{os.getpid()}_{int(time.time())}"
+    schema = MilvusClient.create_schema(auto_id=False)
+    schema.add_field("id", DataType.INT64, is_primary=True)
+    schema.add_field("vec", DataType.FLOAT_VECTOR, dim=128)
+    client.create_collection(coll, schema=schema)
+    rng = random.Random(7)
+    try:
+        client.insert(coll, [{"id": i, "vec": [rng.random() for _ in range(128)]} for i in range(8000)])  # 4 MB
+        client.flush(coll)
+        cfg = tmp_path / "backup.yaml"
+        cfg.write_text(backup_config(source, backup_bucket=bucket, extra="transfer:\n  multipartCopyThresholdMiB: 1\n"))
+        name = "killed_in_parts"
+        proc = _start(s3env, "create", "-n", name, "--filter", coll, "-q", "--config", str(cfg),
+                      "--set", "mbackup.maxRequestsPerSecond=2")
+        _kill_when(proc, lambda: uploads(seaweedfs, bucket, f"backup/{name}/") != [], "a multipart copy started",
+                   timeout=180)
+        assert uploads(seaweedfs, bucket, f"backup/{name}/")
+
+        r = mbackup(s3env, "create", "-n", name, "--filter", coll, "-q", "--config", str(cfg), timeout=300)
+        assert r.returncode == 0, r.stderr
+        assert uploads(seaweedfs, bucket) == []
+        r = mbackup(s3env, "verify", "-n", name, "--deep", "--config", str(cfg))
+        assert r.returncode == 0 and r.stdout.splitlines()[-1].endswith(": 0 problems"), r.stdout + r.stderr
+    finally:
+        client.drop_collection(coll)
+        client.close()
+
+
 def _upload(seaweedfs, bucket: str, key: str) -> None:
     r = seaweedfs.request("POST", bucket, key, query={"uploads": ""})
     assert r.status == 200, r.body
