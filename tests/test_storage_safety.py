@@ -418,6 +418,9 @@ def test_gc_of_a_folder_removes_old_staging_files_only(s3env, tmp_path):
     assert r.returncode == 0, r.stderr
     assert r.stdout.splitlines()[0].startswith(f"removed staging file file://{folder}/a/obj (48h00m old, 11 B)")
     assert sorted(state(folder)) == ["a", "a/new#1", "a/obj", "keep#x"]
+    # A store a plugin implements in Python has no leftovers mbackup can see: nothing to do.
+    r = mbackup(s3env, "gc", f"fsspec+file://{folder}")
+    assert (r.returncode, r.stdout) == (0, "gc: removed 0 leftovers older than 24h\n"), r.stderr
 
 
 # --- 12. one cause, said once -------------------------------------------------------------------

@@ -89,6 +89,8 @@ class _Locks:
 def find_under(store: Any, where: str, prefix: str, grace: float, now: float) -> list[Leftover]:
     """Incomplete uploads and staging files under ``prefix`` last written more than ``grace``
     seconds ago, outside any folder whose lock a live run holds. Undated ones are kept."""
+    if not hasattr(store, "list_leftovers"):
+        return []  # a store a plugin implements in Python: it keeps no leftovers we can see
     locks = _Locks(store, prefix)
     what = "staging file" if store.kind == "file" else "incomplete upload"
     out = []
