@@ -3,6 +3,7 @@ session-end checks: the secrets scan, and in CI that nothing expected to run was
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import subprocess
@@ -179,3 +180,17 @@ def bucket(seaweedfs: SeaweedFS, request: pytest.FixtureRequest):
     seaweedfs.create_bucket(name)
     yield name
     seaweedfs.delete_bucket(name)
+
+
+@contextlib.contextmanager
+def tmpfs(mount: Path, options: str):
+    """A tmpfs mounted at ``mount`` (made if missing) with ``options`` (``size=4m``, ``ro``...),
+    unmounted afterwards; the test is skipped where mounting is not allowed."""
+    mount.mkdir(exist_ok=True)
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(mount)], capture_output=True, text=True)
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here (needs root or CAP_SYS_ADMIN): {r.stderr.strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", str(mount)], check=True)

@@ -4,9 +4,11 @@ are compared before and after). No Milvus is needed: every case is refused befor
 
 from __future__ import annotations
 
+import http.server
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -231,7 +233,54 @@ CASES = [
     ("restore-discard-and-restore", ["restore", "-n", GOOD, "--discard-journal", "--suffix", "_x", "--config", "{cfg}"],
      None, 2, "error: --discard-journal takes no other flag than -n: it discards every journal of the backup and "
               "restores nothing"),
+    # --- storage that is not what it claims, and gc's flags (issue #8, items 11, 12): "{web}" is
+    # the port of a web server that answers 200 and a page to anything (it used to list as an
+    # empty bucket, and make create say the backup "already exists")
+    ("web-copy", ["copy", "s3://web/files?endpoint=http://127.0.0.1:{web}", "{tmp}/o"], None, 2,
+     "error: s3://web/files: http://127.0.0.1:{web}/web does not answer like an S3 server (HTTP 200 with text/html"),
+    ("web-list", ["list", "--config", "{cfg}", "--set", "milvus.storage.port={web}"], None, 2,
+     "error: s3://{bucket}: http://127.0.0.1:{web}/{bucket} does not answer like an S3 server (HTTP 200 with text/html"),
+    ("web-create", ["create", "-n", "fresh", "--config", "{cfg}", "--set", "milvus.storage.port={web}"], None, 2,
+     "error: s3://{bucket}: http://127.0.0.1:{web}/{bucket} does not answer like an S3 server (HTTP 200 with text/html"),
+    ("web-verify", ["verify", "-n", GOOD, "--config", "{cfg}", "--set", "milvus.storage.port={web}"], None, 2,
+     "error: s3://{bucket}: http://127.0.0.1:{web}/{bucket} does not answer like an S3 server (HTTP 200 with text/html"),
+    ("gc-grace", ["gc", "--grace", "soon", "--config", "{cfg}"], None, 2,
+     "error: --grace: invalid duration 'soon': use a number with s, m, h or d"),
 ]
+
+
+class _WebPage(http.server.BaseHTTPRequestHandler):
+    def _page(self, body: bool) -> None:
+        page = b"<!DOCTYPE html><html><head><title>Welcome</title></head><body><p>It works!</body></html>"
+        self.send_response(200)
+        self.send_header("Content-Type", "text/html; charset=utf-8")
+        self.send_header("Content-Length", str(len(page)))
+        self.end_headers()
+        if body:
+            self.wfile.write(page)
+
+    def do_GET(self):
+        self._page(True)
+
+    def do_HEAD(self):
+        self._page(False)
+
+    def do_PUT(self):
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        self._page(True)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture(scope="module")
+def web_page():
+    """A web server on a free port: 200 and an HTML page to any request."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _WebPage)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield server.server_address[1]
+    server.shutdown()
+    server.server_close()
 
 
 @pytest.fixture(scope="module")
@@ -264,13 +313,13 @@ def snapshot(s, folder: Path) -> tuple:
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
-def test_bad_input(case, stage, tmp_path):
+def test_bad_input(case, stage, tmp_path, web_page):
     seaweedfs, bucket, s = stage
     _, args, text, code, expected, *case_env = case
     cfg = tmp_path / "backup.yaml"
     cfg.write_text(yaml(seaweedfs, bucket))
     (tmp_path / "afile").write_text("a file")
-    fill = {"{cfg}": str(cfg), "{tmp}": str(tmp_path), "{bucket}": bucket,
+    fill = {"{cfg}": str(cfg), "{tmp}": str(tmp_path), "{bucket}": bucket, "{web}": str(web_page),
             "{s3}": f"s3://{bucket}/{ROOT}?endpoint={seaweedfs.endpoint}"}
     if text is not None:
         bad = tmp_path / "bad.yaml"

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import S3_SECRET, record_written
+from conftest import S3_SECRET, record_written, tmpfs
 from faultproxy import FaultProxy
 from milvus_backup import _engine
 from milvus_backup.devstack import SeaweedFS, s3_request
@@ -324,19 +324,11 @@ def test_seaweedfs_killed_mid_copy_and_restarted(tmp_path):
 @pytest.fixture
 def small_disk(tmp_path):
     """A 4 MiB tmpfs, unmounted afterwards; ``grow()`` enlarges it keeping its files."""
-    mount = tmp_path / "small"
-    mount.mkdir()
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount)], capture_output=True, text=True)
-    if r.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here (needs root or CAP_SYS_ADMIN): {r.stderr.strip()}")
-
     def grow() -> None:
         subprocess.run(["mount", "-o", "remount,size=32m", str(mount)], check=True)
 
-    try:
+    with tmpfs(tmp_path / "small", "size=4m") as mount:
         yield mount, grow
-    finally:
-        subprocess.run(["umount", str(mount)], check=True)
 
 
 def test_full_disk_fails_in_one_line_and_rerun_completes(seaweedfs, s3env, bucket, small_disk):

@@ -14,13 +14,13 @@ from typing import Annotated, Optional
 import typer
 
 from . import _engine
-from .copy import CopySettings, manifest, plan_copy, recheck_skipped, run_plan, write_json
+from .copy import CAUSES, CopySettings, manifest, plan_copy, recheck_skipped, run_plan, write_json
 from .config import Config, load_config
 from .errors import ConfigError, MBackupError
 from .ranges import BY_FLAG
 from .redact import display_url
-from .storage import Location, open_location
-from .units import format_bytes, format_duration
+from .storage import Location, open_location, shown_key, skipped_links
+from .units import format_bytes, format_duration, parse_duration
 
 app = typer.Typer(
     name="mbackup",
@@ -175,17 +175,7 @@ def copy(
                 typer.echo(json.dumps(r))
         typer.echo(json.dumps(summary))
     else:
-        # A full disk fails every object the same way, with the OS's words: say it once.
-        full = [r for r in report.failed if _disk_full(r["error"])]
-        if full:
-            typer.echo(f"error: {target.url}: the disk is full (no space left on device): {len(full):,} of "
-                       f"{len(report.results):,} objects not copied; free some space or copy to a bigger target, "
-                       "then run again (objects already copied are skipped)", err=True)
-        others = [r for r in report.failed if not _disk_full(r["error"])]
-        for r in others[:20]:
-            typer.echo(f"failed: {r['src_key']}: {r['error']}", err=True)
-        if len(others) > 20:
-            typer.echo(f"failed: ... and {len(others) - 20} more", err=True)
+        _print_failures(report, target)
         line = (f"copied {summary['objects_copied']:,} objects ({format_bytes(summary['bytes_copied'])}) "
                 f"in {format_duration(summary['seconds'])} ({format_bytes(summary['bytes_per_second'])}/s), "
                 f"skipped {summary['objects_skipped']:,}, failed {summary['objects_failed']:,}")
@@ -200,8 +190,22 @@ def copy(
         raise typer.Exit(EXIT_FAILED)
 
 
-def _disk_full(error: str | None) -> bool:
-    return bool(error) and ("No space left on device" in error or "os error 28" in error)
+def _print_failures(report, target: Location) -> None:
+    """Many objects failing for one cause (a full disk, a read-only folder, a bucket gone) fail
+    with the same words: say the cause once, with a count and a few examples."""
+    alone = []
+    for cause, failed in report.failure_groups():
+        if cause is None or len(failed) == 1:
+            alone += failed
+            continue
+        what, hint = CAUSES.get(cause, (cause, "run again to copy them (objects already copied are skipped)"))
+        examples = ", ".join(shown_key(r["src_key"]) for r in failed[:3]) + (", ..." if len(failed) > 3 else "")
+        typer.echo(f"error: {target.url}: {what}: {len(failed):,} of {len(report.results):,} objects not copied "
+                   f"(e.g. {examples}); {hint}", err=True)
+    for r in alone[:20]:
+        typer.echo(f"failed: {shown_key(r['src_key'])}: {r['error']}", err=True)
+    if len(alone) > 20:
+        typer.echo(f"failed: ... and {len(alone) - 20} more", err=True)
 
 
 # --- Milvus backups ----------------------------------------------------------------------
@@ -486,6 +490,66 @@ def restore(
         typer.echo(f"restore backup success: {name} in {format_duration(result.seconds)}")
 
 
+@app.command()
+def gc(
+    ctx: typer.Context,
+    url: Annotated[Optional[str], typer.Argument(help="A copy destination to clean instead of the configured storage.")] = None,
+    grace: Annotated[str, typer.Option("--grace", help="Only what was last written longer ago than this, e.g. 90m, 2d.")] = "24h",
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Show what would be removed; remove nothing.")] = False,
+    config: ConfigOption = None,
+    set_: SetOption = None,
+) -> None:
+    """Remove what interrupted runs left behind: incomplete multipart uploads and staging files
+    under the backup root (or under URL), and in the Milvus bucket restore staging copies and
+    restore journals no run is using. Only leftovers older than --grace; never anything under a
+    backup whose lock a live run holds, never an object of a backup.
+
+    Example: mbackup gc --dry-run --grace 48h
+    """
+    import time
+
+    from .leftovers import find_restore, find_under, remove
+    from .storage import describe_error
+
+    state = ctx.obj.with_command_options(config, set_)
+    try:
+        seconds = parse_duration(grace)
+    except ValueError as e:
+        raise MBackupError(f"--grace: {e}") from None
+    now = time.time()
+    if url is not None:
+        where = state.location(url)
+        places = [(where, lambda: find_under(where.store, where.url.removesuffix(where.prefix).rstrip("/"),
+                                             where.prefix, seconds, now))]
+    else:
+        stores = _stores(state)
+        places = [(stores.backup, lambda: find_under(stores.backup.store, stores.backup.url, stores.backup_root, seconds, now)),
+                  (stores.milvus, lambda: find_restore(stores.milvus.store, stores.milvus.url, seconds, now))]
+    found = []
+    for location, find in places:
+        try:
+            found += find()
+        except _engine.EngineError as e:
+            raise describe_error(location, e) from None
+    removed = 0
+    for item in found:
+        if dry_run:
+            typer.echo(f"would remove {item.describe()}")
+            continue
+        try:
+            if remove(item):
+                removed += 1
+                typer.echo(f"removed {item.describe()}")
+        except _engine.EngineError as e:
+            typer.echo(f"failed: {item.describe()}: {e}", err=True)
+    if dry_run:
+        typer.echo(f"gc: would remove {len(found):,} leftovers older than {grace}")
+    else:
+        typer.echo(f"gc: removed {removed:,} leftovers older than {grace}")
+    if removed < len(found) and not dry_run:
+        raise typer.Exit(EXIT_FAILED)
+
+
 def copy_settings(cfg: Config) -> CopySettings:
     """The engine's settings from the config file's mbackup: section (flags override them)."""
     m = cfg.mbackup
@@ -538,13 +602,22 @@ def plugins(as_json: Annotated[bool, typer.Option("--json", help="Machine-readab
         typer.echo(f"{info.name} {info.version} ({kind}) {provides}hooks: {', '.join(info.hooks)}")
 
 
+def _run_app():
+    try:
+        return app(standalone_mode=False)
+    finally:
+        # Said once, whatever happened: what the folders' listings left out and why.
+        for line in skipped_links():
+            typer.echo(f"warning: {line}", err=True)
+
+
 def main() -> None:
     # gRPC's C core logs handshake failures to stderr on its own; mbackup says what went wrong
     # in one line instead. GRPC_VERBOSITY=debug (or any level) set by the user still wins.
     os.environ.setdefault("GRPC_VERBOSITY", "NONE")
     try:
         # Outside standalone mode click returns a typer.Exit's code instead of exiting.
-        code = app(standalone_mode=False)
+        code = _run_app()
         sys.exit(code if isinstance(code, int) else 0)
     except ConfigError as e:
         for problem in e.problems:

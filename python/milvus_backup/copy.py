@@ -15,8 +15,27 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from . import _engine
+from .leftovers import remove_for_keys
 from .progress import ProgressDisplay
 from .storage import Location, ObjectInfo
+
+# What a failure cause reported by the engine (an errno name, an S3 code, ...) means, and what
+# to do about it: many objects failing for one cause are reported once with these words.
+CAUSES = {
+    "ENOSPC": ("the disk is full (no space left on device)",
+               "free some space or copy to a bigger target, then run again (objects already copied are skipped)"),
+    "EDQUOT": ("the disk quota is exceeded", "free some space or raise the quota, then run again"),
+    "EROFS": ("the destination is read-only (read-only file system)",
+              "copy to a writable folder, or remount it read-write, then run again"),
+    "EACCES": ("permission denied", "check the owner and permissions of the folders, then run again"),
+    "EPERM": ("operation not permitted", "check the owner and permissions of the folders, then run again"),
+    "symlink": ("the path crosses a symbolic link, which mbackup never follows",
+                "remove the link, or copy the folder it points to by naming it"),
+    "bad_key": ("object keys that cannot be addressed", "--exclude skips them"),
+    "NoSuchBucket": ("the bucket does not exist (NoSuchBucket)", "create it or fix the bucket name, then run again"),
+    "AccessDenied": ("access denied (AccessDenied)", "check what the credentials are allowed to do"),
+    "ECONNREFUSED": ("the endpoint refused the connection", "check that the server runs, then run again"),
+}
 
 
 @dataclass
@@ -82,6 +101,18 @@ class CopyReport:
             first = self.failed[0]
             raise error(f"{what}: {len(self.failed)} of {len(self.results)} objects failed "
                         f"(first: {first['src_key']}: {first['error']})")
+
+    def failure_groups(self) -> list[tuple[str | None, list[dict[str, Any]]]]:
+        """Failures by cause, largest group first; failures with no cause are each their own."""
+        groups: dict[str, list[dict[str, Any]]] = {}
+        alone = []
+        for r in self.failed:
+            if r.get("error_cause"):
+                groups.setdefault(r["error_cause"], []).append(r)
+            else:
+                alone.append(r)
+        ordered: list[tuple[str | None, list[dict[str, Any]]]] = sorted(groups.items(), key=lambda g: -len(g[1]))
+        return ordered + [(None, [r]) for r in alone]
 
     def summary(self) -> dict[str, Any]:
         rate = self.bytes_copied / self.elapsed if self.elapsed > 0 else 0.0
@@ -173,6 +204,9 @@ def run_plan(plan: Plan, src: Location, dst: Location, settings: CopySettings, *
     copier = settings.copier()
     copier.note_skipped(len(plan.skipped), sum(o.size for o in plan.skipped))
     jobs = [(src.store, src.key(o.key), dst.store, dst.key(k), o.size) for o, k in plan.jobs]
+    # An interrupted earlier run of this copy may have left staging files or incomplete
+    # uploads of these keys: nothing else will ever remove them.
+    remove_for_keys(dst.store, [job[3] for job in jobs])
     outcome: dict[str, Any] = {}
     finished = threading.Event()
 

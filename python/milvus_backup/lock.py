@@ -100,3 +100,10 @@ def _stale(holder: dict[str, Any]) -> bool:
         except (PermissionError, ValueError):
             return False
     return False
+
+
+def is_held(store: Any, key: str) -> bool:
+    """Does a live run hold the lock at ``key``? What ``mbackup gc`` asks before it touches
+    anything under a backup: the same judgement as a takeover (a stale lock is not held)."""
+    holder = StoreLock(store, key, key)._holder()
+    return isinstance(holder, dict) and not _stale(holder)

@@ -50,7 +50,7 @@ class Location:
     options: dict[str, str] = field(default_factory=dict, repr=False)
 
     def key(self, relative: str) -> str:
-        relative = relative.lstrip("/")
+        # Keys are kept as spelled: stripping a leading "/" would map "a//b" onto "a/b".
         return f"{self.prefix}/{relative}" if self.prefix else relative
 
     def child(self, relative: str) -> Location:
@@ -187,6 +187,27 @@ def _untrusted_certificate(location: Location, text: str) -> str | None:
         return e.verify_message or "certificate verify failed"
     except (OSError, ValueError):  # unreachable, not TLS...: the caller says so
         return None
+
+
+def skipped_links() -> list[str]:
+    """One line per folder whose listings left out symbolic links or special files since the
+    last call (mbackup never follows a link, so what they point to was not read, written or
+    deleted)."""
+    by_root: dict[str, list[str]] = {}
+    for root, key in _engine.take_skipped_links():
+        by_root.setdefault(root, []).append(key)
+    lines = []
+    for root, keys in sorted(by_root.items()):
+        shown = ", ".join(shown_key(k) for k in keys[:3]) + (", ..." if len(keys) > 3 else "")
+        lines.append(f"{root}: skipped {len(keys):,} symbolic link{'s' if len(keys) > 1 else ''} or special "
+                     f"file{'s' if len(keys) > 1 else ''} ({shown}): mbackup never follows links; copy what they "
+                     "point to by naming it directly")
+    return lines
+
+
+def shown_key(key: str) -> str:
+    """A key as one printable token: quoted with escapes when it holds control characters."""
+    return key if key.isprintable() else repr(key)
 
 
 def _code(text: str) -> str:

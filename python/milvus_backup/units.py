@@ -42,6 +42,19 @@ def format_size(n: int) -> str:
     return f"{n}B"
 
 
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*$")
+_SECONDS = {"": 1, "s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def parse_duration(text: str) -> float:
+    """Seconds from ``"24h"``, ``"90m"``, ``"2d"``, ``"30s"`` (a bare number is seconds)."""
+    m = _DURATION.match(text)
+    unit = m and m.group(2).lower()
+    if not m or unit not in _SECONDS:
+        raise ValueError(f"invalid duration {text!r}: use a number with s, m, h or d, e.g. 90m or 24h")
+    return float(m.group(1)) * _SECONDS[unit]
+
+
 def format_bytes(n: float) -> str:
     for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
         if abs(n) < 1024 or unit == "TiB":

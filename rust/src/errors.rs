@@ -18,6 +18,8 @@ pub enum Kind {
     Fatal,
     /// Stopped by the caller.
     Cancelled,
+    /// The endpoint answered, but not like the store it should be (a web page, not S3 XML).
+    Protocol,
 }
 
 impl Kind {
@@ -30,6 +32,7 @@ impl Kind {
             Kind::AlreadyExists => "already_exists",
             Kind::Fatal => "fatal",
             Kind::Cancelled => "cancelled",
+            Kind::Protocol => "protocol",
         }
     }
     pub fn retryable(self) -> bool {
@@ -41,11 +44,19 @@ impl Kind {
 pub struct Error {
     pub kind: Kind,
     pub message: String,
+    /// What went wrong, without the object: an errno name (`EROFS`), an S3 error code
+    /// (`NoSuchBucket`), `symlink`, `bad_key`. Failures of many objects with one cause are
+    /// reported once.
+    pub cause: Option<String>,
 }
 
 impl Error {
     pub fn new(kind: Kind, message: impl Into<String>) -> Self {
-        Error { kind, message: message.into() }
+        Error { kind, message: message.into(), cause: None }
+    }
+    pub fn with_cause(mut self, cause: impl Into<String>) -> Self {
+        self.cause = Some(cause.into());
+        self
     }
     pub fn cancelled() -> Self {
         Error::new(Kind::Cancelled, "cancelled")
@@ -80,14 +91,25 @@ impl From<object_store::Error> for Error {
         // underneath (refused connection, untrusted certificate) is what a user can act on.
         let mut message = e.to_string();
         let mut source = std::error::Error::source(&e);
+        let mut os: Option<&std::io::Error> = None;
+        let mut link = false;
         while let Some(cause) = source {
             let text = cause.to_string();
             if !message.contains(&text) {
                 message.push_str(": ");
                 message.push_str(&text);
             }
+            link |= cause.downcast_ref::<crate::fs::LinkError>().is_some();
+            os = os.or_else(|| cause.downcast_ref::<std::io::Error>().filter(|io| io.raw_os_error().is_some()));
             source = cause.source();
         }
+        let cause = if link {
+            Some("symlink".to_string())
+        } else if let Some(n) = os.and_then(|io| io.raw_os_error()) {
+            Some(errno_name(n))
+        } else {
+            xml_value(&message, "Code").map(str::to_string)
+        };
         let kind = match &e {
             E::NotFound { .. } => Kind::NotFound,
             E::PermissionDenied { .. } | E::Unauthenticated { .. } => Kind::Auth,
@@ -95,10 +117,37 @@ impl From<object_store::Error> for Error {
             E::Precondition { .. } | E::NotModified { .. } => Kind::Fatal,
             E::NotSupported { .. } | E::NotImplemented { .. } | E::InvalidPath { .. } => Kind::Fatal,
             E::UnknownConfigurationKey { .. } => Kind::Fatal,
+            _ if link => Kind::Fatal,
+            // A local disk's answer does not change by asking again (except an interrupted call).
+            E::Generic { store: "file", .. } => match os.map(|io| io.kind()) {
+                Some(std::io::ErrorKind::Interrupted | std::io::ErrorKind::TimedOut) => Kind::Transient,
+                _ => Kind::Fatal,
+            },
             _ => classify_message(&message),
         };
-        Error { kind, message: tidy(&message) }
+        Error { kind, message: tidy(&message), cause }
     }
+}
+
+/// The errno's symbolic name for the errors a copy meets, else `errno N`.
+fn errno_name(n: i32) -> String {
+    let name = match n {
+        libc::ENOSPC => "ENOSPC",
+        libc::EDQUOT => "EDQUOT",
+        libc::EROFS => "EROFS",
+        libc::EACCES => "EACCES",
+        libc::EPERM => "EPERM",
+        libc::ENOENT => "ENOENT",
+        libc::ENOTDIR => "ENOTDIR",
+        libc::EISDIR => "EISDIR",
+        libc::ELOOP => "ELOOP",
+        libc::EIO => "EIO",
+        libc::ECONNREFUSED => "ECONNREFUSED",
+        libc::ECONNRESET => "ECONNRESET",
+        libc::ETIMEDOUT => "ETIMEDOUT",
+        _ => return format!("errno {n}"),
+    };
+    name.to_string()
 }
 
 /// object_store reports most HTTP failures as `Generic` with the status in the text, after
@@ -127,7 +176,7 @@ fn classify_message(message: &str) -> Kind {
 /// bodies; keep one line with the request and the server's code and message.
 fn tidy(message: &str) -> String {
     let flat = message.split_whitespace().collect::<Vec<_>>().join(" ");
-    let flat = flat.strip_prefix("Generic S3 error: ").unwrap_or(&flat).to_string();
+    let flat = flat.strip_prefix("Generic S3 error: ").or_else(|| flat.strip_prefix("Generic file error: ")).unwrap_or(&flat).to_string();
     match (xml_value(&flat, "Code"), flat.find(" - Server returned")) {
         (Some(code), Some(cut)) => {
             let head = &flat[..cut];

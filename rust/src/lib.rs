@@ -4,6 +4,7 @@
 mod checksum;
 mod copy;
 mod errors;
+mod fs;
 mod limits;
 mod progress;
 mod s3;
@@ -29,6 +30,7 @@ create_exception!(_engine, AuthError, EngineError, "The store rejected the crede
 create_exception!(_engine, TransientError, EngineError, "The store failed in a way a retry may fix.");
 create_exception!(_engine, CancelledError, EngineError, "The operation was cancelled.");
 create_exception!(_engine, AlreadyExistsError, EngineError, "A conditional write found the key taken.");
+create_exception!(_engine, ProtocolError, EngineError, "The endpoint answered, but not like the store it should be.");
 
 /// One runtime for the process: stores keep connection pools tied to it.
 pub(crate) fn runtime() -> &'static tokio::runtime::Runtime {
@@ -52,6 +54,7 @@ pub(crate) fn to_py_err(e: Error) -> PyErr {
         Kind::Transient => TransientError::new_err(e.message),
         Kind::Cancelled => CancelledError::new_err(e.message),
         Kind::AlreadyExists => AlreadyExistsError::new_err(e.message),
+        Kind::Protocol => ProtocolError::new_err(e.message),
         _ => EngineError::new_err(e.message),
     }
 }
@@ -224,6 +227,7 @@ impl Copier {
                     d.set_item("verified", o.verified)?;
                     d.set_item("error", py.None())?;
                     d.set_item("error_kind", py.None())?;
+                    d.set_item("error_cause", py.None())?;
                 }
                 Err(e) => {
                     d.set_item("bytes", 0)?;
@@ -233,6 +237,7 @@ impl Copier {
                     d.set_item("verified", false)?;
                     d.set_item("error", e.message)?;
                     d.set_item("error_kind", e.kind.name())?;
+                    d.set_item("error_cause", e.cause)?;
                 }
             }
             out.push(d);
@@ -257,6 +262,13 @@ fn py_checksum_combine(algo: &str, a: u64, b: u64, b_len: u64) -> PyResult<u64> 
     Ok(checksum::combine(parse_algo(algo)?, a, b, b_len))
 }
 
+/// Every (store root, key) that folder listings skipped since the last call: symbolic links,
+/// special files and names that are not UTF-8, which mbackup never reads, writes or deletes.
+#[pyfunction]
+fn take_skipped_links() -> Vec<(String, String)> {
+    fs::take_skipped()
+}
+
 /// Object buffers are large and short-lived. glibc raises its mmap threshold after freeing
 /// large blocks, and from then on serves them from heap arenas it rarely returns to the OS,
 /// so RSS grows far past the bytes in use. A fixed threshold keeps every buffer of 1 MiB
@@ -275,6 +287,7 @@ fn _engine(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Copier>()?;
     m.add_function(wrap_pyfunction!(py_checksum, m)?)?;
     m.add_function(wrap_pyfunction!(py_checksum_combine, m)?)?;
+    m.add_function(wrap_pyfunction!(take_skipped_links, m)?)?;
     let py = m.py();
     m.add("EngineError", py.get_type::<EngineError>())?;
     m.add("NotFoundError", py.get_type::<NotFoundError>())?;
@@ -282,5 +295,6 @@ fn _engine(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("TransientError", py.get_type::<TransientError>())?;
     m.add("CancelledError", py.get_type::<CancelledError>())?;
     m.add("AlreadyExistsError", py.get_type::<AlreadyExistsError>())?;
+    m.add("ProtocolError", py.get_type::<ProtocolError>())?;
     Ok(())
 }

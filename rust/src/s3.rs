@@ -1,5 +1,9 @@
 //! S3 requests object_store does not make: CopyObject and UploadPartCopy between buckets
-//! (its `copy` stays inside one bucket and stops at 5 GiB), and CreateBucket.
+//! (its `copy` stays inside one bucket and stops at 5 GiB), CreateBucket, ListMultipartUploads
+//! and AbortMultipartUpload for leftovers, and listings. object_store parses every listed key
+//! with `Path::parse`, so one key with a control character or an odd segment failed a whole
+//! listing, and it took any 200 body for a listing, so a web page listed as an empty bucket.
+//! Ours keeps every key as the server spells it and refuses what is not S3's XML.
 //! Requests are signed with object_store's own SigV4 signer and the store's credentials.
 
 use std::ops::Range;
@@ -16,9 +20,21 @@ use crate::store::{path, S3Info};
 
 /// S3's URI encoding: everything but unreserved characters and the path separator.
 const KEY_ENCODE: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~').remove(b'/');
+/// Query values: everything but unreserved characters (SigV4's canonical form).
+const QUERY_ENCODE: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
 
-fn object_url(info: &S3Info, key: &str) -> String {
-    format!("{}/{}", info.bucket_endpoint, utf8_percent_encode(key, KEY_ENCODE))
+/// An object's URL. HTTP clients remove `.` and `..` segments from a URL's path, so a key
+/// with them would silently address another key: refused instead.
+fn object_url(info: &S3Info, key: &str) -> Result<String> {
+    if key.split('/').any(|s| s == "." || s == "..") {
+        return Err(Error::new(Kind::Fatal, format!("object key {key:?} cannot be addressed (a `.` or `..` segment); --exclude skips it"))
+            .with_cause("bad_key"));
+    }
+    Ok(format!("{}/{}", info.bucket_endpoint, utf8_percent_encode(key, KEY_ENCODE)))
+}
+
+fn query(pairs: &[(&str, &str)]) -> String {
+    pairs.iter().map(|(k, v)| format!("{k}={}", utf8_percent_encode(v, QUERY_ENCODE))).collect::<Vec<_>>().join("&")
 }
 
 fn copy_source(src: &S3Info, key: &str) -> String {
@@ -34,7 +50,7 @@ async fn send(
     url: &str,
     headers: &[(&'static str, String)],
     body: String,
-) -> Result<String> {
+) -> Result<Answer> {
     let mut attempt = 0u32;
     loop {
         match send_once(store, info, method.clone(), url, headers, body.clone()).await {
@@ -48,7 +64,13 @@ async fn send(
     }
 }
 
-/// Sign and send one request with the destination store's credentials; returns the body.
+/// A 2xx answer.
+struct Answer {
+    content_type: String,
+    body: String,
+}
+
+/// Sign and send one request with the destination store's credentials.
 async fn send_once(
     store: &AmazonS3,
     info: &S3Info,
@@ -56,7 +78,7 @@ async fn send_once(
     url: &str,
     headers: &[(&'static str, String)],
     body: String,
-) -> Result<String> {
+) -> Result<Answer> {
     let credential = store.credentials().get_credential().await?;
     let mut request: HttpRequest = http::Request::builder()
         .method(method.clone())
@@ -78,15 +100,50 @@ async fn send_once(
         .await
         .map_err(|e| Error::new(Kind::Transient, format!("{method} {url}: {}", error_chain(&e))))?;
     let status = response.status().as_u16();
+    let content_type = response
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
     let text = response.text().await.map_err(|e| Error::new(Kind::Transient, format!("{method} {url}: {e}")))?;
+    let code = xml_value(&text, "Code").map(str::to_string);
     if !(200..300).contains(&status) {
-        return Err(Error::new(kind_for_status(status, &text), format!("{method} {url}: HTTP {status} {}", s3_code(&text))));
+        let kind = kind_for_status(status, &text);
+        // A web server or proxy answering in HTML is not an S3 error to act on (but its
+        // 5xx pages are still worth a retry).
+        if !text.is_empty() && xml_root(&text).as_deref() != Some("Error") && kind != Kind::Transient {
+            return Err(not_s3(info, &format!("HTTP {status}"), &content_type));
+        }
+        let e = Error::new(kind, format!("{method} {url}: HTTP {status} {}", s3_code(&text)));
+        return Err(match code {
+            Some(c) => e.with_cause(c),
+            None => e,
+        });
     }
     // CopyObject and UploadPartCopy can answer 200 and put the failure in the body.
     if text.contains("<Error>") {
-        return Err(Error::new(kind_for_status(500, &text), format!("{method} {url}: {}", s3_code(&text))));
+        let e = Error::new(kind_for_status(500, &text), format!("{method} {url}: {}", s3_code(&text)));
+        return Err(match code {
+            Some(c) => e.with_cause(c),
+            None => e,
+        });
     }
-    Ok(text)
+    Ok(Answer { content_type, body: text })
+}
+
+/// The one line for an endpoint that answers, but not like S3.
+fn not_s3(info: &S3Info, status: &str, content_type: &str) -> Error {
+    let what = if content_type.is_empty() { "a body without a content type".to_string() } else { content_type.to_string() };
+    Error::new(
+        Kind::Protocol,
+        format!(
+            "{} does not answer like an S3 server ({status} with {what}, not S3's XML): check that the endpoint \
+             is the address and port of the S3 API",
+            info.bucket_endpoint
+        ),
+    )
+    .with_cause("not_s3")
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {
@@ -119,8 +176,8 @@ fn etag_of(text: &str) -> Result<String> {
 /// One CopyObject: the whole object, up to 5 GiB, possibly across buckets.
 pub async fn copy_object(dst: &AmazonS3, dst_info: &S3Info, dst_key: &str, src: &S3Info, src_key: &str) -> Result<String> {
     let headers = [("x-amz-copy-source", copy_source(src, src_key))];
-    let body = send(dst, dst_info, Method::PUT, &object_url(dst_info, dst_key), &headers, String::new()).await?;
-    etag_of(&body)
+    let answer = send(dst, dst_info, Method::PUT, &object_url(dst_info, dst_key)?, &headers, String::new()).await?;
+    etag_of(&answer.body)
 }
 
 /// One UploadPartCopy of `range` (end exclusive) into part `part_idx` (0-based).
@@ -134,14 +191,14 @@ pub async fn upload_part_copy(
     src_key: &str,
     range: Range<u64>,
 ) -> Result<PartId> {
-    let mut url = url::Url::parse(&object_url(dst_info, dst_key)).map_err(|e| Error::new(Kind::Fatal, e.to_string()))?;
+    let mut url = url::Url::parse(&object_url(dst_info, dst_key)?).map_err(|e| Error::new(Kind::Fatal, e.to_string()))?;
     url.query_pairs_mut().append_pair("partNumber", &(part_idx + 1).to_string()).append_pair("uploadId", upload_id);
     let headers = [
         ("x-amz-copy-source", copy_source(src, src_key)),
         ("x-amz-copy-source-range", format!("bytes={}-{}", range.start, range.end - 1)),
     ];
-    let body = send(dst, dst_info, Method::PUT, url.as_str(), &headers, String::new()).await?;
-    Ok(PartId { content_id: etag_of(&body)? })
+    let answer = send(dst, dst_info, Method::PUT, url.as_str(), &headers, String::new()).await?;
+    Ok(PartId { content_id: etag_of(&answer.body)? })
 }
 
 pub async fn create_multipart(dst: &AmazonS3, key: &str) -> Result<String> {
@@ -156,6 +213,267 @@ pub async fn abort_multipart(dst: &AmazonS3, key: &str, id: &str) {
     if let Ok(p) = path(key) {
         // Best effort: a failed abort leaves parts the bucket's lifecycle rules clean up.
         let _ = dst.abort_multipart(&p, &id.to_string()).await;
+    }
+}
+
+/// One object of a listing, its key exactly as the server spells it.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Listed {
+    pub key: String,
+    pub size: u64,
+    pub etag: Option<String>,
+    /// Seconds since the epoch.
+    pub modified: Option<f64>,
+}
+
+/// An incomplete multipart upload.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct PendingUpload {
+    pub key: String,
+    pub id: String,
+    pub initiated: Option<f64>,
+}
+
+/// The root element's name, or None when the text is not XML.
+fn xml_root(body: &str) -> Option<String> {
+    walk_xml(body, |_, _| {}).ok()
+}
+
+/// Walk an XML document, calling `on_end(path, text)` as each element closes (path from the
+/// root down, text as unescaped). Returns the root element's name.
+fn walk_xml(body: &str, mut on_end: impl FnMut(&[String], &str)) -> std::result::Result<String, String> {
+    use quick_xml::events::Event;
+    let mut reader = quick_xml::Reader::from_str(body);
+    let (mut path, mut text, mut root): (Vec<String>, String, Option<String>) = (vec![], String::new(), None);
+    let name_of = |raw: &[u8]| String::from_utf8_lossy(raw).into_owned();
+    loop {
+        match reader.read_event().map_err(|e| e.to_string())? {
+            Event::Start(e) => {
+                let name = name_of(e.local_name().as_ref());
+                root.get_or_insert_with(|| name.clone());
+                path.push(name);
+                text.clear();
+            }
+            Event::Empty(e) => {
+                let name = name_of(e.local_name().as_ref());
+                root.get_or_insert_with(|| name.clone());
+                path.push(name);
+                on_end(&path, "");
+                path.pop();
+            }
+            Event::End(_) => {
+                on_end(&path, &text);
+                text.clear();
+                path.pop();
+            }
+            Event::Text(t) => text.push_str(&t.decode().map_err(|e| e.to_string())?),
+            Event::CData(t) => text.push_str(&String::from_utf8_lossy(&t)),
+            Event::GeneralRef(r) => match r.resolve_char_ref().map_err(|e| e.to_string())? {
+                Some(c) => text.push(c),
+                None => text.push(match r.decode().map_err(|e| e.to_string())?.as_ref() {
+                    "lt" => '<',
+                    "gt" => '>',
+                    "amp" => '&',
+                    "apos" => '\'',
+                    "quot" => '"',
+                    other => return Err(format!("unknown entity &{other};")),
+                }),
+            },
+            Event::Eof => break,
+            _ => {}
+        }
+    }
+    if !path.is_empty() {
+        return Err("the document ends inside an element".into());
+    }
+    root.ok_or_else(|| "no XML element".into())
+}
+
+fn timestamp(text: &str) -> Option<f64> {
+    chrono::DateTime::parse_from_rfc3339(text.trim()).ok().map(|t| t.timestamp_millis() as f64 / 1000.0)
+}
+
+/// `encoding-type=url` keys: form-encoded (`+` for a space), percent-decoded to UTF-8.
+fn url_decoded(text: &str) -> Option<String> {
+    percent_encoding::percent_decode_str(&text.replace('+', " ")).decode_utf8().ok().map(|c| c.into_owned())
+}
+
+/// One page of a ListObjectsV2 answer.
+#[derive(Debug, Default, PartialEq)]
+struct Page {
+    objects: Vec<Listed>,
+    prefixes: Vec<String>,
+    next: Option<String>,
+}
+
+fn parse_list_page(body: &str) -> std::result::Result<Page, String> {
+    let (mut page, mut current, mut truncated, mut encoded) = (Page::default(), Listed::default(), false, false);
+    let mut bad_size = None;
+    let root = walk_xml(body, |path, text| {
+        let p: Vec<&str> = path.iter().map(String::as_str).collect();
+        match p.as_slice() {
+            [_, "Contents", "Key"] => current.key = text.to_string(),
+            [_, "Contents", "Size"] => match text.trim().parse() {
+                Ok(n) => current.size = n,
+                Err(_) => bad_size = Some(text.to_string()),
+            },
+            [_, "Contents", "ETag"] => current.etag = Some(text.to_string()),
+            [_, "Contents", "LastModified"] => current.modified = timestamp(text),
+            [_, "Contents"] => page.objects.push(std::mem::take(&mut current)),
+            [_, "CommonPrefixes", "Prefix"] => page.prefixes.push(text.to_string()),
+            [_, "IsTruncated"] => truncated = text.trim() == "true",
+            [_, "NextContinuationToken"] => page.next = Some(text.to_string()),
+            [_, "EncodingType"] => encoded = text.trim() == "url",
+            _ => {}
+        }
+    })?;
+    if root != "ListBucketResult" {
+        return Err(format!("<{root}> instead of <ListBucketResult>"));
+    }
+    if let Some(size) = bad_size {
+        return Err(format!("an object size {size:?} that is not a number"));
+    }
+    if encoded {
+        for o in &mut page.objects {
+            o.key = url_decoded(&o.key).ok_or_else(|| format!("a key {:?} that is not UTF-8", o.key))?;
+        }
+        for p in &mut page.prefixes {
+            *p = url_decoded(p).ok_or_else(|| format!("a prefix {p:?} that is not UTF-8"))?;
+        }
+    }
+    if truncated && page.next.as_deref().unwrap_or("").is_empty() {
+        return Err("a truncated page without a continuation token".into());
+    }
+    if !truncated {
+        page.next = None;
+    }
+    Ok(page)
+}
+
+async fn list_page(store: &AmazonS3, info: &S3Info, prefix: &str, delimiter: bool, token: Option<&str>, max: Option<u32>) -> Result<Page> {
+    let max = max.map(|m| m.to_string());
+    let mut pairs = vec![("list-type", "2"), ("encoding-type", "url")];
+    if !prefix.is_empty() {
+        pairs.push(("prefix", prefix));
+    }
+    if delimiter {
+        pairs.push(("delimiter", "/"));
+    }
+    if let Some(t) = token {
+        pairs.push(("continuation-token", t));
+    }
+    if let Some(m) = &max {
+        pairs.push(("max-keys", m));
+    }
+    let url = format!("{}?{}", info.bucket_endpoint, query(&pairs));
+    let answer = send(store, info, Method::GET, &url, &[], String::new()).await?;
+    let page = parse_list_page(&answer.body).map_err(|why| {
+        let e = not_s3(info, "HTTP 200", &answer.content_type);
+        Error::new(e.kind, format!("{} (its listing had {why})", e.message)).with_cause("not_s3")
+    })?;
+    let _ = info.verified.set(());
+    Ok(page)
+}
+
+/// Every object under `prefix` (a folder: listed as `prefix/`), and with `delimiter` only one
+/// level, sub-folders returned as prefixes without their trailing `/`. Folder markers (empty
+/// objects whose key ends in `/`) are not objects.
+pub async fn list_objects(store: &AmazonS3, info: &S3Info, prefix: &str, delimiter: bool) -> Result<(Vec<Listed>, Vec<String>)> {
+    let prefix = if prefix.is_empty() { String::new() } else { format!("{prefix}/") };
+    let (mut objects, mut prefixes, mut token) = (vec![], vec![], None::<String>);
+    loop {
+        let page = list_page(store, info, &prefix, delimiter, token.as_deref(), None).await?;
+        objects.extend(page.objects.into_iter().filter(|o| !(o.key.ends_with('/') && o.size == 0)));
+        prefixes.extend(page.prefixes.into_iter().map(|p| p.trim_end_matches('/').to_string()));
+        match page.next {
+            Some(next) if Some(&next) == token.as_ref() => {
+                return Err(not_s3(info, "HTTP 200", "a listing that repeats its continuation token"));
+            }
+            Some(next) => token = Some(next),
+            None => return Ok((objects, prefixes)),
+        }
+    }
+}
+
+/// Learn once that the endpoint is S3 before trusting its HEAD answers: a web server answers
+/// 200 to any HEAD, which made `create` say a backup "already exists". Any S3 answer proves
+/// it, an error too (a missing bucket, a refused key); only a non-S3 answer or no answer fails.
+pub async fn ensure_s3(store: &AmazonS3, info: &S3Info) -> Result<()> {
+    info.verified
+        .get_or_try_init(|| async {
+            match list_page(store, info, "", false, None, Some(1)).await {
+                Ok(_) => Ok(()),
+                Err(e) if matches!(e.kind, Kind::Protocol | Kind::Transient) => Err(e),
+                Err(_) => Ok(()),
+            }
+        })
+        .await
+        .map(|_| ())
+}
+
+fn parse_uploads_page(body: &str) -> std::result::Result<(Vec<PendingUpload>, Option<(String, String)>), String> {
+    let (mut uploads, mut current, mut truncated, mut encoded) = (vec![], PendingUpload::default(), false, false);
+    let (mut key_marker, mut id_marker) = (String::new(), String::new());
+    let root = walk_xml(body, |path, text| {
+        let p: Vec<&str> = path.iter().map(String::as_str).collect();
+        match p.as_slice() {
+            [_, "Upload", "Key"] => current.key = text.to_string(),
+            [_, "Upload", "UploadId"] => current.id = text.to_string(),
+            [_, "Upload", "Initiated"] => current.initiated = timestamp(text),
+            [_, "Upload"] => uploads.push(std::mem::take(&mut current)),
+            [_, "IsTruncated"] => truncated = text.trim() == "true",
+            [_, "NextKeyMarker"] => key_marker = text.to_string(),
+            [_, "NextUploadIdMarker"] => id_marker = text.to_string(),
+            [_, "EncodingType"] => encoded = text.trim() == "url",
+            _ => {}
+        }
+    })?;
+    if root != "ListMultipartUploadsResult" {
+        return Err(format!("<{root}> instead of <ListMultipartUploadsResult>"));
+    }
+    if encoded {
+        for u in &mut uploads {
+            u.key = url_decoded(&u.key).ok_or_else(|| format!("a key {:?} that is not UTF-8", u.key))?;
+        }
+    }
+    let next = truncated.then(|| (key_marker, id_marker)).filter(|(k, i)| !k.is_empty() || !i.is_empty());
+    if truncated && next.is_none() {
+        return Err("a truncated page without markers".into());
+    }
+    Ok((uploads, next))
+}
+
+/// Incomplete multipart uploads of keys starting with `prefix` (ListMultipartUploads).
+pub async fn list_uploads(store: &AmazonS3, info: &S3Info, prefix: &str) -> Result<Vec<PendingUpload>> {
+    let (mut out, mut markers) = (vec![], None::<(String, String)>);
+    loop {
+        let mut pairs = vec![("uploads", ""), ("prefix", prefix)];
+        if let Some((k, i)) = &markers {
+            pairs.push(("key-marker", k));
+            pairs.push(("upload-id-marker", i));
+        }
+        let url = format!("{}?{}", info.bucket_endpoint, query(&pairs));
+        let answer = send(store, info, Method::GET, &url, &[], String::new()).await?;
+        let (uploads, next) = parse_uploads_page(&answer.body).map_err(|why| {
+            let e = not_s3(info, "HTTP 200", &answer.content_type);
+            Error::new(e.kind, format!("{} (its upload listing had {why})", e.message))
+        })?;
+        out.extend(uploads);
+        match next {
+            Some(n) if Some(&n) == markers.as_ref() => return Ok(out),
+            Some(n) => markers = Some(n),
+            None => return Ok(out),
+        }
+    }
+}
+
+/// AbortMultipartUpload; false when the upload was already gone.
+pub async fn abort_upload(store: &AmazonS3, info: &S3Info, key: &str, id: &str) -> Result<bool> {
+    let url = format!("{}?{}", object_url(info, key)?, query(&[("uploadId", id)]));
+    match send(store, info, Method::DELETE, &url, &[], String::new()).await {
+        Ok(_) => Ok(true),
+        Err(e) if e.kind == Kind::NotFound => Ok(false),
+        Err(e) => Err(e),
     }
 }
 
@@ -191,5 +509,58 @@ mod tests {
         assert_eq!(s3_code(body), "SlowDown: Reduce your rate");
         assert!(etag_of("<CopyObjectResult><ETag></ETag></CopyObjectResult>").is_err());
         assert_eq!(etag_of("<CopyObjectResult><ETag>&quot;abc&quot;</ETag></CopyObjectResult>").unwrap(), "\"abc\"");
+    }
+
+    #[test]
+    fn listings_keep_every_key_as_spelled() {
+        // What SeaweedFS answers with encoding-type=url (space as +), and keys no SeaweedFS
+        // can hold (it collapses `//` and refuses `.` segments), spelled as AWS would send them.
+        let body = r#"<?xml version="1.0" encoding="UTF-8"?>
+<ListBucketResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/"><Name>b</Name><IsTruncated>true</IsTruncated>
+<Contents><Key>src/tab%09here</Key><ETag>&#34;8d77&#34;</ETag><Size>4</Size><LastModified>2026-11-30T12:58:10Z</LastModified></Contents>
+<Contents><Key>src/new%0Aline</Key><Size>5</Size></Contents>
+<Contents><Key>src/a//b</Key><Size>1</Size></Contents>
+<Contents><Key>src/./x</Key><Size>1</Size></Contents>
+<Contents><Key>src/sp+ace%2Bplus%2525</Key><Size>2</Size></Contents>
+<CommonPrefixes><Prefix>src/d%01ir/</Prefix></CommonPrefixes>
+<NextContinuationToken>src/tab&#x9;here</NextContinuationToken><EncodingType>url</EncodingType></ListBucketResult>"#;
+        let page = parse_list_page(body).unwrap();
+        let keys: Vec<&str> = page.objects.iter().map(|o| o.key.as_str()).collect();
+        assert_eq!(keys, vec!["src/tab\there", "src/new\nline", "src/a//b", "src/./x", "src/sp ace+plus%25"]);
+        assert_eq!(page.objects[0].etag.as_deref(), Some("\"8d77\""));
+        assert_eq!(page.objects[0].modified, Some(1_796_043_490.0));
+        assert_eq!(page.prefixes, vec!["src/d\u{1}ir/"]);
+        assert_eq!(page.next.as_deref(), Some("src/tab\there"));
+    }
+
+    #[test]
+    fn a_web_page_is_not_a_listing() {
+        for body in [
+            "<!DOCTYPE html><html><head><title>Welcome</title></head><body><p>hi</p></body></html>",
+            "<html><body>no S3 here</body></html>",
+            "plain text",
+            "",
+            "{\"json\": true}",
+            "<ListBucketResult><Contents><Key>a</Key><Size>x</Size></Contents></ListBucketResult>",
+            "<ListBucketResult><IsTruncated>true</IsTruncated></ListBucketResult>",
+        ] {
+            assert!(parse_list_page(body).is_err(), "{body}");
+        }
+        assert_eq!(parse_list_page("<ListBucketResult><IsTruncated>false</IsTruncated></ListBucketResult>").unwrap(), Page::default());
+    }
+
+    #[test]
+    fn upload_listings() {
+        let body = "<ListMultipartUploadsResult><IsTruncated>true</IsTruncated><NextKeyMarker>k</NextKeyMarker>\
+            <NextUploadIdMarker>i</NextUploadIdMarker><Upload><Initiated>2026-11-30T12:58:22Z</Initiated>\
+            <Key>src/tab&#x9;here</Key><UploadId>abc</UploadId></Upload></ListMultipartUploadsResult>";
+        let (uploads, next) = parse_uploads_page(body).unwrap();
+        assert_eq!(uploads, vec![PendingUpload { key: "src/tab\there".into(), id: "abc".into(), initiated: Some(1_796_043_502.0) }]);
+        assert_eq!(next, Some(("k".to_string(), "i".to_string())));
+    }
+
+    #[test]
+    fn query_values_are_strictly_encoded() {
+        assert_eq!(query(&[("prefix", "a b/+"), ("uploads", "")]), "prefix=a%20b%2F%2B&uploads=");
     }
 }

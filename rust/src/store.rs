@@ -2,7 +2,8 @@
 //!
 //! A store is addressed by URL plus object_store configuration keys (`s3://bucket` with
 //! `aws_endpoint`, `file:///root`, `memory://name`, `gs://bucket`, `az://container`). S3
-//! stores keep what server-side copies need (endpoint, bucket, credentials); any Python
+//! stores keep what server-side copies need (endpoint, bucket, credentials) and are listed by
+//! our own requests (s3.rs); `file://` is our own store that never follows a link (fs.rs); any Python
 //! object with `get`/`put`/`head`/`list`/`delete` methods is a store too (the slow path
 //! for backends only a Python library can reach).
 
@@ -16,7 +17,6 @@ use futures::{StreamExt, TryStreamExt};
 use object_store::aws::{AmazonS3, AmazonS3Builder, AmazonS3ConfigKey};
 use object_store::azure::{AzureConfigKey, MicrosoftAzureBuilder};
 use object_store::gcp::{GoogleCloudStorageBuilder, GoogleConfigKey};
-use object_store::local::LocalFileSystem;
 use object_store::memory::InMemory;
 use object_store::path::Path;
 use object_store::{BackoffConfig, Certificate, ClientOptions, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, RetryConfig};
@@ -26,6 +26,8 @@ use pyo3::types::PyBytes;
 use crate::checksum::{Algo, Running};
 use crate::copy::backoff;
 use crate::errors::{Error, Kind, Result};
+use crate::fs::FileStore;
+use crate::s3::Listed;
 use crate::{runtime, to_py_err};
 
 /// What server-side S3 requests need to know about a bucket.
@@ -38,10 +40,13 @@ pub struct S3Info {
     /// Server identity for "can these two stores copy server-side": endpoint, region, key.
     pub account: (Option<String>, String, Option<String>),
     pub http: reqwest::Client,
+    /// Set once the endpoint has answered like S3 (see `s3::ensure_s3`).
+    pub verified: tokio::sync::OnceCell<()>,
 }
 
 pub enum Backend {
     S3 { store: Arc<AmazonS3>, info: S3Info },
+    File { store: Arc<FileStore> },
     Native { store: Arc<dyn ObjectStore>, kind: &'static str },
     Python(Py<PyAny>),
 }
@@ -50,6 +55,7 @@ impl Backend {
     pub fn native(&self) -> Option<&dyn ObjectStore> {
         match self {
             Backend::S3 { store, .. } => Some(store.as_ref()),
+            Backend::File { store } => Some(store.as_ref()),
             Backend::Native { store, .. } => Some(store.as_ref()),
             Backend::Python(_) => None,
         }
@@ -58,6 +64,7 @@ impl Backend {
     pub fn kind(&self) -> &'static str {
         match self {
             Backend::S3 { .. } => "s3",
+            Backend::File { .. } => "file",
             Backend::Native { kind, .. } => kind,
             Backend::Python(_) => "python",
         }
@@ -70,8 +77,17 @@ impl Backend {
         }
     }
 
+    /// Before a HEAD or GET answer is believed, the endpoint must have shown it is S3.
+    async fn ensure_s3(&self) -> Result<()> {
+        match self {
+            Backend::S3 { store, info } => crate::s3::ensure_s3(store, info).await,
+            _ => Ok(()),
+        }
+    }
+
     /// Size and ETag of an object, or None when it does not exist.
     pub async fn head(&self, key: &str) -> Result<Option<(u64, Option<String>)>> {
+        self.ensure_s3().await?;
         match self.native() {
             Some(store) => match store.head(&path(key)?).await {
                 Ok(meta) => Ok(Some((meta.size, meta.e_tag))),
@@ -95,6 +111,7 @@ impl Backend {
 
     /// The whole object (used for small objects and for Python stores).
     pub async fn get_all(&self, key: &str) -> Result<Bytes> {
+        self.ensure_s3().await?;
         match self.native() {
             Some(store) => Ok(store.get(&path(key)?).await?.bytes().await?),
             None => {
@@ -117,6 +134,7 @@ impl Backend {
     /// `If-None-Match: *` on S3), so two writers racing for one key cannot both win.
     pub async fn put_with(&self, key: &str, data: Bytes, if_absent: bool) -> Result<Option<String>> {
         let mode = if if_absent { PutMode::Create } else { PutMode::Overwrite };
+        self.ensure_s3().await?;
         match self.native() {
             Some(store) => {
                 let opts = PutOptions { mode, ..Default::default() };
@@ -148,8 +166,62 @@ impl Backend {
     }
 }
 
+/// object_store's name for a key. Keys it cannot spell (control characters, empty or `.`
+/// segments) fail that object only, and the message says how to leave them out. A leading or
+/// trailing `/` would be dropped, silently addressing another key: refused too.
 pub fn path(key: &str) -> Result<Path> {
-    Path::parse(key).map_err(|e| Error::new(Kind::Fatal, format!("object key {key:?} cannot be addressed: {e}")))
+    let unaddressable =
+        |why: String| Error::new(Kind::Fatal, format!("object key {key:?} cannot be addressed ({why}); --exclude skips it")).with_cause("bad_key");
+    if key.starts_with('/') || key.ends_with('/') {
+        return Err(unaddressable("a leading or trailing /".into()));
+    }
+    // object_store's own message quotes the key raw: a newline in it would break the line.
+    Path::parse(key).map_err(|_| {
+        unaddressable(
+            if key.split('/').any(str::is_empty) {
+                "an empty path segment"
+            } else if key.split('/').any(|s| s == "." || s == "..") {
+                "a `.` or `..` segment"
+            } else {
+                "a control character"
+            }
+            .into(),
+        )
+    })
+}
+
+/// Objects under `prefix` (a folder), and with `delimiter` only one level plus the sub-folders;
+/// keys exactly as the store spells them.
+async fn listing(backend: &Backend, prefix: &str, delimiter: bool) -> Result<(Vec<Listed>, Vec<String>)> {
+    let entry = |key: String, size: u64, etag: Option<String>, modified: chrono::DateTime<chrono::Utc>| Listed {
+        key,
+        size,
+        etag,
+        modified: Some(modified.timestamp_millis() as f64 / 1000.0),
+    };
+    match backend {
+        Backend::S3 { store, info } => crate::s3::list_objects(store, info, prefix, delimiter).await,
+        Backend::File { store } => {
+            let (store, prefix) = (store.clone(), prefix.to_string());
+            let (objects, dirs) = tokio::task::spawn_blocking(move || store.list_level(&prefix, !delimiter))
+                .await
+                .map_err(|e| Error::new(Kind::Fatal, format!("listing panicked: {e}")))??;
+            Ok((objects.into_iter().map(|e| entry(e.key, e.size, Some(e.e_tag), e.modified)).collect(), dirs))
+        }
+        Backend::Native { store, .. } => {
+            let p = if prefix.is_empty() { None } else { Some(path(prefix)?) };
+            if delimiter {
+                let result = store.list_with_delimiter(p.as_ref()).await?;
+                let dirs = result.common_prefixes.into_iter().map(|p| p.to_string()).collect();
+                let objects = result.objects.into_iter().map(|m| entry(m.location.to_string(), m.size, m.e_tag, m.last_modified));
+                Ok((objects.collect(), dirs))
+            } else {
+                let metas = store.list(p.as_ref()).try_collect::<Vec<_>>().await?;
+                Ok((metas.into_iter().map(|m| entry(m.location.to_string(), m.size, m.e_tag, m.last_modified)).collect(), vec![]))
+            }
+        }
+        Backend::Python(_) => Err(Error::new(Kind::Fatal, "not a native store")),
+    }
 }
 
 /// Run a call into a Python store on a blocking thread, holding the GIL only there.
@@ -244,8 +316,8 @@ pub fn open(url: &str, options: &HashMap<String, String>) -> Result<Backend> {
         }
         "file" => {
             let root = url.trim_start_matches("file://");
-            let store = LocalFileSystem::new_with_prefix(root).map_err(|e| config_error(url, e))?;
-            Ok(Backend::Native { store: Arc::new(store), kind: "file" })
+            let store = FileStore::open(root).map_err(|e| config_error(url, e))?;
+            Ok(Backend::File { store: Arc::new(store) })
         }
         "memory" => {
             let name = url.trim_start_matches("memory://").to_string();
@@ -306,7 +378,8 @@ fn open_s3(url: &str, options: &HashMap<String, String>) -> Result<Backend> {
     let account = (server, region.clone(), get(AmazonS3ConfigKey::AccessKeyId));
     let store = b.build().map_err(|e| config_error(url, e))?;
     let http = http.build().map_err(|e| config_error(url, e))?;
-    Ok(Backend::S3 { store: Arc::new(store), info: S3Info { bucket, bucket_endpoint, region, account, http } })
+    let verified = tokio::sync::OnceCell::new();
+    Ok(Backend::S3 { store: Arc::new(store), info: S3Info { bucket, bucket_endpoint, region, account, http, verified } })
 }
 
 /// A bucket (or folder, or in-memory namespace) that Python reads and writes through.
@@ -348,25 +421,14 @@ impl Store {
     /// Every object under `prefix` as (key, size, etag), in key order.
     #[pyo3(signature = (prefix=""))]
     fn list(&self, py: Python<'_>, prefix: &str) -> PyResult<Vec<(String, u64, Option<String>)>> {
-        self.require_native()?;
-        let prefix = prefix.trim_end_matches('/').to_string();
-        let backend = self.backend.clone();
-        let p = if prefix.is_empty() { None } else { Some(path(&prefix).map_err(to_py_err)?) };
-        let mut out: Vec<(String, u64, Option<String>)> = py
-            .detach(|| {
-                runtime().block_on(listing_again_on_transient_errors(|| async {
-                    let store = backend.native().unwrap();
-                    store
-                        .list(p.as_ref())
-                        .map_ok(|m| (m.location.to_string(), m.size, m.e_tag))
-                        .try_collect::<Vec<_>>()
-                        .await
-                        .map_err(Error::from)
-                }))
-            })
-            .map_err(to_py_err)?;
-        out.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-        Ok(out)
+        Ok(self.listed(py, prefix)?.into_iter().map(|o| (o.key, o.size, o.etag)).collect())
+    }
+
+    /// Like `list`, with each object's last-modified time (seconds since the epoch, or None
+    /// when the store does not say): (key, size, etag, last_modified).
+    #[pyo3(signature = (prefix=""))]
+    fn list_meta(&self, py: Python<'_>, prefix: &str) -> PyResult<Vec<(String, u64, Option<String>, Option<f64>)>> {
+        Ok(self.listed(py, prefix)?.into_iter().map(|o| (o.key, o.size, o.etag, o.modified)).collect())
     }
 
     /// One level under `prefix`: (sub-"directories", objects as (key, size, etag)).
@@ -375,15 +437,63 @@ impl Store {
         self.require_native()?;
         let prefix = prefix.trim_end_matches('/').to_string();
         let backend = self.backend.clone();
-        let p = if prefix.is_empty() { None } else { Some(path(&prefix).map_err(to_py_err)?) };
+        let (objects, dirs) = py
+            .detach(|| runtime().block_on(listing_again_on_transient_errors(|| listing(&backend, &prefix, true))))
+            .map_err(to_py_err)?;
+        Ok((dirs, objects.into_iter().map(|o| (o.key, o.size, o.etag)).collect()))
+    }
+
+    /// What interrupted writes left under `prefix` (a folder): incomplete multipart uploads on
+    /// S3, staging files no live writer holds in a folder. (key, handle, started, size): the
+    /// key being written, what `remove_leftover` needs, when it started (seconds since the
+    /// epoch) and its size when known. Other stores have none to report.
+    #[pyo3(signature = (prefix=""))]
+    fn list_leftovers(&self, py: Python<'_>, prefix: &str) -> PyResult<Vec<(String, String, Option<f64>, Option<u64>)>> {
+        let prefix = prefix.trim_end_matches('/').to_string();
+        let backend = self.backend.clone();
         py.detach(|| {
-            runtime().block_on(listing_again_on_transient_errors(|| async {
-                let store = backend.native().unwrap();
-                let result = store.list_with_delimiter(p.as_ref()).await?;
-                let dirs = result.common_prefixes.into_iter().map(|p| p.to_string()).collect();
-                let objects = result.objects.into_iter().map(|m| (m.location.to_string(), m.size, m.e_tag)).collect();
-                Ok::<_, Error>((dirs, objects))
-            }))
+            runtime().block_on(async move {
+                match backend.as_ref() {
+                    Backend::S3 { store, info } => {
+                        let folder = if prefix.is_empty() { prefix } else { format!("{prefix}/") };
+                        let uploads = crate::s3::list_uploads(store, info, &folder).await?;
+                        Ok(uploads.into_iter().map(|u| (u.key, u.id, u.initiated, None)).collect())
+                    }
+                    Backend::File { store } => {
+                        let store = store.clone();
+                        let found = tokio::task::spawn_blocking(move || store.leftovers(&prefix))
+                            .await
+                            .map_err(|e| Error::new(Kind::Fatal, format!("listing panicked: {e}")))??;
+                        Ok(found
+                            .into_iter()
+                            .map(|l| (l.key, l.staging, Some(l.started.timestamp_millis() as f64 / 1000.0), Some(l.size)))
+                            .collect())
+                    }
+                    _ => Ok(vec![]),
+                }
+            })
+        })
+        .map_err(to_py_err)
+    }
+
+    /// Remove one leftover `list_leftovers` reported; False when it is gone already or (a
+    /// staging file) a writer holds it again.
+    fn remove_leftover(&self, py: Python<'_>, key: &str, handle: &str) -> PyResult<bool> {
+        let (backend, key, handle) = (self.backend.clone(), key.to_string(), handle.to_string());
+        py.detach(|| {
+            runtime().block_on(async move {
+                match backend.as_ref() {
+                    Backend::S3 { store, info } => crate::s3::abort_upload(store, info, &key, &handle).await,
+                    Backend::File { store } => {
+                        let store = store.clone();
+                        tokio::task::spawn_blocking(move || store.remove_leftover(&handle))
+                            .await
+                            .map_err(|e| Error::new(Kind::Fatal, format!("remove panicked: {e}")))?
+                            .map_err(Error::from)
+                    }
+                    _ => Ok(false),
+                }
+            })
         })
         .map_err(to_py_err)
     }
@@ -482,6 +592,17 @@ impl Store {
 }
 
 impl Store {
+    fn listed(&self, py: Python<'_>, prefix: &str) -> PyResult<Vec<Listed>> {
+        self.require_native()?;
+        let prefix = prefix.trim_end_matches('/').to_string();
+        let backend = self.backend.clone();
+        let (mut out, _) = py
+            .detach(|| runtime().block_on(listing_again_on_transient_errors(|| listing(&backend, &prefix, false))))
+            .map_err(to_py_err)?;
+        out.sort_unstable_by(|a, b| a.key.cmp(&b.key));
+        Ok(out)
+    }
+
     fn require_native(&self) -> PyResult<()> {
         match self.backend.native() {
             Some(_) => Ok(()),

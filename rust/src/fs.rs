@@ -1,0 +1,926 @@
+//! The `file://` store: a folder whose keys never lead outside it.
+//!
+//! object_store's LocalFileSystem follows symbolic links (it lists with `follow_links(true)` and
+//! lets the kernel resolve every path), so a link inside a backup made `delete` remove the files
+//! it pointed to, and a linked destination folder made `copy` write outside the destination.
+//! Here the root, as the user named it, is resolved and opened once; below it every path is
+//! walked one component at a time, each step an `openat(.., O_NOFOLLOW)` relative to the folder
+//! opened before it. No link is ever followed and nothing outside the root can be reached,
+//! whatever changes on disk between two steps. (`openat2` with RESOLVE_BENEATH |
+//! RESOLVE_NO_SYMLINKS gives the same guarantee in one call, but needs Linux 5.6 and is refused
+//! by the seccomp profiles of many container runtimes; the walk works on any POSIX system, for
+//! one system call per path component.) Listings skip links and special files and remember them
+//! (`take_skipped`), so a command can say once what it left out.
+//!
+//! Writes are staged in `<name>#<n>` beside the target (object_store's convention, so leftovers
+//! of both are found alike), held under an exclusive flock while being written so that a live
+//! upload is never mistaken for a leftover, and renamed into place. Every change to a folder's
+//! entries is made under an exclusive flock on that folder, which makes `PutMode::Update` a
+//! compare-and-swap on the e_tag without any extra file.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::ffi::CString;
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use futures::stream::BoxStream;
+use futures::StreamExt;
+use object_store::path::Path;
+use object_store::{
+    Attributes, CopyOptions, GetOptions, GetResult, GetResultPayload, ListResult, MultipartUpload, ObjectMeta,
+    ObjectStore, PutMode, PutMultipartOptions, PutOptions, PutPayload, PutResult, Result, UploadPart,
+};
+
+const STORE: &str = "file";
+
+/// A key whose path crosses a symbolic link (or a special file): never followed.
+#[derive(Debug)]
+pub struct LinkError {
+    pub key: String,
+    pub link: String,
+}
+
+impl std::fmt::Display for LinkError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}: the path crosses the symbolic link {}, which mbackup never follows (remove the link, or name the \
+             folder it points to directly)",
+            self.key, self.link
+        )
+    }
+}
+
+impl std::error::Error for LinkError {}
+
+/// A key no file can have: empty segments, `.` or `..`, a NUL, or a staging name.
+#[derive(Debug)]
+struct BadKey(String, &'static str);
+
+impl std::fmt::Display for BadKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "object key {:?} cannot be a file name ({}); --exclude skips it", self.0, self.1)
+    }
+}
+
+impl std::error::Error for BadKey {}
+
+fn generic(e: impl std::error::Error + Send + Sync + 'static) -> object_store::Error {
+    object_store::Error::Generic { store: STORE, source: Box::new(e) }
+}
+
+fn io_error(key: &str, e: io::Error) -> object_store::Error {
+    match e.kind() {
+        io::ErrorKind::NotFound => object_store::Error::NotFound { path: key.to_string(), source: Box::new(e) },
+        _ => generic(KeyIo(key.to_string(), e)),
+    }
+}
+
+/// An OS error on one key, with the key in the message and the io::Error as its source.
+#[derive(Debug)]
+struct KeyIo(String, io::Error);
+
+impl std::fmt::Display for KeyIo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.0, self.1)
+    }
+}
+
+impl std::error::Error for KeyIo {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.1)
+    }
+}
+
+/// What listings left out, by store root: links and special files. Drained by the CLI, which
+/// says once per root what was skipped.
+fn skipped_registry() -> &'static Mutex<BTreeMap<String, BTreeSet<String>>> {
+    static SKIPPED: OnceLock<Mutex<BTreeMap<String, BTreeSet<String>>>> = OnceLock::new();
+    SKIPPED.get_or_init(Default::default)
+}
+
+/// Every (root, key) skipped by a listing since the last call.
+pub fn take_skipped() -> Vec<(String, String)> {
+    let mut reg = skipped_registry().lock().unwrap();
+    let out = reg.iter().flat_map(|(root, keys)| keys.iter().map(move |k| (root.clone(), k.clone()))).collect();
+    reg.clear();
+    out
+}
+
+/// `name#<digits>`: a staging file, not an object.
+pub fn staging_target(name: &str) -> Option<&str> {
+    let (base, n) = name.rsplit_once('#')?;
+    (!base.is_empty() && !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit())).then_some(base)
+}
+
+fn cstr(name: &str) -> io::Result<CString> {
+    CString::new(name).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))
+}
+
+fn cvt(r: libc::c_int) -> io::Result<libc::c_int> {
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(r)
+    }
+}
+
+fn openat(dir: RawFd, name: &str, flags: libc::c_int, mode: libc::mode_t) -> io::Result<OwnedFd> {
+    let c = cstr(name)?;
+    loop {
+        let fd = unsafe { libc::openat(dir, c.as_ptr(), flags | libc::O_CLOEXEC | libc::O_NOFOLLOW, mode as libc::c_uint) };
+        if fd >= 0 {
+            return Ok(unsafe { OwnedFd::from_raw_fd(fd) });
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+}
+
+fn lstatat(dir: RawFd, name: &str) -> io::Result<libc::stat> {
+    let c = cstr(name)?;
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    cvt(unsafe { libc::fstatat(dir, c.as_ptr(), &mut st, libc::AT_SYMLINK_NOFOLLOW) })?;
+    Ok(st)
+}
+
+fn fstat(fd: RawFd) -> io::Result<libc::stat> {
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    cvt(unsafe { libc::fstat(fd, &mut st) })?;
+    Ok(st)
+}
+
+fn is_dir(st: &libc::stat) -> bool {
+    st.st_mode & libc::S_IFMT == libc::S_IFDIR
+}
+
+fn is_file(st: &libc::stat) -> bool {
+    st.st_mode & libc::S_IFMT == libc::S_IFREG
+}
+
+fn is_link(st: &libc::stat) -> bool {
+    st.st_mode & libc::S_IFMT == libc::S_IFLNK
+}
+
+/// An exclusive flock, released when dropped (or when the process dies).
+struct Flock<'a>(&'a OwnedFd);
+
+impl<'a> Flock<'a> {
+    fn exclusive(fd: &'a OwnedFd) -> io::Result<Self> {
+        loop {
+            match cvt(unsafe { libc::flock(fd.as_raw_fd(), libc::LOCK_EX) }) {
+                Ok(_) => return Ok(Flock(fd)),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// None when another process holds it.
+    fn try_exclusive(fd: &'a OwnedFd) -> io::Result<Option<Self>> {
+        match cvt(unsafe { libc::flock(fd.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) }) {
+            Ok(_) => Ok(Some(Flock(fd))),
+            Err(e) if e.raw_os_error() == Some(libc::EWOULDBLOCK) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+impl Drop for Flock<'_> {
+    fn drop(&mut self) {
+        unsafe { libc::flock(self.0.as_raw_fd(), libc::LOCK_UN) };
+    }
+}
+
+fn etag_of(st: &libc::stat) -> String {
+    let nanos = st.st_mtime as i128 * 1_000_000_000 + st.st_mtime_nsec as i128;
+    format!("{:x}-{:x}-{:x}", st.st_ino, nanos, st.st_size)
+}
+
+fn modified(st: &libc::stat) -> DateTime<Utc> {
+    DateTime::from_timestamp(st.st_mtime, st.st_mtime_nsec as u32).unwrap_or_default()
+}
+
+fn meta_of(key: &str, st: &libc::stat) -> Result<ObjectMeta> {
+    Ok(ObjectMeta {
+        location: Path::parse(key)?,
+        last_modified: modified(st),
+        size: st.st_size as u64,
+        e_tag: Some(etag_of(st)),
+        version: None,
+    })
+}
+
+/// One entry a listing found: an object, a staging file, or something skipped.
+pub struct Entry {
+    pub key: String,
+    pub size: u64,
+    pub e_tag: String,
+    pub modified: DateTime<Utc>,
+}
+
+/// A staging file nobody is writing: what an interrupted upload left.
+pub struct Leftover {
+    /// The key the upload was writing.
+    pub key: String,
+    /// The staging file's own key (`<key>#<n>`).
+    pub staging: String,
+    pub size: u64,
+    pub started: DateTime<Utc>,
+}
+
+#[derive(Debug)]
+pub struct FileStore {
+    root: OwnedFd,
+    /// The root as resolved when opened, for messages.
+    display: String,
+}
+
+impl std::fmt::Display for FileStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "FileStore({})", self.display)
+    }
+}
+
+impl FileStore {
+    /// Open the folder at `root`; links in `root` itself are resolved, once.
+    pub fn open(root: &str) -> io::Result<FileStore> {
+        let path = std::fs::canonicalize(root)?;
+        let c = CString::new(path.as_os_str().as_bytes()).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+        let fd = cvt(unsafe { libc::open(c.as_ptr(), libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC) })?;
+        Ok(FileStore { root: unsafe { OwnedFd::from_raw_fd(fd) }, display: path.to_string_lossy().into_owned() })
+    }
+
+    fn segments(key: &str) -> std::result::Result<Vec<&str>, BadKey> {
+        if key.is_empty() {
+            return Ok(vec![]);
+        }
+        let parts: Vec<&str> = key.split('/').collect();
+        for p in &parts {
+            let why = match *p {
+                "" => Some("an empty path segment"),
+                "." | ".." => Some("a `.` or `..` segment"),
+                _ if p.contains('\0') => Some("a NUL character"),
+                _ => None,
+            };
+            if let Some(why) = why {
+                return Err(BadKey(key.to_string(), why));
+            }
+        }
+        Ok(parts)
+    }
+
+    /// The folder `dirs` names under the root, walked without following links; missing
+    /// folders are made when `create`. Errors name the key and the link met.
+    fn walk(&self, key: &str, dirs: &[&str], create: bool) -> Result<OwnedFd> {
+        // Every walk opens its own descriptions, never dups: flocks and read positions belong
+        // to an open file description, so dups of the root would share them.
+        let mut fd = openat(self.root.as_raw_fd(), ".", libc::O_RDONLY | libc::O_DIRECTORY, 0).map_err(|e| io_error(key, e))?;
+        for (i, name) in dirs.iter().enumerate() {
+            let next = match openat(fd.as_raw_fd(), name, libc::O_RDONLY | libc::O_DIRECTORY, 0) {
+                Ok(next) => next,
+                Err(e) if e.kind() == io::ErrorKind::NotFound && create => {
+                    match cvt(unsafe { libc::mkdirat(fd.as_raw_fd(), cstr(name).map_err(|e| io_error(key, e))?.as_ptr(), 0o777) }) {
+                        Ok(_) => {}
+                        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                        Err(e) => return Err(io_error(key, e)),
+                    }
+                    openat(fd.as_raw_fd(), name, libc::O_RDONLY | libc::O_DIRECTORY, 0)
+                        .map_err(|e| self.not_followed(key, &fd, name, &dirs[..=i], e))?
+                }
+                Err(e) => return Err(self.not_followed(key, &fd, name, &dirs[..=i], e)),
+            };
+            fd = next;
+        }
+        Ok(fd)
+    }
+
+    /// Turn an open error into "crosses a link" when a link is what stopped it.
+    fn not_followed(&self, key: &str, dir: &OwnedFd, name: &str, upto: &[&str], e: io::Error) -> object_store::Error {
+        match lstatat(dir.as_raw_fd(), name) {
+            Ok(st) if is_link(&st) => generic(LinkError { key: key.to_string(), link: upto.join("/") }),
+            Ok(st) if !is_dir(&st) && !is_file(&st) => generic(LinkError { key: key.to_string(), link: upto.join("/") }),
+            _ => io_error(key, e),
+        }
+    }
+
+    fn parent_of<'k>(&self, key: &'k str, create: bool) -> Result<(OwnedFd, &'k str)> {
+        let parts = Self::segments(key).map_err(generic)?;
+        let Some((name, dirs)) = parts.split_last() else {
+            return Err(generic(BadKey(key.to_string(), "no file name")));
+        };
+        if staging_target(name).is_some() {
+            return Err(generic(BadKey(key.to_string(), "`name#<digits>` is how unfinished writes are named")));
+        }
+        Ok((self.walk(key, dirs, create)?, name))
+    }
+
+    /// Open a regular file for reading; links and special files are refused.
+    fn open_file(&self, key: &str) -> Result<(File, libc::stat)> {
+        let (dir, name) = self.parent_of(key, false)?;
+        // O_NONBLOCK: opening a FIFO must not wait for a writer; it is refused just below.
+        let fd = openat(dir.as_raw_fd(), name, libc::O_RDONLY | libc::O_NONBLOCK, 0)
+            .map_err(|e| self.not_followed(key, &dir, name, &Self::segments(key).unwrap_or_default(), e))?;
+        let st = fstat(fd.as_raw_fd()).map_err(|e| io_error(key, e))?;
+        if is_dir(&st) {
+            return Err(io_error(key, io::Error::from(io::ErrorKind::NotFound)));
+        }
+        if !is_file(&st) {
+            return Err(generic(LinkError { key: key.to_string(), link: key.to_string() }));
+        }
+        let flags = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFL) };
+        unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, flags & !libc::O_NONBLOCK) };
+        Ok((File::from(fd), st))
+    }
+
+    /// A new staging file `<name>#<n>` in `dir`, locked while we write it.
+    fn create_staging(key: &str, dir: &OwnedFd, name: &str) -> Result<(File, String)> {
+        for n in 1u32.. {
+            let staging = format!("{name}#{n}");
+            match openat(dir.as_raw_fd(), &staging, libc::O_RDWR | libc::O_CREAT | libc::O_EXCL, 0o666) {
+                Ok(fd) => {
+                    cvt(unsafe { libc::flock(fd.as_raw_fd(), libc::LOCK_EX) }).map_err(|e| io_error(key, e))?;
+                    return Ok((File::from(fd), staging));
+                }
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+                Err(e) => return Err(io_error(key, e)),
+            }
+        }
+        unreachable!()
+    }
+
+    /// Move the staged file into place under the folder's lock, as `mode` says.
+    fn publish(key: &str, dir: &OwnedFd, staging: &str, name: &str, mode: &PutMode) -> Result<()> {
+        let _lock = Flock::exclusive(dir).map_err(|e| io_error(key, e))?;
+        let (from, to) = (cstr(staging).map_err(|e| io_error(key, e))?, cstr(name).map_err(|e| io_error(key, e))?);
+        let d = dir.as_raw_fd();
+        // A link (or anything but a file) in the target's place is neither written through
+        // nor replaced: that object fails.
+        match lstatat(d, name) {
+            Ok(st) if !is_file(&st) => return Err(generic(LinkError { key: key.to_string(), link: key.to_string() })),
+            _ => {}
+        }
+        match mode {
+            PutMode::Overwrite => {}
+            PutMode::Create => {
+                return match cvt(unsafe { libc::linkat(d, from.as_ptr(), d, to.as_ptr(), 0) }) {
+                    Ok(_) => {
+                        unsafe { libc::unlinkat(d, from.as_ptr(), 0) };
+                        Ok(())
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                        Err(object_store::Error::AlreadyExists { path: key.to_string(), source: Box::new(e) })
+                    }
+                    Err(e) => Err(io_error(key, e)),
+                };
+            }
+            PutMode::Update(version) => {
+                let current = match lstatat(d, name) {
+                    Ok(st) => etag_of(&st),
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                        return Err(object_store::Error::Precondition {
+                            path: key.to_string(),
+                            source: format!("{key} does not exist").into(),
+                        })
+                    }
+                    Err(e) => return Err(io_error(key, e)),
+                };
+                if version.e_tag.as_deref() != Some(current.as_str()) {
+                    return Err(object_store::Error::Precondition {
+                        path: key.to_string(),
+                        source: format!("{key} changed: e_tag {current} is not {:?}", version.e_tag).into(),
+                    });
+                }
+            }
+        }
+        cvt(unsafe { libc::renameat(d, from.as_ptr(), d, to.as_ptr()) }).map_err(|e| io_error(key, e))?;
+        Ok(())
+    }
+
+    fn put_blocking(&self, key: &str, payload: PutPayload, mode: PutMode) -> Result<PutResult> {
+        let (dir, name) = self.parent_of(key, true)?;
+        let (mut file, staging) = Self::create_staging(key, &dir, name)?;
+        let written = (|| {
+            use std::io::Write;
+            for chunk in payload.iter() {
+                file.write_all(chunk).map_err(|e| io_error(key, e))?;
+            }
+            let st = fstat(file.as_raw_fd()).map_err(|e| io_error(key, e))?;
+            Self::publish(key, &dir, &staging, name, &mode)?;
+            Ok(etag_of(&st))
+        })();
+        match written {
+            Ok(e_tag) => Ok(PutResult { e_tag: Some(e_tag), version: None, extensions: Default::default() }),
+            Err(e) => {
+                if let Ok(c) = cstr(&staging) {
+                    unsafe { libc::unlinkat(dir.as_raw_fd(), c.as_ptr(), 0) };
+                }
+                Err(e)
+            }
+        }
+    }
+
+    fn delete_blocking(&self, key: &str) -> Result<()> {
+        let (dir, name) = self.parent_of(key, false)?;
+        let _lock = Flock::exclusive(&dir).map_err(|e| io_error(key, e))?;
+        match lstatat(dir.as_raw_fd(), name) {
+            Ok(st) if is_file(&st) => {}
+            Ok(st) if is_dir(&st) => return Err(io_error(key, io::Error::from(io::ErrorKind::NotFound))),
+            Ok(_) => return Err(generic(LinkError { key: key.to_string(), link: key.to_string() })),
+            Err(e) => return Err(io_error(key, e)),
+        }
+        let c = cstr(name).map_err(|e| io_error(key, e))?;
+        cvt(unsafe { libc::unlinkat(dir.as_raw_fd(), c.as_ptr(), 0) }).map_err(|e| io_error(key, e))?;
+        Ok(())
+    }
+
+    /// Names in an open folder, with lstat results, in name order.
+    fn read_dir(dir: &OwnedFd) -> io::Result<Vec<(Vec<u8>, libc::stat)>> {
+        // A fresh open of ".", not a dup: a dup shares the directory's read position with
+        // every other dup of it (the root's, in other listings), so a second listing saw nothing.
+        let dup = openat(dir.as_raw_fd(), ".", libc::O_RDONLY | libc::O_DIRECTORY, 0)?.into_raw_fd();
+        let stream = unsafe { libc::fdopendir(dup) };
+        if stream.is_null() {
+            let e = io::Error::last_os_error();
+            unsafe { libc::close(dup) };
+            return Err(e);
+        }
+        let mut out = Vec::new();
+        let result = loop {
+            unsafe { *libc::__errno_location() = 0 };
+            let ent = unsafe { libc::readdir(stream) };
+            if ent.is_null() {
+                let errno = io::Error::last_os_error();
+                break if errno.raw_os_error() == Some(0) { Ok(()) } else { Err(errno) };
+            }
+            let name = unsafe { std::ffi::CStr::from_ptr((*ent).d_name.as_ptr()) }.to_bytes().to_vec();
+            if name == b"." || name == b".." {
+                continue;
+            }
+            let mut st: libc::stat = unsafe { std::mem::zeroed() };
+            let c = CString::new(name.clone()).unwrap();
+            if unsafe { libc::fstatat(dir.as_raw_fd(), c.as_ptr(), &mut st, libc::AT_SYMLINK_NOFOLLOW) } == 0 {
+                out.push((name, st));
+            } // gone since readdir: nothing to list
+        };
+        unsafe { libc::closedir(stream) };
+        result?;
+        out.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        Ok(out)
+    }
+
+    /// Everything under `prefix` (a folder key, "" for the root): objects and staging files,
+    /// recursing when `recursive`, else one level with sub-folders as prefixes. Links, special
+    /// files and names that are not UTF-8 are skipped and remembered.
+    fn scan(&self, prefix: &str, recursive: bool) -> Result<(Vec<Entry>, Vec<Entry>, Vec<String>)> {
+        let (mut objects, mut staging, mut dirs, mut skipped) = (vec![], vec![], vec![], BTreeSet::new());
+        let parts = match Self::segments(prefix) {
+            Ok(p) => p,
+            Err(_) => return Ok((objects, staging, dirs)), // no folder has that name
+        };
+        let start = match self.walk(prefix, &parts, false) {
+            Ok(fd) => fd,
+            // Nothing is listed under a missing folder, nor under a file.
+            Err(object_store::Error::NotFound { .. }) => return Ok((objects, staging, dirs)),
+            Err(object_store::Error::Generic { source, .. }) if is_not_dir(source.as_ref()) => {
+                return Ok((objects, staging, dirs))
+            }
+            Err(e) => {
+                if let object_store::Error::Generic { source, .. } = &e {
+                    if let Some(link) = source.downcast_ref::<LinkError>() {
+                        skipped.insert(link.link.clone());
+                        self.remember(skipped);
+                        return Ok((objects, staging, dirs));
+                    }
+                }
+                return Err(e);
+            }
+        };
+        let mut todo = vec![(start, prefix.to_string())];
+        while let Some((dir, base)) = todo.pop() {
+            let entries = Self::read_dir(&dir).map_err(|e| io_error(&base, e))?;
+            for (raw, st) in entries {
+                let Ok(name) = std::str::from_utf8(&raw) else {
+                    skipped.insert(format!("{}{}", join(&base, ""), String::from_utf8_lossy(&raw)));
+                    continue;
+                };
+                let key = join(&base, name);
+                if is_dir(&st) {
+                    if recursive {
+                        match openat(dir.as_raw_fd(), name, libc::O_RDONLY | libc::O_DIRECTORY, 0) {
+                            Ok(fd) => todo.push((fd, key)),
+                            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                            Err(_) => {
+                                skipped.insert(key); // replaced by a link since read_dir
+                            }
+                        }
+                    } else {
+                        dirs.push(key);
+                    }
+                } else if is_file(&st) {
+                    let entry = Entry { key, size: st.st_size as u64, e_tag: etag_of(&st), modified: modified(&st) };
+                    if staging_target(name).is_some() {
+                        staging.push(entry);
+                    } else {
+                        objects.push(entry);
+                    }
+                } else {
+                    skipped.insert(key);
+                }
+            }
+        }
+        self.remember(skipped);
+        objects.sort_unstable_by(|a, b| a.key.cmp(&b.key));
+        Ok((objects, staging, dirs))
+    }
+
+    fn remember(&self, skipped: BTreeSet<String>) {
+        if !skipped.is_empty() {
+            skipped_registry().lock().unwrap().entry(format!("file://{}", self.display)).or_default().extend(skipped);
+        }
+    }
+
+    /// Objects under `prefix`, recursively, in key order.
+    pub fn list_entries(&self, prefix: &str) -> Result<Vec<Entry>> {
+        Ok(self.scan(prefix, true)?.0)
+    }
+
+    /// Objects under `prefix`, and the sub-folders of its first level unless `recursive`.
+    pub fn list_level(&self, prefix: &str, recursive: bool) -> crate::errors::Result<(Vec<Entry>, Vec<String>)> {
+        let (objects, _, dirs) = self.scan(prefix, recursive)?;
+        Ok((objects, dirs))
+    }
+
+    /// Staging files under `prefix` that no live writer holds.
+    pub fn leftovers(&self, prefix: &str) -> crate::errors::Result<Vec<Leftover>> {
+        let (_, staging, _) = self.scan(prefix, true)?;
+        let mut out = vec![];
+        for s in staging {
+            if self.staging_in_use(&s.key)? == Some(false) {
+                let (base, _) = s.key.rsplit_once('#').unwrap();
+                out.push(Leftover { key: base.to_string(), staging: s.key, size: s.size, started: s.modified });
+            }
+        }
+        Ok(out)
+    }
+
+    fn open_staging(&self, staging: &str) -> Result<Option<(OwnedFd, OwnedFd, String)>> {
+        let parts = Self::segments(staging).map_err(generic)?;
+        let Some((name, dirs)) = parts.split_last() else { return Ok(None) };
+        if staging_target(name).is_none() {
+            return Err(generic(BadKey(staging.to_string(), "not a staging file")));
+        }
+        let dir = match self.walk(staging, dirs, false) {
+            Ok(d) => d,
+            Err(object_store::Error::NotFound { .. }) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        match openat(dir.as_raw_fd(), name, libc::O_RDONLY | libc::O_NONBLOCK, 0) {
+            Ok(fd) => Ok(Some((dir, fd, name.to_string()))),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io_error(staging, e)),
+        }
+    }
+
+    /// Some(true) while a writer holds the staging file, None when it is gone.
+    fn staging_in_use(&self, staging: &str) -> Result<Option<bool>> {
+        match self.open_staging(staging)? {
+            None => Ok(None),
+            Some((_dir, fd, _)) => {
+                let held = Flock::try_exclusive(&fd).map_err(|e| io_error(staging, e))?;
+                Ok(Some(held.is_none()))
+            }
+        }
+    }
+
+    /// Delete a staging file nobody is writing; false when in use or already gone.
+    pub fn remove_leftover(&self, staging: &str) -> Result<bool> {
+        let Some((dir, fd, name)) = self.open_staging(staging)? else { return Ok(false) };
+        let Some(_held) = Flock::try_exclusive(&fd).map_err(|e| io_error(staging, e))? else { return Ok(false) };
+        if !is_file(&fstat(fd.as_raw_fd()).map_err(|e| io_error(staging, e))?) {
+            return Ok(false);
+        }
+        let _lock = Flock::exclusive(&dir).map_err(|e| io_error(staging, e))?;
+        let c = cstr(&name).map_err(|e| io_error(staging, e))?;
+        match cvt(unsafe { libc::unlinkat(dir.as_raw_fd(), c.as_ptr(), 0) }) {
+            Ok(_) => Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(io_error(staging, e)),
+        }
+    }
+}
+
+fn is_not_dir(e: &(dyn std::error::Error + Send + Sync + 'static)) -> bool {
+    e.downcast_ref::<KeyIo>().is_some_and(|k| k.1.raw_os_error() == Some(libc::ENOTDIR))
+}
+
+fn join(base: &str, name: &str) -> String {
+    if base.is_empty() {
+        name.to_string()
+    } else {
+        format!("{base}/{name}")
+    }
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    match tokio::runtime::Handle::try_current() {
+        Ok(rt) => rt.spawn_blocking(f).await.map_err(|e| generic(io::Error::other(e.to_string())))?,
+        Err(_) => f(),
+    }
+}
+
+fn unsupported(what: &str) -> object_store::Error {
+    object_store::Error::NotImplemented { operation: what.to_string(), implementer: "the file store".to_string() }
+}
+
+fn to_meta(e: Entry) -> Result<ObjectMeta> {
+    Ok(ObjectMeta { location: Path::parse(&e.key)?, last_modified: e.modified, size: e.size, e_tag: Some(e.e_tag), version: None })
+}
+
+#[async_trait]
+impl ObjectStore for FileStore {
+    async fn put_opts(&self, location: &Path, payload: PutPayload, opts: PutOptions) -> Result<PutResult> {
+        if !opts.attributes.is_empty() {
+            return Err(unsupported("put with attributes"));
+        }
+        let (this, key) = (self.clone_handle()?, location.to_string());
+        blocking(move || this.put_blocking(&key, payload, opts.mode)).await
+    }
+
+    async fn put_multipart_opts(&self, location: &Path, opts: PutMultipartOptions) -> Result<Box<dyn MultipartUpload>> {
+        if !opts.attributes.is_empty() {
+            return Err(unsupported("multipart put with attributes"));
+        }
+        let (this, key) = (self.clone_handle()?, location.to_string());
+        blocking(move || {
+            let (dir, name) = this.parent_of(&key, true)?;
+            let (file, staging) = FileStore::create_staging(&key, &dir, name)?;
+            let name = name.to_string();
+            Ok(Box::new(Upload { key, dir: Arc::new(dir), name, staging, file: Some(Arc::new(file)), offset: 0 })
+                as Box<dyn MultipartUpload>)
+        })
+        .await
+    }
+
+    async fn get_opts(&self, location: &Path, options: GetOptions) -> Result<GetResult> {
+        let (this, key) = (self.clone_handle()?, location.to_string());
+        blocking(move || {
+            let (file, st) = this.open_file(&key)?;
+            let meta = meta_of(&key, &st)?;
+            options.check_preconditions(&meta)?;
+            let range = match &options.range {
+                Some(r) => r
+                    .as_range(meta.size)
+                    .map_err(|e| generic(io::Error::new(io::ErrorKind::InvalidInput, e.to_string())))?,
+                None => 0..meta.size,
+            };
+            Ok(GetResult {
+                payload: GetResultPayload::File(file, PathBuf::from(&key)),
+                meta,
+                range,
+                attributes: Attributes::default(),
+                extensions: Default::default(),
+            })
+        })
+        .await
+    }
+
+    fn delete_stream(&self, locations: BoxStream<'static, Result<Path>>) -> BoxStream<'static, Result<Path>> {
+        let this = match self.clone_handle() {
+            Ok(t) => Arc::new(t),
+            Err(e) => return futures::stream::once(async move { Err(e) }).boxed(),
+        };
+        locations
+            .then(move |location| {
+                let this = this.clone();
+                async move {
+                    let location = location?;
+                    let key = location.to_string();
+                    blocking(move || this.delete_blocking(&key)).await?;
+                    Ok(location)
+                }
+            })
+            .boxed()
+    }
+
+    fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, Result<ObjectMeta>> {
+        let prefix = prefix.map(|p| p.to_string()).unwrap_or_default();
+        let this = self.clone_handle();
+        futures::stream::once(async move {
+            let this = this?;
+            blocking(move || this.list_entries(&prefix)).await
+        })
+        .flat_map(|listed: Result<Vec<Entry>>| match listed {
+            Ok(entries) => futures::stream::iter(entries.into_iter().map(to_meta).collect::<Vec<_>>()).boxed(),
+            Err(e) => futures::stream::once(async move { Err(e) }).boxed(),
+        })
+        .boxed()
+    }
+
+    async fn list_with_delimiter(&self, prefix: Option<&Path>) -> Result<ListResult> {
+        let prefix = prefix.map(|p| p.to_string()).unwrap_or_default();
+        let this = self.clone_handle()?;
+        let (objects, _, dirs) = blocking(move || this.scan(&prefix, false)).await?;
+        Ok(ListResult {
+            common_prefixes: dirs.iter().map(Path::parse).collect::<std::result::Result<_, _>>()?,
+            objects: objects.into_iter().map(to_meta).collect::<Result<_>>()?,
+            extensions: Default::default(),
+        })
+    }
+
+    async fn copy_opts(&self, _from: &Path, _to: &Path, _options: CopyOptions) -> Result<()> {
+        Err(unsupported("copy"))
+    }
+}
+
+impl FileStore {
+    /// Another handle on the same root (blocking work runs on other threads).
+    fn clone_handle(&self) -> Result<FileStore> {
+        Ok(FileStore { root: self.root.try_clone().map_err(|e| io_error("", e))?, display: self.display.clone() })
+    }
+}
+
+/// A multipart write: parts written in place into the locked staging file, renamed on complete.
+#[derive(Debug)]
+struct Upload {
+    key: String,
+    dir: Arc<OwnedFd>,
+    name: String,
+    staging: String,
+    file: Option<Arc<File>>,
+    offset: u64,
+}
+
+#[async_trait]
+impl MultipartUpload for Upload {
+    fn put_part(&mut self, data: PutPayload) -> UploadPart {
+        let offset = self.offset;
+        self.offset += data.content_length() as u64;
+        let (file, key) = (self.file.clone(), self.key.clone());
+        Box::pin(async move {
+            let file = file.ok_or_else(|| generic(io::Error::other("upload already finished")))?;
+            blocking(move || {
+                let mut at = offset;
+                for chunk in data.iter() {
+                    file.write_all_at(chunk, at).map_err(|e| io_error(&key, e))?;
+                    at += chunk.len() as u64;
+                }
+                Ok(())
+            })
+            .await
+        })
+    }
+
+    async fn complete(&mut self) -> Result<PutResult> {
+        let file = self.file.take().ok_or_else(|| generic(io::Error::other("upload already finished")))?;
+        let (dir, key, staging, name) = (self.dir.clone(), self.key.clone(), self.staging.clone(), self.name.clone());
+        blocking(move || {
+            let st = fstat(file.as_raw_fd()).map_err(|e| io_error(&key, e))?;
+            FileStore::publish(&key, &dir, &staging, &name, &PutMode::Overwrite)?;
+            drop(file); // releases the staging lock once the name is in place
+            Ok(PutResult { e_tag: Some(etag_of(&st)), version: None, extensions: Default::default() })
+        })
+        .await
+    }
+
+    async fn abort(&mut self) -> Result<()> {
+        let file = self.file.take();
+        let (dir, staging) = (self.dir.clone(), self.staging.clone());
+        blocking(move || {
+            if let Ok(c) = cstr(&staging) {
+                unsafe { libc::unlinkat(dir.as_raw_fd(), c.as_ptr(), 0) };
+            }
+            drop(file);
+            Ok(())
+        })
+        .await
+    }
+}
+
+impl Drop for Upload {
+    fn drop(&mut self) {
+        // Dropped without complete or abort (the copy was cancelled): leave no staging file.
+        if self.file.take().is_some() {
+            if let Ok(c) = cstr(&self.staging) {
+                unsafe { libc::unlinkat(self.dir.as_raw_fd(), c.as_ptr(), 0) };
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use object_store::{ObjectStoreExt, UpdateVersion};
+    use std::os::unix::fs::symlink;
+
+    fn tmp(name: &str) -> std::path::PathBuf {
+        let d = std::env::temp_dir().join(format!("mbackup-fs-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    fn rt() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap()
+    }
+
+    #[test]
+    fn links_are_never_followed() {
+        let base = tmp("links");
+        let (root, outside) = (base.join("root"), base.join("outside"));
+        std::fs::create_dir_all(root.join("a")).unwrap();
+        std::fs::create_dir_all(&outside).unwrap();
+        std::fs::write(outside.join("secret"), b"s").unwrap();
+        std::fs::write(root.join("a/ok"), b"ok").unwrap();
+        symlink(&outside, root.join("a/dirlink")).unwrap();
+        symlink(outside.join("secret"), root.join("a/filelink")).unwrap();
+        let store = FileStore::open(root.to_str().unwrap()).unwrap();
+        rt().block_on(async {
+            let keys: Vec<String> = store.list_entries("").unwrap().into_iter().map(|e| e.key).collect();
+            assert_eq!(keys, vec!["a/ok"]);
+            assert_eq!(store.list_entries("").unwrap().len(), 1, "a second listing sees the same");
+            let skipped = take_skipped();
+            assert!(skipped.iter().any(|(_, k)| k == "a/dirlink") && skipped.iter().any(|(_, k)| k == "a/filelink"));
+            for key in ["a/dirlink/secret", "a/filelink"] {
+                let p = Path::parse(key).unwrap();
+                let err = store.get(&p).await.unwrap_err().to_string();
+                assert!(err.contains("symbolic link"), "{err}");
+                assert!(store.put(&p, PutPayload::from_static(b"x")).await.is_err());
+                assert!(store.delete(&p).await.is_err());
+            }
+            assert!(store.put(&Path::parse("a/dirlink/new").unwrap(), PutPayload::from_static(b"x")).await.is_err());
+        });
+        assert_eq!(std::fs::read(outside.join("secret")).unwrap(), b"s");
+        assert_eq!(std::fs::read_dir(&outside).unwrap().count(), 1);
+        let _ = std::fs::remove_dir_all(base);
+    }
+
+    #[test]
+    fn conditional_update_is_a_compare_and_swap() {
+        let root = tmp("cas");
+        let store = Arc::new(FileStore::open(root.to_str().unwrap()).unwrap());
+        for p in [Path::parse("d/lock").unwrap(), Path::parse("lock").unwrap()] {
+        rt().block_on(async {
+            let first = store.put(&p, PutPayload::from_static(b"v1")).await.unwrap();
+            let update = |etag: Option<String>| PutOptions {
+                mode: PutMode::Update(UpdateVersion { e_tag: etag, version: None }),
+                ..Default::default()
+            };
+            // Many writers holding the same version race: exactly one wins.
+            let mut tasks = vec![];
+            for i in 0..16 {
+                let (store, p, opts) = (store.clone(), p.clone(), update(first.e_tag.clone()));
+                tasks.push(tokio::spawn(async move {
+                    store.put_opts(&p, PutPayload::from(format!("w{i}").into_bytes()), opts).await
+                }));
+            }
+            let mut won = 0;
+            for t in tasks {
+                match t.await.unwrap() {
+                    Ok(_) => won += 1,
+                    Err(object_store::Error::Precondition { .. }) => {}
+                    Err(e) => panic!("{e}"),
+                }
+            }
+            assert_eq!(won, 1);
+            let meta = store.head(&p).await.unwrap();
+            assert!(store.put_opts(&p, PutPayload::from_static(b"v3"), update(meta.e_tag.clone())).await.is_ok());
+            assert!(matches!(
+                store.put_opts(&Path::parse("d/none").unwrap(), PutPayload::from_static(b"x"), update(Some("x".into()))).await,
+                Err(object_store::Error::Precondition { .. })
+            ));
+        });
+        }
+        let _ = std::fs::remove_dir_all(root);
+    }
+
+    #[test]
+    fn staging_files_in_use_are_not_leftovers() {
+        let root = tmp("leftovers");
+        std::fs::create_dir_all(root.join("x")).unwrap();
+        std::fs::write(root.join("x/big#1"), b"dead").unwrap(); // left by a killed writer
+        let store = FileStore::open(root.to_str().unwrap()).unwrap();
+        rt().block_on(async {
+            let mut live = store.put_multipart(&Path::parse("x/other").unwrap()).await.unwrap();
+            let found: Vec<(String, String)> = store.leftovers("").unwrap().into_iter().map(|l| (l.key, l.staging)).collect();
+            assert_eq!(found, vec![("x/big".to_string(), "x/big#1".to_string())]);
+            assert!(!store.remove_leftover("x/other#1").unwrap()); // in use
+            assert!(store.remove_leftover("x/big#1").unwrap());
+            live.put_part(PutPayload::from_static(b"abc")).await.unwrap();
+            live.complete().await.unwrap();
+        });
+        assert_eq!(std::fs::read(root.join("x/other")).unwrap(), b"abc");
+        assert_eq!(std::fs::read_dir(root.join("x")).unwrap().count(), 1);
+        let _ = std::fs::remove_dir_all(root);
+    }
+}
