@@ -14,6 +14,8 @@ pub enum Kind {
     Corrupt,
     /// A conditional write found the key taken.
     AlreadyExists,
+    /// A conditional write on a version found another version, or none.
+    Precondition,
     /// Anything else the store refused (bad request, precondition, ...).
     Fatal,
     /// Stopped by the caller.
@@ -28,6 +30,7 @@ impl Kind {
             Kind::Transient => "transient",
             Kind::Corrupt => "corrupt",
             Kind::AlreadyExists => "already_exists",
+            Kind::Precondition => "precondition",
             Kind::Fatal => "fatal",
             Kind::Cancelled => "cancelled",
         }
@@ -92,7 +95,8 @@ impl From<object_store::Error> for Error {
             E::NotFound { .. } => Kind::NotFound,
             E::PermissionDenied { .. } | E::Unauthenticated { .. } => Kind::Auth,
             E::AlreadyExists { .. } => Kind::AlreadyExists,
-            E::Precondition { .. } | E::NotModified { .. } => Kind::Fatal,
+            E::Precondition { .. } => Kind::Precondition,
+            E::NotModified { .. } => Kind::Fatal,
             E::NotSupported { .. } | E::NotImplemented { .. } | E::InvalidPath { .. } => Kind::Fatal,
             E::UnknownConfigurationKey { .. } => Kind::Fatal,
             _ => classify_message(&message),

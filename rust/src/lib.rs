@@ -29,6 +29,7 @@ create_exception!(_engine, AuthError, EngineError, "The store rejected the crede
 create_exception!(_engine, TransientError, EngineError, "The store failed in a way a retry may fix.");
 create_exception!(_engine, CancelledError, EngineError, "The operation was cancelled.");
 create_exception!(_engine, AlreadyExistsError, EngineError, "A conditional write found the key taken.");
+create_exception!(_engine, PreconditionError, EngineError, "A conditional write on a version found another version, or none.");
 
 /// One runtime for the process: stores keep connection pools tied to it.
 pub(crate) fn runtime() -> &'static tokio::runtime::Runtime {
@@ -52,6 +53,7 @@ pub(crate) fn to_py_err(e: Error) -> PyErr {
         Kind::Transient => TransientError::new_err(e.message),
         Kind::Cancelled => CancelledError::new_err(e.message),
         Kind::AlreadyExists => AlreadyExistsError::new_err(e.message),
+        Kind::Precondition => PreconditionError::new_err(e.message),
         _ => EngineError::new_err(e.message),
     }
 }
@@ -282,5 +284,6 @@ fn _engine(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("TransientError", py.get_type::<TransientError>())?;
     m.add("CancelledError", py.get_type::<CancelledError>())?;
     m.add("AlreadyExistsError", py.get_type::<AlreadyExistsError>())?;
+    m.add("PreconditionError", py.get_type::<PreconditionError>())?;
     Ok(())
 }
