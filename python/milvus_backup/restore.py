@@ -19,7 +19,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from . import _engine, meta
+from . import _engine, meta, untrusted
 from .adapters.base import CreateCollectionSpec, ImportState, MilvusAdapter
 from .catalog import Stores, backup_dir, read_backup
 from .copy import CopySettings, Plan, run_plan
@@ -79,6 +79,17 @@ class Target:
         return f"{self.db}.{self.name}"
 
 
+# The journal as Journal writes it. The staging prefix is deleted with everything under it,
+# so only a prefix a restore makes is accepted.
+_JOURNAL = untrusted.Obj({"collections": untrusted.Map(untrusted.Obj({
+    "state": untrusted.OneOf("", "creating", "created", "done"),
+    "staging": untrusted.Optional(untrusted.Text(r"mbackup-restore-[0-9a-f]{12}", "a staging prefix")),
+    "partitions": untrusted.Map(untrusted.Obj({
+        "job": untrusted.Optional(untrusted.Text(r"[0-9]{1,19}(?:,[0-9]{1,19})*", "import task ids")),
+        "done": bool}))}))},
+    {"backup": str, "backup_id": str})
+
+
 class Journal:
     """What an interrupted restore finished, kept in the target Milvus's bucket so running the
     same restore again resumes it: collections already created are not refused as existing,
@@ -95,9 +106,13 @@ class Journal:
         self.store = stores.milvus.store
         self.key = f"mbackup-restore-journal/{backup.name}-{digest}.json"
         try:
-            self.data: dict[str, Any] = json.loads(self.store.get(self.key))
-        except (_engine.NotFoundError, ValueError):  # none yet, or unreadable: start afresh
+            self.data: dict[str, Any] = untrusted.parse(self.store.get(self.key), _JOURNAL)
+        except _engine.NotFoundError:  # none yet: start afresh
             self.data = {"backup": backup.name, "backup_id": backup.id, "collections": {}}
+        except ValueError as e:
+            # Its staging prefix is deleted and its jobs are waited for: never guess at it.
+            raise RestoreError(f"the restore journal {stores.milvus.url}/{self.key} is damaged ({e}): delete it to "
+                               "restart this restore from the beginning") from None
         self.resuming = bool(self.data["collections"])
 
     def state(self, t: Target) -> str:
