@@ -19,9 +19,16 @@ import uuid
 
 import pytest
 
+import inprocess
 from milvus_backup import _engine
+from milvus_backup import backup as backup_module
+from milvus_backup.backup import write_meta
 from milvus_backup.errors import ConfigError
 from milvus_backup.lock import LockedError, LockLostError, StoreLock
+from test_faults import assert_clear_failure, mbackup, milvus_cfg, snapshot
+from test_faults import dataset as _faults_dataset
+
+dataset = _faults_dataset  # the same collection fixture as the fault tests (one flushed segment per partition)
 
 
 @pytest.fixture(params=["s3", "memory"])
@@ -280,3 +287,141 @@ def test_a_paused_process_whose_lock_was_taken_over_stops_and_fails(seaweedfs, b
         if taker is not None:
             taker.release()
     assert s.head(KEY) is None
+
+
+# --------------------------------------------------------------------------------------
+# Every command that changes a backup takes the lock: a create and a delete on real Milvus
+# (the races of issue #8 item 5, made deterministic by a hook at meta writing or by SIGSTOP).
+
+
+def _slow_create(env, cfg: str, name: str, coll: str) -> subprocess.Popen:
+    """A create slowed to a few requests a second, so that it is caught copying."""
+    return subprocess.Popen([sys.executable, "-m", "milvus_backup", "create", "-n", name, "--filter", coll, "-q",
+                             "--config", cfg, "--set", "mbackup.maxRequestsPerSecond=6",
+                             "--set", "mbackup.maxBandwidth=256KiB/s"],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _create_in_process(monkeypatch, cfg: str, name: str, coll: str, before_meta) -> tuple[int, str, str]:
+    """``mbackup create`` in this process, calling ``before_meta()`` (a hook) when it is about
+    to write its meta files, after the copy."""
+    def write_meta_hooked(*args, **kw):
+        before_meta()
+        return write_meta(*args, **kw)
+
+    monkeypatch.setattr(backup_module, "write_meta", write_meta_hooked)
+    try:
+        return inprocess.run("create", "-n", name, "--filter", coll, "-q", "--config", cfg)
+    finally:
+        monkeypatch.undo()
+
+
+def _copying(backup, name: str, proc: subprocess.Popen) -> None:
+    deadline = time.monotonic() + 90
+    while not backup.list(f"backup/{name}/binlogs") and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.1)
+    assert backup.list(f"backup/{name}/binlogs") and proc.poll() is None, "the create was not caught copying"
+
+
+@pytest.mark.milvus
+def test_delete_is_refused_while_a_create_writes_its_meta(milvus_clusters, dataset, seaweedfs, s3env, bucket,
+                                                         tmp_path, monkeypatch):
+    """The issue's race: delete while create writes its meta files. The create (in-process,
+    held at meta writing by a hook) holds the lock; the delete (a real process) is refused in
+    one line naming it and changes nothing; the create then succeeds, whole."""
+    coll, _, _ = dataset
+    cfg = milvus_cfg(tmp_path, milvus_clusters.source, bucket)
+    name = f"busy_{uuid.uuid4().hex[:8]}"
+    backup_store = seaweedfs.store(bucket)
+    deletes = []
+
+    def delete() -> None:
+        before = snapshot(backup_store, f"backup/{name}")
+        deletes.append(mbackup(s3env, "delete", "-n", name, "--config", cfg))
+        assert snapshot(backup_store, f"backup/{name}") == before
+
+    code, out, err = _create_in_process(monkeypatch, cfg, name, coll, before_meta=delete)
+    assert code == 0 and out.startswith(f"create backup success: {name}: 1 collections"), err
+    lines = assert_clear_failure(deletes[0], codes=(2,))
+    assert len(lines) == 1 and re.match(rf"error: another mbackup is working on backup '{name}' \(create, pid "
+                                        rf"{os.getpid()} on {re.escape(socket.gethostname())}, alive at ", lines[0])
+    deep = mbackup(s3env, "verify", "-n", name, "--deep", "--config", cfg)
+    assert deep.returncode == 0, deep.stdout + deep.stderr
+
+
+@pytest.mark.milvus
+def test_a_create_whose_objects_went_missing_never_reports_success(milvus_clusters, dataset, seaweedfs, s3env,
+                                                                   bucket, tmp_path, monkeypatch):
+    """An object deleted behind mbackup's back (another tool, a lifecycle rule) after it was
+    copied: the create's one LIST before marking the backup complete finds it missing, the
+    create fails in one line, and the backup is left incomplete, never complete without it.
+    Running the same create again copies it again."""
+    coll, _, _ = dataset
+    cfg = milvus_cfg(tmp_path, milvus_clusters.source, bucket)
+    name = f"lost_{uuid.uuid4().hex[:8]}"
+    backup_store = seaweedfs.store(bucket)
+    gone = []
+
+    def lose_one() -> None:
+        key, size, _ = backup_store.list(f"backup/{name}/binlogs")[0]
+        backup_store.delete(key)
+        gone.append((key[len(f"backup/{name}/"):], size))
+
+    code, out, err = _create_in_process(monkeypatch, cfg, name, coll, before_meta=lose_one)
+    (rel, size), = gone
+    assert (code, out) == (2, ""), err
+    lines = assert_clear_failure(subprocess.CompletedProcess([], code, out, err), codes=(2,))
+    assert [line for line in lines if not line.startswith("warning: ")] == [
+        f"error: backup '{name}' is not complete: 1 of its {len(backup_store.list(f'backup/{name}/binlogs')) + 6} objects "
+        f"are missing or changed after they were written (first: {rel}: expected {size:,} bytes, missing); something "
+        "deleted them during the create: run the same create again"], err
+    assert backup_store.head(f"backup/{name}/meta/backup_meta.json") is None
+    listed = mbackup(s3env, "list", "--config", cfg)
+    assert f"{name}  INCOMPLETE (a create did not finish)" in listed.stdout.splitlines(), listed.stdout
+
+    again = mbackup(s3env, "create", "-n", name, "--filter", coll, "-q", "--config", cfg, timeout=300)
+    assert again.returncode == 0 and f"resuming the incomplete backup '{name}'" in again.stderr, again.stderr
+    deep = mbackup(s3env, "verify", "-n", name, "--deep", "--config", cfg)
+    assert deep.returncode == 0, deep.stdout + deep.stderr
+
+
+@pytest.mark.milvus
+def test_a_paused_create_whose_lock_a_delete_took_over_stops_and_fails(milvus_clusters, dataset, seaweedfs, s3env,
+                                                                      bucket, tmp_path):
+    """A real create, SIGSTOPped mid-copy past its lease: a delete takes the stale lock over
+    and deletes the backup; the create, continued, finds its renewal refused, cancels its
+    copies and fails in one line. Nothing is left looking complete, and whatever it wrote
+    before it noticed is still a backup that delete can remove."""
+    coll, _, _ = dataset
+    cfg = milvus_cfg(tmp_path, milvus_clusters.source, bucket)
+    name = f"paused_{uuid.uuid4().hex[:8]}"
+    backup_store = seaweedfs.store(bucket)
+    env = dict(s3env, MBACKUP_LOCK_LEASE="3", MBACKUP_LOCK_HEARTBEAT="0.5")
+    proc = _slow_create(env, cfg, name, coll)
+    try:
+        _copying(backup_store, name, proc)
+        proc.send_signal(signal.SIGSTOP)
+        time.sleep(4)  # past the lease: the create looks gone
+        deleted = mbackup(env, "delete", "-n", name, "--config", cfg)
+        assert deleted.returncode == 0 and deleted.stdout.startswith(f"delete backup done: {name} ("), deleted.stderr
+        proc.send_signal(signal.SIGCONT)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGCONT)
+            proc.kill()
+            proc.communicate()
+    result = subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+    lines = [line for line in assert_clear_failure(result, codes=(2,)) if not line.startswith("warning: ")]
+    assert len(lines) == 1 and re.fullmatch(
+        rf"error: lost the lock on backup '{name}': another run took it over after this one went \d+ s without "
+        r"renewing it \(the lease is 3 s\); stopped before marking the backup complete: run the same create again",
+        lines[0]), lines
+    assert "create backup success" not in out
+    assert backup_store.head(f"backup/{name}/meta/backup_meta.json") is None
+    listed = mbackup(s3env, "list", "--config", cfg).stdout.splitlines()
+    assert not [line for line in listed if line.startswith(f"{name} ") and "INCOMPLETE" not in line], listed
+    if backup_store.list(f"backup/{name}"):
+        again = mbackup(s3env, "delete", "-n", name, "--config", cfg)
+        assert again.returncode == 0, again.stderr
+    assert not backup_store.list(f"backup/{name}")
