@@ -115,7 +115,7 @@ CASES = [
      "error: s3://{bucket}/backup/notabackup is not a backup (no meta files, binlogs or mbackup objects in it): "
      "mbackup delete only deletes backups; check the name and backup.storage.rootPath"),
     ("delete-under-create", ["delete", "-n", "locked", "--config", "{cfg}"], None, 2,
-     "error: another mbackup is working on backup 'locked' (create, pid 4242 on elsewhere, alive at "),
+     "error: another mbackup is working on backup 'locked' (pid 4242 on elsewhere running create, alive at "),
 ]
 
 

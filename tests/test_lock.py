@@ -118,8 +118,8 @@ def test_a_held_lock_is_refused_naming_its_holder_and_released_by_its_owner(stor
         with pytest.raises(LockedError) as refused:
             lock(store, command="delete").acquire()
         assert re.fullmatch(
-            rf"another mbackup is working on backup 'nightly' \(create, pid {os.getpid()} on {re.escape(socket.gethostname())}, "
-            r"alive at \d\d:\d\d:\d\d\): wait for it; if it died, run again after 120 s", str(refused.value))
+            rf"another mbackup is working on backup 'nightly' \(pid {os.getpid()} on {re.escape(socket.gethostname())} "
+            r"running create, alive at \d\d:\d\d:\d\d\): wait for it; if it died, run again after 120 s", str(refused.value))
     assert store.head(KEY) is None
 
 
@@ -343,8 +343,8 @@ def test_delete_is_refused_while_a_create_writes_its_meta(milvus_clusters, datas
     code, out, err = _create_in_process(monkeypatch, cfg, name, coll, before_meta=delete)
     assert code == 0 and out.startswith(f"create backup success: {name}: 1 collections"), err
     lines = assert_clear_failure(deletes[0], codes=(2,))
-    assert len(lines) == 1 and re.match(rf"error: another mbackup is working on backup '{name}' \(create, pid "
-                                        rf"{os.getpid()} on {re.escape(socket.gethostname())}, alive at ", lines[0])
+    assert len(lines) == 1 and re.match(rf"error: another mbackup is working on backup '{name}' \(pid {os.getpid()} "
+                                        rf"on {re.escape(socket.gethostname())} running create, alive at ", lines[0])
     deep = mbackup(s3env, "verify", "-n", name, "--deep", "--config", cfg)
     assert deep.returncode == 0, deep.stdout + deep.stderr
 

@@ -123,9 +123,9 @@ class StoreLock:
             etag, holder, problem = current
             if holder is not None and not self._stale(holder):
                 since = time.strftime("%H:%M:%S", time.localtime(holder.heartbeat))
-                doing = f"{holder.command}, " if holder.command else ""
+                doing = f" running {holder.command}" if holder.command else ""
                 raise LockedError(
-                    f"another mbackup is working on {self.what} ({doing}pid {holder.pid} on {holder.host}, "
+                    f"another mbackup is working on {self.what} (pid {holder.pid} on {holder.host}{doing}, "
                     f"alive at {since}): wait for it; if it died, run again after {self.lease:.0f} s")
             started = time.monotonic()
             try:
