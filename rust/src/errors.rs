@@ -169,6 +169,14 @@ mod tests {
     }
 
     #[test]
+    fn conditional_writes() {
+        let stale = object_store::Error::Precondition { path: "k".into(), source: "etag mismatch".into() };
+        assert_eq!(Error::from(stale).kind, Kind::Precondition);
+        let taken = object_store::Error::AlreadyExists { path: "k".into(), source: "exists".into() };
+        assert_eq!(Error::from(taken).kind, Kind::AlreadyExists);
+    }
+
+    #[test]
     fn messages() {
         assert_eq!(classify_message("Client error with status 403 Forbidden: InvalidAccessKeyId"), Kind::Auth);
         assert_eq!(classify_message("error sending request: connection refused"), Kind::Transient);
