@@ -316,3 +316,26 @@ def test_keys_listed_in_the_milvus_bucket_with_absurd_ids_are_not_binlogs(tmp_pa
     found = discover_binlogs(stores, coll, [SegmentRef(segment_id=3, collection_id=1, partition_id=2, num_rows=1)])
     assert {seg: {f: [o.key for o in objs] for f, objs in inserts.items()} for seg, (inserts, _) in found.items()} == {
         3: {100: [good]}}
+
+
+def test_names_and_keys_from_the_bucket_print_as_one_line(place):
+    """A directory or key holding a control character (U+202E turns the rest of a line
+    around on a terminal) is shown quoted, so it cannot forge lines of list or verify."""
+    s, cfg, _ = place
+    evil = "rtl\u202eevil"
+    s.put(f"{ROOT}/{evil}/meta/backup_meta.json", b"{}")
+    extra = f"binlogs/insert_log/1/2/3/3/100/{evil}"
+    s.put(f"{ROOT}/good/{extra}", b"x")
+    try:
+        code, out, err = run(cfg, "list")
+        assert code == 0 and err == ""
+        assert f"{evil!r}  DAMAGED: invalid backup name {evil!r}: use letters, digits and _ (max 128), starting with a " \
+               "letter or _" in out.splitlines()
+        code, out, err = run(cfg, "verify", "-n", "good", "-q")
+        assert code == 0 and err == ""
+        assert out.splitlines()[0] == (f"warning: unexpected: {extra!r}: 1 bytes, not in the backup's meta or manifest "
+                                       "(restore does not read it)")
+        assert all(line.isprintable() for line in out.splitlines())
+    finally:
+        s.delete(f"{ROOT}/{evil}/meta/backup_meta.json")
+        s.delete(f"{ROOT}/good/{extra}")

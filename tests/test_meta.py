@@ -342,6 +342,8 @@ HOSTILE_META = [
      "collection_backups[0].schema.fields: missing: a collection has a schema"),
     ("no partition name", _full(lambda t: t["collection_backups"][0]["partition_backups"][0].pop("partition_name")),
      "collection_backups[0].partition_backups[0].partition_name: missing"),
+    ("version that forges a line", _full(lambda t: t.update(milvus_version="v2.3.5\nfake  1 GiB")),
+     "milvus_version: expected a short printable text, got 'v2.3.5\\nfake  1 GiB'"),
     ("time after 9999", _full(_coll(backup_physical_timestamp=10 ** 12)),
      "collection_backups[0].backup_physical_timestamp: expected a time before the year 10000, got 1000000000000"),
     ("level file with a negative id", {"backup_meta.json": BACKUP_META.encode(), "collection_meta.json": COLLECTION_META.encode(),

@@ -323,6 +323,7 @@ def list_(
     set_: SetOption = None,
 ) -> None:
     """List backups with size, time, Milvus version and collections; incomplete and damaged ones are marked."""
+    from . import untrusted
     from .catalog import list_backups
 
     entries = list_backups(_stores(ctx.obj.with_command_options(config, set_)))
@@ -340,6 +341,7 @@ def list_(
         return
     typer.echo(">> Backups:")
     for r in rows:
+        r["name"] = untrusted.shown(r["name"])  # a directory name in the bucket: one line whatever it holds
         if r["error"]:
             typer.echo(f"{r['name']}  DAMAGED: {r['error']}")
             continue

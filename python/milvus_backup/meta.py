@@ -866,9 +866,16 @@ def _milvus_name(value: str, where: str, what: str) -> None:
     _need(bool(_MILVUS_NAME.fullmatch(value)), where, value, f"a {what} name (letters, digits, _ and -)")
 
 
+def _label(value: str, where: str) -> None:
+    """A short value get and list print on a line of their own (a version, a load state)."""
+    if value and not (len(value) <= 64 and value.isprintable()):
+        raise _Bad(where, f"expected a short printable text, got {_describe(value)}")
+
+
 def _backup_rule(info: BackupInfo, at) -> None:
     _need(bool(BACKUP_ID.pattern.fullmatch(info.id)), at("id"), info.id, BACKUP_ID.what)
     _need(bool(_NAME.fullmatch(info.name)), at("name"), info.name, "a backup name (letters, digits and _)")
+    _label(info.milvus_version, at("milvus_version"))
 
 
 def _collection_rule(c: CollectionBackupInfo, at) -> None:
@@ -879,10 +886,12 @@ def _collection_rule(c: CollectionBackupInfo, at) -> None:
         raise _Bad(at("schema") if c.schema is None else at("schema.fields"), "missing: a collection has a schema")
     _need(c.backup_physical_timestamp <= _LAST_SECOND, at("backup_physical_timestamp"),
           c.backup_physical_timestamp, "a time before the year 10000")
+    _label(c.load_state, at("load_state"))
 
 
 def _partition_rule(p: PartitionBackupInfo, at) -> None:
     _milvus_name(p.partition_name, at("partition_name"), "partition")
+    _label(p.load_state, at("load_state"))
 
 
 def _field_rule(f: FieldSchema, at) -> None:

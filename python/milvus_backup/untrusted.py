@@ -38,6 +38,12 @@ def too_deep(tree: Any, limit: int = MAX_DEPTH) -> bool:
     return False
 
 
+def shown(text: str) -> str:
+    """``text`` (a key or name read from storage) as one printable line: quoted when it holds
+    a line break or another control character, so it cannot forge lines of output."""
+    return text if text.isprintable() else repr(text)
+
+
 def load_json(data: bytes, max_bytes: int = 1 << 30) -> Any:
     """Parse ``data``; raises ValueError saying what is wrong with it."""
     if len(data) > max_bytes:

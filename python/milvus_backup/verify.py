@@ -54,7 +54,7 @@ class Finding:
 
     @property
     def line(self) -> str:
-        text = f"{self.kind}: {self.key}: {self.detail}" if self.key else self.detail
+        text = f"{self.kind}: {untrusted.shown(self.key)}: {self.detail}" if self.key else self.detail
         return f"warning: {text}" if self.kind in ("unexpected", "unchecked") else text
 
     def to_json(self) -> dict[str, Any]:
