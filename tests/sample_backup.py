@@ -76,6 +76,7 @@ class Sample:
             body = {"version": 1, "backup": name, "id": info.id, "checksum_algo": "crc32c", "objects": {
                 rel: {"size": len(self.objects[rel]), "checksum": c} for rel, (c, _, _) in zip(self.binlogs, sums)}}
             self.put(MANIFEST, json.dumps(body, indent=0, sort_keys=True).encode())
+        self.info = info
         files = meta.write_meta_files(info)
         for fname in [n for n in files if n != meta.BACKUP_META] + [meta.BACKUP_META]:
             self.put(f"meta/{fname}", files[fname])

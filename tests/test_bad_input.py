@@ -5,10 +5,12 @@ are compared before and after). No Milvus is needed: every case is refused befor
 from __future__ import annotations
 
 import http.server
+import json
 import os
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -246,6 +248,31 @@ CASES = [
      "error: s3://{bucket}: http://127.0.0.1:{web}/{bucket} does not answer like an S3 server (HTTP 200 with text/html"),
     ("gc-grace", ["gc", "--grace", "soon", "--config", "{cfg}"], None, 2,
      "error: --grace: invalid duration 'soon': use a number with s, m, h or d"),
+    # --- content read from storage, damaged or hostile (issue #8 items 5 and 8; staged by stage_hostile)
+    ("meta-deep", ["get", "-n", "deep", "--config", "{cfg}"], None, 2,
+     "error: meta/full_meta.json nests more than 64 levels deep: the backup is damaged; run mbackup verify"),
+    ("meta-empty-object", ["get", "-n", "emptyobj", "--config", "{cfg}"], None, 2,
+     "error: meta/full_meta.json: id: missing: the backup is damaged; run mbackup verify"),
+    ("meta-empty-object-restore", ["restore", "-n", "emptyobj", "--config", "{cfg}"], None, 2,
+     "error: backup 'emptyobj' failed the quick check: damaged: meta/full_meta.json: id: missing"),
+    ("meta-negative-rows", ["restore", "-n", "negrows", "--config", "{cfg}"], None, 2,
+     "error: backup 'negrows' failed the quick check: damaged: meta/full_meta.json: collection_backups[0]."
+     "partition_backups[0].segment_backups[0].num_of_rows: out of range (-5), expected a non-negative integer"),
+    ("meta-hostile-name", ["get", "-n", "hostile", "--config", "{cfg}"], None, 2,
+     "error: meta/full_meta.json: name: expected a backup name (letters, digits and _), got '../../x': "
+     "the backup is damaged; run mbackup verify"),
+    ("marker-garbage", ["create", "-n", "badmarker", "--config", "{cfg}"], None, 2,
+     "error: s3://{bucket}/backup/badmarker/mbackup_in_progress.json is damaged (expected an object, got an array): "
+     "delete the incomplete backup with mbackup delete -n badmarker"),
+    ("marker-other-request", ["create", "-n", "halfdone", "--filter", "default.other", "--config", "{cfg}"], None, 2,
+     "error: backup 'halfdone' is an incomplete create of --filter default.products --strategy serial_flush, not "
+     "--filter default.other --strategy serial_flush: run it again with the same options to finish it, or delete it "
+     "with mbackup delete -n halfdone"),
+    ("delete-not-a-backup", ["delete", "-n", "notabackup", "--config", "{cfg}"], None, 2,
+     "error: s3://{bucket}/backup/notabackup is not a backup (no meta files, binlogs or mbackup objects in it): "
+     "mbackup delete only deletes backups; check the name and backup.storage.rootPath"),
+    ("delete-under-create", ["delete", "-n", "locked", "--config", "{cfg}"], None, 2,
+     "error: another mbackup is working on backup 'locked' (pid 4242 on elsewhere running create, alive at "),
 ]
 
 
@@ -302,8 +329,34 @@ def stage(seaweedfs, tmp_path_factory):
     damaged = full.replace(b',"log_id":5001100}', b'}').replace(b'/5001/100/5001100"', b'/5001/100/.."')
     assert damaged.count(b'/.."') == 1 and b"5001100" not in damaged
     s.put(f"{ROOT}/unsafe/meta/full_meta.json", damaged)
+    stage_hostile(s)
     yield seaweedfs, name, s
     seaweedfs.delete_bucket(name)
+
+
+def stage_hostile(s) -> None:
+    """Backups whose content read from storage is damaged or hostile (issue #8 item 8)."""
+    def full_meta(name: str, edit) -> None:
+        tree = json.loads(s.get(f"{ROOT}/{name}/meta/full_meta.json"))
+        s.put(f"{ROOT}/{name}/meta/full_meta.json", json.dumps(edit(tree)).encode())
+
+    for name in ("deep", "emptyobj", "negrows", "hostile", "halfdone", "badmarker", "locked"):
+        Sample(s, name)
+    s.put(f"{ROOT}/deep/meta/full_meta.json", b'{"rbac_meta":' + b"[" * 5000 + b"]" * 5000 + b"}")
+    s.put(f"{ROOT}/emptyobj/meta/full_meta.json", b"{}")
+    full_meta("negrows", lambda t: t["collection_backups"][0]["partition_backups"][0]["segment_backups"][0].update(
+        num_of_rows=-5) or t)
+    full_meta("hostile", lambda t: t | {"name": "../../x"})
+    # Incomplete creates: one of another request, one with a marker that is not a marker.
+    for name, marker in (("halfdone", {"id": "0f1e", "name": "halfdone", "request": {
+                             "filters": {"default": ["products"]}, "strategy": "serial_flush"}}),
+                         ("badmarker", [1, 2])):
+        s.delete(f"{ROOT}/{name}/meta/backup_meta.json")
+        s.put(f"{ROOT}/{name}/mbackup_in_progress.json", json.dumps(marker).encode())
+    # A create at work on "locked" (its heartbeat a minute ahead: alive for this module's cases).
+    s.put(f"{ROOT}/locked/mbackup.lock", json.dumps({"token": "a" * 32, "pid": 4242, "host": "elsewhere",
+                                                     "heartbeat": time.time() + 60, "command": "create"}).encode())
+    s.put(f"{ROOT}/notabackup/notes.txt", b"not a backup")
 
 
 def snapshot(s, folder: Path) -> tuple:

@@ -134,7 +134,8 @@ def test_write_meta_files_matches_the_level_examples_in_write_order():
 
 
 def test_write_meta_files_snapshot_format_has_no_partition_or_segment_files():
-    info = m.BackupInfo(id="x", name="snap", format=m.FORMAT_SNAPSHOT, collection_backups=[m.CollectionBackupInfo(collection_id=1)])
+    coll = m.CollectionBackupInfo(collection_id=1, collection_name="c", schema=m.CollectionSchema(fields=[m.FieldSchema(name="id")]))
+    info = m.BackupInfo(id="x", name="snap", format=m.FORMAT_SNAPSHOT, collection_backups=[coll])
     files = m.write_meta_files(info)
     assert list(files) == ["backup_meta.json", "collection_meta.json", "full_meta.json"]
     assert files["backup_meta.json"] == b'{"id":"x","state_code":0,"name":"snap","size":0,"format":"snapshot"}'
@@ -299,6 +300,84 @@ def test_damaged_meta_gives_one_line(files, message):
     assert "\n" not in str(e.value)
 
 
+
+def _full(edit) -> dict[str, bytes]:
+    tree = json.loads(FULL_META)
+    edit(tree)
+    return {"full_meta.json": json.dumps(tree).encode()}
+
+
+def _coll(**fields):
+    return lambda t: t["collection_backups"][0].update(fields)
+
+
+def _seg(**fields):
+    return lambda t: t["collection_backups"][0]["partition_backups"][0]["segment_backups"][0].update(fields)
+
+
+# Meta that decodes (right JSON types) but cannot be a backup's: hostile or damaged content (issue #8 item 8).
+HOSTILE_META = [
+    ("empty object", {"full_meta.json": b"{}"}, "id: missing"),
+    ("no name", _full(lambda t: t.pop("name")), "name: missing"),
+    ("name that escapes", _full(lambda t: t.update(name="../../x")),
+     "name: expected a backup name (letters, digits and _), got '../../x'"),
+    ("id with a slash", _full(lambda t: t.update(id="a/b")),
+     "id: expected a backup id (letters, digits, '_', '.', '-'), got 'a/b'"),
+    ("negative size", _full(lambda t: t.update(size=-1)), "size: out of range (-1), expected a non-negative integer"),
+    ("negative rows", _full(_seg(num_of_rows=-5)), "collection_backups[0].partition_backups[0].segment_backups[0]."
+     "num_of_rows: out of range (-5), expected a non-negative integer"),
+    ("id past uint64", _full(_seg(segment_id=2 ** 64)), "collection_backups[0].partition_backups[0].segment_backups[0]."
+     f"segment_id: out of range ({2 ** 64}), expected a non-negative integer"),
+    ("partition below -1", _full(_seg(partition_id=-2)), "collection_backups[0].partition_backups[0].segment_backups[0]."
+     "partition_id: out of range (-2), expected -1 or more"),
+    ("negative log size", _full(lambda t: t["collection_backups"][0]["l0_segments"][0]["deltalogs"][0]["binlogs"][0].update(
+        log_size=-3)), "collection_backups[0].l0_segments[0].deltalogs[0].binlogs[0].log_size: out of range (-3), "
+     "expected a non-negative integer"),
+    ("null collection", _full(lambda t: t["collection_backups"].append(None)),
+     "collection_backups[1]: null where an object belongs"),
+    ("no collection name", _full(_coll(collection_name="")), "collection_backups[0].collection_name: missing"),
+    ("collection name with a slash", _full(_coll(collection_name="a/b")),
+     "collection_backups[0].collection_name: expected a collection name (letters, digits, _ and -), got 'a/b'"),
+    ("no schema", _full(lambda t: t["collection_backups"][0].pop("schema")),
+     "collection_backups[0].schema: missing: a collection has a schema"),
+    ("schema without fields", _full(_coll(schema={"name": "x"})),
+     "collection_backups[0].schema.fields: missing: a collection has a schema"),
+    ("no partition name", _full(lambda t: t["collection_backups"][0]["partition_backups"][0].pop("partition_name")),
+     "collection_backups[0].partition_backups[0].partition_name: missing"),
+    ("version that forges a line", _full(lambda t: t.update(milvus_version="v2.3.5\nfake  1 GiB")),
+     "milvus_version: expected a short printable text, got 'v2.3.5\\nfake  1 GiB'"),
+    ("time after 9999", _full(_coll(backup_physical_timestamp=10 ** 12)),
+     "collection_backups[0].backup_physical_timestamp: expected a time before the year 10000, got 1000000000000"),
+    ("level file with a negative id", {"backup_meta.json": BACKUP_META.encode(), "collection_meta.json": COLLECTION_META.encode(),
+                                       "partition_meta.json": PARTITION_META.encode(),
+                                       "segment_meta.json": b'{"infos":[{"segment_id":-7}]}'},
+     "infos[0].segment_id: out of range (-7), expected a non-negative integer"),
+]
+
+
+@pytest.mark.parametrize(("files", "problem"), [c[1:] for c in HOSTILE_META], ids=[c[0] for c in HOSTILE_META])
+def test_meta_that_cannot_be_a_backup_is_damaged(files, problem):
+    with pytest.raises(MetaError) as e:
+        m.read_meta_files(files)
+    fname = "segment_meta.json" if "segment_meta.json" in files else "full_meta.json"
+    assert str(e.value) == f"meta/{fname}: {problem}: the backup is damaged; run mbackup verify"
+
+
+@pytest.mark.parametrize("depth", [65, 900, 100_000])
+def test_deeply_nested_meta_is_damaged_not_a_recursion_error(depth):
+    data = b'{"id":"i","name":"n","rbac_meta":' + b"[" * depth + b"]" * depth + b"}"
+    with pytest.raises(MetaError) as e:
+        m.read_meta_files({"full_meta.json": data})
+    assert str(e.value) == "meta/full_meta.json nests more than 64 levels deep: the backup is damaged; run mbackup verify"
+
+
+def test_the_anchor_examples_are_backups():
+    assert m.read_meta_files({"full_meta.json": FULL_META.encode()}).name == "my_backup"
+    level = {"backup_meta.json": BACKUP_META, "collection_meta.json": COLLECTION_META,
+             "partition_meta.json": PARTITION_META, "segment_meta.json": SEGMENT_META}
+    assert m.read_meta_files({k: v.encode() for k, v in level.items()}).id == "7c1f6f0e-3b7d-4d3e-9a8b-1f2e3d4c5b6a"
+
+
 # --------------------------------------------------------------------------------------
 # Property tests
 
@@ -385,8 +464,9 @@ backups = st.builds(
 @settings(max_examples=150, deadline=None)
 @given(backups)
 def test_property_dumps_then_read_round_trips(info):
+    # The codec, as Go's: any values of the right types (m.check judges them apart).
     data = m.dumps_compact(info)
-    back = m.read_meta_files({"full_meta.json": data})
+    back = m.loads(m.BackupInfo, data)
     assert back == info
     assert m.dumps_compact(back) == data
     # And Go's reading of it (any JSON parser) sees the same document.

@@ -244,3 +244,26 @@ def test_restore_refuses_a_damaged_backup_unless_forced(env, milvus_clusters, se
         for c in (coll, f"{coll}_r"):
             client.drop_collection(c)
         client.close()
+
+
+# Content read from storage is untrusted (issue #8 item 8): damage verify reports, each as one finding.
+DAMAGED = [
+    ("meta/full_meta.json", b"{}", "damaged: meta/full_meta.json: id: missing"),
+    ("meta/full_meta.json", b"[" * 3000 + b"]" * 3000, "damaged: meta/full_meta.json: nests more than 64 levels deep"),
+    ("meta/mbackup_manifest.json", b"[" * 3000 + b"]" * 3000, "damaged: meta/mbackup_manifest.json: nests more than 64 levels deep"),
+    ("meta/mbackup_manifest.json", b'{"checksum_algo": "crc32c", "objects": {"binlogs/x": {"size": -5}}}',
+     "damaged: meta/mbackup_manifest.json: objects['binlogs/x'].size: expected a non-negative integer, got -5"),
+    ("meta/mbackup_manifest.json", b'{"checksum_algo": "crc32c", "objects": {"binlogs//x": {"size": 5}}}',
+     "damaged: meta/mbackup_manifest.json: objects['binlogs//x']: expected a key that is a key inside the backup"),
+    ("meta/mbackup_manifest.json", b'{"checksum_algo": "crc32c", "objects": {"a": {"size": 1, "checksum": "' + b"f" * 999 + b'"}}}',
+     "damaged: meta/mbackup_manifest.json: objects.a.checksum: expected a hex checksum, got 'fffffffff"),
+]
+
+
+@pytest.mark.parametrize(("rel", "data", "line"), DAMAGED, ids=[f"{d[0].split('/')[-1]}-{i}" for i, d in enumerate(DAMAGED)])
+def test_damaged_content_is_one_finding(env, cfg, sample, rel, data, line):
+    sample.put(rel, data)
+    proc = mbackup(env, cfg, "verify", "-n", "nightly")
+    assert (proc.returncode, proc.stderr) == (1, ""), proc.stderr
+    assert proc.stdout.splitlines()[0].startswith(line), proc.stdout
+    assert proc.stdout.splitlines()[-1].endswith(" 1 problem"), proc.stdout

@@ -22,10 +22,10 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from . import _engine, meta
+from . import _engine, meta, untrusted
 from .adapters.base import MilvusAdapter, SegmentRef
-from .catalog import IN_PROGRESS, LOCK, MANIFEST, Stores, backup_dir, backup_storage_errors
-from .lock import StoreLock
+from .catalog import IN_PROGRESS, LOCK, MANIFEST, Stores, backup_dir, backup_storage_errors, is_backup
+from .lock import LockLostError, StoreLock
 from .copy import CopyReport, CopySettings, Plan, run_plan
 from .errors import MBackupError
 from .storage import ObjectInfo
@@ -33,8 +33,10 @@ from .storage import ObjectInfo
 STRATEGIES = ("serial_flush", "skip_flush", "meta_only")
 GC_PAUSE_SECONDS = 3600
 
-_INSERT = re.compile(r"insert_log/(-?\d+)/(-?\d+)/(-?\d+)/(-?\d+)/(-?\d+)$")
-_DELTA = re.compile(r"delta_log/(-?\d+)/(-?\d+)/(-?\d+)/(-?\d+)$")
+# Ids are int64: a longer run of digits in a listed key is not a binlog (and would not convert).
+_ID = r"(-?\d{1,19})"
+_INSERT = re.compile(rf"insert_log/{_ID}/{_ID}/{_ID}/{_ID}/{_ID}$")
+_DELTA = re.compile(rf"delta_log/{_ID}/{_ID}/{_ID}/{_ID}$")
 
 
 class BackupError(MBackupError):
@@ -55,6 +57,20 @@ class CreateRequest:
             raise BackupError(f"unknown strategy {self.strategy!r}: use {', '.join(STRATEGIES)}"
                               + (" (bulk_flush needs Milvus 2.6.11 or newer)" if self.strategy == "bulk_flush" else ""))
         parse_filters(self.filters)
+
+    def record(self) -> dict[str, Any]:
+        """The request as the in-progress marker keeps it, so that only the same request
+        resumes an incomplete backup: filters by database (sorted), and the strategy."""
+        filters = parse_filters(self.filters)
+        return {"filters": {db: None if colls is None else sorted(colls) for db, colls in sorted(filters.items())},
+                "strategy": self.strategy or "serial_flush"}
+
+
+def describe_request(record: dict[str, Any]) -> str:
+    """``--filter default.a,db2.* --strategy serial_flush`` as a user would type it."""
+    items = [f"{db}.*" if colls is None else ",".join(f"{db}.{c}" for c in colls) or f"{db}."
+             for db, colls in record["filters"].items()]
+    return (f"--filter {','.join(items)}" if items else "no --filter") + f" --strategy {record['strategy']}"
 
 
 def default_name(now: dt.datetime | None = None) -> str:
@@ -128,28 +144,74 @@ def create_backup(adapter: MilvusAdapter | Callable[[], MilvusAdapter], stores: 
     have been checked, so a taken name is refused without touching Milvus."""
     request.validate()
     name = request.name or default_name()
-    strategy = request.strategy or "serial_flush"
+    bdir = backup_dir(stores, name)
     if request.name:
+        # Refused before touching Milvus (a taken name, a damaged marker, another request);
+        # checked again under the lock, where it counts.
         with backup_storage_errors(stores):
-            taken = stores.backup.store.head(f"{backup_dir(stores, name)}/meta/{meta.BACKUP_META}") is not None
-        if taken:
-            raise BackupError(f"backup {name!r} already exists at {stores.backup_url(name)}: choose another name "
-                              f"or delete it with mbackup delete -n {name}")
+            prepare(stores, bdir, name, request.record())
     if not isinstance(adapter, MilvusAdapter):
         adapter = adapter()
     databases, pairs = select_collections(adapter, request.filters)
-    run = _CreateRun(adapter, stores, name, backup_dir(stores, name), strategy, settings, show_progress, warn)
     stores.backup.ensure_bucket()
     # Local backups hold the collection's data: readable by their owner only.
     old_umask = os.umask(0o077) if stores.backup.scheme == "file" else None
     try:
         # One run per backup name: the lock is a conditional write, so of two racing
-        # creates exactly one gets past this line.
-        with StoreLock(stores.backup.store, f"{run.bdir}/{LOCK}", f"backup {name!r}"):
-            return run.execute(databases, pairs)
+        # creates (or a create and a delete) exactly one gets past this line.
+        with StoreLock(stores.backup.store, f"{bdir}/{LOCK}", f"backup {name!r}", command="create",
+                       on_loss="stopped before marking the backup complete: run the same create again") as lock:
+            with backup_storage_errors(stores):
+                resumed = prepare(stores, bdir, name, request.record())
+            run = _CreateRun(adapter, stores, name, bdir, request.strategy or "serial_flush", settings,
+                             show_progress, warn, lock)
+            return run.execute(databases, pairs, resumed, request.record())
     finally:
         if old_umask is not None:
             os.umask(old_umask)
+
+
+# What the in-progress marker holds: the backup it belongs to and the request that started it.
+_MARKER = untrusted.Obj({
+    "id": meta.BACKUP_ID, "name": str,
+}, {"pid": untrusted.Count, "host": str, "started": str,
+    "request": untrusted.Obj({"filters": untrusted.Map(untrusted.Optional([untrusted.Text(r"\w+", "a collection name")]),
+                                                       untrusted.Text(r"\w+", "a database name")),
+                              "strategy": untrusted.OneOf(*STRATEGIES)})})
+
+
+def prepare(stores: Stores, bdir: str, name: str, request: dict[str, Any]) -> str | None:
+    """Refuse an existing name, a damaged in-progress marker or a marker of another request;
+    return the id of the incomplete backup this request resumes, or None for a new one."""
+    store, where = stores.backup.store, stores.backup_url(name)
+    if store.head(f"{bdir}/meta/{meta.BACKUP_META}") is not None:
+        raise BackupError(f"backup {name!r} already exists at {where}: choose another name "
+                          f"or delete it with mbackup delete -n {name}")
+    found = store.head(f"{bdir}/{IN_PROGRESS}")
+    if found is not None:
+        try:
+            marker = untrusted.parse(store.get(f"{bdir}/{IN_PROGRESS}"), _MARKER, 1 << 20)
+            if marker["name"] != name:
+                raise ValueError(f"it belongs to backup {marker['name']!r}")
+        except ValueError as e:
+            raise BackupError(f"{where}/{IN_PROGRESS} is damaged ({e}): delete the incomplete backup with "
+                              f"mbackup delete -n {name}") from None
+        if "request" not in marker:
+            raise BackupError(f"backup {name!r} is an incomplete create started by an older mbackup, which did not "
+                              f"record its options: delete it with mbackup delete -n {name} and create it again")
+        if marker["request"] != request:
+            raise BackupError(f"backup {name!r} is an incomplete create of {describe_request(marker['request'])}, "
+                              f"not {describe_request(request)}: run it again with the same options to finish it, "
+                              f"or delete it with mbackup delete -n {name}")
+        return marker["id"]
+    try:
+        keys = [k for k, _, _ in store.list(bdir) if k.startswith(bdir + "/") and k != f"{bdir}/{LOCK}"]
+    except _engine.NotFoundError:
+        keys = []  # no bucket yet: nothing to resume
+    if keys:
+        advice = f"delete it with mbackup delete -n {name}, or " if is_backup(bdir, keys) else ""
+        raise BackupError(f"{where} holds objects but is not a backup mbackup can resume: {advice}choose another name")
+    return None
 
 
 @dataclass
@@ -162,11 +224,12 @@ class _CreateRun:
     settings: CopySettings
     show_progress: bool
     warn: Any
+    lock: StoreLock
     started: float = field(default_factory=time.monotonic)
     phases: dict[str, float] = field(default_factory=dict)
 
-    def execute(self, databases: list[str], pairs: list[tuple[str, str]]) -> CreateResult:
-        resumed = self.prepare()
+    def execute(self, databases: list[str], pairs: list[tuple[str, str]], resumed: str | None,
+                request: dict[str, Any]) -> CreateResult:
         info = meta.BackupInfo(id=resumed or str(uuid.uuid4()), name=self.name, milvus_version=self.adapter.version)
         if resumed:
             self.warn(f"resuming the incomplete backup {self.name!r}: objects already copied are checked, "
@@ -174,7 +237,7 @@ class _CreateRun:
         else:
             self.stores.backup.store.put(f"{self.bdir}/{IN_PROGRESS}", json.dumps({
                 "id": info.id, "name": self.name, "pid": os.getpid(), "host": socket.gethostname(),
-                "started": dt.datetime.now(dt.timezone.utc).isoformat()}).encode())
+                "started": dt.datetime.now(dt.timezone.utc).isoformat(), "request": request}).encode())
         with_data = self.strategy != "meta_only"
         paused = self.adapter.pause_gc(GC_PAUSE_SECONDS) if with_data else False
         if with_data and not paused:
@@ -199,13 +262,14 @@ class _CreateRun:
                         attach_segments(coll, segments, discover_binlogs(self.stores, coll, segments))
                 copying = True
                 with self.phase("copy"):
-                    report = copy_segments(self.stores, self.bdir, collections, self.settings, self.show_progress)
+                    report = copy_segments(self.stores, self.bdir, collections, self.settings, self.show_progress,
+                                           self.lock)
             info.collection_backups = collections
             info.size = sum(c.size for c in collections)
             with self.phase("meta"):
-                write_meta(self.stores, self.bdir, info, report, self.settings)
+                write_meta(self.stores, self.bdir, info, report, self.settings, self.lock)
         except BaseException:
-            if not resumed and not copying:
+            if not resumed and not copying and not self.lock.lost.is_set():
                 # Refused before a single binlog was copied (a wrong bucket or root path, say):
                 # nothing to resume, so leave no incomplete backup behind for list to show.
                 with contextlib.suppress(Exception):  # the original error is the one to show
@@ -221,19 +285,7 @@ class _CreateRun:
         t = time.monotonic()
         yield
         self.phases[name] = time.monotonic() - t
-
-    def prepare(self) -> str | None:
-        """Refuse an existing name; return the id of an incomplete mbackup backup to resume."""
-        store, bdir, name = self.stores.backup.store, self.bdir, self.name
-        if store.head(f"{bdir}/meta/{meta.BACKUP_META}") is not None:
-            raise BackupError(f"backup {name!r} already exists at {self.stores.backup_url(name)}: choose another "
-                              f"name or delete it with mbackup delete -n {name}")
-        if store.head(f"{bdir}/{IN_PROGRESS}") is not None:
-            return json.loads(store.get(f"{bdir}/{IN_PROGRESS}")).get("id") or str(uuid.uuid4())
-        if any(k != f"{bdir}/{LOCK}" for k, _, _ in store.list(bdir) if k.startswith(bdir + "/")):
-            raise BackupError(f"{self.stores.backup_url(name)} holds objects but is not a backup mbackup can "
-                              f"resume: delete it with mbackup delete -n {name}, or choose another name")
-        return None
+        self.lock.check()
 
 
 def discover_binlogs(stores: Stores, coll: meta.CollectionBackupInfo, segments: list[SegmentRef]
@@ -304,7 +356,7 @@ def _binlog(obj: ObjectInfo) -> meta.Binlog:
 
 
 def copy_segments(stores: Stores, bdir: str, collections: list[meta.CollectionBackupInfo],
-                  settings: CopySettings, show_progress: bool) -> CopyReport:
+                  settings: CopySettings, show_progress: bool, lock: StoreLock) -> CopyReport:
     """Copy every binlog, verifying each. Objects a previous, interrupted run already
     wrote (same size) are proven by checksumming both sides instead of copied again."""
     present = {k: size for k, size, _ in stores.backup.store.list(f"{bdir}/binlogs")}
@@ -320,7 +372,12 @@ def copy_segments(stores: Stores, bdir: str, collections: list[meta.CollectionBa
     verified = CopySettings(**{**settings.__dict__, "verify": True})
     if plan.skipped:
         _recheck_resumed(plan, stores, bdir, collections, verified)
-    report = run_plan(plan, stores.milvus, stores.backup, verified, show_progress=show_progress, label="backup")
+    report = run_plan(plan, stores.milvus, stores.backup, verified, show_progress=show_progress, label="backup",
+                      stop=lock.lost)
+    if report.failed:
+        with contextlib.suppress(_engine.EngineError):
+            lock.renew()  # objects that failed because another run took the lock over: say that
+    lock.check()  # a lost lock cancelled the copy: say so, not what was left undone
     report.raise_for_failures(BackupError, "the backup is incomplete, run the same create again to finish it")
     return report
 
@@ -344,7 +401,9 @@ def _recheck_resumed(plan: Plan, stores: Stores, bdir: str, collections: list[me
 
 
 def write_meta(stores: Stores, bdir: str, info: meta.BackupInfo, report: CopyReport | None,
-               settings: CopySettings) -> None:
+               settings: CopySettings, lock: StoreLock) -> None:
+    """Write the manifest and the meta files, and mark the backup complete (backup_meta.json)
+    only once every object is there and this run still holds the lock."""
     manifest = {"version": 1, "backup": info.name, "id": info.id, "checksum_algo":
                 settings.checksum if settings.checksum != "none" else "crc32c", "objects": {}}
     if report:
@@ -357,9 +416,37 @@ def write_meta(stores: Stores, bdir: str, info: meta.BackupInfo, report: CopyRep
                     for _, dst, size in meta.segment_files(bdir, seg):
                         manifest["objects"][dst[len(bdir) + 1:]] = {"size": size, "checksum": proven[dst]}
     store = stores.backup.store
-    store.put(f"{bdir}/meta/{MANIFEST}", json.dumps(manifest, indent=0, sort_keys=True).encode())
+    written = {f"{meta.META_DIR}/{MANIFEST}": json.dumps(manifest, indent=0, sort_keys=True).encode()}
     files = meta.write_meta_files(info)
+    written |= {f"{meta.META_DIR}/{n}": data for n, data in files.items() if n != meta.BACKUP_META}
+    lock.renew()  # a run that took the lock over (a delete) owns the backup now: write nothing into it
+    for rel, data in written.items():
+        store.put(f"{bdir}/{rel}", data)
+    expected = {rel: obj["size"] for rel, obj in manifest["objects"].items()} | {k: len(v) for k, v in written.items()}
+    try:
+        _check_present(stores, bdir, info.name, expected)
+    finally:
+        lock.renew()  # objects gone because another run took the lock over: that is what to say
     # backup_meta.json marks a backup as existing for both tools: it goes last.
-    for name in [n for n in files if n != meta.BACKUP_META] + [meta.BACKUP_META]:
-        store.put(meta.meta_key(bdir, name), files[name])
+    key = meta.meta_key(bdir, meta.BACKUP_META)
+    version = store.put(key, files[meta.BACKUP_META])
+    try:
+        lock.renew()  # a run that took the lock over meanwhile (a delete) may have emptied the backup
+    except LockLostError:
+        with contextlib.suppress(_engine.EngineError):
+            if store.head(key) == (len(files[meta.BACKUP_META]), version):
+                store.delete(key)  # ours, and not to be left looking complete
+        raise
     store.delete(f"{bdir}/{IN_PROGRESS}")
+
+
+def _check_present(stores: Stores, bdir: str, name: str, expected: dict[str, int]) -> None:
+    """Every object the backup should hold is listed with its size (one LIST of the backup)."""
+    listed = {k[len(bdir) + 1:]: size for k, size, _ in stores.backup.store.list(bdir)}
+    wrong = [(rel, size) for rel, size in sorted(expected.items()) if listed.get(rel) != size]
+    if wrong:
+        rel, size = wrong[0]
+        found = "missing" if rel not in listed else f"{listed[rel]:,} bytes"
+        raise BackupError(f"backup {name!r} is not complete: {len(wrong)} of its {len(expected)} objects are missing "
+                          f"or changed after they were written (first: {rel}: expected {size:,} bytes, {found}); "
+                          "something deleted them during the create: run the same create again")

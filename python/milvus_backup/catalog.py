@@ -8,7 +8,6 @@ keeps a marker (``mbackup_in_progress.json``) while a create runs.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,6 +16,7 @@ import contextlib
 from . import _engine, meta
 from .config import Config
 from .errors import MBackupError
+from .lock import StoreLock
 from .storage import Location, describe_error, open_location
 
 IN_PROGRESS = "mbackup_in_progress.json"
@@ -145,34 +145,54 @@ def _read_backup(stores: Stores, name: str) -> meta.BackupInfo:
     return meta.read_meta_files(files)
 
 
-def read_manifest(stores: Stores, name: str) -> dict[str, Any] | None:
-    key = f"{backup_dir(stores, name)}/meta/{MANIFEST}"
-    if stores.backup.store.head(key) is None:
-        return None
-    return json.loads(stores.backup.store.get(key))
-
-
 def meta_size(stores: Stores, name: str) -> int:
     return sum(size for _, size, _ in stores.backup.store.list(f"{backup_dir(stores, name)}/meta"))
 
 
+# What only a backup directory holds: either tool's meta files, mbackup's own objects, and
+# binlogs in the backup layout (all an interrupted create of either tool may have left).
+_BACKUP_OBJECTS = {IN_PROGRESS, LOCK, *(f"{meta.META_DIR}/{n}" for n in (*meta.META_FILES, MANIFEST))}
+_BACKUP_PREFIXES = ("binlogs/insert_log/", "binlogs/delta_log/")
+
+
+def is_backup(bdir: str, keys: list[str]) -> bool:
+    """Does a directory holding ``keys`` look like a backup, so that delete may empty it?"""
+    rels = (key[len(bdir) + 1:] for key in keys)
+    return any(rel in _BACKUP_OBJECTS or rel.startswith(_BACKUP_PREFIXES) for rel in rels)
+
+
 def delete_backup(stores: Stores, name: str, parallel: int = 32) -> int:
-    """Delete every object under the backup's directory, in parallel. Re-runnable: objects
-    already gone count as deleted. Returns how many objects were deleted."""
+    """Delete every object under the backup's directory, in parallel, holding the backup's
+    lock (so never under a running create). Re-runnable: objects already gone count as
+    deleted, and the lock goes last, so a half-deleted backup is still recognised as one.
+    Returns how many objects were deleted, the lock not counted."""
     bdir = backup_dir(stores, name)
+    store = stores.backup.store
+    lock_key = f"{bdir}/{LOCK}"
     with backup_storage_errors(stores):
-        keys = [k for k, _, _ in stores.backup.store.list(bdir) if k.startswith(bdir + "/")]
-    if not keys:
-        raise BackupNotFound(f"no backup named {name!r} at {stores.backup_url(name)} (mbackup list shows the backups there)")
-    # The completion marker goes first so a half-deleted backup never looks complete.
-    marker = f"{bdir}/meta/{meta.BACKUP_META}"
-    total = len(keys)
-    if marker in keys:
-        stores.backup.store.delete(marker)
-        keys.remove(marker)
-    failures = stores.backup.store.delete_many(keys, parallel)
-    if failures:
-        key, error = failures[0]
-        raise MBackupError(f"could not delete {len(failures)} objects of backup {name!r} (first: {key}: {error}); "
-                           "run the delete again")
-    return total
+        keys = _keys(store, bdir)
+        if not keys:
+            raise BackupNotFound(f"no backup named {name!r} at {stores.backup_url(name)} "
+                                 "(mbackup list shows the backups there)")
+        if not is_backup(bdir, keys):
+            raise MBackupError(f"{stores.backup_url(name)} is not a backup (no meta files, binlogs or mbackup "
+                               "objects in it): mbackup delete only deletes backups; check the name and "
+                               "backup.storage.rootPath")
+        with StoreLock(store, lock_key, f"backup {name!r}", command="delete",
+                       on_loss="run the delete again") as lock:
+            keys = [k for k in _keys(store, bdir) if k != lock_key]  # what a create wrote up to now
+            # The completion marker goes first so a half-deleted backup never looks complete.
+            marker = f"{bdir}/{meta.META_DIR}/{meta.BACKUP_META}"
+            if marker in keys:
+                store.delete(marker)
+            failures = store.delete_many([k for k in keys if k != marker], parallel)
+            lock.check()
+        if failures:
+            key, error = failures[0]
+            raise MBackupError(f"could not delete {len(failures)} objects of backup {name!r} (first: {key}: {error}); "
+                               "run the delete again")
+    return len(keys)
+
+
+def _keys(store: Any, bdir: str) -> list[str]:
+    return [k for k, _, _ in store.list(bdir) if k.startswith(bdir + "/")]

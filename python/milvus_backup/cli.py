@@ -324,7 +324,8 @@ def list_(
     config: ConfigOption = None,
     set_: SetOption = None,
 ) -> None:
-    """List backups with size, time, Milvus version and collections; incomplete ones are marked."""
+    """List backups with size, time, Milvus version and collections; incomplete and damaged ones are marked."""
+    from . import untrusted
     from .catalog import list_backups
 
     entries = list_backups(_stores(ctx.obj.with_command_options(config, set_)))
@@ -342,8 +343,12 @@ def list_(
         return
     typer.echo(">> Backups:")
     for r in rows:
+        r["name"] = untrusted.shown(r["name"])  # a directory name in the bucket: one line whatever it holds
+        if r["error"]:
+            typer.echo(f"{r['name']}  DAMAGED: {r['error']}")
+            continue
         if not r["complete"]:
-            typer.echo(f"{r['name']}  INCOMPLETE{': ' + r['error'] if r['error'] else ' (a create did not finish)'}")
+            typer.echo(f"{r['name']}  INCOMPLETE (a create did not finish)")
             continue
         typer.echo(f"{r['name']}  {format_bytes(r['size'])}  {r['time'] or '-'}  Milvus {r['milvus_version']}  "
                    f"{', '.join(r['collections'])}")

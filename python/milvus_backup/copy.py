@@ -198,9 +198,10 @@ def recheck_skipped(plan: Plan, src: Location, dst: Location, settings: CopySett
 
 
 def run_plan(plan: Plan, src: Location, dst: Location, settings: CopySettings, *,
-             show_progress: bool = True, label: str = "copy") -> CopyReport:
+             show_progress: bool = True, label: str = "copy", stop: threading.Event | None = None) -> CopyReport:
     """Run the engine in a worker thread so Ctrl-C reaches us: it cancels the copy, waits for
-    in-flight work to stop (multipart uploads are aborted) and reports what finished."""
+    in-flight work to stop (multipart uploads are aborted) and reports what finished. ``stop``
+    set (a lost lock, say) cancels the copy the same way; the caller says why."""
     copier = settings.copier()
     copier.note_skipped(len(plan.skipped), sum(o.size for o in plan.skipped))
     jobs = [(src.store, src.key(o.key), dst.store, dst.key(k), o.size) for o, k in plan.jobs]
@@ -230,6 +231,8 @@ def run_plan(plan: Plan, src: Location, dst: Location, settings: CopySettings, *
                 finished.wait(0.2)
             except KeyboardInterrupt:
                 cancelled = True
+                copier.cancel()
+            if stop is not None and stop.is_set() and not copier.cancelled:
                 copier.cancel()
     if "error" in outcome:
         raise outcome["error"]

@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
+from . import untrusted
 from .errors import BackupNameError, MetaError
 
 __all__ = [
@@ -70,11 +71,13 @@ __all__ = [
     "StructArrayFieldSchema",
     "backup_dir",
     "backup_info_brief",
+    "check",
     "delta_log_key",
     "dumps_compact",
     "dumps_indent",
     "insert_log_key",
     "level_to_tree",
+    "load_file",
     "loads",
     "meta_key",
     "partition_import_dirs",
@@ -752,8 +755,11 @@ def _parse_json(data: bytes, name: str) -> Any:
     if not data.strip():
         raise MetaError(f"{label} is empty: {_DAMAGED}")
     text = data.decode("utf-8", errors="replace")  # Go also replaces invalid UTF-8
+    deep = f"{label} nests more than {untrusted.MAX_DEPTH} levels deep: {_DAMAGED}"
     try:
-        return json.loads(text, parse_constant=_reject_constant)
+        tree = json.loads(text, parse_constant=_reject_constant)
+    except RecursionError:
+        raise MetaError(deep) from None
     except json.JSONDecodeError as e:
         if _cut_short(text, e):
             raise MetaError(f"{label} is not valid JSON (truncated at byte {len(data)}): {_DAMAGED}") from None
@@ -763,6 +769,9 @@ def _parse_json(data: bytes, name: str) -> Any:
         ) from None
     except ValueError as e:
         raise MetaError(f"{label} is not valid JSON ({e}): {_DAMAGED}") from None
+    if untrusted.too_deep(tree):  # whatever walks it next (the writer, say) must not run out of stack
+        raise MetaError(deep)
+    return tree
 
 
 def loads(cls: type, data: bytes, name: str = FULL_META) -> Any:
@@ -780,27 +789,28 @@ def _by_file_name(files: Mapping[str, bytes]) -> dict[str, bytes]:
 
 
 def read_meta_files(files: Mapping[str, bytes]) -> BackupInfo:
-    """Read a backup's meta: full_meta.json if present, else rebuild from the level files."""
+    """Read a backup's meta: full_meta.json if present, else rebuild from the level files;
+    each file read is checked (:func:`check`)."""
     by_name = _by_file_name(files)
     if FULL_META in by_name:
-        return loads(BackupInfo, by_name[FULL_META], FULL_META)
+        return load_file(BackupInfo, by_name[FULL_META], FULL_META)
     if BACKUP_META not in by_name:
         raise MetaError(
             f"no {META_DIR}/{BACKUP_META} or {META_DIR}/{FULL_META}: this is not a backup or it is incomplete; "
             "check the name with mbackup list"
         )
-    backup = loads(BackupInfo, by_name[BACKUP_META], BACKUP_META)
+    backup = load_file(BackupInfo, by_name[BACKUP_META], BACKUP_META)
     needed = [COLLECTION_META]
     if backup.format != FORMAT_SNAPSHOT:
         needed += [PARTITION_META, SEGMENT_META]
     for name in needed:
         if name not in by_name:
             raise MetaError(f"{META_DIR}/{name} is missing and there is no {META_DIR}/{FULL_META}: {_DAMAGED}")
-    collections = loads(CollectionLevelBackupInfo, by_name[COLLECTION_META], COLLECTION_META)
+    collections = load_file(CollectionLevelBackupInfo, by_name[COLLECTION_META], COLLECTION_META)
     if PARTITION_META not in by_name:  # snapshot format: collections keep their own partitions
         return dataclasses.replace(backup, collection_backups=list(collections.infos))
-    partitions = loads(PartitionLevelBackupInfo, by_name[PARTITION_META], PARTITION_META)
-    segments = loads(SegmentLevelBackupInfo, by_name[SEGMENT_META], SEGMENT_META)
+    partitions = load_file(PartitionLevelBackupInfo, by_name[PARTITION_META], PARTITION_META)
+    segments = load_file(SegmentLevelBackupInfo, by_name[SEGMENT_META], SEGMENT_META)
     return level_to_tree(backup, collections, partitions, segments)
 
 
@@ -874,6 +884,105 @@ def write_meta_files(info: BackupInfo) -> dict[str, bytes]:
         files[SEGMENT_META] = dumps_compact(SegmentLevelBackupInfo(infos=segs))
     files[FULL_META] = dumps_compact(info)
     return files
+
+
+# --------------------------------------------------------------------------------------
+# What a backup holds beyond JSON types. The reader above accepts what Go's accepts; a
+# backup that mbackup reads, lists or restores must also hold what the Go tool always
+# writes, with numbers a restore can use: content read from storage is untrusted.
+
+BACKUP_ID = untrusted.Text(r"[A-Za-z0-9_.-]{1,128}", "a backup id (letters, digits, '_', '.', '-')")
+_MILVUS_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_-]{0,254}")
+_LAST_SECOND = 253402300799  # 9999-12-31 23:59:59 UTC: later is no time a backup was taken
+
+
+def load_file(cls: type, data: bytes, name: str) -> Any:
+    """One meta file parsed into ``cls`` and checked; MetaError naming the file otherwise."""
+    return check(loads(cls, data, name), name)
+
+
+def check(msg: Any, name: str) -> Any:
+    """``msg`` (read from meta file ``name``) if it can be a backup's; else MetaError naming
+    the file and the path: required fields missing (a backup's id and name, a collection's
+    name and schema, ...), names that break Milvus's or the backup naming rule, null where
+    an object belongs, numbers out of range (negative sizes, counts or ids)."""
+    try:
+        _check(msg, "")
+    except _Bad as e:
+        raise MetaError(f"{META_DIR}/{name}: {e}: {_DAMAGED}") from None
+    return msg
+
+
+def _check(msg: _Message, path: str) -> None:
+    for spec in _specs(type(msg)):
+        value = getattr(msg, spec.attr)
+        where = f"{path}.{spec.key}" if path else spec.key
+        if spec.kind == "int":
+            _check_int(spec.attr, value, where)
+        elif spec.kind == "msg" and value is not None:
+            _check(value, where)
+        elif spec.kind == "list":
+            for i, item in enumerate(value):
+                if spec.item is int:
+                    _check_int(spec.attr, item, f"{where}[{i}]")
+                elif isinstance(spec.item, type) and issubclass(spec.item, _Message):
+                    if item is None:
+                        raise _Bad(f"{where}[{i}]", "null where an object belongs")
+                    _check(item, f"{where}[{i}]")
+    rule = _RULES.get(type(msg))
+    if rule:
+        rule(msg, lambda attr: f"{path}.{attr}" if path else attr)
+
+
+def _check_int(attr: str, value: int, where: str) -> None:
+    lowest = -1 if attr == "partition_id" else 0  # -1: collection-level L0 segments
+    if not lowest <= value < 1 << 64:
+        raise _Bad(where, f"out of range ({value}), expected {'-1 or more' if lowest else 'a non-negative integer'}")
+
+
+def _need(ok: bool, where: str, value: Any, what: str) -> None:
+    if not ok:
+        raise _Bad(where, "missing" if value in ("", None) else f"expected {what}, got {_describe(value)}")
+
+
+def _milvus_name(value: str, where: str, what: str) -> None:
+    _need(bool(_MILVUS_NAME.fullmatch(value)), where, value, f"a {what} name (letters, digits, _ and -)")
+
+
+def _label(value: str, where: str) -> None:
+    """A short value get and list print on a line of their own (a version, a load state)."""
+    if value and not (len(value) <= 64 and value.isprintable()):
+        raise _Bad(where, f"expected a short printable text, got {_describe(value)}")
+
+
+def _backup_rule(info: BackupInfo, at) -> None:
+    _need(bool(BACKUP_ID.pattern.fullmatch(info.id)), at("id"), info.id, BACKUP_ID.what)
+    _need(bool(_NAME.fullmatch(info.name)), at("name"), info.name, "a backup name (letters, digits and _)")
+    _label(info.milvus_version, at("milvus_version"))
+
+
+def _collection_rule(c: CollectionBackupInfo, at) -> None:
+    _milvus_name(c.collection_name, at("collection_name"), "collection")
+    if c.db_name:
+        _milvus_name(c.db_name, at("db_name"), "database")
+    if c.schema is None or not c.schema.fields:
+        raise _Bad(at("schema") if c.schema is None else at("schema.fields"), "missing: a collection has a schema")
+    _need(c.backup_physical_timestamp <= _LAST_SECOND, at("backup_physical_timestamp"),
+          c.backup_physical_timestamp, "a time before the year 10000")
+    _label(c.load_state, at("load_state"))
+
+
+def _partition_rule(p: PartitionBackupInfo, at) -> None:
+    _milvus_name(p.partition_name, at("partition_name"), "partition")
+    _label(p.load_state, at("load_state"))
+
+
+def _field_rule(f: FieldSchema, at) -> None:
+    _need(bool(f.name), at("name"), f.name, "a field name")
+
+
+_RULES = {BackupInfo: _backup_rule, CollectionBackupInfo: _collection_rule, PartitionBackupInfo: _partition_rule,
+          FieldSchema: _field_rule}
 
 
 # --------------------------------------------------------------------------------------

@@ -24,7 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from . import _engine, meta
+from . import _engine, meta, untrusted
 from .adapters.base import CreateCollectionSpec, ImportState, ImportStatus, MilvusAdapter
 from .binlog import BinlogError, count_records
 from .catalog import Stores, backup_dir, read_backup
@@ -203,7 +203,7 @@ def read_journal(store: Any, key: str) -> dict[str, Any] | None:
     """A journal as stored, or None when it is unreadable or not shaped like one. Nothing in it
     is used unchecked: staging prefixes (which get deleted) and job ids must look like ours."""
     try:
-        data = json.loads(store.get(key))
+        data = untrusted.load_json(store.get(key), 16 << 20)  # size and nesting capped
         records = data["collections"]
         ok = isinstance(data["request"], dict) and isinstance(records, dict) and all(
             isinstance(r, dict) and isinstance(r.get("partitions"), dict)

@@ -15,13 +15,12 @@ never reads them.
 from __future__ import annotations
 
 import dataclasses
-import json
 import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from . import _engine, meta
+from . import _engine, meta, untrusted
 from .catalog import IN_PROGRESS, MANIFEST, BackupNotFound, Stores, backup_dir, backup_storage_errors
 from .copy import CopySettings
 from .errors import MBackupError, MetaError
@@ -55,7 +54,7 @@ class Finding:
 
     @property
     def line(self) -> str:
-        text = f"{self.kind}: {self.key}: {self.detail}" if self.key else self.detail
+        text = f"{self.kind}: {untrusted.shown(self.key)}: {self.detail}" if self.key else self.detail
         return f"warning: {text}" if self.kind in ("unexpected", "unchecked") else text
 
     def to_json(self) -> dict[str, Any]:
@@ -179,7 +178,7 @@ def _read_meta(listed: dict[str, int], read: Callable[[str], bytes | None],
         if data is None:
             continue
         try:
-            parsed[fname] = meta.loads(cls, data, fname)
+            parsed[fname] = meta.load_file(cls, data, fname)
         except MetaError as e:
             report.problems.append(Finding("damaged", rel, _meta_detail(str(e), rel)))
     if f"{meta.META_DIR}/{meta.BACKUP_META}" not in listed:
@@ -224,12 +223,9 @@ def _read_manifest(listed: dict[str, int], read: Callable[[str], bytes | None],
     if data is None:
         return None
     try:
-        manifest = json.loads(data)
-        problem = _manifest_shape(manifest)
+        manifest = untrusted.parse(data, _MANIFEST)
     except ValueError as e:
-        problem = f"not valid JSON ({e})"
-    if problem:
-        report.problems.append(Finding("damaged", MANIFEST_KEY, problem))
+        report.problems.append(Finding("damaged", MANIFEST_KEY, str(e)))
         return None
     if report.info is not None and manifest.get("id") and report.info.id and manifest["id"] != report.info.id:
         report.problems.append(Finding("damaged", MANIFEST_KEY, f"belongs to another backup (id {manifest['id']}; "
@@ -240,19 +236,13 @@ def _read_manifest(listed: dict[str, int], read: Callable[[str], bytes | None],
     return manifest
 
 
-def _manifest_shape(manifest: Any) -> str:
-    if not isinstance(manifest, dict) or not isinstance(manifest.get("objects"), dict):
-        return "expected an object with an \"objects\" map"
-    if manifest.get("checksum_algo") not in ALGOS:
-        return f"unknown checksum_algo {manifest.get('checksum_algo')!r} (expected {' or '.join(ALGOS)})"
-    for rel, entry in manifest["objects"].items():
-        if rel.startswith("/") or ".." in rel.split("/"):
-            return f"unsafe key {rel!r}"
-        size = entry.get("size") if isinstance(entry, dict) else None
-        if (not isinstance(size, int) or isinstance(size, bool)
-                or not isinstance(entry.get("checksum"), (str, type(None)))):
-            return f"objects[{rel!r}]: expected {{\"size\": int, \"checksum\": str}}"
-    return ""
+# mbackup's checksum manifest, as backup.write_meta writes it.
+_MANIFEST = untrusted.Obj(
+    {"checksum_algo": untrusted.OneOf(*ALGOS),
+     "objects": untrusted.Map(untrusted.Obj({"size": untrusted.Count},
+                                            {"checksum": untrusted.Optional(untrusted.Text(r"[0-9a-f]{1,16}", "a hex checksum"))}),
+                              untrusted.RELATIVE_KEY)},
+    {"version": untrusted.Count, "backup": str, "id": str})
 
 
 def _expected(bdir: str, report: VerifyReport, meta_source: str,

@@ -14,6 +14,8 @@ pub enum Kind {
     Corrupt,
     /// A conditional write found the key taken.
     AlreadyExists,
+    /// A conditional write on a version found another version, or none.
+    Precondition,
     /// Anything else the store refused (bad request, precondition, ...).
     Fatal,
     /// Stopped by the caller.
@@ -30,6 +32,7 @@ impl Kind {
             Kind::Transient => "transient",
             Kind::Corrupt => "corrupt",
             Kind::AlreadyExists => "already_exists",
+            Kind::Precondition => "precondition",
             Kind::Fatal => "fatal",
             Kind::Cancelled => "cancelled",
             Kind::Protocol => "protocol",
@@ -114,7 +117,8 @@ impl From<object_store::Error> for Error {
             E::NotFound { .. } => Kind::NotFound,
             E::PermissionDenied { .. } | E::Unauthenticated { .. } => Kind::Auth,
             E::AlreadyExists { .. } => Kind::AlreadyExists,
-            E::Precondition { .. } | E::NotModified { .. } => Kind::Fatal,
+            E::Precondition { .. } => Kind::Precondition,
+            E::NotModified { .. } => Kind::Fatal,
             E::NotSupported { .. } | E::NotImplemented { .. } | E::InvalidPath { .. } => Kind::Fatal,
             E::UnknownConfigurationKey { .. } => Kind::Fatal,
             _ if link => Kind::Fatal,
@@ -211,6 +215,14 @@ mod tests {
     fn tidy_keeps_the_code() {
         let m = "Generic S3 error: Error performing GET http://h/b in 1ms - Server returned non-2xx status code: 403 Forbidden: <?xml?>\n <Error><Code>SignatureDoesNotMatch</Code><Message>Check your key</Message></Error>";
         assert_eq!(tidy(m), "Error performing GET http://h/b in 1ms: SignatureDoesNotMatch: Check your key");
+    }
+
+    #[test]
+    fn conditional_writes() {
+        let stale = object_store::Error::Precondition { path: "k".into(), source: "etag mismatch".into() };
+        assert_eq!(Error::from(stale).kind, Kind::Precondition);
+        let taken = object_store::Error::AlreadyExists { path: "k".into(), source: "exists".into() };
+        assert_eq!(Error::from(taken).kind, Kind::AlreadyExists);
     }
 
     #[test]

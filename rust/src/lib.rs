@@ -31,6 +31,7 @@ create_exception!(_engine, TransientError, EngineError, "The store failed in a w
 create_exception!(_engine, CancelledError, EngineError, "The operation was cancelled.");
 create_exception!(_engine, AlreadyExistsError, EngineError, "A conditional write found the key taken.");
 create_exception!(_engine, ProtocolError, EngineError, "The endpoint answered, but not like the store it should be.");
+create_exception!(_engine, PreconditionError, EngineError, "A conditional write on a version found another version, or none.");
 
 /// One runtime for the process: stores keep connection pools tied to it.
 pub(crate) fn runtime() -> &'static tokio::runtime::Runtime {
@@ -55,6 +56,7 @@ pub(crate) fn to_py_err(e: Error) -> PyErr {
         Kind::Cancelled => CancelledError::new_err(e.message),
         Kind::AlreadyExists => AlreadyExistsError::new_err(e.message),
         Kind::Protocol => ProtocolError::new_err(e.message),
+        Kind::Precondition => PreconditionError::new_err(e.message),
         _ => EngineError::new_err(e.message),
     }
 }
@@ -296,5 +298,6 @@ fn _engine(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("CancelledError", py.get_type::<CancelledError>())?;
     m.add("AlreadyExistsError", py.get_type::<AlreadyExistsError>())?;
     m.add("ProtocolError", py.get_type::<ProtocolError>())?;
+    m.add("PreconditionError", py.get_type::<PreconditionError>())?;
     Ok(())
 }

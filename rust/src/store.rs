@@ -19,7 +19,7 @@ use object_store::azure::{AzureConfigKey, MicrosoftAzureBuilder};
 use object_store::gcp::{GoogleCloudStorageBuilder, GoogleConfigKey};
 use object_store::memory::InMemory;
 use object_store::path::Path;
-use object_store::{BackoffConfig, Certificate, ClientOptions, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, RetryConfig};
+use object_store::{BackoffConfig, Certificate, ClientOptions, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, RetryConfig, UpdateVersion};
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
@@ -127,13 +127,14 @@ impl Backend {
     }
 
     pub async fn put_all(&self, key: &str, data: Bytes) -> Result<Option<String>> {
-        self.put_with(key, data, false).await
+        self.put_with(key, data, PutMode::Overwrite).await
     }
 
-    /// Write `data`; with `if_absent` only when nothing is at `key` yet (a conditional PUT,
-    /// `If-None-Match: *` on S3), so two writers racing for one key cannot both win.
-    pub async fn put_with(&self, key: &str, data: Bytes, if_absent: bool) -> Result<Option<String>> {
-        let mode = if if_absent { PutMode::Create } else { PutMode::Overwrite };
+    /// Write `data` in `mode`. `Create` writes only when nothing is at `key` yet
+    /// (`If-None-Match: *` on S3) and `Update` only over the version whose ETag it names
+    /// (`If-Match`), so of two writers racing for one key or one version exactly one wins.
+    pub async fn put_with(&self, key: &str, data: Bytes, mode: PutMode) -> Result<Option<String>> {
+        let conditional = !matches!(mode, PutMode::Overwrite);
         self.ensure_s3().await?;
         match self.native() {
             Some(store) => {
@@ -143,10 +144,14 @@ impl Backend {
                     Err(object_store::Error::AlreadyExists { .. }) => {
                         Err(Error::new(Kind::AlreadyExists, format!("{key} already exists")))
                     }
+                    // Another version is there now, or none: the read it was based on is stale.
+                    Err(object_store::Error::Precondition { .. }) => {
+                        Err(Error::new(Kind::Precondition, format!("{key} changed or was deleted since it was read")))
+                    }
                     Err(e) => Err(e.into()),
                 }
             }
-            None if if_absent => Err(Error::new(Kind::Fatal, "conditional writes need a native store")),
+            None if conditional => Err(Error::new(Kind::Fatal, "conditional writes need a native store")),
             None => {
                 let (obj, key) = (self.py_obj(), key.to_string());
                 py_blocking(move |py| {
@@ -505,14 +510,23 @@ impl Store {
         Ok(PyBytes::new(py, &data))
     }
 
-    /// Write `data` at `key` atomically; returns the ETag when the store gives one. With
-    /// `if_absent=True` the write succeeds only if `key` does not exist yet
-    /// (AlreadyExistsError otherwise): the primitive for locks.
-    #[pyo3(signature = (key, data, *, if_absent=false))]
-    fn put(&self, py: Python<'_>, key: &str, data: Vec<u8>, if_absent: bool) -> PyResult<Option<String>> {
+    /// Write `data` at `key` atomically; returns the ETag when the store gives one.
+    /// Conditional writes, the primitives for locks: with `if_absent=True` the write succeeds
+    /// only if `key` does not exist yet (AlreadyExistsError otherwise); with `if_match=etag`
+    /// only if `key` still holds the version with that ETag, as `head` or an earlier `put`
+    /// returned it (PreconditionError otherwise, also when `key` is gone). The file store
+    /// cannot write conditionally on a version (NotImplemented: EngineError).
+    #[pyo3(signature = (key, data, *, if_absent=false, if_match=None))]
+    fn put(&self, py: Python<'_>, key: &str, data: Vec<u8>, if_absent: bool, if_match: Option<String>) -> PyResult<Option<String>> {
+        let mode = match (if_absent, if_match) {
+            (true, Some(_)) => return Err(pyo3::exceptions::PyValueError::new_err("if_absent and if_match exclude each other")),
+            (true, None) => PutMode::Create,
+            (false, Some(e_tag)) => PutMode::Update(UpdateVersion { e_tag: Some(e_tag), version: None }),
+            (false, None) => PutMode::Overwrite,
+        };
         let backend = self.backend.clone();
         let key = key.to_string();
-        py.detach(|| runtime().block_on(async move { backend.put_with(&key, Bytes::from(data), if_absent).await }))
+        py.detach(|| runtime().block_on(async move { backend.put_with(&key, Bytes::from(data), mode).await }))
             .map_err(to_py_err)
     }
 
