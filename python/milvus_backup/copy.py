@@ -172,7 +172,9 @@ def run_plan(plan: Plan, src: Location, dst: Location, settings: CopySettings, *
     in-flight work to stop (multipart uploads are aborted) and reports what finished."""
     copier = settings.copier()
     copier.note_skipped(len(plan.skipped), sum(o.size for o in plan.skipped))
-    jobs = [(src.store, src.key(o.key), dst.store, dst.key(k), o.size) for o, k in plan.jobs]
+    # The listed ETag pins the version copied: an object rewritten mid-copy is copied again
+    # whole, never as a mix of two versions.
+    jobs = [(src.store, src.key(o.key), dst.store, dst.key(k), o.size, o.etag) for o, k in plan.jobs]
     outcome: dict[str, Any] = {}
     finished = threading.Event()
 

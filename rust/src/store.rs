@@ -12,6 +12,9 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
+use std::ops::Range;
+
+use futures::stream::BoxStream;
 use futures::{StreamExt, TryStreamExt};
 use object_store::aws::{AmazonS3, AmazonS3Builder, AmazonS3ConfigKey};
 use object_store::azure::{AzureConfigKey, MicrosoftAzureBuilder};
@@ -19,13 +22,18 @@ use object_store::gcp::{GoogleCloudStorageBuilder, GoogleConfigKey};
 use object_store::local::LocalFileSystem;
 use object_store::memory::InMemory;
 use object_store::path::Path;
-use object_store::{BackoffConfig, Certificate, ClientOptions, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, RetryConfig};
+use object_store::{
+    BackoffConfig, Certificate, ClientOptions, GetOptions, GetRange, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload,
+    RetryConfig,
+};
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
 use crate::checksum::{Algo, Running};
 use crate::copy::backoff;
 use crate::errors::{Error, Kind, Result};
+use crate::s3::ObjectHead;
+use crate::version::changed;
 use crate::{runtime, to_py_err};
 
 /// What server-side S3 requests need to know about a bucket.
@@ -93,6 +101,47 @@ impl Backend {
         }
     }
 
+    /// Start reading `key`, whole or a `range` of it, only if it is still version `if_match`
+    /// (412 or a failed precondition: Kind::Changed). Whole-object reads of S3 go through
+    /// our own GET, which also brings the checksum the object carries.
+    pub async fn open(&self, key: &str, range: Option<Range<u64>>, if_match: Option<&str>) -> Result<Opened> {
+        let changed = |e: object_store::Error| match e {
+            object_store::Error::Precondition { .. } => changed(key, "it is no longer the version being copied"),
+            e => e.into(),
+        };
+        match self {
+            Backend::S3 { store, info } if range.is_none() => {
+                let (head, response) = crate::s3::get_object(store, info, key, if_match).await?;
+                let url = response.url().to_string();
+                let body = response.bytes_stream().map(move |c| c.map_err(|e| Error::new(Kind::Transient, format!("GET {url}: {e}"))));
+                Ok(Opened { head, body: body.boxed() })
+            }
+            Backend::S3 { .. } | Backend::Native { .. } => {
+                let store = self.native().unwrap();
+                let options = GetOptions { if_match: if_match.map(str::to_string), range: range.map(GetRange::Bounded), ..Default::default() };
+                let result = store.get_opts(&path(key)?, options).await.map_err(changed)?;
+                let head = ObjectHead { size: result.meta.size, etag: result.meta.e_tag.clone(), offered: None, etag_is_md5: false };
+                let body = if self.kind() == "file" {
+                    // A file streams in small chunks, each a hop through tokio's blocking
+                    // pool; reading the range at once is a single hop.
+                    futures::stream::once(async move { result.bytes().await.map_err(Error::from) }).boxed()
+                } else {
+                    result.into_stream().map(|c| c.map_err(Error::from)).boxed()
+                };
+                Ok(Opened { head, body })
+            }
+            Backend::Python(_) => {
+                let data = self.get_all(key).await?;
+                let data = match range {
+                    Some(r) if r.end <= data.len() as u64 => data.slice(r.start as usize..r.end as usize),
+                    _ => data,
+                };
+                let head = ObjectHead { size: data.len() as u64, etag: None, offered: None, etag_is_md5: false };
+                Ok(Opened { head, body: futures::stream::once(async move { Ok(data) }).boxed() })
+            }
+        }
+    }
+
     /// The whole object (used for small objects and for Python stores).
     pub async fn get_all(&self, key: &str) -> Result<Bytes> {
         match self.native() {
@@ -146,6 +195,12 @@ impl Backend {
             _ => unreachable!("only Python stores are called through Python"),
         }
     }
+}
+
+/// A read under way: what the store said about the object, and the bytes as they come.
+pub struct Opened {
+    pub head: ObjectHead,
+    pub body: BoxStream<'static, Result<Bytes>>,
 }
 
 pub fn path(key: &str) -> Result<Path> {
