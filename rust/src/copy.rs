@@ -67,13 +67,14 @@ pub struct Job {
     pub etag: Option<String>,
 }
 
-/// What one strategy moved: the destination's ETag, the sums of the bytes that passed
-/// through this process (none for server-side copies) and the sum the source offered.
+/// What one strategy moved: the destination's ETag, and the sums of the bytes that passed
+/// through this process (none for server-side copies), `linked` when they are known to be
+/// the source's.
 #[derive(Default)]
 struct Moved {
     etag: Option<String>,
     sums: Option<Sums>,
-    offered: Option<Sum>,
+    linked: bool,
 }
 
 pub struct Outcome {
@@ -235,27 +236,15 @@ impl Engine {
             Strategy::Stream => self.stream(job, pin, size, algo, counter).await?,
             Strategy::StreamMultipart => self.stream_multipart(job, pin, size, algo, counter).await?,
         };
-        if let (Some(offered), Some(sums)) = (moved.offered, &moved.sums) {
-            check_offered(&job.src_key, &offered, sums)?;
-        }
         let streamed = algo.zip(moved.sums.as_ref()).and_then(|(a, s)| s.crc(a).map(|v| (a, v)));
         let mut outcome = Outcome { bytes: size, checksum: streamed, etag: moved.etag, verified: false };
         if self.opts.verify {
             let algo = algo.unwrap();
             let expected = match streamed {
-                // dst == streamed == what the source states: a chain back to the source.
-                Some((_, sum)) if moved.offered.is_some() => sum,
-                // Nothing to link the stream to the source: read the source again, the same version.
-                _ => {
-                    let source = self.checked_read(&job.src, &job.src_key, Some(pin), algo, size, "source").await?;
-                    if let Some((_, sum)) = streamed.filter(|(_, sum)| *sum != source) {
-                        return Err(Error::new(
-                            Kind::Corrupt,
-                            format!("{} was damaged in transit ({} read {}, source has {})", job.src_key, algo.name(), algo.hex(sum), algo.hex(source)),
-                        ));
-                    }
-                    source
-                }
+                // dst == streamed == source: linked before the write.
+                Some((_, sum)) if moved.linked => sum,
+                // Nothing passed through us: read the source again, the same version.
+                _ => self.checked_read(&job.src, &job.src_key, Some(pin), algo, size, "source").await?,
             };
             let actual = self.checked_read(&job.dst, &job.dst_key, None, algo, size, "destination").await?;
             if actual != expected {
@@ -268,6 +257,26 @@ impl Engine {
             outcome.verified = true;
         }
         Ok(outcome)
+    }
+
+    /// Before the bytes are committed at the destination: are they the source's? Compared
+    /// with the sum the source states when it states one; with --verify and none stated,
+    /// with a second read of the same version. Damaged bytes never land.
+    async fn link_to_source(&self, job: &Job, pin: &Pin, size: u64, algo: Option<Algo>, offered: Option<Sum>, sums: &Sums) -> Result<bool> {
+        if let Some(offered) = &offered {
+            check_offered(&job.src_key, offered, sums)?;
+            return Ok(true);
+        }
+        let Some(algo) = algo.filter(|_| self.opts.verify) else { return Ok(false) };
+        let source = self.checked_read(&job.src, &job.src_key, Some(pin), algo, size, "source").await?;
+        let read = sums.crc(algo).expect("the copy's own algorithm is always computed");
+        if read != source {
+            return Err(Error::new(
+                Kind::Corrupt,
+                format!("{} was damaged in transit (read {} {}, the source has {})", job.src_key, algo.name(), algo.hex(read), algo.hex(source)),
+            ));
+        }
+        Ok(true)
     }
 
     /// Read a whole object and checksum it, pinned to `pin`'s version when given.
@@ -342,13 +351,10 @@ impl Engine {
             Ok((data, offered, hasher.finish()))
         };
         let (data, offered, sums) = self.cancellable(read).await?;
-        if let Some(offered) = &offered {
-            // Before the PUT: damaged bytes never reach the destination.
-            check_offered(&job.src_key, offered, &sums)?;
-        }
+        let linked = self.link_to_source(job, pin, size, algo, offered, &sums).await?;
         self.limits.request().await;
         let etag = self.cancellable(job.dst.put_all(&job.dst_key, data)).await?;
-        Ok(Moved { etag, sums: Some(sums), offered })
+        Ok(Moved { etag, sums: Some(sums), linked })
     }
 
     /// A body into one buffer, within the byte cap, counted as it comes; `each` sees every
@@ -406,15 +412,16 @@ impl Engine {
         let want = Want::for_copy(algo, offered);
         match self.stream_parts(job, pin, size, want, upload.as_mut(), counter).await {
             Ok(sums) => {
-                if let Some(offered) = &offered {
-                    if let Err(e) = check_offered(&job.src_key, offered, &sums) {
+                let linked = match self.link_to_source(job, pin, size, algo, offered, &sums).await {
+                    Ok(linked) => linked,
+                    Err(e) => {
                         let _ = upload.abort().await;
                         return Err(e);
                     }
-                }
+                };
                 self.limits.request().await;
                 match self.cancellable(async { Ok(upload.complete().await?) }).await {
-                    Ok(put) => Ok(Moved { etag: put.e_tag, sums: Some(sums), offered }),
+                    Ok(put) => Ok(Moved { etag: put.e_tag, sums: Some(sums), linked }),
                     Err(e) => {
                         let _ = upload.abort().await;
                         Err(e)
@@ -465,25 +472,34 @@ impl Engine {
         futures::pin_mut!(fetches);
         let mut hasher = Hasher::new(want);
         let mut uploads = FuturesUnordered::new();
-        while let Some(fetched) = fetches.next().await {
-            let (data, crcs, permit) = fetched?;
-            let len = data.len() as u64;
-            hasher.append_part(crcs, &data);
-            self.limits.request().await;
-            let part = upload.put_part(PutPayload::from(data));
-            uploads.push(async move {
-                let r = part.await;
-                drop(permit);
-                r.map(|_| len)
-            });
-            while uploads.len() >= self.opts.part_parallel.max(1) {
-                let n = self.cancellable(async { Ok(uploads.next().await.unwrap()?) }).await?;
-                counter.add(n);
+        let parallel = self.opts.part_parallel.max(1);
+        let mut fetched_all = false;
+        // Parts upload while the next ones are read: each finished upload is counted (and
+        // frees its memory) as soon as it is done, not once `parallel` are pending.
+        while !(fetched_all && uploads.is_empty()) {
+            tokio::select! {
+                Some(done) = uploads.next(), if !uploads.is_empty() => {
+                    let n: u64 = done?;
+                    counter.add(n);
+                }
+                fetched = fetches.next(), if !fetched_all && uploads.len() < parallel => {
+                    let Some(fetched) = fetched else {
+                        fetched_all = true;
+                        continue;
+                    };
+                    let (data, crcs, permit) = fetched?;
+                    let len = data.len() as u64;
+                    hasher.append_part(crcs, &data);
+                    self.limits.request().await;
+                    let part = upload.put_part(PutPayload::from(data));
+                    uploads.push(async move {
+                        let r = part.await;
+                        drop(permit);
+                        r.map(|_| len).map_err(Error::from)
+                    });
+                }
+                _ = self.cancel.cancelled() => return Err(Error::cancelled()),
             }
-        }
-        while !uploads.is_empty() {
-            let n = self.cancellable(async { Ok(uploads.next().await.unwrap()?) }).await?;
-            counter.add(n);
         }
         Ok(hasher.finish())
     }
