@@ -151,9 +151,10 @@ impl Engine {
             let attempt = async {
                 let (size, etag) = match known.clone() {
                     (Some(size), Some(etag)) => (size, Some(etag)),
-                    // A server-side copy names its version in its request, so it needs the
-                    // ETag first; streams pin the first response's when none is known.
-                    (Some(size), None) if !self.server_side(job) => (size, None),
+                    // UploadPartCopy names its version in every request, so it needs the
+                    // ETag first. Streams pin the first response's; one CopyObject reads one
+                    // version whatever it is.
+                    (Some(size), None) if self.choose(job, size) != Strategy::ServerMultipart => (size, None),
                     _ => {
                         self.limits.request().await;
                         match job.src.head(&job.src_key).await? {
@@ -210,13 +211,11 @@ impl Engine {
         result
     }
 
-    fn server_side(&self, job: &Job) -> bool {
-        matches!((job.src.s3(), job.dst.s3()), (Some((_, src)), Some((_, dst))) if src.account == dst.account)
-    }
-
     fn choose(&self, job: &Job, size: u64) -> Strategy {
-        if self.server_side(job) {
-            return if size > self.opts.multipart_copy_threshold { Strategy::ServerMultipart } else { Strategy::ServerCopy };
+        if let (Some((_, src)), Some((_, dst))) = (job.src.s3(), job.dst.s3()) {
+            if src.account == dst.account {
+                return if size > self.opts.multipart_copy_threshold { Strategy::ServerMultipart } else { Strategy::ServerCopy };
+            }
         }
         let both_native = job.src.native().is_some() && job.dst.native().is_some();
         if both_native && size > self.opts.multipart_threshold {

@@ -46,6 +46,9 @@ pub struct S3Info {
     /// Server identity for "can these two stores copy server-side": endpoint, region, key.
     pub account: (Option<String>, String, Option<String>),
     pub http: reqwest::Client,
+    /// Objects are encrypted with a customer key, which every read must send: our own
+    /// requests do not, so reads go through object_store (without the stated checksums).
+    pub sse_c: bool,
 }
 
 pub enum Backend {
@@ -110,7 +113,7 @@ impl Backend {
             e => e.into(),
         };
         match self {
-            Backend::S3 { store, info } if range.is_none() => {
+            Backend::S3 { store, info } if range.is_none() && !info.sse_c => {
                 let (head, response) = crate::s3::get_object(store, info, key, if_match).await?;
                 let url = response.url().to_string();
                 let body = response.bytes_stream().map(move |c| c.map_err(|e| Error::new(Kind::Transient, format!("GET {url}: {e}"))));
@@ -359,9 +362,13 @@ fn open_s3(url: &str, options: &HashMap<String, String>) -> Result<Backend> {
     };
     let server = if virtual_hosted { None } else { endpoint.clone() };
     let account = (server, region.clone(), get(AmazonS3ConfigKey::AccessKeyId));
+    let sse_c = options.iter().any(|(k, v)| {
+        let k = k.trim_start_matches("aws_");
+        k == "sse_customer_key_base64" || (k == "server_side_encryption" && v.eq_ignore_ascii_case("sse-c"))
+    });
     let store = b.build().map_err(|e| config_error(url, e))?;
     let http = http.build().map_err(|e| config_error(url, e))?;
-    Ok(Backend::S3 { store: Arc::new(store), info: S3Info { bucket, bucket_endpoint, region, account, http } })
+    Ok(Backend::S3 { store: Arc::new(store), info: S3Info { bucket, bucket_endpoint, region, account, http, sse_c } })
 }
 
 /// A bucket (or folder, or in-memory namespace) that Python reads and writes through.
