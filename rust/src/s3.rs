@@ -15,7 +15,7 @@ use rand::Rng;
 use crate::checksum::Sum;
 use crate::errors::{kind_for_status, xml_value, Error, Kind, Result};
 use crate::store::{path, S3Info};
-use crate::version::{etag_is_not_md5, offered_by_s3};
+use crate::version::{etag_is_not_md5, offered_by_s3, quoted};
 
 /// S3's URI encoding: everything but unreserved characters and the path separator.
 const KEY_ENCODE: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~').remove(b'/');
@@ -142,7 +142,7 @@ impl ObjectHead {
 fn read_headers(if_match: Option<&str>) -> Vec<(&'static str, String)> {
     let mut headers = vec![("x-amz-checksum-mode", "ENABLED".to_string())];
     if let Some(etag) = if_match {
-        headers.push(("if-match", etag.to_string()));
+        headers.push(("if-match", quoted(etag)));
     }
     headers
 }
@@ -193,7 +193,7 @@ fn etag_of(text: &str) -> Result<String> {
 fn copy_headers(src: &S3Info, src_key: &str, if_match: Option<&str>) -> Vec<(&'static str, String)> {
     let mut headers = vec![("x-amz-copy-source", copy_source(src, src_key))];
     if let Some(etag) = if_match {
-        headers.push(("x-amz-copy-source-if-match", etag.to_string()));
+        headers.push(("x-amz-copy-source-if-match", quoted(etag)));
     }
     headers
 }

@@ -33,7 +33,7 @@ use crate::checksum::{Algo, Running};
 use crate::copy::backoff;
 use crate::errors::{Error, Kind, Result};
 use crate::s3::ObjectHead;
-use crate::version::changed;
+use crate::version::{changed, quoted};
 use crate::{runtime, to_py_err};
 
 /// What server-side S3 requests need to know about a bucket.
@@ -121,7 +121,10 @@ impl Backend {
             }
             Backend::S3 { .. } | Backend::Native { .. } => {
                 let store = self.native().unwrap();
-                let options = GetOptions { if_match: if_match.map(str::to_string), range: range.map(GetRange::Bounded), ..Default::default() };
+                // Local and in-memory stores compare the value as they gave it; HTTP wants it quoted.
+                let local = matches!(self.kind(), "file" | "memory");
+                let if_match = if_match.map(|e| if local { e.to_string() } else { quoted(e) });
+                let options = GetOptions { if_match, range: range.map(GetRange::Bounded), ..Default::default() };
                 let result = store.get_opts(&path(key)?, options).await.map_err(changed)?;
                 let head = ObjectHead { size: result.meta.size, etag: result.meta.e_tag.clone(), offered: None, etag_is_md5: false };
                 let body = if self.kind() == "file" {

@@ -56,6 +56,16 @@ pub fn same_etag(a: &str, b: &str) -> bool {
     bare(a) == bare(b)
 }
 
+/// An ETag as an HTTP precondition wants it: quoted. Listings may give it bare (Azure's
+/// does), and a bare value can fail to match on the server.
+pub fn quoted(etag: &str) -> String {
+    if etag.starts_with('"') || etag.starts_with("W/") {
+        etag.to_string()
+    } else {
+        format!("\"{etag}\"")
+    }
+}
+
 pub fn changed(key: &str, how: &str) -> Error {
     Error::new(Kind::Changed, format!("source {key} changed during the copy ({how})"))
 }
@@ -132,6 +142,7 @@ mod tests {
         assert_eq!(e.kind, Kind::Changed);
         assert_eq!(e.message, "source k changed during the copy (its ETag went from \"a\" to \"b\")");
         assert_eq!(Pin::new(Some("x".into())).etag(), Some("x"));
+        assert_eq!((quoted("0x8D1"), quoted("\"a\"")), ("\"0x8D1\"".to_string(), "\"a\"".to_string()));
     }
 
     #[test]
