@@ -13,11 +13,14 @@ The mode is switched at run time, for the requests that start after the switch::
         proxy.drop(fraction=0.1, after_bytes=(512, 4096))  # cut responses mid-body
         proxy.stall(8, fraction=0.1)                       # hold silent 8 s, then close
         proxy.slowdown(count=5, methods="PUT")             # the next 5 PUTs: 503
+        proxy.corrupt(count=1, at_byte=8192, paths="/obj")  # flip one byte of a response
         proxy.passthrough()
         proxy.stats                                        # what was injected so far
+        proxy.seen["GET /bucket/key"]                      # requests by method and path
 
 A fault applies to a ``fraction`` of requests (decided by an RNG seeded with ``seed``) or
-to the next ``count`` requests, optionally only to some HTTP ``methods``. Bounded: every
+to the next ``count`` requests, optionally only to some HTTP ``methods`` and to request
+paths containing ``paths``. Bounded: every
 thread is a daemon, ``stop()`` closes the listener and every connection, and the proxy
 stops itself after ``max_lifetime`` seconds.
 """
@@ -41,13 +44,14 @@ _CHUNK = 64 * 1024
 
 @dataclass(frozen=True)
 class _Rule:
-    kind: str  # "pass", "slowdown", "drop", "stall"
+    kind: str  # "pass", "slowdown", "drop", "stall", "corrupt"
     fraction: float = 1.0
     count: int | None = None  # None: every request, with probability fraction
     after_bytes: tuple[int, int] | None = None  # drop/stall once the response reached this many bytes
     seconds: float = 0.0  # stall length
     then: str = "close"  # after a stall: "close" the connection or "pass" the bytes on
     methods: frozenset[str] | None = None  # only requests with these HTTP methods (None: all)
+    paths: str | None = None  # only requests whose path contains this (None: all)
 
 
 def _methods(methods) -> frozenset[str] | None:
@@ -103,6 +107,7 @@ class FaultProxy:
         self._listener: socket.socket | None = None
         self._timer: threading.Timer | None = None
         self.stats: Counter[str] = Counter()
+        self.seen: Counter[str] = Counter()  # "METHOD /path" (no query) -> requests started
         self.errors: list[str] = []  # unexpected exceptions in proxy threads, for debugging
         self.port: int | None = None
 
@@ -176,12 +181,21 @@ class FaultProxy:
             raise ValueError("then must be 'close' or 'pass'")
         self._set(_Rule("stall", fraction, count, _byte_range(after_bytes), seconds, then, _methods(methods)))
 
-    def _decide(self, method: str) -> _Rule:
+    def corrupt(self, *, at_byte: int, fraction: float = 1.0, count: int | None = None, methods="GET",
+                paths: str | None = None) -> None:
+        """Flip the bits of one response byte, ``at_byte`` from the start of the response (the
+        status line and headers count: pick an offset past them, a few hundred bytes), and
+        pass the rest on: damage in transit that no length check can see."""
+        self._set(_Rule("corrupt", fraction, count, _byte_range(at_byte), methods=_methods(methods), paths=paths))
+
+    def _decide(self, method: str, path: str) -> _Rule:
         """The rule for the request starting now: the current one, or pass-through."""
         with self._lock:
             self.stats["requests"] += 1
+            self.seen[f"{method} {path.split('?', 1)[0]}"] += 1
             rule = self._rule
-            if rule.kind == "pass" or (rule.methods is not None and method not in rule.methods):
+            if (rule.kind == "pass" or (rule.methods is not None and method not in rule.methods)
+                    or (rule.paths is not None and rule.paths not in path)):
                 return _Rule("pass")
             if self._remaining is not None:
                 if self._remaining <= 0:
@@ -278,7 +292,7 @@ class FaultProxy:
                 self._forward_opaque(conn, head + buf)  # no framing to follow: pass the rest on
                 return
             length = int(headers.get("content-length", "0") or 0)
-            rule = self._decide(method)
+            rule = self._decide(method, path)
             if rule.kind == "slowdown":
                 self._discard_body(conn, buf, length)
                 self._answer_slowdown(conn, method, path)
@@ -294,7 +308,7 @@ class FaultProxy:
             with conn.lock:
                 conn.sent_down = 0
                 conn.budget = None
-                if rule.kind in ("drop", "stall") and rule.after_bytes is not None:
+                if rule.kind in ("drop", "stall", "corrupt") and rule.after_bytes is not None:
                     conn.budget = (self._pick(rule.after_bytes), rule.kind, rule)
             conn.upstream.sendall(head)
             # The body, as it arrives; whatever follows it is the next request.
@@ -310,7 +324,7 @@ class FaultProxy:
                 left -= len(data)
 
     def _pump_down(self, conn: _Conn) -> None:
-        """Upstream -> client, cutting or freezing a response when its budget runs out."""
+        """Upstream -> client, cutting, freezing or damaging a response when its budget runs out."""
         try:
             while self.running and not conn.closed:
                 data = conn.upstream.recv(_CHUNK)
@@ -319,13 +333,20 @@ class FaultProxy:
                 with conn.lock:
                     budget = conn.budget
                     sent = conn.sent_down
-                    if budget is not None and sent + len(data) >= budget[0]:
+                    # A byte to corrupt must be inside this chunk; a cut may fall on its end.
+                    reached = budget is not None and sent + len(data) > budget[0] - (budget[1] != "corrupt")
+                    if reached:
                         conn.budget = None
                     conn.sent_down = sent + len(data)
-                if budget is None or sent + len(data) < budget[0]:
+                if not reached:
                     conn.client.sendall(data)
                     continue
                 allowed, action, rule = budget
+                if action == "corrupt":
+                    i = allowed - sent
+                    self._count("corrupted")
+                    conn.client.sendall(data[:i] + bytes([data[i] ^ 0xFF]) + data[i + 1:])
+                    continue
                 conn.client.sendall(data[:max(0, allowed - sent)])
                 if action == "drop":
                     self._count("dropped")

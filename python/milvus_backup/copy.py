@@ -204,7 +204,9 @@ def run_plan(plan: Plan, src: Location, dst: Location, settings: CopySettings, *
     set (a lost lock, say) cancels the copy the same way; the caller says why."""
     copier = settings.copier()
     copier.note_skipped(len(plan.skipped), sum(o.size for o in plan.skipped))
-    jobs = [(src.store, src.key(o.key), dst.store, dst.key(k), o.size) for o, k in plan.jobs]
+    # The listed ETag pins the version copied: an object rewritten mid-copy is copied again
+    # whole, never as a mix of two versions.
+    jobs = [(src.store, src.key(o.key), dst.store, dst.key(k), o.size, o.etag) for o, k in plan.jobs]
     # An interrupted earlier run of this copy may have left staging files or incomplete
     # uploads of these keys: nothing else will ever remove them.
     remove_for_keys(dst.store, [job[3] for job in jobs])

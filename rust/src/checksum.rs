@@ -3,13 +3,20 @@
 //! Parts of one object may be copied concurrently: each part gets its own CRC and the
 //! parts are folded together in order with `checksum_combine`, so a multipart copy
 //! still yields the checksum of the whole object.
+//!
+//! A copy may check the bytes against what the source offers (a CRC header, or the MD5 an
+//! S3 ETag of a single-part object is): `Hasher` computes several sums in the one pass that
+//! touches the bytes, and MD5 only when asked, since it costs ~30x a CRC.
 
 use crc_fast::{checksum_combine, CrcAlgorithm, Digest};
+use md5::{Digest as _, Md5};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Algo {
     Crc32c,
     Crc64Nvme,
+    /// CRC-32 (IEEE), which S3 can hold for an object; never chosen for manifests.
+    Crc32,
 }
 
 impl Algo {
@@ -26,6 +33,7 @@ impl Algo {
         match self {
             Algo::Crc32c => "crc32c",
             Algo::Crc64Nvme => "crc64nvme",
+            Algo::Crc32 => "crc32",
         }
     }
 
@@ -33,13 +41,14 @@ impl Algo {
         match self {
             Algo::Crc32c => CrcAlgorithm::Crc32Iscsi,
             Algo::Crc64Nvme => CrcAlgorithm::Crc64Nvme,
+            Algo::Crc32 => CrcAlgorithm::Crc32IsoHdlc,
         }
     }
 
     /// Render a value the way manifests store it: fixed-width lowercase hex.
     pub fn hex(self, value: u64) -> String {
         match self {
-            Algo::Crc32c => format!("{value:08x}"),
+            Algo::Crc32c | Algo::Crc32 => format!("{value:08x}"),
             Algo::Crc64Nvme => format!("{value:016x}"),
         }
     }
@@ -71,6 +80,113 @@ pub fn combine(algo: Algo, a: u64, b: u64, b_len: u64) -> u64 {
     checksum_combine(algo.crc(), a, b, b_len)
 }
 
+/// A sum the source states for an object's bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Sum {
+    Crc(Algo, u64),
+    Md5([u8; 16]),
+}
+
+impl Sum {
+    pub fn describe(&self) -> String {
+        match self {
+            Sum::Crc(a, v) => format!("{} {}", a.name(), a.hex(*v)),
+            Sum::Md5(d) => format!("md5 {}", d.iter().map(|b| format!("{b:02x}")).collect::<String>()),
+        }
+    }
+}
+
+/// Which sums to compute over one stream of bytes: up to two CRCs and, when nothing
+/// cheaper can be compared, MD5.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Want {
+    pub crcs: [Option<Algo>; 2],
+    pub md5: bool,
+}
+
+impl Want {
+    /// The caller's own CRC (for the manifest) plus whatever `offered` needs.
+    pub fn for_copy(own: Option<Algo>, offered: Option<Sum>) -> Want {
+        let mut want = Want { crcs: [own, None], md5: false };
+        match offered {
+            Some(Sum::Crc(a, _)) if own != Some(a) => want.crcs[1] = Some(a),
+            Some(Sum::Md5(_)) => want.md5 = true,
+            _ => {}
+        }
+        want
+    }
+
+    fn algos(&self) -> impl Iterator<Item = Algo> + '_ {
+        self.crcs.iter().flatten().copied()
+    }
+}
+
+/// CRCs of one part, computed where the part is read (parts of an object in parallel).
+pub fn part_crcs(want: &Want, data: &[u8]) -> [Option<u64>; 2] {
+    want.crcs.map(|a| a.map(|a| checksum(a, data)))
+}
+
+/// Sums over bytes fed in order: whole chunks through `update`, or parts whose CRCs were
+/// computed elsewhere through `append_part` (MD5 still needs the bytes, in order).
+pub struct Hasher {
+    want: Want,
+    crcs: [Option<u64>; 2],
+    md5: Option<Md5>,
+}
+
+impl Hasher {
+    pub fn new(want: Want) -> Self {
+        let empty = want.crcs.map(|a| a.map(|a| checksum(a, b"")));
+        Hasher { want, crcs: empty, md5: want.md5.then(Md5::new) }
+    }
+
+    pub fn update(&mut self, data: &[u8]) {
+        let part = part_crcs(&self.want, data);
+        self.append_part(part, data);
+    }
+
+    pub fn append_part(&mut self, part: [Option<u64>; 2], data: &[u8]) {
+        for i in 0..2 {
+            if let (Some(a), Some(acc), Some(p)) = (self.want.crcs[i], self.crcs[i], part[i]) {
+                self.crcs[i] = Some(combine(a, acc, p, data.len() as u64));
+            }
+        }
+        if let Some(m) = &mut self.md5 {
+            m.update(data);
+        }
+    }
+
+    pub fn finish(self) -> Sums {
+        let mut sums = Sums::default();
+        for (a, v) in self.want.algos().zip(self.crcs.into_iter().flatten()) {
+            sums.crcs.push((a, v));
+        }
+        sums.md5 = self.md5.map(|m| m.finalize().into());
+        sums
+    }
+}
+
+/// What a copy computed over the bytes it moved.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Sums {
+    crcs: Vec<(Algo, u64)>,
+    md5: Option<[u8; 16]>,
+}
+
+impl Sums {
+    pub fn crc(&self, algo: Algo) -> Option<u64> {
+        self.crcs.iter().find(|(a, _)| *a == algo).map(|(_, v)| *v)
+    }
+
+    /// The same kind of sum as `other`, if it was computed.
+    pub fn like(&self, other: &Sum) -> Option<Sum> {
+        match other {
+            Sum::Crc(a, _) => self.crc(*a).map(|v| Sum::Crc(*a, v)),
+            Sum::Md5(_) => self.md5.map(Sum::Md5),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -97,6 +213,27 @@ mod tests {
             assert_eq!(offset, data.len());
             assert_eq!(acc, whole, "{algo:?}");
         }
+    }
+
+    #[test]
+    fn hasher_by_chunks_or_by_parts_equals_one_shot() {
+        let data: Vec<u8> = (0..50_000u32).map(|i| (i * 7 % 253) as u8).collect();
+        let offered = Sum::Md5(Md5::digest(&data).into());
+        let want = Want::for_copy(Some(Algo::Crc32c), Some(offered));
+        let mut by_chunks = Hasher::new(want);
+        let mut by_parts = Hasher::new(want);
+        for chunk in data.chunks(7_001) {
+            by_chunks.update(chunk);
+            by_parts.append_part(part_crcs(&want, chunk), chunk);
+        }
+        let (a, b) = (by_chunks.finish(), by_parts.finish());
+        assert_eq!(a, b);
+        assert_eq!(a.crc(Algo::Crc32c), Some(checksum(Algo::Crc32c, &data)));
+        assert_eq!(a.like(&offered), Some(offered));
+        // A CRC the source offers is computed beside ours; no MD5 then.
+        let want = Want::for_copy(Some(Algo::Crc32c), Some(Sum::Crc(Algo::Crc64Nvme, 0)));
+        assert_eq!((want.crcs, want.md5), ([Some(Algo::Crc32c), Some(Algo::Crc64Nvme)], false));
+        assert_eq!(checksum(Algo::Crc32, b"123456789"), 0xcbf4_3926);
     }
 
     #[test]

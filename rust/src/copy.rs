@@ -6,18 +6,19 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use futures::stream::{self, FuturesUnordered, StreamExt};
-use object_store::{MultipartUpload, ObjectStore, ObjectStoreExt, PutPayload};
+use futures::stream::{self, BoxStream, FuturesUnordered, StreamExt, TryStreamExt};
+use object_store::{MultipartUpload, ObjectStoreExt, PutPayload};
 use rand::Rng;
 use tokio::sync::{Semaphore, SemaphorePermit};
 use tokio_util::sync::CancellationToken;
 
-use crate::checksum::{self, Algo};
+use crate::checksum::{self, Algo, Hasher, Sum, Sums, Want};
 use crate::errors::{Error, Kind, Result};
 use crate::limits::Limits;
 use crate::progress::Progress;
 use crate::s3;
-use crate::store::{path, read_checksum, Backend};
+use crate::store::{path, Backend};
+use crate::version::{changed, md5_of_etag, Pin};
 
 #[derive(Clone, Debug)]
 pub struct Options {
@@ -62,6 +63,18 @@ pub struct Job {
     pub dst: Arc<Backend>,
     pub dst_key: String,
     pub size: Option<u64>,
+    /// The source's ETag when it was listed: the version to copy.
+    pub etag: Option<String>,
+}
+
+/// What one strategy moved: the destination's ETag, and the sums of the bytes that passed
+/// through this process (none for server-side copies), `linked` when they are known to be
+/// the source's.
+#[derive(Default)]
+struct Moved {
+    etag: Option<String>,
+    sums: Option<Sums>,
+    linked: bool,
 }
 
 pub struct Outcome {
@@ -130,21 +143,28 @@ impl Engine {
         }
         Progress::add(&self.progress.in_flight, 1);
         let counter = Counter { progress: &self.progress, counted: AtomicU64::new(0) };
+        // The first attempt copies the version the listing saw; after a change, the object
+        // is copied whole again as it is then.
+        let mut known = (job.size, job.etag.clone());
         loop {
             result.attempts += 1;
             let attempt = async {
-                let size = match job.size {
-                    Some(s) => s,
-                    None => {
+                let (size, etag) = match known.clone() {
+                    (Some(size), Some(etag)) => (size, Some(etag)),
+                    // UploadPartCopy names its version in every request, so it needs the
+                    // ETag first. Streams pin the first response's; one CopyObject reads one
+                    // version whatever it is.
+                    (Some(size), None) if self.choose(job, size) != Strategy::ServerMultipart => (size, None),
+                    _ => {
                         self.limits.request().await;
                         match job.src.head(&job.src_key).await? {
-                            Some((s, _)) => s,
+                            Some(head) => head,
                             None => return Err(Error::new(Kind::NotFound, format!("source object {} does not exist", job.src_key))),
                         }
                     }
                 };
                 let strategy = self.choose(job, size);
-                Ok((size, strategy, self.copy(job, size, strategy, &counter).await))
+                Ok((size, strategy, self.copy(job, &Pin::new(etag), size, strategy, &counter).await))
             };
             let outcome = match attempt.await {
                 Ok((size, strategy, outcome)) => {
@@ -158,6 +178,9 @@ impl Engine {
                 Err(e) if e.kind.retryable() && result.attempts < self.opts.max_attempts && !self.cancel.is_cancelled() => {
                     counter.undo();
                     Progress::add(&self.progress.retries, 1);
+                    if e.kind == Kind::Changed {
+                        known = (None, None);
+                    }
                     let delay = backoff(result.attempts);
                     tokio::select! {
                         _ = tokio::time::sleep(delay) => {}
@@ -165,6 +188,12 @@ impl Engine {
                     }
                 }
                 outcome => {
+                    let outcome = outcome.map_err(|mut e| {
+                        if e.kind == Kind::Changed && result.attempts > 1 {
+                            e.message = format!("{}, on each of {} attempts: copy it again once nothing writes to it", e.message, result.attempts);
+                        }
+                        e
+                    });
                     match &outcome {
                         Ok(_) => Progress::add(&self.progress.objects_done, 1),
                         Err(e) if e.kind == Kind::Cancelled => counter.undo(),
@@ -196,30 +225,27 @@ impl Engine {
         }
     }
 
-    async fn copy(&self, job: &Job, size: u64, strategy: Strategy, counter: &Counter<'_>) -> Result<Outcome> {
+    /// One attempt at one object, every read of the source pinned to one version. Bytes
+    /// that pass through are compared with the sum the source offers, when it offers one.
+    async fn copy(&self, job: &Job, pin: &Pin, size: u64, strategy: Strategy, counter: &Counter<'_>) -> Result<Outcome> {
         let algo = self.opts.checksum.or(self.opts.verify.then_some(Algo::Crc32c));
-        let (etag, streamed_sum) = match strategy {
-            Strategy::ServerCopy => {
-                let (dst, dst_info) = job.dst.s3().unwrap();
-                let (_, src_info) = job.src.s3().unwrap();
-                self.limits.request().await;
-                let etag = self.cancellable(s3::copy_object(dst, dst_info, &job.dst_key, src_info, &job.src_key)).await?;
-                counter.add(size);
-                (Some(etag), None)
-            }
-            Strategy::ServerMultipart => (self.server_multipart(job, size, counter).await?, None),
-            Strategy::Stream => self.stream(job, size, algo, counter).await?,
-            Strategy::StreamMultipart => self.stream_multipart(job, size, algo, counter).await?,
+        let moved = match strategy {
+            Strategy::ServerCopy => self.server_copy(job, pin, size, counter).await?,
+            Strategy::ServerMultipart => self.server_multipart(job, pin, size, counter).await?,
+            Strategy::Stream => self.stream(job, pin, size, algo, counter).await?,
+            Strategy::StreamMultipart => self.stream_multipart(job, pin, size, algo, counter).await?,
         };
-        let mut outcome = Outcome { bytes: size, checksum: streamed_sum.zip(algo).map(|(s, a)| (a, s)), etag, verified: false };
+        let streamed = algo.zip(moved.sums.as_ref()).and_then(|(a, s)| s.crc(a).map(|v| (a, v)));
+        let mut outcome = Outcome { bytes: size, checksum: streamed, etag: moved.etag, verified: false };
         if self.opts.verify {
             let algo = algo.unwrap();
-            let expected = match outcome.checksum {
-                Some((_, sum)) => sum,
-                // Nothing streamed through us: the source has to be read to know what to expect.
-                None => self.checked_read(&job.src, &job.src_key, algo, size, "source").await?,
+            let expected = match streamed {
+                // dst == streamed == source: linked before the write.
+                Some((_, sum)) if moved.linked => sum,
+                // Nothing passed through us: read the source again, the same version.
+                _ => self.checked_read(&job.src, &job.src_key, Some(pin), algo, size, "source").await?,
             };
-            let actual = self.checked_read(&job.dst, &job.dst_key, algo, size, "destination").await?;
+            let actual = self.checked_read(&job.dst, &job.dst_key, None, algo, size, "destination").await?;
             if actual != expected {
                 return Err(Error::new(
                     Kind::Corrupt,
@@ -232,70 +258,169 @@ impl Engine {
         Ok(outcome)
     }
 
-    async fn checked_read(&self, backend: &Backend, key: &str, algo: Algo, size: u64, side: &str) -> Result<u64> {
+    /// Before the bytes are committed at the destination: are they the source's? Compared
+    /// with the sum the source states when it states one; with --verify and none stated,
+    /// with a second read of the same version. Damaged bytes never land.
+    async fn link_to_source(&self, job: &Job, pin: &Pin, size: u64, algo: Option<Algo>, offered: Option<Sum>, sums: &Sums) -> Result<bool> {
+        if let Some(offered) = &offered {
+            check_offered(&job.src_key, offered, sums)?;
+            return Ok(true);
+        }
+        let Some(algo) = algo.filter(|_| self.opts.verify) else { return Ok(false) };
+        let source = self.checked_read(&job.src, &job.src_key, Some(pin), algo, size, "source").await?;
+        let read = sums.crc(algo).expect("the copy's own algorithm is always computed");
+        if read != source {
+            return Err(Error::new(
+                Kind::Corrupt,
+                format!("{} was damaged in transit (read {} {}, the source has {})", job.src_key, algo.name(), algo.hex(read), algo.hex(source)),
+            ));
+        }
+        Ok(true)
+    }
+
+    /// Read a whole object and checksum it, pinned to `pin`'s version when given.
+    async fn checked_read(&self, backend: &Backend, key: &str, pin: Option<&Pin>, algo: Algo, size: u64, side: &str) -> Result<u64> {
         self.limits.request().await;
-        let (sum, read) = self.cancellable(read_checksum(backend, key, algo, Some(&self.limits))).await?;
+        let read = async {
+            let opened = backend.open(key, None, pin.and_then(Pin::etag)).await?;
+            if let Some(pin) = pin {
+                pin.check(key, opened.head.etag.as_deref())?;
+            }
+            let mut hasher = Hasher::new(Want::for_copy(Some(algo), None));
+            let mut read = 0u64;
+            let mut body = opened.body;
+            while let Some(chunk) = body.next().await {
+                let chunk = chunk?;
+                self.limits.bytes(chunk.len() as u64).await;
+                hasher.update(&chunk);
+                read += chunk.len() as u64;
+            }
+            Ok((hasher.finish(), read))
+        };
+        let (sums, read) = self.cancellable(read).await?;
         if read != size {
             return Err(Error::new(Kind::Corrupt, format!("{side} {key} has {read} bytes, expected {size}")));
         }
-        Ok(sum)
+        Ok(sums.crc(algo).unwrap())
+    }
+
+    /// CopyObject of the pinned version. Its result is the new object's ETag: where both
+    /// are plain MD5s, it must be the source's.
+    async fn server_copy(&self, job: &Job, pin: &Pin, size: u64, counter: &Counter<'_>) -> Result<Moved> {
+        let (dst, dst_info) = job.dst.s3().unwrap();
+        let (src, src_info) = job.src.s3().unwrap();
+        self.limits.request().await;
+        let copy = s3::copy_object(dst, dst_info, &job.dst_key, src_info, &job.src_key, pin.etag());
+        let (etag, md5_etag) = self.cancellable(copy).await.map_err(|e| refused(&job.src_key, e))?;
+        if let (true, Some(want), Some(got)) = (md5_etag, pin.etag().and_then(md5_of_etag), md5_of_etag(&etag)) {
+            if want != got {
+                // Either the source changed under a server that ignores the condition, or
+                // its ETag is not an MD5 after all (KMS): the source's own answer tells.
+                self.limits.request().await;
+                let head = self.cancellable(s3::head_object(src, src_info, &job.src_key, None)).await?;
+                pin.check(&job.src_key, head.etag.as_deref())?;
+                if head.etag_is_md5 {
+                    return Err(Error::new(
+                        Kind::Corrupt,
+                        format!("server-side copy of {} made an object with ETag {etag}, the source has {}", job.src_key, pin.etag().unwrap()),
+                    ));
+                }
+            }
+        }
+        counter.add(size);
+        Ok(Moved { etag: Some(etag), ..Default::default() })
     }
 
     /// Whole object through memory: one GET, one PUT (atomic on every store).
-    async fn stream(&self, job: &Job, size: u64, algo: Option<Algo>, counter: &Counter<'_>) -> Result<(Option<String>, Option<u64>)> {
+    async fn stream(&self, job: &Job, pin: &Pin, size: u64, algo: Option<Algo>, counter: &Counter<'_>) -> Result<Moved> {
         let _memory = self.reserve(size).await?;
         self.limits.request().await;
-        let data = match job.src.native() {
-            // A local file streams in small chunks, each a hop through tokio's blocking pool;
-            // one ranged read is a single hop. Remote stores stream, for progress and caps.
-            Some(store) if job.src.kind() == "file" && size > 0 => {
-                self.limits.bytes(size).await;
-                let data = self.cancellable(async { Ok(store.get_range(&path(&job.src_key)?, 0..size).await?) }).await?;
-                counter.add(data.len() as u64);
-                data
+        let read = async {
+            let opened = job.src.open(&job.src_key, None, pin.etag()).await?;
+            pin.check(&job.src_key, opened.head.etag.as_deref())?;
+            if opened.head.size != size {
+                return Err(changed(&job.src_key, &format!("{} bytes, expected {size}", opened.head.size)));
             }
-            Some(store) => self.cancellable(self.read_all(store, &job.src_key, size, counter)).await?,
-            None => {
-                self.limits.bytes(size).await;
-                let data = self.cancellable(job.src.get_all(&job.src_key)).await?;
-                counter.add(data.len() as u64);
-                data
+            let offered = opened.head.offered;
+            let mut hasher = Hasher::new(Want::for_copy(algo, offered));
+            let data = self.collect(opened.body, size, |chunk| hasher.update(chunk), counter).await?;
+            if data.len() as u64 != size {
+                return Err(changed(&job.src_key, &format!("{} bytes read, expected {size}", data.len())));
             }
+            Ok((data, offered, hasher.finish()))
         };
-        if data.len() as u64 != size {
-            return Err(Error::new(Kind::Fatal, format!("source {} changed during copy: {} bytes, expected {size}", job.src_key, data.len())));
-        }
-        let sum = algo.map(|a| checksum::checksum(a, &data));
+        let (data, offered, sums) = self.cancellable(read).await?;
+        let linked = self.link_to_source(job, pin, size, algo, offered, &sums).await?;
         self.limits.request().await;
         let etag = self.cancellable(job.dst.put_all(&job.dst_key, data)).await?;
-        Ok((etag, sum))
+        Ok(Moved { etag, sums: Some(sums), linked })
     }
 
-    async fn read_all(&self, store: &dyn ObjectStore, key: &str, size: u64, counter: &Counter<'_>) -> Result<Bytes> {
-        let mut stream = store.get(&path(key)?).await?.into_stream();
-        let mut buf = BytesMut::with_capacity(size as usize);
-        while let Some(chunk) = stream.next().await {
+    /// A body into one buffer, within the byte cap, counted as it comes; `each` sees every
+    /// chunk once. A body of one chunk (a local file) is kept as it is, not copied.
+    async fn collect(
+        &self,
+        mut body: BoxStream<'static, Result<Bytes>>,
+        size: u64,
+        mut each: impl FnMut(&[u8]),
+        counter: &Counter<'_>,
+    ) -> Result<Bytes> {
+        let mut first: Option<Bytes> = None;
+        let mut buf = BytesMut::new();
+        while let Some(chunk) = body.next().await {
             let chunk = chunk?;
             self.limits.bytes(chunk.len() as u64).await;
             counter.add(chunk.len() as u64);
-            buf.extend_from_slice(&chunk);
+            each(&chunk);
+            match first.take() {
+                None if buf.is_empty() => first = Some(chunk),
+                earlier => {
+                    if buf.is_empty() {
+                        buf.reserve(size as usize);
+                    }
+                    if let Some(e) = earlier {
+                        buf.extend_from_slice(&e);
+                    }
+                    buf.extend_from_slice(&chunk);
+                }
+            }
         }
-        Ok(buf.freeze())
+        Ok(first.unwrap_or_else(|| buf.freeze()))
     }
 
     /// Ranged GETs in parallel, written in order as parts of one multipart upload.
     /// Memory stays within parts in flight x part size, whatever the object size.
-    async fn stream_multipart(&self, job: &Job, size: u64, algo: Option<Algo>, counter: &Counter<'_>) -> Result<(Option<String>, Option<u64>)> {
-        let src = job.src.native().unwrap();
+    async fn stream_multipart(&self, job: &Job, pin: &Pin, size: u64, algo: Option<Algo>, counter: &Counter<'_>) -> Result<Moved> {
+        // Ranged reads carry no checksum: S3 states the whole object's in a HEAD.
+        let offered = match job.src.s3() {
+            Some((store, info)) => {
+                self.limits.request().await;
+                let head = self.cancellable(s3::head_object(store, info, &job.src_key, pin.etag())).await.map_err(|e| refused(&job.src_key, e))?;
+                pin.check(&job.src_key, head.etag.as_deref())?;
+                if head.size != size {
+                    return Err(changed(&job.src_key, &format!("{} bytes, expected {size}", head.size)));
+                }
+                head.offered
+            }
+            None => None,
+        };
         let dst = job.dst.native().unwrap();
         let dst_path = path(&job.dst_key)?;
         self.limits.request().await;
         let mut upload = self.cancellable(async { Ok(dst.put_multipart(&dst_path).await?) }).await?;
-        match self.stream_parts(src, &job.src_key, size, algo, upload.as_mut(), counter).await {
-            Ok(sum) => {
+        let want = Want::for_copy(algo, offered);
+        match self.stream_parts(job, pin, size, want, upload.as_mut(), counter).await {
+            Ok(sums) => {
+                let linked = match self.link_to_source(job, pin, size, algo, offered, &sums).await {
+                    Ok(linked) => linked,
+                    Err(e) => {
+                        let _ = upload.abort().await;
+                        return Err(e);
+                    }
+                };
                 self.limits.request().await;
                 match self.cancellable(async { Ok(upload.complete().await?) }).await {
-                    Ok(put) => Ok((put.e_tag, sum)),
+                    Ok(put) => Ok(Moved { etag: put.e_tag, sums: Some(sums), linked }),
                     Err(e) => {
                         let _ = upload.abort().await;
                         Err(e)
@@ -311,64 +436,79 @@ impl Engine {
 
     async fn stream_parts(
         &self,
-        src: &dyn ObjectStore,
-        src_key: &str,
+        job: &Job,
+        pin: &Pin,
         size: u64,
-        algo: Option<Algo>,
+        want: Want,
         upload: &mut dyn MultipartUpload,
         counter: &Counter<'_>,
-    ) -> Result<Option<u64>> {
-        let src_path = path(src_key)?;
+    ) -> Result<Sums> {
+        let src_key = job.src_key.as_str();
         let part_size = part_size_for(size, self.opts.part_size);
         let fetches = stream::iter(ranges(size, part_size))
-            .map(|range| {
-                let src_path = &src_path;
-                async move {
-                    let len = range.end - range.start;
-                    let permit = self.reserve(len).await?;
-                    self.limits.request().await;
-                    self.limits.bytes(len).await;
-                    let data = self.cancellable(async { Ok(src.get_range(src_path, range.clone()).await?) }).await?;
-                    if data.len() as u64 != len {
-                        return Err(Error::new(Kind::Fatal, format!("source {src_key} changed during copy")));
+            .map(|range| async move {
+                let len = range.end - range.start;
+                let permit = self.reserve(len).await?;
+                self.limits.request().await;
+                self.limits.bytes(len).await;
+                let read = async {
+                    let opened = job.src.open(src_key, Some(range.clone()), pin.etag()).await?;
+                    pin.check(src_key, opened.head.etag.as_deref())?;
+                    if opened.head.size != size {
+                        return Err(changed(src_key, &format!("{} bytes, expected {size}", opened.head.size)));
                     }
-                    let sum = algo.map(|a| checksum::checksum(a, &data));
-                    Ok((data, sum, permit))
+                    opened.body.try_collect::<Vec<Bytes>>().await
+                };
+                let chunks = self.cancellable(read).await?;
+                let data = if chunks.len() == 1 { chunks.into_iter().next().unwrap() } else { Bytes::from(chunks.concat()) };
+                if data.len() as u64 != len {
+                    return Err(changed(src_key, &format!("a part of {} bytes came back with {}", len, data.len())));
                 }
+                let crcs = checksum::part_crcs(&want, &data);
+                Ok((data, crcs, permit))
             })
             .buffered(self.opts.part_parallel.max(1));
         futures::pin_mut!(fetches);
-        let mut total = algo.map(|a| checksum::checksum(a, b""));
+        let mut hasher = Hasher::new(want);
         let mut uploads = FuturesUnordered::new();
-        while let Some(fetched) = fetches.next().await {
-            let (data, sum, permit) = fetched?;
-            let len = data.len() as u64;
-            if let (Some(a), Some(t), Some(s)) = (algo, total, sum) {
-                total = Some(checksum::combine(a, t, s, len));
-            }
-            self.limits.request().await;
-            let part = upload.put_part(PutPayload::from(data));
-            uploads.push(async move {
-                let r = part.await;
-                drop(permit);
-                r.map(|_| len)
-            });
-            while uploads.len() >= self.opts.part_parallel.max(1) {
-                let n = self.cancellable(async { Ok(uploads.next().await.unwrap()?) }).await?;
-                counter.add(n);
+        let parallel = self.opts.part_parallel.max(1);
+        let mut fetched_all = false;
+        // Parts upload while the next ones are read: each finished upload is counted (and
+        // frees its memory) as soon as it is done, not once `parallel` are pending.
+        while !(fetched_all && uploads.is_empty()) {
+            tokio::select! {
+                Some(done) = uploads.next(), if !uploads.is_empty() => {
+                    let n: u64 = done?;
+                    counter.add(n);
+                }
+                fetched = fetches.next(), if !fetched_all && uploads.len() < parallel => {
+                    let Some(fetched) = fetched else {
+                        fetched_all = true;
+                        continue;
+                    };
+                    let (data, crcs, permit) = fetched?;
+                    let len = data.len() as u64;
+                    hasher.append_part(crcs, &data);
+                    self.limits.request().await;
+                    let part = upload.put_part(PutPayload::from(data));
+                    uploads.push(async move {
+                        let r = part.await;
+                        drop(permit);
+                        r.map(|_| len).map_err(Error::from)
+                    });
+                }
+                _ = self.cancel.cancelled() => return Err(Error::cancelled()),
             }
         }
-        while !uploads.is_empty() {
-            let n = self.cancellable(async { Ok(uploads.next().await.unwrap()?) }).await?;
-            counter.add(n);
-        }
-        Ok(total)
+        Ok(hasher.finish())
     }
 
-    /// UploadPartCopy of ranges, in parallel, completed into one object (no size limit).
-    async fn server_multipart(&self, job: &Job, size: u64, counter: &Counter<'_>) -> Result<Option<String>> {
+    /// UploadPartCopy of ranges of the pinned version, in parallel, completed into one
+    /// object (no size limit). The source is asked once more before completing, so a
+    /// server that ignored the condition cannot leave a mix of versions behind.
+    async fn server_multipart(&self, job: &Job, pin: &Pin, size: u64, counter: &Counter<'_>) -> Result<Moved> {
         let (dst, dst_info) = job.dst.s3().unwrap();
-        let (_, src_info) = job.src.s3().unwrap();
+        let (src, src_info) = job.src.s3().unwrap();
         self.limits.request().await;
         let id = self.cancellable(s3::create_multipart(dst, &job.dst_key)).await?;
         let part_size = part_size_for(size, self.opts.copy_part_size);
@@ -378,7 +518,7 @@ impl Engine {
                 async move {
                     self.limits.request().await;
                     let len = range.end - range.start;
-                    let part = s3::upload_part_copy(dst, dst_info, &job.dst_key, id, idx, src_info, &job.src_key, range).await?;
+                    let part = s3::upload_part_copy(dst, dst_info, &job.dst_key, id, idx, src_info, &job.src_key, pin.etag(), range).await?;
                     counter.add(len);
                     Ok::<_, Error>(part)
                 }
@@ -388,17 +528,22 @@ impl Engine {
         let result = async {
             let parts = self.cancellable(async { Ok(parts.await) }).await?.into_iter().collect::<Result<Vec<_>>>()?;
             self.limits.request().await;
+            let head = self.cancellable(s3::head_object(src, src_info, &job.src_key, pin.etag())).await?;
+            pin.check(&job.src_key, head.etag.as_deref())?;
+            self.limits.request().await;
             self.cancellable(s3::complete_multipart(dst, &job.dst_key, &id, parts)).await
         }
-        .await;
+        .await
+        .map_err(|e| refused(&job.src_key, e));
         if result.is_err() {
             s3::abort_multipart(dst, &job.dst_key, &id).await;
         }
-        result
+        Ok(Moved { etag: result?, ..Default::default() })
     }
 
     async fn reserve(&self, bytes: u64) -> Result<SemaphorePermit<'_>> {
-        let kib = (bytes.div_ceil(1024) as u32).clamp(1, self.memory_kib);
+        // Clamped before the cast: a part over 4 TiB must not wrap to a few KiB.
+        let kib = bytes.div_ceil(1024).clamp(1, self.memory_kib as u64) as u32;
         tokio::select! {
             permit = self.memory.acquire_many(kib) => Ok(permit.expect("memory semaphore is never closed")),
             _ = self.cancel.cancelled() => Err(Error::cancelled()),
@@ -413,13 +558,33 @@ impl Engine {
     }
 }
 
+/// The bytes read must be the bytes the source states it holds.
+fn check_offered(key: &str, offered: &Sum, sums: &Sums) -> Result<()> {
+    match sums.like(offered) {
+        Some(read) if read != *offered => Err(Error::new(
+            Kind::Corrupt,
+            format!("{key} was damaged in transit (read {}, the source states {})", read.describe(), offered.describe()),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// A 412 from a copy or HEAD pinned with If-Match: the source is no longer that version.
+fn refused(key: &str, e: Error) -> Error {
+    if e.kind == Kind::Changed && e.message.contains("HTTP 412") {
+        changed(key, "it is no longer the version being copied")
+    } else {
+        e
+    }
+}
+
 /// Parts no smaller than asked, and never more than S3's 10,000.
 pub fn part_size_for(size: u64, wanted: u64) -> u64 {
     wanted.max(size.div_ceil(10_000)).max(1)
 }
 
 pub fn ranges(size: u64, part: u64) -> Vec<std::ops::Range<u64>> {
-    (0..size.div_ceil(part)).map(|i| i * part..((i + 1) * part).min(size)).collect()
+    (0..size.div_ceil(part)).map(|i| i * part..(i * part).saturating_add(part).min(size)).collect()
 }
 
 /// Exponential backoff with full jitter: 200 ms, 400 ms, ... capped at 5 s.
@@ -437,6 +602,7 @@ mod tests {
         assert_eq!(ranges(10, 4), vec![0..4, 4..8, 8..10]);
         assert_eq!(ranges(8, 4), vec![0..4, 4..8]);
         assert!(ranges(0, 4).is_empty());
+        assert_eq!(ranges(u64::MAX, u64::MAX / 2 + 1), vec![0..u64::MAX / 2 + 1, u64::MAX / 2 + 1..u64::MAX]);
     }
 
     #[test]

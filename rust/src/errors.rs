@@ -12,6 +12,9 @@ pub enum Kind {
     Transient,
     /// Bytes read back differ from bytes sent: worth another attempt (the copy is redone).
     Corrupt,
+    /// The source object was replaced while it was being read: worth another attempt, which
+    /// copies whatever version is there then, whole.
+    Changed,
     /// A conditional write found the key taken.
     AlreadyExists,
     /// A conditional write on a version found another version, or none.
@@ -31,6 +34,7 @@ impl Kind {
             Kind::Auth => "auth",
             Kind::Transient => "transient",
             Kind::Corrupt => "corrupt",
+            Kind::Changed => "changed",
             Kind::AlreadyExists => "already_exists",
             Kind::Precondition => "precondition",
             Kind::Fatal => "fatal",
@@ -39,7 +43,7 @@ impl Kind {
         }
     }
     pub fn retryable(self) -> bool {
-        matches!(self, Kind::Transient | Kind::Corrupt)
+        matches!(self, Kind::Transient | Kind::Corrupt | Kind::Changed)
     }
 }
 
@@ -79,6 +83,8 @@ pub fn kind_for_status(status: u16, body: &str) -> Kind {
     match status {
         401 | 403 => Kind::Auth,
         404 => Kind::NotFound,
+        // Our requests send preconditions only to pin the source's version (If-Match).
+        412 => Kind::Changed,
         408 | 429 => Kind::Transient,
         500..=599 => Kind::Transient,
         // Some servers throttle with 400/503 and a SlowDown code in the body.

@@ -31,7 +31,8 @@ impl TokenBucket {
         if left >= 0.0 {
             Duration::ZERO
         } else {
-            Duration::from_secs_f64(-left / self.rate)
+            // A wait too long for a Duration (a vanishing rate) is "forever", not a panic.
+            Duration::try_from_secs_f64(-left / self.rate).unwrap_or(Duration::MAX)
         }
     }
 
@@ -93,6 +94,15 @@ mod tests {
         // 3000 tokens at 1000/s with a 100-token head start: about 2.9 s.
         let elapsed = start.elapsed().as_secs_f64();
         assert!((2.8..3.0).contains(&elapsed), "{elapsed}");
+    }
+
+    #[test]
+    fn a_vanishing_rate_waits_forever_without_panicking() {
+        for rate in [1e-300, f64::MIN_POSITIVE] {
+            let bucket = TokenBucket::new(rate, 1.0);
+            assert_eq!(bucket.reserve(1.0), Duration::ZERO);
+            assert_eq!(bucket.reserve(1.0), Duration::MAX);
+        }
     }
 
     #[tokio::test(flavor = "current_thread", start_paused = true)]

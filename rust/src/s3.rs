@@ -3,20 +3,23 @@
 //! and AbortMultipartUpload for leftovers, and listings. object_store parses every listed key
 //! with `Path::parse`, so one key with a control character or an odd segment failed a whole
 //! listing, and it took any 200 body for a listing, so a web page listed as an empty bucket.
-//! Ours keeps every key as the server spells it and refuses what is not S3's XML.
+//! Ours keeps every key as the server spells it and refuses what is not S3's XML. Also the
+//! GET and HEAD that ask for the checksums S3 holds (object_store neither asks nor shows them).
 //! Requests are signed with object_store's own SigV4 signer and the store's credentials.
 
 use std::ops::Range;
 
-use http::{HeaderValue, Method};
+use http::{HeaderMap, HeaderValue, Method};
 use object_store::aws::{AmazonS3, AwsAuthorizer};
 use object_store::client::{HttpRequest, HttpRequestBody};
 use object_store::multipart::{MultipartStore, PartId};
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use rand::Rng;
 
+use crate::checksum::Sum;
 use crate::errors::{kind_for_status, xml_value, Error, Kind, Result};
 use crate::store::{path, S3Info};
+use crate::version::{etag_is_not_md5, offered_by_s3, quoted};
 
 /// S3's URI encoding: everything but unreserved characters and the path separator.
 const KEY_ENCODE: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~').remove(b'/');
@@ -41,19 +44,15 @@ fn copy_source(src: &S3Info, key: &str) -> String {
     format!("/{}/{}", src.bucket, utf8_percent_encode(key, KEY_ENCODE))
 }
 
-/// Send with the same short retry object_store gives its own requests (the engine retries
-/// whole jobs on top): throttling and 5xx answers get three more tries with backoff.
-async fn send(
-    store: &AmazonS3,
-    info: &S3Info,
-    method: Method,
-    url: &str,
-    headers: &[(&'static str, String)],
-    body: String,
-) -> Result<Answer> {
+/// Throttling and 5xx answers get three more tries with backoff.
+async fn retrying<T, F, Fut>(mut request: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T>>,
+{
     let mut attempt = 0u32;
     loop {
-        match send_once(store, info, method.clone(), url, headers, body.clone()).await {
+        match request().await {
             Err(e) if e.kind == Kind::Transient && attempt < 3 => {
                 attempt += 1;
                 let cap = 100u64 << attempt;
@@ -64,14 +63,16 @@ async fn send(
     }
 }
 
-/// A 2xx answer.
+/// A 2xx answer, read whole.
 struct Answer {
+    headers: HeaderMap,
     content_type: String,
     body: String,
 }
 
-/// Sign and send one request with the destination store's credentials.
-async fn send_once(
+/// Send one request and read its answer, failures turned into errors, with the same short
+/// retry object_store gives its own requests (the engine retries whole jobs on top).
+async fn send(
     store: &AmazonS3,
     info: &S3Info,
     method: Method,
@@ -79,6 +80,38 @@ async fn send_once(
     headers: &[(&'static str, String)],
     body: String,
 ) -> Result<Answer> {
+    retrying(|| async {
+        let response = respond(store, info, method.clone(), url, headers, body.clone()).await?;
+        let headers = response.headers().clone();
+        let content_type = content_type(&headers);
+        let text = response.text().await.map_err(|e| Error::new(Kind::Transient, format!("{method} {url}: {e}")))?;
+        // CopyObject and UploadPartCopy can answer 200 and put the failure in the body.
+        if text.contains("<Error>") {
+            let e = Error::new(kind_for_status(500, &text), format!("{method} {url}: {}", s3_code(&text)));
+            return Err(match xml_value(&text, "Code") {
+                Some(c) => e.with_cause(c.to_string()),
+                None => e,
+            });
+        }
+        Ok(Answer { headers, content_type, body: text })
+    })
+    .await
+}
+
+fn content_type(headers: &HeaderMap) -> String {
+    headers.get(http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("").to_string()
+}
+
+/// Sign one request with the store's credentials and send it; a 2xx response comes back
+/// with its body unread (a GET streams it), anything else as an error.
+async fn respond(
+    store: &AmazonS3,
+    info: &S3Info,
+    method: Method,
+    url: &str,
+    headers: &[(&'static str, String)],
+    body: String,
+) -> Result<reqwest::Response> {
     let credential = store.credentials().get_credential().await?;
     let mut request: HttpRequest = http::Request::builder()
         .method(method.clone())
@@ -91,45 +124,36 @@ async fn send_once(
     }
     AwsAuthorizer::new(&credential, "s3", &info.region).try_authorize(&mut request, None)?;
     let (parts, _) = request.into_parts();
-    let response = info
-        .http
-        .request(parts.method, url)
-        .headers(parts.headers)
-        .body(body)
-        .send()
-        .await
-        .map_err(|e| Error::new(Kind::Transient, format!("{method} {url}: {}", error_chain(&e))))?;
+    let mut builder = info.http.request(parts.method, url).headers(parts.headers).body(body);
+    if method == Method::GET {
+        // A GET streams under the byte cap for as long as the object needs; a silent server
+        // is still caught by the client's read timeout.
+        builder = builder.timeout(std::time::Duration::from_secs(24 * 3600));
+    }
+    let response = builder.send().await.map_err(|e| Error::new(Kind::Transient, format!("{method} {url}: {}", error_chain(&e))))?;
     let status = response.status().as_u16();
-    let content_type = response
-        .headers()
-        .get(http::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_string();
-    let text = response.text().await.map_err(|e| Error::new(Kind::Transient, format!("{method} {url}: {e}")))?;
-    let code = xml_value(&text, "Code").map(str::to_string);
-    if !(200..300).contains(&status) {
-        let kind = kind_for_status(status, &text);
-        // A web server or proxy answering in HTML is not an S3 error to act on (but its
-        // 5xx pages are still worth a retry).
-        if !text.is_empty() && xml_root(&text).as_deref() != Some("Error") && kind != Kind::Transient {
-            return Err(not_s3(info, &format!("HTTP {status}"), &content_type));
-        }
-        let e = Error::new(kind, format!("{method} {url}: HTTP {status} {}", s3_code(&text)));
-        return Err(match code {
-            Some(c) => e.with_cause(c),
-            None => e,
-        });
+    if (200..300).contains(&status) {
+        return Ok(response);
     }
-    // CopyObject and UploadPartCopy can answer 200 and put the failure in the body.
-    if text.contains("<Error>") {
-        let e = Error::new(kind_for_status(500, &text), format!("{method} {url}: {}", s3_code(&text)));
-        return Err(match code {
-            Some(c) => e.with_cause(c),
-            None => e,
-        });
+    let content_type = content_type(response.headers());
+    let text = response.text().await.unwrap_or_default();
+    let kind = kind_for_status(status, &text);
+    // A web server or proxy answering in HTML is not an S3 error to act on (but its 5xx pages
+    // are still worth a retry).
+    if !text.is_empty() && xml_root(&text).as_deref() != Some("Error") && kind != Kind::Transient {
+        return Err(not_s3(info, &format!("HTTP {status}"), &content_type));
     }
-    Ok(Answer { content_type, body: text })
+    // A HEAD answer has no body to name the error: name it from the status.
+    let code = if text.is_empty() { status_code_name(status) } else { s3_code(&text) };
+    let e = Error::new(kind, format!("{method} {url}: HTTP {status} {code}"));
+    Err(match xml_value(&text, "Code") {
+        Some(c) => e.with_cause(c.to_string()),
+        None => e,
+    })
+}
+
+fn status_code_name(status: u16) -> String {
+    http::StatusCode::from_u16(status).ok().and_then(|s| s.canonical_reason()).unwrap_or("").to_string()
 }
 
 /// The one line for an endpoint that answers, but not like S3.
@@ -173,11 +197,77 @@ fn etag_of(text: &str) -> Result<String> {
     }
 }
 
-/// One CopyObject: the whole object, up to 5 GiB, possibly across buckets.
-pub async fn copy_object(dst: &AmazonS3, dst_info: &S3Info, dst_key: &str, src: &S3Info, src_key: &str) -> Result<String> {
-    let headers = [("x-amz-copy-source", copy_source(src, src_key))];
+/// What a GET or HEAD said about an object.
+#[derive(Debug)]
+pub struct ObjectHead {
+    pub size: u64,
+    pub etag: Option<String>,
+    /// The whole-object sum the source states (a full-object CRC, or a plain MD5 ETag).
+    pub offered: Option<Sum>,
+    /// Whether a 32-hex-digit ETag is the MD5 of the bytes (S3 and not KMS or SSE-C).
+    pub etag_is_md5: bool,
+}
+
+impl ObjectHead {
+    fn of(url: &str, headers: &HeaderMap) -> Result<Self> {
+        let size = headers
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok())
+            .ok_or_else(|| Error::new(Kind::Transient, format!("{url}: the answer has no Content-Length")))?;
+        let etag = headers.get(http::header::ETAG).and_then(|v| v.to_str().ok()).map(str::to_string);
+        Ok(ObjectHead { size, etag, offered: offered_by_s3(headers), etag_is_md5: !etag_is_not_md5(headers) })
+    }
+}
+
+/// Conditions and checksum mode of a GET or HEAD: the sums S3 holds come back only when
+/// asked for, and only for the whole object (never for a range).
+fn read_headers(if_match: Option<&str>) -> Vec<(&'static str, String)> {
+    let mut headers = vec![("x-amz-checksum-mode", "ENABLED".to_string())];
+    if let Some(etag) = if_match {
+        headers.push(("if-match", quoted(etag)));
+    }
+    headers
+}
+
+/// HEAD of one object, with the sum it offers; `if_match` pins the version (412: changed).
+pub async fn head_object(store: &AmazonS3, info: &S3Info, key: &str, if_match: Option<&str>) -> Result<ObjectHead> {
+    let url = object_url(info, key)?;
+    let headers = read_headers(if_match);
+    let response = retrying(|| respond(store, info, Method::HEAD, &url, &headers, String::new())).await?;
+    ObjectHead::of(&url, response.headers())
+}
+
+/// GET of a whole object: what it is, and its body to stream.
+pub async fn get_object(store: &AmazonS3, info: &S3Info, key: &str, if_match: Option<&str>) -> Result<(ObjectHead, reqwest::Response)> {
+    let url = object_url(info, key)?;
+    let headers = read_headers(if_match);
+    let response = retrying(|| respond(store, info, Method::GET, &url, &headers, String::new())).await?;
+    Ok((ObjectHead::of(&url, response.headers())?, response))
+}
+
+fn copy_headers(src: &S3Info, src_key: &str, if_match: Option<&str>) -> Vec<(&'static str, String)> {
+    let mut headers = vec![("x-amz-copy-source", copy_source(src, src_key))];
+    if let Some(etag) = if_match {
+        headers.push(("x-amz-copy-source-if-match", quoted(etag)));
+    }
+    headers
+}
+
+/// One CopyObject: the whole object, up to 5 GiB, possibly across buckets; only from the
+/// version `if_match` names, when given. Returns the new object's ETag, and whether that
+/// ETag is the MD5 of its bytes (not when the destination encrypts with KMS or SSE-C).
+pub async fn copy_object(
+    dst: &AmazonS3,
+    dst_info: &S3Info,
+    dst_key: &str,
+    src: &S3Info,
+    src_key: &str,
+    if_match: Option<&str>,
+) -> Result<(String, bool)> {
+    let headers = copy_headers(src, src_key, if_match);
     let answer = send(dst, dst_info, Method::PUT, &object_url(dst_info, dst_key)?, &headers, String::new()).await?;
-    etag_of(&answer.body)
+    Ok((etag_of(&answer.body)?, !etag_is_not_md5(&answer.headers)))
 }
 
 /// One UploadPartCopy of `range` (end exclusive) into part `part_idx` (0-based).
@@ -189,14 +279,13 @@ pub async fn upload_part_copy(
     part_idx: usize,
     src: &S3Info,
     src_key: &str,
+    if_match: Option<&str>,
     range: Range<u64>,
 ) -> Result<PartId> {
     let mut url = url::Url::parse(&object_url(dst_info, dst_key)?).map_err(|e| Error::new(Kind::Fatal, e.to_string()))?;
     url.query_pairs_mut().append_pair("partNumber", &(part_idx + 1).to_string()).append_pair("uploadId", upload_id);
-    let headers = [
-        ("x-amz-copy-source", copy_source(src, src_key)),
-        ("x-amz-copy-source-range", format!("bytes={}-{}", range.start, range.end - 1)),
-    ];
+    let mut headers = copy_headers(src, src_key, if_match);
+    headers.push(("x-amz-copy-source-range", format!("bytes={}-{}", range.start, range.end - 1)));
     let answer = send(dst, dst_info, Method::PUT, url.as_str(), &headers, String::new()).await?;
     Ok(PartId { content_id: etag_of(&answer.body)? })
 }

@@ -13,13 +13,19 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
+use std::ops::Range;
+
+use futures::stream::BoxStream;
 use futures::{StreamExt, TryStreamExt};
 use object_store::aws::{AmazonS3, AmazonS3Builder, AmazonS3ConfigKey};
 use object_store::azure::{AzureConfigKey, MicrosoftAzureBuilder};
 use object_store::gcp::{GoogleCloudStorageBuilder, GoogleConfigKey};
 use object_store::memory::InMemory;
 use object_store::path::Path;
-use object_store::{BackoffConfig, Certificate, ClientOptions, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, RetryConfig, UpdateVersion};
+use object_store::{
+    BackoffConfig, Certificate, ClientOptions, GetOptions, GetRange, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload,
+    RetryConfig, UpdateVersion,
+};
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
@@ -27,7 +33,8 @@ use crate::checksum::{Algo, Running};
 use crate::copy::backoff;
 use crate::errors::{Error, Kind, Result};
 use crate::fs::FileStore;
-use crate::s3::Listed;
+use crate::s3::{Listed, ObjectHead};
+use crate::version::{changed, quoted};
 use crate::{runtime, to_py_err};
 
 /// What server-side S3 requests need to know about a bucket.
@@ -42,6 +49,9 @@ pub struct S3Info {
     pub http: reqwest::Client,
     /// Set once the endpoint has answered like S3 (see `s3::ensure_s3`).
     pub verified: tokio::sync::OnceCell<()>,
+    /// Objects are encrypted with a customer key, which every read must send: our own
+    /// requests do not, so reads go through object_store (without the stated checksums).
+    pub sse_c: bool,
 }
 
 pub enum Backend {
@@ -109,6 +119,51 @@ impl Backend {
         }
     }
 
+    /// Start reading `key`, whole or a `range` of it, only if it is still version `if_match`
+    /// (412 or a failed precondition: Kind::Changed). Whole-object reads of S3 go through
+    /// our own GET, which also brings the checksum the object carries.
+    pub async fn open(&self, key: &str, range: Option<Range<u64>>, if_match: Option<&str>) -> Result<Opened> {
+        let changed = |e: object_store::Error| match e {
+            object_store::Error::Precondition { .. } => changed(key, "it is no longer the version being copied"),
+            e => e.into(),
+        };
+        self.ensure_s3().await?;
+        match self {
+            Backend::S3 { store, info } if range.is_none() && !info.sse_c => {
+                let (head, response) = crate::s3::get_object(store, info, key, if_match).await?;
+                let url = response.url().to_string();
+                let body = response.bytes_stream().map(move |c| c.map_err(|e| Error::new(Kind::Transient, format!("GET {url}: {e}"))));
+                Ok(Opened { head, body: body.boxed() })
+            }
+            Backend::S3 { .. } | Backend::Native { .. } | Backend::File { .. } => {
+                let store = self.native().unwrap();
+                // Local and in-memory stores compare the value as they gave it; HTTP wants it quoted.
+                let local = matches!(self.kind(), "file" | "memory");
+                let if_match = if_match.map(|e| if local { e.to_string() } else { quoted(e) });
+                let options = GetOptions { if_match, range: range.map(GetRange::Bounded), ..Default::default() };
+                let result = store.get_opts(&path(key)?, options).await.map_err(changed)?;
+                let head = ObjectHead { size: result.meta.size, etag: result.meta.e_tag.clone(), offered: None, etag_is_md5: false };
+                let body = if self.kind() == "file" {
+                    // A file streams in small chunks, each a hop through tokio's blocking
+                    // pool; reading the range at once is a single hop.
+                    futures::stream::once(async move { result.bytes().await.map_err(Error::from) }).boxed()
+                } else {
+                    result.into_stream().map(|c| c.map_err(Error::from)).boxed()
+                };
+                Ok(Opened { head, body })
+            }
+            Backend::Python(_) => {
+                let data = self.get_all(key).await?;
+                let data = match range {
+                    Some(r) if r.end <= data.len() as u64 => data.slice(r.start as usize..r.end as usize),
+                    _ => data,
+                };
+                let head = ObjectHead { size: data.len() as u64, etag: None, offered: None, etag_is_md5: false };
+                Ok(Opened { head, body: futures::stream::once(async move { Ok(data) }).boxed() })
+            }
+        }
+    }
+
     /// The whole object (used for small objects and for Python stores).
     pub async fn get_all(&self, key: &str) -> Result<Bytes> {
         self.ensure_s3().await?;
@@ -169,6 +224,12 @@ impl Backend {
             _ => unreachable!("only Python stores are called through Python"),
         }
     }
+}
+
+/// A read under way: what the store said about the object, and the bytes as they come.
+pub struct Opened {
+    pub head: ObjectHead,
+    pub body: BoxStream<'static, Result<Bytes>>,
 }
 
 /// object_store's name for a key. Keys it cannot spell (control characters, empty or `.`
@@ -381,10 +442,14 @@ fn open_s3(url: &str, options: &HashMap<String, String>) -> Result<Backend> {
     };
     let server = if virtual_hosted { None } else { endpoint.clone() };
     let account = (server, region.clone(), get(AmazonS3ConfigKey::AccessKeyId));
+    let sse_c = options.iter().any(|(k, v)| {
+        let k = k.trim_start_matches("aws_");
+        k == "sse_customer_key_base64" || (k == "server_side_encryption" && v.eq_ignore_ascii_case("sse-c"))
+    });
     let store = b.build().map_err(|e| config_error(url, e))?;
     let http = http.build().map_err(|e| config_error(url, e))?;
     let verified = tokio::sync::OnceCell::new();
-    Ok(Backend::S3 { store: Arc::new(store), info: S3Info { bucket, bucket_endpoint, region, account, http, verified } })
+    Ok(Backend::S3 { store: Arc::new(store), info: S3Info { bucket, bucket_endpoint, region, account, http, verified, sse_c } })
 }
 
 /// A bucket (or folder, or in-memory namespace) that Python reads and writes through.
