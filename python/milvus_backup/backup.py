@@ -256,14 +256,19 @@ class _CreateRun:
                         self.adapter.flush(coll.db_name, coll.collection_name)
             report = None
             if with_data:
+                etags: dict[str, str | None] = {}  # the version listed, which the copy is pinned to
                 with self.phase("discover"):
                     for coll in collections:
                         segments = self.adapter.list_segments(coll.db_name, coll.collection_name)
-                        attach_segments(coll, segments, discover_binlogs(self.stores, coll, segments))
+                        found = discover_binlogs(self.stores, coll, segments)
+                        for inserts, deltas in found.values():
+                            for obj in [*deltas, *(o for objs in inserts.values() for o in objs)]:
+                                etags[obj.key] = obj.etag
+                        attach_segments(coll, segments, found)
                 copying = True
                 with self.phase("copy"):
                     report = copy_segments(self.stores, self.bdir, collections, self.settings, self.show_progress,
-                                           self.lock)
+                                           self.lock, etags)
             info.collection_backups = collections
             info.size = sum(c.size for c in collections)
             with self.phase("meta"):
@@ -356,9 +361,12 @@ def _binlog(obj: ObjectInfo) -> meta.Binlog:
 
 
 def copy_segments(stores: Stores, bdir: str, collections: list[meta.CollectionBackupInfo],
-                  settings: CopySettings, show_progress: bool, lock: StoreLock) -> CopyReport:
+                  settings: CopySettings, show_progress: bool, lock: StoreLock,
+                  etags: dict[str, str | None] | None = None) -> CopyReport:
     """Copy every binlog, verifying each. Objects a previous, interrupted run already
-    wrote (same size) are proven by checksumming both sides instead of copied again."""
+    wrote (same size) are proven by checksumming both sides instead of copied again.
+    ``etags`` (source key -> ETag listed at discovery) pins each copy to the version found."""
+    etags = etags or {}
     present = {k: size for k, size, _ in stores.backup.store.list(f"{bdir}/binlogs")}
     plan = Plan(jobs=[], skipped=[])
     for coll in collections:
@@ -368,7 +376,7 @@ def copy_segments(stores: Stores, bdir: str, collections: list[meta.CollectionBa
                     if present.get(dst) == size:
                         plan.skipped.append(ObjectInfo(src, size))
                     else:
-                        plan.jobs.append((ObjectInfo(src, size), dst))
+                        plan.jobs.append((ObjectInfo(src, size, etags.get(src)), dst))
     verified = CopySettings(**{**settings.__dict__, "verify": True})
     if plan.skipped:
         _recheck_resumed(plan, stores, bdir, collections, verified)
