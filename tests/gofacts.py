@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import functools
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -111,10 +112,13 @@ def every_key(message: str, f: dict, values: _Values | None = None) -> dict:
 
 def _value(spec: dict, f: dict, values: _Values, label: str) -> Any:
     jt, n = spec["json_type"], values.next()
+    # Strings are unique and name their field, spelled as a Milvus name must be (letters,
+    # digits and _), since names are checked when a backup is read.
+    text = re.sub(r"\W", "_", f"{label}_{n}")
     if jt == "string":
-        return f"{label}#{n}"
+        return text
     if jt == "string(base64)":
-        return base64.b64encode(f"{label}#{n}".encode()).decode()
+        return base64.b64encode(text.encode()).decode()
     if jt == "integer":
         if "enum" in spec:  # the largest value the enum declares
             return max(int(v) for v in f["enums"][spec["enum"]])

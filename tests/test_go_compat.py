@@ -215,6 +215,8 @@ def test_get_json_prints_the_go_tools_brief(seaweedfs, s3env, bucket, tmp_path):
     f = facts("HEAD")
     doc = every_key("BackupInfo", f)
     doc["name"] = "every_key"
+    for c in doc["collection_backups"]:  # a uint64 of seconds, but a backup's reader wants a real time
+        c["backup_physical_timestamp"] = 1764500000
     s = seaweedfs.store(bucket)
     files = {"full_meta.json": go_compact(doc), "backup_meta.json": go_compact({"name": "every_key", "state_code": 0, "size": 0})}
     for name, data in files.items():
