@@ -201,15 +201,18 @@ class Journal:
 
 def read_journal(store: Any, key: str) -> dict[str, Any] | None:
     """A journal as stored, or None when it is unreadable or not shaped like one. Nothing in it
-    is used unchecked: staging prefixes (which get deleted) and job ids must look like ours."""
+    is used unchecked: staging prefixes (which get deleted) and job ids must look like ours,
+    and a record missing a field gets its empty value, as a fresh record has."""
     try:
         data = untrusted.load_json(store.get(key), 16 << 20)  # size and nesting capped
         records = data["collections"]
         ok = isinstance(data["request"], dict) and isinstance(records, dict) and all(
             isinstance(r, dict) and isinstance(r.get("partitions"), dict)
+            and r.get("state", "") in ("", "creating", "created", "done")
             and (r.get("staging") is None or _STAGING.fullmatch(str(r["staging"])))
             and (r.get("collection_id") is None or type(r["collection_id"]) is int)
             and all(isinstance(p, dict) and (not p.get("job") or _JOB.fullmatch(str(p["job"])))
+                    and isinstance(p.get("done", False), bool)
                     and (p.get("rows") is None or type(p["rows"]) is int)
                     and (p.get("mismatch") is None or (isinstance(p["mismatch"], list) and len(p["mismatch"]) == 4
                                                        and all(type(n) is int for n in p["mismatch"])))
@@ -217,7 +220,15 @@ def read_journal(store: Any, key: str) -> dict[str, Any] | None:
             for r in records.values())
     except (_engine.NotFoundError, ValueError, TypeError, KeyError):
         return None
-    return data if ok else None
+    if not ok:
+        return None
+    for r in records.values():
+        for name, empty in (("state", ""), ("collection_id", None), ("staging", None)):
+            r.setdefault(name, empty)
+        for p in r["partitions"].values():
+            for name, empty in (("job", None), ("done", False), ("rows", None), ("mismatch", None)):
+                p.setdefault(name, empty)
+    return data
 
 
 def describe_journal(data: dict[str, Any] | None) -> str:
