@@ -12,6 +12,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -202,13 +203,14 @@ def test_one_odd_key_says_which_and_how_to_skip_it(seaweedfs, s3env, bucket, tmp
     r = mbackup(s3env, "copy", s3url(seaweedfs, bucket, "one"), str(tmp_path / "o"))
     assert r.returncode == 1
     line, = errors(r)
-    assert line == 'failed: \'bad\\tkey\': object key "one/bad\\tkey" cannot be addressed (a control character); ' \
+    # The engine reads it with its own S3 GET; the folder cannot hold it.
+    assert line == 'failed: \'bad\\tkey\': object key "o/bad\\tkey" cannot be addressed (a control character); ' \
                    "--exclude skips it", line
 
 
 class _OddListing(http.server.BaseHTTPRequestHandler):
     """A stand-in for an S3 server holding keys SeaweedFS cannot hold (it stores `a//b` as `a/b`
-    and refuses `./x` with 400): a listing of them, and the one ordinary object. A fake only
+    and refuses `./x` with 400): a listing of them, and GETs of each at its exact address. A fake only
     because no local S3 server can produce these keys; signatures are not checked."""
 
     KEYS = {"src/ok": b"fine", "src/a//b": b"empty segment", "src/./x": b"dot segment"}
@@ -220,8 +222,8 @@ class _OddListing(http.server.BaseHTTPRequestHandler):
                                for k, v in sorted(self.KEYS.items()))
             body = (f"<ListBucketResult><IsTruncated>false</IsTruncated>{contents}</ListBucketResult>").encode()
             self._answer(200, body, "application/xml")
-        elif self.path == "/fake/src/ok":
-            self._answer(200, self.KEYS["src/ok"], "application/octet-stream")
+        elif self.path.startswith("/fake/") and self.path[len("/fake/"):] in self.KEYS:
+            self._answer(200, self.KEYS[self.path[len("/fake/"):]], "application/octet-stream")
         else:  # anything else would be a key addressed wrongly
             self._answer(404, b"<Error><Code>NoSuchKey</Code><Message>no</Message></Error>", "application/xml")
 
@@ -369,8 +371,10 @@ def test_gc_removes_old_leftovers_and_keeps_young_and_locked_ones(seaweedfs, s3e
     s = seaweedfs.store(bucket)
     backup = Sample(s, "complete")
     complete = {k: s.get(k) for k, _, _ in s.list(f"{ROOT}/complete")}
+    # A live holder: this process, on this host, heard from now (well within the lease).
     s.put(f"{ROOT}/locked/mbackup.lock", json.dumps(
-        {"token": "t", "pid": os.getpid(), "host": socket.gethostname(), "heartbeat": time.time() + 3600}).encode())
+        {"token": uuid.uuid4().hex, "pid": os.getpid(), "host": socket.gethostname(), "heartbeat": time.time(),
+         "command": "create"}).encode())
     _upload(seaweedfs, bucket, f"{ROOT}/dead/binlogs/x")  # a killed create, no lock: old
     _upload(seaweedfs, bucket, f"{ROOT}/locked/binlogs/y")  # under a live lock: kept
     _upload(seaweedfs, bucket, f"{ROOT}/complete/binlogs/z")
