@@ -150,6 +150,8 @@ CASES = [
      "error: {bad}: not valid YAML at line 3: unacceptable character #x0001"),
     ("secret-v1-mapping", ["config", "show", "--config", "{bad}"], f"minio:\n  secretAccessKey: {{{LEAK}: 1}}\n", 2,
      "error: minio.secretAccessKey: expected a single value, got a mapping"),
+    ("secret-set-space", ["--set", "milvus.password", LEAK, "config", "show"], None, 2,
+     "error: --set 'milvus.password': expected KEY=VALUE"),
     ("secret-set-typo", ["--set", f"milvus.pasword={LEAK}", "config", "show"], None, 2,
      "error: milvus.pasword: unknown key; did you mean milvus.password? (--set milvus.pasword)"),
     ("secret-set-syntax", ["--set", f"milvus password={LEAK}", "config", "show"], None, 2,

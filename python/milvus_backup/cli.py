@@ -616,11 +616,22 @@ def _run_app():
             typer.echo(f"warning: {line}", err=True)
 
 
+def _check_set_words(argv: list[str]) -> None:
+    """``--set KEY VALUE`` (a space for the ``=``) would make click take VALUE, perhaps a
+    secret, for a command name and print it in "No such command": refuse the flag first."""
+    from .config import parse_overrides
+
+    for flag, value in zip(argv, argv[1:]):
+        if flag == "--set":
+            parse_overrides([value])
+
+
 def main() -> None:
     # gRPC's C core logs handshake failures to stderr on its own; mbackup says what went wrong
     # in one line instead. GRPC_VERBOSITY=debug (or any level) set by the user still wins.
     os.environ.setdefault("GRPC_VERBOSITY", "NONE")
     try:
+        _check_set_words(sys.argv[1:])
         # Outside standalone mode click returns a typer.Exit's code instead of exiting.
         code = _run_app()
         sys.exit(code if isinstance(code, int) else 0)
