@@ -3,7 +3,7 @@ where the time goes (issue #3 §10).
 
     python benches/backup_bench.py [--rows 200000] [--dim 128] [--segments 8]
 
-Starts SeaweedFS and one Milvus 2.3.5 (milvus_backup.devstack), inserts the rows in
+Starts SeaweedFS and one Milvus 2.3.5 (mbackup_dev.devstack), inserts the rows in
 ``--segments`` flushes, then times ``create`` (phases: metadata, flush, discover, copy, meta)
 and ``restore`` (into the same cluster under a new name), checks the restored row count,
 and writes a markdown table to benches/results/backup-<date>.md.
@@ -24,13 +24,13 @@ import time
 from pathlib import Path
 
 import benchlib
-from milvus_backup.backup import CreateRequest, create_backup
-from milvus_backup.catalog import open_stores
-from milvus_backup.config import load_config
-from milvus_backup.copy import CopySettings
-from milvus_backup.devstack import LocalStack, backup_config
-from milvus_backup.milvus import MilvusEndpoint, connect
-from milvus_backup.restore import RestoreRequest, restore_backup
+from milvus_backup.backup.create import CreateRequest, create_backup
+from milvus_backup.backup.catalog import open_stores
+from milvus_backup.config.settings import load_config
+from milvus_backup.transfer.copy import CopySettings
+from mbackup_dev.devstack import LocalStack, backup_config
+from milvus_backup.milvus.connection import MilvusEndpoint, connect
+from milvus_backup.backup.restore import RestoreRequest, restore_backup
 
 NAME = "bench_vectors"
 

@@ -20,9 +20,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from milvus_backup.devstack import s3_request
-from milvus_backup.sampletree import write_tree
-from milvus_backup.storage import Location, open_location
+from mbackup_dev.devstack import s3_request
+from mbackup_dev.sampletree import write_tree
+from milvus_backup.storage.location import Location, open_location
 from milvus_backup.units import parse_size
 
 MIB = 1024 * 1024
@@ -43,7 +43,7 @@ class S3Server:
     stop: Callable[[], None] | None = None
 
     def options(self) -> dict[str, str]:
-        """Options for milvus_backup.storage.open_location."""
+        """Options for milvus_backup.storage.location.open_location."""
         return {"access_key_id": self.access_key, "secret_access_key": self.secret_key, "region": self.region}
 
     def url(self, bucket: str, prefix: str = "") -> str:
@@ -104,19 +104,19 @@ def size_arg(text: str) -> str:
 
 
 def start_server(args: argparse.Namespace, workdir: Path) -> S3Server:
-    """The user's endpoint, or a SeaweedFS of our own from milvus_backup.devstack."""
+    """The user's endpoint, or a SeaweedFS of our own from mbackup_dev.devstack."""
     if args.endpoint:
         if not (args.access_key and args.secret_key):
             sys.exit("error: --endpoint needs --access-key and --secret-key (or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY)")
         return S3Server(args.endpoint.rstrip("/"), args.access_key, args.secret_key, args.region,
                         description=f"user endpoint {args.endpoint}")
-    from milvus_backup.devstack import SeaweedFS
+    from mbackup_dev.devstack import SeaweedFS
 
     seaweed = SeaweedFS(workdir / "seaweedfs")
     started = seaweed.start() or seaweed
     return S3Server(started.endpoint.rstrip("/"), started.access_key, started.secret_key, args.region,
                     description=f"local SeaweedFS ({command_version(['weed', 'version'], 'version')}) "
-                                "started by milvus_backup.devstack, on this machine over loopback",
+                                "started by mbackup_dev.devstack, on this machine over loopback",
                     stop=started.stop)
 
 

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import benchlib
 from benchlib import MIB, Measured, S3Server, Tree
-from milvus_backup.storage import open_location
+from milvus_backup.storage.location import open_location
 from milvus_backup.units import parse_size
 
 DIRECTIONS = ("bucket->bucket", "S3->local", "local->S3")
@@ -253,7 +253,7 @@ def report(ctx: Context, args: argparse.Namespace, tools: list[Tool], directions
     lines = [f"# Copy benchmark, {time.strftime('%Y-%m-%d %H:%M %Z')}", "", "## Setup", ""]
     lines += [f"- {k}: {v}" for k, v in machine.items()]
     lines += [f"- S3 server: {ctx.server.description}",
-              f"- tree: {tree.count:,} objects, {tree.bytes / MIB:,.1f} MiB (milvus_backup.sampletree, --size {args.size})",
+              f"- tree: {tree.count:,} objects, {tree.bytes / MIB:,.1f} MiB (mbackup_dev.sampletree, --size {args.size})",
               f"- parallelism: {ctx.parallel} for every tool; repeats: {args.repeat} (median shown)",
               "- tools:"]
     lines += [f"  - {t.name}: {t.missing or t.version()}" for t in tools]

@@ -1,4 +1,4 @@
-"""Session fixtures that start a real local stack (see milvus_backup.devstack), and the
+"""Session fixtures that start a real local stack (see mbackup_dev.devstack), and the
 session-end checks: the secrets scan, and in CI that nothing expected to run was skipped."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from milvus_backup.devstack import LocalStack, SeaweedFS
+from mbackup_dev.devstack import LocalStack, SeaweedFS
 
 # The secrets the suite uses: distinctive, so the scan at the end of the session can prove
 # none of them shows up in anything mbackup printed or wrote during the run.
@@ -145,7 +145,7 @@ def milvus_clusters(seaweedfs: SeaweedFS, tmp_path_factory: pytest.TempPathFacto
     """Source and target Milvus clusters on the shared SeaweedFS, started on first use.
 
     ``.source`` stores into bucket ``milvus-src``, ``.target`` into ``milvus-dst``; both are
-    :class:`~milvus_backup.devstack.MilvusCluster`.
+    :class:`~mbackup_dev.devstack.MilvusCluster`.
     """
     with LocalStack(tmp_path_factory.mktemp("milvus"), clusters=2, s3=seaweedfs) as stack:
         yield stack

@@ -8,7 +8,7 @@ import io
 import sys
 from unittest import mock
 
-from milvus_backup import cli
+from milvus_backup.cli import commands as cli
 
 
 def run(*args: str) -> tuple[int, str, str]:

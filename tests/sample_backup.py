@@ -7,7 +7,8 @@ import json
 import os
 import uuid
 
-from milvus_backup import _engine, meta
+from milvus_backup import _engine
+from milvus_backup.format import meta
 from milvus_backup.units import format_bytes
 
 ROOT = "backup"

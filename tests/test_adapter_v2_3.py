@@ -15,10 +15,11 @@ import time
 import pytest
 from pymilvus import DataType, MilvusClient
 
-from milvus_backup import _engine, meta
-from milvus_backup.adapters.base import CreateCollectionSpec, ImportState
-from milvus_backup.adapters.v2_3 import Milvus23Adapter
-from milvus_backup.milvus import MilvusEndpoint, MilvusError, adapter_for, connect
+from milvus_backup import _engine
+from milvus_backup.format import meta
+from milvus_backup.milvus.adapters.base import CreateCollectionSpec, ImportState
+from milvus_backup.milvus.adapters.v2_3 import Milvus23Adapter
+from milvus_backup.milvus.connection import MilvusEndpoint, MilvusError, adapter_for, connect
 
 pytestmark = pytest.mark.milvus
 

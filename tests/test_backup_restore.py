@@ -20,10 +20,11 @@ import uuid
 import pytest
 from pymilvus import DataType, MilvusClient
 
-from milvus_backup import _engine, meta
+from milvus_backup import _engine
+from milvus_backup.format import meta
 from conftest import record_written
 from gofacts import facts, problems
-from milvus_backup.devstack import backup_config
+from mbackup_dev.devstack import backup_config
 from milvus_data import (AUTO, INT, assert_same_rows, build, client, error_line, load_state, mbackup, ok, read_back,
                          read_back_all)
 
@@ -492,8 +493,8 @@ def test_the_binlogs_hold_the_rows_and_deletes_the_row_check_counts(backup, data
     """Restore's record count, on the backup's real binlogs: each field's insert logs hold
     the segment's num_of_rows, and the rows each source collection shows after its deletes
     lie in the range the row check allows."""
-    from milvus_backup.adapters.v2_3 import Milvus23Adapter
-    from milvus_backup.binlog import count_records
+    from milvus_backup.milvus.adapters.v2_3 import Milvus23Adapter
+    from milvus_backup.milvus.binlog import count_records
 
     s, bdir = seaweedfs.store(BUCKET), backup["bdir"]
     adapter = Milvus23Adapter("v2.3.5", None)

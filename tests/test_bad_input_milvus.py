@@ -15,7 +15,7 @@ import pytest
 from pymilvus import DataType, MilvusClient
 
 from milvus_backup import _engine
-from milvus_backup.devstack import backup_config
+from mbackup_dev.devstack import backup_config
 from milvus_data import client, error_line, mbackup, ok
 
 pytestmark = pytest.mark.milvus

@@ -1,4 +1,4 @@
-"""Counting the records of a Milvus binlog (milvus_backup.binlog) on binlogs built byte by
+"""Counting the records of a Milvus binlog (milvus_backup.milvus.binlog) on binlogs built byte by
 byte: Parquet footers of any shape a Thrift compact writer can produce, and damaged files.
 The same count runs on real 2.3.5 binlogs in tests/test_backup_restore.py."""
 
@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from milvus_backup.binlog import MAGIC, BinlogError, count_records
+from milvus_backup.milvus.binlog import MAGIC, BinlogError, count_records
 
 # --------------------------------------------------------------------------------------
 # Binlogs built byte by byte: a Thrift compact encoder for Parquet footers of any shape.

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from milvus_backup import _engine
-from milvus_backup.config import Config, ConfigError, StorageTarget, find_config_file, load_config, parse_overrides
+from milvus_backup.config.settings import Config, ConfigError, StorageTarget, find_config_file, load_config, parse_overrides
 from milvus_backup.errors import MBackupError
 
 # A v1 file as users of milvus-backup <= 0.5.16 have them (configs/backup.yaml of that era).

@@ -276,7 +276,7 @@ def test_example_third_party_plugin(seaweedfs, s3env, sample_bucket, tmp_path):
     r = mbackup(s3env, "plugins", "--json", check=0)
     plugins = {p["name"]: p for p in json.loads(r.stdout)}
     assert plugins["fsspec"]["builtin"] is False and plugins["fsspec"]["version"] == "0.1.0"
-    assert plugins["milvus_backup.backends.s3"]["schemes"] == ["s3", "s3a"]
+    assert plugins["milvus_backup.storage.backends.s3"]["schemes"] == ["s3", "s3a"]
 
     folder = tmp_path / "fs"
     mbackup(s3env, "copy", url(seaweedfs, sample_bucket, "files"), f"fsspec+file://{folder}", "--verify", check=0)

@@ -8,7 +8,7 @@ from contextlib import closing
 
 import pytest
 
-from milvus_backup.devstack import SeaweedFS, StartupError, s3_request
+from mbackup_dev.devstack import SeaweedFS, StartupError, s3_request
 
 
 def test_s3_accepts_the_right_keys_and_rejects_wrong_ones(seaweedfs, bucket):

@@ -25,7 +25,7 @@ import pytest
 from conftest import S3_SECRET, record_written, tmpfs
 from faultproxy import FaultProxy
 from milvus_backup import _engine
-from milvus_backup.devstack import SeaweedFS, s3_request
+from mbackup_dev.devstack import SeaweedFS, s3_request
 
 KIB = 1024
 
@@ -400,7 +400,7 @@ def dataset(milvus_clusters):
 
 
 def milvus_cfg(tmp_path: Path, cluster, bucket: str, name: str = "backup.yaml", extra: str = "") -> str:
-    from milvus_backup.devstack import backup_config
+    from mbackup_dev.devstack import backup_config
 
     path = tmp_path / name
     path.write_text(backup_config(cluster, backup_bucket=bucket, backup_root="backup", extra=extra))

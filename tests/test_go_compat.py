@@ -20,7 +20,7 @@ from hypothesis import given, settings
 
 import gofacts
 from gofacts import every_key, facts, go_compact, problems
-from milvus_backup import meta as m
+from milvus_backup.format import meta as m
 
 COMPAT = Path(__file__).resolve().parent / "compat"
 LEVEL_FILES = {

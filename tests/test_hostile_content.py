@@ -23,10 +23,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from milvus_backup import meta
-from milvus_backup.catalog import open_stores
-from milvus_backup.config import load_config
-from milvus_backup.restore import Journal, RestoreRequest, plan_targets
+from milvus_backup.format import meta
+from milvus_backup.backup.catalog import open_stores
+from milvus_backup.config.settings import load_config
+from milvus_backup.backup.restore import Journal, RestoreRequest, plan_targets
 import inprocess
 from sample_backup import ROOT, Sample, config_yaml
 
@@ -305,10 +305,10 @@ def test_hostile_restore_journal(place, journal, data):
 def test_keys_listed_in_the_milvus_bucket_with_absurd_ids_are_not_binlogs(tmp_path):
     """Keys are content too: a run of digits longer than an int64 under insert_log/ is not
     a binlog (and converting it raised ValueError past 4,300 digits)."""
-    from milvus_backup.adapters.base import SegmentRef
-    from milvus_backup.backup import discover_binlogs
-    from milvus_backup.catalog import Stores
-    from milvus_backup.storage import open_location
+    from milvus_backup.milvus.adapters.base import SegmentRef
+    from milvus_backup.backup.create import discover_binlogs
+    from milvus_backup.backup.catalog import Stores
+    from milvus_backup.storage.location import open_location
 
     milvus = open_location(f"memory://absurd-{uuid.uuid4().hex}")
     good = "files/insert_log/1/2/3/100/7"

@@ -21,10 +21,10 @@ import pytest
 
 import inprocess
 from milvus_backup import _engine
-from milvus_backup import backup as backup_module
-from milvus_backup.backup import write_meta
+from milvus_backup.backup import create as backup_module
+from milvus_backup.backup.create import write_meta
 from milvus_backup.errors import ConfigError
-from milvus_backup.lock import LockedError, LockLostError, StoreLock
+from milvus_backup.backup.lock import LockedError, LockLostError, StoreLock
 from test_faults import assert_clear_failure, mbackup, milvus_cfg, snapshot
 from test_faults import dataset as _faults_dataset
 
@@ -235,7 +235,7 @@ HOLDER = """
 import json, os, sys, time
 from milvus_backup import _engine
 from milvus_backup.errors import MBackupError
-from milvus_backup.lock import StoreLock
+from milvus_backup.backup.lock import StoreLock
 
 url, options = json.loads(os.environ["LOCK_TEST_STORE"])
 with StoreLock(_engine.Store(url, options), sys.argv[1], "backup 'nightly'", command="create", lease=2.0,

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from milvus_backup import meta as m
+from milvus_backup.format import meta as m
 from milvus_backup.errors import BackupNameError, MBackupError, MetaError
 
 

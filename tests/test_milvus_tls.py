@@ -16,7 +16,7 @@ import pytest
 from pymilvus import DataType, MilvusClient
 
 from conftest import MILVUS_PASSWORD
-from milvus_backup.devstack import MilvusCluster, MilvusTLS, backup_config
+from mbackup_dev.devstack import MilvusCluster, MilvusTLS, backup_config
 from milvus_data import mbackup, ok, read_rows
 from pki import make_ca, make_pki, needs_openssl, server_cert
 

@@ -8,12 +8,13 @@ import json
 
 import pytest
 
-from milvus_backup import _engine, meta
-from milvus_backup.adapters.v2_3 import Milvus23Adapter
-from milvus_backup.restore import (JOURNAL_DIR, PartitionImport, RestoreError, RestoreRequest, Target, check_rows,
+from milvus_backup import _engine
+from milvus_backup.format import meta
+from milvus_backup.milvus.adapters.v2_3 import Milvus23Adapter
+from milvus_backup.backup.restore import (JOURNAL_DIR, PartitionImport, RestoreError, RestoreRequest, Target, check_rows,
                                    discard_journals, read_journal, rows_differ)
-from milvus_backup.catalog import Stores
-from milvus_backup.storage import Location
+from milvus_backup.backup.catalog import Stores
+from milvus_backup.storage.location import Location
 
 # --------------------------------------------------------------------------------------
 # The rows an import must report

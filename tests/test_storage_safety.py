@@ -326,7 +326,7 @@ def test_killed_create_rerun_leaves_no_incomplete_upload(milvus_clusters, seawee
 
     from pymilvus import DataType, MilvusClient
 
-    from milvus_backup.devstack import backup_config
+    from mbackup_dev.devstack import backup_config
 
     source = milvus_clusters.source
     client = MilvusClient(uri=source.uri)

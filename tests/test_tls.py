@@ -18,7 +18,7 @@ import pytest
 
 from conftest import S3_SECRET
 from milvus_backup import _engine
-from milvus_backup.devstack import SeaweedFS
+from mbackup_dev.devstack import SeaweedFS
 from pki import Pki, make_pki, needs_openssl
 
 pytestmark = needs_openssl

@@ -1,0 +1,199 @@
+"""The backups under the backup root: where they live, which exist, what each holds.
+
+Keys here are bucket keys, as the Go tool writes them: a backup is ``<root>/<name>/``
+inside the backup bucket, and binlog ``log_path`` values are keys of the Milvus bucket.
+A backup is complete when ``meta/backup_meta.json`` exists; mbackup writes it last, and
+keeps a marker (``mbackup_in_progress.json``) while a create runs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import contextlib
+
+from .. import _engine
+from ..format import meta
+from ..config.settings import Config
+from ..errors import MBackupError
+from .lock import StoreLock
+from ..storage.location import Location, describe_error, open_location
+
+IN_PROGRESS = "mbackup_in_progress.json"
+LOCK = "mbackup.lock"
+MANIFEST = "mbackup_manifest.json"
+
+
+class BackupNotFound(MBackupError):
+    """No backup of that name under the backup root."""
+
+
+@dataclass
+class Stores:
+    """The two buckets of a run, opened at their roots (keys are whole bucket keys)."""
+
+    milvus: Location
+    milvus_root: str
+    backup: Location
+    backup_root: str
+
+    @property
+    def same_bucket(self) -> bool:
+        """Can Milvus import straight from the backup's keys (its own bucket)?"""
+        m, b = self.milvus.options, self.backup.options
+        return (self.milvus.url == self.backup.url and m.get("aws_endpoint") == b.get("aws_endpoint")
+                and self.milvus.scheme == self.backup.scheme)
+
+    def backup_url(self, name: str = "") -> str:
+        return "/".join(p for p in (self.backup.url, self.backup_root, name) if p)
+
+
+def open_stores(cfg: Config) -> Stores:
+    def bucket(which: str) -> tuple[Location, str]:
+        target = cfg.storage_url(which)
+        if target.provider == "local":
+            # The file backend roots its store at the deepest folder that exists (so that
+            # opening creates nothing) and keeps the rest as the location's prefix; here that
+            # rest is the root path inside a "bucket" of whole keys, as on S3.
+            loc = open_location(target.url, target.options)
+            root, loc.prefix = loc.prefix, ""
+            if root:
+                loc.url = loc.url[: -len(root) - 1]
+            return loc, root
+        scheme = target.url.split("://", 1)[0]
+        return open_location(f"{scheme}://{target.bucket}", target.options), target.root_path
+
+    milvus, milvus_root = bucket("milvus")
+    backup, backup_root = bucket("backup")
+    return Stores(milvus, milvus_root, backup, backup_root)
+
+
+@dataclass
+class BackupEntry:
+    name: str
+    complete: bool
+    info: meta.BackupInfo | None = None
+    error: str = ""
+
+
+def backup_dir(stores: Stores, name: str) -> str:
+    # Every command that takes a name goes through here: the Go tool's naming rule keeps
+    # names from reaching outside the backup root ("../x", "a/b").
+    return meta.backup_dir(stores.backup_root, meta.validate_backup_name(name))
+
+
+@contextlib.contextmanager
+def backup_storage_errors(stores: Stores):
+    """Turn store errors while reading the backup storage into one line naming the setting."""
+    try:
+        yield
+    except _engine.NotFoundError as e:
+        if "NoSuchBucket" in str(e):
+            raise MBackupError(f"the backup bucket {stores.backup.url} does not exist: check backup.storage.bucketName "
+                               "(minio.backupBucketName in a v1 config)") from None
+        raise describe_error(stores.backup, e) from None
+    except _engine.EngineError as e:
+        raise describe_error(stores.backup, e) from None
+
+
+def list_backups(stores: Stores, *, read: bool = True) -> list[BackupEntry]:
+    """Every directory under the backup root, complete or not."""
+    with backup_storage_errors(stores):
+        return _list_backups(stores, read)
+
+
+def _list_backups(stores: Stores, read: bool) -> list[BackupEntry]:
+    root = stores.backup_root
+    dirs, _ = stores.backup.store.list_dirs(root)
+    out = []
+    for d in sorted(dirs):
+        name = d.rstrip("/").rsplit("/", 1)[-1]
+        bdir = f"{root}/{name}" if root else name
+        complete = stores.backup.store.head(f"{bdir}/meta/{meta.BACKUP_META}") is not None
+        if not complete and stores.backup.store.head(f"{bdir}/{IN_PROGRESS}") is None \
+                and not stores.backup.store.list(bdir):
+            continue  # an empty "directory" some stores keep after a delete
+        entry = BackupEntry(name, complete)
+        if complete and read:
+            try:
+                entry.info = read_backup(stores, name)
+            except MBackupError as e:
+                entry.error = str(e)
+        out.append(entry)
+    return out
+
+
+def read_backup(stores: Stores, name: str) -> meta.BackupInfo:
+    """The backup's meta, full_meta.json preferred; one clear line when it is missing or damaged."""
+    with backup_storage_errors(stores):
+        return _read_backup(stores, name)
+
+
+def _read_backup(stores: Stores, name: str) -> meta.BackupInfo:
+    bdir = backup_dir(stores, name)
+    files: dict[str, bytes] = {}
+    for key, _, _ in stores.backup.store.list(f"{bdir}/meta"):
+        fname = key.rsplit("/", 1)[-1]
+        if fname in meta.META_FILES:
+            files[fname] = stores.backup.store.get(key)
+    if not files:
+        where = stores.backup_url(name)
+        if stores.backup.store.head(f"{bdir}/{IN_PROGRESS}") is not None:
+            raise BackupNotFound(f"backup {name!r} is incomplete (a create did not finish) at {where}: "
+                                 f"delete it with mbackup delete -n {name}")
+        raise BackupNotFound(f"no backup named {name!r} at {where} (mbackup list shows the backups there)")
+    return meta.read_meta_files(files)
+
+
+def meta_size(stores: Stores, name: str) -> int:
+    return sum(size for _, size, _ in stores.backup.store.list(f"{backup_dir(stores, name)}/meta"))
+
+
+# What only a backup directory holds: either tool's meta files, mbackup's own objects, and
+# binlogs in the backup layout (all an interrupted create of either tool may have left).
+_BACKUP_OBJECTS = {IN_PROGRESS, LOCK, *(f"{meta.META_DIR}/{n}" for n in (*meta.META_FILES, MANIFEST))}
+_BACKUP_PREFIXES = ("binlogs/insert_log/", "binlogs/delta_log/")
+
+
+def is_backup(bdir: str, keys: list[str]) -> bool:
+    """Does a directory holding ``keys`` look like a backup, so that delete may empty it?"""
+    rels = (key[len(bdir) + 1:] for key in keys)
+    return any(rel in _BACKUP_OBJECTS or rel.startswith(_BACKUP_PREFIXES) for rel in rels)
+
+
+def delete_backup(stores: Stores, name: str, parallel: int = 32) -> int:
+    """Delete every object under the backup's directory, in parallel, holding the backup's
+    lock (so never under a running create). Re-runnable: objects already gone count as
+    deleted, and the lock goes last, so a half-deleted backup is still recognised as one.
+    Returns how many objects were deleted, the lock not counted."""
+    bdir = backup_dir(stores, name)
+    store = stores.backup.store
+    lock_key = f"{bdir}/{LOCK}"
+    with backup_storage_errors(stores):
+        keys = _keys(store, bdir)
+        if not keys:
+            raise BackupNotFound(f"no backup named {name!r} at {stores.backup_url(name)} "
+                                 "(mbackup list shows the backups there)")
+        if not is_backup(bdir, keys):
+            raise MBackupError(f"{stores.backup_url(name)} is not a backup (no meta files, binlogs or mbackup "
+                               "objects in it): mbackup delete only deletes backups; check the name and "
+                               "backup.storage.rootPath")
+        with StoreLock(store, lock_key, f"backup {name!r}", command="delete",
+                       on_loss="run the delete again") as lock:
+            keys = [k for k in _keys(store, bdir) if k != lock_key]  # what a create wrote up to now
+            # The completion marker goes first so a half-deleted backup never looks complete.
+            marker = f"{bdir}/{meta.META_DIR}/{meta.BACKUP_META}"
+            if marker in keys:
+                store.delete(marker)
+            failures = store.delete_many([k for k in keys if k != marker], parallel)
+            lock.check()
+        if failures:
+            key, error = failures[0]
+            raise MBackupError(f"could not delete {len(failures)} objects of backup {name!r} (first: {key}: {error}); "
+                               "run the delete again")
+    return len(keys)
+
+
+def _keys(store: Any, bdir: str) -> list[str]:
+    return [k for k, _, _ in store.list(bdir) if k.startswith(bdir + "/")]

@@ -1,0 +1,461 @@
+"""Create a backup: what ``mbackup create`` does, in the Go tool's layout.
+
+1. pick collections by filter; 2. read their metadata through the Milvus adapter;
+3. flush per strategy; 4. find each segment's binlogs by listing storage (two LISTs per
+collection, with the per-field file-count check); 5. copy them with the engine, verifying
+every object; 6. write mbackup's checksum manifest, then the Go tool's meta files, with
+``backup_meta.json`` last: until it exists the backup is incomplete and listed as such.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+import os
+import re
+import socket
+import sys
+import time
+import uuid
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from .. import _engine
+from ..format import meta, untrusted
+from ..milvus.adapters.base import MilvusAdapter, SegmentRef
+from .catalog import IN_PROGRESS, LOCK, MANIFEST, Stores, backup_dir, backup_storage_errors, is_backup
+from .lock import LockLostError, StoreLock
+from ..transfer.copy import CopyReport, CopySettings, Plan, run_plan
+from ..errors import MBackupError
+from ..storage.location import ObjectInfo
+
+STRATEGIES = ("serial_flush", "skip_flush", "meta_only")
+GC_PAUSE_SECONDS = 3600
+
+# Ids are int64: a longer run of digits in a listed key is not a binlog (and would not convert).
+_ID = r"(-?\d{1,19})"
+_INSERT = re.compile(rf"insert_log/{_ID}/{_ID}/{_ID}/{_ID}/{_ID}$")
+_DELTA = re.compile(rf"delta_log/{_ID}/{_ID}/{_ID}/{_ID}$")
+
+
+class BackupError(MBackupError):
+    """A backup could not be made; nothing that looks complete was left behind."""
+
+
+@dataclass
+class CreateRequest:
+    name: str | None = None
+    filters: list[str] = field(default_factory=list)  # coll, db.coll, db.* (empty: everything)
+    strategy: str = ""  # "" = serial_flush on 2.3
+
+    def validate(self) -> None:
+        """Refuse bad flags before connecting to Milvus."""
+        if self.name is not None:
+            meta.validate_backup_name(self.name)
+        if (self.strategy or "serial_flush") not in STRATEGIES:
+            raise BackupError(f"unknown strategy {self.strategy!r}: use {', '.join(STRATEGIES)}"
+                              + (" (bulk_flush needs Milvus 2.6.11 or newer)" if self.strategy == "bulk_flush" else ""))
+        parse_filters(self.filters)
+
+    def record(self) -> dict[str, Any]:
+        """The request as the in-progress marker keeps it, so that only the same request
+        resumes an incomplete backup: filters by database (sorted), and the strategy."""
+        filters = parse_filters(self.filters)
+        return {"filters": {db: None if colls is None else sorted(colls) for db, colls in sorted(filters.items())},
+                "strategy": self.strategy or "serial_flush"}
+
+
+def describe_request(record: dict[str, Any]) -> str:
+    """``--filter default.a,db2.* --strategy serial_flush`` as a user would type it."""
+    items = [f"{db}.*" if colls is None else ",".join(f"{db}.{c}" for c in colls) or f"{db}."
+             for db, colls in record["filters"].items()]
+    return (f"--filter {','.join(items)}" if items else "no --filter") + f" --strategy {record['strategy']}"
+
+
+def default_name(now: dt.datetime | None = None) -> str:
+    now = now or dt.datetime.now(dt.timezone.utc)
+    return f"backup_{now:%Y_%m_%d_%H_%M_%S}_{time.time_ns() % 1_000_000_000}"
+
+
+def parse_filters(filters: list[str]) -> dict[str, list[str] | None]:
+    """``["c1", "db1.c2", "db2.*", "db3."]`` -> {"default": ["c1"], "db1": ["c2"], "db2": None, "db3": []}
+    (None = every collection of the database, [] = the database only)."""
+    out: dict[str, list[str] | None] = {}
+    for raw in filters:
+        for item in filter(None, (x.strip() for x in raw.split(","))):
+            db, dot, coll = item.partition(".") if "." in item else ("default", ".", item)
+            if not re.fullmatch(r"\w+", db) or not (coll in ("*", "") or re.fullmatch(r"\w+", coll)):
+                raise BackupError(f"invalid filter {item!r}: use coll, db.coll, db.* or db.")
+            if coll == "*":
+                out[db] = None
+            elif out.get(db, []) is not None:
+                current = out.setdefault(db, [])
+                if coll and coll not in current:
+                    current.append(coll)
+    return out
+
+
+def select_collections(adapter: MilvusAdapter, filters: list[str]) -> tuple[list[str], list[tuple[str, str]]]:
+    """Databases and (db, collection) pairs a filter names; unknown names are errors."""
+    wanted = parse_filters(filters)
+    databases = adapter.list_databases()
+    if not wanted:
+        wanted = {db: None for db in databases}
+    pairs: list[tuple[str, str]] = []
+    for db, colls in wanted.items():
+        if db not in databases:
+            raise BackupError(f"database {db!r} does not exist (databases: {', '.join(sorted(databases))})")
+        existing = adapter.list_collections(db)
+        for coll in (sorted(existing) if colls is None else colls):
+            if coll not in existing:
+                raise BackupError(f"collection {coll!r} does not exist in database {db!r}"
+                                  f" (collections: {', '.join(sorted(existing)) or 'none'})")
+            pairs.append((db, coll))
+    return list(wanted), pairs
+
+
+@dataclass
+class CreateResult:
+    info: meta.BackupInfo
+    copy: CopyReport | None
+    seconds: float
+    phases: dict[str, float]
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "name": self.info.name,
+            "id": self.info.id,
+            "collections": [f"{c.db_name}.{c.collection_name}" for c in self.info.collection_backups],
+            "segments": sum(len(p.segment_backups) for c in self.info.collection_backups for p in c.partition_backups),
+            "objects": len(self.copy.results) + len(self.copy.skipped) if self.copy else 0,
+            "objects_copied": len(self.copy.copied) if self.copy else 0,
+            "size": self.info.size,
+            "milvus_version": self.info.milvus_version,
+            "seconds": round(self.seconds, 3),
+            "phases": {k: round(v, 3) for k, v in self.phases.items()},
+        }
+
+
+def create_backup(adapter: MilvusAdapter | Callable[[], MilvusAdapter], stores: Stores, request: CreateRequest,
+                  settings: CopySettings, *, show_progress: bool = True,
+                  warn=lambda msg: print(f"warning: {msg}", file=sys.stderr)) -> CreateResult:
+    """``adapter`` may be a function that connects, called once the request and the name
+    have been checked, so a taken name is refused without touching Milvus."""
+    request.validate()
+    name = request.name or default_name()
+    bdir = backup_dir(stores, name)
+    if request.name:
+        # Refused before touching Milvus (a taken name, a damaged marker, another request);
+        # checked again under the lock, where it counts.
+        with backup_storage_errors(stores):
+            prepare(stores, bdir, name, request.record())
+    if not isinstance(adapter, MilvusAdapter):
+        adapter = adapter()
+    databases, pairs = select_collections(adapter, request.filters)
+    stores.backup.ensure_bucket()
+    # Local backups hold the collection's data: readable by their owner only.
+    old_umask = os.umask(0o077) if stores.backup.scheme == "file" else None
+    try:
+        # One run per backup name: the lock is a conditional write, so of two racing
+        # creates (or a create and a delete) exactly one gets past this line.
+        with StoreLock(stores.backup.store, f"{bdir}/{LOCK}", f"backup {name!r}", command="create",
+                       on_loss="stopped before marking the backup complete: run the same create again") as lock:
+            with backup_storage_errors(stores):
+                resumed = prepare(stores, bdir, name, request.record())
+            run = _CreateRun(adapter, stores, name, bdir, request.strategy or "serial_flush", settings,
+                             show_progress, warn, lock)
+            return run.execute(databases, pairs, resumed, request.record())
+    finally:
+        if old_umask is not None:
+            os.umask(old_umask)
+
+
+# What the in-progress marker holds: the backup it belongs to and the request that started it.
+_MARKER = untrusted.Obj({
+    "id": meta.BACKUP_ID, "name": str,
+}, {"pid": untrusted.Count, "host": str, "started": str,
+    "request": untrusted.Obj({"filters": untrusted.Map(untrusted.Optional([untrusted.Text(r"\w+", "a collection name")]),
+                                                       untrusted.Text(r"\w+", "a database name")),
+                              "strategy": untrusted.OneOf(*STRATEGIES)})})
+
+
+def prepare(stores: Stores, bdir: str, name: str, request: dict[str, Any]) -> str | None:
+    """Refuse an existing name, a damaged in-progress marker or a marker of another request;
+    return the id of the incomplete backup this request resumes, or None for a new one."""
+    store, where = stores.backup.store, stores.backup_url(name)
+    if store.head(f"{bdir}/meta/{meta.BACKUP_META}") is not None:
+        raise BackupError(f"backup {name!r} already exists at {where}: choose another name "
+                          f"or delete it with mbackup delete -n {name}")
+    found = store.head(f"{bdir}/{IN_PROGRESS}")
+    if found is not None:
+        try:
+            marker = untrusted.parse(store.get(f"{bdir}/{IN_PROGRESS}"), _MARKER, 1 << 20)
+            if marker["name"] != name:
+                raise ValueError(f"it belongs to backup {marker['name']!r}")
+        except ValueError as e:
+            raise BackupError(f"{where}/{IN_PROGRESS} is damaged ({e}): delete the incomplete backup with "
+                              f"mbackup delete -n {name}") from None
+        if "request" not in marker:
+            raise BackupError(f"backup {name!r} is an incomplete create started by an older mbackup, which did not "
+                              f"record its options: delete it with mbackup delete -n {name} and create it again")
+        if marker["request"] != request:
+            raise BackupError(f"backup {name!r} is an incomplete create of {describe_request(marker['request'])}, "
+                              f"not {describe_request(request)}: run it again with the same options to finish it, "
+                              f"or delete it with mbackup delete -n {name}")
+        return marker["id"]
+    try:
+        keys = [k for k, _, _ in store.list(bdir) if k.startswith(bdir + "/") and k != f"{bdir}/{LOCK}"]
+    except _engine.NotFoundError:
+        keys = []  # no bucket yet: nothing to resume
+    if keys:
+        advice = f"delete it with mbackup delete -n {name}, or " if is_backup(bdir, keys) else ""
+        raise BackupError(f"{where} holds objects but is not a backup mbackup can resume: {advice}choose another name")
+    return None
+
+
+@dataclass
+class _CreateRun:
+    adapter: MilvusAdapter
+    stores: Stores
+    name: str
+    bdir: str
+    strategy: str
+    settings: CopySettings
+    show_progress: bool
+    warn: Any
+    lock: StoreLock
+    started: float = field(default_factory=time.monotonic)
+    phases: dict[str, float] = field(default_factory=dict)
+
+    def execute(self, databases: list[str], pairs: list[tuple[str, str]], resumed: str | None,
+                request: dict[str, Any]) -> CreateResult:
+        info = meta.BackupInfo(id=resumed or str(uuid.uuid4()), name=self.name, milvus_version=self.adapter.version)
+        if resumed:
+            self.warn(f"resuming the incomplete backup {self.name!r}: objects already copied are checked, "
+                      "not copied again")
+        else:
+            self.stores.backup.store.put(f"{self.bdir}/{IN_PROGRESS}", json.dumps({
+                "id": info.id, "name": self.name, "pid": os.getpid(), "host": socket.gethostname(),
+                "started": dt.datetime.now(dt.timezone.utc).isoformat(), "request": request}).encode())
+        with_data = self.strategy != "meta_only"
+        paused = self.adapter.pause_gc(GC_PAUSE_SECONDS) if with_data else False
+        if with_data and not paused:
+            self.warn(f"Milvus {self.adapter.version} cannot pause garbage collection; segments compacted during "
+                      "the backup may be missing from it (back up while writes are quiet)")
+        copying = False
+        try:
+            with self.phase("metadata"):
+                info.database_backups = [self.adapter.describe_database(db) for db in databases]
+                collections = [self.adapter.describe_collection(db, coll) for db, coll in pairs]
+                for coll in collections:
+                    coll.id = info.id
+            if self.strategy == "serial_flush":
+                with self.phase("flush"):
+                    for coll in collections:
+                        self.adapter.flush(coll.db_name, coll.collection_name)
+            report = None
+            if with_data:
+                etags: dict[str, str | None] = {}  # the version listed, which the copy is pinned to
+                with self.phase("discover"):
+                    for coll in collections:
+                        segments = self.adapter.list_segments(coll.db_name, coll.collection_name)
+                        found = discover_binlogs(self.stores, coll, segments)
+                        for inserts, deltas in found.values():
+                            for obj in [*deltas, *(o for objs in inserts.values() for o in objs)]:
+                                etags[obj.key] = obj.etag
+                        attach_segments(coll, segments, found)
+                copying = True
+                with self.phase("copy"):
+                    report = copy_segments(self.stores, self.bdir, collections, self.settings, self.show_progress,
+                                           self.lock, etags)
+            info.collection_backups = collections
+            info.size = sum(c.size for c in collections)
+            with self.phase("meta"):
+                write_meta(self.stores, self.bdir, info, report, self.settings, self.lock)
+        except BaseException:
+            if not resumed and not copying and not self.lock.lost.is_set():
+                # Refused before a single binlog was copied (a wrong bucket or root path, say):
+                # nothing to resume, so leave no incomplete backup behind for list to show.
+                with contextlib.suppress(Exception):  # the original error is the one to show
+                    self.stores.backup.store.delete(f"{self.bdir}/{IN_PROGRESS}")
+            raise
+        finally:
+            if paused:
+                self.adapter.resume_gc()
+        return CreateResult(info, report, time.monotonic() - self.started, self.phases)
+
+    @contextlib.contextmanager
+    def phase(self, name: str):
+        t = time.monotonic()
+        yield
+        self.phases[name] = time.monotonic() - t
+        self.lock.check()
+
+
+def discover_binlogs(stores: Stores, coll: meta.CollectionBackupInfo, segments: list[SegmentRef]
+                     ) -> dict[int, tuple[dict[int, list[ObjectInfo]], list[ObjectInfo]]]:
+    """Each segment's insert logs by field and its delta logs, found by listing the Milvus
+    bucket under the collection (two LISTs, whatever the number of segments)."""
+    root = stores.milvus_root.strip("/")
+    base = f"{root}/" if root else ""
+    found: dict[int, tuple[dict[int, list[ObjectInfo]], list[ObjectInfo]]] = defaultdict(lambda: (defaultdict(list), []))
+    wanted = {s.segment_id for s in segments}
+    for kind, pattern in (("insert_log", _INSERT), ("delta_log", _DELTA)):
+        prefix = f"{base}{kind}/{coll.collection_id}"
+        try:
+            listed = stores.milvus.store.list(prefix)
+        except _engine.NotFoundError as e:
+            if "NoSuchBucket" not in str(e):
+                raise
+            raise BackupError(f"the Milvus bucket {stores.milvus.url} does not exist: check milvus.storage.bucketName "
+                              "(minio.bucketName in a v1 config) names the bucket Milvus itself writes to") from None
+        for key, size, etag in listed:
+            m = pattern.search(key)
+            if not m or int(m.group(3)) not in wanted:
+                continue  # not a binlog, or a segment compacted away / not flushed yet
+            seg = int(m.group(3))
+            obj = ObjectInfo(key, size, etag)
+            if kind == "insert_log":
+                found[seg][0][int(m.group(4))].append(obj)
+            else:
+                found[seg][1].append(obj)
+    return found
+
+
+def attach_segments(coll: meta.CollectionBackupInfo, segments: list[SegmentRef],
+                    logs: dict[int, tuple[dict[int, list[ObjectInfo]], list[ObjectInfo]]]) -> None:
+    """Fill partitions with SegmentBackupInfo as the Go tool's listing path does."""
+    parts = {p.partition_id: p for p in coll.partition_backups}
+    for ref in sorted(segments, key=lambda s: s.segment_id):
+        inserts, deltas = logs.get(ref.segment_id, ({}, []))
+        if not inserts and not ref.is_l0:
+            raise BackupError(
+                f"segment {ref.segment_id} of {coll.db_name}.{coll.collection_name} has no insert logs under "
+                f"insert_log/{coll.collection_id}/{ref.partition_id}/{ref.segment_id}/ in the Milvus bucket: "
+                "check that milvus.storage.bucketName and rootPath (minio.bucketName, minio.rootPath) "
+                "name the bucket and root path Milvus itself writes to")
+        counts = {f: len(objs) for f, objs in inserts.items()}
+        if len(set(counts.values())) > 1:
+            detail = ", ".join(f"field {f}: {n}" for f, n in sorted(counts.items()))
+            raise BackupError(f"segment {ref.segment_id} has a different number of binlogs per field ({detail}); "
+                              "orphan binlogs from a compaction: run the backup again")
+        binlogs = [meta.FieldBinlog(field_id=f, binlogs=[_binlog(o) for o in sorted(objs, key=lambda o: o.key)])
+                   for f, objs in sorted(inserts.items())]
+        deltalogs = [meta.FieldBinlog(binlogs=[_binlog(o) for o in sorted(deltas, key=lambda o: o.key)])]
+        size = sum(o.size for objs in inserts.values() for o in objs) + sum(o.size for o in deltas)
+        seg = meta.SegmentBackupInfo(
+            segment_id=ref.segment_id, collection_id=ref.collection_id, partition_id=ref.partition_id,
+            num_of_rows=ref.num_rows, binlogs=binlogs, deltalogs=deltalogs, size=size,
+            group_id=ref.segment_id, is_l0=ref.is_l0, storage_version=ref.storage_version)
+        part = parts.get(ref.partition_id)
+        if part is None:
+            continue  # the Go tool warns and skips segments of unknown partitions
+        part.segment_backups.append(seg)
+        part.size += size
+    coll.size = sum(p.size for p in coll.partition_backups)
+
+
+def _binlog(obj: ObjectInfo) -> meta.Binlog:
+    return meta.Binlog(log_path=obj.key, log_size=obj.size, log_id=int(obj.key.rsplit("/", 1)[-1]))
+
+
+def copy_segments(stores: Stores, bdir: str, collections: list[meta.CollectionBackupInfo],
+                  settings: CopySettings, show_progress: bool, lock: StoreLock,
+                  etags: dict[str, str | None] | None = None) -> CopyReport:
+    """Copy every binlog, verifying each. Objects a previous, interrupted run already
+    wrote (same size) are proven by checksumming both sides instead of copied again.
+    ``etags`` (source key -> ETag listed at discovery) pins each copy to the version found."""
+    etags = etags or {}
+    present = {k: size for k, size, _ in stores.backup.store.list(f"{bdir}/binlogs")}
+    plan = Plan(jobs=[], skipped=[])
+    for coll in collections:
+        for part in coll.partition_backups:
+            for seg in part.segment_backups:
+                for src, dst, size in meta.segment_files(bdir, seg):
+                    if present.get(dst) == size:
+                        plan.skipped.append(ObjectInfo(src, size))
+                    else:
+                        plan.jobs.append((ObjectInfo(src, size, etags.get(src)), dst))
+    verified = CopySettings(**{**settings.__dict__, "verify": True})
+    if plan.skipped:
+        _recheck_resumed(plan, stores, bdir, collections, verified)
+    report = run_plan(plan, stores.milvus, stores.backup, verified, show_progress=show_progress, label="backup",
+                      stop=lock.lost)
+    if report.failed:
+        with contextlib.suppress(_engine.EngineError):
+            lock.renew()  # objects that failed because another run took the lock over: say that
+    lock.check()  # a lost lock cancelled the copy: say so, not what was left undone
+    report.raise_for_failures(BackupError, "the backup is incomplete, run the same create again to finish it")
+    return report
+
+
+def _recheck_resumed(plan: Plan, stores: Stores, bdir: str, collections: list[meta.CollectionBackupInfo],
+                     settings: CopySettings) -> None:
+    dst_of = {src: dst for coll in collections for part in coll.partition_backups for seg in part.segment_backups
+              for src, dst, _ in meta.segment_files(bdir, seg)}
+    algo = settings.checksum if settings.checksum != "none" else "crc32c"
+    items = ([(stores.milvus.store, o.key) for o in plan.skipped]
+             + [(stores.backup.store, dst_of[o.key]) for o in plan.skipped])
+    sums = settings.copier().checksums(items, algo)
+    n, kept = len(plan.skipped), []
+    for i, obj in enumerate(plan.skipped):
+        if sums[i][0] is not None and sums[i][0] == sums[n + i][0]:
+            kept.append(obj)
+            plan.checksums[dst_of[obj.key]] = sums[i][0]
+        else:
+            plan.jobs.append((obj, dst_of[obj.key]))
+    plan.skipped = kept
+
+
+def write_meta(stores: Stores, bdir: str, info: meta.BackupInfo, report: CopyReport | None,
+               settings: CopySettings, lock: StoreLock) -> None:
+    """Write the manifest and the meta files, and mark the backup complete (backup_meta.json)
+    only once every object is there and this run still holds the lock."""
+    manifest = {"version": 1, "backup": info.name, "id": info.id, "checksum_algo":
+                settings.checksum if settings.checksum != "none" else "crc32c", "objects": {}}
+    if report:
+        # Driven by the meta: every object the backup holds, with the checksum proven
+        # while copying it or, on a resumed run, by comparing it with its source.
+        proven = {r["dst_key"]: r["checksum"] for r in report.copied} | report.skipped_checksums
+        for coll in info.collection_backups:
+            for part in coll.partition_backups:
+                for seg in part.segment_backups:
+                    for _, dst, size in meta.segment_files(bdir, seg):
+                        manifest["objects"][dst[len(bdir) + 1:]] = {"size": size, "checksum": proven[dst]}
+    store = stores.backup.store
+    written = {f"{meta.META_DIR}/{MANIFEST}": json.dumps(manifest, indent=0, sort_keys=True).encode()}
+    files = meta.write_meta_files(info)
+    written |= {f"{meta.META_DIR}/{n}": data for n, data in files.items() if n != meta.BACKUP_META}
+    lock.renew()  # a run that took the lock over (a delete) owns the backup now: write nothing into it
+    for rel, data in written.items():
+        store.put(f"{bdir}/{rel}", data)
+    expected = {rel: obj["size"] for rel, obj in manifest["objects"].items()} | {k: len(v) for k, v in written.items()}
+    try:
+        _check_present(stores, bdir, info.name, expected)
+    finally:
+        lock.renew()  # objects gone because another run took the lock over: that is what to say
+    # backup_meta.json marks a backup as existing for both tools: it goes last.
+    key = meta.meta_key(bdir, meta.BACKUP_META)
+    version = store.put(key, files[meta.BACKUP_META])
+    try:
+        lock.renew()  # a run that took the lock over meanwhile (a delete) may have emptied the backup
+    except LockLostError:
+        with contextlib.suppress(_engine.EngineError):
+            if store.head(key) == (len(files[meta.BACKUP_META]), version):
+                store.delete(key)  # ours, and not to be left looking complete
+        raise
+    store.delete(f"{bdir}/{IN_PROGRESS}")
+
+
+def _check_present(stores: Stores, bdir: str, name: str, expected: dict[str, int]) -> None:
+    """Every object the backup should hold is listed with its size (one LIST of the backup)."""
+    listed = {k[len(bdir) + 1:]: size for k, size, _ in stores.backup.store.list(bdir)}
+    wrong = [(rel, size) for rel, size in sorted(expected.items()) if listed.get(rel) != size]
+    if wrong:
+        rel, size = wrong[0]
+        found = "missing" if rel not in listed else f"{listed[rel]:,} bytes"
+        raise BackupError(f"backup {name!r} is not complete: {len(wrong)} of its {len(expected)} objects are missing "
+                          f"or changed after they were written (first: {rel}: expected {size:,} bytes, {found}); "
+                          "something deleted them during the create: run the same create again")

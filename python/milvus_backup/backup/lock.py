@@ -1,0 +1,271 @@
+"""A lease held as one object in a store, so two runs never change one backup at once.
+
+Every write of the lock object is conditional, so of two runs racing exactly one wins:
+
+- acquire creates it only if absent (``If-None-Match: *`` on S3), or takes over a stale
+  lock by overwriting only the version it read (``If-Match: <etag>``), never by deleting
+  it first;
+- renew, every ``heartbeat`` seconds, overwrites only the version this run last wrote. A
+  refused renewal means another run took the lock over (this one had gone quiet for
+  longer than the lease: paused, cut off): the lock is lost, ``lost`` is set and the
+  callbacks registered with ``on_lost`` run (a create cancels its copies);
+- release deletes the object only while it still holds this run's token and version.
+
+A lock is stale when its heartbeat is older than ``lease`` seconds, when its holder is a
+dead process on this host, or when the object is damaged (not a lock mbackup wrote).
+Lease and heartbeat come from the parameters, else from the environment
+(``MBACKUP_LOCK_LEASE``, ``MBACKUP_LOCK_HEARTBEAT``, in seconds), else the defaults.
+Conditional writes on a version need a store that supports them (S3, memory).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sys
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from .. import _engine
+from ..format import untrusted
+from ..errors import ConfigError, MBackupError
+
+HEARTBEAT = 30.0
+LEASE = 120.0
+_MAX_BYTES = 4096  # a lock mbackup writes is ~150 bytes: anything far bigger is not one
+_ATTEMPTS = 3
+
+_SHAPE = untrusted.Obj({"token": untrusted.Text(r"[0-9a-f]{32}", "a token"), "pid": untrusted.Count,
+                        "host": str, "heartbeat": untrusted.Number}, {"command": str})
+
+
+class LockedError(MBackupError):
+    """Another run holds the lock."""
+
+
+class LockLostError(MBackupError):
+    """Another run took the lock over from this one."""
+
+
+@dataclass
+class Holder:
+    """What a lock object says about the run holding it."""
+
+    token: str
+    pid: int
+    host: str
+    heartbeat: float
+    command: str = ""
+
+
+def parse_holder(data: bytes) -> Holder:
+    """The holder a lock object names; ValueError saying what is wrong with a damaged one."""
+    tree = untrusted.parse(data, _SHAPE, _MAX_BYTES)
+    return Holder(tree["token"], tree["pid"], tree["host"], float(tree["heartbeat"]), tree.get("command", ""))
+
+
+def _seconds(name: str, default: float) -> float:
+    raw = os.environ.get(name)
+    if raw is None:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = 0.0
+    if not 0 < value < 86400:
+        raise ConfigError(f"{name}: expected seconds between 0 and 86400, got {raw!r}")
+    return value
+
+
+class StoreLock:
+    """``with StoreLock(store, key, "backup 'x'", command="create"):`` holds the lock."""
+
+    def __init__(self, store: Any, key: str, what: str, *, command: str = "", lease: float | None = None,
+                 heartbeat: float | None = None, on_loss: str = "run it again",
+                 warn: Callable[[str], None] = lambda m: print(f"warning: {m}", file=sys.stderr)) -> None:
+        self.store, self.key, self.what, self.command, self.on_loss, self.warn = store, key, what, command, on_loss, warn
+        self.lease = lease if lease is not None else _seconds("MBACKUP_LOCK_LEASE", LEASE)
+        default_beat = min(HEARTBEAT, self.lease / 4)
+        self.heartbeat = heartbeat if heartbeat is not None else _seconds("MBACKUP_LOCK_HEARTBEAT", default_beat)
+        if self.heartbeat >= self.lease:
+            raise ConfigError(f"the lock heartbeat ({self.heartbeat:g} s) must be shorter than its lease "
+                              f"({self.lease:g} s): check MBACKUP_LOCK_HEARTBEAT and MBACKUP_LOCK_LEASE")
+        self.token = uuid.uuid4().hex
+        self.etag: str | None = None  # the version this run last wrote
+        self.lost = threading.Event()
+        self._lost_reason = ""
+        self._renewed = 0.0  # monotonic time of the last write that proved we hold it
+        self._callbacks: list[Callable[[], None]] = []
+        self._mutex = threading.Lock()  # one conditional write at a time: both would carry one etag
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def _body(self) -> bytes:
+        return json.dumps({"token": self.token, "pid": os.getpid(), "host": socket.gethostname(),
+                           "heartbeat": time.time(), "command": self.command}).encode()
+
+    # --- taking and giving back ---------------------------------------------------------
+
+    def acquire(self) -> StoreLock:
+        for _ in range(_ATTEMPTS):
+            started = time.monotonic()
+            try:
+                self._hold(self.store.put(self.key, self._body(), if_absent=True), started)
+                break
+            except _engine.AlreadyExistsError:
+                pass
+            current = self._read()
+            if current is None:
+                continue  # released meanwhile: create it again
+            etag, holder, problem = current
+            if holder is not None and not self._stale(holder):
+                since = time.strftime("%H:%M:%S", time.localtime(holder.heartbeat))
+                doing = f" running {holder.command}" if holder.command else ""
+                raise LockedError(
+                    f"another mbackup is working on {self.what} (pid {holder.pid} on {holder.host}{doing}, "
+                    f"alive at {since}): wait for it; if it died, run again after {self.lease:.0f} s")
+            started = time.monotonic()
+            try:
+                # Over the very version judged stale: if another run took it over since, this fails.
+                self._hold(self.store.put(self.key, self._body(), if_match=etag), started)
+            except _engine.PreconditionError:
+                continue  # another run changed it first: judge again what is there now
+            if problem:
+                self.warn(f"took over the lock on {self.what}: its object {self.key} was damaged ({problem})")
+            break
+        else:
+            raise LockedError(f"could not take the lock on {self.what}: other runs kept changing it; run again")
+        self._thread = threading.Thread(target=self._beat, name="mbackup-lock", daemon=True)
+        self._thread.start()
+        return self
+
+    def _hold(self, etag: str | None, started: float) -> None:
+        if etag is None:  # a store that does not answer a put with its version
+            found = self.store.head(self.key)
+            etag = found[1] if found else None
+        self.etag, self._renewed = etag, started
+
+    def _read(self) -> tuple[str | None, Holder | None, str] | None:
+        """(version, holder or None when damaged, what is damaged), or None when there is none.
+        The version is read before the content: a conditional write on it then fails if the
+        content changed in between, so a decision is never made on content newer than it."""
+        try:
+            found = self.store.head(self.key)
+            if found is None:
+                return None
+            size, etag = found
+            if size > _MAX_BYTES:
+                return etag, None, f"{size:,} bytes, not a lock"
+            data = self.store.get(self.key)
+        except _engine.NotFoundError:
+            return None
+        try:
+            return etag, parse_holder(data), ""
+        except ValueError as e:
+            return etag, None, str(e)
+
+    def _stale(self, holder: Holder) -> bool:
+        age = time.time() - holder.heartbeat
+        if age > self.lease or -age > self.lease:  # silent too long, or a heartbeat from the future
+            return True
+        if holder.host == socket.gethostname():
+            try:
+                os.kill(holder.pid, 0)
+            except ProcessLookupError:
+                return True
+            except (PermissionError, OverflowError, ValueError):
+                return False
+        return False
+
+    def release(self) -> None:
+        """Stop renewing; delete the lock if it is still ours (token and version)."""
+        self._stop.set()
+        if self._thread:
+            self._thread.join()
+        if self.lost.is_set():
+            return
+        with self._mutex:
+            current = self._read()
+            if current is not None and current[0] == self.etag and current[1] and current[1].token == self.token:
+                self.store.delete(self.key)
+
+    def __enter__(self) -> StoreLock:
+        return self.acquire()
+
+    def __exit__(self, exc_type: object, *_: object) -> None:
+        try:
+            self.release()
+        except _engine.EngineError:
+            if exc_type is None:
+                raise
+            # The error already in flight is the one to show; the lock goes stale by itself.
+
+    # --- holding ------------------------------------------------------------------------
+
+    def on_lost(self, callback: Callable[[], None]) -> None:
+        """Run ``callback`` (from the heartbeat thread) when the lock is lost."""
+        self._callbacks.append(callback)
+        if self.lost.is_set():
+            callback()
+
+    def check(self) -> None:
+        """Raise LockLostError if another run took the lock over."""
+        if self.lost.is_set():
+            raise LockLostError(f"lost the lock on {self.what}: {self._lost_reason}; {self.on_loss}")
+
+    def renew(self) -> None:
+        """Prove, now, that this run still holds the lock (one conditional write); raise
+        LockLostError if it does not."""
+        self.check()
+        self._renew()
+        self.check()
+
+    def _renew(self) -> None:
+        with self._mutex:
+            if self.lost.is_set():
+                return
+            started = time.monotonic()
+            quiet = started - self._renewed
+            try:
+                self.etag = self.store.put(self.key, self._body(), if_match=self.etag) or self.etag
+                self._renewed = started
+            except _engine.PreconditionError:
+                current = self._read()
+                if current is not None and current[1] is not None and current[1].token == self.token:
+                    # Our own write landed but its answer was lost: that version is ours.
+                    self.etag, self._renewed = current[0], started
+                    return
+                self._lose(f"another run took it over after this one went {quiet:.0f} s without renewing it "
+                           f"(the lease is {self.lease:.0f} s)")
+            except _engine.EngineError as e:
+                if quiet <= self.lease:
+                    raise  # a missed beat only shortens the lease
+                self._lose(f"it could not be renewed for {quiet:.0f} s ({e})")
+
+    def _lose(self, reason: str) -> None:
+        self._lost_reason = reason
+        self.lost.set()
+        for callback in self._callbacks:
+            callback()
+
+    def _beat(self) -> None:
+        while not self._stop.wait(self.heartbeat):
+            try:
+                self._renew()
+            except _engine.EngineError:
+                pass  # tried again at the next beat; lost once the lease has gone by
+            if self.lost.is_set():
+                return
+
+
+def is_held(store: Any, key: str) -> bool:
+    """Does a live run hold the lock at ``key``? What ``mbackup gc`` asks before it touches
+    anything under a backup: the same judgement as a takeover (a stale or damaged lock is
+    not held)."""
+    lock = StoreLock(store, key, key)
+    current = lock._read()
+    return current is not None and current[1] is not None and not lock._stale(current[1])

@@ -1,0 +1,693 @@
+"""Restore a backup: what ``mbackup restore`` does.
+
+Plan every target name and check them all before changing anything; then per collection:
+create the database, collection (from the backed-up schema) and partitions, indexes when
+asked, and import the binlogs with Milvus's bulk import in backup mode. Milvus imports only
+from its own bucket, so a backup kept elsewhere is first staged into that bucket (by the
+engine, server-side when it can) and the staged copies are removed afterwards. When the
+imports of a partition complete, the rows Milvus wrote are compared with the backup's.
+
+A journal in the Milvus bucket lets an interrupted restore resume; it is bound to the request
+that made it and to the ids of the collections it restored into, and used for nothing else.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import re
+import sys
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from .. import _engine
+from ..format import meta, untrusted
+from ..milvus.adapters.base import CreateCollectionSpec, ImportState, ImportStatus, MilvusAdapter
+from ..milvus.binlog import BinlogError, count_records
+from .catalog import Stores, backup_dir, read_backup
+from ..transfer.copy import CopySettings, Plan, run_plan
+from ..errors import MBackupError
+from ..storage.location import ObjectInfo
+from .verify import check_before_restore
+
+
+class RestoreError(MBackupError):
+    """A restore was refused or failed."""
+
+
+@dataclass
+class RestoreRequest:
+    name: str
+    filters: list[str] = field(default_factory=list)  # matched against target names
+    suffix: str = ""
+    renames: list[str] = field(default_factory=list)  # "old:new" with coll, db.coll or db.*
+    rebuild_index: bool = False
+    use_auto_index: bool = False
+    drop_exist_collection: bool = False
+    drop_exist_index: bool = False
+    skip_create_collection: bool = False
+    meta_only: bool = False
+    load: bool = False
+    restore_aliases: bool = False
+    keep_temp_files: bool = False
+    import_jobs: int = 16  # concurrent import jobs
+    import_timeout: float = 3600.0  # seconds without progress before giving up
+    force: bool = False  # skip the quick check of the backup (mbackup verify)
+    discard_journal: bool = False  # forget interrupted restores instead (the CLI runs discard_journals)
+
+    def validate(self) -> None:
+        """Refuse bad flags before reading the backup or connecting to Milvus."""
+        meta.validate_backup_name(self.name)
+        if self.discard_journal and (self.filters or self.suffix or self.renames or self.force
+                                     or any(self.shape().values())):
+            raise RestoreError("--discard-journal takes no other flag than -n: it discards every journal of the "
+                               "backup and restores nothing")
+        if self.suffix and self.renames:
+            raise RestoreError("--suffix and --rename cannot be used together")
+        if self.suffix and not re.fullmatch(r"\w+", self.suffix):
+            raise RestoreError(f"invalid --suffix {self.suffix!r}: use letters, digits and _")
+        if self.skip_create_collection and self.drop_exist_collection:
+            raise RestoreError("--skip-create-collection and --drop-exist-collection cannot be used together")
+        parse_renames(self.renames)
+        if self.filters:
+            from .create import parse_filters
+
+            parse_filters(self.filters)
+
+    def shape(self) -> dict[str, bool]:
+        """The flags that change what is created or imported (targets aside)."""
+        return {k: getattr(self, k) for k in ("rebuild_index", "use_auto_index", "drop_exist_collection",
+                                              "drop_exist_index", "skip_create_collection", "meta_only", "load",
+                                              "restore_aliases")}
+
+    def command(self) -> str:
+        """The command line that makes this request (shown to say which restore a journal is of)."""
+        words = ["mbackup restore -n", self.name]
+        for f in self.filters:
+            words += ["--filter", f]
+        if self.suffix:
+            words += ["--suffix", self.suffix]
+        for r in self.renames:
+            words += ["--rename", r]
+        words += ["--" + k.replace("_", "-") for k, on in self.shape().items() if on]
+        return " ".join(words)
+
+
+@dataclass
+class Target:
+    source: meta.CollectionBackupInfo
+    db: str
+    name: str
+
+    @property
+    def label(self) -> str:
+        return f"{self.db}.{self.name}"
+
+    @property
+    def source_label(self) -> str:
+        return f"{self.source.db_name or 'default'}.{self.source.collection_name}"
+
+
+JOURNAL_DIR = "mbackup-restore-journal"
+_STAGING = re.compile(r"mbackup-restore-[0-9a-f]{12}")
+_JOB = re.compile(r"[0-9]+(,[0-9]+)*")
+_SHOWN = re.compile(r"[\w .,:*-]{1,1000}")  # what a journal's command may look like when shown
+
+
+class Journal:
+    """What an interrupted restore finished, kept in the target Milvus's bucket so running the
+    same restore again resumes it: collections it made are not refused as existing,
+    partitions already imported are skipped, and imports still running are waited for
+    instead of started twice (which would duplicate rows).
+
+    A journal is bound to what it describes. Its key is the validated backup name and a
+    digest of the request (backup id, source and target of every collection, the flags that
+    change what is created or imported): another request never reads it. Each collection's
+    record holds the id Milvus gave the collection restored into; a record is used only
+    while the collection under that name still has that id.
+
+    ``collections[label]`` = {"state": "creating"|"created"|"done", "collection_id": id|None,
+    "staging": prefix|None, "partitions": {name: {"job": id|None, "done": bool,
+    "rows": rows imported|None, "mismatch": [fewest, most, inserted, delete records]|None}}}.
+    """
+
+    def __init__(self, stores: Stores, request: RestoreRequest, info: meta.BackupInfo, targets: list[Target],
+                 warn: Callable[[str], None]) -> None:
+        self.store = stores.milvus.store
+        self.name = request.name
+        self.request = {"backup_id": info.id, "targets": {t.source_label: t.label for t in targets}, **request.shape()}
+        digest = hashlib.sha256(json.dumps(self.request, sort_keys=True).encode()).hexdigest()[:16]
+        self.key = f"{JOURNAL_DIR}/{request.name}/{digest}.json"
+        self.url = f"{stores.milvus.url}/{self.key}"
+        self.data: dict[str, Any] = {"backup": request.name, "backup_id": info.id, "request": self.request,
+                                     "command": request.command(), "collections": {}}
+        for key, _, _ in self.store.list(f"{JOURNAL_DIR}/{request.name}"):
+            found = read_journal(self.store, key)
+            if key != self.key:
+                warn(f"{describe_journal(found)} is kept at {stores.milvus.url}/{key}; it is not this restore's and "
+                     "is not used: run that command again to resume it, or discard it with "
+                     f"mbackup restore -n {request.name} --discard-journal")
+            elif found is None or found["request"] != self.request:
+                warn(f"the journal at {self.url} is unreadable: ignored, this restore starts afresh")
+            else:
+                self.data = found
+
+    def record(self, t: Target) -> dict[str, Any] | None:
+        return self.data["collections"].get(t.label)
+
+    def collection(self, t: Target) -> dict[str, Any]:
+        return self.data["collections"].setdefault(
+            t.label, {"state": "", "collection_id": None, "staging": None, "partitions": {}})
+
+    def owns(self, t: Target, collection_id: int | None) -> bool:
+        """Is the collection now under ``t``'s name the one this journal restored into?"""
+        record = self.record(t)
+        return bool(record and collection_id and record.get("collection_id") == collection_id)
+
+    def restart(self, t: Target) -> None:
+        """Forget what was done for ``t`` (its collection is gone); keep the staged copies."""
+        old = self.data["collections"].pop(t.label)
+        self.collection(t)["staging"] = old.get("staging")
+
+    def forget(self, t: Target) -> None:
+        self.data["collections"].pop(t.label, None)
+
+    @property
+    def resuming(self) -> bool:
+        return any(r.get("collection_id") for r in self.data["collections"].values())
+
+    def save(self) -> None:
+        self.store.put(self.key, json.dumps(self.data).encode())
+
+    def remove(self) -> None:
+        self.store.delete(self.key)
+
+    def settle(self) -> str:
+        """After a failure: keep the journal if it holds anything to resume, else remove it.
+        Returns the line that says it was kept ("" when it was removed)."""
+        records = self.data["collections"]
+        for label in [k for k, r in records.items() if not (r.get("collection_id") or r.get("staging"))]:
+            del records[label]  # nothing was made for it
+        if not records:
+            self.remove()
+            return ""
+        self.save()
+        return (f"the journal of this restore was kept at {self.url}: run the same command again to resume it, "
+                f"or discard it with mbackup restore -n {self.name} --discard-journal")
+
+
+def read_journal(store: Any, key: str) -> dict[str, Any] | None:
+    """A journal as stored, or None when it is unreadable or not shaped like one. Nothing in it
+    is used unchecked: staging prefixes (which get deleted) and job ids must look like ours,
+    and a record missing a field gets its empty value, as a fresh record has."""
+    try:
+        data = untrusted.load_json(store.get(key), 16 << 20)  # size and nesting capped
+        records = data["collections"]
+        ok = isinstance(data["request"], dict) and isinstance(records, dict) and all(
+            isinstance(r, dict) and isinstance(r.get("partitions"), dict)
+            and r.get("state", "") in ("", "creating", "created", "done")
+            and (r.get("staging") is None or _STAGING.fullmatch(str(r["staging"])))
+            and (r.get("collection_id") is None or type(r["collection_id"]) is int)
+            and all(isinstance(p, dict) and (not p.get("job") or _JOB.fullmatch(str(p["job"])))
+                    and isinstance(p.get("done", False), bool)
+                    and (p.get("rows") is None or type(p["rows"]) is int)
+                    and (p.get("mismatch") is None or (isinstance(p["mismatch"], list) and len(p["mismatch"]) == 4
+                                                       and all(type(n) is int for n in p["mismatch"])))
+                    for p in r["partitions"].values())
+            for r in records.values())
+    except (_engine.NotFoundError, ValueError, TypeError, KeyError):
+        return None
+    if not ok:
+        return None
+    for r in records.values():
+        for name, empty in (("state", ""), ("collection_id", None), ("staging", None)):
+            r.setdefault(name, empty)
+        for p in r["partitions"].values():
+            for name, empty in (("job", None), ("done", False), ("rows", None), ("mismatch", None)):
+                p.setdefault(name, empty)
+    return data
+
+
+def describe_journal(data: dict[str, Any] | None) -> str:
+    """Which restore a journal is of, in words; nothing unchecked from it is shown."""
+    if data is None:
+        return "an unreadable restore journal"
+    command = data.get("command")
+    shown = command if isinstance(command, str) and _SHOWN.fullmatch(command) else "an unknown command"
+    made = ", ".join(sorted(label for label in data["collections"] if _SHOWN.fullmatch(str(label)))) or "nothing yet"
+    return f"the journal of `{shown}` (restored into: {made})"
+
+
+def discard_journals(stores: Stores, name: str) -> list[str]:
+    """Forget every interrupted restore of backup ``name`` into this Milvus: delete its
+    journals and the staged copies they name. Collections they made are left as they are.
+    Returns one line per journal discarded."""
+    meta.validate_backup_name(name)
+    store, lines = stores.milvus.store, []
+    for key, _, _ in store.list(f"{JOURNAL_DIR}/{name}"):
+        data = read_journal(store, key)
+        for record in (data or {"collections": {}})["collections"].values():
+            left = _remove_staged(stores, record.get("staging"), keep=False)
+            if left:  # the journal is what finds them again
+                raise RestoreError(f"{left}: the journal {stores.milvus.url}/{key} is kept; run the discard again")
+        store.delete(key)
+        left = "; the collections it restored into are left as they are" if data and data["collections"] else ""
+        lines.append(f"discarded {describe_journal(data)}{left}")
+    return lines
+
+
+def _split(name: str) -> tuple[str, str]:
+    return tuple(name.split(".", 1)) if "." in name else ("default", name)  # type: ignore[return-value]
+
+
+def parse_renames(items: list[str]) -> tuple[dict[tuple[str, str], tuple[str, str]], dict[str, str]]:
+    """``old:new`` pairs: collection renames and whole-database moves (``db1.*:db2.*``)."""
+    colls: dict[tuple[str, str], tuple[str, str]] = {}
+    dbs: dict[str, str] = {}
+    for raw in items:
+        for item in filter(None, (x.strip() for x in raw.split(","))):
+            old, sep, new = item.partition(":")
+            if not sep or not old or not new:
+                raise RestoreError(f"invalid --rename {item!r}: use old:new with coll, db.coll or db.*")
+            (odb, ocoll), (ndb, ncoll) = _split(old), _split(new)
+            if (ocoll == "*") != (ncoll == "*"):
+                raise RestoreError(f"invalid --rename {item!r}: a db.* rename needs db.* on both sides")
+            for part in (odb, ocoll, ndb, ncoll):
+                if part != "*" and not re.fullmatch(r"\w+", part):
+                    raise RestoreError(f"invalid --rename {item!r}: names are letters, digits and _")
+            if ocoll == "*":
+                dbs[odb] = ndb
+            else:
+                colls[(odb, ocoll)] = (ndb, ncoll)
+    return colls, dbs
+
+
+def plan_targets(info: meta.BackupInfo, request: RestoreRequest) -> list[Target]:
+    if request.suffix and request.renames:
+        raise RestoreError("--suffix and --rename cannot be used together")
+    if request.suffix and not re.fullmatch(r"\w+", request.suffix):
+        raise RestoreError(f"invalid --suffix {request.suffix!r}: use letters, digits and _")
+    colls, dbs = parse_renames(request.renames)
+    targets = []
+    for c in info.collection_backups:
+        db, name = c.db_name or "default", c.collection_name
+        if (db, name) in colls:
+            db, name = colls[(db, name)]
+        elif db in dbs:
+            db = dbs[db]
+        name += request.suffix
+        targets.append(Target(c, db, name))
+    if request.filters:
+        from .create import parse_filters
+
+        wanted = parse_filters(request.filters)
+        targets = [t for t in targets if t.db in wanted and (wanted[t.db] is None or t.name in wanted[t.db])]
+        if not targets:
+            raise RestoreError(f"--filter {','.join(request.filters)} matches no collection of backup {info.name!r} "
+                               "(the filter applies to target names, after --suffix/--rename)")
+    seen: set[tuple[str, str]] = set()
+    for t in targets:
+        if (t.db, t.name) in seen:
+            raise RestoreError(f"two collections would be restored as {t.label}: fix --rename")
+        seen.add((t.db, t.name))
+    return targets
+
+
+def check_targets(adapter: MilvusAdapter, targets: list[Target], request: RestoreRequest,
+                  journal: Journal | None = None, warn: Callable[[str], None] = lambda m: None) -> None:
+    """Every refusal happens here, before anything is created or dropped. A collection an
+    interrupted run of this same restore restored into is not refused: it is resumed, if it
+    is still that collection (same id). A journal record whose collection is gone is
+    restarted; one whose name now holds another collection is never used."""
+    if request.skip_create_collection and request.drop_exist_collection:
+        raise RestoreError("--skip-create-collection and --drop-exist-collection cannot be used together")
+    databases = set(adapter.list_databases())
+    gone = []
+    for t in targets:
+        exists = t.db in databases and adapter.has_collection(t.db, t.name)
+        ours = journal is not None and exists and journal.owns(t, adapter.collection_id(t.db, t.name))
+        if journal is not None and journal.record(t) is not None and not ours:
+            if exists and request.skip_create_collection:
+                raise RestoreError(f"collection {t.label} is not the collection an interrupted run of this restore "
+                                   "imported into (it was dropped or made again since): discard that run's journal "
+                                   f"with mbackup restore -n {request.name} --discard-journal, then restore again")
+            gone.append(t)
+        if exists and not ours and not request.drop_exist_collection and not request.skip_create_collection:
+            raise RestoreError(f"collection {t.label} already exists: restore with --suffix, --rename, "
+                               "or --drop-exist-collection to replace it")
+        if not exists and request.skip_create_collection:
+            raise RestoreError(f"collection {t.label} does not exist, and --skip-create-collection needs it to")
+    for t in gone:
+        warn(f"{t.label} is no longer the collection an interrupted run of this restore restored into: "
+             "it is restored afresh")
+        journal.restart(t)
+
+
+@dataclass
+class RestoreResult:
+    backup: str
+    collections: list[dict[str, Any]]
+    seconds: float
+
+    def summary(self) -> dict[str, Any]:
+        return {"backup": self.backup, "collections": self.collections, "seconds": round(self.seconds, 3)}
+
+
+def restore_backup(adapter: MilvusAdapter | Callable[[], MilvusAdapter], stores: Stores, request: RestoreRequest,
+                   settings: CopySettings, *, show_progress: bool = True,
+                   warn=lambda m: print(f"warning: {m}", file=sys.stderr)) -> RestoreResult:
+    """``adapter`` may be a function that connects: it is called only once the backup has been
+    read and checked, so a damaged backup or a bad flag is refused without touching Milvus."""
+    started = time.monotonic()
+    request.validate()
+    if not request.force:
+        check_before_restore(stores, request.name, meta_only=request.meta_only)
+    info = read_backup(stores, request.name)
+    if info.format not in ("", meta.FORMAT_BINLOG):
+        raise RestoreError(f"backup {request.name!r} has format {info.format!r}, which needs Milvus 3.0 to restore")
+    targets = plan_targets(info, request)
+    if not isinstance(adapter, MilvusAdapter):
+        adapter = adapter()
+    journal = Journal(stores, request, info, targets, warn)
+    check_targets(adapter, targets, request, journal, warn)
+    if journal.resuming:
+        warn(f"resuming an interrupted restore of {request.name!r}: finished steps are skipped")
+    bdir = backup_dir(stores, request.name)
+    results = []
+    try:
+        for t in targets:
+            results.append(restore_collection(adapter, stores, bdir, t, request, settings, show_progress, warn, journal))
+    except MBackupError as e:
+        kept = journal.settle()
+        if kept:
+            raise RestoreError(f"{e}; {kept}") from e
+        raise
+    except BaseException:
+        kept = journal.settle()
+        if kept:
+            warn(kept)
+        raise
+    journal.remove()
+    return RestoreResult(request.name, results, time.monotonic() - started)
+
+
+def _spec(t: Target) -> CreateCollectionSpec:
+    c = t.source
+    schema = c.schema or meta.CollectionSchema()
+    partition_key = any(f.is_partition_key for f in schema.fields)
+    return CreateCollectionSpec(
+        db_name=t.db, collection_name=t.name, schema=schema, shards_num=c.shards_num or 1,
+        consistency_level=c.consistency_level, properties=list(c.properties),
+        num_partitions=len(c.partition_backups) if partition_key else 0)
+
+
+def restore_collection(adapter: MilvusAdapter, stores: Stores, bdir: str, t: Target, request: RestoreRequest,
+                       settings: CopySettings, show_progress: bool, warn, journal: Journal) -> dict[str, Any]:
+    c = t.source
+    started = time.monotonic()
+    state = journal.collection(t)
+    rows = sum(s.num_of_rows for p in c.partition_backups for s in p.segment_backups)
+    if state["state"] == "done":
+        return {"source": t.source_label, "target": t.label, "rows_in_backup": rows,
+                "rows_imported": _rows_imported(state), "import_jobs": 0, "seconds": 0.0,
+                "resumed": "already restored"}
+    jobs = 0
+    try:
+        if state["state"] != "created":
+            _create_collection(adapter, t, request, state, journal)
+        if not request.meta_only:
+            jobs = import_data(adapter, stores, bdir, t, request, settings, show_progress, journal, warn)
+    except MBackupError:
+        if not _imported_any(state):
+            # Nothing was imported into the collection (Milvus found no binlogs, say): undo
+            # what this restore made rather than leave an empty collection that a fixed
+            # re-run would refuse as existing. Nothing is lost: a re-run makes it again.
+            with contextlib.suppress(Exception):  # the error at hand is the one to show
+                if not request.skip_create_collection and journal.owns(t, adapter.collection_id(t.db, t.name)):
+                    adapter.drop_collection(t.db, t.name)
+                _remove_staged(stores, state["staging"], request.keep_temp_files)
+                journal.forget(t)
+        raise
+    if request.load and c.load_state == meta.LOAD_STATE_LOADED:
+        adapter.load_collection(t.db, t.name)
+    elif request.load and c.load_state != meta.LOAD_STATE_LOADED:
+        warn(f"{t.label} was not loaded when backed up ({c.load_state or 'NotLoad'}): left unloaded")
+    if request.restore_aliases:
+        for alias in c.aliases:
+            adapter.create_alias(t.db, t.name, alias)
+    state["state"] = "done"
+    journal.save()
+    return {"source": t.source_label, "target": t.label, "rows_in_backup": rows,
+            "rows_imported": _rows_imported(state), "import_jobs": jobs,
+            "seconds": round(time.monotonic() - started, 3)}
+
+
+def _rows_imported(state: dict[str, Any]) -> int:
+    return sum(p.get("rows") or 0 for p in state["partitions"].values())
+
+
+def _imported_any(state: dict[str, Any]) -> bool:
+    """Did any import write rows into the collection, or may one still be writing?"""
+    return any((p.get("rows") or 0) > 0 or (p.get("job") and p.get("rows") is None)
+               for p in state["partitions"].values())
+
+
+def _create_collection(adapter: MilvusAdapter, t: Target, request: RestoreRequest, state: dict[str, Any],
+                       journal: Journal) -> None:
+    """Database, collection, partitions and indexes; recorded so a re-run does not redo them.
+    The collection's id is recorded as soon as there is one: the journal's record holds for
+    that collection only. A collection left half-made by an interrupted run ("creating",
+    and still that collection: check_targets saw to it) holds no data yet: it is dropped and
+    made again."""
+    c = t.source
+    adapter.create_database(t.db)
+    if request.skip_create_collection:
+        state["collection_id"] = adapter.collection_id(t.db, t.name)
+        state["state"] = "creating"
+        journal.save()
+    else:
+        exists = adapter.has_collection(t.db, t.name)
+        if exists and (request.drop_exist_collection or state["state"] == "creating"):
+            adapter.drop_collection(t.db, t.name)
+        state["state"], state["collection_id"] = "creating", None
+        journal.save()
+        adapter.create_collection(_spec(t))
+        state["collection_id"] = adapter.collection_id(t.db, t.name)
+        journal.save()
+    partition_key = any(f.is_partition_key for f in (c.schema.fields if c.schema else []))
+    if not partition_key:
+        for p in c.partition_backups:
+            if p.partition_name != "_default":
+                adapter.create_partition(t.db, t.name, p.partition_name)
+    if request.drop_exist_index:
+        adapter.drop_indexes(t.db, t.name)
+    if request.rebuild_index:
+        # The Go tool builds vector indexes first, then scalar ones.
+        vector_types = {int(v) for v in meta.DataType if v.name.endswith("Vector")}
+        types = {f.name: f.data_type for f in (c.schema.fields if c.schema else [])}
+        ordered = sorted(c.index_infos, key=lambda i: types.get(i.field_name) not in vector_types)
+        for index in ordered:
+            if request.use_auto_index and types.get(index.field_name) in vector_types:
+                metric = index.params.get("metric_type", "")
+                index = meta.IndexInfo(field_name=index.field_name, index_name=index.index_name,
+                                       index_type="AUTOINDEX", params={"index_type": "AUTOINDEX", "metric_type": metric})
+            adapter.create_index(t.db, t.name, index)
+    state["state"] = "created"
+    journal.save()
+
+
+@dataclass
+class PartitionImport:
+    """One import job: a partition's binlog prefixes and what the backup holds for it."""
+
+    partition: str
+    files: list[str]
+    inserted: int  # rows in the insert logs: the segments' num_of_rows
+    delete_records: int  # records in the delta logs
+
+
+def import_data(adapter: MilvusAdapter, stores: Stores, bdir: str, t: Target, request: RestoreRequest,
+                settings: CopySettings, show_progress: bool, journal: Journal, warn) -> int:
+    c = t.source
+    state = journal.collection(t)
+    parts = [p for p in c.partition_backups if p.segment_backups
+             and not state["partitions"].get(p.partition_name, {}).get("done")]
+    if not parts:
+        return 0
+    for p in parts:
+        # A partition whose rows did not add up stays failed: a re-run must not import on top.
+        earlier = state["partitions"].get(p.partition_name, {})
+        if earlier.get("mismatch"):
+            raise RestoreError(rows_differ(t, p.partition_name, *earlier["mismatch"], earlier["rows"], request.name))
+    import_root = bdir
+    if not stores.same_bucket:
+        # Milvus reads import files only from its own bucket: stage the segments there.
+        # At the bucket root like the Go tool's restore-temp dirs, outside Milvus's rootPath.
+        # A resumed run reuses its staging prefix: copies already there are skipped.
+        prefix = state["staging"] or f"mbackup-restore-{uuid.uuid4().hex[:12]}"
+        state["staging"] = prefix
+        journal.save()
+        import_root = f"{prefix}/{bdir}"
+        files = [(ObjectInfo(key, size), f"{prefix}/{key}")
+                 for p in parts for s in p.segment_backups for _, key, size in meta.segment_files(bdir, s)]
+        present = {k: size for k, size, _ in stores.milvus.store.list(prefix)}
+        plan = Plan(jobs=[(o, k) for o, k in files if present.get(k) != o.size],
+                    skipped=[o for o, k in files if present.get(k) == o.size])
+        report = run_plan(plan, stores.backup, stores.milvus, settings,
+                          show_progress=show_progress, label=f"stage {t.label}")
+        report.raise_for_failures(RestoreError, f"staging {t.label} into the Milvus bucket failed")
+    deletes = count_deletes(stores, bdir, parts, t, warn)
+    jobs = []
+    for p in parts:
+        has_delta = any(fb.binlogs for s in p.segment_backups for fb in s.deltalogs)
+        dirs = meta.partition_import_dirs(import_root, c.collection_id, p.partition_id, with_delta=has_delta)
+        inserted = sum(s.num_of_rows for s in p.segment_backups)
+        jobs.append(PartitionImport(p.partition_name, [dirs.insert or "", dirs.delta or ""], inserted,
+                                    deletes[p.partition_name]))
+    wait_imports(adapter, t, jobs, request, show_progress, journal)
+    # Success removes the staged copies; a failure with imports done or in flight keeps
+    # them (those imports read them, and the journal lets the next run reuse them).
+    left = _remove_staged(stores, state["staging"], request.keep_temp_files)
+    if left:
+        warn(f"{left}; the restore is complete: delete them with any S3 tool")
+    return len(jobs)
+
+
+def count_deletes(stores: Stores, bdir: str, parts: list[meta.PartitionBackupInfo], t: Target,
+                  warn) -> dict[str, int]:
+    """Delete records in each partition's delta logs, read from the backup. A delta log
+    missing from it (restored with --force) deletes nothing, in Milvus either; one that
+    cannot be read leaves its partition checked against the most rows only."""
+    logs = [(p.partition_name, key) for p in parts for s in p.segment_backups
+            for _, key, _ in meta.segment_files(bdir, s) if "/binlogs/delta_log/" in key]
+    counts = {p.partition_name: 0 for p in parts}
+    if not logs:
+        return counts
+
+    def count(key: str) -> int | str:
+        try:
+            return count_records(stores.backup.store.get(key))
+        except BinlogError as e:
+            return str(e)
+        except _engine.NotFoundError:
+            return 0
+
+    with ThreadPoolExecutor(min(16, len(logs))) as pool:
+        found = list(pool.map(count, [key for _, key in logs]))
+    inserted = {p.partition_name: sum(s.num_of_rows for s in p.segment_backups) for p in parts}
+    for (partition, key), n in zip(logs, found):
+        if isinstance(n, str):
+            warn(f"cannot count the deletes in {key} ({n}): the rows of {t.label} partition {partition!r} are "
+                 "checked against the most the backup holds only")
+            counts[partition] = inserted[partition]
+        else:
+            counts[partition] += n
+    return counts
+
+
+def _remove_staged(stores: Stores, prefix: str | None, keep: bool) -> str:
+    """Delete the staged copies under ``prefix`` (only a prefix of ours); "" when all went,
+    else what was left behind."""
+    if not prefix or not _STAGING.fullmatch(prefix) or keep:
+        return ""
+    keys = [k for k, _, _ in stores.milvus.store.list(prefix)]
+    failed = stores.milvus.store.delete_many(keys, 32)
+    if not failed:
+        return ""
+    return (f"could not delete {len(failed)} of the {len(keys)} staged copies under {stores.milvus.url}/{prefix}/ "
+            f"(first: {failed[0][0]}: {failed[0][1]})")
+
+
+def wait_imports(adapter: MilvusAdapter, t: Target, jobs: list[PartitionImport], request: RestoreRequest,
+                 show_progress: bool, journal: Journal) -> None:
+    """Run import jobs, at most ``request.import_jobs`` at once, until all complete, and check
+    the rows each wrote. Jobs an interrupted run started into this same collection are
+    waited for, not started again; a failed one is redone."""
+    record = journal.collection(t)
+    state = record["partitions"]
+    pending = []
+    running: dict[str, tuple[PartitionImport, float, int]] = {}  # job id -> (import, last change, progress)
+    for job in jobs:
+        earlier = state.get(job.partition, {})
+        started = earlier.get("job")
+        # rows is recorded once a job completes: a completed job not marked done wrote nothing.
+        if started and earlier.get("rows") is None and _still_ours(adapter.import_status(t.db, started), record,
+                                                                   job.partition):
+            running[started] = (job, time.monotonic(), -1)
+        else:
+            pending.append(job)
+    done = 0
+    shown, shown_at = "", 0.0
+    while pending or running:
+        while pending and len(running) < max(1, request.import_jobs):
+            job = pending.pop(0)
+            job_id = adapter.start_import(t.db, t.name, job.partition, job.files)
+            state[job.partition] = {"job": job_id, "done": False, "rows": None, "mismatch": None}
+            journal.save()
+            running[job_id] = (job, time.monotonic(), -1)
+        time.sleep(1.0)
+        total_progress = 0
+        for job_id, (job, changed, last) in list(running.items()):
+            status = adapter.import_status(t.db, job_id)
+            if status.state == ImportState.FAILED:
+                state[job.partition]["rows"] = 0  # a failed import leaves no rows behind
+                journal.save()
+                raise RestoreError(f"import of {t.label} partition {job.partition!r} failed: "
+                                   f"{status.reason or 'no reason given'}")
+            if status.state == ImportState.COMPLETED:
+                del running[job_id]
+                state[job.partition]["rows"] = status.rows
+                mismatch = check_rows(adapter, t, job, status.rows)
+                if mismatch:
+                    # Recorded: a re-run must not report success on top of the missing rows.
+                    state[job.partition]["mismatch"] = mismatch
+                    journal.save()
+                    raise RestoreError(rows_differ(t, job.partition, *mismatch, status.rows, request.name))
+                state[job.partition]["done"] = True
+                journal.save()
+                done += 1
+                continue
+            if status.progress != last:
+                running[job_id] = (job, time.monotonic(), status.progress)
+            elif time.monotonic() - changed > request.import_timeout:
+                raise RestoreError(f"import of {t.label} partition {job.partition!r} made no progress for "
+                                   f"{request.import_timeout:.0f}s (job {job_id}); check the Milvus logs")
+            total_progress += max(status.progress, 0)
+        line = f"restore {t.label}: {done}/{len(jobs)} import jobs done, {(100 * done + total_progress) / len(jobs):.0f}%"
+        if show_progress and (line != shown or time.monotonic() - shown_at > 10):
+            print(line, file=sys.stderr, flush=True)
+            shown, shown_at = line, time.monotonic()
+
+
+def _still_ours(status: ImportStatus, record: dict[str, Any], partition: str) -> bool:
+    """Is a journaled job one to wait for: not failed, and importing into this collection's partition?"""
+    return (status.state != ImportState.FAILED
+            and (not status.collection_id or status.collection_id == record["collection_id"])
+            and (not status.partition or status.partition == partition))
+
+
+def check_rows(adapter: MilvusAdapter, t: Target, job: PartitionImport, rows: int) -> list[int] | None:
+    """None when the rows an import wrote add up to what the backup holds for its partition;
+    else what to record: [fewest, most, inserted, delete records]. An import that found no
+    binlogs at all is refused with the likely cause."""
+    low, high = adapter.import_rows_range(job.inserted, job.delete_records)
+    if low <= rows <= high:
+        return None
+    if rows == 0:
+        # Milvus 2.3 reports an import of prefixes it found empty as completed.
+        raise RestoreError(f"import of {t.label} partition {job.partition!r} completed without rows: Milvus "
+                           f"found no binlogs under {job.files[0]}; check that "
+                           "milvus.storage.bucketName and rootPath name Milvus's own bucket")
+    return [low, high, job.inserted, job.delete_records]
+
+
+def rows_differ(t: Target, partition: str, low: int, high: int, inserted: int, delete_records: int, rows: int,
+                name: str) -> str:
+    expected = f"{high:,}" if low == high else f"{low:,} to {high:,} ({inserted:,} rows, {delete_records:,} deletes)"
+    return (f"rows of {t.label} partition {partition!r} differ from the backup: expected {expected}, Milvus "
+            f"imported {rows:,}; {t.label} is incomplete: check the backup with mbackup verify -n {name}, then "
+            "restore it again with --drop-exist-collection")

@@ -1,0 +1,356 @@
+"""Is a backup whole? What ``mbackup verify`` does, and the quick check restore runs first.
+
+Quick check: one LIST of the backup dir (no HEAD per object), then every object the backup
+should hold must be listed with the expected size, and every meta file must parse. What it
+should hold: the objects of mbackup's manifest (``meta/mbackup_manifest.json``) plus the
+binlogs the meta lists; a backup made by the Go tool has no manifest, so the meta alone.
+Deep check: also read every object back through the engine and compare its checksum with
+the one the manifest recorded when the object was copied and verified.
+
+Problems make a backup fail (missing, resized, corrupted or unreadable objects, damaged or
+missing meta); objects under ``binlogs/`` that nothing lists are only a warning: restore
+never reads them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from .. import _engine
+from ..format import meta, untrusted
+from .catalog import IN_PROGRESS, MANIFEST, BackupNotFound, Stores, backup_dir, backup_storage_errors
+from ..transfer.copy import CopySettings
+from ..errors import MBackupError, MetaError
+from ..transfer.progress import ProgressDisplay
+from ..units import format_bytes
+
+ALGOS = ("crc32c", "crc64nvme")
+MANIFEST_KEY = f"{meta.META_DIR}/{MANIFEST}"
+
+# Which message each meta file holds.
+_META_CLASSES = {
+    meta.BACKUP_META: meta.BackupInfo,
+    meta.COLLECTION_META: meta.CollectionLevelBackupInfo,
+    meta.PARTITION_META: meta.PartitionLevelBackupInfo,
+    meta.SEGMENT_META: meta.SegmentLevelBackupInfo,
+    meta.FULL_META: meta.BackupInfo,
+}
+
+
+@dataclass
+class Finding:
+    """One problem or warning about one object; ``key`` is relative to the backup dir."""
+
+    kind: str  # missing, resized, corrupted, unreadable, damaged; warnings: unexpected, unchecked
+    key: str
+    detail: str
+    expected_size: int | None = None
+    found_size: int | None = None
+    expected_checksum: str | None = None
+    found_checksum: str | None = None
+
+    @property
+    def line(self) -> str:
+        text = f"{self.kind}: {untrusted.shown(self.key)}: {self.detail}" if self.key else self.detail
+        return f"warning: {text}" if self.kind in ("unexpected", "unchecked") else text
+
+    def to_json(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if v is not None}
+
+
+@dataclass
+class Expected:
+    size: int
+    checksum: str | None = None
+
+
+@dataclass
+class VerifyReport:
+    name: str
+    url: str
+    deep: bool
+    manifest: bool = False
+    checksum_algo: str | None = None
+    objects: int = 0  # objects checked: expected objects and meta files
+    bytes: int = 0  # their listed sizes
+    checksums: int = 0  # objects read back and compared (deep)
+    problems: list[Finding] = field(default_factory=list)
+    warnings: list[Finding] = field(default_factory=list)
+    info: meta.BackupInfo | None = None  # the meta restore would use, when readable
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def summary_line(self) -> str:
+        checked = f", {self.checksums:,} checksums" if self.deep else ""
+        text = (f"verified {self.objects:,} objects ({format_bytes(self.bytes)}){checked}: "
+                f"{_count(len(self.problems), 'problem')}")
+        if self.warnings:
+            text += f", {_count(len(self.warnings), 'warning')}"
+        return text
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "backup": self.name, "url": self.url, "ok": self.ok, "deep": self.deep, "manifest": self.manifest,
+            "checksum_algo": self.checksum_algo, "objects": self.objects, "bytes": self.bytes,
+            "checksums": self.checksums, "problems": [p.to_json() for p in self.problems],
+            "warnings": [w.to_json() for w in self.warnings], "seconds": round(self.seconds, 3),
+        }
+
+
+def _count(n: int, word: str) -> str:
+    return f"{n:,} {word}" if n == 1 else f"{n:,} {word}s"
+
+
+def verify_backup(stores: Stores, name: str, *, deep: bool = False, settings: CopySettings | None = None,
+                  show_progress: bool = False) -> VerifyReport:
+    """Check backup ``name``; raises BackupNotFound when nothing is under its directory."""
+    started = time.monotonic()
+    bdir = backup_dir(stores, name)
+    report = VerifyReport(name, stores.backup_url(name), deep)
+    store = stores.backup.store
+    with backup_storage_errors(stores):
+        listed = {k[len(bdir) + 1:]: size for k, size, _ in store.list(bdir) if k.startswith(bdir + "/")}
+    if not listed:
+        raise BackupNotFound(f"no backup named {name!r} at {report.url} (mbackup list shows the backups there)")
+
+    def read(rel: str) -> bytes | None:
+        try:
+            return store.get(f"{bdir}/{rel}")
+        except _engine.NotFoundError:
+            report.problems.append(Finding("missing", rel, "listed, then gone when read"))
+        except _engine.EngineError as e:
+            report.problems.append(Finding("unreadable", rel, str(e)))
+        return None
+
+    report.info, meta_source = _read_meta(listed, read, report)
+    manifest = _read_manifest(listed, read, report) if MANIFEST_KEY in listed else None
+    expected = _expected(bdir, report, meta_source, manifest)
+
+    for rel, exp in sorted(expected.items()):
+        report.objects += 1
+        size = listed.get(rel)
+        if size is None:
+            report.problems.append(Finding("missing", rel, f"expected {exp.size:,} bytes", expected_size=exp.size))
+        elif size != exp.size:
+            report.problems.append(Finding("resized", rel, f"expected {exp.size:,} bytes, found {size:,} bytes",
+                                           expected_size=exp.size, found_size=size))
+        report.bytes += size or 0
+    if report.info is not None or manifest is not None:  # else nothing says which binlogs belong
+        for rel in sorted(listed):
+            if rel.startswith("binlogs/") and rel not in expected:
+                report.warnings.append(Finding("unexpected", rel, f"{listed[rel]:,} bytes, not in the backup's meta "
+                                               "or manifest (restore does not read it)", found_size=listed[rel]))
+
+    if deep:
+        if manifest is None:
+            report.warnings.append(Finding(
+                "unchecked", "", "deep verification needs a backup made by mbackup: this one has no checksum "
+                f"manifest ({MANIFEST_KEY}), so only sizes were checked"))
+        else:
+            todo = [(rel, exp) for rel, exp in sorted(expected.items()) if exp.checksum and listed.get(rel) == exp.size]
+            without = sum(1 for rel, exp in expected.items() if not exp.checksum and listed.get(rel) == exp.size)
+            if without:
+                report.warnings.append(Finding("unchecked", "", f"{_count(without, 'object')} without a checksum in "
+                                               f"the manifest: only their sizes were checked"))
+            _deep_check(stores, bdir, todo, report, settings or CopySettings(), show_progress)
+    report.seconds = time.monotonic() - started
+    return report
+
+
+def _read_meta(listed: dict[str, int], read: Callable[[str], bytes | None],
+               report: VerifyReport) -> tuple[meta.BackupInfo | None, str]:
+    """Parse every meta file present; return the tree restore would use (full_meta.json,
+    else the level files) and the file it came from."""
+    parsed: dict[str, Any] = {}
+    for fname, cls in _META_CLASSES.items():
+        rel = f"{meta.META_DIR}/{fname}"
+        if rel not in listed:
+            continue
+        report.objects += 1
+        report.bytes += listed[rel]
+        data = read(rel)
+        if data is None:
+            continue
+        try:
+            parsed[fname] = meta.load_file(cls, data, fname)
+        except MetaError as e:
+            report.problems.append(Finding("damaged", rel, _meta_detail(str(e), rel)))
+    if f"{meta.META_DIR}/{meta.BACKUP_META}" not in listed:
+        # The completion marker: without it the backup is unfinished, whatever else is missing.
+        why = ("a create did not finish or is still running" if IN_PROGRESS in listed
+               else "a create or delete did not finish")
+        report.problems.append(Finding("missing", f"{meta.META_DIR}/{meta.BACKUP_META}",
+                                       f"the backup is incomplete ({why})"))
+    if meta.FULL_META in parsed:
+        return parsed[meta.FULL_META], meta.FULL_META
+    backup = parsed.get(meta.BACKUP_META)
+    levels = [meta.COLLECTION_META] + ([] if backup and backup.format == meta.FORMAT_SNAPSHOT
+                                       else [meta.PARTITION_META, meta.SEGMENT_META])
+    if f"{meta.META_DIR}/{meta.FULL_META}" not in listed and meta.BACKUP_META in parsed:
+        for fname in levels:
+            if f"{meta.META_DIR}/{fname}" not in listed:
+                report.problems.append(Finding("missing", f"{meta.META_DIR}/{fname}",
+                                               f"needed when there is no {meta.META_DIR}/{meta.FULL_META}"))
+    if backup is None or any(f not in parsed for f in levels):
+        return None, ""
+    colls = parsed[meta.COLLECTION_META]
+    if meta.PARTITION_META not in levels:
+        return dataclasses.replace(backup, collection_backups=list(colls.infos)), meta.COLLECTION_META
+    info = meta.level_to_tree(backup, colls, parsed[meta.PARTITION_META], parsed[meta.SEGMENT_META])
+    return info, meta.SEGMENT_META
+
+
+def _meta_detail(message: str, rel: str) -> str:
+    """The reader's message without the file name in front and the advice to run verify."""
+    text = message.removesuffix(f": {meta._DAMAGED}")
+    for prefix in (f"{rel}: ", f"{rel} is ", f"{rel} "):
+        if text.startswith(prefix):
+            return text[len(prefix):]
+    return text
+
+
+def _read_manifest(listed: dict[str, int], read: Callable[[str], bytes | None],
+                   report: VerifyReport) -> dict[str, Any] | None:
+    report.objects += 1
+    report.bytes += listed[MANIFEST_KEY]
+    data = read(MANIFEST_KEY)
+    if data is None:
+        return None
+    try:
+        manifest = untrusted.parse(data, _MANIFEST)
+    except ValueError as e:
+        report.problems.append(Finding("damaged", MANIFEST_KEY, str(e)))
+        return None
+    if report.info is not None and manifest.get("id") and report.info.id and manifest["id"] != report.info.id:
+        report.problems.append(Finding("damaged", MANIFEST_KEY, f"belongs to another backup (id {manifest['id']}; "
+                                       f"the meta says {report.info.id})"))
+        return None
+    report.manifest = True
+    report.checksum_algo = manifest["checksum_algo"]
+    return manifest
+
+
+# mbackup's checksum manifest, as backup.write_meta writes it.
+_MANIFEST = untrusted.Obj(
+    {"checksum_algo": untrusted.OneOf(*ALGOS),
+     "objects": untrusted.Map(untrusted.Obj({"size": untrusted.Count},
+                                            {"checksum": untrusted.Optional(untrusted.Text(r"[0-9a-f]{1,16}", "a hex checksum"))}),
+                              untrusted.RELATIVE_KEY)},
+    {"version": untrusted.Count, "backup": str, "id": str})
+
+
+def _expected(bdir: str, report: VerifyReport, meta_source: str,
+              manifest: dict[str, Any] | None) -> dict[str, Expected]:
+    """The binlogs the meta lists, with the manifest's sizes and checksums over them."""
+    expected: dict[str, Expected] = {}
+    info = report.info
+    if info is not None:
+        try:
+            for coll in info.collection_backups:
+                segments = [s for p in coll.partition_backups for s in p.segment_backups] + list(coll.l0_segments)
+                for seg in segments:
+                    if seg is None:
+                        continue
+                    for _, key, size in meta.segment_files(bdir, seg):
+                        expected[key[len(bdir) + 1:]] = Expected(size)
+        except MetaError as e:
+            rel = f"{meta.META_DIR}/{meta_source}"
+            report.problems.append(Finding("damaged", rel, _meta_detail(str(e), rel)))
+    if manifest is not None:
+        for rel, entry in manifest["objects"].items():
+            expected[rel] = Expected(entry["size"], entry.get("checksum"))
+    return expected
+
+
+def _batches(items: list[tuple[str, Expected]], parallel: int) -> list[list[tuple[str, Expected]]]:
+    """Groups for one engine call each (the engine reports per call, so progress moves per
+    group): at least ``2 * parallel`` objects to keep every reader busy; past that, closed at
+    ``max(4 * parallel, 64)`` objects or about ``parallel * 256 MiB``."""
+    parallel = max(parallel, 1)
+    least, most, byte_cap = 2 * parallel, max(4 * parallel, 64), parallel * (256 << 20)
+    out: list[list[tuple[str, Expected]]] = [[]]
+    size = 0
+    for item in items:
+        if len(out[-1]) >= most or (len(out[-1]) >= least and size >= byte_cap):
+            out.append([])
+            size = 0
+        out[-1].append(item)
+        size += item[1].size
+    return [b for b in out if b]
+
+
+def _deep_check(stores: Stores, bdir: str, todo: list[tuple[str, Expected]], report: VerifyReport,
+                settings: CopySettings, show_progress: bool) -> None:
+    """Read ``todo`` back in parallel and compare checksums. Runs in a worker thread so Ctrl-C
+    reaches us: it cancels the reads, and KeyboardInterrupt is raised once they stopped."""
+    algo = report.checksum_algo or "crc32c"
+    copier = settings.copier()
+    store = stores.backup.store
+    counters = {"objects_total": len(todo), "objects_done": 0, "bytes_total": sum(e.size for _, e in todo),
+                "bytes_done": 0, "failures": 0}
+    results: list[tuple[str, Expected, tuple[str | None, int | None, str | None]]] = []
+    outcome: dict[str, BaseException] = {}
+
+    def work() -> None:
+        try:
+            for batch in _batches(todo, settings.parallel):
+                if copier.cancelled:
+                    return
+                sums = copier.checksums([(store, f"{bdir}/{rel}") for rel, _ in batch], algo)
+                for (rel, exp), got in zip(batch, sums):
+                    results.append((rel, exp, got))
+                    counters["objects_done"] += 1
+                    counters["bytes_done"] += got[1] or 0
+                    counters["failures"] += int(got[2] is not None or got[0] != exp.checksum)
+        except BaseException as e:  # surfaced in the calling thread
+            outcome["error"] = e
+
+    worker = threading.Thread(target=work, name="mbackup-verify", daemon=True)
+    cancelled = False
+    with ProgressDisplay(lambda: dict(counters), label="verify", enabled=show_progress):
+        worker.start()
+        while worker.is_alive():
+            try:
+                worker.join(0.2)
+            except KeyboardInterrupt:
+                cancelled = True
+                copier.cancel()
+    if cancelled:
+        raise KeyboardInterrupt
+    if "error" in outcome:
+        raise outcome["error"]
+    for rel, exp, (checksum, _, error) in results:
+        if error is not None:
+            report.problems.append(Finding("unreadable", rel, error))
+            continue
+        report.checksums += 1
+        if checksum != exp.checksum:
+            report.problems.append(Finding("corrupted", rel, f"{algo} expected {exp.checksum}, found {checksum}",
+                                           expected_checksum=exp.checksum, found_checksum=checksum))
+
+
+def refusal(report: VerifyReport) -> str:
+    """The one line restore shows when it refuses a backup that failed the quick check."""
+    first = report.problems[0]
+    return (f"backup {report.name!r} failed the quick check: {first.line} ({_count(len(report.problems), 'problem')}); "
+            f"see them all with mbackup verify -n {report.name}, or restore anyway with --force")
+
+
+class DamagedBackupError(MBackupError):
+    """Restore refused a backup that failed the quick check."""
+
+
+def check_before_restore(stores: Stores, name: str, *, meta_only: bool = False) -> None:
+    """Restore's quick check: refuse a backup that fails it (a meta-only restore needs no binlogs)."""
+    report = verify_backup(stores, name)
+    if meta_only:
+        report.problems = [p for p in report.problems if not p.key.startswith("binlogs/")]
+    if report.problems:
+        raise DamagedBackupError(refusal(report))

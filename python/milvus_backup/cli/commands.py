@@ -1,0 +1,661 @@
+"""The ``mbackup`` command line. Results go to stdout, progress and errors to stderr.
+
+Exit codes: 0 done, 1 some objects or steps failed, 2 bad input (nothing was changed),
+130 interrupted (a summary of what finished is still printed).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from typing import Annotated, Optional
+
+import typer
+
+from .. import _engine
+from ..transfer.copy import CAUSES, CopySettings, manifest, plan_copy, recheck_skipped, run_plan, write_json
+from ..config.settings import Config, load_config
+from ..errors import ConfigError, MBackupError
+from ..config.ranges import BY_FLAG
+from ..config.secrets import display_url
+from ..storage.location import Location, open_location, shown_key, skipped_links
+from ..units import format_bytes, format_duration, parse_duration
+
+app = typer.Typer(
+    name="mbackup",
+    help="Back up and restore Milvus collections; copy object-store prefixes fast and verifiably.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
+
+ConfigOption = Annotated[Optional[str], typer.Option(
+    "--config", help="Config file (the Go tool's backup.yaml; default: backup.yaml, $MILVUSCONF, ./configs).")]
+SetOption = Annotated[Optional[list[str]], typer.Option(
+    "--set", help="Override a config key for this run: --set milvus.grpc.port=19531 (repeatable).")]
+
+
+class Context:
+    """What every command shares: the config, loaded once when first needed."""
+
+    def __init__(self, path: str | None = None, overrides: list[str] | None = None) -> None:
+        self.path = path
+        self.overrides = list(overrides or [])
+        self._config: Config | None = None
+
+    def with_command_options(self, path: str | None, overrides: list[str] | None) -> Context:
+        # The flags may come before or after the command name, like the Go tool's.
+        if path is not None:
+            self.path = path
+        self.overrides += list(overrides or [])
+        return self
+
+    def config(self) -> Config:
+        if self._config is None:
+            self._config = load_config(self.path, overrides=self.overrides)
+            for warning in self._config.warnings:
+                typer.echo(f"warning: {warning}", err=True)
+        return self._config
+
+    def location(self, url: str) -> Location:
+        """A location from a URL, or from a profile of the config file: ``@name/sub/prefix``."""
+        if not url.startswith("@"):
+            return open_location(url)
+        name, _, sub = url[1:].partition("/")
+        profiles = self.config().mbackup.profiles
+        if name not in profiles:
+            known = ", ".join(sorted(profiles)) or "none defined"
+            raise MBackupError(f"unknown profile {name!r} in {display_url(url)!r} (profiles: {known}); "
+                               "define it under mbackup.profiles")
+        options = dict(profiles[name])
+        base = options.pop("url", "")
+        if not base:
+            raise MBackupError(f"mbackup.profiles.{name}: no url, e.g. url: s3://bucket/prefix")
+        return open_location(f"{base.rstrip('/')}/{sub}" if sub else base, options)
+
+
+@app.callback()
+def root(ctx: typer.Context, config: ConfigOption = None, set_: SetOption = None) -> None:
+    ctx.obj = Context(config, set_)
+
+
+def fail(message: str, code: int = EXIT_USAGE) -> typer.Exit:
+    typer.echo(f"error: {message}", err=True)
+    return typer.Exit(code)
+
+
+def _number(flag: str, text: str) -> int | float:
+    """A numeric flag's value, checked against its range in ranges.py."""
+    try:
+        return BY_FLAG[flag].parse(text)
+    except ValueError as e:
+        raise MBackupError(f"{flag}: {e}") from None
+
+
+@app.command()
+def copy(
+    ctx: typer.Context,
+    src: Annotated[str, typer.Argument(help="Source: s3://bucket/prefix?endpoint=..., file:///dir, memory://name, ...")],
+    dst: Annotated[str, typer.Argument(help="Destination, same forms as the source.")],
+    parallel: Annotated[Optional[str], typer.Option("--parallel", "-p", metavar="N", help="Objects in flight (default: mbackup.parallel).")] = None,
+    include: Annotated[Optional[list[str]], typer.Option("--include", help="Copy only keys matching this glob (repeatable).")] = None,
+    exclude: Annotated[Optional[list[str]], typer.Option("--exclude", help="Skip keys matching this glob (repeatable).")] = None,
+    checksum: Annotated[Optional[str], typer.Option("--checksum", help="crc32c, crc64nvme or none (default: mbackup.checksum).")] = None,
+    verify: Annotated[bool, typer.Option("--verify", help="Read every destination object back and compare checksums.")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Show what would be copied; change nothing.")] = False,
+    max_bandwidth: Annotated[Optional[str], typer.Option("--max-bandwidth", help="Cap on bytes streamed, e.g. 200MiB/s.")] = None,
+    max_requests: Annotated[Optional[str], typer.Option("--max-requests", metavar="N", help="Cap on requests per second.")] = None,
+    part_size: Annotated[Optional[str], typer.Option("--part-size", help="Part size for multipart streaming (default 8MiB).")] = None,
+    multipart_threshold: Annotated[Optional[str], typer.Option("--multipart-threshold", help="Stream objects above this size in parts (default 16MiB).")] = None,
+    multipart_copy_threshold: Annotated[Optional[str], typer.Option("--multipart-copy-threshold", help="Server-side copies above this size use UploadPartCopy (default 512MiB).")] = None,
+    copy_part_size: Annotated[Optional[str], typer.Option("--copy-part-size", help="Part size for server-side multipart copies (default 64MiB).")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Copy even objects the destination already has.")] = False,
+    manifest_file: Annotated[Optional[str], typer.Option("--manifest", help="Write every object's size and checksum to this JSON file.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print a machine-readable summary on stdout.")] = False,
+    records: Annotated[bool, typer.Option("--records", help="With --json: one NDJSON record per object before the summary.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")] = False,
+    config: ConfigOption = None,
+    set_: SetOption = None,
+) -> None:
+    """Copy every object under SRC to DST. SRC and DST are URLs, plain paths or @profile/prefix.
+
+    Example: mbackup copy "s3://milvus/files?endpoint=http://127.0.0.1:9000" /backups/files --parallel 64 --verify
+    """
+    state = ctx.obj.with_command_options(config, set_)
+    settings = copy_settings(state.config())
+    if checksum is not None:
+        if checksum.lower() not in ("crc32c", "crc64nvme", "none"):
+            raise MBackupError(f"--checksum: unknown algorithm {checksum!r}: use crc32c, crc64nvme or none")
+        settings.checksum = checksum.lower()
+    for flag, text, attr in [("--parallel", parallel, "parallel"),
+                             ("--max-bandwidth", max_bandwidth, "max_bandwidth"),
+                             ("--max-requests", max_requests, "max_requests_per_sec"),
+                             ("--part-size", part_size, "part_size"),
+                             ("--multipart-threshold", multipart_threshold, "multipart_threshold"),
+                             ("--multipart-copy-threshold", multipart_copy_threshold, "multipart_copy_threshold"),
+                             ("--copy-part-size", copy_part_size, "copy_part_size")]:
+        if text is not None:
+            setattr(settings, attr, _number(flag, text))
+    settings.verify = verify
+    source, target = state.location(src), state.location(dst)
+    if not dry_run and target.ensure_bucket():
+        typer.echo(f"created bucket for {target.url}", err=True)
+    plan = plan_copy(source, target, include or [], exclude or [], skip_existing=not force)
+    if not plan.listed:
+        raise MBackupError(f"nothing to copy: {source.url} has no objects (check the bucket and prefix)")
+    if not plan.jobs and not plan.skipped:
+        raise MBackupError(f"nothing to copy: none of the {plan.listed:,} objects under {source.url} match --include/--exclude")
+    if verify and not dry_run:
+        recheck_skipped(plan, source, target, settings)
+
+    if dry_run:
+        if as_json:
+            if records:
+                for obj, key in plan.jobs:
+                    typer.echo(json.dumps({"action": "copy", "key": key, "size": obj.size}))
+                for obj in plan.skipped:
+                    typer.echo(json.dumps({"action": "skip", "key": obj.key, "size": obj.size}))
+            typer.echo(json.dumps({"dry_run": True, "objects_to_copy": len(plan.jobs), "bytes_to_copy": plan.bytes,
+                                   "objects_skipped": len(plan.skipped)}))
+        else:
+            typer.echo(f"would copy {len(plan.jobs):,} objects ({format_bytes(plan.bytes)}), "
+                       f"skip {len(plan.skipped):,} already at the destination")
+        return
+
+    report = run_plan(plan, source, target, settings, show_progress=not quiet and not as_json)
+    if manifest_file:
+        write_json(manifest_file, manifest(report, source, target, settings.checksum))
+    summary = report.summary()
+    if as_json:
+        if records:
+            for r in report.results:
+                typer.echo(json.dumps(r))
+        typer.echo(json.dumps(summary))
+    else:
+        _print_failures(report, target)
+        line = (f"copied {summary['objects_copied']:,} objects ({format_bytes(summary['bytes_copied'])}) "
+                f"in {format_duration(summary['seconds'])} ({format_bytes(summary['bytes_per_second'])}/s), "
+                f"skipped {summary['objects_skipped']:,}, failed {summary['objects_failed']:,}")
+        if report.repaired:
+            line += f", repaired {report.repaired:,} that differed from the source"
+        if report.cancelled:
+            line = f"interrupted: {line}, not started {summary['objects_not_started']:,}"
+        typer.echo(line)
+    if report.cancelled:
+        raise typer.Exit(EXIT_INTERRUPTED)
+    if report.failed:
+        raise typer.Exit(EXIT_FAILED)
+
+
+def _print_failures(report, target: Location) -> None:
+    """Many objects failing for one cause (a full disk, a read-only folder, a bucket gone) fail
+    with the same words: say the cause once, with a count and a few examples."""
+    alone = []
+    for cause, failed in report.failure_groups():
+        if cause is None or len(failed) == 1:
+            alone += failed
+            continue
+        what, hint = CAUSES.get(cause, (cause, "run again to copy them (objects already copied are skipped)"))
+        examples = ", ".join(shown_key(r["src_key"]) for r in failed[:3]) + (", ..." if len(failed) > 3 else "")
+        typer.echo(f"error: {target.url}: {what}: {len(failed):,} of {len(report.results):,} objects not copied "
+                   f"(e.g. {examples}); {hint}", err=True)
+    for r in alone[:20]:
+        typer.echo(f"failed: {shown_key(r['src_key'])}: {r['error']}", err=True)
+    if len(alone) > 20:
+        typer.echo(f"failed: ... and {len(alone) - 20} more", err=True)
+
+
+# --- Milvus backups ----------------------------------------------------------------------
+
+NameOption = Annotated[str, typer.Option("--name", "-n", help="Backup name.")]
+FilterOption = Annotated[Optional[list[str]], typer.Option(
+    "--filter", help="Collections: coll, db.coll, db.* (comma-separated, repeatable).")]
+
+
+def _milvus(state: Context):
+    from ..milvus.connection import MilvusEndpoint, connect
+
+    cfg = state.config()
+    m = cfg.milvus
+    endpoint = MilvusEndpoint(
+        host=m.grpc.address, port=m.grpc.port, user=m.user, password=m.password, tls_mode=m.grpc.tls_mode,
+        ca_cert_path=m.grpc.ca_cert_path, server_name=m.grpc.server_name, mtls_cert_path=m.grpc.mtls_cert_path,
+        mtls_key_path=m.grpc.mtls_key_path, management_endpoint=m.management.endpoint)
+    return connect(endpoint)
+
+
+def _stores(state: Context):
+    from ..backup.catalog import open_stores
+
+    return open_stores(state.config())
+
+
+def _legacy_filter(filters: list[str] | None, colls: list[str] | None, databases: list[str] | None) -> list[str]:
+    """The anchor's old -c/--colls and -d/--databases, folded into --filter."""
+    out = list(filters or [])
+    dbs = [d for raw in databases or [] for d in raw.split(",") if d]
+    names = [c for raw in colls or [] for c in raw.split(",") if c]
+    if names:
+        out += [f"{db}.{c}" for db in (dbs or ["default"]) for c in names]
+    elif dbs:
+        out += [f"{db}.*" for db in dbs]
+    return out
+
+
+def _hooks():
+    from ..plugins.manager import manager
+
+    return manager().hook
+
+
+@app.command()
+def check(ctx: typer.Context, config: ConfigOption = None, set_: SetOption = None) -> None:
+    """Check the configuration end to end: Milvus answers, both buckets are readable, and an
+    object can be written, copied to the backup storage and deleted."""
+    state = ctx.obj.with_command_options(config, set_)
+    adapter = _milvus(state)
+    stores = _stores(state)
+    typer.echo(f"Milvus version: {adapter.version}")
+    milvus_objects = stores.milvus.store.list_dirs(stores.milvus_root)
+    if not any(milvus_objects):
+        typer.echo(f"warning: nothing under {stores.milvus.url}/{stores.milvus_root}: check milvus.storage.bucketName "
+                   "and rootPath (minio.bucketName, minio.rootPath) match what Milvus writes", err=True)
+    stores.backup.ensure_bucket()
+    probe = f"{stores.milvus_root}/mbackup_check_src_{os.getpid()}".lstrip("/")
+    target = f"{stores.backup_root}/mbackup_check_dst_{os.getpid()}".lstrip("/")
+    stores.milvus.store.put(probe, b"x")
+    try:
+        result = _engine.Copier(parallel=1, verify=True).run([(stores.milvus.store, probe, stores.backup.store, target, 1)])[0]
+        if result["error"]:
+            raise MBackupError(f"copying a test object from the Milvus bucket to the backup storage failed: {result['error']}")
+    finally:
+        stores.milvus.store.delete(probe)
+        stores.backup.store.delete(target)
+    typer.echo("Success!")
+
+
+@app.command()
+def create(
+    ctx: typer.Context,
+    name: Annotated[Optional[str], typer.Option("--name", "-n", help="Backup name (default: backup_<UTC time>).")] = None,
+    filter_: FilterOption = None,
+    colls: Annotated[Optional[list[str]], typer.Option("--colls", "-c", help="Legacy: collection names.", hidden=True)] = None,
+    databases: Annotated[Optional[list[str]], typer.Option("--databases", "-d", help="Legacy: databases.", hidden=True)] = None,
+    strategy: Annotated[str, typer.Option("--strategy", help="serial_flush (default), skip_flush or meta_only.")] = "",
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable summary on stdout.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")] = False,
+    config: ConfigOption = None,
+    set_: SetOption = None,
+) -> None:
+    """Back up collections: copy their binlogs (verified) and write the meta files.
+
+    Example: mbackup create -n nightly --filter default.products,analytics.*
+    """
+    from ..backup.create import CreateRequest, create_backup
+
+    state = ctx.obj.with_command_options(config, set_)
+    request = CreateRequest(name=name, filters=_legacy_filter(filter_, colls, databases), strategy=strategy)
+    request.validate()
+    settings = copy_settings(state.config())
+    stores = _stores(state)
+    context = {"command": "create", "name": name, "filters": request.filters}
+    _hooks().mbackup_before_create(context=context)
+    try:
+        result = create_backup(lambda: _milvus(state), stores, request, settings, show_progress=not quiet and not as_json)
+    except MBackupError as e:
+        _hooks().mbackup_on_failure(context=context, error=str(e))
+        raise
+    summary = result.summary()
+    _hooks().mbackup_after_create(context={**context, "name": result.info.name}, summary=summary)
+    if as_json:
+        typer.echo(json.dumps(summary))
+    else:
+        typer.echo(f"create backup success: {summary['name']}: {len(summary['collections'])} collections, "
+                   f"{summary['segments']} segments, {format_bytes(summary['size'])} in {format_duration(result.seconds)}")
+
+
+@app.command("list")
+def list_(
+    ctx: typer.Context,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    config: ConfigOption = None,
+    set_: SetOption = None,
+) -> None:
+    """List backups with size, time, Milvus version and collections; incomplete and damaged ones are marked."""
+    from ..format import untrusted
+    from ..backup.catalog import list_backups
+
+    entries = list_backups(_stores(ctx.obj.with_command_options(config, set_)))
+    rows = []
+    for e in entries:
+        info = e.info
+        rows.append({
+            "name": e.name, "complete": e.complete and info is not None, "error": e.error or None,
+            "size": info.size if info else None, "milvus_version": info.milvus_version if info else None,
+            "collections": [f"{c.db_name}.{c.collection_name}" for c in info.collection_backups] if info else [],
+            "time": _backup_time(info),
+        })
+    if as_json:
+        typer.echo(json.dumps(rows, indent=1))
+        return
+    typer.echo(">> Backups:")
+    for r in rows:
+        r["name"] = untrusted.shown(r["name"])  # a directory name in the bucket: one line whatever it holds
+        if r["error"]:
+            typer.echo(f"{r['name']}  DAMAGED: {r['error']}")
+            continue
+        if not r["complete"]:
+            typer.echo(f"{r['name']}  INCOMPLETE (a create did not finish)")
+            continue
+        typer.echo(f"{r['name']}  {format_bytes(r['size'])}  {r['time'] or '-'}  Milvus {r['milvus_version']}  "
+                   f"{', '.join(r['collections'])}")
+
+
+def _backup_time(info) -> str | None:
+    """When the backup was taken, from its collections' hybrid timestamps when recorded."""
+    import datetime as dt
+
+    if info is None:
+        return None
+    stamps = [c.backup_physical_timestamp for c in info.collection_backups if c.backup_physical_timestamp]
+    if not stamps:
+        stamps = [(c.backup_timestamp >> 18) // 1000 for c in info.collection_backups if c.backup_timestamp]
+    if not stamps:
+        return None
+    return dt.datetime.fromtimestamp(max(stamps), dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+@app.command()
+def get(
+    ctx: typer.Context,
+    name: NameOption,
+    as_json: Annotated[bool, typer.Option("--json", help="What the Go tool's get prints (BackupInfoBrief JSON).")] = False,
+    config: ConfigOption = None,
+    set_: SetOption = None,
+) -> None:
+    """Describe one backup."""
+    from ..format import meta
+    from ..backup.catalog import meta_size, read_backup
+
+    stores = _stores(ctx.obj.with_command_options(config, set_))
+    info = read_backup(stores, name)
+    if as_json:
+        typer.echo(meta.dumps_indent(meta.backup_info_brief(info, meta_size(stores, name))).decode())
+        return
+    typer.echo(f"backup {info.name} ({info.id}): {format_bytes(info.size)}, Milvus {info.milvus_version}")
+    for c in info.collection_backups:
+        segments = sum(len(p.segment_backups) for p in c.partition_backups)
+        rows = sum(s.num_of_rows for p in c.partition_backups for s in p.segment_backups)
+        typer.echo(f"  {c.db_name}.{c.collection_name}: {len(c.partition_backups)} partitions, {segments} segments, "
+                   f"{rows:,} rows, {format_bytes(c.size)}, {len(c.index_infos)} indexes, {c.load_state or 'NotLoad'}")
+
+
+@app.command()
+def delete(ctx: typer.Context, name: NameOption, config: ConfigOption = None, set_: SetOption = None) -> None:
+    """Delete a backup (every object under its directory, in parallel; re-runnable)."""
+    from ..backup.catalog import delete_backup
+
+    # backup_dir() refuses names that would reach outside the backup root.
+    n = delete_backup(_stores(ctx.obj.with_command_options(config, set_)), name)
+    typer.echo(f"delete backup done: {name} ({n:,} objects)")
+
+
+@app.command()
+def verify(
+    ctx: typer.Context,
+    name: NameOption,
+    deep: Annotated[bool, typer.Option("--deep", help="Also read every object back and compare it with the checksum recorded at backup time.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable report on stdout.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")] = False,
+    config: ConfigOption = None,
+    set_: SetOption = None,
+) -> None:
+    """Check that a backup is whole: every object present with the expected size and the meta
+    readable (one LIST); with --deep every byte is read back and checksummed. Exit 1 on any problem.
+
+    Example: mbackup verify -n nightly --deep
+    """
+    from ..backup.verify import verify_backup
+
+    state = ctx.obj.with_command_options(config, set_)
+    report = verify_backup(_stores(state), name, deep=deep, settings=copy_settings(state.config()),
+                           show_progress=not quiet and not as_json)
+    if as_json:
+        typer.echo(json.dumps(report.to_json()))
+    else:
+        for finding in report.problems + report.warnings:
+            typer.echo(finding.line)
+        typer.echo(report.summary_line())
+    if report.problems:
+        raise typer.Exit(EXIT_FAILED)
+
+
+@app.command()
+def restore(
+    ctx: typer.Context,
+    name: NameOption,
+    filter_: FilterOption = None,
+    suffix: Annotated[str, typer.Option("--suffix", "-s", help="Append to every collection name.")] = "",
+    rename: Annotated[Optional[list[str]], typer.Option("--rename", "-r", help="old:new (coll, db.coll or db.*), comma-separated.")] = None,
+    rebuild_index: Annotated[bool, typer.Option("--rebuild-index", "--rebuild_index", help="Create the backed-up indexes.")] = False,
+    use_auto_index: Annotated[bool, typer.Option("--use-auto-index", "--use_auto_index", help="With --rebuild-index: AUTOINDEX for vectors.")] = False,
+    drop_exist_collection: Annotated[bool, typer.Option("--drop-exist-collection", "--drop_exist_collection", help="Replace existing target collections.")] = False,
+    drop_exist_index: Annotated[bool, typer.Option("--drop-exist-index", "--drop_exist_index", help="Drop indexes of the target first.")] = False,
+    skip_create_collection: Annotated[bool, typer.Option("--skip-create-collection", "--skip_create_collection", help="Import into existing collections.")] = False,
+    meta_only: Annotated[bool, typer.Option("--meta-only", "--meta_only", help="Create collections, no data.")] = False,
+    load: Annotated[bool, typer.Option("--load", help="Load collections that were loaded when backed up.")] = False,
+    restore_aliases: Annotated[bool, typer.Option("--restore-aliases", "--restore_aliases", help="Recreate aliases.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Restore even if the backup fails the quick check (mbackup verify).")] = False,
+    discard_journal: Annotated[bool, typer.Option("--discard-journal", help="Restore nothing: forget interrupted restores of the backup (journals, staged copies).")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable summary on stdout.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")] = False,
+    config: ConfigOption = None,
+    set_: SetOption = None,
+) -> None:
+    """Restore a backup into Milvus.
+
+    Example: mbackup restore -n nightly --suffix _restored --rebuild-index --load
+    """
+    from ..backup.restore import RestoreRequest, discard_journals, restore_backup
+
+    state = ctx.obj.with_command_options(config, set_)
+    cfg = state.config()
+    request = RestoreRequest(
+        name=name, filters=list(filter_ or []), suffix=suffix, renames=list(rename or []), rebuild_index=rebuild_index,
+        use_auto_index=use_auto_index, drop_exist_collection=drop_exist_collection, drop_exist_index=drop_exist_index,
+        skip_create_collection=skip_create_collection, meta_only=meta_only, load=load, restore_aliases=restore_aliases,
+        force=force, discard_journal=discard_journal,
+        keep_temp_files=cfg.restore.keep_temp_files, import_jobs=min(cfg.restore.concurrency.import_jobs, 64))
+    request.validate()
+    stores = _stores(state)
+    if discard_journal:
+        lines = discard_journals(stores, name) or [f"no restore journal of backup {name!r} in {stores.milvus.url}"]
+        typer.echo("\n".join(lines))
+        return
+    context = {"command": "restore", "name": name}
+    _hooks().mbackup_before_restore(context=context)
+    try:
+        result = restore_backup(lambda: _milvus(state), stores, request, copy_settings(cfg),
+                                show_progress=not quiet and not as_json)
+    except MBackupError as e:
+        _hooks().mbackup_on_failure(context=context, error=str(e))
+        raise
+    summary = result.summary()
+    _hooks().mbackup_after_restore(context=context, summary=summary)
+    if as_json:
+        typer.echo(json.dumps(summary))
+    else:
+        for c in summary["collections"]:
+            typer.echo(f"restored {c['source']} as {c['target']}: {c['rows_in_backup']:,} rows in backup, "
+                       f"{c['rows_imported']:,} imported, {c['import_jobs']} import jobs, "
+                       f"{format_duration(c['seconds'])}")
+        typer.echo(f"restore backup success: {name} in {format_duration(result.seconds)}")
+
+
+@app.command()
+def gc(
+    ctx: typer.Context,
+    url: Annotated[Optional[str], typer.Argument(help="A copy destination to clean instead of the configured storage.")] = None,
+    grace: Annotated[str, typer.Option("--grace", help="Only what was last written longer ago than this, e.g. 90m, 2d.")] = "24h",
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Show what would be removed; remove nothing.")] = False,
+    config: ConfigOption = None,
+    set_: SetOption = None,
+) -> None:
+    """Remove what interrupted runs left behind: incomplete multipart uploads and staging files
+    under the backup root (or under URL), and in the Milvus bucket restore staging copies and
+    restore journals no run is using. Only leftovers older than --grace; never anything under a
+    backup whose lock a live run holds, never an object of a backup.
+
+    Example: mbackup gc --dry-run --grace 48h
+    """
+    import time
+
+    from ..storage.leftovers import find_restore, find_under, remove
+    from ..storage.location import describe_error
+
+    state = ctx.obj.with_command_options(config, set_)
+    try:
+        seconds = parse_duration(grace)
+    except ValueError as e:
+        raise MBackupError(f"--grace: {e}") from None
+    now = time.time()
+    if url is not None:
+        where = state.location(url)
+        places = [(where, lambda: find_under(where.store, where.url.removesuffix(where.prefix).rstrip("/"),
+                                             where.prefix, seconds, now))]
+    else:
+        stores = _stores(state)
+        places = [(stores.backup, lambda: find_under(stores.backup.store, stores.backup.url, stores.backup_root, seconds, now)),
+                  (stores.milvus, lambda: find_restore(stores.milvus.store, stores.milvus.url, seconds, now))]
+    found = []
+    for location, find in places:
+        try:
+            found += find()
+        except _engine.EngineError as e:
+            raise describe_error(location, e) from None
+    removed = 0
+    for item in found:
+        if dry_run:
+            typer.echo(f"would remove {item.describe()}")
+            continue
+        try:
+            if remove(item):
+                removed += 1
+                typer.echo(f"removed {item.describe()}")
+        except _engine.EngineError as e:
+            typer.echo(f"failed: {item.describe()}: {e}", err=True)
+    if dry_run:
+        typer.echo(f"gc: would remove {len(found):,} leftovers older than {grace}")
+    else:
+        typer.echo(f"gc: removed {removed:,} leftovers older than {grace}")
+    if removed < len(found) and not dry_run:
+        raise typer.Exit(EXIT_FAILED)
+
+
+def copy_settings(cfg: Config) -> CopySettings:
+    """The engine's settings from the config file's mbackup: section (flags override them)."""
+    m = cfg.mbackup
+    return CopySettings(
+        parallel=m.parallel, checksum=m.checksum, max_bandwidth=m.max_bandwidth or 0,
+        max_requests_per_sec=m.max_requests_per_second or 0.0, part_size=m.part_size_mib << 20,
+        multipart_threshold=m.multipart_threshold_mib << 20, memory_budget=m.memory_budget_mib << 20,
+        multipart_copy_threshold=cfg.transfer.multipart_copy_threshold_mib << 20,
+    )
+
+
+config_app = typer.Typer(help="Inspect the configuration.", no_args_is_help=True)
+app.add_typer(config_app, name="config")
+
+
+@config_app.command("show")
+def config_show(
+    ctx: typer.Context,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    config: ConfigOption = None,
+    set_: SetOption = None,
+) -> None:
+    """Every setting, its value (secrets masked) and where it came from."""
+    cfg = ctx.obj.with_command_options(config, set_).config()
+    rows = list(cfg.rows())
+    if as_json:
+        typer.echo(json.dumps({"file": cfg.path, "schema": cfg.version,
+                               "settings": [dict(zip(("key", "value", "source", "source_key"), r)) for r in rows]},
+                              indent=1))
+        return
+    typer.echo(f"config file: {cfg.path or '(none: defaults)'} (schema {cfg.version})")
+    width = max(len(r[0]) for r in rows)
+    for key, value, source, source_key in rows:
+        where = f"{source} {source_key}".strip()
+        typer.echo(f"{key:<{width}}  {value:<30}  {where}")
+
+
+@app.command()
+def plugins(as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False) -> None:
+    """List loaded plugins, their versions and what each provides."""
+    from ..plugins.manager import describe
+
+    infos = describe()
+    if as_json:
+        typer.echo(json.dumps([info.__dict__ for info in infos], indent=1))
+        return
+    for info in infos:
+        kind = "built-in" if info.builtin else "third-party"
+        provides = f"schemes: {', '.join(info.schemes)}; " if info.schemes else ""
+        typer.echo(f"{info.name} {info.version} ({kind}) {provides}hooks: {', '.join(info.hooks)}")
+
+
+def _run_app():
+    try:
+        return app(standalone_mode=False)
+    finally:
+        # Said once, whatever happened: what the folders' listings left out and why.
+        for line in skipped_links():
+            typer.echo(f"warning: {line}", err=True)
+
+
+def _check_set_words(argv: list[str]) -> None:
+    """``--set KEY VALUE`` (a space for the ``=``) would make click take VALUE, perhaps a
+    secret, for a command name and print it in "No such command": refuse the flag first."""
+    from ..config.settings import parse_overrides
+
+    for flag, value in zip(argv, argv[1:]):
+        if flag == "--set":
+            parse_overrides([value])
+
+
+def main() -> None:
+    # gRPC's C core logs handshake failures to stderr on its own; mbackup says what went wrong
+    # in one line instead. GRPC_VERBOSITY=debug (or any level) set by the user still wins.
+    os.environ.setdefault("GRPC_VERBOSITY", "NONE")
+    try:
+        _check_set_words(sys.argv[1:])
+        # Outside standalone mode click returns a typer.Exit's code instead of exiting.
+        code = _run_app()
+        sys.exit(code if isinstance(code, int) else 0)
+    except ConfigError as e:
+        for problem in e.problems:
+            typer.echo(f"error: {problem}", err=True)
+        sys.exit(EXIT_USAGE)
+    except MBackupError as e:
+        typer.echo(f"error: {e}", err=True)
+        sys.exit(EXIT_USAGE)
+    except _engine.EngineError as e:
+        typer.echo(f"error: {e}", err=True)
+        sys.exit(EXIT_FAILED)
+    except typer.Exit as e:
+        sys.exit(e.exit_code)
+    except KeyboardInterrupt:
+        typer.echo("interrupted", err=True)
+        sys.exit(EXIT_INTERRUPTED)
+    except typer.Abort:
+        sys.exit(EXIT_INTERRUPTED)
+    except Exception as e:
+        # Usage errors: typer ships its own click, so match the interface, not the class.
+        show, code = getattr(e, "show", None), getattr(e, "exit_code", None)
+        if callable(show) and isinstance(code, int):
+            show()
+            sys.exit(code)
+        raise

@@ -1,0 +1,1771 @@
+"""Read the Go tool's ``backup.yaml`` (schema v1 or v2) into one resolved model.
+
+Users point mbackup at the file they already have. Both schemas of zilliztech/milvus-backup
+are read and normalised into the v2 shape (the richer one); mbackup's own settings live in
+the same file under a top-level ``mbackup:`` section.
+
+Precedence, per value: ``--set`` > environment > config file > default. Every resolved value
+remembers where it came from (:class:`Origin`), which ``mbackup config show`` prints through
+:meth:`Config.rows` with secrets masked.
+
+- v1 (no ``configVersion``, or ``configVersion: v1``): ``milvus.*``, ``minio.*`` with the
+  ``backup*`` keys inheriting from their Milvus-side twins, ``backup.parallelism.*`` and so on,
+  with the v1 per-key environment variables (``MILVUS_ADDRESS``, ``MINIO_BACKUP_ROOT_PATH``...).
+  Unknown v1 keys are ignored with a warning, as the Go tool ignores them.
+- v2 (``configVersion: v2``): only v2 keys are accepted; environment variables exist only
+  for credentials (``MILVUS_USER``, ``MILVUS_STORAGE_AUTH_SECRET_ACCESS_KEY``...).
+- No file at all: defaults, environment and ``--set`` read as v2.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import ipaddress
+import os
+import re
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import yaml
+
+from . import ranges
+from ..errors import ConfigError
+from .secrets import display_url, has_password, is_secret_name, mask, url_secret
+from ..units import format_size, parse_rate
+
+__all__ = [
+    "Config",
+    "ConfigError",
+    "Origin",
+    "StorageTarget",
+    "find_config_file",
+    "load_config",
+    "parse_overrides",
+]
+
+DEFAULT_CONFIG_NAME = "backup.yaml"
+
+SOURCE_OVERRIDE = "override"
+SOURCE_ENV = "env"
+SOURCE_CONFIG = "config"
+SOURCE_DEFAULT = "default"
+
+PROVIDERS = ("local", "minio", "s3", "aws", "gcp", "gcpnative", "azure", "aliyun", "tencent", "hwc")
+# v1 accepted several spellings of one provider; v2 keeps one name each.
+V1_PROVIDER_ALIASES = {"ali": "aliyun", "alibaba": "aliyun", "alicloud": "aliyun", "tc": "tencent"}
+TLS_MODES = ("disabled", "server", "mutual")
+V1_TLS_MODES = {0: "disabled", 1: "server", 2: "mutual"}
+TRANSFER_MODES = ("auto", "direct", "streaming")
+LOG_LEVELS = ("debug", "info", "warn", "error", "panic", "fatal")
+CHECKSUMS = ("crc32c", "crc64nvme", "none")
+S3_AUTH_TYPES = ("static", "iam", "default")
+AUTH_TYPES = {"azure": ("sharedKey", "default"), "gcpnative": ("serviceAccount", "default")}
+# Which auth.* credentials each auth type reads; any other one set explicitly is a mistake.
+AUTH_FIELDS = {
+    "static": ("accessKeyID", "secretAccessKey", "sessionToken"),
+    "sharedKey": ("accountKey",),
+    "serviceAccount": ("credentialsFile",),
+    "iam": ("endpoint",),
+    "default": (),
+}
+ALL_AUTH_FIELDS = ("accessKeyID", "secretAccessKey", "sessionToken", "accountKey", "credentialsFile", "endpoint")
+# Providers whose public endpoints want virtual-hosted-style requests (bucket in the host).
+VIRTUAL_HOST_PROVIDERS = ("s3", "aws", "aliyun", "tencent", "hwc")
+
+# A backup.yaml is a few KiB; these bound what a hostile or broken one can cost to read.
+MAX_CONFIG_BYTES = 256 << 10
+MAX_YAML_NODES = 100_000  # values after alias expansion ("billion laughs")
+MAX_YAML_DEPTH = 64
+
+
+# ======================================================================================
+# The resolved model (v2 shape). Dataclass defaults are THE defaults.
+
+
+@dataclass
+class LogFileConfig:
+    path: str = "logs/backup.log"
+    max_size_mib: int = 300
+    max_days: int = 0
+    max_backups: int = 0
+
+
+@dataclass
+class LogConfig:
+    level: str = "info"
+    console: bool = True
+    file: LogFileConfig = field(default_factory=LogFileConfig)
+
+
+@dataclass
+class ServerConfig:
+    debug_mode: bool = False
+    swagger_base_path: str = ""
+
+
+@dataclass
+class GrpcConfig:
+    address: str = "localhost"
+    port: int = 19530
+    tls_mode: str = "disabled"
+    ca_cert_path: str = ""
+    server_name: str = ""
+    mtls_cert_path: str = ""
+    mtls_key_path: str = ""
+
+
+@dataclass
+class RestConfig:
+    endpoint: str = ""  # empty: derived from the gRPC address
+
+
+@dataclass
+class ManagementConfig:
+    endpoint: str = "http://localhost:9091"
+
+
+@dataclass
+class ReplicateConfig:
+    rpc_channel_name: str = "by-dev-replicate-msg"
+
+
+@dataclass
+class EtcdConfig:
+    endpoints: list[str] = field(default_factory=lambda: ["localhost:2379"])
+    root_path: str = "by-dev"
+
+
+@dataclass
+class StorageAuthConfig:
+    type: str = "static"
+    access_key_id: str = "minioadmin"
+    secret_access_key: str = "minioadmin"
+    session_token: str = ""
+    account_key: str = ""
+    credentials_file: str = ""
+    endpoint: str = ""
+
+
+@dataclass
+class StorageConfig:
+    provider: str = "minio"
+    address: str = "localhost"
+    port: int = 9000
+    region: str = ""
+    use_ssl: bool = False
+    account_name: str = ""
+    source_sas_token: str = ""
+    bucket_name: str = "a-bucket"
+    root_path: str = "files"
+    local_path: str = ""
+    milvus_address: str = ""
+    milvus_port: int = 0
+    auth: StorageAuthConfig = field(default_factory=StorageAuthConfig)
+
+
+@dataclass
+class MilvusConfig:
+    user: str = ""
+    password: str = ""
+    grpc: GrpcConfig = field(default_factory=GrpcConfig)
+    rest: RestConfig = field(default_factory=RestConfig)
+    management: ManagementConfig = field(default_factory=ManagementConfig)
+    replicate: ReplicateConfig = field(default_factory=ReplicateConfig)
+    etcd: EtcdConfig = field(default_factory=EtcdConfig)
+    storage: StorageConfig = field(default_factory=StorageConfig)
+
+
+@dataclass
+class BackupConcurrencyConfig:
+    collections: int = 4
+    segments: int = 1024
+
+
+@dataclass
+class BackupConfig:
+    storage: StorageConfig = field(default_factory=lambda: StorageConfig(root_path="backup"))
+    concurrency: BackupConcurrencyConfig = field(default_factory=BackupConcurrencyConfig)
+    pause_gc: bool = True
+
+
+@dataclass
+class RestoreConcurrencyConfig:
+    collections: int = 2
+    import_jobs: int = 768
+
+
+@dataclass
+class RestoreConfig:
+    concurrency: RestoreConcurrencyConfig = field(default_factory=RestoreConcurrencyConfig)
+    max_segments_per_import_job: int = 256
+    keep_temp_files: bool = False
+
+
+@dataclass
+class TransferConfig:
+    mode: str = "auto"
+    concurrency: int = 128
+    multipart_copy_threshold_mib: int = 500
+
+
+@dataclass
+class ZillizCloudConfig:
+    endpoint: str = "https://api.cloud.zilliz.com"
+    api_key: str = ""
+
+
+@dataclass
+class MBackupConfig:
+    """mbackup's own settings (the ``mbackup:`` section)."""
+
+    parallel: int = 128  # default: transfer.concurrency
+    checksum: str = "crc32c"
+    max_bandwidth: int | None = None  # bytes per second; None = unlimited
+    max_requests_per_second: float | None = None  # None = unlimited
+    part_size_mib: int = 8
+    multipart_threshold_mib: int = 16
+    memory_budget_mib: int = 128
+    profiles: dict[str, dict[str, str]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Origin:
+    """Where a resolved value came from.
+
+    ``source`` is override, env, config or default; ``source_key`` is the key or variable
+    name as written there (empty for defaults). ``inherited_from`` names the key a value
+    was copied from (backup storage inheriting Milvus storage), with that key's origin.
+    """
+
+    source: str
+    source_key: str = ""
+    file: str | None = None
+    inherited_from: str | None = None
+
+    @property
+    def explicit(self) -> bool:
+        """Set for this very key (not a default, not inherited)."""
+        return self.source != SOURCE_DEFAULT and self.inherited_from is None
+
+    def where(self) -> str:
+        if self.source == SOURCE_CONFIG:
+            base = f"file {self.file}"
+        elif self.source == SOURCE_ENV:
+            base = f"env {self.source_key}"
+        elif self.source == SOURCE_OVERRIDE:
+            base = f"--set {self.source_key}"
+        else:
+            base = "default"
+        return f"inherited from {self.inherited_from}, {base}" if self.inherited_from else base
+
+
+DEFAULT_ORIGIN = Origin(SOURCE_DEFAULT)
+
+
+@dataclass(frozen=True)
+class StorageTarget:
+    """How mbackup reaches one storage: an object_store URL plus its config options.
+
+    ``url`` already includes the root path: keys handed to the store are relative to it.
+    ``options`` uses object_store's config keys (``aws_endpoint``, ``google_service_account``,
+    ``azure_storage_account_key``...), all values strings.
+    """
+
+    url: str
+    options: dict[str, str]
+    bucket: str
+    root_path: str
+    provider: str
+
+
+@dataclass
+class Config:
+    """The resolved configuration. Build it with :func:`load_config`."""
+
+    version: str = "v2"  # schema the file was read as
+    path: str | None = None  # the config file read, if any
+    log: LogConfig = field(default_factory=LogConfig)
+    server: ServerConfig = field(default_factory=ServerConfig)
+    milvus: MilvusConfig = field(default_factory=MilvusConfig)
+    backup: BackupConfig = field(default_factory=BackupConfig)
+    restore: RestoreConfig = field(default_factory=RestoreConfig)
+    transfer: TransferConfig = field(default_factory=TransferConfig)
+    zilliz_cloud: ZillizCloudConfig = field(default_factory=ZillizCloudConfig)
+    mbackup: MBackupConfig = field(default_factory=MBackupConfig)
+    origins: dict[str, Origin] = field(default_factory=dict, repr=False)
+    warnings: list[str] = field(default_factory=list)
+
+    def get(self, key: str) -> Any:
+        """Value of a config key such as ``milvus.grpc.port`` (case-insensitive)."""
+        param = _PARAM_BY_LOWER.get(key.lower())
+        if param is None:
+            raise KeyError(key)
+        return _get_path(self, param.attr)
+
+    def origin(self, key: str) -> Origin:
+        param = _PARAM_BY_LOWER.get(key.lower())
+        if param is None:
+            raise KeyError(key)
+        return self.origins.get(param.key, DEFAULT_ORIGIN)
+
+    def rows(self) -> Iterator[tuple[str, str, str, str]]:
+        """(key, value as shown, source, source key) for every setting; secrets masked."""
+        for param in ALL_PARAMS:
+            origin = self.origins.get(param.key, DEFAULT_ORIGIN)
+            value = _get_path(self, param.attr)
+            shown = mask(value) if param.secret else _format(value, param.kind)
+            yield param.key, shown, origin.source, origin.source_key
+        for name in sorted(self.mbackup.profiles):
+            for k, v in self.mbackup.profiles[name].items():
+                key = f"mbackup.profiles.{name}.{k}"
+                origin = self.origins.get(key, DEFAULT_ORIGIN)
+                yield key, mask(v) if is_secret_name(k) else v, origin.source, origin.source_key
+
+    def storage_url(self, which: str) -> StorageTarget:
+        """The URL and options mbackup uses for the ``milvus`` or ``backup`` storage."""
+        if which == "milvus":
+            return _storage_target(self.milvus.storage)
+        if which == "backup":
+            return _storage_target(self.backup.storage)
+        raise ValueError(f"which must be 'milvus' or 'backup', got {which!r}")
+
+
+# ======================================================================================
+# Parameter tables
+
+
+@dataclass(frozen=True)
+class _Param:
+    key: str  # canonical spelling
+    kind: str  # str | int | bool | list | enum | rate | rps; numbers' ranges are in ranges.py
+    env: tuple[str, ...] = ()
+    secret: bool = False  # from the name (redact.is_secret_name): masked, never quoted
+    choices: tuple[str, ...] = ()
+    attr: str = ""  # attribute path on Config, derived from key
+
+
+def _snake(segment: str) -> str:
+    words = re.findall(r"[A-Z]+(?![a-z])|[A-Z]?[a-z0-9]+", segment.replace("MiB", "Mib"))
+    return "_".join(w.lower() for w in words)
+
+
+def _p(key: str, kind: str = "str", env: Iterable[str] = (), choices: Iterable[str] = ()) -> _Param:
+    attr = ".".join(_snake(s) for s in key.split("."))
+    return _Param(key, kind, tuple(env), is_secret_name(key), tuple(choices), attr)
+
+
+# Storage keys backup.storage inherits from milvus.storage when not set for itself.
+_INHERITED = (
+    "provider",
+    "address",
+    "port",
+    "region",
+    "useSSL",
+    "accountName",
+    "bucketName",
+    "auth.type",
+    "auth.accessKeyID",
+    "auth.secretAccessKey",
+    "auth.sessionToken",
+    "auth.accountKey",
+    "auth.credentialsFile",
+    "auth.endpoint",
+)
+
+
+def _storage_params(prefix: str, env: str) -> list[_Param]:
+    return [
+        _p(f"{prefix}.provider"),
+        _p(f"{prefix}.address"),
+        _p(f"{prefix}.port", "int"),
+        _p(f"{prefix}.region"),
+        _p(f"{prefix}.useSSL", "bool"),
+        _p(f"{prefix}.accountName", env=[f"{env}_ACCOUNT_NAME"]),
+        _p(f"{prefix}.sourceSASToken"),
+        _p(f"{prefix}.bucketName"),
+        _p(f"{prefix}.rootPath"),
+        _p(f"{prefix}.localPath"),
+        _p(f"{prefix}.milvusAddress"),
+        _p(f"{prefix}.milvusPort", "int"),
+        _p(f"{prefix}.auth.type"),
+        _p(f"{prefix}.auth.accessKeyID", env=[f"{env}_AUTH_ACCESS_KEY_ID"]),
+        _p(f"{prefix}.auth.secretAccessKey", env=[f"{env}_AUTH_SECRET_ACCESS_KEY"]),
+        _p(f"{prefix}.auth.sessionToken", env=[f"{env}_AUTH_SESSION_TOKEN"]),
+        _p(f"{prefix}.auth.accountKey", env=[f"{env}_AUTH_ACCOUNT_KEY"]),
+        _p(f"{prefix}.auth.credentialsFile", env=[f"{env}_AUTH_CREDENTIALS_FILE"]),
+        _p(f"{prefix}.auth.endpoint"),
+    ]
+
+
+V2_PARAMS: tuple[_Param, ...] = (
+    _p("log.level", "enum", choices=LOG_LEVELS),
+    _p("log.console", "bool"),
+    _p("log.file.path"),
+    _p("log.file.maxSizeMiB", "int"),
+    _p("log.file.maxDays", "int"),
+    _p("log.file.maxBackups", "int"),
+    _p("server.debugMode", "bool"),
+    _p("server.swaggerBasePath"),
+    _p("milvus.user", env=["MILVUS_USER"]),
+    _p("milvus.password", env=["MILVUS_PASSWORD"]),
+    _p("milvus.grpc.address"),
+    _p("milvus.grpc.port", "int"),
+    _p("milvus.grpc.tlsMode"),
+    _p("milvus.grpc.caCertPath"),
+    _p("milvus.grpc.serverName"),
+    _p("milvus.grpc.mtlsCertPath"),
+    _p("milvus.grpc.mtlsKeyPath"),
+    _p("milvus.rest.endpoint"),
+    _p("milvus.management.endpoint"),
+    _p("milvus.replicate.rpcChannelName"),
+    _p("milvus.etcd.endpoints", "list"),
+    _p("milvus.etcd.rootPath"),
+    *_storage_params("milvus.storage", "MILVUS_STORAGE"),
+    *_storage_params("backup.storage", "BACKUP_STORAGE"),
+    _p("backup.concurrency.collections", "int"),
+    _p("backup.concurrency.segments", "int"),
+    _p("backup.pauseGC", "bool"),
+    _p("restore.concurrency.collections", "int"),
+    _p("restore.concurrency.importJobs", "int"),
+    _p("restore.maxSegmentsPerImportJob", "int"),
+    _p("restore.keepTempFiles", "bool"),
+    _p("transfer.mode", "enum", choices=TRANSFER_MODES),
+    _p("transfer.concurrency", "int"),
+    _p("transfer.multipartCopyThresholdMiB", "int"),
+    _p("zillizCloud.endpoint"),
+    _p("zillizCloud.apiKey", env=["ZILLIZ_CLOUD_API_KEY"]),
+)
+
+MBACKUP_PARAMS: tuple[_Param, ...] = (
+    _p("mbackup.parallel", "int"),
+    _p("mbackup.checksum", "enum", choices=CHECKSUMS),
+    _p("mbackup.maxBandwidth", "rate"),
+    _p("mbackup.maxRequestsPerSecond", "rps"),
+    _p("mbackup.partSizeMiB", "int"),
+    _p("mbackup.multipartThresholdMiB", "int"),
+    _p("mbackup.memoryBudgetMiB", "int"),
+)
+
+ALL_PARAMS = V2_PARAMS + MBACKUP_PARAMS
+_PORT = ranges.BY_KEY["milvus.grpc.port"]
+_PARAM_BY_LOWER = {p.key.lower(): p for p in ALL_PARAMS}
+_V2_ENV_NAMES = {e: p for p in V2_PARAMS for e in p.env}
+
+
+@dataclass(frozen=True)
+class _V1Param:
+    key: str
+    kind: str  # str | int | bool | list
+    default: Any
+    env: tuple[str, ...] = ()
+    lookup: tuple[str, ...] = ()  # every spelling, in the order the Go tool tries them
+
+    @property
+    def keys(self) -> tuple[str, ...]:
+        return self.lookup or (self.key,)
+
+
+def _v1(key: str, kind: str, default: Any, env: Iterable[str] = (), lookup: Iterable[str] = ()) -> _V1Param:
+    return _V1Param(key, kind, default, tuple(env), tuple(lookup))
+
+
+# v1 schema: key, type, default, env vars (internal/cfg/cfg.go of the Go tool). Backup-side
+# keys default to None: "not set, inherit".
+V1_PARAMS: tuple[_V1Param, ...] = (
+    _v1("log.level", "str", "info"),
+    _v1("log.console", "bool", True),
+    _v1("log.file.filename", "str", "logs/backup.log"),
+    _v1("log.file.maxSize", "int", 300),
+    _v1("log.file.maxDays", "int", 0),
+    _v1("log.file.maxBackups", "int", 0),
+    _v1("http.enabled", "bool", True),
+    _v1("http.debugMode", "bool", False, lookup=["http.debugMode", "http.debug_mode"]),
+    _v1("http.swaggerBasePath", "str", ""),
+    _v1("cloud.address", "str", "https://api.cloud.zilliz.com"),
+    _v1("cloud.apikey", "str", ""),
+    _v1("milvus.address", "str", "localhost", ["MILVUS_ADDRESS"]),
+    _v1("milvus.port", "int", 19530, ["MILVUS_PORT"]),
+    _v1("milvus.user", "str", "", ["MILVUS_USER"]),
+    _v1("milvus.password", "str", "", ["MILVUS_PASSWORD"]),
+    _v1("milvus.tlsMode", "int", 0, ["MILVUS_TLS_MODE"]),
+    _v1("milvus.caCertPath", "str", "", ["MILVUS_CA_CERT_PATH"]),
+    _v1("milvus.serverName", "str", "", ["MILVUS_SERVER_NAME"]),
+    _v1("milvus.mtlsCertPath", "str", "", ["MILVUS_MTLS_CERT_PATH"]),
+    _v1("milvus.mtlsKeyPath", "str", "", ["MILVUS_MTLS_KEY_PATH"]),
+    _v1("milvus.rpcChannelName", "str", "by-dev-replicate-msg", ["MILVUS_RPC_CHANNEL_NAME"]),
+    _v1("milvus.etcd.endpoints", "list", ["localhost:2379"]),
+    _v1("milvus.etcd.rootPath", "str", "by-dev"),
+    _v1("minio.storageType", "str", "minio", lookup=["storage.storageType", "minio.storageType", "minio.cloudProvider"]),
+    _v1("minio.address", "str", "localhost", ["MINIO_ADDRESS"]),
+    _v1("minio.port", "int", 9000, ["MINIO_PORT"]),
+    _v1("minio.region", "str", "", ["MINIO_REGION"]),
+    _v1("minio.accessKeyID", "str", "minioadmin", ["MINIO_ACCESS_KEY"]),
+    _v1("minio.secretAccessKey", "str", "minioadmin", ["MINIO_SECRET_KEY"]),
+    _v1("minio.token", "str", "", ["MINIO_TOKEN"]),
+    _v1("minio.gcpCredentialJSON", "str", "", ["GCP_KEY_JSON"]),
+    _v1("minio.useSSL", "bool", False, ["MINIO_USE_SSL"]),
+    _v1("minio.bucketName", "str", "a-bucket", ["MINIO_BUCKET_NAME"]),
+    _v1("minio.rootPath", "str", "files", ["MINIO_ROOT_PATH"]),
+    _v1("minio.useIAM", "bool", False, ["MINIO_USE_IAM"]),
+    _v1("minio.iamEndpoint", "str", "", ["MINIO_IAM_ENDPOINT"]),
+    _v1("minio.backupStorageType", "str", None, lookup=["storage.backupStorageType", "minio.backupStorageType"]),
+    _v1("minio.backupAddress", "str", None, ["MINIO_BACKUP_ADDRESS"]),
+    _v1("minio.backupPort", "int", None, ["MINIO_BACKUP_PORT"]),
+    _v1("minio.backupRegion", "str", None, ["MINIO_BACKUP_REGION"]),
+    _v1("minio.backupAccessKeyID", "str", None, ["MINIO_BACKUP_ACCESS_KEY"]),
+    _v1("minio.backupSecretAccessKey", "str", None, ["MINIO_BACKUP_SECRET_KEY"]),
+    _v1("minio.backupToken", "str", None, ["MINIO_BACKUP_TOKEN"]),
+    _v1("minio.backupGcpCredentialJSON", "str", "", ["BACKUP_GCP_KEY_JSON"]),
+    _v1("minio.backupUseSSL", "bool", None, ["MINIO_BACKUP_USE_SSL"]),
+    _v1("minio.backupBucketName", "str", None, ["MINIO_BACKUP_BUCKET_NAME"]),
+    _v1("minio.backupRootPath", "str", None, ["MINIO_BACKUP_ROOT_PATH"]),
+    _v1("minio.backupUseIAM", "bool", None, ["MINIO_BACKUP_USE_IAM"]),
+    _v1("minio.backupIamEndpoint", "str", None, ["MINIO_BACKUP_IAM_ENDPOINT"]),
+    _v1("minio.crossStorage", "bool", False),
+    _v1("minio.multipartCopyThresholdMiB", "int", 500),
+    _v1("backup.parallelism.copydata", "int", 128, ["BACKUP_PARALLELISM_COPYDATA"]),
+    _v1("backup.parallelism.backupCollection", "int", 4, ["BACKUP_PARALLELISM_BACKUP_COLLECTION"]),
+    _v1("backup.parallelism.backupSegment", "int", 1024),
+    _v1("backup.parallelism.restoreCollection", "int", 2, ["BACKUP_PARALLELISM_RESTORE_COLLECTION"]),
+    _v1("backup.parallelism.importJob", "int", 768),
+    _v1("backup.keepTempFiles", "bool", False, ["BACKUP_KEEP_TEMP_FILES"]),
+    _v1("backup.gcPause.enable", "bool", True, ["BACKUP_GC_PAUSE_ENABLE"]),
+    _v1("backup.gcPause.address", "str", "http://localhost:9091", ["BACKUP_GC_PAUSE_ADDRESS"]),
+)
+_V1_ENV_NAMES = {e for p in V1_PARAMS for e in p.env}
+_V1_KEYS_LOWER = {k.lower() for p in V1_PARAMS for k in p.keys}
+_LEAF_KEYS = _V1_KEYS_LOWER | set(_PARAM_BY_LOWER)  # keys that take one value, in either schema
+
+# v1 keys and what replaced them, to turn "unknown key" in a v2 file into advice.
+V1_TO_V2 = {
+    "milvus.address": "milvus.grpc.address",
+    "milvus.port": "milvus.grpc.port",
+    "milvus.tlsmode": "milvus.grpc.tlsMode (0, 1, 2 written as disabled, server, mutual)",
+    "milvus.cacertpath": "milvus.grpc.caCertPath",
+    "milvus.servername": "milvus.grpc.serverName",
+    "milvus.mtlscertpath": "milvus.grpc.mtlsCertPath",
+    "milvus.mtlskeypath": "milvus.grpc.mtlsKeyPath",
+    "milvus.rpcchannelname": "milvus.replicate.rpcChannelName",
+    "http.enabled": "nothing (removed)",
+    "http.debugmode": "server.debugMode",
+    "http.swaggerbasepath": "server.swaggerBasePath",
+    "log.file.filename": "log.file.path",
+    "log.file.maxsize": "log.file.maxSizeMiB",
+    "cloud.address": "zillizCloud.endpoint",
+    "cloud.apikey": "zillizCloud.apiKey",
+    "storage.storagetype": "milvus.storage.provider",
+    "minio.storagetype": "milvus.storage.provider",
+    "minio.cloudprovider": "milvus.storage.provider",
+    "minio.address": "milvus.storage.address",
+    "minio.port": "milvus.storage.port",
+    "minio.region": "milvus.storage.region",
+    "minio.usessl": "milvus.storage.useSSL",
+    "minio.bucketname": "milvus.storage.bucketName",
+    "minio.rootpath": "milvus.storage.rootPath",
+    "minio.accesskeyid": "milvus.storage.auth.accessKeyID (milvus.storage.accountName for azure)",
+    "minio.secretaccesskey": "milvus.storage.auth.secretAccessKey (milvus.storage.auth.accountKey for azure)",
+    "minio.token": "milvus.storage.auth.sessionToken",
+    "minio.gcpcredentialjson": "milvus.storage.auth.credentialsFile with auth.type: serviceAccount",
+    "minio.useiam": "milvus.storage.auth.type: iam",
+    "minio.iamendpoint": "milvus.storage.auth.endpoint",
+    "storage.backupstoragetype": "backup.storage.provider",
+    "minio.backupstoragetype": "backup.storage.provider",
+    "minio.backupaddress": "backup.storage.address",
+    "minio.backupport": "backup.storage.port",
+    "minio.backupregion": "backup.storage.region",
+    "minio.backupusessl": "backup.storage.useSSL",
+    "minio.backupbucketname": "backup.storage.bucketName",
+    "minio.backuprootpath": "backup.storage.rootPath",
+    "minio.backupaccesskeyid": "backup.storage.auth.accessKeyID (backup.storage.accountName for azure)",
+    "minio.backupsecretaccesskey": "backup.storage.auth.secretAccessKey (backup.storage.auth.accountKey for azure)",
+    "minio.backuptoken": "backup.storage.auth.sessionToken",
+    "minio.backupgcpcredentialjson": "backup.storage.auth.credentialsFile with auth.type: serviceAccount",
+    "minio.backupuseiam": "backup.storage.auth.type: iam",
+    "minio.backupiamendpoint": "backup.storage.auth.endpoint",
+    "minio.crossstorage": "transfer.mode (true: streaming, false: auto)",
+    "minio.multipartcopythresholdmib": "transfer.multipartCopyThresholdMiB",
+    "backup.parallelism.copydata": "transfer.concurrency",
+    "backup.parallelism.backupcollection": "backup.concurrency.collections",
+    "backup.parallelism.backupsegment": "backup.concurrency.segments",
+    "backup.parallelism.restorecollection": "restore.concurrency.collections",
+    "backup.parallelism.importjob": "restore.concurrency.importJobs",
+    "backup.keeptempfiles": "restore.keepTempFiles",
+    "backup.gcpause.enable": "backup.pauseGC",
+    "backup.gcpause.address": "milvus.management.endpoint",
+}
+
+
+# ======================================================================================
+# Loading
+
+
+def find_config_file(name: str, *, env: Mapping[str, str] | None = None, cwd: str | os.PathLike[str] | None = None) -> str | None:
+    """Locate a config file like the Go tool.
+
+    The literal path if it exists; else ``$MILVUSCONF/<basename>``; else
+    ``./configs/<basename>``. Returns the path as it should be shown, or None.
+    """
+    env = os.environ if env is None else env
+    base_dir = Path.cwd() if cwd is None else Path(cwd)
+
+    def exists(p: str) -> bool:
+        q = Path(p)
+        return (q if q.is_absolute() else base_dir / q).exists()
+
+    if exists(name):
+        return name
+    base = os.path.basename(name)
+    conf_dir = env.get("MILVUSCONF", "")
+    if conf_dir and exists(os.path.join(conf_dir, base)):
+        return os.path.join(conf_dir, base)
+    candidate = os.path.join("configs", base)
+    if exists(candidate):
+        return candidate
+    return None
+
+
+_KEY_SYNTAX = re.compile(r"[A-Za-z_][A-Za-z0-9_.\-]*")
+
+
+def parse_overrides(items: Iterable[str]) -> list[tuple[str, str]]:
+    """Split ``--set`` arguments into (key, value) pairs.
+
+    Each argument may hold several comma-separated ``KEY=VALUE`` pairs (the Go tool's flag
+    is a string slice). A comma-separated piece that is not ``KEY=VALUE`` continues the
+    previous value, so ``milvus.etcd.endpoints=a:2379,b:2379`` keeps both endpoints.
+    """
+    pairs: list[tuple[str, str]] = []
+    for item in items:
+        started = False
+        for piece in item.split(","):
+            key, sep, value = piece.partition("=")
+            if sep and _KEY_SYNTAX.fullmatch(key.strip()):
+                pairs.append((key.strip(), value))
+                started = True
+            elif started:
+                k, v = pairs[-1]
+                pairs[-1] = (k, f"{v},{piece}")
+            else:
+                shown = f"{key}=..." if sep else item  # not the value: it may be a secret
+                raise ConfigError(f"--set {shown!r}: expected KEY=VALUE, e.g. --set milvus.grpc.port=19530")
+    return pairs
+
+
+def load_config(
+    path: str | os.PathLike[str] | None = None,
+    *,
+    overrides: Iterable[str] = (),
+    env: Mapping[str, str] | None = None,
+    cwd: str | os.PathLike[str] | None = None,
+) -> Config:
+    """Resolve the configuration.
+
+    ``path`` is the ``--config`` value, None when the flag was not given: then
+    ``backup.yaml`` is looked up and, if missing, defaults (plus env and ``--set``) apply.
+    A named file that cannot be found is an error. ``overrides`` are the raw ``--set``
+    arguments. Raises ConfigError with one line per problem.
+    """
+    env = dict(os.environ if env is None else env)
+    base_dir = Path.cwd() if cwd is None else Path(cwd)
+    pairs = parse_overrides(overrides)
+    name = DEFAULT_CONFIG_NAME if path is None else os.fspath(path)
+    found = find_config_file(name, env=env, cwd=base_dir)
+    if found is None and path is not None:
+        base = os.path.basename(name)
+        raise ConfigError(
+            f"config file {name!r} not found (looked for {name}, $MILVUSCONF/{base} and configs/{base}); "
+            "check --config"
+        )
+    tree: dict[str, Any] = {}
+    if found is not None:
+        tree = _read_yaml(found, base_dir)
+    return _Resolver(tree, found, env, pairs, base_dir).resolve()
+
+
+def _read_yaml(shown: str, base_dir: Path) -> dict[str, Any]:
+    p = Path(shown)
+    p = p if p.is_absolute() else base_dir / p
+    if p.is_dir():
+        raise ConfigError(f"config file {shown} is a directory; point --config at a YAML file")
+    try:
+        with open(p, "rb") as f:
+            data = f.read(MAX_CONFIG_BYTES + 1)
+    except OSError as e:
+        raise ConfigError(f"cannot read config file {shown}: {e.strerror}") from None
+    if len(data) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{shown}: larger than {MAX_CONFIG_BYTES >> 10} KiB, far more than a backup.yaml needs; "
+                          "point --config at the right file")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{shown}: not valid UTF-8 at byte {e.start}; save the file as UTF-8") from None
+    tree = _load_yaml(text, shown)
+    if tree is None:
+        return {}
+    if not isinstance(tree, dict):
+        raise ConfigError(f"{shown}: expected a mapping of settings at the top level, got {_yaml_type(tree)}")
+    return tree
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that notes anchors put on empty values, and turns a value its tag cannot
+    build (``!!int abc``, a 13th month) into a marked YAML error instead of a ValueError."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self.empty_anchors: list[Any] = []
+
+    def compose_scalar_node(self, anchor: str | None) -> Any:
+        event = self.peek_event()
+        if anchor is not None and event.value == "" and event.style is None:
+            # password: &abc is an anchor named abc on an empty value, not the password "&abc".
+            self.empty_anchors.append(event.start_mark)
+        return super().compose_scalar_node(anchor)
+
+    def construct_object(self, node: Any, deep: bool = False) -> Any:
+        try:
+            return super().construct_object(node, deep)
+        except (ValueError, TypeError, KeyError, AttributeError, OverflowError):
+            tag = node.tag.replace("tag:yaml.org,2002:", "!!")
+            raise yaml.constructor.ConstructorError(None, None, f"not a valid {tag} value", node.start_mark) from None
+
+
+def _load_yaml(text: str, shown: str) -> Any:
+    """Parse one YAML document, refusing what would cost more than a config file can need."""
+    loader: _Loader | None = None
+    try:
+        loader = _Loader(text)  # checks the characters first
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _check_expansion(node, shown)
+        if loader.empty_anchors:
+            line = loader.empty_anchors[0].line + 1
+            raise ConfigError(f"{shown}: not valid YAML at line {line}: a value starting with & is read as a YAML "
+                              "anchor, which leaves the value empty; quote the value")
+        return loader.construct_document(node)
+    except yaml.MarkedYAMLError as e:
+        raise ConfigError(_yaml_error(e, text, shown)) from None
+    except yaml.reader.ReaderError as e:
+        line = text.count("\n", 0, e.position) + 1
+        raise ConfigError(f"{shown}: not valid YAML at line {line}: unacceptable character #x{e.character:04x}; "
+                          "remove it") from None
+    except yaml.YAMLError:
+        raise ConfigError(f"{shown}: not valid YAML; fix the file or point --config at another one") from None
+    except RecursionError:
+        raise ConfigError(f"{shown}: values nested too deeply; a config file needs a few levels") from None
+    finally:
+        if loader is not None:
+            loader.dispose()
+
+
+def _check_expansion(root: Any, shown: str) -> None:
+    """Count the values the document holds once its aliases are expanded (each node once,
+    remembering subtotals), so a billion-laughs file is refused before anything walks it."""
+    totals: dict[int, tuple[int, int]] = {}  # id(node) -> (values, depth) with aliases expanded
+    open_nodes: set[int] = set()
+    stack: list[tuple[Any, bool]] = [(root, False)]
+    while stack:
+        node, children_done = stack.pop()
+        children = _yaml_children(node)
+        if children_done:
+            open_nodes.discard(id(node))
+            values = 1 + sum(totals[id(c)][0] for c in children)
+            depth = 1 + max((totals[id(c)][1] for c in children), default=0)
+            if values > MAX_YAML_NODES:
+                raise ConfigError(f"{shown}: the YAML expands to more than {MAX_YAML_NODES:,} values through its "
+                                  "aliases (*name); a config file needs far fewer: remove the aliases")
+            if depth > MAX_YAML_DEPTH:
+                raise ConfigError(f"{shown}: values nested more than {MAX_YAML_DEPTH} levels deep; "
+                                  "a config file needs a few levels")
+            totals[id(node)] = (values, depth)
+        elif id(node) in open_nodes:
+            raise ConfigError(f"{shown}: a YAML alias (*name) refers to a value that contains it; remove the cycle")
+        elif id(node) not in totals:
+            open_nodes.add(id(node))
+            stack.append((node, True))
+            stack.extend((c, False) for c in children if id(c) not in totals)
+
+
+def _yaml_children(node: Any) -> list[Any]:
+    if isinstance(node, yaml.MappingNode):
+        return [n for pair in node.value for n in pair]
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    return []
+
+
+_QUOTED = re.compile(r"'(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\"")
+_YAML_KEY = re.compile(r"""(?:^|[{,]|-\s)\s*["']?([^\s"':{},\[\]#]+)["']?\s*:(?=\s|$)""")
+
+
+def _yaml_error(e: yaml.MarkedYAMLError, text: str, shown: str) -> str:
+    """One line for a YAML error: where, and what, with any token it quotes from the line of
+    a secret masked (an undefined alias ``*abc`` as a password would otherwise repeat it)."""
+    mark = e.problem_mark or e.context_mark
+    secret = _secret_lines(text)
+    hide = any(m is not None and m.line in secret for m in (e.problem_mark, e.context_mark))
+
+    def clean(words: str) -> str:
+        return _QUOTED.sub("'****'", words) if hide else words
+
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+    problem = clean(e.problem or e.context or "syntax error")
+    if e.problem and e.context:
+        context_line = e.context_mark.line + 1 if e.context_mark else None
+        problem += f" ({clean(e.context)}" + (f" at line {context_line})" if context_line else ")")
+    return f"{shown}: not valid YAML{where}: {problem}; fix the file or point --config at another one"
+
+
+def _secret_lines(text: str) -> set[int]:
+    """Line numbers (0-based) that hold the value of a secret key: the key's line and the
+    lines below it indented deeper (or list items at its indentation)."""
+    lines = text.splitlines()
+    found: set[int] = set()
+    for i, line in enumerate(lines):
+        if not any(is_secret_name(k) for k in _YAML_KEY.findall(line)):
+            continue
+        indent = len(line) - len(line.lstrip())
+        found.add(i)
+        for j in range(i + 1, len(lines)):
+            body = lines[j].lstrip()
+            depth = len(lines[j]) - len(body)
+            if body and depth < indent or (depth == indent and body and not body.startswith("- ")):
+                break
+            found.add(j)
+    return found
+
+
+def _yaml_type(value: Any) -> str:
+    return _show(value) if isinstance(value, _CONTAINER_TYPES) else f"the value {_show(value)}"
+
+
+# ======================================================================================
+# Value parsing
+
+
+class _Bad(Exception):
+    def __init__(self, expected: str) -> None:
+        super().__init__(expected)
+        self.expected = expected
+
+
+# What YAML can give where one value belongs, as a message names it.
+_CONTAINERS = ((dict, "a mapping"), (list, "a list"), (tuple, "a list"), (set, "a set"), (bytes, "binary data"))
+_CONTAINER_TYPES = tuple(kind for kind, _ in _CONTAINERS)
+
+
+def _show(value: Any) -> str:
+    """A value as quoted in a message; a container by its type only (it may be huge, or hold
+    a secret written where a single value belongs)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if value is None:
+        return "nothing"
+    if isinstance(value, str):
+        return repr(value)
+    return next((name for kind, name in _CONTAINERS if isinstance(value, kind)), str(value))
+
+
+_TRUE = {"true", "t", "1", "yes", "y", "on"}
+_FALSE = {"false", "f", "0", "no", "n", "off"}
+
+
+def _as_bool(raw: Any) -> bool:
+    if isinstance(raw, bool):
+        return raw
+    if isinstance(raw, int) and raw in (0, 1):
+        return bool(raw)
+    if isinstance(raw, str):
+        s = raw.strip().lower()
+        if s in _TRUE:
+            return True
+        if s in _FALSE:
+            return False
+    raise _Bad("true or false")
+
+
+def _as_int(raw: Any, expected: str = "an integer") -> int:
+    if isinstance(raw, bool):
+        raise _Bad(expected)
+    if isinstance(raw, int):
+        return raw
+    if isinstance(raw, float) and raw.is_integer():
+        return int(raw)
+    if isinstance(raw, str) and re.fullmatch(r"\s*[-+]?[0-9]{1,4000}\s*", raw):
+        return int(raw)  # up to int()'s own limit of digits; the range check refuses big ones
+    raise _Bad(expected)
+
+
+def _as_str(raw: Any) -> str:
+    if isinstance(raw, bool):
+        return "true" if raw else "false"
+    if isinstance(raw, (str, int, float)):
+        return str(raw)
+    if isinstance(raw, _CONTAINER_TYPES):
+        raise _Bad("a single value")
+    return str(raw)  # dates and the like, as YAML wrote them
+
+
+def _as_list(raw: Any) -> list[str]:
+    if isinstance(raw, list):
+        return [_as_str(v).strip() for v in raw if v is not None and _as_str(v).strip()]
+    return [s.strip() for s in _as_str(raw).split(",") if s.strip()]
+
+
+_UNLIMITED = {"", "0", "off", "none", "unlimited"}
+_RATE_EXPECTED = "a rate such as 200MiB/s or 1GB/s (or unlimited)"
+
+
+def _as_rate(raw: Any) -> int | None:
+    """Bytes per second, parsed like the CLI's --max-bandwidth; 0 or unlimited mean None."""
+    if raw is None:
+        return None
+    if not isinstance(raw, (str, int, float)) or isinstance(raw, bool):
+        raise _Bad(_RATE_EXPECTED)
+    text = str(raw).strip()
+    if text.lower() in _UNLIMITED:
+        return None
+    try:
+        value = parse_rate(text)
+    except ValueError:
+        raise _Bad(_RATE_EXPECTED) from None
+    return value or None
+
+
+def _as_rps(raw: Any, expected: str) -> float | None:
+    if raw is None or (isinstance(raw, str) and raw.strip().lower() in _UNLIMITED):
+        return None
+    if not isinstance(raw, (str, int, float)) or isinstance(raw, bool):
+        raise _Bad(expected)
+    try:
+        return float(raw)  # NaN and inf are refused by the range check
+    except (TypeError, ValueError, OverflowError):
+        raise _Bad(expected) from None
+
+
+def _parse(param: _Param, raw: Any) -> Any:
+    kind = param.kind
+    number = ranges.BY_KEY.get(param.key)
+    if number is not None:
+        expected = number.expected()
+        if kind == "int":
+            value = _as_int(raw, expected)
+        elif kind == "rate":
+            value = _as_rate(raw)
+        else:
+            value = _as_rps(raw, expected)
+        if value is not None and not number.contains(value):
+            raise _Bad(expected)
+        return (value or None) if kind in ("rate", "rps") else value
+    if kind == "str":
+        return _as_str(raw)
+    if kind == "bool":
+        return _as_bool(raw)
+    if kind == "int":
+        return _as_int(raw)
+    if kind == "list":
+        return _as_list(raw)
+    if kind == "enum":
+        text = _as_str(raw).strip()
+        for choice in param.choices:
+            if text.lower() == choice.lower():
+                return choice
+        raise _Bad(f"one of {', '.join(param.choices)}")
+    raise AssertionError(kind)
+
+
+def _parse_v1(param: _V1Param, raw: Any) -> Any:
+    if param.kind == "bool":
+        return _as_bool(raw)
+    if param.kind == "int":
+        return _as_int(raw)
+    if param.kind == "list":
+        return _as_list(raw)
+    return _as_str(raw)
+
+
+# ======================================================================================
+# Display
+
+
+def _format(value: Any, kind: str) -> str:
+    if value is None:
+        return "unlimited" if kind in ("rate", "rps") else ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list):
+        return ",".join(value)
+    if kind == "rate":
+        return _format_rate(value)
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def _format_rate(n: int) -> str:
+    return f"{format_size(n)}/s"
+
+
+def _get_path(obj: Any, attr: str) -> Any:
+    for part in attr.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def _set_path(obj: Any, attr: str, value: Any) -> None:
+    *parents, last = attr.split(".")
+    for part in parents:
+        obj = getattr(obj, part)
+    setattr(obj, last, value)
+
+
+# ======================================================================================
+# Resolution
+
+
+class _Resolver:
+    def __init__(
+        self, tree: dict[str, Any], path: str | None, env: dict[str, str], pairs: list[tuple[str, str]], base_dir: Path
+    ) -> None:
+        self.path = path
+        self.env = env
+        self.base_dir = base_dir
+        self.problems: list[str] = []
+        self.reported: set[str] = set()  # keys with a problem line
+        self.warnings: list[str] = []
+        mbackup_tree: Any = {}
+        rest: dict[str, Any] = {}
+        for k, v in tree.items():
+            if isinstance(k, str) and k.lower() == "mbackup":
+                mbackup_tree = v
+            else:
+                rest[k] = v
+        self.file: dict[str, tuple[str, Any]] = {}
+        self._flatten(rest, "", self.file)
+        self.mbackup_tree = mbackup_tree
+        # --set: last one wins for a key; matched case-insensitively.
+        self.over: dict[str, tuple[str, str]] = {}
+        for key, value in pairs:
+            self.over[key.lower()] = (key, value)
+        self.used_file: set[str] = set()
+        self.used_over: set[str] = set()
+        self.cfg = Config(path=path)
+        self.origins: dict[str, Origin] = {}
+        self.version = self._version()
+
+    # --- file plumbing ---------------------------------------------------------------
+
+    def _flatten(self, node: dict[Any, Any], prefix: str, out: dict[str, tuple[str, Any]]) -> None:
+        for k, v in node.items():
+            if not isinstance(k, str):
+                where = f" under {prefix}" if prefix else ""
+                self.problems.append(f"key {k!r}{where} is not a string; quote it ({self._file_note()})")
+                continue
+            key = f"{prefix}.{k}" if prefix else k
+            if isinstance(v, dict) and key.lower() in _LEAF_KEYS:
+                # password: {x} is YAML for a mapping: never silently an empty password.
+                self.problems.append(f"{key}: expected a single value, got a mapping; quote the value ({self._file_note()})")
+            elif isinstance(v, dict):
+                self._flatten(v, key, out)
+            elif v is None:
+                continue  # an empty leaf sets nothing, as in the Go tool
+            else:
+                low = key.lower()
+                if low in out:
+                    self.problems.append(f"{key}: set twice (also as {out[low][0]}); keep one ({self._file_note()})")
+                out[low] = (key, v)
+
+    def _file_note(self) -> str:
+        return f"file {self.path}"
+
+    def _version(self) -> str:
+        hit = self.file.get("configversion")
+        if hit is None:
+            return "v1" if self.path is not None else "v2"
+        self.used_file.add("configversion")
+        text = _as_str(hit[1]).strip().lower()
+        if text in ("v1", "v2"):
+            return text
+        self.problems.append(f"configVersion: unknown version {_show(hit[1])}, expected v1 or v2 ({self._file_note()})")
+        return "v2"
+
+    def _lookup(self, keys: Iterable[str], envs: Iterable[str]) -> tuple[Any, Origin] | None:
+        keys, envs = list(keys), list(envs)
+        for k in keys:
+            if k.lower() in self.file:  # known even when env or --set wins
+                self.used_file.add(k.lower())
+        for k in keys + envs:
+            hit = self.over.get(k.lower())
+            if hit is not None:
+                self.used_over.add(k.lower())
+                return hit[1], Origin(SOURCE_OVERRIDE, hit[0])
+        for e in envs:
+            if e in self.env:
+                return self.env[e], Origin(SOURCE_ENV, e)
+        for k in keys:
+            hit = self.file.get(k.lower())
+            if hit is not None:
+                return hit[1], Origin(SOURCE_CONFIG, hit[0], file=self.path)
+        return None
+
+    # --- messages ----------------------------------------------------------------------
+
+    def _shown_key(self, key: str, origin: Origin) -> str:
+        if origin.inherited_from is None and origin.source == SOURCE_CONFIG:
+            return origin.source_key
+        if origin.inherited_from is None and origin.source == SOURCE_OVERRIDE and "." in origin.source_key:
+            return origin.source_key
+        return key
+
+    def _problem(self, key: str, text: str, origin: Origin | None = None) -> None:
+        origin = origin or self.origins.get(key, DEFAULT_ORIGIN)
+        if origin.inherited_from in self.reported:
+            return  # the value it was copied from is already reported: one line per problem
+        self.reported.add(key)
+        self.problems.append(f"{self._shown_key(key, origin)}: {text} ({origin.where()})")
+
+    def _bad_value(self, key: str, expected: str, raw: Any, origin: Origin) -> None:
+        hint = ""
+        if isinstance(raw, str) and raw.startswith("tcp://") and origin.source == SOURCE_ENV:
+            hint = "; this looks like a Kubernetes service link: set enableServiceLinks: false or use --set"
+        # A secret is named by its type only (_show never quotes what a container holds).
+        shown = "a value (not shown)" if is_secret_name(key) and isinstance(raw, (str, int, float)) else _show(raw)
+        self._problem(key, f"expected {expected}, got {shown}{hint}", origin)
+
+    # --- setting values -------------------------------------------------------------------
+
+    def _set(self, key: str, value: Any, origin: Origin) -> None:
+        _set_path(self.cfg, _PARAM_BY_LOWER[key.lower()].attr, value)
+        self.origins[key] = origin
+
+    def _value(self, key: str) -> Any:
+        return _get_path(self.cfg, _PARAM_BY_LOWER[key.lower()].attr)
+
+    def _resolve_param(self, param: _Param, hit: tuple[Any, Origin] | None) -> bool:
+        """Parse and set a looked-up value; returns False if nothing was set."""
+        if hit is None:
+            return False
+        raw, origin = hit
+        try:
+            value = _parse(param, raw)
+        except _Bad as bad:
+            self._bad_value(param.key, bad.expected, raw, origin)
+            return False
+        self._set(param.key, value, origin)
+        return True
+
+    # --- entry point -------------------------------------------------------------------
+
+    def resolve(self) -> Config:
+        self.cfg.version = self.version
+        if self.version == "v1":
+            if self.path is not None and "configversion" not in self.file:
+                self.warnings.append(
+                    f"{self.path} has no configVersion: read as a v1 file; `milvus-backup config migrate` converts it to v2"
+                )
+            self._resolve_v1()
+        else:
+            self._resolve_v2()
+        self._resolve_mbackup()
+        self._check_unknown()
+        self._validate()
+        if self.problems:
+            raise ConfigError("\n".join(self.problems), self.problems)
+        self.cfg.origins = self.origins
+        self.cfg.warnings = self.warnings
+        return self.cfg
+
+    # --- v2 ------------------------------------------------------------------------------
+
+    def _resolve_v2(self) -> None:
+        for param in V2_PARAMS:
+            hit = self._lookup([param.key], param.env)
+            if self._resolve_param(param, hit):
+                continue
+            sub = param.key.removeprefix("backup.storage.")
+            if sub != param.key and sub in _INHERITED:
+                self._inherit(param.key, f"milvus.storage.{sub}")
+            else:
+                self.origins[param.key] = DEFAULT_ORIGIN
+
+    def _inherit(self, key: str, parent: str) -> None:
+        parent_origin = self.origins.get(parent, DEFAULT_ORIGIN)
+        value = self._value(parent)
+        self._set(key, list(value) if isinstance(value, list) else value, dataclasses.replace(parent_origin, inherited_from=parent))
+
+    # --- v1 ------------------------------------------------------------------------------
+
+    def _resolve_v1(self) -> None:
+        v1: dict[str, tuple[Any, Origin]] = {}
+        for param in V1_PARAMS:
+            hit = self._lookup(param.keys, param.env)
+            value, origin = param.default, DEFAULT_ORIGIN
+            if hit is not None:
+                raw, hit_origin = hit
+                try:
+                    value, origin = _parse_v1(param, raw), hit_origin
+                except _Bad as bad:
+                    self._bad_value(param.key, bad.expected, raw, hit_origin)
+            v1[param.key] = (value, origin)
+        _V1Translation(self, v1).apply()
+        # --set with v2 keys still works on a v1 file: applied last, on the v2 model.
+        consumed = set(self.used_over)
+        for param in V2_PARAMS:
+            hit = self.over.get(param.key.lower())
+            if hit is not None and param.key.lower() not in consumed:
+                self.used_over.add(param.key.lower())
+                self._resolve_param(param, (hit[1], Origin(SOURCE_OVERRIDE, hit[0])))
+        for param in V2_PARAMS:
+            self.origins.setdefault(param.key, DEFAULT_ORIGIN)
+
+    # --- mbackup ---------------------------------------------------------------------------
+
+    def _resolve_mbackup(self) -> None:
+        section: dict[str, tuple[str, Any]] = {}
+        profiles_tree: Any = {}
+        if self.mbackup_tree is not None and not isinstance(self.mbackup_tree, dict):
+            self.problems.append(f"mbackup: expected a mapping of settings, got {_yaml_type(self.mbackup_tree)} ({self._file_note()})")
+        elif self.mbackup_tree:
+            rest = {}
+            for k, v in self.mbackup_tree.items():
+                if isinstance(k, str) and k.lower() == "profiles":
+                    profiles_tree = v
+                else:
+                    rest[k] = v
+            self._flatten(rest, "mbackup", section)
+        used: set[str] = set()
+        for param in MBACKUP_PARAMS:
+            hit: tuple[Any, Origin] | None = None
+            over = self.over.get(param.key.lower())
+            if over is not None:
+                self.used_over.add(param.key.lower())
+                hit = (over[1], Origin(SOURCE_OVERRIDE, over[0]))
+            elif param.key.lower() in section:
+                used.add(param.key.lower())
+                orig, raw = section[param.key.lower()]
+                hit = (raw, Origin(SOURCE_CONFIG, orig, file=self.path))
+            if self._resolve_param(param, hit):
+                continue
+            if param.key == "mbackup.parallel":
+                parent = dataclasses.replace(self.origins["transfer.concurrency"], inherited_from="transfer.concurrency")
+                self._set(param.key, self.cfg.transfer.concurrency, parent)
+            else:
+                self.origins[param.key] = DEFAULT_ORIGIN
+        for low, (orig, _) in section.items():
+            if low not in used:
+                self._unknown_key(orig, [p.key for p in MBACKUP_PARAMS] + ["mbackup.profiles"], self._file_note())
+        self._resolve_profiles(profiles_tree)
+
+    def _resolve_profiles(self, tree: Any) -> None:
+        profiles: dict[str, dict[str, str]] = {}
+        if tree is not None and not isinstance(tree, dict):
+            self.problems.append(f"mbackup.profiles: expected a mapping of profile names, got {_yaml_type(tree)} ({self._file_note()})")
+            tree = {}
+        for name, body in (tree or {}).items():
+            where = f"mbackup.profiles.{name}"
+            if not isinstance(body, dict):
+                self.problems.append(f"{where}: expected a mapping such as {{url: s3://bucket/prefix}}, got {_yaml_type(body)} ({self._file_note()})")
+                continue
+            prof: dict[str, str] = {}
+            for k, v in body.items():
+                if v is None:
+                    continue
+                try:
+                    prof[str(k)] = _as_str(v)
+                except _Bad:
+                    self.problems.append(f"{where}.{k}: expected a single value, got {_show(v)} ({self._file_note()})")
+                    continue
+                self.origins[f"{where}.{k}"] = Origin(SOURCE_CONFIG, f"{where}.{k}", file=self.path)
+            profiles[str(name)] = prof
+        prefix = "mbackup.profiles."
+        for low, (orig, value) in self.over.items():
+            if not low.startswith(prefix):
+                continue
+            self.used_over.add(low)
+            name, dot, key = orig[len(prefix):].rpartition(".")
+            if not dot or not name or not key:
+                self.problems.append(f"--set {orig}: expected mbackup.profiles.<name>.<key>=VALUE, e.g. mbackup.profiles.prod.url=s3://bucket/prefix")
+                continue
+            prof = profiles.setdefault(name, {})
+            existing = next((k for k in prof if k.lower() == key.lower()), key)
+            prof[existing] = value
+            self.origins[f"{prefix}{name}.{existing}"] = Origin(SOURCE_OVERRIDE, orig)
+        for name, prof in profiles.items():
+            origin = next((self.origins[f"{prefix}{name}.{k}"] for k in prof), Origin(SOURCE_CONFIG, f"{prefix}{name}", file=self.path))
+            for k, v in prof.items():
+                # config show prints these: a secret belongs in a key of its own, where it is masked.
+                leak = url_secret(v) if k.lower() == "url" else "a user:password@ part" if has_password(v) else None
+                if leak and not is_secret_name(k):
+                    where = self.origins[f"{prefix}{name}.{k}"].where()
+                    self.problems.append(f"{prefix}{name}.{k}: holds {leak} (not shown); give credentials as keys "
+                                         f"of the profile, e.g. secret_access_key: ... ({where})")
+            url = next((v for k, v in prof.items() if k.lower() == "url"), "")
+            if not url:
+                self.problems.append(f"{prefix}{name}: url is required, e.g. url: s3://bucket/prefix ({origin.where()})")
+            elif "://" not in url:
+                self.problems.append(f"{prefix}{name}.url: expected a URL such as s3://bucket/prefix, got {display_url(url)!r} ({origin.where()})")
+        self.cfg.mbackup.profiles = profiles
+
+    # --- unknown keys ------------------------------------------------------------------
+
+    def _known_override_keys(self) -> list[str]:
+        keys = [p.key for p in ALL_PARAMS]
+        if self.version == "v1":
+            keys += [k for p in V1_PARAMS for k in p.keys] + sorted(_V1_ENV_NAMES)
+        else:
+            keys += sorted(_V2_ENV_NAMES)
+        return keys
+
+    def _unknown_key(self, key: str, known: list[str], where: str) -> None:
+        legacy = V1_TO_V2.get(key.lower())
+        if legacy is not None and self.version == "v2":
+            self.problems.append(f"{key}: a v1 key in a configVersion: v2 config; write {legacy} instead ({where})")
+            return
+        lowered = {k.lower(): k for k in known}
+        close = difflib.get_close_matches(key.lower(), list(lowered), n=1, cutoff=0.75)
+        hint = f"did you mean {lowered[close[0]]}?" if close else "run mbackup config show to list the keys"
+        self.problems.append(f"{key}: unknown key; {hint} ({where})")
+
+    def _check_unknown(self) -> None:
+        known = self._known_override_keys()
+        for low, (orig, _) in self.over.items():
+            if low in self.used_over:
+                continue
+            self._unknown_key(orig, known, f"--set {orig}")  # not the value: it may be a secret
+        if self.version == "v2":
+            for low, (orig, _) in self.file.items():
+                if low not in self.used_file:
+                    self._unknown_key(orig, [p.key for p in V2_PARAMS] + ["configVersion", "mbackup"], self._file_note())
+        else:
+            for low, (orig, _) in self.file.items():
+                if low in self.used_file:
+                    continue
+                if low in _V1_KEYS_LOWER:
+                    self.warnings.append(f"{orig}: ignored, another spelling of the same setting is set ({self._file_note()})")
+                elif low in _PARAM_BY_LOWER and low not in _V1_KEYS_LOWER:
+                    # Silently dropping it would run with a value the user did not choose.
+                    self.problems.append(
+                        f"{orig}: a v2 key in a file read as v1; add configVersion: v2 at the top "
+                        f"(and move every key to v2) or use the v1 spelling ({self._file_note()})"
+                    )
+                else:
+                    self.warnings.append(f"{orig}: unknown v1 key, ignored ({self._file_note()})")
+
+    # --- validation --------------------------------------------------------------------
+
+    def _validate(self) -> None:
+        c = self.cfg
+        self._validate_no_password_in_addresses()
+        self._validate_tls()
+        for key in ("milvus.rest.endpoint", "milvus.management.endpoint"):
+            self._validate_endpoint(key)
+        if not c.milvus.etcd.endpoints:
+            self._problem("milvus.etcd.endpoints", "at least one endpoint is required, e.g. localhost:2379")
+        self._validate_storage("milvus.storage")
+        self._validate_storage("backup.storage")
+        m = c.mbackup
+        if m.memory_budget_mib < m.part_size_mib and "mbackup.partSizeMiB" not in self.reported:
+            self._problem(
+                "mbackup.memoryBudgetMiB",
+                f"{m.memory_budget_mib} is smaller than mbackup.partSizeMiB ({m.part_size_mib}); raise it or lower partSizeMiB",
+            )
+
+    def _validate_tls(self) -> None:
+        key = "milvus.grpc.tlsMode"
+        grpc = self.cfg.milvus.grpc
+        text = str(grpc.tls_mode).strip()
+        canonical = next((m for m in TLS_MODES if m == text.lower()), None)
+        if canonical is None:
+            if self.version == "v2" and text in ("0", "1", "2"):
+                self._problem(key, f"{text!r} is the v1 spelling; in a v2 config write {V1_TLS_MODES[int(text)]}")
+            else:
+                self._problem(key, f"expected one of {', '.join(TLS_MODES)}, got {text!r}")
+            return
+        grpc.tls_mode = canonical
+        if canonical == "mutual" and not (grpc.mtls_cert_path and grpc.mtls_key_path):
+            self._problem(
+                key,
+                "mutual TLS needs milvus.grpc.mtlsCertPath and milvus.grpc.mtlsKeyPath; set both or use tlsMode: server",
+            )
+        elif canonical == "mutual" and not grpc.ca_cert_path:
+            # pymilvus presents the client certificate only together with a CA file.
+            self._problem(key, "mutual TLS needs milvus.grpc.caCertPath too: the CA certificate that signed Milvus's")
+
+    def _validate_no_password_in_addresses(self) -> None:
+        """A host or URL setting with ``user:password@`` would print the password wherever the
+        address is shown (errors, config show); credentials have settings of their own."""
+        for param in ALL_PARAMS:
+            if not param.key.lower().endswith(("address", "endpoint", "endpoints")):
+                continue
+            value = self._value(param.key)
+            if any(has_password(v) for v in (value if isinstance(value, list) else [value]) if v):
+                self._problem(param.key, "holds a user:password@ part (not shown); remove it and put the "
+                                         "credentials in their own settings, where they are masked")
+
+    def _validate_endpoint(self, key: str) -> None:
+        value = self._value(key)
+        if not value or key in self.reported:
+            return
+        u = urlsplit(value)
+        if u.scheme not in ("http", "https") or not u.netloc:
+            self._problem(key, f"expected an absolute http(s) URL such as http://localhost:9091, got {value!r}")
+
+    def _validate_storage(self, prefix: str) -> None:
+        st = self.cfg.milvus.storage if prefix == "milvus.storage" else self.cfg.backup.storage
+        pkey = f"{prefix}.provider"
+        provider = st.provider.strip().lower()
+        if provider not in PROVIDERS:
+            origin = self.origins.get(pkey, DEFAULT_ORIGIN)
+            alias = V1_PROVIDER_ALIASES.get(provider)
+            if alias:
+                hint = f"{st.provider!r} is the v1 spelling; write {alias}"
+            else:
+                close = difflib.get_close_matches(provider, PROVIDERS, n=1)
+                hint = f"unknown provider {st.provider!r}; use one of {', '.join(PROVIDERS)}"
+                if close:
+                    hint += f" (did you mean {close[0]}?)"
+            self._problem(pkey, hint, origin)
+            return
+        st.provider = provider
+        explicit = lambda sub: self.origins.get(f"{prefix}.{sub}", DEFAULT_ORIGIN).explicit  # noqa: E731
+        if provider == "local":
+            if st.milvus_address and explicit("milvusAddress"):
+                self._problem(f"{prefix}.milvusAddress", "does not apply to the local provider; remove it")
+            if not st.root_path:
+                self._problem(f"{prefix}.rootPath", "the local provider needs the directory to read and write; set rootPath")
+            return
+        if not _PORT.contains(st.port):  # v1 ports are not range-checked when read
+            self._problem(f"{prefix}.port", f"expected {_PORT.expected()}, got {st.port}")
+        if not st.address:
+            self._problem(f"{prefix}.address", f"is required for provider {provider}; set the storage host")
+        elif f"{prefix}.address" in self.reported:
+            pass
+        elif "://" in st.address:
+            self._problem(f"{prefix}.address", f"expected a host name without scheme, got {st.address!r}; use useSSL to choose https")
+        if not st.bucket_name:
+            self._problem(f"{prefix}.bucketName", f"is required for provider {provider}")
+        if "://" in st.milvus_address and f"{prefix}.milvusAddress" not in self.reported:
+            self._problem(f"{prefix}.milvusAddress", f"expected a host, not a URL, got {st.milvus_address!r}")
+        if st.milvus_port and not st.milvus_address:
+            self._problem(f"{prefix}.milvusPort", f"needs {prefix}.milvusAddress; set both or neither")
+        if provider == "azure" and not st.account_name:
+            self._problem(f"{prefix}.accountName", "is required for the azure provider; set the storage account name")
+        elif provider != "azure" and st.account_name and explicit("accountName"):
+            self._problem(f"{prefix}.accountName", f"only applies to the azure provider, but {pkey} is {provider!r}; remove it")
+        if st.local_path and explicit("localPath"):
+            self._problem(f"{prefix}.localPath", f"only applies to the local provider, but {pkey} is {provider!r}; remove it")
+        self._validate_auth(prefix, provider, st.auth)
+
+    def _validate_auth(self, prefix: str, provider: str, auth: StorageAuthConfig) -> None:
+        tkey = f"{prefix}.auth.type"
+        allowed = AUTH_TYPES.get(provider, S3_AUTH_TYPES)
+        canonical = next((a for a in allowed if a.lower() == str(auth.type).strip().lower()), None)
+        if canonical is None:
+            origin = self.origins.get(tkey, DEFAULT_ORIGIN)
+            fix = f"; set {tkey}" if not origin.explicit else ""
+            self._problem(tkey, f"{auth.type!r} is not valid for provider {provider}, use one of {', '.join(allowed)}{fix}", origin)
+            return
+        auth.type = canonical
+        applies = AUTH_FIELDS[canonical]
+        for sub in ALL_AUTH_FIELDS:
+            key = f"{prefix}.auth.{sub}"
+            origin = self.origins.get(key, DEFAULT_ORIGIN)
+            if sub not in applies and origin.explicit and _get_path(auth, _snake(sub)):
+                self._problem(key, f"does not apply when {tkey} is {canonical!r}; remove it or change auth.type", origin)
+        required = {"static": ("accessKeyID", "secretAccessKey"), "sharedKey": ("accountKey",), "serviceAccount": ("credentialsFile",)}
+        env_prefix = prefix.replace(".", "_").upper()
+        for sub in required.get(canonical, ()):
+            if not _get_path(auth, _snake(sub)):
+                env_hint = f" (or {env_prefix}_AUTH_{_snake(sub).upper()})" if self.version == "v2" else ""
+                self._problem(
+                    f"{prefix}.auth.{sub}",
+                    f"is required when {tkey} is {canonical!r}; set it{env_hint} or choose another auth.type",
+                )
+
+
+class _V1Translation:
+    """Map resolved v1 values onto the v2 model (the Go tool's legacy.go/migrate.go rules)."""
+
+    def __init__(self, r: _Resolver, v1: dict[str, tuple[Any, Origin]]) -> None:
+        self.r = r
+        self.v1 = v1
+
+    def val(self, key: str) -> Any:
+        return self.v1[key][0]
+
+    def org(self, key: str) -> Origin:
+        return self.v1[key][1]
+
+    def put(self, v2_key: str, v1_key: str) -> None:
+        value, origin = self.v1[v1_key]
+        self.r._set(v2_key, value, origin)
+
+    def apply(self) -> None:
+        simple = {
+            "log.level": "log.level",
+            "log.console": "log.console",
+            "log.file.path": "log.file.filename",
+            "log.file.maxSizeMiB": "log.file.maxSize",
+            "log.file.maxDays": "log.file.maxDays",
+            "log.file.maxBackups": "log.file.maxBackups",
+            "server.debugMode": "http.debugMode",
+            "server.swaggerBasePath": "http.swaggerBasePath",
+            "zillizCloud.endpoint": "cloud.address",
+            "zillizCloud.apiKey": "cloud.apikey",
+            "milvus.user": "milvus.user",
+            "milvus.password": "milvus.password",
+            "milvus.grpc.address": "milvus.address",
+            "milvus.grpc.caCertPath": "milvus.caCertPath",
+            "milvus.grpc.serverName": "milvus.serverName",
+            "milvus.grpc.mtlsCertPath": "milvus.mtlsCertPath",
+            "milvus.grpc.mtlsKeyPath": "milvus.mtlsKeyPath",
+            "milvus.replicate.rpcChannelName": "milvus.rpcChannelName",
+            "milvus.etcd.endpoints": "milvus.etcd.endpoints",
+            "milvus.etcd.rootPath": "milvus.etcd.rootPath",
+            "milvus.management.endpoint": "backup.gcPause.address",
+            "backup.pauseGC": "backup.gcPause.enable",
+            "restore.keepTempFiles": "backup.keepTempFiles",
+            "transfer.concurrency": "backup.parallelism.copydata",
+            "transfer.multipartCopyThresholdMiB": "minio.multipartCopyThresholdMiB",
+            "backup.concurrency.collections": "backup.parallelism.backupCollection",
+            "backup.concurrency.segments": "backup.parallelism.backupSegment",
+            "restore.concurrency.collections": "backup.parallelism.restoreCollection",
+            "restore.concurrency.importJobs": "backup.parallelism.importJob",
+        }
+        for v2_key, v1_key in simple.items():
+            self.put(v2_key, v1_key)
+        # Ranges v2 checks at parse time must be checked here too.
+        for v2_key in simple:
+            number = ranges.BY_KEY.get(v2_key)
+            if number is not None and not number.contains(self.r._value(v2_key)):
+                self.r._bad_value(v2_key, number.expected(), self.r._value(v2_key), self.r.origins[v2_key])
+        level = str(self.val("log.level")).lower()
+        if level not in LOG_LEVELS:
+            self.r._bad_value("log.level", f"one of {', '.join(LOG_LEVELS)}", self.val("log.level"), self.org("log.level"))
+        else:
+            self.r._set("log.level", level, self.org("log.level"))
+        self._grpc()
+        cross = self.org("minio.crossStorage")
+        self.r._set("transfer.mode", "streaming" if self.val("minio.crossStorage") else "auto", cross)
+        self._storage("milvus.storage", self._milvus_side())
+        self._storage("backup.storage", self._backup_side())
+
+    def _grpc(self) -> None:
+        port, porg = self.v1["milvus.port"]
+        if not _PORT.contains(port):
+            self.r._bad_value("milvus.grpc.port", _PORT.expected(), port, porg)
+        else:
+            self.r._set("milvus.grpc.port", port, porg)
+        mode, morg = self.v1["milvus.tlsMode"]
+        if mode not in V1_TLS_MODES:
+            self.r._bad_value("milvus.grpc.tlsMode", "0 (off), 1 (one-way) or 2 (mutual)", mode, morg)
+            return
+        name = V1_TLS_MODES[mode]
+        if name == "mutual" and not (self.val("milvus.mtlsCertPath") and self.val("milvus.mtlsKeyPath")):
+            # v1 quietly fell back to one-way TLS without a client key pair.
+            name = "server"
+            self.r.warnings.append(
+                "milvus.tlsMode is 2 but milvus.mtlsCertPath/mtlsKeyPath are not both set: using one-way TLS, as v1 did"
+            )
+        self.r._set("milvus.grpc.tlsMode", name, morg)
+
+    def _milvus_side(self) -> dict[str, tuple[Any, Origin]]:
+        v = self.v1
+        return {
+            "provider": v["minio.storageType"],
+            "address": v["minio.address"],
+            "port": v["minio.port"],
+            "region": v["minio.region"],
+            "useSSL": v["minio.useSSL"],
+            "bucketName": v["minio.bucketName"],
+            "rootPath": v["minio.rootPath"],
+            "accessKeyID": v["minio.accessKeyID"],
+            "secretAccessKey": v["minio.secretAccessKey"],
+            "token": v["minio.token"],
+            "gcpCredentialJSON": v["minio.gcpCredentialJSON"],
+            "useIAM": v["minio.useIAM"],
+            "iamEndpoint": v["minio.iamEndpoint"],
+        }
+
+    def _backup_side(self) -> dict[str, tuple[Any, Origin]]:
+        """v1 backup* keys: an unset or empty value inherits the Milvus-side one."""
+        m = self._milvus_side()
+
+        def pick(own: str, twin: str) -> tuple[Any, Origin]:
+            value, origin = self.v1[own]
+            if value is None or value == "" or (value == 0 and not isinstance(value, bool)):
+                parent_value, parent_origin = m[twin]
+                return parent_value, dataclasses.replace(parent_origin, inherited_from=f"milvus.storage.{_V1_TWIN_V2[twin]}")
+            return value, origin
+
+        side = {
+            "provider": pick("minio.backupStorageType", "provider"),
+            "address": pick("minio.backupAddress", "address"),
+            "port": pick("minio.backupPort", "port"),
+            "region": pick("minio.backupRegion", "region"),
+            "useSSL": pick("minio.backupUseSSL", "useSSL"),
+            "bucketName": pick("minio.backupBucketName", "bucketName"),
+            "accessKeyID": pick("minio.backupAccessKeyID", "accessKeyID"),
+            "secretAccessKey": pick("minio.backupSecretAccessKey", "secretAccessKey"),
+            "token": pick("minio.backupToken", "token"),
+            "gcpCredentialJSON": self.v1["minio.backupGcpCredentialJSON"],  # never inherited
+            "useIAM": pick("minio.backupUseIAM", "useIAM"),
+            "iamEndpoint": pick("minio.backupIamEndpoint", "iamEndpoint"),
+        }
+        # The quirk: an unset backupRootPath means the Milvus rootPath (backups land next to
+        # the Milvus data), and only an empty Milvus rootPath falls back to "backup".
+        own, own_origin = self.v1["minio.backupRootPath"]
+        if own:
+            side["rootPath"] = (own, own_origin)
+        elif m["rootPath"][0]:
+            side["rootPath"] = (m["rootPath"][0], dataclasses.replace(m["rootPath"][1], inherited_from="milvus.storage.rootPath"))
+        else:
+            side["rootPath"] = ("backup", DEFAULT_ORIGIN)
+        return side
+
+    def _storage(self, prefix: str, s: dict[str, tuple[Any, Origin]]) -> None:
+        r = self.r
+        raw_provider, porg = s["provider"]
+        provider = str(raw_provider).strip().lower()
+        provider = V1_PROVIDER_ALIASES.get(provider, provider)
+        r._set(f"{prefix}.provider", provider, porg)
+        for sub in ("address", "region", "useSSL", "bucketName", "rootPath"):
+            r._set(f"{prefix}.{sub}", *s[sub])
+        port, port_origin = s["port"]
+        r._set(f"{prefix}.port", port, port_origin)
+        use_iam, iam_origin = s["useIAM"]
+        if provider == "azure":
+            # v1 spelled the Azure account name and key as the access key pair.
+            r._set(f"{prefix}.accountName", *s["accessKeyID"])
+            if use_iam:
+                r._set(f"{prefix}.auth.type", "default", iam_origin)
+            else:
+                r._set(f"{prefix}.auth.type", "sharedKey", s["secretAccessKey"][1])
+                r._set(f"{prefix}.auth.accountKey", *s["secretAccessKey"])
+        elif provider == "gcpnative":
+            cred, cred_origin = s["gcpCredentialJSON"]
+            if cred and not use_iam:
+                r._set(f"{prefix}.auth.type", "serviceAccount", cred_origin)
+                r._set(f"{prefix}.auth.credentialsFile", cred, cred_origin)
+            else:
+                r._set(f"{prefix}.auth.type", "default", iam_origin if use_iam else DEFAULT_ORIGIN)
+        elif use_iam:
+            r._set(f"{prefix}.auth.type", "iam", iam_origin)
+            r._set(f"{prefix}.auth.endpoint", *s["iamEndpoint"])
+        else:
+            r._set(f"{prefix}.auth.type", "static", DEFAULT_ORIGIN if not iam_origin.explicit else iam_origin)
+            r._set(f"{prefix}.auth.accessKeyID", *s["accessKeyID"])
+            r._set(f"{prefix}.auth.secretAccessKey", *s["secretAccessKey"])
+            r._set(f"{prefix}.auth.sessionToken", *s["token"])
+        for sub in ("accountName", *(f"auth.{f}" for f in ALL_AUTH_FIELDS), "auth.type"):
+            key = f"{prefix}.{sub}"
+            if key not in r.origins:
+                # Not carried over from v1 for this provider: the v2 value is "unset".
+                _set_path(r.cfg, _PARAM_BY_LOWER[key.lower()].attr, "")
+                r.origins[key] = DEFAULT_ORIGIN
+
+
+# v1 storage field -> v2 storage key, for the "inherited from" note.
+_V1_TWIN_V2 = {
+    "provider": "provider",
+    "address": "address",
+    "port": "port",
+    "region": "region",
+    "useSSL": "useSSL",
+    "bucketName": "bucketName",
+    "rootPath": "rootPath",
+    "accessKeyID": "auth.accessKeyID",
+    "secretAccessKey": "auth.secretAccessKey",
+    "token": "auth.sessionToken",
+    "gcpCredentialJSON": "auth.credentialsFile",
+    "useIAM": "auth.type",
+    "iamEndpoint": "auth.endpoint",
+}
+
+
+# ======================================================================================
+# Storage URLs
+
+
+def _is_local_host(host: str) -> bool:
+    if host in ("localhost",) or host.endswith(".localhost") or "." not in host:
+        return True
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return False
+    return True
+
+
+def _host_port(st: StorageConfig) -> str:
+    default_port = 443 if st.use_ssl else 80
+    return st.address if st.port in (0, default_port) else f"{st.address}:{st.port}"
+
+
+def _aws_region(st: StorageConfig) -> str:
+    if st.region:
+        return st.region
+    m = re.fullmatch(r"s3[.-]([a-z0-9-]+)\.amazonaws\.com(?:\.cn)?", st.address)
+    if m and m.group(1) not in ("external-1", "accelerate", "dualstack"):
+        return m.group(1)
+    return "us-east-1"
+
+
+def _root_of(path: str) -> str:
+    return "/".join(p for p in path.split("/") if p)
+
+
+def _storage_target(st: StorageConfig) -> StorageTarget:
+    provider = st.provider
+    root = _root_of(st.root_path)
+    scheme = "https" if st.use_ssl else "http"
+    if provider == "local":
+        abs_root = os.path.abspath(st.root_path or ".")
+        return StorageTarget(Path(abs_root).as_uri(), {}, "", abs_root, provider)
+
+    def url(s: str) -> str:
+        return f"{s}://{st.bucket_name}/{root}" if root else f"{s}://{st.bucket_name}"
+
+    auth = st.auth
+    if provider == "gcpnative":
+        opts: dict[str, str] = {}
+        if auth.type == "serviceAccount":
+            opts["google_service_account"] = auth.credentials_file
+        return StorageTarget(url("gs"), opts, st.bucket_name, root, provider)
+    if provider == "azure":
+        opts = {"azure_storage_account_name": st.account_name}
+        if auth.type == "sharedKey":
+            opts["azure_storage_account_key"] = auth.account_key
+        if _is_local_host(st.address):  # Azurite and friends: path-style account URL
+            opts["azure_endpoint"] = f"{scheme}://{_host_port(st)}/{st.account_name}"
+        elif st.address != "core.windows.net" or not st.use_ssl:
+            opts["azure_endpoint"] = f"{scheme}://{st.account_name}.blob.{st.address}"
+        if not st.use_ssl:
+            opts["azure_allow_http"] = "true"
+        return StorageTarget(url("az"), opts, st.bucket_name, root, provider)
+    # Everything else speaks S3.
+    opts = {"aws_region": _aws_region(st)}
+    virtual = provider in VIRTUAL_HOST_PROVIDERS and not _is_local_host(st.address)
+    is_aws_host = st.address.endswith(".amazonaws.com") or st.address.endswith(".amazonaws.com.cn")
+    if virtual:
+        if not (is_aws_host and st.use_ssl and st.port in (0, 443)):
+            # object_store wants the bucket in a virtual-hosted endpoint.
+            opts["aws_endpoint"] = f"{scheme}://{st.bucket_name}.{_host_port(st)}"
+    else:
+        opts["aws_endpoint"] = f"{scheme}://{_host_port(st)}"
+    opts["aws_virtual_hosted_style_request"] = "true" if virtual else "false"
+    if not st.use_ssl:
+        opts["aws_allow_http"] = "true"
+    if auth.type == "static":
+        opts["aws_access_key_id"] = auth.access_key_id
+        opts["aws_secret_access_key"] = auth.secret_access_key
+        if auth.session_token:
+            opts["aws_session_token"] = auth.session_token
+    elif auth.type == "iam" and auth.endpoint:
+        opts["aws_metadata_endpoint"] = auth.endpoint
+    return StorageTarget(url("s3"), opts, st.bucket_name, root, provider)

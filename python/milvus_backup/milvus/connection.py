@@ -1,0 +1,320 @@
+"""Reaching a Milvus server: the endpoint settings, the connection, and the adapter for its line.
+
+``connect(endpoint)`` opens one gRPC channel of its own (a dedicated pymilvus ``GrpcHandler``,
+never the process-wide default alias), reads the server version and asks the
+``mbackup_milvus_adapter`` hook for the adapter of that version. Everything that differs between
+Milvus lines lives in the adapter; this module only knows how to reach a server and how to say,
+in one line, why it could not.
+
+Adapter plugin modules may declare ``MILVUS_LINES = ("2.3",)``: the lines they handle, listed in
+the "not supported" message so users know what is installed.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import re
+import socket
+import ssl
+import sys
+from dataclasses import dataclass, field
+from typing import Any
+
+from .adapters.base import MilvusAdapter
+from ..errors import MBackupError
+
+__all__ = ["MilvusConnection", "MilvusEndpoint", "MilvusError", "adapter_for", "check_grpc_tracing", "connect", "parse_version"]
+
+TLS_MODES = ("disabled", "server", "mutual")
+CONNECT_TIMEOUT_S = 10.0
+# Set to 1 to run with gRPC tracing and a password anyway (the trace then shows the password).
+GRPC_TRACE_OPT_IN = "MBACKUP_ALLOW_GRPC_TRACE"
+
+_ADDRESS_KEYS = "milvus.address/milvus.port (milvus.grpc.address/milvus.grpc.port in a v2 config)"
+_CREDENTIAL_KEYS = "milvus.user/milvus.password"
+_CA_KEY, _CERT_KEY, _KEY_KEY = "milvus.grpc.caCertPath", "milvus.grpc.mtlsCertPath", "milvus.grpc.mtlsKeyPath"
+
+
+class MilvusError(MBackupError):
+    """Milvus could not be reached, refused a request, or its version has no adapter."""
+
+
+@dataclass
+class MilvusEndpoint:
+    """Where and how to reach one Milvus server (the ``milvus.*`` settings)."""
+
+    host: str = "localhost"
+    port: int = 19530
+    user: str = ""
+    password: str = field(default="", repr=False)
+    tls_mode: str = "disabled"  # disabled | server | mutual
+    ca_cert_path: str = ""
+    server_name: str = ""
+    mtls_cert_path: str = ""
+    mtls_key_path: str = ""
+    management_endpoint: str = ""  # e.g. http://127.0.0.1:9091, for the GC pause
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    def __repr__(self) -> str:
+        # Written out so the password can never leak through a log line or a traceback.
+        shown = ", ".join(
+            f"{name}={getattr(self, name)!r}"
+            for name in ("host", "port", "user", "tls_mode", "ca_cert_path", "server_name",
+                         "mtls_cert_path", "mtls_key_path", "management_endpoint")
+        )
+        secret = ", password='***'" if self.password else ""
+        return f"MilvusEndpoint({shown}{secret})"
+
+
+@dataclass
+class MilvusConnection:
+    """One open channel to one server, handed to adapter plugins as ``connection``.
+
+    ``handler`` is a pymilvus ``GrpcHandler`` owned by this connection alone; adapters call its
+    ``_stub`` with requests that carry the database name themselves.
+    """
+
+    endpoint: MilvusEndpoint
+    handler: Any
+    alias: str
+
+    def close(self) -> None:
+        if self.handler is not None:
+            self.handler.close()
+            self.handler = None
+
+
+_aliases = itertools.count(1)
+
+
+def connect(endpoint: MilvusEndpoint, timeout: float = CONNECT_TIMEOUT_S) -> MilvusAdapter:
+    """Open a connection to ``endpoint`` and return the adapter for the server's version.
+
+    Raises :class:`MilvusError` with one line naming what to check when the address does not
+    answer within ``timeout`` seconds, the credentials are refused, or no installed plugin
+    handles the version.
+    """
+    check_grpc_tracing(endpoint)
+    connection = _open(endpoint, timeout)
+    try:
+        version = _server_version(connection, timeout)
+        return adapter_for(version, connection)
+    except BaseException:
+        connection.close()
+        raise
+
+
+def adapter_for(version: str, connection: Any) -> MilvusAdapter:
+    """Ask the plugins for the adapter of ``version``; a clear error when none answers."""
+    from ..plugins.manager import manager  # plugins import adapter modules, which import this one
+
+    pm = manager()
+    found = pm.hook.mbackup_milvus_adapter(version=version, connection=connection)
+    if found is not None and not isinstance(found, MilvusAdapter) and callable(found):
+        found = found()  # a factory (``AdapterFactory``) keeps a plugin's heavy imports lazy
+    if found is None:
+        lines = sorted({line for _, plugin in pm.list_name_plugin() for line in getattr(plugin, "MILVUS_LINES", ())})
+        supported = ", ".join(f"{line}.x" for line in lines) or "none"
+        raise MilvusError(f"Milvus {version} is not supported: install an adapter plugin (supported lines: {supported})")
+    if not isinstance(found, MilvusAdapter):
+        raise MilvusError(f"the adapter plugin for Milvus {version} returned {type(found).__name__}, not a MilvusAdapter")
+    return found
+
+
+_trace_warned = False
+
+
+def check_grpc_tracing(endpoint: MilvusEndpoint, env: dict[str, str] | None = None) -> None:
+    """Refuse to connect with a password while gRPC traces: tracers print request headers,
+    and the authorization header is base64 of ``user:password``. With
+    ``MBACKUP_ALLOW_GRPC_TRACE=1`` warn (once) instead.
+
+    Seen with grpcio 1.85: ``GRPC_TRACE=api`` (and ``all``) print the header in hex and base64,
+    ``http`` redacts it; other versions differ, so any tracer counts."""
+    global _trace_warned
+    env = dict(os.environ) if env is None else env
+    tracing = [f"{name}={env[name]}" for name in ("GRPC_TRACE", "GRPC_VERBOSITY")
+               if env.get(name, "").strip() and (name == "GRPC_TRACE" or env[name].strip().lower() == "debug")]
+    if not endpoint.password or not tracing:
+        return
+    names = " and ".join(tracing)
+    if env.get(GRPC_TRACE_OPT_IN, "").strip() != "1":
+        raise MilvusError(f"{names} would make gRPC print the Milvus password (base64, in the authorization header "
+                          f"it traces): unset {'them' if len(tracing) > 1 else 'it'}, or set {GRPC_TRACE_OPT_IN}=1 to trace anyway")
+    if not _trace_warned:
+        _trace_warned = True
+        print(f"warning: {names} with {GRPC_TRACE_OPT_IN}=1: the gRPC trace shows the Milvus password "
+              "(base64, in the authorization header); do not share it", file=sys.stderr)
+
+
+_VERSION = re.compile(r"v?(\d+)\.(\d+)(?:\.(\d+))?")
+
+
+def parse_version(version: str) -> tuple[int, int, int] | None:
+    """``"v2.3.5"`` -> (2, 3, 5); dev tags such as ``"2.3-20240101-abc"`` give patch 9999."""
+    m = _VERSION.match(version.strip())
+    if not m:
+        return None
+    patch = int(m.group(3)) if m.group(3) is not None else 9999
+    return int(m.group(1)), int(m.group(2)), patch
+
+
+# --------------------------------------------------------------------------------------
+
+
+def _open(endpoint: MilvusEndpoint, timeout: float) -> MilvusConnection:
+    import grpc
+    from pymilvus.client.grpc_handler import GrpcHandler
+    from pymilvus.exceptions import MilvusException
+
+    if endpoint.tls_mode not in TLS_MODES:
+        raise MilvusError(f"milvus.grpc.tlsMode is {endpoint.tls_mode!r}: use one of {', '.join(TLS_MODES)}")
+    if endpoint.tls_mode != "disabled":
+        _tls_context(endpoint)  # a missing or malformed file, named by its setting, before connecting
+    kwargs: dict[str, Any] = {"address": endpoint.address, "user": endpoint.user, "password": endpoint.password}
+    if endpoint.tls_mode != "disabled":
+        kwargs["secure"] = True
+        kwargs["server_name"] = endpoint.server_name
+    if endpoint.tls_mode == "server" and endpoint.ca_cert_path:
+        kwargs["server_pem_path"] = endpoint.ca_cert_path  # pymilvus' name for the CA of one-way TLS
+    if endpoint.tls_mode == "mutual":
+        kwargs.update(
+            ca_pem_path=endpoint.ca_cert_path,
+            client_pem_path=endpoint.mtls_cert_path,
+            client_key_path=endpoint.mtls_key_path,
+        )
+    # A dedicated handler: the ORM's ``connections.connect`` is deprecated in pymilvus 3 (it
+    # warns) and shares one registry per process; each adapter keeps its own channel instead.
+    handler = GrpcHandler(**kwargs)
+    try:
+        handler._wait_for_channel_ready(timeout=timeout)
+    except MilvusException as e:
+        cause = e.__cause__
+        code = cause.code() if isinstance(cause, grpc.RpcError) else None
+        detail = cause.details() if isinstance(cause, grpc.RpcError) else e.message
+        raise _connect_error(endpoint, code, detail or "", timeout) from None
+    except grpc.RpcError as e:  # pragma: no cover - pymilvus wraps these, kept for safety
+        raise _connect_error(endpoint, e.code(), e.details() or "", timeout) from None
+    return MilvusConnection(endpoint=endpoint, handler=handler, alias=f"mbackup-{next(_aliases)}")
+
+
+def _connect_error(endpoint: MilvusEndpoint, code: Any, detail: str, timeout: float) -> MilvusError:
+    import grpc
+
+    text = detail.lower()
+    # By status code only: a failed TLS name check also says "UNAUTHENTICATED" in its text.
+    if code in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):
+        who = f"user {endpoint.user!r}" if endpoint.user else "no user"
+        return MilvusError(f"Milvus at {endpoint.address} refused the credentials ({who}): check {_CREDENTIAL_KEYS}")
+    tls_problem = _tls_diagnosis(endpoint, timeout)
+    if tls_problem:
+        return MilvusError(tls_problem)
+    if "refused" in text:
+        why = "connection refused"
+    elif "dns" in text or "resolv" in text:
+        why = f"cannot resolve {endpoint.host!r}"
+    elif code == grpc.StatusCode.DEADLINE_EXCEEDED or "deadline" in text or "timeout" in text:
+        why = f"no answer within {timeout:g} s"
+    else:
+        why = (detail.strip().splitlines() or ["unavailable"])[0][:200]
+    return MilvusError(f"cannot reach Milvus at {endpoint.address} ({why}): check {_ADDRESS_KEYS} and that the server is up")
+
+
+def _server_version(connection: MilvusConnection, timeout: float) -> str:
+    import grpc
+    from pymilvus.exceptions import MilvusException
+
+    try:
+        version = connection.handler.get_server_version(timeout=timeout)
+    except MilvusException as e:
+        raise MilvusError(f"Milvus at {connection.endpoint.address} did not report its version: {e.message}") from None
+    except grpc.RpcError as e:
+        raise MilvusError(f"Milvus at {connection.endpoint.address} did not report its version: {e.details()}") from None
+    return version or "unknown"
+
+
+# --- TLS ------------------------------------------------------------------------------------
+# gRPC reports a failed handshake vaguely, and differently from one version to the next. So the
+# files are checked with Python's ssl module before connecting, and a connection that fails is
+# explained by one handshake of our own, made as configured, whose errors are precise.
+
+def _tls_context(endpoint: MilvusEndpoint) -> ssl.SSLContext:
+    """The client side of a handshake as configured; :class:`MilvusError` names a bad file."""
+    ctx = ssl.create_default_context()  # checks the chain and the server's name
+    if endpoint.ca_cert_path:
+        _readable(_CA_KEY, endpoint.ca_cert_path)
+        try:
+            ctx.load_verify_locations(cafile=endpoint.ca_cert_path)
+        except ssl.SSLError:
+            raise MilvusError(f"{_CA_KEY}: {endpoint.ca_cert_path} holds no PEM certificate: give the CA certificate that signed Milvus's") from None
+    if endpoint.tls_mode == "mutual":
+        _readable(_CERT_KEY, endpoint.mtls_cert_path)
+        _readable(_KEY_KEY, endpoint.mtls_key_path)
+        try:
+            ctx.load_cert_chain(endpoint.mtls_cert_path, endpoint.mtls_key_path)
+        except ssl.SSLError:
+            raise MilvusError(f"{_CERT_KEY}/{_KEY_KEY}: {endpoint.mtls_cert_path} and {endpoint.mtls_key_path} "
+                              f"are not a certificate and its matching private key (PEM)") from None
+    return ctx
+
+
+def _readable(key: str, path: str) -> None:
+    try:
+        with open(path, "rb") as f:
+            f.read(1)
+    except OSError as e:
+        raise MilvusError(f"{key}: cannot read {path} ({e.strerror or e})") from None
+
+
+def _tls_diagnosis(endpoint: MilvusEndpoint, timeout: float) -> str | None:
+    """Why TLS, as configured, keeps the client from talking to the server; None if it does not."""
+    address = endpoint.address
+    try:
+        raw = socket.create_connection((endpoint.host, endpoint.port), timeout=min(timeout, 5.0))
+    except OSError:
+        return None  # nothing listens: not a TLS problem
+    with raw:
+        if endpoint.tls_mode == "disabled":
+            probe = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+            probe.check_hostname, probe.verify_mode = False, ssl.CERT_NONE
+            try:
+                probe.wrap_socket(raw, server_hostname=endpoint.host).close()
+            except (OSError, ValueError):
+                return None  # no TLS there either
+            return (f"Milvus at {address} accepts TLS connections only: set milvus.grpc.tlsMode to server "
+                    f"(or mutual) and {_CA_KEY}")
+        name = endpoint.server_name or endpoint.host
+        try:
+            with _tls_context(endpoint).wrap_socket(raw, server_hostname=name) as tls:
+                # With TLS 1.3 a server turns a client certificate down after the handshake.
+                tls.settimeout(1.0)
+                try:
+                    tls.recv(1)
+                except TimeoutError:
+                    pass
+        except ssl.SSLCertVerificationError as e:
+            why = (e.verify_message or e.reason or "not verified").rstrip(".")
+            if "hostname" in why.lower() or "ip address mismatch" in why.lower():
+                return (f"the certificate of Milvus at {address} is not valid for {name!r} ({why}): "
+                        f"set milvus.grpc.serverName to a name it is issued for")
+            return (f"the certificate of Milvus at {address} is not trusted ({why}): "
+                    f"set {_CA_KEY} to the CA certificate that signed it")
+        except ssl.SSLError as e:
+            reason = (e.reason or "").upper()
+            if "ALERT" in reason and ("CERTIFICATE" in reason or "HANDSHAKE_FAILURE" in reason or "UNKNOWN_CA" in reason):
+                if endpoint.tls_mode != "mutual":
+                    return (f"Milvus at {address} asks for a client certificate: set milvus.grpc.tlsMode to mutual "
+                            f"with {_CERT_KEY} and {_KEY_KEY}")
+                alert = re.sub(r"^(SSLV3|TLSV1|TLSV13)_ALERT_", "", reason).replace("_", " ").lower()
+                return (f"Milvus at {address} turned down the client certificate {endpoint.mtls_cert_path} "
+                        f"({alert}): use one for client authentication, signed by the CA Milvus trusts")
+            if reason in ("WRONG_VERSION_NUMBER", "RECORD_LAYER_FAILURE", "HTTP_REQUEST", "PACKET_LENGTH_TOO_LONG"):
+                return f"Milvus at {address} does not speak TLS: set milvus.grpc.tlsMode to disabled, or check the port"
+            return None
+        except (OSError, ValueError):
+            return None
+    return None

@@ -1,0 +1,7 @@
+"""Where objects live: locations opened from URLs by backend plugins, error diagnosis, and
+leftovers of interrupted runs. Storage knowledge lives here and in ``backends/``."""
+
+# Third-party backends (examples/mbackup-fsspec) import these from milvus_backup.storage.
+from .location import Location, ObjectInfo, StorageError, open_location, split_url
+
+__all__ = ["Location", "ObjectInfo", "StorageError", "open_location", "split_url"]

@@ -1,0 +1,35 @@
+"""The local filesystem: ``file:///absolute/path`` (a plain path on the command line becomes one). Writes are atomic
+(staged then renamed); copies are real copies, never hard links."""
+
+from __future__ import annotations
+
+import os
+
+from ...plugins.hookspecs import hookimpl
+from ..location import Location, StorageError, native_store
+
+
+@hookimpl
+def mbackup_storage_schemes() -> list[str]:
+    return ["file"]
+
+
+@hookimpl
+def mbackup_open_storage(url: str, options: dict[str, str]) -> Location | None:
+    if not url.startswith("file://"):
+        return None
+    path = url[len("file://"):]
+    if not path:
+        raise StorageError(f"invalid location {url!r}: give a directory, e.g. file:///var/backups")
+    folder = os.path.abspath(os.path.expanduser(path))
+    if os.path.exists(folder) and not os.path.isdir(folder):
+        raise StorageError(f"{folder} is a file, not a directory")
+    # Root the store at the deepest folder that exists, so opening a destination creates
+    # nothing: the folders appear with the first object written (never on a dry run or
+    # a refused copy).
+    base = folder
+    while not os.path.isdir(base):
+        base = os.path.dirname(base)
+    prefix = os.path.relpath(folder, base).replace(os.sep, "/") if base != folder else ""
+    store = native_store(f"file://{folder}", f"file://{base}", {})
+    return Location(store, prefix, f"file://{folder}", "file")

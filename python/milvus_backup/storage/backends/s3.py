@@ -1,0 +1,64 @@
+"""S3 and S3-compatible stores (AWS, MinIO, SeaweedFS, Ceph, OSS/COS/OBS in S3 mode).
+
+URL: ``s3://bucket/prefix?endpoint=http://127.0.0.1:9000&region=us-east-1&virtual_hosted=false``.
+Credentials come from options (a profile or the config file), else the standard
+``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY``/``AWS_SESSION_TOKEN`` variables, else the
+instance/container role that object_store discovers. Never put secrets in the URL.
+"""
+
+from __future__ import annotations
+
+import os
+
+from ...plugins.hookspecs import hookimpl
+from ...config.secrets import display_url
+from ..location import Location, StorageError, native_store, split_url
+
+# Friendly names accepted in URL queries and profiles, mapped to object_store keys.
+ALIASES = {
+    "endpoint": "aws_endpoint",
+    "region": "aws_region",
+    "access_key_id": "aws_access_key_id",
+    "accesskeyid": "aws_access_key_id",
+    "secret_access_key": "aws_secret_access_key",
+    "secretaccesskey": "aws_secret_access_key",
+    "session_token": "aws_session_token",
+    "virtual_hosted": "aws_virtual_hosted_style_request",
+    "ca_file": "ca_file",
+}
+ENV = {
+    "aws_access_key_id": "AWS_ACCESS_KEY_ID",
+    "aws_secret_access_key": "AWS_SECRET_ACCESS_KEY",
+    "aws_session_token": "AWS_SESSION_TOKEN",
+    "aws_region": "AWS_REGION",
+    "aws_endpoint": "AWS_ENDPOINT_URL",
+}
+
+
+@hookimpl
+def mbackup_storage_schemes() -> list[str]:
+    return ["s3", "s3a"]
+
+
+@hookimpl
+def mbackup_open_storage(url: str, options: dict[str, str]) -> Location | None:
+    scheme, bucket, prefix, query = split_url(url)
+    if scheme not in ("s3", "s3a"):
+        return None
+    if not bucket:
+        raise StorageError(f"invalid location {display_url(url)!r}: name a bucket, e.g. s3://my-bucket/backups")
+    config = {ALIASES.get(k.lower(), k.lower()): v for k, v in options.items()}
+    for key, value in query.items():  # open_location has refused secrets in the URL
+        config[ALIASES.get(key.lower(), key.lower())] = value
+    for key, var in ENV.items():
+        if key not in config and os.environ.get(var):
+            config[key] = os.environ[var]
+    endpoint = config.get("aws_endpoint", "")
+    if endpoint.startswith("http://"):
+        config.setdefault("aws_allow_http", "true")
+    config.setdefault("aws_region", "us-east-1")
+    if "ca_file" in config:  # TLS with a private CA (MinIO with its own certificates)
+        config["ca_file"] = os.path.abspath(os.path.expanduser(config["ca_file"]))
+    display = f"s3://{bucket}/{prefix}".rstrip("/")
+    store = native_store(display, f"s3://{bucket}", config)
+    return Location(store=store, prefix=prefix, url=display, scheme="s3", options=config)

@@ -1,0 +1,265 @@
+"""Copy everything under one location to another: plan in Python, move bytes in Rust.
+
+The planner lists both sides once, applies include/exclude globs, skips destination
+objects that already match (so an interrupted copy resumes by running it again), and
+hands the rest to the engine. Results come back per object and go into a manifest.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from .. import _engine
+from ..storage.leftovers import remove_for_keys
+from .progress import ProgressDisplay
+from ..storage.location import Location, ObjectInfo
+
+# What a failure cause reported by the engine (an errno name, an S3 code, ...) means, and what
+# to do about it: many objects failing for one cause are reported once with these words.
+CAUSES = {
+    "ENOSPC": ("the disk is full (no space left on device)",
+               "free some space or copy to a bigger target, then run again (objects already copied are skipped)"),
+    "EDQUOT": ("the disk quota is exceeded", "free some space or raise the quota, then run again"),
+    "EROFS": ("the destination is read-only (read-only file system)",
+              "copy to a writable folder, or remount it read-write, then run again"),
+    "EACCES": ("permission denied", "check the owner and permissions of the folders, then run again"),
+    "EPERM": ("operation not permitted", "check the owner and permissions of the folders, then run again"),
+    "symlink": ("the path crosses a symbolic link, which mbackup never follows",
+                "remove the link, or copy the folder it points to by naming it"),
+    "bad_key": ("object keys that cannot be addressed", "--exclude skips them"),
+    "NoSuchBucket": ("the bucket does not exist (NoSuchBucket)", "create it or fix the bucket name, then run again"),
+    "AccessDenied": ("access denied (AccessDenied)", "check what the credentials are allowed to do"),
+    "ECONNREFUSED": ("the endpoint refused the connection", "check that the server runs, then run again"),
+}
+
+
+@dataclass
+class CopySettings:
+    parallel: int = 64
+    checksum: str = "crc32c"
+    verify: bool = False
+    max_bandwidth: int = 0  # bytes/s, 0 = unlimited
+    max_requests_per_sec: float = 0.0
+    part_size: int = 8 << 20
+    multipart_threshold: int = 16 << 20
+    copy_part_size: int = 64 << 20
+    multipart_copy_threshold: int = 512 << 20
+    part_parallel: int = 4
+    memory_budget: int = 128 << 20
+    max_attempts: int = 5
+
+    def copier(self) -> _engine.Copier:
+        return _engine.Copier(**asdict(self))
+
+
+@dataclass
+class Plan:
+    jobs: list[tuple[ObjectInfo, str]]  # (source object, destination key relative to dst)
+    skipped: list[ObjectInfo]
+    repaired: list[ObjectInfo] = field(default_factory=list)  # present but different: recopied
+    listed: int = 0  # objects under the source before filters
+    checksums: dict[str, str] = field(default_factory=dict)  # skipped key -> checksum proven by recheck_skipped
+
+    @property
+    def bytes(self) -> int:
+        return sum(o.size for o, _ in self.jobs)
+
+
+@dataclass
+class CopyReport:
+    results: list[dict[str, Any]]
+    skipped: list[ObjectInfo]
+    elapsed: float
+    cancelled: bool = False
+    counters: dict[str, int] = field(default_factory=dict)
+    repaired: int = 0
+    skipped_checksums: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def failed(self) -> list[dict[str, Any]]:
+        return [r for r in self.results if r["error"] and r["error_kind"] != "cancelled"]
+
+    @property
+    def copied(self) -> list[dict[str, Any]]:
+        return [r for r in self.results if not r["error"]]
+
+    @property
+    def bytes_copied(self) -> int:
+        return sum(r["bytes"] for r in self.copied)
+
+    def raise_for_failures(self, error: type[Exception], what: str) -> None:
+        """KeyboardInterrupt when cancelled; ``error`` naming the first failure when any object
+        failed (``what`` says what was being copied and what it means)."""
+        if self.cancelled:
+            raise KeyboardInterrupt
+        if self.failed:
+            first = self.failed[0]
+            raise error(f"{what}: {len(self.failed)} of {len(self.results)} objects failed "
+                        f"(first: {first['src_key']}: {first['error']})")
+
+    def failure_groups(self) -> list[tuple[str | None, list[dict[str, Any]]]]:
+        """Failures by cause, largest group first; failures with no cause are each their own."""
+        groups: dict[str, list[dict[str, Any]]] = {}
+        alone = []
+        for r in self.failed:
+            if r.get("error_cause"):
+                groups.setdefault(r["error_cause"], []).append(r)
+            else:
+                alone.append(r)
+        ordered: list[tuple[str | None, list[dict[str, Any]]]] = sorted(groups.items(), key=lambda g: -len(g[1]))
+        return ordered + [(None, [r]) for r in alone]
+
+    def summary(self) -> dict[str, Any]:
+        rate = self.bytes_copied / self.elapsed if self.elapsed > 0 else 0.0
+        return {
+            "objects_copied": len(self.copied),
+            "objects_skipped": len(self.skipped),
+            "objects_repaired": self.repaired,
+            "objects_failed": len(self.failed),
+            "objects_not_started": sum(1 for r in self.results if r["error_kind"] == "cancelled"),
+            "bytes_copied": self.bytes_copied,
+            "seconds": round(self.elapsed, 3),
+            "bytes_per_second": round(rate, 1),
+            "retries": self.counters.get("retries", 0),
+            "cancelled": self.cancelled,
+            "strategies": _count(r["strategy"] for r in self.copied),
+        }
+
+
+def _count(values) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for v in values:
+        out[v] = out.get(v, 0) + 1
+    return out
+
+
+def selected(key: str, include: list[str], exclude: list[str]) -> bool:
+    """rsync-like filters on keys relative to the source: a key is copied when it matches
+    some include (or there are none) and no exclude."""
+    if include and not any(fnmatch.fnmatchcase(key, g) for g in include):
+        return False
+    return not any(fnmatch.fnmatchcase(key, g) for g in exclude)
+
+
+def matches(src: ObjectInfo, dst: ObjectInfo | None) -> bool:
+    """Is the destination already a copy of the source? Same size, and the same ETag when
+    both are plain MD5 ETags (single-part uploads on S3-compatible stores)."""
+    if dst is None or dst.size != src.size:
+        return False
+    a, b = _md5_etag(src.etag), _md5_etag(dst.etag)
+    return a is None or b is None or a == b
+
+
+def _md5_etag(etag: str | None) -> str | None:
+    if not etag:
+        return None
+    e = etag.strip('"').lower()
+    return e if len(e) == 32 and all(c in "0123456789abcdef" for c in e) else None
+
+
+def plan_copy(src: Location, dst: Location, include: list[str] = (), exclude: list[str] = (),
+              skip_existing: bool = True) -> Plan:
+    listed = list(src.list())
+    sources = [o for o in listed if selected(o.key, list(include), list(exclude))]
+    existing = {o.key: o for o in dst.list()} if skip_existing else {}
+    plan = Plan(jobs=[], skipped=[], listed=len(listed))
+    for obj in sources:
+        if matches(obj, existing.get(obj.key)):
+            plan.skipped.append(obj)
+        else:
+            plan.jobs.append((obj, obj.key))
+    return plan
+
+
+def recheck_skipped(plan: Plan, src: Location, dst: Location, settings: CopySettings) -> None:
+    """With --verify, objects the destination already has are proven too: both sides are
+    read and checksummed, and any that differ are copied again."""
+    if not plan.skipped:
+        return
+    algo = settings.checksum if settings.checksum != "none" else "crc32c"
+    items = [(src.store, src.key(o.key)) for o in plan.skipped] + [(dst.store, dst.key(o.key)) for o in plan.skipped]
+    sums = settings.copier().checksums(items, algo)
+    n = len(plan.skipped)
+    keep = []
+    for i, obj in enumerate(plan.skipped):
+        (a, _, _), (b, _, _) = sums[i], sums[n + i]
+        if a is not None and a == b:
+            keep.append(obj)
+            plan.checksums[obj.key] = a
+        else:
+            plan.repaired.append(obj)
+            plan.jobs.append((obj, obj.key))
+    plan.skipped = keep
+
+
+def run_plan(plan: Plan, src: Location, dst: Location, settings: CopySettings, *,
+             show_progress: bool = True, label: str = "copy", stop: threading.Event | None = None) -> CopyReport:
+    """Run the engine in a worker thread so Ctrl-C reaches us: it cancels the copy, waits for
+    in-flight work to stop (multipart uploads are aborted) and reports what finished. ``stop``
+    set (a lost lock, say) cancels the copy the same way; the caller says why."""
+    copier = settings.copier()
+    copier.note_skipped(len(plan.skipped), sum(o.size for o in plan.skipped))
+    # The listed ETag pins the version copied: an object rewritten mid-copy is copied again
+    # whole, never as a mix of two versions.
+    jobs = [(src.store, src.key(o.key), dst.store, dst.key(k), o.size, o.etag) for o, k in plan.jobs]
+    # An interrupted earlier run of this copy may have left staging files or incomplete
+    # uploads of these keys: nothing else will ever remove them.
+    remove_for_keys(dst.store, [job[3] for job in jobs])
+    outcome: dict[str, Any] = {}
+    finished = threading.Event()
+
+    def work() -> None:
+        try:
+            outcome["results"] = copier.run(jobs)
+        except BaseException as e:  # surfaced in the calling thread
+            outcome["error"] = e
+        finally:
+            finished.set()
+
+    started = time.monotonic()
+    worker = threading.Thread(target=work, name="mbackup-copy", daemon=True)
+    cancelled = False
+    with ProgressDisplay(copier.progress, label=label, enabled=show_progress):
+        worker.start()
+        # Wait on an event, not on join(): on Python 3.11 a Ctrl-C that interrupts
+        # Thread.join(timeout) marks the thread as stopped while it still runs.
+        while not finished.is_set():
+            try:
+                finished.wait(0.2)
+            except KeyboardInterrupt:
+                cancelled = True
+                copier.cancel()
+            if stop is not None and stop.is_set() and not copier.cancelled:
+                copier.cancel()
+    if "error" in outcome:
+        raise outcome["error"]
+    results = outcome["results"]
+    # Report keys relative to the two locations, the way the user named them.
+    for r, (obj, key) in zip(results, plan.jobs):
+        r["src_key"], r["dst_key"] = obj.key, key
+    return CopyReport(results, plan.skipped, time.monotonic() - started, cancelled, copier.progress(),
+                      repaired=len(plan.repaired), skipped_checksums=dict(plan.checksums))
+
+
+def manifest(report: CopyReport, src: Location, dst: Location, algo: str) -> dict[str, Any]:
+    """Every object now at the destination with its size and, when known, its checksum.
+    Skipped objects are listed too: the manifest describes the destination, not the run."""
+    objects = {o.key: {"size": o.size, "etag": o.etag, "checksum": report.skipped_checksums.get(o.key),
+                       "checksum_algo": algo if o.key in report.skipped_checksums else None}
+               for o in report.skipped}
+    for r in report.copied:
+        objects[r["dst_key"]] = {"size": r["bytes"], "etag": r["etag"], "checksum": r["checksum"],
+                                 "checksum_algo": r["checksum_algo"], "verified": r["verified"]}
+    return {"version": 1, "source": src.url, "destination": dst.url, "checksum_algo": algo,
+            "objects": dict(sorted(objects.items()))}
+
+
+def write_json(path: str, data: Any) -> None:
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(data, f, indent=1, sort_keys=False)
+        f.write("\n")
