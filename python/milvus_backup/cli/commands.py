@@ -17,7 +17,7 @@ from .. import _engine
 from ..transfer.copy import CAUSES, CopySettings, manifest, plan_copy, recheck_skipped, run_plan, write_json
 from ..config.settings import Config, load_config
 from ..errors import ConfigError, MBackupError
-from ..config.ranges import BY_FLAG
+from ..config.params import BY_FLAG
 from ..config.secrets import display_url
 from ..storage.location import Location, open_location, shown_key, skipped_links
 from ..units import format_bytes, format_duration, parse_duration
@@ -88,7 +88,7 @@ def fail(message: str, code: int = EXIT_USAGE) -> typer.Exit:
 
 
 def _number(flag: str, text: str) -> int | float:
-    """A numeric flag's value, checked against its range in ranges.py."""
+    """A numeric flag's value, checked against its setting's range (config/params.py)."""
     try:
         return BY_FLAG[flag].parse(text)
     except ValueError as e:

@@ -1,0 +1,122 @@
+"""Each setting is declared once (config/params.py); every place that shows or uses a default
+or an environment variable agrees with that declaration. Each test below fails when one of
+those places says something else: ``config show``, the model's defaults, the environment.
+No S3 server is needed."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from milvus_backup.config.params import SETTINGS, Setting, format_value
+from milvus_backup.config.secrets import mask
+from milvus_backup.config.settings import Config, Origin, load_config
+
+# Environment variables the Go tool reads (docs/user_guide/env_variables.md and
+# internal/cfg/cfg.go of zilliztech/milvus-backup): v2 has them for credentials only.
+GO_V2_ENV = {
+    "MILVUS_USER", "MILVUS_PASSWORD", "ZILLIZ_CLOUD_API_KEY",
+    *(f"{side}_STORAGE_{name}" for side in ("MILVUS", "BACKUP") for name in (
+        "ACCOUNT_NAME", "AUTH_ACCESS_KEY_ID", "AUTH_SECRET_ACCESS_KEY", "AUTH_SESSION_TOKEN", "AUTH_ACCOUNT_KEY",
+        "AUTH_CREDENTIALS_FILE")),
+}
+GO_V1_ENV = {
+    "MILVUS_ADDRESS", "MILVUS_PORT", "MILVUS_USER", "MILVUS_PASSWORD", "MILVUS_TLS_MODE", "MILVUS_CA_CERT_PATH",
+    "MILVUS_SERVER_NAME", "MILVUS_MTLS_CERT_PATH", "MILVUS_MTLS_KEY_PATH", "MILVUS_RPC_CHANNEL_NAME",
+    "MINIO_ADDRESS", "MINIO_PORT", "MINIO_REGION", "MINIO_ACCESS_KEY", "MINIO_SECRET_KEY", "MINIO_TOKEN", "GCP_KEY_JSON",
+    "MINIO_USE_SSL", "MINIO_BUCKET_NAME", "MINIO_ROOT_PATH", "MINIO_USE_IAM", "MINIO_IAM_ENDPOINT",
+    "MINIO_BACKUP_ADDRESS", "MINIO_BACKUP_PORT", "MINIO_BACKUP_REGION", "MINIO_BACKUP_ACCESS_KEY",
+    "MINIO_BACKUP_SECRET_KEY", "MINIO_BACKUP_TOKEN", "BACKUP_GCP_KEY_JSON", "MINIO_BACKUP_USE_SSL",
+    "MINIO_BACKUP_BUCKET_NAME", "MINIO_BACKUP_ROOT_PATH", "MINIO_BACKUP_USE_IAM", "MINIO_BACKUP_IAM_ENDPOINT",
+    "BACKUP_PARALLELISM_COPYDATA", "BACKUP_PARALLELISM_BACKUP_COLLECTION", "BACKUP_PARALLELISM_RESTORE_COLLECTION",
+    "BACKUP_KEEP_TEMP_FILES", "BACKUP_GC_PAUSE_ENABLE", "BACKUP_GC_PAUSE_ADDRESS",
+}
+EVERY_ENV = GO_V2_ENV | GO_V1_ENV
+KEYED = [s for s in SETTINGS if s.key]
+
+
+def mbackup(args: list[str], cwd: Path, **env: str) -> subprocess.CompletedProcess:
+    """The CLI with none of the variables a setting reads, in a folder without backup.yaml."""
+    run_env = {k: v for k, v in os.environ.items() if k not in EVERY_ENV and k not in ("MILVUSCONF", "MBACKUP_PLUGINS")}
+    return subprocess.run([sys.executable, "-m", "milvus_backup", *args], cwd=cwd, env={**run_env, **env},
+                          capture_output=True, text=True, timeout=120)
+
+
+def shown_default(s: Setting) -> str:
+    return mask(s.default) if s.secret else format_value(s.default, s.kind)
+
+
+# --------------------------------------------------------------------------------------
+# What a user reads and what runs
+
+
+def test_config_show_lists_every_setting_at_its_declared_default(tmp_path):
+    proc = mbackup(["config", "show", "--json"], tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    rows = {r["key"]: (r["value"], r["source"]) for r in json.loads(proc.stdout)["settings"]}
+    assert rows == {s.key: (shown_default(s), "default") for s in KEYED}
+    text = mbackup(["config", "show"], tmp_path).stdout.splitlines()
+    assert text[0] == "config file: (none: defaults) (schema v2)"
+    assert [line.split()[0] for line in text[1:]] == [s.key for s in KEYED]
+    threshold = next(line for line in text if line.startswith("transfer.multipartCopyThresholdMiB "))
+    assert threshold.split() == ["transfer.multipartCopyThresholdMiB", "500", "default"]
+
+
+def test_the_model_defaults_are_the_declared_ones():
+    cfg = Config()
+    for s in KEYED:
+        assert cfg.get(s.key) == s.default, s.key
+
+
+# --------------------------------------------------------------------------------------
+# Environment variables
+
+
+def test_env_vars_are_the_ones_the_go_tool_reads():
+    assert {e for s in SETTINGS for e in s.env} == GO_V2_ENV
+    assert {e for s in SETTINGS if s.v1 for e in s.v1.env} == GO_V1_ENV
+
+
+def _text_and_value(s: Setting, kind: str) -> tuple[str, object]:
+    """A valid value for the setting as an environment variable writes it, and as read."""
+    if kind == "bool":
+        return ("false", False) if s.default else ("true", True)
+    if kind == "int":
+        return ("1234", 1234) if s.range and s.range.unit == "port" else ("7", 7)
+    if s.key.endswith("endpoint") and "auth" not in s.key:
+        return "http://from-env:9091", "http://from-env:9091"
+    return "from-env", "from-env"
+
+
+# What a v1 variable becomes where v1 writes it otherwise (settings._V1Translation).
+V1_TRANSLATED = {"MILVUS_TLS_MODE": ("1", "server"), "MINIO_USE_IAM": ("true", "iam"),
+                 "MINIO_BACKUP_USE_IAM": ("true", "iam")}
+# Variables read (or allowed) only with other settings: what the file says for them.
+STORAGE_NEEDS = {"ACCOUNT_NAME": {"provider": "azure", "auth": {"type": "default"}},
+                 "AUTH_ACCOUNT_KEY": {"provider": "azure", "accountName": "acct", "auth": {"type": "sharedKey"}},
+                 "AUTH_CREDENTIALS_FILE": {"provider": "gcpnative", "auth": {"type": "serviceAccount"}}}
+NEEDS = {
+    "GCP_KEY_JSON": "minio:\n  storageType: gcpnative\n", "BACKUP_GCP_KEY_JSON": "minio:\n  storageType: gcpnative\n",
+    "MINIO_IAM_ENDPOINT": "minio:\n  useIAM: true\n", "MINIO_BACKUP_IAM_ENDPOINT": "minio:\n  useIAM: true\n",
+    **{f"{side.upper()}_STORAGE_{var}": yaml.safe_dump({side: {"storage": storage}})
+       for side in ("milvus", "backup") for var, storage in STORAGE_NEEDS.items()},
+}
+
+CASES = ([pytest.param("v2", s, e, id=e) for s in KEYED for e in s.env]
+         + [pytest.param("v1", s, e, id=f"v1-{e}") for s in KEYED if s.v1 for e in s.v1.env])
+
+
+@pytest.mark.parametrize(("schema", "setting", "var"), CASES)
+def test_each_env_var_sets_its_declared_key(tmp_path, schema, setting, var):
+    """Every variable the declaration names reaches its key, and config show says so."""
+    text, expected = V1_TRANSLATED.get(var) or _text_and_value(setting, setting.v1.kind if schema == "v1" else setting.kind)
+    (tmp_path / "backup.yaml").write_text(f"configVersion: {schema}\n" + NEEDS.get(var, ""))
+    cfg = load_config(None, env={var: text}, cwd=tmp_path)
+    assert cfg.get(setting.key) == expected
+    assert cfg.origin(setting.key) == Origin("env", var)
