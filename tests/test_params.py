@@ -1,10 +1,12 @@
-"""Each setting is declared once (config/params.py); every place that shows or uses a default
-or an environment variable agrees with that declaration. Each test below fails when one of
-those places says something else: ``config show``, the model's defaults, the environment.
-No S3 server is needed."""
+"""Each setting is declared once (config/params.py); every place that shows or uses a default,
+a flag or an environment variable agrees with that declaration. Each test below fails when one
+of those places says something else: the help of the copy flags, ``config show``, the model's
+defaults, CopySettings and the engine's own defaults, the environment. No S3 server is needed."""
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
 import json
 import os
 import subprocess
@@ -14,9 +16,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from milvus_backup.config.params import SETTINGS, Setting, format_value
+from milvus_backup import _engine
+from milvus_backup.cli.commands import copy_settings
+from milvus_backup.config.params import BY_FLAG, SETTINGS, Setting, flag_default, format_value
 from milvus_backup.config.secrets import mask
 from milvus_backup.config.settings import Config, Origin, load_config
+from milvus_backup.transfer.copy import CopySettings
 
 # Environment variables the Go tool reads (docs/user_guide/env_variables.md and
 # internal/cfg/cfg.go of zilliztech/milvus-backup): v2 has them for credentials only.
@@ -53,7 +58,21 @@ def shown_default(s: Setting) -> str:
 
 
 # --------------------------------------------------------------------------------------
-# What a user reads and what runs
+# What a user reads
+
+
+def test_copy_help_states_each_declared_default(tmp_path):
+    """``mbackup copy --help`` gives each flag's default as declared (it once said 512MiB for
+    --multipart-copy-threshold while every run used the config's 500 MiB)."""
+    proc = mbackup(["copy", "--help"], tmp_path, COLUMNS="1000", NO_COLOR="1", TERM="dumb")
+    assert proc.returncode == 0, proc.stderr
+    lines = {line.split()[1]: line for line in proc.stdout.splitlines() if line.startswith("│ --")}
+    assert set(BY_FLAG) <= set(lines)
+    for flag, s in BY_FLAG.items():
+        assert f"; default {flag_default(flag)}" in lines[flag], lines[flag]
+        if s.key:
+            assert f"(config {s.key}" in lines[flag], lines[flag]
+    assert "default 500MiB" in lines["--multipart-copy-threshold"] and "default 128" in lines["--parallel"]
 
 
 def test_config_show_lists_every_setting_at_its_declared_default(tmp_path):
@@ -68,10 +87,31 @@ def test_config_show_lists_every_setting_at_its_declared_default(tmp_path):
     assert threshold.split() == ["transfer.multipartCopyThresholdMiB", "500", "default"]
 
 
+# --------------------------------------------------------------------------------------
+# What runs
+
+
 def test_the_model_defaults_are_the_declared_ones():
     cfg = Config()
     for s in KEYED:
         assert cfg.get(s.key) == s.default, s.key
+
+
+def test_copy_settings_and_the_engine_default_to_the_declaration():
+    """A copy with no config file runs with what CopySettings, the engine and the declaration
+    say (copy once ran 128 objects in flight while CopySettings and the engine said 64)."""
+    declared = {s.engine: s.to_engine(s.default) for s in SETTINGS if s.engine}
+    defaults = CopySettings()
+    assert {arg: getattr(defaults, arg) for arg in declared} == declared
+    no_file = load_config(None, env={}, cwd=Path(__file__).parent / "compat")
+    assert copy_settings(no_file) == defaults
+    # The engine fills in what a caller leaves out (the check command, tests, sample trees).
+    engine = _engine.Copier.defaults()
+    numeric = {f.name: getattr(defaults, f.name) for f in dataclasses.fields(CopySettings)
+               if f.name not in ("checksum", "verify")}
+    assert engine == numeric
+    signature = inspect.signature(_engine.Copier).parameters
+    assert (signature["checksum"].default, signature["verify"].default) == (defaults.checksum, defaults.verify)
 
 
 # --------------------------------------------------------------------------------------

@@ -275,6 +275,12 @@ NUMBER_KEYS = {k: s for k, s in BY_KEY.items() if s.range}
 NUMBER_FLAGS = {f: s for f, s in BY_FLAG.items() if s.range}
 
 
+def engine_default(arg: str) -> Any:
+    """The default of the engine's Copier argument ``arg``, as the Copier takes it."""
+    s = BY_ENGINE[arg]
+    return s.to_engine(s.default)
+
+
 def format_value(value: Any, kind: str) -> str:
     """A value as ``config show`` prints it."""
     if value is None:
@@ -288,3 +294,28 @@ def format_value(value: Any, kind: str) -> str:
     if isinstance(value, float) and value.is_integer():
         return str(int(value))
     return str(value)
+
+
+def flag_default(flag: str) -> str:
+    """A flag's default as the flag is written: ``128``, ``500MiB``, ``unlimited``."""
+    s = BY_FLAG[flag]
+    value = s.to_engine(s.default)
+    if s.range is not None and s.range.unit == "B":
+        return format_size(value)
+    return format_value(s.default, s.kind)
+
+
+def one_of(choices: tuple[str, ...]) -> str:
+    """``a, b or c``."""
+    return f"{', '.join(choices[:-1])} or {choices[-1]}" if len(choices) > 1 else "".join(choices)
+
+
+def flag_help(flag: str) -> str:
+    """The help of a copy flag: what it does, its default and the config key it overrides."""
+    s = BY_FLAG[flag]
+    choices = f": {one_of(s.choices)}" if s.choices else ""
+    where = ""
+    if s.key:
+        follows = f", which follows {s.inherits}" if s.inherits else ""
+        where = f" (config {s.key}{follows})"
+    return f"{s.doc}{choices}; default {flag_default(flag)}{where}."
