@@ -1,7 +1,8 @@
 """Each setting is declared once (config/params.py); every place that shows or uses a default,
 a flag or an environment variable agrees with that declaration. Each test below fails when one
-of those places says something else: the help of the copy flags, ``config show``, the model's
-defaults, CopySettings and the engine's own defaults, the environment. No S3 server is needed."""
+of those places says something else: the help of the copy flags, ``config show``, the README's
+table, the model's defaults, CopySettings and the engine's own defaults, the environment.
+No S3 server is needed."""
 
 from __future__ import annotations
 
@@ -85,6 +86,17 @@ def test_config_show_lists_every_setting_at_its_declared_default(tmp_path):
     assert [line.split()[0] for line in text[1:]] == [s.key for s in KEYED]
     threshold = next(line for line in text if line.startswith("transfer.multipartCopyThresholdMiB "))
     assert threshold.split() == ["transfer.multipartCopyThresholdMiB", "500", "default"]
+
+
+def test_readme_settings_table_is_current():
+    """The README's table is what scripts/readme renders from the declaration: edit params.py
+    and run scripts/readme."""
+    from mbackup_dev import readme
+
+    text = readme.README.read_text()
+    assert readme.BEGIN in text and readme.END in text, "the README has lost its settings table markers"
+    assert readme.with_table(text) == text, "README.md: the settings table is stale; run scripts/readme"
+    assert "(default 64)" not in text  # the copy options table no longer repeats defaults
 
 
 # --------------------------------------------------------------------------------------
