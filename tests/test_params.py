@@ -126,6 +126,17 @@ def test_copy_settings_and_the_engine_default_to_the_declaration():
     assert (signature["checksum"].default, signature["verify"].default) == (defaults.checksum, defaults.verify)
 
 
+def test_a_restore_request_defaults_to_the_config_defaults():
+    """A restore through the Python API (the benchmarks) runs like ``mbackup restore`` with no
+    config file (it once ran 16 import jobs at once where the command ran 64)."""
+    from milvus_backup.backup.restore import RestoreRequest
+
+    request = RestoreRequest(name="n")
+    no_file = load_config(None, env={}, cwd=Path(__file__).parent / "compat")
+    assert request.import_jobs == no_file.restore.concurrency.import_jobs
+    assert request.keep_temp_files == no_file.restore.keep_temp_files
+
+
 # --------------------------------------------------------------------------------------
 # Environment variables
 

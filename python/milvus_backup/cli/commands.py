@@ -465,7 +465,7 @@ def restore(
         use_auto_index=use_auto_index, drop_exist_collection=drop_exist_collection, drop_exist_index=drop_exist_index,
         skip_create_collection=skip_create_collection, meta_only=meta_only, load=load, restore_aliases=restore_aliases,
         force=force, discard_journal=discard_journal,
-        keep_temp_files=cfg.restore.keep_temp_files, import_jobs=min(cfg.restore.concurrency.import_jobs, 64))
+        keep_temp_files=cfg.restore.keep_temp_files, import_jobs=cfg.restore.concurrency.import_jobs)
     request.validate()
     stores = _stores(state)
     if discard_journal:

@@ -30,6 +30,10 @@ PROVIDERS = ("local", "minio", "s3", "aws", "gcp", "gcpnative", "azure", "aliyun
 TRANSFER_MODES = ("auto", "direct", "streaming")
 CHECKSUMS = ("crc32c", "crc64nvme", "none")
 
+# mbackup runs at most this many import jobs at once, whatever restore.concurrency.importJobs
+# (the Go tool's 768) says.
+MAX_IMPORT_JOBS = 64
+
 _SAME: Any = object()  # a V1 field left as the setting has it
 _V1_KINDS = ("str", "int", "bool", "list")  # v1 reads every other kind as a string
 
@@ -222,7 +226,7 @@ _TABLE: tuple[Setting, ...] = (
        v1=V1("backup.gcPause.enable", ("BACKUP_GC_PAUSE_ENABLE",)), used=False),
     _s("restore.concurrency.collections", "int", 2, "Collections restored at once", range=ranges.CONCURRENCY,
        v1=V1("backup.parallelism.restoreCollection", ("BACKUP_PARALLELISM_RESTORE_COLLECTION",)), used=False),
-    _s("restore.concurrency.importJobs", "int", 768, "Import jobs at once (mbackup runs at most 64)",
+    _s("restore.concurrency.importJobs", "int", 768, f"Import jobs at once (mbackup runs at most {MAX_IMPORT_JOBS})",
        range=ranges.CONCURRENCY, v1="backup.parallelism.importJob"),
     _s("restore.maxSegmentsPerImportJob", "int", 256, "Segments per import job", range=ranges.CONCURRENCY, used=False),
     _s("restore.keepTempFiles", "bool", False, "Keep the staged copies a restore imported from",
