@@ -30,6 +30,7 @@ from ..milvus.adapters.base import CreateCollectionSpec, ImportState, ImportStat
 from ..milvus.binlog import BinlogError, count_records
 from .catalog import Stores, backup_dir, read_backup
 from ..transfer.copy import CopySettings, Plan, run_plan
+from ..config.params import BY_KEY, MAX_IMPORT_JOBS
 from ..errors import MBackupError
 from ..storage.location import ObjectInfo
 from .verify import check_before_restore
@@ -53,8 +54,8 @@ class RestoreRequest:
     meta_only: bool = False
     load: bool = False
     restore_aliases: bool = False
-    keep_temp_files: bool = False
-    import_jobs: int = 16  # concurrent import jobs
+    keep_temp_files: bool = BY_KEY["restore.keepTempFiles"].default
+    import_jobs: int = BY_KEY["restore.concurrency.importJobs"].default  # at once, at most MAX_IMPORT_JOBS
     import_timeout: float = 3600.0  # seconds without progress before giving up
     force: bool = False  # skip the quick check of the backup (mbackup verify)
     discard_journal: bool = False  # forget interrupted restores instead (the CLI runs discard_journals)
@@ -623,7 +624,7 @@ def wait_imports(adapter: MilvusAdapter, t: Target, jobs: list[PartitionImport],
     done = 0
     shown, shown_at = "", 0.0
     while pending or running:
-        while pending and len(running) < max(1, request.import_jobs):
+        while pending and len(running) < min(max(1, request.import_jobs), MAX_IMPORT_JOBS):
             job = pending.pop(0)
             job_id = adapter.start_import(t.db, t.name, job.partition, job.files)
             state[job.partition] = {"job": job_id, "done": False, "rows": None, "mismatch": None}

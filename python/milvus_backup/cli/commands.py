@@ -17,7 +17,7 @@ from .. import _engine
 from ..transfer.copy import CAUSES, CopySettings, manifest, plan_copy, recheck_skipped, run_plan, write_json
 from ..config.settings import Config, load_config
 from ..errors import ConfigError, MBackupError
-from ..config.ranges import BY_FLAG
+from ..config.params import BY_FLAG, BY_KEY, flag_help, one_of
 from ..config.secrets import display_url
 from ..storage.location import Location, open_location, shown_key, skipped_links
 from ..units import format_bytes, format_duration, parse_duration
@@ -88,7 +88,7 @@ def fail(message: str, code: int = EXIT_USAGE) -> typer.Exit:
 
 
 def _number(flag: str, text: str) -> int | float:
-    """A numeric flag's value, checked against its range in ranges.py."""
+    """A numeric flag's value, checked against its setting's range (config/params.py)."""
     try:
         return BY_FLAG[flag].parse(text)
     except ValueError as e:
@@ -100,18 +100,18 @@ def copy(
     ctx: typer.Context,
     src: Annotated[str, typer.Argument(help="Source: s3://bucket/prefix?endpoint=..., file:///dir, memory://name, ...")],
     dst: Annotated[str, typer.Argument(help="Destination, same forms as the source.")],
-    parallel: Annotated[Optional[str], typer.Option("--parallel", "-p", metavar="N", help="Objects in flight (default: mbackup.parallel).")] = None,
+    parallel: Annotated[Optional[str], typer.Option("--parallel", "-p", metavar="N", help=flag_help("--parallel"))] = None,
     include: Annotated[Optional[list[str]], typer.Option("--include", help="Copy only keys matching this glob (repeatable).")] = None,
     exclude: Annotated[Optional[list[str]], typer.Option("--exclude", help="Skip keys matching this glob (repeatable).")] = None,
-    checksum: Annotated[Optional[str], typer.Option("--checksum", help="crc32c, crc64nvme or none (default: mbackup.checksum).")] = None,
+    checksum: Annotated[Optional[str], typer.Option("--checksum", help=flag_help("--checksum"))] = None,
     verify: Annotated[bool, typer.Option("--verify", help="Read every destination object back and compare checksums.")] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Show what would be copied; change nothing.")] = False,
-    max_bandwidth: Annotated[Optional[str], typer.Option("--max-bandwidth", help="Cap on bytes streamed, e.g. 200MiB/s.")] = None,
-    max_requests: Annotated[Optional[str], typer.Option("--max-requests", metavar="N", help="Cap on requests per second.")] = None,
-    part_size: Annotated[Optional[str], typer.Option("--part-size", help="Part size for multipart streaming (default 8MiB).")] = None,
-    multipart_threshold: Annotated[Optional[str], typer.Option("--multipart-threshold", help="Stream objects above this size in parts (default 16MiB).")] = None,
-    multipart_copy_threshold: Annotated[Optional[str], typer.Option("--multipart-copy-threshold", help="Server-side copies above this size use UploadPartCopy (default 512MiB).")] = None,
-    copy_part_size: Annotated[Optional[str], typer.Option("--copy-part-size", help="Part size for server-side multipart copies (default 64MiB).")] = None,
+    max_bandwidth: Annotated[Optional[str], typer.Option("--max-bandwidth", help=flag_help("--max-bandwidth"))] = None,
+    max_requests: Annotated[Optional[str], typer.Option("--max-requests", metavar="N", help=flag_help("--max-requests"))] = None,
+    part_size: Annotated[Optional[str], typer.Option("--part-size", help=flag_help("--part-size"))] = None,
+    multipart_threshold: Annotated[Optional[str], typer.Option("--multipart-threshold", help=flag_help("--multipart-threshold"))] = None,
+    multipart_copy_threshold: Annotated[Optional[str], typer.Option("--multipart-copy-threshold", help=flag_help("--multipart-copy-threshold"))] = None,
+    copy_part_size: Annotated[Optional[str], typer.Option("--copy-part-size", help=flag_help("--copy-part-size"))] = None,
     force: Annotated[bool, typer.Option("--force", help="Copy even objects the destination already has.")] = False,
     manifest_file: Annotated[Optional[str], typer.Option("--manifest", help="Write every object's size and checksum to this JSON file.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print a machine-readable summary on stdout.")] = False,
@@ -127,18 +127,15 @@ def copy(
     state = ctx.obj.with_command_options(config, set_)
     settings = copy_settings(state.config())
     if checksum is not None:
-        if checksum.lower() not in ("crc32c", "crc64nvme", "none"):
-            raise MBackupError(f"--checksum: unknown algorithm {checksum!r}: use crc32c, crc64nvme or none")
+        choices = BY_FLAG["--checksum"].choices
+        if checksum.lower() not in choices:
+            raise MBackupError(f"--checksum: unknown algorithm {checksum!r}: use {one_of(choices)}")
         settings.checksum = checksum.lower()
-    for flag, text, attr in [("--parallel", parallel, "parallel"),
-                             ("--max-bandwidth", max_bandwidth, "max_bandwidth"),
-                             ("--max-requests", max_requests, "max_requests_per_sec"),
-                             ("--part-size", part_size, "part_size"),
-                             ("--multipart-threshold", multipart_threshold, "multipart_threshold"),
-                             ("--multipart-copy-threshold", multipart_copy_threshold, "multipart_copy_threshold"),
-                             ("--copy-part-size", copy_part_size, "copy_part_size")]:
+    for flag, text in {"--parallel": parallel, "--max-bandwidth": max_bandwidth, "--max-requests": max_requests,
+                       "--part-size": part_size, "--multipart-threshold": multipart_threshold,
+                       "--multipart-copy-threshold": multipart_copy_threshold, "--copy-part-size": copy_part_size}.items():
         if text is not None:
-            setattr(settings, attr, _number(flag, text))
+            setattr(settings, BY_FLAG[flag].engine, _number(flag, text))
     settings.verify = verify
     source, target = state.location(src), state.location(dst)
     if not dry_run and target.ensure_bucket():
@@ -468,7 +465,7 @@ def restore(
         use_auto_index=use_auto_index, drop_exist_collection=drop_exist_collection, drop_exist_index=drop_exist_index,
         skip_create_collection=skip_create_collection, meta_only=meta_only, load=load, restore_aliases=restore_aliases,
         force=force, discard_journal=discard_journal,
-        keep_temp_files=cfg.restore.keep_temp_files, import_jobs=min(cfg.restore.concurrency.import_jobs, 64))
+        keep_temp_files=cfg.restore.keep_temp_files, import_jobs=cfg.restore.concurrency.import_jobs)
     request.validate()
     stores = _stores(state)
     if discard_journal:
@@ -556,14 +553,8 @@ def gc(
 
 
 def copy_settings(cfg: Config) -> CopySettings:
-    """The engine's settings from the config file's mbackup: section (flags override them)."""
-    m = cfg.mbackup
-    return CopySettings(
-        parallel=m.parallel, checksum=m.checksum, max_bandwidth=m.max_bandwidth or 0,
-        max_requests_per_sec=m.max_requests_per_second or 0.0, part_size=m.part_size_mib << 20,
-        multipart_threshold=m.multipart_threshold_mib << 20, memory_budget=m.memory_budget_mib << 20,
-        multipart_copy_threshold=cfg.transfer.multipart_copy_threshold_mib << 20,
-    )
+    """The engine's settings from the config keys that set them (flags override them)."""
+    return CopySettings(**{s.engine: s.to_engine(cfg.get(key)) for key, s in BY_KEY.items() if s.engine})
 
 
 config_app = typer.Typer(help="Inspect the configuration.", no_args_is_help=True)

@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from .. import _engine
+from ..config.params import engine_default
 from ..storage.leftovers import remove_for_keys
 from .progress import ProgressDisplay
 from ..storage.location import Location, ObjectInfo
@@ -40,17 +41,20 @@ CAUSES = {
 
 @dataclass
 class CopySettings:
-    parallel: int = 64
-    checksum: str = "crc32c"
+    """The engine's Copier arguments. Defaults of the ones a user sets come from the settings
+    table (config/params.py); sizes in bytes, 0 for no cap."""
+
+    parallel: int = engine_default("parallel")
+    checksum: str = engine_default("checksum")
     verify: bool = False
-    max_bandwidth: int = 0  # bytes/s, 0 = unlimited
-    max_requests_per_sec: float = 0.0
-    part_size: int = 8 << 20
-    multipart_threshold: int = 16 << 20
-    copy_part_size: int = 64 << 20
-    multipart_copy_threshold: int = 512 << 20
+    max_bandwidth: int = engine_default("max_bandwidth")  # bytes/s, 0 = unlimited
+    max_requests_per_sec: float = engine_default("max_requests_per_sec")
+    part_size: int = engine_default("part_size")
+    multipart_threshold: int = engine_default("multipart_threshold")
+    copy_part_size: int = engine_default("copy_part_size")
+    multipart_copy_threshold: int = engine_default("multipart_copy_threshold")
     part_parallel: int = 4
-    memory_budget: int = 128 << 20
+    memory_budget: int = engine_default("memory_budget")
     max_attempts: int = 5
 
     def copier(self) -> _engine.Copier:
