@@ -82,11 +82,6 @@ def root(ctx: typer.Context, config: ConfigOption = None, set_: SetOption = None
     ctx.obj = Context(config, set_)
 
 
-def fail(message: str, code: int = EXIT_USAGE) -> typer.Exit:
-    typer.echo(f"error: {message}", err=True)
-    return typer.Exit(code)
-
-
 def _number(flag: str, text: str) -> int | float:
     """A numeric flag's value, checked against its range in ranges.py."""
     try:
