@@ -241,13 +241,18 @@ impl Copier {
                     .map(|(backend, key)| {
                         let (limits, cancel) = (&limits, &cancel);
                         async move {
-                            if cancel.is_cancelled() {
-                                return (None, None, Some("cancelled".to_string()));
-                            }
-                            limits.request().await;
-                            match store::read_checksum(&backend, &key, algo, Some(limits)).await {
-                                Ok((sum, size)) => (Some(algo.hex(sum)), Some(size), None),
-                                Err(e) => (None, None, Some(e.message)),
+                            let read = async {
+                                limits.request().await;
+                                store::read_checksum(&backend, &key, algo, Some(limits)).await
+                            };
+                            // Reads in flight stop too: a capped read of a large object would
+                            // otherwise hold Ctrl-C for as long as it takes.
+                            tokio::select! {
+                                r = read => match r {
+                                    Ok((sum, size)) => (Some(algo.hex(sum)), Some(size), None),
+                                    Err(e) => (None, None, Some(e.message)),
+                                },
+                                _ = cancel.cancelled() => (None, None, Some("cancelled".to_string())),
                             }
                         }
                     })
