@@ -27,7 +27,7 @@ from ..format import meta, untrusted
 from ..milvus.adapters.base import MilvusAdapter, SegmentRef
 from .catalog import IN_PROGRESS, LOCK, MANIFEST, Stores, backup_dir, backup_storage_errors, is_backup
 from .lock import LockLostError, StoreLock
-from ..transfer.copy import CopyReport, CopySettings, Plan, run_plan
+from ..transfer.copy import CopyReport, CopySettings, Plan, checksums, run_plan
 from ..errors import MBackupError
 from ..storage.location import ObjectInfo
 
@@ -380,7 +380,7 @@ def copy_segments(stores: Stores, bdir: str, collections: list[meta.CollectionBa
                         plan.jobs.append((ObjectInfo(src, size, etags.get(src)), dst))
     verified = CopySettings(**{**settings.__dict__, "verify": True})
     if plan.skipped:
-        _recheck_resumed(plan, stores, bdir, collections, verified)
+        _recheck_resumed(plan, stores, bdir, collections, verified, lock)
     report = run_plan(plan, stores.milvus, stores.backup, verified, show_progress=show_progress, label="backup",
                       stop=lock.lost)
     if report.failed:
@@ -392,13 +392,13 @@ def copy_segments(stores: Stores, bdir: str, collections: list[meta.CollectionBa
 
 
 def _recheck_resumed(plan: Plan, stores: Stores, bdir: str, collections: list[meta.CollectionBackupInfo],
-                     settings: CopySettings) -> None:
+                     settings: CopySettings, lock: StoreLock) -> None:
     dst_of = {src: dst for coll in collections for part in coll.partition_backups for seg in part.segment_backups
               for src, dst, _ in meta.segment_files(bdir, seg)}
     algo = settings.checksum if settings.checksum != "none" else "crc32c"
     items = ([(stores.milvus.store, o.key) for o in plan.skipped]
              + [(stores.backup.store, dst_of[o.key]) for o in plan.skipped])
-    sums = settings.copier().checksums(items, algo)
+    sums = checksums(settings, items, algo, stop=lock.lost)
     n, kept = len(plan.skipped), []
     for i, obj in enumerate(plan.skipped):
         if sums[i][0] is not None and sums[i][0] == sums[n + i][0]:

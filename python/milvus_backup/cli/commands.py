@@ -12,6 +12,7 @@ import sys
 from typing import Annotated, Optional
 
 import typer
+from typer.core import TyperGroup
 
 from .. import _engine
 from ..transfer.copy import CAUSES, CopySettings, manifest, plan_copy, recheck_skipped, run_plan, write_json
@@ -22,7 +23,22 @@ from ..config.secrets import display_url
 from ..storage.location import Location, open_location, shown_key, skipped_links
 from ..units import format_bytes, format_duration, parse_duration
 
+
+class _Interrupted(Exception):
+    """Ctrl-C inside a command, on its way to main()."""
+
+
+class _Commands(TyperGroup):
+    def invoke(self, ctx):
+        # typer turns a KeyboardInterrupt into a silent exit 130: let main() say it instead.
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt as e:
+            raise _Interrupted from e
+
+
 app = typer.Typer(
+    cls=_Commands,
     name="mbackup",
     help="Back up and restore Milvus collections; copy object-store prefixes fast and verifiably.",
     no_args_is_help=True,
@@ -642,7 +658,7 @@ def main() -> None:
         sys.exit(EXIT_FAILED)
     except typer.Exit as e:
         sys.exit(e.exit_code)
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, _Interrupted):
         typer.echo("interrupted", err=True)
         sys.exit(EXIT_INTERRUPTED)
     except typer.Abort:
