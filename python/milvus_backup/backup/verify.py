@@ -25,7 +25,7 @@ from .catalog import IN_PROGRESS, MANIFEST, BackupNotFound, Stores, backup_dir, 
 from ..transfer.cancel import run_cancellable
 from ..transfer.copy import CopySettings
 from ..errors import MBackupError, MetaError
-from ..transfer.progress import ProgressDisplay
+from ..transfer.progress import SILENT, Reporter
 from ..units import format_bytes
 
 ALGOS = ("crc32c", "crc64nvme")
@@ -109,7 +109,7 @@ def _count(n: int, word: str) -> str:
 
 
 def verify_backup(stores: Stores, name: str, *, deep: bool = False, settings: CopySettings | None = None,
-                  show_progress: bool = False) -> VerifyReport:
+                  reporter: Reporter = SILENT) -> VerifyReport:
     """Check backup ``name``; raises BackupNotFound when nothing is under its directory."""
     started = time.monotonic()
     bdir = backup_dir(stores, name)
@@ -159,7 +159,7 @@ def verify_backup(stores: Stores, name: str, *, deep: bool = False, settings: Co
             if without:
                 report.warnings.append(Finding("unchecked", "", f"{_count(without, 'object')} without a checksum in "
                                                f"the manifest: only their sizes were checked"))
-            _deep_check(stores, bdir, todo, report, settings or CopySettings(), show_progress)
+            _deep_check(stores, bdir, todo, report, settings or CopySettings(), reporter)
     report.seconds = time.monotonic() - started
     return report
 
@@ -287,7 +287,7 @@ def _batches(items: list[tuple[str, Expected]], parallel: int) -> list[list[tupl
 
 
 def _deep_check(stores: Stores, bdir: str, todo: list[tuple[str, Expected]], report: VerifyReport,
-                settings: CopySettings, show_progress: bool) -> None:
+                settings: CopySettings, reporter: Reporter) -> None:
     """Read ``todo`` back in parallel and compare checksums. Ctrl-C cancels the reads, and
     KeyboardInterrupt is raised once they stopped."""
     algo = report.checksum_algo or "crc32c"
@@ -308,7 +308,7 @@ def _deep_check(stores: Stores, bdir: str, todo: list[tuple[str, Expected]], rep
                 counters["bytes_done"] += got[1] or 0
                 counters["failures"] += int(got[2] is not None or got[0] != exp.checksum)
 
-    with ProgressDisplay(lambda: dict(counters), label="verify", enabled=show_progress):
+    with reporter.phase("verify", lambda: dict(counters)):
         _, interrupted = run_cancellable(work, copier.cancel, name="mbackup-verify")
     if interrupted:
         raise KeyboardInterrupt

@@ -21,6 +21,7 @@ from ..errors import ConfigError, MBackupError
 from ..config.ranges import BY_FLAG
 from ..config.secrets import display_url
 from ..storage.location import Location, open_location, shown_key, skipped_links
+from ..transfer.progress import ConsoleReporter
 from ..units import format_bytes, format_duration, parse_duration
 
 
@@ -96,6 +97,11 @@ class Context:
 @app.callback()
 def root(ctx: typer.Context, config: ConfigOption = None, set_: SetOption = None) -> None:
     ctx.obj = Context(config, set_)
+
+
+def _reporter(quiet: bool, as_json: bool) -> ConsoleReporter:
+    """Warnings on stderr always; progress too, unless --quiet or --json."""
+    return ConsoleReporter(progress=not quiet and not as_json)
 
 
 def _number(flag: str, text: str) -> int | float:
@@ -176,7 +182,7 @@ def copy(
                        f"skip {len(plan.skipped):,} already at the destination")
         return
 
-    report = run_plan(plan, source, target, settings, show_progress=not quiet and not as_json)
+    report = run_plan(plan, source, target, settings, reporter=_reporter(quiet, as_json))
     if manifest_file:
         write_json(manifest_file, manifest(report, source, target, settings.checksum))
     summary = report.summary()
@@ -315,7 +321,7 @@ def create(
     context = {"command": "create", "name": name, "filters": request.filters}
     _hooks().mbackup_before_create(context=context)
     try:
-        result = create_backup(lambda: _milvus(state), stores, request, settings, show_progress=not quiet and not as_json)
+        result = create_backup(lambda: _milvus(state), stores, request, settings, reporter=_reporter(quiet, as_json))
     except MBackupError as e:
         _hooks().mbackup_on_failure(context=context, error=str(e))
         raise
@@ -433,7 +439,7 @@ def verify(
 
     state = ctx.obj.with_command_options(config, set_)
     report = verify_backup(_stores(state), name, deep=deep, settings=copy_settings(state.config()),
-                           show_progress=not quiet and not as_json)
+                           reporter=_reporter(quiet, as_json))
     if as_json:
         typer.echo(json.dumps(report.to_json()))
     else:
@@ -490,7 +496,7 @@ def restore(
     _hooks().mbackup_before_restore(context=context)
     try:
         result = restore_backup(lambda: _milvus(state), stores, request, copy_settings(cfg),
-                                show_progress=not quiet and not as_json)
+                                reporter=_reporter(quiet, as_json))
     except MBackupError as e:
         _hooks().mbackup_on_failure(context=context, error=str(e))
         raise

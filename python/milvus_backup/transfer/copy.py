@@ -17,7 +17,7 @@ from typing import Any
 from .. import _engine
 from ..storage.leftovers import remove_for_keys
 from .cancel import run_cancellable
-from .progress import ProgressDisplay
+from .progress import SILENT, Reporter
 from ..storage.location import Location, ObjectInfo
 
 # What a failure cause reported by the engine (an errno name, an S3 code, ...) means, and what
@@ -212,10 +212,11 @@ def checksums(settings: CopySettings, items: list[tuple[Any, str]], algo: str,
 
 
 def run_plan(plan: Plan, src: Location, dst: Location, settings: CopySettings, *,
-             show_progress: bool = True, label: str = "copy", stop: threading.Event | None = None) -> CopyReport:
+             reporter: Reporter = SILENT, label: str = "copy", stop: threading.Event | None = None) -> CopyReport:
     """Run the copy so that Ctrl-C cancels it (see run_cancellable), waits for in-flight work
     to stop (multipart uploads are aborted) and reports what finished. ``stop`` set (a lost
-    lock, say) cancels the copy the same way; the caller says why."""
+    lock, say) cancels the copy the same way; the caller says why. The engine's counters go
+    to ``reporter`` under ``label``."""
     copier = settings.copier()
     copier.note_skipped(len(plan.skipped), sum(o.size for o in plan.skipped))
     # The listed ETag pins the version copied: an object rewritten mid-copy is copied again
@@ -225,7 +226,7 @@ def run_plan(plan: Plan, src: Location, dst: Location, settings: CopySettings, *
     # uploads of these keys: nothing else will ever remove them.
     remove_for_keys(dst.store, [job[3] for job in jobs])
     started = time.monotonic()
-    with ProgressDisplay(copier.progress, label=label, enabled=show_progress):
+    with reporter.phase(label, copier.progress):
         results, cancelled = run_cancellable(lambda: copier.run(jobs), copier.cancel, stop, name="mbackup-copy")
     # Report keys relative to the two locations, the way the user named them.
     for r, (obj, key) in zip(results, plan.jobs):
