@@ -233,8 +233,8 @@ class _CreateRun:
                 request: dict[str, Any]) -> CreateResult:
         info = meta.BackupInfo(id=resumed or str(uuid.uuid4()), name=self.name, milvus_version=self.adapter.version)
         if resumed:
-            self.reporter.warning(f"resuming the incomplete backup {self.name!r}: objects already copied are checked, "
-                      "not copied again")
+            self.reporter.warning(f"resuming the incomplete backup {self.name!r}: objects already copied are "
+                                  "checked, not copied again")
         else:
             self.stores.backup.store.put(f"{self.bdir}/{IN_PROGRESS}", json.dumps({
                 "id": info.id, "name": self.name, "pid": os.getpid(), "host": socket.gethostname(),
@@ -242,8 +242,8 @@ class _CreateRun:
         with_data = self.strategy != "meta_only"
         paused = self.adapter.pause_gc(GC_PAUSE_SECONDS) if with_data else False
         if with_data and not paused:
-            self.reporter.warning(f"Milvus {self.adapter.version} cannot pause garbage collection; segments compacted during "
-                      "the backup may be missing from it (back up while writes are quiet)")
+            self.reporter.warning(f"Milvus {self.adapter.version} cannot pause garbage collection; segments "
+                                  "compacted during the backup may be missing from it (back up while writes are quiet)")
         copying = False
         try:
             with self.phase("metadata"):
