@@ -94,11 +94,9 @@ def main() -> None:
         endpoint = MilvusEndpoint(host=cluster.host, port=cluster.port,
                                   management_endpoint=f"http://{cluster.host}:{cluster.metrics_port}")
         adapter = connect(endpoint)
-        result = create_backup(adapter, stores, CreateRequest(name="bench", filters=[NAME]), settings,
-                               show_progress=False, warn=lambda m: None)
+        result = create_backup(adapter, stores, CreateRequest(name="bench", filters=[NAME]), settings)
         started = time.monotonic()
-        restored = restore_backup(adapter, stores, RestoreRequest(name="bench", suffix="_restored"), settings,
-                                  show_progress=False, warn=lambda m: None)
+        restored = restore_backup(adapter, stores, RestoreRequest(name="bench", suffix="_restored"), settings)
         restore_s = time.monotonic() - started
         rows_back = count(cluster.uri, NAME + "_restored")
         adapter.close()

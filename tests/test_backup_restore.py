@@ -293,6 +293,24 @@ def test_drop_exist_collection_replaces_it(backup, data, configs, stack):
     assert_same_rows(read_back(stack.target.uri, "default", "e2e_int_x", truth), truth)
 
 
+def test_restore_shows_import_progress_on_stderr_and_json_shows_none(backup, configs, stack):
+    """A line on stderr whenever a collection's import jobs move (one job per partition with
+    data), ending at all done; with --json none, and the summary on stdout either way."""
+    source = by_label(backup["info"])["default.e2e_int"]
+    jobs = sum(1 for p in source.partition_backups if p.segment_backups)
+    shown = ok(mbackup(configs["dst"], "restore", "-n", NAME, "--suffix", "_p", "--filter", "default.e2e_int_p"))
+    lines = [line for line in shown.stderr.splitlines() if " import jobs done" in line]
+    assert lines and all(re.fullmatch(rf"restore default\.e2e_int_p: \d+/{jobs} import jobs done, \d+%", line)
+                         for line in lines), shown.stderr
+    assert lines[-1] == f"restore default.e2e_int_p: {jobs}/{jobs} import jobs done, 100%"
+    assert "restored default.e2e_int as default.e2e_int_p: " in shown.stdout
+
+    as_json = ok(mbackup(configs["dst"], "restore", "-n", NAME, "--suffix", "_j", "--filter", "default.e2e_int_j",
+                         "--json"))
+    assert "import jobs" not in as_json.stderr
+    assert [c["target"] for c in json.loads(as_json.stdout)["collections"]] == ["default.e2e_int_j"]
+
+
 # --------------------------------------------------------------------------------------
 # A backup laid out by hand like the Go tool's (no published one exists to test with)
 

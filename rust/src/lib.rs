@@ -257,13 +257,18 @@ impl Copier {
                     .map(|(backend, key)| {
                         let (limits, cancel) = (&limits, &cancel);
                         async move {
-                            if cancel.is_cancelled() {
-                                return (None, None, Some("cancelled".to_string()));
-                            }
-                            limits.request().await;
-                            match store::read_checksum(&backend, &key, algo, Some(limits)).await {
-                                Ok((sum, size)) => (Some(algo.hex(sum)), Some(size), None),
-                                Err(e) => (None, None, Some(e.message)),
+                            let read = async {
+                                limits.request().await;
+                                store::read_checksum(&backend, &key, algo, Some(limits)).await
+                            };
+                            // Reads in flight stop too: a capped read of a large object would
+                            // otherwise hold Ctrl-C for as long as it takes.
+                            tokio::select! {
+                                r = read => match r {
+                                    Ok((sum, size)) => (Some(algo.hex(sum)), Some(size), None),
+                                    Err(e) => (None, None, Some(e.message)),
+                                },
+                                _ = cancel.cancelled() => (None, None, Some("cancelled".to_string())),
                             }
                         }
                     })
@@ -355,13 +360,6 @@ fn py_checksum(py: Python<'_>, algo: &str, data: &[u8]) -> PyResult<u64> {
     Ok(if data.len() > 1 << 20 { py.detach(|| checksum::checksum(algo, data)) } else { checksum::checksum(algo, data) })
 }
 
-/// Checksum of `a ++ b` given checksum(a), checksum(b) and len(b).
-#[pyfunction]
-#[pyo3(name = "checksum_combine")]
-fn py_checksum_combine(algo: &str, a: u64, b: u64, b_len: u64) -> PyResult<u64> {
-    Ok(checksum::combine(parse_algo(algo)?, a, b, b_len))
-}
-
 /// Every (store root, key) that folder listings skipped since the last call: symbolic links,
 /// special files and names that are not UTF-8, which mbackup never reads, writes or deletes.
 #[pyfunction]
@@ -386,7 +384,6 @@ fn _engine(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Store>()?;
     m.add_class::<Copier>()?;
     m.add_function(wrap_pyfunction!(py_checksum, m)?)?;
-    m.add_function(wrap_pyfunction!(py_checksum_combine, m)?)?;
     m.add_function(wrap_pyfunction!(take_skipped_links, m)?)?;
     let py = m.py();
     m.add("EngineError", py.get_type::<EngineError>())?;

@@ -15,7 +15,6 @@ import json
 import os
 import re
 import socket
-import sys
 import time
 import uuid
 from collections import defaultdict
@@ -27,7 +26,8 @@ from ..format import meta, untrusted
 from ..milvus.adapters.base import MilvusAdapter, SegmentRef
 from .catalog import IN_PROGRESS, LOCK, MANIFEST, Stores, backup_dir, backup_storage_errors, is_backup
 from .lock import LockLostError, StoreLock
-from ..transfer.copy import CopyReport, CopySettings, Plan, run_plan
+from ..transfer.copy import CopyReport, CopySettings, Plan, checksums, run_plan
+from ..transfer.progress import SILENT, Reporter
 from ..errors import MBackupError
 from ..storage.location import ObjectInfo
 
@@ -139,10 +139,10 @@ class CreateResult:
 
 
 def create_backup(adapter: MilvusAdapter | Callable[[], MilvusAdapter], stores: Stores, request: CreateRequest,
-                  settings: CopySettings, *, show_progress: bool = True,
-                  warn=lambda msg: print(f"warning: {msg}", file=sys.stderr)) -> CreateResult:
+                  settings: CopySettings, *, reporter: Reporter = SILENT) -> CreateResult:
     """``adapter`` may be a function that connects, called once the request and the name
-    have been checked, so a taken name is refused without touching Milvus."""
+    have been checked, so a taken name is refused without touching Milvus. Warnings and
+    progress go to ``reporter``."""
     request.validate()
     name = request.name or default_name()
     bdir = backup_dir(stores, name)
@@ -161,11 +161,12 @@ def create_backup(adapter: MilvusAdapter | Callable[[], MilvusAdapter], stores: 
         # One run per backup name: the lock is a conditional write, so of two racing
         # creates (or a create and a delete) exactly one gets past this line.
         with StoreLock(stores.backup.store, f"{bdir}/{LOCK}", f"backup {name!r}", command="create",
-                       on_loss="stopped before marking the backup complete: run the same create again") as lock:
+                       on_loss="stopped before marking the backup complete: run the same create again",
+                       warn=reporter.warning) as lock:
             with backup_storage_errors(stores):
                 resumed = prepare(stores, bdir, name, request.record())
             run = _CreateRun(adapter, stores, name, bdir, request.strategy or "serial_flush", settings,
-                             show_progress, warn, lock)
+                             reporter, lock)
             return run.execute(databases, pairs, resumed, request.record())
     finally:
         if old_umask is not None:
@@ -223,8 +224,7 @@ class _CreateRun:
     bdir: str
     strategy: str
     settings: CopySettings
-    show_progress: bool
-    warn: Any
+    reporter: Reporter
     lock: StoreLock
     started: float = field(default_factory=time.monotonic)
     phases: dict[str, float] = field(default_factory=dict)
@@ -233,8 +233,8 @@ class _CreateRun:
                 request: dict[str, Any]) -> CreateResult:
         info = meta.BackupInfo(id=resumed or str(uuid.uuid4()), name=self.name, milvus_version=self.adapter.version)
         if resumed:
-            self.warn(f"resuming the incomplete backup {self.name!r}: objects already copied are checked, "
-                      "not copied again")
+            self.reporter.warning(f"resuming the incomplete backup {self.name!r}: objects already copied are "
+                                  "checked, not copied again")
         else:
             self.stores.backup.store.put(f"{self.bdir}/{IN_PROGRESS}", json.dumps({
                 "id": info.id, "name": self.name, "pid": os.getpid(), "host": socket.gethostname(),
@@ -242,8 +242,8 @@ class _CreateRun:
         with_data = self.strategy != "meta_only"
         paused = self.adapter.pause_gc(GC_PAUSE_SECONDS) if with_data else False
         if with_data and not paused:
-            self.warn(f"Milvus {self.adapter.version} cannot pause garbage collection; segments compacted during "
-                      "the backup may be missing from it (back up while writes are quiet)")
+            self.reporter.warning(f"Milvus {self.adapter.version} cannot pause garbage collection; segments "
+                                  "compacted during the backup may be missing from it (back up while writes are quiet)")
         copying = False
         try:
             with self.phase("metadata"):
@@ -268,7 +268,7 @@ class _CreateRun:
                         attach_segments(coll, segments, found)
                 copying = True
                 with self.phase("copy"):
-                    report = copy_segments(self.stores, self.bdir, collections, self.settings, self.show_progress,
+                    report = copy_segments(self.stores, self.bdir, collections, self.settings, self.reporter,
                                            self.lock, etags)
             info.collection_backups = collections
             info.size = sum(c.size for c in collections)
@@ -362,7 +362,7 @@ def _binlog(obj: ObjectInfo) -> meta.Binlog:
 
 
 def copy_segments(stores: Stores, bdir: str, collections: list[meta.CollectionBackupInfo],
-                  settings: CopySettings, show_progress: bool, lock: StoreLock,
+                  settings: CopySettings, reporter: Reporter, lock: StoreLock,
                   etags: dict[str, str | None] | None = None) -> CopyReport:
     """Copy every binlog, verifying each. Objects a previous, interrupted run already
     wrote (same size) are proven by checksumming both sides instead of copied again.
@@ -380,8 +380,8 @@ def copy_segments(stores: Stores, bdir: str, collections: list[meta.CollectionBa
                         plan.jobs.append((ObjectInfo(src, size, etags.get(src)), dst))
     verified = CopySettings(**{**settings.__dict__, "verify": True})
     if plan.skipped:
-        _recheck_resumed(plan, stores, bdir, collections, verified)
-    report = run_plan(plan, stores.milvus, stores.backup, verified, show_progress=show_progress, label="backup",
+        _recheck_resumed(plan, stores, bdir, collections, verified, lock)
+    report = run_plan(plan, stores.milvus, stores.backup, verified, reporter=reporter, label="backup",
                       stop=lock.lost)
     if report.failed:
         with contextlib.suppress(_engine.EngineError):
@@ -392,13 +392,13 @@ def copy_segments(stores: Stores, bdir: str, collections: list[meta.CollectionBa
 
 
 def _recheck_resumed(plan: Plan, stores: Stores, bdir: str, collections: list[meta.CollectionBackupInfo],
-                     settings: CopySettings) -> None:
+                     settings: CopySettings, lock: StoreLock) -> None:
     dst_of = {src: dst for coll in collections for part in coll.partition_backups for seg in part.segment_backups
               for src, dst, _ in meta.segment_files(bdir, seg)}
     algo = settings.checksum if settings.checksum != "none" else "crc32c"
     items = ([(stores.milvus.store, o.key) for o in plan.skipped]
              + [(stores.backup.store, dst_of[o.key]) for o in plan.skipped])
-    sums = settings.copier().checksums(items, algo)
+    sums = checksums(settings, items, algo, stop=lock.lost)
     n, kept = len(plan.skipped), []
     for i, obj in enumerate(plan.skipped):
         if sums[i][0] is not None and sums[i][0] == sums[n + i][0]:

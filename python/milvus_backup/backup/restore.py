@@ -17,7 +17,6 @@ import contextlib
 import hashlib
 import json
 import re
-import sys
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -31,6 +30,7 @@ from ..milvus.binlog import BinlogError, count_records
 from .catalog import Stores, backup_dir, read_backup
 from ..transfer.copy import CopySettings, Plan, run_plan
 from ..config.params import BY_KEY, MAX_IMPORT_JOBS
+from ..transfer.progress import SILENT, Reporter
 from ..errors import MBackupError
 from ..storage.location import ObjectInfo
 from .verify import check_before_restore
@@ -359,11 +359,12 @@ class RestoreResult:
 
 
 def restore_backup(adapter: MilvusAdapter | Callable[[], MilvusAdapter], stores: Stores, request: RestoreRequest,
-                   settings: CopySettings, *, show_progress: bool = True,
-                   warn=lambda m: print(f"warning: {m}", file=sys.stderr)) -> RestoreResult:
+                   settings: CopySettings, *, reporter: Reporter = SILENT) -> RestoreResult:
     """``adapter`` may be a function that connects: it is called only once the backup has been
-    read and checked, so a damaged backup or a bad flag is refused without touching Milvus."""
+    read and checked, so a damaged backup or a bad flag is refused without touching Milvus.
+    Warnings and progress go to ``reporter``."""
     started = time.monotonic()
+    warn = reporter.warning
     request.validate()
     if not request.force:
         check_before_restore(stores, request.name, meta_only=request.meta_only)
@@ -381,7 +382,7 @@ def restore_backup(adapter: MilvusAdapter | Callable[[], MilvusAdapter], stores:
     results = []
     try:
         for t in targets:
-            results.append(restore_collection(adapter, stores, bdir, t, request, settings, show_progress, warn, journal))
+            results.append(restore_collection(adapter, stores, bdir, t, request, settings, reporter, journal))
     except MBackupError as e:
         kept = journal.settle()
         if kept:
@@ -407,7 +408,7 @@ def _spec(t: Target) -> CreateCollectionSpec:
 
 
 def restore_collection(adapter: MilvusAdapter, stores: Stores, bdir: str, t: Target, request: RestoreRequest,
-                       settings: CopySettings, show_progress: bool, warn, journal: Journal) -> dict[str, Any]:
+                       settings: CopySettings, reporter: Reporter, journal: Journal) -> dict[str, Any]:
     c = t.source
     started = time.monotonic()
     state = journal.collection(t)
@@ -421,7 +422,7 @@ def restore_collection(adapter: MilvusAdapter, stores: Stores, bdir: str, t: Tar
         if state["state"] != "created":
             _create_collection(adapter, t, request, state, journal)
         if not request.meta_only:
-            jobs = import_data(adapter, stores, bdir, t, request, settings, show_progress, journal, warn)
+            jobs = import_data(adapter, stores, bdir, t, request, settings, reporter, journal)
     except MBackupError:
         if not _imported_any(state):
             # Nothing was imported into the collection (Milvus found no binlogs, say): undo
@@ -436,7 +437,7 @@ def restore_collection(adapter: MilvusAdapter, stores: Stores, bdir: str, t: Tar
     if request.load and c.load_state == meta.LOAD_STATE_LOADED:
         adapter.load_collection(t.db, t.name)
     elif request.load and c.load_state != meta.LOAD_STATE_LOADED:
-        warn(f"{t.label} was not loaded when backed up ({c.load_state or 'NotLoad'}): left unloaded")
+        reporter.warning(f"{t.label} was not loaded when backed up ({c.load_state or 'NotLoad'}): left unloaded")
     if request.restore_aliases:
         for alias in c.aliases:
             adapter.create_alias(t.db, t.name, alias)
@@ -512,7 +513,7 @@ class PartitionImport:
 
 
 def import_data(adapter: MilvusAdapter, stores: Stores, bdir: str, t: Target, request: RestoreRequest,
-                settings: CopySettings, show_progress: bool, journal: Journal, warn) -> int:
+                settings: CopySettings, reporter: Reporter, journal: Journal) -> int:
     c = t.source
     state = journal.collection(t)
     parts = [p for p in c.partition_backups if p.segment_backups
@@ -538,10 +539,9 @@ def import_data(adapter: MilvusAdapter, stores: Stores, bdir: str, t: Target, re
         present = {k: size for k, size, _ in stores.milvus.store.list(prefix)}
         plan = Plan(jobs=[(o, k) for o, k in files if present.get(k) != o.size],
                     skipped=[o for o, k in files if present.get(k) == o.size])
-        report = run_plan(plan, stores.backup, stores.milvus, settings,
-                          show_progress=show_progress, label=f"stage {t.label}")
+        report = run_plan(plan, stores.backup, stores.milvus, settings, reporter=reporter, label=f"stage {t.label}")
         report.raise_for_failures(RestoreError, f"staging {t.label} into the Milvus bucket failed")
-    deletes = count_deletes(stores, bdir, parts, t, warn)
+    deletes = count_deletes(stores, bdir, parts, t, reporter.warning)
     jobs = []
     for p in parts:
         has_delta = any(fb.binlogs for s in p.segment_backups for fb in s.deltalogs)
@@ -549,12 +549,12 @@ def import_data(adapter: MilvusAdapter, stores: Stores, bdir: str, t: Target, re
         inserted = sum(s.num_of_rows for s in p.segment_backups)
         jobs.append(PartitionImport(p.partition_name, [dirs.insert or "", dirs.delta or ""], inserted,
                                     deletes[p.partition_name]))
-    wait_imports(adapter, t, jobs, request, show_progress, journal)
+    wait_imports(adapter, t, jobs, request, reporter, journal)
     # Success removes the staged copies; a failure with imports done or in flight keeps
     # them (those imports read them, and the journal lets the next run reuse them).
     left = _remove_staged(stores, state["staging"], request.keep_temp_files)
     if left:
-        warn(f"{left}; the restore is complete: delete them with any S3 tool")
+        reporter.warning(f"{left}; the restore is complete: delete them with any S3 tool")
     return len(jobs)
 
 
@@ -604,10 +604,10 @@ def _remove_staged(stores: Stores, prefix: str | None, keep: bool) -> str:
 
 
 def wait_imports(adapter: MilvusAdapter, t: Target, jobs: list[PartitionImport], request: RestoreRequest,
-                 show_progress: bool, journal: Journal) -> None:
+                 reporter: Reporter, journal: Journal) -> None:
     """Run import jobs, at most ``request.import_jobs`` at once, until all complete, and check
-    the rows each wrote. Jobs an interrupted run started into this same collection are
-    waited for, not started again; a failed one is redone."""
+    the rows each wrote; their progress goes to ``reporter``. Jobs an interrupted run started
+    into this same collection are waited for, not started again; a failed one is redone."""
     record = journal.collection(t)
     state = record["partitions"]
     pending = []
@@ -622,7 +622,6 @@ def wait_imports(adapter: MilvusAdapter, t: Target, jobs: list[PartitionImport],
         else:
             pending.append(job)
     done = 0
-    shown, shown_at = "", 0.0
     while pending or running:
         while pending and len(running) < min(max(1, request.import_jobs), MAX_IMPORT_JOBS):
             job = pending.pop(0)
@@ -658,10 +657,7 @@ def wait_imports(adapter: MilvusAdapter, t: Target, jobs: list[PartitionImport],
                 raise RestoreError(f"import of {t.label} partition {job.partition!r} made no progress for "
                                    f"{request.import_timeout:.0f}s (job {job_id}); check the Milvus logs")
             total_progress += max(status.progress, 0)
-        line = f"restore {t.label}: {done}/{len(jobs)} import jobs done, {(100 * done + total_progress) / len(jobs):.0f}%"
-        if show_progress and (line != shown or time.monotonic() - shown_at > 10):
-            print(line, file=sys.stderr, flush=True)
-            shown, shown_at = line, time.monotonic()
+        reporter.imports(t.label, done, len(jobs), (100 * done + total_progress) / len(jobs))
 
 
 def _still_ours(status: ImportStatus, record: dict[str, Any], partition: str) -> bool:

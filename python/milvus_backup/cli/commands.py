@@ -12,6 +12,7 @@ import sys
 from typing import Annotated, Optional
 
 import typer
+from typer.core import TyperGroup
 
 from .. import _engine
 from ..transfer.copy import CAUSES, CopySettings, manifest, plan_copy, recheck_skipped, run_plan, write_json
@@ -20,9 +21,25 @@ from ..errors import ConfigError, MBackupError
 from ..config.params import BY_FLAG, BY_KEY, flag_help, one_of
 from ..config.secrets import display_url
 from ..storage.location import Location, open_location, shown_key, skipped_links
+from ..transfer.progress import ConsoleReporter
 from ..units import format_bytes, format_duration, parse_duration
 
+
+class _Interrupted(Exception):
+    """Ctrl-C inside a command, on its way to main()."""
+
+
+class _Commands(TyperGroup):
+    def invoke(self, ctx):
+        # typer turns a KeyboardInterrupt into a silent exit 130: let main() say it instead.
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt as e:
+            raise _Interrupted from e
+
+
 app = typer.Typer(
+    cls=_Commands,
     name="mbackup",
     help="Back up and restore Milvus collections; copy object-store prefixes fast and verifiably.",
     no_args_is_help=True,
@@ -82,9 +99,9 @@ def root(ctx: typer.Context, config: ConfigOption = None, set_: SetOption = None
     ctx.obj = Context(config, set_)
 
 
-def fail(message: str, code: int = EXIT_USAGE) -> typer.Exit:
-    typer.echo(f"error: {message}", err=True)
-    return typer.Exit(code)
+def _reporter(quiet: bool, as_json: bool) -> ConsoleReporter:
+    """Warnings on stderr always; progress too, unless --quiet or --json."""
+    return ConsoleReporter(progress=not quiet and not as_json)
 
 
 def _number(flag: str, text: str) -> int | float:
@@ -162,7 +179,7 @@ def copy(
                        f"skip {len(plan.skipped):,} already at the destination")
         return
 
-    report = run_plan(plan, source, target, settings, show_progress=not quiet and not as_json)
+    report = run_plan(plan, source, target, settings, reporter=_reporter(quiet, as_json))
     if manifest_file:
         write_json(manifest_file, manifest(report, source, target, settings.checksum))
     summary = report.summary()
@@ -301,7 +318,7 @@ def create(
     context = {"command": "create", "name": name, "filters": request.filters}
     _hooks().mbackup_before_create(context=context)
     try:
-        result = create_backup(lambda: _milvus(state), stores, request, settings, show_progress=not quiet and not as_json)
+        result = create_backup(lambda: _milvus(state), stores, request, settings, reporter=_reporter(quiet, as_json))
     except MBackupError as e:
         _hooks().mbackup_on_failure(context=context, error=str(e))
         raise
@@ -419,7 +436,7 @@ def verify(
 
     state = ctx.obj.with_command_options(config, set_)
     report = verify_backup(_stores(state), name, deep=deep, settings=copy_settings(state.config()),
-                           show_progress=not quiet and not as_json)
+                           reporter=_reporter(quiet, as_json))
     if as_json:
         typer.echo(json.dumps(report.to_json()))
     else:
@@ -476,7 +493,7 @@ def restore(
     _hooks().mbackup_before_restore(context=context)
     try:
         result = restore_backup(lambda: _milvus(state), stores, request, copy_settings(cfg),
-                                show_progress=not quiet and not as_json)
+                                reporter=_reporter(quiet, as_json))
     except MBackupError as e:
         _hooks().mbackup_on_failure(context=context, error=str(e))
         raise
@@ -638,7 +655,7 @@ def main() -> None:
         sys.exit(EXIT_FAILED)
     except typer.Exit as e:
         sys.exit(e.exit_code)
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, _Interrupted):
         typer.echo("interrupted", err=True)
         sys.exit(EXIT_INTERRUPTED)
     except typer.Abort:

@@ -53,9 +53,6 @@ class Location:
         # Keys are kept as spelled: stripping a leading "/" would map "a//b" onto "a/b".
         return f"{self.prefix}/{relative}" if self.prefix else relative
 
-    def child(self, relative: str) -> Location:
-        return Location(self.store, self.key(relative).rstrip("/"), f"{self.url.rstrip('/')}/{relative}", self.scheme, self.options)
-
     def list(self) -> Iterator[ObjectInfo]:
         """Every object under the prefix, with keys relative to it."""
         prefix = f"{self.prefix}/" if self.prefix else ""

@@ -17,7 +17,8 @@ from typing import Any
 from .. import _engine
 from ..config.params import engine_default
 from ..storage.leftovers import remove_for_keys
-from .progress import ProgressDisplay
+from .cancel import run_cancellable
+from .progress import SILENT, Reporter
 from ..storage.location import Location, ObjectInfo
 
 # What a failure cause reported by the engine (an errno name, an S3 code, ...) means, and what
@@ -187,7 +188,7 @@ def recheck_skipped(plan: Plan, src: Location, dst: Location, settings: CopySett
         return
     algo = settings.checksum if settings.checksum != "none" else "crc32c"
     items = [(src.store, src.key(o.key)) for o in plan.skipped] + [(dst.store, dst.key(o.key)) for o in plan.skipped]
-    sums = settings.copier().checksums(items, algo)
+    sums = checksums(settings, items, algo)
     n = len(plan.skipped)
     keep = []
     for i, obj in enumerate(plan.skipped):
@@ -201,11 +202,25 @@ def recheck_skipped(plan: Plan, src: Location, dst: Location, settings: CopySett
     plan.skipped = keep
 
 
+def checksums(settings: CopySettings, items: list[tuple[Any, str]], algo: str,
+              stop: threading.Event | None = None) -> list[tuple[str | None, int | None, str | None]]:
+    """``(checksum, size, error)`` of each ``(store, key)``, read in parallel within the caps.
+    Ctrl-C stops the reads and raises KeyboardInterrupt; ``stop`` set stops them too, and
+    what was not read has the error "cancelled"."""
+    copier = settings.copier()
+    sums, interrupted = run_cancellable(lambda: copier.checksums(items, algo), copier.cancel, stop,
+                                        name="mbackup-checksums")
+    if interrupted:
+        raise KeyboardInterrupt
+    return sums
+
+
 def run_plan(plan: Plan, src: Location, dst: Location, settings: CopySettings, *,
-             show_progress: bool = True, label: str = "copy", stop: threading.Event | None = None) -> CopyReport:
-    """Run the engine in a worker thread so Ctrl-C reaches us: it cancels the copy, waits for
-    in-flight work to stop (multipart uploads are aborted) and reports what finished. ``stop``
-    set (a lost lock, say) cancels the copy the same way; the caller says why."""
+             reporter: Reporter = SILENT, label: str = "copy", stop: threading.Event | None = None) -> CopyReport:
+    """Run the copy so that Ctrl-C cancels it (see run_cancellable), waits for in-flight work
+    to stop (multipart uploads are aborted) and reports what finished. ``stop`` set (a lost
+    lock, say) cancels the copy the same way; the caller says why. The engine's counters go
+    to ``reporter`` under ``label``."""
     copier = settings.copier()
     copier.note_skipped(len(plan.skipped), sum(o.size for o in plan.skipped))
     # The listed ETag pins the version copied: an object rewritten mid-copy is copied again
@@ -214,35 +229,9 @@ def run_plan(plan: Plan, src: Location, dst: Location, settings: CopySettings, *
     # An interrupted earlier run of this copy may have left staging files or incomplete
     # uploads of these keys: nothing else will ever remove them.
     remove_for_keys(dst.store, [job[3] for job in jobs])
-    outcome: dict[str, Any] = {}
-    finished = threading.Event()
-
-    def work() -> None:
-        try:
-            outcome["results"] = copier.run(jobs)
-        except BaseException as e:  # surfaced in the calling thread
-            outcome["error"] = e
-        finally:
-            finished.set()
-
     started = time.monotonic()
-    worker = threading.Thread(target=work, name="mbackup-copy", daemon=True)
-    cancelled = False
-    with ProgressDisplay(copier.progress, label=label, enabled=show_progress):
-        worker.start()
-        # Wait on an event, not on join(): on Python 3.11 a Ctrl-C that interrupts
-        # Thread.join(timeout) marks the thread as stopped while it still runs.
-        while not finished.is_set():
-            try:
-                finished.wait(0.2)
-            except KeyboardInterrupt:
-                cancelled = True
-                copier.cancel()
-            if stop is not None and stop.is_set() and not copier.cancelled:
-                copier.cancel()
-    if "error" in outcome:
-        raise outcome["error"]
-    results = outcome["results"]
+    with reporter.phase(label, copier.progress):
+        results, cancelled = run_cancellable(lambda: copier.run(jobs), copier.cancel, stop, name="mbackup-copy")
     # Report keys relative to the two locations, the way the user named them.
     for r, (obj, key) in zip(results, plan.jobs):
         r["src_key"], r["dst_key"] = obj.key, key
