@@ -26,7 +26,7 @@ from hypothesis import strategies as st
 from milvus_backup.format import meta
 from milvus_backup.backup.catalog import open_stores
 from milvus_backup.config.settings import load_config
-from milvus_backup.backup.restore import Journal, RestoreRequest, plan_targets
+from milvus_backup.backup.restore import Journal, RestoreRequest, plan_targets, read_journal
 import inprocess
 from sample_backup import ROOT, Sample, config_yaml
 
@@ -297,9 +297,13 @@ def test_hostile_restore_journal(place, journal, data):
         for state in read.data["collections"].values():
             staging = state["staging"]
             assert staging is None or re.fullmatch(r"mbackup-restore-[0-9a-f]{12}", staging), staging
-        if not read.data["collections"]:
+        found = read_journal(s, key)
+        if found is None or found["request"] != read.request:  # damaged, or another request's
             assert warnings == [f"the journal at {stores.milvus.url}/{key} is unreadable: ignored, this restore "
                                 "starts afresh"], warnings
+            assert read.data["collections"] == {}
+        else:
+            assert warnings == [] and read.data == found
 
 
 def test_keys_listed_in_the_milvus_bucket_with_absurd_ids_are_not_binlogs(tmp_path):
