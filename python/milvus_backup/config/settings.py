@@ -1411,8 +1411,11 @@ class _Resolver:
         value = self._value(key)
         if not value or key in self.reported:
             return
-        u = urlsplit(value)
-        if u.scheme not in ("http", "https") or not u.netloc:
+        try:
+            u = urlsplit(value)
+        except ValueError:  # a malformed host part, e.g. "http://[x"
+            u = None
+        if u is None or u.scheme not in ("http", "https") or not u.netloc:
             self._problem(key, f"expected an absolute http(s) URL such as http://localhost:9091, got {value!r}")
 
     def _validate_storage(self, prefix: str) -> None:
