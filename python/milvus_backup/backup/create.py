@@ -24,7 +24,7 @@ from typing import Any, Callable
 
 from .. import _engine
 from ..format import meta, untrusted
-from ..milvus.adapters.base import MilvusAdapter, SegmentRef
+from ..milvus.adapters.base import NEWER_STRATEGIES, MilvusAdapter, SegmentRef, StorageLayout
 from .catalog import IN_PROGRESS, LOCK, MANIFEST, Stores, backup_dir, backup_storage_errors, is_backup
 from .lock import LockLostError, StoreLock
 from ..transfer.copy import CopyReport, CopySettings, Plan, run_plan
@@ -33,11 +33,6 @@ from ..storage.location import ObjectInfo
 
 STRATEGIES = ("serial_flush", "skip_flush", "meta_only")
 GC_PAUSE_SECONDS = 3600
-
-# Ids are int64: a longer run of digits in a listed key is not a binlog (and would not convert).
-_ID = r"(-?\d{1,19})"
-_INSERT = re.compile(rf"insert_log/{_ID}/{_ID}/{_ID}/{_ID}/{_ID}$")
-_DELTA = re.compile(rf"delta_log/{_ID}/{_ID}/{_ID}/{_ID}$")
 
 
 class BackupError(MBackupError):
@@ -55,8 +50,9 @@ class CreateRequest:
         if self.name is not None:
             meta.validate_backup_name(self.name)
         if (self.strategy or "serial_flush") not in STRATEGIES:
+            since = NEWER_STRATEGIES.get(self.strategy)
             raise BackupError(f"unknown strategy {self.strategy!r}: use {', '.join(STRATEGIES)}"
-                              + (" (bulk_flush needs Milvus 2.6.11 or newer)" if self.strategy == "bulk_flush" else ""))
+                              + (f" ({self.strategy} needs Milvus {since} or newer)" if since else ""))
         parse_filters(self.filters)
 
     def record(self) -> dict[str, Any]:
@@ -261,11 +257,11 @@ class _CreateRun:
                 with self.phase("discover"):
                     for coll in collections:
                         segments = self.adapter.list_segments(coll.db_name, coll.collection_name)
-                        found = discover_binlogs(self.stores, coll, segments)
+                        found = discover_binlogs(self.stores, self.adapter.layout, coll, segments)
                         for inserts, deltas in found.values():
                             for obj in [*deltas, *(o for objs in inserts.values() for o in objs)]:
                                 etags[obj.key] = obj.etag
-                        attach_segments(coll, segments, found)
+                        attach_segments(coll, segments, found, self.adapter.layout)
                 copying = True
                 with self.phase("copy"):
                     report = copy_segments(self.stores, self.bdir, collections, self.settings, self.show_progress,
@@ -294,38 +290,37 @@ class _CreateRun:
         self.lock.check()
 
 
-def discover_binlogs(stores: Stores, coll: meta.CollectionBackupInfo, segments: list[SegmentRef]
+def discover_binlogs(stores: Stores, layout: StorageLayout, coll: meta.CollectionBackupInfo, segments: list[SegmentRef]
                      ) -> dict[int, tuple[dict[int, list[ObjectInfo]], list[ObjectInfo]]]:
     """Each segment's insert logs by field and its delta logs, found by listing the Milvus
-    bucket under the collection (two LISTs, whatever the number of segments)."""
+    bucket where ``layout`` keeps the collection's binlogs (two LISTs, whatever the number of
+    segments)."""
     root = stores.milvus_root.strip("/")
     base = f"{root}/" if root else ""
     found: dict[int, tuple[dict[int, list[ObjectInfo]], list[ObjectInfo]]] = defaultdict(lambda: (defaultdict(list), []))
     wanted = {s.segment_id for s in segments}
-    for kind, pattern in (("insert_log", _INSERT), ("delta_log", _DELTA)):
-        prefix = f"{base}{kind}/{coll.collection_id}"
+    for prefix in layout.collection_prefixes(coll.collection_id):
         try:
-            listed = stores.milvus.store.list(prefix)
+            listed = stores.milvus.store.list(f"{base}{prefix}")
         except _engine.NotFoundError as e:
             if "NoSuchBucket" not in str(e):
                 raise
             raise BackupError(f"the Milvus bucket {stores.milvus.url} does not exist: check milvus.storage.bucketName "
                               "(minio.bucketName in a v1 config) names the bucket Milvus itself writes to") from None
         for key, size, etag in listed:
-            m = pattern.search(key)
-            if not m or int(m.group(3)) not in wanted:
+            binlog = layout.parse(key[len(base):])
+            if binlog is None or binlog.segment_id not in wanted:
                 continue  # not a binlog, or a segment compacted away / not flushed yet
-            seg = int(m.group(3))
             obj = ObjectInfo(key, size, etag)
-            if kind == "insert_log":
-                found[seg][0][int(m.group(4))].append(obj)
+            if binlog.field_id is None:
+                found[binlog.segment_id][1].append(obj)
             else:
-                found[seg][1].append(obj)
+                found[binlog.segment_id][0][binlog.field_id].append(obj)
     return found
 
 
 def attach_segments(coll: meta.CollectionBackupInfo, segments: list[SegmentRef],
-                    logs: dict[int, tuple[dict[int, list[ObjectInfo]], list[ObjectInfo]]]) -> None:
+                    logs: dict[int, tuple[dict[int, list[ObjectInfo]], list[ObjectInfo]]], layout: StorageLayout) -> None:
     """Fill partitions with SegmentBackupInfo as the Go tool's listing path does."""
     parts = {p.partition_id: p for p in coll.partition_backups}
     for ref in sorted(segments, key=lambda s: s.segment_id):
@@ -333,7 +328,7 @@ def attach_segments(coll: meta.CollectionBackupInfo, segments: list[SegmentRef],
         if not inserts and not ref.is_l0:
             raise BackupError(
                 f"segment {ref.segment_id} of {coll.db_name}.{coll.collection_name} has no insert logs under "
-                f"insert_log/{coll.collection_id}/{ref.partition_id}/{ref.segment_id}/ in the Milvus bucket: "
+                f"{layout.insert_prefix(coll.collection_id, ref.partition_id, ref.segment_id)} in the Milvus bucket: "
                 "check that milvus.storage.bucketName and rootPath (minio.bucketName, minio.rootPath) "
                 "name the bucket and root path Milvus itself writes to")
         counts = {f: len(objs) for f, objs in inserts.items()}

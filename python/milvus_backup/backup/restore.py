@@ -677,8 +677,7 @@ def check_rows(adapter: MilvusAdapter, t: Target, job: PartitionImport, rows: in
     low, high = adapter.import_rows_range(job.inserted, job.delete_records)
     if low <= rows <= high:
         return None
-    if rows == 0:
-        # Milvus 2.3 reports an import of prefixes it found empty as completed.
+    if adapter.import_found_nothing(rows):
         raise RestoreError(f"import of {t.label} partition {job.partition!r} completed without rows: Milvus "
                            f"found no binlogs under {job.files[0]}; check that "
                            "milvus.storage.bucketName and rootPath name Milvus's own bucket")

@@ -428,6 +428,10 @@ class Milvus23Adapter(MilvusAdapter):
         # unless the key was inserted twice into one segment.
         return max(0, inserted - delete_records), inserted
 
+    def import_found_nothing(self, rows: int) -> bool:
+        # A 2.3 import of prefixes it finds empty (a wrong bucket or root path) completes, with 0 rows.
+        return rows == 0
+
     def count_rows(self, db: str, collection: str) -> int:
         from pymilvus.grpc_gen import common_pb2 as c
         from pymilvus.grpc_gen import milvus_pb2 as m
