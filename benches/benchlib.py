@@ -59,7 +59,7 @@ class S3Server:
         location = self.location(bucket)
         location.ensure_bucket()
         location.write(".warm-up", b"x")
-        location.store.delete(location.key(".warm-up"))
+        location.delete(".warm-up")
 
     def remove_bucket(self, bucket: str) -> None:
         """Delete every object, then the bucket (a long run would otherwise pile up

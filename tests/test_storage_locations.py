@@ -10,6 +10,10 @@ import os
 import subprocess
 import sys
 
+import pytest
+
+from sample_backup import config_yaml
+
 
 def mbackup(cfg, *args: str) -> subprocess.CompletedProcess:
     env = dict(os.environ)
@@ -17,6 +21,39 @@ def mbackup(cfg, *args: str) -> subprocess.CompletedProcess:
     extra = ["--config", str(cfg)] if cfg else []
     return subprocess.run([sys.executable, "-m", "milvus_backup", *args, *extra], env=env, capture_output=True,
                           text=True, timeout=120)
+
+
+# --------------------------------------------------------------------------------------
+# One line for a store's error, whichever command met it
+
+# Commands that read storage and never reach Milvus.
+COMMANDS = {"list": ["list"], "get": ["get", "-n", "a"], "verify": ["verify", "-n", "a"], "delete": ["delete", "-n", "a"],
+            "discard-journal": ["restore", "-n", "a", "--discard-journal"], "gc": ["gc"]}
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_rejected_credentials_are_said_in_one_line_by_every_command(seaweedfs, bucket, tmp_path, command):
+    cfg = tmp_path / "backup.yaml"
+    cfg.write_text(config_yaml(seaweedfs, bucket).replace(seaweedfs.secret_key, "not-the-secret"))
+    r = mbackup(cfg, *COMMANDS[command])
+    assert (r.returncode, r.stdout, r.stderr) == (2, "", (
+        f"error: s3://{bucket}: the server rejected the credentials (SignatureDoesNotMatch); check the access key "
+        "and secret (or the profile/config they come from)\n"))
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_a_missing_bucket_is_said_in_one_line_by_every_command(seaweedfs, tmp_path, command):
+    cfg = tmp_path / "backup.yaml"
+    cfg.write_text(config_yaml(seaweedfs, "no-backup-bucket", milvus_bucket="no-milvus-bucket"))
+    r = mbackup(cfg, *COMMANDS[command])
+    if command == "discard-journal":  # journals are kept in the Milvus bucket
+        line = "s3://no-milvus-bucket: the bucket does not exist; create it or fix the bucket name"
+    elif command == "gc":
+        line = "s3://no-backup-bucket: the bucket does not exist; create it or fix the bucket name"
+    else:
+        line = ("the backup bucket s3://no-backup-bucket does not exist: check backup.storage.bucketName "
+                "(minio.backupBucketName in a v1 config)")
+    assert (r.returncode, r.stdout, r.stderr) == (2, "", f"error: {line}\n")
 
 
 def test_a_malformed_endpoint_url_in_the_config_is_a_problem_line(tmp_path):

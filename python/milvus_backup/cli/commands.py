@@ -259,21 +259,21 @@ def check(ctx: typer.Context, config: ConfigOption = None, set_: SetOption = Non
     adapter = _milvus(state)
     stores = _stores(state)
     typer.echo(f"Milvus version: {adapter.version}")
-    milvus_objects = stores.milvus.store.list_dirs(stores.milvus_root)
-    if not any(milvus_objects):
+    dirs, objects = stores.milvus.list_dirs(stores.milvus_root)
+    if not dirs and not objects:
         typer.echo(f"warning: nothing under {stores.milvus.url}/{stores.milvus_root}: check milvus.storage.bucketName "
                    "and rootPath (minio.bucketName, minio.rootPath) match what Milvus writes", err=True)
     stores.backup.ensure_bucket()
     probe = f"{stores.milvus_root}/mbackup_check_src_{os.getpid()}".lstrip("/")
     target = f"{stores.backup_root}/mbackup_check_dst_{os.getpid()}".lstrip("/")
-    stores.milvus.store.put(probe, b"x")
+    stores.milvus.write(probe, b"x")
     try:
         result = _engine.Copier(parallel=1, verify=True).run([(stores.milvus.store, probe, stores.backup.store, target, 1)])[0]
         if result["error"]:
             raise MBackupError(f"copying a test object from the Milvus bucket to the backup storage failed: {result['error']}")
     finally:
-        stores.milvus.store.delete(probe)
-        stores.backup.store.delete(target)
+        stores.milvus.delete(probe)
+        stores.backup.delete(target)
     typer.echo("Success!")
 
 
