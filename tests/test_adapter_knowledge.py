@@ -1,11 +1,13 @@
 """What differs between Milvus lines lives in the adapters (issue #9, part A): where binlogs are
 in storage (the adapter's StorageLayout), how an import that found nothing completes, which
-backup strategies need a newer Milvus."""
+backup strategies need a newer Milvus; and a third-party adapter registered for the server's
+line is the one mbackup talks to."""
 
 from __future__ import annotations
 
 import uuid
 
+import pluggy
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -17,7 +19,10 @@ from milvus_backup.format import meta
 from milvus_backup.milvus.adapters import base
 from milvus_backup.milvus.adapters.base import BinlogKey, MilvusAdapter, SegmentRef, StorageLayout
 from milvus_backup.milvus.adapters.v2_3 import Milvus23Adapter
-from milvus_backup.storage.location import Location, open_location
+from milvus_backup.milvus.connection import connect
+from milvus_backup.plugins import hookspecs
+from milvus_backup.plugins.manager import milvus_adapters, storage_backends
+from milvus_backup.storage.location import Location
 
 IDS = st.integers(-(2**63), 2**63 - 1)
 
@@ -46,6 +51,7 @@ def test_keys_that_are_not_binlogs(key):
 
 
 def _stores() -> tuple[Stores, Location]:
+    open_location = storage_backends().open
     milvus = open_location(f"memory://layout-{uuid.uuid4().hex}")
     return Stores(milvus, "files", open_location(f"memory://layout-{uuid.uuid4().hex}"), "backup"), milvus
 
@@ -101,3 +107,30 @@ def test_a_strategy_of_a_newer_milvus_is_refused_naming_the_version_from_the_ada
                                 f"({strategy} needs Milvus {since} or newer)")
     with pytest.raises(BackupError, match=r"^unknown strategy 'fast': use serial_flush, skip_flush, meta_only$"):
         CreateRequest(strategy="fast").validate()
+
+
+# --------------------------------------------------------------------------------------
+# The adapter a plugin registers for the server's line, against a real Milvus 2.3.5
+
+
+@pytest.mark.milvus
+def test_connect_returns_the_adapter_a_plugin_registered_for_the_servers_line(milvus_clusters):
+    from test_adapter_v2_3 import endpoint
+
+    class ThirdParty23(Milvus23Adapter):
+        """A third-party adapter for 2.3 (built on the built-in one)."""
+
+    class Plugin:
+        @hookspecs.hookimpl
+        def mbackup_register_milvus_adapter(self, register):
+            register("2.3", ThirdParty23)
+
+    pm = pluggy.PluginManager("milvus_backup")
+    pm.add_hookspecs(hookspecs)
+    pm.register(Plugin(), name="third-party-2.3")
+    adapter = connect(endpoint(milvus_clusters.source), milvus_adapters(pm))
+    try:
+        assert type(adapter) is ThirdParty23 and adapter.version.startswith("v2.3.")
+        assert "default" in adapter.list_databases()
+    finally:
+        adapter.close()

@@ -308,8 +308,9 @@ def test_keys_listed_in_the_milvus_bucket_with_absurd_ids_are_not_binlogs(tmp_pa
     from milvus_backup.milvus.adapters.base import SegmentRef, StorageLayout
     from milvus_backup.backup.create import discover_binlogs
     from milvus_backup.backup.catalog import Stores
-    from milvus_backup.storage.location import open_location
+    from milvus_backup.plugins.manager import storage_backends
 
+    open_location = storage_backends().open
     milvus = open_location(f"memory://absurd-{uuid.uuid4().hex}")
     good = "files/insert_log/1/2/3/100/7"
     for key in (good, "files/insert_log/1/2/3/100/" + "9" * 5000, "files/insert_log/1/2/" + "3" * 25 + "/100/8"):

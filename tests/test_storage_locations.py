@@ -56,6 +56,15 @@ def test_a_missing_bucket_is_said_in_one_line_by_every_command(seaweedfs, tmp_pa
     assert (r.returncode, r.stdout, r.stderr) == (2, "", f"error: {line}\n")
 
 
+@pytest.mark.parametrize("url", ["s3://[bucket/x", "gs://[b", "az://c[/x", "memory://[m"])
+def test_a_malformed_url_is_refused_in_one_line(tmp_path, url):
+    r = mbackup(None, "copy", url, str(tmp_path / "dst"))
+    assert (r.returncode, r.stdout) == (2, ""), r.stderr
+    assert r.stderr == (f"error: invalid location {url!r}: use a URL such as s3://bucket/prefix, file:///path or "
+                        "memory://name\n")
+    assert not (tmp_path / "dst").exists()
+
+
 def test_a_malformed_endpoint_url_in_the_config_is_a_problem_line(tmp_path):
     cfg = tmp_path / "backup.yaml"
     cfg.write_text("configVersion: v2\n")

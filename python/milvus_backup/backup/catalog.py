@@ -16,7 +16,8 @@ from ..format import meta
 from ..config.settings import Config
 from ..errors import MBackupError
 from .lock import StoreLock
-from ..storage.location import BucketNotFound, Location, open_location
+from ..plugins.manager import storage_backends
+from ..storage.location import BucketNotFound, Location
 
 IN_PROGRESS = "mbackup_in_progress.json"
 LOCK = "mbackup.lock"
@@ -54,13 +55,13 @@ def open_stores(cfg: Config) -> Stores:
             # The file backend roots its store at the deepest folder that exists (so that
             # opening creates nothing) and keeps the rest as the location's prefix; here that
             # rest is the root path inside a "bucket" of whole keys, as on S3.
-            loc = open_location(target.url, target.options)
+            loc = storage_backends().open(target.url, target.options)
             root, loc.prefix = loc.prefix, ""
             if root:
                 loc.url = loc.url[: -len(root) - 1]
             return loc, root
         scheme = target.url.split("://", 1)[0]
-        return open_location(f"{scheme}://{target.bucket}", target.options), target.root_path
+        return storage_backends().open(f"{scheme}://{target.bucket}", target.options), target.root_path
 
     milvus, milvus_root = bucket("milvus")
     backup, backup_root = bucket("backup")

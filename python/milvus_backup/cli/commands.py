@@ -19,7 +19,7 @@ from ..config.settings import Config, load_config
 from ..errors import ConfigError, MBackupError
 from ..config.ranges import BY_FLAG
 from ..config.secrets import display_url
-from ..storage.location import Location, open_location, shown_key, skipped_links
+from ..storage.location import Location, shown_key, skipped_links
 from ..units import format_bytes, format_duration, parse_duration
 
 app = typer.Typer(
@@ -62,8 +62,10 @@ class Context:
 
     def location(self, url: str) -> Location:
         """A location from a URL, or from a profile of the config file: ``@name/sub/prefix``."""
+        from ..plugins.manager import storage_backends
+
         if not url.startswith("@"):
-            return open_location(url)
+            return storage_backends().open(url)
         name, _, sub = url[1:].partition("/")
         profiles = self.config().mbackup.profiles
         if name not in profiles:
@@ -74,7 +76,7 @@ class Context:
         base = options.pop("url", "")
         if not base:
             raise MBackupError(f"mbackup.profiles.{name}: no url, e.g. url: s3://bucket/prefix")
-        return open_location(f"{base.rstrip('/')}/{sub}" if sub else base, options)
+        return storage_backends().open(f"{base.rstrip('/')}/{sub}" if sub else base, options)
 
 
 @app.callback()
@@ -217,6 +219,7 @@ FilterOption = Annotated[Optional[list[str]], typer.Option(
 
 def _milvus(state: Context):
     from ..milvus.connection import MilvusEndpoint, connect
+    from ..plugins.manager import milvus_adapters
 
     cfg = state.config()
     m = cfg.milvus
@@ -224,7 +227,7 @@ def _milvus(state: Context):
         host=m.grpc.address, port=m.grpc.port, user=m.user, password=m.password, tls_mode=m.grpc.tls_mode,
         ca_cert_path=m.grpc.ca_cert_path, server_name=m.grpc.server_name, mtls_cert_path=m.grpc.mtls_cert_path,
         mtls_key_path=m.grpc.mtls_key_path, management_endpoint=m.management.endpoint)
-    return connect(endpoint)
+    return connect(endpoint, milvus_adapters())
 
 
 def _stores(state: Context):
@@ -604,6 +607,7 @@ def plugins(as_json: Annotated[bool, typer.Option("--json", help="Machine-readab
     for info in infos:
         kind = "built-in" if info.builtin else "third-party"
         provides = f"schemes: {', '.join(info.schemes)}; " if info.schemes else ""
+        provides += f"Milvus lines: {', '.join(info.milvus_lines)}; " if info.milvus_lines else ""
         typer.echo(f"{info.name} {info.version} ({kind}) {provides}hooks: {', '.join(info.hooks)}")
 
 

@@ -1,11 +1,10 @@
-"""Where objects live: a store plus a prefix inside it, opened from a URL by a backend plugin.
-Every call on a store goes through a :class:`Location` method, which turns the engine's errors
-into one line a user can act on, once."""
+"""Where objects live: a store plus a prefix inside it, opened from a URL by a backend plugin
+(``registry.py`` finds the backend). Every call on a store goes through a :class:`Location`
+method, which turns the engine's errors into one line a user can act on, once."""
 
 from __future__ import annotations
 
 import contextlib
-import os
 import socket
 import ssl
 from collections.abc import Iterator
@@ -15,8 +14,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 from .. import _engine
 from ..errors import MBackupError
-from ..plugins.manager import manager
-from ..config.secrets import display_url, has_password, is_secret_name, url_secret
+from ..config.secrets import display_url, has_password, is_secret_name
 
 
 class StorageError(MBackupError):
@@ -147,31 +145,39 @@ class Location:
             raise storage_error(self, e) from None
 
 
-def split_url(url: str) -> tuple[str, str, str, dict[str, str]]:
-    """``s3://bucket/a/b?endpoint=x`` -> ("s3", "bucket", "a/b", {"endpoint": "x"})."""
-    parts = urlsplit(url)
-    if not parts.scheme or "://" not in url:
-        raise StorageError(f"invalid location {display_url(url)!r}: use a URL such as s3://bucket/prefix, "
+@dataclass(frozen=True)
+class StorageUrl:
+    """A location URL split once, for the backend registered for its scheme:
+    ``s3://bucket/a/b?endpoint=x`` -> scheme "s3", bucket "bucket", prefix "a/b", query
+    {"endpoint": "x"}. ``text`` is the URL as given (shown through ``display_url`` only)."""
+
+    scheme: str
+    bucket: str
+    prefix: str
+    query: dict[str, str]
+    text: str
+
+    @property
+    def rest(self) -> str:
+        """Everything after ``scheme://`` as written: a file URL's path, "#" and "?" included."""
+        return self.text.split("://", 1)[1]
+
+    def __iter__(self) -> Iterator[Any]:
+        # Unpacks as the (scheme, bucket, prefix, query) tuple split_url returned before.
+        return iter((self.scheme, self.bucket, self.prefix, self.query))
+
+
+def split_url(url: str) -> StorageUrl:
+    """``s3://bucket/a/b?endpoint=x`` -> StorageUrl("s3", "bucket", "a/b", {"endpoint": "x"})."""
+    invalid = StorageError(f"invalid location {display_url(url)!r}: use a URL such as s3://bucket/prefix, "
                            "file:///path or memory://name")
-    return parts.scheme, parts.netloc, parts.path.strip("/"), dict(parse_qsl(parts.query))
-
-
-def open_location(url: str, options: dict[str, str] | None = None) -> Location:
-    """Open a URL through whichever backend plugin claims its scheme; a plain path is a folder."""
-    if "://" not in url:
-        url = "file://" + os.path.abspath(os.path.expanduser(url))
-    scheme = url.split("://", 1)[0]
-    secret = url_secret(url)
-    if secret:
-        # Whatever the scheme: a URL is echoed in errors, progress and manifests, and kept in
-        # shell history and process lists.
-        raise StorageError(f"{display_url(url)}: the URL holds {secret} (not shown); give credentials through "
-                           "a profile, the config file or environment variables, never in the URL")
-    location = manager().hook.mbackup_open_storage(url=url, options=dict(options or {}))
-    if location is None:
-        known = sorted({s for schemes in manager().hook.mbackup_storage_schemes() for s in schemes})
-        raise StorageError(f"no storage backend for {display_url(url)!r} (scheme {scheme!r}); known schemes: {', '.join(known)}")
-    return location
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # a malformed host part, e.g. "s3://[bucket"
+        raise invalid from None
+    if not parts.scheme or "://" not in url:
+        raise invalid
+    return StorageUrl(parts.scheme, parts.netloc, parts.path.strip("/"), dict(parse_qsl(parts.query)), url)
 
 
 def native_store(location_url: str, store_url: str, options: dict[str, str]) -> _engine.Store:

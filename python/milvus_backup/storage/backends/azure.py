@@ -4,27 +4,25 @@ options or ``AZURE_STORAGE_ACCOUNT_KEY``."""
 from __future__ import annotations
 
 import os
+from typing import Callable
 
 from ...plugins.hookspecs import hookimpl
-from ..location import Location, native_store, split_url
+from ..location import Location, StorageUrl, native_store
 
 
 @hookimpl
-def mbackup_storage_schemes() -> list[str]:
-    return ["az", "azure"]
+def mbackup_register_storage(register: Callable[..., None]) -> None:
+    register("az", open_azure)
+    register("azure", open_azure)
 
 
-@hookimpl
-def mbackup_open_storage(url: str, options: dict[str, str]) -> Location | None:
-    scheme, container, prefix, query = split_url(url)
-    if scheme not in ("az", "azure"):
-        return None
-    config = {**options, **query}
+def open_azure(url: StorageUrl, options: dict[str, str]) -> Location:
+    config = {**options, **url.query}
     if "account" in config:
         config["azure_storage_account_name"] = config.pop("account")
     if "account_key" in config:
         config["azure_storage_account_key"] = config.pop("account_key")
     elif os.environ.get("AZURE_STORAGE_ACCOUNT_KEY"):
         config["azure_storage_account_key"] = os.environ["AZURE_STORAGE_ACCOUNT_KEY"]
-    display = f"az://{container}/{prefix}".rstrip("/")
-    return Location(native_store(display, f"az://{container}", config), prefix, display, "az", config)
+    display = f"az://{url.bucket}/{url.prefix}".rstrip("/")
+    return Location(native_store(display, f"az://{url.bucket}", config), url.prefix, display, "az", config)

@@ -4,23 +4,24 @@
 from __future__ import annotations
 
 import os
+from typing import Callable
 
 from ...plugins.hookspecs import hookimpl
-from ..location import Location, StorageError, native_store
+from ..location import Location, StorageError, StorageUrl, native_store
 
 
 @hookimpl
-def mbackup_storage_schemes() -> list[str]:
-    return ["file"]
+def mbackup_register_storage(register: Callable[..., None]) -> None:
+    register("file", open_file)
 
 
-@hookimpl
-def mbackup_open_storage(url: str, options: dict[str, str]) -> Location | None:
-    if not url.startswith("file://"):
-        return None
-    path = url[len("file://"):]
-    if not path:
-        raise StorageError(f"invalid location {url!r}: give a directory, e.g. file:///var/backups")
+def open_file(url: StorageUrl, options: dict[str, str]) -> Location:
+    if not url.rest:
+        raise StorageError(f"invalid location {url.text!r}: give a directory, e.g. file:///var/backups")
+    return _open_folder(url.rest)
+
+
+def _open_folder(path: str) -> Location:
     folder = os.path.abspath(os.path.expanduser(path))
     if os.path.exists(folder) and not os.path.isdir(folder):
         raise StorageError(f"{folder} is a file, not a directory")

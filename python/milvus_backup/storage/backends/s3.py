@@ -9,10 +9,11 @@ instance/container role that object_store discovers. Never put secrets in the UR
 from __future__ import annotations
 
 import os
+from typing import Callable
 
 from ...plugins.hookspecs import hookimpl
 from ...config.secrets import display_url
-from ..location import Location, StorageError, native_store, split_url
+from ..location import Location, StorageError, StorageUrl, native_store
 
 # Friendly names accepted in URL queries and profiles, mapped to object_store keys.
 ALIASES = {
@@ -36,19 +37,16 @@ ENV = {
 
 
 @hookimpl
-def mbackup_storage_schemes() -> list[str]:
-    return ["s3", "s3a"]
+def mbackup_register_storage(register: Callable[..., None]) -> None:
+    register("s3", open_s3)
+    register("s3a", open_s3)
 
 
-@hookimpl
-def mbackup_open_storage(url: str, options: dict[str, str]) -> Location | None:
-    scheme, bucket, prefix, query = split_url(url)
-    if scheme not in ("s3", "s3a"):
-        return None
-    if not bucket:
-        raise StorageError(f"invalid location {display_url(url)!r}: name a bucket, e.g. s3://my-bucket/backups")
+def open_s3(url: StorageUrl, options: dict[str, str]) -> Location:
+    if not url.bucket:
+        raise StorageError(f"invalid location {display_url(url.text)!r}: name a bucket, e.g. s3://my-bucket/backups")
     config = {ALIASES.get(k.lower(), k.lower()): v for k, v in options.items()}
-    for key, value in query.items():  # open_location has refused secrets in the URL
+    for key, value in url.query.items():  # the registry has refused secrets in the URL
         config[ALIASES.get(key.lower(), key.lower())] = value
     for key, var in ENV.items():
         if key not in config and os.environ.get(var):
@@ -59,6 +57,6 @@ def mbackup_open_storage(url: str, options: dict[str, str]) -> Location | None:
     config.setdefault("aws_region", "us-east-1")
     if "ca_file" in config:  # TLS with a private CA (MinIO with its own certificates)
         config["ca_file"] = os.path.abspath(os.path.expanduser(config["ca_file"]))
-    display = f"s3://{bucket}/{prefix}".rstrip("/")
-    store = native_store(display, f"s3://{bucket}", config)
-    return Location(store=store, prefix=prefix, url=display, scheme="s3", options=config)
+    display = f"s3://{url.bucket}/{url.prefix}".rstrip("/")
+    store = native_store(display, f"s3://{url.bucket}", config)
+    return Location(store=store, prefix=url.prefix, url=display, scheme="s3", options=config)
