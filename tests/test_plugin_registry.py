@@ -26,6 +26,7 @@ from milvus_backup.milvus.connection import MilvusError
 from milvus_backup.plugins.hookspecs import hookimpl
 from milvus_backup.plugins.manager import describe, manager, milvus_adapters, storage_backends
 from milvus_backup.storage.location import Location, StorageError, StorageUrl, native_store
+from milvus_backup.storage.registry import StorageTarget
 
 PACKAGE = Path(__file__).resolve().parents[1] / "python" / "milvus_backup"
 
@@ -59,6 +60,12 @@ class _SecondS3:
         register("s3", _memory)
 
 
+class _SecondMinio:
+    @hookimpl
+    def mbackup_register_storage(self, register):
+        register("s4", _memory, providers=("minio",), target=lambda st: StorageTarget("s4://b", {}, "b", "", "minio"))
+
+
 class _Second23:
     @hookimpl
     def mbackup_register_milvus_adapter(self, register):
@@ -67,8 +74,9 @@ class _Second23:
 
 @pytest.mark.parametrize("second, first, line", [
     (_SecondS3(), "milvus_backup.storage.backends.s3", "storage scheme 's3'"),
+    (_SecondMinio(), "milvus_backup.storage.backends.s3", "storage provider 'minio'"),
     (_Second23(), "milvus_backup.milvus.adapters.v2_3", "Milvus 2.3 adapter"),
-], ids=["scheme", "milvus-line"])
+], ids=["scheme", "provider", "milvus-line"])
 def test_one_thing_registered_by_two_plugins_stops_mbackup_naming_both(plugin, second, first, line):
     plugin(second, "second")
     expected = f"{line} is registered by two plugins, {first} and second: uninstall one, or leave it out with MBACKUP_PLUGINS"

@@ -6,13 +6,15 @@ folders."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 
 import pytest
 
-from sample_backup import config_yaml
+from milvus_backup import _engine
+from sample_backup import ROOT, Sample, config_yaml
 
 
 def mbackup(cfg, *args: str) -> subprocess.CompletedProcess:
@@ -72,3 +74,62 @@ def test_a_malformed_endpoint_url_in_the_config_is_a_problem_line(tmp_path):
     assert (r.returncode, r.stdout, r.stderr) == (2, "", (
         "error: milvus.management.endpoint: expected an absolute http(s) URL such as http://localhost:9091, got "
         "'http://[x' (--set milvus.management.endpoint)\n"))
+
+
+# --------------------------------------------------------------------------------------
+# A config file's storage section, opened by its backend
+
+
+@pytest.mark.parametrize("folder", ["my backups", "100%", "données", "a#b"])
+def test_a_local_root_path_is_the_folder_as_written(tmp_path, folder):
+    """Characters a URL escapes are part of the folder's name, not escapes."""
+    root = tmp_path / folder
+    root.mkdir()
+    sample = Sample(_engine.Store(f"file://{root}"), "nightly")
+    cfg = tmp_path / "backup.yaml"
+    cfg.write_text("configVersion: v2\n"
+                   f"milvus:\n  storage:\n    provider: local\n    rootPath: {json.dumps(str(tmp_path / 'milvus'))}\n"
+                   f"backup:\n  storage:\n    provider: local\n    rootPath: {json.dumps(str(root / ROOT))}\n")
+    r = mbackup(cfg, "verify", "-n", "nightly")
+    assert (r.returncode, r.stdout) == (0, sample.summary() + "\n"), r.stderr
+    r = mbackup(cfg, "list")
+    assert r.returncode == 0 and r.stdout.splitlines()[1].startswith("nightly  "), r.stdout + r.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["backup.yaml", folder])  # nothing made elsewhere
+
+
+# --------------------------------------------------------------------------------------
+# One bucket or two: the backends say
+
+
+@pytest.mark.parametrize("a, b, same", [
+    (("s3://b", {"endpoint": "http://127.0.0.1:9000"}), ("s3://b", {"endpoint": "http://127.0.0.1:9000"}), True),
+    (("s3://b", {"endpoint": "http://127.0.0.1:9000"}), ("s3://b", {"endpoint": "http://127.0.0.1:9001"}), False),
+    (("s3://b", {"endpoint": "http://127.0.0.1:9000"}), ("s3://c", {"endpoint": "http://127.0.0.1:9000"}), False),
+    (("s3://b", {"endpoint": "http://127.0.0.1:9000"}), ("s3a://b", {"endpoint": "http://127.0.0.1:9000"}), True),
+    (("az://c", {"account": "one"}), ("az://c", {"account": "one"}), True),
+    (("az://c", {"account": "one"}), ("az://c", {"account": "two"}), False),
+    (("memory://m", {}), ("memory://m", {}), True),
+    (("memory://m", {}), ("memory://n", {}), False),
+    (("gs://b", {}), ("s3://b", {"endpoint": "http://127.0.0.1:9000"}), False),
+], ids=["s3", "s3-other-server", "s3-other-bucket", "s3a", "azure", "azure-other-account", "memory", "memory-other",
+        "gcs-s3"])
+def test_two_locations_are_one_bucket_only_on_one_server(a, b, same, monkeypatch):
+    from milvus_backup.backup.catalog import Stores
+    from milvus_backup.plugins.manager import storage_backends
+
+    for var in ("AWS_ENDPOINT_URL", "AZURE_STORAGE_ACCOUNT_KEY", "GOOGLE_APPLICATION_CREDENTIALS"):
+        monkeypatch.delenv(var, raising=False)
+    first, second = (storage_backends().open(url, options) for url, options in (a, b))
+    assert Stores(first, "files", second, "backup").same_bucket is same
+    assert Stores(second, "files", first, "backup").same_bucket is same
+
+
+def test_local_folders_are_one_bucket_when_one_store_holds_both(tmp_path):
+    from milvus_backup.backup.catalog import Stores
+    from milvus_backup.plugins.manager import storage_backends
+
+    (tmp_path / "milvus").mkdir()
+    (tmp_path / "other").mkdir()
+    opened = [storage_backends().open(str(tmp_path / name)) for name in ("milvus", "milvus", "other")]
+    assert Stores(opened[0], "", opened[1], "").same_bucket is True
+    assert Stores(opened[0], "", opened[2], "").same_bucket is False

@@ -40,31 +40,16 @@ class Stores:
     @property
     def same_bucket(self) -> bool:
         """Can Milvus import straight from the backup's keys (its own bucket)?"""
-        m, b = self.milvus.options, self.backup.options
-        return (self.milvus.url == self.backup.url and m.get("aws_endpoint") == b.get("aws_endpoint")
-                and self.milvus.scheme == self.backup.scheme)
+        return self.milvus.same_bucket(self.backup)
 
     def backup_url(self, name: str = "") -> str:
         return "/".join(p for p in (self.backup.url, self.backup_root, name) if p)
 
 
 def open_stores(cfg: Config) -> Stores:
-    def bucket(which: str) -> tuple[Location, str]:
-        target = cfg.storage_url(which)
-        if target.provider == "local":
-            # The file backend roots its store at the deepest folder that exists (so that
-            # opening creates nothing) and keeps the rest as the location's prefix; here that
-            # rest is the root path inside a "bucket" of whole keys, as on S3.
-            loc = storage_backends().open(target.url, target.options)
-            root, loc.prefix = loc.prefix, ""
-            if root:
-                loc.url = loc.url[: -len(root) - 1]
-            return loc, root
-        scheme = target.url.split("://", 1)[0]
-        return storage_backends().open(f"{scheme}://{target.bucket}", target.options), target.root_path
-
-    milvus, milvus_root = bucket("milvus")
-    backup, backup_root = bucket("backup")
+    backends = storage_backends()
+    milvus, milvus_root = backends.open_root(cfg.milvus.storage)
+    backup, backup_root = backends.open_root(cfg.backup.storage)
     return Stores(milvus, milvus_root, backup, backup_root)
 
 

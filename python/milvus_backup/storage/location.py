@@ -59,13 +59,15 @@ class ObjectInfo:
 @dataclass
 class Location:
     """``store`` + ``prefix``; ``url`` is for display and never carries secrets. Keys given to
-    the methods are relative to the prefix."""
+    the methods are relative to the prefix. ``bucket_id`` names the bucket and the server
+    holding it (the backend sets it; "" when it does not say)."""
 
     store: Any
     prefix: str
     url: str
     scheme: str = ""
     options: dict[str, str] = field(default_factory=dict, repr=False)
+    bucket_id: str = ""
 
     def key(self, relative: str) -> str:
         # Keys are kept as spelled: stripping a leading "/" would map "a//b" onto "a/b".
@@ -136,6 +138,10 @@ class Location:
         with self._errors():
             self.store.create_bucket()
         return True
+
+    def same_bucket(self, other: Location) -> bool:
+        """Are both in one bucket of one server, so that a key of one is a key of the other?"""
+        return bool(self.bucket_id) and self.bucket_id == other.bucket_id
 
     @contextlib.contextmanager
     def _errors(self) -> Iterator[None]:

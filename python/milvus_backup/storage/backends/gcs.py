@@ -4,15 +4,20 @@ key file path) in options, or ``GOOGLE_APPLICATION_CREDENTIALS``."""
 from __future__ import annotations
 
 import os
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from ...plugins.hookspecs import hookimpl
 from ..location import Location, StorageUrl, native_store
+from ..registry import StorageTarget
+from .section import bucket_url, root_of
+
+if TYPE_CHECKING:
+    from ...config.settings import StorageConfig
 
 
 @hookimpl
 def mbackup_register_storage(register: Callable[..., None]) -> None:
-    register("gs", open_gcs)
+    register("gs", open_gcs, providers=("gcpnative",), target=target)
 
 
 def open_gcs(url: StorageUrl, options: dict[str, str]) -> Location:
@@ -22,4 +27,13 @@ def open_gcs(url: StorageUrl, options: dict[str, str]) -> Location:
     elif "service_account" in config:
         config["google_service_account"] = config.pop("service_account")
     display = f"gs://{url.bucket}/{url.prefix}".rstrip("/")
-    return Location(native_store(display, f"gs://{url.bucket}", config), url.prefix, display, "gs", config)
+    return Location(native_store(display, f"gs://{url.bucket}", config), url.prefix, display, "gs", config,
+                    bucket_id=f"gs://{url.bucket}")
+
+
+def target(st: StorageConfig) -> StorageTarget:
+    """A config file's ``gcpnative`` storage section (GCS's own API) as a URL and options."""
+    opts: dict[str, str] = {}
+    if st.auth.type == "serviceAccount":
+        opts["google_service_account"] = st.auth.credentials_file
+    return StorageTarget(bucket_url("gs", st), opts, st.bucket_name, root_of(st.root_path), st.provider)

@@ -15,4 +15,5 @@ def mbackup_register_storage(register: Callable[..., None]) -> None:
 
 def open_memory(url: StorageUrl, options: dict[str, str]) -> Location:
     display = f"memory://{url.bucket}/{url.prefix}".rstrip("/")
-    return Location(native_store(display, f"memory://{url.bucket}", {}), url.prefix, display, "memory")
+    return Location(native_store(display, f"memory://{url.bucket}", {}), url.prefix, display, "memory",
+                    bucket_id=f"memory://{url.bucket}")
