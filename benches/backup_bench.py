@@ -30,6 +30,7 @@ from milvus_backup.config.settings import load_config
 from milvus_backup.transfer.copy import CopySettings
 from mbackup_dev.devstack import LocalStack, backup_config
 from milvus_backup.milvus.connection import MilvusEndpoint, connect
+from milvus_backup.plugins.manager import milvus_adapters
 from milvus_backup.backup.restore import RestoreRequest, restore_backup
 
 NAME = "bench_vectors"
@@ -93,7 +94,7 @@ def main() -> None:
         settings = CopySettings(parallel=args.parallel)
         endpoint = MilvusEndpoint(host=cluster.host, port=cluster.port,
                                   management_endpoint=f"http://{cluster.host}:{cluster.metrics_port}")
-        adapter = connect(endpoint)
+        adapter = connect(endpoint, milvus_adapters())
         result = create_backup(adapter, stores, CreateRequest(name="bench", filters=[NAME]), settings)
         started = time.monotonic()
         restored = restore_backup(adapter, stores, RestoreRequest(name="bench", suffix="_restored"), settings)

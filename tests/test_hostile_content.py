@@ -309,18 +309,19 @@ def test_hostile_restore_journal(place, journal, data):
 def test_keys_listed_in_the_milvus_bucket_with_absurd_ids_are_not_binlogs(tmp_path):
     """Keys are content too: a run of digits longer than an int64 under insert_log/ is not
     a binlog (and converting it raised ValueError past 4,300 digits)."""
-    from milvus_backup.milvus.adapters.base import SegmentRef
+    from milvus_backup.milvus.adapters.base import SegmentRef, StorageLayout
     from milvus_backup.backup.create import discover_binlogs
     from milvus_backup.backup.catalog import Stores
-    from milvus_backup.storage.location import open_location
+    from milvus_backup.plugins.manager import storage_backends
 
+    open_location = storage_backends().open
     milvus = open_location(f"memory://absurd-{uuid.uuid4().hex}")
     good = "files/insert_log/1/2/3/100/7"
     for key in (good, "files/insert_log/1/2/3/100/" + "9" * 5000, "files/insert_log/1/2/" + "3" * 25 + "/100/8"):
         milvus.store.put(key, b"x")
     stores = Stores(milvus, "files", open_location(f"memory://absurd-{uuid.uuid4().hex}"), "backup")
     coll = meta.CollectionBackupInfo(collection_id=1)
-    found = discover_binlogs(stores, coll, [SegmentRef(segment_id=3, collection_id=1, partition_id=2, num_rows=1)])
+    found = discover_binlogs(stores, StorageLayout(), coll, [SegmentRef(segment_id=3, collection_id=1, partition_id=2, num_rows=1)])
     assert {seg: {f: [o.key for o in objs] for f, objs in inserts.items()} for seg, (inserts, _) in found.items()} == {
         3: {100: [good]}}
 

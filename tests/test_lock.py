@@ -25,6 +25,7 @@ from milvus_backup.backup import create as backup_module
 from milvus_backup.backup.create import write_meta
 from milvus_backup.errors import ConfigError
 from milvus_backup.backup.lock import LockedError, LockLostError, StoreLock
+from milvus_backup.storage.location import Location
 from test_faults import assert_clear_failure, mbackup, milvus_cfg, snapshot
 from test_faults import dataset as _faults_dataset
 
@@ -92,7 +93,7 @@ KEY = "backup/nightly/mbackup.lock"
 
 def lock(s, **kw) -> StoreLock:
     kw.setdefault("warn", lambda m: None)
-    return StoreLock(s, KEY, "backup 'nightly'", **kw)
+    return StoreLock(Location(s, "", s.url), KEY, "backup 'nightly'", **kw)
 
 
 def stale_lock(s, **fields) -> str:
@@ -236,9 +237,10 @@ import json, os, sys, time
 from milvus_backup import _engine
 from milvus_backup.errors import MBackupError
 from milvus_backup.backup.lock import StoreLock
+from milvus_backup.storage.location import Location
 
 url, options = json.loads(os.environ["LOCK_TEST_STORE"])
-with StoreLock(_engine.Store(url, options), sys.argv[1], "backup 'nightly'", command="create", lease=2.0,
+with StoreLock(Location(_engine.Store(url, options), "", url), sys.argv[1], "backup 'nightly'", command="create", lease=2.0,
                heartbeat=0.25, on_loss="stopped") as lock:
     print("held", flush=True)
     try:

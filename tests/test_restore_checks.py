@@ -100,12 +100,13 @@ P = R + ["partitions", "p"]
         "mismatch-short", "collections-list", "request", "no-request"])
 def test_a_journal_not_shaped_like_ours_is_not_used(data):
     store = _engine.Store(f"memory://journal-shape-{id(data)}")
+    journals = Location(store, "", f"memory://journal-shape-{id(data)}", "memory")
     store.put("j.json", json.dumps(data).encode())
-    assert read_journal(store, "j.json") is None
+    assert read_journal(journals, "j.json") is None
     store.put("j.json", json.dumps(_good()).encode())
-    assert read_journal(store, "j.json") == _good()
+    assert read_journal(journals, "j.json") == _good()
     store.put("j.json", b"{not json")
-    assert read_journal(store, "j.json") is None
+    assert read_journal(journals, "j.json") is None
 
 
 def test_discarding_a_tampered_journal_deletes_no_milvus_data():

@@ -23,7 +23,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from .. import _engine
 from ..format import meta, untrusted
 from ..milvus.adapters.base import CreateCollectionSpec, ImportState, ImportStatus, MilvusAdapter
 from ..milvus.binlog import BinlogError, count_records
@@ -32,7 +31,7 @@ from ..transfer.copy import CopySettings, Plan, run_plan
 from ..config.params import BY_KEY, MAX_IMPORT_JOBS
 from ..transfer.progress import SILENT, Reporter
 from ..errors import MBackupError
-from ..storage.location import ObjectInfo
+from ..storage.location import Location, NotFound, ObjectInfo
 from .verify import check_before_restore
 
 
@@ -138,7 +137,7 @@ class Journal:
 
     def __init__(self, stores: Stores, request: RestoreRequest, info: meta.BackupInfo, targets: list[Target],
                  warn: Callable[[str], None]) -> None:
-        self.store = stores.milvus.store
+        self.location = stores.milvus
         self.name = request.name
         self.request = {"backup_id": info.id, "targets": {t.source_label: t.label for t in targets}, **request.shape()}
         digest = hashlib.sha256(json.dumps(self.request, sort_keys=True).encode()).hexdigest()[:16]
@@ -146,8 +145,8 @@ class Journal:
         self.url = f"{stores.milvus.url}/{self.key}"
         self.data: dict[str, Any] = {"backup": request.name, "backup_id": info.id, "request": self.request,
                                      "command": request.command(), "collections": {}}
-        for key, _, _ in self.store.list(f"{JOURNAL_DIR}/{request.name}"):
-            found = read_journal(self.store, key)
+        for key in [o.key for o in self.location.list(f"{JOURNAL_DIR}/{request.name}")]:
+            found = read_journal(self.location, key)
             if key != self.key:
                 warn(f"{describe_journal(found)} is kept at {stores.milvus.url}/{key}; it is not this restore's and "
                      "is not used: run that command again to resume it, or discard it with "
@@ -182,10 +181,10 @@ class Journal:
         return any(r.get("collection_id") for r in self.data["collections"].values())
 
     def save(self) -> None:
-        self.store.put(self.key, json.dumps(self.data).encode())
+        self.location.write(self.key, json.dumps(self.data).encode())
 
     def remove(self) -> None:
-        self.store.delete(self.key)
+        self.location.delete(self.key)
 
     def settle(self) -> str:
         """After a failure: keep the journal if it holds anything to resume, else remove it.
@@ -201,12 +200,12 @@ class Journal:
                 f"or discard it with mbackup restore -n {self.name} --discard-journal")
 
 
-def read_journal(store: Any, key: str) -> dict[str, Any] | None:
+def read_journal(location: Location, key: str) -> dict[str, Any] | None:
     """A journal as stored, or None when it is unreadable or not shaped like one. Nothing in it
     is used unchecked: staging prefixes (which get deleted) and job ids must look like ours,
     and a record missing a field gets its empty value, as a fresh record has."""
     try:
-        data = untrusted.load_json(store.get(key), 16 << 20)  # size and nesting capped
+        data = untrusted.load_json(location.read(key), 16 << 20)  # size and nesting capped
         records = data["collections"]
         ok = isinstance(data["request"], dict) and isinstance(records, dict) and all(
             isinstance(r, dict) and isinstance(r.get("partitions"), dict)
@@ -220,7 +219,7 @@ def read_journal(store: Any, key: str) -> dict[str, Any] | None:
                                                        and all(type(n) is int for n in p["mismatch"])))
                     for p in r["partitions"].values())
             for r in records.values())
-    except (_engine.NotFoundError, ValueError, TypeError, KeyError):
+    except (NotFound, ValueError, TypeError, KeyError):
         return None
     if not ok:
         return None
@@ -248,14 +247,14 @@ def discard_journals(stores: Stores, name: str) -> list[str]:
     journals and the staged copies they name. Collections they made are left as they are.
     Returns one line per journal discarded."""
     meta.validate_backup_name(name)
-    store, lines = stores.milvus.store, []
-    for key, _, _ in store.list(f"{JOURNAL_DIR}/{name}"):
-        data = read_journal(store, key)
+    milvus, lines = stores.milvus, []
+    for key in [o.key for o in milvus.list(f"{JOURNAL_DIR}/{name}")]:
+        data = read_journal(milvus, key)
         for record in (data or {"collections": {}})["collections"].values():
             left = _remove_staged(stores, record.get("staging"), keep=False)
             if left:  # the journal is what finds them again
                 raise RestoreError(f"{left}: the journal {stores.milvus.url}/{key} is kept; run the discard again")
-        store.delete(key)
+        milvus.delete(key)
         left = "; the collections it restored into are left as they are" if data and data["collections"] else ""
         lines.append(f"discarded {describe_journal(data)}{left}")
     return lines
@@ -536,7 +535,7 @@ def import_data(adapter: MilvusAdapter, stores: Stores, bdir: str, t: Target, re
         import_root = f"{prefix}/{bdir}"
         files = [(ObjectInfo(key, size), f"{prefix}/{key}")
                  for p in parts for s in p.segment_backups for _, key, size in meta.segment_files(bdir, s)]
-        present = {k: size for k, size, _ in stores.milvus.store.list(prefix)}
+        present = {o.key: o.size for o in stores.milvus.list(prefix)}
         plan = Plan(jobs=[(o, k) for o, k in files if present.get(k) != o.size],
                     skipped=[o for o, k in files if present.get(k) == o.size])
         report = run_plan(plan, stores.backup, stores.milvus, settings, reporter=reporter, label=f"stage {t.label}")
@@ -571,10 +570,10 @@ def count_deletes(stores: Stores, bdir: str, parts: list[meta.PartitionBackupInf
 
     def count(key: str) -> int | str:
         try:
-            return count_records(stores.backup.store.get(key))
+            return count_records(stores.backup.read(key))
         except BinlogError as e:
             return str(e)
-        except _engine.NotFoundError:
+        except NotFound:
             return 0
 
     with ThreadPoolExecutor(min(16, len(logs))) as pool:
@@ -595,8 +594,8 @@ def _remove_staged(stores: Stores, prefix: str | None, keep: bool) -> str:
     else what was left behind."""
     if not prefix or not _STAGING.fullmatch(prefix) or keep:
         return ""
-    keys = [k for k, _, _ in stores.milvus.store.list(prefix)]
-    failed = stores.milvus.store.delete_many(keys, 32)
+    keys = [o.key for o in stores.milvus.list(prefix)]
+    failed = stores.milvus.delete_many(keys, 32)
     if not failed:
         return ""
     return (f"could not delete {len(failed)} of the {len(keys)} staged copies under {stores.milvus.url}/{prefix}/ "
@@ -674,8 +673,7 @@ def check_rows(adapter: MilvusAdapter, t: Target, job: PartitionImport, rows: in
     low, high = adapter.import_rows_range(job.inserted, job.delete_records)
     if low <= rows <= high:
         return None
-    if rows == 0:
-        # Milvus 2.3 reports an import of prefixes it found empty as completed.
+    if adapter.import_found_nothing(rows):
         raise RestoreError(f"import of {t.label} partition {job.partition!r} completed without rows: Milvus "
                            f"found no binlogs under {job.files[0]}; check that "
                            "milvus.storage.bucketName and rootPath name Milvus's own bucket")

@@ -19,12 +19,12 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from .. import _engine
 from ..format import meta, untrusted
 from .catalog import IN_PROGRESS, MANIFEST, BackupNotFound, Stores, backup_dir, backup_storage_errors
 from ..transfer.cancel import run_cancellable
 from ..transfer.copy import CopySettings
 from ..errors import MBackupError, MetaError
+from ..storage.location import NotFound, StorageError
 from ..transfer.progress import SILENT, Reporter
 from ..units import format_bytes
 
@@ -114,18 +114,18 @@ def verify_backup(stores: Stores, name: str, *, deep: bool = False, settings: Co
     started = time.monotonic()
     bdir = backup_dir(stores, name)
     report = VerifyReport(name, stores.backup_url(name), deep)
-    store = stores.backup.store
+    backup = stores.backup
     with backup_storage_errors(stores):
-        listed = {k[len(bdir) + 1:]: size for k, size, _ in store.list(bdir) if k.startswith(bdir + "/")}
+        listed = {o.key[len(bdir) + 1:]: o.size for o in backup.list(bdir) if o.key.startswith(bdir + "/")}
     if not listed:
         raise BackupNotFound(f"no backup named {name!r} at {report.url} (mbackup list shows the backups there)")
 
     def read(rel: str) -> bytes | None:
         try:
-            return store.get(f"{bdir}/{rel}")
-        except _engine.NotFoundError:
+            return backup.read(f"{bdir}/{rel}")
+        except NotFound:
             report.problems.append(Finding("missing", rel, "listed, then gone when read"))
-        except _engine.EngineError as e:
+        except StorageError as e:
             report.problems.append(Finding("unreadable", rel, str(e)))
         return None
 

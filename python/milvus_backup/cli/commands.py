@@ -20,7 +20,7 @@ from ..config.settings import Config, load_config
 from ..errors import ConfigError, MBackupError
 from ..config.params import BY_FLAG, BY_KEY, flag_help, one_of
 from ..config.secrets import display_url
-from ..storage.location import Location, open_location, shown_key, skipped_links
+from ..storage.location import Location, shown_key, skipped_links
 from ..transfer.progress import ConsoleReporter
 from ..units import format_bytes, format_duration, parse_duration
 
@@ -79,8 +79,10 @@ class Context:
 
     def location(self, url: str) -> Location:
         """A location from a URL, or from a profile of the config file: ``@name/sub/prefix``."""
+        from ..plugins.manager import storage_backends
+
         if not url.startswith("@"):
-            return open_location(url)
+            return storage_backends().open(url)
         name, _, sub = url[1:].partition("/")
         profiles = self.config().mbackup.profiles
         if name not in profiles:
@@ -91,7 +93,7 @@ class Context:
         base = options.pop("url", "")
         if not base:
             raise MBackupError(f"mbackup.profiles.{name}: no url, e.g. url: s3://bucket/prefix")
-        return open_location(f"{base.rstrip('/')}/{sub}" if sub else base, options)
+        return storage_backends().open(f"{base.rstrip('/')}/{sub}" if sub else base, options)
 
 
 @app.callback()
@@ -231,6 +233,7 @@ FilterOption = Annotated[Optional[list[str]], typer.Option(
 
 def _milvus(state: Context):
     from ..milvus.connection import MilvusEndpoint, connect
+    from ..plugins.manager import milvus_adapters
 
     cfg = state.config()
     m = cfg.milvus
@@ -238,7 +241,7 @@ def _milvus(state: Context):
         host=m.grpc.address, port=m.grpc.port, user=m.user, password=m.password, tls_mode=m.grpc.tls_mode,
         ca_cert_path=m.grpc.ca_cert_path, server_name=m.grpc.server_name, mtls_cert_path=m.grpc.mtls_cert_path,
         mtls_key_path=m.grpc.mtls_key_path, management_endpoint=m.management.endpoint)
-    return connect(endpoint)
+    return connect(endpoint, milvus_adapters())
 
 
 def _stores(state: Context):
@@ -273,21 +276,21 @@ def check(ctx: typer.Context, config: ConfigOption = None, set_: SetOption = Non
     adapter = _milvus(state)
     stores = _stores(state)
     typer.echo(f"Milvus version: {adapter.version}")
-    milvus_objects = stores.milvus.store.list_dirs(stores.milvus_root)
-    if not any(milvus_objects):
+    dirs, objects = stores.milvus.list_dirs(stores.milvus_root)
+    if not dirs and not objects:
         typer.echo(f"warning: nothing under {stores.milvus.url}/{stores.milvus_root}: check milvus.storage.bucketName "
                    "and rootPath (minio.bucketName, minio.rootPath) match what Milvus writes", err=True)
     stores.backup.ensure_bucket()
     probe = f"{stores.milvus_root}/mbackup_check_src_{os.getpid()}".lstrip("/")
     target = f"{stores.backup_root}/mbackup_check_dst_{os.getpid()}".lstrip("/")
-    stores.milvus.store.put(probe, b"x")
+    stores.milvus.write(probe, b"x")
     try:
         result = _engine.Copier(parallel=1, verify=True).run([(stores.milvus.store, probe, stores.backup.store, target, 1)])[0]
         if result["error"]:
             raise MBackupError(f"copying a test object from the Milvus bucket to the backup storage failed: {result['error']}")
     finally:
-        stores.milvus.store.delete(probe)
-        stores.backup.store.delete(target)
+        stores.milvus.delete(probe)
+        stores.backup.delete(target)
     typer.echo("Success!")
 
 
@@ -612,6 +615,7 @@ def plugins(as_json: Annotated[bool, typer.Option("--json", help="Machine-readab
     for info in infos:
         kind = "built-in" if info.builtin else "third-party"
         provides = f"schemes: {', '.join(info.schemes)}; " if info.schemes else ""
+        provides += f"Milvus lines: {', '.join(info.milvus_lines)}; " if info.milvus_lines else ""
         typer.echo(f"{info.name} {info.version} ({kind}) {provides}hooks: {', '.join(info.hooks)}")
 
 

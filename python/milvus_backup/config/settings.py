@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import ipaddress
 import os
 import re
 from collections.abc import Iterable, Iterator, Mapping
@@ -42,7 +41,6 @@ __all__ = [
     "Config",
     "ConfigError",
     "Origin",
-    "StorageTarget",
     "find_config_file",
     "load_config",
     "parse_overrides",
@@ -69,8 +67,6 @@ AUTH_FIELDS = {
     "default": (),
 }
 ALL_AUTH_FIELDS = ("accessKeyID", "secretAccessKey", "sessionToken", "accountKey", "credentialsFile", "endpoint")
-# Providers whose public endpoints want virtual-hosted-style requests (bucket in the host).
-VIRTUAL_HOST_PROVIDERS = ("s3", "aws", "aliyun", "tencent", "hwc")
 
 # A backup.yaml is a few KiB; these bound what a hostile or broken one can cost to read.
 MAX_CONFIG_BYTES = 256 << 10
@@ -269,22 +265,6 @@ class Origin:
 DEFAULT_ORIGIN = Origin(SOURCE_DEFAULT)
 
 
-@dataclass(frozen=True)
-class StorageTarget:
-    """How mbackup reaches one storage: an object_store URL plus its config options.
-
-    ``url`` already includes the root path: keys handed to the store are relative to it.
-    ``options`` uses object_store's config keys (``aws_endpoint``, ``google_service_account``,
-    ``azure_storage_account_key``...), all values strings.
-    """
-
-    url: str
-    options: dict[str, str]
-    bucket: str
-    root_path: str
-    provider: str
-
-
 @dataclass
 class Config:
     """The resolved configuration. Build it with :func:`load_config`."""
@@ -327,14 +307,6 @@ class Config:
                 key = f"mbackup.profiles.{name}.{k}"
                 origin = self.origins.get(key, DEFAULT_ORIGIN)
                 yield key, mask(v) if is_secret_name(k) else v, origin.source, origin.source_key
-
-    def storage_url(self, which: str) -> StorageTarget:
-        """The URL and options mbackup uses for the ``milvus`` or ``backup`` storage."""
-        if which == "milvus":
-            return _storage_target(self.milvus.storage)
-        if which == "backup":
-            return _storage_target(self.backup.storage)
-        raise ValueError(f"which must be 'milvus' or 'backup', got {which!r}")
 
 
 # ======================================================================================
@@ -1150,8 +1122,11 @@ class _Resolver:
         value = self._value(key)
         if not value or key in self.reported:
             return
-        u = urlsplit(value)
-        if u.scheme not in ("http", "https") or not u.netloc:
+        try:
+            u = urlsplit(value)
+        except ValueError:  # a malformed host part, e.g. "http://[x"
+            u = None
+        if u is None or u.scheme not in ("http", "https") or not u.netloc:
             self._problem(key, f"expected an absolute http(s) URL such as http://localhost:9091, got {value!r}")
 
     def _validate_storage(self, prefix: str) -> None:
@@ -1395,86 +1370,3 @@ _V1_TWIN_V2 = {
     "useIAM": "auth.type",
     "iamEndpoint": "auth.endpoint",
 }
-
-
-# ======================================================================================
-# Storage URLs
-
-
-def _is_local_host(host: str) -> bool:
-    if host in ("localhost",) or host.endswith(".localhost") or "." not in host:
-        return True
-    try:
-        ipaddress.ip_address(host.strip("[]"))
-    except ValueError:
-        return False
-    return True
-
-
-def _host_port(st: StorageConfig) -> str:
-    default_port = 443 if st.use_ssl else 80
-    return st.address if st.port in (0, default_port) else f"{st.address}:{st.port}"
-
-
-def _aws_region(st: StorageConfig) -> str:
-    if st.region:
-        return st.region
-    m = re.fullmatch(r"s3[.-]([a-z0-9-]+)\.amazonaws\.com(?:\.cn)?", st.address)
-    if m and m.group(1) not in ("external-1", "accelerate", "dualstack"):
-        return m.group(1)
-    return "us-east-1"
-
-
-def _root_of(path: str) -> str:
-    return "/".join(p for p in path.split("/") if p)
-
-
-def _storage_target(st: StorageConfig) -> StorageTarget:
-    provider = st.provider
-    root = _root_of(st.root_path)
-    scheme = "https" if st.use_ssl else "http"
-    if provider == "local":
-        abs_root = os.path.abspath(st.root_path or ".")
-        return StorageTarget(Path(abs_root).as_uri(), {}, "", abs_root, provider)
-
-    def url(s: str) -> str:
-        return f"{s}://{st.bucket_name}/{root}" if root else f"{s}://{st.bucket_name}"
-
-    auth = st.auth
-    if provider == "gcpnative":
-        opts: dict[str, str] = {}
-        if auth.type == "serviceAccount":
-            opts["google_service_account"] = auth.credentials_file
-        return StorageTarget(url("gs"), opts, st.bucket_name, root, provider)
-    if provider == "azure":
-        opts = {"azure_storage_account_name": st.account_name}
-        if auth.type == "sharedKey":
-            opts["azure_storage_account_key"] = auth.account_key
-        if _is_local_host(st.address):  # Azurite and friends: path-style account URL
-            opts["azure_endpoint"] = f"{scheme}://{_host_port(st)}/{st.account_name}"
-        elif st.address != "core.windows.net" or not st.use_ssl:
-            opts["azure_endpoint"] = f"{scheme}://{st.account_name}.blob.{st.address}"
-        if not st.use_ssl:
-            opts["azure_allow_http"] = "true"
-        return StorageTarget(url("az"), opts, st.bucket_name, root, provider)
-    # Everything else speaks S3.
-    opts = {"aws_region": _aws_region(st)}
-    virtual = provider in VIRTUAL_HOST_PROVIDERS and not _is_local_host(st.address)
-    is_aws_host = st.address.endswith(".amazonaws.com") or st.address.endswith(".amazonaws.com.cn")
-    if virtual:
-        if not (is_aws_host and st.use_ssl and st.port in (0, 443)):
-            # object_store wants the bucket in a virtual-hosted endpoint.
-            opts["aws_endpoint"] = f"{scheme}://{st.bucket_name}.{_host_port(st)}"
-    else:
-        opts["aws_endpoint"] = f"{scheme}://{_host_port(st)}"
-    opts["aws_virtual_hosted_style_request"] = "true" if virtual else "false"
-    if not st.use_ssl:
-        opts["aws_allow_http"] = "true"
-    if auth.type == "static":
-        opts["aws_access_key_id"] = auth.access_key_id
-        opts["aws_secret_access_key"] = auth.secret_access_key
-        if auth.session_token:
-            opts["aws_session_token"] = auth.session_token
-    elif auth.type == "iam" and auth.endpoint:
-        opts["aws_metadata_endpoint"] = auth.endpoint
-    return StorageTarget(url("s3"), opts, st.bucket_name, root, provider)

@@ -21,23 +21,17 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, Callable
 
 from ...format import meta
 from ...plugins.hookspecs import hookimpl
-from ..connection import MilvusError, parse_version
+from ..connection import MilvusError
 from .base import CreateCollectionSpec, ImportState, ImportStatus, MilvusAdapter, SegmentRef
-
-#: The Milvus lines this plugin handles (shown when a server's version has no adapter).
-MILVUS_LINES = ("2.3",)
 
 
 @hookimpl
-def mbackup_milvus_adapter(version: str, connection: Any) -> MilvusAdapter | None:
-    parsed = parse_version(version)
-    if parsed is None or parsed[:2] != (2, 3):
-        return None
-    return Milvus23Adapter(version, connection)
+def mbackup_register_milvus_adapter(register: Callable[..., None]) -> None:
+    register("2.3", Milvus23Adapter)
 
 
 class RpcFailed(MilvusError):
@@ -428,6 +422,10 @@ class Milvus23Adapter(MilvusAdapter):
         # unless the key was inserted twice into one segment.
         return max(0, inserted - delete_records), inserted
 
+    def import_found_nothing(self, rows: int) -> bool:
+        # A 2.3 import of prefixes it finds empty (a wrong bucket or root path) completes, with 0 rows.
+        return rows == 0
+
     def count_rows(self, db: str, collection: str) -> int:
         from pymilvus.grpc_gen import common_pb2 as c
         from pymilvus.grpc_gen import milvus_pb2 as m
@@ -616,4 +614,4 @@ def _schema_to_proto(schema: meta.CollectionSchema, collection: str, name: str) 
     return out
 
 
-__all__ = ["MILVUS_LINES", "Milvus23Adapter", "RpcFailed", "mbackup_milvus_adapter"]
+__all__ = ["Milvus23Adapter", "RpcFailed", "mbackup_register_milvus_adapter"]
