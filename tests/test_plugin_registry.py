@@ -96,7 +96,8 @@ def _install(tmp_path: Path, name: str, source: str) -> dict[str, str]:
     (site / f"{name}.py").write_text(textwrap.dedent(source))
     (dist / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\n")
     (dist / "entry_points.txt").write_text(f"[milvus_backup]\n{name} = {name}\n")
-    env = dict(os.environ, PYTHONPATH=f"{os.environ['PYTHONPATH']}{os.pathsep}{site}")
+    path = [p for p in (os.environ.get("PYTHONPATH"), str(site)) if p]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(path))
     env.pop("MBACKUP_PLUGINS", None)
     return env
 
