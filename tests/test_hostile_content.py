@@ -297,7 +297,7 @@ def test_hostile_restore_journal(place, journal, data):
         for state in read.data["collections"].values():
             staging = state["staging"]
             assert staging is None or re.fullmatch(r"mbackup-restore-[0-9a-f]{12}", staging), staging
-        found = read_journal(s, key)
+        found = read_journal(stores.milvus, key)
         if found is None or found["request"] != read.request:  # damaged, or another request's
             assert warnings == [f"the journal at {stores.milvus.url}/{key} is unreadable: ignored, this restore "
                                 "starts afresh"], warnings
