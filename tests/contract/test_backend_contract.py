@@ -115,17 +115,18 @@ class Backend:
     md5_etags: bool  # a single-part PUT's ETag is the MD5 of its bytes
     uploads_listed: bool  # list_leftovers shows a multipart upload in flight (a folder's staging
     #                       file is a leftover only once no writer holds it)
+    key_and_folder: bool  # an object "a" and objects under "a/" side by side (a folder cannot)
 
     def __str__(self) -> str:
         return self.name
 
 
 BACKENDS = [
-    #       name         start        buckets credentials server_copy md5_etags uploads_listed
-    Backend("memory",    _memory,     False,  "none",     False,      False,    False),
-    Backend("file",      _folder,     False,  "none",     False,      False,    False),
-    Backend("seaweedfs", _seaweedfs,  True,   "checked",  True,       True,     True),
-    Backend("moto",      _moto,       True,   "ignored",  True,       True,     True),
+    #       name         start        buckets credentials server_copy md5_etags uploads_listed key_and_folder
+    Backend("memory",    _memory,     False,  "none",     False,      False,    False,         True),
+    Backend("file",      _folder,     False,  "none",     False,      False,    False,         False),
+    Backend("seaweedfs", _seaweedfs,  True,   "checked",  True,       True,     True,          True),
+    Backend("moto",      _moto,       True,   "ignored",  True,       True,     True,          True),
 ]
 
 
@@ -219,6 +220,30 @@ def test_a_listing_is_every_object_under_the_folder_with_keys_as_spelled(loc):
     # Under "a" is the folder a/, never its siblings "ab/..." and "abc".
     assert [k for k, _, _ in loc.store.list(loc.key("a"))] == [loc.key("a/b/c"), loc.key("a/x")]
     assert loc.store.list(loc.key("nothing")) == []
+
+
+def test_an_object_and_objects_under_its_name(place, loc):
+    """S3 holds "a" and "a/b" side by side; a folder cannot, and says so whichever comes
+    first. Either way a key under an object is simply not there to read or delete."""
+    loc.store.put(loc.key("a"), b"1")
+    loc.store.put(loc.key("c/d"), b"2")
+    assert loc.store.head(loc.key("a/b")) is None and not loc.exists("a/b/c")
+    with pytest.raises(_engine.NotFoundError):
+        loc.store.get(loc.key("a/b"))
+    loc.store.delete(loc.key("a/b"))
+    assert loc.store.delete_many([loc.key("a/b")]) == []
+    assert loc.store.head(loc.key("c")) is None
+    if place.backend.key_and_folder:
+        loc.store.put(loc.key("a/b"), b"3")
+        loc.store.put(loc.key("c"), b"4")
+        assert [o.key for o in loc.list()] == ["a", "a/b", "c", "c/d"]
+        return
+    for key, file in (("a/b", "a"), ("c", "c")):
+        with pytest.raises(_engine.EngineError) as e:
+            loc.store.put(loc.key(key), b"x")
+        assert str(e.value) == (f"{loc.key(key)}: in a folder, an object {loc.key(file)} and objects under "
+                                f"{loc.key(file)}/ cannot both exist (S3 can hold both); --exclude skips one of them")
+    assert [(o.key, loc.read(o.key)) for o in loc.list()] == [("a", b"1"), ("c/d", b"2")]
 
 
 def test_a_folder_listing_is_one_level(loc):

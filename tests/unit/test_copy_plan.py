@@ -4,10 +4,12 @@ which objects the destination already has, and which it copies again; on ``memor
 
 from __future__ import annotations
 
+import json
 import uuid
 
 import pytest
 
+import inprocess
 from milvus_backup.storage import Location, ObjectInfo, open_location
 from milvus_backup.transfer.copy import CopySettings, manifest, matches, plan_copy, recheck_skipped, run_plan, selected
 
@@ -107,3 +109,18 @@ def test_a_run_copies_the_plan_and_a_second_plan_is_empty(places):
     assert made["objects"]["c.txt"]["checksum"] is None  # skipped without --verify's recheck: size only
     assert all(made["objects"][k]["verified"] for k in SOURCE if k != "c.txt")
 
+
+def test_keys_a_folder_cannot_hold_side_by_side_are_said_once_with_the_fix(tmp_path):
+    """An S3 prefix may hold an object x and objects under x/; copied into a folder, one of
+    each pair fails, and the command says why in one line, not that a link was met."""
+    src = open_location(f"memory://clash-{uuid.uuid4().hex}")
+    write(src, {f"d{i}": b"file" for i in range(3)} | {f"d{i}/x": b"under" for i in range(3)} | {"ok": b"fine"})
+    code, out, err = inprocess.run("copy", src.url, str(tmp_path / "dst"), "-q", "--parallel", "1", "--json")
+    summary = json.loads(out.splitlines()[-1])
+    assert (code, summary["objects_copied"], summary["objects_failed"]) == (1, 4, 3), err
+    code, out, err = inprocess.run("copy", src.url, str(tmp_path / "dst"), "-q", "--parallel", "1")
+    assert code == 1
+    assert err.splitlines() == [
+        f"error: file://{tmp_path}/dst: keys a folder cannot hold side by side (an object x and objects under x/, "
+        "which S3 can hold): 3 of 3 objects not copied (e.g. d0/x, d1/x, d2/x); --exclude skips one of each pair"]
+    assert (tmp_path / "dst" / "ok").read_bytes() == b"fine"
