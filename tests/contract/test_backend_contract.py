@@ -303,6 +303,16 @@ def test_odd_keys_are_kept_as_spelled_through_every_operation(place, loc):
     assert list(loc.list()) == []
 
 
+@pytest.mark.parametrize("name", ["with space", "a+b", "100%", "50%25", "#hash", "~tilde", "ünï", "x#y/z"])
+def test_a_location_at_an_odd_prefix_is_that_prefix(place, loc, name):
+    """The prefix in a URL is taken as spelled, '#' and '%' included: never cut, never decoded."""
+    for rel in (f"{name}/in", f"{name}x/out", f"{name[:1]}/out"):
+        loc.write(rel, rel.encode())
+    inner = place.location(f"{loc.prefix}/{name}")
+    assert inner.url == f"{loc.url}/{name}"
+    assert [o.key for o in inner.list()] == ["in"] and inner.read("in") == f"{name}/in".encode()
+
+
 # --------------------------------------------------------------------------------------
 # Listings past one page (S3 answers 1,000 keys a request): written once per backend
 

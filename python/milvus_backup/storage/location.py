@@ -105,7 +105,7 @@ class Location:
 
 def split_url(url: str) -> tuple[str, str, str, dict[str, str]]:
     """``s3://bucket/a/b?endpoint=x`` -> ("s3", "bucket", "a/b", {"endpoint": "x"})."""
-    parts = urlsplit(url)
+    parts = urlsplit(url, allow_fragments=False)  # no store has fragments: a '#' is part of a key
     if not parts.scheme or "://" not in url:
         raise StorageError(f"invalid location {display_url(url)!r}: use a URL such as s3://bucket/prefix, "
                            "file:///path or memory://name")
