@@ -126,7 +126,7 @@ def test_a_file_with_every_key_reads_and_writes_back_byte_for_byte(version, mess
 
 
 def test_the_hand_typed_illustrations_in_test_meta_follow_the_table():
-    from test_meta import EXAMPLES
+    from unit.test_meta import EXAMPLES
 
     for name, cls, text in EXAMPLES:
         doc = _without_opaque(json.loads(text))
@@ -189,7 +189,7 @@ def _without_opaque(doc):
 
 
 def _backups():
-    from test_meta import backups  # the property tests' strategy of whole backups
+    from unit.test_meta import backups  # the property tests' strategy of whole backups
 
     return backups
 

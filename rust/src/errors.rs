@@ -101,7 +101,7 @@ impl From<object_store::Error> for Error {
         let mut message = e.to_string();
         let mut source = std::error::Error::source(&e);
         let mut os: Option<&std::io::Error> = None;
-        let mut link = false;
+        let (mut link, mut clash) = (false, false);
         while let Some(cause) = source {
             let text = cause.to_string();
             if !message.contains(&text) {
@@ -109,11 +109,14 @@ impl From<object_store::Error> for Error {
                 message.push_str(&text);
             }
             link |= cause.downcast_ref::<crate::fs::LinkError>().is_some();
+            clash |= cause.downcast_ref::<crate::fs::KeyClash>().is_some();
             os = os.or_else(|| cause.downcast_ref::<std::io::Error>().filter(|io| io.raw_os_error().is_some()));
             source = cause.source();
         }
         let cause = if link {
             Some("symlink".to_string())
+        } else if clash {
+            Some("key_clash".to_string())
         } else if let Some(n) = os.and_then(|io| io.raw_os_error()) {
             Some(errno_name(n))
         } else {

@@ -94,15 +94,21 @@ def parse_filters(filters: list[str]) -> dict[str, list[str] | None]:
 
 def select_collections(adapter: MilvusAdapter, filters: list[str]) -> tuple[list[str], list[tuple[str, str]]]:
     """Databases and (db, collection) pairs a filter names; unknown names are errors."""
+    return choose_collections(filters, adapter.list_databases(), adapter.list_collections)
+
+
+def choose_collections(filters: list[str], databases: list[str], collections_of: Callable[[str], list[str]]
+                       ) -> tuple[list[str], list[tuple[str, str]]]:
+    """What ``select_collections`` picks among the ``databases`` a server has, with
+    ``collections_of(db)`` listing a database's collections."""
     wanted = parse_filters(filters)
-    databases = adapter.list_databases()
     if not wanted:
         wanted = {db: None for db in databases}
     pairs: list[tuple[str, str]] = []
     for db, colls in wanted.items():
         if db not in databases:
             raise BackupError(f"database {db!r} does not exist (databases: {', '.join(sorted(databases))})")
-        existing = adapter.list_collections(db)
+        existing = collections_of(db)
         for coll in (sorted(existing) if colls is None else colls):
             if coll not in existing:
                 raise BackupError(f"collection {coll!r} does not exist in database {db!r}"

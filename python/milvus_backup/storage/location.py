@@ -175,7 +175,7 @@ def split_url(url: str) -> StorageUrl:
     invalid = StorageError(f"invalid location {display_url(url)!r}: use a URL such as s3://bucket/prefix, "
                            "file:///path or memory://name")
     try:
-        parts = urlsplit(url)
+        parts = urlsplit(url, allow_fragments=False)  # no store has fragments: a '#' is part of a key
     except ValueError:  # a malformed host part, e.g. "s3://[bucket"
         raise invalid from None
     if not parts.scheme or "://" not in url:

@@ -34,6 +34,8 @@ CAUSES = {
     "symlink": ("the path crosses a symbolic link, which mbackup never follows",
                 "remove the link, or copy the folder it points to by naming it"),
     "bad_key": ("object keys that cannot be addressed", "--exclude skips them"),
+    "key_clash": ("keys a folder cannot hold side by side (an object x and objects under x/, which S3 can hold)",
+                  "--exclude skips one of each pair"),
     "NoSuchBucket": ("the bucket does not exist (NoSuchBucket)", "create it or fix the bucket name, then run again"),
     "AccessDenied": ("access denied (AccessDenied)", "check what the credentials are allowed to do"),
     "ECONNREFUSED": ("the endpoint refused the connection", "check that the server runs, then run again"),
