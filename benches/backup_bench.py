@@ -24,14 +24,15 @@ import time
 from pathlib import Path
 
 import benchlib
-from milvus_backup.backup.create import CreateRequest, create_backup
-from milvus_backup.backup.catalog import open_stores
-from milvus_backup.config.settings import load_config
-from milvus_backup.transfer.copy import CopySettings
+
 from mbackup_dev.devstack import LocalStack, backup_config
+from milvus_backup.backup.catalog import open_stores
+from milvus_backup.backup.create import CreateRequest, create_backup
+from milvus_backup.backup.restore import RestoreRequest, restore_backup
+from milvus_backup.config.settings import load_config
 from milvus_backup.milvus.connection import MilvusEndpoint, connect
 from milvus_backup.plugins.manager import milvus_adapters
-from milvus_backup.backup.restore import RestoreRequest, restore_backup
+from milvus_backup.transfer.copy import CopySettings
 
 NAME = "bench_vectors"
 

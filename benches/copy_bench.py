@@ -26,6 +26,7 @@ from pathlib import Path
 
 import benchlib
 from benchlib import MIB, Measured, S3Server, Tree
+
 from milvus_backup.plugins.manager import storage_backends
 from milvus_backup.units import parse_size
 

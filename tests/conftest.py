@@ -13,7 +13,6 @@ from pathlib import Path
 import pytest
 
 import secretscan
-
 from mbackup_dev.devstack import LocalStack, SeaweedFS
 
 # The secrets the suite uses: distinctive, so the scan at the end of the session can prove

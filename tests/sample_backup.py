@@ -76,7 +76,7 @@ class Sample:
         if manifest:
             sums = _engine.Copier().checksums([(s, f"{self.bdir}/{rel}") for rel in self.binlogs], "crc32c")
             body = {"version": 1, "backup": name, "id": info.id, "checksum_algo": "crc32c", "objects": {
-                rel: {"size": len(self.objects[rel]), "checksum": c} for rel, (c, _, _) in zip(self.binlogs, sums)}}
+                rel: {"size": len(self.objects[rel]), "checksum": c} for rel, (c, _, _) in zip(self.binlogs, sums, strict=False)}}
             self.put(MANIFEST, json.dumps(body, indent=0, sort_keys=True).encode())
         self.info = info
         files = meta.write_meta_files(info)

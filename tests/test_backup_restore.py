@@ -20,13 +20,24 @@ import uuid
 import pytest
 from pymilvus import DataType, MilvusClient
 
-from milvus_backup import _engine
-from milvus_backup.format import meta
 from conftest import record_written
 from gofacts import facts, problems
 from mbackup_dev.devstack import backup_config
-from milvus_data import (AUTO, INT, assert_same_rows, build, client, error_line, load_state, mbackup, ok, read_back,
-                         read_back_all)
+from milvus_backup import _engine
+from milvus_backup.format import meta
+from milvus_data import (
+    AUTO,
+    INT,
+    assert_same_rows,
+    build,
+    client,
+    error_line,
+    load_state,
+    mbackup,
+    ok,
+    read_back,
+    read_back_all,
+)
 
 pytestmark = pytest.mark.milvus
 
@@ -210,7 +221,7 @@ def test_restore_into_the_same_cluster_with_a_suffix(backup, data, configs, stac
         assert (f"restored {truth.label} as {truth.label}_r: {len(truth.rows) + len(truth.deleted):,} rows in backup, "
                 f"{len(truth.rows):,} imported, ") in out
     got = read_back_all(stack.source.uri, [(t.db, t.name + "_r", t) for t in data.values()])
-    for truth, rows in zip(data.values(), got):
+    for truth, rows in zip(data.values(), got, strict=False):
         assert_same_rows(rows, truth)
     # Staged copies and the journal are gone from the Milvus bucket.
     s = stack.source.s3.store(stack.source.bucket)
@@ -231,7 +242,7 @@ def test_restore_into_the_other_cluster_rebuilds_indexes_load_and_aliases(backup
         finally:
             mc.close()
     got = read_back_all(stack.target.uri, [(t.db, t.name, t) for t in data.values()])
-    for truth, rows in zip(data.values(), got):
+    for truth, rows in zip(data.values(), got, strict=False):
         assert_same_rows(rows, truth)
     s = stack.target.s3.store(stack.target.bucket)
     assert not [k for k in keys(s, "") if k.startswith("mbackup-restore")]
@@ -373,7 +384,7 @@ def test_a_backup_laid_out_by_hand_like_the_go_tool_restores(data, configs, stac
             field["type_params"] = params
         fields.append(field)
     partitions = []
-    for pname, pid in zip(parts.partition_names, parts.partitionIDs):
+    for pname, pid in zip(parts.partition_names, parts.partitionIDs, strict=False):
         mine = [s for s in segments if s["partition_id"] == pid]
         partitions.append({"partition_id": pid, "partition_name": pname, "collection_id": coll_id,
                            "segment_backups": mine, "size": sum(s["size"] for s in mine), "load_state": "NotLoad"})
@@ -430,7 +441,7 @@ def test_a_backup_laid_out_by_hand_like_the_go_tool_restores(data, configs, stac
 
 
 class _Recorder(http.server.BaseHTTPRequestHandler):
-    def do_POST(self) -> None:  # noqa: N802 - the http.server interface
+    def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
         record_written(f"webhook body to {self.path}", body)  # for the secrets scan
         self.server.events.append(json.loads(body))  # type: ignore[attr-defined]

@@ -13,11 +13,18 @@ from pathlib import Path
 import pytest
 
 from milvus_backup import _engine
-from milvus_backup.config.settings import Config, ConfigError, StorageConfig, find_config_file, load_config, parse_overrides
+from milvus_backup.config.settings import (
+    Config,
+    ConfigError,
+    StorageConfig,
+    find_config_file,
+    load_config,
+    parse_overrides,
+)
+from milvus_backup.errors import MBackupError
 from milvus_backup.plugins.manager import storage_backends
 from milvus_backup.storage.location import StorageError
 from milvus_backup.storage.registry import StorageTarget
-from milvus_backup.errors import MBackupError
 
 # A v1 file as users of milvus-backup <= 0.5.16 have them (configs/backup.yaml of that era).
 V1_FILE = """\

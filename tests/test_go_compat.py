@@ -99,7 +99,7 @@ def test_mbackup_message_keys_are_the_go_keys_in_go_order(go):
     # Written even when zero exactly where Go has no omitempty.
     assert [s.key for s in m._specs(cls) if s.always] == [x["json"] for x in fields if not x["omitempty"]]
     kinds = {"string": "str", "integer": "int", "boolean": "bool", "object": "msg", "array": "list", "object(map)": "map"}
-    for s, x in zip(m._specs(cls), fields):
+    for s, x in zip(m._specs(cls), fields, strict=False):
         assert s.kind == "any" or s.kind == kinds[x["json_type"]], (s, x)
 
 

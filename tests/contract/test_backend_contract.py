@@ -27,8 +27,8 @@ from typing import Any
 import pytest
 
 from milvus_backup import _engine
-from milvus_backup.storage import Location, ObjectInfo, StorageError
 from milvus_backup.plugins.manager import storage_backends
+from milvus_backup.storage import Location, ObjectInfo, StorageError
 from milvus_backup.transfer.copy import CopySettings, plan_copy, run_plan
 
 MIB = 1 << 20

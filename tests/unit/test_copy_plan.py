@@ -10,8 +10,8 @@ import uuid
 import pytest
 
 import inprocess
-from milvus_backup.storage import Location, ObjectInfo
 from milvus_backup.plugins.manager import storage_backends
+from milvus_backup.storage import Location, ObjectInfo
 from milvus_backup.transfer.copy import CopySettings, manifest, matches, plan_copy, recheck_skipped, run_plan, selected
 
 open_location = storage_backends().open  # a URL opened as mbackup opens it

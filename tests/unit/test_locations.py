@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from milvus_backup.storage import StorageError
 from milvus_backup.plugins.manager import storage_backends
+from milvus_backup.storage import StorageError
 
 open_location = storage_backends().open  # a URL opened as mbackup opens it
 

@@ -18,8 +18,8 @@ import uuid
 import pytest
 
 from milvus_backup import _engine
-from milvus_backup.errors import ConfigError
 from milvus_backup.backup.lock import LockedError, LockLostError, StoreLock
+from milvus_backup.errors import ConfigError
 from milvus_backup.storage.location import Location
 
 

@@ -9,11 +9,20 @@ import json
 import pytest
 
 from milvus_backup import _engine
+from milvus_backup.backup.catalog import Stores
+from milvus_backup.backup.restore import (
+    JOURNAL_DIR,
+    PartitionImport,
+    RestoreError,
+    RestoreRequest,
+    Target,
+    check_rows,
+    discard_journals,
+    read_journal,
+    rows_differ,
+)
 from milvus_backup.format import meta
 from milvus_backup.milvus.adapters.v2_3 import Milvus23Adapter
-from milvus_backup.backup.restore import (JOURNAL_DIR, PartitionImport, RestoreError, RestoreRequest, Target, check_rows,
-                                   discard_journals, read_journal, rows_differ)
-from milvus_backup.backup.catalog import Stores
 from milvus_backup.storage.location import Location
 
 # --------------------------------------------------------------------------------------
@@ -126,8 +135,8 @@ def test_discarding_a_tampered_journal_deletes_no_milvus_data():
 @pytest.mark.parametrize("flags", [{"suffix": "_x"}, {"filters": ["c"]}, {"renames": ["a:b"]}, {"force": True},
                                    {"skip_create_collection": True}, {"load": True}])
 def test_discard_journal_takes_only_the_name(flags):
-    with pytest.raises(RestoreError, match="^--discard-journal takes no other flag than -n: it discards every "
-                                           "journal of the backup and restores nothing$"):
+    with pytest.raises(RestoreError, match=r"^--discard-journal takes no other flag than -n: it discards every "
+                                           r"journal of the backup and restores nothing$"):
         RestoreRequest(name="n", discard_journal=True, **flags).validate()
     RestoreRequest(name="n", discard_journal=True).validate()
 

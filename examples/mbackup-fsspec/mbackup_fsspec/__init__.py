@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fsspec
+
 from milvus_backup.hookspecs import hookimpl
 from milvus_backup.storage import Location, StorageUrl
 

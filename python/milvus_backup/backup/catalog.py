@@ -8,16 +8,15 @@ keeps a marker (``mbackup_in_progress.json``) while a create runs.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
-import contextlib
-
-from ..format import meta
 from ..config.settings import Config
 from ..errors import MBackupError
-from .lock import StoreLock
+from ..format import meta
 from ..plugins.manager import storage_backends
 from ..storage.location import BucketNotFound, Location
+from .lock import StoreLock
 
 IN_PROGRESS = "mbackup_in_progress.json"
 LOCK = "mbackup.lock"

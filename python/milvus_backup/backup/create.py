@@ -18,17 +18,18 @@ import socket
 import time
 import uuid
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
+from ..errors import MBackupError
 from ..format import meta, untrusted
 from ..milvus.adapters.base import NEWER_STRATEGIES, MilvusAdapter, SegmentRef, StorageLayout
-from .catalog import IN_PROGRESS, LOCK, MANIFEST, Stores, backup_dir, backup_storage_errors, is_backup
-from .lock import LockLostError, StoreLock
+from ..storage.location import BucketNotFound, NotFound, ObjectInfo, StorageError
 from ..transfer.copy import CopyReport, CopySettings, Plan, checksums, run_plan
 from ..transfer.progress import SILENT, Reporter
-from ..errors import MBackupError
-from ..storage.location import BucketNotFound, NotFound, ObjectInfo, StorageError
+from .catalog import IN_PROGRESS, LOCK, MANIFEST, Stores, backup_dir, backup_storage_errors, is_backup
+from .lock import LockLostError, StoreLock
 
 STRATEGIES = ("serial_flush", "skip_flush", "meta_only")
 GC_PAUSE_SECONDS = 3600
@@ -70,7 +71,7 @@ def describe_request(record: dict[str, Any]) -> str:
 
 
 def default_name(now: dt.datetime | None = None) -> str:
-    now = now or dt.datetime.now(dt.timezone.utc)
+    now = now or dt.datetime.now(dt.UTC)
     return f"backup_{now:%Y_%m_%d_%H_%M_%S}_{time.time_ns() % 1_000_000_000}"
 
 
@@ -80,7 +81,7 @@ def parse_filters(filters: list[str]) -> dict[str, list[str] | None]:
     out: dict[str, list[str] | None] = {}
     for raw in filters:
         for item in filter(None, (x.strip() for x in raw.split(","))):
-            db, dot, coll = item.partition(".") if "." in item else ("default", ".", item)
+            db, _dot, coll = item.partition(".") if "." in item else ("default", ".", item)
             if not re.fullmatch(r"\w+", db) or not (coll in ("*", "") or re.fullmatch(r"\w+", coll)):
                 raise BackupError(f"invalid filter {item!r}: use coll, db.coll, db.* or db.")
             if coll == "*":
@@ -238,7 +239,7 @@ class _CreateRun:
         else:
             self.stores.backup.write(f"{self.bdir}/{IN_PROGRESS}", json.dumps({
                 "id": info.id, "name": self.name, "pid": os.getpid(), "host": socket.gethostname(),
-                "started": dt.datetime.now(dt.timezone.utc).isoformat(), "request": request}).encode())
+                "started": dt.datetime.now(dt.UTC).isoformat(), "request": request}).encode())
         with_data = self.strategy != "meta_only"
         paused = self.adapter.pause_gc(GC_PAUSE_SECONDS) if with_data else False
         if with_data and not paused:

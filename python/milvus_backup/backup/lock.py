@@ -27,11 +27,11 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
-from ..format import untrusted
 from ..errors import ConfigError, MBackupError
+from ..format import untrusted
 from ..storage.location import AlreadyExists, Location, NotFound, StorageError, VersionChanged
 
 HEARTBEAT = 30.0

@@ -19,19 +19,20 @@ import json
 import re
 import time
 import uuid
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
+from ..config.params import BY_KEY, MAX_IMPORT_JOBS
+from ..errors import MBackupError
 from ..format import meta, untrusted
 from ..milvus.adapters.base import CreateCollectionSpec, ImportState, ImportStatus, MilvusAdapter
 from ..milvus.binlog import BinlogError, count_records
-from .catalog import Stores, backup_dir, read_backup
-from ..transfer.copy import CopySettings, Plan, run_plan
-from ..config.params import BY_KEY, MAX_IMPORT_JOBS
-from ..transfer.progress import SILENT, Reporter
-from ..errors import MBackupError
 from ..storage.location import Location, NotFound, ObjectInfo
+from ..transfer.copy import CopySettings, Plan, run_plan
+from ..transfer.progress import SILENT, Reporter
+from .catalog import Stores, backup_dir, read_backup
 from .verify import check_before_restore
 
 
@@ -579,7 +580,7 @@ def count_deletes(stores: Stores, bdir: str, parts: list[meta.PartitionBackupInf
     with ThreadPoolExecutor(min(16, len(logs))) as pool:
         found = list(pool.map(count, [key for _, key in logs]))
     inserted = {p.partition_name: sum(s.num_of_rows for s in p.segment_backups) for p in parts}
-    for (partition, key), n in zip(logs, found):
+    for (partition, key), n in zip(logs, found, strict=True):
         if isinstance(n, str):
             warn(f"cannot count the deletes in {key} ({n}): the rows of {t.label} partition {partition!r} are "
                  "checked against the most the backup holds only")

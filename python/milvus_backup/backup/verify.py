@@ -16,17 +16,18 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
+from ..errors import MBackupError, MetaError
 from ..format import meta, untrusted
-from .catalog import IN_PROGRESS, MANIFEST, BackupNotFound, Stores, backup_dir, backup_storage_errors
+from ..storage.location import NotFound, StorageError
 from ..transfer.cancel import run_cancellable
 from ..transfer.copy import CopySettings
-from ..errors import MBackupError, MetaError
-from ..storage.location import NotFound, StorageError
 from ..transfer.progress import SILENT, Reporter
 from ..units import format_bytes
+from .catalog import IN_PROGRESS, MANIFEST, BackupNotFound, Stores, backup_dir, backup_storage_errors
 
 ALGOS = ("crc32c", "crc64nvme")
 MANIFEST_KEY = f"{meta.META_DIR}/{MANIFEST}"
@@ -302,7 +303,7 @@ def _deep_check(stores: Stores, bdir: str, todo: list[tuple[str, Expected]], rep
             if copier.cancelled:
                 return
             sums = copier.checksums([(store, f"{bdir}/{rel}") for rel, _ in batch], algo)
-            for (rel, exp), got in zip(batch, sums):
+            for (rel, exp), got in zip(batch, sums, strict=True):
                 results.append((rel, exp, got))
                 counters["objects_done"] += 1
                 counters["bytes_done"] += got[1] or 0

@@ -6,21 +6,22 @@ Exit codes: 0 done, 1 some objects or steps failed, 2 bad input (nothing was cha
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import sys
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from typer.core import TyperGroup
 
 from .. import _engine
-from ..transfer.copy import CAUSES, CopySettings, manifest, plan_copy, recheck_skipped, run_plan, write_json
-from ..config.settings import Config, load_config
-from ..errors import ConfigError, MBackupError
 from ..config.params import BY_FLAG, BY_KEY, flag_help, one_of
 from ..config.secrets import display_url
+from ..config.settings import Config, load_config
+from ..errors import ConfigError, MBackupError
 from ..storage.location import Location, shown_key, skipped_links
+from ..transfer.copy import CAUSES, CopySettings, manifest, plan_copy, recheck_skipped, run_plan, write_json
 from ..transfer.progress import ConsoleReporter
 from ..units import format_bytes, format_duration, parse_duration
 
@@ -49,9 +50,9 @@ app = typer.Typer(
 
 EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
 
-ConfigOption = Annotated[Optional[str], typer.Option(
+ConfigOption = Annotated[str | None, typer.Option(
     "--config", help="Config file (the Go tool's backup.yaml; default: backup.yaml, $MILVUSCONF, ./configs).")]
-SetOption = Annotated[Optional[list[str]], typer.Option(
+SetOption = Annotated[list[str] | None, typer.Option(
     "--set", help="Override a config key for this run: --set milvus.grpc.port=19531 (repeatable).")]
 
 
@@ -119,20 +120,20 @@ def copy(
     ctx: typer.Context,
     src: Annotated[str, typer.Argument(help="Source: s3://bucket/prefix?endpoint=..., file:///dir, memory://name, ...")],
     dst: Annotated[str, typer.Argument(help="Destination, same forms as the source.")],
-    parallel: Annotated[Optional[str], typer.Option("--parallel", "-p", metavar="N", help=flag_help("--parallel"))] = None,
-    include: Annotated[Optional[list[str]], typer.Option("--include", help="Copy only keys matching this glob (repeatable).")] = None,
-    exclude: Annotated[Optional[list[str]], typer.Option("--exclude", help="Skip keys matching this glob (repeatable).")] = None,
-    checksum: Annotated[Optional[str], typer.Option("--checksum", help=flag_help("--checksum"))] = None,
+    parallel: Annotated[str | None, typer.Option("--parallel", "-p", metavar="N", help=flag_help("--parallel"))] = None,
+    include: Annotated[list[str] | None, typer.Option("--include", help="Copy only keys matching this glob (repeatable).")] = None,
+    exclude: Annotated[list[str] | None, typer.Option("--exclude", help="Skip keys matching this glob (repeatable).")] = None,
+    checksum: Annotated[str | None, typer.Option("--checksum", help=flag_help("--checksum"))] = None,
     verify: Annotated[bool, typer.Option("--verify", help="Read every destination object back and compare checksums.")] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Show what would be copied; change nothing.")] = False,
-    max_bandwidth: Annotated[Optional[str], typer.Option("--max-bandwidth", help=flag_help("--max-bandwidth"))] = None,
-    max_requests: Annotated[Optional[str], typer.Option("--max-requests", metavar="N", help=flag_help("--max-requests"))] = None,
-    part_size: Annotated[Optional[str], typer.Option("--part-size", help=flag_help("--part-size"))] = None,
-    multipart_threshold: Annotated[Optional[str], typer.Option("--multipart-threshold", help=flag_help("--multipart-threshold"))] = None,
-    multipart_copy_threshold: Annotated[Optional[str], typer.Option("--multipart-copy-threshold", help=flag_help("--multipart-copy-threshold"))] = None,
-    copy_part_size: Annotated[Optional[str], typer.Option("--copy-part-size", help=flag_help("--copy-part-size"))] = None,
+    max_bandwidth: Annotated[str | None, typer.Option("--max-bandwidth", help=flag_help("--max-bandwidth"))] = None,
+    max_requests: Annotated[str | None, typer.Option("--max-requests", metavar="N", help=flag_help("--max-requests"))] = None,
+    part_size: Annotated[str | None, typer.Option("--part-size", help=flag_help("--part-size"))] = None,
+    multipart_threshold: Annotated[str | None, typer.Option("--multipart-threshold", help=flag_help("--multipart-threshold"))] = None,
+    multipart_copy_threshold: Annotated[str | None, typer.Option("--multipart-copy-threshold", help=flag_help("--multipart-copy-threshold"))] = None,
+    copy_part_size: Annotated[str | None, typer.Option("--copy-part-size", help=flag_help("--copy-part-size"))] = None,
     force: Annotated[bool, typer.Option("--force", help="Copy even objects the destination already has.")] = False,
-    manifest_file: Annotated[Optional[str], typer.Option("--manifest", help="Write every object's size and checksum to this JSON file.")] = None,
+    manifest_file: Annotated[str | None, typer.Option("--manifest", help="Write every object's size and checksum to this JSON file.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print a machine-readable summary on stdout.")] = False,
     records: Annotated[bool, typer.Option("--records", help="With --json: one NDJSON record per object before the summary.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")] = False,
@@ -227,7 +228,7 @@ def _print_failures(report, target: Location) -> None:
 # --- Milvus backups ----------------------------------------------------------------------
 
 NameOption = Annotated[str, typer.Option("--name", "-n", help="Backup name.")]
-FilterOption = Annotated[Optional[list[str]], typer.Option(
+FilterOption = Annotated[list[str] | None, typer.Option(
     "--filter", help="Collections: coll, db.coll, db.* (comma-separated, repeatable).")]
 
 
@@ -297,10 +298,10 @@ def check(ctx: typer.Context, config: ConfigOption = None, set_: SetOption = Non
 @app.command()
 def create(
     ctx: typer.Context,
-    name: Annotated[Optional[str], typer.Option("--name", "-n", help="Backup name (default: backup_<UTC time>).")] = None,
+    name: Annotated[str | None, typer.Option("--name", "-n", help="Backup name (default: backup_<UTC time>).")] = None,
     filter_: FilterOption = None,
-    colls: Annotated[Optional[list[str]], typer.Option("--colls", "-c", help="Legacy: collection names.", hidden=True)] = None,
-    databases: Annotated[Optional[list[str]], typer.Option("--databases", "-d", help="Legacy: databases.", hidden=True)] = None,
+    colls: Annotated[list[str] | None, typer.Option("--colls", "-c", help="Legacy: collection names.", hidden=True)] = None,
+    databases: Annotated[list[str] | None, typer.Option("--databases", "-d", help="Legacy: databases.", hidden=True)] = None,
     strategy: Annotated[str, typer.Option("--strategy", help="serial_flush (default), skip_flush or meta_only.")] = "",
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable summary on stdout.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")] = False,
@@ -342,8 +343,8 @@ def list_(
     set_: SetOption = None,
 ) -> None:
     """List backups with size, time, Milvus version and collections; incomplete and damaged ones are marked."""
-    from ..format import untrusted
     from ..backup.catalog import list_backups
+    from ..format import untrusted
 
     entries = list_backups(_stores(ctx.obj.with_command_options(config, set_)))
     rows = []
@@ -382,7 +383,7 @@ def _backup_time(info) -> str | None:
         stamps = [(c.backup_timestamp >> 18) // 1000 for c in info.collection_backups if c.backup_timestamp]
     if not stamps:
         return None
-    return dt.datetime.fromtimestamp(max(stamps), dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+    return dt.datetime.fromtimestamp(max(stamps), dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 @app.command()
@@ -394,8 +395,8 @@ def get(
     set_: SetOption = None,
 ) -> None:
     """Describe one backup."""
-    from ..format import meta
     from ..backup.catalog import meta_size, read_backup
+    from ..format import meta
 
     stores = _stores(ctx.obj.with_command_options(config, set_))
     info = read_backup(stores, name)
@@ -456,7 +457,7 @@ def restore(
     name: NameOption,
     filter_: FilterOption = None,
     suffix: Annotated[str, typer.Option("--suffix", "-s", help="Append to every collection name.")] = "",
-    rename: Annotated[Optional[list[str]], typer.Option("--rename", "-r", help="old:new (coll, db.coll or db.*), comma-separated.")] = None,
+    rename: Annotated[list[str] | None, typer.Option("--rename", "-r", help="old:new (coll, db.coll or db.*), comma-separated.")] = None,
     rebuild_index: Annotated[bool, typer.Option("--rebuild-index", "--rebuild_index", help="Create the backed-up indexes.")] = False,
     use_auto_index: Annotated[bool, typer.Option("--use-auto-index", "--use_auto_index", help="With --rebuild-index: AUTOINDEX for vectors.")] = False,
     drop_exist_collection: Annotated[bool, typer.Option("--drop-exist-collection", "--drop_exist_collection", help="Replace existing target collections.")] = False,
@@ -515,7 +516,7 @@ def restore(
 @app.command()
 def gc(
     ctx: typer.Context,
-    url: Annotated[Optional[str], typer.Argument(help="A copy destination to clean instead of the configured storage.")] = None,
+    url: Annotated[str | None, typer.Argument(help="A copy destination to clean instead of the configured storage.")] = None,
     grace: Annotated[str, typer.Option("--grace", help="Only what was last written longer ago than this, e.g. 90m, 2d.")] = "24h",
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Show what would be removed; remove nothing.")] = False,
     config: ConfigOption = None,
@@ -593,7 +594,7 @@ def config_show(
     rows = list(cfg.rows())
     if as_json:
         typer.echo(json.dumps({"file": cfg.path, "schema": cfg.version,
-                               "settings": [dict(zip(("key", "value", "source", "source_key"), r)) for r in rows]},
+                               "settings": [dict(zip(("key", "value", "source", "source_key"), r, strict=True)) for r in rows]},
                               indent=1))
         return
     typer.echo(f"config file: {cfg.path or '(none: defaults)'} (schema {cfg.version})")
@@ -633,7 +634,7 @@ def _check_set_words(argv: list[str]) -> None:
     secret, for a command name and print it in "No such command": refuse the flag first."""
     from ..config.settings import parse_overrides
 
-    for flag, value in zip(argv, argv[1:]):
+    for flag, value in itertools.pairwise(argv):
         if flag == "--set":
             parse_overrides([value])
 

@@ -31,11 +31,11 @@ from urllib.parse import urlsplit
 
 import yaml
 
-from . import params
 from ..errors import ConfigError
+from ..units import parse_rate
+from . import params
 from .params import LOG_LEVELS, PROVIDERS, TLS_MODES, Setting, attr_name, format_value
 from .secrets import display_url, has_password, is_secret_name, mask, url_secret
-from ..units import parse_rate
 
 __all__ = [
     "Config",
@@ -133,7 +133,7 @@ class ReplicateConfig:
 
 @dataclass
 class EtcdConfig:
-    endpoints: list[str] = _default("milvus.etcd.endpoints")
+    endpoints: list[str] = _default("milvus.etcd.endpoints")  # noqa: RUF009 (returns field(default_factory=...))
     root_path: str = _default("milvus.etcd.rootPath")
 
 
@@ -566,7 +566,7 @@ def _secret_lines(text: str) -> set[int]:
         for j in range(i + 1, len(lines)):
             body = lines[j].lstrip()
             depth = len(lines[j]) - len(body)
-            if body and depth < indent or (depth == indent and body and not body.startswith("- ")):
+            if (body and depth < indent) or (depth == indent and body and not body.startswith("- ")):
                 break
             found.add(j)
     return found

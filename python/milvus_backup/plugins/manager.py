@@ -21,10 +21,10 @@ from typing import TypeVar
 
 import pluggy
 
-from . import hookspecs
 from ..errors import PluginError
 from ..milvus.adapters.registry import MilvusAdapters
 from ..storage.registry import StorageBackends
+from . import hookspecs
 
 GROUP = "milvus_backup"
 _R = TypeVar("_R", StorageBackends, MilvusAdapters)

@@ -19,9 +19,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from .. import _engine
-from ..format import meta
 from ..backup.catalog import IN_PROGRESS, LOCK
 from ..backup.lock import is_held
+from ..format import meta
 from .location import Location, shown_key
 
 RESTORE_STAGING = "mbackup-restore-"  # restore.py stages at <this><id>/ in the Milvus bucket
@@ -49,7 +49,7 @@ class Leftover:
 
 def _folder(keys: list[str]) -> str:
     """The deepest folder holding every key."""
-    common = os.path.commonprefix(keys)
+    common = os.path.commonprefix(keys)  # noqa: RUF071 (cut back to the last '/' below)
     return common.rsplit("/", 1)[0] if "/" in common else ""
 
 

@@ -13,8 +13,8 @@ from typing import Any, Protocol, runtime_checkable
 from urllib.parse import parse_qsl, urlsplit
 
 from .. import _engine
-from ..errors import MBackupError
 from ..config.secrets import display_url, has_password, is_secret_name
+from ..errors import MBackupError
 
 
 class StorageError(MBackupError):
@@ -251,9 +251,9 @@ def _untrusted_certificate(location: Location, text: str) -> str | None:
     try:
         parts = urlsplit(endpoint)
         context = ssl.create_default_context(cafile=location.options.get("ca_file"))
-        with socket.create_connection((parts.hostname, parts.port or 443), timeout=5) as sock:
-            with context.wrap_socket(sock, server_hostname=parts.hostname):
-                return None
+        with socket.create_connection((parts.hostname, parts.port or 443), timeout=5) as sock, \
+                context.wrap_socket(sock, server_hostname=parts.hostname):
+            return None
     except ssl.SSLCertVerificationError as e:
         return e.verify_message or "certificate verify failed"
     except (OSError, ValueError):  # unreachable, not TLS...: the caller says so

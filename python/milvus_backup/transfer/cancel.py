@@ -10,7 +10,8 @@ and writes in flight and aborts multipart uploads) and waits for what it finishe
 from __future__ import annotations
 
 import threading
-from typing import Any, Callable, TypeVar
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 T = TypeVar("T")
 

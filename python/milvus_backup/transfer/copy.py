@@ -17,9 +17,9 @@ from typing import Any
 from .. import _engine
 from ..config.params import engine_default
 from ..storage.leftovers import remove_for_keys
+from ..storage.location import Location, ObjectInfo
 from .cancel import run_cancellable
 from .progress import SILENT, Reporter
-from ..storage.location import Location, ObjectInfo
 
 # What a failure cause reported by the engine (an errno name, an S3 code, ...) means, and what
 # to do about it: many objects failing for one cause are reported once with these words.
@@ -235,7 +235,7 @@ def run_plan(plan: Plan, src: Location, dst: Location, settings: CopySettings, *
     with reporter.phase(label, copier.progress):
         results, cancelled = run_cancellable(lambda: copier.run(jobs), copier.cancel, stop, name="mbackup-copy")
     # Report keys relative to the two locations, the way the user named them.
-    for r, (obj, key) in zip(results, plan.jobs):
+    for r, (obj, key) in zip(results, plan.jobs, strict=True):
         r["src_key"], r["dst_key"] = obj.key, key
     return CopyReport(results, plan.skipped, time.monotonic() - started, cancelled, copier.progress(),
                       repaired=len(plan.repaired), skipped_checksums=dict(plan.checksums))

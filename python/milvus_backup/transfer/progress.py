@@ -16,7 +16,8 @@ import contextlib
 import sys
 import threading
 import time
-from typing import Any, Callable, ContextManager, TextIO
+from collections.abc import Callable
+from typing import Any, TextIO
 
 from ..units import format_bytes, format_duration
 
@@ -29,7 +30,7 @@ class Reporter:
     def warning(self, message: str) -> None:
         """Something the user should know; the run goes on."""
 
-    def phase(self, label: str, counters: Counters) -> ContextManager[object]:
+    def phase(self, label: str, counters: Counters) -> contextlib.AbstractContextManager[object]:
         """Engine work under way for the ``with`` block. ``counters()`` (objects_total,
         objects_done, objects_skipped, bytes_total, bytes_done, failures, retries) may be
         polled from another thread meanwhile."""
@@ -59,7 +60,7 @@ class ConsoleReporter(Reporter):
     def warning(self, message: str) -> None:
         print(f"warning: {message}", file=self.stream)
 
-    def phase(self, label: str, counters: Counters) -> ContextManager[object]:
+    def phase(self, label: str, counters: Counters) -> contextlib.AbstractContextManager[object]:
         return ProgressDisplay(counters, label=label, stream=self.stream, enabled=self.progress)
 
     def imports(self, label: str, done: int, total: int, percent: float) -> None:

@@ -4,7 +4,8 @@ options or ``AZURE_STORAGE_ACCOUNT_KEY``."""
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from ...plugins.hookspecs import hookimpl
 from ..location import Location, StorageUrl, native_store

@@ -4,7 +4,8 @@ key file path) in options, or ``GOOGLE_APPLICATION_CREDENTIALS``."""
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from ...plugins.hookspecs import hookimpl
 from ..location import Location, StorageUrl, native_store

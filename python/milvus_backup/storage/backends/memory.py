@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from ...plugins.hookspecs import hookimpl
 from ..location import Location, StorageUrl, native_store

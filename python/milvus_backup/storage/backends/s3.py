@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import os
 import re
-from typing import TYPE_CHECKING, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-from ...plugins.hookspecs import hookimpl
 from ...config.secrets import display_url
+from ...plugins.hookspecs import hookimpl
 from ..location import Location, StorageError, StorageUrl, native_store
 from ..registry import StorageTarget
 from .section import bucket_url, host_port, is_local_host, root_of
