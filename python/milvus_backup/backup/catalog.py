@@ -9,6 +9,7 @@ keeps a marker (``mbackup_in_progress.json``) while a create runs.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from ..config.settings import Config
@@ -67,7 +68,7 @@ def backup_dir(stores: Stores, name: str) -> str:
 
 
 @contextlib.contextmanager
-def backup_storage_errors(stores: Stores):
+def backup_storage_errors(stores: Stores) -> Iterator[None]:
     """A missing bucket, while reading the backup storage, as one line naming the setting."""
     try:
         yield

@@ -18,7 +18,7 @@ import socket
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -86,9 +86,9 @@ def parse_filters(filters: list[str]) -> dict[str, list[str] | None]:
                 raise BackupError(f"invalid filter {item!r}: use coll, db.coll, db.* or db.")
             if coll == "*":
                 out[db] = None
-            elif out.get(db, []) is not None:
+            else:
                 current = out.setdefault(db, [])
-                if coll and coll not in current:
+                if current is not None and coll and coll not in current:  # None: db.* has them all
                     current.append(coll)
     return out
 
@@ -288,7 +288,7 @@ class _CreateRun:
         return CreateResult(info, report, time.monotonic() - self.started, self.phases)
 
     @contextlib.contextmanager
-    def phase(self, name: str):
+    def phase(self, name: str) -> Iterator[None]:
         t = time.monotonic()
         yield
         self.phases[name] = time.monotonic() - t
@@ -398,9 +398,10 @@ def _recheck_resumed(plan: Plan, stores: Stores, bdir: str, collections: list[me
     sums = checksums(settings, items, algo, stop=lock.lost)
     n, kept = len(plan.skipped), []
     for i, obj in enumerate(plan.skipped):
-        if sums[i][0] is not None and sums[i][0] == sums[n + i][0]:
+        (a, _, _), (b, _, _) = sums[i], sums[n + i]
+        if a is not None and a == b:
             kept.append(obj)
-            plan.checksums[dst_of[obj.key]] = sums[i][0]
+            plan.checksums[dst_of[obj.key]] = a
         else:
             plan.jobs.append((obj, dst_of[obj.key]))
     plan.skipped = kept
@@ -410,8 +411,8 @@ def write_meta(stores: Stores, bdir: str, info: meta.BackupInfo, report: CopyRep
                settings: CopySettings, lock: StoreLock) -> None:
     """Write the manifest and the meta files, and mark the backup complete (backup_meta.json)
     only once every object is there and this run still holds the lock."""
-    manifest = {"version": 1, "backup": info.name, "id": info.id, "checksum_algo":
-                settings.checksum if settings.checksum != "none" else "crc32c", "objects": {}}
+    manifest: dict[str, Any] = {"version": 1, "backup": info.name, "id": info.id, "checksum_algo":
+                                settings.checksum if settings.checksum != "none" else "crc32c", "objects": {}}
     if report:
         # Driven by the meta: every object the backup holds, with the checksum proven
         # while copying it or, on a resumed run, by comparing it with its source.

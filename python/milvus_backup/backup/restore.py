@@ -228,8 +228,8 @@ def read_journal(location: Location, key: str) -> dict[str, Any] | None:
         for name, empty in (("state", ""), ("collection_id", None), ("staging", None)):
             r.setdefault(name, empty)
         for p in r["partitions"].values():
-            for name, empty in (("job", None), ("done", False), ("rows", None), ("mismatch", None)):
-                p.setdefault(name, empty)
+            for name, unset in (("job", None), ("done", False), ("rows", None), ("mismatch", None)):
+                p.setdefault(name, unset)
     return data
 
 
@@ -262,7 +262,8 @@ def discard_journals(stores: Stores, name: str) -> list[str]:
 
 
 def _split(name: str) -> tuple[str, str]:
-    return tuple(name.split(".", 1)) if "." in name else ("default", name)  # type: ignore[return-value]
+    db, dot, coll = name.partition(".")
+    return (db, coll) if dot else ("default", name)
 
 
 def parse_renames(items: list[str]) -> tuple[dict[tuple[str, str], tuple[str, str]], dict[str, str]]:
@@ -306,7 +307,8 @@ def plan_targets(info: meta.BackupInfo, request: RestoreRequest) -> list[Target]
         from .create import parse_filters
 
         wanted = parse_filters(request.filters)
-        targets = [t for t in targets if t.db in wanted and (wanted[t.db] is None or t.name in wanted[t.db])]
+        # A database not in wanted wants nothing; None (db.*) wants every collection.
+        targets = [t for t in targets if (names := wanted.get(t.db, [])) is None or t.name in names]
         if not targets:
             raise RestoreError(f"--filter {','.join(request.filters)} matches no collection of backup {info.name!r} "
                                "(the filter applies to target names, after --suffix/--rename)")
@@ -345,6 +347,7 @@ def check_targets(adapter: MilvusAdapter, targets: list[Target], request: Restor
     for t in gone:
         warn(f"{t.label} is no longer the collection an interrupted run of this restore restored into: "
              "it is restored afresh")
+        assert journal is not None  # only a journal's records are ever gone
         journal.restart(t)
 
 
@@ -524,7 +527,8 @@ def import_data(adapter: MilvusAdapter, stores: Stores, bdir: str, t: Target, re
         # A partition whose rows did not add up stays failed: a re-run must not import on top.
         earlier = state["partitions"].get(p.partition_name, {})
         if earlier.get("mismatch"):
-            raise RestoreError(rows_differ(t, p.partition_name, *earlier["mismatch"], earlier["rows"], request.name))
+            # The four numbers check_rows records (read_journal checks them); mypy cannot know a list's length.
+            raise RestoreError(rows_differ(t, p.partition_name, *earlier["mismatch"], earlier["rows"], request.name))  # type: ignore[call-arg]
     import_root = bdir
     if not stores.same_bucket:
         # Milvus reads import files only from its own bucket: stage the segments there.
@@ -559,7 +563,7 @@ def import_data(adapter: MilvusAdapter, stores: Stores, bdir: str, t: Target, re
 
 
 def count_deletes(stores: Stores, bdir: str, parts: list[meta.PartitionBackupInfo], t: Target,
-                  warn) -> dict[str, int]:
+                  warn: Callable[[str], None]) -> dict[str, int]:
     """Delete records in each partition's delta logs, read from the backup. A delta log
     missing from it (restored with --force) deletes nothing, in Milvus either; one that
     cannot be read leaves its partition checked against the most rows only."""
@@ -646,7 +650,8 @@ def wait_imports(adapter: MilvusAdapter, t: Target, jobs: list[PartitionImport],
                     # Recorded: a re-run must not report success on top of the missing rows.
                     state[job.partition]["mismatch"] = mismatch
                     journal.save()
-                    raise RestoreError(rows_differ(t, job.partition, *mismatch, status.rows, request.name))
+                    # As above: *mismatch is four numbers.
+                    raise RestoreError(rows_differ(t, job.partition, *mismatch, status.rows, request.name))  # type: ignore[call-arg, arg-type]
                 state[job.partition]["done"] = True
                 journal.save()
                 done += 1

@@ -10,7 +10,8 @@ import itertools
 import json
 import os
 import sys
-from typing import Annotated
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from typer.core import TyperGroup
@@ -25,13 +26,22 @@ from ..transfer.copy import CAUSES, CopySettings, manifest, plan_copy, recheck_s
 from ..transfer.progress import ConsoleReporter
 from ..units import format_bytes, format_duration, parse_duration
 
+if TYPE_CHECKING:
+    import pluggy
+
+    from ..backup.catalog import Stores
+    from ..format.meta import BackupInfo
+    from ..milvus.adapters.base import MilvusAdapter
+    from ..storage.leftovers import Leftover
+    from ..transfer.copy import CopyReport
+
 
 class _Interrupted(Exception):
     """Ctrl-C inside a command, on its way to main()."""
 
 
 class _Commands(TyperGroup):
-    def invoke(self, ctx):
+    def invoke(self, ctx: Any) -> Any:  # typer's own click Context (typer._click), not public
         # typer turns a KeyboardInterrupt into a silent exit 130: let main() say it instead.
         try:
             return super().invoke(ctx)
@@ -155,7 +165,9 @@ def copy(
                        "--part-size": part_size, "--multipart-threshold": multipart_threshold,
                        "--multipart-copy-threshold": multipart_copy_threshold, "--copy-part-size": copy_part_size}.items():
         if text is not None:
-            setattr(settings, BY_FLAG[flag].engine, _number(flag, text))
+            engine = BY_FLAG[flag].engine
+            assert engine is not None, flag  # every copy flag sets an engine argument (params.py)
+            setattr(settings, engine, _number(flag, text))
     settings.verify = verify
     source, target = state.location(src), state.location(dst)
     if not dry_run and target.ensure_bucket():
@@ -207,7 +219,7 @@ def copy(
         raise typer.Exit(EXIT_FAILED)
 
 
-def _print_failures(report, target: Location) -> None:
+def _print_failures(report: CopyReport, target: Location) -> None:
     """Many objects failing for one cause (a full disk, a read-only folder, a bucket gone) fail
     with the same words: say the cause once, with a count and a few examples."""
     alone = []
@@ -232,7 +244,7 @@ FilterOption = Annotated[list[str] | None, typer.Option(
     "--filter", help="Collections: coll, db.coll, db.* (comma-separated, repeatable).")]
 
 
-def _milvus(state: Context):
+def _milvus(state: Context) -> MilvusAdapter:
     from ..milvus.connection import MilvusEndpoint, connect
     from ..plugins.manager import milvus_adapters
 
@@ -245,7 +257,7 @@ def _milvus(state: Context):
     return connect(endpoint, milvus_adapters())
 
 
-def _stores(state: Context):
+def _stores(state: Context) -> Stores:
     from ..backup.catalog import open_stores
 
     return open_stores(state.config())
@@ -263,7 +275,7 @@ def _legacy_filter(filters: list[str] | None, colls: list[str] | None, databases
     return out
 
 
-def _hooks():
+def _hooks() -> pluggy.HookRelay:
     from ..plugins.manager import manager
 
     return manager().hook
@@ -347,7 +359,7 @@ def list_(
     from ..format import untrusted
 
     entries = list_backups(_stores(ctx.obj.with_command_options(config, set_)))
-    rows = []
+    rows: list[dict[str, Any]] = []
     for e in entries:
         info = e.info
         rows.append({
@@ -372,7 +384,7 @@ def list_(
                    f"{', '.join(r['collections'])}")
 
 
-def _backup_time(info) -> str | None:
+def _backup_time(info: BackupInfo | None) -> str | None:
     """When the backup was taken, from its collections' hybrid timestamps when recorded."""
     import datetime as dt
 
@@ -540,6 +552,7 @@ def gc(
     except ValueError as e:
         raise MBackupError(f"--grace: {e}") from None
     now = time.time()
+    places: list[tuple[Location, Callable[[], list[Leftover]]]]
     if url is not None:
         where = state.location(url)
         places = [(where, lambda: find_under(where.store, where.url.removesuffix(where.prefix).rstrip("/"),
@@ -620,7 +633,7 @@ def plugins(as_json: Annotated[bool, typer.Option("--json", help="Machine-readab
         typer.echo(f"{info.name} {info.version} ({kind}) {provides}hooks: {', '.join(info.hooks)}")
 
 
-def _run_app():
+def _run_app() -> Any:
     try:
         return app(standalone_mode=False)
     finally:

@@ -111,7 +111,7 @@ def _s(key: str | None, kind: str, default: Any, doc: str, *, env: tuple[str, ..
         v1 = replace(v1, kind=v1.kind or (kind if kind in _V1_KINDS else "str"),
                      default=default if v1.default is _SAME else v1.default)
     attr = ".".join(attr_name(p) for p in key.split(".")) if key else ""
-    return Setting(key, kind, default, doc, choices=choices, env=env, v1=v1, secret=bool(key) and is_secret_name(key),
+    return Setting(key, kind, default, doc, choices=choices, env=env, v1=v1, secret=is_secret_name(key) if key else False,
                    attr=attr, **kw)
 
 
