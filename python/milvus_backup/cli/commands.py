@@ -466,6 +466,7 @@ def restore(
     meta_only: Annotated[bool, typer.Option("--meta-only", "--meta_only", help="Create collections, no data.")] = False,
     load: Annotated[bool, typer.Option("--load", help="Load collections that were loaded when backed up.")] = False,
     restore_aliases: Annotated[bool, typer.Option("--restore-aliases", "--restore_aliases", help="Recreate aliases.")] = False,
+    skip_l0: Annotated[bool, typer.Option("--skip-l0", "--skip_l0", help="Leave out L0 delete segments the target cannot import (the rows they deleted come back).")] = False,
     force: Annotated[bool, typer.Option("--force", help="Restore even if the backup fails the quick check (mbackup verify).")] = False,
     discard_journal: Annotated[bool, typer.Option("--discard-journal", help="Restore nothing: forget interrupted restores of the backup (journals, staged copies).")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable summary on stdout.")] = False,
@@ -485,7 +486,7 @@ def restore(
         name=name, filters=list(filter_ or []), suffix=suffix, renames=list(rename or []), rebuild_index=rebuild_index,
         use_auto_index=use_auto_index, drop_exist_collection=drop_exist_collection, drop_exist_index=drop_exist_index,
         skip_create_collection=skip_create_collection, meta_only=meta_only, load=load, restore_aliases=restore_aliases,
-        force=force, discard_journal=discard_journal,
+        skip_l0=skip_l0, force=force, discard_journal=discard_journal,
         keep_temp_files=cfg.restore.keep_temp_files, import_jobs=cfg.restore.concurrency.import_jobs)
     request.validate()
     stores = _stores(state)
