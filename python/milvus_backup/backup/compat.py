@@ -14,7 +14,7 @@ from collections.abc import Iterator
 
 from ..errors import MBackupError
 from ..format import meta
-from ..milvus.adapters.base import FEATURES_SINCE, TYPE_FEATURES, Capabilities, line_of
+from ..milvus.adapters.base import BASE_TYPES, FEATURES_SINCE, TYPE_FEATURES, Capabilities, line_of
 
 
 class IncompatibleBackup(MBackupError):
@@ -23,7 +23,7 @@ class IncompatibleBackup(MBackupError):
 
 # How a refusal names each feature: "Milvus 2.3.5 lacks <noun>".
 _NOUNS = {
-    "float16_vector": "Float16Vector fields", "bfloat16_vector": "BFloat16Vector fields",
+    "bfloat16_vector": "BFloat16Vector fields",
     "sparse_float_vector": "SparseFloatVector fields", "int8_vector": "Int8Vector fields",
     "several_vector_fields": "collections with several vector fields", "nullable": "nullable fields",
     "default_value": "default values", "functions": "functions", "struct_array": "struct array fields",
@@ -45,12 +45,13 @@ def _type_name(value: int) -> str:
 
 def schema_needs(schema: meta.CollectionSchema | None) -> Iterator[tuple[str, str]]:
     """(feature, what in the schema needs it) for every feature of FEATURES_SINCE the schema
-    uses; the dynamic field ($meta) is the server's own and needs nothing."""
+    uses ("" for a data type no line is known to have); the dynamic field ($meta) is the
+    server's own and needs nothing."""
     fields = [f for f in (schema.fields if schema else []) if not f.is_dynamic]
     for f in fields:
-        for t in (f.data_type, f.element_type):
-            if t in TYPE_FEATURES:
-                yield TYPE_FEATURES[t], f"field {f.name!r} of type {_type_name(t)}"
+        for t in (f.data_type, f.element_type) if f.element_type else (f.data_type,):
+            if t not in BASE_TYPES:
+                yield TYPE_FEATURES.get(t, ""), f"field {f.name!r} of type {_type_name(t)}"
         if f.nullable:
             yield "nullable", f"nullable field {f.name!r}"
         if f.default_value_base64 or f.default_value_proto or f.default_value is not None:
@@ -100,6 +101,9 @@ def check_restorable(info: meta.BackupInfo, collections: list[tuple[str, meta.Co
             f"restore it into Milvus {taken[0]}.{taken[1]} or newer")
     for label, coll in collections:
         for feature, what in schema_needs(coll.schema):
+            if not feature:
+                raise IncompatibleBackup(f"{label} has {what}, which mbackup knows no Milvus line to have: restore it "
+                                         "with the tool that made the backup, or leave it out with --filter")
             if not caps.has(feature):
                 since = FEATURES_SINCE[feature]
                 raise IncompatibleBackup(
