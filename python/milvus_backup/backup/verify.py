@@ -133,6 +133,8 @@ def verify_backup(stores: Stores, name: str, *, deep: bool = False, settings: Co
     report.info, meta_source = _read_meta(listed, read, report)
     manifest = _read_manifest(listed, read, report) if MANIFEST_KEY in listed else None
     expected = _expected(bdir, report, meta_source, manifest)
+    if report.info is not None and report.info.format == meta.FORMAT_SNAPSHOT:
+        _check_snapshots(report.info, listed, report)
 
     for rel, exp in sorted(expected.items()):
         report.objects += 1
@@ -268,6 +270,24 @@ def _expected(bdir: str, report: VerifyReport, meta_source: str,
         for rel, entry in manifest["objects"].items():
             expected[rel] = Expected(entry["size"], entry.get("checksum"))
     return expected
+
+
+def _check_snapshots(info: meta.BackupInfo, listed: dict[str, int], report: VerifyReport) -> None:
+    """A snapshot-format backup holds, per collection, the bundle Milvus exported; restore hands
+    Milvus its metadata file, which must be in the backup (its other files are Milvus's to read)."""
+    for coll in info.collection_backups:
+        label = f"{coll.db_name or 'default'}.{coll.collection_name}"
+        path = coll.snapshot_backup.metadata_path.strip("/") if coll.snapshot_backup else ""
+        if not path or not untrusted.RELATIVE_KEY.pattern.fullmatch(path):
+            report.problems.append(Finding("damaged", f"{meta.META_DIR}/{meta.FULL_META}",
+                                           f"{label}: no snapshot metadata path inside the backup "
+                                           f"({untrusted.shown(path) or 'none'})"))
+            continue
+        report.objects += 1
+        if path not in listed:
+            report.problems.append(Finding("missing", path, f"the snapshot metadata of {label}"))
+        else:
+            report.bytes += listed[path]
 
 
 def _batches(items: list[tuple[str, Expected]], parallel: int) -> list[list[tuple[str, Expected]]]:

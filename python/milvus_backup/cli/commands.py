@@ -405,10 +405,13 @@ def get(
         return
     typer.echo(f"backup {info.name} ({info.id}): {format_bytes(info.size)}, Milvus {info.milvus_version}")
     for c in info.collection_backups:
-        segments = sum(len(p.segment_backups) for p in c.partition_backups)
-        rows = sum(s.num_of_rows for p in c.partition_backups for s in p.segment_backups)
-        typer.echo(f"  {c.db_name}.{c.collection_name}: {len(c.partition_backups)} partitions, {segments} segments, "
-                   f"{rows:,} rows, {format_bytes(c.size)}, {len(c.index_infos)} indexes, {c.load_state or 'NotLoad'}")
+        # An L0 segment's num_of_rows counts deletes: it holds no rows.
+        data = [s for p in c.partition_backups for s in p.segment_backups if not s.is_l0]
+        l0 = len(c.l0_segments) + sum(1 for p in c.partition_backups for s in p.segment_backups if s.is_l0)
+        rows = sum(s.num_of_rows for s in data)
+        typer.echo(f"  {c.db_name}.{c.collection_name}: {len(c.partition_backups)} partitions, {len(data)} segments, "
+                   + (f"{l0} L0 delete segments, " if l0 else "")
+                   + f"{rows:,} rows, {format_bytes(c.size)}, {len(c.index_infos)} indexes, {c.load_state or 'NotLoad'}")
 
 
 @app.command()
