@@ -212,6 +212,29 @@ def test_verify_finds_a_snapshot_bundle_without_its_metadata(goldens, configs, m
         store.put(key, data)
 
 
+def test_collection_level_l0_deletes_lost_with_full_meta_are_a_problem(goldens, configs, milvus_clusters, seaweedfs):
+    """Only full_meta.json lists collection-level L0 segments (the Go tool's level files never
+    did): a 2.5 backup read without it has lost those deletes, which verify says, and so
+    restore refuses it before anything is made."""
+    store = seaweedfs.store(milvus_clusters.source.bucket)
+    src, dst = f"{ROOT}/golden_v2_5", f"{ROOT}/golden_v2_5_levels"
+    for key, _, _ in store.list(f"{src}/"):
+        if not key.endswith(meta.FULL_META):
+            store.put(dst + key[len(src):], store.get(key))
+    l0 = goldens["golden_v2_5"].info.collection_backups[0].l0_segments[0]
+    logs = sorted(key[len(src) + 1:] for _, key, _ in meta.segment_files(src, l0))
+    assert logs and all(f"/delta_log/{l0.collection_id}/-1/{l0.segment_id}/" in rel for rel in logs)
+    result = mbackup(configs["src"], "verify", "-n", "golden_v2_5_levels")
+    assert result.returncode == 1
+    assert [line for line in result.stdout.splitlines() if line.startswith("unlisted: ")] == [
+        f"unlisted: {rel}: a collection-level L0 delete log that only meta/full_meta.json lists, and the meta was "
+        "read without it: restore would leave its deletes out" for rel in logs]
+    refused = mbackup(configs["src"], "restore", "-n", "golden_v2_5_levels", "--skip-l0", "--rename",
+                      "default.*:golden_levels.*")
+    assert error_line(refused).startswith(f"error: backup 'golden_v2_5_levels' failed the quick check: unlisted: {logs[0]}")
+    _nothing_made(milvus_clusters.source, "golden_levels")
+
+
 # --------------------------------------------------------------------------------------
 # What each line does with each golden (the 2.3 row is also run live below)
 
