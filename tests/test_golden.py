@@ -313,15 +313,16 @@ def test_a_2_5_backup_with_l0_deletes_is_refused_by_2_3_5_unless_skip_l0(goldens
     refused = mbackup(configs["src"], "restore", "-n", "golden_v2_5", "--rename", "default.*:golden_l0.*")
     version = milvus_clusters.source.version.removeprefix("v")
     assert error_line(refused) == (
-        f"error: default.{SOURCE} holds deletes in 2 L0 segments, which Milvus {version} cannot import: the rows "
+        f"error: default.{SOURCE} (restored as golden_l0.{SOURCE}) holds deletes in 2 L0 segments, which Milvus "
+        f"{version} cannot import: the rows "
         "they delete would come back. Restore with --skip-l0 to leave those deletes out knowingly, or into Milvus "
         "2.4 or newer")
     _nothing_made(milvus_clusters.source, "golden_l0")
 
     # In the Milvus bucket itself: the import reads the partition's delta dir, L0 segment included.
     done = ok(mbackup(configs["src"], "restore", "-n", "golden_v2_5", "--suffix", "_l0", "--skip-l0"))
-    assert (f"warning: --skip-l0: the deletes in 2 L0 segments of default.{SOURCE} are left out: rows they deleted "
-            "are restored") in done.stderr
+    assert (f"warning: --skip-l0: the deletes in 2 L0 segments of default.{SOURCE} (restored as default.{SOURCE}_l0) "
+            "are left out: rows they deleted are restored") in done.stderr
     n = len(source["before"])
     assert f"restored default.{SOURCE} as default.{SOURCE}_l0: {n:,} rows in backup, {n:,} imported, " in done.stdout
     got = read_back(uri, "default", f"{SOURCE}_l0", truth(source["before"]), release=True)
@@ -329,7 +330,8 @@ def test_a_2_5_backup_with_l0_deletes_is_refused_by_2_3_5_unless_skip_l0(goldens
 
 
 @pytest.mark.parametrize(("name", "line"), [
-    ("golden_v2_5_functions", "error: default.golden_src has nullable field 'age': Milvus {v} lacks nullable fields "
+    ("golden_v2_5_functions", "error: default.golden_src (restored as golden_refused.golden_src) has nullable field "
+                              "'age': Milvus {v} lacks nullable fields "
                               "(they came with Milvus 2.5); restore it into Milvus 2.5 or newer, or leave it out with "
                               "--filter"),
     ("golden_v2_6", "error: backup 'golden_v2_6' was taken on Milvus 2.6.11, and Milvus {v} restores backups of Milvus "

@@ -1,6 +1,7 @@
 """Restore a backup: what ``mbackup restore`` does.
 
-Plan every target name and check them all before changing anything; then per collection:
+Plan every target name and check them all before changing anything (and that the target's
+Milvus line can take what the backup holds: compat.py); then per collection:
 create the database, collection (from the backed-up schema) and partitions, indexes when
 asked, and import the binlogs with Milvus's bulk import in backup mode. Milvus imports only
 from its own bucket, so a backup kept elsewhere is first staged into that bucket (by the
@@ -374,8 +375,10 @@ def restore_backup(adapter: MilvusAdapter | Callable[[], MilvusAdapter], stores:
     targets = plan_targets(info, request)
     if not isinstance(adapter, MilvusAdapter):
         adapter = adapter()
-    for line in check_restorable(info, [(t.source_label, t.source) for t in targets], adapter.capabilities,
-                                 adapter.version, skip_l0=request.skip_l0, meta_only=request.meta_only):
+    named = [(t.source_label if t.label == t.source_label else f"{t.source_label} (restored as {t.label})", t.source)
+             for t in targets]  # --filter takes target names
+    for line in check_restorable(info, named, adapter.capabilities, adapter.version, skip_l0=request.skip_l0,
+                                 meta_only=request.meta_only):
         warn(line)
     journal = Journal(stores, request, info, targets, warn)
     check_targets(adapter, targets, request, journal, warn)
