@@ -74,6 +74,8 @@ CASES = [
     ("restore-skip-drop", ["restore", "-n", GOOD, "--skip-create-collection", "--drop-exist-collection", "--config", "{cfg}"],
      None, 2, "error: --skip-create-collection and --drop-exist-collection cannot be used together"),
     ("restore-suffix-chars", ["restore", "-n", GOOD, "-s", "_x/y", "--config", "{cfg}"], None, 2, "error: invalid --suffix '_x/y'"),
+    ("restore-skip-l0-discard", ["restore", "-n", GOOD, "--skip-l0", "--discard-journal", "--config", "{cfg}"], None, 2,
+     "error: --discard-journal takes no other flag than -n"),
     # --- numbers and secrets (issue #8 items 9, 10): every number checked where it enters, with its
     # range; no message quotes a secret; no YAML costs more than a config file can need.
     ("num-max-requests-tiny", [*S3_FLAG, "--max-requests", "1e-300"], None, 2,

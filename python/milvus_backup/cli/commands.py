@@ -417,10 +417,13 @@ def get(
         return
     typer.echo(f"backup {info.name} ({info.id}): {format_bytes(info.size)}, Milvus {info.milvus_version}")
     for c in info.collection_backups:
-        segments = sum(len(p.segment_backups) for p in c.partition_backups)
-        rows = sum(s.num_of_rows for p in c.partition_backups for s in p.segment_backups)
-        typer.echo(f"  {c.db_name}.{c.collection_name}: {len(c.partition_backups)} partitions, {segments} segments, "
-                   f"{rows:,} rows, {format_bytes(c.size)}, {len(c.index_infos)} indexes, {c.load_state or 'NotLoad'}")
+        # An L0 segment's num_of_rows counts deletes: it holds no rows.
+        data = [s for p in c.partition_backups for s in p.segment_backups if not s.is_l0]
+        l0 = len(c.l0_segments) + sum(1 for p in c.partition_backups for s in p.segment_backups if s.is_l0)
+        rows = sum(s.num_of_rows for s in data)
+        typer.echo(f"  {c.db_name}.{c.collection_name}: {len(c.partition_backups)} partitions, {len(data)} segments, "
+                   + (f"{l0} L0 delete segments, " if l0 else "")
+                   + f"{rows:,} rows, {format_bytes(c.size)}, {len(c.index_infos)} indexes, {c.load_state or 'NotLoad'}")
 
 
 @app.command()
@@ -478,6 +481,7 @@ def restore(
     meta_only: Annotated[bool, typer.Option("--meta-only", "--meta_only", help="Create collections, no data.")] = False,
     load: Annotated[bool, typer.Option("--load", help="Load collections that were loaded when backed up.")] = False,
     restore_aliases: Annotated[bool, typer.Option("--restore-aliases", "--restore_aliases", help="Recreate aliases.")] = False,
+    skip_l0: Annotated[bool, typer.Option("--skip-l0", "--skip_l0", help="Leave out L0 delete segments the target cannot import (the rows they deleted come back).")] = False,
     force: Annotated[bool, typer.Option("--force", help="Restore even if the backup fails the quick check (mbackup verify).")] = False,
     discard_journal: Annotated[bool, typer.Option("--discard-journal", help="Restore nothing: forget interrupted restores of the backup (journals, staged copies).")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable summary on stdout.")] = False,
@@ -497,7 +501,7 @@ def restore(
         name=name, filters=list(filter_ or []), suffix=suffix, renames=list(rename or []), rebuild_index=rebuild_index,
         use_auto_index=use_auto_index, drop_exist_collection=drop_exist_collection, drop_exist_index=drop_exist_index,
         skip_create_collection=skip_create_collection, meta_only=meta_only, load=load, restore_aliases=restore_aliases,
-        force=force, discard_journal=discard_journal,
+        skip_l0=skip_l0, force=force, discard_journal=discard_journal,
         keep_temp_files=cfg.restore.keep_temp_files, import_jobs=cfg.restore.concurrency.import_jobs)
     request.validate()
     stores = _stores(state)

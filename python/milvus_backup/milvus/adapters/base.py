@@ -110,6 +110,66 @@ class CreateCollectionSpec:
     num_partitions: int = 0  # for partition-key collections
 
 
+# --- what a line restores -----------------------------------------------------------------
+
+#: What a backup may need of the Milvus line it is restored into, and the first line that has
+#: each (shared/notes/milvus-lines.md). Restore refuses a backup needing what the target's line
+#: lacks, before creating anything.
+FEATURES_SINCE: dict[str, str] = {
+    "bfloat16_vector": "2.4", "sparse_float_vector": "2.4", "several_vector_fields": "2.4", "l0_import": "2.4",
+    "nullable": "2.5", "default_value": "2.5", "functions": "2.5",
+    "int8_vector": "2.6", "struct_array": "2.6", "geometry": "2.6", "timestamptz": "2.6", "storage_v2": "2.6",
+    "text": "3.0", "snapshot_restore": "3.0",
+}
+
+_T = meta.DataType
+#: The data types of every line: 2.3's. Float16Vector among them: a 2.3.5 server takes it
+#: (tests/test_golden.py), though the notes date it to 2.4.
+BASE_TYPES = frozenset({_T.Bool, _T.Int8, _T.Int16, _T.Int32, _T.Int64, _T.Float, _T.Double, _T.String, _T.VarChar,
+                        _T.Array, _T.JSON, _T.BinaryVector, _T.FloatVector, _T.Float16Vector})
+#: The feature each newer data type needs. A type in neither table is one no line mbackup
+#: knows has: refused, since a 2.3.5 server creates a field of a type it does not know without
+#: a word (and an insert into a BFloat16Vector field brought one down).
+TYPE_FEATURES: dict[int, str] = {
+    _T.BFloat16Vector: "bfloat16_vector", _T.SparseFloatVector: "sparse_float_vector", _T.Int8Vector: "int8_vector",
+    _T.ArrayOfVector: "struct_array", _T.ArrayOfStruct: "struct_array", _T.Struct: "struct_array",
+    _T.Geometry: "geometry", _T.Timestamptz: "timestamptz", _T.Text: "text",
+}
+
+
+def line_of(version: str) -> tuple[int, int] | None:
+    """``"v2.5.8"`` or ``"2.5"`` -> (2, 5); None when it names no release line."""
+    m = re.match(r"v?(\d+)\.(\d+)", version.strip())
+    return (int(m.group(1)), int(m.group(2))) if m else None
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a Milvus line can restore: the features of :data:`FEATURES_SINCE` it has, the
+    segment storage versions its backup-mode import reads, and the newest line whose backups
+    it takes (the Go tool's rule: a backup restores into the same or a newer line)."""
+
+    line: str
+    features: frozenset[str]
+    storage_versions: frozenset[int]
+    newest_backup_line: str
+
+    @classmethod
+    def of_line(cls, line: str, *, newest_backup_line: str = "") -> Capabilities:
+        """Everything that came with ``line`` or before. Storage version 0 is every line's, 1
+        (2.4's experimental format) is read from 2.4 on, 2 from 2.6 on; no line's backup-mode
+        import reads 3 (milvus#52930)."""
+        mine = line_of(line)
+        if mine is None:
+            raise ValueError(f"{line!r} is not a Milvus line (major.minor)")
+        features = frozenset(f for f, since in FEATURES_SINCE.items() if line_of(since) <= mine)
+        versions = {0} | ({1} if mine >= (2, 4) else set()) | ({2} if "storage_v2" in features else set())
+        return cls(line, features, frozenset(versions), newest_backup_line or line)
+
+    def has(self, feature: str) -> bool:
+        return feature in self.features
+
+
 class MilvusAdapter(ABC):
     """One Milvus server of one line. Implementations must be safe to call from one thread
     at a time; the flows do not share an adapter across threads."""
@@ -117,6 +177,10 @@ class MilvusAdapter(ABC):
     #: The server's version, e.g. "v2.3.5".
     version: str
     layout: StorageLayout = StorageLayout()
+    #: What the line restores. The default is 2.3's: it also takes 2.4 and 2.5 backups (the Go
+    #: tool restores nothing into 2.3; their storage v0 binlogs import on 2.3.5, tested live),
+    #: each feature it lacks refused by restore. Adapters of newer lines set their own.
+    capabilities: Capabilities = Capabilities.of_line("2.3", newest_backup_line="2.5")
 
     # --- reading what exists -------------------------------------------------------------
     @abstractmethod
