@@ -143,6 +143,20 @@ def line_of(version: str) -> tuple[int, int] | None:
     return (int(m.group(1)), int(m.group(2))) if m else None
 
 
+def _lines_of(table: dict[str, str]) -> dict[str, tuple[int, int]]:
+    """``table``'s versions as (major, minor); a version that names no line is a bug here."""
+    out = {}
+    for feature, since in table.items():
+        line = line_of(since)
+        if line is None:
+            raise ValueError(f"{feature}: {since!r} is not a Milvus line")
+        out[feature] = line
+    return out
+
+
+_FEATURE_LINES = _lines_of(FEATURES_SINCE)
+
+
 @dataclass(frozen=True)
 class Capabilities:
     """What a Milvus line can restore: the features of :data:`FEATURES_SINCE` it has, the
@@ -162,7 +176,7 @@ class Capabilities:
         mine = line_of(line)
         if mine is None:
             raise ValueError(f"{line!r} is not a Milvus line (major.minor)")
-        features = frozenset(f for f, since in FEATURES_SINCE.items() if line_of(since) <= mine)
+        features = frozenset(f for f, since in _FEATURE_LINES.items() if since <= mine)
         versions = {0} | ({1} if mine >= (2, 4) else set()) | ({2} if "storage_v2" in features else set())
         return cls(line, features, frozenset(versions), newest_backup_line or line)
 
