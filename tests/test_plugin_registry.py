@@ -215,8 +215,11 @@ def test_a_third_party_adapter_is_chosen_for_its_line(plugin):
     assert type(chosen) is _LaterLine and (chosen.version, chosen.connection) == ("v2.9.1", connection)
     assert type(adapters.adapter_for("v2.3.5", None)) is Milvus23Adapter
     with pytest.raises(MilvusError) as e:
-        adapters.adapter_for("v3.0.0", None)
-    assert str(e.value) == "Milvus v3.0.0 is not supported: install an adapter plugin (supported lines: 2.3.x, 2.9.x)"
+        adapters.adapter_for("v3.4.0", None)
+    assert str(e.value) == ("Milvus v3.4.0 is not supported: no adapter for Milvus 3.4 (lines: 2.3, 2.9); to try the "
+                            "nearest, 2.9, set mbackup.milvusAdapter: 2.9 (or --set mbackup.milvusAdapter=2.9), or "
+                            "install an adapter plugin for Milvus 3.4")
+    assert type(adapters.adapter_for("v3.4.0", None, line="2.9")) is _LaterLine
     code, out, _ = inprocess.run("plugins", "--json")
     assert code == 0
     assert {p["name"]: p["milvus_lines"] for p in json.loads(out) if p["milvus_lines"]} == {

@@ -241,8 +241,8 @@ def _milvus(state: Context):
     endpoint = MilvusEndpoint(
         host=m.grpc.address, port=m.grpc.port, user=m.user, password=m.password, tls_mode=m.grpc.tls_mode,
         ca_cert_path=m.grpc.ca_cert_path, server_name=m.grpc.server_name, mtls_cert_path=m.grpc.mtls_cert_path,
-        mtls_key_path=m.grpc.mtls_key_path, management_endpoint=m.management.endpoint)
-    return connect(endpoint, milvus_adapters())
+        mtls_key_path=m.grpc.mtls_key_path, management_endpoint=m.management.endpoint, rest_endpoint=m.rest.endpoint)
+    return connect(endpoint, milvus_adapters(), line=cfg.mbackup.milvus_adapter)
 
 
 def _stores(state: Context):
