@@ -1,7 +1,7 @@
 """Create a backup: what ``mbackup create`` does, in the Go tool's layout.
 
 1. pick collections by filter; 2. read their metadata through the Milvus adapter;
-3. flush per strategy; 4. find each segment's binlogs by listing storage (two LISTs per
+3. hold Milvus' GC and flush per strategy; 4. find each segment's binlogs by listing storage (two LISTs per
 collection, with the per-field file-count check); 5. copy them with the engine, verifying
 every object; 6. write mbackup's checksum manifest, then the Go tool's meta files, with
 ``backup_meta.json`` last: until it exists the backup is incomplete and listed as such.
@@ -25,6 +25,7 @@ from typing import Any
 from ..errors import MBackupError
 from ..format import meta, untrusted
 from ..milvus.adapters.base import NEWER_STRATEGIES, MilvusAdapter, SegmentRef, StorageLayout
+from ..milvus.connection import MilvusError
 from ..storage.location import BucketNotFound, NotFound, ObjectInfo, StorageError
 from ..transfer.copy import CopyReport, CopySettings, Plan, checksums, run_plan
 from ..transfer.progress import SILENT, Reporter
@@ -241,10 +242,6 @@ class _CreateRun:
                 "id": info.id, "name": self.name, "pid": os.getpid(), "host": socket.gethostname(),
                 "started": dt.datetime.now(dt.UTC).isoformat(), "request": request}).encode())
         with_data = self.strategy != "meta_only"
-        paused = self.adapter.pause_gc(GC_PAUSE_SECONDS) if with_data else False
-        if with_data and not paused:
-            self.reporter.warning(f"Milvus {self.adapter.version} cannot pause garbage collection; segments "
-                                  "compacted during the backup may be missing from it (back up while writes are quiet)")
         copying = False
         try:
             with self.phase("metadata"):
@@ -252,6 +249,11 @@ class _CreateRun:
                 collections = [self.adapter.describe_collection(db, coll) for db, coll in pairs]
                 for coll in collections:
                     coll.id = info.id
+            # Held from before the flush until the meta is written, released in finally.
+            if with_data and not self.adapter.pause_gc(GC_PAUSE_SECONDS, [c.collection_id for c in collections]):
+                self.reporter.warning(f"Milvus {self.adapter.version} cannot pause garbage collection; segments "
+                                      "compacted during the backup may be missing from it (back up while writes are "
+                                      "quiet)")
             if self.strategy == "serial_flush":
                 with self.phase("flush"):
                     for coll in collections:
@@ -283,8 +285,10 @@ class _CreateRun:
                     self.stores.backup.delete(f"{self.bdir}/{IN_PROGRESS}")
             raise
         finally:
-            if paused:
+            try:
                 self.adapter.resume_gc()
+            except MilvusError as e:  # never in place of the error at hand, nor of a backup made
+                self.reporter.warning(str(e))
         return CreateResult(info, report, time.monotonic() - self.started, self.phases)
 
     @contextlib.contextmanager

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import re
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 
@@ -150,12 +151,16 @@ class MilvusAdapter(ABC):
     def flush(self, db: str, collection: str) -> None:
         """Seal growing segments and wait until they are flushed to storage."""
 
-    def pause_gc(self, seconds: int) -> bool:
-        """Ask the server not to garbage-collect binlogs for ``seconds``. Returns False when
-        the server has no such control (the caller warns and goes on)."""
+    def pause_gc(self, seconds: int, collection_ids: Sequence[int] = ()) -> bool:
+        """Ask the server not to garbage-collect the binlogs of ``collection_ids`` (or of
+        every collection) for ``seconds``, renewed until :meth:`resume_gc`. Returns False when
+        the server has no such control or held only part of it (the caller warns and goes
+        on)."""
         return False
 
     def resume_gc(self) -> None:
+        """End what :meth:`pause_gc` held; nothing when nothing is held. Raises
+        :class:`MilvusError` naming what it could not release."""
         return None
 
     @abstractmethod
