@@ -276,7 +276,7 @@ def check(ctx: typer.Context, config: ConfigOption = None, set_: SetOption = Non
     state = ctx.obj.with_command_options(config, set_)
     adapter = _milvus(state)
     stores = _stores(state)
-    typer.echo(f"Milvus version: {adapter.version}")
+    typer.echo(f"Milvus version: {adapter.version}" + (f" ({adapter.tested})" if adapter.tested else ""))
     dirs, objects = stores.milvus.list_dirs(stores.milvus_root)
     if not dirs and not objects:
         typer.echo(f"warning: nothing under {stores.milvus.url}/{stores.milvus_root}: check milvus.storage.bucketName "
@@ -302,7 +302,9 @@ def create(
     filter_: FilterOption = None,
     colls: Annotated[list[str] | None, typer.Option("--colls", "-c", help="Legacy: collection names.", hidden=True)] = None,
     databases: Annotated[list[str] | None, typer.Option("--databases", "-d", help="Legacy: databases.", hidden=True)] = None,
-    strategy: Annotated[str, typer.Option("--strategy", help="serial_flush (default), skip_flush or meta_only.")] = "",
+    strategy: Annotated[str, typer.Option(
+        "--strategy", help="auto (default: bulk_flush where Milvus has FlushAll, else serial_flush), serial_flush, "
+                           "bulk_flush, skip_flush or meta_only.")] = "",
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable summary on stdout.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")] = False,
     config: ConfigOption = None,
@@ -395,7 +397,7 @@ def get(
     set_: SetOption = None,
 ) -> None:
     """Describe one backup."""
-    from ..backup.catalog import meta_size, read_backup
+    from ..backup.catalog import collection_segments, meta_size, read_backup
     from ..format import meta
 
     stores = _stores(ctx.obj.with_command_options(config, set_))
@@ -405,9 +407,9 @@ def get(
         return
     typer.echo(f"backup {info.name} ({info.id}): {format_bytes(info.size)}, Milvus {info.milvus_version}")
     for c in info.collection_backups:
-        segments = sum(len(p.segment_backups) for p in c.partition_backups)
-        rows = sum(s.num_of_rows for p in c.partition_backups for s in p.segment_backups)
-        typer.echo(f"  {c.db_name}.{c.collection_name}: {len(c.partition_backups)} partitions, {segments} segments, "
+        segments = collection_segments(c)
+        rows = sum(s.num_of_rows for s in segments)
+        typer.echo(f"  {c.db_name}.{c.collection_name}: {len(c.partition_backups)} partitions, {len(segments)} segments, "
                    f"{rows:,} rows, {format_bytes(c.size)}, {len(c.index_infos)} indexes, {c.load_state or 'NotLoad'}")
 
 

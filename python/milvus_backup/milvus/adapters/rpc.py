@@ -2,7 +2,7 @@
 connection's own stub, the database in the request itself and in the ``dbname`` header), the
 errors, the schema read back as the Go tool's meta, and the GC pause over the management port.
 
-The line adapters (``v2_3.py``, and the later lines') derive from :class:`RpcAdapter` and add what
+The line adapters (``v2_3.py``, ``v2_4_plus.py``) derive from :class:`RpcAdapter` and add what
 their line does differently; what depends on a server's version is asked of
 :class:`~milvus_backup.milvus.versions.ServerVersion`, the feature table's one home.
 
