@@ -141,13 +141,20 @@ def test_a_dev_build_asks_get_version_and_a_cloud_description_names_the_line(con
     assert contract.methods("grpc")[-3:] == ["Connect", "ListDatabases", "GetVersion"]
 
 
-def test_a_server_without_databases_is_told_by_list_databases_answering_unimplemented(contract):
-    contract.reset(PROFILES["2.4.23"].but(unimplemented=PROFILES["2.4.23"].unimplemented | {"ListDatabases"}))
+@pytest.mark.parametrize("name", ["2.3.5", "2.4.23"])
+def test_a_server_without_databases_is_backed_up_as_the_default_one(contract, stores, name):
+    """ListDatabases answering UNIMPLEMENTED (Milvus before databases) says there is only
+    "default", as the Go tool reads it."""
+    contract.reset(PROFILES[name].but(unimplemented=PROFILES[name].unimplemented | {"ListDatabases"}))
+    contract.state.add_collection("default", "docs", docs_schema())
     chosen = adapter(contract)
     try:
-        assert chosen.server.multi_database is False
+        assert chosen.server.multi_database is False and chosen.list_databases() == ["default"]
     finally:
         chosen.close()
+    result, _ = backup(contract, stores, filters=())
+    assert [(c.db_name, c.collection_name) for c in result.info.collection_backups] == [("default", "docs")]
+    assert [d.db_name for d in result.info.database_backups] == ["default"]
 
 
 @pytest.mark.parametrize("tags,shown", [

@@ -74,6 +74,8 @@ class RpcAdapter(MilvusAdapter):
     def list_databases(self) -> list[str]:
         from pymilvus.grpc_gen import milvus_pb2 as m
 
+        if not self.server.multi_database:
+            return ["default"]  # a Milvus from before databases: everything is in "default"
         return list(self._call("ListDatabases", m.ListDatabasesRequest(), what="list databases").db_names)
 
     def describe_database(self, db: str) -> meta.DatabaseBackupInfo:
@@ -82,6 +84,8 @@ class RpcAdapter(MilvusAdapter):
         if self.server.has(Feature.DESCRIBE_DATABASE):
             resp = self._call("DescribeDatabase", m.DescribeDatabaseRequest(db_name=db), db, f"describe database {db}")
             return meta.DatabaseBackupInfo(db_name=db, db_id=int(resp.dbID), properties=_kvs(resp.properties))
+        if not self.server.multi_database:
+            return meta.DatabaseBackupInfo(db_name=db)
         # Before DescribeDatabase (2.4.3) only ListDatabases says anything, and 2.3.5 leaves
         # its db ids empty.
         resp = self._call("ListDatabases", m.ListDatabasesRequest(), what="list databases")
