@@ -98,9 +98,10 @@ def seed(contract, stores, *, collections: int = 1):
     return colls, written
 
 
-def backup(contract, stores, *, strategy: str = "", filters=("db1.*",), reporter=None, line: str = ""):
+def backup(contract, stores, *, strategy: str = "", filters=("db1.*",), reporter=None, line: str = "",
+           rbac: bool = False):
     reporter = reporter or Collected()
-    request = CreateRequest(name=f"b{time.time_ns()}", filters=list(filters), strategy=strategy)
+    request = CreateRequest(name=f"b{time.time_ns()}", filters=list(filters), strategy=strategy, rbac=rbac)
     result = create_backup(lambda: adapter(contract, line), stores, request, CopySettings(parallel=4), reporter=reporter)
     return result, reporter
 
@@ -546,3 +547,46 @@ def test_milvus_backup_records_the_flush_all_messages_as_the_go_tool(contract, s
     message = common_pb2.ImmutableMessage.FromString(base64.b64decode(
         result.info.flush_all_msgs_base64["by-dev-rootcoord-dml_0"]))
     assert message.properties["_vc"] == "by-dev-rootcoord-dml_0"
+
+
+# --------------------------------------------------------------------------------------
+# RBAC (--rbac): BackupRBAC from 2.4.10, written as the Go tool writes rbac_meta
+
+
+def seed_rbac(contract) -> None:
+    rbac = contract.state.rbac
+    rbac.users.add(user="alice", password="$2a$10$hash", roles=[milvus_pb2.RoleEntity(name="reader")])
+    rbac.users.add(user="bob")
+    rbac.roles.add(name="reader")
+    rbac.grants.add(role=milvus_pb2.RoleEntity(name="reader"), object=milvus_pb2.ObjectEntity(name="Collection"),
+                    object_name="docs", db_name="db1", grantor=milvus_pb2.GrantorEntity(
+                        user=milvus_pb2.UserEntity(name="root"), privilege=milvus_pb2.PrivilegeEntity(name="Query")))
+    rbac.privilege_groups.add(group_name="readers", privileges=[milvus_pb2.PrivilegeEntity(name="Query")])
+
+
+@pytest.mark.parametrize("name", ["2.4.23", "2.5.8"])
+def test_rbac_is_backed_up_when_asked_as_the_go_tool_writes_it(contract, stores, name):
+    contract.reset(PROFILES[name])
+    seed(contract, stores)
+    seed_rbac(contract)
+    plain, _ = backup(contract, stores)
+    assert plain.info.rbac_meta is None and "BackupRBAC" not in contract.methods()
+    result, _ = backup(contract, stores, rbac=True)
+    groups = ',"privilege_groups":[{"group_name":"readers","privileges":[{"name":"Query"}]}]' if name == "2.5.8" else ""
+    full = stores.backup.read(meta.meta_key(meta.backup_dir("backup", result.info.name), meta.FULL_META)).decode()
+    assert ('"rbac_meta":{"users":[{"user":"alice","password":"$2a$10$hash","roles":[{"name":"reader"}]},{"user":"bob"}],'
+            '"roles":[{"name":"reader"}],"grants":[{"role":{"name":"reader"},"object":{"name":"Collection"},'
+            '"object_name":"docs","grantor":{"user":{"name":"root"},"privilege":{"name":"Query"}},"db_name":"db1"}]'
+            f'{groups}}}') in full
+    backup_rbac, = contract.calls("BackupRBAC")
+    assert "dbname" not in backup_rbac.metadata
+
+
+def test_rbac_on_a_server_before_2_4_10_is_refused_before_anything_is_left(contract, stores):
+    contract.reset(PROFILES["2.4.23"].but(build_tags="v2.4.5"))
+    seed(contract, stores)
+    with pytest.raises(MilvusError, match=r"^BackupRBAC and RestoreRBAC needs Milvus 2.4.10 or newer \(this server is "
+                                          r"v2.4.5\): leave out --rbac$"):
+        backup(contract, stores, rbac=True)
+    assert stores.backup.list("backup") == [] and "BackupRBAC" not in contract.methods()
+    assert contract.state.gc_held() == []

@@ -68,3 +68,5 @@ def test_the_request_recorded_to_resume_reads_back_as_flags():
     assert describe_request(record) == "--filter db2.*,db3.,default.a,default.b --strategy auto"
     assert CreateRequest("n", ["a", "b", "db3.", "db2.*"]).record() == record  # order does not matter
     assert describe_request(CreateRequest("n", [], "skip_flush").record()) == "no --filter --strategy skip_flush"
+    assert describe_request(CreateRequest("n", [], "", rbac=True).record()) == "no --filter --strategy auto --rbac"
+    assert "rbac" not in CreateRequest("n", []).record()  # markers of creates without --rbac read as before

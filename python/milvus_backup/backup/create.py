@@ -64,6 +64,7 @@ class CreateRequest:
     name: str | None = None
     filters: list[str] = field(default_factory=list)  # coll, db.coll, db.* (empty: everything)
     strategy: str = ""  # "" = auto
+    rbac: bool = False  # also users, roles, grants and privilege groups
 
     def validate(self) -> None:
         """Refuse bad flags before connecting to Milvus."""
@@ -79,15 +80,20 @@ class CreateRequest:
         """The request as the in-progress marker keeps it, so that only the same request
         resumes an incomplete backup: filters by database (sorted), and the strategy."""
         filters = parse_filters(self.filters)
-        return {"filters": {db: None if colls is None else sorted(colls) for db, colls in sorted(filters.items())},
-                "strategy": self.strategy or "auto"}
+        record: dict[str, Any] = {
+            "filters": {db: None if colls is None else sorted(colls) for db, colls in sorted(filters.items())},
+            "strategy": self.strategy or "auto"}
+        if self.rbac:
+            record["rbac"] = True
+        return record
 
 
 def describe_request(record: dict[str, Any]) -> str:
     """``--filter default.a,db2.* --strategy serial_flush`` as a user would type it."""
     items = [f"{db}.*" if colls is None else ",".join(f"{db}.{c}" for c in colls) or f"{db}."
              for db, colls in record["filters"].items()]
-    return (f"--filter {','.join(items)}" if items else "no --filter") + f" --strategy {record['strategy']}"
+    return ((f"--filter {','.join(items)}" if items else "no --filter") + f" --strategy {record['strategy']}"
+            + (" --rbac" if record.get("rbac") else ""))
 
 
 def default_name(now: dt.datetime | None = None) -> str:
@@ -199,7 +205,7 @@ def create_backup(adapter: MilvusAdapter | Callable[[], MilvusAdapter], stores: 
                        warn=reporter.warning) as lock:
             with backup_storage_errors(stores):
                 resumed = prepare(stores, bdir, name, request.record())
-            run = _CreateRun(adapter, stores, name, bdir, strategy, settings, reporter, lock)
+            run = _CreateRun(adapter, stores, name, bdir, strategy, settings, reporter, lock, rbac=request.rbac)
             return run.execute(databases, pairs, resumed, request.record())
     finally:
         if old_umask is not None:
@@ -212,7 +218,7 @@ _MARKER = untrusted.Obj({
 }, {"pid": untrusted.Count, "host": str, "started": str,
     "request": untrusted.Obj({"filters": untrusted.Map(untrusted.Optional([untrusted.Text(r"\w+", "a collection name")]),
                                                        untrusted.Text(r"\w+", "a database name")),
-                              "strategy": untrusted.OneOf(*STRATEGIES)})})
+                              "strategy": untrusted.OneOf(*STRATEGIES)}, {"rbac": bool})})
 
 
 def prepare(stores: Stores, bdir: str, name: str, request: dict[str, Any]) -> str | None:
@@ -258,6 +264,7 @@ class _CreateRun:
     settings: CopySettings
     reporter: Reporter
     lock: StoreLock
+    rbac: bool = False
     started: float = field(default_factory=time.monotonic)
     phases: dict[str, float] = field(default_factory=dict)
 
@@ -279,6 +286,8 @@ class _CreateRun:
                 collections = [self.adapter.describe_collection(db, coll) for db, coll in pairs]
                 for coll in collections:
                     coll.id = info.id
+                if self.rbac:
+                    info.rbac_meta = self.adapter.backup_rbac()
             # Held from before the flush until the meta is written, released in finally.
             if with_data and not self.adapter.pause_gc(GC_PAUSE_SECONDS, [c.collection_id for c in collections]):
                 self.reporter.warning(f"Milvus {self.adapter.version} cannot pause garbage collection; segments "

@@ -305,6 +305,8 @@ def create(
     strategy: Annotated[str, typer.Option(
         "--strategy", help="auto (default: bulk_flush where Milvus has FlushAll, else serial_flush), serial_flush, "
                            "bulk_flush, skip_flush or meta_only.")] = "",
+    rbac: Annotated[bool, typer.Option("--rbac", help="Also back up users, roles, grants and privilege groups "
+                                                       "(Milvus 2.4.10 and later).")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable summary on stdout.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")] = False,
     config: ConfigOption = None,
@@ -317,7 +319,7 @@ def create(
     from ..backup.create import CreateRequest, create_backup
 
     state = ctx.obj.with_command_options(config, set_)
-    request = CreateRequest(name=name, filters=_legacy_filter(filter_, colls, databases), strategy=strategy)
+    request = CreateRequest(name=name, filters=_legacy_filter(filter_, colls, databases), strategy=strategy, rbac=rbac)
     request.validate()
     settings = copy_settings(state.config())
     stores = _stores(state)

@@ -16,6 +16,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import Enum
+from typing import Any
 
 from ...format import meta
 from ..connection import MilvusError
@@ -178,6 +179,11 @@ class MilvusAdapter(ABC):
 
     def describe_database(self, db: str) -> meta.DatabaseBackupInfo:
         return meta.DatabaseBackupInfo(db_name=db)
+
+    def backup_rbac(self) -> dict[str, Any]:
+        """Users (with their password hashes), roles, grants and privilege groups, as the Go
+        tool writes ``rbac_meta`` (omitempty, its key order)."""
+        raise MilvusError(f"Milvus {self.version} cannot back up users and roles: leave out --rbac")
 
     # --- consistency of what is read -----------------------------------------------------
     @abstractmethod

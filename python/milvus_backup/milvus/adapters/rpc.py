@@ -94,6 +94,14 @@ class RpcAdapter(MilvusAdapter):
             raise MilvusError(f"database {db!r} does not exist on Milvus {self._where()}")
         return meta.DatabaseBackupInfo(db_name=db, db_id=int(ids.get(db, 0)))
 
+    def backup_rbac(self) -> dict[str, Any]:
+        from pymilvus.grpc_gen import milvus_pb2 as m
+
+        if not self.server.has(Feature.RBAC):
+            raise MilvusError(f"{self.server.needs(Feature.RBAC)}: leave out --rbac")
+        resp = self._call("BackupRBAC", m.BackupRBACMetaRequest(), what="back up users, roles and grants")
+        return _rbac_from_proto(resp.RBAC_meta)
+
     def list_collections(self, db: str) -> list[str]:
         from pymilvus.grpc_gen import milvus_pb2 as m
 
@@ -472,4 +480,25 @@ def _field_from_proto(f: Any) -> meta.FieldSchema:
         nullable=f.nullable,
         is_function_output=f.is_function_output,
         default_value_base64=default,
+    )
+
+
+# --------------------------------------------------------------------------------------
+# RBAC: the server's proto -> the Go tool's rbac_meta (its omitempty; a grant's role,
+# object and grantor are always written, {} when empty)
+
+
+def _go(**fields: Any) -> dict[str, Any]:
+    return {k: v for k, v in fields.items() if v not in ("", [], None)}
+
+
+def _rbac_from_proto(rbac: Any) -> dict[str, Any]:
+    return _go(
+        users=[_go(user=u.user, password=u.password, roles=[_go(name=r.name) for r in u.roles]) for u in rbac.users],
+        roles=[_go(name=r.name) for r in rbac.roles],
+        grants=[_go(role=_go(name=g.role.name), object=_go(name=g.object.name), object_name=g.object_name,
+                    grantor={"user": _go(name=g.grantor.user.name), "privilege": _go(name=g.grantor.privilege.name)},
+                    db_name=g.db_name) for g in rbac.grants],
+        privilege_groups=[_go(group_name=p.group_name, privileges=[_go(name=x.name) for x in p.privileges])
+                          for p in rbac.privilege_groups],
     )
