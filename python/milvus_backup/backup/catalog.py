@@ -61,6 +61,12 @@ class BackupEntry:
     error: str = ""
 
 
+def collection_segments(coll: meta.CollectionBackupInfo) -> list[meta.SegmentBackupInfo]:
+    """Every segment a collection's backup holds: its partitions' and its collection-level L0
+    segments (``l0_segments``, Milvus 2.4+), which no partition lists."""
+    return [s for p in coll.partition_backups for s in p.segment_backups] + list(coll.l0_segments)
+
+
 def backup_dir(stores: Stores, name: str) -> str:
     # Every command that takes a name goes through here: the Go tool's naming rule keeps
     # names from reaching outside the backup root ("../x", "a/b").

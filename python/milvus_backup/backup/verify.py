@@ -28,7 +28,15 @@ from ..transfer.cancel import run_cancellable
 from ..transfer.copy import CopySettings
 from ..transfer.progress import SILENT, Reporter
 from ..units import format_bytes
-from .catalog import IN_PROGRESS, MANIFEST, BackupNotFound, Stores, backup_dir, backup_storage_errors
+from .catalog import (
+    IN_PROGRESS,
+    MANIFEST,
+    BackupNotFound,
+    Stores,
+    backup_dir,
+    backup_storage_errors,
+    collection_segments,
+)
 
 ALGOS = ("crc32c", "crc64nvme")
 _COLLECTION_L0 = re.compile(r"binlogs/delta_log/[0-9]+/-1/[0-9]+/[0-9]+")  # partition -1: no group dir
@@ -269,8 +277,7 @@ def _expected(bdir: str, report: VerifyReport, meta_source: str,
     if info is not None:
         try:
             for coll in info.collection_backups:
-                segments = [s for p in coll.partition_backups for s in p.segment_backups] + list(coll.l0_segments)
-                for seg in segments:
+                for seg in collection_segments(coll):
                     if seg is None:
                         continue
                     for _, key, size in meta.segment_files(bdir, seg):

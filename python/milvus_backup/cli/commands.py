@@ -253,8 +253,8 @@ def _milvus(state: Context) -> MilvusAdapter:
     endpoint = MilvusEndpoint(
         host=m.grpc.address, port=m.grpc.port, user=m.user, password=m.password, tls_mode=m.grpc.tls_mode,
         ca_cert_path=m.grpc.ca_cert_path, server_name=m.grpc.server_name, mtls_cert_path=m.grpc.mtls_cert_path,
-        mtls_key_path=m.grpc.mtls_key_path, management_endpoint=m.management.endpoint)
-    return connect(endpoint, milvus_adapters())
+        mtls_key_path=m.grpc.mtls_key_path, management_endpoint=m.management.endpoint, rest_endpoint=m.rest.endpoint)
+    return connect(endpoint, milvus_adapters(), line=cfg.mbackup.milvus_adapter)
 
 
 def _stores(state: Context) -> Stores:
@@ -288,7 +288,7 @@ def check(ctx: typer.Context, config: ConfigOption = None, set_: SetOption = Non
     state = ctx.obj.with_command_options(config, set_)
     adapter = _milvus(state)
     stores = _stores(state)
-    typer.echo(f"Milvus version: {adapter.version}")
+    typer.echo(f"Milvus version: {adapter.version}" + (f" ({adapter.tested})" if adapter.tested else ""))
     dirs, objects = stores.milvus.list_dirs(stores.milvus_root)
     if not dirs and not objects:
         typer.echo(f"warning: nothing under {stores.milvus.url}/{stores.milvus_root}: check milvus.storage.bucketName "
@@ -314,7 +314,11 @@ def create(
     filter_: FilterOption = None,
     colls: Annotated[list[str] | None, typer.Option("--colls", "-c", help="Legacy: collection names.", hidden=True)] = None,
     databases: Annotated[list[str] | None, typer.Option("--databases", "-d", help="Legacy: databases.", hidden=True)] = None,
-    strategy: Annotated[str, typer.Option("--strategy", help="serial_flush (default), skip_flush or meta_only.")] = "",
+    strategy: Annotated[str, typer.Option(
+        "--strategy", help="auto (default: bulk_flush where Milvus has FlushAll, else serial_flush), serial_flush, "
+                           "bulk_flush, skip_flush or meta_only.")] = "",
+    rbac: Annotated[bool, typer.Option("--rbac", help="Also back up users, roles, grants and privilege groups "
+                                                       "(Milvus 2.4.10 and later).")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable summary on stdout.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")] = False,
     config: ConfigOption = None,
@@ -327,7 +331,7 @@ def create(
     from ..backup.create import CreateRequest, create_backup
 
     state = ctx.obj.with_command_options(config, set_)
-    request = CreateRequest(name=name, filters=_legacy_filter(filter_, colls, databases), strategy=strategy)
+    request = CreateRequest(name=name, filters=_legacy_filter(filter_, colls, databases), strategy=strategy, rbac=rbac)
     request.validate()
     settings = copy_settings(state.config())
     stores = _stores(state)

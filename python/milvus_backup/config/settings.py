@@ -228,6 +228,7 @@ class MBackupConfig:
     part_size_mib: int = _default("mbackup.partSizeMiB")
     multipart_threshold_mib: int = _default("mbackup.multipartThresholdMiB")
     memory_budget_mib: int = _default("mbackup.memoryBudgetMiB")
+    milvus_adapter: str = _default("mbackup.milvusAdapter")
     profiles: dict[str, dict[str, str]] = field(default_factory=dict)
 
 

@@ -36,6 +36,7 @@ DEFAULT_PLUGINS = (
     "milvus_backup.storage.backends.file",
     "milvus_backup.storage.backends.memory",
     "milvus_backup.milvus.adapters.v2_3",
+    "milvus_backup.milvus.adapters.v2_4_plus",
 )
 
 

@@ -1,9 +1,9 @@
 """The contract between the backup/restore flows and a Milvus line.
 
 The flows (``backup/create.py``, ``backup/restore.py``) never call pymilvus directly: they ask an
-adapter, and find binlogs in storage through its :class:`StorageLayout`.
-Adding Milvus 2.4/2.5/2.6 support means writing an adapter plugin (import v2, L0 segments,
-REST segment describe, GC tickets, storage v2), not touching the flows.
+adapter, and find binlogs in storage through its :class:`StorageLayout`. What a line does
+differently (import v2, L0 segments, REST segment describe, GC tickets, FlushAll, storage v2)
+is the adapter plugin's business, not the flows'.
 
 Metadata is exchanged as the meta dataclasses of ``milvus_backup.format.meta`` (the Go tool's
 JSON model), so what an adapter reads is exactly what a backup stores.
@@ -13,14 +13,21 @@ from __future__ import annotations
 
 import re
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import Enum
+from typing import Any
 
 from ...format import meta
+from ..connection import MilvusError
 
 #: Backup strategies that came with a Milvus newer than any line mbackup has an adapter for,
 #: and the version that brings each: ``mbackup create`` refuses them before connecting.
-NEWER_STRATEGIES = {"bulk_flush": "2.6.11"}
+NEWER_STRATEGIES: dict[str, str] = {}
+
+#: The partition id of a collection-level L0 segment (deletes that apply to every partition):
+#: its delta logs are under ``delta_log/<collection>/-1/<segment>/``.
+ALL_PARTITIONS = -1
 
 # Ids are int64: a longer run of digits in a listed key is not a binlog's (and would not convert).
 _ID = r"(-?\d{1,19})"
@@ -53,7 +60,9 @@ class BinlogKey:
 class StorageLayout:
     """Where a Milvus line keeps binlogs, relative to its root path: insert logs at
     ``insert_log/<collection>/<partition>/<segment>/<field>/<log>``, delta logs at
-    ``delta_log/<collection>/<partition>/<segment>/<log>``."""
+    ``delta_log/<collection>/<partition>/<segment>/<log>``. From 2.4, a collection-level L0
+    segment's partition is :data:`ALL_PARTITIONS`; on storage v2 (2.6) ``<field>`` is a
+    column group id."""
 
     insert_log: str = "insert_log"
     delta_log: str = "delta_log"
@@ -78,6 +87,29 @@ class StorageLayout:
             collection_id, partition_id, segment_id, log_id = (int(g) for g in m.groups())
             return BinlogKey(collection_id, partition_id, segment_id, None, log_id)
         return None
+
+
+@dataclass(frozen=True)
+class SegmentBinlogs:
+    """A segment's binlogs as the server names them (not as storage lists them): log ids of
+    each field's (or column group's) insert logs, and of its delta logs."""
+
+    inserts: dict[int, tuple[int, ...]]
+    deltas: tuple[int, ...] = ()
+    v_channel: str = ""
+
+
+class BinlogDescribeFailed(MilvusError):
+    """The server could not name a collection's binlogs: the flow finds them by listing."""
+
+
+@dataclass(frozen=True)
+class FlushAllResult:
+    """What a FlushAll reports, recorded in the backup as the Go tool records it."""
+
+    control_channel: str = ""
+    physical_channels: tuple[str, ...] = ()
+    messages_base64: dict[str, str] = field(default_factory=dict)  # pchannel -> base64(proto message)
 
 
 class ImportState(Enum):
@@ -190,6 +222,9 @@ class MilvusAdapter(ABC):
 
     #: The server's version, e.g. "v2.3.5".
     version: str
+    #: How the adapter is tested, which ``mbackup check`` shows: against which live server,
+    #: or only against a wire contract.
+    tested: str = ""
     layout: StorageLayout = StorageLayout()
     #: What the line restores. The default is 2.3's: it also takes 2.4 and 2.5 backups (the Go
     #: tool restores nothing into 2.3; their storage v0 binlogs import on 2.3.5, tested live),
@@ -223,22 +258,46 @@ class MilvusAdapter(ABC):
     def describe_database(self, db: str) -> meta.DatabaseBackupInfo:
         return meta.DatabaseBackupInfo(db_name=db)
 
+    def backup_rbac(self) -> dict[str, Any]:
+        """Users (with their password hashes), roles, grants and privilege groups, as the Go
+        tool writes ``rbac_meta`` (omitempty, its key order)."""
+        raise MilvusError(f"Milvus {self.version} cannot back up users and roles: leave out --rbac")
+
     # --- consistency of what is read -----------------------------------------------------
     @abstractmethod
     def flush(self, db: str, collection: str) -> None:
         """Seal growing segments and wait until they are flushed to storage."""
 
-    def pause_gc(self, seconds: int) -> bool:
-        """Ask the server not to garbage-collect binlogs for ``seconds``. Returns False when
-        the server has no such control (the caller warns and goes on)."""
+    def can_flush_all(self) -> bool:
+        """Whether :meth:`flush_all` is there (the ``bulk_flush`` strategy)."""
+        return False
+
+    def flush_all(self) -> FlushAllResult:
+        """Seal every collection of the cluster at once and wait until flushed."""
+        raise MilvusError(f"Milvus {self.version} cannot flush all collections at once: use --strategy serial_flush")
+
+    def pause_gc(self, seconds: int, collection_ids: Sequence[int] = ()) -> bool:
+        """Ask the server not to garbage-collect the binlogs of ``collection_ids`` (or of
+        every collection) for ``seconds``, renewed until :meth:`resume_gc`. Returns False when
+        the server has no such control or held only part of it (the caller warns and goes
+        on)."""
         return False
 
     def resume_gc(self) -> None:
+        """End what :meth:`pause_gc` held; nothing when nothing is held. Raises
+        :class:`MilvusError` naming what it could not release."""
         return None
 
     @abstractmethod
     def list_segments(self, db: str, collection: str) -> list[SegmentRef]:
         """Flushed segments of the collection (growing ones are not in storage)."""
+
+    def segment_binlogs(self, db: str, collection_id: int, segments: Sequence[SegmentRef]) -> dict[int, SegmentBinlogs]:
+        """The exact binlogs of each segment, by segment id, where the server names them
+        (orphans a compaction left in storage are then not backed up); {} when it cannot, and
+        the flow lists storage. Raises :class:`BinlogDescribeFailed` when it should have
+        answered and did not."""
+        return {}
 
     # --- creating on restore ---------------------------------------------------------------
     @abstractmethod
