@@ -126,6 +126,7 @@ class State:
         # Rows an import of a binlog prefix writes, by the prefix's end ("insert_log/<c>/<p>/<group>/"):
         # the contract reads no binlogs, so a test says what a Milvus would have found there.
         self.rows_by_prefix: dict[str, int] = {}
+        self.failing_files: dict[str, str] = {}  # an import naming a file with this in it fails, for this reason
         self.flush_polls = 0  # GetFlushState/GetFlushAllState answer "not yet" this many times
         self.rbac = milvus_pb2.RBACMeta()
         self.add_database("default", db_id=1)
@@ -254,9 +255,13 @@ class State:
 
     def new_import(self, db: str, collection: str, partition: str, files: list[list[str]], options: dict[str, str],
                    via: str) -> ImportJob:
-        """An import job with the outcome the test set (``import_outcome``, ``import_polls``);
-        its rows are those ``rows_by_prefix`` gives its insert prefixes, when it gives any."""
+        """An import job with the outcome the test set (``import_outcome``, ``import_polls``,
+        ``failing_files``); its rows are those ``rows_by_prefix`` gives its insert prefixes, when
+        it gives any."""
         outcome = dict(self.import_outcome)
+        for part, reason in self.failing_files.items():
+            if any(part in f for group in files for f in group):
+                outcome.update(state="Failed", progress=0, reason=reason, rows=0)
         found = [rows for group in files if group for end, rows in self.rows_by_prefix.items() if group[0].endswith(end)]
         if found and outcome["state"] == "Completed":
             outcome["rows"] = sum(found)
