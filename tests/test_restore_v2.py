@@ -174,8 +174,14 @@ def expect_rows(contract, segments=DOCS) -> None:
 def setup(lines, seaweedfs, bucket, tmp_path):
     """(contract, stores, config path): the backup and Milvus in one bucket (no staging)."""
     path = tmp_path / "backup.yaml"
-    path.write_text(config_yaml(seaweedfs, bucket, grpc_port=lines.grpc_port))
+    path.write_text(contract_config(seaweedfs, bucket, lines))
     return lines, open_stores(load_config(path, env={})), path
+
+
+def contract_config(seaweedfs, bucket: str, contract, **kw) -> str:
+    """The sample config, Milvus being the contract server (gRPC, and its HTTP server as the REST API)."""
+    text = config_yaml(seaweedfs, bucket, grpc_port=contract.grpc_port, **kw)
+    return text.replace("milvus:\n", f"milvus:\n  rest:\n    endpoint: {contract.http_url}\n", 1)
 
 
 def restore(contract, path: Path, name: str, **request) -> dict:
@@ -279,6 +285,24 @@ def test_batched_imports_group_segments_by_channel_and_storage_version_within_th
     assert len(contract.calls("POST /v2/vectordb/jobs/import/describe")) >= len(created)
 
 
+def test_a_batched_import_survives_a_poll_nothing_answered_and_fails_in_one_line_on_an_error(setup):
+    contract, stores, path = setup
+    segments = [Seg(1001, P1, rows=10)]
+    write_backup(stores, "b2f", "2.6.11", segments=segments)
+    expect_rows(contract, segments)
+    contract.fail("POST /v2/vectordb/jobs/import/describe", http_status=503, reason="proxy restarting")
+    assert restore(contract, path, "b2f", batch_imports=True)["collections"][0]["rows_imported"] == 10
+    contract.reset(PROFILES["2.6.11"])
+    write_backup(stores, "b2f", "2.6.11", segments=segments)
+    contract.fail("POST /v2/vectordb/jobs/import/create", http_status=403, reason="denied", times=None)
+    code, _, err = mbackup(path, "restore", "-n", "b2f", "-q", "--use_v2_restore")
+    assert code == 2
+    assert error_line(err) == (f"error: cannot start an import of partition 'p1' (segment 1001) into {DB}.{NAME}: the "
+                               f"Milvus REST API at {contract.http_url} answered POST "
+                               "/v2/vectordb/jobs/import/create with HTTP 403: denied")
+    assert (DB, NAME) not in contract.state.collections
+
+
 def test_a_backup_kept_elsewhere_is_staged_into_the_milvus_bucket_l0_segments_too_then_removed(
         lines, seaweedfs, bucket, tmp_path):
     contract = lines
@@ -286,7 +310,7 @@ def test_a_backup_kept_elsewhere_is_staged_into_the_milvus_bucket_l0_segments_to
     seaweedfs.create_bucket(milvus_bucket)
     try:
         path = tmp_path / "backup.yaml"
-        path.write_text(config_yaml(seaweedfs, bucket, grpc_port=contract.grpc_port, milvus_bucket=milvus_bucket))
+        path.write_text(contract_config(seaweedfs, bucket, contract, milvus_bucket=milvus_bucket))
         stores = open_stores(load_config(path, env={}))
         info = write_backup(stores, "st", "2.6.11")
         expect_rows(contract)

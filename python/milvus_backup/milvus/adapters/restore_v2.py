@@ -33,6 +33,7 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from itertools import groupby, pairwise
 from typing import Any
@@ -216,7 +217,9 @@ class RestoreV2:
         return _import_status(resp)
 
     def _rest_import_status(self, db: str, job_id: str) -> ImportStatus:
-        answer = self._rest_call(IMPORT_DESCRIBE, {"dbName": db, "jobId": job_id}, f"read import job {job_id}")
+        # A poll may be retried (the Go tool retries it too); a create is not: it could start a job twice.
+        answer = self._rest_call(IMPORT_DESCRIBE, {"dbName": db, "jobId": job_id}, f"read import job {job_id}",
+                                 attempts=6)
         data = answer.get("data") if isinstance(answer.get("data"), dict) else {}
         state = _REST_STATES.get(str(data.get("state", "")), ImportState.RUNNING)  # Importing, Uncommitted, ...
         try:
@@ -226,16 +229,24 @@ class RestoreV2:
         return ImportStatus(state=state, progress=100 if state is ImportState.COMPLETED else progress,
                             reason=str(data.get("reason") or "") if state is ImportState.FAILED else "", rows=rows)
 
-    def _rest_call(self, path: str, body: dict[str, Any], what: str, headers: dict[str, str] | None = None
-                   ) -> dict[str, Any]:
+    def _rest_call(self, path: str, body: dict[str, Any], what: str, headers: dict[str, str] | None = None,
+                   attempts: int = 1) -> dict[str, Any]:
+        """POST to the REST API; ``attempts`` > 1 retries what nothing answered or a 5xx."""
         rest = getattr(self, "_rest", None)
         if rest is None:
             raise MilvusError(f"cannot {what}: batched imports go through the Milvus REST API, and no REST endpoint "
                               "is known: set milvus.rest.endpoint, or restore without --batch-imports")
-        try:
-            answer = rest.request("POST", path, body=body, headers=headers)
-        except HttpFailed as e:
-            raise MilvusError(f"cannot {what}: {e}") from None
+        delay = 0.06
+        for attempt in range(attempts):
+            try:
+                answer = rest.request("POST", path, body=body, headers=headers)
+                break
+            except HttpFailed as e:
+                if attempt + 1 < attempts and (e.status == 0 or e.status >= 500):
+                    time.sleep(delay)
+                    delay *= 3
+                    continue
+                raise MilvusError(f"cannot {what}: {e}") from None
         if answer.get("code"):
             raise MilvusError(f"cannot {what}: the Milvus REST API at {rest.base} answered code {answer['code']}: "
                               f"{answer.get('message') or 'no reason given'}")
