@@ -277,6 +277,38 @@ def GetImportState(state: State, request, db):
                                              infos=infos, id=job.id, collection_id=coll.id if coll else 0)
 
 
+# --- snapshots ---------------------------------------------------------------------------
+
+_SNAPSHOT_STATES = {"Pending": milvus_pb2.RestoreSnapshotState.RestoreSnapshotPending,
+                    "Importing": milvus_pb2.RestoreSnapshotState.RestoreSnapshotExecuting,
+                    "Completed": milvus_pb2.RestoreSnapshotState.RestoreSnapshotCompleted,
+                    "Failed": milvus_pb2.RestoreSnapshotState.RestoreSnapshotFailed}
+
+
+def RestoreExternalSnapshot(state: State, request, db):
+    state.database(db)
+    if (db, request.target_collection_name) in state.collections:
+        raise MilvusFault(65535, f"collection already exists: {request.target_collection_name}")
+    uri = request.snapshot_metadata_uri
+    if uri.split("://", 1)[0] not in ("s3", "minio", "gcs", "azure") or "/snapshots/" not in uri:
+        raise MilvusFault(1100, f"invalid snapshot metadata uri: {uri}")
+    # The server makes the collection from the bundle's schema, which the contract does not read.
+    state.add_collection(db, request.target_collection_name, schema_pb2.CollectionSchema())
+    job = state.new_import(db, request.target_collection_name, "", [[uri]], {"external_spec": request.external_spec},
+                           "snapshot")
+    return milvus_pb2.RestoreExternalSnapshotResponse(status=OK, job_id=job.id)
+
+
+def GetRestoreSnapshotState(state: State, request, db):
+    job = state.imports.get(request.job_id)
+    if job is None:
+        raise MilvusFault(65535, f"restore snapshot job not found[jobID={request.job_id}]")
+    seen, progress = job.observe()
+    return milvus_pb2.GetRestoreSnapshotStateResponse(status=OK, info=milvus_pb2.RestoreSnapshotInfo(
+        job_id=job.id, db_name=job.db, collection_name=job.collection, state=_SNAPSHOT_STATES[seen], progress=progress,
+        reason=job.reason if seen == "Failed" else ""))
+
+
 # --- RBAC ----------------------------------------------------------------------------------
 
 def BackupRBAC(state: State, request, db):
