@@ -138,7 +138,7 @@ def _segment(s: Seg, sv: int) -> tuple[meta.SegmentBackupInfo, dict[str, bytes]]
 
 
 def write_backup(stores, name: str, profile: str, *, segments=DOCS, schema: meta.CollectionSchema | None = None,
-                 rbac=None, db_properties=None, properties=()) -> meta.BackupInfo:
+                 rbac=None, db_properties=None, properties=(), snapshot: str = "") -> meta.BackupInfo:
     """A backup of ``db1.docs`` made on ``profile`` by the Go tool, written to the backup store."""
     sv = PROFILES[profile].storage_version
     bdir = meta.backup_dir(stores.backup_root, name)
@@ -156,7 +156,11 @@ def write_backup(stores, name: str, profile: str, *, segments=DOCS, schema: meta
             stores.backup.write(key, sources[src])
     coll.size = sum(s.size for p in coll.partition_backups for s in p.segment_backups) + sum(
         s.size for s in coll.l0_segments)
+    if snapshot:  # the Go tool's snapshot format: no segments, the bundle Milvus exported beside the meta
+        coll.snapshot_backup = meta.SnapshotBackup(metadata_path=snapshot, total_files=1, total_bytes=2)
+        stores.backup.write(f"{bdir}/{snapshot}", b"{}")
     info = meta.BackupInfo(id=f"id-{name}", name=name, milvus_version=PROFILES[profile].build_tags,
+                           format=meta.FORMAT_SNAPSHOT if snapshot else meta.FORMAT_BINLOG,
                            collection_backups=[coll], size=coll.size, rbac_meta=rbac,
                            database_backups=[meta.DatabaseBackupInfo(db_name=DB, db_id=9,
                                                                      properties=list(db_properties or []))])
@@ -625,3 +629,70 @@ def test_every_rpc_refused_with_an_error_status_is_one_line_whatever_its_reply_t
                                           f"127.0.0.1:{lines.grpc_port}: refused {method.name}")
     finally:
         adapter.close()
+
+
+# --------------------------------------------------------------------------------------
+# Snapshot-format backups (3.0)
+
+BUNDLE = f"bundle/snapshots/{COLL}/metadata/77.json"
+
+
+def test_a_snapshot_backup_is_restored_by_milvus_from_its_bundle_in_milvuss_own_bucket(setup, bucket):
+    contract, stores, path = setup
+    contract.reset(PROFILES["3.0.0"])
+    contract.state.import_polls = 1
+    write_backup(stores, "sn1", "3.0.0", segments=[], snapshot=BUNDLE)
+    code, out, err = mbackup(path, "restore", "-n", "sn1", "-q", "--rebuild-index")
+    assert code == 0, err
+    assert err == ("warning: --rebuild-index: ignored for backup 'sn1', in the snapshot format (Milvus restores the "
+                   "collections' own indexes, without import jobs)\n")
+    (call,) = contract.calls("RestoreExternalSnapshot")
+    assert (call.request.target_collection_name, call.request.snapshot_metadata_uri, call.request.external_spec,
+            call.metadata.get("dbname")) == (NAME, f"s3://{bucket}/backup/sn1/{BUNDLE}", "", DB)
+    assert not contract.calls("CreateCollection", "Import", "CreateIndex")
+    assert (DB, NAME) in contract.state.collections and f"restored {DB}.{NAME} as {DB}.{NAME}" in out
+
+
+@pytest.mark.parametrize("profile, args, says", [
+    ("2.6.11", (), "error: backup 'sn2' is in the snapshot format, which Milvus v2.6.11 cannot restore: restore it "
+                   "into Milvus 3.0 or newer"),
+    ("3.0.0", ("--meta-only",), "error: --meta-only cannot be used with backup 'sn2': it is in the snapshot format, "
+                                "from which Milvus creates each collection and its data itself"),
+])
+def test_what_a_snapshot_restore_cannot_do_is_refused_before_anything_is_made(setup, profile, args, says):
+    contract, stores, path = setup
+    contract.reset(PROFILES[profile])
+    write_backup(stores, "sn2", "3.0.0", segments=[], snapshot=BUNDLE)
+    code, out, err = mbackup(path, "restore", "-n", "sn2", *args)
+    assert (code, out, error_line(err)) == (2, "", says)
+    assert not contract.calls("CreateDatabase", "CreateCollection", "RestoreExternalSnapshot", "Import")
+
+
+def test_a_snapshot_backup_outside_milvuss_bucket_is_refused(lines, seaweedfs, bucket, tmp_path):
+    contract = lines
+    contract.reset(PROFILES["3.0.0"])
+    milvus_bucket = f"{bucket}-milvus"
+    seaweedfs.create_bucket(milvus_bucket)
+    try:
+        path = tmp_path / "backup.yaml"
+        path.write_text(contract_config(seaweedfs, bucket, contract, milvus_bucket=milvus_bucket))
+        write_backup(open_stores(load_config(path, env={})), "sn3", "3.0.0", segments=[], snapshot=BUNDLE)
+        code, _, err = mbackup(path, "restore", "-n", "sn3")
+        assert (code, error_line(err)) == (2, (
+            f"error: backup 'sn3' is in the snapshot format and Milvus reads it itself, from its own bucket only "
+            f"(s3://{milvus_bucket}): copy the backup there (mbackup copy) and restore it from there"))
+        assert not contract.calls("RestoreExternalSnapshot", "CreateCollection")
+    finally:
+        seaweedfs.delete_bucket(milvus_bucket)
+
+
+def test_a_failed_snapshot_restore_is_one_line_and_what_milvus_made_of_it_is_dropped(setup):
+    contract, stores, path = setup
+    contract.reset(PROFILES["3.0.0"])
+    write_backup(stores, "sn4", "3.0.0", segments=[], snapshot=BUNDLE)
+    contract.state.failing_files = {"/metadata/77.json": "copy segment 5: access denied"}
+    code, _, err = mbackup(path, "restore", "-n", "sn4", "-q")
+    assert (code, error_line(err)) == (2, f"error: restore of {DB}.{NAME} from its snapshot failed: copy segment 5: "
+                                          "access denied")
+    assert (DB, NAME) not in contract.state.collections
+    assert [c.request.collection_name for c in contract.calls("DropCollection")] == [NAME]

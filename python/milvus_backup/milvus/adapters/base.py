@@ -300,6 +300,20 @@ class MilvusAdapter(ABC):
         """Rows visible to a query (used by checks and tests); needs the collection loaded."""
         raise NotImplementedError
 
+    # --- snapshot-format backups ------------------------------------------------------------
+    def can_restore_snapshots(self) -> bool:
+        """Whether :meth:`restore_snapshot` is there (RestoreExternalSnapshot)."""
+        return False
+
+    def restore_snapshot(self, db: str, collection: str, scheme: str, bucket: str, key: str) -> str:
+        """Have Milvus make ``db.collection`` from an exported snapshot bundle whose metadata is
+        ``key`` in ``bucket`` of its own object store (``scheme``: the store's, as a Location
+        names it); returns a job id for :meth:`snapshot_status`."""
+        raise MilvusError(f"Milvus {self.version} cannot restore a snapshot-format backup")
+
+    def snapshot_status(self, job_id: str) -> ImportStatus:
+        raise MilvusError(f"Milvus {self.version} cannot restore a snapshot-format backup")
+
     # --- access control ---------------------------------------------------------------------
     def can_restore_rbac(self) -> bool:
         """Whether :meth:`restore_rbac` is there."""
