@@ -561,7 +561,9 @@ def restore_from_snapshot(adapter: MilvusAdapter, stores: Stores, bdir: str, t: 
             adapter.drop_collection(t.db, t.name)
         state["state"], state["collection_id"] = "creating", None
         journal.save()
-        key = f"{bdir}/{t.source.snapshot_backup.metadata_path.strip('/')}"
+        bundle = t.source.snapshot_backup
+        assert bundle is not None  # check_snapshot_restore refused a collection without one
+        key = f"{bdir}/{bundle.metadata_path.strip('/')}"
         job_id = adapter.restore_snapshot(t.db, t.name, stores.milvus.scheme, split_url(stores.milvus.url).bucket, key)
         state["partitions"][SNAPSHOT_JOB] = {"job": job_id, "done": False, "rows": None, "mismatch": None}
         state["collection_id"] = adapter.collection_id(t.db, t.name)

@@ -453,7 +453,7 @@ class MilvusAdapter(ABC):
         """Whether :meth:`restore_rbac` is there."""
         return False
 
-    def restore_rbac(self, rbac: dict) -> RbacRestored:
+    def restore_rbac(self, rbac: dict[str, Any]) -> RbacRestored:
         """Create the users, roles, grants and privilege groups of a backup's ``rbac_meta``
         (as the Go tool writes it) that the server does not have yet. An existing user is
         left as it is: its password is never replaced."""

@@ -24,10 +24,10 @@ f81df44, core/restore and internal/client/milvus) sends:
 - a snapshot-format backup (3.0): ``RestoreExternalSnapshot`` of each collection's bundle,
   named by an endpoint-less URI that Milvus resolves with its own storage config.
 
-The host class provides ``_call`` (a gRPC request with the ``dbname`` header), ``_where``,
-``version``, ``server`` (a :class:`~milvus_backup.milvus.versions.ServerVersion`) and ``_rest``
-(an :class:`~.http_api.HttpApi` on the REST API, or None), as ``rpc.RpcAdapter`` and
-``v2_4_plus.Milvus24Adapter`` do.
+It is an ``rpc.RpcAdapter`` (``_call``: a gRPC request with the ``dbname`` header; ``_where``;
+``version``; ``server``, a :class:`~milvus_backup.milvus.versions.ServerVersion`); the line adapter sets ``_rest``
+(an :class:`~.http_api.HttpApi` on the REST API, or None), as
+``v2_4_plus.Milvus24Adapter`` does.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ from typing import Any
 
 from ...format import meta
 from ..connection import MilvusError
-from ..versions import Feature, ServerVersion
+from ..versions import Feature
 from .base import (
     STAGE_COLLECTION_L0,
     STAGE_DATA,
@@ -54,7 +54,7 @@ from .base import (
     RbacRestored,
 )
 from .http_api import HttpApi, HttpFailed
-from .rpc import RpcFailed, _import_status
+from .rpc import RpcAdapter, RpcFailed, _import_status
 
 IMPORT_CREATE = "/v2/vectordb/jobs/import/create"
 IMPORT_DESCRIBE = "/v2/vectordb/jobs/import/describe"
@@ -66,12 +66,10 @@ _SNAPSHOT_SCHEMES = {"s3": "s3", "s3a": "s3", "gs": "gcs"}  # a Location's schem
 _REST_STATES = {"Pending": ImportState.PENDING, "Completed": ImportState.COMPLETED, "Failed": ImportState.FAILED}
 
 
-class RestoreV2:
+class RestoreV2(RpcAdapter):
     """Restoring into Milvus 2.4 and later; see the module docstring."""
 
-    server: ServerVersion
     _rest: HttpApi | None
-    version: str
 
     # --- what this line can restore -------------------------------------------------------
 
@@ -228,7 +226,8 @@ class RestoreV2:
         # A poll may be retried (the Go tool retries it too); a create is not: it could start a job twice.
         answer = self._rest_call(IMPORT_DESCRIBE, {"dbName": db, "jobId": job_id}, f"read import job {job_id}",
                                  attempts=6)
-        data = answer.get("data") if isinstance(answer.get("data"), dict) else {}
+        found = answer.get("data")
+        data: dict[str, Any] = found if isinstance(found, dict) else {}
         state = _REST_STATES.get(str(data.get("state", "")), ImportState.RUNNING)  # Importing, Uncommitted, ...
         try:
             progress, rows = int(data.get("progress") or 0), int(data.get("totalRows") or 0)
@@ -300,7 +299,7 @@ class RestoreV2:
 
     # --- access control ---------------------------------------------------------------------
 
-    def restore_rbac(self, rbac: dict) -> RbacRestored:
+    def restore_rbac(self, rbac: dict[str, Any]) -> RbacRestored:
         from pymilvus.grpc_gen import milvus_pb2 as m
 
         if not self.can_restore_rbac():
@@ -336,8 +335,8 @@ def _chunks(segments: list[meta.SegmentBackupInfo], size: int) -> Iterator[list[
         return s.v_channel, s.storage_version
 
     ordered = sorted(segments, key=lambda s: (group(s), s.segment_id))
-    for _, same in groupby(ordered, key=group):
-        same = list(same)
+    for _, grouped in groupby(ordered, key=group):
+        same = list(grouped)
         for start in range(0, len(same), size):
             yield same[start:start + size]
 
@@ -408,7 +407,7 @@ def field_to_proto(f: meta.FieldSchema, name: str) -> Any:
 
 
 def _default_value(f: meta.FieldSchema, name: str) -> Any:
-    from google.protobuf.message import DecodeError
+    from google.protobuf.message import DecodeError  # type: ignore[import-untyped]  # protobuf ships no stubs here
     from pymilvus.grpc_gen import schema_pb2 as s
 
     try:

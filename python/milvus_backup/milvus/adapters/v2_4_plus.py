@@ -37,7 +37,6 @@ from .base import (
 )
 from .http_api import HttpApi, HttpFailed
 from .restore_v2 import RestoreV2
-from .rpc import RpcAdapter
 
 SEGMENT_DESCRIBE = "/v2/vectordb/segments/describe"
 # Loon: a segment layout a backup-mode import cannot read yet (milvus#52930).
@@ -52,7 +51,7 @@ def mbackup_register_milvus_adapter(register: Callable[..., None]) -> None:
     register("3.0", Milvus30Adapter)
 
 
-class Milvus24Adapter(RestoreV2, RpcAdapter):
+class Milvus24Adapter(RestoreV2):
     """Milvus 2.4 and, through its subclasses, every later line; the restore side is
     :class:`~.restore_v2.RestoreV2`'s."""
 
