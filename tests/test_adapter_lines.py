@@ -433,6 +433,19 @@ def test_gc_pauses_are_renewed_while_held_and_the_old_ticket_given_back(contract
     assert contract.state.gc_held() == []
 
 
+@pytest.mark.parametrize("name", ["2.4.23", "2.6.11"])  # cluster-wide pause, per-collection ticket
+def test_backup_pause_gc_false_sends_no_pause_and_says_so_once(contract, tmp_path, seaweedfs, bucket, name):
+    contract.reset(PROFILES[name])
+    cfg = str(config_file(tmp_path, seaweedfs, bucket, contract))
+    seed(contract, open_stores(load_config(cfg, env={}, cwd=tmp_path)))
+    code, out, err = inprocess.run("create", "-n", "nopause", "--config", cfg, "--set", "backup.pauseGC=false")
+    assert code == 0 and out.startswith("create backup success: nopause: 1 collections, 5 segments, "), err
+    assert PAUSE not in contract.methods() and RESUME not in contract.methods()
+    assert [line for line in err.splitlines() if "pauseGC" in line] == [
+        "warning: backup.pauseGC is false: Milvus garbage collection is not paused; segments compacted during the "
+        "backup may be missing from it"]
+
+
 def test_ctrl_c_during_a_backup_releases_gc(contract, tmp_path, seaweedfs, bucket):
     contract.reset(PROFILES["2.6.11"])
     stores = open_stores(load_config(str(config_file(tmp_path, seaweedfs, bucket, contract)), env={}, cwd=tmp_path))

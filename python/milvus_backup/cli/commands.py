@@ -331,7 +331,8 @@ def create(
     from ..backup.create import CreateRequest, create_backup
 
     state = ctx.obj.with_command_options(config, set_)
-    request = CreateRequest(name=name, filters=_legacy_filter(filter_, colls, databases), strategy=strategy, rbac=rbac)
+    request = CreateRequest(name=name, filters=_legacy_filter(filter_, colls, databases), strategy=strategy, rbac=rbac,
+                            pause_gc=state.config().backup.pause_gc)
     request.validate()
     settings = copy_settings(state.config())
     stores = _stores(state)
