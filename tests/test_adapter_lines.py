@@ -9,6 +9,7 @@ that a real 2.4+ server answers as the contract does.
 from __future__ import annotations
 
 import base64
+import json
 import os
 import signal
 import subprocess
@@ -22,9 +23,11 @@ from pymilvus.grpc_gen import common_pb2, milvus_pb2, schema_pb2
 
 import inprocess
 from milvus_backup.backup.catalog import open_stores
+from milvus_backup.backup.compat import IncompatibleBackup, check_restorable
 from milvus_backup.backup.create import BackupError, CreateRequest, create_backup
 from milvus_backup.config.settings import load_config
 from milvus_backup.format import meta
+from milvus_backup.milvus.adapters.base import Capabilities
 from milvus_backup.milvus.adapters.v2_3 import Milvus23Adapter
 from milvus_backup.milvus.adapters.v2_4_plus import Milvus24Adapter, Milvus25Adapter, Milvus26Adapter, Milvus30Adapter
 from milvus_backup.milvus.connection import MilvusEndpoint, MilvusError, connect
@@ -525,6 +528,31 @@ def test_describe_keeps_every_schema_feature_of_these_lines(contract):
                                                                                                   "3600")])
     assert (got.db_id, database.db_id) == (contract.state.databases["db1"].id,) * 2
     assert got.virtual_channel_names == coll.vchannels and got.physical_channel_names == coll.pchannels
+
+
+@pytest.mark.parametrize("name", NEWER)
+def test_the_clustering_key_is_backed_up_and_refused_by_a_line_without_it(contract, stores, name):
+    """The Go meta has no key for it (the Go tool loses it); mbackup writes is_clustering_key on
+    that field only, and a 2.3 target, which has no clustering keys, refuses the collection."""
+    contract.reset(PROFILES[name])
+    schema = docs_schema()
+    schema.fields.append(schema_field("ts", DT.Int64, is_clustering_key=True))
+    coll = contract.state.add_collection("db1", "clustered", schema)
+    contract.state.add_segment(coll, "_default", rows=10)
+    contract.state.write_binlogs(stores.milvus, "files")
+    result, _ = backup(contract, stores, filters=("db1.clustered",))
+    full = json.loads(stores.backup.read(f"{meta.backup_dir('backup', result.info.name)}/meta/{meta.FULL_META}"))
+    fields = {f["name"]: f for f in full["collection_backups"][0]["schema"]["fields"]}
+    assert [n for n, f in fields.items() if "is_clustering_key" in f] == ["ts"] and fields["ts"]["is_clustering_key"]
+    info = meta.loads(meta.BackupInfo, stores.backup.read(f"{meta.backup_dir('backup', result.info.name)}/meta/"
+                                                          f"{meta.FULL_META}"))
+    colls = [("db1.clustered", c) for c in info.collection_backups]
+    with pytest.raises(IncompatibleBackup) as refused:
+        check_restorable(info, colls, Capabilities.of_line("2.3", newest_backup_line="3.0"), "v2.3.5")
+    assert str(refused.value) == (
+        "db1.clustered has clustering key field 'ts': Milvus 2.3.5 lacks clustering keys (they came with Milvus 2.4); "
+        "restore it into Milvus 2.4 or newer, or leave it out with --filter")
+    assert check_restorable(info, colls, Capabilities.of_line("3.0"), "v3.0.0") == []
 
 
 def test_an_external_collection_on_3_x_is_refused_naming_its_source(contract):

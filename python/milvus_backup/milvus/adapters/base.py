@@ -149,6 +149,7 @@ class CreateCollectionSpec:
 #: lacks, before creating anything.
 FEATURES_SINCE: dict[str, str] = {
     "bfloat16_vector": "2.4", "sparse_float_vector": "2.4", "several_vector_fields": "2.4", "l0_import": "2.4",
+    "clustering_key": "2.4",
     "nullable": "2.5", "default_value": "2.5", "functions": "2.5",
     "int8_vector": "2.6", "struct_array": "2.6", "geometry": "2.6", "timestamptz": "2.6", "storage_v2": "2.6",
     "text": "3.0", "snapshot_restore": "3.0",

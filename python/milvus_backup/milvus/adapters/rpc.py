@@ -479,6 +479,7 @@ def _field_from_proto(f: Any) -> meta.FieldSchema:
         element_type=int(f.element_type),
         is_dynamic=f.is_dynamic,
         is_partition_key=f.is_partition_key,
+        is_clustering_key=f.is_clustering_key,
         nullable=f.nullable,
         is_function_output=f.is_function_output,
         default_value_base64=default,

@@ -181,6 +181,8 @@ def _schema_to_proto(schema: meta.CollectionSchema, collection: str, name: str) 
             raise unsupported(f"field {f.name} has a default value")
         if f.is_function_output:
             raise unsupported(f"field {f.name} is a function output")
+        if f.is_clustering_key:
+            raise unsupported(f"field {f.name} is the clustering key")
         out.fields.append(
             s.FieldSchema(
                 name=f.name,
