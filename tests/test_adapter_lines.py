@@ -45,6 +45,9 @@ PAUSE = "GET /management/datacoord/garbage_collection/pause"
 RESUME = "GET /management/datacoord/garbage_collection/resume"
 DESCRIBE = "POST /v2/vectordb/segments/describe"
 NEWER = ["2.4.23", "2.5.8", "2.6.5", "2.6.11", "3.0.0"]
+PLUGIN_2_4_PLUS = "milvus_backup.milvus.adapters.v2_4_plus"
+CONTRACT_TESTED = ("contract-tested only: against a wire contract built from the protos and the Go tool, not a live "
+                   "Milvus")
 
 
 class Collected(Reporter):
@@ -197,8 +200,20 @@ def test_check_refuses_an_unknown_line_in_one_line_and_runs_with_the_adapter_for
         "adapter plugin for Milvus 3.1"]
     forced = subprocess.run([*run, "--set", "mbackup.milvusAdapter=3.0"], capture_output=True, text=True, timeout=120)
     assert forced.returncode == 0, forced.stderr
-    assert ("Milvus version: v3.1.0 (adapter contract-tested only: against a wire contract built from the protos "
-            "and the Go tool, not a live Milvus)") in forced.stdout.splitlines()
+    assert forced.stdout.splitlines()[:2] == [
+        "Milvus version: v3.1.0",
+        f"Milvus adapter: 3.0 from plugin {PLUGIN_2_4_PLUS} (forced by mbackup.milvusAdapter); {CONTRACT_TESTED}"]
+
+
+@pytest.mark.parametrize("name,line", [("2.4.23", "2.4"), ("2.5.8", "2.5"), ("2.6.5", "2.6"), ("2.6.11", "2.6"),
+                                       ("3.0.0", "3.0")])
+def test_check_names_the_adapter_of_the_servers_line_and_that_it_is_contract_tested(contract, tmp_path, seaweedfs,
+                                                                                     bucket, name, line):
+    contract.reset(PROFILES[name])
+    code, out, err = inprocess.run("check", "--config", str(config_file(tmp_path, seaweedfs, bucket, contract)))
+    assert code == 0, err
+    assert out.splitlines() == [f"Milvus version: v{name}", f"Milvus adapter: {line} from plugin {PLUGIN_2_4_PLUS}; "
+                                f"{CONTRACT_TESTED}", "Success!"]
 
 
 # --------------------------------------------------------------------------------------

@@ -288,7 +288,8 @@ def check(ctx: typer.Context, config: ConfigOption = None, set_: SetOption = Non
     state = ctx.obj.with_command_options(config, set_)
     adapter = _milvus(state)
     stores = _stores(state)
-    typer.echo(f"Milvus version: {adapter.version}" + (f" ({adapter.tested})" if adapter.tested else ""))
+    typer.echo(f"Milvus version: {adapter.version}")
+    typer.echo(f"Milvus adapter: {adapter.served_by or type(adapter).__name__}; {adapter.tested}")
     dirs, objects = stores.milvus.list_dirs(stores.milvus_root)
     if not dirs and not objects:
         typer.echo(f"warning: nothing under {stores.milvus.url}/{stores.milvus_root}: check milvus.storage.bucketName "

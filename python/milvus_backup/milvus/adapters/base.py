@@ -191,6 +191,21 @@ _FEATURE_LINES = _lines_of(FEATURES_SINCE)
 
 
 @dataclass(frozen=True)
+class Tested:
+    """How an adapter is tested, which ``mbackup check`` and the README's table of lines show."""
+
+    how: str = ""  # "live" (against a real server), "contract" (a wire contract only), "" (not by mbackup)
+    against: str = ""
+
+    def __str__(self) -> str:
+        if self.how == "live":
+            return f"live-tested {self.against}"
+        if self.how == "contract":
+            return f"contract-tested only: {self.against}"
+        return "not tested by mbackup"
+
+
+@dataclass(frozen=True)
 class Capabilities:
     """What a Milvus line can restore: the features of :data:`FEATURES_SINCE` it has, the
     segment storage versions its backup-mode import reads, and the newest line whose backups
@@ -225,7 +240,9 @@ class MilvusAdapter(ABC):
     version: str
     #: How the adapter is tested, which ``mbackup check`` shows: against which live server,
     #: or only against a wire contract.
-    tested: str = ""
+    tested: Tested = Tested()
+    #: Which registered adapter serves the server, and why: set by the registry, shown by check.
+    served_by: str = ""
     layout: StorageLayout = StorageLayout()
     #: What the line restores. The default is 2.3's: it also takes 2.4 and 2.5 backups (the Go
     #: tool restores nothing into 2.3; their storage v0 binlogs import on 2.3.5, tested live),

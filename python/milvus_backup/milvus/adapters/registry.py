@@ -76,6 +76,8 @@ class MilvusAdapters:
         if not isinstance(adapter, MilvusAdapter):
             raise MilvusError(f"the adapter plugin for Milvus {version} ({entry.plugin}) returned "
                               f"{type(adapter).__name__}, not a MilvusAdapter")
+        adapter.served_by = f"{entry.line} from plugin {entry.plugin}" + (
+            " (forced by mbackup.milvusAdapter)" if line else "")
         return adapter
 
     def _no_adapter(self, version: str, number: tuple[int, int, int], supported: str) -> str:

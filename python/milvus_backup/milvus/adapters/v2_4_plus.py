@@ -35,6 +35,7 @@ from .base import (
     ImportStatus,
     SegmentBinlogs,
     SegmentRef,
+    Tested,
 )
 from .http_api import HttpApi, HttpFailed
 from .rpc import RpcAdapter
@@ -55,8 +56,7 @@ def mbackup_register_milvus_adapter(register: Callable[..., None]) -> None:
 class Milvus24Adapter(RpcAdapter):
     """Milvus 2.4 and, through its subclasses, every later line."""
 
-    tested = ("adapter contract-tested only: against a wire contract built from the protos and the Go tool, "
-              "not a live Milvus")
+    tested = Tested("contract", "against a wire contract built from the protos and the Go tool, not a live Milvus")
 
     def __init__(self, version: str, connection: Any) -> None:
         super().__init__(version, connection)
