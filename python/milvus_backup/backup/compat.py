@@ -22,7 +22,7 @@ class IncompatibleBackup(MBackupError):
 
 
 # How a refusal names each feature: "Milvus 2.3.5 lacks <noun>".
-_NOUNS = {
+NOUNS = {
     "bfloat16_vector": "BFloat16Vector fields",
     "sparse_float_vector": "SparseFloatVector fields", "int8_vector": "Int8Vector fields",
     "several_vector_fields": "collections with several vector fields", "nullable": "nullable fields",
@@ -110,7 +110,7 @@ def check_restorable(info: meta.BackupInfo, collections: list[tuple[str, meta.Co
             if not caps.has(feature):
                 since = FEATURES_SINCE[feature]
                 raise IncompatibleBackup(
-                    f"{label} has {what}: {target} lacks {_NOUNS[feature]} (they came with Milvus {since}); restore "
+                    f"{label} has {what}: {target} lacks {NOUNS[feature]} (they came with Milvus {since}); restore "
                     f"it into Milvus {since} or newer, or leave it out with --filter")
     if meta_only:
         return []  # nothing is imported

@@ -191,7 +191,7 @@ _FEATURE_LINES = _lines_of(FEATURES_SINCE)
 
 
 @dataclass(frozen=True)
-class Tested:
+class HowTested:
     """How an adapter is tested, which ``mbackup check`` and the README's table of lines show."""
 
     how: str = ""  # "live" (against a real server), "contract" (a wire contract only), "" (not by mbackup)
@@ -240,7 +240,9 @@ class MilvusAdapter(ABC):
     version: str
     #: How the adapter is tested, which ``mbackup check`` shows: against which live server,
     #: or only against a wire contract.
-    tested: Tested = Tested()
+    tested: HowTested = HowTested()
+    #: Whether restore into the line is built; False: every creating method refuses.
+    restores: bool = True
     #: Which registered adapter serves the server, and why: set by the registry, shown by check.
     served_by: str = ""
     layout: StorageLayout = StorageLayout()

@@ -56,6 +56,10 @@ class MilvusAdapters:
         found = [e.line for e in self._lines.values() if plugin is None or e.plugin == plugin]
         return sorted(found, key=lambda line: tuple(int(n) for n in line.split(".")))
 
+    def entry(self, line: str) -> AdapterEntry:
+        """The registered adapter of ``line`` (one of :meth:`lines`)."""
+        return self._lines[line]
+
     def adapter_for(self, version: str, connection: Any, *, line: str = "") -> MilvusAdapter:
         """The adapter of the line ``version`` belongs to, or of ``line`` when given (the
         ``mbackup.milvusAdapter`` setting); a clear error when none is registered."""

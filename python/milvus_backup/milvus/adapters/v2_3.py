@@ -21,7 +21,7 @@ from typing import Any
 from ...format import meta
 from ...plugins.hookspecs import hookimpl
 from ..connection import MilvusError
-from .base import CreateCollectionSpec, ImportState, ImportStatus, Tested
+from .base import CreateCollectionSpec, HowTested, ImportState, ImportStatus
 from .rpc import RpcAdapter, RpcFailed
 
 
@@ -33,7 +33,7 @@ def mbackup_register_milvus_adapter(register: Callable[..., None]) -> None:
 class Milvus23Adapter(RpcAdapter):
     """Milvus 2.3.x through one dedicated gRPC channel."""
 
-    tested = Tested("live", "against two Milvus 2.3.5 servers")
+    tested = HowTested("live", "against two Milvus 2.3.5 servers")
 
     def create_collection(self, spec: CreateCollectionSpec) -> None:
         from pymilvus.grpc_gen import common_pb2 as c
