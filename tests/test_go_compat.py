@@ -105,13 +105,16 @@ def test_mbackup_message_keys_are_the_go_keys_in_go_order(go):
         assert s.kind == "any" or s.kind == kinds[x["json_type"]], (s, x)
 
 
-def test_mbackup_only_keys_are_the_clustering_key_last_and_only_written_when_set():
-    """Keys the Go tool's messages lack: only is_clustering_key, after every Go key (so the
-    Go keys keep their order) and left out when false, so such a file differs from the Go
-    tool's only where a field is a clustering key, by that one key the Go tool ignores."""
+def test_mbackup_only_keys_come_after_the_go_keys_and_are_only_written_when_set():
+    """Keys the Go tool's messages lack (schema properties it loses): after every Go key (so
+    the Go keys keep their order) and left out when empty, so a file differs from the Go
+    tool's only where a schema has one, by keys the Go tool ignores."""
     ours = {go: [s.key for s in m._specs(cls) if s.mbackup_only] for go, cls in _pairs("HEAD").items()}
-    assert {go: keys for go, keys in ours.items() if keys} == {"FieldSchema": ["is_clustering_key"]}
-    assert m._specs(m.FieldSchema)[-1].key == "is_clustering_key" and not m._specs(m.FieldSchema)[-1].always
+    assert {go: keys for go, keys in ours.items() if keys} == {
+        "FieldSchema": ["is_clustering_key"], "StructArrayFieldSchema": ["type_params", "nullable"]}
+    for go, keys in ours.items():
+        specs = m._specs(_pairs("HEAD")[go])
+        assert [s.key for s in specs[len(specs) - len(keys):]] == keys and not any(s.always for s in specs if s.mbackup_only)
     plain = m.FieldSchema(field_id=101, name="ts", data_type=m.DataType.Int64)
     keyed = dataclasses.replace(plain, is_clustering_key=True)
     assert m.dumps_compact(plain) == b'{"fieldID":101,"name":"ts","data_type":5}'

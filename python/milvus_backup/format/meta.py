@@ -273,6 +273,9 @@ class StructArrayFieldSchema(_Message):
     name: str = ""
     description: str = ""
     fields: list[FieldSchema] = field(default_factory=list)
+    # The struct's own params (max_capacity) and nullability (2.6+), which the Go tool drops.
+    type_params: list[KeyValuePair] = field(default_factory=list, metadata=_MBACKUP_ONLY)
+    nullable: bool = field(default=False, metadata=_MBACKUP_ONLY)
 
 
 @dataclass
