@@ -9,6 +9,7 @@ that a real 2.4+ server answers as the contract does.
 from __future__ import annotations
 
 import base64
+import json
 import os
 import signal
 import subprocess
@@ -22,9 +23,11 @@ from pymilvus.grpc_gen import common_pb2, milvus_pb2, schema_pb2
 
 import inprocess
 from milvus_backup.backup.catalog import open_stores
+from milvus_backup.backup.compat import IncompatibleBackup, check_restorable
 from milvus_backup.backup.create import BackupError, CreateRequest, create_backup
 from milvus_backup.config.settings import load_config
 from milvus_backup.format import meta
+from milvus_backup.milvus.adapters.base import Capabilities
 from milvus_backup.milvus.adapters.v2_3 import Milvus23Adapter
 from milvus_backup.milvus.adapters.v2_4_plus import Milvus24Adapter, Milvus25Adapter, Milvus26Adapter, Milvus30Adapter
 from milvus_backup.milvus.connection import MilvusEndpoint, MilvusError, connect
@@ -42,6 +45,9 @@ PAUSE = "GET /management/datacoord/garbage_collection/pause"
 RESUME = "GET /management/datacoord/garbage_collection/resume"
 DESCRIBE = "POST /v2/vectordb/segments/describe"
 NEWER = ["2.4.23", "2.5.8", "2.6.5", "2.6.11", "3.0.0"]
+PLUGIN_2_4_PLUS = "milvus_backup.milvus.adapters.v2_4_plus"
+CONTRACT_TESTED = ("contract-tested only: against a wire contract built from the protos and the Go tool, not a live "
+                   "Milvus")
 
 
 class Collected(Reporter):
@@ -194,8 +200,20 @@ def test_check_refuses_an_unknown_line_in_one_line_and_runs_with_the_adapter_for
         "adapter plugin for Milvus 3.1"]
     forced = subprocess.run([*run, "--set", "mbackup.milvusAdapter=3.0"], capture_output=True, text=True, timeout=120)
     assert forced.returncode == 0, forced.stderr
-    assert ("Milvus version: v3.1.0 (adapter contract-tested only: against a wire contract built from the protos "
-            "and the Go tool, not a live Milvus)") in forced.stdout.splitlines()
+    assert forced.stdout.splitlines()[:2] == [
+        "Milvus version: v3.1.0",
+        f"Milvus adapter: 3.0 from plugin {PLUGIN_2_4_PLUS} (forced by mbackup.milvusAdapter); {CONTRACT_TESTED}"]
+
+
+@pytest.mark.parametrize("name,line", [("2.4.23", "2.4"), ("2.5.8", "2.5"), ("2.6.5", "2.6"), ("2.6.11", "2.6"),
+                                       ("3.0.0", "3.0")])
+def test_check_names_the_adapter_of_the_servers_line_and_that_it_is_contract_tested(contract, tmp_path, seaweedfs,
+                                                                                     bucket, name, line):
+    contract.reset(PROFILES[name])
+    code, out, err = inprocess.run("check", "--config", str(config_file(tmp_path, seaweedfs, bucket, contract)))
+    assert code == 0, err
+    assert out.splitlines() == [f"Milvus version: v{name}", f"Milvus adapter: {line} from plugin {PLUGIN_2_4_PLUS}; "
+                                f"{CONTRACT_TESTED}", "Success!"]
 
 
 # --------------------------------------------------------------------------------------
@@ -433,6 +451,19 @@ def test_gc_pauses_are_renewed_while_held_and_the_old_ticket_given_back(contract
     assert contract.state.gc_held() == []
 
 
+@pytest.mark.parametrize("name", ["2.4.23", "2.6.11"])  # cluster-wide pause, per-collection ticket
+def test_backup_pause_gc_false_sends_no_pause_and_says_so_once(contract, tmp_path, seaweedfs, bucket, name):
+    contract.reset(PROFILES[name])
+    cfg = str(config_file(tmp_path, seaweedfs, bucket, contract))
+    seed(contract, open_stores(load_config(cfg, env={}, cwd=tmp_path)))
+    code, out, err = inprocess.run("create", "-n", "nopause", "--config", cfg, "--set", "backup.pauseGC=false")
+    assert code == 0 and out.startswith("create backup success: nopause: 1 collections, 5 segments, "), err
+    assert PAUSE not in contract.methods() and RESUME not in contract.methods()
+    assert [line for line in err.splitlines() if "pauseGC" in line] == [
+        "warning: backup.pauseGC is false: Milvus garbage collection is not paused; segments compacted during the "
+        "backup may be missing from it"]
+
+
 def test_ctrl_c_during_a_backup_releases_gc(contract, tmp_path, seaweedfs, bucket):
     contract.reset(PROFILES["2.6.11"])
     stores = open_stores(load_config(str(config_file(tmp_path, seaweedfs, bucket, contract)), env={}, cwd=tmp_path))
@@ -512,6 +543,94 @@ def test_describe_keeps_every_schema_feature_of_these_lines(contract):
                                                                                                   "3600")])
     assert (got.db_id, database.db_id) == (contract.state.databases["db1"].id,) * 2
     assert got.virtual_channel_names == coll.vchannels and got.physical_channel_names == coll.pchannels
+
+
+@pytest.mark.parametrize("name", NEWER)
+def test_the_clustering_key_is_backed_up_and_refused_by_a_line_without_it(contract, stores, name):
+    """The Go meta has no key for it (the Go tool loses it); mbackup writes is_clustering_key on
+    that field only, and a 2.3 target, which has no clustering keys, refuses the collection."""
+    contract.reset(PROFILES[name])
+    schema = docs_schema()
+    schema.fields.append(schema_field("ts", DT.Int64, is_clustering_key=True))
+    coll = contract.state.add_collection("db1", "clustered", schema)
+    contract.state.add_segment(coll, "_default", rows=10)
+    contract.state.write_binlogs(stores.milvus, "files")
+    result, _ = backup(contract, stores, filters=("db1.clustered",))
+    full = json.loads(stores.backup.read(f"{meta.backup_dir('backup', result.info.name)}/meta/{meta.FULL_META}"))
+    fields = {f["name"]: f for f in full["collection_backups"][0]["schema"]["fields"]}
+    assert [n for n, f in fields.items() if "is_clustering_key" in f] == ["ts"] and fields["ts"]["is_clustering_key"]
+    info = meta.loads(meta.BackupInfo, stores.backup.read(f"{meta.backup_dir('backup', result.info.name)}/meta/"
+                                                          f"{meta.FULL_META}"))
+    colls = [("db1.clustered", c) for c in info.collection_backups]
+    with pytest.raises(IncompatibleBackup) as refused:
+        check_restorable(info, colls, Capabilities.of_line("2.3", newest_backup_line="3.0"), "v2.3.5")
+    assert str(refused.value) == (
+        "db1.clustered has clustering key field 'ts': Milvus 2.3.5 lacks clustering keys (they came with Milvus 2.4); "
+        "restore it into Milvus 2.4 or newer, or leave it out with --filter")
+    assert check_restorable(info, colls, Capabilities.of_line("3.0"), "v3.0.0") == []
+
+
+def _set(message, name: str) -> None:
+    """Give ``message``'s field ``name`` a value that is not its default."""
+    fd = message.DESCRIPTOR.fields_by_name[name]
+    value = {fd.TYPE_BOOL: True, fd.TYPE_STRING: "x"}.get(fd.type, 1)
+    if fd.message_type is not None:
+        target = getattr(message, name)
+        (target.add() if hasattr(target, "add") else target).SetInParent()
+        if fd.message_type.name == "KeyValuePair":
+            target[0].key = "k"
+    elif hasattr(getattr(message, name), "append"):
+        getattr(message, name).append(value)
+    else:
+        setattr(message, name, value)
+
+
+def _unkept() -> list[tuple[str, str]]:
+    """(message, proto field) of every schema field pymilvus' protos have that mbackup does
+    not keep: what a newer Milvus adds shows up here by itself."""
+    kept = {"CollectionSchema": {"name", "description", "autoID", "fields", "enable_dynamic_field", "properties",
+                                 "functions", "struct_array_fields", "dbName", "version"},
+            "FieldSchema": {"fieldID", "name", "is_primary_key", "description", "data_type", "type_params",
+                            "index_params", "autoID", "state", "element_type", "default_value", "is_dynamic",
+                            "is_partition_key", "is_clustering_key", "nullable", "is_function_output"},
+            "StructArrayFieldSchema": {"fieldID", "name", "description", "fields", "type_params", "nullable"}}
+    return [(msg, fd.name) for msg, names in kept.items()
+            for fd in getattr(schema_pb2, msg).DESCRIPTOR.fields if fd.name not in names]
+
+
+@pytest.mark.parametrize("message,name", _unkept())
+def test_a_schema_property_mbackup_cannot_keep_is_refused_not_dropped(contract, message, name):
+    contract.reset(PROFILES["2.6.11"])  # 3.0 refuses external collections before reading the schema
+    schema = every_feature_schema()
+    where = {"CollectionSchema": (schema, "the schema of db1.all"),
+             "FieldSchema": (schema.fields[1], f"field {schema.fields[1].name!r} of db1.all"),
+             "StructArrayFieldSchema": (schema.struct_array_fields[0], "struct array field 'chunks' of db1.all")}
+    target, label = where[message]
+    _set(target, name)
+    contract.state.add_collection("db1", "all", schema)
+    chosen = adapter(contract)
+    try:
+        with pytest.raises(MilvusError) as refused:
+            chosen.describe_collection("db1", "all")
+    finally:
+        chosen.close()
+    assert str(refused.value) == (f"{label} sets {name}, which mbackup cannot keep in a backup yet (it would be lost "
+                                  "without a word): leave the collection out with --filter")
+
+
+def test_struct_array_params_and_nullability_are_kept(contract):
+    contract.reset(PROFILES["2.6.11"])
+    schema = every_feature_schema()
+    chunks = schema.struct_array_fields[0]
+    chunks.type_params.add(key="max_capacity", value="8")
+    chunks.nullable = True
+    contract.state.add_collection("db1", "all", schema)
+    chosen = adapter(contract)
+    try:
+        got, = chosen.describe_collection("db1", "all").schema.struct_array_fields
+    finally:
+        chosen.close()
+    assert (got.type_params, got.nullable) == ([meta.KeyValuePair("max_capacity", "8")], True)
 
 
 def test_an_external_collection_on_3_x_is_refused_naming_its_source(contract):

@@ -115,6 +115,15 @@ def by_label(info: meta.BackupInfo) -> dict[str, meta.CollectionBackupInfo]:
 # Create
 
 
+def test_check_names_the_2_3_adapter_and_that_it_is_live_tested(configs, stack):
+    version = client(stack.source.uri).get_server_version()
+    result = ok(mbackup(configs["src"], "check"))
+    assert result.stdout.splitlines() == [
+        f"Milvus version: {version}",
+        "Milvus adapter: 2.3 from plugin milvus_backup.milvus.adapters.v2_3; live-tested against two Milvus 2.3.5 "
+        "servers", "Success!"]
+
+
 def test_create_backs_up_every_collection_segment_and_delete(backup, data, stack):
     assert backup["stdout"].startswith(f"create backup success: {NAME}: 3 collections, ")
     info = backup["info"]

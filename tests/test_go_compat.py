@@ -8,6 +8,7 @@ file holds, what `get` prints. Nothing here is typed from memory of what the Go 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -95,12 +96,32 @@ def test_every_meta_message_is_modelled():
 def test_mbackup_message_keys_are_the_go_keys_in_go_order(go):
     cls = _pairs("HEAD")[go]
     fields = facts("HEAD")["messages"][go]["fields"]
-    assert [s.key for s in m._specs(cls)] == [x["json"] for x in fields]
+    specs = [s for s in m._specs(cls) if not s.mbackup_only]
+    assert [s.key for s in specs] == [x["json"] for x in fields]
     # Written even when zero exactly where Go has no omitempty.
-    assert [s.key for s in m._specs(cls) if s.always] == [x["json"] for x in fields if not x["omitempty"]]
+    assert [s.key for s in specs if s.always] == [x["json"] for x in fields if not x["omitempty"]]
     kinds = {"string": "str", "integer": "int", "boolean": "bool", "object": "msg", "array": "list", "object(map)": "map"}
-    for s, x in zip(m._specs(cls), fields, strict=False):
+    for s, x in zip(specs, fields, strict=False):
         assert s.kind == "any" or s.kind == kinds[x["json_type"]], (s, x)
+
+
+def test_mbackup_only_keys_come_after_the_go_keys_and_are_only_written_when_set():
+    """Keys the Go tool's messages lack (schema properties it loses): after every Go key (so
+    the Go keys keep their order) and left out when empty, so a file differs from the Go
+    tool's only where a schema has one, by keys the Go tool ignores."""
+    ours = {go: [s.key for s in m._specs(cls) if s.mbackup_only] for go, cls in _pairs("HEAD").items()}
+    assert {go: keys for go, keys in ours.items() if keys} == {
+        "FieldSchema": ["is_clustering_key"], "StructArrayFieldSchema": ["type_params", "nullable"]}
+    for go, keys in ours.items():
+        specs = m._specs(_pairs("HEAD")[go])
+        assert [s.key for s in specs[len(specs) - len(keys):]] == keys and not any(s.always for s in specs if s.mbackup_only)
+    plain = m.FieldSchema(field_id=101, name="ts", data_type=m.DataType.Int64)
+    keyed = dataclasses.replace(plain, is_clustering_key=True)
+    assert m.dumps_compact(plain) == b'{"fieldID":101,"name":"ts","data_type":5}'
+    assert m.dumps_compact(keyed) == b'{"fieldID":101,"name":"ts","data_type":5,"is_clustering_key":true}'
+    assert problems(json.loads(m.dumps_compact(keyed)), "FieldSchema", facts("HEAD")) == [
+        "FieldSchema: keys ['is_clustering_key'] are not fields of FieldSchema"]
+    assert m.loads(m.FieldSchema, m.dumps_compact(keyed)) == keyed
 
 
 @pytest.mark.parametrize(("name", "enum"), [("DataType", m.DataType), ("ConsistencyLevel", m.ConsistencyLevel),

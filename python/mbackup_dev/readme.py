@@ -1,7 +1,8 @@
-"""The README's settings table, rendered from the settings declared in config/params.py.
+"""The README's generated tables: the settings table, rendered from the settings declared in
+config/params.py, and the table of Milvus lines (:mod:`mbackup_dev.lines_table`).
 
-``scripts/readme`` rewrites the table between its markers (``--check``: exit 1 if it is stale);
-tests/test_params.py fails when the README's table is not what :func:`render` gives.
+``scripts/readme`` rewrites each table between its markers (``--check``: exit 1 if one is
+stale); tests fail when the README's tables are not what the renderers give.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from mbackup_dev import lines_table
 from milvus_backup.config.params import SETTINGS, Setting, flag_default, format_value, one_of
 
 README = Path(__file__).resolve().parents[2] / "README.md"
@@ -66,12 +68,18 @@ def render() -> str:
     return "\n".join([*lines, END])
 
 
+#: Each generated table: its markers and its renderer.
+TABLES = ((BEGIN, END, render), (lines_table.BEGIN, lines_table.END, lines_table.render))
+
+
 def with_table(text: str) -> str:
-    """``text`` (the README) with its table replaced by the current one."""
-    start, end = text.find(BEGIN), text.find(END)
-    if start < 0 or end < start:
-        raise ValueError(f"the README has no settings table markers ({BEGIN} ... {END})")
-    return text[:start] + render() + text[end + len(END):]
+    """``text`` (the README) with each generated table replaced by the current one."""
+    for begin, end_marker, rendered in TABLES:
+        start, end = text.find(begin), text.find(end_marker)
+        if start < 0 or end < start:
+            raise ValueError(f"the README has no table markers {begin} ... {end_marker}")
+        text = text[:start] + rendered() + text[end + len(end_marker):]
+    return text
 
 
 def main(argv: list[str]) -> int:
@@ -79,12 +87,12 @@ def main(argv: list[str]) -> int:
     updated = with_table(text)
     if "--check" in argv:
         if updated != text:
-            print("README.md: the settings table is stale; run scripts/readme", file=sys.stderr)
+            print("README.md: a generated table is stale; run scripts/readme", file=sys.stderr)
             return 1
         return 0
     if updated != text:
         README.write_text(updated)
-        print("README.md: settings table updated")
+        print("README.md: tables updated")
     return 0
 
 

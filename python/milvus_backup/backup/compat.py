@@ -22,10 +22,11 @@ class IncompatibleBackup(MBackupError):
 
 
 # How a refusal names each feature: "Milvus 2.3.5 lacks <noun>".
-_NOUNS = {
+NOUNS = {
     "bfloat16_vector": "BFloat16Vector fields",
     "sparse_float_vector": "SparseFloatVector fields", "int8_vector": "Int8Vector fields",
     "several_vector_fields": "collections with several vector fields", "nullable": "nullable fields",
+    "clustering_key": "clustering keys",
     "default_value": "default values", "functions": "functions", "struct_array": "struct array fields",
     "geometry": "Geometry fields", "timestamptz": "Timestamptz fields", "text": "Text fields",
 }
@@ -58,6 +59,8 @@ def schema_needs(schema: meta.CollectionSchema | None) -> Iterator[tuple[str, st
             yield "default_value", f"field {f.name!r} with a default value"
         if f.is_function_output:
             yield "functions", f"field {f.name!r} that a function fills"
+        if f.is_clustering_key:
+            yield "clustering_key", f"clustering key field {f.name!r}"
     vectors = [f.name for f in fields if f.data_type in _VECTORS]
     if len(vectors) > 1:
         yield "several_vector_fields", f"{len(vectors)} vector fields ({', '.join(vectors)})"
@@ -106,7 +109,7 @@ def check_restorable(info: meta.BackupInfo, collections: list[tuple[str, meta.Co
             if not caps.has(feature):
                 since = FEATURES_SINCE[feature]
                 raise IncompatibleBackup(
-                    f"{label} has {what}: {target} lacks {_NOUNS[feature]} (they came with Milvus {since}); restore "
+                    f"{label} has {what}: {target} lacks {NOUNS[feature]} (they came with Milvus {since}); restore "
                     f"it into Milvus {since} or newer, or leave it out with --filter")
     if meta_only:
         return []  # nothing is imported

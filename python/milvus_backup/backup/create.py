@@ -65,6 +65,7 @@ class CreateRequest:
     filters: list[str] = field(default_factory=list)  # coll, db.coll, db.* (empty: everything)
     strategy: str = ""  # "" = auto
     rbac: bool = False  # also users, roles, grants and privilege groups
+    pause_gc: bool = True  # backup.pauseGC: hold Milvus' garbage collection while copying
 
     def validate(self) -> None:
         """Refuse bad flags before connecting to Milvus."""
@@ -205,7 +206,8 @@ def create_backup(adapter: MilvusAdapter | Callable[[], MilvusAdapter], stores: 
                        warn=reporter.warning) as lock:
             with backup_storage_errors(stores):
                 resumed = prepare(stores, bdir, name, request.record())
-            run = _CreateRun(adapter, stores, name, bdir, strategy, settings, reporter, lock, rbac=request.rbac)
+            run = _CreateRun(adapter, stores, name, bdir, strategy, settings, reporter, lock, rbac=request.rbac,
+                              pause_gc=request.pause_gc)
             return run.execute(databases, pairs, resumed, request.record())
     finally:
         if old_umask is not None:
@@ -265,6 +267,7 @@ class _CreateRun:
     reporter: Reporter
     lock: StoreLock
     rbac: bool = False
+    pause_gc: bool = True
     started: float = field(default_factory=time.monotonic)
     phases: dict[str, float] = field(default_factory=dict)
 
@@ -289,7 +292,10 @@ class _CreateRun:
                 if self.rbac:
                     info.rbac_meta = self.adapter.backup_rbac()
             # Held from before the flush until the meta is written, released in finally.
-            if with_data and not self.adapter.pause_gc(GC_PAUSE_SECONDS, [c.collection_id for c in collections]):
+            if with_data and not self.pause_gc:
+                self.reporter.warning("backup.pauseGC is false: Milvus garbage collection is not paused; segments "
+                                      "compacted during the backup may be missing from it")
+            elif with_data and not self.adapter.pause_gc(GC_PAUSE_SECONDS, [c.collection_id for c in collections]):
                 self.reporter.warning(f"Milvus {self.adapter.version} cannot pause garbage collection; segments "
                                       "compacted during the backup may be missing from it (back up while writes are "
                                       "quiet)")

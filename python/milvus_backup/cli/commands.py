@@ -288,7 +288,8 @@ def check(ctx: typer.Context, config: ConfigOption = None, set_: SetOption = Non
     state = ctx.obj.with_command_options(config, set_)
     adapter = _milvus(state)
     stores = _stores(state)
-    typer.echo(f"Milvus version: {adapter.version}" + (f" ({adapter.tested})" if adapter.tested else ""))
+    typer.echo(f"Milvus version: {adapter.version}")
+    typer.echo(f"Milvus adapter: {adapter.served_by or type(adapter).__name__}; {adapter.tested}")
     dirs, objects = stores.milvus.list_dirs(stores.milvus_root)
     if not dirs and not objects:
         typer.echo(f"warning: nothing under {stores.milvus.url}/{stores.milvus_root}: check milvus.storage.bucketName "
@@ -331,7 +332,8 @@ def create(
     from ..backup.create import CreateRequest, create_backup
 
     state = ctx.obj.with_command_options(config, set_)
-    request = CreateRequest(name=name, filters=_legacy_filter(filter_, colls, databases), strategy=strategy, rbac=rbac)
+    request = CreateRequest(name=name, filters=_legacy_filter(filter_, colls, databases), strategy=strategy, rbac=rbac,
+                            pause_gc=state.config().backup.pause_gc)
     request.validate()
     settings = copy_settings(state.config())
     stores = _stores(state)

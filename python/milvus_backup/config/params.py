@@ -223,7 +223,7 @@ _TABLE: tuple[Setting, ...] = (
     _s("backup.concurrency.segments", "int", 1024, "Segments backed up at once", range=ranges.CONCURRENCY,
        v1="backup.parallelism.backupSegment", used=False),
     _s("backup.pauseGC", "bool", True, "Pause Milvus's garbage collection while backing up",
-       v1=V1("backup.gcPause.enable", ("BACKUP_GC_PAUSE_ENABLE",)), used=False),
+       v1=V1("backup.gcPause.enable", ("BACKUP_GC_PAUSE_ENABLE",))),
     _s("restore.concurrency.collections", "int", 2, "Collections restored at once", range=ranges.CONCURRENCY,
        v1=V1("backup.parallelism.restoreCollection", ("BACKUP_PARALLELISM_RESTORE_COLLECTION",)), used=False),
     _s("restore.concurrency.importJobs", "int", 768, f"Import jobs at once (mbackup runs at most {MAX_IMPORT_JOBS})",

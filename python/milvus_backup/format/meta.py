@@ -168,6 +168,9 @@ class FieldState(enum.IntEnum):
 
 # Fields Go writes even when zero (the tool's gen_proto.sh strips their omitempty).
 _ALWAYS = {"always": True}
+# Fields the Go tool's messages lack, written only when set (omitempty), so a backup without
+# them is byte-identical to the Go tool's; its encoding/json reader ignores unknown keys.
+_MBACKUP_ONLY = {"mbackup_only": True}
 
 
 def _named(json_name: str, default: Any = 0) -> Any:
@@ -247,6 +250,8 @@ class FieldSchema(_Message):
     default_value_proto: str = ""  # legacy, read for compatibility
     is_function_output: bool = False
     default_value_base64: str = ""  # base64(proto schemapb.ValueField)
+    # Milvus' clustering key (2.4+), which the Go tool neither records nor restores.
+    is_clustering_key: bool = field(default=False, metadata=_MBACKUP_ONLY)
 
 
 @dataclass
@@ -268,6 +273,9 @@ class StructArrayFieldSchema(_Message):
     name: str = ""
     description: str = ""
     fields: list[FieldSchema] = field(default_factory=list)
+    # The struct's own params (max_capacity) and nullability (2.6+), which the Go tool drops.
+    type_params: list[KeyValuePair] = field(default_factory=list, metadata=_MBACKUP_ONLY)
+    nullable: bool = field(default=False, metadata=_MBACKUP_ONLY)
 
 
 @dataclass
@@ -444,6 +452,7 @@ class _Spec:
     kind: str  # int | bool | str | msg | list | map | any
     item: Any  # message class for msg; item kind or class for list
     always: bool
+    mbackup_only: bool = False  # not a field of the Go tool's message
 
 
 @functools.cache
@@ -452,7 +461,8 @@ def _specs(cls: type) -> tuple[_Spec, ...]:
     out = []
     for f in dataclasses.fields(cls):
         kind, item = _kind_of(hints[f.name])
-        out.append(_Spec(f.name, f.metadata.get("json", f.name), kind, item, bool(f.metadata.get("always"))))
+        out.append(_Spec(f.name, f.metadata.get("json", f.name), kind, item, bool(f.metadata.get("always")),
+                         bool(f.metadata.get("mbackup_only"))))
     return tuple(out)
 
 

@@ -189,6 +189,7 @@ class CreateCollectionSpec:
 #: lacks, before creating anything.
 FEATURES_SINCE: dict[str, str] = {
     "bfloat16_vector": "2.4", "sparse_float_vector": "2.4", "several_vector_fields": "2.4", "l0_import": "2.4",
+    "clustering_key": "2.4",
     "nullable": "2.5", "default_value": "2.5", "functions": "2.5",
     "int8_vector": "2.6", "struct_array": "2.6", "geometry": "2.6", "timestamptz": "2.6", "storage_v2": "2.6",
     "text": "3.0", "snapshot_restore": "3.0",
@@ -227,6 +228,21 @@ def _lines_of(table: dict[str, str]) -> dict[str, tuple[int, int]]:
 
 
 _FEATURE_LINES = _lines_of(FEATURES_SINCE)
+
+
+@dataclass(frozen=True)
+class HowTested:
+    """How an adapter is tested, which ``mbackup check`` and the README's table of lines show."""
+
+    how: str = ""  # "live" (against a real server), "contract" (a wire contract only), "" (not by mbackup)
+    against: str = ""
+
+    def __str__(self) -> str:
+        if self.how == "live":
+            return f"live-tested {self.against}"
+        if self.how == "contract":
+            return f"contract-tested only: {self.against}"
+        return "not tested by mbackup"
 
 
 @dataclass(frozen=True)
@@ -273,7 +289,11 @@ class MilvusAdapter(ABC):
     version: str
     #: How the adapter is tested, which ``mbackup check`` shows: against which live server,
     #: or only against a wire contract.
-    tested: str = ""
+    tested: HowTested = HowTested()
+    #: Whether restore into the line is built; False: every creating method refuses.
+    restores: bool = True
+    #: Which registered adapter serves the server, and why: set by the registry, shown by check.
+    served_by: str = ""
     layout: StorageLayout = StorageLayout()
     #: What the line restores. The default is 2.3's: it also takes 2.4 and 2.5 backups (the Go
     #: tool restores nothing into 2.3; their storage v0 binlogs import on 2.3.5, tested live),

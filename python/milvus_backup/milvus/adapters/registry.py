@@ -56,6 +56,10 @@ class MilvusAdapters:
         found = [e.line for e in self._lines.values() if plugin is None or e.plugin == plugin]
         return sorted(found, key=lambda line: tuple(int(n) for n in line.split(".")))
 
+    def entry(self, line: str) -> AdapterEntry:
+        """The registered adapter of ``line`` (one of :meth:`lines`)."""
+        return self._lines[line]
+
     def adapter_for(self, version: str, connection: Any, *, line: str = "") -> MilvusAdapter:
         """The adapter of the line ``version`` belongs to, or of ``line`` when given (the
         ``mbackup.milvusAdapter`` setting); a clear error when none is registered."""
@@ -76,6 +80,8 @@ class MilvusAdapters:
         if not isinstance(adapter, MilvusAdapter):
             raise MilvusError(f"the adapter plugin for Milvus {version} ({entry.plugin}) returned "
                               f"{type(adapter).__name__}, not a MilvusAdapter")
+        adapter.served_by = f"{entry.line} from plugin {entry.plugin}" + (
+            " (forced by mbackup.milvusAdapter)" if line else "")
         return adapter
 
     def _no_adapter(self, version: str, number: tuple[int, int, int], supported: str) -> str:

@@ -150,7 +150,7 @@ class RpcAdapter(MilvusAdapter):
         # AddCollectionField, so the server gives $meta the id after the last user field on the
         # source and on the target alike and the binlogs line up. The Go tool records $meta only
         # when it reads etcd, which mbackup does not.
-        schema = _schema_from_proto(resp.schema)
+        schema = _schema_from_proto(resp.schema, f"{db}.{collection}")
         partitions = self._partitions(db, collection, resp.collectionID)
         indexes = self._indexes(db, collection)
         return meta.CollectionBackupInfo(
@@ -447,10 +447,44 @@ def _kvs(pairs: Iterable[Any]) -> list[meta.KeyValuePair]:
 # Schema: the server's proto -> the Go tool's JSON model
 
 
-def _schema_from_proto(schema: Any) -> meta.CollectionSchema:
+# The proto fields of each schema message that the conversions below keep. A field set outside
+# them would be lost from the backup without a word: refused instead (_refuse_unkept), which
+# also catches what a newer Milvus adds before mbackup knows it.
+_KEPT = {
+    "CollectionSchema": {"name", "description", "autoID", "fields", "enable_dynamic_field", "properties", "functions",
+                         "struct_array_fields",
+                         "dbName", "version"},  # the backup records the database; the server numbers versions
+    "FieldSchema": {"fieldID", "name", "is_primary_key", "description", "data_type", "type_params", "index_params",
+                    "autoID", "state", "element_type", "default_value", "is_dynamic", "is_partition_key",
+                    "is_clustering_key", "nullable", "is_function_output"},
+    "StructArrayFieldSchema": {"fieldID", "name", "description", "fields", "type_params", "nullable"},
+    "FunctionSchema": {"name", "id", "description", "type", "input_field_names", "input_field_ids",
+                       "output_field_names", "output_field_ids", "params"},
+}
+
+
+def _refuse_unkept(message: Any, where: str) -> None:
+    kept = _KEPT[message.DESCRIPTOR.name]
+    unkept = [fd.name for fd, _value in message.ListFields() if fd.name not in kept]
+    if unkept:
+        raise MilvusError(f"{where} sets {', '.join(unkept)}, which mbackup cannot keep in a backup yet (it would "
+                          "be lost without a word): leave the collection out with --filter")
+
+
+def _schema_from_proto(schema: Any, where: str) -> meta.CollectionSchema:
     """Every schema feature the lines have: functions (BM25 and others) with their output
     fields, struct array fields, and per field nullable, default values, partition and
-    clustering keys, the dynamic field flag."""
+    clustering keys, the dynamic field flag. What it cannot keep is refused, naming
+    ``where`` (db.collection)."""
+    _refuse_unkept(schema, f"the schema of {where}")
+    for f in schema.fields:
+        _refuse_unkept(f, f"field {f.name!r} of {where}")
+    for fn in schema.functions:
+        _refuse_unkept(fn, f"function {fn.name!r} of {where}")
+    for s in schema.struct_array_fields:
+        _refuse_unkept(s, f"struct array field {s.name!r} of {where}")
+        for f in s.fields:
+            _refuse_unkept(f, f"field {f.name!r} of struct array field {s.name!r} of {where}")
     return meta.CollectionSchema(
         name=schema.name,
         description=schema.description,
@@ -461,7 +495,8 @@ def _schema_from_proto(schema: Any) -> meta.CollectionSchema:
         functions=[_function_from_proto(fn) for fn in schema.functions],
         struct_array_fields=[
             meta.StructArrayFieldSchema(field_id=s.fieldID, name=s.name, description=s.description,
-                                        fields=[_field_from_proto(f) for f in s.fields])
+                                        fields=[_field_from_proto(f) for f in s.fields], type_params=_kvs(s.type_params),
+                                        nullable=s.nullable)
             for s in schema.struct_array_fields
         ],
     )
@@ -496,6 +531,7 @@ def _field_from_proto(f: Any) -> meta.FieldSchema:
         element_type=int(f.element_type),
         is_dynamic=f.is_dynamic,
         is_partition_key=f.is_partition_key,
+        is_clustering_key=f.is_clustering_key,
         nullable=f.nullable,
         is_function_output=f.is_function_output,
         default_value_base64=default,

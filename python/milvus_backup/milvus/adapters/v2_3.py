@@ -21,7 +21,7 @@ from typing import Any
 from ...format import meta
 from ...plugins.hookspecs import hookimpl
 from ..connection import MilvusError
-from .base import CreateCollectionSpec, ImportState, ImportStatus
+from .base import CreateCollectionSpec, HowTested, ImportState, ImportStatus
 from .rpc import RpcAdapter, RpcFailed, _import_status
 
 
@@ -33,7 +33,7 @@ def mbackup_register_milvus_adapter(register: Callable[..., None]) -> None:
 class Milvus23Adapter(RpcAdapter):
     """Milvus 2.3.x through one dedicated gRPC channel."""
 
-    tested = "adapter live-tested against Milvus 2.3.5"
+    tested = HowTested("live", "against two Milvus 2.3.5 servers")
 
     def create_collection(self, spec: CreateCollectionSpec) -> None:
         from pymilvus.grpc_gen import common_pb2 as c
@@ -160,6 +160,8 @@ def _schema_to_proto(schema: meta.CollectionSchema, collection: str, name: str) 
             raise unsupported(f"field {f.name} has a default value")
         if f.is_function_output:
             raise unsupported(f"field {f.name} is a function output")
+        if f.is_clustering_key:
+            raise unsupported(f"field {f.name} is the clustering key")
         out.fields.append(
             s.FieldSchema(
                 name=f.name,

@@ -32,6 +32,7 @@ from .base import (
     BinlogDescribeFailed,
     Capabilities,
     FlushAllResult,
+    HowTested,
     SegmentBinlogs,
     SegmentRef,
 )
@@ -57,8 +58,7 @@ class Milvus24Adapter(RestoreV2):
 
     capabilities = Capabilities.of_line("2.4")
 
-    tested = ("adapter contract-tested only: against a wire contract built from the protos and the Go tool, "
-              "not a live Milvus")
+    tested = HowTested("contract", "against a wire contract built from the protos and the Go tool, not a live Milvus")
 
     def __init__(self, version: str, connection: Any) -> None:
         super().__init__(version, connection)
