@@ -3,21 +3,20 @@
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use futures::stream::{self, BoxStream, FuturesUnordered, StreamExt, TryStreamExt};
 use object_store::{MultipartUpload, ObjectStoreExt, PutPayload};
-use rand::Rng;
 use tokio::sync::{Semaphore, SemaphorePermit};
 use tokio_util::sync::CancellationToken;
 
+use crate::backend::key::path;
+use crate::backend::{s3, Backend};
 use crate::checksum::{self, Algo, Hasher, Sum, Sums, Want};
 use crate::errors::{Error, Kind, Result};
 use crate::limits::Limits;
 use crate::progress::Progress;
-use crate::s3;
-use crate::store::{path, Backend};
+use crate::retry::backoff;
 use crate::version::{changed, md5_of_etag, Pin};
 
 #[derive(Clone, Debug)]
@@ -587,12 +586,6 @@ pub fn ranges(size: u64, part: u64) -> Vec<std::ops::Range<u64>> {
     (0..size.div_ceil(part)).map(|i| i * part..(i * part).saturating_add(part).min(size)).collect()
 }
 
-/// Exponential backoff with full jitter: 200 ms, 400 ms, ... capped at 5 s.
-pub(crate) fn backoff(attempt: u32) -> Duration {
-    let cap = 200u64.saturating_mul(1 << attempt.min(10)).min(5_000);
-    Duration::from_millis(rand::rng().random_range(cap / 2..=cap))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -611,13 +604,5 @@ mod tests {
         let part = part_size_for(size, 8 << 20);
         assert!(size.div_ceil(part) <= 10_000);
         assert_eq!(part_size_for(100, 8 << 20), 8 << 20);
-    }
-
-    #[test]
-    fn backoff_grows_and_is_capped() {
-        for attempt in 1..20 {
-            let d = backoff(attempt).as_millis() as u64;
-            assert!(d <= 5_000 && d >= 100, "{attempt}: {d}");
-        }
     }
 }

@@ -1,11 +1,17 @@
-//! Stores the engine reads and writes, and the `Store` class Python builds them with.
+//! Stores the engine reads and writes.
 //!
 //! A store is addressed by URL plus object_store configuration keys (`s3://bucket` with
 //! `aws_endpoint`, `file:///root`, `memory://name`, `gs://bucket`, `az://container`). S3
 //! stores keep what server-side copies need (endpoint, bucket, credentials) and are listed by
 //! our own requests (s3.rs); `file://` is our own store that never follows a link (fs.rs); any Python
-//! object with `get`/`put`/`head`/`list`/`delete` methods is a store too (the slow path
+//! object with `get`/`put`/`head`/`list`/`delete` methods is a store too (python.rs: the slow path
 //! for backends only a Python library can reach).
+
+pub mod errors;
+pub mod fs;
+pub mod key;
+pub mod python;
+pub mod s3;
 
 use std::collections::HashMap;
 use std::str::FromStr;
@@ -21,44 +27,25 @@ use object_store::aws::{AmazonS3, AmazonS3Builder, AmazonS3ConfigKey};
 use object_store::azure::{AzureConfigKey, MicrosoftAzureBuilder};
 use object_store::gcp::{GoogleCloudStorageBuilder, GoogleConfigKey};
 use object_store::memory::InMemory;
-use object_store::path::Path;
 use object_store::{
     BackoffConfig, Certificate, ClientOptions, GetOptions, GetRange, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload,
-    RetryConfig, UpdateVersion,
+    RetryConfig,
 };
-use pyo3::prelude::*;
-use pyo3::types::PyBytes;
 
 use crate::checksum::{Algo, Running};
-use crate::copy::backoff;
 use crate::errors::{Error, Kind, Result};
-use crate::fs::FileStore;
-use crate::s3::{Listed, ObjectHead};
+use crate::retry::backoff;
 use crate::version::{changed, quoted};
-use crate::{runtime, to_py_err};
-
-/// What server-side S3 requests need to know about a bucket.
-#[derive(Debug)]
-pub struct S3Info {
-    pub bucket: String,
-    /// Base URL of the bucket, path-style or virtual-host as configured.
-    pub bucket_endpoint: String,
-    pub region: String,
-    /// Server identity for "can these two stores copy server-side": endpoint, region, key.
-    pub account: (Option<String>, String, Option<String>),
-    pub http: reqwest::Client,
-    /// Set once the endpoint has answered like S3 (see `s3::ensure_s3`).
-    pub verified: tokio::sync::OnceCell<()>,
-    /// Objects are encrypted with a customer key, which every read must send: our own
-    /// requests do not, so reads go through object_store (without the stated checksums).
-    pub sse_c: bool,
-}
+use fs::FileStore;
+use key::path;
+use python::PythonStore;
+use s3::{Listed, ObjectHead, S3Info};
 
 pub enum Backend {
     S3 { store: Arc<AmazonS3>, info: S3Info },
     File { store: Arc<FileStore> },
     Native { store: Arc<dyn ObjectStore>, kind: &'static str },
-    Python(Py<PyAny>),
+    Python(PythonStore),
 }
 
 impl Backend {
@@ -90,7 +77,7 @@ impl Backend {
     /// Before a HEAD or GET answer is believed, the endpoint must have shown it is S3.
     async fn ensure_s3(&self) -> Result<()> {
         match self {
-            Backend::S3 { store, info } => crate::s3::ensure_s3(store, info).await,
+            Backend::S3 { store, info } => s3::ensure_s3(store, info).await,
             _ => Ok(()),
         }
     }
@@ -104,18 +91,7 @@ impl Backend {
                 Err(object_store::Error::NotFound { .. }) => Ok(None),
                 Err(e) => Err(e.into()),
             },
-            None => {
-                let (obj, key) = (self.py_obj(), key.to_string());
-                py_blocking(move |py| {
-                    let r = obj.call_method1(py, "head", (key,))?;
-                    if r.is_none(py) {
-                        return Ok(None);
-                    }
-                    let (size, etag): (u64, Option<String>) = r.extract(py)?;
-                    Ok(Some((size, etag)))
-                })
-                .await
-            }
+            None => self.python().head(key).await,
         }
     }
 
@@ -130,7 +106,7 @@ impl Backend {
         self.ensure_s3().await?;
         match self {
             Backend::S3 { store, info } if range.is_none() && !info.sse_c => {
-                let (head, response) = crate::s3::get_object(store, info, key, if_match).await?;
+                let (head, response) = s3::get_object(store, info, key, if_match).await?;
                 let url = response.url().to_string();
                 let body = response.bytes_stream().map(move |c| c.map_err(|e| Error::new(Kind::Transient, format!("GET {url}: {e}"))));
                 Ok(Opened { head, body: body.boxed() })
@@ -169,15 +145,7 @@ impl Backend {
         self.ensure_s3().await?;
         match self.native() {
             Some(store) => Ok(store.get(&path(key)?).await?.bytes().await?),
-            None => {
-                let (obj, key) = (self.py_obj(), key.to_string());
-                py_blocking(move |py| {
-                    let data = obj.call_method1(py, "get", (key,))?;
-                    let bytes: Vec<u8> = data.extract(py)?;
-                    Ok(Bytes::from(bytes))
-                })
-                .await
-            }
+            None => self.python().get(key).await,
         }
     }
 
@@ -207,20 +175,13 @@ impl Backend {
                 }
             }
             None if conditional => Err(Error::new(Kind::Fatal, "conditional writes need a native store")),
-            None => {
-                let (obj, key) = (self.py_obj(), key.to_string());
-                py_blocking(move |py| {
-                    let r = obj.call_method1(py, "put", (key, PyBytes::new(py, &data)))?;
-                    Ok(r.extract::<Option<String>>(py).unwrap_or(None))
-                })
-                .await
-            }
+            None => self.python().put(key, data).await,
         }
     }
 
-    fn py_obj(&self) -> Py<PyAny> {
+    fn python(&self) -> &PythonStore {
         match self {
-            Backend::Python(obj) => Python::attach(|py| obj.clone_ref(py)),
+            Backend::Python(store) => store,
             _ => unreachable!("only Python stores are called through Python"),
         }
     }
@@ -232,33 +193,9 @@ pub struct Opened {
     pub body: BoxStream<'static, Result<Bytes>>,
 }
 
-/// object_store's name for a key. Keys it cannot spell (control characters, empty or `.`
-/// segments) fail that object only, and the message says how to leave them out. A leading or
-/// trailing `/` would be dropped, silently addressing another key: refused too.
-pub fn path(key: &str) -> Result<Path> {
-    let unaddressable =
-        |why: String| Error::new(Kind::Fatal, format!("object key {key:?} cannot be addressed ({why}); --exclude skips it")).with_cause("bad_key");
-    if key.starts_with('/') || key.ends_with('/') {
-        return Err(unaddressable("a leading or trailing /".into()));
-    }
-    // object_store's own message quotes the key raw: a newline in it would break the line.
-    Path::parse(key).map_err(|_| {
-        unaddressable(
-            if key.split('/').any(str::is_empty) {
-                "an empty path segment"
-            } else if key.split('/').any(|s| s == "." || s == "..") {
-                "a `.` or `..` segment"
-            } else {
-                "a control character"
-            }
-            .into(),
-        )
-    })
-}
-
 /// Objects under `prefix` (a folder), and with `delimiter` only one level plus the sub-folders;
 /// keys exactly as the store spells them.
-async fn listing(backend: &Backend, prefix: &str, delimiter: bool) -> Result<(Vec<Listed>, Vec<String>)> {
+pub async fn listing(backend: &Backend, prefix: &str, delimiter: bool) -> Result<(Vec<Listed>, Vec<String>)> {
     let entry = |key: String, size: u64, etag: Option<String>, modified: chrono::DateTime<chrono::Utc>| Listed {
         key,
         size,
@@ -266,7 +203,7 @@ async fn listing(backend: &Backend, prefix: &str, delimiter: bool) -> Result<(Ve
         modified: Some(modified.timestamp_millis() as f64 / 1000.0),
     };
     match backend {
-        Backend::S3 { store, info } => crate::s3::list_objects(store, info, prefix, delimiter).await,
+        Backend::S3 { store, info } => s3::list_objects(store, info, prefix, delimiter).await,
         Backend::File { store } => {
             let (store, prefix) = (store.clone(), prefix.to_string());
             let (objects, dirs) = tokio::task::spawn_blocking(move || store.list_level(&prefix, !delimiter))
@@ -290,34 +227,6 @@ async fn listing(backend: &Backend, prefix: &str, delimiter: bool) -> Result<(Ve
     }
 }
 
-/// Run a call into a Python store on a blocking thread, holding the GIL only there.
-async fn py_blocking<T, F>(f: F) -> Result<T>
-where
-    T: Send + 'static,
-    F: FnOnce(Python<'_>) -> PyResult<T> + Send + 'static,
-{
-    tokio::task::spawn_blocking(move || Python::attach(|py| f(py).map_err(|e| python_error(py, e))))
-        .await
-        .map_err(|e| Error::new(Kind::Fatal, format!("python store call panicked: {e}")))?
-}
-
-fn python_error(py: Python<'_>, e: PyErr) -> Error {
-    let kind = if e.is_instance_of::<pyo3::exceptions::PyFileNotFoundError>(py)
-        || e.is_instance_of::<pyo3::exceptions::PyKeyError>(py)
-    {
-        Kind::NotFound
-    } else if e.is_instance_of::<pyo3::exceptions::PyPermissionError>(py) {
-        Kind::Auth
-    } else if e.is_instance_of::<pyo3::exceptions::PyConnectionError>(py)
-        || e.is_instance_of::<pyo3::exceptions::PyTimeoutError>(py)
-    {
-        Kind::Transient
-    } else {
-        Kind::Fatal
-    };
-    Error::new(kind, e.to_string())
-}
-
 fn memory_stores() -> &'static Mutex<HashMap<String, Arc<InMemory>>> {
     static STORES: OnceLock<Mutex<HashMap<String, Arc<InMemory>>>> = OnceLock::new();
     STORES.get_or_init(Default::default)
@@ -338,7 +247,7 @@ fn retry_config() -> RetryConfig {
 /// connection must not end a copy of thousands of objects.
 const LIST_ATTEMPTS: u32 = 4;
 
-async fn listing_again_on_transient_errors<T, F, Fut>(mut list: F) -> Result<T>
+pub async fn listing_again_on_transient_errors<T, F, Fut>(mut list: F) -> Result<T>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T>>,
@@ -452,251 +361,6 @@ fn open_s3(url: &str, options: &HashMap<String, String>) -> Result<Backend> {
     Ok(Backend::S3 { store: Arc::new(store), info: S3Info { bucket, bucket_endpoint, region, account, http, verified, sse_c } })
 }
 
-/// A bucket (or folder, or in-memory namespace) that Python reads and writes through.
-/// Every call releases the GIL while it waits on the store.
-#[pyclass(frozen, module = "milvus_backup._engine")]
-pub struct Store {
-    pub backend: Arc<Backend>,
-    url: String,
-}
-
-#[pymethods]
-impl Store {
-    #[new]
-    #[pyo3(signature = (url, options=None))]
-    fn new(py: Python<'_>, url: String, options: Option<HashMap<String, String>>) -> PyResult<Self> {
-        let options = options.unwrap_or_default();
-        // Building an S3 or GCS client may read files and start a runtime: do it off the GIL.
-        let backend = py.detach(|| {
-            let _guard = runtime().enter();
-            open(&url, &options)
-        });
-        Ok(Store { backend: Arc::new(backend.map_err(to_py_err)?), url })
-    }
-
-    #[getter]
-    fn url(&self) -> &str {
-        &self.url
-    }
-
-    #[getter]
-    fn kind(&self) -> &'static str {
-        self.backend.kind()
-    }
-
-    fn __repr__(&self) -> String {
-        format!("Store({:?})", self.url)
-    }
-
-    /// Every object under `prefix` as (key, size, etag), in key order.
-    #[pyo3(signature = (prefix=""))]
-    fn list(&self, py: Python<'_>, prefix: &str) -> PyResult<Vec<(String, u64, Option<String>)>> {
-        Ok(self.listed(py, prefix)?.into_iter().map(|o| (o.key, o.size, o.etag)).collect())
-    }
-
-    /// Like `list`, with each object's last-modified time (seconds since the epoch, or None
-    /// when the store does not say): (key, size, etag, last_modified).
-    #[pyo3(signature = (prefix=""))]
-    fn list_meta(&self, py: Python<'_>, prefix: &str) -> PyResult<Vec<(String, u64, Option<String>, Option<f64>)>> {
-        Ok(self.listed(py, prefix)?.into_iter().map(|o| (o.key, o.size, o.etag, o.modified)).collect())
-    }
-
-    /// One level under `prefix`: (sub-"directories", objects as (key, size, etag)).
-    #[pyo3(signature = (prefix=""))]
-    fn list_dirs(&self, py: Python<'_>, prefix: &str) -> PyResult<(Vec<String>, Vec<(String, u64, Option<String>)>)> {
-        self.require_native()?;
-        let prefix = prefix.trim_end_matches('/').to_string();
-        let backend = self.backend.clone();
-        let (objects, dirs) = py
-            .detach(|| runtime().block_on(listing_again_on_transient_errors(|| listing(&backend, &prefix, true))))
-            .map_err(to_py_err)?;
-        Ok((dirs, objects.into_iter().map(|o| (o.key, o.size, o.etag)).collect()))
-    }
-
-    /// What interrupted writes left under `prefix` (a folder): incomplete multipart uploads on
-    /// S3, staging files no live writer holds in a folder. (key, handle, started, size): the
-    /// key being written, what `remove_leftover` needs, when it started (seconds since the
-    /// epoch) and its size when known. Other stores have none to report.
-    #[pyo3(signature = (prefix=""))]
-    fn list_leftovers(&self, py: Python<'_>, prefix: &str) -> PyResult<Vec<(String, String, Option<f64>, Option<u64>)>> {
-        let prefix = prefix.trim_end_matches('/').to_string();
-        let backend = self.backend.clone();
-        py.detach(|| {
-            runtime().block_on(async move {
-                match backend.as_ref() {
-                    Backend::S3 { store, info } => {
-                        let folder = if prefix.is_empty() { prefix } else { format!("{prefix}/") };
-                        let uploads = crate::s3::list_uploads(store, info, &folder).await?;
-                        Ok(uploads.into_iter().map(|u| (u.key, u.id, u.initiated, None)).collect())
-                    }
-                    Backend::File { store } => {
-                        let store = store.clone();
-                        let found = tokio::task::spawn_blocking(move || store.leftovers(&prefix))
-                            .await
-                            .map_err(|e| Error::new(Kind::Fatal, format!("listing panicked: {e}")))??;
-                        Ok(found
-                            .into_iter()
-                            .map(|l| (l.key, l.staging, Some(l.started.timestamp_millis() as f64 / 1000.0), Some(l.size)))
-                            .collect())
-                    }
-                    _ => Ok(vec![]),
-                }
-            })
-        })
-        .map_err(to_py_err)
-    }
-
-    /// Remove one leftover `list_leftovers` reported; False when it is gone already or (a
-    /// staging file) a writer holds it again.
-    fn remove_leftover(&self, py: Python<'_>, key: &str, handle: &str) -> PyResult<bool> {
-        let (backend, key, handle) = (self.backend.clone(), key.to_string(), handle.to_string());
-        py.detach(|| {
-            runtime().block_on(async move {
-                match backend.as_ref() {
-                    Backend::S3 { store, info } => crate::s3::abort_upload(store, info, &key, &handle).await,
-                    Backend::File { store } => {
-                        let store = store.clone();
-                        tokio::task::spawn_blocking(move || store.remove_leftover(&handle))
-                            .await
-                            .map_err(|e| Error::new(Kind::Fatal, format!("remove panicked: {e}")))?
-                            .map_err(Error::from)
-                    }
-                    _ => Ok(false),
-                }
-            })
-        })
-        .map_err(to_py_err)
-    }
-
-    fn get<'py>(&self, py: Python<'py>, key: &str) -> PyResult<Bound<'py, PyBytes>> {
-        let backend = self.backend.clone();
-        let key = key.to_string();
-        let data = py.detach(|| runtime().block_on(async move { backend.get_all(&key).await })).map_err(to_py_err)?;
-        Ok(PyBytes::new(py, &data))
-    }
-
-    /// Write `data` at `key` atomically; returns the ETag when the store gives one.
-    /// Conditional writes, the primitives for locks: with `if_absent=True` the write succeeds
-    /// only if `key` does not exist yet (AlreadyExistsError otherwise); with `if_match=etag`
-    /// only if `key` still holds the version with that ETag, as `head` or an earlier `put`
-    /// returned it (PreconditionError otherwise, also when `key` is gone). The file store
-    /// cannot write conditionally on a version (NotImplemented: EngineError).
-    #[pyo3(signature = (key, data, *, if_absent=false, if_match=None))]
-    fn put(&self, py: Python<'_>, key: &str, data: Vec<u8>, if_absent: bool, if_match: Option<String>) -> PyResult<Option<String>> {
-        let mode = match (if_absent, if_match) {
-            (true, Some(_)) => return Err(pyo3::exceptions::PyValueError::new_err("if_absent and if_match exclude each other")),
-            (true, None) => PutMode::Create,
-            (false, Some(e_tag)) => PutMode::Update(UpdateVersion { e_tag: Some(e_tag), version: None }),
-            (false, None) => PutMode::Overwrite,
-        };
-        let backend = self.backend.clone();
-        let key = key.to_string();
-        py.detach(|| runtime().block_on(async move { backend.put_with(&key, Bytes::from(data), mode).await }))
-            .map_err(to_py_err)
-    }
-
-    /// (size, etag) of `key`, or None when it does not exist.
-    fn head(&self, py: Python<'_>, key: &str) -> PyResult<Option<(u64, Option<String>)>> {
-        let backend = self.backend.clone();
-        let key = key.to_string();
-        py.detach(|| runtime().block_on(async move { backend.head(&key).await })).map_err(to_py_err)
-    }
-
-    fn delete(&self, py: Python<'_>, key: &str) -> PyResult<()> {
-        self.require_native()?;
-        let backend = self.backend.clone();
-        let key = key.to_string();
-        py.detach(|| {
-            runtime().block_on(async move {
-                let p = path(&key)?;
-                match backend.native().unwrap().delete(&p).await {
-                    Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
-                    Err(e) => Err(Error::from(e)),
-                }
-            })
-        })
-        .map_err(to_py_err)
-    }
-
-    /// Delete many keys, `parallel` at a time; returns (key, error) for each failure.
-    /// Missing keys count as deleted, so an interrupted delete can simply be run again.
-    #[pyo3(signature = (keys, parallel=32))]
-    fn delete_many(&self, py: Python<'_>, keys: Vec<String>, parallel: usize) -> PyResult<Vec<(String, String)>> {
-        self.require_native()?;
-        let backend = self.backend.clone();
-        let failures = py.detach(|| {
-            runtime().block_on(async move {
-                let store = backend.native().unwrap();
-                futures::stream::iter(keys)
-                    .map(|key| async move {
-                        let res = match path(&key) {
-                            Ok(p) => match store.delete(&p).await {
-                                Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
-                                Err(e) => Err(Error::from(e)),
-                            },
-                            Err(e) => Err(e),
-                        };
-                        res.err().map(|e| (key, e.message))
-                    })
-                    .buffer_unordered(parallel.max(1))
-                    .filter_map(|x| async move { x })
-                    .collect::<Vec<_>>()
-                    .await
-            })
-        });
-        Ok(failures)
-    }
-
-    /// Read `key` and return (checksum, size) with `algo` ("crc32c" or "crc64nvme").
-    fn checksum(&self, py: Python<'_>, key: &str, algo: &str) -> PyResult<(u64, u64)> {
-        let algo = parse_algo(algo)?;
-        let backend = self.backend.clone();
-        let key = key.to_string();
-        py.detach(|| runtime().block_on(async move { read_checksum(&backend, &key, algo, None).await })).map_err(to_py_err)
-    }
-
-    /// Create the bucket if it does not exist (S3 only; other stores need no bucket).
-    fn create_bucket(&self, py: Python<'_>) -> PyResult<()> {
-        let backend = self.backend.clone();
-        py.detach(|| {
-            runtime().block_on(async move {
-                match backend.s3() {
-                    Some((store, info)) => crate::s3::create_bucket(store, info).await,
-                    None => Ok(()),
-                }
-            })
-        })
-        .map_err(to_py_err)
-    }
-}
-
-impl Store {
-    fn listed(&self, py: Python<'_>, prefix: &str) -> PyResult<Vec<Listed>> {
-        self.require_native()?;
-        let prefix = prefix.trim_end_matches('/').to_string();
-        let backend = self.backend.clone();
-        let (mut out, _) = py
-            .detach(|| runtime().block_on(listing_again_on_transient_errors(|| listing(&backend, &prefix, false))))
-            .map_err(to_py_err)?;
-        out.sort_unstable_by(|a, b| a.key.cmp(&b.key));
-        Ok(out)
-    }
-
-    fn require_native(&self) -> PyResult<()> {
-        match self.backend.native() {
-            Some(_) => Ok(()),
-            None => Err(pyo3::exceptions::PyTypeError::new_err("not a native store")),
-        }
-    }
-}
-
-pub fn parse_algo(name: &str) -> PyResult<Algo> {
-    match Algo::parse(name) {
-        Some(Some(a)) => Ok(a),
-        _ => Err(pyo3::exceptions::PyValueError::new_err(format!("unknown checksum {name:?}: use crc32c or crc64nvme"))),
-    }
-}
-
 /// Stream an object and checksum it; `limits` throttles the bytes read when given.
 pub async fn read_checksum(
     backend: &Backend,
@@ -725,20 +389,4 @@ pub async fn read_checksum(
         }
     }
     Ok((running.finish(), size))
-}
-
-/// Turn a Python object into a backend: our own `Store`, or any object with the methods.
-pub fn backend_of(obj: &Bound<'_, PyAny>) -> PyResult<Arc<Backend>> {
-    if let Ok(store) = obj.cast::<Store>() {
-        return Ok(store.get().backend.clone());
-    }
-    for method in ["get", "put", "head"] {
-        if !obj.hasattr(method)? {
-            return Err(pyo3::exceptions::PyTypeError::new_err(format!(
-                "{} is not a store: it needs get, put and head methods",
-                obj.repr()?
-            )));
-        }
-    }
-    Ok(Arc::new(Backend::Python(obj.clone().unbind())))
 }

@@ -16,10 +16,28 @@ use object_store::multipart::{MultipartStore, PartId};
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use rand::Rng;
 
+use super::errors::{kind_for_status, xml_value};
+use super::key::path;
 use crate::checksum::Sum;
-use crate::errors::{kind_for_status, xml_value, Error, Kind, Result};
-use crate::store::{path, S3Info};
+use crate::errors::{Error, Kind, Result};
 use crate::version::{etag_is_not_md5, offered_by_s3, quoted};
+
+/// What server-side S3 requests need to know about a bucket.
+#[derive(Debug)]
+pub struct S3Info {
+    pub bucket: String,
+    /// Base URL of the bucket, path-style or virtual-host as configured.
+    pub bucket_endpoint: String,
+    pub region: String,
+    /// Server identity for "can these two stores copy server-side": endpoint, region, key.
+    pub account: (Option<String>, String, Option<String>),
+    pub http: reqwest::Client,
+    /// Set once the endpoint has answered like S3 (see `s3::ensure_s3`).
+    pub verified: tokio::sync::OnceCell<()>,
+    /// Objects are encrypted with a customer key, which every read must send: our own
+    /// requests do not, so reads go through object_store (without the stated checksums).
+    pub sse_c: bool,
+}
 
 /// S3's URI encoding: everything but unreserved characters and the path separator.
 const KEY_ENCODE: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~').remove(b'/');
