@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 use crate::backend::key::path;
 use crate::backend::{s3, Backend};
 use crate::checksum::{self, Algo, Hasher, Sum, Sums, Want};
-use crate::errors::{Error, Kind, Result};
+use crate::errors::{Code, Error, Result};
 use crate::limits::Limits;
 use crate::progress::Progress;
 use crate::retry::backoff;
@@ -158,7 +158,7 @@ impl Engine {
                         self.limits.request().await;
                         match job.src.head(&job.src_key).await? {
                             Some(head) => head,
-                            None => return Err(Error::new(Kind::NotFound, format!("source object {} does not exist", job.src_key))),
+                            None => return Err(Error::new(Code::NotFound, format!("source object {} does not exist", job.src_key))),
                         }
                     }
                 };
@@ -174,10 +174,10 @@ impl Engine {
                 Err(e) => Err(e),
             };
             match outcome {
-                Err(e) if e.kind.retryable() && result.attempts < self.opts.max_attempts && !self.cancel.is_cancelled() => {
+                Err(e) if e.code.retryable() && result.attempts < self.opts.max_attempts && !self.cancel.is_cancelled() => {
                     counter.undo();
                     Progress::add(&self.progress.retries, 1);
-                    if e.kind == Kind::Changed {
+                    if e.code == Code::Changed {
                         known = (None, None);
                     }
                     let delay = backoff(result.attempts);
@@ -188,14 +188,14 @@ impl Engine {
                 }
                 outcome => {
                     let outcome = outcome.map_err(|mut e| {
-                        if e.kind == Kind::Changed && result.attempts > 1 {
+                        if e.code == Code::Changed && result.attempts > 1 {
                             e.message = format!("{}, on each of {} attempts: copy it again once nothing writes to it", e.message, result.attempts);
                         }
                         e
                     });
                     match &outcome {
                         Ok(_) => Progress::add(&self.progress.objects_done, 1),
-                        Err(e) if e.kind == Kind::Cancelled => counter.undo(),
+                        Err(e) if e.code == Code::Cancelled => counter.undo(),
                         Err(_) => {
                             counter.undo();
                             Progress::add(&self.progress.failures, 1)
@@ -247,7 +247,7 @@ impl Engine {
             let actual = self.checked_read(&job.dst, &job.dst_key, None, algo, size, "destination").await?;
             if actual != expected {
                 return Err(Error::new(
-                    Kind::Corrupt,
+                    Code::Corrupt,
                     format!("{} differs from its source after copy ({} {} != {})", job.dst_key, algo.name(), algo.hex(actual), algo.hex(expected)),
                 ));
             }
@@ -270,7 +270,7 @@ impl Engine {
         let read = sums.crc(algo).expect("the copy's own algorithm is always computed");
         if read != source {
             return Err(Error::new(
-                Kind::Corrupt,
+                Code::Corrupt,
                 format!("{} was damaged in transit (read {} {}, the source has {})", job.src_key, algo.name(), algo.hex(read), algo.hex(source)),
             ));
         }
@@ -298,7 +298,7 @@ impl Engine {
         };
         let (sums, read) = self.cancellable(read).await?;
         if read != size {
-            return Err(Error::new(Kind::Corrupt, format!("{side} {key} has {read} bytes, expected {size}")));
+            return Err(Error::new(Code::Corrupt, format!("{side} {key} has {read} bytes, expected {size}")));
         }
         Ok(sums.crc(algo).unwrap())
     }
@@ -320,7 +320,7 @@ impl Engine {
                 pin.check(&job.src_key, head.etag.as_deref())?;
                 if head.etag_is_md5 {
                     return Err(Error::new(
-                        Kind::Corrupt,
+                        Code::Corrupt,
                         format!("server-side copy of {} made an object with ETag {etag}, the source has {}", job.src_key, pin.etag().unwrap()),
                     ));
                 }
@@ -561,7 +561,7 @@ impl Engine {
 fn check_offered(key: &str, offered: &Sum, sums: &Sums) -> Result<()> {
     match sums.like(offered) {
         Some(read) if read != *offered => Err(Error::new(
-            Kind::Corrupt,
+            Code::Corrupt,
             format!("{key} was damaged in transit (read {}, the source states {})", read.describe(), offered.describe()),
         )),
         _ => Ok(()),
@@ -570,7 +570,7 @@ fn check_offered(key: &str, offered: &Sum, sums: &Sums) -> Result<()> {
 
 /// A 412 from a copy or HEAD pinned with If-Match: the source is no longer that version.
 fn refused(key: &str, e: Error) -> Error {
-    if e.kind == Kind::Changed && e.message.contains("HTTP 412") {
+    if e.code == Code::Changed && e.message.contains("HTTP 412") {
         changed(key, "it is no longer the version being copied")
     } else {
         e

@@ -14,7 +14,7 @@ use base64::Engine as _;
 use http::HeaderMap;
 
 use crate::checksum::{Algo, Sum};
-use crate::errors::{Error, Kind, Result};
+use crate::errors::{Code, Error, Result};
 
 /// The ETag every read of one attempt must match: the listing's, or else the first response's.
 #[derive(Debug, Default)]
@@ -67,7 +67,7 @@ pub fn quoted(etag: &str) -> String {
 }
 
 pub fn changed(key: &str, how: &str) -> Error {
-    Error::new(Kind::Changed, format!("source {key} changed during the copy ({how})"))
+    Error::new(Code::Changed, format!("source {key} changed during the copy ({how})"))
 }
 
 /// The MD5 a plain S3 ETag is: 32 hex digits, no `-N` part count. Only for objects not
@@ -139,7 +139,7 @@ mod tests {
         assert!(pin.check("k", Some("\"a\"")).is_ok());
         assert!(pin.check("k", Some("a")).is_ok());
         let e = pin.check("k", Some("\"b\"")).unwrap_err();
-        assert_eq!(e.kind, Kind::Changed);
+        assert_eq!(e.code, Code::Changed);
         assert_eq!(e.message, "source k changed during the copy (its ETag went from \"a\" to \"b\")");
         assert_eq!(Pin::new(Some("x".into())).etag(), Some("x"));
         assert_eq!((quoted("0x8D1"), quoted("\"a\"")), ("\"0x8D1\"".to_string(), "\"a\"".to_string()));

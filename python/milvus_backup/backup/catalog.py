@@ -88,12 +88,10 @@ def backup_storage_errors(stores: Stores):
     """Turn store errors while reading the backup storage into one line naming the setting."""
     try:
         yield
-    except _engine.NotFoundError as e:
-        if "NoSuchBucket" in str(e):
+    except _engine.EngineError as e:
+        if e.code == "no_such_bucket":
             raise MBackupError(f"the backup bucket {stores.backup.url} does not exist: check backup.storage.bucketName "
                                "(minio.backupBucketName in a v1 config)") from None
-        raise describe_error(stores.backup, e) from None
-    except _engine.EngineError as e:
         raise describe_error(stores.backup, e) from None
 
 

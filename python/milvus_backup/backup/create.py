@@ -307,7 +307,7 @@ def discover_binlogs(stores: Stores, coll: meta.CollectionBackupInfo, segments: 
         try:
             listed = stores.milvus.store.list(prefix)
         except _engine.NotFoundError as e:
-            if "NoSuchBucket" not in str(e):
+            if e.code != "no_such_bucket":
                 raise
             raise BackupError(f"the Milvus bucket {stores.milvus.url} does not exist: check milvus.storage.bucketName "
                               "(minio.bucketName in a v1 config) names the bucket Milvus itself writes to") from None

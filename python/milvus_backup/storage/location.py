@@ -85,11 +85,9 @@ class Location:
         try:
             self.store.list(self.prefix + "/" if self.prefix else "")
             return False
-        except _engine.NotFoundError as e:
-            if "NoSuchBucket" not in str(e) or not hasattr(self.store, "create_bucket"):
-                raise describe_error(self, e) from None
         except _engine.EngineError as e:
-            raise describe_error(self, e) from None
+            if e.code != "no_such_bucket" or not hasattr(self.store, "create_bucket"):
+                raise describe_error(self, e) from None
         try:
             self.store.create_bucket()
         except _engine.EngineError as e:
@@ -143,37 +141,44 @@ def native_store(location_url: str, store_url: str, options: dict[str, str]) -> 
         raise StorageError(f"{location_url}: {e}") from None
 
 
-def describe_error(location: Location, error: Exception) -> StorageError:
-    """One line a user can act on, for an error from the store behind ``location``."""
-    text = str(error)
-    if "169.254.169.254" in text or "latest/api/token" in text:
+# The store's own name for why it rejected the credentials, by engine error code.
+_REJECTED = {"invalid_access_key": "InvalidAccessKeyId", "signature_mismatch": "SignatureDoesNotMatch",
+             "expired_token": "ExpiredToken", "access_denied": "AccessDenied"}
+
+
+def describe_error(location: Location, error: _engine.EngineError) -> StorageError:
+    """One line a user can act on, for an error from the store behind ``location``: decided on
+    the error's code, never on its words (they are the store's and change with it)."""
+    code, text = error.code, str(error)
+    if code == "no_credentials":
         # object_store fell back to the instance metadata service: nothing configured.
         return StorageError(f"{location.url}: no credentials found; set AWS_ACCESS_KEY_ID and "
                             "AWS_SECRET_ACCESS_KEY, or use a profile or the config file")
     if isinstance(error, _engine.AuthError):
         hint = "check the access key and secret (or the profile/config they come from)"
-        return StorageError(f"{location.url}: the server rejected the credentials ({_code(text)}); {hint}")
-    if isinstance(error, _engine.NotFoundError) and "NoSuchBucket" in text:
+        return StorageError(f"{location.url}: the server rejected the credentials "
+                            f"({_REJECTED.get(code, 'access denied')}); {hint}")
+    if code == "no_such_bucket":
         return StorageError(f"{location.url}: the bucket does not exist; create it or fix the bucket name")
-    if isinstance(error, _engine.TransientError) and "error sending request" in text:
-        reason = _untrusted_certificate(location, text)
-        if reason:
-            hint = ("use the host name the certificate was issued for" if "mismatch" in reason.lower() else
-                    "if a private CA signed it, pass that CA's PEM file as ca_file=/path/to/ca.pem "
-                    "(URL query or profile)")
-            return StorageError(f"{location.url}: the server's TLS certificate is not trusted ({reason}); {hint}")
-    if isinstance(error, _engine.TransientError) and ("error sending request" in text or "connect" in text.lower()):
+    if code == "tls_untrusted":
+        problem = _certificate_problem(location)
+        reason = problem.verify_message if problem and problem.verify_message else "certificate verify failed"
+        hint = ("use the host name the certificate was issued for"
+                if problem and problem.verify_code in _NAME_MISMATCH else
+                "if a private CA signed it, pass that CA's PEM file as ca_file=/path/to/ca.pem (URL query or profile)")
+        return StorageError(f"{location.url}: the server's TLS certificate is not trusted ({reason}); {hint}")
+    if code == "unreachable":
         return StorageError(f"{location.url}: cannot reach the endpoint ({text.split(' - ')[-1]}); check the address and port")
     return StorageError(f"{location.url}: {text}")
 
 
-def _untrusted_certificate(location: Location, text: str) -> str | None:
-    """Why the endpoint's TLS certificate fails verification, or None. The engine's message
-    often ends at "error sending request" (object_store drops the cause), so on that path
-    only, one TLS handshake with the same trust (system roots plus ca_file) tells."""
-    for marker in ("UnknownIssuer", "invalid peer certificate", "certificate verify failed"):
-        if marker in text:
-            return marker
+# OpenSSL's verify codes for a certificate issued to another host name, e-mail or IP address.
+_NAME_MISMATCH = {62, 63, 64}
+
+
+def _certificate_problem(location: Location) -> ssl.SSLCertVerificationError | None:
+    """Why the endpoint's TLS certificate fails verification, in OpenSSL's words, or None:
+    one TLS handshake with the same trust as the engine's (system roots plus ca_file)."""
     endpoint = location.options.get("aws_endpoint", "")
     if not endpoint.startswith("https://"):
         return None
@@ -184,8 +189,8 @@ def _untrusted_certificate(location: Location, text: str) -> str | None:
             with context.wrap_socket(sock, server_hostname=parts.hostname):
                 return None
     except ssl.SSLCertVerificationError as e:
-        return e.verify_message or "certificate verify failed"
-    except (OSError, ValueError):  # unreachable, not TLS...: the caller says so
+        return e
+    except (OSError, ValueError):  # unreachable, not TLS...: nothing more to say
         return None
 
 
@@ -209,9 +214,3 @@ def shown_key(key: str) -> str:
     """A key as one printable token: quoted with escapes when it holds control characters."""
     return key if key.isprintable() else repr(key)
 
-
-def _code(text: str) -> str:
-    for code in ("SignatureDoesNotMatch", "InvalidAccessKeyId", "AccessDenied", "ExpiredToken"):
-        if code in text:
-            return code
-    return "access denied"

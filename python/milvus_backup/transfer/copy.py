@@ -19,22 +19,27 @@ from ..storage.leftovers import remove_for_keys
 from .progress import ProgressDisplay
 from ..storage.location import Location, ObjectInfo
 
-# What a failure cause reported by the engine (an errno name, an S3 code, ...) means, and what
-# to do about it: many objects failing for one cause are reported once with these words.
+_RUN_AGAIN = "run again to copy them (objects already copied are skipped)"
+
+# Engine error codes that name a cause many objects share (a full disk, a read-only folder, a
+# bucket gone), what each means and what to do about it: such failures are reported once, with
+# these words. Failures with any other code are reported one by one, with their own message.
 CAUSES = {
-    "ENOSPC": ("the disk is full (no space left on device)",
-               "free some space or copy to a bigger target, then run again (objects already copied are skipped)"),
-    "EDQUOT": ("the disk quota is exceeded", "free some space or raise the quota, then run again"),
-    "EROFS": ("the destination is read-only (read-only file system)",
-              "copy to a writable folder, or remount it read-write, then run again"),
-    "EACCES": ("permission denied", "check the owner and permissions of the folders, then run again"),
-    "EPERM": ("operation not permitted", "check the owner and permissions of the folders, then run again"),
+    "disk_full": ("the disk is full (no space left on device)",
+                  "free some space or copy to a bigger target, then run again (objects already copied are skipped)"),
+    "quota_exceeded": ("the disk quota is exceeded", "free some space or raise the quota, then run again"),
+    "read_only": ("the destination is read-only (read-only file system)",
+                  "copy to a writable folder, or remount it read-write, then run again"),
+    "permission_denied": ("permission denied", "check the owner and permissions of the folders, then run again"),
+    "not_permitted": ("operation not permitted", "check the owner and permissions of the folders, then run again"),
     "symlink": ("the path crosses a symbolic link, which mbackup never follows",
                 "remove the link, or copy the folder it points to by naming it"),
     "bad_key": ("object keys that cannot be addressed", "--exclude skips them"),
-    "NoSuchBucket": ("the bucket does not exist (NoSuchBucket)", "create it or fix the bucket name, then run again"),
-    "AccessDenied": ("access denied (AccessDenied)", "check what the credentials are allowed to do"),
-    "ECONNREFUSED": ("the endpoint refused the connection", "check that the server runs, then run again"),
+    "no_such_bucket": ("the bucket does not exist (NoSuchBucket)", "create it or fix the bucket name, then run again"),
+    "access_denied": ("access denied (AccessDenied)", "check what the credentials are allowed to do"),
+    "unreachable": ("cannot reach the endpoint", "check that the server runs, then run again"),
+    "throttled": ("the store asked to slow down (SlowDown)", f"lower --parallel or --max-requests, or {_RUN_AGAIN}"),
+    "server_error": ("the store failed (HTTP 5xx)", _RUN_AGAIN),
 }
 
 
@@ -82,7 +87,7 @@ class CopyReport:
 
     @property
     def failed(self) -> list[dict[str, Any]]:
-        return [r for r in self.results if r["error"] and r["error_kind"] != "cancelled"]
+        return [r for r in self.results if r["error"] and r["error_code"] != "cancelled"]
 
     @property
     def copied(self) -> list[dict[str, Any]]:
@@ -103,12 +108,13 @@ class CopyReport:
                         f"(first: {first['src_key']}: {first['error']})")
 
     def failure_groups(self) -> list[tuple[str | None, list[dict[str, Any]]]]:
-        """Failures by cause, largest group first; failures with no cause are each their own."""
+        """Failures by cause (an error code in CAUSES), largest group first; failures with
+        another code are each their own."""
         groups: dict[str, list[dict[str, Any]]] = {}
         alone = []
         for r in self.failed:
-            if r.get("error_cause"):
-                groups.setdefault(r["error_cause"], []).append(r)
+            if r["error_code"] in CAUSES:
+                groups.setdefault(r["error_code"], []).append(r)
             else:
                 alone.append(r)
         ordered: list[tuple[str | None, list[dict[str, Any]]]] = sorted(groups.items(), key=lambda g: -len(g[1]))
@@ -121,7 +127,7 @@ class CopyReport:
             "objects_skipped": len(self.skipped),
             "objects_repaired": self.repaired,
             "objects_failed": len(self.failed),
-            "objects_not_started": sum(1 for r in self.results if r["error_kind"] == "cancelled"),
+            "objects_not_started": sum(1 for r in self.results if r["error_code"] == "cancelled"),
             "bytes_copied": self.bytes_copied,
             "seconds": round(self.elapsed, 3),
             "bytes_per_second": round(rate, 1),

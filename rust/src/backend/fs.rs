@@ -62,7 +62,7 @@ impl std::error::Error for LinkError {}
 
 /// A key no file can have: empty segments, `.` or `..`, a NUL, or a staging name.
 #[derive(Debug)]
-struct BadKey(String, &'static str);
+pub struct BadKey(String, &'static str);
 
 impl std::fmt::Display for BadKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

@@ -2,14 +2,14 @@
 
 use object_store::path::Path;
 
-use crate::errors::{Error, Kind, Result};
+use crate::errors::{Code, Error, Result};
 
 /// object_store's name for a key. Keys it cannot spell (control characters, empty or `.`
 /// segments) fail that object only, and the message says how to leave them out. A leading or
 /// trailing `/` would be dropped, silently addressing another key: refused too.
 pub fn path(key: &str) -> Result<Path> {
     let unaddressable =
-        |why: String| Error::new(Kind::Fatal, format!("object key {key:?} cannot be addressed ({why}); --exclude skips it")).with_cause("bad_key");
+        |why: String| Error::new(Code::BadKey, format!("object key {key:?} cannot be addressed ({why}); --exclude skips it"));
     if key.starts_with('/') || key.ends_with('/') {
         return Err(unaddressable("a leading or trailing /".into()));
     }

@@ -33,9 +33,10 @@ use object_store::{
 };
 
 use crate::checksum::{Algo, Running};
-use crate::errors::{Error, Kind, Result};
+use crate::errors::{Code, Error, Result};
 use crate::retry::backoff;
 use crate::version::{changed, quoted};
+use errors::network_code;
 use fs::FileStore;
 use key::path;
 use python::PythonStore;
@@ -96,7 +97,7 @@ impl Backend {
     }
 
     /// Start reading `key`, whole or a `range` of it, only if it is still version `if_match`
-    /// (412 or a failed precondition: Kind::Changed). Whole-object reads of S3 go through
+    /// (412 or a failed precondition: Code::Changed). Whole-object reads of S3 go through
     /// our own GET, which also brings the checksum the object carries.
     pub async fn open(&self, key: &str, range: Option<Range<u64>>, if_match: Option<&str>) -> Result<Opened> {
         let changed = |e: object_store::Error| match e {
@@ -108,7 +109,7 @@ impl Backend {
             Backend::S3 { store, info } if range.is_none() && !info.sse_c => {
                 let (head, response) = s3::get_object(store, info, key, if_match).await?;
                 let url = response.url().to_string();
-                let body = response.bytes_stream().map(move |c| c.map_err(|e| Error::new(Kind::Transient, format!("GET {url}: {e}"))));
+                let body = response.bytes_stream().map(move |c| c.map_err(|e| Error::new(network_code(&e).unwrap_or(Code::Transient), format!("GET {url}: {e}"))));
                 Ok(Opened { head, body: body.boxed() })
             }
             Backend::S3 { .. } | Backend::Native { .. } | Backend::File { .. } => {
@@ -165,16 +166,16 @@ impl Backend {
                 match store.put_opts(&path(key)?, PutPayload::from(data), opts).await {
                     Ok(r) => Ok(r.e_tag),
                     Err(object_store::Error::AlreadyExists { .. }) => {
-                        Err(Error::new(Kind::AlreadyExists, format!("{key} already exists")))
+                        Err(Error::new(Code::AlreadyExists, format!("{key} already exists")))
                     }
                     // Another version is there now, or none: the read it was based on is stale.
                     Err(object_store::Error::Precondition { .. }) => {
-                        Err(Error::new(Kind::Precondition, format!("{key} changed or was deleted since it was read")))
+                        Err(Error::new(Code::Precondition, format!("{key} changed or was deleted since it was read")))
                     }
                     Err(e) => Err(e.into()),
                 }
             }
-            None if conditional => Err(Error::new(Kind::Fatal, "conditional writes need a native store")),
+            None if conditional => Err(Error::new(Code::Unsupported, "conditional writes need a native store")),
             None => self.python().put(key, data).await,
         }
     }
@@ -208,7 +209,7 @@ pub async fn listing(backend: &Backend, prefix: &str, delimiter: bool) -> Result
             let (store, prefix) = (store.clone(), prefix.to_string());
             let (objects, dirs) = tokio::task::spawn_blocking(move || store.list_level(&prefix, !delimiter))
                 .await
-                .map_err(|e| Error::new(Kind::Fatal, format!("listing panicked: {e}")))??;
+                .map_err(|e| Error::new(Code::Other, format!("listing panicked: {e}")))??;
             Ok((objects.into_iter().map(|e| entry(e.key, e.size, Some(e.e_tag), e.modified)).collect(), dirs))
         }
         Backend::Native { store, .. } => {
@@ -223,7 +224,7 @@ pub async fn listing(backend: &Backend, prefix: &str, delimiter: bool) -> Result
                 Ok((metas.into_iter().map(|m| entry(m.location.to_string(), m.size, m.e_tag, m.last_modified)).collect(), vec![]))
             }
         }
-        Backend::Python(_) => Err(Error::new(Kind::Fatal, "not a native store")),
+        Backend::Python(_) => Err(Error::new(Code::Unsupported, "not a native store")),
     }
 }
 
@@ -255,8 +256,8 @@ where
     let mut attempt = 1;
     loop {
         match list().await {
-            // "error sending request": the client retried that one already (server down).
-            Err(e) if e.kind == Kind::Transient && attempt < LIST_ATTEMPTS && !e.message.contains("error sending request") => {
+            // Unreachable or silent: the client retried that request already (server down).
+            Err(e) if e.code.transient() && !matches!(e.code, Code::Unreachable | Code::Timeout) && attempt < LIST_ATTEMPTS => {
                 tokio::time::sleep(backoff(attempt)).await;
                 attempt += 1;
             }
@@ -266,7 +267,7 @@ where
 }
 
 fn config_error(url: &str, e: impl std::fmt::Display) -> Error {
-    Error::new(Kind::Fatal, format!("cannot open store {url}: {e}"))
+    Error::new(Code::Config, format!("cannot open store {url}: {e}"))
 }
 
 pub fn open(url: &str, options: &HashMap<String, String>) -> Result<Backend> {
@@ -299,7 +300,7 @@ pub fn open(url: &str, options: &HashMap<String, String>) -> Result<Backend> {
             let store = memory_stores().lock().unwrap().entry(name).or_insert_with(|| Arc::new(InMemory::new())).clone();
             Ok(Backend::Native { store, kind: "memory" })
         }
-        _ => Err(Error::new(Kind::Fatal, format!("unsupported store URL {url:?}: use s3://, gs://, az://, file:// or memory://"))),
+        _ => Err(Error::new(Code::Config, format!("unsupported store URL {url:?}: use s3://, gs://, az://, file:// or memory://"))),
     }
 }
 
@@ -355,6 +356,12 @@ fn open_s3(url: &str, options: &HashMap<String, String>) -> Result<Backend> {
         let k = k.trim_start_matches("aws_");
         k == "sse_customer_key_base64" || (k == "server_side_encryption" && v.eq_ignore_ascii_case("sse-c"))
     });
+    let b = if s3::uses_instance_credentials(&b) {
+        let fallback = b.clone().build().map_err(|e| config_error(url, e))?.credentials().clone();
+        b.with_credentials(Arc::new(s3::InstanceCredentials(fallback)))
+    } else {
+        b
+    };
     let store = b.build().map_err(|e| config_error(url, e))?;
     let http = http.build().map_err(|e| config_error(url, e))?;
     let verified = tokio::sync::OnceCell::new();

@@ -6,7 +6,7 @@ use bytes::Bytes;
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
-use crate::errors::{Error, Kind, Result};
+use crate::errors::{Code, Error, Result};
 
 pub struct PythonStore(Py<PyAny>);
 
@@ -61,22 +61,21 @@ where
 {
     tokio::task::spawn_blocking(move || Python::attach(|py| f(py).map_err(|e| python_error(py, e))))
         .await
-        .map_err(|e| Error::new(Kind::Fatal, format!("python store call panicked: {e}")))?
+        .map_err(|e| Error::new(Code::Other, format!("python store call panicked: {e}")))?
 }
 
 fn python_error(py: Python<'_>, e: PyErr) -> Error {
-    let kind = if e.is_instance_of::<pyo3::exceptions::PyFileNotFoundError>(py)
-        || e.is_instance_of::<pyo3::exceptions::PyKeyError>(py)
-    {
-        Kind::NotFound
-    } else if e.is_instance_of::<pyo3::exceptions::PyPermissionError>(py) {
-        Kind::Auth
-    } else if e.is_instance_of::<pyo3::exceptions::PyConnectionError>(py)
-        || e.is_instance_of::<pyo3::exceptions::PyTimeoutError>(py)
-    {
-        Kind::Transient
+    use pyo3::exceptions::{PyConnectionError, PyFileNotFoundError, PyKeyError, PyPermissionError, PyTimeoutError};
+    let code = if e.is_instance_of::<PyFileNotFoundError>(py) || e.is_instance_of::<PyKeyError>(py) {
+        Code::NotFound
+    } else if e.is_instance_of::<PyPermissionError>(py) {
+        Code::AccessDenied
+    } else if e.is_instance_of::<PyTimeoutError>(py) {
+        Code::Timeout
+    } else if e.is_instance_of::<PyConnectionError>(py) {
+        Code::Unreachable
     } else {
-        Kind::Fatal
+        Code::Other
     };
-    Error::new(kind, e.to_string())
+    Error::new(code, e.to_string())
 }

@@ -8,18 +8,20 @@
 //! Requests are signed with object_store's own SigV4 signer and the store's credentials.
 
 use std::ops::Range;
+use std::sync::Arc;
 
 use http::{HeaderMap, HeaderValue, Method};
-use object_store::aws::{AmazonS3, AwsAuthorizer};
+use object_store::aws::{AmazonS3, AmazonS3Builder, AmazonS3ConfigKey, AwsAuthorizer, AwsCredential, AwsCredentialProvider};
+use object_store::CredentialProvider;
 use object_store::client::{HttpRequest, HttpRequestBody};
 use object_store::multipart::{MultipartStore, PartId};
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use rand::Rng;
 
-use super::errors::{kind_for_status, xml_value};
+use super::errors::{code_for_status, network_code, xml_value, NoCredentials};
 use super::key::path;
 use crate::checksum::Sum;
-use crate::errors::{Error, Kind, Result};
+use crate::errors::{Code, Error, Result};
 use crate::version::{etag_is_not_md5, offered_by_s3, quoted};
 
 /// What server-side S3 requests need to know about a bucket.
@@ -39,6 +41,34 @@ pub struct S3Info {
     pub sse_c: bool,
 }
 
+/// Whether object_store falls back to the instance metadata service for credentials: none
+/// are configured in any of the ways its builder looks for first.
+pub fn uses_instance_credentials(b: &AmazonS3Builder) -> bool {
+    let set = |k: AmazonS3ConfigKey| b.get_config_value(&k).is_some();
+    !(set(AmazonS3ConfigKey::AccessKeyId)
+        || set(AmazonS3ConfigKey::SecretAccessKey)
+        || (set(AmazonS3ConfigKey::WebIdentityTokenFile) && set(AmazonS3ConfigKey::RoleArn))
+        || set(AmazonS3ConfigKey::ContainerCredentialsRelativeUri)
+        || (set(AmazonS3ConfigKey::ContainerCredentialsFullUri) && set(AmazonS3ConfigKey::ContainerAuthorizationTokenFile)))
+}
+
+/// The instance metadata service's credentials, whose failures mean "no credentials", in
+/// whatever words they come.
+#[derive(Debug)]
+pub struct InstanceCredentials(pub AwsCredentialProvider);
+
+#[async_trait::async_trait]
+impl CredentialProvider for InstanceCredentials {
+    type Credential = AwsCredential;
+
+    async fn get_credential(&self) -> object_store::Result<Arc<AwsCredential>> {
+        self.0.get_credential().await.map_err(|e| match e {
+            object_store::Error::Generic { store, source } => object_store::Error::Generic { store, source: Box::new(NoCredentials(source)) },
+            e => object_store::Error::Generic { store: "S3", source: Box::new(NoCredentials(Box::new(e))) },
+        })
+    }
+}
+
 /// S3's URI encoding: everything but unreserved characters and the path separator.
 const KEY_ENCODE: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~').remove(b'/');
 /// Query values: everything but unreserved characters (SigV4's canonical form).
@@ -48,8 +78,7 @@ const QUERY_ENCODE: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remo
 /// with them would silently address another key: refused instead.
 fn object_url(info: &S3Info, key: &str) -> Result<String> {
     if key.split('/').any(|s| s == "." || s == "..") {
-        return Err(Error::new(Kind::Fatal, format!("object key {key:?} cannot be addressed (a `.` or `..` segment); --exclude skips it"))
-            .with_cause("bad_key"));
+        return Err(Error::new(Code::BadKey, format!("object key {key:?} cannot be addressed (a `.` or `..` segment); --exclude skips it")));
     }
     Ok(format!("{}/{}", info.bucket_endpoint, utf8_percent_encode(key, KEY_ENCODE)))
 }
@@ -71,7 +100,7 @@ where
     let mut attempt = 0u32;
     loop {
         match request().await {
-            Err(e) if e.kind == Kind::Transient && attempt < 3 => {
+            Err(e) if e.code.transient() && attempt < 3 => {
                 attempt += 1;
                 let cap = 100u64 << attempt;
                 tokio::time::sleep(std::time::Duration::from_millis(rand::rng().random_range(cap / 2..=cap))).await;
@@ -102,14 +131,11 @@ async fn send(
         let response = respond(store, info, method.clone(), url, headers, body.clone()).await?;
         let headers = response.headers().clone();
         let content_type = content_type(&headers);
-        let text = response.text().await.map_err(|e| Error::new(Kind::Transient, format!("{method} {url}: {e}")))?;
+        // An answer cut short is worth another try, whatever cut it.
+        let text = response.text().await.map_err(|e| Error::new(Code::Transient, format!("{method} {url}: {e}")))?;
         // CopyObject and UploadPartCopy can answer 200 and put the failure in the body.
         if text.contains("<Error>") {
-            let e = Error::new(kind_for_status(500, &text), format!("{method} {url}: {}", s3_code(&text)));
-            return Err(match xml_value(&text, "Code") {
-                Some(c) => e.with_cause(c.to_string()),
-                None => e,
-            });
+            return Err(Error::new(code_for_status(500, xml_value(&text, "Code")), format!("{method} {url}: {}", s3_code(&text))));
         }
         Ok(Answer { headers, content_type, body: text })
     })
@@ -135,9 +161,9 @@ async fn respond(
         .method(method.clone())
         .uri(url)
         .body(HttpRequestBody::from(body.clone()))
-        .map_err(|e| Error::new(Kind::Fatal, format!("bad request URL {url}: {e}")))?;
+        .map_err(|e| Error::new(Code::Other, format!("bad request URL {url}: {e}")))?;
     for (name, value) in headers {
-        let value = HeaderValue::from_str(value).map_err(|e| Error::new(Kind::Fatal, e.to_string()))?;
+        let value = HeaderValue::from_str(value).map_err(|e| Error::new(Code::Other, e.to_string()))?;
         request.headers_mut().insert(*name, value);
     }
     AwsAuthorizer::new(&credential, "s3", &info.region).try_authorize(&mut request, None)?;
@@ -148,26 +174,25 @@ async fn respond(
         // is still caught by the client's read timeout.
         builder = builder.timeout(std::time::Duration::from_secs(24 * 3600));
     }
-    let response = builder.send().await.map_err(|e| Error::new(Kind::Transient, format!("{method} {url}: {}", error_chain(&e))))?;
+    let response = builder
+        .send()
+        .await
+        .map_err(|e| Error::new(network_code(&e).unwrap_or(Code::Transient), format!("{method} {url}: {}", error_chain(&e))))?;
     let status = response.status().as_u16();
     if (200..300).contains(&status) {
         return Ok(response);
     }
     let content_type = content_type(response.headers());
     let text = response.text().await.unwrap_or_default();
-    let kind = kind_for_status(status, &text);
+    let code = code_for_status(status, xml_value(&text, "Code"));
     // A web server or proxy answering in HTML is not an S3 error to act on (but its 5xx pages
     // are still worth a retry).
-    if !text.is_empty() && xml_root(&text).as_deref() != Some("Error") && kind != Kind::Transient {
+    if !text.is_empty() && xml_root(&text).as_deref() != Some("Error") && !code.transient() {
         return Err(not_s3(info, &format!("HTTP {status}"), &content_type));
     }
     // A HEAD answer has no body to name the error: name it from the status.
-    let code = if text.is_empty() { status_code_name(status) } else { s3_code(&text) };
-    let e = Error::new(kind, format!("{method} {url}: HTTP {status} {code}"));
-    Err(match xml_value(&text, "Code") {
-        Some(c) => e.with_cause(c.to_string()),
-        None => e,
-    })
+    let said = if text.is_empty() { status_code_name(status) } else { s3_code(&text) };
+    Err(Error::new(code, format!("{method} {url}: HTTP {status} {said}")))
 }
 
 fn status_code_name(status: u16) -> String {
@@ -178,14 +203,13 @@ fn status_code_name(status: u16) -> String {
 fn not_s3(info: &S3Info, status: &str, content_type: &str) -> Error {
     let what = if content_type.is_empty() { "a body without a content type".to_string() } else { content_type.to_string() };
     Error::new(
-        Kind::Protocol,
+        Code::Protocol,
         format!(
             "{} does not answer like an S3 server ({status} with {what}, not S3's XML): check that the endpoint \
              is the address and port of the S3 API",
             info.bucket_endpoint
         ),
     )
-    .with_cause("not_s3")
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {
@@ -211,7 +235,7 @@ fn etag_of(text: &str) -> Result<String> {
     match xml_value(text, "ETag") {
         Some(e) if !e.is_empty() => Ok(e.replace("&quot;", "\"")),
         // An empty ETag means the copy did not happen, whatever the status said.
-        _ => Err(Error::new(Kind::Transient, format!("copy answered without an ETag: {}", s3_code(text)))),
+        _ => Err(Error::new(Code::Transient, format!("copy answered without an ETag: {}", s3_code(text)))),
     }
 }
 
@@ -232,7 +256,7 @@ impl ObjectHead {
             .get(http::header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse().ok())
-            .ok_or_else(|| Error::new(Kind::Transient, format!("{url}: the answer has no Content-Length")))?;
+            .ok_or_else(|| Error::new(Code::Transient, format!("{url}: the answer has no Content-Length")))?;
         let etag = headers.get(http::header::ETAG).and_then(|v| v.to_str().ok()).map(str::to_string);
         Ok(ObjectHead { size, etag, offered: offered_by_s3(headers), etag_is_md5: !etag_is_not_md5(headers) })
     }
@@ -300,7 +324,7 @@ pub async fn upload_part_copy(
     if_match: Option<&str>,
     range: Range<u64>,
 ) -> Result<PartId> {
-    let mut url = url::Url::parse(&object_url(dst_info, dst_key)?).map_err(|e| Error::new(Kind::Fatal, e.to_string()))?;
+    let mut url = url::Url::parse(&object_url(dst_info, dst_key)?).map_err(|e| Error::new(Code::Other, e.to_string()))?;
     url.query_pairs_mut().append_pair("partNumber", &(part_idx + 1).to_string()).append_pair("uploadId", upload_id);
     let mut headers = copy_headers(src, src_key, if_match);
     headers.push(("x-amz-copy-source-range", format!("bytes={}-{}", range.start, range.end - 1)));
@@ -476,7 +500,7 @@ async fn list_page(store: &AmazonS3, info: &S3Info, prefix: &str, delimiter: boo
     let answer = send(store, info, Method::GET, &url, &[], String::new()).await?;
     let page = parse_list_page(&answer.body).map_err(|why| {
         let e = not_s3(info, "HTTP 200", &answer.content_type);
-        Error::new(e.kind, format!("{} (its listing had {why})", e.message)).with_cause("not_s3")
+        Error::new(e.code, format!("{} (its listing had {why})", e.message))
     })?;
     let _ = info.verified.set(());
     Ok(page)
@@ -510,7 +534,7 @@ pub async fn ensure_s3(store: &AmazonS3, info: &S3Info) -> Result<()> {
         .get_or_try_init(|| async {
             match list_page(store, info, "", false, None, Some(1)).await {
                 Ok(_) => Ok(()),
-                Err(e) if matches!(e.kind, Kind::Protocol | Kind::Transient) => Err(e),
+                Err(e) if matches!(e.code, Code::Protocol | Code::TlsUntrusted | Code::NoCredentials) || e.code.transient() => Err(e),
                 Err(_) => Ok(()),
             }
         })
@@ -563,7 +587,7 @@ pub async fn list_uploads(store: &AmazonS3, info: &S3Info, prefix: &str) -> Resu
         let answer = send(store, info, Method::GET, &url, &[], String::new()).await?;
         let (uploads, next) = parse_uploads_page(&answer.body).map_err(|why| {
             let e = not_s3(info, "HTTP 200", &answer.content_type);
-            Error::new(e.kind, format!("{} (its upload listing had {why})", e.message))
+            Error::new(e.code, format!("{} (its upload listing had {why})", e.message))
         })?;
         out.extend(uploads);
         match next {
@@ -579,7 +603,7 @@ pub async fn abort_upload(store: &AmazonS3, info: &S3Info, key: &str, id: &str) 
     let url = format!("{}?{}", object_url(info, key)?, query(&[("uploadId", id)]));
     match send(store, info, Method::DELETE, &url, &[], String::new()).await {
         Ok(_) => Ok(true),
-        Err(e) if e.kind == Kind::NotFound => Ok(false),
+        Err(e) if e.code == Code::NotFound => Ok(false),
         Err(e) => Err(e),
     }
 }

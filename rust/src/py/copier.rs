@@ -216,7 +216,7 @@ impl Copier {
     /// Copy `jobs`, each `(src_store, src_key, dst_store, dst_key, size_or_None)` or the same
     /// with the source's listed ETag last: the version to copy (the copy fails over to the
     /// current version, whole, if it changes). Returns one dict per job, in order; a job
-    /// whose source changed on every attempt fails with `error_kind` "changed". Blocks
+    /// whose source changed on every attempt fails with `error_code` "changed". Blocks
     /// until done; the GIL is released.
     fn run<'py>(&self, py: Python<'py>, jobs: Vec<Bound<'py, PyTuple>>) -> PyResult<Vec<Bound<'py, PyDict>>> {
         let mut cache: HashMap<usize, Arc<Backend>> = HashMap::new();
@@ -264,8 +264,7 @@ impl Copier {
                     d.set_item("etag", o.etag)?;
                     d.set_item("verified", o.verified)?;
                     d.set_item("error", py.None())?;
-                    d.set_item("error_kind", py.None())?;
-                    d.set_item("error_cause", py.None())?;
+                    d.set_item("error_code", py.None())?;
                 }
                 Err(e) => {
                     d.set_item("bytes", 0)?;
@@ -274,8 +273,7 @@ impl Copier {
                     d.set_item("etag", py.None())?;
                     d.set_item("verified", false)?;
                     d.set_item("error", e.message)?;
-                    d.set_item("error_kind", e.kind.name())?;
-                    d.set_item("error_cause", e.cause)?;
+                    d.set_item("error_code", e.code.name())?;
                 }
             }
             out.push(d);

@@ -15,7 +15,7 @@ use crate::backend::python::PythonStore;
 use crate::backend::s3::{self, Listed};
 use crate::backend::{listing, listing_again_on_transient_errors, open, read_checksum, Backend};
 use crate::checksum::Algo;
-use crate::errors::{Error, Kind};
+use crate::errors::{Code, Error};
 
 /// A bucket (or folder, or in-memory namespace) that Python reads and writes through.
 /// Every call releases the GIL while it waits on the store.
@@ -98,7 +98,7 @@ impl Store {
                         let store = store.clone();
                         let found = tokio::task::spawn_blocking(move || store.leftovers(&prefix))
                             .await
-                            .map_err(|e| Error::new(Kind::Fatal, format!("listing panicked: {e}")))??;
+                            .map_err(|e| Error::new(Code::Other, format!("listing panicked: {e}")))??;
                         Ok(found
                             .into_iter()
                             .map(|l| (l.key, l.staging, Some(l.started.timestamp_millis() as f64 / 1000.0), Some(l.size)))
@@ -123,7 +123,7 @@ impl Store {
                         let store = store.clone();
                         tokio::task::spawn_blocking(move || store.remove_leftover(&handle))
                             .await
-                            .map_err(|e| Error::new(Kind::Fatal, format!("remove panicked: {e}")))?
+                            .map_err(|e| Error::new(Code::Other, format!("remove panicked: {e}")))?
                             .map_err(Error::from)
                     }
                     _ => Ok(false),
