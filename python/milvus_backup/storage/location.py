@@ -7,7 +7,7 @@ import socket
 import ssl
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 from urllib.parse import parse_qsl, urlsplit
 
 from .. import _engine
@@ -41,9 +41,10 @@ class ObjectInfo:
 
 @dataclass
 class Location:
-    """``store`` + ``prefix``; ``url`` is for display and never carries secrets."""
+    """``store`` + ``prefix``; ``url`` is for display and never carries secrets. The store is
+    the engine's own, or an object a Python backend implements (the engine's slow path)."""
 
-    store: Any
+    store: _engine.Store | ObjectStore
     prefix: str
     url: str
     scheme: str = ""

@@ -12,12 +12,15 @@ import json
 import threading
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .. import _engine
 from ..storage.leftovers import remove_for_keys
 from .progress import ProgressDisplay
 from ..storage.location import Location, ObjectInfo
+
+if TYPE_CHECKING:
+    from .._engine import CopyResult
 
 _RUN_AGAIN = "run again to copy them (objects already copied are skipped)"
 
@@ -77,7 +80,7 @@ class Plan:
 
 @dataclass
 class CopyReport:
-    results: list[dict[str, Any]]
+    results: list[CopyResult]
     skipped: list[ObjectInfo]
     elapsed: float
     cancelled: bool = False
@@ -86,11 +89,11 @@ class CopyReport:
     skipped_checksums: dict[str, str] = field(default_factory=dict)
 
     @property
-    def failed(self) -> list[dict[str, Any]]:
+    def failed(self) -> list[CopyResult]:
         return [r for r in self.results if r["error"] and r["error_code"] != "cancelled"]
 
     @property
-    def copied(self) -> list[dict[str, Any]]:
+    def copied(self) -> list[CopyResult]:
         return [r for r in self.results if not r["error"]]
 
     @property
@@ -107,17 +110,17 @@ class CopyReport:
             raise error(f"{what}: {len(self.failed)} of {len(self.results)} objects failed "
                         f"(first: {first['src_key']}: {first['error']})")
 
-    def failure_groups(self) -> list[tuple[str | None, list[dict[str, Any]]]]:
+    def failure_groups(self) -> list[tuple[str | None, list[CopyResult]]]:
         """Failures by cause (an error code in CAUSES), largest group first; failures with
         another code are each their own."""
-        groups: dict[str, list[dict[str, Any]]] = {}
+        groups: dict[str, list[CopyResult]] = {}
         alone = []
         for r in self.failed:
             if r["error_code"] in CAUSES:
                 groups.setdefault(r["error_code"], []).append(r)
             else:
                 alone.append(r)
-        ordered: list[tuple[str | None, list[dict[str, Any]]]] = sorted(groups.items(), key=lambda g: -len(g[1]))
+        ordered: list[tuple[str | None, list[CopyResult]]] = sorted(groups.items(), key=lambda g: -len(g[1]))
         return ordered + [(None, [r]) for r in alone]
 
     def summary(self) -> dict[str, Any]:
