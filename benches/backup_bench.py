@@ -24,13 +24,15 @@ import time
 from pathlib import Path
 
 import benchlib
-from milvus_backup.backup.create import CreateRequest, create_backup
-from milvus_backup.backup.catalog import open_stores
-from milvus_backup.config.settings import load_config
-from milvus_backup.transfer.copy import CopySettings
+
 from mbackup_dev.devstack import LocalStack, backup_config
-from milvus_backup.milvus.connection import MilvusEndpoint, connect
+from milvus_backup.backup.catalog import open_stores
+from milvus_backup.backup.create import CreateRequest, create_backup
 from milvus_backup.backup.restore import RestoreRequest, restore_backup
+from milvus_backup.config.settings import load_config
+from milvus_backup.milvus.connection import MilvusEndpoint, connect
+from milvus_backup.plugins.manager import milvus_adapters
+from milvus_backup.transfer.copy import CopySettings
 
 NAME = "bench_vectors"
 
@@ -93,12 +95,10 @@ def main() -> None:
         settings = CopySettings(parallel=args.parallel)
         endpoint = MilvusEndpoint(host=cluster.host, port=cluster.port,
                                   management_endpoint=f"http://{cluster.host}:{cluster.metrics_port}")
-        adapter = connect(endpoint)
-        result = create_backup(adapter, stores, CreateRequest(name="bench", filters=[NAME]), settings,
-                               show_progress=False, warn=lambda m: None)
+        adapter = connect(endpoint, milvus_adapters())
+        result = create_backup(adapter, stores, CreateRequest(name="bench", filters=[NAME]), settings)
         started = time.monotonic()
-        restored = restore_backup(adapter, stores, RestoreRequest(name="bench", suffix="_restored"), settings,
-                                  show_progress=False, warn=lambda m: None)
+        restored = restore_backup(adapter, stores, RestoreRequest(name="bench", suffix="_restored"), settings)
         restore_s = time.monotonic() - started
         rows_back = count(cluster.uri, NAME + "_restored")
         adapter.close()

@@ -16,13 +16,14 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from mbackup_dev.devstack import s3_request
 from mbackup_dev.sampletree import write_tree
-from milvus_backup.storage.location import Location, open_location
+from milvus_backup.plugins.manager import storage_backends
+from milvus_backup.storage.location import Location
 from milvus_backup.units import parse_size
 
 MIB = 1024 * 1024
@@ -43,14 +44,14 @@ class S3Server:
     stop: Callable[[], None] | None = None
 
     def options(self) -> dict[str, str]:
-        """Options for milvus_backup.storage.location.open_location."""
+        """Options for opening a location (storage_backends().open)."""
         return {"access_key_id": self.access_key, "secret_access_key": self.secret_key, "region": self.region}
 
     def url(self, bucket: str, prefix: str = "") -> str:
         return f"s3://{bucket}/{prefix}".rstrip("/") + f"?endpoint={self.endpoint}"
 
     def location(self, bucket: str) -> Location:
-        return open_location(self.url(bucket), self.options())
+        return storage_backends().open(self.url(bucket), self.options())
 
     def create_bucket(self, bucket: str) -> None:
         """Create ``bucket`` and write and delete one object: SeaweedFS allocates a new
@@ -59,7 +60,7 @@ class S3Server:
         location = self.location(bucket)
         location.ensure_bucket()
         location.write(".warm-up", b"x")
-        location.store.delete(location.key(".warm-up"))
+        location.delete(".warm-up")
 
     def remove_bucket(self, bucket: str) -> None:
         """Delete every object, then the bucket (a long run would otherwise pile up

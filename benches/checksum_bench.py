@@ -23,6 +23,7 @@ import time
 
 import benchlib
 from benchlib import MIB, Measured
+
 from milvus_backup import _engine
 from milvus_backup.units import parse_size
 

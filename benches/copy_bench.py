@@ -26,7 +26,8 @@ from pathlib import Path
 
 import benchlib
 from benchlib import MIB, Measured, S3Server, Tree
-from milvus_backup.storage.location import open_location
+
+from milvus_backup.plugins.manager import storage_backends
 from milvus_backup.units import parse_size
 
 DIRECTIONS = ("bucket->bucket", "S3->local", "local->S3")
@@ -336,7 +337,7 @@ def main() -> None:
         server.create_bucket(source_bucket)
         total = parse_size(args.size)
         tree = benchlib.write_sample_tree(server.location(source_bucket), total)
-        local_tree = benchlib.write_sample_tree(open_location(str(source_folder)), total)
+        local_tree = benchlib.write_sample_tree(storage_backends().open(str(source_folder)), total)
         assert local_tree.objects == tree.objects, "the two sample trees differ"
         print(f"tree: {tree.count:,} objects, {tree.bytes / MIB:,.1f} MiB", file=sys.stderr)
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+import secretscan
 from mbackup_dev.devstack import LocalStack, SeaweedFS
 
 # The secrets the suite uses: distinctive, so the scan at the end of the session can prove
@@ -22,8 +23,8 @@ ENV_SECRET = "mbk-env-secret-a61b"
 SET_SECRET = "mbk-set-secret-93c4"
 SECRETS = (S3_SECRET, MILVUS_PASSWORD, ENV_SECRET, SET_SECRET)
 
-# (command, stdout, stderr) of every mbackup process whose output a test read.
-CAPTURED: list[tuple[str, str, str]] = []
+# (command, stdout, stderr) of every mbackup run whose output a test read, in or out of process.
+CAPTURED = secretscan.RUNS
 # (what, bytes) of what mbackup sent or stored that a test read back: webhook bodies,
 # restore journals. Files it wrote under the run's temporary folders are scanned as well.
 WRITTEN: list[tuple[str, bytes]] = []

@@ -79,6 +79,17 @@ class Moto(_Server):
         with urllib.request.urlopen(req, timeout=30) as r:
             return r.read()
 
+    def create_bucket(self, name: str) -> None:
+        self.request("PUT", f"/{name}")
+
+    def delete_bucket(self, name: str) -> None:
+        """Delete an empty bucket (moto refuses one that holds objects); no error if missing."""
+        try:
+            self.request("DELETE", f"/{name}")
+        except urllib.error.HTTPError as e:
+            if e.code != 404:
+                raise
+
     def keys(self, bucket: str) -> list[str]:
         import xml.etree.ElementTree as ET
 

@@ -231,7 +231,7 @@ class FaultProxy:
             while self.running:
                 try:
                     client, _ = listener.accept()
-                except socket.timeout:
+                except TimeoutError:
                     continue
                 except OSError:
                     break

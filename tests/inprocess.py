@@ -8,6 +8,7 @@ import io
 import sys
 from unittest import mock
 
+import secretscan
 from milvus_backup.cli import commands as cli
 
 
@@ -21,4 +22,5 @@ def run(*args: str) -> tuple[int, str, str]:
             code = 0
         except SystemExit as e:
             code = e.code if isinstance(e.code, int) else int(e.code is not None)
+    secretscan.RUNS.append((f"mbackup {' '.join(args)} (in process)", out.getvalue(), err.getvalue()))
     return code, out.getvalue(), err.getvalue()

@@ -94,7 +94,7 @@ def build(uri: str) -> dict[tuple[str, str], Truth]:
                 list(pool.map(lambda w: w.mc.flush(w.name), active))
             for w in writers.values():
                 w.finish()
-            return dict(zip(writers, pool.map(lambda w: w.truth(), writers.values())))
+            return dict(zip(writers, pool.map(lambda w: w.truth(), writers.values()), strict=False))
     finally:
         for c in clients.values():
             c.close()

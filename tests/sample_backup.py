@@ -50,12 +50,13 @@ def crc32c(s: _engine.Store, key: str) -> str:
 class Sample:
     """A small two-segment backup written the way mbackup writes one."""
 
-    def __init__(self, s: _engine.Store, name: str, *, manifest: bool = True) -> None:
+    def __init__(self, s: _engine.Store, name: str, *, manifest: bool = True, binlog_bytes: int = 1000) -> None:
         self.store, self.name, self.bdir = s, name, meta.backup_dir(ROOT, name)
         self.objects: dict[str, bytes] = {}  # every object under the backup dir, by relative key
         self.deleted: set[str] = set()  # still expected, so still counted as checked
         self.orphans: set[str] = set()  # under binlogs/ but not part of the backup
         self.sources: dict[str, bytes] = {}  # binlog contents by their key in the Milvus bucket
+        self.binlog_bytes = binlog_bytes  # about the size of each insert log
         segments = [self._segment(5001, deltas=1), self._segment(5002, deltas=0)]
         size = sum(seg.size for seg in segments)
         info = meta.BackupInfo(
@@ -75,7 +76,7 @@ class Sample:
         if manifest:
             sums = _engine.Copier().checksums([(s, f"{self.bdir}/{rel}") for rel in self.binlogs], "crc32c")
             body = {"version": 1, "backup": name, "id": info.id, "checksum_algo": "crc32c", "objects": {
-                rel: {"size": len(self.objects[rel]), "checksum": c} for rel, (c, _, _) in zip(self.binlogs, sums)}}
+                rel: {"size": len(self.objects[rel]), "checksum": c} for rel, (c, _, _) in zip(self.binlogs, sums, strict=False)}}
             self.put(MANIFEST, json.dumps(body, indent=0, sort_keys=True).encode())
         self.info = info
         files = meta.write_meta_files(info)
@@ -85,7 +86,7 @@ class Sample:
     def _segment(self, seg_id: int, deltas: int) -> meta.SegmentBackupInfo:
         binlogs, deltalogs = [], [meta.FieldBinlog()]
         for f in FIELDS:
-            log_id, data = seg_id * 1000 + f, os.urandom(1000 + 37 * f + seg_id % 7)
+            log_id, data = seg_id * 1000 + f, os.urandom(self.binlog_bytes + 37 * f + seg_id % 7)
             src = f"files/insert_log/{COLL}/{PART}/{seg_id}/{f}/{log_id}"
             self.sources[src] = data
             binlog = meta.Binlog(log_path=src, log_size=len(data), log_id=log_id)

@@ -12,6 +12,10 @@ from pathlib import Path
 # holds the secret on purpose.
 INPUT_SUFFIXES = (".yaml", ".yml", ".pem", ".key", ".csr", ".ext", ".srl")
 
+# What every mbackup run printed, as (command, stdout, stderr): subprocesses (tests/conftest.py)
+# and in-process runs (tests/inprocess.py) both add theirs here.
+RUNS: list[tuple[str, str, str]] = []
+
 
 @dataclass
 class Scan:

@@ -19,7 +19,8 @@ from milvus_backup import _engine
 from milvus_backup.format import meta
 from milvus_backup.milvus.adapters.base import CreateCollectionSpec, ImportState
 from milvus_backup.milvus.adapters.v2_3 import Milvus23Adapter
-from milvus_backup.milvus.connection import MilvusEndpoint, MilvusError, adapter_for, connect
+from milvus_backup.milvus.connection import MilvusEndpoint, MilvusError, connect
+from milvus_backup.plugins.manager import milvus_adapters
 
 pytestmark = pytest.mark.milvus
 
@@ -63,14 +64,14 @@ def wait_import(adapter, db: str, job: str, timeout: float = 180) -> None:
 
 @pytest.fixture(scope="module")
 def source(milvus_clusters):
-    adapter = connect(endpoint(milvus_clusters.source))
+    adapter = connect(endpoint(milvus_clusters.source), milvus_adapters())
     yield adapter
     adapter.close()
 
 
 @pytest.fixture(scope="module")
 def target(milvus_clusters):
-    adapter = connect(endpoint(milvus_clusters.target))
+    adapter = connect(endpoint(milvus_clusters.target), milvus_adapters())
     yield adapter
     adapter.close()
 
@@ -398,7 +399,7 @@ def test_connect_to_a_wrong_port_fails_fast_with_one_clear_line(milvus_clusters)
     port = free_port()
     started = time.monotonic()
     with pytest.raises(MilvusError) as err:
-        connect(MilvusEndpoint(host="127.0.0.1", port=port, password="s3cret"))
+        connect(MilvusEndpoint(host="127.0.0.1", port=port, password="s3cret"), milvus_adapters())
     assert time.monotonic() - started < 12
     message = str(err.value)
     assert f"127.0.0.1:{port}" in message and "milvus.address" in message and "milvus.port" in message
@@ -407,10 +408,10 @@ def test_connect_to_a_wrong_port_fails_fast_with_one_clear_line(milvus_clusters)
 
 def test_an_unsupported_version_names_the_supported_lines():
     with pytest.raises(MilvusError) as err:
-        adapter_for("v2.9.1", connection=None)
+        milvus_adapters().adapter_for("v2.9.1", connection=None)
     assert str(err.value).startswith("Milvus v2.9.1 is not supported: install an adapter plugin")
     assert "2.3.x" in str(err.value)
-    assert isinstance(adapter_for("v2.3.22", connection=None), Milvus23Adapter)
+    assert isinstance(milvus_adapters().adapter_for("v2.3.22", connection=None), Milvus23Adapter)
 
 
 def test_the_endpoint_never_shows_its_password():

@@ -20,13 +20,24 @@ import uuid
 import pytest
 from pymilvus import DataType, MilvusClient
 
-from milvus_backup import _engine
-from milvus_backup.format import meta
 from conftest import record_written
 from gofacts import facts, problems
 from mbackup_dev.devstack import backup_config
-from milvus_data import (AUTO, INT, assert_same_rows, build, client, error_line, load_state, mbackup, ok, read_back,
-                         read_back_all)
+from milvus_backup import _engine
+from milvus_backup.format import meta
+from milvus_data import (
+    AUTO,
+    INT,
+    assert_same_rows,
+    build,
+    client,
+    error_line,
+    load_state,
+    mbackup,
+    ok,
+    read_back,
+    read_back_all,
+)
 
 pytestmark = pytest.mark.milvus
 
@@ -210,7 +221,7 @@ def test_restore_into_the_same_cluster_with_a_suffix(backup, data, configs, stac
         assert (f"restored {truth.label} as {truth.label}_r: {len(truth.rows) + len(truth.deleted):,} rows in backup, "
                 f"{len(truth.rows):,} imported, ") in out
     got = read_back_all(stack.source.uri, [(t.db, t.name + "_r", t) for t in data.values()])
-    for truth, rows in zip(data.values(), got):
+    for truth, rows in zip(data.values(), got, strict=False):
         assert_same_rows(rows, truth)
     # Staged copies and the journal are gone from the Milvus bucket.
     s = stack.source.s3.store(stack.source.bucket)
@@ -231,7 +242,7 @@ def test_restore_into_the_other_cluster_rebuilds_indexes_load_and_aliases(backup
         finally:
             mc.close()
     got = read_back_all(stack.target.uri, [(t.db, t.name, t) for t in data.values()])
-    for truth, rows in zip(data.values(), got):
+    for truth, rows in zip(data.values(), got, strict=False):
         assert_same_rows(rows, truth)
     s = stack.target.s3.store(stack.target.bucket)
     assert not [k for k in keys(s, "") if k.startswith("mbackup-restore")]
@@ -291,6 +302,24 @@ def test_drop_exist_collection_replaces_it(backup, data, configs, stack):
                      "--drop-exist-collection")).stdout
     assert "restored default.e2e_int as default.e2e_int_x: " in out
     assert_same_rows(read_back(stack.target.uri, "default", "e2e_int_x", truth), truth)
+
+
+def test_restore_shows_import_progress_on_stderr_and_json_shows_none(backup, configs, stack):
+    """A line on stderr whenever a collection's import jobs move (one job per partition with
+    data), ending at all done; with --json none, and the summary on stdout either way."""
+    source = by_label(backup["info"])["default.e2e_int"]
+    jobs = sum(1 for p in source.partition_backups if p.segment_backups)
+    shown = ok(mbackup(configs["dst"], "restore", "-n", NAME, "--suffix", "_p", "--filter", "default.e2e_int_p"))
+    lines = [line for line in shown.stderr.splitlines() if " import jobs done" in line]
+    assert lines and all(re.fullmatch(rf"restore default\.e2e_int_p: \d+/{jobs} import jobs done, \d+%", line)
+                         for line in lines), shown.stderr
+    assert lines[-1] == f"restore default.e2e_int_p: {jobs}/{jobs} import jobs done, 100%"
+    assert "restored default.e2e_int as default.e2e_int_p: " in shown.stdout
+
+    as_json = ok(mbackup(configs["dst"], "restore", "-n", NAME, "--suffix", "_j", "--filter", "default.e2e_int_j",
+                         "--json"))
+    assert "import jobs" not in as_json.stderr
+    assert [c["target"] for c in json.loads(as_json.stdout)["collections"]] == ["default.e2e_int_j"]
 
 
 # --------------------------------------------------------------------------------------
@@ -355,7 +384,7 @@ def test_a_backup_laid_out_by_hand_like_the_go_tool_restores(data, configs, stac
             field["type_params"] = params
         fields.append(field)
     partitions = []
-    for pname, pid in zip(parts.partition_names, parts.partitionIDs):
+    for pname, pid in zip(parts.partition_names, parts.partitionIDs, strict=False):
         mine = [s for s in segments if s["partition_id"] == pid]
         partitions.append({"partition_id": pid, "partition_name": pname, "collection_id": coll_id,
                            "segment_backups": mine, "size": sum(s["size"] for s in mine), "load_state": "NotLoad"})
@@ -412,7 +441,7 @@ def test_a_backup_laid_out_by_hand_like_the_go_tool_restores(data, configs, stac
 
 
 class _Recorder(http.server.BaseHTTPRequestHandler):
-    def do_POST(self) -> None:  # noqa: N802 - the http.server interface
+    def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
         record_written(f"webhook body to {self.path}", body)  # for the secrets scan
         self.server.events.append(json.loads(body))  # type: ignore[attr-defined]

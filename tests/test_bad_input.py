@@ -214,6 +214,8 @@ CASES = [
     ("url-scheme", ["copy", "ftp://x/y", "{tmp}/o"], None, 2, "error: no storage backend for 'ftp://x/y' (scheme 'ftp')"),
     ("url-secret", ["copy", "s3://b/p?secret_access_key=abc", "{tmp}/o"], None, 2,
      "error: s3://b/p: the URL holds the secret secret_access_key (not shown)"),
+    ("url-secret-after-hash", ["copy", f"s3://b/run#1?region=x#&secret_access_key={LEAK}", "{tmp}/o"], None, 2,
+     "error: s3://b/run#1: the URL holds the secret secret_access_key (not shown)"),
     ("url-file-is-file", ["copy", "memory://a/b", "{tmp}/afile"], None, 2, "error: {tmp}/afile is a file, not a directory"),
     ("url-profile", ["copy", "@nope/x", "{tmp}/o"], None, 2, "error: unknown profile 'nope' in '@nope/x'"),
     # --- credentials

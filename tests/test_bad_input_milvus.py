@@ -14,8 +14,8 @@ import uuid
 import pytest
 from pymilvus import DataType, MilvusClient
 
-from milvus_backup import _engine
 from mbackup_dev.devstack import backup_config
+from milvus_backup import _engine
 from milvus_data import client, error_line, mbackup, ok
 
 pytestmark = pytest.mark.milvus

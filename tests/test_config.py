@@ -13,8 +13,18 @@ from pathlib import Path
 import pytest
 
 from milvus_backup import _engine
-from milvus_backup.config.settings import Config, ConfigError, StorageTarget, find_config_file, load_config, parse_overrides
+from milvus_backup.config.settings import (
+    Config,
+    ConfigError,
+    StorageConfig,
+    find_config_file,
+    load_config,
+    parse_overrides,
+)
 from milvus_backup.errors import MBackupError
+from milvus_backup.plugins.manager import storage_backends
+from milvus_backup.storage.location import StorageError
+from milvus_backup.storage.registry import StorageTarget
 
 # A v1 file as users of milvus-backup <= 0.5.16 have them (configs/backup.yaml of that era).
 V1_FILE = """\
@@ -783,9 +793,9 @@ def test_parse_overrides():
 # Storage URLs
 
 
-def target(tmp_path: Path, storage_yaml: str, which: str = "milvus") -> StorageTarget:
+def target(tmp_path: Path, storage_yaml: str) -> StorageTarget:
     text = "configVersion: v2\nmilvus:\n  storage:\n" + textwrap.indent(textwrap.dedent(storage_yaml), "    ")
-    return load(tmp_path, text).storage_url(which)
+    return storage_backends().target(load(tmp_path, text).milvus.storage)
 
 
 def test_storage_url_minio_is_path_style_over_http(tmp_path):
@@ -807,7 +817,7 @@ def test_storage_url_minio_is_path_style_over_http(tmp_path):
 
 
 def test_storage_url_aws_uses_the_region_and_virtual_hosts(tmp_path):
-    t = load(tmp_path, V2_FILE).storage_url("backup")
+    t = storage_backends().target(load(tmp_path, V2_FILE).backup.storage)
     assert t.url == "s3://backup-bucket/backup"
     assert t.options == {
         "aws_region": "us-west-2",
@@ -934,6 +944,6 @@ def test_storage_url_azure(tmp_path):
     }
 
 
-def test_storage_url_rejects_unknown_side(tmp_path):
-    with pytest.raises(ValueError):
-        load(tmp_path).storage_url("other")
+def test_storage_url_of_a_provider_no_plugin_serves_is_refused():
+    with pytest.raises(StorageError, match=r"^no storage backend serves provider 'ftp' \(providers: aliyun, aws, "):
+        storage_backends().target(StorageConfig(provider="ftp"))

@@ -167,7 +167,7 @@ def test_ten_thousand_small_objects(seaweedfs, s3env, bucket, more_buckets):
     keys = sorted(k for k, _, _ in dst.list("files"))
     assert keys == sorted(objects)
     with ThreadPoolExecutor(16) as pool:
-        assert dict(zip(keys, pool.map(dst.get, keys))) == objects  # every object, byte for byte
+        assert dict(zip(keys, pool.map(dst.get, keys), strict=False)) == objects  # every object, byte for byte
 
 
 def test_include_exclude_dry_run_and_manifest(seaweedfs, s3env, sample_bucket, tmp_path):

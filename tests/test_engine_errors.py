@@ -24,8 +24,9 @@ import pytest
 
 from conftest import tmpfs
 from faultproxy import FaultProxy
-from milvus_backup import _engine
 from mbackup_dev.devstack import SeaweedFS
+from milvus_backup import _engine
+from milvus_backup.transfer.copy import CAUSES as GROUPED
 
 PACKAGE = Path(_engine.__file__).parent
 
@@ -41,6 +42,7 @@ CLASSES = {
     "tls_untrusted": _engine.EngineError, "disk_full": _engine.EngineError, "quota_exceeded": _engine.EngineError,
     "read_only": _engine.EngineError, "permission_denied": _engine.EngineError, "not_permitted": _engine.EngineError,
     "io": _engine.EngineError, "symlink": _engine.EngineError, "bad_key": _engine.EngineError,
+    "key_clash": _engine.EngineError,
     "corrupt": _engine.EngineError, "changed": _engine.EngineError, "config": _engine.EngineError,
     "unsupported": _engine.EngineError, "refused": _engine.EngineError, "other": _engine.EngineError,
 }
@@ -106,6 +108,11 @@ class Causes:
         os.symlink(self.tmp / "outside", self.tmp / "folder" / "link")
         store.get("link/x")
 
+    def under_a_file(self) -> None:
+        store = self.folder()
+        store.put("a", b"x")
+        store.put("a/b", b"y")
+
     def taken(self) -> None:
         s = self.s3()
         s.put("lock", b"1", if_absent=True)
@@ -155,6 +162,7 @@ CAUSES = {
     "get an empty path segment": (lambda c: c.folder().get("a//b"), "bad_key"),
     "put a staging file's name": (lambda c: c.folder().put("a#1", b"x"), "bad_key"),
     "get a .. segment (S3)": (lambda c: c.s3().get("a/../b"), "bad_key"),
+    "put under a file's name": (Causes.under_a_file, "key_clash"),
     "put into a bucket name S3 refuses": (lambda c: c.s3(bucket="Not_A_Bucket_Name").put("k", b"x"), "refused"),
     "put if absent, taken": (Causes.taken, "already_exists"),
     "put if match, stale": (Causes.stale_version, "precondition"),
@@ -281,3 +289,9 @@ def test_python_never_decides_on_engine_message_text():
             if ENGINE_WORDS.search(line):
                 found.append(f"{path.relative_to(PACKAGE)}:{number}: {line.strip()}")
     assert found == []
+
+
+def test_the_failure_causes_python_groups_by_are_engine_codes():
+    """A cause named after anything but a code (an errno, an S3 code) would never match a
+    result, and its failures would be listed one by one instead of said once."""
+    assert set(GROUPED) - set(_engine.ERROR_CODES) == set()

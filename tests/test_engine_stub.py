@@ -36,9 +36,7 @@ def stub_names() -> dict[str, ast.AST]:
     """Public names the stub says exist at runtime (type-only helpers left out)."""
     out: dict[str, ast.AST] = {}
     for node in stub_tree().body:
-        if isinstance(node, ast.ClassDef) and not type_check_only(node):
-            out[node.name] = node
-        elif isinstance(node, ast.FunctionDef):
+        if isinstance(node, ast.FunctionDef) or (isinstance(node, ast.ClassDef) and not type_check_only(node)):
             out[node.name] = node
         elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
             out[node.target.id] = node
@@ -65,9 +63,17 @@ def test_every_method_is_in_the_stub_with_its_parameters(cls):
             assert inspect.isgetsetdescriptor(vars(runtime)[name]), name
             continue
         args = in_stub[name].args
-        stub_params = [a.arg for a in args.posonlyargs + args.args + args.kwonlyargs][1:]  # no self/cls
+        bound = not any(isinstance(d, ast.Name) and d.id == "staticmethod" for d in in_stub[name].decorator_list)
+        stub_params = [a.arg for a in args.posonlyargs + args.args + args.kwonlyargs][bound:]  # no self/cls
         target = runtime if name == "__new__" else getattr(runtime, name)
         assert stub_params == [p for p in inspect.signature(target).parameters if p != "self"], name
+
+
+def test_the_stub_lists_every_error_code_the_engine_has():
+    node, = (n for n in stub_tree().body if isinstance(n, ast.AnnAssign) and getattr(n.target, "id", "") == "_ErrorCode")
+    literal = node.value
+    assert isinstance(literal, ast.Subscript) and isinstance(literal.slice, ast.Tuple)
+    assert [e.value for e in literal.slice.elts] == list(_engine.ERROR_CODES)
 
 
 def test_copy_results_have_the_keys_the_stub_types():

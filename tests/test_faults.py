@@ -24,8 +24,8 @@ import pytest
 
 from conftest import S3_SECRET, record_written, tmpfs
 from faultproxy import FaultProxy
-from milvus_backup import _engine
 from mbackup_dev.devstack import SeaweedFS, s3_request
+from milvus_backup import _engine
 
 KIB = 1024
 
@@ -53,7 +53,7 @@ def snapshot(s: _engine.Store, prefix: str) -> dict[str, bytes]:
     """Every object under ``prefix`` with its bytes, keys relative to the prefix."""
     keys = [k for k, _, _ in s.list(prefix)]
     with ThreadPoolExecutor(16) as pool:
-        return {k[len(prefix) + 1:]: v for k, v in zip(keys, pool.map(s.get, keys))}
+        return {k[len(prefix) + 1:]: v for k, v in zip(keys, pool.map(s.get, keys), strict=False)}
 
 
 def tree(base: Path) -> dict[str, bytes]:

@@ -99,7 +99,7 @@ def test_mbackup_message_keys_are_the_go_keys_in_go_order(go):
     # Written even when zero exactly where Go has no omitempty.
     assert [s.key for s in m._specs(cls) if s.always] == [x["json"] for x in fields if not x["omitempty"]]
     kinds = {"string": "str", "integer": "int", "boolean": "bool", "object": "msg", "array": "list", "object(map)": "map"}
-    for s, x in zip(m._specs(cls), fields):
+    for s, x in zip(m._specs(cls), fields, strict=False):
         assert s.kind == "any" or s.kind == kinds[x["json_type"]], (s, x)
 
 
@@ -126,7 +126,7 @@ def test_a_file_with_every_key_reads_and_writes_back_byte_for_byte(version, mess
 
 
 def test_the_hand_typed_illustrations_in_test_meta_follow_the_table():
-    from test_meta import EXAMPLES
+    from unit.test_meta import EXAMPLES
 
     for name, cls, text in EXAMPLES:
         doc = _without_opaque(json.loads(text))
@@ -189,7 +189,7 @@ def _without_opaque(doc):
 
 
 def _backups():
-    from test_meta import backups  # the property tests' strategy of whole backups
+    from unit.test_meta import backups  # the property tests' strategy of whole backups
 
     return backups
 

@@ -23,11 +23,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from milvus_backup.format import meta
-from milvus_backup.backup.catalog import open_stores
-from milvus_backup.config.settings import load_config
-from milvus_backup.backup.restore import Journal, RestoreRequest, plan_targets
 import inprocess
+from milvus_backup.backup.catalog import open_stores
+from milvus_backup.backup.restore import Journal, RestoreRequest, plan_targets, read_journal
+from milvus_backup.config.settings import load_config
+from milvus_backup.format import meta
 from sample_backup import ROOT, Sample, config_yaml
 
 EXAMPLES = settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
@@ -144,7 +144,7 @@ def victim(place):
 @EXAMPLES
 @given(fname=st.sampled_from(meta.META_FILES), data=st.data())
 def test_hostile_meta_file(place, victim, fname, data):
-    s, cfg, bucket = place
+    s, cfg, _bucket = place
     with damaged_object(s, f"{victim.bdir}/meta/{fname}", data):
         code, out, err = run(cfg, "get", "-n", "victim")
         assert code in (0, 2), err
@@ -172,9 +172,9 @@ def test_hostile_meta_file(place, victim, fname, data):
 def test_hostile_manifest(place, victim, data):
     s, cfg, _ = place
     with damaged_object(s, f"{victim.bdir}/meta/mbackup_manifest.json", data):
-        code, out, err = run(cfg, "verify", "-n", "victim", "--deep", "-q")
+        code, _out, err = run(cfg, "verify", "-n", "victim", "--deep", "-q")
         assert code in (0, 1) and err == "", err
-        code, out, err = run(cfg, "restore", "-n", "victim")
+        code, _out, err = run(cfg, "restore", "-n", "victim")
         assert code == 2
         one_error_line(err)
 
@@ -297,26 +297,31 @@ def test_hostile_restore_journal(place, journal, data):
         for state in read.data["collections"].values():
             staging = state["staging"]
             assert staging is None or re.fullmatch(r"mbackup-restore-[0-9a-f]{12}", staging), staging
-        if not read.data["collections"]:
+        found = read_journal(stores.milvus, key)
+        if found is None or found["request"] != read.request:  # damaged, or another request's
             assert warnings == [f"the journal at {stores.milvus.url}/{key} is unreadable: ignored, this restore "
                                 "starts afresh"], warnings
+            assert read.data["collections"] == {}
+        else:
+            assert warnings == [] and read.data == found
 
 
 def test_keys_listed_in_the_milvus_bucket_with_absurd_ids_are_not_binlogs(tmp_path):
     """Keys are content too: a run of digits longer than an int64 under insert_log/ is not
     a binlog (and converting it raised ValueError past 4,300 digits)."""
-    from milvus_backup.milvus.adapters.base import SegmentRef
-    from milvus_backup.backup.create import discover_binlogs
     from milvus_backup.backup.catalog import Stores
-    from milvus_backup.storage.location import open_location
+    from milvus_backup.backup.create import discover_binlogs
+    from milvus_backup.milvus.adapters.base import SegmentRef, StorageLayout
+    from milvus_backup.plugins.manager import storage_backends
 
+    open_location = storage_backends().open
     milvus = open_location(f"memory://absurd-{uuid.uuid4().hex}")
     good = "files/insert_log/1/2/3/100/7"
     for key in (good, "files/insert_log/1/2/3/100/" + "9" * 5000, "files/insert_log/1/2/" + "3" * 25 + "/100/8"):
         milvus.store.put(key, b"x")
     stores = Stores(milvus, "files", open_location(f"memory://absurd-{uuid.uuid4().hex}"), "backup")
     coll = meta.CollectionBackupInfo(collection_id=1)
-    found = discover_binlogs(stores, coll, [SegmentRef(segment_id=3, collection_id=1, partition_id=2, num_rows=1)])
+    found = discover_binlogs(stores, StorageLayout(), coll, [SegmentRef(segment_id=3, collection_id=1, partition_id=2, num_rows=1)])
     assert {seg: {f: [o.key for o in objs] for f, objs in inserts.items()} for seg, (inserts, _) in found.items()} == {
         3: {100: [good]}}
 

@@ -300,7 +300,7 @@ def test_no_engine_parameter_makes_it_panic_or_overflow():
     assert proc.returncode == 0, proc.stderr[-2000:]
     outcomes = proc.stdout.splitlines()
     assert len(outcomes) == len(BAD_PARAMETERS), proc.stdout + proc.stderr
-    for (name, value), outcome in zip(BAD_PARAMETERS, outcomes):
+    for (name, value), outcome in zip(BAD_PARAMETERS, outcomes, strict=False):
         assert re.fullmatch(rf"ValueError: {name} must be (an integer from|0 \(no cap\) or from) .+, not .+", outcome), \
             (name, value, outcome)
     assert "must be an integer from 5242880 (5 MiB) to 5368709120 (5 GiB), not 0" in outcomes[9]

@@ -108,7 +108,7 @@ def backup_keys(seaweedfs) -> list[str]:
 
 
 def test_backup_over_one_way_tls_restores_over_mutual_tls(clusters, configs, rows, seaweedfs, s3env):
-    one_way, mutual = clusters
+    _one_way, mutual = clusters
     ok(mbackup(configs[0], "create", "-n", BACKUP, "-c", COLLECTION, env=s3env))
     ok(mbackup(configs[0], "verify", "-n", BACKUP, "--deep", env=s3env))
     ok(mbackup(configs[1], "restore", "-n", BACKUP, env=s3env))

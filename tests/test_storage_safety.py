@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 
 from conftest import tmpfs
-from sample_backup import ROOT, Sample, config_yaml
 from milvus_backup import _engine
+from sample_backup import ROOT, Sample, config_yaml
 
 KIB, MIB = 1024, 1024 * 1024
 
@@ -102,7 +102,7 @@ LINK_CASES = [
 
 @pytest.mark.parametrize("case", LINK_CASES, ids=[c[0] for c in LINK_CASES])
 def test_local_backup_commands_never_follow_a_link(case, local_backups, outside, tmp_path, s3env):
-    cfg, good = local_backups
+    cfg, _good = local_backups
     _, args, code, err, out = case
     before = state(outside)
     r = mbackup(s3env, *args, "--config", str(cfg))

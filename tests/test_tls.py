@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 
 from conftest import S3_SECRET
-from milvus_backup import _engine
 from mbackup_dev.devstack import SeaweedFS
+from milvus_backup import _engine
 from pki import Pki, make_pki, needs_openssl
 
 pytestmark = needs_openssl

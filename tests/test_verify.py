@@ -15,11 +15,12 @@ import uuid
 
 import pytest
 
-from milvus_backup.format import meta
 from milvus_backup.backup.catalog import open_stores
-from milvus_backup.config.settings import load_config
 from milvus_backup.backup.verify import DamagedBackupError, check_before_restore
+from milvus_backup.config.settings import load_config
+from milvus_backup.format import meta
 from sample_backup import COLL, PART, ROOT, Sample, config_yaml, crc32c
+
 
 @pytest.fixture
 def env():

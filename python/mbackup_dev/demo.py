@@ -23,7 +23,7 @@ from pathlib import Path
 
 from mbackup_dev.devstack import LocalStack, backup_config
 from mbackup_dev.sampletree import write_tree
-from milvus_backup.storage.location import open_location
+from milvus_backup.plugins.manager import storage_backends
 from milvus_backup.units import format_bytes, parse_size
 
 COLLECTION = "demo_products"
@@ -42,7 +42,7 @@ def copy_story(stack: LocalStack, work: Path, size: int) -> list[str]:
     s3.create_bucket("demo-src")
     src = f"s3://demo-src/files?endpoint={s3.endpoint}"
     print(f"writing a Milvus-shaped tree of {format_bytes(size)} to {src.split('?')[0]} ...", flush=True)
-    stats = write_tree(open_location(src, {"aws_access_key_id": s3.access_key, "aws_secret_access_key": s3.secret_key}),
+    stats = write_tree(storage_backends().open(src, {"aws_access_key_id": s3.access_key, "aws_secret_access_key": s3.secret_key}),
                        size)
     started = time.monotonic()
     mbackup("copy", src, f"s3://demo-copy/files?endpoint={s3.endpoint}", "--parallel", "64", "--verify", env=env)

@@ -38,9 +38,9 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import xml.etree.ElementTree as ET
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 log = logging.getLogger(__name__)
 
@@ -296,7 +296,7 @@ def s3_request(
         # urllib would add application/x-www-form-urlencoded and store it with the object.
         send["content-type"] = "application/octet-stream"
     if access_key is not None:
-        now = datetime.datetime.now(datetime.timezone.utc)
+        now = datetime.datetime.now(datetime.UTC)
         amz_date = now.strftime("%Y%m%dT%H%M%SZ")
         payload_hash = hashlib.sha256(body).hexdigest()
         send.update({"host": url.netloc, "x-amz-date": amz_date,

@@ -6,9 +6,19 @@ from collections.abc import Sequence
 from typing import Literal, Protocol, TypeAlias, TypedDict, final, type_check_only
 
 __all__ = [
-    "Store", "Copier", "checksum", "checksum_combine", "take_skipped_links",
-    "EngineError", "NotFoundError", "AuthError", "TransientError", "CancelledError", "AlreadyExistsError",
-    "ProtocolError", "PreconditionError", "ERROR_CODES",
+    "ERROR_CODES",
+    "AlreadyExistsError",
+    "AuthError",
+    "CancelledError",
+    "Copier",
+    "EngineError",
+    "NotFoundError",
+    "PreconditionError",
+    "ProtocolError",
+    "Store",
+    "TransientError",
+    "checksum",
+    "take_skipped_links",
 ]
 
 _ErrorCode: TypeAlias = Literal[
@@ -16,7 +26,7 @@ _ErrorCode: TypeAlias = Literal[
     "auth", "invalid_access_key", "signature_mismatch", "expired_token", "access_denied", "no_credentials",
     "unreachable", "tls_untrusted", "timeout", "throttled", "server_error", "transient",
     "disk_full", "quota_exceeded", "read_only", "permission_denied", "not_permitted", "io",
-    "symlink", "bad_key", "corrupt", "changed", "already_exists", "precondition",
+    "symlink", "bad_key", "key_clash", "corrupt", "changed", "already_exists", "precondition",
     "protocol", "config", "unsupported", "refused", "cancelled", "other",
 ]
 _Strategy: TypeAlias = Literal["server_copy", "server_multipart", "stream", "stream_multipart"]
@@ -96,8 +106,6 @@ class Store:
     def delete(self, key: str) -> None: ...
     def delete_many(self, keys: Sequence[str], parallel: int = 32) -> builtins.list[tuple[str, str]]:
         """Delete ``keys``, ``parallel`` at a time; returns (key, error message) for each failure."""
-    def checksum(self, key: str, algo: str) -> tuple[int, int]:
-        """Read ``key``: (checksum, size) with ``algo`` ("crc32c" or "crc64nvme")."""
     def create_bucket(self) -> None:
         """Create the bucket if it does not exist (S3 only)."""
 
@@ -150,6 +158,10 @@ class Copier:
         max_requests_per_sec: float | None = None,
         max_attempts: int | None = None,
     ) -> Copier: ...
+    @staticmethod
+    def defaults() -> dict[str, int | float]:
+        """What each numeric argument left out (or None) becomes: ``{name: default}``
+        (``max_requests_per_sec`` a float, the others ints)."""
     def progress(self) -> dict[str, int]:
         """Counters so far: objects_total, bytes_total, objects_done, bytes_done,
         objects_skipped, failures, retries, in_flight."""
@@ -170,9 +182,6 @@ class Copier:
 
 def checksum(algo: str, data: bytes) -> int:
     """Checksum of ``data`` with ``algo`` ("crc32c" or "crc64nvme")."""
-
-def checksum_combine(algo: str, a: int, b: int, b_len: int) -> int:
-    """Checksum of ``a ++ b`` given checksum(a), checksum(b) and len(b)."""
 
 def take_skipped_links() -> list[tuple[str, str]]:
     """Every (store root, key) folder listings skipped since the last call."""

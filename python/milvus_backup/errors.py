@@ -31,3 +31,7 @@ class MetaError(MBackupError):
 
 class BackupNameError(MBackupError, ValueError):
     """A backup name breaks the naming rule shared with the Go tool."""
+
+
+class PluginError(MBackupError):
+    """Two plugins registered one thing (a URL scheme, a Milvus line), or one registered it wrongly."""

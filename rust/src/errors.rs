@@ -73,6 +73,9 @@ codes! {
     Symlink => "symlink",
     /// The key cannot be addressed in this store.
     BadKey => "bad_key",
+    /// A folder cannot hold this key beside another: an object `a` and objects under `a/`,
+    /// which S3 holds at once.
+    KeyClash => "key_clash",
     /// Bytes read back differ from bytes sent.
     Corrupt => "corrupt",
     /// The source object was replaced while it was being read.

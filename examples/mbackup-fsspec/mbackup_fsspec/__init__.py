@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import fsspec
+
 from milvus_backup.hookspecs import hookimpl
-from milvus_backup.storage import Location, split_url
+from milvus_backup.storage import Location, StorageUrl
 
 PREFIX = "fsspec+"
 
@@ -57,16 +58,13 @@ class FsspecStore:
 
 
 @hookimpl
-def mbackup_storage_schemes() -> list[str]:
-    return [PREFIX + "<protocol>"]
+def mbackup_register_storage(register) -> None:
+    register(PREFIX, open_fsspec)  # a scheme ending in "+": every fsspec+<protocol> URL
 
 
-@hookimpl
-def mbackup_open_storage(url: str, options: dict[str, str]) -> Location | None:
-    if not url.startswith(PREFIX):
-        return None
-    scheme, netloc, path, query = split_url(url[len(PREFIX):])
-    fs = fsspec.filesystem(scheme, **{**options, **query})
-    root = f"{netloc}/{path}" if netloc else f"/{path}"
-    return Location(store=FsspecStore(fs, root), prefix="", url=f"{PREFIX}{scheme}://{netloc}/{path}".rstrip("/"),
-                    scheme=PREFIX + scheme)
+def open_fsspec(url: StorageUrl, options: dict[str, str]) -> Location:
+    """``url`` comes split once by mbackup: scheme "fsspec+sftp", bucket (the host), prefix, query."""
+    fs = fsspec.filesystem(url.scheme[len(PREFIX):], **{**options, **url.query})
+    root = f"{url.bucket}/{url.prefix}" if url.bucket else f"/{url.prefix}"
+    return Location(store=FsspecStore(fs, root), prefix="", url=f"{url.scheme}://{url.bucket}/{url.prefix}".rstrip("/"),
+                    scheme=url.scheme)

@@ -8,17 +8,15 @@ keeps a marker (``mbackup_in_progress.json``) while a create runs.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
-
 import contextlib
+from dataclasses import dataclass
 
-from .. import _engine
-from ..format import meta
 from ..config.settings import Config
 from ..errors import MBackupError
+from ..format import meta
+from ..plugins.manager import storage_backends
+from ..storage.location import BucketNotFound, Location
 from .lock import StoreLock
-from ..storage.location import Location, describe_error, open_location
 
 IN_PROGRESS = "mbackup_in_progress.json"
 LOCK = "mbackup.lock"
@@ -41,31 +39,16 @@ class Stores:
     @property
     def same_bucket(self) -> bool:
         """Can Milvus import straight from the backup's keys (its own bucket)?"""
-        m, b = self.milvus.options, self.backup.options
-        return (self.milvus.url == self.backup.url and m.get("aws_endpoint") == b.get("aws_endpoint")
-                and self.milvus.scheme == self.backup.scheme)
+        return self.milvus.same_bucket(self.backup)
 
     def backup_url(self, name: str = "") -> str:
         return "/".join(p for p in (self.backup.url, self.backup_root, name) if p)
 
 
 def open_stores(cfg: Config) -> Stores:
-    def bucket(which: str) -> tuple[Location, str]:
-        target = cfg.storage_url(which)
-        if target.provider == "local":
-            # The file backend roots its store at the deepest folder that exists (so that
-            # opening creates nothing) and keeps the rest as the location's prefix; here that
-            # rest is the root path inside a "bucket" of whole keys, as on S3.
-            loc = open_location(target.url, target.options)
-            root, loc.prefix = loc.prefix, ""
-            if root:
-                loc.url = loc.url[: -len(root) - 1]
-            return loc, root
-        scheme = target.url.split("://", 1)[0]
-        return open_location(f"{scheme}://{target.bucket}", target.options), target.root_path
-
-    milvus, milvus_root = bucket("milvus")
-    backup, backup_root = bucket("backup")
+    backends = storage_backends()
+    milvus, milvus_root = backends.open_root(cfg.milvus.storage)
+    backup, backup_root = backends.open_root(cfg.backup.storage)
     return Stores(milvus, milvus_root, backup, backup_root)
 
 
@@ -85,14 +68,12 @@ def backup_dir(stores: Stores, name: str) -> str:
 
 @contextlib.contextmanager
 def backup_storage_errors(stores: Stores):
-    """Turn store errors while reading the backup storage into one line naming the setting."""
+    """A missing bucket, while reading the backup storage, as one line naming the setting."""
     try:
         yield
-    except _engine.EngineError as e:
-        if e.code == "no_such_bucket":
-            raise MBackupError(f"the backup bucket {stores.backup.url} does not exist: check backup.storage.bucketName "
-                               "(minio.backupBucketName in a v1 config)") from None
-        raise describe_error(stores.backup, e) from None
+    except BucketNotFound:
+        raise MBackupError(f"the backup bucket {stores.backup.url} does not exist: check backup.storage.bucketName "
+                           "(minio.backupBucketName in a v1 config)") from None
 
 
 def list_backups(stores: Stores, *, read: bool = True) -> list[BackupEntry]:
@@ -103,14 +84,13 @@ def list_backups(stores: Stores, *, read: bool = True) -> list[BackupEntry]:
 
 def _list_backups(stores: Stores, read: bool) -> list[BackupEntry]:
     root = stores.backup_root
-    dirs, _ = stores.backup.store.list_dirs(root)
+    dirs, _ = stores.backup.list_dirs(root)
     out = []
     for d in sorted(dirs):
         name = d.rstrip("/").rsplit("/", 1)[-1]
         bdir = f"{root}/{name}" if root else name
-        complete = stores.backup.store.head(f"{bdir}/meta/{meta.BACKUP_META}") is not None
-        if not complete and stores.backup.store.head(f"{bdir}/{IN_PROGRESS}") is None \
-                and not stores.backup.store.list(bdir):
+        complete = stores.backup.exists(f"{bdir}/meta/{meta.BACKUP_META}")
+        if not complete and not stores.backup.exists(f"{bdir}/{IN_PROGRESS}") and not stores.backup.list(bdir):
             continue  # an empty "directory" some stores keep after a delete
         entry = BackupEntry(name, complete)
         if complete and read:
@@ -131,13 +111,13 @@ def read_backup(stores: Stores, name: str) -> meta.BackupInfo:
 def _read_backup(stores: Stores, name: str) -> meta.BackupInfo:
     bdir = backup_dir(stores, name)
     files: dict[str, bytes] = {}
-    for key, _, _ in stores.backup.store.list(f"{bdir}/meta"):
-        fname = key.rsplit("/", 1)[-1]
+    for obj in stores.backup.list(f"{bdir}/meta"):
+        fname = obj.key.rsplit("/", 1)[-1]
         if fname in meta.META_FILES:
-            files[fname] = stores.backup.store.get(key)
+            files[fname] = stores.backup.read(obj.key)
     if not files:
         where = stores.backup_url(name)
-        if stores.backup.store.head(f"{bdir}/{IN_PROGRESS}") is not None:
+        if stores.backup.exists(f"{bdir}/{IN_PROGRESS}"):
             raise BackupNotFound(f"backup {name!r} is incomplete (a create did not finish) at {where}: "
                                  f"delete it with mbackup delete -n {name}")
         raise BackupNotFound(f"no backup named {name!r} at {where} (mbackup list shows the backups there)")
@@ -145,7 +125,7 @@ def _read_backup(stores: Stores, name: str) -> meta.BackupInfo:
 
 
 def meta_size(stores: Stores, name: str) -> int:
-    return sum(size for _, size, _ in stores.backup.store.list(f"{backup_dir(stores, name)}/meta"))
+    return sum(obj.size for obj in stores.backup.list(f"{backup_dir(stores, name)}/meta"))
 
 
 # What only a backup directory holds: either tool's meta files, mbackup's own objects, and
@@ -166,10 +146,10 @@ def delete_backup(stores: Stores, name: str, parallel: int = 32) -> int:
     deleted, and the lock goes last, so a half-deleted backup is still recognised as one.
     Returns how many objects were deleted, the lock not counted."""
     bdir = backup_dir(stores, name)
-    store = stores.backup.store
+    backup = stores.backup
     lock_key = f"{bdir}/{LOCK}"
     with backup_storage_errors(stores):
-        keys = _keys(store, bdir)
+        keys = _keys(backup, bdir)
         if not keys:
             raise BackupNotFound(f"no backup named {name!r} at {stores.backup_url(name)} "
                                  "(mbackup list shows the backups there)")
@@ -177,14 +157,14 @@ def delete_backup(stores: Stores, name: str, parallel: int = 32) -> int:
             raise MBackupError(f"{stores.backup_url(name)} is not a backup (no meta files, binlogs or mbackup "
                                "objects in it): mbackup delete only deletes backups; check the name and "
                                "backup.storage.rootPath")
-        with StoreLock(store, lock_key, f"backup {name!r}", command="delete",
+        with StoreLock(backup, lock_key, f"backup {name!r}", command="delete",
                        on_loss="run the delete again") as lock:
-            keys = [k for k in _keys(store, bdir) if k != lock_key]  # what a create wrote up to now
+            keys = [k for k in _keys(backup, bdir) if k != lock_key]  # what a create wrote up to now
             # The completion marker goes first so a half-deleted backup never looks complete.
             marker = f"{bdir}/{meta.META_DIR}/{meta.BACKUP_META}"
             if marker in keys:
-                store.delete(marker)
-            failures = store.delete_many([k for k in keys if k != marker], parallel)
+                backup.delete(marker)
+            failures = backup.delete_many([k for k in keys if k != marker], parallel)
             lock.check()
         if failures:
             key, error = failures[0]
@@ -193,5 +173,5 @@ def delete_backup(stores: Stores, name: str, parallel: int = 32) -> int:
     return len(keys)
 
 
-def _keys(store: Any, bdir: str) -> list[str]:
-    return [k for k, _, _ in store.list(bdir) if k.startswith(bdir + "/")]
+def _keys(backup: Location, bdir: str) -> list[str]:
+    return [obj.key for obj in backup.list(bdir) if obj.key.startswith(bdir + "/")]

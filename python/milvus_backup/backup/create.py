@@ -15,29 +15,24 @@ import json
 import os
 import re
 import socket
-import sys
 import time
 import uuid
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
-from .. import _engine
+from ..errors import MBackupError
 from ..format import meta, untrusted
-from ..milvus.adapters.base import MilvusAdapter, SegmentRef
+from ..milvus.adapters.base import NEWER_STRATEGIES, MilvusAdapter, SegmentRef, StorageLayout
+from ..storage.location import BucketNotFound, NotFound, ObjectInfo, StorageError
+from ..transfer.copy import CopyReport, CopySettings, Plan, checksums, run_plan
+from ..transfer.progress import SILENT, Reporter
 from .catalog import IN_PROGRESS, LOCK, MANIFEST, Stores, backup_dir, backup_storage_errors, is_backup
 from .lock import LockLostError, StoreLock
-from ..transfer.copy import CopyReport, CopySettings, Plan, run_plan
-from ..errors import MBackupError
-from ..storage.location import ObjectInfo
 
 STRATEGIES = ("serial_flush", "skip_flush", "meta_only")
 GC_PAUSE_SECONDS = 3600
-
-# Ids are int64: a longer run of digits in a listed key is not a binlog (and would not convert).
-_ID = r"(-?\d{1,19})"
-_INSERT = re.compile(rf"insert_log/{_ID}/{_ID}/{_ID}/{_ID}/{_ID}$")
-_DELTA = re.compile(rf"delta_log/{_ID}/{_ID}/{_ID}/{_ID}$")
 
 
 class BackupError(MBackupError):
@@ -55,8 +50,9 @@ class CreateRequest:
         if self.name is not None:
             meta.validate_backup_name(self.name)
         if (self.strategy or "serial_flush") not in STRATEGIES:
+            since = NEWER_STRATEGIES.get(self.strategy)
             raise BackupError(f"unknown strategy {self.strategy!r}: use {', '.join(STRATEGIES)}"
-                              + (" (bulk_flush needs Milvus 2.6.11 or newer)" if self.strategy == "bulk_flush" else ""))
+                              + (f" ({self.strategy} needs Milvus {since} or newer)" if since else ""))
         parse_filters(self.filters)
 
     def record(self) -> dict[str, Any]:
@@ -75,7 +71,7 @@ def describe_request(record: dict[str, Any]) -> str:
 
 
 def default_name(now: dt.datetime | None = None) -> str:
-    now = now or dt.datetime.now(dt.timezone.utc)
+    now = now or dt.datetime.now(dt.UTC)
     return f"backup_{now:%Y_%m_%d_%H_%M_%S}_{time.time_ns() % 1_000_000_000}"
 
 
@@ -85,7 +81,7 @@ def parse_filters(filters: list[str]) -> dict[str, list[str] | None]:
     out: dict[str, list[str] | None] = {}
     for raw in filters:
         for item in filter(None, (x.strip() for x in raw.split(","))):
-            db, dot, coll = item.partition(".") if "." in item else ("default", ".", item)
+            db, _dot, coll = item.partition(".") if "." in item else ("default", ".", item)
             if not re.fullmatch(r"\w+", db) or not (coll in ("*", "") or re.fullmatch(r"\w+", coll)):
                 raise BackupError(f"invalid filter {item!r}: use coll, db.coll, db.* or db.")
             if coll == "*":
@@ -99,15 +95,21 @@ def parse_filters(filters: list[str]) -> dict[str, list[str] | None]:
 
 def select_collections(adapter: MilvusAdapter, filters: list[str]) -> tuple[list[str], list[tuple[str, str]]]:
     """Databases and (db, collection) pairs a filter names; unknown names are errors."""
+    return choose_collections(filters, adapter.list_databases(), adapter.list_collections)
+
+
+def choose_collections(filters: list[str], databases: list[str], collections_of: Callable[[str], list[str]]
+                       ) -> tuple[list[str], list[tuple[str, str]]]:
+    """What ``select_collections`` picks among the ``databases`` a server has, with
+    ``collections_of(db)`` listing a database's collections."""
     wanted = parse_filters(filters)
-    databases = adapter.list_databases()
     if not wanted:
         wanted = {db: None for db in databases}
     pairs: list[tuple[str, str]] = []
     for db, colls in wanted.items():
         if db not in databases:
             raise BackupError(f"database {db!r} does not exist (databases: {', '.join(sorted(databases))})")
-        existing = adapter.list_collections(db)
+        existing = collections_of(db)
         for coll in (sorted(existing) if colls is None else colls):
             if coll not in existing:
                 raise BackupError(f"collection {coll!r} does not exist in database {db!r}"
@@ -139,10 +141,10 @@ class CreateResult:
 
 
 def create_backup(adapter: MilvusAdapter | Callable[[], MilvusAdapter], stores: Stores, request: CreateRequest,
-                  settings: CopySettings, *, show_progress: bool = True,
-                  warn=lambda msg: print(f"warning: {msg}", file=sys.stderr)) -> CreateResult:
+                  settings: CopySettings, *, reporter: Reporter = SILENT) -> CreateResult:
     """``adapter`` may be a function that connects, called once the request and the name
-    have been checked, so a taken name is refused without touching Milvus."""
+    have been checked, so a taken name is refused without touching Milvus. Warnings and
+    progress go to ``reporter``."""
     request.validate()
     name = request.name or default_name()
     bdir = backup_dir(stores, name)
@@ -160,12 +162,13 @@ def create_backup(adapter: MilvusAdapter | Callable[[], MilvusAdapter], stores: 
     try:
         # One run per backup name: the lock is a conditional write, so of two racing
         # creates (or a create and a delete) exactly one gets past this line.
-        with StoreLock(stores.backup.store, f"{bdir}/{LOCK}", f"backup {name!r}", command="create",
-                       on_loss="stopped before marking the backup complete: run the same create again") as lock:
+        with StoreLock(stores.backup, f"{bdir}/{LOCK}", f"backup {name!r}", command="create",
+                       on_loss="stopped before marking the backup complete: run the same create again",
+                       warn=reporter.warning) as lock:
             with backup_storage_errors(stores):
                 resumed = prepare(stores, bdir, name, request.record())
             run = _CreateRun(adapter, stores, name, bdir, request.strategy or "serial_flush", settings,
-                             show_progress, warn, lock)
+                             reporter, lock)
             return run.execute(databases, pairs, resumed, request.record())
     finally:
         if old_umask is not None:
@@ -184,14 +187,13 @@ _MARKER = untrusted.Obj({
 def prepare(stores: Stores, bdir: str, name: str, request: dict[str, Any]) -> str | None:
     """Refuse an existing name, a damaged in-progress marker or a marker of another request;
     return the id of the incomplete backup this request resumes, or None for a new one."""
-    store, where = stores.backup.store, stores.backup_url(name)
-    if store.head(f"{bdir}/meta/{meta.BACKUP_META}") is not None:
+    backup, where = stores.backup, stores.backup_url(name)
+    if backup.exists(f"{bdir}/meta/{meta.BACKUP_META}"):
         raise BackupError(f"backup {name!r} already exists at {where}: choose another name "
                           f"or delete it with mbackup delete -n {name}")
-    found = store.head(f"{bdir}/{IN_PROGRESS}")
-    if found is not None:
+    if backup.exists(f"{bdir}/{IN_PROGRESS}"):
         try:
-            marker = untrusted.parse(store.get(f"{bdir}/{IN_PROGRESS}"), _MARKER, 1 << 20)
+            marker = untrusted.parse(backup.read(f"{bdir}/{IN_PROGRESS}"), _MARKER, 1 << 20)
             if marker["name"] != name:
                 raise ValueError(f"it belongs to backup {marker['name']!r}")
         except ValueError as e:
@@ -206,8 +208,8 @@ def prepare(stores: Stores, bdir: str, name: str, request: dict[str, Any]) -> st
                               f"or delete it with mbackup delete -n {name}")
         return marker["id"]
     try:
-        keys = [k for k, _, _ in store.list(bdir) if k.startswith(bdir + "/") and k != f"{bdir}/{LOCK}"]
-    except _engine.NotFoundError:
+        keys = [o.key for o in backup.list(bdir) if o.key.startswith(bdir + "/") and o.key != f"{bdir}/{LOCK}"]
+    except NotFound:
         keys = []  # no bucket yet: nothing to resume
     if keys:
         advice = f"delete it with mbackup delete -n {name}, or " if is_backup(bdir, keys) else ""
@@ -223,8 +225,7 @@ class _CreateRun:
     bdir: str
     strategy: str
     settings: CopySettings
-    show_progress: bool
-    warn: Any
+    reporter: Reporter
     lock: StoreLock
     started: float = field(default_factory=time.monotonic)
     phases: dict[str, float] = field(default_factory=dict)
@@ -233,17 +234,17 @@ class _CreateRun:
                 request: dict[str, Any]) -> CreateResult:
         info = meta.BackupInfo(id=resumed or str(uuid.uuid4()), name=self.name, milvus_version=self.adapter.version)
         if resumed:
-            self.warn(f"resuming the incomplete backup {self.name!r}: objects already copied are checked, "
-                      "not copied again")
+            self.reporter.warning(f"resuming the incomplete backup {self.name!r}: objects already copied are "
+                                  "checked, not copied again")
         else:
-            self.stores.backup.store.put(f"{self.bdir}/{IN_PROGRESS}", json.dumps({
+            self.stores.backup.write(f"{self.bdir}/{IN_PROGRESS}", json.dumps({
                 "id": info.id, "name": self.name, "pid": os.getpid(), "host": socket.gethostname(),
-                "started": dt.datetime.now(dt.timezone.utc).isoformat(), "request": request}).encode())
+                "started": dt.datetime.now(dt.UTC).isoformat(), "request": request}).encode())
         with_data = self.strategy != "meta_only"
         paused = self.adapter.pause_gc(GC_PAUSE_SECONDS) if with_data else False
         if with_data and not paused:
-            self.warn(f"Milvus {self.adapter.version} cannot pause garbage collection; segments compacted during "
-                      "the backup may be missing from it (back up while writes are quiet)")
+            self.reporter.warning(f"Milvus {self.adapter.version} cannot pause garbage collection; segments "
+                                  "compacted during the backup may be missing from it (back up while writes are quiet)")
         copying = False
         try:
             with self.phase("metadata"):
@@ -261,14 +262,14 @@ class _CreateRun:
                 with self.phase("discover"):
                     for coll in collections:
                         segments = self.adapter.list_segments(coll.db_name, coll.collection_name)
-                        found = discover_binlogs(self.stores, coll, segments)
+                        found = discover_binlogs(self.stores, self.adapter.layout, coll, segments)
                         for inserts, deltas in found.values():
                             for obj in [*deltas, *(o for objs in inserts.values() for o in objs)]:
                                 etags[obj.key] = obj.etag
-                        attach_segments(coll, segments, found)
+                        attach_segments(coll, segments, found, self.adapter.layout)
                 copying = True
                 with self.phase("copy"):
-                    report = copy_segments(self.stores, self.bdir, collections, self.settings, self.show_progress,
+                    report = copy_segments(self.stores, self.bdir, collections, self.settings, self.reporter,
                                            self.lock, etags)
             info.collection_backups = collections
             info.size = sum(c.size for c in collections)
@@ -279,7 +280,7 @@ class _CreateRun:
                 # Refused before a single binlog was copied (a wrong bucket or root path, say):
                 # nothing to resume, so leave no incomplete backup behind for list to show.
                 with contextlib.suppress(Exception):  # the original error is the one to show
-                    self.stores.backup.store.delete(f"{self.bdir}/{IN_PROGRESS}")
+                    self.stores.backup.delete(f"{self.bdir}/{IN_PROGRESS}")
             raise
         finally:
             if paused:
@@ -294,38 +295,34 @@ class _CreateRun:
         self.lock.check()
 
 
-def discover_binlogs(stores: Stores, coll: meta.CollectionBackupInfo, segments: list[SegmentRef]
+def discover_binlogs(stores: Stores, layout: StorageLayout, coll: meta.CollectionBackupInfo, segments: list[SegmentRef]
                      ) -> dict[int, tuple[dict[int, list[ObjectInfo]], list[ObjectInfo]]]:
     """Each segment's insert logs by field and its delta logs, found by listing the Milvus
-    bucket under the collection (two LISTs, whatever the number of segments)."""
+    bucket where ``layout`` keeps the collection's binlogs (two LISTs, whatever the number of
+    segments)."""
     root = stores.milvus_root.strip("/")
     base = f"{root}/" if root else ""
     found: dict[int, tuple[dict[int, list[ObjectInfo]], list[ObjectInfo]]] = defaultdict(lambda: (defaultdict(list), []))
     wanted = {s.segment_id for s in segments}
-    for kind, pattern in (("insert_log", _INSERT), ("delta_log", _DELTA)):
-        prefix = f"{base}{kind}/{coll.collection_id}"
+    for prefix in layout.collection_prefixes(coll.collection_id):
         try:
-            listed = stores.milvus.store.list(prefix)
-        except _engine.NotFoundError as e:
-            if e.code != "no_such_bucket":
-                raise
+            listed = stores.milvus.list(f"{base}{prefix}")
+        except BucketNotFound:
             raise BackupError(f"the Milvus bucket {stores.milvus.url} does not exist: check milvus.storage.bucketName "
                               "(minio.bucketName in a v1 config) names the bucket Milvus itself writes to") from None
-        for key, size, etag in listed:
-            m = pattern.search(key)
-            if not m or int(m.group(3)) not in wanted:
+        for obj in listed:
+            binlog = layout.parse(obj.key[len(base):])
+            if binlog is None or binlog.segment_id not in wanted:
                 continue  # not a binlog, or a segment compacted away / not flushed yet
-            seg = int(m.group(3))
-            obj = ObjectInfo(key, size, etag)
-            if kind == "insert_log":
-                found[seg][0][int(m.group(4))].append(obj)
+            if binlog.field_id is None:
+                found[binlog.segment_id][1].append(obj)
             else:
-                found[seg][1].append(obj)
+                found[binlog.segment_id][0][binlog.field_id].append(obj)
     return found
 
 
 def attach_segments(coll: meta.CollectionBackupInfo, segments: list[SegmentRef],
-                    logs: dict[int, tuple[dict[int, list[ObjectInfo]], list[ObjectInfo]]]) -> None:
+                    logs: dict[int, tuple[dict[int, list[ObjectInfo]], list[ObjectInfo]]], layout: StorageLayout) -> None:
     """Fill partitions with SegmentBackupInfo as the Go tool's listing path does."""
     parts = {p.partition_id: p for p in coll.partition_backups}
     for ref in sorted(segments, key=lambda s: s.segment_id):
@@ -333,7 +330,7 @@ def attach_segments(coll: meta.CollectionBackupInfo, segments: list[SegmentRef],
         if not inserts and not ref.is_l0:
             raise BackupError(
                 f"segment {ref.segment_id} of {coll.db_name}.{coll.collection_name} has no insert logs under "
-                f"insert_log/{coll.collection_id}/{ref.partition_id}/{ref.segment_id}/ in the Milvus bucket: "
+                f"{layout.insert_prefix(coll.collection_id, ref.partition_id, ref.segment_id)} in the Milvus bucket: "
                 "check that milvus.storage.bucketName and rootPath (minio.bucketName, minio.rootPath) "
                 "name the bucket and root path Milvus itself writes to")
         counts = {f: len(objs) for f, objs in inserts.items()}
@@ -362,13 +359,13 @@ def _binlog(obj: ObjectInfo) -> meta.Binlog:
 
 
 def copy_segments(stores: Stores, bdir: str, collections: list[meta.CollectionBackupInfo],
-                  settings: CopySettings, show_progress: bool, lock: StoreLock,
+                  settings: CopySettings, reporter: Reporter, lock: StoreLock,
                   etags: dict[str, str | None] | None = None) -> CopyReport:
     """Copy every binlog, verifying each. Objects a previous, interrupted run already
     wrote (same size) are proven by checksumming both sides instead of copied again.
     ``etags`` (source key -> ETag listed at discovery) pins each copy to the version found."""
     etags = etags or {}
-    present = {k: size for k, size, _ in stores.backup.store.list(f"{bdir}/binlogs")}
+    present = {o.key: o.size for o in stores.backup.list(f"{bdir}/binlogs")}
     plan = Plan(jobs=[], skipped=[])
     for coll in collections:
         for part in coll.partition_backups:
@@ -380,11 +377,11 @@ def copy_segments(stores: Stores, bdir: str, collections: list[meta.CollectionBa
                         plan.jobs.append((ObjectInfo(src, size, etags.get(src)), dst))
     verified = CopySettings(**{**settings.__dict__, "verify": True})
     if plan.skipped:
-        _recheck_resumed(plan, stores, bdir, collections, verified)
-    report = run_plan(plan, stores.milvus, stores.backup, verified, show_progress=show_progress, label="backup",
+        _recheck_resumed(plan, stores, bdir, collections, verified, lock)
+    report = run_plan(plan, stores.milvus, stores.backup, verified, reporter=reporter, label="backup",
                       stop=lock.lost)
     if report.failed:
-        with contextlib.suppress(_engine.EngineError):
+        with contextlib.suppress(StorageError):
             lock.renew()  # objects that failed because another run took the lock over: say that
     lock.check()  # a lost lock cancelled the copy: say so, not what was left undone
     report.raise_for_failures(BackupError, "the backup is incomplete, run the same create again to finish it")
@@ -392,13 +389,13 @@ def copy_segments(stores: Stores, bdir: str, collections: list[meta.CollectionBa
 
 
 def _recheck_resumed(plan: Plan, stores: Stores, bdir: str, collections: list[meta.CollectionBackupInfo],
-                     settings: CopySettings) -> None:
+                     settings: CopySettings, lock: StoreLock) -> None:
     dst_of = {src: dst for coll in collections for part in coll.partition_backups for seg in part.segment_backups
               for src, dst, _ in meta.segment_files(bdir, seg)}
     algo = settings.checksum if settings.checksum != "none" else "crc32c"
     items = ([(stores.milvus.store, o.key) for o in plan.skipped]
              + [(stores.backup.store, dst_of[o.key]) for o in plan.skipped])
-    sums = settings.copier().checksums(items, algo)
+    sums = checksums(settings, items, algo, stop=lock.lost)
     n, kept = len(plan.skipped), []
     for i, obj in enumerate(plan.skipped):
         if sums[i][0] is not None and sums[i][0] == sums[n + i][0]:
@@ -424,13 +421,13 @@ def write_meta(stores: Stores, bdir: str, info: meta.BackupInfo, report: CopyRep
                 for seg in part.segment_backups:
                     for _, dst, size in meta.segment_files(bdir, seg):
                         manifest["objects"][dst[len(bdir) + 1:]] = {"size": size, "checksum": proven[dst]}
-    store = stores.backup.store
+    backup = stores.backup
     written = {f"{meta.META_DIR}/{MANIFEST}": json.dumps(manifest, indent=0, sort_keys=True).encode()}
     files = meta.write_meta_files(info)
     written |= {f"{meta.META_DIR}/{n}": data for n, data in files.items() if n != meta.BACKUP_META}
     lock.renew()  # a run that took the lock over (a delete) owns the backup now: write nothing into it
     for rel, data in written.items():
-        store.put(f"{bdir}/{rel}", data)
+        backup.write(f"{bdir}/{rel}", data)
     expected = {rel: obj["size"] for rel, obj in manifest["objects"].items()} | {k: len(v) for k, v in written.items()}
     try:
         _check_present(stores, bdir, info.name, expected)
@@ -438,20 +435,20 @@ def write_meta(stores: Stores, bdir: str, info: meta.BackupInfo, report: CopyRep
         lock.renew()  # objects gone because another run took the lock over: that is what to say
     # backup_meta.json marks a backup as existing for both tools: it goes last.
     key = meta.meta_key(bdir, meta.BACKUP_META)
-    version = store.put(key, files[meta.BACKUP_META])
+    version = backup.write(key, files[meta.BACKUP_META])
     try:
         lock.renew()  # a run that took the lock over meanwhile (a delete) may have emptied the backup
     except LockLostError:
-        with contextlib.suppress(_engine.EngineError):
-            if store.head(key) == (len(files[meta.BACKUP_META]), version):
-                store.delete(key)  # ours, and not to be left looking complete
+        with contextlib.suppress(StorageError):
+            if backup.head(key) == (len(files[meta.BACKUP_META]), version):
+                backup.delete(key)  # ours, and not to be left looking complete
         raise
-    store.delete(f"{bdir}/{IN_PROGRESS}")
+    backup.delete(f"{bdir}/{IN_PROGRESS}")
 
 
 def _check_present(stores: Stores, bdir: str, name: str, expected: dict[str, int]) -> None:
     """Every object the backup should hold is listed with its size (one LIST of the backup)."""
-    listed = {k[len(bdir) + 1:]: size for k, size, _ in stores.backup.store.list(bdir)}
+    listed = {o.key[len(bdir) + 1:]: o.size for o in stores.backup.list(bdir)}
     wrong = [(rel, size) for rel, size in sorted(expected.items()) if listed.get(rel) != size]
     if wrong:
         rel, size = wrong[0]

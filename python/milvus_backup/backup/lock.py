@@ -27,12 +27,12 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
 
-from .. import _engine
-from ..format import untrusted
 from ..errors import ConfigError, MBackupError
+from ..format import untrusted
+from ..storage.location import AlreadyExists, Location, NotFound, StorageError, VersionChanged
 
 HEARTBEAT = 30.0
 LEASE = 120.0
@@ -82,12 +82,14 @@ def _seconds(name: str, default: float) -> float:
 
 
 class StoreLock:
-    """``with StoreLock(store, key, "backup 'x'", command="create"):`` holds the lock."""
+    """``with StoreLock(location, key, "backup 'x'", command="create"):`` holds the lock at
+    ``key`` (relative to the location)."""
 
-    def __init__(self, store: Any, key: str, what: str, *, command: str = "", lease: float | None = None,
+    def __init__(self, location: Location, key: str, what: str, *, command: str = "", lease: float | None = None,
                  heartbeat: float | None = None, on_loss: str = "run it again",
                  warn: Callable[[str], None] = lambda m: print(f"warning: {m}", file=sys.stderr)) -> None:
-        self.store, self.key, self.what, self.command, self.on_loss, self.warn = store, key, what, command, on_loss, warn
+        self.location, self.key, self.what, self.command = location, key, what, command
+        self.on_loss, self.warn = on_loss, warn
         self.lease = lease if lease is not None else _seconds("MBACKUP_LOCK_LEASE", LEASE)
         default_beat = min(HEARTBEAT, self.lease / 4)
         self.heartbeat = heartbeat if heartbeat is not None else _seconds("MBACKUP_LOCK_HEARTBEAT", default_beat)
@@ -114,9 +116,9 @@ class StoreLock:
         for _ in range(_ATTEMPTS):
             started = time.monotonic()
             try:
-                self._hold(self.store.put(self.key, self._body(), if_absent=True), started)
+                self._hold(self.location.write(self.key, self._body(), if_absent=True), started)
                 break
-            except _engine.AlreadyExistsError:
+            except AlreadyExists:
                 pass
             current = self._read()
             if current is None:
@@ -131,8 +133,8 @@ class StoreLock:
             started = time.monotonic()
             try:
                 # Over the very version judged stale: if another run took it over since, this fails.
-                self._hold(self.store.put(self.key, self._body(), if_match=etag), started)
-            except _engine.PreconditionError:
+                self._hold(self.location.write(self.key, self._body(), if_match=etag), started)
+            except VersionChanged:
                 continue  # another run changed it first: judge again what is there now
             if problem:
                 self.warn(f"took over the lock on {self.what}: its object {self.key} was damaged ({problem})")
@@ -145,7 +147,7 @@ class StoreLock:
 
     def _hold(self, etag: str | None, started: float) -> None:
         if etag is None:  # a store that does not answer a put with its version
-            found = self.store.head(self.key)
+            found = self.location.head(self.key)
             etag = found[1] if found else None
         self.etag, self._renewed = etag, started
 
@@ -154,14 +156,14 @@ class StoreLock:
         The version is read before the content: a conditional write on it then fails if the
         content changed in between, so a decision is never made on content newer than it."""
         try:
-            found = self.store.head(self.key)
+            found = self.location.head(self.key)
             if found is None:
                 return None
             size, etag = found
             if size > _MAX_BYTES:
                 return etag, None, f"{size:,} bytes, not a lock"
-            data = self.store.get(self.key)
-        except _engine.NotFoundError:
+            data = self.location.read(self.key)
+        except NotFound:
             return None
         try:
             return etag, parse_holder(data), ""
@@ -191,7 +193,7 @@ class StoreLock:
         with self._mutex:
             current = self._read()
             if current is not None and current[0] == self.etag and current[1] and current[1].token == self.token:
-                self.store.delete(self.key)
+                self.location.delete(self.key)
 
     def __enter__(self) -> StoreLock:
         return self.acquire()
@@ -199,7 +201,7 @@ class StoreLock:
     def __exit__(self, exc_type: object, *_: object) -> None:
         try:
             self.release()
-        except _engine.EngineError:
+        except StorageError:
             if exc_type is None:
                 raise
             # The error already in flight is the one to show; the lock goes stale by itself.
@@ -231,9 +233,9 @@ class StoreLock:
             started = time.monotonic()
             quiet = started - self._renewed
             try:
-                self.etag = self.store.put(self.key, self._body(), if_match=self.etag) or self.etag
+                self.etag = self.location.write(self.key, self._body(), if_match=self.etag) or self.etag
                 self._renewed = started
-            except _engine.PreconditionError:
+            except VersionChanged:
                 current = self._read()
                 if current is not None and current[1] is not None and current[1].token == self.token:
                     # Our own write landed but its answer was lost: that version is ours.
@@ -241,7 +243,7 @@ class StoreLock:
                     return
                 self._lose(f"another run took it over after this one went {quiet:.0f} s without renewing it "
                            f"(the lease is {self.lease:.0f} s)")
-            except _engine.EngineError as e:
+            except StorageError as e:
                 if quiet <= self.lease:
                     raise  # a missed beat only shortens the lease
                 self._lose(f"it could not be renewed for {quiet:.0f} s ({e})")
@@ -256,16 +258,16 @@ class StoreLock:
         while not self._stop.wait(self.heartbeat):
             try:
                 self._renew()
-            except _engine.EngineError:
+            except StorageError:
                 pass  # tried again at the next beat; lost once the lease has gone by
             if self.lost.is_set():
                 return
 
 
-def is_held(store: Any, key: str) -> bool:
+def is_held(location: Location, key: str) -> bool:
     """Does a live run hold the lock at ``key``? What ``mbackup gc`` asks before it touches
     anything under a backup: the same judgement as a takeover (a stale or damaged lock is
     not held)."""
-    lock = StoreLock(store, key, key)
+    lock = StoreLock(location, key, key)
     current = lock._read()
     return current is not None and current[1] is not None and not lock._stale(current[1])

@@ -17,21 +17,22 @@ import contextlib
 import hashlib
 import json
 import re
-import sys
 import time
 import uuid
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
-from .. import _engine
+from ..config.params import BY_KEY, MAX_IMPORT_JOBS
+from ..errors import MBackupError
 from ..format import meta, untrusted
 from ..milvus.adapters.base import CreateCollectionSpec, ImportState, ImportStatus, MilvusAdapter
 from ..milvus.binlog import BinlogError, count_records
-from .catalog import Stores, backup_dir, read_backup
+from ..storage.location import Location, NotFound, ObjectInfo
 from ..transfer.copy import CopySettings, Plan, run_plan
-from ..errors import MBackupError
-from ..storage.location import ObjectInfo
+from ..transfer.progress import SILENT, Reporter
+from .catalog import Stores, backup_dir, read_backup
 from .verify import check_before_restore
 
 
@@ -53,8 +54,8 @@ class RestoreRequest:
     meta_only: bool = False
     load: bool = False
     restore_aliases: bool = False
-    keep_temp_files: bool = False
-    import_jobs: int = 16  # concurrent import jobs
+    keep_temp_files: bool = BY_KEY["restore.keepTempFiles"].default
+    import_jobs: int = BY_KEY["restore.concurrency.importJobs"].default  # at once, at most MAX_IMPORT_JOBS
     import_timeout: float = 3600.0  # seconds without progress before giving up
     force: bool = False  # skip the quick check of the backup (mbackup verify)
     discard_journal: bool = False  # forget interrupted restores instead (the CLI runs discard_journals)
@@ -137,7 +138,7 @@ class Journal:
 
     def __init__(self, stores: Stores, request: RestoreRequest, info: meta.BackupInfo, targets: list[Target],
                  warn: Callable[[str], None]) -> None:
-        self.store = stores.milvus.store
+        self.location = stores.milvus
         self.name = request.name
         self.request = {"backup_id": info.id, "targets": {t.source_label: t.label for t in targets}, **request.shape()}
         digest = hashlib.sha256(json.dumps(self.request, sort_keys=True).encode()).hexdigest()[:16]
@@ -145,8 +146,8 @@ class Journal:
         self.url = f"{stores.milvus.url}/{self.key}"
         self.data: dict[str, Any] = {"backup": request.name, "backup_id": info.id, "request": self.request,
                                      "command": request.command(), "collections": {}}
-        for key, _, _ in self.store.list(f"{JOURNAL_DIR}/{request.name}"):
-            found = read_journal(self.store, key)
+        for key in [o.key for o in self.location.list(f"{JOURNAL_DIR}/{request.name}")]:
+            found = read_journal(self.location, key)
             if key != self.key:
                 warn(f"{describe_journal(found)} is kept at {stores.milvus.url}/{key}; it is not this restore's and "
                      "is not used: run that command again to resume it, or discard it with "
@@ -181,10 +182,10 @@ class Journal:
         return any(r.get("collection_id") for r in self.data["collections"].values())
 
     def save(self) -> None:
-        self.store.put(self.key, json.dumps(self.data).encode())
+        self.location.write(self.key, json.dumps(self.data).encode())
 
     def remove(self) -> None:
-        self.store.delete(self.key)
+        self.location.delete(self.key)
 
     def settle(self) -> str:
         """After a failure: keep the journal if it holds anything to resume, else remove it.
@@ -200,12 +201,12 @@ class Journal:
                 f"or discard it with mbackup restore -n {self.name} --discard-journal")
 
 
-def read_journal(store: Any, key: str) -> dict[str, Any] | None:
+def read_journal(location: Location, key: str) -> dict[str, Any] | None:
     """A journal as stored, or None when it is unreadable or not shaped like one. Nothing in it
     is used unchecked: staging prefixes (which get deleted) and job ids must look like ours,
     and a record missing a field gets its empty value, as a fresh record has."""
     try:
-        data = untrusted.load_json(store.get(key), 16 << 20)  # size and nesting capped
+        data = untrusted.load_json(location.read(key), 16 << 20)  # size and nesting capped
         records = data["collections"]
         ok = isinstance(data["request"], dict) and isinstance(records, dict) and all(
             isinstance(r, dict) and isinstance(r.get("partitions"), dict)
@@ -219,7 +220,7 @@ def read_journal(store: Any, key: str) -> dict[str, Any] | None:
                                                        and all(type(n) is int for n in p["mismatch"])))
                     for p in r["partitions"].values())
             for r in records.values())
-    except (_engine.NotFoundError, ValueError, TypeError, KeyError):
+    except (NotFound, ValueError, TypeError, KeyError):
         return None
     if not ok:
         return None
@@ -247,14 +248,14 @@ def discard_journals(stores: Stores, name: str) -> list[str]:
     journals and the staged copies they name. Collections they made are left as they are.
     Returns one line per journal discarded."""
     meta.validate_backup_name(name)
-    store, lines = stores.milvus.store, []
-    for key, _, _ in store.list(f"{JOURNAL_DIR}/{name}"):
-        data = read_journal(store, key)
+    milvus, lines = stores.milvus, []
+    for key in [o.key for o in milvus.list(f"{JOURNAL_DIR}/{name}")]:
+        data = read_journal(milvus, key)
         for record in (data or {"collections": {}})["collections"].values():
             left = _remove_staged(stores, record.get("staging"), keep=False)
             if left:  # the journal is what finds them again
                 raise RestoreError(f"{left}: the journal {stores.milvus.url}/{key} is kept; run the discard again")
-        store.delete(key)
+        milvus.delete(key)
         left = "; the collections it restored into are left as they are" if data and data["collections"] else ""
         lines.append(f"discarded {describe_journal(data)}{left}")
     return lines
@@ -358,11 +359,12 @@ class RestoreResult:
 
 
 def restore_backup(adapter: MilvusAdapter | Callable[[], MilvusAdapter], stores: Stores, request: RestoreRequest,
-                   settings: CopySettings, *, show_progress: bool = True,
-                   warn=lambda m: print(f"warning: {m}", file=sys.stderr)) -> RestoreResult:
+                   settings: CopySettings, *, reporter: Reporter = SILENT) -> RestoreResult:
     """``adapter`` may be a function that connects: it is called only once the backup has been
-    read and checked, so a damaged backup or a bad flag is refused without touching Milvus."""
+    read and checked, so a damaged backup or a bad flag is refused without touching Milvus.
+    Warnings and progress go to ``reporter``."""
     started = time.monotonic()
+    warn = reporter.warning
     request.validate()
     if not request.force:
         check_before_restore(stores, request.name, meta_only=request.meta_only)
@@ -380,7 +382,7 @@ def restore_backup(adapter: MilvusAdapter | Callable[[], MilvusAdapter], stores:
     results = []
     try:
         for t in targets:
-            results.append(restore_collection(adapter, stores, bdir, t, request, settings, show_progress, warn, journal))
+            results.append(restore_collection(adapter, stores, bdir, t, request, settings, reporter, journal))
     except MBackupError as e:
         kept = journal.settle()
         if kept:
@@ -406,7 +408,7 @@ def _spec(t: Target) -> CreateCollectionSpec:
 
 
 def restore_collection(adapter: MilvusAdapter, stores: Stores, bdir: str, t: Target, request: RestoreRequest,
-                       settings: CopySettings, show_progress: bool, warn, journal: Journal) -> dict[str, Any]:
+                       settings: CopySettings, reporter: Reporter, journal: Journal) -> dict[str, Any]:
     c = t.source
     started = time.monotonic()
     state = journal.collection(t)
@@ -420,7 +422,7 @@ def restore_collection(adapter: MilvusAdapter, stores: Stores, bdir: str, t: Tar
         if state["state"] != "created":
             _create_collection(adapter, t, request, state, journal)
         if not request.meta_only:
-            jobs = import_data(adapter, stores, bdir, t, request, settings, show_progress, journal, warn)
+            jobs = import_data(adapter, stores, bdir, t, request, settings, reporter, journal)
     except MBackupError:
         if not _imported_any(state):
             # Nothing was imported into the collection (Milvus found no binlogs, say): undo
@@ -435,7 +437,7 @@ def restore_collection(adapter: MilvusAdapter, stores: Stores, bdir: str, t: Tar
     if request.load and c.load_state == meta.LOAD_STATE_LOADED:
         adapter.load_collection(t.db, t.name)
     elif request.load and c.load_state != meta.LOAD_STATE_LOADED:
-        warn(f"{t.label} was not loaded when backed up ({c.load_state or 'NotLoad'}): left unloaded")
+        reporter.warning(f"{t.label} was not loaded when backed up ({c.load_state or 'NotLoad'}): left unloaded")
     if request.restore_aliases:
         for alias in c.aliases:
             adapter.create_alias(t.db, t.name, alias)
@@ -511,7 +513,7 @@ class PartitionImport:
 
 
 def import_data(adapter: MilvusAdapter, stores: Stores, bdir: str, t: Target, request: RestoreRequest,
-                settings: CopySettings, show_progress: bool, journal: Journal, warn) -> int:
+                settings: CopySettings, reporter: Reporter, journal: Journal) -> int:
     c = t.source
     state = journal.collection(t)
     parts = [p for p in c.partition_backups if p.segment_backups
@@ -534,13 +536,12 @@ def import_data(adapter: MilvusAdapter, stores: Stores, bdir: str, t: Target, re
         import_root = f"{prefix}/{bdir}"
         files = [(ObjectInfo(key, size), f"{prefix}/{key}")
                  for p in parts for s in p.segment_backups for _, key, size in meta.segment_files(bdir, s)]
-        present = {k: size for k, size, _ in stores.milvus.store.list(prefix)}
+        present = {o.key: o.size for o in stores.milvus.list(prefix)}
         plan = Plan(jobs=[(o, k) for o, k in files if present.get(k) != o.size],
                     skipped=[o for o, k in files if present.get(k) == o.size])
-        report = run_plan(plan, stores.backup, stores.milvus, settings,
-                          show_progress=show_progress, label=f"stage {t.label}")
+        report = run_plan(plan, stores.backup, stores.milvus, settings, reporter=reporter, label=f"stage {t.label}")
         report.raise_for_failures(RestoreError, f"staging {t.label} into the Milvus bucket failed")
-    deletes = count_deletes(stores, bdir, parts, t, warn)
+    deletes = count_deletes(stores, bdir, parts, t, reporter.warning)
     jobs = []
     for p in parts:
         has_delta = any(fb.binlogs for s in p.segment_backups for fb in s.deltalogs)
@@ -548,12 +549,12 @@ def import_data(adapter: MilvusAdapter, stores: Stores, bdir: str, t: Target, re
         inserted = sum(s.num_of_rows for s in p.segment_backups)
         jobs.append(PartitionImport(p.partition_name, [dirs.insert or "", dirs.delta or ""], inserted,
                                     deletes[p.partition_name]))
-    wait_imports(adapter, t, jobs, request, show_progress, journal)
+    wait_imports(adapter, t, jobs, request, reporter, journal)
     # Success removes the staged copies; a failure with imports done or in flight keeps
     # them (those imports read them, and the journal lets the next run reuse them).
     left = _remove_staged(stores, state["staging"], request.keep_temp_files)
     if left:
-        warn(f"{left}; the restore is complete: delete them with any S3 tool")
+        reporter.warning(f"{left}; the restore is complete: delete them with any S3 tool")
     return len(jobs)
 
 
@@ -570,16 +571,16 @@ def count_deletes(stores: Stores, bdir: str, parts: list[meta.PartitionBackupInf
 
     def count(key: str) -> int | str:
         try:
-            return count_records(stores.backup.store.get(key))
+            return count_records(stores.backup.read(key))
         except BinlogError as e:
             return str(e)
-        except _engine.NotFoundError:
+        except NotFound:
             return 0
 
     with ThreadPoolExecutor(min(16, len(logs))) as pool:
         found = list(pool.map(count, [key for _, key in logs]))
     inserted = {p.partition_name: sum(s.num_of_rows for s in p.segment_backups) for p in parts}
-    for (partition, key), n in zip(logs, found):
+    for (partition, key), n in zip(logs, found, strict=True):
         if isinstance(n, str):
             warn(f"cannot count the deletes in {key} ({n}): the rows of {t.label} partition {partition!r} are "
                  "checked against the most the backup holds only")
@@ -594,8 +595,8 @@ def _remove_staged(stores: Stores, prefix: str | None, keep: bool) -> str:
     else what was left behind."""
     if not prefix or not _STAGING.fullmatch(prefix) or keep:
         return ""
-    keys = [k for k, _, _ in stores.milvus.store.list(prefix)]
-    failed = stores.milvus.store.delete_many(keys, 32)
+    keys = [o.key for o in stores.milvus.list(prefix)]
+    failed = stores.milvus.delete_many(keys, 32)
     if not failed:
         return ""
     return (f"could not delete {len(failed)} of the {len(keys)} staged copies under {stores.milvus.url}/{prefix}/ "
@@ -603,10 +604,10 @@ def _remove_staged(stores: Stores, prefix: str | None, keep: bool) -> str:
 
 
 def wait_imports(adapter: MilvusAdapter, t: Target, jobs: list[PartitionImport], request: RestoreRequest,
-                 show_progress: bool, journal: Journal) -> None:
+                 reporter: Reporter, journal: Journal) -> None:
     """Run import jobs, at most ``request.import_jobs`` at once, until all complete, and check
-    the rows each wrote. Jobs an interrupted run started into this same collection are
-    waited for, not started again; a failed one is redone."""
+    the rows each wrote; their progress goes to ``reporter``. Jobs an interrupted run started
+    into this same collection are waited for, not started again; a failed one is redone."""
     record = journal.collection(t)
     state = record["partitions"]
     pending = []
@@ -621,9 +622,8 @@ def wait_imports(adapter: MilvusAdapter, t: Target, jobs: list[PartitionImport],
         else:
             pending.append(job)
     done = 0
-    shown, shown_at = "", 0.0
     while pending or running:
-        while pending and len(running) < max(1, request.import_jobs):
+        while pending and len(running) < min(max(1, request.import_jobs), MAX_IMPORT_JOBS):
             job = pending.pop(0)
             job_id = adapter.start_import(t.db, t.name, job.partition, job.files)
             state[job.partition] = {"job": job_id, "done": False, "rows": None, "mismatch": None}
@@ -657,10 +657,7 @@ def wait_imports(adapter: MilvusAdapter, t: Target, jobs: list[PartitionImport],
                 raise RestoreError(f"import of {t.label} partition {job.partition!r} made no progress for "
                                    f"{request.import_timeout:.0f}s (job {job_id}); check the Milvus logs")
             total_progress += max(status.progress, 0)
-        line = f"restore {t.label}: {done}/{len(jobs)} import jobs done, {(100 * done + total_progress) / len(jobs):.0f}%"
-        if show_progress and (line != shown or time.monotonic() - shown_at > 10):
-            print(line, file=sys.stderr, flush=True)
-            shown, shown_at = line, time.monotonic()
+        reporter.imports(t.label, done, len(jobs), (100 * done + total_progress) / len(jobs))
 
 
 def _still_ours(status: ImportStatus, record: dict[str, Any], partition: str) -> bool:
@@ -677,8 +674,7 @@ def check_rows(adapter: MilvusAdapter, t: Target, job: PartitionImport, rows: in
     low, high = adapter.import_rows_range(job.inserted, job.delete_records)
     if low <= rows <= high:
         return None
-    if rows == 0:
-        # Milvus 2.3 reports an import of prefixes it found empty as completed.
+    if adapter.import_found_nothing(rows):
         raise RestoreError(f"import of {t.label} partition {job.partition!r} completed without rows: Milvus "
                            f"found no binlogs under {job.files[0]}; check that "
                            "milvus.storage.bucketName and rootPath name Milvus's own bucket")

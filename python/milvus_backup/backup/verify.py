@@ -15,18 +15,19 @@ never reads them.
 from __future__ import annotations
 
 import dataclasses
-import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
-from .. import _engine
-from ..format import meta, untrusted
-from .catalog import IN_PROGRESS, MANIFEST, BackupNotFound, Stores, backup_dir, backup_storage_errors
-from ..transfer.copy import CopySettings
 from ..errors import MBackupError, MetaError
-from ..transfer.progress import ProgressDisplay
+from ..format import meta, untrusted
+from ..storage.location import NotFound, StorageError
+from ..transfer.cancel import run_cancellable
+from ..transfer.copy import CopySettings
+from ..transfer.progress import SILENT, Reporter
 from ..units import format_bytes
+from .catalog import IN_PROGRESS, MANIFEST, BackupNotFound, Stores, backup_dir, backup_storage_errors
 
 ALGOS = ("crc32c", "crc64nvme")
 MANIFEST_KEY = f"{meta.META_DIR}/{MANIFEST}"
@@ -109,23 +110,23 @@ def _count(n: int, word: str) -> str:
 
 
 def verify_backup(stores: Stores, name: str, *, deep: bool = False, settings: CopySettings | None = None,
-                  show_progress: bool = False) -> VerifyReport:
+                  reporter: Reporter = SILENT) -> VerifyReport:
     """Check backup ``name``; raises BackupNotFound when nothing is under its directory."""
     started = time.monotonic()
     bdir = backup_dir(stores, name)
     report = VerifyReport(name, stores.backup_url(name), deep)
-    store = stores.backup.store
+    backup = stores.backup
     with backup_storage_errors(stores):
-        listed = {k[len(bdir) + 1:]: size for k, size, _ in store.list(bdir) if k.startswith(bdir + "/")}
+        listed = {o.key[len(bdir) + 1:]: o.size for o in backup.list(bdir) if o.key.startswith(bdir + "/")}
     if not listed:
         raise BackupNotFound(f"no backup named {name!r} at {report.url} (mbackup list shows the backups there)")
 
     def read(rel: str) -> bytes | None:
         try:
-            return store.get(f"{bdir}/{rel}")
-        except _engine.NotFoundError:
+            return backup.read(f"{bdir}/{rel}")
+        except NotFound:
             report.problems.append(Finding("missing", rel, "listed, then gone when read"))
-        except _engine.EngineError as e:
+        except StorageError as e:
             report.problems.append(Finding("unreadable", rel, str(e)))
         return None
 
@@ -159,7 +160,7 @@ def verify_backup(stores: Stores, name: str, *, deep: bool = False, settings: Co
             if without:
                 report.warnings.append(Finding("unchecked", "", f"{_count(without, 'object')} without a checksum in "
                                                f"the manifest: only their sizes were checked"))
-            _deep_check(stores, bdir, todo, report, settings or CopySettings(), show_progress)
+            _deep_check(stores, bdir, todo, report, settings or CopySettings(), reporter)
     report.seconds = time.monotonic() - started
     return report
 
@@ -287,45 +288,31 @@ def _batches(items: list[tuple[str, Expected]], parallel: int) -> list[list[tupl
 
 
 def _deep_check(stores: Stores, bdir: str, todo: list[tuple[str, Expected]], report: VerifyReport,
-                settings: CopySettings, show_progress: bool) -> None:
-    """Read ``todo`` back in parallel and compare checksums. Runs in a worker thread so Ctrl-C
-    reaches us: it cancels the reads, and KeyboardInterrupt is raised once they stopped."""
+                settings: CopySettings, reporter: Reporter) -> None:
+    """Read ``todo`` back in parallel and compare checksums. Ctrl-C cancels the reads, and
+    KeyboardInterrupt is raised once they stopped."""
     algo = report.checksum_algo or "crc32c"
     copier = settings.copier()
     store = stores.backup.store
     counters = {"objects_total": len(todo), "objects_done": 0, "bytes_total": sum(e.size for _, e in todo),
                 "bytes_done": 0, "failures": 0}
     results: list[tuple[str, Expected, tuple[str | None, int | None, str | None]]] = []
-    outcome: dict[str, BaseException] = {}
 
     def work() -> None:
-        try:
-            for batch in _batches(todo, settings.parallel):
-                if copier.cancelled:
-                    return
-                sums = copier.checksums([(store, f"{bdir}/{rel}") for rel, _ in batch], algo)
-                for (rel, exp), got in zip(batch, sums):
-                    results.append((rel, exp, got))
-                    counters["objects_done"] += 1
-                    counters["bytes_done"] += got[1] or 0
-                    counters["failures"] += int(got[2] is not None or got[0] != exp.checksum)
-        except BaseException as e:  # surfaced in the calling thread
-            outcome["error"] = e
+        for batch in _batches(todo, settings.parallel):
+            if copier.cancelled:
+                return
+            sums = copier.checksums([(store, f"{bdir}/{rel}") for rel, _ in batch], algo)
+            for (rel, exp), got in zip(batch, sums, strict=True):
+                results.append((rel, exp, got))
+                counters["objects_done"] += 1
+                counters["bytes_done"] += got[1] or 0
+                counters["failures"] += int(got[2] is not None or got[0] != exp.checksum)
 
-    worker = threading.Thread(target=work, name="mbackup-verify", daemon=True)
-    cancelled = False
-    with ProgressDisplay(lambda: dict(counters), label="verify", enabled=show_progress):
-        worker.start()
-        while worker.is_alive():
-            try:
-                worker.join(0.2)
-            except KeyboardInterrupt:
-                cancelled = True
-                copier.cancel()
-    if cancelled:
+    with reporter.phase("verify", lambda: dict(counters)):
+        _, interrupted = run_cancellable(work, copier.cancel, name="mbackup-verify")
+    if interrupted:
         raise KeyboardInterrupt
-    if "error" in outcome:
-        raise outcome["error"]
     for rel, exp, (checksum, _, error) in results:
         if error is not None:
             report.problems.append(Finding("unreadable", rel, error))

@@ -6,23 +6,41 @@ Exit codes: 0 done, 1 some objects or steps failed, 2 bad input (nothing was cha
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import sys
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
+from typer.core import TyperGroup
 
 from .. import _engine
-from ..transfer.copy import CAUSES, CopySettings, manifest, plan_copy, recheck_skipped, run_plan, write_json
+from ..config.params import BY_FLAG, BY_KEY, flag_help, one_of
+from ..config.secrets import display_url
 from ..config.settings import Config, load_config
 from ..errors import ConfigError, MBackupError
-from ..config.ranges import BY_FLAG
-from ..config.secrets import display_url
-from ..storage.location import Location, open_location, shown_key, skipped_links
+from ..storage.location import Location, shown_key, skipped_links
+from ..transfer.copy import CAUSES, CopySettings, manifest, plan_copy, recheck_skipped, run_plan, write_json
+from ..transfer.progress import ConsoleReporter
 from ..units import format_bytes, format_duration, parse_duration
 
+
+class _Interrupted(Exception):
+    """Ctrl-C inside a command, on its way to main()."""
+
+
+class _Commands(TyperGroup):
+    def invoke(self, ctx):
+        # typer turns a KeyboardInterrupt into a silent exit 130: let main() say it instead.
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt as e:
+            raise _Interrupted from e
+
+
 app = typer.Typer(
+    cls=_Commands,
     name="mbackup",
     help="Back up and restore Milvus collections; copy object-store prefixes fast and verifiably.",
     no_args_is_help=True,
@@ -32,9 +50,9 @@ app = typer.Typer(
 
 EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
 
-ConfigOption = Annotated[Optional[str], typer.Option(
+ConfigOption = Annotated[str | None, typer.Option(
     "--config", help="Config file (the Go tool's backup.yaml; default: backup.yaml, $MILVUSCONF, ./configs).")]
-SetOption = Annotated[Optional[list[str]], typer.Option(
+SetOption = Annotated[list[str] | None, typer.Option(
     "--set", help="Override a config key for this run: --set milvus.grpc.port=19531 (repeatable).")]
 
 
@@ -62,8 +80,10 @@ class Context:
 
     def location(self, url: str) -> Location:
         """A location from a URL, or from a profile of the config file: ``@name/sub/prefix``."""
+        from ..plugins.manager import storage_backends
+
         if not url.startswith("@"):
-            return open_location(url)
+            return storage_backends().open(url)
         name, _, sub = url[1:].partition("/")
         profiles = self.config().mbackup.profiles
         if name not in profiles:
@@ -74,7 +94,7 @@ class Context:
         base = options.pop("url", "")
         if not base:
             raise MBackupError(f"mbackup.profiles.{name}: no url, e.g. url: s3://bucket/prefix")
-        return open_location(f"{base.rstrip('/')}/{sub}" if sub else base, options)
+        return storage_backends().open(f"{base.rstrip('/')}/{sub}" if sub else base, options)
 
 
 @app.callback()
@@ -82,13 +102,13 @@ def root(ctx: typer.Context, config: ConfigOption = None, set_: SetOption = None
     ctx.obj = Context(config, set_)
 
 
-def fail(message: str, code: int = EXIT_USAGE) -> typer.Exit:
-    typer.echo(f"error: {message}", err=True)
-    return typer.Exit(code)
+def _reporter(quiet: bool, as_json: bool) -> ConsoleReporter:
+    """Warnings on stderr always; progress too, unless --quiet or --json."""
+    return ConsoleReporter(progress=not quiet and not as_json)
 
 
 def _number(flag: str, text: str) -> int | float:
-    """A numeric flag's value, checked against its range in ranges.py."""
+    """A numeric flag's value, checked against its setting's range (config/params.py)."""
     try:
         return BY_FLAG[flag].parse(text)
     except ValueError as e:
@@ -100,20 +120,20 @@ def copy(
     ctx: typer.Context,
     src: Annotated[str, typer.Argument(help="Source: s3://bucket/prefix?endpoint=..., file:///dir, memory://name, ...")],
     dst: Annotated[str, typer.Argument(help="Destination, same forms as the source.")],
-    parallel: Annotated[Optional[str], typer.Option("--parallel", "-p", metavar="N", help="Objects in flight (default: mbackup.parallel).")] = None,
-    include: Annotated[Optional[list[str]], typer.Option("--include", help="Copy only keys matching this glob (repeatable).")] = None,
-    exclude: Annotated[Optional[list[str]], typer.Option("--exclude", help="Skip keys matching this glob (repeatable).")] = None,
-    checksum: Annotated[Optional[str], typer.Option("--checksum", help="crc32c, crc64nvme or none (default: mbackup.checksum).")] = None,
+    parallel: Annotated[str | None, typer.Option("--parallel", "-p", metavar="N", help=flag_help("--parallel"))] = None,
+    include: Annotated[list[str] | None, typer.Option("--include", help="Copy only keys matching this glob (repeatable).")] = None,
+    exclude: Annotated[list[str] | None, typer.Option("--exclude", help="Skip keys matching this glob (repeatable).")] = None,
+    checksum: Annotated[str | None, typer.Option("--checksum", help=flag_help("--checksum"))] = None,
     verify: Annotated[bool, typer.Option("--verify", help="Read every destination object back and compare checksums.")] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Show what would be copied; change nothing.")] = False,
-    max_bandwidth: Annotated[Optional[str], typer.Option("--max-bandwidth", help="Cap on bytes streamed, e.g. 200MiB/s.")] = None,
-    max_requests: Annotated[Optional[str], typer.Option("--max-requests", metavar="N", help="Cap on requests per second.")] = None,
-    part_size: Annotated[Optional[str], typer.Option("--part-size", help="Part size for multipart streaming (default 8MiB).")] = None,
-    multipart_threshold: Annotated[Optional[str], typer.Option("--multipart-threshold", help="Stream objects above this size in parts (default 16MiB).")] = None,
-    multipart_copy_threshold: Annotated[Optional[str], typer.Option("--multipart-copy-threshold", help="Server-side copies above this size use UploadPartCopy (default 512MiB).")] = None,
-    copy_part_size: Annotated[Optional[str], typer.Option("--copy-part-size", help="Part size for server-side multipart copies (default 64MiB).")] = None,
+    max_bandwidth: Annotated[str | None, typer.Option("--max-bandwidth", help=flag_help("--max-bandwidth"))] = None,
+    max_requests: Annotated[str | None, typer.Option("--max-requests", metavar="N", help=flag_help("--max-requests"))] = None,
+    part_size: Annotated[str | None, typer.Option("--part-size", help=flag_help("--part-size"))] = None,
+    multipart_threshold: Annotated[str | None, typer.Option("--multipart-threshold", help=flag_help("--multipart-threshold"))] = None,
+    multipart_copy_threshold: Annotated[str | None, typer.Option("--multipart-copy-threshold", help=flag_help("--multipart-copy-threshold"))] = None,
+    copy_part_size: Annotated[str | None, typer.Option("--copy-part-size", help=flag_help("--copy-part-size"))] = None,
     force: Annotated[bool, typer.Option("--force", help="Copy even objects the destination already has.")] = False,
-    manifest_file: Annotated[Optional[str], typer.Option("--manifest", help="Write every object's size and checksum to this JSON file.")] = None,
+    manifest_file: Annotated[str | None, typer.Option("--manifest", help="Write every object's size and checksum to this JSON file.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print a machine-readable summary on stdout.")] = False,
     records: Annotated[bool, typer.Option("--records", help="With --json: one NDJSON record per object before the summary.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")] = False,
@@ -127,18 +147,15 @@ def copy(
     state = ctx.obj.with_command_options(config, set_)
     settings = copy_settings(state.config())
     if checksum is not None:
-        if checksum.lower() not in ("crc32c", "crc64nvme", "none"):
-            raise MBackupError(f"--checksum: unknown algorithm {checksum!r}: use crc32c, crc64nvme or none")
+        choices = BY_FLAG["--checksum"].choices
+        if checksum.lower() not in choices:
+            raise MBackupError(f"--checksum: unknown algorithm {checksum!r}: use {one_of(choices)}")
         settings.checksum = checksum.lower()
-    for flag, text, attr in [("--parallel", parallel, "parallel"),
-                             ("--max-bandwidth", max_bandwidth, "max_bandwidth"),
-                             ("--max-requests", max_requests, "max_requests_per_sec"),
-                             ("--part-size", part_size, "part_size"),
-                             ("--multipart-threshold", multipart_threshold, "multipart_threshold"),
-                             ("--multipart-copy-threshold", multipart_copy_threshold, "multipart_copy_threshold"),
-                             ("--copy-part-size", copy_part_size, "copy_part_size")]:
+    for flag, text in {"--parallel": parallel, "--max-bandwidth": max_bandwidth, "--max-requests": max_requests,
+                       "--part-size": part_size, "--multipart-threshold": multipart_threshold,
+                       "--multipart-copy-threshold": multipart_copy_threshold, "--copy-part-size": copy_part_size}.items():
         if text is not None:
-            setattr(settings, attr, _number(flag, text))
+            setattr(settings, BY_FLAG[flag].engine, _number(flag, text))
     settings.verify = verify
     source, target = state.location(src), state.location(dst)
     if not dry_run and target.ensure_bucket():
@@ -165,7 +182,7 @@ def copy(
                        f"skip {len(plan.skipped):,} already at the destination")
         return
 
-    report = run_plan(plan, source, target, settings, show_progress=not quiet and not as_json)
+    report = run_plan(plan, source, target, settings, reporter=_reporter(quiet, as_json))
     if manifest_file:
         write_json(manifest_file, manifest(report, source, target, settings.checksum))
     summary = report.summary()
@@ -211,12 +228,13 @@ def _print_failures(report, target: Location) -> None:
 # --- Milvus backups ----------------------------------------------------------------------
 
 NameOption = Annotated[str, typer.Option("--name", "-n", help="Backup name.")]
-FilterOption = Annotated[Optional[list[str]], typer.Option(
+FilterOption = Annotated[list[str] | None, typer.Option(
     "--filter", help="Collections: coll, db.coll, db.* (comma-separated, repeatable).")]
 
 
 def _milvus(state: Context):
     from ..milvus.connection import MilvusEndpoint, connect
+    from ..plugins.manager import milvus_adapters
 
     cfg = state.config()
     m = cfg.milvus
@@ -224,7 +242,7 @@ def _milvus(state: Context):
         host=m.grpc.address, port=m.grpc.port, user=m.user, password=m.password, tls_mode=m.grpc.tls_mode,
         ca_cert_path=m.grpc.ca_cert_path, server_name=m.grpc.server_name, mtls_cert_path=m.grpc.mtls_cert_path,
         mtls_key_path=m.grpc.mtls_key_path, management_endpoint=m.management.endpoint)
-    return connect(endpoint)
+    return connect(endpoint, milvus_adapters())
 
 
 def _stores(state: Context):
@@ -259,31 +277,31 @@ def check(ctx: typer.Context, config: ConfigOption = None, set_: SetOption = Non
     adapter = _milvus(state)
     stores = _stores(state)
     typer.echo(f"Milvus version: {adapter.version}")
-    milvus_objects = stores.milvus.store.list_dirs(stores.milvus_root)
-    if not any(milvus_objects):
+    dirs, objects = stores.milvus.list_dirs(stores.milvus_root)
+    if not dirs and not objects:
         typer.echo(f"warning: nothing under {stores.milvus.url}/{stores.milvus_root}: check milvus.storage.bucketName "
                    "and rootPath (minio.bucketName, minio.rootPath) match what Milvus writes", err=True)
     stores.backup.ensure_bucket()
     probe = f"{stores.milvus_root}/mbackup_check_src_{os.getpid()}".lstrip("/")
     target = f"{stores.backup_root}/mbackup_check_dst_{os.getpid()}".lstrip("/")
-    stores.milvus.store.put(probe, b"x")
+    stores.milvus.write(probe, b"x")
     try:
         result = _engine.Copier(parallel=1, verify=True).run([(stores.milvus.store, probe, stores.backup.store, target, 1)])[0]
         if result["error"]:
             raise MBackupError(f"copying a test object from the Milvus bucket to the backup storage failed: {result['error']}")
     finally:
-        stores.milvus.store.delete(probe)
-        stores.backup.store.delete(target)
+        stores.milvus.delete(probe)
+        stores.backup.delete(target)
     typer.echo("Success!")
 
 
 @app.command()
 def create(
     ctx: typer.Context,
-    name: Annotated[Optional[str], typer.Option("--name", "-n", help="Backup name (default: backup_<UTC time>).")] = None,
+    name: Annotated[str | None, typer.Option("--name", "-n", help="Backup name (default: backup_<UTC time>).")] = None,
     filter_: FilterOption = None,
-    colls: Annotated[Optional[list[str]], typer.Option("--colls", "-c", help="Legacy: collection names.", hidden=True)] = None,
-    databases: Annotated[Optional[list[str]], typer.Option("--databases", "-d", help="Legacy: databases.", hidden=True)] = None,
+    colls: Annotated[list[str] | None, typer.Option("--colls", "-c", help="Legacy: collection names.", hidden=True)] = None,
+    databases: Annotated[list[str] | None, typer.Option("--databases", "-d", help="Legacy: databases.", hidden=True)] = None,
     strategy: Annotated[str, typer.Option("--strategy", help="serial_flush (default), skip_flush or meta_only.")] = "",
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable summary on stdout.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")] = False,
@@ -304,7 +322,7 @@ def create(
     context = {"command": "create", "name": name, "filters": request.filters}
     _hooks().mbackup_before_create(context=context)
     try:
-        result = create_backup(lambda: _milvus(state), stores, request, settings, show_progress=not quiet and not as_json)
+        result = create_backup(lambda: _milvus(state), stores, request, settings, reporter=_reporter(quiet, as_json))
     except MBackupError as e:
         _hooks().mbackup_on_failure(context=context, error=str(e))
         raise
@@ -325,8 +343,8 @@ def list_(
     set_: SetOption = None,
 ) -> None:
     """List backups with size, time, Milvus version and collections; incomplete and damaged ones are marked."""
-    from ..format import untrusted
     from ..backup.catalog import list_backups
+    from ..format import untrusted
 
     entries = list_backups(_stores(ctx.obj.with_command_options(config, set_)))
     rows = []
@@ -365,7 +383,7 @@ def _backup_time(info) -> str | None:
         stamps = [(c.backup_timestamp >> 18) // 1000 for c in info.collection_backups if c.backup_timestamp]
     if not stamps:
         return None
-    return dt.datetime.fromtimestamp(max(stamps), dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+    return dt.datetime.fromtimestamp(max(stamps), dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 @app.command()
@@ -377,8 +395,8 @@ def get(
     set_: SetOption = None,
 ) -> None:
     """Describe one backup."""
-    from ..format import meta
     from ..backup.catalog import meta_size, read_backup
+    from ..format import meta
 
     stores = _stores(ctx.obj.with_command_options(config, set_))
     info = read_backup(stores, name)
@@ -422,7 +440,7 @@ def verify(
 
     state = ctx.obj.with_command_options(config, set_)
     report = verify_backup(_stores(state), name, deep=deep, settings=copy_settings(state.config()),
-                           show_progress=not quiet and not as_json)
+                           reporter=_reporter(quiet, as_json))
     if as_json:
         typer.echo(json.dumps(report.to_json()))
     else:
@@ -439,7 +457,7 @@ def restore(
     name: NameOption,
     filter_: FilterOption = None,
     suffix: Annotated[str, typer.Option("--suffix", "-s", help="Append to every collection name.")] = "",
-    rename: Annotated[Optional[list[str]], typer.Option("--rename", "-r", help="old:new (coll, db.coll or db.*), comma-separated.")] = None,
+    rename: Annotated[list[str] | None, typer.Option("--rename", "-r", help="old:new (coll, db.coll or db.*), comma-separated.")] = None,
     rebuild_index: Annotated[bool, typer.Option("--rebuild-index", "--rebuild_index", help="Create the backed-up indexes.")] = False,
     use_auto_index: Annotated[bool, typer.Option("--use-auto-index", "--use_auto_index", help="With --rebuild-index: AUTOINDEX for vectors.")] = False,
     drop_exist_collection: Annotated[bool, typer.Option("--drop-exist-collection", "--drop_exist_collection", help="Replace existing target collections.")] = False,
@@ -468,7 +486,7 @@ def restore(
         use_auto_index=use_auto_index, drop_exist_collection=drop_exist_collection, drop_exist_index=drop_exist_index,
         skip_create_collection=skip_create_collection, meta_only=meta_only, load=load, restore_aliases=restore_aliases,
         force=force, discard_journal=discard_journal,
-        keep_temp_files=cfg.restore.keep_temp_files, import_jobs=min(cfg.restore.concurrency.import_jobs, 64))
+        keep_temp_files=cfg.restore.keep_temp_files, import_jobs=cfg.restore.concurrency.import_jobs)
     request.validate()
     stores = _stores(state)
     if discard_journal:
@@ -479,7 +497,7 @@ def restore(
     _hooks().mbackup_before_restore(context=context)
     try:
         result = restore_backup(lambda: _milvus(state), stores, request, copy_settings(cfg),
-                                show_progress=not quiet and not as_json)
+                                reporter=_reporter(quiet, as_json))
     except MBackupError as e:
         _hooks().mbackup_on_failure(context=context, error=str(e))
         raise
@@ -498,7 +516,7 @@ def restore(
 @app.command()
 def gc(
     ctx: typer.Context,
-    url: Annotated[Optional[str], typer.Argument(help="A copy destination to clean instead of the configured storage.")] = None,
+    url: Annotated[str | None, typer.Argument(help="A copy destination to clean instead of the configured storage.")] = None,
     grace: Annotated[str, typer.Option("--grace", help="Only what was last written longer ago than this, e.g. 90m, 2d.")] = "24h",
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Show what would be removed; remove nothing.")] = False,
     config: ConfigOption = None,
@@ -556,14 +574,8 @@ def gc(
 
 
 def copy_settings(cfg: Config) -> CopySettings:
-    """The engine's settings from the config file's mbackup: section (flags override them)."""
-    m = cfg.mbackup
-    return CopySettings(
-        parallel=m.parallel, checksum=m.checksum, max_bandwidth=m.max_bandwidth or 0,
-        max_requests_per_sec=m.max_requests_per_second or 0.0, part_size=m.part_size_mib << 20,
-        multipart_threshold=m.multipart_threshold_mib << 20, memory_budget=m.memory_budget_mib << 20,
-        multipart_copy_threshold=cfg.transfer.multipart_copy_threshold_mib << 20,
-    )
+    """The engine's settings from the config keys that set them (flags override them)."""
+    return CopySettings(**{s.engine: s.to_engine(cfg.get(key)) for key, s in BY_KEY.items() if s.engine})
 
 
 config_app = typer.Typer(help="Inspect the configuration.", no_args_is_help=True)
@@ -582,7 +594,7 @@ def config_show(
     rows = list(cfg.rows())
     if as_json:
         typer.echo(json.dumps({"file": cfg.path, "schema": cfg.version,
-                               "settings": [dict(zip(("key", "value", "source", "source_key"), r)) for r in rows]},
+                               "settings": [dict(zip(("key", "value", "source", "source_key"), r, strict=True)) for r in rows]},
                               indent=1))
         return
     typer.echo(f"config file: {cfg.path or '(none: defaults)'} (schema {cfg.version})")
@@ -604,6 +616,7 @@ def plugins(as_json: Annotated[bool, typer.Option("--json", help="Machine-readab
     for info in infos:
         kind = "built-in" if info.builtin else "third-party"
         provides = f"schemes: {', '.join(info.schemes)}; " if info.schemes else ""
+        provides += f"Milvus lines: {', '.join(info.milvus_lines)}; " if info.milvus_lines else ""
         typer.echo(f"{info.name} {info.version} ({kind}) {provides}hooks: {', '.join(info.hooks)}")
 
 
@@ -621,7 +634,7 @@ def _check_set_words(argv: list[str]) -> None:
     secret, for a command name and print it in "No such command": refuse the flag first."""
     from ..config.settings import parse_overrides
 
-    for flag, value in zip(argv, argv[1:]):
+    for flag, value in itertools.pairwise(argv):
         if flag == "--set":
             parse_overrides([value])
 
@@ -647,7 +660,7 @@ def main() -> None:
         sys.exit(EXIT_FAILED)
     except typer.Exit as e:
         sys.exit(e.exit_code)
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, _Interrupted):
         typer.echo("interrupted", err=True)
         sys.exit(EXIT_INTERRUPTED)
     except typer.Abort:

@@ -55,7 +55,7 @@ def url_secret(url: str) -> str | None:
     """
     if has_password(url):
         return "a user:password@ part"
-    query = url.split("?", 1)[1].split("#", 1)[0] if "?" in url else ""
+    query = url.split("?", 1)[1] if "?" in url else ""  # a '#' is no fragment (see split_url)
     for key, value in parse_qsl(query, keep_blank_values=True):
         if is_secret_name(key):
             return f"the secret {key}"
@@ -70,4 +70,4 @@ def display_url(url: str) -> str:
     if has_password(url):
         m = _SCHEME.match(url.strip())
         return f"{m.group(0)}***" if m else "***"
-    return url.split("?", 1)[0].split("#", 1)[0]
+    return url.split("?", 1)[0]

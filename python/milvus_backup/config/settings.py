@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import ipaddress
 import os
 import re
 from collections.abc import Iterable, Iterator, Mapping
@@ -32,16 +31,16 @@ from urllib.parse import urlsplit
 
 import yaml
 
-from . import ranges
 from ..errors import ConfigError
+from ..units import parse_rate
+from . import params
+from .params import LOG_LEVELS, PROVIDERS, TLS_MODES, Setting, attr_name, format_value
 from .secrets import display_url, has_password, is_secret_name, mask, url_secret
-from ..units import format_size, parse_rate
 
 __all__ = [
     "Config",
     "ConfigError",
     "Origin",
-    "StorageTarget",
     "find_config_file",
     "load_config",
     "parse_overrides",
@@ -54,14 +53,9 @@ SOURCE_ENV = "env"
 SOURCE_CONFIG = "config"
 SOURCE_DEFAULT = "default"
 
-PROVIDERS = ("local", "minio", "s3", "aws", "gcp", "gcpnative", "azure", "aliyun", "tencent", "hwc")
 # v1 accepted several spellings of one provider; v2 keeps one name each.
 V1_PROVIDER_ALIASES = {"ali": "aliyun", "alibaba": "aliyun", "alicloud": "aliyun", "tc": "tencent"}
-TLS_MODES = ("disabled", "server", "mutual")
 V1_TLS_MODES = {0: "disabled", 1: "server", 2: "mutual"}
-TRANSFER_MODES = ("auto", "direct", "streaming")
-LOG_LEVELS = ("debug", "info", "warn", "error", "panic", "fatal")
-CHECKSUMS = ("crc32c", "crc64nvme", "none")
 S3_AUTH_TYPES = ("static", "iam", "default")
 AUTH_TYPES = {"azure": ("sharedKey", "default"), "gcpnative": ("serviceAccount", "default")}
 # Which auth.* credentials each auth type reads; any other one set explicitly is a mistake.
@@ -73,8 +67,6 @@ AUTH_FIELDS = {
     "default": (),
 }
 ALL_AUTH_FIELDS = ("accessKeyID", "secretAccessKey", "sessionToken", "accountKey", "credentialsFile", "endpoint")
-# Providers whose public endpoints want virtual-hosted-style requests (bucket in the host).
-VIRTUAL_HOST_PROVIDERS = ("s3", "aws", "aliyun", "tencent", "hwc")
 
 # A backup.yaml is a few KiB; these bound what a hostile or broken one can cost to read.
 MAX_CONFIG_BYTES = 256 << 10
@@ -83,94 +75,100 @@ MAX_YAML_DEPTH = 64
 
 
 # ======================================================================================
-# The resolved model (v2 shape). Dataclass defaults are THE defaults.
+# The resolved model (v2 shape). Its defaults are the settings table's (params.py).
+
+
+def _default(key: str) -> Any:
+    """A field's default: the setting's (a fresh copy of a list)."""
+    value = params.BY_KEY[key].default
+    return field(default_factory=lambda: list(value)) if isinstance(value, list) else value
 
 
 @dataclass
 class LogFileConfig:
-    path: str = "logs/backup.log"
-    max_size_mib: int = 300
-    max_days: int = 0
-    max_backups: int = 0
+    path: str = _default("log.file.path")
+    max_size_mib: int = _default("log.file.maxSizeMiB")
+    max_days: int = _default("log.file.maxDays")
+    max_backups: int = _default("log.file.maxBackups")
 
 
 @dataclass
 class LogConfig:
-    level: str = "info"
-    console: bool = True
+    level: str = _default("log.level")
+    console: bool = _default("log.console")
     file: LogFileConfig = field(default_factory=LogFileConfig)
 
 
 @dataclass
 class ServerConfig:
-    debug_mode: bool = False
-    swagger_base_path: str = ""
+    debug_mode: bool = _default("server.debugMode")
+    swagger_base_path: str = _default("server.swaggerBasePath")
 
 
 @dataclass
 class GrpcConfig:
-    address: str = "localhost"
-    port: int = 19530
-    tls_mode: str = "disabled"
-    ca_cert_path: str = ""
-    server_name: str = ""
-    mtls_cert_path: str = ""
-    mtls_key_path: str = ""
+    address: str = _default("milvus.grpc.address")
+    port: int = _default("milvus.grpc.port")
+    tls_mode: str = _default("milvus.grpc.tlsMode")
+    ca_cert_path: str = _default("milvus.grpc.caCertPath")
+    server_name: str = _default("milvus.grpc.serverName")
+    mtls_cert_path: str = _default("milvus.grpc.mtlsCertPath")
+    mtls_key_path: str = _default("milvus.grpc.mtlsKeyPath")
 
 
 @dataclass
 class RestConfig:
-    endpoint: str = ""  # empty: derived from the gRPC address
+    endpoint: str = _default("milvus.rest.endpoint")
 
 
 @dataclass
 class ManagementConfig:
-    endpoint: str = "http://localhost:9091"
+    endpoint: str = _default("milvus.management.endpoint")
 
 
 @dataclass
 class ReplicateConfig:
-    rpc_channel_name: str = "by-dev-replicate-msg"
+    rpc_channel_name: str = _default("milvus.replicate.rpcChannelName")
 
 
 @dataclass
 class EtcdConfig:
-    endpoints: list[str] = field(default_factory=lambda: ["localhost:2379"])
-    root_path: str = "by-dev"
+    endpoints: list[str] = _default("milvus.etcd.endpoints")  # noqa: RUF009 (returns field(default_factory=...))
+    root_path: str = _default("milvus.etcd.rootPath")
 
 
 @dataclass
 class StorageAuthConfig:
-    type: str = "static"
-    access_key_id: str = "minioadmin"
-    secret_access_key: str = "minioadmin"
-    session_token: str = ""
-    account_key: str = ""
-    credentials_file: str = ""
-    endpoint: str = ""
+    type: str = _default("milvus.storage.auth.type")
+    access_key_id: str = _default("milvus.storage.auth.accessKeyID")
+    secret_access_key: str = _default("milvus.storage.auth.secretAccessKey")
+    session_token: str = _default("milvus.storage.auth.sessionToken")
+    account_key: str = _default("milvus.storage.auth.accountKey")
+    credentials_file: str = _default("milvus.storage.auth.credentialsFile")
+    endpoint: str = _default("milvus.storage.auth.endpoint")
 
 
 @dataclass
 class StorageConfig:
-    provider: str = "minio"
-    address: str = "localhost"
-    port: int = 9000
-    region: str = ""
-    use_ssl: bool = False
-    account_name: str = ""
-    source_sas_token: str = ""
-    bucket_name: str = "a-bucket"
-    root_path: str = "files"
-    local_path: str = ""
-    milvus_address: str = ""
-    milvus_port: int = 0
+    provider: str = _default("milvus.storage.provider")
+    address: str = _default("milvus.storage.address")
+    port: int = _default("milvus.storage.port")
+    region: str = _default("milvus.storage.region")
+    use_ssl: bool = _default("milvus.storage.useSSL")
+    account_name: str = _default("milvus.storage.accountName")
+    source_sas_token: str = _default("milvus.storage.sourceSASToken")
+    bucket_name: str = _default("milvus.storage.bucketName")
+    root_path: str = _default("milvus.storage.rootPath")
+    local_path: str = _default("milvus.storage.localPath")
+    milvus_address: str = _default("milvus.storage.milvusAddress")
+    milvus_port: int = _default("milvus.storage.milvusPort")
     auth: StorageAuthConfig = field(default_factory=StorageAuthConfig)
 
 
 @dataclass
 class MilvusConfig:
-    user: str = ""
-    password: str = ""
+    user: str = _default("milvus.user")
+    password: str = _default("milvus.password")
     grpc: GrpcConfig = field(default_factory=GrpcConfig)
     rest: RestConfig = field(default_factory=RestConfig)
     management: ManagementConfig = field(default_factory=ManagementConfig)
@@ -181,54 +179,55 @@ class MilvusConfig:
 
 @dataclass
 class BackupConcurrencyConfig:
-    collections: int = 4
-    segments: int = 1024
+    collections: int = _default("backup.concurrency.collections")
+    segments: int = _default("backup.concurrency.segments")
 
 
 @dataclass
 class BackupConfig:
-    storage: StorageConfig = field(default_factory=lambda: StorageConfig(root_path="backup"))
+    # Every other backup.storage default is the Milvus side's (the keys inherit it).
+    storage: StorageConfig = field(default_factory=lambda: StorageConfig(root_path=_default("backup.storage.rootPath")))
     concurrency: BackupConcurrencyConfig = field(default_factory=BackupConcurrencyConfig)
-    pause_gc: bool = True
+    pause_gc: bool = _default("backup.pauseGC")
 
 
 @dataclass
 class RestoreConcurrencyConfig:
-    collections: int = 2
-    import_jobs: int = 768
+    collections: int = _default("restore.concurrency.collections")
+    import_jobs: int = _default("restore.concurrency.importJobs")
 
 
 @dataclass
 class RestoreConfig:
     concurrency: RestoreConcurrencyConfig = field(default_factory=RestoreConcurrencyConfig)
-    max_segments_per_import_job: int = 256
-    keep_temp_files: bool = False
+    max_segments_per_import_job: int = _default("restore.maxSegmentsPerImportJob")
+    keep_temp_files: bool = _default("restore.keepTempFiles")
 
 
 @dataclass
 class TransferConfig:
-    mode: str = "auto"
-    concurrency: int = 128
-    multipart_copy_threshold_mib: int = 500
+    mode: str = _default("transfer.mode")
+    concurrency: int = _default("transfer.concurrency")
+    multipart_copy_threshold_mib: int = _default("transfer.multipartCopyThresholdMiB")
 
 
 @dataclass
 class ZillizCloudConfig:
-    endpoint: str = "https://api.cloud.zilliz.com"
-    api_key: str = ""
+    endpoint: str = _default("zillizCloud.endpoint")
+    api_key: str = _default("zillizCloud.apiKey")
 
 
 @dataclass
 class MBackupConfig:
     """mbackup's own settings (the ``mbackup:`` section)."""
 
-    parallel: int = 128  # default: transfer.concurrency
-    checksum: str = "crc32c"
-    max_bandwidth: int | None = None  # bytes per second; None = unlimited
-    max_requests_per_second: float | None = None  # None = unlimited
-    part_size_mib: int = 8
-    multipart_threshold_mib: int = 16
-    memory_budget_mib: int = 128
+    parallel: int = _default("mbackup.parallel")
+    checksum: str = _default("mbackup.checksum")
+    max_bandwidth: int | None = _default("mbackup.maxBandwidth")  # bytes per second; None = unlimited
+    max_requests_per_second: float | None = _default("mbackup.maxRequestsPerSecond")  # None = unlimited
+    part_size_mib: int = _default("mbackup.partSizeMiB")
+    multipart_threshold_mib: int = _default("mbackup.multipartThresholdMiB")
+    memory_budget_mib: int = _default("mbackup.memoryBudgetMiB")
     profiles: dict[str, dict[str, str]] = field(default_factory=dict)
 
 
@@ -266,22 +265,6 @@ class Origin:
 DEFAULT_ORIGIN = Origin(SOURCE_DEFAULT)
 
 
-@dataclass(frozen=True)
-class StorageTarget:
-    """How mbackup reaches one storage: an object_store URL plus its config options.
-
-    ``url`` already includes the root path: keys handed to the store are relative to it.
-    ``options`` uses object_store's config keys (``aws_endpoint``, ``google_service_account``,
-    ``azure_storage_account_key``...), all values strings.
-    """
-
-    url: str
-    options: dict[str, str]
-    bucket: str
-    root_path: str
-    provider: str
-
-
 @dataclass
 class Config:
     """The resolved configuration. Build it with :func:`load_config`."""
@@ -317,7 +300,7 @@ class Config:
         for param in ALL_PARAMS:
             origin = self.origins.get(param.key, DEFAULT_ORIGIN)
             value = _get_path(self, param.attr)
-            shown = mask(value) if param.secret else _format(value, param.kind)
+            shown = mask(value) if param.secret else format_value(value, param.kind)
             yield param.key, shown, origin.source, origin.source_key
         for name in sorted(self.mbackup.profiles):
             for k, v in self.mbackup.profiles[name].items():
@@ -325,278 +308,27 @@ class Config:
                 origin = self.origins.get(key, DEFAULT_ORIGIN)
                 yield key, mask(v) if is_secret_name(k) else v, origin.source, origin.source_key
 
-    def storage_url(self, which: str) -> StorageTarget:
-        """The URL and options mbackup uses for the ``milvus`` or ``backup`` storage."""
-        if which == "milvus":
-            return _storage_target(self.milvus.storage)
-        if which == "backup":
-            return _storage_target(self.backup.storage)
-        raise ValueError(f"which must be 'milvus' or 'backup', got {which!r}")
-
 
 # ======================================================================================
-# Parameter tables
+# Parameter tables, from the settings declared in params.py
 
-
-@dataclass(frozen=True)
-class _Param:
-    key: str  # canonical spelling
-    kind: str  # str | int | bool | list | enum | rate | rps; numbers' ranges are in ranges.py
-    env: tuple[str, ...] = ()
-    secret: bool = False  # from the name (redact.is_secret_name): masked, never quoted
-    choices: tuple[str, ...] = ()
-    attr: str = ""  # attribute path on Config, derived from key
-
-
-def _snake(segment: str) -> str:
-    words = re.findall(r"[A-Z]+(?![a-z])|[A-Z]?[a-z0-9]+", segment.replace("MiB", "Mib"))
-    return "_".join(w.lower() for w in words)
-
-
-def _p(key: str, kind: str = "str", env: Iterable[str] = (), choices: Iterable[str] = ()) -> _Param:
-    attr = ".".join(_snake(s) for s in key.split("."))
-    return _Param(key, kind, tuple(env), is_secret_name(key), tuple(choices), attr)
-
-
-# Storage keys backup.storage inherits from milvus.storage when not set for itself.
-_INHERITED = (
-    "provider",
-    "address",
-    "port",
-    "region",
-    "useSSL",
-    "accountName",
-    "bucketName",
-    "auth.type",
-    "auth.accessKeyID",
-    "auth.secretAccessKey",
-    "auth.sessionToken",
-    "auth.accountKey",
-    "auth.credentialsFile",
-    "auth.endpoint",
-)
-
-
-def _storage_params(prefix: str, env: str) -> list[_Param]:
-    return [
-        _p(f"{prefix}.provider"),
-        _p(f"{prefix}.address"),
-        _p(f"{prefix}.port", "int"),
-        _p(f"{prefix}.region"),
-        _p(f"{prefix}.useSSL", "bool"),
-        _p(f"{prefix}.accountName", env=[f"{env}_ACCOUNT_NAME"]),
-        _p(f"{prefix}.sourceSASToken"),
-        _p(f"{prefix}.bucketName"),
-        _p(f"{prefix}.rootPath"),
-        _p(f"{prefix}.localPath"),
-        _p(f"{prefix}.milvusAddress"),
-        _p(f"{prefix}.milvusPort", "int"),
-        _p(f"{prefix}.auth.type"),
-        _p(f"{prefix}.auth.accessKeyID", env=[f"{env}_AUTH_ACCESS_KEY_ID"]),
-        _p(f"{prefix}.auth.secretAccessKey", env=[f"{env}_AUTH_SECRET_ACCESS_KEY"]),
-        _p(f"{prefix}.auth.sessionToken", env=[f"{env}_AUTH_SESSION_TOKEN"]),
-        _p(f"{prefix}.auth.accountKey", env=[f"{env}_AUTH_ACCOUNT_KEY"]),
-        _p(f"{prefix}.auth.credentialsFile", env=[f"{env}_AUTH_CREDENTIALS_FILE"]),
-        _p(f"{prefix}.auth.endpoint"),
-    ]
-
-
-V2_PARAMS: tuple[_Param, ...] = (
-    _p("log.level", "enum", choices=LOG_LEVELS),
-    _p("log.console", "bool"),
-    _p("log.file.path"),
-    _p("log.file.maxSizeMiB", "int"),
-    _p("log.file.maxDays", "int"),
-    _p("log.file.maxBackups", "int"),
-    _p("server.debugMode", "bool"),
-    _p("server.swaggerBasePath"),
-    _p("milvus.user", env=["MILVUS_USER"]),
-    _p("milvus.password", env=["MILVUS_PASSWORD"]),
-    _p("milvus.grpc.address"),
-    _p("milvus.grpc.port", "int"),
-    _p("milvus.grpc.tlsMode"),
-    _p("milvus.grpc.caCertPath"),
-    _p("milvus.grpc.serverName"),
-    _p("milvus.grpc.mtlsCertPath"),
-    _p("milvus.grpc.mtlsKeyPath"),
-    _p("milvus.rest.endpoint"),
-    _p("milvus.management.endpoint"),
-    _p("milvus.replicate.rpcChannelName"),
-    _p("milvus.etcd.endpoints", "list"),
-    _p("milvus.etcd.rootPath"),
-    *_storage_params("milvus.storage", "MILVUS_STORAGE"),
-    *_storage_params("backup.storage", "BACKUP_STORAGE"),
-    _p("backup.concurrency.collections", "int"),
-    _p("backup.concurrency.segments", "int"),
-    _p("backup.pauseGC", "bool"),
-    _p("restore.concurrency.collections", "int"),
-    _p("restore.concurrency.importJobs", "int"),
-    _p("restore.maxSegmentsPerImportJob", "int"),
-    _p("restore.keepTempFiles", "bool"),
-    _p("transfer.mode", "enum", choices=TRANSFER_MODES),
-    _p("transfer.concurrency", "int"),
-    _p("transfer.multipartCopyThresholdMiB", "int"),
-    _p("zillizCloud.endpoint"),
-    _p("zillizCloud.apiKey", env=["ZILLIZ_CLOUD_API_KEY"]),
-)
-
-MBACKUP_PARAMS: tuple[_Param, ...] = (
-    _p("mbackup.parallel", "int"),
-    _p("mbackup.checksum", "enum", choices=CHECKSUMS),
-    _p("mbackup.maxBandwidth", "rate"),
-    _p("mbackup.maxRequestsPerSecond", "rps"),
-    _p("mbackup.partSizeMiB", "int"),
-    _p("mbackup.multipartThresholdMiB", "int"),
-    _p("mbackup.memoryBudgetMiB", "int"),
-)
-
+V2_PARAMS: tuple[Setting, ...] = tuple(s for s in params.SETTINGS if s.key and not s.key.startswith("mbackup."))
+MBACKUP_PARAMS: tuple[Setting, ...] = tuple(s for s in params.SETTINGS if s.key and s.key.startswith("mbackup."))
 ALL_PARAMS = V2_PARAMS + MBACKUP_PARAMS
-_PORT = ranges.BY_KEY["milvus.grpc.port"]
+_PORT = params.BY_KEY["milvus.grpc.port"]
 _PARAM_BY_LOWER = {p.key.lower(): p for p in ALL_PARAMS}
 _V2_ENV_NAMES = {e: p for p in V2_PARAMS for e in p.env}
 
-
-@dataclass(frozen=True)
-class _V1Param:
-    key: str
-    kind: str  # str | int | bool | list
-    default: Any
-    env: tuple[str, ...] = ()
-    lookup: tuple[str, ...] = ()  # every spelling, in the order the Go tool tries them
-
-    @property
-    def keys(self) -> tuple[str, ...]:
-        return self.lookup or (self.key,)
-
-
-def _v1(key: str, kind: str, default: Any, env: Iterable[str] = (), lookup: Iterable[str] = ()) -> _V1Param:
-    return _V1Param(key, kind, default, tuple(env), tuple(lookup))
-
-
-# v1 schema: key, type, default, env vars (internal/cfg/cfg.go of the Go tool). Backup-side
-# keys default to None: "not set, inherit".
-V1_PARAMS: tuple[_V1Param, ...] = (
-    _v1("log.level", "str", "info"),
-    _v1("log.console", "bool", True),
-    _v1("log.file.filename", "str", "logs/backup.log"),
-    _v1("log.file.maxSize", "int", 300),
-    _v1("log.file.maxDays", "int", 0),
-    _v1("log.file.maxBackups", "int", 0),
-    _v1("http.enabled", "bool", True),
-    _v1("http.debugMode", "bool", False, lookup=["http.debugMode", "http.debug_mode"]),
-    _v1("http.swaggerBasePath", "str", ""),
-    _v1("cloud.address", "str", "https://api.cloud.zilliz.com"),
-    _v1("cloud.apikey", "str", ""),
-    _v1("milvus.address", "str", "localhost", ["MILVUS_ADDRESS"]),
-    _v1("milvus.port", "int", 19530, ["MILVUS_PORT"]),
-    _v1("milvus.user", "str", "", ["MILVUS_USER"]),
-    _v1("milvus.password", "str", "", ["MILVUS_PASSWORD"]),
-    _v1("milvus.tlsMode", "int", 0, ["MILVUS_TLS_MODE"]),
-    _v1("milvus.caCertPath", "str", "", ["MILVUS_CA_CERT_PATH"]),
-    _v1("milvus.serverName", "str", "", ["MILVUS_SERVER_NAME"]),
-    _v1("milvus.mtlsCertPath", "str", "", ["MILVUS_MTLS_CERT_PATH"]),
-    _v1("milvus.mtlsKeyPath", "str", "", ["MILVUS_MTLS_KEY_PATH"]),
-    _v1("milvus.rpcChannelName", "str", "by-dev-replicate-msg", ["MILVUS_RPC_CHANNEL_NAME"]),
-    _v1("milvus.etcd.endpoints", "list", ["localhost:2379"]),
-    _v1("milvus.etcd.rootPath", "str", "by-dev"),
-    _v1("minio.storageType", "str", "minio", lookup=["storage.storageType", "minio.storageType", "minio.cloudProvider"]),
-    _v1("minio.address", "str", "localhost", ["MINIO_ADDRESS"]),
-    _v1("minio.port", "int", 9000, ["MINIO_PORT"]),
-    _v1("minio.region", "str", "", ["MINIO_REGION"]),
-    _v1("minio.accessKeyID", "str", "minioadmin", ["MINIO_ACCESS_KEY"]),
-    _v1("minio.secretAccessKey", "str", "minioadmin", ["MINIO_SECRET_KEY"]),
-    _v1("minio.token", "str", "", ["MINIO_TOKEN"]),
-    _v1("minio.gcpCredentialJSON", "str", "", ["GCP_KEY_JSON"]),
-    _v1("minio.useSSL", "bool", False, ["MINIO_USE_SSL"]),
-    _v1("minio.bucketName", "str", "a-bucket", ["MINIO_BUCKET_NAME"]),
-    _v1("minio.rootPath", "str", "files", ["MINIO_ROOT_PATH"]),
-    _v1("minio.useIAM", "bool", False, ["MINIO_USE_IAM"]),
-    _v1("minio.iamEndpoint", "str", "", ["MINIO_IAM_ENDPOINT"]),
-    _v1("minio.backupStorageType", "str", None, lookup=["storage.backupStorageType", "minio.backupStorageType"]),
-    _v1("minio.backupAddress", "str", None, ["MINIO_BACKUP_ADDRESS"]),
-    _v1("minio.backupPort", "int", None, ["MINIO_BACKUP_PORT"]),
-    _v1("minio.backupRegion", "str", None, ["MINIO_BACKUP_REGION"]),
-    _v1("minio.backupAccessKeyID", "str", None, ["MINIO_BACKUP_ACCESS_KEY"]),
-    _v1("minio.backupSecretAccessKey", "str", None, ["MINIO_BACKUP_SECRET_KEY"]),
-    _v1("minio.backupToken", "str", None, ["MINIO_BACKUP_TOKEN"]),
-    _v1("minio.backupGcpCredentialJSON", "str", "", ["BACKUP_GCP_KEY_JSON"]),
-    _v1("minio.backupUseSSL", "bool", None, ["MINIO_BACKUP_USE_SSL"]),
-    _v1("minio.backupBucketName", "str", None, ["MINIO_BACKUP_BUCKET_NAME"]),
-    _v1("minio.backupRootPath", "str", None, ["MINIO_BACKUP_ROOT_PATH"]),
-    _v1("minio.backupUseIAM", "bool", None, ["MINIO_BACKUP_USE_IAM"]),
-    _v1("minio.backupIamEndpoint", "str", None, ["MINIO_BACKUP_IAM_ENDPOINT"]),
-    _v1("minio.crossStorage", "bool", False),
-    _v1("minio.multipartCopyThresholdMiB", "int", 500),
-    _v1("backup.parallelism.copydata", "int", 128, ["BACKUP_PARALLELISM_COPYDATA"]),
-    _v1("backup.parallelism.backupCollection", "int", 4, ["BACKUP_PARALLELISM_BACKUP_COLLECTION"]),
-    _v1("backup.parallelism.backupSegment", "int", 1024),
-    _v1("backup.parallelism.restoreCollection", "int", 2, ["BACKUP_PARALLELISM_RESTORE_COLLECTION"]),
-    _v1("backup.parallelism.importJob", "int", 768),
-    _v1("backup.keepTempFiles", "bool", False, ["BACKUP_KEEP_TEMP_FILES"]),
-    _v1("backup.gcPause.enable", "bool", True, ["BACKUP_GC_PAUSE_ENABLE"]),
-    _v1("backup.gcPause.address", "str", "http://localhost:9091", ["BACKUP_GC_PAUSE_ADDRESS"]),
-)
+# The v1 schema (internal/cfg/cfg.go of the Go tool): each key with its type, default and
+# environment variables. Backup-side keys default to None: "not set, inherit".
+V1_PARAMS: tuple[params.V1, ...] = tuple(s.v1 for s in params.SETTINGS if s.v1) + params.V1_DROPPED
 _V1_ENV_NAMES = {e for p in V1_PARAMS for e in p.env}
 _V1_KEYS_LOWER = {k.lower() for p in V1_PARAMS for k in p.keys}
 _LEAF_KEYS = _V1_KEYS_LOWER | set(_PARAM_BY_LOWER)  # keys that take one value, in either schema
 
 # v1 keys and what replaced them, to turn "unknown key" in a v2 file into advice.
-V1_TO_V2 = {
-    "milvus.address": "milvus.grpc.address",
-    "milvus.port": "milvus.grpc.port",
-    "milvus.tlsmode": "milvus.grpc.tlsMode (0, 1, 2 written as disabled, server, mutual)",
-    "milvus.cacertpath": "milvus.grpc.caCertPath",
-    "milvus.servername": "milvus.grpc.serverName",
-    "milvus.mtlscertpath": "milvus.grpc.mtlsCertPath",
-    "milvus.mtlskeypath": "milvus.grpc.mtlsKeyPath",
-    "milvus.rpcchannelname": "milvus.replicate.rpcChannelName",
-    "http.enabled": "nothing (removed)",
-    "http.debugmode": "server.debugMode",
-    "http.swaggerbasepath": "server.swaggerBasePath",
-    "log.file.filename": "log.file.path",
-    "log.file.maxsize": "log.file.maxSizeMiB",
-    "cloud.address": "zillizCloud.endpoint",
-    "cloud.apikey": "zillizCloud.apiKey",
-    "storage.storagetype": "milvus.storage.provider",
-    "minio.storagetype": "milvus.storage.provider",
-    "minio.cloudprovider": "milvus.storage.provider",
-    "minio.address": "milvus.storage.address",
-    "minio.port": "milvus.storage.port",
-    "minio.region": "milvus.storage.region",
-    "minio.usessl": "milvus.storage.useSSL",
-    "minio.bucketname": "milvus.storage.bucketName",
-    "minio.rootpath": "milvus.storage.rootPath",
-    "minio.accesskeyid": "milvus.storage.auth.accessKeyID (milvus.storage.accountName for azure)",
-    "minio.secretaccesskey": "milvus.storage.auth.secretAccessKey (milvus.storage.auth.accountKey for azure)",
-    "minio.token": "milvus.storage.auth.sessionToken",
-    "minio.gcpcredentialjson": "milvus.storage.auth.credentialsFile with auth.type: serviceAccount",
-    "minio.useiam": "milvus.storage.auth.type: iam",
-    "minio.iamendpoint": "milvus.storage.auth.endpoint",
-    "storage.backupstoragetype": "backup.storage.provider",
-    "minio.backupstoragetype": "backup.storage.provider",
-    "minio.backupaddress": "backup.storage.address",
-    "minio.backupport": "backup.storage.port",
-    "minio.backupregion": "backup.storage.region",
-    "minio.backupusessl": "backup.storage.useSSL",
-    "minio.backupbucketname": "backup.storage.bucketName",
-    "minio.backuprootpath": "backup.storage.rootPath",
-    "minio.backupaccesskeyid": "backup.storage.auth.accessKeyID (backup.storage.accountName for azure)",
-    "minio.backupsecretaccesskey": "backup.storage.auth.secretAccessKey (backup.storage.auth.accountKey for azure)",
-    "minio.backuptoken": "backup.storage.auth.sessionToken",
-    "minio.backupgcpcredentialjson": "backup.storage.auth.credentialsFile with auth.type: serviceAccount",
-    "minio.backupuseiam": "backup.storage.auth.type: iam",
-    "minio.backupiamendpoint": "backup.storage.auth.endpoint",
-    "minio.crossstorage": "transfer.mode (true: streaming, false: auto)",
-    "minio.multipartcopythresholdmib": "transfer.multipartCopyThresholdMiB",
-    "backup.parallelism.copydata": "transfer.concurrency",
-    "backup.parallelism.backupcollection": "backup.concurrency.collections",
-    "backup.parallelism.backupsegment": "backup.concurrency.segments",
-    "backup.parallelism.restorecollection": "restore.concurrency.collections",
-    "backup.parallelism.importjob": "restore.concurrency.importJobs",
-    "backup.keeptempfiles": "restore.keepTempFiles",
-    "backup.gcpause.enable": "backup.pauseGC",
-    "backup.gcpause.address": "milvus.management.endpoint",
-}
+V1_TO_V2 = {k.lower(): s.v1.advice or s.key for s in params.SETTINGS if s.v1 for k in s.v1.keys if k != s.key}
+V1_TO_V2.update((k.lower(), p.advice) for p in params.V1_DROPPED for k in p.keys)
 
 
 # ======================================================================================
@@ -834,7 +566,7 @@ def _secret_lines(text: str) -> set[int]:
         for j in range(i + 1, len(lines)):
             body = lines[j].lstrip()
             depth = len(lines[j]) - len(body)
-            if body and depth < indent or (depth == indent and body and not body.startswith("- ")):
+            if (body and depth < indent) or (depth == indent and body and not body.startswith("- ")):
                 break
             found.add(j)
     return found
@@ -948,18 +680,17 @@ def _as_rps(raw: Any, expected: str) -> float | None:
         raise _Bad(expected) from None
 
 
-def _parse(param: _Param, raw: Any) -> Any:
+def _parse(param: Setting, raw: Any) -> Any:
     kind = param.kind
-    number = ranges.BY_KEY.get(param.key)
-    if number is not None:
-        expected = number.expected()
+    if param.range is not None:
+        expected = param.expected()
         if kind == "int":
             value = _as_int(raw, expected)
         elif kind == "rate":
             value = _as_rate(raw)
         else:
             value = _as_rps(raw, expected)
-        if value is not None and not number.contains(value):
+        if value is not None and not param.contains(value):
             raise _Bad(expected)
         return (value or None) if kind in ("rate", "rps") else value
     if kind == "str":
@@ -979,7 +710,7 @@ def _parse(param: _Param, raw: Any) -> Any:
     raise AssertionError(kind)
 
 
-def _parse_v1(param: _V1Param, raw: Any) -> Any:
+def _parse_v1(param: params.V1, raw: Any) -> Any:
     if param.kind == "bool":
         return _as_bool(raw)
     if param.kind == "int":
@@ -990,25 +721,7 @@ def _parse_v1(param: _V1Param, raw: Any) -> Any:
 
 
 # ======================================================================================
-# Display
-
-
-def _format(value: Any, kind: str) -> str:
-    if value is None:
-        return "unlimited" if kind in ("rate", "rps") else ""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, list):
-        return ",".join(value)
-    if kind == "rate":
-        return _format_rate(value)
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    return str(value)
-
-
-def _format_rate(n: int) -> str:
-    return f"{format_size(n)}/s"
+# Paths on the model
 
 
 def _get_path(obj: Any, attr: str) -> Any:
@@ -1146,7 +859,7 @@ class _Resolver:
     def _value(self, key: str) -> Any:
         return _get_path(self.cfg, _PARAM_BY_LOWER[key.lower()].attr)
 
-    def _resolve_param(self, param: _Param, hit: tuple[Any, Origin] | None) -> bool:
+    def _resolve_param(self, param: Setting, hit: tuple[Any, Origin] | None) -> bool:
         """Parse and set a looked-up value; returns False if nothing was set."""
         if hit is None:
             return False
@@ -1187,9 +900,8 @@ class _Resolver:
             hit = self._lookup([param.key], param.env)
             if self._resolve_param(param, hit):
                 continue
-            sub = param.key.removeprefix("backup.storage.")
-            if sub != param.key and sub in _INHERITED:
-                self._inherit(param.key, f"milvus.storage.{sub}")
+            if param.inherits:
+                self._inherit(param.key, param.inherits)
             else:
                 self.origins[param.key] = DEFAULT_ORIGIN
 
@@ -1251,9 +963,8 @@ class _Resolver:
                 hit = (raw, Origin(SOURCE_CONFIG, orig, file=self.path))
             if self._resolve_param(param, hit):
                 continue
-            if param.key == "mbackup.parallel":
-                parent = dataclasses.replace(self.origins["transfer.concurrency"], inherited_from="transfer.concurrency")
-                self._set(param.key, self.cfg.transfer.concurrency, parent)
+            if param.inherits:
+                self._inherit(param.key, param.inherits)
             else:
                 self.origins[param.key] = DEFAULT_ORIGIN
         for low, (orig, _) in section.items():
@@ -1411,8 +1122,11 @@ class _Resolver:
         value = self._value(key)
         if not value or key in self.reported:
             return
-        u = urlsplit(value)
-        if u.scheme not in ("http", "https") or not u.netloc:
+        try:
+            u = urlsplit(value)
+        except ValueError:  # a malformed host part, e.g. "http://[x"
+            u = None
+        if u is None or u.scheme not in ("http", "https") or not u.netloc:
             self._problem(key, f"expected an absolute http(s) URL such as http://localhost:9091, got {value!r}")
 
     def _validate_storage(self, prefix: str) -> None:
@@ -1475,13 +1189,13 @@ class _Resolver:
         for sub in ALL_AUTH_FIELDS:
             key = f"{prefix}.auth.{sub}"
             origin = self.origins.get(key, DEFAULT_ORIGIN)
-            if sub not in applies and origin.explicit and _get_path(auth, _snake(sub)):
+            if sub not in applies and origin.explicit and _get_path(auth, attr_name(sub)):
                 self._problem(key, f"does not apply when {tkey} is {canonical!r}; remove it or change auth.type", origin)
         required = {"static": ("accessKeyID", "secretAccessKey"), "sharedKey": ("accountKey",), "serviceAccount": ("credentialsFile",)}
         env_prefix = prefix.replace(".", "_").upper()
         for sub in required.get(canonical, ()):
-            if not _get_path(auth, _snake(sub)):
-                env_hint = f" (or {env_prefix}_AUTH_{_snake(sub).upper()})" if self.version == "v2" else ""
+            if not _get_path(auth, attr_name(sub)):
+                env_hint = f" (or {env_prefix}_AUTH_{attr_name(sub).upper()})" if self.version == "v2" else ""
                 self._problem(
                     f"{prefix}.auth.{sub}",
                     f"is required when {tkey} is {canonical!r}; set it{env_hint} or choose another auth.type",
@@ -1506,44 +1220,14 @@ class _V1Translation:
         self.r._set(v2_key, value, origin)
 
     def apply(self) -> None:
-        simple = {
-            "log.level": "log.level",
-            "log.console": "log.console",
-            "log.file.path": "log.file.filename",
-            "log.file.maxSizeMiB": "log.file.maxSize",
-            "log.file.maxDays": "log.file.maxDays",
-            "log.file.maxBackups": "log.file.maxBackups",
-            "server.debugMode": "http.debugMode",
-            "server.swaggerBasePath": "http.swaggerBasePath",
-            "zillizCloud.endpoint": "cloud.address",
-            "zillizCloud.apiKey": "cloud.apikey",
-            "milvus.user": "milvus.user",
-            "milvus.password": "milvus.password",
-            "milvus.grpc.address": "milvus.address",
-            "milvus.grpc.caCertPath": "milvus.caCertPath",
-            "milvus.grpc.serverName": "milvus.serverName",
-            "milvus.grpc.mtlsCertPath": "milvus.mtlsCertPath",
-            "milvus.grpc.mtlsKeyPath": "milvus.mtlsKeyPath",
-            "milvus.replicate.rpcChannelName": "milvus.rpcChannelName",
-            "milvus.etcd.endpoints": "milvus.etcd.endpoints",
-            "milvus.etcd.rootPath": "milvus.etcd.rootPath",
-            "milvus.management.endpoint": "backup.gcPause.address",
-            "backup.pauseGC": "backup.gcPause.enable",
-            "restore.keepTempFiles": "backup.keepTempFiles",
-            "transfer.concurrency": "backup.parallelism.copydata",
-            "transfer.multipartCopyThresholdMiB": "minio.multipartCopyThresholdMiB",
-            "backup.concurrency.collections": "backup.parallelism.backupCollection",
-            "backup.concurrency.segments": "backup.parallelism.backupSegment",
-            "restore.concurrency.collections": "backup.parallelism.restoreCollection",
-            "restore.concurrency.importJobs": "backup.parallelism.importJob",
-        }
-        for v2_key, v1_key in simple.items():
-            self.put(v2_key, v1_key)
+        # Settings whose v1 value is the v2 value; the others are translated below.
+        simple = [s for s in V2_PARAMS if s.v1 is not None and s.v1.direct]
+        for s in simple:
+            self.put(s.key, s.v1.key)
         # Ranges v2 checks at parse time must be checked here too.
-        for v2_key in simple:
-            number = ranges.BY_KEY.get(v2_key)
-            if number is not None and not number.contains(self.r._value(v2_key)):
-                self.r._bad_value(v2_key, number.expected(), self.r._value(v2_key), self.r.origins[v2_key])
+        for s in simple:
+            if s.range is not None and not s.contains(self.r._value(s.key)):
+                self.r._bad_value(s.key, s.expected(), self.r._value(s.key), self.r.origins[s.key])
         level = str(self.val("log.level")).lower()
         if level not in LOG_LEVELS:
             self.r._bad_value("log.level", f"one of {', '.join(LOG_LEVELS)}", self.val("log.level"), self.org("log.level"))
@@ -1686,86 +1370,3 @@ _V1_TWIN_V2 = {
     "useIAM": "auth.type",
     "iamEndpoint": "auth.endpoint",
 }
-
-
-# ======================================================================================
-# Storage URLs
-
-
-def _is_local_host(host: str) -> bool:
-    if host in ("localhost",) or host.endswith(".localhost") or "." not in host:
-        return True
-    try:
-        ipaddress.ip_address(host.strip("[]"))
-    except ValueError:
-        return False
-    return True
-
-
-def _host_port(st: StorageConfig) -> str:
-    default_port = 443 if st.use_ssl else 80
-    return st.address if st.port in (0, default_port) else f"{st.address}:{st.port}"
-
-
-def _aws_region(st: StorageConfig) -> str:
-    if st.region:
-        return st.region
-    m = re.fullmatch(r"s3[.-]([a-z0-9-]+)\.amazonaws\.com(?:\.cn)?", st.address)
-    if m and m.group(1) not in ("external-1", "accelerate", "dualstack"):
-        return m.group(1)
-    return "us-east-1"
-
-
-def _root_of(path: str) -> str:
-    return "/".join(p for p in path.split("/") if p)
-
-
-def _storage_target(st: StorageConfig) -> StorageTarget:
-    provider = st.provider
-    root = _root_of(st.root_path)
-    scheme = "https" if st.use_ssl else "http"
-    if provider == "local":
-        abs_root = os.path.abspath(st.root_path or ".")
-        return StorageTarget(Path(abs_root).as_uri(), {}, "", abs_root, provider)
-
-    def url(s: str) -> str:
-        return f"{s}://{st.bucket_name}/{root}" if root else f"{s}://{st.bucket_name}"
-
-    auth = st.auth
-    if provider == "gcpnative":
-        opts: dict[str, str] = {}
-        if auth.type == "serviceAccount":
-            opts["google_service_account"] = auth.credentials_file
-        return StorageTarget(url("gs"), opts, st.bucket_name, root, provider)
-    if provider == "azure":
-        opts = {"azure_storage_account_name": st.account_name}
-        if auth.type == "sharedKey":
-            opts["azure_storage_account_key"] = auth.account_key
-        if _is_local_host(st.address):  # Azurite and friends: path-style account URL
-            opts["azure_endpoint"] = f"{scheme}://{_host_port(st)}/{st.account_name}"
-        elif st.address != "core.windows.net" or not st.use_ssl:
-            opts["azure_endpoint"] = f"{scheme}://{st.account_name}.blob.{st.address}"
-        if not st.use_ssl:
-            opts["azure_allow_http"] = "true"
-        return StorageTarget(url("az"), opts, st.bucket_name, root, provider)
-    # Everything else speaks S3.
-    opts = {"aws_region": _aws_region(st)}
-    virtual = provider in VIRTUAL_HOST_PROVIDERS and not _is_local_host(st.address)
-    is_aws_host = st.address.endswith(".amazonaws.com") or st.address.endswith(".amazonaws.com.cn")
-    if virtual:
-        if not (is_aws_host and st.use_ssl and st.port in (0, 443)):
-            # object_store wants the bucket in a virtual-hosted endpoint.
-            opts["aws_endpoint"] = f"{scheme}://{st.bucket_name}.{_host_port(st)}"
-    else:
-        opts["aws_endpoint"] = f"{scheme}://{_host_port(st)}"
-    opts["aws_virtual_hosted_style_request"] = "true" if virtual else "false"
-    if not st.use_ssl:
-        opts["aws_allow_http"] = "true"
-    if auth.type == "static":
-        opts["aws_access_key_id"] = auth.access_key_id
-        opts["aws_secret_access_key"] = auth.secret_access_key
-        if auth.session_token:
-            opts["aws_session_token"] = auth.session_token
-    elif auth.type == "iam" and auth.endpoint:
-        opts["aws_metadata_endpoint"] = auth.endpoint
-    return StorageTarget(url("s3"), opts, st.bucket_name, root, provider)

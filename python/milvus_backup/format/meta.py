@@ -34,8 +34,8 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from . import untrusted
 from ..errors import BackupNameError, MetaError
+from . import untrusted
 
 __all__ = [
     "BACKUP_META",

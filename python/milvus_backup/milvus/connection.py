@@ -1,13 +1,10 @@
 """Reaching a Milvus server: the endpoint settings, the connection, and the adapter for its line.
 
-``connect(endpoint)`` opens one gRPC channel of its own (a dedicated pymilvus ``GrpcHandler``,
-never the process-wide default alias), reads the server version and asks the
-``mbackup_milvus_adapter`` hook for the adapter of that version. Everything that differs between
-Milvus lines lives in the adapter; this module only knows how to reach a server and how to say,
-in one line, why it could not.
-
-Adapter plugin modules may declare ``MILVUS_LINES = ("2.3",)``: the lines they handle, listed in
-the "not supported" message so users know what is installed.
+``connect(endpoint, adapters)`` opens one gRPC channel of its own (a dedicated pymilvus
+``GrpcHandler``, never the process-wide default alias), reads the server version and asks the
+adapters plugins registered (``adapters/registry.py``) for the one of that version's line.
+Everything that differs between Milvus lines lives in the adapter; this module only knows how to
+reach a server and how to say, in one line, why it could not.
 """
 
 from __future__ import annotations
@@ -19,12 +16,15 @@ import socket
 import ssl
 import sys
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .adapters.base import MilvusAdapter
 from ..errors import MBackupError
 
-__all__ = ["MilvusConnection", "MilvusEndpoint", "MilvusError", "adapter_for", "check_grpc_tracing", "connect", "parse_version"]
+if TYPE_CHECKING:
+    from .adapters.base import MilvusAdapter
+    from .adapters.registry import MilvusAdapters
+
+__all__ = ["MilvusConnection", "MilvusEndpoint", "MilvusError", "check_grpc_tracing", "connect", "parse_version"]
 
 TLS_MODES = ("disabled", "server", "mutual")
 CONNECT_TIMEOUT_S = 10.0
@@ -91,8 +91,9 @@ class MilvusConnection:
 _aliases = itertools.count(1)
 
 
-def connect(endpoint: MilvusEndpoint, timeout: float = CONNECT_TIMEOUT_S) -> MilvusAdapter:
-    """Open a connection to ``endpoint`` and return the adapter for the server's version.
+def connect(endpoint: MilvusEndpoint, adapters: MilvusAdapters, timeout: float = CONNECT_TIMEOUT_S) -> MilvusAdapter:
+    """Open a connection to ``endpoint`` and return the adapter ``adapters`` has for the
+    server's version.
 
     Raises :class:`MilvusError` with one line naming what to check when the address does not
     answer within ``timeout`` seconds, the credentials are refused, or no installed plugin
@@ -102,27 +103,10 @@ def connect(endpoint: MilvusEndpoint, timeout: float = CONNECT_TIMEOUT_S) -> Mil
     connection = _open(endpoint, timeout)
     try:
         version = _server_version(connection, timeout)
-        return adapter_for(version, connection)
+        return adapters.adapter_for(version, connection)
     except BaseException:
         connection.close()
         raise
-
-
-def adapter_for(version: str, connection: Any) -> MilvusAdapter:
-    """Ask the plugins for the adapter of ``version``; a clear error when none answers."""
-    from ..plugins.manager import manager  # plugins import adapter modules, which import this one
-
-    pm = manager()
-    found = pm.hook.mbackup_milvus_adapter(version=version, connection=connection)
-    if found is not None and not isinstance(found, MilvusAdapter) and callable(found):
-        found = found()  # a factory (``AdapterFactory``) keeps a plugin's heavy imports lazy
-    if found is None:
-        lines = sorted({line for _, plugin in pm.list_name_plugin() for line in getattr(plugin, "MILVUS_LINES", ())})
-        supported = ", ".join(f"{line}.x" for line in lines) or "none"
-        raise MilvusError(f"Milvus {version} is not supported: install an adapter plugin (supported lines: {supported})")
-    if not isinstance(found, MilvusAdapter):
-        raise MilvusError(f"the adapter plugin for Milvus {version} returned {type(found).__name__}, not a MilvusAdapter")
-    return found
 
 
 _trace_warned = False

@@ -6,6 +6,7 @@ exactly as third-party plugins do (see ``milvus_backup.plugins.manager``).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import pluggy
@@ -20,29 +21,50 @@ hookimpl = pluggy.HookimplMarker("milvus_backup")
 # --- Storage backends ---------------------------------------------------------------
 
 @hookspec
-def mbackup_storage_schemes() -> list[str]:
-    """URL schemes this plugin opens (``["s3", "s3a"]``), for ``mbackup plugins`` and errors."""
+def mbackup_register_storage(register: Callable[..., None]) -> None:
+    """Register storage backends: ``register(scheme, open)`` for each URL scheme served.
 
+    ``open(url, options) -> Location`` gets the URL split once (a
+    :class:`~milvus_backup.storage.StorageUrl`: scheme, bucket, prefix, query) and the options
+    of a profile or the config file. A scheme ending in ``+`` (``"fsspec+"``) serves every
+    ``fsspec+<protocol>`` URL. A Location's ``store`` is either a native
+    ``milvus_backup._engine.Store`` (the engine does the I/O in Rust) or any object with
+    ``list(prefix)``, ``get(key)``, ``put(key, data)``, ``head(key)`` and ``delete(key)`` (the
+    engine calls it from worker threads).
 
-@hookspec(firstresult=True)
-def mbackup_open_storage(url: str, options: dict[str, str]) -> Location | None:
-    """Open ``url`` (``scheme://bucket/prefix?query``) with ``options`` (from a profile or the
-    config file) and return a Location, or None when the scheme is not this plugin's.
-
-    A Location's ``store`` is either a native ``milvus_backup._engine.Store`` (the engine
-    does the I/O in Rust) or any object with ``list(prefix)``, ``get(key)``, ``put(key, data)``,
-    ``head(key)`` and ``delete(key)`` (the engine calls it from worker threads).
+    A backend a config file can name as ``storage.provider`` also passes
+    ``providers=("minio", ...)`` and ``target=fn(section) -> StorageTarget`` (the section as a
+    URL and options), and ``open_root=fn(target) -> (Location, root path)`` when its store is
+    not opened at a bucket. A scheme or a provider registered by two plugins stops mbackup
+    when plugins load, naming both.
     """
+
+
+@hookspec(warn_on_impl=DeprecationWarning(
+    "mbackup_storage_schemes is deprecated: implement mbackup_register_storage(register) instead"))
+def mbackup_storage_schemes() -> list[str]:
+    """Deprecated: the schemes a plugin implementing ``mbackup_open_storage`` opens, for
+    ``mbackup plugins`` and errors."""
+
+
+@hookspec(firstresult=True, warn_on_impl=DeprecationWarning(
+    "mbackup_open_storage is deprecated: implement mbackup_register_storage(register) instead"))
+def mbackup_open_storage(url: str, options: dict[str, str]) -> Location | None:
+    """Deprecated: open ``url`` and return a Location, or None when the scheme is not this
+    plugin's. Asked only for URLs whose scheme no plugin registered."""
 
 
 # --- Milvus version adapters ---------------------------------------------------------
 
-@hookspec(firstresult=True)
-def mbackup_milvus_adapter(version: str, connection: Any) -> Any | None:
-    """Return the adapter for a Milvus server of ``version`` (``"v2.3.5"``) reached through
-    ``connection``, or None when this plugin does not handle that version. The adapter owns
-    everything that differs between Milvus lines: segment discovery, flush, GC pause, the
-    import API, field types."""
+@hookspec
+def mbackup_register_milvus_adapter(register: Callable[..., None]) -> None:
+    """Register Milvus adapters: ``register(line, factory)`` for each Milvus line served
+    (``"2.3"``: every 2.3.x server). ``factory(version, connection)`` returns the
+    :class:`~milvus_backup.milvus.adapters.base.MilvusAdapter` for a server of ``version``
+    (``"v2.3.5"``) reached through ``connection``. The adapter owns everything that differs
+    between Milvus lines: segment discovery and the binlog layout, flush, GC pause, the
+    import API and its quirks, field types. A line registered by two plugins stops mbackup
+    when plugins load, naming both."""
 
 
 # --- Lifecycle -------------------------------------------------------------------------

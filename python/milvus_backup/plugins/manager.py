@@ -1,8 +1,13 @@
-"""The plugin manager: built-ins first, then third-party entry points.
+"""The plugin manager: built-ins first, then third-party entry points, and what they register.
 
 Third-party packages register under the entry-point group ``milvus_backup``. Set
 ``MBACKUP_PLUGINS=name,name`` to load only those third-party plugins, or
 ``MBACKUP_PLUGINS=`` (empty) to load none.
+
+Storage backends and Milvus adapters are looked up in the registries built here from the
+``mbackup_register_*`` hooks: :func:`storage_backends` by URL scheme or config provider,
+:func:`milvus_adapters` by Milvus line. Both are built each time they are asked for (it costs
+a few calls), so a plugin registered later, as tests do, is seen.
 """
 
 from __future__ import annotations
@@ -12,12 +17,17 @@ import os
 from dataclasses import dataclass
 from functools import cache
 from importlib import metadata
+from typing import TypeVar
 
 import pluggy
 
+from ..errors import PluginError
+from ..milvus.adapters.registry import MilvusAdapters
+from ..storage.registry import StorageBackends
 from . import hookspecs
 
 GROUP = "milvus_backup"
+_R = TypeVar("_R", StorageBackends, MilvusAdapters)
 
 # Built-ins are plain plugin modules registered through the same hooks third parties use.
 DEFAULT_PLUGINS = (
@@ -36,15 +46,48 @@ def manager() -> pluggy.PluginManager:
     pm.add_hookspecs(hookspecs)
     for name in DEFAULT_PLUGINS:
         pm.register(importlib.import_module(name), name=name)
-    allowed = os.environ.get("MBACKUP_PLUGINS")
-    if allowed is None:
-        pm.load_setuptools_entrypoints(GROUP)
-    else:
-        for name in filter(None, (n.strip() for n in allowed.split(","))):
-            pm.load_setuptools_entrypoints(GROUP, name=name)
-    # A misspelled hook in any plugin fails loudly instead of silently never running.
-    pm.check_pending()
+    try:
+        allowed = os.environ.get("MBACKUP_PLUGINS")
+        if allowed is None:
+            pm.load_setuptools_entrypoints(GROUP)
+        else:
+            for name in filter(None, (n.strip() for n in allowed.split(","))):
+                pm.load_setuptools_entrypoints(GROUP, name=name)
+        # A misspelled hook in any plugin fails loudly instead of silently never running.
+        pm.check_pending()
+    except pluggy.PluginValidationError as e:
+        name = pm.get_name(e.plugin) or getattr(e.plugin, "__name__", repr(e.plugin))
+        detail = "; ".join(line.strip() for line in str(e).splitlines() if line.strip())
+        raise PluginError(f"plugin {name} does not fit mbackup's hooks ({detail}): fix it, uninstall it, "
+                          "or leave it out with MBACKUP_PLUGINS") from None
+    # A scheme or a Milvus line two plugins register is an error now, not at first use.
+    storage_backends(pm)
+    milvus_adapters(pm)
     return pm
+
+
+def storage_backends(pm: pluggy.PluginManager | None = None) -> StorageBackends:
+    """Every storage backend the loaded plugins register, by scheme and by config provider."""
+    pm = pm or manager()
+    backends = _registered(pm.hook.mbackup_register_storage, StorageBackends())
+    # Plugins still implementing the deprecated first-result hook serve what no scheme does.
+    for impl in reversed(pm.hook.mbackup_open_storage.get_hookimpls()):
+        backends.legacy.append(impl.function)
+    backends.legacy_schemes = [s for schemes in pm.hook.mbackup_storage_schemes() for s in schemes]
+    return backends
+
+
+def milvus_adapters(pm: pluggy.PluginManager | None = None) -> MilvusAdapters:
+    """Every Milvus adapter the loaded plugins register, by Milvus line."""
+    return _registered((pm or manager()).hook.mbackup_register_milvus_adapter, MilvusAdapters())
+
+
+def _registered(hook: pluggy.HookCaller, registry: _R) -> _R:
+    """``registry`` filled by every implementation of a ``mbackup_register_*`` hook, each
+    handed a ``register`` that knows which plugin is registering (to name it in conflicts)."""
+    for impl in hook.get_hookimpls():
+        impl.function(register=registry.registrar(impl.plugin_name))
+    return registry
 
 
 @dataclass(frozen=True)
@@ -54,10 +97,12 @@ class PluginInfo:
     hooks: list[str]
     schemes: list[str]
     builtin: bool
+    milvus_lines: list[str]
 
 
 def describe() -> list[PluginInfo]:
     pm = manager()
+    backends, adapters = storage_backends(pm), milvus_adapters(pm)
     dists = {id(plugin): dist for plugin, dist in pm.list_plugin_distinfo()}
     own_version = _own_version()
     out = []
@@ -65,7 +110,9 @@ def describe() -> list[PluginInfo]:
         if plugin is None:
             continue
         hooks = sorted(h.name for h in pm.get_hookcallers(plugin) or [])
-        schemes = plugin.mbackup_storage_schemes() if hasattr(plugin, "mbackup_storage_schemes") else []
+        schemes = backends.schemes(name)
+        if hasattr(plugin, "mbackup_storage_schemes"):  # a plugin on the deprecated hooks
+            schemes += plugin.mbackup_storage_schemes()
         dist = dists.get(id(plugin))
         out.append(
             PluginInfo(
@@ -74,6 +121,7 @@ def describe() -> list[PluginInfo]:
                 hooks=hooks,
                 schemes=list(schemes),
                 builtin=name in DEFAULT_PLUGINS,
+                milvus_lines=adapters.lines(name),
             )
         )
     return out

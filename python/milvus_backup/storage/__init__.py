@@ -2,6 +2,7 @@
 leftovers of interrupted runs. Storage knowledge lives here and in ``backends/``."""
 
 # Third-party backends (examples/mbackup-fsspec) import these from milvus_backup.storage.
-from .location import Location, ObjectInfo, StorageError, open_location, split_url
+from .location import Location, ObjectInfo, StorageError, StorageUrl, split_url
+from .registry import StorageTarget
 
-__all__ = ["Location", "ObjectInfo", "StorageError", "open_location", "split_url"]
+__all__ = ["Location", "ObjectInfo", "StorageError", "StorageTarget", "StorageUrl", "split_url"]

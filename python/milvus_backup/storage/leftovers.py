@@ -19,10 +19,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from .. import _engine
-from ..format import meta
 from ..backup.catalog import IN_PROGRESS, LOCK
 from ..backup.lock import is_held
-from .location import shown_key
+from ..format import meta
+from .location import Location, shown_key
 
 RESTORE_STAGING = "mbackup-restore-"  # restore.py stages at <this><id>/ in the Milvus bucket
 RESTORE_JOURNALS = "mbackup-restore-journal"
@@ -49,7 +49,7 @@ class Leftover:
 
 def _folder(keys: list[str]) -> str:
     """The deepest folder holding every key."""
-    common = os.path.commonprefix(keys)
+    common = os.path.commonprefix(keys)  # noqa: RUF071 (cut back to the last '/' below)
     return common.rsplit("/", 1)[0] if "/" in common else ""
 
 
@@ -72,8 +72,8 @@ def remove_for_keys(store: Any, keys: Iterable[str]) -> int:
 class _Locks:
     """Is a key under a folder whose ``mbackup.lock`` a live run holds? Asked per folder once."""
 
-    def __init__(self, store: Any, base: str) -> None:
-        self.store, self.base, self.known = store, base.strip("/"), {}
+    def __init__(self, store: Any, where: str, base: str) -> None:
+        self.location, self.base, self.known = Location(store, "", where), base.strip("/"), {}
 
     def held_above(self, key: str) -> bool:
         parts = key.split("/")[:-1]
@@ -81,7 +81,7 @@ class _Locks:
         for depth in range(len(parts), floor - 1, -1):
             folder = "/".join(parts[:depth])
             if folder not in self.known:
-                self.known[folder] = is_held(self.store, f"{folder}/{LOCK}" if folder else LOCK)
+                self.known[folder] = is_held(self.location, f"{folder}/{LOCK}" if folder else LOCK)
             if self.known[folder]:
                 return True
         return False
@@ -92,7 +92,7 @@ def find_under(store: Any, where: str, prefix: str, grace: float, now: float) ->
     seconds ago, outside any folder whose lock a live run holds. Undated ones are kept."""
     if not hasattr(store, "list_leftovers"):
         return []  # a store a plugin implements in Python: it keeps no leftovers we can see
-    locks = _Locks(store, prefix)
+    locks = _Locks(store, where, prefix)
     what = "staging file" if store.kind == "file" else "incomplete upload"
     out = []
     for key, handle, started, size in store.list_leftovers(prefix):

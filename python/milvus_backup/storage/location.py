@@ -1,23 +1,40 @@
-"""Where objects live: a store plus a prefix inside it, opened from a URL by a backend plugin."""
+"""Where objects live: a store plus a prefix inside it, opened from a URL by a backend plugin
+(``registry.py`` finds the backend). Every call on a store goes through a :class:`Location`
+method, which turns the engine's errors into one line a user can act on, once."""
 
 from __future__ import annotations
 
-import os
+import contextlib
 import socket
 import ssl
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 from urllib.parse import parse_qsl, urlsplit
 
 from .. import _engine
+from ..config.secrets import display_url, has_password, is_secret_name
 from ..errors import MBackupError
-from ..plugins.manager import manager
-from ..config.secrets import display_url, has_password, is_secret_name, url_secret
 
 
 class StorageError(MBackupError):
     """A store could not be opened or answered with an error."""
+
+
+class NotFound(StorageError):
+    """The object, or the bucket holding it, does not exist."""
+
+
+class BucketNotFound(NotFound):
+    """The bucket does not exist."""
+
+
+class AlreadyExists(StorageError):
+    """A write with ``if_absent`` found the key taken."""
+
+
+class VersionChanged(StorageError):
+    """A write with ``if_match`` found another version of the object, or none."""
 
 
 @runtime_checkable
@@ -42,91 +59,129 @@ class ObjectInfo:
 @dataclass
 class Location:
     """``store`` + ``prefix``; ``url`` is for display and never carries secrets. The store is
-    the engine's own, or an object a Python backend implements (the engine's slow path)."""
+    the engine's own, or an object a Python backend implements (the engine's slow path). Keys
+    given to the methods are relative to the prefix. ``bucket_id`` names the bucket and the
+    server holding it (the backend sets it; "" when it does not say)."""
 
     store: _engine.Store | ObjectStore
     prefix: str
     url: str
     scheme: str = ""
     options: dict[str, str] = field(default_factory=dict, repr=False)
+    bucket_id: str = ""
 
     def key(self, relative: str) -> str:
         # Keys are kept as spelled: stripping a leading "/" would map "a//b" onto "a/b".
         return f"{self.prefix}/{relative}" if self.prefix else relative
 
-    def child(self, relative: str) -> Location:
-        return Location(self.store, self.key(relative).rstrip("/"), f"{self.url.rstrip('/')}/{relative}", self.scheme, self.options)
-
-    def list(self) -> Iterator[ObjectInfo]:
-        """Every object under the prefix, with keys relative to it."""
+    def list(self, under: str = "") -> list[ObjectInfo]:
+        """Every object under the prefix (or under ``under`` inside it), keys relative to the prefix."""
         prefix = f"{self.prefix}/" if self.prefix else ""
-        try:
-            listing = self.store.list(self.prefix)  # the engine lists again after a cut-off listing
-        except _engine.EngineError as e:
-            raise describe_error(self, e) from None
-        for key, size, etag in listing:
-            if key.startswith(prefix):
-                yield ObjectInfo(key[len(prefix):], size, etag)
+        with self._errors():
+            listing = self.store.list(self.key(under) if under else self.prefix)  # the engine lists again after a cut-off listing
+        return [ObjectInfo(key[len(prefix):], size, etag) for key, size, etag in listing if key.startswith(prefix)]
+
+    def list_dirs(self, under: str = "") -> tuple[list[str], list[ObjectInfo]]:
+        """One level under ``under``: (sub-"directories", objects), keys relative to the prefix."""
+        cut = len(self.prefix) + 1 if self.prefix else 0
+        with self._errors():
+            dirs, objects = self.store.list_dirs(self.key(under) if under else self.prefix)
+        return [d[cut:] for d in dirs], [ObjectInfo(key[cut:], size, etag) for key, size, etag in objects]
 
     def read(self, relative: str) -> bytes:
-        try:
+        with self._errors():
             return self.store.get(self.key(relative))
-        except _engine.EngineError as e:
-            raise describe_error(self, e) from None
 
-    def write(self, relative: str, data: bytes) -> None:
-        try:
-            self.store.put(self.key(relative), data)
-        except _engine.EngineError as e:
-            raise describe_error(self, e) from None
+    def write(self, relative: str, data: bytes, *, if_absent: bool = False, if_match: str | None = None) -> str | None:
+        """Write ``data``; returns the version (ETag) when the store gives one. With ``if_absent``
+        only if nothing is there (:class:`AlreadyExists`), with ``if_match`` only over that
+        version (:class:`VersionChanged`)."""
+        conditions: dict[str, Any] = {"if_absent": True} if if_absent else {}
+        if if_match is not None:
+            conditions["if_match"] = if_match
+        with self._errors():
+            # No condition, no keyword: stores a plugin implements in Python take put(key, data).
+            return self.store.put(self.key(relative), data, **conditions)
+
+    def head(self, relative: str) -> tuple[int, str | None] | None:
+        """(size, version) of an object, or None when there is none."""
+        with self._errors():
+            return self.store.head(self.key(relative))
+
+    def exists(self, relative: str) -> bool:
+        return self.head(relative) is not None
+
+    def delete(self, relative: str) -> None:
+        """Delete an object; one already gone counts as deleted."""
+        with self._errors():
+            self.store.delete(self.key(relative))
+
+    def delete_many(self, relatives: list[str], parallel: int = 32) -> list[tuple[str, str]]:
+        """Delete objects ``parallel`` at a time; (key, error) for each that failed."""
+        cut = len(self.prefix) + 1 if self.prefix else 0
+        with self._errors():
+            failed = self.store.delete_many([self.key(r) for r in relatives], parallel)
+        return [(key[cut:], error) for key, error in failed]
 
     def ensure_bucket(self) -> bool:
         """Create the bucket behind this location if the store has buckets and it is
         missing; True when one was created."""
         try:
-            self.store.list(self.prefix + "/" if self.prefix else "")
+            with self._errors():
+                self.store.list(self.prefix + "/" if self.prefix else "")
             return False
-        except _engine.EngineError as e:
-            if e.code != "no_such_bucket" or not hasattr(self.store, "create_bucket"):
-                raise describe_error(self, e) from None
-        try:
+        except BucketNotFound:
+            if not hasattr(self.store, "create_bucket"):
+                raise
+        with self._errors():
             self.store.create_bucket()
-        except _engine.EngineError as e:
-            raise describe_error(self, e) from None
         return True
 
-    def exists(self, relative: str) -> bool:
+    def same_bucket(self, other: Location) -> bool:
+        """Are both in one bucket of one server, so that a key of one is a key of the other?"""
+        return bool(self.bucket_id) and self.bucket_id == other.bucket_id
+
+    @contextlib.contextmanager
+    def _errors(self) -> Iterator[None]:
         try:
-            return self.store.head(self.key(relative)) is not None
+            yield
         except _engine.EngineError as e:
-            raise describe_error(self, e) from None
+            raise storage_error(self, e) from None
 
 
-def split_url(url: str) -> tuple[str, str, str, dict[str, str]]:
-    """``s3://bucket/a/b?endpoint=x`` -> ("s3", "bucket", "a/b", {"endpoint": "x"})."""
-    parts = urlsplit(url)
-    if not parts.scheme or "://" not in url:
-        raise StorageError(f"invalid location {display_url(url)!r}: use a URL such as s3://bucket/prefix, "
+@dataclass(frozen=True)
+class StorageUrl:
+    """A location URL split once, for the backend registered for its scheme:
+    ``s3://bucket/a/b?endpoint=x`` -> scheme "s3", bucket "bucket", prefix "a/b", query
+    {"endpoint": "x"}. ``text`` is the URL as given (shown through ``display_url`` only)."""
+
+    scheme: str
+    bucket: str
+    prefix: str
+    query: dict[str, str]
+    text: str
+
+    @property
+    def rest(self) -> str:
+        """Everything after ``scheme://`` as written: a file URL's path, "#" and "?" included."""
+        return self.text.split("://", 1)[1]
+
+    def __iter__(self) -> Iterator[Any]:
+        # Unpacks as the (scheme, bucket, prefix, query) tuple split_url returned before.
+        return iter((self.scheme, self.bucket, self.prefix, self.query))
+
+
+def split_url(url: str) -> StorageUrl:
+    """``s3://bucket/a/b?endpoint=x`` -> StorageUrl("s3", "bucket", "a/b", {"endpoint": "x"})."""
+    invalid = StorageError(f"invalid location {display_url(url)!r}: use a URL such as s3://bucket/prefix, "
                            "file:///path or memory://name")
-    return parts.scheme, parts.netloc, parts.path.strip("/"), dict(parse_qsl(parts.query))
-
-
-def open_location(url: str, options: dict[str, str] | None = None) -> Location:
-    """Open a URL through whichever backend plugin claims its scheme; a plain path is a folder."""
-    if "://" not in url:
-        url = "file://" + os.path.abspath(os.path.expanduser(url))
-    scheme = url.split("://", 1)[0]
-    secret = url_secret(url)
-    if secret:
-        # Whatever the scheme: a URL is echoed in errors, progress and manifests, and kept in
-        # shell history and process lists.
-        raise StorageError(f"{display_url(url)}: the URL holds {secret} (not shown); give credentials through "
-                           "a profile, the config file or environment variables, never in the URL")
-    location = manager().hook.mbackup_open_storage(url=url, options=dict(options or {}))
-    if location is None:
-        known = sorted({s for schemes in manager().hook.mbackup_storage_schemes() for s in schemes})
-        raise StorageError(f"no storage backend for {display_url(url)!r} (scheme {scheme!r}); known schemes: {', '.join(known)}")
-    return location
+    try:
+        parts = urlsplit(url, allow_fragments=False)  # no store has fragments: a '#' is part of a key
+    except ValueError:  # a malformed host part, e.g. "s3://[bucket"
+        raise invalid from None
+    if not parts.scheme or "://" not in url:
+        raise invalid
+    return StorageUrl(parts.scheme, parts.netloc, parts.path.strip("/"), dict(parse_qsl(parts.query)), url)
 
 
 def native_store(location_url: str, store_url: str, options: dict[str, str]) -> _engine.Store:
@@ -173,6 +228,24 @@ def describe_error(location: Location, error: _engine.EngineError) -> StorageErr
     return StorageError(f"{location.url}: {text}")
 
 
+def storage_error(location: Location, error: _engine.EngineError) -> StorageError:
+    """An engine error as callers catch it: describe_error's line, in the class of what went
+    wrong. The one place that maps engine errors for Location's methods."""
+    line = str(describe_error(location, error))
+    if bucket_missing(error):
+        return BucketNotFound(line)
+    for engine_class, cls in ((_engine.NotFoundError, NotFound), (_engine.AlreadyExistsError, AlreadyExists),
+                              (_engine.PreconditionError, VersionChanged)):
+        if isinstance(error, engine_class):
+            return cls(line)
+    return StorageError(line)
+
+
+def bucket_missing(error: Exception) -> bool:
+    """Did the store say the bucket itself does not exist?"""
+    return isinstance(error, _engine.EngineError) and error.code == "no_such_bucket"
+
+
 # OpenSSL's verify codes for a certificate issued to another host name, e-mail or IP address.
 _NAME_MISMATCH = {62, 63, 64}
 
@@ -186,9 +259,9 @@ def _certificate_problem(location: Location) -> ssl.SSLCertVerificationError | N
     try:
         parts = urlsplit(endpoint)
         context = ssl.create_default_context(cafile=location.options.get("ca_file"))
-        with socket.create_connection((parts.hostname, parts.port or 443), timeout=5) as sock:
-            with context.wrap_socket(sock, server_hostname=parts.hostname):
-                return None
+        with socket.create_connection((parts.hostname, parts.port or 443), timeout=5) as sock, \
+                context.wrap_socket(sock, server_hostname=parts.hostname):
+            return None
     except ssl.SSLCertVerificationError as e:
         return e
     except (OSError, ValueError):  # unreachable, not TLS...: nothing more to say

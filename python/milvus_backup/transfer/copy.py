@@ -15,9 +15,11 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from .. import _engine
+from ..config.params import engine_default
 from ..storage.leftovers import remove_for_keys
-from .progress import ProgressDisplay
 from ..storage.location import Location, ObjectInfo
+from .cancel import run_cancellable
+from .progress import SILENT, Reporter
 
 if TYPE_CHECKING:
     from .._engine import CopyResult
@@ -26,7 +28,8 @@ _RUN_AGAIN = "run again to copy them (objects already copied are skipped)"
 
 # Engine error codes that name a cause many objects share (a full disk, a read-only folder, a
 # bucket gone), what each means and what to do about it: such failures are reported once, with
-# these words. Failures with any other code are reported one by one, with their own message.
+# these words. Failures with any other code are reported one by one, with their own message
+# (an unreachable server's says how the connection failed).
 CAUSES = {
     "disk_full": ("the disk is full (no space left on device)",
                   "free some space or copy to a bigger target, then run again (objects already copied are skipped)"),
@@ -38,27 +41,31 @@ CAUSES = {
     "symlink": ("the path crosses a symbolic link, which mbackup never follows",
                 "remove the link, or copy the folder it points to by naming it"),
     "bad_key": ("object keys that cannot be addressed", "--exclude skips them"),
+    "key_clash": ("keys a folder cannot hold side by side (an object x and objects under x/, which S3 can hold)",
+                  "--exclude skips one of each pair"),
     "no_such_bucket": ("the bucket does not exist (NoSuchBucket)", "create it or fix the bucket name, then run again"),
     "access_denied": ("access denied (AccessDenied)", "check what the credentials are allowed to do"),
-    "unreachable": ("cannot reach the endpoint", "check that the server runs, then run again"),
-    "throttled": ("the store asked to slow down (SlowDown)", f"lower --parallel or --max-requests, or {_RUN_AGAIN}"),
+    "throttled": ("the store asked to slow down (throttling)", f"lower --parallel or --max-requests, or {_RUN_AGAIN}"),
     "server_error": ("the store failed (HTTP 5xx)", _RUN_AGAIN),
 }
 
 
 @dataclass
 class CopySettings:
-    parallel: int = 64
-    checksum: str = "crc32c"
+    """The engine's Copier arguments. Defaults of the ones a user sets come from the settings
+    table (config/params.py); sizes in bytes, 0 for no cap."""
+
+    parallel: int = engine_default("parallel")
+    checksum: str = engine_default("checksum")
     verify: bool = False
-    max_bandwidth: int = 0  # bytes/s, 0 = unlimited
-    max_requests_per_sec: float = 0.0
-    part_size: int = 8 << 20
-    multipart_threshold: int = 16 << 20
-    copy_part_size: int = 64 << 20
-    multipart_copy_threshold: int = 512 << 20
+    max_bandwidth: int = engine_default("max_bandwidth")  # bytes/s, 0 = unlimited
+    max_requests_per_sec: float = engine_default("max_requests_per_sec")
+    part_size: int = engine_default("part_size")
+    multipart_threshold: int = engine_default("multipart_threshold")
+    copy_part_size: int = engine_default("copy_part_size")
+    multipart_copy_threshold: int = engine_default("multipart_copy_threshold")
     part_parallel: int = 4
-    memory_budget: int = 128 << 20
+    memory_budget: int = engine_default("memory_budget")
     max_attempts: int = 5
 
     def copier(self) -> _engine.Copier:
@@ -192,7 +199,7 @@ def recheck_skipped(plan: Plan, src: Location, dst: Location, settings: CopySett
         return
     algo = settings.checksum if settings.checksum != "none" else "crc32c"
     items = [(src.store, src.key(o.key)) for o in plan.skipped] + [(dst.store, dst.key(o.key)) for o in plan.skipped]
-    sums = settings.copier().checksums(items, algo)
+    sums = checksums(settings, items, algo)
     n = len(plan.skipped)
     keep = []
     for i, obj in enumerate(plan.skipped):
@@ -206,11 +213,25 @@ def recheck_skipped(plan: Plan, src: Location, dst: Location, settings: CopySett
     plan.skipped = keep
 
 
+def checksums(settings: CopySettings, items: list[tuple[Any, str]], algo: str,
+              stop: threading.Event | None = None) -> list[tuple[str | None, int | None, str | None]]:
+    """``(checksum, size, error)`` of each ``(store, key)``, read in parallel within the caps.
+    Ctrl-C stops the reads and raises KeyboardInterrupt; ``stop`` set stops them too, and
+    what was not read has the error "cancelled"."""
+    copier = settings.copier()
+    sums, interrupted = run_cancellable(lambda: copier.checksums(items, algo), copier.cancel, stop,
+                                        name="mbackup-checksums")
+    if interrupted:
+        raise KeyboardInterrupt
+    return sums
+
+
 def run_plan(plan: Plan, src: Location, dst: Location, settings: CopySettings, *,
-             show_progress: bool = True, label: str = "copy", stop: threading.Event | None = None) -> CopyReport:
-    """Run the engine in a worker thread so Ctrl-C reaches us: it cancels the copy, waits for
-    in-flight work to stop (multipart uploads are aborted) and reports what finished. ``stop``
-    set (a lost lock, say) cancels the copy the same way; the caller says why."""
+             reporter: Reporter = SILENT, label: str = "copy", stop: threading.Event | None = None) -> CopyReport:
+    """Run the copy so that Ctrl-C cancels it (see run_cancellable), waits for in-flight work
+    to stop (multipart uploads are aborted) and reports what finished. ``stop`` set (a lost
+    lock, say) cancels the copy the same way; the caller says why. The engine's counters go
+    to ``reporter`` under ``label``."""
     copier = settings.copier()
     copier.note_skipped(len(plan.skipped), sum(o.size for o in plan.skipped))
     # The listed ETag pins the version copied: an object rewritten mid-copy is copied again
@@ -219,37 +240,11 @@ def run_plan(plan: Plan, src: Location, dst: Location, settings: CopySettings, *
     # An interrupted earlier run of this copy may have left staging files or incomplete
     # uploads of these keys: nothing else will ever remove them.
     remove_for_keys(dst.store, [job[3] for job in jobs])
-    outcome: dict[str, Any] = {}
-    finished = threading.Event()
-
-    def work() -> None:
-        try:
-            outcome["results"] = copier.run(jobs)
-        except BaseException as e:  # surfaced in the calling thread
-            outcome["error"] = e
-        finally:
-            finished.set()
-
     started = time.monotonic()
-    worker = threading.Thread(target=work, name="mbackup-copy", daemon=True)
-    cancelled = False
-    with ProgressDisplay(copier.progress, label=label, enabled=show_progress):
-        worker.start()
-        # Wait on an event, not on join(): on Python 3.11 a Ctrl-C that interrupts
-        # Thread.join(timeout) marks the thread as stopped while it still runs.
-        while not finished.is_set():
-            try:
-                finished.wait(0.2)
-            except KeyboardInterrupt:
-                cancelled = True
-                copier.cancel()
-            if stop is not None and stop.is_set() and not copier.cancelled:
-                copier.cancel()
-    if "error" in outcome:
-        raise outcome["error"]
-    results = outcome["results"]
+    with reporter.phase(label, copier.progress):
+        results, cancelled = run_cancellable(lambda: copier.run(jobs), copier.cancel, stop, name="mbackup-copy")
     # Report keys relative to the two locations, the way the user named them.
-    for r, (obj, key) in zip(results, plan.jobs):
+    for r, (obj, key) in zip(results, plan.jobs, strict=True):
         r["src_key"], r["dst_key"] = obj.key, key
     return CopyReport(results, plan.skipped, time.monotonic() - started, cancelled, copier.progress(),
                       repaired=len(plan.repaired), skipped_checksums=dict(plan.checksums))

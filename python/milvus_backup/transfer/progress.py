@@ -1,17 +1,76 @@
-"""Live progress on stderr while the engine copies: objects, bytes, rate, ETA.
+"""What the flows report while they run, and how the command line shows it.
 
-On a terminal the line redraws in place twice a second; in a log (not a TTY) one line is
-written every ``log_every`` seconds so CI output stays readable.
+The flows (create, restore, verify, copy) never print: like restic's archiver they report
+to a ``Reporter``, and the command picks the one that shows it. ``Reporter`` itself shows
+nothing (library callers, benches); ``ConsoleReporter`` writes warnings to stderr and, unless
+the command runs with --quiet or --json, live progress: engine counters (objects, bytes,
+rate, ETA) and restore's import jobs. How anything looks is decided here, and only here.
+
+On a terminal the counters' line redraws in place twice a second; in a log (not a TTY) one
+line is written every ``log_every`` seconds so CI output stays readable.
 """
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import threading
 import time
-from typing import Any, Callable, TextIO
+from collections.abc import Callable
+from typing import Any, TextIO
 
 from ..units import format_bytes, format_duration
+
+Counters = Callable[[], dict[str, int]]
+
+
+class Reporter:
+    """What a flow tells the user while it runs. This one shows nothing."""
+
+    def warning(self, message: str) -> None:
+        """Something the user should know; the run goes on."""
+
+    def phase(self, label: str, counters: Counters) -> contextlib.AbstractContextManager[object]:
+        """Engine work under way for the ``with`` block. ``counters()`` (objects_total,
+        objects_done, objects_skipped, bytes_total, bytes_done, failures, retries) may be
+        polled from another thread meanwhile."""
+        return contextlib.nullcontext()
+
+    def imports(self, label: str, done: int, total: int, percent: float) -> None:
+        """Restore's import jobs into collection ``label``: ``done`` of ``total`` complete,
+        ``percent`` of the whole; called on every poll of Milvus."""
+
+
+SILENT = Reporter()
+
+
+class ConsoleReporter(Reporter):
+    """On stderr: warnings always; with ``progress`` the engine's counters (ProgressDisplay)
+    and a line per change of the import jobs, repeated every 10 s while nothing changes."""
+
+    def __init__(self, progress: bool = True, stream: TextIO | None = None) -> None:
+        self.progress = progress
+        self._stream = stream
+        self._imports: dict[str, tuple[str, float]] = {}  # collection -> (line shown, when)
+
+    @property
+    def stream(self) -> TextIO:
+        return self._stream or sys.stderr  # looked up when written: in-process runs swap sys.stderr
+
+    def warning(self, message: str) -> None:
+        print(f"warning: {message}", file=self.stream)
+
+    def phase(self, label: str, counters: Counters) -> contextlib.AbstractContextManager[object]:
+        return ProgressDisplay(counters, label=label, stream=self.stream, enabled=self.progress)
+
+    def imports(self, label: str, done: int, total: int, percent: float) -> None:
+        if not self.progress:
+            return
+        line = f"restore {label}: {done}/{total} import jobs done, {percent:.0f}%"
+        shown, at = self._imports.get(label, ("", 0.0))
+        if line != shown or time.monotonic() - at > 10:
+            print(line, file=self.stream, flush=True)
+            self._imports[label] = (line, time.monotonic())
 
 
 class ProgressDisplay:

@@ -3,7 +3,7 @@
 //! status, a protocol field or an error's type where one exists; object_store's wording is the
 //! last resort, for statuses it keeps only in its text.
 
-use super::fs::{BadKey, LinkError};
+use super::fs::{BadKey, KeyClash, LinkError};
 use crate::errors::{Code, Error};
 
 /// The code of an S3-compatible answer: its HTTP status and the `<Code>` of its error body.
@@ -105,7 +105,7 @@ impl From<object_store::Error> for Error {
         let mut message = e.to_string();
         let mut source = std::error::Error::source(&e);
         let mut os: Option<&std::io::Error> = None;
-        let (mut link, mut bad_key, mut no_credentials) = (false, false, false);
+        let (mut link, mut bad_key, mut clash, mut no_credentials) = (false, false, false, false);
         while let Some(cause) = source {
             let text = cause.to_string();
             if !message.contains(&text) {
@@ -114,6 +114,7 @@ impl From<object_store::Error> for Error {
             }
             link |= cause.downcast_ref::<LinkError>().is_some();
             bad_key |= cause.downcast_ref::<BadKey>().is_some();
+            clash |= cause.downcast_ref::<KeyClash>().is_some();
             no_credentials |= cause.downcast_ref::<NoCredentials>().is_some();
             os = os.or_else(|| cause.downcast_ref::<std::io::Error>().filter(|io| io.raw_os_error().is_some()));
             source = cause.source();
@@ -132,6 +133,7 @@ impl From<object_store::Error> for Error {
             E::UnknownConfigurationKey { .. } => Code::Config,
             _ if link => Code::Symlink,
             _ if bad_key => Code::BadKey,
+            _ if clash => Code::KeyClash,
             _ if no_credentials => Code::NoCredentials,
             // A local disk's answer does not change by asking again (except an interrupted call).
             E::Generic { store: "file", .. } => os.map_or(Code::Io, os_code),

@@ -60,6 +60,28 @@ impl std::fmt::Display for LinkError {
 
 impl std::error::Error for LinkError {}
 
+/// Keys a folder cannot hold side by side: S3 holds an object `a` and objects under `a/`
+/// at once, but in a folder `a` cannot be both a file and a folder.
+#[derive(Debug)]
+pub struct KeyClash {
+    pub key: String,
+    /// The key that is an object in one store and a folder in the other.
+    pub file: String,
+}
+
+impl std::fmt::Display for KeyClash {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}: in a folder, an object {} and objects under {}/ cannot both exist (S3 can hold both); --exclude \
+             skips one of them",
+            self.key, self.file, self.file
+        )
+    }
+}
+
+impl std::error::Error for KeyClash {}
+
 /// A key no file can have: empty segments, `.` or `..`, a NUL, or a staging name.
 #[derive(Debug)]
 pub struct BadKey(String, &'static str);
@@ -295,20 +317,25 @@ impl FileStore {
                         Err(e) => return Err(io_error(key, e)),
                     }
                     openat(fd.as_raw_fd(), name, libc::O_RDONLY | libc::O_DIRECTORY, 0)
-                        .map_err(|e| self.not_followed(key, &fd, name, &dirs[..=i], e))?
+                        .map_err(|e| self.not_followed(key, &fd, name, &dirs[..=i], e, create))?
                 }
-                Err(e) => return Err(self.not_followed(key, &fd, name, &dirs[..=i], e)),
+                Err(e) => return Err(self.not_followed(key, &fd, name, &dirs[..=i], e, create)),
             };
             fd = next;
         }
         Ok(fd)
     }
 
-    /// Turn an open error into "crosses a link" when a link is what stopped it.
-    fn not_followed(&self, key: &str, dir: &OwnedFd, name: &str, upto: &[&str], e: io::Error) -> object_store::Error {
+    /// Turn an open error into "crosses a link" when a link is what stopped it. A file where
+    /// the key needs a folder means no such object, or, for a write (`create`), a clash.
+    fn not_followed(&self, key: &str, dir: &OwnedFd, name: &str, upto: &[&str], e: io::Error, create: bool) -> object_store::Error {
         match lstatat(dir.as_raw_fd(), name) {
             Ok(st) if is_link(&st) => generic(LinkError { key: key.to_string(), link: upto.join("/") }),
             Ok(st) if !is_dir(&st) && !is_file(&st) => generic(LinkError { key: key.to_string(), link: upto.join("/") }),
+            Ok(st) if is_file(&st) && e.raw_os_error() == Some(libc::ENOTDIR) => match create {
+                true => generic(KeyClash { key: key.to_string(), file: upto.join("/") }),
+                false => io_error(key, io::Error::from(io::ErrorKind::NotFound)),
+            },
             _ => io_error(key, e),
         }
     }
@@ -329,7 +356,7 @@ impl FileStore {
         let (dir, name) = self.parent_of(key, false)?;
         // O_NONBLOCK: opening a FIFO must not wait for a writer; it is refused just below.
         let fd = openat(dir.as_raw_fd(), name, libc::O_RDONLY | libc::O_NONBLOCK, 0)
-            .map_err(|e| self.not_followed(key, &dir, name, &Self::segments(key).unwrap_or_default(), e))?;
+            .map_err(|e| self.not_followed(key, &dir, name, &Self::segments(key).unwrap_or_default(), e, false))?;
         let st = fstat(fd.as_raw_fd()).map_err(|e| io_error(key, e))?;
         if is_dir(&st) {
             return Err(io_error(key, io::Error::from(io::ErrorKind::NotFound)));
@@ -366,6 +393,7 @@ impl FileStore {
         // A link (or anything but a file) in the target's place is neither written through
         // nor replaced: that object fails.
         match lstatat(d, name) {
+            Ok(st) if is_dir(&st) => return Err(generic(KeyClash { key: key.to_string(), file: key.to_string() })),
             Ok(st) if !is_file(&st) => return Err(generic(LinkError { key: key.to_string(), link: key.to_string() })),
             _ => {}
         }
@@ -491,9 +519,6 @@ impl FileStore {
             Ok(fd) => fd,
             // Nothing is listed under a missing folder, nor under a file.
             Err(object_store::Error::NotFound { .. }) => return Ok((objects, staging, dirs)),
-            Err(object_store::Error::Generic { source, .. }) if is_not_dir(source.as_ref()) => {
-                return Ok((objects, staging, dirs))
-            }
             Err(e) => {
                 if let object_store::Error::Generic { source, .. } = &e {
                     if let Some(link) = source.downcast_ref::<LinkError>() {
@@ -617,10 +642,6 @@ impl FileStore {
             Err(e) => Err(io_error(staging, e)),
         }
     }
-}
-
-fn is_not_dir(e: &(dyn std::error::Error + Send + Sync + 'static)) -> bool {
-    e.downcast_ref::<KeyIo>().is_some_and(|k| k.1.raw_os_error() == Some(libc::ENOTDIR))
 }
 
 fn join(base: &str, name: &str) -> String {
@@ -863,6 +884,32 @@ mod tests {
         assert_eq!(std::fs::read(outside.join("secret")).unwrap(), b"s");
         assert_eq!(std::fs::read_dir(&outside).unwrap().count(), 1);
         let _ = std::fs::remove_dir_all(base);
+    }
+
+    #[test]
+    fn an_object_and_objects_under_its_name_clash_in_writes_only() {
+        let root = tmp("clash");
+        let store = FileStore::open(root.to_str().unwrap()).unwrap();
+        rt().block_on(async {
+            let store = &store;
+            let put = |key: &str| {
+                let p = Path::parse(key).unwrap();
+                async move { store.put(&p, PutPayload::from_static(b"x")).await }
+            };
+            put("a").await.unwrap();
+            put("c/d").await.unwrap();
+            for (key, file) in [("a/b", "a"), ("a/b/c", "a"), ("c", "c")] {
+                let err = crate::errors::Error::from(put(key).await.unwrap_err());
+                assert_eq!(err.code, crate::errors::Code::KeyClash, "{}", err.message);
+                assert!(err.message.contains(&format!("an object {file} and objects under {file}/")), "{}", err.message);
+            }
+            // Under an object nothing can be: not found, as on S3, and deleted already.
+            let under = Path::parse("a/b").unwrap();
+            assert!(matches!(store.head(&under).await, Err(object_store::Error::NotFound { .. })));
+            store.delete(&under).await.unwrap_or_else(|e| assert!(matches!(e, object_store::Error::NotFound { .. })));
+            assert!(store.list_entries("a").unwrap().is_empty());
+        });
+        let _ = std::fs::remove_dir_all(root);
     }
 
     #[test]

@@ -33,15 +33,18 @@ const GIB: u64 = 1 << 30;
 
 /// The allowed range of every numeric `Copier` parameter: (name, default, min, max).
 /// Sizes are bytes; S3 takes parts of 5 MiB to 5 GiB and single PUTs and CopyObjects of
-/// up to 5 GiB, so larger values could only fail later, object by object.
+/// up to 5 GiB, so larger values could only fail later, object by object. The defaults are
+/// those of mbackup's settings table (python/milvus_backup/config/params.py), which the
+/// Go tool's defaults decide (128 copies in flight, server-side multipart above 500 MiB);
+/// a test holds the two to each other through `Copier.defaults()`.
 const INT_PARAMS: [(&str, u64, u64, u64); 10] = [
-    ("parallel", 64, 1, 4096),
+    ("parallel", 128, 1, 4096),
     ("part_parallel", 4, 1, 256),
     ("max_attempts", 5, 1, 100),
     ("part_size", 8 * MIB, 5 * MIB, 5 * GIB),
     ("copy_part_size", 64 * MIB, 5 * MIB, 5 * GIB),
     ("multipart_threshold", 16 * MIB, 0, 5 * GIB),
-    ("multipart_copy_threshold", 512 * MIB, 0, 5 * GIB),
+    ("multipart_copy_threshold", 500 * MIB, 0, 5 * GIB),
     ("memory_budget", 128 * MIB, MIB, 1 << 40),
     // Bytes per second; 0 is no cap.
     ("max_bandwidth", 0, 0, 1 << 50),
@@ -84,9 +87,9 @@ fn int_param(name: &str, value: Option<&Bound<'_, PyAny>>) -> PyResult<u64> {
 /// Requests per second: 0 for no cap, else a finite rate in range (a vanishing rate would
 /// make a wait longer than any clock can hold).
 fn rate_param(value: Option<&Bound<'_, PyAny>>) -> PyResult<f64> {
-    let (_, min, max) = int_range("max_requests_per_sec_milli");
+    let (default, min, max) = int_range("max_requests_per_sec_milli");
     let (min, max) = (min as f64 / 1000.0, max as f64 / 1000.0);
-    let Some(value) = value.filter(|v| !v.is_none()) else { return Ok(0.0) };
+    let Some(value) = value.filter(|v| !v.is_none()) else { return Ok(default as f64 / 1000.0) };
     match value.extract::<f64>() {
         Ok(r) if r == 0.0 || (min..=max).contains(&r) => Ok(r),
         _ => Err(PyValueError::new_err(format!(
@@ -148,6 +151,19 @@ impl Copier {
         })
     }
 
+    /// What each numeric argument left out (or None) becomes: `{name: default}`.
+    #[staticmethod]
+    fn defaults(py: Python<'_>) -> PyResult<Bound<'_, PyDict>> {
+        let d = PyDict::new(py);
+        for (name, default, _, _) in INT_PARAMS {
+            match name.strip_suffix("_milli") {
+                Some(rate) => d.set_item(rate, default as f64 / 1000.0)?,
+                None => d.set_item(name, default)?,
+            }
+        }
+        Ok(d)
+    }
+
     /// Counters so far: objects and bytes total/done, skipped, failures, retries, in flight.
     fn progress(&self) -> HashMap<&'static str, u64> {
         self.progress.snapshot().into_iter().collect()
@@ -195,13 +211,18 @@ impl Copier {
                     .map(|(backend, key)| {
                         let (limits, cancel) = (&limits, &cancel);
                         async move {
-                            if cancel.is_cancelled() {
-                                return (None, None, Some("cancelled".to_string()));
-                            }
-                            limits.request().await;
-                            match backend::read_checksum(&backend, &key, algo, Some(limits)).await {
-                                Ok((sum, size)) => (Some(algo.hex(sum)), Some(size), None),
-                                Err(e) => (None, None, Some(e.message)),
+                            let read = async {
+                                limits.request().await;
+                                backend::read_checksum(&backend, &key, algo, Some(limits)).await
+                            };
+                            // Reads in flight stop too: a capped read of a large object would
+                            // otherwise hold Ctrl-C for as long as it takes.
+                            tokio::select! {
+                                r = read => match r {
+                                    Ok((sum, size)) => (Some(algo.hex(sum)), Some(size), None),
+                                    Err(e) => (None, None, Some(e.message)),
+                                },
+                                _ = cancel.cancelled() => (None, None, Some("cancelled".to_string())),
                             }
                         }
                     })

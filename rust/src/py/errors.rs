@@ -41,6 +41,7 @@ fn exception_type(py: Python<'_>, code: Code) -> Bound<'_, PyType> {
         | Code::Io
         | Code::Symlink
         | Code::BadKey
+        | Code::KeyClash
         | Code::Corrupt
         | Code::Changed
         | Code::Config

@@ -39,13 +39,6 @@ fn py_checksum(py: Python<'_>, algo: &str, data: &[u8]) -> PyResult<u64> {
     Ok(if data.len() > 1 << 20 { py.detach(|| checksum::checksum(algo, data)) } else { checksum::checksum(algo, data) })
 }
 
-/// Checksum of `a ++ b` given checksum(a), checksum(b) and len(b).
-#[pyfunction]
-#[pyo3(name = "checksum_combine")]
-fn py_checksum_combine(algo: &str, a: u64, b: u64, b_len: u64) -> PyResult<u64> {
-    Ok(checksum::combine(parse_algo(algo)?, a, b, b_len))
-}
-
 /// Every (store root, key) that folder listings skipped since the last call: symbolic links,
 /// special files and names that are not UTF-8, which mbackup never reads, writes or deletes.
 #[pyfunction]
@@ -70,7 +63,6 @@ fn _engine(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<store::Store>()?;
     m.add_class::<copier::Copier>()?;
     m.add_function(wrap_pyfunction!(py_checksum, m)?)?;
-    m.add_function(wrap_pyfunction!(py_checksum_combine, m)?)?;
     m.add_function(wrap_pyfunction!(take_skipped_links, m)?)?;
     errors::register(m)?;
     Ok(())

@@ -13,7 +13,7 @@ use super::{runtime, to_py_err};
 use crate::backend::key::path;
 use crate::backend::python::PythonStore;
 use crate::backend::s3::{self, Listed};
-use crate::backend::{listing, listing_again_on_transient_errors, open, read_checksum, Backend};
+use crate::backend::{listing, listing_again_on_transient_errors, open, Backend};
 use crate::checksum::Algo;
 use crate::errors::{Code, Error};
 
@@ -210,14 +210,6 @@ impl Store {
             })
         });
         Ok(failures)
-    }
-
-    /// Read `key` and return (checksum, size) with `algo` ("crc32c" or "crc64nvme").
-    fn checksum(&self, py: Python<'_>, key: &str, algo: &str) -> PyResult<(u64, u64)> {
-        let algo = parse_algo(algo)?;
-        let backend = self.backend.clone();
-        let key = key.to_string();
-        py.detach(|| runtime().block_on(async move { read_checksum(&backend, &key, algo, None).await })).map_err(to_py_err)
     }
 
     /// Create the bucket if it does not exist (S3 only; other stores need no bucket).

@@ -1,6 +1,7 @@
 """The contract between the backup/restore flows and a Milvus line.
 
-The flows (``backup.py``, ``restore.py``) never call pymilvus directly: they ask an adapter.
+The flows (``backup/create.py``, ``backup/restore.py``) never call pymilvus directly: they ask an
+adapter, and find binlogs in storage through its :class:`StorageLayout`.
 Adding Milvus 2.4/2.5/2.6 support means writing an adapter plugin (import v2, L0 segments,
 REST segment describe, GC tickets, storage v2), not touching the flows.
 
@@ -10,12 +11,19 @@ JSON model), so what an adapter reads is exactly what a backup stores.
 
 from __future__ import annotations
 
+import re
 from abc import ABC, abstractmethod
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
 
 from ...format import meta
+
+#: Backup strategies that came with a Milvus newer than any line mbackup has an adapter for,
+#: and the version that brings each: ``mbackup create`` refuses them before connecting.
+NEWER_STRATEGIES = {"bulk_flush": "2.6.11"}
+
+# Ids are int64: a longer run of digits in a listed key is not a binlog's (and would not convert).
+_ID = r"(-?\d{1,19})"
 
 
 @dataclass(frozen=True)
@@ -31,8 +39,21 @@ class SegmentRef:
 
 
 @dataclass(frozen=True)
+class BinlogKey:
+    """What a binlog's key says about it."""
+
+    collection_id: int
+    partition_id: int
+    segment_id: int
+    field_id: int | None  # None: a delta log (deletes of the whole segment)
+    log_id: int
+
+
+@dataclass(frozen=True)
 class StorageLayout:
-    """Where a Milvus line keeps binlogs, relative to its root path."""
+    """Where a Milvus line keeps binlogs, relative to its root path: insert logs at
+    ``insert_log/<collection>/<partition>/<segment>/<field>/<log>``, delta logs at
+    ``delta_log/<collection>/<partition>/<segment>/<log>``."""
 
     insert_log: str = "insert_log"
     delta_log: str = "delta_log"
@@ -42,6 +63,21 @@ class StorageLayout:
 
     def delta_prefix(self, collection_id: int, partition_id: int, segment_id: int) -> str:
         return f"{self.delta_log}/{collection_id}/{partition_id}/{segment_id}/"
+
+    def collection_prefixes(self, collection_id: int) -> tuple[str, ...]:
+        """Where to list a collection's binlogs: one LIST each finds every segment's."""
+        return f"{self.insert_log}/{collection_id}", f"{self.delta_log}/{collection_id}"
+
+    def parse(self, key: str) -> BinlogKey | None:
+        """The ids in a binlog's key (relative to the root path); None for any other key."""
+        m = re.fullmatch(rf"{re.escape(self.insert_log)}/{_ID}/{_ID}/{_ID}/{_ID}/{_ID}", key)
+        if m:
+            return BinlogKey(*(int(g) for g in m.groups()))
+        m = re.fullmatch(rf"{re.escape(self.delta_log)}/{_ID}/{_ID}/{_ID}/{_ID}", key)
+        if m:
+            collection_id, partition_id, segment_id, log_id = (int(g) for g in m.groups())
+            return BinlogKey(collection_id, partition_id, segment_id, None, log_id)
+        return None
 
 
 class ImportState(Enum):
@@ -174,6 +210,13 @@ class MilvusAdapter(ABC):
         lost, or added, between the backup and Milvus. Whether and how an import subtracts
         the deletes differs between Milvus lines."""
 
+    def import_found_nothing(self, rows: int) -> bool:
+        """Whether a completed import reporting ``rows``, fewer than :meth:`import_rows_range`
+        allows, may have found no binlogs at all under the prefixes it was given (a wrong
+        bucket or root path) rather than lost rows. A line whose server fails such an import
+        itself answers False."""
+        return False
+
     def count_rows(self, db: str, collection: str) -> int:
         """Rows visible to a query (used by checks and tests); needs the collection loaded."""
         raise NotImplementedError
@@ -181,6 +224,3 @@ class MilvusAdapter(ABC):
     def close(self) -> None:
         return None
 
-
-#: What ``mbackup_milvus_adapter`` plugins return; a factory keeps imports lazy.
-AdapterFactory = Callable[[], MilvusAdapter]

@@ -20,24 +20,18 @@ import base64
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from ...format import meta
 from ...plugins.hookspecs import hookimpl
-from ..connection import MilvusError, parse_version
+from ..connection import MilvusError
 from .base import CreateCollectionSpec, ImportState, ImportStatus, MilvusAdapter, SegmentRef
-
-#: The Milvus lines this plugin handles (shown when a server's version has no adapter).
-MILVUS_LINES = ("2.3",)
 
 
 @hookimpl
-def mbackup_milvus_adapter(version: str, connection: Any) -> MilvusAdapter | None:
-    parsed = parse_version(version)
-    if parsed is None or parsed[:2] != (2, 3):
-        return None
-    return Milvus23Adapter(version, connection)
+def mbackup_register_milvus_adapter(register: Callable[..., None]) -> None:
+    register("2.3", Milvus23Adapter)
 
 
 class RpcFailed(MilvusError):
@@ -89,7 +83,7 @@ class Milvus23Adapter(MilvusAdapter):
 
         # DescribeDatabase arrived in 2.4.3; newer servers fill ListDatabases' db ids (2.3.5 does not).
         resp = self._call("ListDatabases", m.ListDatabasesRequest(), what="list databases")
-        ids = dict(zip(resp.db_names, resp.db_ids)) if len(resp.db_ids) == len(resp.db_names) else {}
+        ids = dict(zip(resp.db_names, resp.db_ids, strict=True)) if len(resp.db_ids) == len(resp.db_names) else {}
         if db not in resp.db_names:
             raise MilvusError(f"database {db!r} does not exist on Milvus {self._where()}")
         return meta.DatabaseBackupInfo(db_name=db, db_id=int(ids.get(db, 0)))
@@ -177,7 +171,7 @@ class Milvus23Adapter(MilvusAdapter):
                 collection_id=collection_id,
                 load_state=self._load_state(db, collection, pname),
             )
-            for pname, pid in zip(resp.partition_names, resp.partitionIDs)
+            for pname, pid in zip(resp.partition_names, resp.partitionIDs, strict=False)
         ]
 
     def _indexes(self, db: str, collection: str) -> list[meta.IndexInfo]:
@@ -219,7 +213,7 @@ class Milvus23Adapter(MilvusAdapter):
         name = f"{db}.{collection}"
         resp = self._call("Flush", m.FlushRequest(db_name=db, collection_names=[collection]), db, f"flush {name}")
         segment_ids = list(resp.coll_segIDs[collection].data) if collection in resp.coll_segIDs else []
-        flush_ts = resp.coll_flush_ts[collection] if collection in resp.coll_flush_ts else 0
+        flush_ts = resp.coll_flush_ts.get(collection, 0)
         req = m.GetFlushStateRequest(segmentIDs=segment_ids, flush_ts=flush_ts, db_name=db, collection_name=collection)
         self._wait(
             lambda: self._call("GetFlushState", req, db, f"read the flush state of {name}").flushed,
@@ -239,7 +233,7 @@ class Milvus23Adapter(MilvusAdapter):
         qs = "&".join(f"{k}={v}" for k, v in query.items())
         url = f"{base}/management/datacoord/garbage_collection/{action}" + (f"?{qs}" if qs else "")
         try:
-            with urllib.request.urlopen(url, timeout=10) as r:  # noqa: S310 - a configured http(s) URL
+            with urllib.request.urlopen(url, timeout=10) as r:
                 return 200 <= r.status < 300
         except urllib.error.HTTPError as e:  # 404 on 2.3: there is no GC control to ask
             e.close()
@@ -427,6 +421,10 @@ class Milvus23Adapter(MilvusAdapter):
         # partition's num_entities and count(*) also say. A record removes at most one row,
         # unless the key was inserted twice into one segment.
         return max(0, inserted - delete_records), inserted
+
+    def import_found_nothing(self, rows: int) -> bool:
+        # A 2.3 import of prefixes it finds empty (a wrong bucket or root path) completes, with 0 rows.
+        return rows == 0
 
     def count_rows(self, db: str, collection: str) -> int:
         from pymilvus.grpc_gen import common_pb2 as c
@@ -616,4 +614,4 @@ def _schema_to_proto(schema: meta.CollectionSchema, collection: str, name: str) 
     return out
 
 
-__all__ = ["MILVUS_LINES", "Milvus23Adapter", "RpcFailed", "mbackup_milvus_adapter"]
+__all__ = ["Milvus23Adapter", "RpcFailed", "mbackup_register_milvus_adapter"]

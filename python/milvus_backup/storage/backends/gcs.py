@@ -4,25 +4,37 @@ key file path) in options, or ``GOOGLE_APPLICATION_CREDENTIALS``."""
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from ...plugins.hookspecs import hookimpl
-from ..location import Location, native_store, split_url
+from ..location import Location, StorageUrl, native_store
+from ..registry import StorageTarget
+from .section import bucket_url, root_of
+
+if TYPE_CHECKING:
+    from ...config.settings import StorageConfig
 
 
 @hookimpl
-def mbackup_storage_schemes() -> list[str]:
-    return ["gs"]
+def mbackup_register_storage(register: Callable[..., None]) -> None:
+    register("gs", open_gcs, providers=("gcpnative",), target=target)
 
 
-@hookimpl
-def mbackup_open_storage(url: str, options: dict[str, str]) -> Location | None:
-    scheme, bucket, prefix, query = split_url(url)
-    if scheme != "gs":
-        return None
-    config = {**options, **query}
+def open_gcs(url: StorageUrl, options: dict[str, str]) -> Location:
+    config = {**options, **url.query}
     if "service_account" not in config and os.environ.get("GOOGLE_APPLICATION_CREDENTIALS"):
         config["google_service_account"] = os.environ["GOOGLE_APPLICATION_CREDENTIALS"]
     elif "service_account" in config:
         config["google_service_account"] = config.pop("service_account")
-    display = f"gs://{bucket}/{prefix}".rstrip("/")
-    return Location(native_store(display, f"gs://{bucket}", config), prefix, display, "gs", config)
+    display = f"gs://{url.bucket}/{url.prefix}".rstrip("/")
+    return Location(native_store(display, f"gs://{url.bucket}", config), url.prefix, display, "gs", config,
+                    bucket_id=f"gs://{url.bucket}")
+
+
+def target(st: StorageConfig) -> StorageTarget:
+    """A config file's ``gcpnative`` storage section (GCS's own API) as a URL and options."""
+    opts: dict[str, str] = {}
+    if st.auth.type == "serviceAccount":
+        opts["google_service_account"] = st.auth.credentials_file
+    return StorageTarget(bucket_url("gs", st), opts, st.bucket_name, root_of(st.root_path), st.provider)

@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from ...plugins.hookspecs import hookimpl
-from ..location import Location, native_store, split_url
+from ..location import Location, StorageUrl, native_store
 
 
 @hookimpl
-def mbackup_storage_schemes() -> list[str]:
-    return ["memory"]
+def mbackup_register_storage(register: Callable[..., None]) -> None:
+    register("memory", open_memory)
 
 
-@hookimpl
-def mbackup_open_storage(url: str, options: dict[str, str]) -> Location | None:
-    scheme, name, prefix, _ = split_url(url)
-    if scheme != "memory":
-        return None
-    display = f"memory://{name}/{prefix}".rstrip("/")
-    return Location(native_store(display, f"memory://{name}", {}), prefix, display, "memory")
+def open_memory(url: StorageUrl, options: dict[str, str]) -> Location:
+    display = f"memory://{url.bucket}/{url.prefix}".rstrip("/")
+    return Location(native_store(display, f"memory://{url.bucket}", {}), url.prefix, display, "memory",
+                    bucket_id=f"memory://{url.bucket}")

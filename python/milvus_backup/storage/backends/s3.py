@@ -9,10 +9,18 @@ instance/container role that object_store discovers. Never put secrets in the UR
 from __future__ import annotations
 
 import os
+import re
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-from ...plugins.hookspecs import hookimpl
 from ...config.secrets import display_url
-from ..location import Location, StorageError, native_store, split_url
+from ...plugins.hookspecs import hookimpl
+from ..location import Location, StorageError, StorageUrl, native_store
+from ..registry import StorageTarget
+from .section import bucket_url, host_port, is_local_host, root_of
+
+if TYPE_CHECKING:
+    from ...config.settings import StorageConfig
 
 # Friendly names accepted in URL queries and profiles, mapped to object_store keys.
 ALIASES = {
@@ -33,22 +41,23 @@ ENV = {
     "aws_region": "AWS_REGION",
     "aws_endpoint": "AWS_ENDPOINT_URL",
 }
+# The config file's providers that speak S3, and those whose public endpoints want
+# virtual-hosted-style requests (the bucket in the host name).
+PROVIDERS = ("minio", "s3", "aws", "gcp", "aliyun", "tencent", "hwc")
+VIRTUAL_HOST_PROVIDERS = ("s3", "aws", "aliyun", "tencent", "hwc")
 
 
 @hookimpl
-def mbackup_storage_schemes() -> list[str]:
-    return ["s3", "s3a"]
+def mbackup_register_storage(register: Callable[..., None]) -> None:
+    register("s3", open_s3, providers=PROVIDERS, target=target)
+    register("s3a", open_s3)
 
 
-@hookimpl
-def mbackup_open_storage(url: str, options: dict[str, str]) -> Location | None:
-    scheme, bucket, prefix, query = split_url(url)
-    if scheme not in ("s3", "s3a"):
-        return None
-    if not bucket:
-        raise StorageError(f"invalid location {display_url(url)!r}: name a bucket, e.g. s3://my-bucket/backups")
+def open_s3(url: StorageUrl, options: dict[str, str]) -> Location:
+    if not url.bucket:
+        raise StorageError(f"invalid location {display_url(url.text)!r}: name a bucket, e.g. s3://my-bucket/backups")
     config = {ALIASES.get(k.lower(), k.lower()): v for k, v in options.items()}
-    for key, value in query.items():  # open_location has refused secrets in the URL
+    for key, value in url.query.items():  # the registry has refused secrets in the URL
         config[ALIASES.get(key.lower(), key.lower())] = value
     for key, var in ENV.items():
         if key not in config and os.environ.get(var):
@@ -59,6 +68,42 @@ def mbackup_open_storage(url: str, options: dict[str, str]) -> Location | None:
     config.setdefault("aws_region", "us-east-1")
     if "ca_file" in config:  # TLS with a private CA (MinIO with its own certificates)
         config["ca_file"] = os.path.abspath(os.path.expanduser(config["ca_file"]))
-    display = f"s3://{bucket}/{prefix}".rstrip("/")
-    store = native_store(display, f"s3://{bucket}", config)
-    return Location(store=store, prefix=prefix, url=display, scheme="s3", options=config)
+    display = f"s3://{url.bucket}/{url.prefix}".rstrip("/")
+    store = native_store(display, f"s3://{url.bucket}", config)
+    return Location(store=store, prefix=url.prefix, url=display, scheme="s3", options=config,
+                    bucket_id=f"s3://{url.bucket} at {endpoint or 'AWS'}")
+
+
+def target(st: StorageConfig) -> StorageTarget:
+    """A config file's storage section of an S3-speaking provider as a URL and options."""
+    scheme = "https" if st.use_ssl else "http"
+    opts = {"aws_region": _aws_region(st)}
+    virtual = st.provider in VIRTUAL_HOST_PROVIDERS and not is_local_host(st.address)
+    is_aws_host = st.address.endswith(".amazonaws.com") or st.address.endswith(".amazonaws.com.cn")
+    if virtual:
+        if not (is_aws_host and st.use_ssl and st.port in (0, 443)):
+            # object_store wants the bucket in a virtual-hosted endpoint.
+            opts["aws_endpoint"] = f"{scheme}://{st.bucket_name}.{host_port(st)}"
+    else:
+        opts["aws_endpoint"] = f"{scheme}://{host_port(st)}"
+    opts["aws_virtual_hosted_style_request"] = "true" if virtual else "false"
+    if not st.use_ssl:
+        opts["aws_allow_http"] = "true"
+    auth = st.auth
+    if auth.type == "static":
+        opts["aws_access_key_id"] = auth.access_key_id
+        opts["aws_secret_access_key"] = auth.secret_access_key
+        if auth.session_token:
+            opts["aws_session_token"] = auth.session_token
+    elif auth.type == "iam" and auth.endpoint:
+        opts["aws_metadata_endpoint"] = auth.endpoint
+    return StorageTarget(bucket_url("s3", st), opts, st.bucket_name, root_of(st.root_path), st.provider)
+
+
+def _aws_region(st: StorageConfig) -> str:
+    if st.region:
+        return st.region
+    m = re.fullmatch(r"s3[.-]([a-z0-9-]+)\.amazonaws\.com(?:\.cn)?", st.address)
+    if m and m.group(1) not in ("external-1", "accelerate", "dualstack"):
+        return m.group(1)
+    return "us-east-1"

@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from milvus_backup.format import meta as m
 from milvus_backup.errors import BackupNameError, MBackupError, MetaError
+from milvus_backup.format import meta as m
 
 
 def compact(text: str) -> bytes:
@@ -607,5 +607,5 @@ def test_segment_files_derive_missing_log_ids_and_handle_old_layouts():
     ],
 )
 def test_unsafe_components_are_refused(call):
-    with pytest.raises(MetaError, match="^unsafe .*: it would build a key outside the backup dir"):
+    with pytest.raises(MetaError, match=r"^unsafe .*: it would build a key outside the backup dir"):
         call()

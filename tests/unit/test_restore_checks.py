@@ -9,11 +9,20 @@ import json
 import pytest
 
 from milvus_backup import _engine
+from milvus_backup.backup.catalog import Stores
+from milvus_backup.backup.restore import (
+    JOURNAL_DIR,
+    PartitionImport,
+    RestoreError,
+    RestoreRequest,
+    Target,
+    check_rows,
+    discard_journals,
+    read_journal,
+    rows_differ,
+)
 from milvus_backup.format import meta
 from milvus_backup.milvus.adapters.v2_3 import Milvus23Adapter
-from milvus_backup.backup.restore import (JOURNAL_DIR, PartitionImport, RestoreError, RestoreRequest, Target, check_rows,
-                                   discard_journals, read_journal, rows_differ)
-from milvus_backup.backup.catalog import Stores
 from milvus_backup.storage.location import Location
 
 # --------------------------------------------------------------------------------------
@@ -100,12 +109,13 @@ P = R + ["partitions", "p"]
         "mismatch-short", "collections-list", "request", "no-request"])
 def test_a_journal_not_shaped_like_ours_is_not_used(data):
     store = _engine.Store(f"memory://journal-shape-{id(data)}")
+    journals = Location(store, "", f"memory://journal-shape-{id(data)}", "memory")
     store.put("j.json", json.dumps(data).encode())
-    assert read_journal(store, "j.json") is None
+    assert read_journal(journals, "j.json") is None
     store.put("j.json", json.dumps(_good()).encode())
-    assert read_journal(store, "j.json") == _good()
+    assert read_journal(journals, "j.json") == _good()
     store.put("j.json", b"{not json")
-    assert read_journal(store, "j.json") is None
+    assert read_journal(journals, "j.json") is None
 
 
 def test_discarding_a_tampered_journal_deletes_no_milvus_data():
@@ -125,8 +135,8 @@ def test_discarding_a_tampered_journal_deletes_no_milvus_data():
 @pytest.mark.parametrize("flags", [{"suffix": "_x"}, {"filters": ["c"]}, {"renames": ["a:b"]}, {"force": True},
                                    {"skip_create_collection": True}, {"load": True}])
 def test_discard_journal_takes_only_the_name(flags):
-    with pytest.raises(RestoreError, match="^--discard-journal takes no other flag than -n: it discards every "
-                                           "journal of the backup and restores nothing$"):
+    with pytest.raises(RestoreError, match=r"^--discard-journal takes no other flag than -n: it discards every "
+                                           r"journal of the backup and restores nothing$"):
         RestoreRequest(name="n", discard_journal=True, **flags).validate()
     RestoreRequest(name="n", discard_journal=True).validate()
 

@@ -1,0 +1,68 @@
+"""Milvus adapters by line (``"2.3"``), as plugins register them (the
+``mbackup_register_milvus_adapter`` hook): a server's version picks the adapter of its line."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from ...errors import PluginError
+from ..connection import MilvusError, parse_version
+from .base import MilvusAdapter
+
+#: ``factory(version, connection)``: the adapter for a server of ``version`` ("v2.3.5").
+AdapterFactory = Callable[[str, Any], MilvusAdapter]
+
+_LINE = re.compile(r"\d+\.\d+")
+
+
+@dataclass(frozen=True)
+class AdapterEntry:
+    line: str
+    factory: AdapterFactory
+    plugin: str
+
+
+class MilvusAdapters:
+    """Every registered Milvus line, each served by exactly one plugin."""
+
+    def __init__(self) -> None:
+        self._lines: dict[str, AdapterEntry] = {}
+
+    def registrar(self, plugin: str) -> Callable[[str, AdapterFactory], None]:
+        """The ``register`` function handed to one plugin's ``mbackup_register_milvus_adapter``."""
+
+        def register(line: str, factory: AdapterFactory) -> None:
+            self.add(AdapterEntry(line, factory, plugin))
+
+        return register
+
+    def add(self, entry: AdapterEntry) -> None:
+        if not _LINE.fullmatch(entry.line):
+            raise PluginError(f"plugin {entry.plugin} registers an adapter for Milvus {entry.line!r}: "
+                              "name a line as major.minor, e.g. 2.3")
+        taken = self._lines.get(entry.line)
+        if taken is not None:
+            raise PluginError(f"Milvus {entry.line} adapter is registered by two plugins, {taken.plugin} and "
+                              f"{entry.plugin}: uninstall one, or leave it out with MBACKUP_PLUGINS")
+        self._lines[entry.line] = entry
+
+    def lines(self, plugin: str | None = None) -> list[str]:
+        """The registered lines (of one plugin), oldest first."""
+        found = [e.line for e in self._lines.values() if plugin is None or e.plugin == plugin]
+        return sorted(found, key=lambda line: tuple(int(n) for n in line.split(".")))
+
+    def adapter_for(self, version: str, connection: Any) -> MilvusAdapter:
+        """The adapter of the line ``version`` belongs to; a clear error when none is registered."""
+        parsed = parse_version(version)
+        entry = self._lines.get(f"{parsed[0]}.{parsed[1]}") if parsed else None
+        if entry is None:
+            supported = ", ".join(f"{line}.x" for line in self.lines()) or "none"
+            raise MilvusError(f"Milvus {version} is not supported: install an adapter plugin (supported lines: {supported})")
+        adapter = entry.factory(version, connection)
+        if not isinstance(adapter, MilvusAdapter):
+            raise MilvusError(f"the adapter plugin for Milvus {version} ({entry.plugin}) returned "
+                              f"{type(adapter).__name__}, not a MilvusAdapter")
+        return adapter
