@@ -337,13 +337,9 @@ def clean_commit() -> str:
 
 
 def mbackup_version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
+    from milvus_backup import __version__
 
-    try:
-        v = version("mbackup")
-    except PackageNotFoundError:
-        v = "unknown"
-    return f"{v} (git {clean_commit()})"
+    return f"{__version__} (git {clean_commit()})"
 
 
 def mbackup_command() -> list[str]:

@@ -14,6 +14,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -223,11 +224,23 @@ def test_a_third_party_adapter_is_chosen_for_its_line(plugin):
         "milvus_backup.milvus.adapters.v2_3": ["2.3"], "milvus-2-9": ["2.9"]}
 
 
+def cargo_version() -> str:
+    """The version as written in its one place, Cargo.toml."""
+    with open(Path(__file__).parents[1] / "Cargo.toml", "rb") as f:
+        return tomllib.load(f)["package"]["version"]
+
+
 def test_plugins_lists_the_milvus_lines_each_plugin_serves():
     code, out, err = inprocess.run("plugins")
     assert code == 0, err
-    assert ("milvus_backup.milvus.adapters.v2_3 0.1.0 (built-in) Milvus lines: 2.3; hooks: "
+    assert (f"milvus_backup.milvus.adapters.v2_3 {cargo_version()} (built-in) Milvus lines: 2.3; hooks: "
             "mbackup_register_milvus_adapter") in out.splitlines()
+
+
+def test_the_package_has_the_version_written_in_cargo_toml():
+    import milvus_backup
+
+    assert milvus_backup.__version__ == cargo_version()
 
 
 # --------------------------------------------------------------------------------------

@@ -16,7 +16,6 @@ import importlib
 import os
 from dataclasses import dataclass
 from functools import cache
-from importlib import metadata
 from typing import TypeVar
 
 import pluggy
@@ -104,7 +103,7 @@ def describe() -> list[PluginInfo]:
     pm = manager()
     backends, adapters = storage_backends(pm), milvus_adapters(pm)
     dists = {id(plugin): dist for plugin, dist in pm.list_plugin_distinfo()}
-    own_version = _own_version()
+    from .. import __version__ as own_version
     out = []
     for name, plugin in pm.list_name_plugin():
         if plugin is None:
@@ -127,8 +126,3 @@ def describe() -> list[PluginInfo]:
     return out
 
 
-def _own_version() -> str:
-    try:
-        return metadata.version("mbackup")
-    except metadata.PackageNotFoundError:
-        return "dev"

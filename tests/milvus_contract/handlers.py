@@ -1,0 +1,257 @@
+"""The RPCs the contract server answers, one function each: ``Name(state, request, db)``
+returns the response message (``db``: the database the request is for, resolved as a 2.4+
+proxy does). An RPC not here answers UNIMPLEMENTED, and the server logs it as unhandled; an
+RPC in the profile's ``unimplemented`` never gets here.
+
+Only what the adapters call is answered, as the protos and the Go tool describe it; the
+answers are plausible, not Milvus' own (see the package docstring).
+"""
+
+from __future__ import annotations
+
+import string
+
+from pymilvus.grpc_gen import common_pb2, milvus_pb2, schema_pb2
+
+from .state import (
+    DROPPED,
+    FLUSHED,
+    GROWING,
+    INDEX_NOT_FOUND,
+    Collection,
+    ImportJob,
+    MilvusFault,
+    State,
+)
+
+OK = common_pb2.Status()
+_SEALED = common_pb2.SegmentState.Sealed
+_IMPORT_STATES = {"Pending": common_pb2.ImportState.ImportPending, "Importing": common_pb2.ImportState.ImportStarted,
+                  "Completed": common_pb2.ImportState.ImportCompleted, "Failed": common_pb2.ImportState.ImportFailed}
+
+
+def base36(value: int) -> str:
+    """How Milvus' streaming messages write a uint64 property (strconv.FormatUint(v, 36))."""
+    digits = string.digits + string.ascii_lowercase
+    out = ""
+    while True:
+        value, rest = divmod(value, 36)
+        out = digits[rest] + out
+        if not value:
+            return out
+
+
+# --- server ---------------------------------------------------------------------------------
+
+def Connect(state: State, request, db):
+    return milvus_pb2.ConnectResponse(status=OK, identifier=state.next_id() % 1_000_000, server_info=common_pb2.ServerInfo(
+        build_tags=state.profile.build_tags, deploy_mode="CLUSTER", git_commit="contract"))
+
+
+def GetVersion(state: State, request, db):
+    return milvus_pb2.GetVersionResponse(status=OK, version=state.profile.reported_version())
+
+
+# --- databases and collections ----------------------------------------------------------
+
+def ListDatabases(state: State, request, db):
+    dbs = list(state.databases.values())
+    return milvus_pb2.ListDatabasesResponse(status=OK, db_names=[d.name for d in dbs], db_ids=[d.id for d in dbs],
+                                            created_timestamp=[d.created for d in dbs])
+
+
+def DescribeDatabase(state: State, request, db):
+    found = state.database(request.db_name or db)
+    return milvus_pb2.DescribeDatabaseResponse(
+        status=OK, db_name=found.name, dbID=found.id, created_timestamp=found.created,
+        properties=[common_pb2.KeyValuePair(key=k, value=v) for k, v in found.properties.items()])
+
+
+def CreateDatabase(state: State, request, db):
+    if request.db_name in state.databases:
+        raise MilvusFault(65535, f"database already exist: {request.db_name}")
+    state.add_database(request.db_name)
+    return OK
+
+
+def ShowCollections(state: State, request, db):
+    state.database(db)
+    colls = [c for (d, _), c in state.collections.items() if d == db]
+    return milvus_pb2.ShowCollectionsResponse(status=OK, collection_names=[c.name for c in colls],
+                                              collection_ids=[c.id for c in colls])
+
+
+def HasCollection(state: State, request, db):
+    state.database(db)
+    return milvus_pb2.BoolResponse(status=OK, value=(db, request.collection_name) in state.collections)
+
+
+def DescribeCollection(state: State, request, db):
+    coll = state.collection(db, request.collection_name)
+    return milvus_pb2.DescribeCollectionResponse(
+        status=OK, schema=coll.schema, collectionID=coll.id, virtual_channel_names=coll.vchannels,
+        physical_channel_names=coll.pchannels, created_timestamp=coll.created, shards_num=coll.shards,
+        aliases=coll.aliases, consistency_level=coll.consistency_level, collection_name=coll.name,
+        properties=[common_pb2.KeyValuePair(key=k, value=v) for k, v in coll.properties.items()], db_name=coll.db,
+        num_partitions=len(coll.partitions), db_id=state.database(coll.db).id)
+
+
+def CreateCollection(state: State, request, db):
+    if (db, request.collection_name) in state.collections:
+        raise MilvusFault(65535, f"collection already exists: {request.collection_name}")
+    schema = schema_pb2.CollectionSchema.FromString(request.schema)
+    for f in schema.fields:
+        f.fieldID = 0  # the server numbers fields itself, in the order sent
+    key = any(f.is_partition_key for f in schema.fields)
+    partitions = tuple(f"_default_{i}" for i in range(request.num_partitions or 16)) if key else ("_default",)
+    coll = state.add_collection(db, request.collection_name, schema, partitions=partitions,
+                                shards=request.shards_num or 1,
+                                properties={kv.key: kv.value for kv in request.properties})
+    coll.consistency_level = request.consistency_level
+    return OK
+
+
+def DropCollection(state: State, request, db):
+    coll = state.collection(db, request.collection_name)
+    del state.collections[(coll.db, coll.name)]
+    return OK
+
+
+def ShowPartitions(state: State, request, db):
+    coll = state.collection(db, request.collection_name)
+    return milvus_pb2.ShowPartitionsResponse(status=OK, partition_names=list(coll.partitions),
+                                             partitionIDs=list(coll.partitions.values()))
+
+
+def HasPartition(state: State, request, db):
+    coll = state.collection(db, request.collection_name)
+    return milvus_pb2.BoolResponse(status=OK, value=request.partition_name in coll.partitions)
+
+
+def CreatePartition(state: State, request, db):
+    coll = state.collection(db, request.collection_name)
+    coll.partitions.setdefault(request.partition_name, state.next_id())
+    return OK
+
+
+def DescribeIndex(state: State, request, db):
+    coll = state.collection(db, request.collection_name)
+    if not coll.indexes:
+        raise MilvusFault(INDEX_NOT_FOUND, f"index not found[collection={coll.name}]")
+    return milvus_pb2.DescribeIndexResponse(status=OK, index_descriptions=coll.indexes)
+
+
+def GetLoadState(state: State, request, db):
+    coll = state.collection(db, request.collection_name)
+    return milvus_pb2.GetLoadStateResponse(status=OK, state=coll.load_state)
+
+
+def GetLoadingProgress(state: State, request, db):
+    coll = state.collection(db, request.collection_name)
+    progress = {common_pb2.LoadState.LoadStateLoaded: 100, common_pb2.LoadState.LoadStateLoading: 50}
+    return milvus_pb2.GetLoadingProgressResponse(status=OK, progress=progress.get(coll.load_state, 0))
+
+
+# --- flush and segments -------------------------------------------------------------------
+
+def Flush(state: State, request, db):
+    resp = milvus_pb2.FlushResponse(status=OK, db_name=db)
+    ts = state.now_ts()
+    for name in request.collection_names:
+        coll = state.collection(db, name)
+        sealed = [s for s in coll.segments.values() if s.state == GROWING]
+        for seg in sealed:
+            seg.state = _SEALED
+        resp.coll_segIDs[name].data.extend(s.id for s in sealed)
+        resp.flush_coll_segIDs[name].data.extend(s.id for s in coll.segments.values() if s.state == FLUSHED)
+        resp.coll_flush_ts[name] = ts
+        resp.coll_seal_times[name] = (ts >> 18) // 1000
+        for vch in coll.vchannels:
+            resp.channel_cps[vch].channel_name = vch
+            resp.channel_cps[vch].timestamp = ts
+    return resp
+
+
+def _finish_flush(state: State, collections: list[Collection]) -> bool:
+    if state.flush_polls > 0:
+        state.flush_polls -= 1
+        return False
+    for coll in collections:
+        for seg in coll.segments.values():
+            if seg.state in (GROWING, _SEALED):
+                seg.state = FLUSHED
+    return True
+
+
+def GetFlushState(state: State, request, db):
+    coll = state.collection(db, request.collection_name)
+    return milvus_pb2.GetFlushStateResponse(status=OK, flushed=_finish_flush(state, [coll]))
+
+
+def FlushAll(state: State, request, db):
+    ts = state.now_ts()
+    for coll in state.collections.values():
+        for seg in coll.segments.values():
+            if seg.state == GROWING:
+                seg.state = _SEALED
+    resp = milvus_pb2.FlushAllResponse(status=OK, flush_all_ts=ts)
+    if state.profile.flush_all_msgs:
+        pchannels = sorted({p for c in state.collections.values() for p in c.pchannels} or {"by-dev-rootcoord-dml_0"})
+        for pch in pchannels:
+            msg = resp.flush_all_msgs[pch]
+            msg.id.id = f"{ts}"
+            msg.properties["_tt"] = base36(ts)
+            msg.properties["_vc"] = pch
+        resp.cluster_info.cchannel = "by-dev-rootcoord-dml_0_control"
+        resp.cluster_info.pchannels.extend(pchannels)
+    return resp
+
+
+def GetFlushAllState(state: State, request, db):
+    return milvus_pb2.GetFlushAllStateResponse(status=OK, flushed=_finish_flush(state, list(state.collections.values())))
+
+
+def GetPersistentSegmentInfo(state: State, request, db):
+    coll = state.collection(db, request.collectionName)
+    return milvus_pb2.GetPersistentSegmentInfoResponse(status=OK, infos=[
+        milvus_pb2.PersistentSegmentInfo(
+            segmentID=s.id, collectionID=s.collection_id, partitionID=s.partition_id, num_rows=s.rows, state=s.state,
+            level=s.level, is_sorted=True, storage_version=s.storage_version, insert_channel=s.vchannel)
+        for s in coll.segments.values() if s.state not in (GROWING, DROPPED)])
+
+
+# --- import ----------------------------------------------------------------------------------
+
+def Import(state: State, request, db):
+    state.collection(db, request.collection_name)
+    job = ImportJob(state.next_id(), db, request.collection_name, request.partition_name, [list(request.files)],
+                    {kv.key: kv.value for kv in request.options}, "grpc", **state.import_outcome)
+    state.imports[job.id] = job
+    return milvus_pb2.ImportResponse(status=OK, tasks=[job.id])
+
+
+def GetImportState(state: State, request, db):
+    job = state.imports.get(request.task)
+    if job is None:
+        raise MilvusFault(65535, f"import task not found[task={request.task}]")
+    coll = state.collections.get((job.db, job.collection))
+    infos = [common_pb2.KeyValuePair(key="progress_percent", value=str(job.progress)),
+             common_pb2.KeyValuePair(key="partition", value=job.partition)]
+    if job.reason:
+        infos.append(common_pb2.KeyValuePair(key="failed_reason", value=job.reason))
+    return milvus_pb2.GetImportStateResponse(status=OK, state=_IMPORT_STATES[job.state], row_count=job.rows,
+                                             infos=infos, id=job.id, collection_id=coll.id if coll else 0)
+
+
+# --- RBAC ----------------------------------------------------------------------------------
+
+def BackupRBAC(state: State, request, db):
+    meta = milvus_pb2.RBACMeta.FromString(state.rbac.SerializeToString())
+    if not state.profile.privilege_groups:
+        del meta.privilege_groups[:]
+    return milvus_pb2.BackupRBACMetaResponse(status=OK, RBAC_meta=meta)
+
+
+def RestoreRBAC(state: State, request, db):
+    state.rbac.MergeFrom(request.RBAC_meta)
+    return OK
