@@ -158,7 +158,12 @@ impl Engine {
                         self.limits.request().await;
                         match job.src.head(&job.src_key).await? {
                             Some(head) => head,
-                            None => return Err(Error::new(Code::NotFound, format!("source object {} does not exist", job.src_key))),
+                            None => {
+                                return Err(Error::new(
+                                    Code::NotFound,
+                                    format!("source object {} does not exist", job.src_key),
+                                ))
+                            }
                         }
                     }
                 };
@@ -174,7 +179,11 @@ impl Engine {
                 Err(e) => Err(e),
             };
             match outcome {
-                Err(e) if e.code.retryable() && result.attempts < self.opts.max_attempts && !self.cancel.is_cancelled() => {
+                Err(e)
+                    if e.code.retryable()
+                        && result.attempts < self.opts.max_attempts
+                        && !self.cancel.is_cancelled() =>
+                {
                     counter.undo();
                     Progress::add(&self.progress.retries, 1);
                     if e.code == Code::Changed {
@@ -189,7 +198,10 @@ impl Engine {
                 outcome => {
                     let outcome = outcome.map_err(|mut e| {
                         if e.code == Code::Changed && result.attempts > 1 {
-                            e.message = format!("{}, on each of {} attempts: copy it again once nothing writes to it", e.message, result.attempts);
+                            e.message = format!(
+                                "{}, on each of {} attempts: copy it again once nothing writes to it",
+                                e.message, result.attempts
+                            );
                         }
                         e
                     });
@@ -213,7 +225,11 @@ impl Engine {
     fn choose(&self, job: &Job, size: u64) -> Strategy {
         if let (Some((_, src)), Some((_, dst))) = (job.src.s3(), job.dst.s3()) {
             if src.account == dst.account {
-                return if size > self.opts.multipart_copy_threshold { Strategy::ServerMultipart } else { Strategy::ServerCopy };
+                return if size > self.opts.multipart_copy_threshold {
+                    Strategy::ServerMultipart
+                } else {
+                    Strategy::ServerCopy
+                };
             }
         }
         let both_native = job.src.native().is_some() && job.dst.native().is_some();
@@ -226,7 +242,14 @@ impl Engine {
 
     /// One attempt at one object, every read of the source pinned to one version. Bytes
     /// that pass through are compared with the sum the source offers, when it offers one.
-    async fn copy(&self, job: &Job, pin: &Pin, size: u64, strategy: Strategy, counter: &Counter<'_>) -> Result<Outcome> {
+    async fn copy(
+        &self,
+        job: &Job,
+        pin: &Pin,
+        size: u64,
+        strategy: Strategy,
+        counter: &Counter<'_>,
+    ) -> Result<Outcome> {
         let algo = self.opts.checksum.or(self.opts.verify.then_some(Algo::Crc32c));
         let moved = match strategy {
             Strategy::ServerCopy => self.server_copy(job, pin, size, counter).await?,
@@ -248,7 +271,13 @@ impl Engine {
             if actual != expected {
                 return Err(Error::new(
                     Code::Corrupt,
-                    format!("{} differs from its source after copy ({} {} != {})", job.dst_key, algo.name(), algo.hex(actual), algo.hex(expected)),
+                    format!(
+                        "{} differs from its source after copy ({} {} != {})",
+                        job.dst_key,
+                        algo.name(),
+                        algo.hex(actual),
+                        algo.hex(expected)
+                    ),
                 ));
             }
             outcome.checksum = Some((algo, expected));
@@ -260,7 +289,15 @@ impl Engine {
     /// Before the bytes are committed at the destination: are they the source's? Compared
     /// with the sum the source states when it states one; with --verify and none stated,
     /// with a second read of the same version. Damaged bytes never land.
-    async fn link_to_source(&self, job: &Job, pin: &Pin, size: u64, algo: Option<Algo>, offered: Option<Sum>, sums: &Sums) -> Result<bool> {
+    async fn link_to_source(
+        &self,
+        job: &Job,
+        pin: &Pin,
+        size: u64,
+        algo: Option<Algo>,
+        offered: Option<Sum>,
+        sums: &Sums,
+    ) -> Result<bool> {
         if let Some(offered) = &offered {
             check_offered(&job.src_key, offered, sums)?;
             return Ok(true);
@@ -271,14 +308,28 @@ impl Engine {
         if read != source {
             return Err(Error::new(
                 Code::Corrupt,
-                format!("{} was damaged in transit (read {} {}, the source has {})", job.src_key, algo.name(), algo.hex(read), algo.hex(source)),
+                format!(
+                    "{} was damaged in transit (read {} {}, the source has {})",
+                    job.src_key,
+                    algo.name(),
+                    algo.hex(read),
+                    algo.hex(source)
+                ),
             ));
         }
         Ok(true)
     }
 
     /// Read a whole object and checksum it, pinned to `pin`'s version when given.
-    async fn checked_read(&self, backend: &Backend, key: &str, pin: Option<&Pin>, algo: Algo, size: u64, side: &str) -> Result<u64> {
+    async fn checked_read(
+        &self,
+        backend: &Backend,
+        key: &str,
+        pin: Option<&Pin>,
+        algo: Algo,
+        size: u64,
+        side: &str,
+    ) -> Result<u64> {
         self.limits.request().await;
         let read = async {
             let opened = backend.open(key, None, pin.and_then(Pin::etag)).await?;
@@ -321,7 +372,11 @@ impl Engine {
                 if head.etag_is_md5 {
                     return Err(Error::new(
                         Code::Corrupt,
-                        format!("server-side copy of {} made an object with ETag {etag}, the source has {}", job.src_key, pin.etag().unwrap()),
+                        format!(
+                            "server-side copy of {} made an object with ETag {etag}, the source has {}",
+                            job.src_key,
+                            pin.etag().unwrap()
+                        ),
                     ));
                 }
             }
@@ -331,7 +386,14 @@ impl Engine {
     }
 
     /// Whole object through memory: one GET, one PUT (atomic on every store).
-    async fn stream(&self, job: &Job, pin: &Pin, size: u64, algo: Option<Algo>, counter: &Counter<'_>) -> Result<Moved> {
+    async fn stream(
+        &self,
+        job: &Job,
+        pin: &Pin,
+        size: u64,
+        algo: Option<Algo>,
+        counter: &Counter<'_>,
+    ) -> Result<Moved> {
         let _memory = self.reserve(size).await?;
         self.limits.request().await;
         let read = async {
@@ -389,12 +451,22 @@ impl Engine {
 
     /// Ranged GETs in parallel, written in order as parts of one multipart upload.
     /// Memory stays within parts in flight x part size, whatever the object size.
-    async fn stream_multipart(&self, job: &Job, pin: &Pin, size: u64, algo: Option<Algo>, counter: &Counter<'_>) -> Result<Moved> {
+    async fn stream_multipart(
+        &self,
+        job: &Job,
+        pin: &Pin,
+        size: u64,
+        algo: Option<Algo>,
+        counter: &Counter<'_>,
+    ) -> Result<Moved> {
         // Ranged reads carry no checksum: S3 states the whole object's in a HEAD.
         let offered = match job.src.s3() {
             Some((store, info)) => {
                 self.limits.request().await;
-                let head = self.cancellable(s3::head_object(store, info, &job.src_key, pin.etag())).await.map_err(|e| refused(&job.src_key, e))?;
+                let head = self
+                    .cancellable(s3::head_object(store, info, &job.src_key, pin.etag()))
+                    .await
+                    .map_err(|e| refused(&job.src_key, e))?;
                 pin.check(&job.src_key, head.etag.as_deref())?;
                 if head.size != size {
                     return Err(changed(&job.src_key, &format!("{} bytes, expected {size}", head.size)));
@@ -459,7 +531,8 @@ impl Engine {
                     opened.body.try_collect::<Vec<Bytes>>().await
                 };
                 let chunks = self.cancellable(read).await?;
-                let data = if chunks.len() == 1 { chunks.into_iter().next().unwrap() } else { Bytes::from(chunks.concat()) };
+                let data =
+                    if chunks.len() == 1 { chunks.into_iter().next().unwrap() } else { Bytes::from(chunks.concat()) };
                 if data.len() as u64 != len {
                     return Err(changed(src_key, &format!("a part of {} bytes came back with {}", len, data.len())));
                 }
@@ -517,7 +590,18 @@ impl Engine {
                 async move {
                     self.limits.request().await;
                     let len = range.end - range.start;
-                    let part = s3::upload_part_copy(dst, dst_info, &job.dst_key, id, idx, src_info, &job.src_key, pin.etag(), range).await?;
+                    let part = s3::upload_part_copy(
+                        dst,
+                        dst_info,
+                        &job.dst_key,
+                        id,
+                        idx,
+                        src_info,
+                        &job.src_key,
+                        pin.etag(),
+                        range,
+                    )
+                    .await?;
                     counter.add(len);
                     Ok::<_, Error>(part)
                 }
@@ -562,7 +646,11 @@ fn check_offered(key: &str, offered: &Sum, sums: &Sums) -> Result<()> {
     match sums.like(offered) {
         Some(read) if read != *offered => Err(Error::new(
             Code::Corrupt,
-            format!("{key} was damaged in transit (read {}, the source states {})", read.describe(), offered.describe()),
+            format!(
+                "{key} was damaged in transit (read {}, the source states {})",
+                read.describe(),
+                offered.describe()
+            ),
         )),
         _ => Ok(()),
     }

@@ -41,7 +41,12 @@ fn code_for_s3(s3_code: &str) -> Option<Code> {
 
 /// A refusal of the credentials, by the reason the store gave.
 fn auth_code(s3_code: Option<&str>) -> Code {
-    s3_code.and_then(code_for_s3).filter(|c| matches!(c, Code::AccessDenied | Code::InvalidAccessKey | Code::SignatureMismatch | Code::ExpiredToken)).unwrap_or(Code::Auth)
+    s3_code
+        .and_then(code_for_s3)
+        .filter(|c| {
+            matches!(c, Code::AccessDenied | Code::InvalidAccessKey | Code::SignatureMismatch | Code::ExpiredToken)
+        })
+        .unwrap_or(Code::Auth)
 }
 
 /// A credential provider had none to give: nothing is configured, and the instance metadata
@@ -90,7 +95,9 @@ pub fn network_code(error: &(dyn std::error::Error + 'static)) -> Option<Code> {
 
 /// An error and every error under it. An io::Error's `source` skips the error it wraps (the
 /// TLS stack's certificate error, say): that one is looked into too.
-fn causes<'a>(error: &'a (dyn std::error::Error + 'static)) -> impl Iterator<Item = &'a (dyn std::error::Error + 'static)> {
+fn causes<'a>(
+    error: &'a (dyn std::error::Error + 'static),
+) -> impl Iterator<Item = &'a (dyn std::error::Error + 'static)> {
     std::iter::successors(Some(error), |e| match e.downcast_ref::<std::io::Error>().and_then(|io| io.get_ref()) {
         Some(wrapped) => Some(wrapped as &(dyn std::error::Error + 'static)),
         None => e.source(),
@@ -181,7 +188,11 @@ fn code_for_message(message: &str) -> Code {
 /// bodies; keep one line with the request and the server's code and message.
 fn tidy(message: &str) -> String {
     let flat = message.split_whitespace().collect::<Vec<_>>().join(" ");
-    let flat = flat.strip_prefix("Generic S3 error: ").or_else(|| flat.strip_prefix("Generic file error: ")).unwrap_or(&flat).to_string();
+    let flat = flat
+        .strip_prefix("Generic S3 error: ")
+        .or_else(|| flat.strip_prefix("Generic file error: "))
+        .unwrap_or(&flat)
+        .to_string();
     match (xml_value(&flat, "Code"), flat.find(" - Server returned")) {
         (Some(code), Some(cut)) => {
             let head = &flat[..cut];
@@ -235,7 +246,10 @@ mod tests {
 
     #[test]
     fn os_errors_of_the_file_store() {
-        let file = |errno: i32| object_store::Error::Generic { store: "file", source: Box::new(std::io::Error::from_raw_os_error(errno)) };
+        let file = |errno: i32| object_store::Error::Generic {
+            store: "file",
+            source: Box::new(std::io::Error::from_raw_os_error(errno)),
+        };
         for (errno, code) in [
             (libc::ENOSPC, Code::DiskFull),
             (libc::EDQUOT, Code::QuotaExceeded),
@@ -251,8 +265,18 @@ mod tests {
 
     #[test]
     fn statuses_object_store_keeps_in_its_text() {
-        assert_eq!(code_for_message("Error performing PUT http://h/b/k in 2s - Server returned non-2xx status code: 400 Bad Request: "), Code::Refused);
-        assert_eq!(code_for_message("Error performing GET http://h/b - Server returned non-2xx status code: 503 Service Unavailable"), Code::ServerError);
+        assert_eq!(
+            code_for_message(
+                "Error performing PUT http://h/b/k in 2s - Server returned non-2xx status code: 400 Bad Request: "
+            ),
+            Code::Refused
+        );
+        assert_eq!(
+            code_for_message(
+                "Error performing GET http://h/b - Server returned non-2xx status code: 503 Service Unavailable"
+            ),
+            Code::ServerError
+        );
         assert_eq!(code_for_message("error decoding response body"), Code::Transient);
     }
 }

@@ -8,8 +8,9 @@ use crate::errors::{Code, Error, Result};
 /// segments) fail that object only, and the message says how to leave them out. A leading or
 /// trailing `/` would be dropped, silently addressing another key: refused too.
 pub fn path(key: &str) -> Result<Path> {
-    let unaddressable =
-        |why: String| Error::new(Code::BadKey, format!("object key {key:?} cannot be addressed ({why}); --exclude skips it"));
+    let unaddressable = |why: String| {
+        Error::new(Code::BadKey, format!("object key {key:?} cannot be addressed ({why}); --exclude skips it"))
+    };
     if key.starts_with('/') || key.ends_with('/') {
         return Err(unaddressable("a leading or trailing /".into()));
     }

@@ -28,8 +28,8 @@ use object_store::azure::{AzureConfigKey, MicrosoftAzureBuilder};
 use object_store::gcp::{GoogleCloudStorageBuilder, GoogleConfigKey};
 use object_store::memory::InMemory;
 use object_store::{
-    BackoffConfig, Certificate, ClientOptions, GetOptions, GetRange, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload,
-    RetryConfig,
+    BackoffConfig, Certificate, ClientOptions, GetOptions, GetRange, ObjectStore, ObjectStoreExt, PutMode, PutOptions,
+    PutPayload, RetryConfig,
 };
 
 use crate::checksum::{Algo, Running};
@@ -109,7 +109,9 @@ impl Backend {
             Backend::S3 { store, info } if range.is_none() && !info.sse_c => {
                 let (head, response) = s3::get_object(store, info, key, if_match).await?;
                 let url = response.url().to_string();
-                let body = response.bytes_stream().map(move |c| c.map_err(|e| Error::new(network_code(&e).unwrap_or(Code::Transient), format!("GET {url}: {e}"))));
+                let body = response.bytes_stream().map(move |c| {
+                    c.map_err(|e| Error::new(network_code(&e).unwrap_or(Code::Transient), format!("GET {url}: {e}")))
+                });
                 Ok(Opened { head, body: body.boxed() })
             }
             Backend::S3 { .. } | Backend::Native { .. } | Backend::File { .. } => {
@@ -119,7 +121,12 @@ impl Backend {
                 let if_match = if_match.map(|e| if local { e.to_string() } else { quoted(e) });
                 let options = GetOptions { if_match, range: range.map(GetRange::Bounded), ..Default::default() };
                 let result = store.get_opts(&path(key)?, options).await.map_err(changed)?;
-                let head = ObjectHead { size: result.meta.size, etag: result.meta.e_tag.clone(), offered: None, etag_is_md5: false };
+                let head = ObjectHead {
+                    size: result.meta.size,
+                    etag: result.meta.e_tag.clone(),
+                    offered: None,
+                    etag_is_md5: false,
+                };
                 let body = if self.kind() == "file" {
                     // A file streams in small chunks, each a hop through tokio's blocking
                     // pool; reading the range at once is a single hop.
@@ -217,11 +224,18 @@ pub async fn listing(backend: &Backend, prefix: &str, delimiter: bool) -> Result
             if delimiter {
                 let result = store.list_with_delimiter(p.as_ref()).await?;
                 let dirs = result.common_prefixes.into_iter().map(|p| p.to_string()).collect();
-                let objects = result.objects.into_iter().map(|m| entry(m.location.to_string(), m.size, m.e_tag, m.last_modified));
+                let objects =
+                    result.objects.into_iter().map(|m| entry(m.location.to_string(), m.size, m.e_tag, m.last_modified));
                 Ok((objects.collect(), dirs))
             } else {
                 let metas = store.list(p.as_ref()).try_collect::<Vec<_>>().await?;
-                Ok((metas.into_iter().map(|m| entry(m.location.to_string(), m.size, m.e_tag, m.last_modified)).collect(), vec![]))
+                Ok((
+                    metas
+                        .into_iter()
+                        .map(|m| entry(m.location.to_string(), m.size, m.e_tag, m.last_modified))
+                        .collect(),
+                    vec![],
+                ))
             }
         }
         Backend::Python(_) => Err(Error::new(Code::Unsupported, "not a native store")),
@@ -237,7 +251,11 @@ fn memory_stores() -> &'static Mutex<HashMap<String, Arc<InMemory>>> {
 /// this layer short to fail fast on unreachable endpoints.
 fn retry_config() -> RetryConfig {
     RetryConfig {
-        backoff: BackoffConfig { init_backoff: Duration::from_millis(100), max_backoff: Duration::from_secs(2), base: 2.0 },
+        backoff: BackoffConfig {
+            init_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(2),
+            base: 2.0,
+        },
         max_retries: 3,
         retry_timeout: Duration::from_secs(20),
     }
@@ -257,7 +275,11 @@ where
     loop {
         match list().await {
             // Unreachable or silent: the client retried that request already (server down).
-            Err(e) if e.code.transient() && !matches!(e.code, Code::Unreachable | Code::Timeout) && attempt < LIST_ATTEMPTS => {
+            Err(e)
+                if e.code.transient()
+                    && !matches!(e.code, Code::Unreachable | Code::Timeout)
+                    && attempt < LIST_ATTEMPTS =>
+            {
                 tokio::time::sleep(backoff(attempt)).await;
                 attempt += 1;
             }
@@ -297,10 +319,14 @@ pub fn open(url: &str, options: &HashMap<String, String>) -> Result<Backend> {
         }
         "memory" => {
             let name = url.trim_start_matches("memory://").to_string();
-            let store = memory_stores().lock().unwrap().entry(name).or_insert_with(|| Arc::new(InMemory::new())).clone();
+            let store =
+                memory_stores().lock().unwrap().entry(name).or_insert_with(|| Arc::new(InMemory::new())).clone();
             Ok(Backend::Native { store, kind: "memory" })
         }
-        _ => Err(Error::new(Code::Config, format!("unsupported store URL {url:?}: use s3://, gs://, az://, file:// or memory://"))),
+        _ => Err(Error::new(
+            Code::Config,
+            format!("unsupported store URL {url:?}: use s3://, gs://, az://, file:// or memory://"),
+        )),
     }
 }
 
@@ -365,7 +391,10 @@ fn open_s3(url: &str, options: &HashMap<String, String>) -> Result<Backend> {
     let store = b.build().map_err(|e| config_error(url, e))?;
     let http = http.build().map_err(|e| config_error(url, e))?;
     let verified = tokio::sync::OnceCell::new();
-    Ok(Backend::S3 { store: Arc::new(store), info: S3Info { bucket, bucket_endpoint, region, account, http, verified, sse_c } })
+    Ok(Backend::S3 {
+        store: Arc::new(store),
+        info: S3Info { bucket, bucket_endpoint, region, account, http, verified, sse_c },
+    })
 }
 
 /// Stream an object and checksum it; `limits` throttles the bytes read when given.

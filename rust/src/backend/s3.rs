@@ -11,10 +11,12 @@ use std::ops::Range;
 use std::sync::Arc;
 
 use http::{HeaderMap, HeaderValue, Method};
-use object_store::aws::{AmazonS3, AmazonS3Builder, AmazonS3ConfigKey, AwsAuthorizer, AwsCredential, AwsCredentialProvider};
-use object_store::CredentialProvider;
+use object_store::aws::{
+    AmazonS3, AmazonS3Builder, AmazonS3ConfigKey, AwsAuthorizer, AwsCredential, AwsCredentialProvider,
+};
 use object_store::client::{HttpRequest, HttpRequestBody};
 use object_store::multipart::{MultipartStore, PartId};
+use object_store::CredentialProvider;
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use rand::Rng;
 
@@ -49,7 +51,8 @@ pub fn uses_instance_credentials(b: &AmazonS3Builder) -> bool {
         || set(AmazonS3ConfigKey::SecretAccessKey)
         || (set(AmazonS3ConfigKey::WebIdentityTokenFile) && set(AmazonS3ConfigKey::RoleArn))
         || set(AmazonS3ConfigKey::ContainerCredentialsRelativeUri)
-        || (set(AmazonS3ConfigKey::ContainerCredentialsFullUri) && set(AmazonS3ConfigKey::ContainerAuthorizationTokenFile)))
+        || (set(AmazonS3ConfigKey::ContainerCredentialsFullUri)
+            && set(AmazonS3ConfigKey::ContainerAuthorizationTokenFile)))
 }
 
 /// The instance metadata service's credentials, whose failures mean "no credentials", in
@@ -63,7 +66,9 @@ impl CredentialProvider for InstanceCredentials {
 
     async fn get_credential(&self) -> object_store::Result<Arc<AwsCredential>> {
         self.0.get_credential().await.map_err(|e| match e {
-            object_store::Error::Generic { store, source } => object_store::Error::Generic { store, source: Box::new(NoCredentials(source)) },
+            object_store::Error::Generic { store, source } => {
+                object_store::Error::Generic { store, source: Box::new(NoCredentials(source)) }
+            }
             e => object_store::Error::Generic { store: "S3", source: Box::new(NoCredentials(Box::new(e))) },
         })
     }
@@ -78,7 +83,10 @@ const QUERY_ENCODE: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remo
 /// with them would silently address another key: refused instead.
 fn object_url(info: &S3Info, key: &str) -> Result<String> {
     if key.split('/').any(|s| s == "." || s == "..") {
-        return Err(Error::new(Code::BadKey, format!("object key {key:?} cannot be addressed (a `.` or `..` segment); --exclude skips it")));
+        return Err(Error::new(
+            Code::BadKey,
+            format!("object key {key:?} cannot be addressed (a `.` or `..` segment); --exclude skips it"),
+        ));
     }
     Ok(format!("{}/{}", info.bucket_endpoint, utf8_percent_encode(key, KEY_ENCODE)))
 }
@@ -135,7 +143,10 @@ async fn send(
         let text = response.text().await.map_err(|e| Error::new(Code::Transient, format!("{method} {url}: {e}")))?;
         // CopyObject and UploadPartCopy can answer 200 and put the failure in the body.
         if text.contains("<Error>") {
-            return Err(Error::new(code_for_status(500, xml_value(&text, "Code")), format!("{method} {url}: {}", s3_code(&text))));
+            return Err(Error::new(
+                code_for_status(500, xml_value(&text, "Code")),
+                format!("{method} {url}: {}", s3_code(&text)),
+            ));
         }
         Ok(Answer { headers, content_type, body: text })
     })
@@ -174,10 +185,9 @@ async fn respond(
         // is still caught by the client's read timeout.
         builder = builder.timeout(std::time::Duration::from_secs(24 * 3600));
     }
-    let response = builder
-        .send()
-        .await
-        .map_err(|e| Error::new(network_code(&e).unwrap_or(Code::Transient), format!("{method} {url}: {}", error_chain(&e))))?;
+    let response = builder.send().await.map_err(|e| {
+        Error::new(network_code(&e).unwrap_or(Code::Transient), format!("{method} {url}: {}", error_chain(&e)))
+    })?;
     let status = response.status().as_u16();
     if (200..300).contains(&status) {
         return Ok(response);
@@ -201,7 +211,8 @@ fn status_code_name(status: u16) -> String {
 
 /// The one line for an endpoint that answers, but not like S3.
 fn not_s3(info: &S3Info, status: &str, content_type: &str) -> Error {
-    let what = if content_type.is_empty() { "a body without a content type".to_string() } else { content_type.to_string() };
+    let what =
+        if content_type.is_empty() { "a body without a content type".to_string() } else { content_type.to_string() };
     Error::new(
         Code::Protocol,
         format!(
@@ -281,7 +292,12 @@ pub async fn head_object(store: &AmazonS3, info: &S3Info, key: &str, if_match: O
 }
 
 /// GET of a whole object: what it is, and its body to stream.
-pub async fn get_object(store: &AmazonS3, info: &S3Info, key: &str, if_match: Option<&str>) -> Result<(ObjectHead, reqwest::Response)> {
+pub async fn get_object(
+    store: &AmazonS3,
+    info: &S3Info,
+    key: &str,
+    if_match: Option<&str>,
+) -> Result<(ObjectHead, reqwest::Response)> {
     let url = object_url(info, key)?;
     let headers = read_headers(if_match);
     let response = retrying(|| respond(store, info, Method::GET, &url, &headers, String::new())).await?;
@@ -324,7 +340,8 @@ pub async fn upload_part_copy(
     if_match: Option<&str>,
     range: Range<u64>,
 ) -> Result<PartId> {
-    let mut url = url::Url::parse(&object_url(dst_info, dst_key)?).map_err(|e| Error::new(Code::Other, e.to_string()))?;
+    let mut url =
+        url::Url::parse(&object_url(dst_info, dst_key)?).map_err(|e| Error::new(Code::Other, e.to_string()))?;
     url.query_pairs_mut().append_pair("partNumber", &(part_idx + 1).to_string()).append_pair("uploadId", upload_id);
     let mut headers = copy_headers(src, src_key, if_match);
     headers.push(("x-amz-copy-source-range", format!("bytes={}-{}", range.start, range.end - 1)));
@@ -481,7 +498,14 @@ fn parse_list_page(body: &str) -> std::result::Result<Page, String> {
     Ok(page)
 }
 
-async fn list_page(store: &AmazonS3, info: &S3Info, prefix: &str, delimiter: bool, token: Option<&str>, max: Option<u32>) -> Result<Page> {
+async fn list_page(
+    store: &AmazonS3,
+    info: &S3Info,
+    prefix: &str,
+    delimiter: bool,
+    token: Option<&str>,
+    max: Option<u32>,
+) -> Result<Page> {
     let max = max.map(|m| m.to_string());
     let mut pairs = vec![("list-type", "2"), ("encoding-type", "url")];
     if !prefix.is_empty() {
@@ -509,7 +533,12 @@ async fn list_page(store: &AmazonS3, info: &S3Info, prefix: &str, delimiter: boo
 /// Every object under `prefix` (a folder: listed as `prefix/`), and with `delimiter` only one
 /// level, sub-folders returned as prefixes without their trailing `/`. Folder markers (empty
 /// objects whose key ends in `/`) are not objects.
-pub async fn list_objects(store: &AmazonS3, info: &S3Info, prefix: &str, delimiter: bool) -> Result<(Vec<Listed>, Vec<String>)> {
+pub async fn list_objects(
+    store: &AmazonS3,
+    info: &S3Info,
+    prefix: &str,
+    delimiter: bool,
+) -> Result<(Vec<Listed>, Vec<String>)> {
     let prefix = if prefix.is_empty() { String::new() } else { format!("{prefix}/") };
     let (mut objects, mut prefixes, mut token) = (vec![], vec![], None::<String>);
     loop {
@@ -534,7 +563,12 @@ pub async fn ensure_s3(store: &AmazonS3, info: &S3Info) -> Result<()> {
         .get_or_try_init(|| async {
             match list_page(store, info, "", false, None, Some(1)).await {
                 Ok(_) => Ok(()),
-                Err(e) if matches!(e.code, Code::Protocol | Code::TlsUntrusted | Code::NoCredentials) || e.code.transient() => Err(e),
+                Err(e)
+                    if matches!(e.code, Code::Protocol | Code::TlsUntrusted | Code::NoCredentials)
+                        || e.code.transient() =>
+                {
+                    Err(e)
+                }
                 Err(_) => Ok(()),
             }
         })
@@ -677,7 +711,10 @@ mod tests {
         ] {
             assert!(parse_list_page(body).is_err(), "{body}");
         }
-        assert_eq!(parse_list_page("<ListBucketResult><IsTruncated>false</IsTruncated></ListBucketResult>").unwrap(), Page::default());
+        assert_eq!(
+            parse_list_page("<ListBucketResult><IsTruncated>false</IsTruncated></ListBucketResult>").unwrap(),
+            Page::default()
+        );
     }
 
     #[test]
@@ -686,7 +723,10 @@ mod tests {
             <NextUploadIdMarker>i</NextUploadIdMarker><Upload><Initiated>2026-11-30T12:58:22Z</Initiated>\
             <Key>src/tab&#x9;here</Key><UploadId>abc</UploadId></Upload></ListMultipartUploadsResult>";
         let (uploads, next) = parse_uploads_page(body).unwrap();
-        assert_eq!(uploads, vec![PendingUpload { key: "src/tab\there".into(), id: "abc".into(), initiated: Some(1_796_043_502.0) }]);
+        assert_eq!(
+            uploads,
+            vec![PendingUpload { key: "src/tab\there".into(), id: "abc".into(), initiated: Some(1_796_043_502.0) }]
+        );
         assert_eq!(next, Some(("k".to_string(), "i".to_string())));
     }
 

@@ -59,8 +59,11 @@ fn int_range(name: &str) -> (u64, u64, u64) {
 
 /// Show a byte count the way a person reads it, when it is a whole number of KiB, MiB...
 fn human(name: &str, n: u64) -> String {
-    let sized = name.ends_with("size") || name.ends_with("threshold") || name == "memory_budget" || name == "max_bandwidth";
-    let unit = [(1u64 << 50, "PiB"), (1 << 40, "TiB"), (GIB, "GiB"), (MIB, "MiB"), (KIB, "KiB")].into_iter().find(|(u, _)| n >= *u && n % u == 0);
+    let sized =
+        name.ends_with("size") || name.ends_with("threshold") || name == "memory_budget" || name == "max_bandwidth";
+    let unit = [(1u64 << 50, "PiB"), (1 << 40, "TiB"), (GIB, "GiB"), (MIB, "MiB"), (KIB, "KiB")]
+        .into_iter()
+        .find(|(u, _)| n >= *u && n % u == 0);
     match unit {
         Some((u, label)) if sized => format!("{n} ({} {label})", n / u),
         _ => n.to_string(),
@@ -128,7 +131,11 @@ impl Copier {
     ) -> PyResult<Self> {
         let checksum = match checksum::Algo::parse(checksum) {
             Some(a) => a,
-            None => return Err(PyValueError::new_err(format!("unknown checksum {checksum:?}: use crc32c, crc64nvme or none"))),
+            None => {
+                return Err(PyValueError::new_err(format!(
+                    "unknown checksum {checksum:?}: use crc32c, crc64nvme or none"
+                )))
+            }
         };
         let options = Options {
             parallel: int_param("parallel", parallel.as_ref())? as usize,
@@ -252,14 +259,20 @@ impl Copier {
         };
         let mut plan = Vec::with_capacity(jobs.len());
         for job in &jobs {
-            let (src, src_key, dst, dst_key, size, etag): (Bound<PyAny>, String, Bound<PyAny>, String, Option<u64>, Option<String>) =
-                match job.len() {
-                    6 => job.extract()?,
-                    _ => {
-                        let (src, src_key, dst, dst_key, size) = job.extract()?;
-                        (src, src_key, dst, dst_key, size, None)
-                    }
-                };
+            let (src, src_key, dst, dst_key, size, etag): (
+                Bound<PyAny>,
+                String,
+                Bound<PyAny>,
+                String,
+                Option<u64>,
+                Option<String>,
+            ) = match job.len() {
+                6 => job.extract()?,
+                _ => {
+                    let (src, src_key, dst, dst_key, size) = job.extract()?;
+                    (src, src_key, dst, dst_key, size, None)
+                }
+            };
             plan.push(Job { src: backend(src)?, src_key, dst: backend(dst)?, dst_key, size, etag });
         }
         let engine = Engine::new(

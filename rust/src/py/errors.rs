@@ -15,7 +15,12 @@ create_exception!(_engine, TransientError, EngineError, "The store failed in a w
 create_exception!(_engine, CancelledError, EngineError, "The operation was cancelled.");
 create_exception!(_engine, AlreadyExistsError, EngineError, "A conditional write found the key taken.");
 create_exception!(_engine, ProtocolError, EngineError, "The endpoint answered, but not like the store it should be.");
-create_exception!(_engine, PreconditionError, EngineError, "A conditional write on a version found another version, or none.");
+create_exception!(
+    _engine,
+    PreconditionError,
+    EngineError,
+    "A conditional write on a version found another version, or none."
+);
 
 /// The exception class of each code.
 fn exception_type(py: Python<'_>, code: Code) -> Bound<'_, PyType> {
@@ -27,7 +32,9 @@ fn exception_type(py: Python<'_>, code: Code) -> Bound<'_, PyType> {
         | Code::ExpiredToken
         | Code::AccessDenied
         | Code::NoCredentials => py.get_type::<AuthError>(),
-        Code::Unreachable | Code::Timeout | Code::Throttled | Code::ServerError | Code::Transient => py.get_type::<TransientError>(),
+        Code::Unreachable | Code::Timeout | Code::Throttled | Code::ServerError | Code::Transient => {
+            py.get_type::<TransientError>()
+        }
         Code::Cancelled => py.get_type::<CancelledError>(),
         Code::AlreadyExists => py.get_type::<AlreadyExistsError>(),
         Code::Protocol => py.get_type::<ProtocolError>(),

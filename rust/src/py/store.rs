@@ -83,7 +83,11 @@ impl Store {
     /// key being written, what `remove_leftover` needs, when it started (seconds since the
     /// epoch) and its size when known. Other stores have none to report.
     #[pyo3(signature = (prefix=""))]
-    fn list_leftovers(&self, py: Python<'_>, prefix: &str) -> PyResult<Vec<(String, String, Option<f64>, Option<u64>)>> {
+    fn list_leftovers(
+        &self,
+        py: Python<'_>,
+        prefix: &str,
+    ) -> PyResult<Vec<(String, String, Option<f64>, Option<u64>)>> {
         let prefix = prefix.trim_end_matches('/').to_string();
         let backend = self.backend.clone();
         py.detach(|| {
@@ -101,7 +105,9 @@ impl Store {
                             .map_err(|e| Error::new(Code::Other, format!("listing panicked: {e}")))??;
                         Ok(found
                             .into_iter()
-                            .map(|l| (l.key, l.staging, Some(l.started.timestamp_millis() as f64 / 1000.0), Some(l.size)))
+                            .map(|l| {
+                                (l.key, l.staging, Some(l.started.timestamp_millis() as f64 / 1000.0), Some(l.size))
+                            })
                             .collect())
                     }
                     _ => Ok(vec![]),
@@ -147,9 +153,18 @@ impl Store {
     /// returned it (PreconditionError otherwise, also when `key` is gone). The file store
     /// cannot write conditionally on a version (NotImplemented: EngineError).
     #[pyo3(signature = (key, data, *, if_absent=false, if_match=None))]
-    fn put(&self, py: Python<'_>, key: &str, data: Vec<u8>, if_absent: bool, if_match: Option<String>) -> PyResult<Option<String>> {
+    fn put(
+        &self,
+        py: Python<'_>,
+        key: &str,
+        data: Vec<u8>,
+        if_absent: bool,
+        if_match: Option<String>,
+    ) -> PyResult<Option<String>> {
         let mode = match (if_absent, if_match) {
-            (true, Some(_)) => return Err(pyo3::exceptions::PyValueError::new_err("if_absent and if_match exclude each other")),
+            (true, Some(_)) => {
+                return Err(pyo3::exceptions::PyValueError::new_err("if_absent and if_match exclude each other"))
+            }
             (true, None) => PutMode::Create,
             (false, Some(e_tag)) => PutMode::Update(UpdateVersion { e_tag: Some(e_tag), version: None }),
             (false, None) => PutMode::Overwrite,
@@ -250,7 +265,9 @@ impl Store {
 pub fn parse_algo(name: &str) -> PyResult<Algo> {
     match Algo::parse(name) {
         Some(Some(a)) => Ok(a),
-        _ => Err(pyo3::exceptions::PyValueError::new_err(format!("unknown checksum {name:?}: use crc32c or crc64nvme"))),
+        _ => {
+            Err(pyo3::exceptions::PyValueError::new_err(format!("unknown checksum {name:?}: use crc32c or crc64nvme")))
+        }
     }
 }
 
