@@ -360,7 +360,8 @@ impl Engine {
         let (dst, dst_info) = job.dst.s3().unwrap();
         let (src, src_info) = job.src.s3().unwrap();
         self.limits.request().await;
-        let copy = s3::copy_object(dst, dst_info, &job.dst_key, src_info, &job.src_key, pin.etag());
+        let source = s3::CopySource { info: src_info, key: &job.src_key, if_match: pin.etag() };
+        let copy = s3::copy_object(dst, dst_info, &job.dst_key, &source);
         let (etag, md5_etag) = self.cancellable(copy).await.map_err(|e| refused(&job.src_key, e))?;
         if let (true, Some(want), Some(got)) = (md5_etag, pin.etag().and_then(md5_of_etag), md5_of_etag(&etag)) {
             if want != got {
@@ -590,18 +591,8 @@ impl Engine {
                 async move {
                     self.limits.request().await;
                     let len = range.end - range.start;
-                    let part = s3::upload_part_copy(
-                        dst,
-                        dst_info,
-                        &job.dst_key,
-                        id,
-                        idx,
-                        src_info,
-                        &job.src_key,
-                        pin.etag(),
-                        range,
-                    )
-                    .await?;
+                    let source = s3::CopySource { info: src_info, key: &job.src_key, if_match: pin.etag() };
+                    let part = s3::upload_part_copy(dst, dst_info, &job.dst_key, id, idx, &source, range).await?;
                     counter.add(len);
                     Ok::<_, Error>(part)
                 }

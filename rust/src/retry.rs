@@ -18,7 +18,7 @@ mod tests {
     fn backoff_grows_and_is_capped() {
         for attempt in 1..20 {
             let d = backoff(attempt).as_millis() as u64;
-            assert!(d <= 5_000 && d >= 100, "{attempt}: {d}");
+            assert!((100..=5_000).contains(&d), "{attempt}: {d}");
         }
     }
 }

@@ -304,26 +304,34 @@ pub async fn get_object(
     Ok((ObjectHead::of(&url, response.headers())?, response))
 }
 
-fn copy_headers(src: &S3Info, src_key: &str, if_match: Option<&str>) -> Vec<(&'static str, String)> {
-    let mut headers = vec![("x-amz-copy-source", copy_source(src, src_key))];
-    if let Some(etag) = if_match {
-        headers.push(("x-amz-copy-source-if-match", quoted(etag)));
-    }
-    headers
+/// What a server-side copy reads: an object of another (or the same) bucket on the same
+/// account, only in the version `if_match` names, when given.
+pub struct CopySource<'a> {
+    pub info: &'a S3Info,
+    pub key: &'a str,
+    pub if_match: Option<&'a str>,
 }
 
-/// One CopyObject: the whole object, up to 5 GiB, possibly across buckets; only from the
-/// version `if_match` names, when given. Returns the new object's ETag, and whether that
-/// ETag is the MD5 of its bytes (not when the destination encrypts with KMS or SSE-C).
+impl CopySource<'_> {
+    fn headers(&self) -> Vec<(&'static str, String)> {
+        let mut headers = vec![("x-amz-copy-source", copy_source(self.info, self.key))];
+        if let Some(etag) = self.if_match {
+            headers.push(("x-amz-copy-source-if-match", quoted(etag)));
+        }
+        headers
+    }
+}
+
+/// One CopyObject: the whole object, up to 5 GiB, possibly across buckets. Returns the new
+/// object's ETag, and whether that ETag is the MD5 of its bytes (not when the destination
+/// encrypts with KMS or SSE-C).
 pub async fn copy_object(
     dst: &AmazonS3,
     dst_info: &S3Info,
     dst_key: &str,
-    src: &S3Info,
-    src_key: &str,
-    if_match: Option<&str>,
+    src: &CopySource<'_>,
 ) -> Result<(String, bool)> {
-    let headers = copy_headers(src, src_key, if_match);
+    let headers = src.headers();
     let answer = send(dst, dst_info, Method::PUT, &object_url(dst_info, dst_key)?, &headers, String::new()).await?;
     Ok((etag_of(&answer.body)?, !etag_is_not_md5(&answer.headers)))
 }
@@ -335,15 +343,13 @@ pub async fn upload_part_copy(
     dst_key: &str,
     upload_id: &str,
     part_idx: usize,
-    src: &S3Info,
-    src_key: &str,
-    if_match: Option<&str>,
+    src: &CopySource<'_>,
     range: Range<u64>,
 ) -> Result<PartId> {
     let mut url =
         url::Url::parse(&object_url(dst_info, dst_key)?).map_err(|e| Error::new(Code::Other, e.to_string()))?;
     url.query_pairs_mut().append_pair("partNumber", &(part_idx + 1).to_string()).append_pair("uploadId", upload_id);
-    let mut headers = copy_headers(src, src_key, if_match);
+    let mut headers = src.headers();
     headers.push(("x-amz-copy-source-range", format!("bytes={}-{}", range.start, range.end - 1)));
     let answer = send(dst, dst_info, Method::PUT, url.as_str(), &headers, String::new()).await?;
     Ok(PartId { content_id: etag_of(&answer.body)? })
@@ -576,7 +582,14 @@ pub async fn ensure_s3(store: &AmazonS3, info: &S3Info) -> Result<()> {
         .map(|_| ())
 }
 
-fn parse_uploads_page(body: &str) -> std::result::Result<(Vec<PendingUpload>, Option<(String, String)>), String> {
+/// Where the next page of ListMultipartUploads starts: (key-marker, upload-id-marker).
+type Markers = (String, String);
+
+/// One page of ListMultipartUploads: its uploads, and where the next page starts (None on
+/// the last page).
+type UploadsPage = (Vec<PendingUpload>, Option<Markers>);
+
+fn parse_uploads_page(body: &str) -> std::result::Result<UploadsPage, String> {
     let (mut uploads, mut current, mut truncated, mut encoded) = (vec![], PendingUpload::default(), false, false);
     let (mut key_marker, mut id_marker) = (String::new(), String::new());
     let root = walk_xml(body, |path, text| {
@@ -601,7 +614,7 @@ fn parse_uploads_page(body: &str) -> std::result::Result<(Vec<PendingUpload>, Op
             u.key = url_decoded(&u.key).ok_or_else(|| format!("a key {:?} that is not UTF-8", u.key))?;
         }
     }
-    let next = truncated.then(|| (key_marker, id_marker)).filter(|(k, i)| !k.is_empty() || !i.is_empty());
+    let next = truncated.then_some((key_marker, id_marker)).filter(|(k, i)| !k.is_empty() || !i.is_empty());
     if truncated && next.is_none() {
         return Err("a truncated page without markers".into());
     }
@@ -610,7 +623,7 @@ fn parse_uploads_page(body: &str) -> std::result::Result<(Vec<PendingUpload>, Op
 
 /// Incomplete multipart uploads of keys starting with `prefix` (ListMultipartUploads).
 pub async fn list_uploads(store: &AmazonS3, info: &S3Info, prefix: &str) -> Result<Vec<PendingUpload>> {
-    let (mut out, mut markers) = (vec![], None::<(String, String)>);
+    let (mut out, mut markers) = (vec![], None::<Markers>);
     loop {
         let mut pairs = vec![("uploads", ""), ("prefix", prefix)];
         if let Some((k, i)) = &markers {

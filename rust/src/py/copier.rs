@@ -16,6 +16,9 @@ use crate::copy::{Engine, Job, Options};
 use crate::limits;
 use crate::progress::Progress;
 
+/// What `Copier.checksums` gives Python for each object: (checksum hex, size, error message).
+type Checksummed = (Option<String>, Option<u64>, Option<String>);
+
 /// Runs copy jobs. Create one per copy; read `progress()` and call `cancel()` from any
 /// thread while `run()` works.
 #[pyclass(frozen, module = "milvus_backup._engine")]
@@ -63,7 +66,7 @@ fn human(name: &str, n: u64) -> String {
         name.ends_with("size") || name.ends_with("threshold") || name == "memory_budget" || name == "max_bandwidth";
     let unit = [(1u64 << 50, "PiB"), (1 << 40, "TiB"), (GIB, "GiB"), (MIB, "MiB"), (KIB, "KiB")]
         .into_iter()
-        .find(|(u, _)| n >= *u && n % u == 0);
+        .find(|(u, _)| n >= *u && n.is_multiple_of(*u));
     match unit {
         Some((u, label)) if sized => format!("{n} ({} {label})", n / u),
         _ => n.to_string(),
@@ -114,6 +117,7 @@ impl Copier {
         part_parallel=None, memory_budget=None, max_bandwidth=None, max_requests_per_sec=None,
         max_attempts=None,
     ))]
+    // Python's keyword arguments, one per setting: PyO3 takes them as parameters.
     #[allow(clippy::too_many_arguments)]
     fn new(
         parallel: Option<Bound<'_, PyAny>>,
@@ -202,7 +206,7 @@ impl Copier {
         py: Python<'py>,
         items: Vec<(Bound<'py, PyAny>, String)>,
         algo: &str,
-    ) -> PyResult<Vec<(Option<String>, Option<u64>, Option<String>)>> {
+    ) -> PyResult<Vec<Checksummed>> {
         let algo = parse_algo(algo)?;
         let mut reads = Vec::with_capacity(items.len());
         for (store, key) in items {

@@ -17,6 +17,13 @@ use crate::backend::{listing, listing_again_on_transient_errors, open, Backend};
 use crate::checksum::Algo;
 use crate::errors::{Code, Error};
 
+/// How Python gets a listed object: (key, size, etag).
+type ListedRow = (String, u64, Option<String>);
+/// The same with its last-modified time: (key, size, etag, seconds since the epoch).
+type ListedMetaRow = (String, u64, Option<String>, Option<f64>);
+/// How Python gets a leftover of an interrupted write: (key, handle, started, size).
+type LeftoverRow = (String, String, Option<f64>, Option<u64>);
+
 /// A bucket (or folder, or in-memory namespace) that Python reads and writes through.
 /// Every call releases the GIL while it waits on the store.
 #[pyclass(frozen, module = "milvus_backup._engine")]
@@ -55,20 +62,20 @@ impl Store {
 
     /// Every object under `prefix` as (key, size, etag), in key order.
     #[pyo3(signature = (prefix=""))]
-    fn list(&self, py: Python<'_>, prefix: &str) -> PyResult<Vec<(String, u64, Option<String>)>> {
+    fn list(&self, py: Python<'_>, prefix: &str) -> PyResult<Vec<ListedRow>> {
         Ok(self.listed(py, prefix)?.into_iter().map(|o| (o.key, o.size, o.etag)).collect())
     }
 
     /// Like `list`, with each object's last-modified time (seconds since the epoch, or None
     /// when the store does not say): (key, size, etag, last_modified).
     #[pyo3(signature = (prefix=""))]
-    fn list_meta(&self, py: Python<'_>, prefix: &str) -> PyResult<Vec<(String, u64, Option<String>, Option<f64>)>> {
+    fn list_meta(&self, py: Python<'_>, prefix: &str) -> PyResult<Vec<ListedMetaRow>> {
         Ok(self.listed(py, prefix)?.into_iter().map(|o| (o.key, o.size, o.etag, o.modified)).collect())
     }
 
     /// One level under `prefix`: (sub-"directories", objects as (key, size, etag)).
     #[pyo3(signature = (prefix=""))]
-    fn list_dirs(&self, py: Python<'_>, prefix: &str) -> PyResult<(Vec<String>, Vec<(String, u64, Option<String>)>)> {
+    fn list_dirs(&self, py: Python<'_>, prefix: &str) -> PyResult<(Vec<String>, Vec<ListedRow>)> {
         self.require_native()?;
         let prefix = prefix.trim_end_matches('/').to_string();
         let backend = self.backend.clone();
@@ -83,11 +90,7 @@ impl Store {
     /// key being written, what `remove_leftover` needs, when it started (seconds since the
     /// epoch) and its size when known. Other stores have none to report.
     #[pyo3(signature = (prefix=""))]
-    fn list_leftovers(
-        &self,
-        py: Python<'_>,
-        prefix: &str,
-    ) -> PyResult<Vec<(String, String, Option<f64>, Option<u64>)>> {
+    fn list_leftovers(&self, py: Python<'_>, prefix: &str) -> PyResult<Vec<LeftoverRow>> {
         let prefix = prefix.trim_end_matches('/').to_string();
         let backend = self.backend.clone();
         py.detach(|| {
