@@ -145,3 +145,22 @@ def go_compact(doc: Any) -> bytes:
     """``doc`` as Go's json.Marshal writes it, for documents of ASCII strings, ints and bools
     (what every_key makes): no HTML or Unicode escapes to apply."""
     return json.dumps(doc, separators=(",", ":")).encode()
+
+
+def strip_cleared(doc, message: str, cleared: dict, f: dict):
+    """``doc`` without the keys a builder sets to nil, at any depth."""
+    if not isinstance(doc, dict):
+        return doc
+    out = {}
+    for spec in f["messages"][message]["fields"]:
+        key = spec["json"]
+        if key not in doc or key in cleared.get(message, ()):
+            continue
+        inner = spec.get("message") or spec.get("items", {}).get("message")
+        value = doc[key]
+        if inner and isinstance(value, list):
+            value = [strip_cleared(v, inner, cleared, f) for v in value]
+        elif inner:
+            value = strip_cleared(value, inner, cleared, f)
+        out[key] = value
+    return out

@@ -18,14 +18,16 @@ MANIFEST = "meta/mbackup_manifest.json"
 
 
 def config_yaml(seaweedfs, bucket: str, *, grpc_port: int = 1, milvus_bucket: str | None = None,
-                milvus_root: str = "files") -> str:
-    """A v2 backup.yaml on the test's bucket; Milvus is not needed to verify (port 1 answers nothing)."""
+                milvus_root: str = "files", http_url: str = "") -> str:
+    """A v2 backup.yaml on the test's bucket; Milvus is not needed to verify (port 1 answers nothing).
+    ``http_url``: Milvus' REST and management endpoints (the contract server's)."""
+    http = f"  rest:\n    endpoint: {http_url}\n  management:\n    endpoint: {http_url}\n" if http_url else ""
     return f"""configVersion: v2
 milvus:
   grpc:
     address: 127.0.0.1
     port: {grpc_port}
-  storage:
+{http}  storage:
     provider: minio
     address: {seaweedfs.host}
     port: {seaweedfs.s3_port}

@@ -409,8 +409,8 @@ def test_connect_to_a_wrong_port_fails_fast_with_one_clear_line(milvus_clusters)
 def test_an_unsupported_version_names_the_supported_lines():
     with pytest.raises(MilvusError) as err:
         milvus_adapters().adapter_for("v2.9.1", connection=None)
-    assert str(err.value).startswith("Milvus v2.9.1 is not supported: install an adapter plugin")
-    assert "2.3.x" in str(err.value)
+    assert str(err.value).startswith("Milvus v2.9.1 is not supported: no adapter for Milvus 2.9 (lines: 2.3, ")
+    assert "set mbackup.milvusAdapter: 2.6" in str(err.value)
     assert isinstance(milvus_adapters().adapter_for("v2.3.22", connection=None), Milvus23Adapter)
 
 

@@ -64,8 +64,8 @@ CASES = [
     ("copy-part-size", ["copy", "memory://a/b", "{tmp}/o", "--part-size", "1XB"], None, 2, "error: --part-size: invalid size '1XB'"),
     ("copy-parallel", ["copy", "memory://a/b", "{tmp}/o", "--parallel", "0"], None, 2,
      "error: --parallel: expected an integer 1-4096, got '0'"),
-    ("create-strategy", ["create", "--strategy", "bulk_flush", "--config", "{cfg}"], None, 2,
-     "error: unknown strategy 'bulk_flush': use serial_flush, skip_flush, meta_only (bulk_flush needs Milvus 2.6.11 or newer)"),
+    ("create-strategy", ["create", "--strategy", "fast_flush", "--config", "{cfg}"], None, 2,
+     "error: unknown strategy 'fast_flush': use auto, serial_flush, bulk_flush, skip_flush, meta_only"),
     ("create-filter", ["create", "--filter", "a.b.c", "--config", "{cfg}"], None, 2, "error: invalid filter 'a.b.c'"),
     ("restore-suffix-rename", ["restore", "-n", GOOD, "-s", "_x", "-r", "a:b", "--config", "{cfg}"], None, 2,
      "error: --suffix and --rename cannot be used together"),
@@ -74,6 +74,8 @@ CASES = [
     ("restore-skip-drop", ["restore", "-n", GOOD, "--skip-create-collection", "--drop-exist-collection", "--config", "{cfg}"],
      None, 2, "error: --skip-create-collection and --drop-exist-collection cannot be used together"),
     ("restore-suffix-chars", ["restore", "-n", GOOD, "-s", "_x/y", "--config", "{cfg}"], None, 2, "error: invalid --suffix '_x/y'"),
+    ("restore-skip-l0-discard", ["restore", "-n", GOOD, "--skip-l0", "--discard-journal", "--config", "{cfg}"], None, 2,
+     "error: --discard-journal takes no other flag than -n"),
     # --- numbers and secrets (issue #8 items 9, 10): every number checked where it enters, with its
     # range; no message quotes a secret; no YAML costs more than a config file can need.
     ("num-max-requests-tiny", [*S3_FLAG, "--max-requests", "1e-300"], None, 2,
@@ -270,7 +272,7 @@ CASES = [
      "delete the incomplete backup with mbackup delete -n badmarker"),
     ("marker-other-request", ["create", "-n", "halfdone", "--filter", "default.other", "--config", "{cfg}"], None, 2,
      "error: backup 'halfdone' is an incomplete create of --filter default.products --strategy serial_flush, not "
-     "--filter default.other --strategy serial_flush: run it again with the same options to finish it, or delete it "
+     "--filter default.other --strategy auto: run it again with the same options to finish it, or delete it "
      "with mbackup delete -n halfdone"),
     ("delete-not-a-backup", ["delete", "-n", "notabackup", "--config", "{cfg}"], None, 2,
      "error: s3://{bucket}/backup/notabackup is not a backup (no meta files, binlogs or mbackup objects in it): "

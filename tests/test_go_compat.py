@@ -19,7 +19,7 @@ import pytest
 from hypothesis import given, settings
 
 import gofacts
-from gofacts import every_key, facts, go_compact, problems
+from gofacts import every_key, facts, go_compact, problems, strip_cleared
 from milvus_backup.format import meta as m
 
 COMPAT = Path(__file__).resolve().parent / "compat"
@@ -137,25 +137,6 @@ def test_the_hand_typed_illustrations_in_test_meta_follow_the_table():
 # Writing: the meta files hold what the Go builders put in them
 
 
-def _strip(doc, message: str, cleared: dict, f: dict):
-    """``doc`` without the keys a builder sets to nil, at any depth."""
-    if not isinstance(doc, dict):
-        return doc
-    out = {}
-    for spec in f["messages"][message]["fields"]:
-        key = spec["json"]
-        if key not in doc or key in cleared.get(message, ()):
-            continue
-        inner = spec.get("message") or spec.get("items", {}).get("message")
-        value = doc[key]
-        if inner and isinstance(value, list):
-            value = [_strip(v, inner, cleared, f) for v in value]
-        elif inner:
-            value = _strip(value, inner, cleared, f)
-        out[key] = value
-    return out
-
-
 def test_meta_files_hold_what_the_go_builders_write():
     f = facts("HEAD")
     doc = every_key("BackupInfo", f)
@@ -168,9 +149,9 @@ def test_meta_files_hold_what_the_go_builders_write():
     expected = {k: v for k, v in doc.items() if k in only or k in always}
     assert files["backup_meta.json"] == go_compact(expected)
 
-    colls = [_strip(c, "CollectionBackupInfo", spec["collection_meta.json"]["cleared"], f) for c in doc["collection_backups"]]
+    colls = [strip_cleared(c, "CollectionBackupInfo", spec["collection_meta.json"]["cleared"], f) for c in doc["collection_backups"]]
     assert files["collection_meta.json"] == go_compact({"infos": colls})
-    parts = [_strip(p, "PartitionBackupInfo", spec["partition_meta.json"]["cleared"], f)
+    parts = [strip_cleared(p, "PartitionBackupInfo", spec["partition_meta.json"]["cleared"], f)
              for c in doc["collection_backups"] for p in c["partition_backups"]]
     assert files["partition_meta.json"] == go_compact({"infos": parts})
     segs = [s for c in doc["collection_backups"] for p in c["partition_backups"] for s in p["segment_backups"]]

@@ -191,7 +191,7 @@ def incomplete(place):
     return sample
 
 
-REQUEST = {"filters": {}, "strategy": "serial_flush"}  # create -n halfway, nothing else
+REQUEST = {"filters": {}, "strategy": "auto"}  # create -n halfway, nothing else
 
 
 def _json(data: bytes):

@@ -216,12 +216,16 @@ def test_a_third_party_adapter_is_chosen_for_its_line(plugin):
     assert type(chosen) is _LaterLine and (chosen.version, chosen.connection) == ("v2.9.1", connection)
     assert type(adapters.adapter_for("v2.3.5", None)) is Milvus23Adapter
     with pytest.raises(MilvusError) as e:
-        adapters.adapter_for("v3.0.0", None)
-    assert str(e.value) == "Milvus v3.0.0 is not supported: install an adapter plugin (supported lines: 2.3.x, 2.9.x)"
+        adapters.adapter_for("v3.4.0", None)
+    assert str(e.value) == ("Milvus v3.4.0 is not supported: no adapter for Milvus 3.4 (lines: 2.3, 2.4, 2.5, 2.6, 2.9, "
+                            "3.0); to try the nearest, 3.0, set mbackup.milvusAdapter: 3.0 (or --set "
+                            "mbackup.milvusAdapter=3.0), or install an adapter plugin for Milvus 3.4")
+    assert type(adapters.adapter_for("v3.4.0", None, line="2.9")) is _LaterLine
     code, out, _ = inprocess.run("plugins", "--json")
     assert code == 0
     assert {p["name"]: p["milvus_lines"] for p in json.loads(out) if p["milvus_lines"]} == {
-        "milvus_backup.milvus.adapters.v2_3": ["2.3"], "milvus-2-9": ["2.9"]}
+        "milvus_backup.milvus.adapters.v2_3": ["2.3"], "milvus-2-9": ["2.9"],
+        "milvus_backup.milvus.adapters.v2_4_plus": ["2.4", "2.5", "2.6", "3.0"]}
 
 
 def cargo_version() -> str:
@@ -234,6 +238,8 @@ def test_plugins_lists_the_milvus_lines_each_plugin_serves():
     code, out, err = inprocess.run("plugins")
     assert code == 0, err
     assert (f"milvus_backup.milvus.adapters.v2_3 {cargo_version()} (built-in) Milvus lines: 2.3; hooks: "
+            "mbackup_register_milvus_adapter") in out.splitlines()
+    assert ("milvus_backup.milvus.adapters.v2_4_plus 0.1.0 (built-in) Milvus lines: 2.4, 2.5, 2.6, 3.0; hooks: "
             "mbackup_register_milvus_adapter") in out.splitlines()
 
 

@@ -64,7 +64,9 @@ def test_the_request_recorded_to_resume_reads_back_as_flags():
     """An incomplete backup resumes only for the same request; a different one is named in words."""
     request = CreateRequest("n", ["db2.*", "b", "db3.", "a"], "")
     record = request.record()
-    assert record == {"filters": {"db2": None, "db3": [], "default": ["a", "b"]}, "strategy": "serial_flush"}
-    assert describe_request(record) == "--filter db2.*,db3.,default.a,default.b --strategy serial_flush"
+    assert record == {"filters": {"db2": None, "db3": [], "default": ["a", "b"]}, "strategy": "auto"}
+    assert describe_request(record) == "--filter db2.*,db3.,default.a,default.b --strategy auto"
     assert CreateRequest("n", ["a", "b", "db3.", "db2.*"]).record() == record  # order does not matter
     assert describe_request(CreateRequest("n", [], "skip_flush").record()) == "no --filter --strategy skip_flush"
+    assert describe_request(CreateRequest("n", [], "", rbac=True).record()) == "no --filter --strategy auto --rbac"
+    assert "rbac" not in CreateRequest("n", []).record()  # markers of creates without --rbac read as before

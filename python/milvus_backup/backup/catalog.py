@@ -9,6 +9,7 @@ keeps a marker (``mbackup_in_progress.json``) while a create runs.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from ..config.settings import Config
@@ -60,6 +61,12 @@ class BackupEntry:
     error: str = ""
 
 
+def collection_segments(coll: meta.CollectionBackupInfo) -> list[meta.SegmentBackupInfo]:
+    """Every segment a collection's backup holds: its partitions' and its collection-level L0
+    segments (``l0_segments``, Milvus 2.4+), which no partition lists."""
+    return [s for p in coll.partition_backups for s in p.segment_backups] + list(coll.l0_segments)
+
+
 def backup_dir(stores: Stores, name: str) -> str:
     # Every command that takes a name goes through here: the Go tool's naming rule keeps
     # names from reaching outside the backup root ("../x", "a/b").
@@ -67,7 +74,7 @@ def backup_dir(stores: Stores, name: str) -> str:
 
 
 @contextlib.contextmanager
-def backup_storage_errors(stores: Stores):
+def backup_storage_errors(stores: Stores) -> Iterator[None]:
     """A missing bucket, while reading the backup storage, as one line naming the setting."""
     try:
         yield

@@ -1,10 +1,11 @@
 """Create a backup: what ``mbackup create`` does, in the Go tool's layout.
 
 1. pick collections by filter; 2. read their metadata through the Milvus adapter;
-3. flush per strategy; 4. find each segment's binlogs by listing storage (two LISTs per
-collection, with the per-field file-count check); 5. copy them with the engine, verifying
-every object; 6. write mbackup's checksum manifest, then the Go tool's meta files, with
-``backup_meta.json`` last: until it exists the backup is incomplete and listed as such.
+3. hold Milvus' GC and flush per strategy; 4. find each segment's binlogs by listing storage
+(two LISTs per collection, with the per-field file-count check), keeping exactly those the
+server names where it can; 5. copy them with the engine, verifying every object; 6. write
+mbackup's checksum manifest, then the Go tool's meta files, with ``backup_meta.json`` last:
+until it exists the backup is incomplete and listed as such.
 """
 
 from __future__ import annotations
@@ -18,20 +19,39 @@ import socket
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import MBackupError
 from ..format import meta, untrusted
-from ..milvus.adapters.base import NEWER_STRATEGIES, MilvusAdapter, SegmentRef, StorageLayout
+from ..milvus.adapters.base import (
+    ALL_PARTITIONS,
+    NEWER_STRATEGIES,
+    BinlogDescribeFailed,
+    MilvusAdapter,
+    SegmentBinlogs,
+    SegmentRef,
+    StorageLayout,
+)
+from ..milvus.connection import MilvusError
 from ..storage.location import BucketNotFound, NotFound, ObjectInfo, StorageError
 from ..transfer.copy import CopyReport, CopySettings, Plan, checksums, run_plan
 from ..transfer.progress import SILENT, Reporter
-from .catalog import IN_PROGRESS, LOCK, MANIFEST, Stores, backup_dir, backup_storage_errors, is_backup
+from .catalog import (
+    IN_PROGRESS,
+    LOCK,
+    MANIFEST,
+    Stores,
+    backup_dir,
+    backup_storage_errors,
+    collection_segments,
+    is_backup,
+)
 from .lock import LockLostError, StoreLock
 
-STRATEGIES = ("serial_flush", "skip_flush", "meta_only")
+# auto: bulk_flush where the server can flush all collections at once, else serial_flush.
+STRATEGIES = ("auto", "serial_flush", "bulk_flush", "skip_flush", "meta_only")
 GC_PAUSE_SECONDS = 3600
 
 
@@ -43,13 +63,14 @@ class BackupError(MBackupError):
 class CreateRequest:
     name: str | None = None
     filters: list[str] = field(default_factory=list)  # coll, db.coll, db.* (empty: everything)
-    strategy: str = ""  # "" = serial_flush on 2.3
+    strategy: str = ""  # "" = auto
+    rbac: bool = False  # also users, roles, grants and privilege groups
 
     def validate(self) -> None:
         """Refuse bad flags before connecting to Milvus."""
         if self.name is not None:
             meta.validate_backup_name(self.name)
-        if (self.strategy or "serial_flush") not in STRATEGIES:
+        if (self.strategy or "auto") not in STRATEGIES:
             since = NEWER_STRATEGIES.get(self.strategy)
             raise BackupError(f"unknown strategy {self.strategy!r}: use {', '.join(STRATEGIES)}"
                               + (f" ({self.strategy} needs Milvus {since} or newer)" if since else ""))
@@ -59,15 +80,20 @@ class CreateRequest:
         """The request as the in-progress marker keeps it, so that only the same request
         resumes an incomplete backup: filters by database (sorted), and the strategy."""
         filters = parse_filters(self.filters)
-        return {"filters": {db: None if colls is None else sorted(colls) for db, colls in sorted(filters.items())},
-                "strategy": self.strategy or "serial_flush"}
+        record: dict[str, Any] = {
+            "filters": {db: None if colls is None else sorted(colls) for db, colls in sorted(filters.items())},
+            "strategy": self.strategy or "auto"}
+        if self.rbac:
+            record["rbac"] = True
+        return record
 
 
 def describe_request(record: dict[str, Any]) -> str:
     """``--filter default.a,db2.* --strategy serial_flush`` as a user would type it."""
     items = [f"{db}.*" if colls is None else ",".join(f"{db}.{c}" for c in colls) or f"{db}."
              for db, colls in record["filters"].items()]
-    return (f"--filter {','.join(items)}" if items else "no --filter") + f" --strategy {record['strategy']}"
+    return ((f"--filter {','.join(items)}" if items else "no --filter") + f" --strategy {record['strategy']}"
+            + (" --rbac" if record.get("rbac") else ""))
 
 
 def default_name(now: dt.datetime | None = None) -> str:
@@ -86,11 +112,22 @@ def parse_filters(filters: list[str]) -> dict[str, list[str] | None]:
                 raise BackupError(f"invalid filter {item!r}: use coll, db.coll, db.* or db.")
             if coll == "*":
                 out[db] = None
-            elif out.get(db, []) is not None:
+            else:
                 current = out.setdefault(db, [])
-                if coll and coll not in current:
+                if current is not None and coll and coll not in current:  # None: db.* has them all
                     current.append(coll)
     return out
+
+
+def resolve_strategy(adapter: MilvusAdapter, asked: str) -> str:
+    """The strategy to run: auto is bulk_flush where the server can flush every collection
+    at once (FlushAll), else serial_flush; bulk_flush on a server that cannot is refused."""
+    if asked in ("", "auto"):
+        return "bulk_flush" if adapter.can_flush_all() else "serial_flush"
+    if asked == "bulk_flush" and not adapter.can_flush_all():
+        raise BackupError(f"--strategy bulk_flush needs a Milvus that flushes all collections at once, and Milvus "
+                          f"{adapter.version} cannot: use serial_flush")
+    return asked
 
 
 def select_collections(adapter: MilvusAdapter, filters: list[str]) -> tuple[list[str], list[tuple[str, str]]]:
@@ -130,7 +167,7 @@ class CreateResult:
             "name": self.info.name,
             "id": self.info.id,
             "collections": [f"{c.db_name}.{c.collection_name}" for c in self.info.collection_backups],
-            "segments": sum(len(p.segment_backups) for c in self.info.collection_backups for p in c.partition_backups),
+            "segments": sum(1 for c in self.info.collection_backups for _ in collection_segments(c)),
             "objects": len(self.copy.results) + len(self.copy.skipped) if self.copy else 0,
             "objects_copied": len(self.copy.copied) if self.copy else 0,
             "size": self.info.size,
@@ -155,6 +192,7 @@ def create_backup(adapter: MilvusAdapter | Callable[[], MilvusAdapter], stores: 
             prepare(stores, bdir, name, request.record())
     if not isinstance(adapter, MilvusAdapter):
         adapter = adapter()
+    strategy = resolve_strategy(adapter, request.strategy)
     databases, pairs = select_collections(adapter, request.filters)
     stores.backup.ensure_bucket()
     # Local backups hold the collection's data: readable by their owner only.
@@ -167,8 +205,7 @@ def create_backup(adapter: MilvusAdapter | Callable[[], MilvusAdapter], stores: 
                        warn=reporter.warning) as lock:
             with backup_storage_errors(stores):
                 resumed = prepare(stores, bdir, name, request.record())
-            run = _CreateRun(adapter, stores, name, bdir, request.strategy or "serial_flush", settings,
-                             reporter, lock)
+            run = _CreateRun(adapter, stores, name, bdir, strategy, settings, reporter, lock, rbac=request.rbac)
             return run.execute(databases, pairs, resumed, request.record())
     finally:
         if old_umask is not None:
@@ -181,7 +218,7 @@ _MARKER = untrusted.Obj({
 }, {"pid": untrusted.Count, "host": str, "started": str,
     "request": untrusted.Obj({"filters": untrusted.Map(untrusted.Optional([untrusted.Text(r"\w+", "a collection name")]),
                                                        untrusted.Text(r"\w+", "a database name")),
-                              "strategy": untrusted.OneOf(*STRATEGIES)})})
+                              "strategy": untrusted.OneOf(*STRATEGIES)}, {"rbac": bool})})
 
 
 def prepare(stores: Stores, bdir: str, name: str, request: dict[str, Any]) -> str | None:
@@ -227,6 +264,7 @@ class _CreateRun:
     settings: CopySettings
     reporter: Reporter
     lock: StoreLock
+    rbac: bool = False
     started: float = field(default_factory=time.monotonic)
     phases: dict[str, float] = field(default_factory=dict)
 
@@ -241,10 +279,6 @@ class _CreateRun:
                 "id": info.id, "name": self.name, "pid": os.getpid(), "host": socket.gethostname(),
                 "started": dt.datetime.now(dt.UTC).isoformat(), "request": request}).encode())
         with_data = self.strategy != "meta_only"
-        paused = self.adapter.pause_gc(GC_PAUSE_SECONDS) if with_data else False
-        if with_data and not paused:
-            self.reporter.warning(f"Milvus {self.adapter.version} cannot pause garbage collection; segments "
-                                  "compacted during the backup may be missing from it (back up while writes are quiet)")
         copying = False
         try:
             with self.phase("metadata"):
@@ -252,21 +286,35 @@ class _CreateRun:
                 collections = [self.adapter.describe_collection(db, coll) for db, coll in pairs]
                 for coll in collections:
                     coll.id = info.id
+                if self.rbac:
+                    info.rbac_meta = self.adapter.backup_rbac()
+            # Held from before the flush until the meta is written, released in finally.
+            if with_data and not self.adapter.pause_gc(GC_PAUSE_SECONDS, [c.collection_id for c in collections]):
+                self.reporter.warning(f"Milvus {self.adapter.version} cannot pause garbage collection; segments "
+                                      "compacted during the backup may be missing from it (back up while writes are "
+                                      "quiet)")
             if self.strategy == "serial_flush":
                 with self.phase("flush"):
                     for coll in collections:
                         self.adapter.flush(coll.db_name, coll.collection_name)
+            elif self.strategy == "bulk_flush":
+                with self.phase("flush"):
+                    flushed = self.adapter.flush_all()
+                info.flush_all_msgs_base64 = dict(flushed.messages_base64)
+                info.control_channel_name = flushed.control_channel
+                info.physical_channel_names = list(flushed.physical_channels)
             report = None
             if with_data:
                 etags: dict[str, str | None] = {}  # the version listed, which the copy is pinned to
                 with self.phase("discover"):
                     for coll in collections:
                         segments = self.adapter.list_segments(coll.db_name, coll.collection_name)
-                        found = discover_binlogs(self.stores, self.adapter.layout, coll, segments)
+                        named = self._named_binlogs(coll, segments)
+                        found = discover_binlogs(self.stores, self.adapter.layout, coll, segments, named)
                         for inserts, deltas in found.values():
                             for obj in [*deltas, *(o for objs in inserts.values() for o in objs)]:
                                 etags[obj.key] = obj.etag
-                        attach_segments(coll, segments, found, self.adapter.layout)
+                        attach_segments(coll, segments, found, self.adapter.layout, named)
                 copying = True
                 with self.phase("copy"):
                     report = copy_segments(self.stores, self.bdir, collections, self.settings, self.reporter,
@@ -283,27 +331,44 @@ class _CreateRun:
                     self.stores.backup.delete(f"{self.bdir}/{IN_PROGRESS}")
             raise
         finally:
-            if paused:
+            try:
                 self.adapter.resume_gc()
+            except MilvusError as e:  # never in place of the error at hand, nor of a backup made
+                self.reporter.warning(str(e))
         return CreateResult(info, report, time.monotonic() - self.started, self.phases)
 
+    def _named_binlogs(self, coll: meta.CollectionBackupInfo, segments: list[SegmentRef]) -> dict[int, SegmentBinlogs]:
+        """The binlogs the server names for each segment; {} (listing decides) when it cannot."""
+        try:
+            return self.adapter.segment_binlogs(coll.db_name, coll.collection_id, segments)
+        except BinlogDescribeFailed as e:
+            self.reporter.warning(f"{e}: the binlogs of {coll.db_name}.{coll.collection_name} are found by listing "
+                                  "storage instead (check milvus.rest.endpoint)")
+            return {}
+
     @contextlib.contextmanager
-    def phase(self, name: str):
+    def phase(self, name: str) -> Iterator[None]:
         t = time.monotonic()
         yield
         self.phases[name] = time.monotonic() - t
         self.lock.check()
 
 
-def discover_binlogs(stores: Stores, layout: StorageLayout, coll: meta.CollectionBackupInfo, segments: list[SegmentRef]
+def discover_binlogs(stores: Stores, layout: StorageLayout, coll: meta.CollectionBackupInfo, segments: list[SegmentRef],
+                     named: dict[int, SegmentBinlogs] | None = None
                      ) -> dict[int, tuple[dict[int, list[ObjectInfo]], list[ObjectInfo]]]:
     """Each segment's insert logs by field and its delta logs, found by listing the Milvus
     bucket where ``layout`` keeps the collection's binlogs (two LISTs, whatever the number of
-    segments)."""
+    segments). Of a segment in ``named`` (the binlogs the server names), exactly those are
+    kept: what else is listed is an orphan of a compaction, and a named one not listed is an
+    error."""
+    named = named or {}
     root = stores.milvus_root.strip("/")
     base = f"{root}/" if root else ""
     found: dict[int, tuple[dict[int, list[ObjectInfo]], list[ObjectInfo]]] = defaultdict(lambda: (defaultdict(list), []))
     wanted = {s.segment_id for s in segments}
+    expected = {seg: {(f, log) for f, logs in b.inserts.items() for log in logs} | {(None, log) for log in b.deltas}
+                for seg, b in named.items()}
     for prefix in layout.collection_prefixes(coll.collection_id):
         try:
             listed = stores.milvus.list(f"{base}{prefix}")
@@ -314,16 +379,33 @@ def discover_binlogs(stores: Stores, layout: StorageLayout, coll: meta.Collectio
             binlog = layout.parse(obj.key[len(base):])
             if binlog is None or binlog.segment_id not in wanted:
                 continue  # not a binlog, or a segment compacted away / not flushed yet
+            if binlog.segment_id in expected:
+                if (binlog.field_id, binlog.log_id) not in expected[binlog.segment_id]:
+                    continue  # an orphan the server does not count as the segment's
+                expected[binlog.segment_id].discard((binlog.field_id, binlog.log_id))
             if binlog.field_id is None:
                 found[binlog.segment_id][1].append(obj)
             else:
                 found[binlog.segment_id][0][binlog.field_id].append(obj)
+    for ref in sorted(segments, key=lambda s: s.segment_id):
+        missing = sorted(expected.get(ref.segment_id, ()), key=lambda m: (m[0] is None, m))
+        if missing:
+            field_id, log_id = missing[0]
+            key = (layout.delta_prefix(coll.collection_id, ref.partition_id, ref.segment_id) if field_id is None else
+                   layout.insert_prefix(coll.collection_id, ref.partition_id, ref.segment_id) + f"{field_id}/") + str(log_id)
+            raise BackupError(f"segment {ref.segment_id} of {coll.db_name}.{coll.collection_name}: Milvus names "
+                              f"{len(missing)} binlog(s) not in its bucket (first: {base}{key}): check that "
+                              "milvus.storage.bucketName and rootPath (minio.bucketName, minio.rootPath) name the "
+                              "bucket and root path Milvus itself writes to")
     return found
 
 
 def attach_segments(coll: meta.CollectionBackupInfo, segments: list[SegmentRef],
-                    logs: dict[int, tuple[dict[int, list[ObjectInfo]], list[ObjectInfo]]], layout: StorageLayout) -> None:
-    """Fill partitions with SegmentBackupInfo as the Go tool's listing path does."""
+                    logs: dict[int, tuple[dict[int, list[ObjectInfo]], list[ObjectInfo]]], layout: StorageLayout,
+                    named: dict[int, SegmentBinlogs] | None = None) -> None:
+    """Fill partitions with SegmentBackupInfo as the Go tool does; collection-level L0
+    segments (partition -1) go to the collection's ``l0_segments``, with group 0."""
+    named = named or {}
     parts = {p.partition_id: p for p in coll.partition_backups}
     for ref in sorted(segments, key=lambda s: s.segment_id):
         inserts, deltas = logs.get(ref.segment_id, ({}, []))
@@ -342,16 +424,22 @@ def attach_segments(coll: meta.CollectionBackupInfo, segments: list[SegmentRef],
                    for f, objs in sorted(inserts.items())]
         deltalogs = [meta.FieldBinlog(binlogs=[_binlog(o) for o in sorted(deltas, key=lambda o: o.key)])]
         size = sum(o.size for objs in inserts.values() for o in objs) + sum(o.size for o in deltas)
+        whole_collection = ref.is_l0 and ref.partition_id == ALL_PARTITIONS
         seg = meta.SegmentBackupInfo(
             segment_id=ref.segment_id, collection_id=ref.collection_id, partition_id=ref.partition_id,
             num_of_rows=ref.num_rows, binlogs=binlogs, deltalogs=deltalogs, size=size,
-            group_id=ref.segment_id, is_l0=ref.is_l0, storage_version=ref.storage_version)
+            group_id=0 if whole_collection else ref.segment_id, is_l0=ref.is_l0,
+            v_channel=named[ref.segment_id].v_channel if ref.segment_id in named else "",
+            storage_version=ref.storage_version)
+        if whole_collection:
+            coll.l0_segments.append(seg)
+            continue
         part = parts.get(ref.partition_id)
         if part is None:
             continue  # the Go tool warns and skips segments of unknown partitions
         part.segment_backups.append(seg)
         part.size += size
-    coll.size = sum(p.size for p in coll.partition_backups)
+    coll.size = sum(p.size for p in coll.partition_backups) + sum(s.size for s in coll.l0_segments)
 
 
 def _binlog(obj: ObjectInfo) -> meta.Binlog:
@@ -368,13 +456,12 @@ def copy_segments(stores: Stores, bdir: str, collections: list[meta.CollectionBa
     present = {o.key: o.size for o in stores.backup.list(f"{bdir}/binlogs")}
     plan = Plan(jobs=[], skipped=[])
     for coll in collections:
-        for part in coll.partition_backups:
-            for seg in part.segment_backups:
-                for src, dst, size in meta.segment_files(bdir, seg):
-                    if present.get(dst) == size:
-                        plan.skipped.append(ObjectInfo(src, size))
-                    else:
-                        plan.jobs.append((ObjectInfo(src, size, etags.get(src)), dst))
+        for seg in collection_segments(coll):
+            for src, dst, size in meta.segment_files(bdir, seg):
+                if present.get(dst) == size:
+                    plan.skipped.append(ObjectInfo(src, size))
+                else:
+                    plan.jobs.append((ObjectInfo(src, size, etags.get(src)), dst))
     verified = CopySettings(**{**settings.__dict__, "verify": True})
     if plan.skipped:
         _recheck_resumed(plan, stores, bdir, collections, verified, lock)
@@ -390,7 +477,7 @@ def copy_segments(stores: Stores, bdir: str, collections: list[meta.CollectionBa
 
 def _recheck_resumed(plan: Plan, stores: Stores, bdir: str, collections: list[meta.CollectionBackupInfo],
                      settings: CopySettings, lock: StoreLock) -> None:
-    dst_of = {src: dst for coll in collections for part in coll.partition_backups for seg in part.segment_backups
+    dst_of = {src: dst for coll in collections for seg in collection_segments(coll)
               for src, dst, _ in meta.segment_files(bdir, seg)}
     algo = settings.checksum if settings.checksum != "none" else "crc32c"
     items = ([(stores.milvus.store, o.key) for o in plan.skipped]
@@ -398,9 +485,10 @@ def _recheck_resumed(plan: Plan, stores: Stores, bdir: str, collections: list[me
     sums = checksums(settings, items, algo, stop=lock.lost)
     n, kept = len(plan.skipped), []
     for i, obj in enumerate(plan.skipped):
-        if sums[i][0] is not None and sums[i][0] == sums[n + i][0]:
+        (a, _, _), (b, _, _) = sums[i], sums[n + i]
+        if a is not None and a == b:
             kept.append(obj)
-            plan.checksums[dst_of[obj.key]] = sums[i][0]
+            plan.checksums[dst_of[obj.key]] = a
         else:
             plan.jobs.append((obj, dst_of[obj.key]))
     plan.skipped = kept
@@ -410,17 +498,16 @@ def write_meta(stores: Stores, bdir: str, info: meta.BackupInfo, report: CopyRep
                settings: CopySettings, lock: StoreLock) -> None:
     """Write the manifest and the meta files, and mark the backup complete (backup_meta.json)
     only once every object is there and this run still holds the lock."""
-    manifest = {"version": 1, "backup": info.name, "id": info.id, "checksum_algo":
-                settings.checksum if settings.checksum != "none" else "crc32c", "objects": {}}
+    manifest: dict[str, Any] = {"version": 1, "backup": info.name, "id": info.id, "checksum_algo":
+                                settings.checksum if settings.checksum != "none" else "crc32c", "objects": {}}
     if report:
         # Driven by the meta: every object the backup holds, with the checksum proven
         # while copying it or, on a resumed run, by comparing it with its source.
         proven = {r["dst_key"]: r["checksum"] for r in report.copied} | report.skipped_checksums
         for coll in info.collection_backups:
-            for part in coll.partition_backups:
-                for seg in part.segment_backups:
-                    for _, dst, size in meta.segment_files(bdir, seg):
-                        manifest["objects"][dst[len(bdir) + 1:]] = {"size": size, "checksum": proven[dst]}
+            for seg in collection_segments(coll):
+                for _, dst, size in meta.segment_files(bdir, seg):
+                    manifest["objects"][dst[len(bdir) + 1:]] = {"size": size, "checksum": proven[dst]}
     backup = stores.backup
     written = {f"{meta.META_DIR}/{MANIFEST}": json.dumps(manifest, indent=0, sort_keys=True).encode()}
     files = meta.write_meta_files(info)

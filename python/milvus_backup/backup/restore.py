@@ -1,6 +1,7 @@
 """Restore a backup: what ``mbackup restore`` does.
 
-Plan every target name and check them all before changing anything; then per collection:
+Plan every target name and check them all before changing anything (and that the target's
+Milvus line can take what the backup holds: compat.py); then per collection:
 create the database, collection (from the backed-up schema) and partitions, indexes when
 asked, and import the binlogs with Milvus's bulk import in backup mode. Milvus imports only
 from its own bucket, so a backup kept elsewhere is first staged into that bucket (by the
@@ -33,6 +34,7 @@ from ..storage.location import Location, NotFound, ObjectInfo
 from ..transfer.copy import CopySettings, Plan, run_plan
 from ..transfer.progress import SILENT, Reporter
 from .catalog import Stores, backup_dir, read_backup
+from .compat import check_restorable
 from .verify import check_before_restore
 
 
@@ -54,6 +56,7 @@ class RestoreRequest:
     meta_only: bool = False
     load: bool = False
     restore_aliases: bool = False
+    skip_l0: bool = False  # leave out L0 delete segments a target cannot import (rows they deleted come back)
     keep_temp_files: bool = BY_KEY["restore.keepTempFiles"].default
     import_jobs: int = BY_KEY["restore.concurrency.importJobs"].default  # at once, at most MAX_IMPORT_JOBS
     import_timeout: float = 3600.0  # seconds without progress before giving up
@@ -83,7 +86,7 @@ class RestoreRequest:
         """The flags that change what is created or imported (targets aside)."""
         return {k: getattr(self, k) for k in ("rebuild_index", "use_auto_index", "drop_exist_collection",
                                               "drop_exist_index", "skip_create_collection", "meta_only", "load",
-                                              "restore_aliases")}
+                                              "restore_aliases", "skip_l0")}
 
     def command(self) -> str:
         """The command line that makes this request (shown to say which restore a journal is of)."""
@@ -228,8 +231,8 @@ def read_journal(location: Location, key: str) -> dict[str, Any] | None:
         for name, empty in (("state", ""), ("collection_id", None), ("staging", None)):
             r.setdefault(name, empty)
         for p in r["partitions"].values():
-            for name, empty in (("job", None), ("done", False), ("rows", None), ("mismatch", None)):
-                p.setdefault(name, empty)
+            for name, unset in (("job", None), ("done", False), ("rows", None), ("mismatch", None)):
+                p.setdefault(name, unset)
     return data
 
 
@@ -262,7 +265,8 @@ def discard_journals(stores: Stores, name: str) -> list[str]:
 
 
 def _split(name: str) -> tuple[str, str]:
-    return tuple(name.split(".", 1)) if "." in name else ("default", name)  # type: ignore[return-value]
+    db, dot, coll = name.partition(".")
+    return (db, coll) if dot else ("default", name)
 
 
 def parse_renames(items: list[str]) -> tuple[dict[tuple[str, str], tuple[str, str]], dict[str, str]]:
@@ -306,7 +310,8 @@ def plan_targets(info: meta.BackupInfo, request: RestoreRequest) -> list[Target]
         from .create import parse_filters
 
         wanted = parse_filters(request.filters)
-        targets = [t for t in targets if t.db in wanted and (wanted[t.db] is None or t.name in wanted[t.db])]
+        # A database not in wanted wants nothing; None (db.*) wants every collection.
+        targets = [t for t in targets if (names := wanted.get(t.db, [])) is None or t.name in names]
         if not targets:
             raise RestoreError(f"--filter {','.join(request.filters)} matches no collection of backup {info.name!r} "
                                "(the filter applies to target names, after --suffix/--rename)")
@@ -345,6 +350,7 @@ def check_targets(adapter: MilvusAdapter, targets: list[Target], request: Restor
     for t in gone:
         warn(f"{t.label} is no longer the collection an interrupted run of this restore restored into: "
              "it is restored afresh")
+        assert journal is not None  # only a journal's records are ever gone
         journal.restart(t)
 
 
@@ -369,11 +375,14 @@ def restore_backup(adapter: MilvusAdapter | Callable[[], MilvusAdapter], stores:
     if not request.force:
         check_before_restore(stores, request.name, meta_only=request.meta_only)
     info = read_backup(stores, request.name)
-    if info.format not in ("", meta.FORMAT_BINLOG):
-        raise RestoreError(f"backup {request.name!r} has format {info.format!r}, which needs Milvus 3.0 to restore")
     targets = plan_targets(info, request)
     if not isinstance(adapter, MilvusAdapter):
         adapter = adapter()
+    named = [(t.source_label if t.label == t.source_label else f"{t.source_label} (restored as {t.label})", t.source)
+             for t in targets]  # --filter takes target names
+    for line in check_restorable(info, named, adapter.capabilities, adapter.version, skip_l0=request.skip_l0,
+                                 meta_only=request.meta_only):
+        warn(line)
     journal = Journal(stores, request, info, targets, warn)
     check_targets(adapter, targets, request, journal, warn)
     if journal.resuming:
@@ -412,7 +421,7 @@ def restore_collection(adapter: MilvusAdapter, stores: Stores, bdir: str, t: Tar
     c = t.source
     started = time.monotonic()
     state = journal.collection(t)
-    rows = sum(s.num_of_rows for p in c.partition_backups for s in p.segment_backups)
+    rows = sum(s.num_of_rows for p in c.partition_backups for s in data_segments(p))
     if state["state"] == "done":
         return {"source": t.source_label, "target": t.label, "rows_in_backup": rows,
                 "rows_imported": _rows_imported(state), "import_jobs": 0, "seconds": 0.0,
@@ -502,6 +511,13 @@ def _create_collection(adapter: MilvusAdapter, t: Target, request: RestoreReques
     journal.save()
 
 
+def data_segments(p: meta.PartitionBackupInfo) -> list[meta.SegmentBackupInfo]:
+    """The segments of a partition that hold rows. L0 segments hold deletes only, which a
+    partition's import never reads (2.3 skips the delta logs of a segment without insert
+    logs); restore refused them unless --skip-l0 (backup/compat.py)."""
+    return [s for s in p.segment_backups if not s.is_l0]
+
+
 @dataclass
 class PartitionImport:
     """One import job: a partition's binlog prefixes and what the backup holds for it."""
@@ -516,7 +532,7 @@ def import_data(adapter: MilvusAdapter, stores: Stores, bdir: str, t: Target, re
                 settings: CopySettings, reporter: Reporter, journal: Journal) -> int:
     c = t.source
     state = journal.collection(t)
-    parts = [p for p in c.partition_backups if p.segment_backups
+    parts = [p for p in c.partition_backups if data_segments(p)
              and not state["partitions"].get(p.partition_name, {}).get("done")]
     if not parts:
         return 0
@@ -524,7 +540,8 @@ def import_data(adapter: MilvusAdapter, stores: Stores, bdir: str, t: Target, re
         # A partition whose rows did not add up stays failed: a re-run must not import on top.
         earlier = state["partitions"].get(p.partition_name, {})
         if earlier.get("mismatch"):
-            raise RestoreError(rows_differ(t, p.partition_name, *earlier["mismatch"], earlier["rows"], request.name))
+            # The four numbers check_rows records (read_journal checks them); mypy cannot know a list's length.
+            raise RestoreError(rows_differ(t, p.partition_name, *earlier["mismatch"], earlier["rows"], request.name))  # type: ignore[call-arg]
     import_root = bdir
     if not stores.same_bucket:
         # Milvus reads import files only from its own bucket: stage the segments there.
@@ -535,7 +552,7 @@ def import_data(adapter: MilvusAdapter, stores: Stores, bdir: str, t: Target, re
         journal.save()
         import_root = f"{prefix}/{bdir}"
         files = [(ObjectInfo(key, size), f"{prefix}/{key}")
-                 for p in parts for s in p.segment_backups for _, key, size in meta.segment_files(bdir, s)]
+                 for p in parts for s in data_segments(p) for _, key, size in meta.segment_files(bdir, s)]
         present = {o.key: o.size for o in stores.milvus.list(prefix)}
         plan = Plan(jobs=[(o, k) for o, k in files if present.get(k) != o.size],
                     skipped=[o for o, k in files if present.get(k) == o.size])
@@ -544,9 +561,9 @@ def import_data(adapter: MilvusAdapter, stores: Stores, bdir: str, t: Target, re
     deletes = count_deletes(stores, bdir, parts, t, reporter.warning)
     jobs = []
     for p in parts:
-        has_delta = any(fb.binlogs for s in p.segment_backups for fb in s.deltalogs)
+        has_delta = any(fb.binlogs for s in data_segments(p) for fb in s.deltalogs)
         dirs = meta.partition_import_dirs(import_root, c.collection_id, p.partition_id, with_delta=has_delta)
-        inserted = sum(s.num_of_rows for s in p.segment_backups)
+        inserted = sum(s.num_of_rows for s in data_segments(p))
         jobs.append(PartitionImport(p.partition_name, [dirs.insert or "", dirs.delta or ""], inserted,
                                     deletes[p.partition_name]))
     wait_imports(adapter, t, jobs, request, reporter, journal)
@@ -559,11 +576,11 @@ def import_data(adapter: MilvusAdapter, stores: Stores, bdir: str, t: Target, re
 
 
 def count_deletes(stores: Stores, bdir: str, parts: list[meta.PartitionBackupInfo], t: Target,
-                  warn) -> dict[str, int]:
+                  warn: Callable[[str], None]) -> dict[str, int]:
     """Delete records in each partition's delta logs, read from the backup. A delta log
     missing from it (restored with --force) deletes nothing, in Milvus either; one that
     cannot be read leaves its partition checked against the most rows only."""
-    logs = [(p.partition_name, key) for p in parts for s in p.segment_backups
+    logs = [(p.partition_name, key) for p in parts for s in data_segments(p)
             for _, key, _ in meta.segment_files(bdir, s) if "/binlogs/delta_log/" in key]
     counts = {p.partition_name: 0 for p in parts}
     if not logs:
@@ -579,7 +596,7 @@ def count_deletes(stores: Stores, bdir: str, parts: list[meta.PartitionBackupInf
 
     with ThreadPoolExecutor(min(16, len(logs))) as pool:
         found = list(pool.map(count, [key for _, key in logs]))
-    inserted = {p.partition_name: sum(s.num_of_rows for s in p.segment_backups) for p in parts}
+    inserted = {p.partition_name: sum(s.num_of_rows for s in data_segments(p)) for p in parts}
     for (partition, key), n in zip(logs, found, strict=True):
         if isinstance(n, str):
             warn(f"cannot count the deletes in {key} ({n}): the rows of {t.label} partition {partition!r} are "
@@ -646,7 +663,8 @@ def wait_imports(adapter: MilvusAdapter, t: Target, jobs: list[PartitionImport],
                     # Recorded: a re-run must not report success on top of the missing rows.
                     state[job.partition]["mismatch"] = mismatch
                     journal.save()
-                    raise RestoreError(rows_differ(t, job.partition, *mismatch, status.rows, request.name))
+                    # As above: *mismatch is four numbers.
+                    raise RestoreError(rows_differ(t, job.partition, *mismatch, status.rows, request.name))  # type: ignore[call-arg, arg-type]
                 state[job.partition]["done"] = True
                 journal.save()
                 done += 1

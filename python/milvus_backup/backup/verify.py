@@ -15,6 +15,7 @@ never reads them.
 from __future__ import annotations
 
 import dataclasses
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -27,9 +28,18 @@ from ..transfer.cancel import run_cancellable
 from ..transfer.copy import CopySettings
 from ..transfer.progress import SILENT, Reporter
 from ..units import format_bytes
-from .catalog import IN_PROGRESS, MANIFEST, BackupNotFound, Stores, backup_dir, backup_storage_errors
+from .catalog import (
+    IN_PROGRESS,
+    MANIFEST,
+    BackupNotFound,
+    Stores,
+    backup_dir,
+    backup_storage_errors,
+    collection_segments,
+)
 
 ALGOS = ("crc32c", "crc64nvme")
+_COLLECTION_L0 = re.compile(r"binlogs/delta_log/[0-9]+/-1/[0-9]+/[0-9]+")  # partition -1: no group dir
 MANIFEST_KEY = f"{meta.META_DIR}/{MANIFEST}"
 
 # Which message each meta file holds.
@@ -46,7 +56,7 @@ _META_CLASSES = {
 class Finding:
     """One problem or warning about one object; ``key`` is relative to the backup dir."""
 
-    kind: str  # missing, resized, corrupted, unreadable, damaged; warnings: unexpected, unchecked
+    kind: str  # missing, resized, corrupted, unreadable, damaged, unlisted; warnings: unexpected, unchecked
     key: str
     detail: str
     expected_size: int | None = None
@@ -132,7 +142,9 @@ def verify_backup(stores: Stores, name: str, *, deep: bool = False, settings: Co
 
     report.info, meta_source = _read_meta(listed, read, report)
     manifest = _read_manifest(listed, read, report) if MANIFEST_KEY in listed else None
-    expected = _expected(bdir, report, meta_source, manifest)
+    expected, in_meta = _expected(bdir, report, meta_source, manifest)
+    if report.info is not None and report.info.format == meta.FORMAT_SNAPSHOT:
+        _check_snapshots(report.info, listed, report)
 
     for rel, exp in sorted(expected.items()):
         report.objects += 1
@@ -145,7 +157,16 @@ def verify_backup(stores: Stores, name: str, *, deep: bool = False, settings: Co
         report.bytes += size or 0
     if report.info is not None or manifest is not None:  # else nothing says which binlogs belong
         for rel in sorted(listed):
-            if rel.startswith("binlogs/") and rel not in expected:
+            if not rel.startswith("binlogs/") or rel in in_meta:
+                continue
+            if meta_source != meta.FULL_META and report.info is not None and _COLLECTION_L0.fullmatch(rel):
+                # Only full_meta.json lists collection-level L0 segments: read from the level
+                # files, the meta lost them, and a restore would bring back the rows they delete.
+                report.problems.append(Finding(
+                    "unlisted", rel, f"a collection-level L0 delete log that only {meta.META_DIR}/{meta.FULL_META} "
+                    "lists, and the meta was read without it: restore would leave its deletes out",
+                    found_size=listed[rel]))
+            elif rel not in expected:
                 report.warnings.append(Finding("unexpected", rel, f"{listed[rel]:,} bytes, not in the backup's meta "
                                                "or manifest (restore does not read it)", found_size=listed[rel]))
 
@@ -248,15 +269,15 @@ _MANIFEST = untrusted.Obj(
 
 
 def _expected(bdir: str, report: VerifyReport, meta_source: str,
-              manifest: dict[str, Any] | None) -> dict[str, Expected]:
-    """The binlogs the meta lists, with the manifest's sizes and checksums over them."""
+              manifest: dict[str, Any] | None) -> tuple[dict[str, Expected], set[str]]:
+    """The binlogs the meta lists, with the manifest's sizes and checksums over them; and
+    which of them the meta lists."""
     expected: dict[str, Expected] = {}
     info = report.info
     if info is not None:
         try:
             for coll in info.collection_backups:
-                segments = [s for p in coll.partition_backups for s in p.segment_backups] + list(coll.l0_segments)
-                for seg in segments:
+                for seg in collection_segments(coll):
                     if seg is None:
                         continue
                     for _, key, size in meta.segment_files(bdir, seg):
@@ -264,10 +285,29 @@ def _expected(bdir: str, report: VerifyReport, meta_source: str,
         except MetaError as e:
             rel = f"{meta.META_DIR}/{meta_source}"
             report.problems.append(Finding("damaged", rel, _meta_detail(str(e), rel)))
+    in_meta = set(expected)
     if manifest is not None:
         for rel, entry in manifest["objects"].items():
             expected[rel] = Expected(entry["size"], entry.get("checksum"))
-    return expected
+    return expected, in_meta
+
+
+def _check_snapshots(info: meta.BackupInfo, listed: dict[str, int], report: VerifyReport) -> None:
+    """A snapshot-format backup holds, per collection, the bundle Milvus exported; restore hands
+    Milvus its metadata file, which must be in the backup (its other files are Milvus's to read)."""
+    for coll in info.collection_backups:
+        label = f"{coll.db_name or 'default'}.{coll.collection_name}"
+        path = coll.snapshot_backup.metadata_path.strip("/") if coll.snapshot_backup else ""
+        if not path or not untrusted.RELATIVE_KEY.pattern.fullmatch(path):
+            report.problems.append(Finding("damaged", f"{meta.META_DIR}/{meta.FULL_META}",
+                                           f"{label}: no snapshot metadata path inside the backup "
+                                           f"({untrusted.shown(path) or 'none'})"))
+            continue
+        report.objects += 1
+        if path not in listed:
+            report.problems.append(Finding("missing", path, f"the snapshot metadata of {label}"))
+        else:
+            report.bytes += listed[path]
 
 
 def _batches(items: list[tuple[str, Expected]], parallel: int) -> list[list[tuple[str, Expected]]]:

@@ -10,7 +10,8 @@ import itertools
 import json
 import os
 import sys
-from typing import Annotated
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from typer.core import TyperGroup
@@ -25,13 +26,22 @@ from ..transfer.copy import CAUSES, CopySettings, manifest, plan_copy, recheck_s
 from ..transfer.progress import ConsoleReporter
 from ..units import format_bytes, format_duration, parse_duration
 
+if TYPE_CHECKING:
+    import pluggy
+
+    from ..backup.catalog import Stores
+    from ..format.meta import BackupInfo
+    from ..milvus.adapters.base import MilvusAdapter
+    from ..storage.leftovers import Leftover
+    from ..transfer.copy import CopyReport
+
 
 class _Interrupted(Exception):
     """Ctrl-C inside a command, on its way to main()."""
 
 
 class _Commands(TyperGroup):
-    def invoke(self, ctx):
+    def invoke(self, ctx: Any) -> Any:  # typer's own click Context (typer._click), not public
         # typer turns a KeyboardInterrupt into a silent exit 130: let main() say it instead.
         try:
             return super().invoke(ctx)
@@ -155,7 +165,9 @@ def copy(
                        "--part-size": part_size, "--multipart-threshold": multipart_threshold,
                        "--multipart-copy-threshold": multipart_copy_threshold, "--copy-part-size": copy_part_size}.items():
         if text is not None:
-            setattr(settings, BY_FLAG[flag].engine, _number(flag, text))
+            engine = BY_FLAG[flag].engine
+            assert engine is not None, flag  # every copy flag sets an engine argument (params.py)
+            setattr(settings, engine, _number(flag, text))
     settings.verify = verify
     source, target = state.location(src), state.location(dst)
     if not dry_run and target.ensure_bucket():
@@ -207,7 +219,7 @@ def copy(
         raise typer.Exit(EXIT_FAILED)
 
 
-def _print_failures(report, target: Location) -> None:
+def _print_failures(report: CopyReport, target: Location) -> None:
     """Many objects failing for one cause (a full disk, a read-only folder, a bucket gone) fail
     with the same words: say the cause once, with a count and a few examples."""
     alone = []
@@ -232,7 +244,7 @@ FilterOption = Annotated[list[str] | None, typer.Option(
     "--filter", help="Collections: coll, db.coll, db.* (comma-separated, repeatable).")]
 
 
-def _milvus(state: Context):
+def _milvus(state: Context) -> MilvusAdapter:
     from ..milvus.connection import MilvusEndpoint, connect
     from ..plugins.manager import milvus_adapters
 
@@ -241,11 +253,11 @@ def _milvus(state: Context):
     endpoint = MilvusEndpoint(
         host=m.grpc.address, port=m.grpc.port, user=m.user, password=m.password, tls_mode=m.grpc.tls_mode,
         ca_cert_path=m.grpc.ca_cert_path, server_name=m.grpc.server_name, mtls_cert_path=m.grpc.mtls_cert_path,
-        mtls_key_path=m.grpc.mtls_key_path, management_endpoint=m.management.endpoint)
-    return connect(endpoint, milvus_adapters())
+        mtls_key_path=m.grpc.mtls_key_path, management_endpoint=m.management.endpoint, rest_endpoint=m.rest.endpoint)
+    return connect(endpoint, milvus_adapters(), line=cfg.mbackup.milvus_adapter)
 
 
-def _stores(state: Context):
+def _stores(state: Context) -> Stores:
     from ..backup.catalog import open_stores
 
     return open_stores(state.config())
@@ -263,7 +275,7 @@ def _legacy_filter(filters: list[str] | None, colls: list[str] | None, databases
     return out
 
 
-def _hooks():
+def _hooks() -> pluggy.HookRelay:
     from ..plugins.manager import manager
 
     return manager().hook
@@ -276,7 +288,7 @@ def check(ctx: typer.Context, config: ConfigOption = None, set_: SetOption = Non
     state = ctx.obj.with_command_options(config, set_)
     adapter = _milvus(state)
     stores = _stores(state)
-    typer.echo(f"Milvus version: {adapter.version}")
+    typer.echo(f"Milvus version: {adapter.version}" + (f" ({adapter.tested})" if adapter.tested else ""))
     dirs, objects = stores.milvus.list_dirs(stores.milvus_root)
     if not dirs and not objects:
         typer.echo(f"warning: nothing under {stores.milvus.url}/{stores.milvus_root}: check milvus.storage.bucketName "
@@ -302,7 +314,11 @@ def create(
     filter_: FilterOption = None,
     colls: Annotated[list[str] | None, typer.Option("--colls", "-c", help="Legacy: collection names.", hidden=True)] = None,
     databases: Annotated[list[str] | None, typer.Option("--databases", "-d", help="Legacy: databases.", hidden=True)] = None,
-    strategy: Annotated[str, typer.Option("--strategy", help="serial_flush (default), skip_flush or meta_only.")] = "",
+    strategy: Annotated[str, typer.Option(
+        "--strategy", help="auto (default: bulk_flush where Milvus has FlushAll, else serial_flush), serial_flush, "
+                           "bulk_flush, skip_flush or meta_only.")] = "",
+    rbac: Annotated[bool, typer.Option("--rbac", help="Also back up users, roles, grants and privilege groups "
+                                                       "(Milvus 2.4.10 and later).")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable summary on stdout.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")] = False,
     config: ConfigOption = None,
@@ -315,7 +331,7 @@ def create(
     from ..backup.create import CreateRequest, create_backup
 
     state = ctx.obj.with_command_options(config, set_)
-    request = CreateRequest(name=name, filters=_legacy_filter(filter_, colls, databases), strategy=strategy)
+    request = CreateRequest(name=name, filters=_legacy_filter(filter_, colls, databases), strategy=strategy, rbac=rbac)
     request.validate()
     settings = copy_settings(state.config())
     stores = _stores(state)
@@ -347,7 +363,7 @@ def list_(
     from ..format import untrusted
 
     entries = list_backups(_stores(ctx.obj.with_command_options(config, set_)))
-    rows = []
+    rows: list[dict[str, Any]] = []
     for e in entries:
         info = e.info
         rows.append({
@@ -372,7 +388,7 @@ def list_(
                    f"{', '.join(r['collections'])}")
 
 
-def _backup_time(info) -> str | None:
+def _backup_time(info: BackupInfo | None) -> str | None:
     """When the backup was taken, from its collections' hybrid timestamps when recorded."""
     import datetime as dt
 
@@ -405,10 +421,13 @@ def get(
         return
     typer.echo(f"backup {info.name} ({info.id}): {format_bytes(info.size)}, Milvus {info.milvus_version}")
     for c in info.collection_backups:
-        segments = sum(len(p.segment_backups) for p in c.partition_backups)
-        rows = sum(s.num_of_rows for p in c.partition_backups for s in p.segment_backups)
-        typer.echo(f"  {c.db_name}.{c.collection_name}: {len(c.partition_backups)} partitions, {segments} segments, "
-                   f"{rows:,} rows, {format_bytes(c.size)}, {len(c.index_infos)} indexes, {c.load_state or 'NotLoad'}")
+        # An L0 segment's num_of_rows counts deletes: it holds no rows.
+        data = [s for p in c.partition_backups for s in p.segment_backups if not s.is_l0]
+        l0 = len(c.l0_segments) + sum(1 for p in c.partition_backups for s in p.segment_backups if s.is_l0)
+        rows = sum(s.num_of_rows for s in data)
+        typer.echo(f"  {c.db_name}.{c.collection_name}: {len(c.partition_backups)} partitions, {len(data)} segments, "
+                   + (f"{l0} L0 delete segments, " if l0 else "")
+                   + f"{rows:,} rows, {format_bytes(c.size)}, {len(c.index_infos)} indexes, {c.load_state or 'NotLoad'}")
 
 
 @app.command()
@@ -466,6 +485,7 @@ def restore(
     meta_only: Annotated[bool, typer.Option("--meta-only", "--meta_only", help="Create collections, no data.")] = False,
     load: Annotated[bool, typer.Option("--load", help="Load collections that were loaded when backed up.")] = False,
     restore_aliases: Annotated[bool, typer.Option("--restore-aliases", "--restore_aliases", help="Recreate aliases.")] = False,
+    skip_l0: Annotated[bool, typer.Option("--skip-l0", "--skip_l0", help="Leave out L0 delete segments the target cannot import (the rows they deleted come back).")] = False,
     force: Annotated[bool, typer.Option("--force", help="Restore even if the backup fails the quick check (mbackup verify).")] = False,
     discard_journal: Annotated[bool, typer.Option("--discard-journal", help="Restore nothing: forget interrupted restores of the backup (journals, staged copies).")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable summary on stdout.")] = False,
@@ -485,7 +505,7 @@ def restore(
         name=name, filters=list(filter_ or []), suffix=suffix, renames=list(rename or []), rebuild_index=rebuild_index,
         use_auto_index=use_auto_index, drop_exist_collection=drop_exist_collection, drop_exist_index=drop_exist_index,
         skip_create_collection=skip_create_collection, meta_only=meta_only, load=load, restore_aliases=restore_aliases,
-        force=force, discard_journal=discard_journal,
+        skip_l0=skip_l0, force=force, discard_journal=discard_journal,
         keep_temp_files=cfg.restore.keep_temp_files, import_jobs=cfg.restore.concurrency.import_jobs)
     request.validate()
     stores = _stores(state)
@@ -540,6 +560,7 @@ def gc(
     except ValueError as e:
         raise MBackupError(f"--grace: {e}") from None
     now = time.time()
+    places: list[tuple[Location, Callable[[], list[Leftover]]]]
     if url is not None:
         where = state.location(url)
         places = [(where, lambda: find_under(where.store, where.url.removesuffix(where.prefix).rstrip("/"),
@@ -620,7 +641,7 @@ def plugins(as_json: Annotated[bool, typer.Option("--json", help="Machine-readab
         typer.echo(f"{info.name} {info.version} ({kind}) {provides}hooks: {', '.join(info.hooks)}")
 
 
-def _run_app():
+def _run_app() -> Any:
     try:
         return app(standalone_mode=False)
     finally:

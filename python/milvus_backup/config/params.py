@@ -111,7 +111,7 @@ def _s(key: str | None, kind: str, default: Any, doc: str, *, env: tuple[str, ..
         v1 = replace(v1, kind=v1.kind or (kind if kind in _V1_KINDS else "str"),
                      default=default if v1.default is _SAME else v1.default)
     attr = ".".join(attr_name(p) for p in key.split(".")) if key else ""
-    return Setting(key, kind, default, doc, choices=choices, env=env, v1=v1, secret=bool(key) and is_secret_name(key),
+    return Setting(key, kind, default, doc, choices=choices, env=env, v1=v1, secret=is_secret_name(key) if key else False,
                    attr=attr, **kw)
 
 
@@ -209,7 +209,7 @@ _TABLE: tuple[Setting, ...] = (
        v1=V1("milvus.mtlsCertPath", ("MILVUS_MTLS_CERT_PATH",))),
     _s("milvus.grpc.mtlsKeyPath", "str", "", "Client key (tlsMode mutual)",
        v1=V1("milvus.mtlsKeyPath", ("MILVUS_MTLS_KEY_PATH",))),
-    _s("milvus.rest.endpoint", "str", "", "Milvus REST endpoint (empty: from the gRPC address)", used=False),
+    _s("milvus.rest.endpoint", "str", "", "Milvus REST endpoint (empty: from the gRPC address)"),
     _s("milvus.management.endpoint", "str", "http://localhost:9091", "Milvus management endpoint, to pause GC",
        v1=V1("backup.gcPause.address", ("BACKUP_GC_PAUSE_ADDRESS",))),
     _s("milvus.replicate.rpcChannelName", "str", "by-dev-replicate-msg", "Milvus 2.5 CDC replicate channel",
@@ -255,6 +255,7 @@ _TABLE: tuple[Setting, ...] = (
        flag="--part-size", engine="part_size"),
     _s("mbackup.multipartThresholdMiB", "int", 16, "Stream objects above this size in parts", range=ranges.THRESHOLD,
        scale=MiB, flag="--multipart-threshold", engine="multipart_threshold"),
+    _s("mbackup.milvusAdapter", "str", "", "Milvus line whose adapter to use, e.g. 3.0 (empty: the server's own)"),
     _s("mbackup.memoryBudgetMiB", "int", 128, "Memory the parts in flight may hold", range=ranges.MEMORY, scale=MiB,
        engine="memory_budget"),
     _s(None, "int", 64 * MiB, "Part size for server-side multipart copies", range=ranges.PART_SIZE,

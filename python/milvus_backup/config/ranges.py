@@ -43,12 +43,12 @@ class Range:
         ``an integer 5-5120 MiB (S3 part size limits)``; for a flag ``a size 5MiB-5GiB (...)``."""
         if self.unit == "port":
             text = f"a port number {self.lo}-{self.hi}"
-        elif self.unit == "B" and scale == 1:
-            text = f"a size {format_size(self.lo)}-{format_size(self.hi)}"
+        elif self.unit == "B" and scale == 1:  # byte bounds are ints
+            text = f"a size {format_size(int(self.lo))}-{format_size(int(self.hi))}"
         elif self.unit == "B":
             text = f"an integer {self.lo // scale}-{self.hi // scale} {_UNIT_NAMES[scale]}"
         elif self.unit == "B/s":
-            text = f"a rate {format_size(self.lo)}/s-{format_size(self.hi)}/s"
+            text = f"a rate {format_size(int(self.lo))}/s-{format_size(int(self.hi))}/s"
         elif self.unit == "requests/s":
             text = f"a number of requests per second {self.lo:g}-{self.hi:.0f}"
         else:

@@ -26,7 +26,7 @@ import re
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeGuard
 from urllib.parse import urlsplit
 
 import yaml
@@ -228,6 +228,7 @@ class MBackupConfig:
     part_size_mib: int = _default("mbackup.partSizeMiB")
     multipart_threshold_mib: int = _default("mbackup.multipartThresholdMiB")
     memory_budget_mib: int = _default("mbackup.memoryBudgetMiB")
+    milvus_adapter: str = _default("mbackup.milvusAdapter")
     profiles: dict[str, dict[str, str]] = field(default_factory=dict)
 
 
@@ -312,8 +313,21 @@ class Config:
 # ======================================================================================
 # Parameter tables, from the settings declared in params.py
 
-V2_PARAMS: tuple[Setting, ...] = tuple(s for s in params.SETTINGS if s.key and not s.key.startswith("mbackup."))
-MBACKUP_PARAMS: tuple[Setting, ...] = tuple(s for s in params.SETTINGS if s.key and s.key.startswith("mbackup."))
+if TYPE_CHECKING:
+    class _Keyed(Setting):
+        """A setting with a config key: the tables below hold only these."""
+
+        key: str
+else:
+    _Keyed = Setting
+
+
+def _keyed(s: Setting) -> TypeGuard[_Keyed]:
+    return bool(s.key)
+
+
+V2_PARAMS: tuple[_Keyed, ...] = tuple(s for s in params.SETTINGS if _keyed(s) and not s.key.startswith("mbackup."))
+MBACKUP_PARAMS: tuple[_Keyed, ...] = tuple(s for s in params.SETTINGS if _keyed(s) and s.key.startswith("mbackup."))
 ALL_PARAMS = V2_PARAMS + MBACKUP_PARAMS
 _PORT = params.BY_KEY["milvus.grpc.port"]
 _PARAM_BY_LOWER = {p.key.lower(): p for p in ALL_PARAMS}
@@ -443,7 +457,7 @@ def _read_yaml(shown: str, base_dir: Path) -> dict[str, Any]:
     return tree
 
 
-class _Loader(yaml.SafeLoader):
+class _Loader(yaml.SafeLoader):  # type: ignore[misc]  # yaml has no types here: SafeLoader is Any
     """SafeLoader that notes anchors put on empty values, and turns a value its tag cannot
     build (``!!int abc``, a 13th month) into a marked YAML error instead of a ValueError."""
 
@@ -684,6 +698,7 @@ def _parse(param: Setting, raw: Any) -> Any:
     kind = param.kind
     if param.range is not None:
         expected = param.expected()
+        value: int | float | None
         if kind == "int":
             value = _as_int(raw, expected)
         elif kind == "rate":
@@ -859,7 +874,7 @@ class _Resolver:
     def _value(self, key: str) -> Any:
         return _get_path(self.cfg, _PARAM_BY_LOWER[key.lower()].attr)
 
-    def _resolve_param(self, param: Setting, hit: tuple[Any, Origin] | None) -> bool:
+    def _resolve_param(self, param: _Keyed, hit: tuple[Any, Origin] | None) -> bool:
         """Parse and set a looked-up value; returns False if nothing was set."""
         if hit is None:
             return False
@@ -914,24 +929,24 @@ class _Resolver:
 
     def _resolve_v1(self) -> None:
         v1: dict[str, tuple[Any, Origin]] = {}
-        for param in V1_PARAMS:
-            hit = self._lookup(param.keys, param.env)
-            value, origin = param.default, DEFAULT_ORIGIN
+        for v1_param in V1_PARAMS:
+            hit = self._lookup(v1_param.keys, v1_param.env)
+            value, origin = v1_param.default, DEFAULT_ORIGIN
             if hit is not None:
                 raw, hit_origin = hit
                 try:
-                    value, origin = _parse_v1(param, raw), hit_origin
+                    value, origin = _parse_v1(v1_param, raw), hit_origin
                 except _Bad as bad:
-                    self._bad_value(param.key, bad.expected, raw, hit_origin)
-            v1[param.key] = (value, origin)
+                    self._bad_value(v1_param.key, bad.expected, raw, hit_origin)
+            v1[v1_param.key] = (value, origin)
         _V1Translation(self, v1).apply()
         # --set with v2 keys still works on a v1 file: applied last, on the v2 model.
         consumed = set(self.used_over)
         for param in V2_PARAMS:
-            hit = self.over.get(param.key.lower())
-            if hit is not None and param.key.lower() not in consumed:
+            over = self.over.get(param.key.lower())
+            if over is not None and param.key.lower() not in consumed:
                 self.used_over.add(param.key.lower())
-                self._resolve_param(param, (hit[1], Origin(SOURCE_OVERRIDE, hit[0])))
+                self._resolve_param(param, (over[1], Origin(SOURCE_OVERRIDE, over[0])))
         for param in V2_PARAMS:
             self.origins.setdefault(param.key, DEFAULT_ORIGIN)
 
@@ -1146,7 +1161,10 @@ class _Resolver:
             self._problem(pkey, hint, origin)
             return
         st.provider = provider
-        explicit = lambda sub: self.origins.get(f"{prefix}.{sub}", DEFAULT_ORIGIN).explicit  # noqa: E731
+
+        def explicit(sub: str) -> bool:
+            return self.origins.get(f"{prefix}.{sub}", DEFAULT_ORIGIN).explicit
+
         if provider == "local":
             if st.milvus_address and explicit("milvusAddress"):
                 self._problem(f"{prefix}.milvusAddress", "does not apply to the local provider; remove it")
@@ -1221,11 +1239,11 @@ class _V1Translation:
 
     def apply(self) -> None:
         # Settings whose v1 value is the v2 value; the others are translated below.
-        simple = [s for s in V2_PARAMS if s.v1 is not None and s.v1.direct]
-        for s in simple:
-            self.put(s.key, s.v1.key)
+        simple = [(s, s.v1) for s in V2_PARAMS if s.v1 is not None and s.v1.direct]
+        for s, v1 in simple:
+            self.put(s.key, v1.key)
         # Ranges v2 checks at parse time must be checked here too.
-        for s in simple:
+        for s, _ in simple:
             if s.range is not None and not s.contains(self.r._value(s.key)):
                 self.r._bad_value(s.key, s.expected(), self.r._value(s.key), self.r.origins[s.key])
         level = str(self.val("log.level")).lower()

@@ -29,10 +29,10 @@ import json
 import math
 import re
 import typing
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import BackupNameError, MetaError
 from . import untrusted
@@ -373,13 +373,17 @@ _COLLECTION_BRIEF = (
     "id", "collection_id", "db_name", "collection_name", "schema", "shards_num", "backup_timestamp", "size",
     "has_index", "index_infos", "load_state", "backup_physical_timestamp", "channel_checkpoints", "properties",
 )
-CollectionBackupInfoBrief = dataclasses.make_dataclass(
-    "CollectionBackupInfoBrief",
-    [(f.name, f.type, field(default=f.default, default_factory=f.default_factory, metadata=f.metadata))
-     for f in dataclasses.fields(CollectionBackupInfo) if f.name in _COLLECTION_BRIEF],
-    bases=(_Message,),
-)
-CollectionBackupInfoBrief.__module__ = __name__  # so its type hints resolve here
+if TYPE_CHECKING:  # built at run time: what a type checker sees of it
+    class CollectionBackupInfoBrief(_Message):
+        def __init__(self, **fields: Any) -> None: ...
+else:
+    CollectionBackupInfoBrief = dataclasses.make_dataclass(
+        "CollectionBackupInfoBrief",
+        [(f.name, f.type, field(default=f.default, default_factory=f.default_factory, metadata=f.metadata))
+         for f in dataclasses.fields(CollectionBackupInfo) if f.name in _COLLECTION_BRIEF],
+        bases=(_Message,),
+    )
+    CollectionBackupInfoBrief.__module__ = __name__  # so its type hints resolve here
 
 
 @dataclass
@@ -521,7 +525,7 @@ def _omit(spec: _Spec, value: Any) -> bool:
 def _encode_message(msg: _Message, out: list[str]) -> None:
     out.append("{")
     first = True
-    for spec in _specs(type(msg)):
+    for spec in _specs(type(msg)):  # type: ignore[arg-type]  # a class is hashable (mypy issue 11470)
         value = getattr(msg, spec.attr)
         if _omit(spec, value):
             continue
@@ -914,7 +918,7 @@ def check(msg: Any, name: str) -> Any:
 
 
 def _check(msg: _Message, path: str) -> None:
-    for spec in _specs(type(msg)):
+    for spec in _specs(type(msg)):  # type: ignore[arg-type]  # a class is hashable (mypy issue 11470)
         value = getattr(msg, spec.attr)
         where = f"{path}.{spec.key}" if path else spec.key
         if spec.kind == "int":
@@ -940,6 +944,10 @@ def _check_int(attr: str, value: int, where: str) -> None:
         raise _Bad(where, f"out of range ({value}), expected {'-1 or more' if lowest else 'a non-negative integer'}")
 
 
+# A rule's ``at(attr)``: the path of one of the message's fields, for its error.
+_At = Callable[[str], str]
+
+
 def _need(ok: bool, where: str, value: Any, what: str) -> None:
     if not ok:
         raise _Bad(where, "missing" if value in ("", None) else f"expected {what}, got {_describe(value)}")
@@ -955,13 +963,13 @@ def _label(value: str, where: str) -> None:
         raise _Bad(where, f"expected a short printable text, got {_describe(value)}")
 
 
-def _backup_rule(info: BackupInfo, at) -> None:
+def _backup_rule(info: BackupInfo, at: _At) -> None:
     _need(bool(BACKUP_ID.pattern.fullmatch(info.id)), at("id"), info.id, BACKUP_ID.what)
     _need(bool(_NAME.fullmatch(info.name)), at("name"), info.name, "a backup name (letters, digits and _)")
     _label(info.milvus_version, at("milvus_version"))
 
 
-def _collection_rule(c: CollectionBackupInfo, at) -> None:
+def _collection_rule(c: CollectionBackupInfo, at: _At) -> None:
     _milvus_name(c.collection_name, at("collection_name"), "collection")
     if c.db_name:
         _milvus_name(c.db_name, at("db_name"), "database")
@@ -972,17 +980,18 @@ def _collection_rule(c: CollectionBackupInfo, at) -> None:
     _label(c.load_state, at("load_state"))
 
 
-def _partition_rule(p: PartitionBackupInfo, at) -> None:
+def _partition_rule(p: PartitionBackupInfo, at: _At) -> None:
     _milvus_name(p.partition_name, at("partition_name"), "partition")
     _label(p.load_state, at("load_state"))
 
 
-def _field_rule(f: FieldSchema, at) -> None:
+def _field_rule(f: FieldSchema, at: _At) -> None:
     _need(bool(f.name), at("name"), f.name, "a field name")
 
 
-_RULES = {BackupInfo: _backup_rule, CollectionBackupInfo: _collection_rule, PartitionBackupInfo: _partition_rule,
-          FieldSchema: _field_rule}
+_RULES: dict[type[_Message], Callable[[Any, _At], None]] = {
+    BackupInfo: _backup_rule, CollectionBackupInfo: _collection_rule, PartitionBackupInfo: _partition_rule,
+    FieldSchema: _field_rule}
 
 
 # --------------------------------------------------------------------------------------

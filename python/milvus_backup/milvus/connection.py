@@ -1,8 +1,10 @@
 """Reaching a Milvus server: the endpoint settings, the connection, and the adapter for its line.
 
 ``connect(endpoint, adapters)`` opens one gRPC channel of its own (a dedicated pymilvus
-``GrpcHandler``, never the process-wide default alias), reads the server version and asks the
-adapters plugins registered (``adapters/registry.py``) for the one of that version's line.
+``GrpcHandler``, never the process-wide default alias), reads the server version as the Go
+tool does (``versions.py``: build tags, then ``GetVersion``; databases by probing
+``ListDatabases``) and asks the adapters plugins registered (``adapters/registry.py``) for the
+one of that version's line.
 Everything that differs between Milvus lines lives in the adapter; this module only knows how to
 reach a server and how to say, in one line, why it could not.
 """
@@ -19,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ..errors import MBackupError
+from .versions import ServerVersion, is_version_like, resolve_version
 
 if TYPE_CHECKING:
     from .adapters.base import MilvusAdapter
@@ -54,17 +57,26 @@ class MilvusEndpoint:
     mtls_cert_path: str = ""
     mtls_key_path: str = ""
     management_endpoint: str = ""  # e.g. http://127.0.0.1:9091, for the GC pause
+    rest_endpoint: str = ""  # Milvus' REST API; empty: the gRPC address (one proxy serves both)
 
     @property
     def address(self) -> str:
         return f"{self.host}:{self.port}"
+
+    @property
+    def rest_url(self) -> str:
+        """The REST API's base URL: ``milvus.rest.endpoint``, else the gRPC address (https
+        unless TLS is disabled), as the Go tool derives it."""
+        if self.rest_endpoint:
+            return self.rest_endpoint.rstrip("/")
+        return f"{'http' if self.tls_mode == 'disabled' else 'https'}://{self.address}"
 
     def __repr__(self) -> str:
         # Written out so the password can never leak through a log line or a traceback.
         shown = ", ".join(
             f"{name}={getattr(self, name)!r}"
             for name in ("host", "port", "user", "tls_mode", "ca_cert_path", "server_name",
-                         "mtls_cert_path", "mtls_key_path", "management_endpoint")
+                         "mtls_cert_path", "mtls_key_path", "management_endpoint", "rest_endpoint")
         )
         secret = ", password='***'" if self.password else ""
         return f"MilvusEndpoint({shown}{secret})"
@@ -75,12 +87,14 @@ class MilvusConnection:
     """One open channel to one server, handed to adapter plugins as ``connection``.
 
     ``handler`` is a pymilvus ``GrpcHandler`` owned by this connection alone; adapters call its
-    ``_stub`` with requests that carry the database name themselves.
+    ``_stub`` with requests that carry the database name themselves. ``server`` is what the
+    server said about itself when the connection opened.
     """
 
     endpoint: MilvusEndpoint
     handler: Any
     alias: str
+    server: ServerVersion | None = None
 
     def close(self) -> None:
         if self.handler is not None:
@@ -91,9 +105,10 @@ class MilvusConnection:
 _aliases = itertools.count(1)
 
 
-def connect(endpoint: MilvusEndpoint, adapters: MilvusAdapters, timeout: float = CONNECT_TIMEOUT_S) -> MilvusAdapter:
+def connect(endpoint: MilvusEndpoint, adapters: MilvusAdapters, timeout: float = CONNECT_TIMEOUT_S, *,
+            line: str = "") -> MilvusAdapter:
     """Open a connection to ``endpoint`` and return the adapter ``adapters`` has for the
-    server's version.
+    server's version (or for ``line``, the ``mbackup.milvusAdapter`` setting, when set).
 
     Raises :class:`MilvusError` with one line naming what to check when the address does not
     answer within ``timeout`` seconds, the credentials are refused, or no installed plugin
@@ -102,8 +117,8 @@ def connect(endpoint: MilvusEndpoint, adapters: MilvusAdapters, timeout: float =
     check_grpc_tracing(endpoint)
     connection = _open(endpoint, timeout)
     try:
-        version = _server_version(connection, timeout)
-        return adapters.adapter_for(version, connection)
+        connection.server = _server_version(connection, timeout)
+        return adapters.adapter_for(connection.server.reported, connection, line=line)
     except BaseException:
         connection.close()
         raise
@@ -135,16 +150,10 @@ def check_grpc_tracing(endpoint: MilvusEndpoint, env: dict[str, str] | None = No
               "(base64, in the authorization header); do not share it", file=sys.stderr)
 
 
-_VERSION = re.compile(r"v?(\d+)\.(\d+)(?:\.(\d+))?")
-
-
-def parse_version(version: str) -> tuple[int, int, int] | None:
-    """``"v2.3.5"`` -> (2, 3, 5); dev tags such as ``"2.3-20240101-abc"`` give patch 9999."""
-    m = _VERSION.match(version.strip())
-    if not m:
-        return None
-    patch = int(m.group(3)) if m.group(3) is not None else 9999
-    return int(m.group(1)), int(m.group(2)), patch
+def parse_version(version: str) -> tuple[int, int, int]:
+    """``"v2.3.5"`` -> (2, 3, 5), as the Go tool reads a version (``versions.resolve_version``:
+    dev tags such as ``"2.3-20240101-abc"`` give patch 9999, no version at all 99.0.0)."""
+    return resolve_version(version)
 
 
 # --------------------------------------------------------------------------------------
@@ -208,17 +217,40 @@ def _connect_error(endpoint: MilvusEndpoint, code: Any, detail: str, timeout: fl
     return MilvusError(f"cannot reach Milvus at {endpoint.address} ({why}): check {_ADDRESS_KEYS} and that the server is up")
 
 
-def _server_version(connection: MilvusConnection, timeout: float) -> str:
+def _server_version(connection: MilvusConnection, timeout: float) -> ServerVersion:
+    """As the Go tool asks: the build tags ``Connect`` reports, ``GetVersion`` only when they
+    are not a version, and whether ``ListDatabases`` is there at all."""
     import grpc
     from pymilvus.exceptions import MilvusException
+    from pymilvus.grpc_gen import common_pb2, milvus_pb2
 
+    stub = connection.handler._stub
+    where = f"Milvus at {connection.endpoint.address}"
+    try:
+        hello = milvus_pb2.ConnectRequest(client_info=common_pb2.ClientInfo(
+            sdk_type="mbackup", user=connection.endpoint.user, host=socket.gethostname()))
+        build_tags = stub.Connect(hello, timeout=timeout).server_info.build_tags
+    except grpc.RpcError as e:
+        if e.code() != grpc.StatusCode.UNIMPLEMENTED:
+            raise MilvusError(f"{where} did not report its version: {e.details() or e.code().name}") from None
+        build_tags = ""
+    try:
+        stub.ListDatabases(milvus_pb2.ListDatabasesRequest(), timeout=timeout)
+        multi_database = True
+    except grpc.RpcError as e:
+        if e.code() != grpc.StatusCode.UNIMPLEMENTED:
+            raise MilvusError(f"{where} did not list its databases: {e.details() or e.code().name}") from None
+        multi_database = False
+    if is_version_like(build_tags):
+        return ServerVersion.of(build_tags, multi_database=multi_database)
     try:
         version = connection.handler.get_server_version(timeout=timeout)
     except MilvusException as e:
-        raise MilvusError(f"Milvus at {connection.endpoint.address} did not report its version: {e.message}") from None
+        raise MilvusError(f"{where} did not report its version: {e.message}") from None
     except grpc.RpcError as e:
-        raise MilvusError(f"Milvus at {connection.endpoint.address} did not report its version: {e.details()}") from None
-    return version or "unknown"
+        raise MilvusError(f"{where} did not report its version: {e.details()}") from None
+    # Recorded as the Go tool records it: GetVersion's answer once the build tags are no version.
+    return ServerVersion(version or build_tags or "unknown", resolve_version(build_tags, version), multi_database)
 
 
 # --- TLS ------------------------------------------------------------------------------------

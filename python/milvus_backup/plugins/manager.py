@@ -36,6 +36,7 @@ DEFAULT_PLUGINS = (
     "milvus_backup.storage.backends.file",
     "milvus_backup.storage.backends.memory",
     "milvus_backup.milvus.adapters.v2_3",
+    "milvus_backup.milvus.adapters.v2_4_plus",
 )
 
 
@@ -55,9 +56,9 @@ def manager() -> pluggy.PluginManager:
         # A misspelled hook in any plugin fails loudly instead of silently never running.
         pm.check_pending()
     except pluggy.PluginValidationError as e:
-        name = pm.get_name(e.plugin) or getattr(e.plugin, "__name__", repr(e.plugin))
+        culprit = pm.get_name(e.plugin) or getattr(e.plugin, "__name__", repr(e.plugin))
         detail = "; ".join(line.strip() for line in str(e).splitlines() if line.strip())
-        raise PluginError(f"plugin {name} does not fit mbackup's hooks ({detail}): fix it, uninstall it, "
+        raise PluginError(f"plugin {culprit} does not fit mbackup's hooks ({detail}): fix it, uninstall it, "
                           "or leave it out with MBACKUP_PLUGINS") from None
     # A scheme or a Milvus line two plugins register is an error now, not at first use.
     storage_backends(pm)
@@ -71,7 +72,8 @@ def storage_backends(pm: pluggy.PluginManager | None = None) -> StorageBackends:
     backends = _registered(pm.hook.mbackup_register_storage, StorageBackends())
     # Plugins still implementing the deprecated first-result hook serve what no scheme does.
     for impl in reversed(pm.hook.mbackup_open_storage.get_hookimpls()):
-        backends.legacy.append(impl.function)
+        # pluggy types a hook's function as returning object; the hookspec says Location | None.
+        backends.legacy.append(impl.function)  # type: ignore[arg-type]
     backends.legacy_schemes = [s for schemes in pm.hook.mbackup_storage_schemes() for s in schemes]
     return backends
 

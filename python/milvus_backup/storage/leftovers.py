@@ -73,7 +73,8 @@ class _Locks:
     """Is a key under a folder whose ``mbackup.lock`` a live run holds? Asked per folder once."""
 
     def __init__(self, store: Any, where: str, base: str) -> None:
-        self.location, self.base, self.known = Location(store, "", where), base.strip("/"), {}
+        self.location, self.base = Location(store, "", where), base.strip("/")
+        self.known: dict[str, bool] = {}  # folder -> a live run holds its lock
 
     def held_above(self, key: str) -> bool:
         parts = key.split("/")[:-1]

@@ -4,6 +4,7 @@ method, which turns the engine's errors into one line a user can act on, once.""
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import socket
 import ssl
@@ -81,7 +82,8 @@ class Location:
             listing = self.store.list(self.key(under) if under else self.prefix)  # the engine lists again after a cut-off listing
         return [ObjectInfo(key[len(prefix):], size, etag) for key, size, etag in listing if key.startswith(prefix)]
 
-    def list_dirs(self, under: str = "") -> tuple[list[str], list[ObjectInfo]]:
+    # Below here `list` is the method above: annotations name the type as builtins.list.
+    def list_dirs(self, under: str = "") -> tuple[builtins.list[str], builtins.list[ObjectInfo]]:
         """One level under ``under``: (sub-"directories", objects), keys relative to the prefix."""
         cut = len(self.prefix) + 1 if self.prefix else 0
         with self._errors():
@@ -116,7 +118,7 @@ class Location:
         with self._errors():
             self.store.delete(self.key(relative))
 
-    def delete_many(self, relatives: list[str], parallel: int = 32) -> list[tuple[str, str]]:
+    def delete_many(self, relatives: builtins.list[str], parallel: int = 32) -> builtins.list[tuple[str, str]]:
         """Delete objects ``parallel`` at a time; (key, error) for each that failed."""
         cut = len(self.prefix) + 1 if self.prefix else 0
         with self._errors():

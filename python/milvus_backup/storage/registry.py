@@ -125,13 +125,14 @@ class StorageBackends:
 
     def target(self, storage: StorageConfig) -> StorageTarget:
         """The URL and options for a config file's storage section (``milvus.storage``...)."""
+        # add() refuses a backend with providers but no target: ours has one.
         return self._for_provider(storage.provider).target(storage)  # type: ignore[misc]
 
     def open_root(self, storage: StorageConfig) -> tuple[Location, str]:
         """A config file's storage section, opened at its bucket (keys are whole bucket keys),
         and the root path inside that bucket."""
         backend = self._for_provider(storage.provider)
-        target = backend.target(storage)  # type: ignore[misc]
+        target = backend.target(storage)  # type: ignore[misc]  # as in target(): there is one
         if backend.open_root is not None:
             return backend.open_root(target)
         url = f"{backend.scheme}://{target.bucket}"

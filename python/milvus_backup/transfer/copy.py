@@ -11,6 +11,7 @@ import fnmatch
 import json
 import threading
 import time
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -147,7 +148,7 @@ class CopyReport:
         }
 
 
-def _count(values) -> dict[str, int]:
+def _count(values: Iterable[str]) -> dict[str, int]:
     out: dict[str, int] = {}
     for v in values:
         out[v] = out.get(v, 0) + 1
@@ -178,7 +179,7 @@ def _md5_etag(etag: str | None) -> str | None:
     return e if len(e) == 32 and all(c in "0123456789abcdef" for c in e) else None
 
 
-def plan_copy(src: Location, dst: Location, include: list[str] = (), exclude: list[str] = (),
+def plan_copy(src: Location, dst: Location, include: Sequence[str] = (), exclude: Sequence[str] = (),
               skip_existing: bool = True) -> Plan:
     listed = list(src.list())
     sources = [o for o in listed if selected(o.key, list(include), list(exclude))]

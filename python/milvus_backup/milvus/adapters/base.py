@@ -1,9 +1,9 @@
 """The contract between the backup/restore flows and a Milvus line.
 
 The flows (``backup/create.py``, ``backup/restore.py``) never call pymilvus directly: they ask an
-adapter, and find binlogs in storage through its :class:`StorageLayout`.
-Adding Milvus 2.4/2.5/2.6 support means writing an adapter plugin (import v2, L0 segments,
-REST segment describe, GC tickets, storage v2), not touching the flows.
+adapter, and find binlogs in storage through its :class:`StorageLayout`. What a line does
+differently (import v2, L0 segments, REST segment describe, GC tickets, FlushAll, storage v2)
+is the adapter plugin's business, not the flows'.
 
 Metadata is exchanged as the meta dataclasses of ``milvus_backup.format.meta`` (the Go tool's
 JSON model), so what an adapter reads is exactly what a backup stores.
@@ -13,14 +13,21 @@ from __future__ import annotations
 
 import re
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import Enum
+from typing import Any
 
 from ...format import meta
+from ..connection import MilvusError
 
 #: Backup strategies that came with a Milvus newer than any line mbackup has an adapter for,
 #: and the version that brings each: ``mbackup create`` refuses them before connecting.
-NEWER_STRATEGIES = {"bulk_flush": "2.6.11"}
+NEWER_STRATEGIES: dict[str, str] = {}
+
+#: The partition id of a collection-level L0 segment (deletes that apply to every partition):
+#: its delta logs are under ``delta_log/<collection>/-1/<segment>/``.
+ALL_PARTITIONS = -1
 
 # Ids are int64: a longer run of digits in a listed key is not a binlog's (and would not convert).
 _ID = r"(-?\d{1,19})"
@@ -53,7 +60,9 @@ class BinlogKey:
 class StorageLayout:
     """Where a Milvus line keeps binlogs, relative to its root path: insert logs at
     ``insert_log/<collection>/<partition>/<segment>/<field>/<log>``, delta logs at
-    ``delta_log/<collection>/<partition>/<segment>/<log>``."""
+    ``delta_log/<collection>/<partition>/<segment>/<log>``. From 2.4, a collection-level L0
+    segment's partition is :data:`ALL_PARTITIONS`; on storage v2 (2.6) ``<field>`` is a
+    column group id."""
 
     insert_log: str = "insert_log"
     delta_log: str = "delta_log"
@@ -78,6 +87,29 @@ class StorageLayout:
             collection_id, partition_id, segment_id, log_id = (int(g) for g in m.groups())
             return BinlogKey(collection_id, partition_id, segment_id, None, log_id)
         return None
+
+
+@dataclass(frozen=True)
+class SegmentBinlogs:
+    """A segment's binlogs as the server names them (not as storage lists them): log ids of
+    each field's (or column group's) insert logs, and of its delta logs."""
+
+    inserts: dict[int, tuple[int, ...]]
+    deltas: tuple[int, ...] = ()
+    v_channel: str = ""
+
+
+class BinlogDescribeFailed(MilvusError):
+    """The server could not name a collection's binlogs: the flow finds them by listing."""
+
+
+@dataclass(frozen=True)
+class FlushAllResult:
+    """What a FlushAll reports, recorded in the backup as the Go tool records it."""
+
+    control_channel: str = ""
+    physical_channels: tuple[str, ...] = ()
+    messages_base64: dict[str, str] = field(default_factory=dict)  # pchannel -> base64(proto message)
 
 
 class ImportState(Enum):
@@ -110,13 +142,94 @@ class CreateCollectionSpec:
     num_partitions: int = 0  # for partition-key collections
 
 
+# --- what a line restores -----------------------------------------------------------------
+
+#: What a backup may need of the Milvus line it is restored into, and the first line that has
+#: each (shared/notes/milvus-lines.md). Restore refuses a backup needing what the target's line
+#: lacks, before creating anything.
+FEATURES_SINCE: dict[str, str] = {
+    "bfloat16_vector": "2.4", "sparse_float_vector": "2.4", "several_vector_fields": "2.4", "l0_import": "2.4",
+    "nullable": "2.5", "default_value": "2.5", "functions": "2.5",
+    "int8_vector": "2.6", "struct_array": "2.6", "geometry": "2.6", "timestamptz": "2.6", "storage_v2": "2.6",
+    "text": "3.0", "snapshot_restore": "3.0",
+}
+
+_T = meta.DataType
+#: The data types of every line: 2.3's. Float16Vector among them: a 2.3.5 server takes it
+#: (tests/test_golden.py), though the notes date it to 2.4.
+BASE_TYPES = frozenset({_T.Bool, _T.Int8, _T.Int16, _T.Int32, _T.Int64, _T.Float, _T.Double, _T.String, _T.VarChar,
+                        _T.Array, _T.JSON, _T.BinaryVector, _T.FloatVector, _T.Float16Vector})
+#: The feature each newer data type needs. A type in neither table is one no line mbackup
+#: knows has: refused, since a 2.3.5 server creates a field of a type it does not know without
+#: a word (and an insert into a BFloat16Vector field brought one down).
+TYPE_FEATURES: dict[int, str] = {
+    _T.BFloat16Vector: "bfloat16_vector", _T.SparseFloatVector: "sparse_float_vector", _T.Int8Vector: "int8_vector",
+    _T.ArrayOfVector: "struct_array", _T.ArrayOfStruct: "struct_array", _T.Struct: "struct_array",
+    _T.Geometry: "geometry", _T.Timestamptz: "timestamptz", _T.Text: "text",
+}
+
+
+def line_of(version: str) -> tuple[int, int] | None:
+    """``"v2.5.8"`` or ``"2.5"`` -> (2, 5); None when it names no release line."""
+    m = re.match(r"v?(\d+)\.(\d+)", version.strip())
+    return (int(m.group(1)), int(m.group(2))) if m else None
+
+
+def _lines_of(table: dict[str, str]) -> dict[str, tuple[int, int]]:
+    """``table``'s versions as (major, minor); a version that names no line is a bug here."""
+    out = {}
+    for feature, since in table.items():
+        line = line_of(since)
+        if line is None:
+            raise ValueError(f"{feature}: {since!r} is not a Milvus line")
+        out[feature] = line
+    return out
+
+
+_FEATURE_LINES = _lines_of(FEATURES_SINCE)
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a Milvus line can restore: the features of :data:`FEATURES_SINCE` it has, the
+    segment storage versions its backup-mode import reads, and the newest line whose backups
+    it takes (the Go tool's rule: a backup restores into the same or a newer line)."""
+
+    line: str
+    features: frozenset[str]
+    storage_versions: frozenset[int]
+    newest_backup_line: str
+
+    @classmethod
+    def of_line(cls, line: str, *, newest_backup_line: str = "") -> Capabilities:
+        """Everything that came with ``line`` or before. Storage version 0 is every line's, 1
+        (2.4's experimental format) is read from 2.4 on, 2 from 2.6 on; no line's backup-mode
+        import reads 3 (milvus#52930)."""
+        mine = line_of(line)
+        if mine is None:
+            raise ValueError(f"{line!r} is not a Milvus line (major.minor)")
+        features = frozenset(f for f, since in _FEATURE_LINES.items() if since <= mine)
+        versions = {0} | ({1} if mine >= (2, 4) else set()) | ({2} if "storage_v2" in features else set())
+        return cls(line, features, frozenset(versions), newest_backup_line or line)
+
+    def has(self, feature: str) -> bool:
+        return feature in self.features
+
+
 class MilvusAdapter(ABC):
     """One Milvus server of one line. Implementations must be safe to call from one thread
     at a time; the flows do not share an adapter across threads."""
 
     #: The server's version, e.g. "v2.3.5".
     version: str
+    #: How the adapter is tested, which ``mbackup check`` shows: against which live server,
+    #: or only against a wire contract.
+    tested: str = ""
     layout: StorageLayout = StorageLayout()
+    #: What the line restores. The default is 2.3's: it also takes 2.4 and 2.5 backups (the Go
+    #: tool restores nothing into 2.3; their storage v0 binlogs import on 2.3.5, tested live),
+    #: each feature it lacks refused by restore. Adapters of newer lines set their own.
+    capabilities: Capabilities = Capabilities.of_line("2.3", newest_backup_line="2.5")
 
     # --- reading what exists -------------------------------------------------------------
     @abstractmethod
@@ -145,22 +258,46 @@ class MilvusAdapter(ABC):
     def describe_database(self, db: str) -> meta.DatabaseBackupInfo:
         return meta.DatabaseBackupInfo(db_name=db)
 
+    def backup_rbac(self) -> dict[str, Any]:
+        """Users (with their password hashes), roles, grants and privilege groups, as the Go
+        tool writes ``rbac_meta`` (omitempty, its key order)."""
+        raise MilvusError(f"Milvus {self.version} cannot back up users and roles: leave out --rbac")
+
     # --- consistency of what is read -----------------------------------------------------
     @abstractmethod
     def flush(self, db: str, collection: str) -> None:
         """Seal growing segments and wait until they are flushed to storage."""
 
-    def pause_gc(self, seconds: int) -> bool:
-        """Ask the server not to garbage-collect binlogs for ``seconds``. Returns False when
-        the server has no such control (the caller warns and goes on)."""
+    def can_flush_all(self) -> bool:
+        """Whether :meth:`flush_all` is there (the ``bulk_flush`` strategy)."""
+        return False
+
+    def flush_all(self) -> FlushAllResult:
+        """Seal every collection of the cluster at once and wait until flushed."""
+        raise MilvusError(f"Milvus {self.version} cannot flush all collections at once: use --strategy serial_flush")
+
+    def pause_gc(self, seconds: int, collection_ids: Sequence[int] = ()) -> bool:
+        """Ask the server not to garbage-collect the binlogs of ``collection_ids`` (or of
+        every collection) for ``seconds``, renewed until :meth:`resume_gc`. Returns False when
+        the server has no such control or held only part of it (the caller warns and goes
+        on)."""
         return False
 
     def resume_gc(self) -> None:
+        """End what :meth:`pause_gc` held; nothing when nothing is held. Raises
+        :class:`MilvusError` naming what it could not release."""
         return None
 
     @abstractmethod
     def list_segments(self, db: str, collection: str) -> list[SegmentRef]:
         """Flushed segments of the collection (growing ones are not in storage)."""
+
+    def segment_binlogs(self, db: str, collection_id: int, segments: Sequence[SegmentRef]) -> dict[int, SegmentBinlogs]:
+        """The exact binlogs of each segment, by segment id, where the server names them
+        (orphans a compaction left in storage are then not backed up); {} when it cannot, and
+        the flow lists storage. Raises :class:`BinlogDescribeFailed` when it should have
+        answered and did not."""
+        return {}
 
     # --- creating on restore ---------------------------------------------------------------
     @abstractmethod

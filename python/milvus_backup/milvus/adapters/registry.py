@@ -1,5 +1,6 @@
 """Milvus adapters by line (``"2.3"``), as plugins register them (the
-``mbackup_register_milvus_adapter`` hook): a server's version picks the adapter of its line."""
+``mbackup_register_milvus_adapter`` hook): a server's version picks the adapter of its line,
+unless the ``mbackup.milvusAdapter`` setting names one."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from typing import Any
 
 from ...errors import PluginError
 from ..connection import MilvusError, parse_version
+from ..versions import LATEST_DEV
 from .base import MilvusAdapter
 
 #: ``factory(version, connection)``: the adapter for a server of ``version`` ("v2.3.5").
@@ -54,15 +56,37 @@ class MilvusAdapters:
         found = [e.line for e in self._lines.values() if plugin is None or e.plugin == plugin]
         return sorted(found, key=lambda line: tuple(int(n) for n in line.split(".")))
 
-    def adapter_for(self, version: str, connection: Any) -> MilvusAdapter:
-        """The adapter of the line ``version`` belongs to; a clear error when none is registered."""
-        parsed = parse_version(version)
-        entry = self._lines.get(f"{parsed[0]}.{parsed[1]}") if parsed else None
-        if entry is None:
-            supported = ", ".join(f"{line}.x" for line in self.lines()) or "none"
-            raise MilvusError(f"Milvus {version} is not supported: install an adapter plugin (supported lines: {supported})")
+    def adapter_for(self, version: str, connection: Any, *, line: str = "") -> MilvusAdapter:
+        """The adapter of the line ``version`` belongs to, or of ``line`` when given (the
+        ``mbackup.milvusAdapter`` setting); a clear error when none is registered."""
+        supported = ", ".join(self.lines()) or "none"
+        if line:
+            entry = self._lines.get(line.strip())
+            if entry is None:
+                raise MilvusError(f"mbackup.milvusAdapter is {line!r}, and no adapter serves that Milvus line "
+                                  f"(lines: {supported}): set it to one of them, or leave it empty to pick the "
+                                  "server's own")
+        else:
+            server = getattr(connection, "server", None)
+            number = server.number if server is not None else parse_version(version)
+            entry = self._lines.get(f"{number[0]}.{number[1]}")
+            if entry is None:
+                raise MilvusError(self._no_adapter(version, number, supported))
         adapter = entry.factory(version, connection)
         if not isinstance(adapter, MilvusAdapter):
             raise MilvusError(f"the adapter plugin for Milvus {version} ({entry.plugin}) returned "
                               f"{type(adapter).__name__}, not a MilvusAdapter")
         return adapter
+
+    def _no_adapter(self, version: str, number: tuple[int, int, int], supported: str) -> str:
+        """Names the nearest line and how to use it anyway: the newest line below the
+        server's, else the oldest one."""
+        lines = [tuple(int(n) for n in line.split(".")) for line in self.lines()]
+        if not lines:
+            return f"Milvus {version} is not supported: install an adapter plugin (no Milvus line has one)"
+        near = max((ln for ln in lines if ln <= number[:2]), default=min(lines))
+        near_line = f"{near[0]}.{near[1]}"
+        line = "a development build of no known line" if number == LATEST_DEV else f"Milvus {number[0]}.{number[1]}"
+        return (f"Milvus {version} is not supported: no adapter for {line} (lines: {supported}); to try the "
+                f"nearest, {near_line}, set mbackup.milvusAdapter: {near_line} (or --set "
+                f"mbackup.milvusAdapter={near_line}), or install an adapter plugin for {line}")

@@ -1,0 +1,182 @@
+"""The adapters for Milvus 2.4, 2.5, 2.6 and 3.x (a built-in plugin): backups.
+
+Tested against a wire contract (tests/milvus_contract: pymilvus' generated gRPC service and
+the Go tool's HTTP endpoints, hand-built), NOT against a live server of these lines: none runs
+on the machine this was written on. What the lines do beyond 2.3, each gated by the version
+that brings it (``versions.py``), as the Go tool (zilliztech/milvus-backup f81df44) does it:
+
+- segments carry their level (L0: deletes only; collection-level L0 under partition -1) and
+  storage version (2 on 2.6);
+- ``DescribeDatabase`` (2.4.3) gives database ids and properties;
+- GC is paused cluster-wide, or per collection with a ticket from 2.6.8 (``http_api.GcHold``);
+- the REST segment describe (2.5.8) names each segment's exact binlogs, so orphans a
+  compaction left in storage are not backed up; listing storage otherwise;
+- ``FlushAll`` with ``GetFlushAllState`` (2.6.11) seals every collection at once
+  (``--strategy bulk_flush``, the default where the server has it).
+
+Restoring into these lines is not done yet: the creating methods refuse before anything is
+made, in one line.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Callable, Sequence
+from typing import Any, NoReturn
+
+from ...format import meta
+from ...plugins.hookspecs import hookimpl
+from ..connection import MilvusError
+from ..versions import Feature
+from .base import (
+    BinlogDescribeFailed,
+    CreateCollectionSpec,
+    FlushAllResult,
+    ImportStatus,
+    SegmentBinlogs,
+    SegmentRef,
+)
+from .http_api import HttpApi, HttpFailed
+from .rpc import RpcAdapter
+
+SEGMENT_DESCRIBE = "/v2/vectordb/segments/describe"
+# Loon: a segment layout a backup-mode import cannot read yet (milvus#52930).
+STORAGE_V3 = 3
+
+
+@hookimpl
+def mbackup_register_milvus_adapter(register: Callable[..., None]) -> None:
+    register("2.4", Milvus24Adapter)
+    register("2.5", Milvus25Adapter)
+    register("2.6", Milvus26Adapter)
+    register("3.0", Milvus30Adapter)
+
+
+class Milvus24Adapter(RpcAdapter):
+    """Milvus 2.4 and, through its subclasses, every later line."""
+
+    tested = ("adapter contract-tested only: against a wire contract built from the protos and the Go tool, "
+              "not a live Milvus")
+
+    def __init__(self, version: str, connection: Any) -> None:
+        super().__init__(version, connection)
+        endpoint = getattr(connection, "endpoint", None)
+        token = f"{endpoint.user}:{endpoint.password}" if endpoint and (endpoint.user or endpoint.password) else ""
+        self._rest = HttpApi(endpoint.rest_url, "the Milvus REST API", token=token) if endpoint else None
+
+    # --- consistency of what is read -----------------------------------------------------
+
+    def can_flush_all(self) -> bool:
+        return self.server.has(Feature.FLUSH_ALL)
+
+    def flush_all(self) -> FlushAllResult:
+        from pymilvus.grpc_gen import milvus_pb2 as m
+
+        if not self.can_flush_all():
+            raise MilvusError(f"{self.server.needs(Feature.FLUSH_ALL)}: use --strategy serial_flush")
+        resp = self._call("FlushAll", m.FlushAllRequest(), what="flush all collections")
+        # Each channel's flush message carries the time tick to wait for, base 36 ("_tt").
+        ticks: dict[str, int] = {}
+        for channel, message in resp.flush_all_msgs.items():
+            try:
+                ticks[channel] = int(message.properties["_tt"], 36)
+            except (KeyError, ValueError):
+                raise MilvusError(f"Milvus {self._where()} answered FlushAll with a message for {channel} "
+                                  "that has no time tick (_tt)") from None
+        req = m.GetFlushAllStateRequest(flush_all_tss=ticks)
+        self._wait(lambda: self._call("GetFlushAllState", req, what="read the flush-all state").flushed,
+                   "flushing all collections")
+        return FlushAllResult(
+            control_channel=resp.cluster_info.cchannel,
+            physical_channels=tuple(resp.cluster_info.pchannels),
+            messages_base64={ch: base64.b64encode(msg.SerializeToString()).decode()
+                             for ch, msg in sorted(resp.flush_all_msgs.items())},
+        )
+
+    def list_segments(self, db: str, collection: str) -> list[SegmentRef]:
+        segments = super().list_segments(db, collection)
+        loon = [s for s in segments if s.storage_version >= STORAGE_V3]
+        if loon:
+            raise MilvusError(
+                f"{len(loon)} segment(s) of {db}.{collection} (first: {loon[0].segment_id}) are in storage format "
+                f"v{loon[0].storage_version} (Loon), which Milvus cannot import back from a binlog backup "
+                "(milvus#52930): turn storage v3 off in Milvus and let it compact them, then back up again")
+        return segments
+
+    def segment_binlogs(self, db: str, collection_id: int, segments: Sequence[SegmentRef]) -> dict[int, SegmentBinlogs]:
+        if not self.server.has(Feature.SEGMENT_DESCRIBE) or self._rest is None:
+            return {}
+        # One segment per request, as the Go tool asks.
+        return {seg.segment_id: self._describe_segment(db, collection_id, seg.segment_id) for seg in segments}
+
+    def _describe_segment(self, db: str, collection_id: int, segment_id: int) -> SegmentBinlogs:
+        assert self._rest is not None
+        try:
+            answer = self._rest.request("POST", SEGMENT_DESCRIBE, body={
+                "dbName": db, "collectionId": collection_id, "segmentIds": [segment_id]})
+        except HttpFailed as e:
+            raise BinlogDescribeFailed(str(e)) from None
+        where = f"the Milvus REST API at {self._rest.base}"
+        infos = answer.get("data", {}).get("segmentInfos") if isinstance(answer.get("data"), dict) else None
+        if answer.get("code") or not infos:
+            why = answer.get("message") or "no segment info"
+            raise BinlogDescribeFailed(f"{where} did not describe segment {segment_id}: {why}")
+        try:
+            info = infos[0]
+            inserts = {int(b["fieldID"]): tuple(int(log) for log in b.get("logIDs") or ())
+                       for b in info.get("insertLogs") or ()}
+            deltas = tuple(int(log) for b in info.get("deltaLogs") or () for log in b.get("logIDs") or ())
+            return SegmentBinlogs(inserts, deltas, str(info.get("vChannel") or ""))
+        except (AttributeError, KeyError, TypeError, ValueError, IndexError):
+            raise BinlogDescribeFailed(f"{where} described segment {segment_id} in a shape mbackup cannot read") from None
+
+    # --- restore: not done for these lines yet -------------------------------------------
+
+    def _no_restore(self) -> NoReturn:
+        raise MilvusError(f"restoring into Milvus {self.version} is not supported yet (mbackup backs up Milvus "
+                          "2.4 and later, and restores into Milvus 2.3): restore into a Milvus 2.3 server")
+
+    def create_database(self, db: str) -> None:
+        self._no_restore()
+
+    def create_collection(self, spec: CreateCollectionSpec) -> None:
+        self._no_restore()
+
+    def start_import(self, db: str, collection: str, partition: str, files: list[str]) -> str:
+        self._no_restore()
+
+    def import_status(self, db: str, job_id: str) -> ImportStatus:
+        self._no_restore()
+
+    def import_rows_range(self, inserted: int, delete_records: int) -> tuple[int, int]:
+        self._no_restore()
+
+
+class Milvus25Adapter(Milvus24Adapter):
+    """Milvus 2.5: nullable fields, default values, functions (BM25); the REST segment
+    describe from 2.5.8."""
+
+
+class Milvus26Adapter(Milvus25Adapter):
+    """Milvus 2.6: storage v2 (column groups under insert_log), int8 vectors, struct arrays,
+    geometry, timestamptz; GC tickets from 2.6.8, FlushAll from 2.6.11."""
+
+
+class Milvus30Adapter(Milvus26Adapter):
+    """Milvus 3.x in the binlog format (storage v3 off): external collections, whose data
+    Milvus does not hold, cannot be backed up."""
+
+    def describe_collection(self, db: str, collection: str) -> meta.CollectionBackupInfo:
+        from pymilvus.grpc_gen import milvus_pb2 as m
+
+        req = m.DescribeCollectionRequest(db_name=db, collection_name=collection)
+        resp = self._call("DescribeCollection", req, db, f"describe collection {db}.{collection}")
+        if resp.schema.external_source:
+            raise MilvusError(f"{db}.{collection} is an external collection: its data lives outside Milvus "
+                              f"({resp.schema.external_source}), so a backup could not restore it: leave it out "
+                              "with --filter")
+        return super().describe_collection(db, collection)
+
+
+__all__ = ["Milvus24Adapter", "Milvus25Adapter", "Milvus26Adapter", "Milvus30Adapter",
+           "mbackup_register_milvus_adapter"]
