@@ -86,8 +86,12 @@ class Location:
     def list_dirs(self, under: str = "") -> tuple[builtins.list[str], builtins.list[ObjectInfo]]:
         """One level under ``under``: (sub-"directories", objects), keys relative to the prefix."""
         cut = len(self.prefix) + 1 if self.prefix else 0
+        where = self.key(under) if under else self.prefix
         with self._errors():
-            dirs, objects = self.store.list_dirs(self.key(under) if under else self.prefix)
+            if isinstance(self.store, _engine.Store):
+                dirs, objects = self.store.list_dirs(where)
+            else:  # a store a plugin implements in Python only lists everything: one level is cut from it
+                dirs, objects = _one_level(self.store.list(where), where)
         return [d[cut:] for d in dirs], [ObjectInfo(key[cut:], size, etag) for key, size, etag in objects]
 
     def read(self, relative: str) -> bytes:
@@ -121,8 +125,12 @@ class Location:
     def delete_many(self, relatives: builtins.list[str], parallel: int = 32) -> builtins.list[tuple[str, str]]:
         """Delete objects ``parallel`` at a time; (key, error) for each that failed."""
         cut = len(self.prefix) + 1 if self.prefix else 0
+        keys = [self.key(r) for r in relatives]
         with self._errors():
-            failed = self.store.delete_many([self.key(r) for r in relatives], parallel)
+            if isinstance(self.store, _engine.Store):
+                failed = self.store.delete_many(keys, parallel)
+            else:
+                failed = _delete_each(self.store, keys)
         return [(key[cut:], error) for key, error in failed]
 
     def ensure_bucket(self) -> bool:
@@ -149,6 +157,35 @@ class Location:
             yield
         except _engine.EngineError as e:
             raise storage_error(self, e) from None
+
+
+def _one_level(listing: list[tuple[str, int, str | None]], prefix: str
+               ) -> tuple[list[str], list[tuple[str, int, str | None]]]:
+    """What the engine's ``list_dirs`` answers, cut from a whole listing: the sub-"directories"
+    one level under ``prefix`` and the objects right in it, full keys in key order."""
+    base = f"{prefix.rstrip('/')}/" if prefix.strip("/") else ""
+    dirs: set[str] = set()
+    objects = []
+    for key, size, etag in listing:
+        if key.startswith(base):
+            head, sep, _ = key[len(base):].partition("/")
+            if sep:
+                dirs.add(base + head)
+            else:
+                objects.append((key, size, etag))
+    return sorted(dirs), sorted(objects)
+
+
+def _delete_each(store: ObjectStore, keys: list[str]) -> list[tuple[str, str]]:
+    """The engine's ``delete_many`` for a store a plugin implements in Python: one key at a
+    time, and (key, error) for each that failed."""
+    failed = []
+    for key in keys:
+        try:
+            store.delete(key)
+        except Exception as e:  # whatever the plugin's library raises: reported as the engine reports
+            failed.append((key, str(e) or type(e).__name__))
+    return failed
 
 
 @dataclass(frozen=True)

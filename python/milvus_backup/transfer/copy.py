@@ -144,7 +144,7 @@ class CopyReport:
             "bytes_per_second": round(rate, 1),
             "retries": self.counters.get("retries", 0),
             "cancelled": self.cancelled,
-            "strategies": _count(r["strategy"] for r in self.copied),
+            "strategies": _count(r["strategy"] for r in self.copied if r["strategy"]),  # a copied object has one
         }
 
 
