@@ -88,9 +88,9 @@ class Location:
         cut = len(self.prefix) + 1 if self.prefix else 0
         where = self.key(under) if under else self.prefix
         with self._errors():
-            if isinstance(self.store, _engine.Store):
+            if hasattr(self.store, "list_dirs"):
                 dirs, objects = self.store.list_dirs(where)
-            else:  # a store a plugin implements in Python only lists everything: one level is cut from it
+            else:  # a store a plugin implements in Python may only list everything: one level is cut from it
                 dirs, objects = _one_level(self.store.list(where), where)
         return [d[cut:] for d in dirs], [ObjectInfo(key[cut:], size, etag) for key, size, etag in objects]
 
@@ -127,7 +127,7 @@ class Location:
         cut = len(self.prefix) + 1 if self.prefix else 0
         keys = [self.key(r) for r in relatives]
         with self._errors():
-            if isinstance(self.store, _engine.Store):
+            if hasattr(self.store, "delete_many"):
                 failed = self.store.delete_many(keys, parallel)
             else:
                 failed = _delete_each(self.store, keys)
