@@ -14,10 +14,10 @@ from hypothesis import strategies as st
 
 from milvus_backup.backup.catalog import Stores
 from milvus_backup.backup.create import BackupError, CreateRequest, attach_segments, discover_binlogs
-from milvus_backup.backup.restore import PartitionImport, RestoreError, Target, check_rows
+from milvus_backup.backup.restore import PlannedImport, RestoreError, Target, check_rows
 from milvus_backup.format import meta
 from milvus_backup.milvus.adapters import base
-from milvus_backup.milvus.adapters.base import BinlogKey, MilvusAdapter, SegmentRef, StorageLayout
+from milvus_backup.milvus.adapters.base import BinlogKey, ImportJob, MilvusAdapter, SegmentRef, StorageLayout
 from milvus_backup.milvus.adapters.v2_3 import Milvus23Adapter
 from milvus_backup.milvus.connection import connect
 from milvus_backup.plugins import hookspecs
@@ -91,7 +91,7 @@ class _FailsEmptyImports(Milvus23Adapter):
 
 
 def test_an_import_without_rows_is_blamed_on_a_wrong_bucket_only_on_the_line_that_does_that():
-    job = PartitionImport("p", ["s/insert_log/1/2/", ""], 10, 0)
+    job = PlannedImport(ImportJob("p", "p", (("s/insert_log/1/2/", ""),), (), by_partition=True), 10, 0)
     target = Target(meta.CollectionBackupInfo(db_name="default", collection_name="c"), "default", "c")
     with pytest.raises(RestoreError, match="completed without rows: Milvus found no binlogs under s/insert_log/1/2/"):
         check_rows(Milvus23Adapter("v2.3.5", None), target, job, 0)

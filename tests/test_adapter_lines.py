@@ -529,16 +529,6 @@ def test_an_external_collection_on_3_x_is_refused_naming_its_source(contract):
         chosen.close()
 
 
-def test_restore_into_these_lines_is_refused_before_anything_is_created(contract):
-    chosen = adapter(contract)
-    try:
-        with pytest.raises(MilvusError, match=r"^restoring into Milvus v2.6.11 is not supported yet"):
-            chosen.create_database("db9")
-    finally:
-        chosen.close()
-    assert "CreateDatabase" not in contract.methods() and "db9" not in contract.state.databases
-
-
 def test_milvus_backup_records_the_flush_all_messages_as_the_go_tool(contract, stores):
     seed(contract, stores)
     result, _ = backup(contract, stores)

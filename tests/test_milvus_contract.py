@@ -157,3 +157,69 @@ def test_segments_report_their_level_and_storage_version(contract, stub):
     assert {(i.segmentID, i.partitionID, i.level, i.storage_version) for i in infos} == {
         (seg.id, coll.partitions["p1"], common_pb2.SegmentLevel.L1, 2), (l0.id, -1, common_pb2.SegmentLevel.L0, 2)}
     assert growing.id not in {i.segmentID for i in infos}
+
+
+def test_created_collections_number_fields_as_sent_and_added_fields_after_meta(contract, stub):
+    schema = schema_pb2.CollectionSchema(name="docs", enable_dynamic_field=True, fields=[
+        schema_field("pk", schema_pb2.DataType.Int64, is_primary_key=True),
+        schema_field("vec", schema_pb2.DataType.FloatVector, dim=4)])
+    assert stub.CreateCollection(milvus_pb2.CreateCollectionRequest(collection_name="docs",
+                                                                     schema=schema.SerializeToString())).code == 0
+    added = schema_field("tag", schema_pb2.DataType.VarChar, max_length=8, nullable=True)
+    assert stub.AddCollectionField(milvus_pb2.AddCollectionFieldRequest(
+        collection_name="docs", schema=added.SerializeToString())).code == 0
+    not_null = schema_field("n", schema_pb2.DataType.Int64)
+    assert stub.AddCollectionField(milvus_pb2.AddCollectionFieldRequest(
+        collection_name="docs", schema=not_null.SerializeToString())).code == 1100
+    coll = contract.state.collections[("default", "docs")]
+    assert [(f.name, f.fieldID) for f in coll.schema.fields] == [("pk", 100), ("vec", 101), ("$meta", 102), ("tag", 103)]
+    shown = stub.DescribeCollection(milvus_pb2.DescribeCollectionRequest(collection_name="docs")).schema
+    assert [f.name for f in shown.fields] == ["pk", "vec", "tag"]  # $meta is the server's own
+    assert stub.AlterCollection(milvus_pb2.AlterCollectionRequest(collection_name="docs", properties=[
+        common_pb2.KeyValuePair(key="k", value="v")])).code == 0
+    assert coll.properties == {"k": "v"}
+
+
+def test_imports_answer_importing_for_the_polls_asked_then_the_rows_of_their_prefixes(contract, stub):
+    seed(contract)
+    contract.state.import_polls = 2
+    contract.state.rows_by_prefix = {"insert_log/1/2/3/": 7, "insert_log/1/2/4/": 5}
+    job = stub.Import(milvus_pb2.ImportRequest(collection_name="docs", partition_name="p1",
+                                               files=["x/insert_log/1/2/3/", ""]), metadata=[("dbname", "db1")]).tasks[0]
+    states = [stub.GetImportState(milvus_pb2.GetImportStateRequest(task=job)) for _ in range(3)]
+    assert [(s.state, s.row_count) for s in states] == [
+        (common_pb2.ImportState.ImportStarted, 0), (common_pb2.ImportState.ImportStarted, 0),
+        (common_pb2.ImportState.ImportCompleted, 7)]
+    status, answer = http(contract, "POST", "/v2/vectordb/jobs/import/create", {
+        "dbName": "db1", "collectionName": "docs", "partitionName": "p1",
+        "files": [["insert_log/1/2/3/"], ["insert_log/1/2/4/", "delta_log/1/2/4/"]], "options": {"backup": "true"}})
+    assert status == 200 and answer["code"] == 0
+    described = [http(contract, "POST", "/v2/vectordb/jobs/import/describe", {"jobId": answer["data"]["jobId"]})[1]
+                 for _ in range(3)]
+    assert [(d["data"]["state"], d["data"]["totalRows"]) for d in described] == [
+        ("Importing", 0), ("Importing", 0), ("Completed", 12)]
+    missing = stub.Import(milvus_pb2.ImportRequest(collection_name="docs", partition_name="nope", files=["a/", ""]),
+                          metadata=[("dbname", "db1")])
+    assert missing.status.code == 200
+
+
+def test_a_snapshot_restore_makes_the_collection_and_reports_like_an_import_job(contract, stub):
+    contract.reset(PROFILES["3.0.0"])
+    contract.state.add_database("db1")
+    contract.state.import_polls = 1
+    uri = "s3://bkt/backup/b/bundle/snapshots/7/metadata/9.json"
+    resp = stub.RestoreExternalSnapshot(milvus_pb2.RestoreExternalSnapshotRequest(
+        target_collection_name="docs", snapshot_metadata_uri=uri), metadata=[("dbname", "db1")])
+    assert resp.status.code == 0 and ("db1", "docs") in contract.state.collections
+    states = [stub.GetRestoreSnapshotState(milvus_pb2.GetRestoreSnapshotStateRequest(job_id=resp.job_id)).info
+              for _ in range(2)]
+    assert [(i.state, i.collection_name) for i in states] == [
+        (milvus_pb2.RestoreSnapshotState.RestoreSnapshotExecuting, "docs"),
+        (milvus_pb2.RestoreSnapshotState.RestoreSnapshotCompleted, "docs")]
+    again = stub.RestoreExternalSnapshot(milvus_pb2.RestoreExternalSnapshotRequest(
+        target_collection_name="docs", snapshot_metadata_uri=uri), metadata=[("dbname", "db1")])
+    assert again.status.code == 65535
+    contract.reset(PROFILES["2.6.11"])
+    with pytest.raises(grpc.RpcError) as e:
+        stub.RestoreExternalSnapshot(milvus_pb2.RestoreExternalSnapshotRequest(target_collection_name="docs"))
+    assert e.value.code() == grpc.StatusCode.UNIMPLEMENTED

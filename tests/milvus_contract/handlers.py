@@ -18,8 +18,8 @@ from .state import (
     FLUSHED,
     GROWING,
     INDEX_NOT_FOUND,
+    PARTITION_NOT_FOUND,
     Collection,
-    ImportJob,
     MilvusFault,
     State,
 )
@@ -70,7 +70,7 @@ def DescribeDatabase(state: State, request, db):
 def CreateDatabase(state: State, request, db):
     if request.db_name in state.databases:
         raise MilvusFault(65535, f"database already exist: {request.db_name}")
-    state.add_database(request.db_name)
+    state.add_database(request.db_name, properties={kv.key: kv.value for kv in request.properties})
     return OK
 
 
@@ -88,8 +88,13 @@ def HasCollection(state: State, request, db):
 
 def DescribeCollection(state: State, request, db):
     coll = state.collection(db, request.collection_name)
+    # The dynamic field ($meta) is the server's own: DescribeCollection leaves it out.
+    schema = schema_pb2.CollectionSchema()
+    schema.CopyFrom(coll.schema)
+    del schema.fields[:]
+    schema.fields.extend(f for f in coll.schema.fields if not f.is_dynamic)
     return milvus_pb2.DescribeCollectionResponse(
-        status=OK, schema=coll.schema, collectionID=coll.id, virtual_channel_names=coll.vchannels,
+        status=OK, schema=schema, collectionID=coll.id, virtual_channel_names=coll.vchannels,
         physical_channel_names=coll.pchannels, created_timestamp=coll.created, shards_num=coll.shards,
         aliases=coll.aliases, consistency_level=coll.consistency_level, collection_name=coll.name,
         properties=[common_pb2.KeyValuePair(key=k, value=v) for k, v in coll.properties.items()], db_name=coll.db,
@@ -100,14 +105,40 @@ def CreateCollection(state: State, request, db):
     if (db, request.collection_name) in state.collections:
         raise MilvusFault(65535, f"collection already exists: {request.collection_name}")
     schema = schema_pb2.CollectionSchema.FromString(request.schema)
+    if any(f.is_dynamic for f in schema.fields):
+        raise MilvusFault(1100, "cannot explicitly set a field as a dynamic field")
     for f in schema.fields:
         f.fieldID = 0  # the server numbers fields itself, in the order sent
+    if schema.enable_dynamic_field:  # then adds $meta, numbered after them
+        schema.fields.append(schema_pb2.FieldSchema(name="$meta", data_type=schema_pb2.DataType.JSON, is_dynamic=True))
     key = any(f.is_partition_key for f in schema.fields)
     partitions = tuple(f"_default_{i}" for i in range(request.num_partitions or 16)) if key else ("_default",)
     coll = state.add_collection(db, request.collection_name, schema, partitions=partitions,
                                 shards=request.shards_num or 1,
                                 properties={kv.key: kv.value for kv in request.properties})
     coll.consistency_level = request.consistency_level
+    return OK
+
+
+def AddCollectionField(state: State, request, db):
+    coll = state.collection(db, request.collection_name)
+    field = schema_pb2.FieldSchema.FromString(request.schema)
+    if field.is_dynamic:
+        raise MilvusFault(1100, "cannot add a dynamic field")
+    if any(f.name == field.name for f in coll.schema.fields):
+        raise MilvusFault(65535, f"duplicate field name: {field.name}")
+    if not field.nullable:
+        raise MilvusFault(1100, f"added field must be nullable, please check it, field name = {field.name}")
+    field.fieldID = max(f.fieldID for f in coll.schema.fields) + 1  # the next id, as the server gives it
+    coll.schema.fields.append(field)
+    return OK
+
+
+def AlterCollection(state: State, request, db):
+    coll = state.collection(db, request.collection_name)
+    coll.properties.update({kv.key: kv.value for kv in request.properties})
+    for key in request.delete_keys:
+        coll.properties.pop(key, None)
     return OK
 
 
@@ -223,10 +254,11 @@ def GetPersistentSegmentInfo(state: State, request, db):
 # --- import ----------------------------------------------------------------------------------
 
 def Import(state: State, request, db):
-    state.collection(db, request.collection_name)
-    job = ImportJob(state.next_id(), db, request.collection_name, request.partition_name, [list(request.files)],
-                    {kv.key: kv.value for kv in request.options}, "grpc", **state.import_outcome)
-    state.imports[job.id] = job
+    coll = state.collection(db, request.collection_name)
+    if request.partition_name and request.partition_name not in coll.partitions:
+        raise MilvusFault(PARTITION_NOT_FOUND, f"partition not found[partition={request.partition_name}]")
+    job = state.new_import(db, request.collection_name, request.partition_name, [list(request.files)],
+                           {kv.key: kv.value for kv in request.options}, "grpc")
     return milvus_pb2.ImportResponse(status=OK, tasks=[job.id])
 
 
@@ -235,12 +267,46 @@ def GetImportState(state: State, request, db):
     if job is None:
         raise MilvusFault(65535, f"import task not found[task={request.task}]")
     coll = state.collections.get((job.db, job.collection))
-    infos = [common_pb2.KeyValuePair(key="progress_percent", value=str(job.progress)),
+    seen, progress = job.observe()
+    infos = [common_pb2.KeyValuePair(key="progress_percent", value=str(progress)),
              common_pb2.KeyValuePair(key="partition", value=job.partition)]
-    if job.reason:
+    if job.reason and seen == "Failed":
         infos.append(common_pb2.KeyValuePair(key="failed_reason", value=job.reason))
-    return milvus_pb2.GetImportStateResponse(status=OK, state=_IMPORT_STATES[job.state], row_count=job.rows,
+    return milvus_pb2.GetImportStateResponse(status=OK, state=_IMPORT_STATES[seen],
+                                             row_count=job.rows if seen == "Completed" else 0,
                                              infos=infos, id=job.id, collection_id=coll.id if coll else 0)
+
+
+# --- snapshots ---------------------------------------------------------------------------
+
+_SNAPSHOT_STATES = {"Pending": milvus_pb2.RestoreSnapshotState.RestoreSnapshotPending,
+                    "Importing": milvus_pb2.RestoreSnapshotState.RestoreSnapshotExecuting,
+                    "Completed": milvus_pb2.RestoreSnapshotState.RestoreSnapshotCompleted,
+                    "Failed": milvus_pb2.RestoreSnapshotState.RestoreSnapshotFailed}
+
+
+def RestoreExternalSnapshot(state: State, request, db):
+    state.database(db)
+    if (db, request.target_collection_name) in state.collections:
+        raise MilvusFault(65535, f"collection already exists: {request.target_collection_name}")
+    uri = request.snapshot_metadata_uri
+    if uri.split("://", 1)[0] not in ("s3", "minio", "gcs", "azure") or "/snapshots/" not in uri:
+        raise MilvusFault(1100, f"invalid snapshot metadata uri: {uri}")
+    # The server makes the collection from the bundle's schema, which the contract does not read.
+    state.add_collection(db, request.target_collection_name, schema_pb2.CollectionSchema())
+    job = state.new_import(db, request.target_collection_name, "", [[uri]], {"external_spec": request.external_spec},
+                           "snapshot")
+    return milvus_pb2.RestoreExternalSnapshotResponse(status=OK, job_id=job.id)
+
+
+def GetRestoreSnapshotState(state: State, request, db):
+    job = state.imports.get(request.job_id)
+    if job is None:
+        raise MilvusFault(65535, f"restore snapshot job not found[jobID={request.job_id}]")
+    seen, progress = job.observe()
+    return milvus_pb2.GetRestoreSnapshotStateResponse(status=OK, info=milvus_pb2.RestoreSnapshotInfo(
+        job_id=job.id, db_name=job.db, collection_name=job.collection, state=_SNAPSHOT_STATES[seen], progress=progress,
+        reason=job.reason if seen == "Failed" else ""))
 
 
 # --- RBAC ----------------------------------------------------------------------------------
@@ -253,5 +319,18 @@ def BackupRBAC(state: State, request, db):
 
 
 def RestoreRBAC(state: State, request, db):
-    state.rbac.MergeFrom(request.RBAC_meta)
+    # What a real server does with a user it already has is not known here: the contract takes
+    # the worst case, the restored password replaces the user's own, so a test can tell.
+    meta = request.RBAC_meta
+    users = {u.user: u for u in state.rbac.users}
+    for user in meta.users:
+        if user.user in users:
+            users[user.user].CopyFrom(user)
+        else:
+            state.rbac.users.add().CopyFrom(user)
+    for field in ("roles", "grants", "privilege_groups"):
+        have = getattr(state.rbac, field)
+        for item in getattr(meta, field):
+            if item not in have:
+                have.add().CopyFrom(item)
     return OK

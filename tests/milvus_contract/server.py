@@ -26,7 +26,7 @@ from pymilvus.grpc_gen import common_pb2, milvus_pb2, milvus_pb2_grpc
 
 from . import handlers
 from .profiles import DEFAULT, GC_CLUSTER, GC_NONE, GC_TICKET, Profile
-from .state import ImportJob, MilvusFault, State
+from .state import PARTITION_NOT_FOUND, MilvusFault, State
 
 SERVICE = milvus_pb2.DESCRIPTOR.services_by_name["MilvusService"]
 
@@ -287,13 +287,14 @@ def _gc_resume(state: State, query: dict[str, str], _body: Any) -> tuple[int, di
 def _import_create(state: State, _query: dict[str, str], body: Any) -> tuple[int, dict[str, Any]]:
     db = body.get("dbName") or "default"
     try:
-        state.collection(db, body.get("collectionName", ""))
+        coll = state.collection(db, body.get("collectionName", ""))
     except MilvusFault as e:
         return 200, {"code": e.code, "message": e.reason}
-    job = ImportJob(state.next_id(), db, body["collectionName"], body.get("partitionName", ""),
-                    [list(f) for f in body.get("files", [])], dict(body.get("options", {})), "rest",
-                    **state.import_outcome)
-    state.imports[job.id] = job
+    partition = body.get("partitionName", "")
+    if partition and partition not in coll.partitions:
+        return 200, {"code": PARTITION_NOT_FOUND, "message": f"partition not found[partition={partition}]"}
+    job = state.new_import(db, body["collectionName"], partition, [list(f) for f in body.get("files", [])],
+                           dict(body.get("options", {})), "rest")
     return _ok({"jobId": str(job.id)})
 
 
@@ -301,8 +302,10 @@ def _import_describe(state: State, _query: dict[str, str], body: Any) -> tuple[i
     job = state.imports.get(int(body.get("jobId", 0) or 0))
     if job is None:
         return 200, {"code": 65535, "message": f"import job not found[jobID={body.get('jobId')}]"}
-    return _ok({"jobId": str(job.id), "collectionName": job.collection, "state": job.state, "progress": job.progress,
-                "reason": job.reason, "totalRows": job.rows, "details": []})
+    seen, progress = job.observe()
+    return _ok({"jobId": str(job.id), "collectionName": job.collection, "state": seen, "progress": progress,
+                "reason": job.reason if seen == "Failed" else "", "totalRows": job.rows if seen == "Completed" else 0,
+                "details": []})
 
 
 _ROUTES = {

@@ -84,6 +84,14 @@ class ImportJob:
     progress: int = 100
     reason: str = ""
     rows: int = 0
+    polls: int = 0  # how many more polls answer "Importing" before the outcome above
+
+    def observe(self) -> tuple[str, int]:
+        """(state, progress) as the next poll sees it."""
+        if self.polls > 0:
+            self.polls -= 1
+            return "Importing", 50
+        return self.state, self.progress
 
 
 class MilvusFault(Exception):
@@ -96,6 +104,7 @@ class MilvusFault(Exception):
 
 # merr codes the adapters react to
 COLLECTION_NOT_FOUND, INDEX_NOT_FOUND, DATABASE_NOT_FOUND, SEGMENT_NOT_FOUND = 100, 700, 800, 600
+PARTITION_NOT_FOUND = 200
 
 
 class State:
@@ -113,6 +122,11 @@ class State:
         self.gc_history: list[tuple[str, int, str]] = []  # ("pause"/"resume", collection id, ticket)
         self.imports: dict[int, ImportJob] = {}
         self.import_outcome: dict[str, Any] = {"state": "Completed", "progress": 100, "reason": "", "rows": 0}
+        self.import_polls = 0  # each new import job answers "Importing" this many polls first
+        # Rows an import of a binlog prefix writes, by the prefix's end ("insert_log/<c>/<p>/<group>/"):
+        # the contract reads no binlogs, so a test says what a Milvus would have found there.
+        self.rows_by_prefix: dict[str, int] = {}
+        self.failing_files: dict[str, str] = {}  # an import naming a file with this in it fails, for this reason
         self.flush_polls = 0  # GetFlushState/GetFlushAllState answer "not yet" this many times
         self.rbac = milvus_pb2.RBACMeta()
         self.add_database("default", db_id=1)
@@ -238,6 +252,23 @@ class State:
 
     def next_id(self) -> int:
         return next(self._ids)
+
+    def new_import(self, db: str, collection: str, partition: str, files: list[list[str]], options: dict[str, str],
+                   via: str) -> ImportJob:
+        """An import job with the outcome the test set (``import_outcome``, ``import_polls``,
+        ``failing_files``); its rows are those ``rows_by_prefix`` gives its insert prefixes, when
+        it gives any."""
+        outcome = dict(self.import_outcome)
+        for part, reason in self.failing_files.items():
+            if any(part in f for group in files for f in group):
+                outcome.update(state="Failed", progress=0, reason=reason, rows=0)
+        found = [rows for group in files if group for end, rows in self.rows_by_prefix.items() if group[0].endswith(end)]
+        if found and outcome["state"] == "Completed":
+            outcome["rows"] = sum(found)
+        job = ImportJob(self.next_id(), db, collection, partition, files, options, via, polls=self.import_polls,
+                        **outcome)
+        self.imports[job.id] = job
+        return job
 
 
 def schema_field(name: str, data_type: int, **kw: Any) -> schema_pb2.FieldSchema:

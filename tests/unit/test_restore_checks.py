@@ -12,7 +12,7 @@ from milvus_backup import _engine
 from milvus_backup.backup.catalog import Stores
 from milvus_backup.backup.restore import (
     JOURNAL_DIR,
-    PartitionImport,
+    PlannedImport,
     RestoreError,
     RestoreRequest,
     Target,
@@ -22,6 +22,7 @@ from milvus_backup.backup.restore import (
     rows_differ,
 )
 from milvus_backup.format import meta
+from milvus_backup.milvus.adapters.base import ImportJob
 from milvus_backup.milvus.adapters.v2_3 import Milvus23Adapter
 from milvus_backup.storage.location import Location
 
@@ -36,6 +37,10 @@ def _target() -> Target:
 ADAPTER = Milvus23Adapter("v2.3.5", None)
 
 
+def _partition_job(inserted: int, deletes: int) -> PlannedImport:
+    return PlannedImport(ImportJob("p", "p", (("s/insert_log/1/2/", ""),), (), by_partition=True), inserted, deletes)
+
+
 @pytest.mark.parametrize("inserted, deletes, rows, mismatch", [
     (1000, 0, 1000, None),  # no deletes: exactly the rows backed up
     (1000, 0, 999, [1000, 1000, 1000, 0]),  # one row lost
@@ -48,23 +53,23 @@ ADAPTER = Milvus23Adapter("v2.3.5", None)
     (10, 50, 0, None),  # every row deleted
 ], ids=["exact", "lost", "extra", "deletes", "all-deletes", "no-deletes-hit", "too-few", "issue", "all-deleted"])
 def test_rows_an_import_must_report(inserted, deletes, rows, mismatch):
-    job = PartitionImport("p", ["s/insert_log/1/2/", ""], inserted, deletes)
+    job = _partition_job(inserted, deletes)
     assert check_rows(ADAPTER, _target(), job, rows) == mismatch
 
 
 def test_an_import_that_found_no_binlogs_names_the_likely_cause():
-    job = PartitionImport("p", ["s/insert_log/1/2/", ""], 10, 0)
+    job = _partition_job(10, 0)
     with pytest.raises(RestoreError, match=r"^import of default.c_r partition 'p' completed without rows: "
                                            r"Milvus found no binlogs under s/insert_log/1/2/; check that"):
         check_rows(ADAPTER, _target(), job, 0)
 
 
 def test_the_line_naming_partition_expected_and_actual():
-    assert rows_differ(_target(), "pa", 19493, 19793, 19793, 300, 14845, "nightly") == (
+    assert rows_differ(_target(), "partition 'pa'", 19493, 19793, 19793, 300, 14845, "nightly") == (
         "rows of default.c_r partition 'pa' differ from the backup: expected 19,493 to 19,793 (19,793 rows, 300 "
         "deletes), Milvus imported 14,845; default.c_r is incomplete: check the backup with mbackup verify -n "
         "nightly, then restore it again with --drop-exist-collection")
-    assert rows_differ(_target(), "_default", 500, 500, 500, 0, 250, "n").startswith(
+    assert rows_differ(_target(), "partition '_default'", 500, 500, 500, 0, 250, "n").startswith(
         "rows of default.c_r partition '_default' differ from the backup: expected 500, Milvus imported 250; ")
 
 

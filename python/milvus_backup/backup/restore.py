@@ -28,9 +28,9 @@ from typing import Any
 from ..config.params import BY_KEY, MAX_IMPORT_JOBS
 from ..errors import MBackupError
 from ..format import meta, untrusted
-from ..milvus.adapters.base import CreateCollectionSpec, ImportState, ImportStatus, MilvusAdapter
+from ..milvus.adapters.base import CreateCollectionSpec, ImportJob, ImportState, ImportStatus, MilvusAdapter
 from ..milvus.binlog import BinlogError, count_records
-from ..storage.location import Location, NotFound, ObjectInfo
+from ..storage.location import Location, NotFound, ObjectInfo, split_url
 from ..transfer.copy import CopySettings, Plan, run_plan
 from ..transfer.progress import SILENT, Reporter
 from .catalog import Stores, backup_dir, read_backup
@@ -62,11 +62,14 @@ class RestoreRequest:
     import_timeout: float = 3600.0  # seconds without progress before giving up
     force: bool = False  # skip the quick check of the backup (mbackup verify)
     discard_journal: bool = False  # forget interrupted restores instead (the CLI runs discard_journals)
+    batch_imports: bool = BY_KEY["mbackup.batchImports"].default  # many segments per import job (REST)
+    max_segments_per_job: int = BY_KEY["restore.maxSegmentsPerImportJob"].default  # with batch_imports
+    rbac: bool = False  # restore users, roles, grants and privilege groups too
 
     def validate(self) -> None:
         """Refuse bad flags before reading the backup or connecting to Milvus."""
         meta.validate_backup_name(self.name)
-        if self.discard_journal and (self.filters or self.suffix or self.renames or self.force
+        if self.discard_journal and (self.filters or self.suffix or self.renames or self.force or self.rbac
                                      or any(self.shape().values())):
             raise RestoreError("--discard-journal takes no other flag than -n: it discards every journal of the "
                                "backup and restores nothing")
@@ -86,7 +89,7 @@ class RestoreRequest:
         """The flags that change what is created or imported (targets aside)."""
         return {k: getattr(self, k) for k in ("rebuild_index", "use_auto_index", "drop_exist_collection",
                                               "drop_exist_index", "skip_create_collection", "meta_only", "load",
-                                              "restore_aliases", "skip_l0")}
+                                              "restore_aliases", "skip_l0", "batch_imports")}
 
     def command(self) -> str:
         """The command line that makes this request (shown to say which restore a journal is of)."""
@@ -118,14 +121,14 @@ class Target:
 
 JOURNAL_DIR = "mbackup-restore-journal"
 _STAGING = re.compile(r"mbackup-restore-[0-9a-f]{12}")
-_JOB = re.compile(r"[0-9]+(,[0-9]+)*")
+_JOB = re.compile(r"([a-z]+:)?[0-9]+(,[0-9]+)*")  # an adapter's job id, "rest:" or such before it
 _SHOWN = re.compile(r"[\w .,:*-]{1,1000}")  # what a journal's command may look like when shown
 
 
 class Journal:
     """What an interrupted restore finished, kept in the target Milvus's bucket so running the
     same restore again resumes it: collections it made are not refused as existing,
-    partitions already imported are skipped, and imports still running are waited for
+    import jobs already done are skipped, and imports still running are waited for
     instead of started twice (which would duplicate rows).
 
     A journal is bound to what it describes. Its key is the validated backup name and a
@@ -135,8 +138,9 @@ class Journal:
     while the collection under that name still has that id.
 
     ``collections[label]`` = {"state": "creating"|"created"|"done", "collection_id": id|None,
-    "staging": prefix|None, "partitions": {name: {"job": id|None, "done": bool,
-    "rows": rows imported|None, "mismatch": [fewest, most, inserted, delete records]|None}}}.
+    "staging": prefix|None, "partitions": {job key: {"job": id|None, "done": bool,
+    "rows": rows imported|None, "mismatch": [fewest, most, inserted, delete records]|None}}},
+    by the key of each import job (:class:`ImportJob`; a partition's name where one job imports it).
     """
 
     def __init__(self, stores: Stores, request: RestoreRequest, info: meta.BackupInfo, targets: list[Target],
@@ -144,6 +148,8 @@ class Journal:
         self.location = stores.milvus
         self.name = request.name
         self.request = {"backup_id": info.id, "targets": {t.source_label: t.label for t in targets}, **request.shape()}
+        if request.batch_imports:  # which segments share a job, and so the jobs' keys, depend on it
+            self.request["max_segments_per_job"] = request.max_segments_per_job
         digest = hashlib.sha256(json.dumps(self.request, sort_keys=True).encode()).hexdigest()[:16]
         self.key = f"{JOURNAL_DIR}/{request.name}/{digest}.json"
         self.url = f"{stores.milvus.url}/{self.key}"
@@ -331,6 +337,11 @@ def check_targets(adapter: MilvusAdapter, targets: list[Target], request: Restor
     restarted; one whose name now holds another collection is never used."""
     if request.skip_create_collection and request.drop_exist_collection:
         raise RestoreError("--skip-create-collection and --drop-exist-collection cannot be used together")
+    if request.batch_imports and not adapter.can_batch_imports():
+        raise RestoreError(f"--batch-imports: Milvus {adapter.version} takes no batched imports: restore without "
+                           "--batch-imports")
+    if request.rbac and not adapter.can_restore_rbac():
+        raise RestoreError(f"--rbac: Milvus {adapter.version} cannot restore users and roles: restore without --rbac")
     databases = set(adapter.list_databases())
     gone = []
     for t in targets:
@@ -359,9 +370,48 @@ class RestoreResult:
     backup: str
     collections: list[dict[str, Any]]
     seconds: float
+    rbac: dict[str, Any] | None = None  # with --rbac: what was created
 
     def summary(self) -> dict[str, Any]:
-        return {"backup": self.backup, "collections": self.collections, "seconds": round(self.seconds, 3)}
+        rbac = {} if self.rbac is None else {"rbac": self.rbac}
+        return {"backup": self.backup, "collections": self.collections, "seconds": round(self.seconds, 3), **rbac}
+
+
+def restore_rbac(adapter: MilvusAdapter, info: meta.BackupInfo, warn: Callable[[str], None]) -> dict[str, Any]:
+    """The backup's users, roles, grants and privilege groups the target lacks (--rbac). A user
+    the target has already is left as it is, its password unchanged, and named in a warning."""
+    if not info.rbac_meta:
+        warn(f"backup {info.name!r} holds no users or roles (it was made without --rbac): none restored")
+        return {"users": [], "roles": [], "grants": 0, "privilege_groups": [], "existing_users": []}
+    done = adapter.restore_rbac(info.rbac_meta)
+    if done.existing_users:
+        warn(f"users already on Milvus are left as they are, their passwords unchanged: {', '.join(done.existing_users)}")
+    return {"users": done.users, "roles": done.roles, "grants": done.grants, "privilege_groups": done.privilege_groups,
+            "existing_users": done.existing_users}
+
+
+def create_databases(adapter: MilvusAdapter, info: meta.BackupInfo, targets: list[Target],
+                     warn: Callable[[str], None]) -> None:
+    """Create the target databases that do not exist yet and whose source database has
+    backed-up properties, with those properties (the first source's, where several go to one
+    target). Every other database is created as its first collection is."""
+    backed_up = {d.db_name or "default": d.properties for d in info.database_backups if d.properties}
+    wanted: dict[str, list[meta.KeyValuePair]] = {}
+    for t in targets:
+        if (t.source.db_name or "default") in backed_up:
+            wanted.setdefault(t.db, backed_up[t.source.db_name or "default"])
+    if not wanted:
+        return
+    existing = set(adapter.list_databases())
+    for db, properties in wanted.items():
+        if db in existing:
+            continue
+        if adapter.can_restore_database_properties():
+            adapter.create_database(db, properties)  # type: ignore[call-arg]
+        else:
+            warn(f"database {db} is created without its backed-up properties "
+                 f"({', '.join(kv.key for kv in properties)}): Milvus {adapter.version} keeps none")
+            adapter.create_database(db)
 
 
 def restore_backup(adapter: MilvusAdapter | Callable[[], MilvusAdapter], stores: Stores, request: RestoreRequest,
@@ -385,11 +435,14 @@ def restore_backup(adapter: MilvusAdapter | Callable[[], MilvusAdapter], stores:
         warn(line)
     journal = Journal(stores, request, info, targets, warn)
     check_targets(adapter, targets, request, journal, warn)
+    check_snapshot_restore(adapter, stores, info, request, warn)
     if journal.resuming:
         warn(f"resuming an interrupted restore of {request.name!r}: finished steps are skipped")
     bdir = backup_dir(stores, request.name)
     results = []
+    rbac = restore_rbac(adapter, info, warn) if request.rbac else None
     try:
+        create_databases(adapter, info, targets, warn)
         for t in targets:
             results.append(restore_collection(adapter, stores, bdir, t, request, settings, reporter, journal))
     except MBackupError as e:
@@ -403,7 +456,7 @@ def restore_backup(adapter: MilvusAdapter | Callable[[], MilvusAdapter], stores:
             warn(kept)
         raise
     journal.remove()
-    return RestoreResult(request.name, results, time.monotonic() - started)
+    return RestoreResult(request.name, results, time.monotonic() - started, rbac)
 
 
 def _spec(t: Target) -> CreateCollectionSpec:
@@ -428,10 +481,13 @@ def restore_collection(adapter: MilvusAdapter, stores: Stores, bdir: str, t: Tar
                 "resumed": "already restored"}
     jobs = 0
     try:
-        if state["state"] != "created":
-            _create_collection(adapter, t, request, state, journal)
-        if not request.meta_only:
-            jobs = import_data(adapter, stores, bdir, t, request, settings, reporter, journal)
+        if c.snapshot_backup is not None:
+            jobs = restore_from_snapshot(adapter, stores, bdir, t, request, reporter, journal)
+        else:
+            if state["state"] != "created":
+                _create_collection(adapter, t, request, state, journal)
+            if not request.meta_only:
+                jobs = import_data(adapter, stores, bdir, t, request, settings, reporter, journal)
     except MBackupError:
         if not _imported_any(state):
             # Nothing was imported into the collection (Milvus found no binlogs, say): undo
@@ -455,6 +511,83 @@ def restore_collection(adapter: MilvusAdapter, stores: Stores, bdir: str, t: Tar
     return {"source": t.source_label, "target": t.label, "rows_in_backup": rows,
             "rows_imported": _rows_imported(state), "import_jobs": jobs,
             "seconds": round(time.monotonic() - started, 3)}
+
+
+SNAPSHOT_JOB = "snapshot"  # the journal key of a collection's RestoreExternalSnapshot job
+
+
+def check_snapshot_restore(adapter: MilvusAdapter, stores: Stores, info: meta.BackupInfo, request: RestoreRequest,
+                           warn: Callable[[str], None]) -> None:
+    """A snapshot-format backup is restored by Milvus itself, collection by collection, from the
+    bundles it exported: refuse what that cannot do before anything is made; say what it ignores."""
+    if info.format != meta.FORMAT_SNAPSHOT:
+        return
+    # Whether the target's line restores snapshots at all is compat.check_restorable's to say.
+    refused = [f for f, on in (("--skip-create-collection", request.skip_create_collection),
+                               ("--meta-only", request.meta_only)) if on]
+    if refused:
+        raise RestoreError(f"{' and '.join(refused)} cannot be used with backup {info.name!r}: it is in the snapshot "
+                           "format, from which Milvus creates each collection and its data itself")
+    if not stores.same_bucket:
+        raise RestoreError(f"backup {info.name!r} is in the snapshot format and Milvus reads it itself, from its own "
+                           f"bucket only ({stores.milvus.url}): copy the backup there (mbackup copy) and restore it "
+                           "from there")
+    for c in info.collection_backups:
+        path = (c.snapshot_backup.metadata_path if c.snapshot_backup else "").strip("/")
+        if not path or "://" in path or ".." in path.split("/"):
+            raise RestoreError(f"backup {info.name!r} names no snapshot bundle of {c.db_name or 'default'}."
+                               f"{c.collection_name} inside the backup (metadata path {path!r}): the backup is "
+                               f"damaged; check it with mbackup verify -n {info.name}")
+    ignored = [f for f, on in (("--rebuild-index", request.rebuild_index), ("--use-auto-index", request.use_auto_index),
+                               ("--drop-exist-index", request.drop_exist_index),
+                               ("--batch-imports", request.batch_imports)) if on]
+    if ignored:
+        warn(f"{', '.join(ignored)}: ignored for backup {info.name!r}, in the snapshot format (Milvus restores the "
+             "collections' own indexes, without import jobs)")
+
+
+def restore_from_snapshot(adapter: MilvusAdapter, stores: Stores, bdir: str, t: Target, request: RestoreRequest,
+                          reporter: Reporter, journal: Journal) -> int:
+    """Have Milvus make ``t`` from its exported bundle and wait until it has. A job an
+    interrupted run started is waited for, not started again."""
+    state = journal.collection(t)
+    earlier = state["partitions"].get(SNAPSHOT_JOB, {})
+    job_id = earlier.get("job")
+    if not (job_id and earlier.get("rows") is None
+            and _still_ours(adapter.snapshot_status(job_id), state, "")):
+        adapter.create_database(t.db)
+        exists = adapter.has_collection(t.db, t.name)
+        if exists and (request.drop_exist_collection or state["state"] == "creating"):  # replaced, or half-made by us
+            adapter.drop_collection(t.db, t.name)
+        state["state"], state["collection_id"] = "creating", None
+        journal.save()
+        bundle = t.source.snapshot_backup
+        assert bundle is not None  # check_snapshot_restore refused a collection without one
+        key = f"{bdir}/{bundle.metadata_path.strip('/')}"
+        job_id = adapter.restore_snapshot(t.db, t.name, stores.milvus.scheme, split_url(stores.milvus.url).bucket, key)
+        state["partitions"][SNAPSHOT_JOB] = {"job": job_id, "done": False, "rows": None, "mismatch": None}
+        state["collection_id"] = adapter.collection_id(t.db, t.name)
+        journal.save()
+    changed, last = time.monotonic(), -1
+    while True:
+        status = adapter.snapshot_status(job_id)
+        if status.state == ImportState.FAILED:
+            state["partitions"][SNAPSHOT_JOB]["rows"] = 0  # what Milvus made of it is dropped: nothing to keep
+            journal.save()
+            raise RestoreError(f"restore of {t.label} from its snapshot failed: {status.reason or 'no reason given'}")
+        if status.state == ImportState.COMPLETED:
+            break
+        if status.progress != last:
+            changed, last = time.monotonic(), status.progress
+        elif time.monotonic() - changed > request.import_timeout:
+            raise RestoreError(f"restore of {t.label} from its snapshot made no progress for "
+                               f"{request.import_timeout:.0f}s (job {job_id}); check the Milvus logs")
+        reporter.imports(t.label, 0, 1, max(status.progress, 0))
+        time.sleep(1.0)
+    state["partitions"][SNAPSHOT_JOB].update(done=True, rows=0)
+    state["state"] = "created"
+    journal.save()
+    return 1
 
 
 def _rows_imported(state: dict[str, Any]) -> int:
@@ -512,37 +645,37 @@ def _create_collection(adapter: MilvusAdapter, t: Target, request: RestoreReques
 
 
 def data_segments(p: meta.PartitionBackupInfo) -> list[meta.SegmentBackupInfo]:
-    """The segments of a partition that hold rows. L0 segments hold deletes only, which a
-    partition's import never reads (2.3 skips the delta logs of a segment without insert
-    logs); restore refused them unless --skip-l0 (backup/compat.py)."""
+    """The segments of a partition that hold rows (L0 segments hold deletes only)."""
     return [s for s in p.segment_backups if not s.is_l0]
 
 
 @dataclass
-class PartitionImport:
-    """One import job: a partition's binlog prefixes and what the backup holds for it."""
+class PlannedImport:
+    """One import job of a collection and what the backup holds for it."""
 
-    partition: str
-    files: list[str]
-    inserted: int  # rows in the insert logs: the segments' num_of_rows
-    delete_records: int  # records in the delta logs
+    job: ImportJob
+    inserted: int  # rows in its insert logs: the segments' num_of_rows
+    delete_records: int  # records in the delta logs of its data segments
+
+    @property
+    def what(self) -> str:
+        return self.job.what
 
 
 def import_data(adapter: MilvusAdapter, stores: Stores, bdir: str, t: Target, request: RestoreRequest,
                 settings: CopySettings, reporter: Reporter, journal: Journal) -> int:
     c = t.source
     state = journal.collection(t)
-    parts = [p for p in c.partition_backups if data_segments(p)
-             and not state["partitions"].get(p.partition_name, {}).get("done")]
-    if not parts:
+    batch = request.max_segments_per_job if request.batch_imports else 0
+    jobs = [j for j in adapter.import_jobs(c, bdir, batch=batch) if not state["partitions"].get(j.key, {}).get("done")]
+    if not jobs:
         return 0
-    for p in parts:
-        # A partition whose rows did not add up stays failed: a re-run must not import on top.
-        earlier = state["partitions"].get(p.partition_name, {})
+    for job in jobs:
+        # A job whose rows did not add up stays failed: a re-run must not import on top.
+        earlier = state["partitions"].get(job.key, {})
         if earlier.get("mismatch"):
             # The four numbers check_rows records (read_journal checks them); mypy cannot know a list's length.
-            raise RestoreError(rows_differ(t, p.partition_name, *earlier["mismatch"], earlier["rows"], request.name))  # type: ignore[call-arg]
-    import_root = bdir
+            raise RestoreError(rows_differ(t, job.what, *earlier["mismatch"], earlier["rows"], request.name))  # type: ignore[call-arg]
     if not stores.same_bucket:
         # Milvus reads import files only from its own bucket: stage the segments there.
         # At the bucket root like the Go tool's restore-temp dirs, outside Milvus's rootPath.
@@ -550,23 +683,17 @@ def import_data(adapter: MilvusAdapter, stores: Stores, bdir: str, t: Target, re
         prefix = state["staging"] or f"mbackup-restore-{uuid.uuid4().hex[:12]}"
         state["staging"] = prefix
         journal.save()
-        import_root = f"{prefix}/{bdir}"
         files = [(ObjectInfo(key, size), f"{prefix}/{key}")
-                 for p in parts for s in data_segments(p) for _, key, size in meta.segment_files(bdir, s)]
+                 for j in jobs for s in j.segments for _, key, size in meta.segment_files(bdir, s)]
         present = {o.key: o.size for o in stores.milvus.list(prefix)}
         plan = Plan(jobs=[(o, k) for o, k in files if present.get(k) != o.size],
                     skipped=[o for o, k in files if present.get(k) == o.size])
         report = run_plan(plan, stores.backup, stores.milvus, settings, reporter=reporter, label=f"stage {t.label}")
         report.raise_for_failures(RestoreError, f"staging {t.label} into the Milvus bucket failed")
-    deletes = count_deletes(stores, bdir, parts, t, reporter.warning)
-    jobs = []
-    for p in parts:
-        has_delta = any(fb.binlogs for s in data_segments(p) for fb in s.deltalogs)
-        dirs = meta.partition_import_dirs(import_root, c.collection_id, p.partition_id, with_delta=has_delta)
-        inserted = sum(s.num_of_rows for s in data_segments(p))
-        jobs.append(PartitionImport(p.partition_name, [dirs.insert or "", dirs.delta or ""], inserted,
-                                    deletes[p.partition_name]))
-    wait_imports(adapter, t, jobs, request, reporter, journal)
+        jobs = [j.under(prefix) for j in jobs]
+    deletes = count_deletes(stores, bdir, jobs, t, reporter.warning)
+    planned = [PlannedImport(j, sum(s.num_of_rows for s in j.segments if not s.is_l0), deletes[j.key]) for j in jobs]
+    wait_imports(adapter, t, planned, request, reporter, journal)
     # Success removes the staged copies; a failure with imports done or in flight keeps
     # them (those imports read them, and the journal lets the next run reuse them).
     left = _remove_staged(stores, state["staging"], request.keep_temp_files)
@@ -575,14 +702,15 @@ def import_data(adapter: MilvusAdapter, stores: Stores, bdir: str, t: Target, re
     return len(jobs)
 
 
-def count_deletes(stores: Stores, bdir: str, parts: list[meta.PartitionBackupInfo], t: Target,
+def count_deletes(stores: Stores, bdir: str, jobs: list[ImportJob], t: Target,
                   warn: Callable[[str], None]) -> dict[str, int]:
-    """Delete records in each partition's delta logs, read from the backup. A delta log
-    missing from it (restored with --force) deletes nothing, in Milvus either; one that
-    cannot be read leaves its partition checked against the most rows only."""
-    logs = [(p.partition_name, key) for p in parts for s in data_segments(p)
+    """Delete records in the delta logs of each job's data segments, by job key, read from
+    the backup. A delta log missing from it (restored with --force) deletes nothing, in Milvus
+    either; one that cannot be read leaves its job checked against the most rows only. L0
+    segments are not counted: their deletes write no rows."""
+    logs = [(j.key, key) for j in jobs for s in j.segments if not s.is_l0
             for _, key, _ in meta.segment_files(bdir, s) if "/binlogs/delta_log/" in key]
-    counts = {p.partition_name: 0 for p in parts}
+    counts = {j.key: 0 for j in jobs}
     if not logs:
         return counts
 
@@ -596,14 +724,15 @@ def count_deletes(stores: Stores, bdir: str, parts: list[meta.PartitionBackupInf
 
     with ThreadPoolExecutor(min(16, len(logs))) as pool:
         found = list(pool.map(count, [key for _, key in logs]))
-    inserted = {p.partition_name: sum(s.num_of_rows for s in data_segments(p)) for p in parts}
-    for (partition, key), n in zip(logs, found, strict=True):
+    inserted = {j.key: sum(s.num_of_rows for s in j.segments if not s.is_l0) for j in jobs}
+    what = {j.key: j.what for j in jobs}
+    for (job, key), n in zip(logs, found, strict=True):
         if isinstance(n, str):
-            warn(f"cannot count the deletes in {key} ({n}): the rows of {t.label} partition {partition!r} are "
+            warn(f"cannot count the deletes in {key} ({n}): the rows of {t.label} {what[job]} are "
                  "checked against the most the backup holds only")
-            counts[partition] = inserted[partition]
+            counts[job] = inserted[job]
         else:
-            counts[partition] += n
+            counts[job] += n
     return counts
 
 
@@ -620,59 +749,65 @@ def _remove_staged(stores: Stores, prefix: str | None, keep: bool) -> str:
             f"(first: {failed[0][0]}: {failed[0][1]})")
 
 
-def wait_imports(adapter: MilvusAdapter, t: Target, jobs: list[PartitionImport], request: RestoreRequest,
+def wait_imports(adapter: MilvusAdapter, t: Target, jobs: list[PlannedImport], request: RestoreRequest,
                  reporter: Reporter, journal: Journal) -> None:
-    """Run import jobs, at most ``request.import_jobs`` at once, until all complete, and check
-    the rows each wrote; their progress goes to ``reporter``. Jobs an interrupted run started
-    into this same collection are waited for, not started again; a failed one is redone."""
+    """Run import jobs, at most ``request.import_jobs`` at once and each only once the jobs it
+    waits for (:meth:`ImportJob.waits_for`: L0 deletes after their data) have completed,
+    until all complete; check the rows each wrote; their progress goes to ``reporter``. Jobs
+    an interrupted run started into this same collection are waited for, not started again; a
+    failed one is redone."""
     record = journal.collection(t)
     state = record["partitions"]
     pending = []
-    running: dict[str, tuple[PartitionImport, float, int]] = {}  # job id -> (import, last change, progress)
+    running: dict[str, tuple[PlannedImport, float, int]] = {}  # job id -> (import, last change, progress)
     for job in jobs:
-        earlier = state.get(job.partition, {})
+        earlier = state.get(job.job.key, {})
         started = earlier.get("job")
         # rows is recorded once a job completes: a completed job not marked done wrote nothing.
         if started and earlier.get("rows") is None and _still_ours(adapter.import_status(t.db, started), record,
-                                                                   job.partition):
+                                                                   job.job.partition):
             running[started] = (job, time.monotonic(), -1)
         else:
             pending.append(job)
     done = 0
     while pending or running:
-        while pending and len(running) < min(max(1, request.import_jobs), MAX_IMPORT_JOBS):
-            job = pending.pop(0)
-            job_id = adapter.start_import(t.db, t.name, job.partition, job.files)
-            state[job.partition] = {"job": job_id, "done": False, "rows": None, "mismatch": None}
+        while len(running) < min(max(1, request.import_jobs), MAX_IMPORT_JOBS):
+            unfinished = [j.job for j in pending] + [j.job for j, _, _ in running.values()]
+            ready = next((j for j in pending if not any(j.job.waits_for(o) for o in unfinished)), None)
+            if ready is None:
+                break
+            pending.remove(ready)
+            job_id = adapter.start_import_job(t.db, t.name, ready.job)
+            state[ready.job.key] = {"job": job_id, "done": False, "rows": None, "mismatch": None}
             journal.save()
-            running[job_id] = (job, time.monotonic(), -1)
+            running[job_id] = (ready, time.monotonic(), -1)
         time.sleep(1.0)
         total_progress = 0
         for job_id, (job, changed, last) in list(running.items()):
+            key = job.job.key
             status = adapter.import_status(t.db, job_id)
             if status.state == ImportState.FAILED:
-                state[job.partition]["rows"] = 0  # a failed import leaves no rows behind
+                state[key]["rows"] = 0  # a failed import leaves no rows behind
                 journal.save()
-                raise RestoreError(f"import of {t.label} partition {job.partition!r} failed: "
-                                   f"{status.reason or 'no reason given'}")
+                raise RestoreError(f"import of {t.label} {job.what} failed: {status.reason or 'no reason given'}")
             if status.state == ImportState.COMPLETED:
                 del running[job_id]
-                state[job.partition]["rows"] = status.rows
-                mismatch = check_rows(adapter, t, job, status.rows)
+                state[key]["rows"] = status.rows
+                mismatch = None if job.job.l0 else check_rows(adapter, t, job, status.rows)
                 if mismatch:
                     # Recorded: a re-run must not report success on top of the missing rows.
-                    state[job.partition]["mismatch"] = mismatch
+                    state[key]["mismatch"] = mismatch
                     journal.save()
                     # As above: *mismatch is four numbers.
-                    raise RestoreError(rows_differ(t, job.partition, *mismatch, status.rows, request.name))  # type: ignore[call-arg, arg-type]
-                state[job.partition]["done"] = True
+                    raise RestoreError(rows_differ(t, job.what, *mismatch, status.rows, request.name))  # type: ignore[call-arg, arg-type]
+                state[key]["done"] = True
                 journal.save()
                 done += 1
                 continue
             if status.progress != last:
                 running[job_id] = (job, time.monotonic(), status.progress)
             elif time.monotonic() - changed > request.import_timeout:
-                raise RestoreError(f"import of {t.label} partition {job.partition!r} made no progress for "
+                raise RestoreError(f"import of {t.label} {job.what} made no progress for "
                                    f"{request.import_timeout:.0f}s (job {job_id}); check the Milvus logs")
             total_progress += max(status.progress, 0)
         reporter.imports(t.label, done, len(jobs), (100 * done + total_progress) / len(jobs))
@@ -685,23 +820,24 @@ def _still_ours(status: ImportStatus, record: dict[str, Any], partition: str) ->
             and (not status.partition or status.partition == partition))
 
 
-def check_rows(adapter: MilvusAdapter, t: Target, job: PartitionImport, rows: int) -> list[int] | None:
-    """None when the rows an import wrote add up to what the backup holds for its partition;
+def check_rows(adapter: MilvusAdapter, t: Target, job: PlannedImport, rows: int) -> list[int] | None:
+    """None when the rows an import wrote add up to what the backup holds for its segments;
     else what to record: [fewest, most, inserted, delete records]. An import that found no
     binlogs at all is refused with the likely cause."""
     low, high = adapter.import_rows_range(job.inserted, job.delete_records)
     if low <= rows <= high:
         return None
     if adapter.import_found_nothing(rows):
-        raise RestoreError(f"import of {t.label} partition {job.partition!r} completed without rows: Milvus "
-                           f"found no binlogs under {job.files[0]}; check that "
+        raise RestoreError(f"import of {t.label} {job.what} completed without rows: Milvus "
+                           f"found no binlogs under {job.job.files[0][0]}; check that "
                            "milvus.storage.bucketName and rootPath name Milvus's own bucket")
     return [low, high, job.inserted, job.delete_records]
 
 
-def rows_differ(t: Target, partition: str, low: int, high: int, inserted: int, delete_records: int, rows: int,
+def rows_differ(t: Target, what: str, low: int, high: int, inserted: int, delete_records: int, rows: int,
                 name: str) -> str:
+    """``what``: the import job in words (``partition 'p'``, :attr:`ImportJob.what`)."""
     expected = f"{high:,}" if low == high else f"{low:,} to {high:,} ({inserted:,} rows, {delete_records:,} deletes)"
-    return (f"rows of {t.label} partition {partition!r} differ from the backup: expected {expected}, Milvus "
+    return (f"rows of {t.label} {what} differ from the backup: expected {expected}, Milvus "
             f"imported {rows:,}; {t.label} is incomplete: check the backup with mbackup verify -n {name}, then "
             "restore it again with --drop-exist-collection")

@@ -486,6 +486,8 @@ def restore(
     load: Annotated[bool, typer.Option("--load", help="Load collections that were loaded when backed up.")] = False,
     restore_aliases: Annotated[bool, typer.Option("--restore-aliases", "--restore_aliases", help="Recreate aliases.")] = False,
     skip_l0: Annotated[bool, typer.Option("--skip-l0", "--skip_l0", help="Leave out L0 delete segments the target cannot import (the rows they deleted come back).")] = False,
+    rbac: Annotated[bool, typer.Option("--rbac", help="Restore users, roles, grants and privilege groups too (Milvus 2.4.10+); users Milvus has already are left as they are.")] = False,
+    batch_imports: Annotated[bool, typer.Option("--batch-imports", "--use-v2-restore", "--use_v2_restore", help="Import many segments per job (Milvus 2.4+, REST); config mbackup.batchImports.")] = False,
     force: Annotated[bool, typer.Option("--force", help="Restore even if the backup fails the quick check (mbackup verify).")] = False,
     discard_journal: Annotated[bool, typer.Option("--discard-journal", help="Restore nothing: forget interrupted restores of the backup (journals, staged copies).")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable summary on stdout.")] = False,
@@ -506,7 +508,9 @@ def restore(
         use_auto_index=use_auto_index, drop_exist_collection=drop_exist_collection, drop_exist_index=drop_exist_index,
         skip_create_collection=skip_create_collection, meta_only=meta_only, load=load, restore_aliases=restore_aliases,
         skip_l0=skip_l0, force=force, discard_journal=discard_journal,
-        keep_temp_files=cfg.restore.keep_temp_files, import_jobs=cfg.restore.concurrency.import_jobs)
+        keep_temp_files=cfg.restore.keep_temp_files, import_jobs=cfg.restore.concurrency.import_jobs,
+        rbac=rbac, batch_imports=batch_imports or cfg.mbackup.batch_imports,
+        max_segments_per_job=cfg.restore.max_segments_per_import_job)
     request.validate()
     stores = _stores(state)
     if discard_journal:
@@ -530,6 +534,10 @@ def restore(
             typer.echo(f"restored {c['source']} as {c['target']}: {c['rows_in_backup']:,} rows in backup, "
                        f"{c['rows_imported']:,} imported, {c['import_jobs']} import jobs, "
                        f"{format_duration(c['seconds'])}")
+        if result.rbac is not None:
+            r = result.rbac
+            typer.echo(f"restored users and roles: {len(r['users'])} users, {len(r['roles'])} roles, {r['grants']} "
+                       f"grants, {len(r['privilege_groups'])} privilege groups")
         typer.echo(f"restore backup success: {name} in {format_duration(result.seconds)}")
 
 

@@ -228,7 +228,8 @@ _TABLE: tuple[Setting, ...] = (
        v1=V1("backup.parallelism.restoreCollection", ("BACKUP_PARALLELISM_RESTORE_COLLECTION",)), used=False),
     _s("restore.concurrency.importJobs", "int", 768, f"Import jobs at once (mbackup runs at most {MAX_IMPORT_JOBS})",
        range=ranges.CONCURRENCY, v1="backup.parallelism.importJob"),
-    _s("restore.maxSegmentsPerImportJob", "int", 256, "Segments per import job", range=ranges.CONCURRENCY, used=False),
+    _s("restore.maxSegmentsPerImportJob", "int", 256, "Segments per import job, with mbackup.batchImports",
+       range=ranges.CONCURRENCY),
     _s("restore.keepTempFiles", "bool", False, "Keep the staged copies a restore imported from",
        v1=V1("backup.keepTempFiles", ("BACKUP_KEEP_TEMP_FILES",))),
     _s("transfer.mode", "enum", "auto", "Copy server-side or stream through the tool", choices=TRANSFER_MODES,
@@ -258,6 +259,8 @@ _TABLE: tuple[Setting, ...] = (
     _s("mbackup.milvusAdapter", "str", "", "Milvus line whose adapter to use, e.g. 3.0 (empty: the server's own)"),
     _s("mbackup.memoryBudgetMiB", "int", 128, "Memory the parts in flight may hold", range=ranges.MEMORY, scale=MiB,
        engine="memory_budget"),
+    _s("mbackup.batchImports", "bool", False, "Restore into Milvus 2.4+ with REST import jobs of many segments "
+       "(the Go tool's --use_v2_restore) instead of one gRPC import per segment"),
     _s(None, "int", 64 * MiB, "Part size for server-side multipart copies", range=ranges.PART_SIZE,
        flag="--copy-part-size", engine="copy_part_size"),
 )

@@ -223,6 +223,7 @@ class MBackupConfig:
 
     parallel: int = _default("mbackup.parallel")
     checksum: str = _default("mbackup.checksum")
+    batch_imports: bool = _default("mbackup.batchImports")
     max_bandwidth: int | None = _default("mbackup.maxBandwidth")  # bytes per second; None = unlimited
     max_requests_per_second: float | None = _default("mbackup.maxRequestsPerSecond")  # None = unlimited
     part_size_mib: int = _default("mbackup.partSizeMiB")

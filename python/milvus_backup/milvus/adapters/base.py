@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import Enum
 from typing import Any
 
@@ -129,6 +129,46 @@ class ImportStatus:
     partition: str = ""  # and its partition ("": the server does not say)
 
 
+#: When the imports of one collection start: a job waits for every job of an earlier stage in
+#: its partition (in every partition, for a collection-wide job). The Go tool's order: a
+#: partition's data, then its L0 deletes, then the collection-level L0 deletes last.
+STAGE_DATA, STAGE_PARTITION_L0, STAGE_COLLECTION_L0 = 0, 1, 2
+
+
+@dataclass(frozen=True)
+class ImportJob:
+    """One backup-mode import, as a line's adapter plans it (:meth:`MilvusAdapter.import_jobs`)."""
+
+    key: str  # unique within the collection's restore: names the job in the restore journal
+    partition: str  # the target partition; "" for the whole collection (collection-level L0)
+    files: tuple[tuple[str, str], ...]  # (insert prefix, delta prefix), "" for none, per segment group
+    segments: tuple[meta.SegmentBackupInfo, ...]  # what the prefixes hold, staged before the import
+    l0: bool = False  # L0 segments: deletes only, imported with l0_import; no rows to check
+    storage_version: int = 0
+    stage: int = STAGE_DATA
+    batched: bool = False  # several segments in one job, through the REST import
+    by_partition: bool = False  # the partition's whole prefixes at once (Milvus 2.3, backups without group ids)
+
+    @property
+    def what(self) -> str:
+        """The job in a message: ``partition 'p' (segment 7)``."""
+        where = f"partition {self.partition!r}" if self.partition else "collection-level deletes"
+        if self.by_partition or not self.segments:
+            return where
+        kind = "L0 segment" if self.l0 else "segment"
+        first = self.segments[0].segment_id
+        return f"{where} ({kind} {first})" if len(self.segments) == 1 else \
+            f"{where} ({len(self.segments)} {kind}s from {first})"
+
+    def waits_for(self, other: ImportJob) -> bool:
+        return other.stage < self.stage and (not self.partition or other.partition == self.partition)
+
+    def under(self, prefix: str) -> ImportJob:
+        """The job reading staged copies of its files, under ``prefix`` in the Milvus bucket."""
+        moved = tuple(tuple(f"{prefix}/{f}" if f else "" for f in group) for group in self.files)
+        return replace(self, files=moved)  # type: ignore[arg-type]
+
+
 @dataclass
 class CreateCollectionSpec:
     """What restore asks an adapter to create; built from a CollectionBackupInfo."""
@@ -214,6 +254,15 @@ class Capabilities:
 
     def has(self, feature: str) -> bool:
         return feature in self.features
+@dataclass
+class RbacRestored:
+    """What :meth:`MilvusAdapter.restore_rbac` created, and the users it left as they were."""
+
+    users: list[str] = field(default_factory=list)
+    roles: list[str] = field(default_factory=list)
+    grants: int = 0
+    privilege_groups: list[str] = field(default_factory=list)
+    existing_users: list[str] = field(default_factory=list)  # on the server already: not changed
 
 
 class MilvusAdapter(ABC):
@@ -330,6 +379,37 @@ class MilvusAdapter(ABC):
     def create_alias(self, db: str, collection: str, alias: str) -> None: ...
 
     # --- importing data -------------------------------------------------------------------
+    def import_jobs(self, collection: meta.CollectionBackupInfo, bdir: str, *, batch: int = 0) -> list[ImportJob]:
+        """The imports that restore ``collection``'s data from the backup at ``bdir``, in the
+        order to start them. ``batch`` > 0 asks for up to that many segments per job (see
+        :meth:`can_batch_imports`). This default is Milvus 2.3's: one job per partition over
+        the partition's whole prefixes, its delta logs applied while the import reads."""
+        jobs = []
+        for p in collection.partition_backups:
+            # L0 segments hold deletes only, which a 2.3 import never reads (it skips the delta
+            # logs of a segment without insert logs); restore refused them unless --skip-l0
+            # (backup/compat.py).
+            segments = [s for s in p.segment_backups if not s.is_l0]
+            if not segments:
+                continue
+            has_delta = any(fb.binlogs for s in segments for fb in s.deltalogs)
+            dirs = meta.partition_import_dirs(bdir, collection.collection_id, p.partition_id, with_delta=has_delta)
+            jobs.append(ImportJob(p.partition_name, p.partition_name, ((dirs.insert or "", dirs.delta or ""),),
+                                  tuple(segments), by_partition=True))
+        return jobs
+
+    def can_batch_imports(self) -> bool:
+        """Whether :meth:`import_jobs` can put several segments in one job."""
+        return False
+
+    def start_import_job(self, db: str, collection: str, job: ImportJob) -> str:
+        """Start ``job``; returns an id for :meth:`import_status`. This default sends it as
+        :meth:`start_import` does: one group of prefixes, backup mode."""
+        if job.l0 or job.storage_version or len(job.files) != 1:
+            raise MilvusError(f"Milvus {self.version} cannot import {job.what} of {db}.{collection}: it imports "
+                              "one partition of storage-version-0 data segments per job")
+        return self.start_import(db, collection, job.partition, list(job.files[0]))
+
     @abstractmethod
     def start_import(self, db: str, collection: str, partition: str, files: list[str]) -> str:
         """Start a backup-mode bulk import of binlog prefixes that live in the server's own
@@ -357,6 +437,31 @@ class MilvusAdapter(ABC):
     def count_rows(self, db: str, collection: str) -> int:
         """Rows visible to a query (used by checks and tests); needs the collection loaded."""
         raise NotImplementedError
+
+    # --- snapshot-format backups ------------------------------------------------------------
+    def restore_snapshot(self, db: str, collection: str, scheme: str, bucket: str, key: str) -> str:
+        """Have Milvus make ``db.collection`` from an exported snapshot bundle whose metadata is
+        ``key`` in ``bucket`` of its own object store (``scheme``: the store's, as a Location
+        names it); returns a job id for :meth:`snapshot_status`."""
+        raise MilvusError(f"Milvus {self.version} cannot restore a snapshot-format backup")
+
+    def snapshot_status(self, job_id: str) -> ImportStatus:
+        raise MilvusError(f"Milvus {self.version} cannot restore a snapshot-format backup")
+
+    # --- access control ---------------------------------------------------------------------
+    def can_restore_rbac(self) -> bool:
+        """Whether :meth:`restore_rbac` is there."""
+        return False
+
+    def restore_rbac(self, rbac: dict[str, Any]) -> RbacRestored:
+        """Create the users, roles, grants and privilege groups of a backup's ``rbac_meta``
+        (as the Go tool writes it) that the server does not have yet. An existing user is
+        left as it is: its password is never replaced."""
+        raise MilvusError(f"Milvus {self.version} cannot restore users and roles (RestoreRBAC came with Milvus 2.4.10)")
+
+    def can_restore_database_properties(self) -> bool:
+        """Whether ``create_database`` takes the backed-up ``properties`` of a database."""
+        return False
 
     def close(self) -> None:
         return None

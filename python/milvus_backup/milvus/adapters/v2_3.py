@@ -22,7 +22,7 @@ from ...format import meta
 from ...plugins.hookspecs import hookimpl
 from ..connection import MilvusError
 from .base import CreateCollectionSpec, ImportState, ImportStatus
-from .rpc import RpcAdapter, RpcFailed
+from .rpc import RpcAdapter, RpcFailed, _import_status
 
 
 @hookimpl
@@ -123,27 +123,6 @@ class Milvus23Adapter(RpcAdapter):
 
 
     # --- plumbing -------------------------------------------------------------------------
-
-
-def _import_status(resp: Any) -> ImportStatus:
-    from pymilvus.grpc_gen import common_pb2 as c
-
-    infos = {kv.key: kv.value for kv in resp.infos}
-    state = {
-        c.ImportState.ImportPending: ImportState.PENDING,
-        c.ImportState.ImportFailed: ImportState.FAILED,
-        c.ImportState.ImportFailedAndCleaned: ImportState.FAILED,
-        c.ImportState.ImportCompleted: ImportState.COMPLETED,
-    }.get(resp.state, ImportState.RUNNING)  # Started, Persisted, Flushed
-    try:
-        progress = int(float(infos.get("progress_percent", "0")))
-    except ValueError:
-        progress = 0
-    if state is ImportState.COMPLETED:
-        progress = 100
-    reason = infos.get("failed_reason", "") if state is ImportState.FAILED else ""
-    return ImportStatus(state=state, progress=progress, reason=reason, rows=int(resp.row_count),
-                        collection_id=int(resp.collection_id), partition=infos.get("partition", ""))
 
 
 # --------------------------------------------------------------------------------------

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Callable, Sequence
-from typing import Any, NoReturn
+from typing import Any
 
 from ...format import meta
 from ...plugins.hookspecs import hookimpl
@@ -30,14 +30,13 @@ from ..connection import MilvusError
 from ..versions import Feature
 from .base import (
     BinlogDescribeFailed,
-    CreateCollectionSpec,
+    Capabilities,
     FlushAllResult,
-    ImportStatus,
     SegmentBinlogs,
     SegmentRef,
 )
 from .http_api import HttpApi, HttpFailed
-from .rpc import RpcAdapter
+from .restore_v2 import RestoreV2
 
 SEGMENT_DESCRIBE = "/v2/vectordb/segments/describe"
 # Loon: a segment layout a backup-mode import cannot read yet (milvus#52930).
@@ -52,8 +51,11 @@ def mbackup_register_milvus_adapter(register: Callable[..., None]) -> None:
     register("3.0", Milvus30Adapter)
 
 
-class Milvus24Adapter(RpcAdapter):
-    """Milvus 2.4 and, through its subclasses, every later line."""
+class Milvus24Adapter(RestoreV2):
+    """Milvus 2.4 and, through its subclasses, every later line; the restore side is
+    :class:`~.restore_v2.RestoreV2`'s."""
+
+    capabilities = Capabilities.of_line("2.4")
 
     tested = ("adapter contract-tested only: against a wire contract built from the protos and the Go tool, "
               "not a live Milvus")
@@ -130,41 +132,26 @@ class Milvus24Adapter(RpcAdapter):
         except (AttributeError, KeyError, TypeError, ValueError, IndexError):
             raise BinlogDescribeFailed(f"{where} described segment {segment_id} in a shape mbackup cannot read") from None
 
-    # --- restore: not done for these lines yet -------------------------------------------
-
-    def _no_restore(self) -> NoReturn:
-        raise MilvusError(f"restoring into Milvus {self.version} is not supported yet (mbackup backs up Milvus "
-                          "2.4 and later, and restores into Milvus 2.3): restore into a Milvus 2.3 server")
-
-    def create_database(self, db: str) -> None:
-        self._no_restore()
-
-    def create_collection(self, spec: CreateCollectionSpec) -> None:
-        self._no_restore()
-
-    def start_import(self, db: str, collection: str, partition: str, files: list[str]) -> str:
-        self._no_restore()
-
-    def import_status(self, db: str, job_id: str) -> ImportStatus:
-        self._no_restore()
-
-    def import_rows_range(self, inserted: int, delete_records: int) -> tuple[int, int]:
-        self._no_restore()
-
 
 class Milvus25Adapter(Milvus24Adapter):
     """Milvus 2.5: nullable fields, default values, functions (BM25); the REST segment
     describe from 2.5.8."""
+
+    capabilities = Capabilities.of_line("2.5")
 
 
 class Milvus26Adapter(Milvus25Adapter):
     """Milvus 2.6: storage v2 (column groups under insert_log), int8 vectors, struct arrays,
     geometry, timestamptz; GC tickets from 2.6.8, FlushAll from 2.6.11."""
 
+    capabilities = Capabilities.of_line("2.6")
+
 
 class Milvus30Adapter(Milvus26Adapter):
     """Milvus 3.x in the binlog format (storage v3 off): external collections, whose data
     Milvus does not hold, cannot be backed up."""
+
+    capabilities = Capabilities.of_line("3.0")
 
     def describe_collection(self, db: str, collection: str) -> meta.CollectionBackupInfo:
         from pymilvus.grpc_gen import milvus_pb2 as m
