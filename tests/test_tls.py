@@ -122,3 +122,16 @@ def test_destination_without_the_ca_fails_in_one_line_and_writes_nothing(tls_s3,
     r = mbackup(env, "copy", url(tls_s3, SRC, "data", ca_pem), url(tls_s3, DST, "untrusted", None))
     assert_untrusted(r, f"s3://{DST}/untrusted")
     assert tls_s3.list_keys(DST, "untrusted") == []  # read over plain HTTP
+
+
+def test_an_untrusted_certificate_has_its_own_error_code(tls_s3):
+    """Whether the engine's own S3 requests or object_store's client (Azure, GCS) met it,
+    the error says tls_untrusted: no retry can fix it, and the message can say what to do."""
+    s3 = _engine.Store(f"s3://{SRC}", {"aws_endpoint": tls_s3.https_endpoint, "aws_access_key_id": tls_s3.access_key,
+                                       "aws_secret_access_key": tls_s3.secret_key})
+    azure = _engine.Store("az://container", {"azure_storage_account_name": "devstoreaccount1",
+                                             "azure_storage_account_key": "a2V5", "azure_endpoint": tls_s3.https_endpoint})
+    for call in (lambda: s3.list("data"), lambda: azure.get("k")):
+        with pytest.raises(_engine.EngineError) as raised:
+            call()
+        assert raised.value.code == "tls_untrusted", str(raised.value)

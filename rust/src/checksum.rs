@@ -146,9 +146,9 @@ impl Hasher {
     }
 
     pub fn append_part(&mut self, part: [Option<u64>; 2], data: &[u8]) {
-        for i in 0..2 {
-            if let (Some(a), Some(acc), Some(p)) = (self.want.crcs[i], self.crcs[i], part[i]) {
-                self.crcs[i] = Some(combine(a, acc, p, data.len() as u64));
+        for ((crc, want), p) in self.crcs.iter_mut().zip(self.want.crcs).zip(part) {
+            if let (Some(a), Some(acc), Some(p)) = (want, *crc, p) {
+                *crc = Some(combine(a, acc, p, data.len() as u64));
             }
         }
         if let Some(m) = &mut self.md5 {

@@ -3,21 +3,20 @@
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use futures::stream::{self, BoxStream, FuturesUnordered, StreamExt, TryStreamExt};
 use object_store::{MultipartUpload, ObjectStoreExt, PutPayload};
-use rand::Rng;
 use tokio::sync::{Semaphore, SemaphorePermit};
 use tokio_util::sync::CancellationToken;
 
+use crate::backend::key::path;
+use crate::backend::{s3, Backend};
 use crate::checksum::{self, Algo, Hasher, Sum, Sums, Want};
-use crate::errors::{Error, Kind, Result};
+use crate::errors::{Code, Error, Result};
 use crate::limits::Limits;
 use crate::progress::Progress;
-use crate::s3;
-use crate::store::{path, Backend};
+use crate::retry::backoff;
 use crate::version::{changed, md5_of_etag, Pin};
 
 #[derive(Clone, Debug)]
@@ -159,7 +158,12 @@ impl Engine {
                         self.limits.request().await;
                         match job.src.head(&job.src_key).await? {
                             Some(head) => head,
-                            None => return Err(Error::new(Kind::NotFound, format!("source object {} does not exist", job.src_key))),
+                            None => {
+                                return Err(Error::new(
+                                    Code::NotFound,
+                                    format!("source object {} does not exist", job.src_key),
+                                ))
+                            }
                         }
                     }
                 };
@@ -175,10 +179,14 @@ impl Engine {
                 Err(e) => Err(e),
             };
             match outcome {
-                Err(e) if e.kind.retryable() && result.attempts < self.opts.max_attempts && !self.cancel.is_cancelled() => {
+                Err(e)
+                    if e.code.retryable()
+                        && result.attempts < self.opts.max_attempts
+                        && !self.cancel.is_cancelled() =>
+                {
                     counter.undo();
                     Progress::add(&self.progress.retries, 1);
-                    if e.kind == Kind::Changed {
+                    if e.code == Code::Changed {
                         known = (None, None);
                     }
                     let delay = backoff(result.attempts);
@@ -189,14 +197,17 @@ impl Engine {
                 }
                 outcome => {
                     let outcome = outcome.map_err(|mut e| {
-                        if e.kind == Kind::Changed && result.attempts > 1 {
-                            e.message = format!("{}, on each of {} attempts: copy it again once nothing writes to it", e.message, result.attempts);
+                        if e.code == Code::Changed && result.attempts > 1 {
+                            e.message = format!(
+                                "{}, on each of {} attempts: copy it again once nothing writes to it",
+                                e.message, result.attempts
+                            );
                         }
                         e
                     });
                     match &outcome {
                         Ok(_) => Progress::add(&self.progress.objects_done, 1),
-                        Err(e) if e.kind == Kind::Cancelled => counter.undo(),
+                        Err(e) if e.code == Code::Cancelled => counter.undo(),
                         Err(_) => {
                             counter.undo();
                             Progress::add(&self.progress.failures, 1)
@@ -214,7 +225,11 @@ impl Engine {
     fn choose(&self, job: &Job, size: u64) -> Strategy {
         if let (Some((_, src)), Some((_, dst))) = (job.src.s3(), job.dst.s3()) {
             if src.account == dst.account {
-                return if size > self.opts.multipart_copy_threshold { Strategy::ServerMultipart } else { Strategy::ServerCopy };
+                return if size > self.opts.multipart_copy_threshold {
+                    Strategy::ServerMultipart
+                } else {
+                    Strategy::ServerCopy
+                };
             }
         }
         let both_native = job.src.native().is_some() && job.dst.native().is_some();
@@ -227,7 +242,14 @@ impl Engine {
 
     /// One attempt at one object, every read of the source pinned to one version. Bytes
     /// that pass through are compared with the sum the source offers, when it offers one.
-    async fn copy(&self, job: &Job, pin: &Pin, size: u64, strategy: Strategy, counter: &Counter<'_>) -> Result<Outcome> {
+    async fn copy(
+        &self,
+        job: &Job,
+        pin: &Pin,
+        size: u64,
+        strategy: Strategy,
+        counter: &Counter<'_>,
+    ) -> Result<Outcome> {
         let algo = self.opts.checksum.or(self.opts.verify.then_some(Algo::Crc32c));
         let moved = match strategy {
             Strategy::ServerCopy => self.server_copy(job, pin, size, counter).await?,
@@ -248,8 +270,14 @@ impl Engine {
             let actual = self.checked_read(&job.dst, &job.dst_key, None, algo, size, "destination").await?;
             if actual != expected {
                 return Err(Error::new(
-                    Kind::Corrupt,
-                    format!("{} differs from its source after copy ({} {} != {})", job.dst_key, algo.name(), algo.hex(actual), algo.hex(expected)),
+                    Code::Corrupt,
+                    format!(
+                        "{} differs from its source after copy ({} {} != {})",
+                        job.dst_key,
+                        algo.name(),
+                        algo.hex(actual),
+                        algo.hex(expected)
+                    ),
                 ));
             }
             outcome.checksum = Some((algo, expected));
@@ -261,7 +289,15 @@ impl Engine {
     /// Before the bytes are committed at the destination: are they the source's? Compared
     /// with the sum the source states when it states one; with --verify and none stated,
     /// with a second read of the same version. Damaged bytes never land.
-    async fn link_to_source(&self, job: &Job, pin: &Pin, size: u64, algo: Option<Algo>, offered: Option<Sum>, sums: &Sums) -> Result<bool> {
+    async fn link_to_source(
+        &self,
+        job: &Job,
+        pin: &Pin,
+        size: u64,
+        algo: Option<Algo>,
+        offered: Option<Sum>,
+        sums: &Sums,
+    ) -> Result<bool> {
         if let Some(offered) = &offered {
             check_offered(&job.src_key, offered, sums)?;
             return Ok(true);
@@ -271,15 +307,29 @@ impl Engine {
         let read = sums.crc(algo).expect("the copy's own algorithm is always computed");
         if read != source {
             return Err(Error::new(
-                Kind::Corrupt,
-                format!("{} was damaged in transit (read {} {}, the source has {})", job.src_key, algo.name(), algo.hex(read), algo.hex(source)),
+                Code::Corrupt,
+                format!(
+                    "{} was damaged in transit (read {} {}, the source has {})",
+                    job.src_key,
+                    algo.name(),
+                    algo.hex(read),
+                    algo.hex(source)
+                ),
             ));
         }
         Ok(true)
     }
 
     /// Read a whole object and checksum it, pinned to `pin`'s version when given.
-    async fn checked_read(&self, backend: &Backend, key: &str, pin: Option<&Pin>, algo: Algo, size: u64, side: &str) -> Result<u64> {
+    async fn checked_read(
+        &self,
+        backend: &Backend,
+        key: &str,
+        pin: Option<&Pin>,
+        algo: Algo,
+        size: u64,
+        side: &str,
+    ) -> Result<u64> {
         self.limits.request().await;
         let read = async {
             let opened = backend.open(key, None, pin.and_then(Pin::etag)).await?;
@@ -299,7 +349,7 @@ impl Engine {
         };
         let (sums, read) = self.cancellable(read).await?;
         if read != size {
-            return Err(Error::new(Kind::Corrupt, format!("{side} {key} has {read} bytes, expected {size}")));
+            return Err(Error::new(Code::Corrupt, format!("{side} {key} has {read} bytes, expected {size}")));
         }
         Ok(sums.crc(algo).unwrap())
     }
@@ -310,7 +360,8 @@ impl Engine {
         let (dst, dst_info) = job.dst.s3().unwrap();
         let (src, src_info) = job.src.s3().unwrap();
         self.limits.request().await;
-        let copy = s3::copy_object(dst, dst_info, &job.dst_key, src_info, &job.src_key, pin.etag());
+        let source = s3::CopySource { info: src_info, key: &job.src_key, if_match: pin.etag() };
+        let copy = s3::copy_object(dst, dst_info, &job.dst_key, &source);
         let (etag, md5_etag) = self.cancellable(copy).await.map_err(|e| refused(&job.src_key, e))?;
         if let (true, Some(want), Some(got)) = (md5_etag, pin.etag().and_then(md5_of_etag), md5_of_etag(&etag)) {
             if want != got {
@@ -321,8 +372,12 @@ impl Engine {
                 pin.check(&job.src_key, head.etag.as_deref())?;
                 if head.etag_is_md5 {
                     return Err(Error::new(
-                        Kind::Corrupt,
-                        format!("server-side copy of {} made an object with ETag {etag}, the source has {}", job.src_key, pin.etag().unwrap()),
+                        Code::Corrupt,
+                        format!(
+                            "server-side copy of {} made an object with ETag {etag}, the source has {}",
+                            job.src_key,
+                            pin.etag().unwrap()
+                        ),
                     ));
                 }
             }
@@ -332,7 +387,14 @@ impl Engine {
     }
 
     /// Whole object through memory: one GET, one PUT (atomic on every store).
-    async fn stream(&self, job: &Job, pin: &Pin, size: u64, algo: Option<Algo>, counter: &Counter<'_>) -> Result<Moved> {
+    async fn stream(
+        &self,
+        job: &Job,
+        pin: &Pin,
+        size: u64,
+        algo: Option<Algo>,
+        counter: &Counter<'_>,
+    ) -> Result<Moved> {
         let _memory = self.reserve(size).await?;
         self.limits.request().await;
         let read = async {
@@ -390,12 +452,22 @@ impl Engine {
 
     /// Ranged GETs in parallel, written in order as parts of one multipart upload.
     /// Memory stays within parts in flight x part size, whatever the object size.
-    async fn stream_multipart(&self, job: &Job, pin: &Pin, size: u64, algo: Option<Algo>, counter: &Counter<'_>) -> Result<Moved> {
+    async fn stream_multipart(
+        &self,
+        job: &Job,
+        pin: &Pin,
+        size: u64,
+        algo: Option<Algo>,
+        counter: &Counter<'_>,
+    ) -> Result<Moved> {
         // Ranged reads carry no checksum: S3 states the whole object's in a HEAD.
         let offered = match job.src.s3() {
             Some((store, info)) => {
                 self.limits.request().await;
-                let head = self.cancellable(s3::head_object(store, info, &job.src_key, pin.etag())).await.map_err(|e| refused(&job.src_key, e))?;
+                let head = self
+                    .cancellable(s3::head_object(store, info, &job.src_key, pin.etag()))
+                    .await
+                    .map_err(|e| refused(&job.src_key, e))?;
                 pin.check(&job.src_key, head.etag.as_deref())?;
                 if head.size != size {
                     return Err(changed(&job.src_key, &format!("{} bytes, expected {size}", head.size)));
@@ -460,7 +532,8 @@ impl Engine {
                     opened.body.try_collect::<Vec<Bytes>>().await
                 };
                 let chunks = self.cancellable(read).await?;
-                let data = if chunks.len() == 1 { chunks.into_iter().next().unwrap() } else { Bytes::from(chunks.concat()) };
+                let data =
+                    if chunks.len() == 1 { chunks.into_iter().next().unwrap() } else { Bytes::from(chunks.concat()) };
                 if data.len() as u64 != len {
                     return Err(changed(src_key, &format!("a part of {} bytes came back with {}", len, data.len())));
                 }
@@ -518,7 +591,8 @@ impl Engine {
                 async move {
                     self.limits.request().await;
                     let len = range.end - range.start;
-                    let part = s3::upload_part_copy(dst, dst_info, &job.dst_key, id, idx, src_info, &job.src_key, pin.etag(), range).await?;
+                    let source = s3::CopySource { info: src_info, key: &job.src_key, if_match: pin.etag() };
+                    let part = s3::upload_part_copy(dst, dst_info, &job.dst_key, id, idx, &source, range).await?;
                     counter.add(len);
                     Ok::<_, Error>(part)
                 }
@@ -562,8 +636,12 @@ impl Engine {
 fn check_offered(key: &str, offered: &Sum, sums: &Sums) -> Result<()> {
     match sums.like(offered) {
         Some(read) if read != *offered => Err(Error::new(
-            Kind::Corrupt,
-            format!("{key} was damaged in transit (read {}, the source states {})", read.describe(), offered.describe()),
+            Code::Corrupt,
+            format!(
+                "{key} was damaged in transit (read {}, the source states {})",
+                read.describe(),
+                offered.describe()
+            ),
         )),
         _ => Ok(()),
     }
@@ -571,7 +649,7 @@ fn check_offered(key: &str, offered: &Sum, sums: &Sums) -> Result<()> {
 
 /// A 412 from a copy or HEAD pinned with If-Match: the source is no longer that version.
 fn refused(key: &str, e: Error) -> Error {
-    if e.kind == Kind::Changed && e.message.contains("HTTP 412") {
+    if e.code == Code::Changed && e.message.contains("HTTP 412") {
         changed(key, "it is no longer the version being copied")
     } else {
         e
@@ -585,12 +663,6 @@ pub fn part_size_for(size: u64, wanted: u64) -> u64 {
 
 pub fn ranges(size: u64, part: u64) -> Vec<std::ops::Range<u64>> {
     (0..size.div_ceil(part)).map(|i| i * part..(i * part).saturating_add(part).min(size)).collect()
-}
-
-/// Exponential backoff with full jitter: 200 ms, 400 ms, ... capped at 5 s.
-pub(crate) fn backoff(attempt: u32) -> Duration {
-    let cap = 200u64.saturating_mul(1 << attempt.min(10)).min(5_000);
-    Duration::from_millis(rand::rng().random_range(cap / 2..=cap))
 }
 
 #[cfg(test)]
@@ -611,13 +683,5 @@ mod tests {
         let part = part_size_for(size, 8 << 20);
         assert!(size.div_ceil(part) <= 10_000);
         assert_eq!(part_size_for(100, 8 << 20), 8 << 20);
-    }
-
-    #[test]
-    fn backoff_grows_and_is_capped() {
-        for attempt in 1..20 {
-            let d = backoff(attempt).as_millis() as u64;
-            assert!(d <= 5_000 && d >= 100, "{attempt}: {d}");
-        }
     }
 }

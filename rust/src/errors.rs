@@ -1,72 +1,128 @@
-//! One error type for the engine, classified by what the caller should do about it.
+//! One error type for the engine, with a stable code that says what went wrong.
+//!
+//! The code is set where an error is classified (backend/errors.rs for what stores answer,
+//! the copy for what it checks itself) and is all Python decides on: messages are for people
+//! and quote the stores' own words, which change with their versions.
 
 use std::fmt;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Kind {
-    /// The object or bucket does not exist: retrying cannot help.
-    NotFound,
-    /// Credentials rejected or missing permissions: retrying cannot help.
-    Auth,
-    /// Throttling, 5xx, timeouts, dropped connections: worth another attempt.
-    Transient,
-    /// Bytes read back differ from bytes sent: worth another attempt (the copy is redone).
-    Corrupt,
-    /// The source object was replaced while it was being read: worth another attempt, which
-    /// copies whatever version is there then, whole.
-    Changed,
-    /// A conditional write found the key taken.
-    AlreadyExists,
-    /// A conditional write on a version found another version, or none.
-    Precondition,
-    /// Anything else the store refused (bad request, precondition, ...).
-    Fatal,
-    /// Stopped by the caller.
-    Cancelled,
-    /// The endpoint answered, but not like the store it should be (a web page, not S3 XML).
-    Protocol,
+/// Declares each code once: its variant, its stable name and what it means.
+macro_rules! codes {
+    ($($(#[$doc:meta])* $variant:ident => $name:literal,)*) => {
+        /// What went wrong. The names (`Code::name`) are part of the engine's interface: Python
+        /// reads them from `EngineError.code` and from copy results' `error_code`.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+        pub enum Code {
+            $($(#[$doc])* $variant,)*
+        }
+
+        impl Code {
+            pub const ALL: &'static [Code] = &[$(Code::$variant,)*];
+
+            pub fn name(self) -> &'static str {
+                match self {
+                    $(Code::$variant => $name,)*
+                }
+            }
+        }
+    };
 }
 
-impl Kind {
-    pub fn name(self) -> &'static str {
-        match self {
-            Kind::NotFound => "not_found",
-            Kind::Auth => "auth",
-            Kind::Transient => "transient",
-            Kind::Corrupt => "corrupt",
-            Kind::Changed => "changed",
-            Kind::AlreadyExists => "already_exists",
-            Kind::Precondition => "precondition",
-            Kind::Fatal => "fatal",
-            Kind::Cancelled => "cancelled",
-            Kind::Protocol => "protocol",
-        }
-    }
+codes! {
+    /// The object does not exist.
+    NotFound => "not_found",
+    /// The bucket does not exist.
+    NoSuchBucket => "no_such_bucket",
+    /// The store rejected the credentials, for a reason it did not name.
+    Auth => "auth",
+    /// The access key is unknown to the store (S3 InvalidAccessKeyId).
+    InvalidAccessKey => "invalid_access_key",
+    /// The secret does not match the access key (S3 SignatureDoesNotMatch).
+    SignatureMismatch => "signature_mismatch",
+    /// The session token has expired (S3 ExpiredToken).
+    ExpiredToken => "expired_token",
+    /// The credentials are valid but not allowed to do this (S3 AccessDenied, HTTP 403).
+    AccessDenied => "access_denied",
+    /// None were configured and the instance metadata service gave none.
+    NoCredentials => "no_credentials",
+    /// No connection: refused, no such host, connect timeout.
+    Unreachable => "unreachable",
+    /// The server's TLS certificate failed verification.
+    TlsUntrusted => "tls_untrusted",
+    /// A request got no answer in time.
+    Timeout => "timeout",
+    /// The store asked to slow down (SlowDown, HTTP 429).
+    Throttled => "throttled",
+    /// The store failed (HTTP 5xx).
+    ServerError => "server_error",
+    /// Another failure a retry may fix: a connection dropped, an answer cut short.
+    Transient => "transient",
+    /// No space left on the device.
+    DiskFull => "disk_full",
+    /// The disk quota is exceeded.
+    QuotaExceeded => "quota_exceeded",
+    /// The file system is read-only.
+    ReadOnly => "read_only",
+    /// The OS denied access to a file or folder (EACCES).
+    PermissionDenied => "permission_denied",
+    /// The OS does not permit the operation (EPERM).
+    NotPermitted => "not_permitted",
+    /// Another OS error on a local file.
+    Io => "io",
+    /// The path crosses a symbolic link or a special file, which is never followed.
+    Symlink => "symlink",
+    /// The key cannot be addressed in this store.
+    BadKey => "bad_key",
+    /// A folder cannot hold this key beside another: an object `a` and objects under `a/`,
+    /// which S3 holds at once.
+    KeyClash => "key_clash",
+    /// Bytes read back differ from bytes sent.
+    Corrupt => "corrupt",
+    /// The source object was replaced while it was being read.
+    Changed => "changed",
+    /// A conditional write found the key taken.
+    AlreadyExists => "already_exists",
+    /// A conditional write on a version found another version, or none.
+    Precondition => "precondition",
+    /// The endpoint answered, but not like the store it should be (a web page, not S3 XML).
+    Protocol => "protocol",
+    /// The store cannot be opened as configured (URL, options, CA file).
+    Config => "config",
+    /// The store cannot do this (a conditional write on a Python store, say).
+    Unsupported => "unsupported",
+    /// The store refused the request (another HTTP 4xx).
+    Refused => "refused",
+    /// Stopped by the caller.
+    Cancelled => "cancelled",
+    /// Anything else.
+    Other => "other",
+}
+
+impl Code {
+    /// Worth another attempt at the whole job: the store may answer next time, and a copy
+    /// that read damaged bytes or a replaced source is redone from the start.
     pub fn retryable(self) -> bool {
-        matches!(self, Kind::Transient | Kind::Corrupt | Kind::Changed)
+        self.transient() || matches!(self, Code::Corrupt | Code::Changed)
+    }
+
+    /// The store or the way to it failed in a way a retry may fix.
+    pub fn transient(self) -> bool {
+        matches!(self, Code::Unreachable | Code::Timeout | Code::Throttled | Code::ServerError | Code::Transient)
     }
 }
 
 #[derive(Debug, Clone)]
 pub struct Error {
-    pub kind: Kind,
+    pub code: Code,
     pub message: String,
-    /// What went wrong, without the object: an errno name (`EROFS`), an S3 error code
-    /// (`NoSuchBucket`), `symlink`, `bad_key`. Failures of many objects with one cause are
-    /// reported once.
-    pub cause: Option<String>,
 }
 
 impl Error {
-    pub fn new(kind: Kind, message: impl Into<String>) -> Self {
-        Error { kind, message: message.into(), cause: None }
-    }
-    pub fn with_cause(mut self, cause: impl Into<String>) -> Self {
-        self.cause = Some(cause.into());
-        self
+    pub fn new(code: Code, message: impl Into<String>) -> Self {
+        Error { code, message: message.into() }
     }
     pub fn cancelled() -> Self {
-        Error::new(Kind::Cancelled, "cancelled")
+        Error::new(Code::Cancelled, "cancelled")
     }
 }
 
@@ -78,168 +134,14 @@ impl fmt::Display for Error {
 
 pub type Result<T> = std::result::Result<T, Error>;
 
-/// Classify from an HTTP status, as S3-compatible servers answer.
-pub fn kind_for_status(status: u16, body: &str) -> Kind {
-    match status {
-        401 | 403 => Kind::Auth,
-        404 => Kind::NotFound,
-        // Our requests send preconditions only to pin the source's version (If-Match).
-        412 => Kind::Changed,
-        408 | 429 => Kind::Transient,
-        500..=599 => Kind::Transient,
-        // Some servers throttle with 400/503 and a SlowDown code in the body.
-        _ if body.contains("SlowDown") || body.contains("RequestTimeout") => Kind::Transient,
-        _ => Kind::Fatal,
-    }
-}
-
-impl From<object_store::Error> for Error {
-    fn from(e: object_store::Error) -> Self {
-        use object_store::Error as E;
-        // object_store's Display stops at its own words ("error sending request"); the cause
-        // underneath (refused connection, untrusted certificate) is what a user can act on.
-        let mut message = e.to_string();
-        let mut source = std::error::Error::source(&e);
-        let mut os: Option<&std::io::Error> = None;
-        let (mut link, mut clash) = (false, false);
-        while let Some(cause) = source {
-            let text = cause.to_string();
-            if !message.contains(&text) {
-                message.push_str(": ");
-                message.push_str(&text);
-            }
-            link |= cause.downcast_ref::<crate::fs::LinkError>().is_some();
-            clash |= cause.downcast_ref::<crate::fs::KeyClash>().is_some();
-            os = os.or_else(|| cause.downcast_ref::<std::io::Error>().filter(|io| io.raw_os_error().is_some()));
-            source = cause.source();
-        }
-        let cause = if link {
-            Some("symlink".to_string())
-        } else if clash {
-            Some("key_clash".to_string())
-        } else if let Some(n) = os.and_then(|io| io.raw_os_error()) {
-            Some(errno_name(n))
-        } else {
-            xml_value(&message, "Code").map(str::to_string)
-        };
-        let kind = match &e {
-            E::NotFound { .. } => Kind::NotFound,
-            E::PermissionDenied { .. } | E::Unauthenticated { .. } => Kind::Auth,
-            E::AlreadyExists { .. } => Kind::AlreadyExists,
-            E::Precondition { .. } => Kind::Precondition,
-            E::NotModified { .. } => Kind::Fatal,
-            E::NotSupported { .. } | E::NotImplemented { .. } | E::InvalidPath { .. } => Kind::Fatal,
-            E::UnknownConfigurationKey { .. } => Kind::Fatal,
-            _ if link => Kind::Fatal,
-            // A local disk's answer does not change by asking again (except an interrupted call).
-            E::Generic { store: "file", .. } => match os.map(|io| io.kind()) {
-                Some(std::io::ErrorKind::Interrupted | std::io::ErrorKind::TimedOut) => Kind::Transient,
-                _ => Kind::Fatal,
-            },
-            _ => classify_message(&message),
-        };
-        Error { kind, message: tidy(&message), cause }
-    }
-}
-
-/// The errno's symbolic name for the errors a copy meets, else `errno N`.
-fn errno_name(n: i32) -> String {
-    let name = match n {
-        libc::ENOSPC => "ENOSPC",
-        libc::EDQUOT => "EDQUOT",
-        libc::EROFS => "EROFS",
-        libc::EACCES => "EACCES",
-        libc::EPERM => "EPERM",
-        libc::ENOENT => "ENOENT",
-        libc::ENOTDIR => "ENOTDIR",
-        libc::EISDIR => "EISDIR",
-        libc::ELOOP => "ELOOP",
-        libc::EIO => "EIO",
-        libc::ECONNREFUSED => "ECONNREFUSED",
-        libc::ECONNRESET => "ECONNRESET",
-        libc::ETIMEDOUT => "ETIMEDOUT",
-        _ => return format!("errno {n}"),
-    };
-    name.to_string()
-}
-
-/// object_store reports most HTTP failures as `Generic` with the status in the text, after
-/// its own retries. The words it uses are stable enough to sort them.
-fn classify_message(message: &str) -> Kind {
-    let m = message.to_ascii_lowercase();
-    if m.contains("no space left on device") || m.contains("os error 28") {
-        Kind::Fatal // a full disk stays full: retrying only delays the message
-    } else if m.contains("invalidaccesskeyid")
-        || m.contains("signaturedoesnotmatch")
-        || m.contains("accessdenied")
-        || m.contains("status 403")
-        || m.contains("status 401")
-    {
-        Kind::Auth
-    } else if m.contains("nosuchbucket") || m.contains("status 404") {
-        Kind::NotFound
-    } else if m.contains("status 4") && !m.contains("status 408") && !m.contains("status 429") {
-        Kind::Fatal
-    } else {
-        Kind::Transient
-    }
-}
-
-/// object_store errors repeat themselves through nested sources and quote whole XML
-/// bodies; keep one line with the request and the server's code and message.
-fn tidy(message: &str) -> String {
-    let flat = message.split_whitespace().collect::<Vec<_>>().join(" ");
-    let flat = flat.strip_prefix("Generic S3 error: ").or_else(|| flat.strip_prefix("Generic file error: ")).unwrap_or(&flat).to_string();
-    match (xml_value(&flat, "Code"), flat.find(" - Server returned")) {
-        (Some(code), Some(cut)) => {
-            let head = &flat[..cut];
-            let detail = xml_value(&flat, "Message").map(|m| format!(": {m}")).unwrap_or_default();
-            format!("{head}: {code}{detail}")
-        }
-        _ => flat,
-    }
-}
-
-pub fn xml_value<'a>(text: &'a str, tag: &str) -> Option<&'a str> {
-    let open = format!("<{tag}>");
-    let start = text.find(&open)? + open.len();
-    let end = text[start..].find(&format!("</{tag}>"))? + start;
-    Some(&text[start..end])
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn statuses() {
-        assert_eq!(kind_for_status(403, ""), Kind::Auth);
-        assert_eq!(kind_for_status(404, "NoSuchKey"), Kind::NotFound);
-        assert_eq!(kind_for_status(503, "SlowDown"), Kind::Transient);
-        assert_eq!(kind_for_status(400, "<Code>SlowDown</Code>"), Kind::Transient);
-        assert_eq!(kind_for_status(400, "InvalidRequest"), Kind::Fatal);
-    }
-
-    #[test]
-    fn tidy_keeps_the_code() {
-        let m = "Generic S3 error: Error performing GET http://h/b in 1ms - Server returned non-2xx status code: 403 Forbidden: <?xml?>\n <Error><Code>SignatureDoesNotMatch</Code><Message>Check your key</Message></Error>";
-        assert_eq!(tidy(m), "Error performing GET http://h/b in 1ms: SignatureDoesNotMatch: Check your key");
-    }
-
-    #[test]
-    fn conditional_writes() {
-        let stale = object_store::Error::Precondition { path: "k".into(), source: "etag mismatch".into() };
-        assert_eq!(Error::from(stale).kind, Kind::Precondition);
-        let taken = object_store::Error::AlreadyExists { path: "k".into(), source: "exists".into() };
-        assert_eq!(Error::from(taken).kind, Kind::AlreadyExists);
-    }
-
-    #[test]
-    fn messages() {
-        assert_eq!(classify_message("Client error with status 403 Forbidden: InvalidAccessKeyId"), Kind::Auth);
-        assert_eq!(classify_message("error sending request: connection refused"), Kind::Transient);
-        assert_eq!(classify_message("Client error with status 400 Bad Request"), Kind::Fatal);
-        assert_eq!(classify_message("NoSuchBucket: the bucket does not exist"), Kind::NotFound);
-        assert_eq!(classify_message("Unable to write: No space left on device (os error 28)"), Kind::Fatal);
+    fn every_code_is_listed_once_with_its_own_name() {
+        let names: std::collections::BTreeSet<&str> = Code::ALL.iter().map(|c| c.name()).collect();
+        assert_eq!(names.len(), Code::ALL.len());
+        assert!(names.iter().all(|n| n.chars().all(|c| c.is_ascii_lowercase() || c == '_')));
     }
 }

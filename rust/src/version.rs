@@ -14,7 +14,7 @@ use base64::Engine as _;
 use http::HeaderMap;
 
 use crate::checksum::{Algo, Sum};
-use crate::errors::{Error, Kind, Result};
+use crate::errors::{Code, Error, Result};
 
 /// The ETag every read of one attempt must match: the listing's, or else the first response's.
 #[derive(Debug, Default)]
@@ -67,7 +67,7 @@ pub fn quoted(etag: &str) -> String {
 }
 
 pub fn changed(key: &str, how: &str) -> Error {
-    Error::new(Kind::Changed, format!("source {key} changed during the copy ({how})"))
+    Error::new(Code::Changed, format!("source {key} changed during the copy ({how})"))
 }
 
 /// The MD5 a plain S3 ETag is: 32 hex digits, no `-N` part count. Only for objects not
@@ -96,9 +96,11 @@ pub fn etag_is_not_md5(headers: &HeaderMap) -> bool {
 pub fn offered_by_s3(headers: &HeaderMap) -> Option<Sum> {
     let composite = headers.get("x-amz-checksum-type").is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"COMPOSITE"));
     if !composite {
-        for (name, algo) in
-            [("x-amz-checksum-crc64nvme", Algo::Crc64Nvme), ("x-amz-checksum-crc32c", Algo::Crc32c), ("x-amz-checksum-crc32", Algo::Crc32)]
-        {
+        for (name, algo) in [
+            ("x-amz-checksum-crc64nvme", Algo::Crc64Nvme),
+            ("x-amz-checksum-crc32c", Algo::Crc32c),
+            ("x-amz-checksum-crc32", Algo::Crc32),
+        ] {
             if let Some(v) = headers.get(name).and_then(|v| v.to_str().ok()).and_then(decode_crc) {
                 return Some(Sum::Crc(algo, v));
             }
@@ -139,7 +141,7 @@ mod tests {
         assert!(pin.check("k", Some("\"a\"")).is_ok());
         assert!(pin.check("k", Some("a")).is_ok());
         let e = pin.check("k", Some("\"b\"")).unwrap_err();
-        assert_eq!(e.kind, Kind::Changed);
+        assert_eq!(e.code, Code::Changed);
         assert_eq!(e.message, "source k changed during the copy (its ETag went from \"a\" to \"b\")");
         assert_eq!(Pin::new(Some("x".into())).etag(), Some("x"));
         assert_eq!((quoted("0x8D1"), quoted("\"a\"")), ("\"0x8D1\"".to_string(), "\"a\"".to_string()));
@@ -149,7 +151,10 @@ mod tests {
     fn what_s3_offers() {
         // Values from SeaweedFS for the same 100,000 bytes.
         let md5 = "\"ba095aebb77812ef5ba5c76ad69554c2\"";
-        assert_eq!(offered_by_s3(&headers(&[("etag", md5), ("x-amz-checksum-crc32c", "YWwMYQ==")])), Some(Sum::Crc(Algo::Crc32c, 0x616c_0c61)));
+        assert_eq!(
+            offered_by_s3(&headers(&[("etag", md5), ("x-amz-checksum-crc32c", "YWwMYQ==")])),
+            Some(Sum::Crc(Algo::Crc32c, 0x616c_0c61))
+        );
         assert_eq!(
             offered_by_s3(&headers(&[("etag", md5), ("x-amz-checksum-crc64nvme", "Rb7HECNd58A=")])),
             Some(Sum::Crc(Algo::Crc64Nvme, 0x45be_c710_235d_e7c0))
@@ -158,10 +163,14 @@ mod tests {
         assert_eq!(d[0], 0xba);
         // Not a sum of the whole object: multipart ETags, composite CRCs, KMS and SSE-C ETags.
         assert_eq!(offered_by_s3(&headers(&[("etag", "\"ba095aebb77812ef5ba5c76ad69554c2-3\"")])), None);
-        let composite = [("etag", "\"x-2\""), ("x-amz-checksum-crc32c", "YWwMYQ==-2"), ("x-amz-checksum-type", "COMPOSITE")];
+        let composite =
+            [("etag", "\"x-2\""), ("x-amz-checksum-crc32c", "YWwMYQ==-2"), ("x-amz-checksum-type", "COMPOSITE")];
         assert_eq!(offered_by_s3(&headers(&composite)), None);
         assert_eq!(offered_by_s3(&headers(&[("etag", md5), ("x-amz-server-side-encryption", "aws:kms")])), None);
         assert!(offered_by_s3(&headers(&[("etag", md5), ("x-amz-server-side-encryption", "AES256")])).is_some());
-        assert_eq!(offered_by_s3(&headers(&[("etag", md5), ("x-amz-server-side-encryption-customer-algorithm", "AES256")])), None);
+        assert_eq!(
+            offered_by_s3(&headers(&[("etag", md5), ("x-amz-server-side-encryption-customer-algorithm", "AES256")])),
+            None
+        );
     }
 }

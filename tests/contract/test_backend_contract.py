@@ -475,7 +475,7 @@ def test_a_cancelled_multipart_copy_leaves_no_upload_and_no_object(place, loc, s
         copier.cancel()
         worker.join(60)
     assert not worker.is_alive()
-    assert [(r["error_kind"], r["strategy"]) for r in results] == [
+    assert [(r["error_code"], r["strategy"]) for r in results] == [
         ("cancelled", "server_multipart" if place.backend.server_copy and source == "same-backend" else "stream_multipart")]
     assert loc.store.head(loc.key("big")) is None
     assert loc.store.list_leftovers(loc.prefix) == []
@@ -486,7 +486,7 @@ def test_a_copy_of_a_missing_object_fails_alone_as_not_found(place, loc):
     dst = place.fresh()
     results = CopySettings().copier().run([(loc.store, loc.key(rel), dst.store, dst.key(rel), None)
                                           for rel in ("missing", "here")])
-    assert [(r["error_kind"], r["error"] is None) for r in results] == [("not_found", False), (None, True)]
+    assert [(r["error_code"], r["error"] is None) for r in results] == [("not_found", False), (None, True)]
     assert [o.key for o in dst.list()] == ["here"]
 
 

@@ -227,7 +227,7 @@ def _print_failures(report: CopyReport, target: Location) -> None:
         if cause is None or len(failed) == 1:
             alone += failed
             continue
-        what, hint = CAUSES.get(cause, (cause, "run again to copy them (objects already copied are skipped)"))
+        what, hint = CAUSES[cause]
         examples = ", ".join(shown_key(r["src_key"]) for r in failed[:3]) + (", ..." if len(failed) > 3 else "")
         typer.echo(f"error: {target.url}: {what}: {len(failed):,} of {len(report.results):,} objects not copied "
                    f"(e.g. {examples}); {hint}", err=True)

@@ -6,7 +6,7 @@ tool's v1 schema spells it, the environment variables that set it, and the ``mba
 flag that sets it for one run. The rest is derived from this table: the defaults of the
 resolved model and the environment lookup (settings.py), ``config show``'s rows, the help of
 the copy flags, CopySettings' defaults, and the README's settings table (``scripts/readme``).
-Tests hold the engine's own defaults (rust/src/lib.rs) to it.
+Tests hold the engine's own defaults (rust/src/py/copier.rs) to it.
 
 A default follows the Go tool (zilliztech/milvus-backup) wherever it has the setting, so a
 backup.yaml means the same to both tools: 128 copies in flight (``transfer.concurrency``, which

@@ -107,6 +107,8 @@ def find_restore(store: Any, where: str, grace: float, now: float) -> list[Lefto
     """In the Milvus bucket: restore journals last written more than ``grace`` seconds ago, and
     restore staging prefixes whose newest object is that old and that no younger journal still
     names (``collections.<label>.staging``), with the incomplete uploads under them."""
+    if not hasattr(store, "list_meta"):
+        return []  # a store a plugin implements in Python: no dates to tell a leftover's age by
     out: list[Leftover] = []
     in_use: set[str] = set()
     for key, size, _, modified in store.list_meta(RESTORE_JOURNALS):

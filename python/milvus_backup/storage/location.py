@@ -59,11 +59,12 @@ class ObjectInfo:
 
 @dataclass
 class Location:
-    """``store`` + ``prefix``; ``url`` is for display and never carries secrets. Keys given to
-    the methods are relative to the prefix. ``bucket_id`` names the bucket and the server
-    holding it (the backend sets it; "" when it does not say)."""
+    """``store`` + ``prefix``; ``url`` is for display and never carries secrets. The store is
+    the engine's own, or an object a Python backend implements (the engine's slow path). Keys
+    given to the methods are relative to the prefix. ``bucket_id`` names the bucket and the
+    server holding it (the backend sets it; "" when it does not say)."""
 
-    store: Any
+    store: _engine.Store | ObjectStore
     prefix: str
     url: str
     scheme: str = ""
@@ -85,8 +86,12 @@ class Location:
     def list_dirs(self, under: str = "") -> tuple[builtins.list[str], builtins.list[ObjectInfo]]:
         """One level under ``under``: (sub-"directories", objects), keys relative to the prefix."""
         cut = len(self.prefix) + 1 if self.prefix else 0
+        where = self.key(under) if under else self.prefix
         with self._errors():
-            dirs, objects = self.store.list_dirs(self.key(under) if under else self.prefix)
+            if hasattr(self.store, "list_dirs"):
+                dirs, objects = self.store.list_dirs(where)
+            else:  # a store a plugin implements in Python may only list everything: one level is cut from it
+                dirs, objects = _one_level(self.store.list(where), where)
         return [d[cut:] for d in dirs], [ObjectInfo(key[cut:], size, etag) for key, size, etag in objects]
 
     def read(self, relative: str) -> bytes:
@@ -120,8 +125,12 @@ class Location:
     def delete_many(self, relatives: builtins.list[str], parallel: int = 32) -> builtins.list[tuple[str, str]]:
         """Delete objects ``parallel`` at a time; (key, error) for each that failed."""
         cut = len(self.prefix) + 1 if self.prefix else 0
+        keys = [self.key(r) for r in relatives]
         with self._errors():
-            failed = self.store.delete_many([self.key(r) for r in relatives], parallel)
+            if hasattr(self.store, "delete_many"):
+                failed = self.store.delete_many(keys, parallel)
+            else:
+                failed = _delete_each(self.store, keys)
         return [(key[cut:], error) for key, error in failed]
 
     def ensure_bucket(self) -> bool:
@@ -148,6 +157,35 @@ class Location:
             yield
         except _engine.EngineError as e:
             raise storage_error(self, e) from None
+
+
+def _one_level(listing: list[tuple[str, int, str | None]], prefix: str
+               ) -> tuple[list[str], list[tuple[str, int, str | None]]]:
+    """What the engine's ``list_dirs`` answers, cut from a whole listing: the sub-"directories"
+    one level under ``prefix`` and the objects right in it, full keys in key order."""
+    base = f"{prefix.rstrip('/')}/" if prefix.strip("/") else ""
+    dirs: set[str] = set()
+    objects = []
+    for key, size, etag in listing:
+        if key.startswith(base):
+            head, sep, _ = key[len(base):].partition("/")
+            if sep:
+                dirs.add(base + head)
+            else:
+                objects.append((key, size, etag))
+    return sorted(dirs), sorted(objects)
+
+
+def _delete_each(store: ObjectStore, keys: list[str]) -> list[tuple[str, str]]:
+    """The engine's ``delete_many`` for a store a plugin implements in Python: one key at a
+    time, and (key, error) for each that failed."""
+    failed = []
+    for key in keys:
+        try:
+            store.delete(key)
+        except Exception as e:  # whatever the plugin's library raises: reported as the engine reports
+            failed.append((key, str(e) or type(e).__name__))
+    return failed
 
 
 @dataclass(frozen=True)
@@ -198,26 +236,33 @@ def native_store(location_url: str, store_url: str, options: dict[str, str]) -> 
         raise StorageError(f"{location_url}: {e}") from None
 
 
-def describe_error(location: Location, error: Exception) -> StorageError:
-    """One line a user can act on, for an error from the store behind ``location``."""
-    text = str(error)
-    if "169.254.169.254" in text or "latest/api/token" in text:
+# The store's own name for why it rejected the credentials, by engine error code.
+_REJECTED = {"invalid_access_key": "InvalidAccessKeyId", "signature_mismatch": "SignatureDoesNotMatch",
+             "expired_token": "ExpiredToken", "access_denied": "AccessDenied"}
+
+
+def describe_error(location: Location, error: _engine.EngineError) -> StorageError:
+    """One line a user can act on, for an error from the store behind ``location``: decided on
+    the error's code, never on its words (they are the store's and change with it)."""
+    code, text = error.code, str(error)
+    if code == "no_credentials":
         # object_store fell back to the instance metadata service: nothing configured.
         return StorageError(f"{location.url}: no credentials found; set AWS_ACCESS_KEY_ID and "
                             "AWS_SECRET_ACCESS_KEY, or use a profile or the config file")
     if isinstance(error, _engine.AuthError):
         hint = "check the access key and secret (or the profile/config they come from)"
-        return StorageError(f"{location.url}: the server rejected the credentials ({_code(text)}); {hint}")
-    if isinstance(error, _engine.NotFoundError) and "NoSuchBucket" in text:
+        return StorageError(f"{location.url}: the server rejected the credentials "
+                            f"({_REJECTED.get(code, 'access denied')}); {hint}")
+    if code == "no_such_bucket":
         return StorageError(f"{location.url}: the bucket does not exist; create it or fix the bucket name")
-    if isinstance(error, _engine.TransientError) and "error sending request" in text:
-        reason = _untrusted_certificate(location, text)
-        if reason:
-            hint = ("use the host name the certificate was issued for" if "mismatch" in reason.lower() else
-                    "if a private CA signed it, pass that CA's PEM file as ca_file=/path/to/ca.pem "
-                    "(URL query or profile)")
-            return StorageError(f"{location.url}: the server's TLS certificate is not trusted ({reason}); {hint}")
-    if isinstance(error, _engine.TransientError) and ("error sending request" in text or "connect" in text.lower()):
+    if code == "tls_untrusted":
+        problem = _certificate_problem(location)
+        reason = problem.verify_message if problem and problem.verify_message else "certificate verify failed"
+        hint = ("use the host name the certificate was issued for"
+                if problem and problem.verify_code in _NAME_MISMATCH else
+                "if a private CA signed it, pass that CA's PEM file as ca_file=/path/to/ca.pem (URL query or profile)")
+        return StorageError(f"{location.url}: the server's TLS certificate is not trusted ({reason}); {hint}")
+    if code == "unreachable":
         return StorageError(f"{location.url}: cannot reach the endpoint ({text.split(' - ')[-1]}); check the address and port")
     return StorageError(f"{location.url}: {text}")
 
@@ -236,17 +281,17 @@ def storage_error(location: Location, error: _engine.EngineError) -> StorageErro
 
 
 def bucket_missing(error: Exception) -> bool:
-    """Did the store say the bucket itself does not exist? (Its message is all that says so.)"""
-    return isinstance(error, _engine.NotFoundError) and "NoSuchBucket" in str(error)
+    """Did the store say the bucket itself does not exist?"""
+    return isinstance(error, _engine.EngineError) and error.code == "no_such_bucket"
 
 
-def _untrusted_certificate(location: Location, text: str) -> str | None:
-    """Why the endpoint's TLS certificate fails verification, or None. The engine's message
-    often ends at "error sending request" (object_store drops the cause), so on that path
-    only, one TLS handshake with the same trust (system roots plus ca_file) tells."""
-    for marker in ("UnknownIssuer", "invalid peer certificate", "certificate verify failed"):
-        if marker in text:
-            return marker
+# OpenSSL's verify codes for a certificate issued to another host name, e-mail or IP address.
+_NAME_MISMATCH = {62, 63, 64}
+
+
+def _certificate_problem(location: Location) -> ssl.SSLCertVerificationError | None:
+    """Why the endpoint's TLS certificate fails verification, in OpenSSL's words, or None:
+    one TLS handshake with the same trust as the engine's (system roots plus ca_file)."""
     endpoint = location.options.get("aws_endpoint", "")
     if not endpoint.startswith("https://"):
         return None
@@ -257,8 +302,8 @@ def _untrusted_certificate(location: Location, text: str) -> str | None:
                 context.wrap_socket(sock, server_hostname=parts.hostname):
             return None
     except ssl.SSLCertVerificationError as e:
-        return e.verify_message or "certificate verify failed"
-    except (OSError, ValueError):  # unreachable, not TLS...: the caller says so
+        return e
+    except (OSError, ValueError):  # unreachable, not TLS...: nothing more to say
         return None
 
 
@@ -282,9 +327,3 @@ def shown_key(key: str) -> str:
     """A key as one printable token: quoted with escapes when it holds control characters."""
     return key if key.isprintable() else repr(key)
 
-
-def _code(text: str) -> str:
-    for code in ("SignatureDoesNotMatch", "InvalidAccessKeyId", "AccessDenied", "ExpiredToken"):
-        if code in text:
-            return code
-    return "access denied"

@@ -13,7 +13,7 @@ import threading
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .. import _engine
 from ..config.params import engine_default
@@ -22,24 +22,32 @@ from ..storage.location import Location, ObjectInfo
 from .cancel import run_cancellable
 from .progress import SILENT, Reporter
 
-# What a failure cause reported by the engine (an errno name, an S3 code, ...) means, and what
-# to do about it: many objects failing for one cause are reported once with these words.
+if TYPE_CHECKING:
+    from .._engine import CopyResult
+
+_RUN_AGAIN = "run again to copy them (objects already copied are skipped)"
+
+# Engine error codes that name a cause many objects share (a full disk, a read-only folder, a
+# bucket gone), what each means and what to do about it: such failures are reported once, with
+# these words. Failures with any other code are reported one by one, with their own message
+# (an unreachable server's says how the connection failed).
 CAUSES = {
-    "ENOSPC": ("the disk is full (no space left on device)",
-               "free some space or copy to a bigger target, then run again (objects already copied are skipped)"),
-    "EDQUOT": ("the disk quota is exceeded", "free some space or raise the quota, then run again"),
-    "EROFS": ("the destination is read-only (read-only file system)",
-              "copy to a writable folder, or remount it read-write, then run again"),
-    "EACCES": ("permission denied", "check the owner and permissions of the folders, then run again"),
-    "EPERM": ("operation not permitted", "check the owner and permissions of the folders, then run again"),
+    "disk_full": ("the disk is full (no space left on device)",
+                  "free some space or copy to a bigger target, then run again (objects already copied are skipped)"),
+    "quota_exceeded": ("the disk quota is exceeded", "free some space or raise the quota, then run again"),
+    "read_only": ("the destination is read-only (read-only file system)",
+                  "copy to a writable folder, or remount it read-write, then run again"),
+    "permission_denied": ("permission denied", "check the owner and permissions of the folders, then run again"),
+    "not_permitted": ("operation not permitted", "check the owner and permissions of the folders, then run again"),
     "symlink": ("the path crosses a symbolic link, which mbackup never follows",
                 "remove the link, or copy the folder it points to by naming it"),
     "bad_key": ("object keys that cannot be addressed", "--exclude skips them"),
     "key_clash": ("keys a folder cannot hold side by side (an object x and objects under x/, which S3 can hold)",
                   "--exclude skips one of each pair"),
-    "NoSuchBucket": ("the bucket does not exist (NoSuchBucket)", "create it or fix the bucket name, then run again"),
-    "AccessDenied": ("access denied (AccessDenied)", "check what the credentials are allowed to do"),
-    "ECONNREFUSED": ("the endpoint refused the connection", "check that the server runs, then run again"),
+    "no_such_bucket": ("the bucket does not exist (NoSuchBucket)", "create it or fix the bucket name, then run again"),
+    "access_denied": ("access denied (AccessDenied)", "check what the credentials are allowed to do"),
+    "throttled": ("the store asked to slow down (throttling)", f"lower --parallel or --max-requests, or {_RUN_AGAIN}"),
+    "server_error": ("the store failed (HTTP 5xx)", _RUN_AGAIN),
 }
 
 
@@ -80,7 +88,7 @@ class Plan:
 
 @dataclass
 class CopyReport:
-    results: list[dict[str, Any]]
+    results: list[CopyResult]
     skipped: list[ObjectInfo]
     elapsed: float
     cancelled: bool = False
@@ -89,11 +97,11 @@ class CopyReport:
     skipped_checksums: dict[str, str] = field(default_factory=dict)
 
     @property
-    def failed(self) -> list[dict[str, Any]]:
-        return [r for r in self.results if r["error"] and r["error_kind"] != "cancelled"]
+    def failed(self) -> list[CopyResult]:
+        return [r for r in self.results if r["error"] and r["error_code"] != "cancelled"]
 
     @property
-    def copied(self) -> list[dict[str, Any]]:
+    def copied(self) -> list[CopyResult]:
         return [r for r in self.results if not r["error"]]
 
     @property
@@ -110,16 +118,17 @@ class CopyReport:
             raise error(f"{what}: {len(self.failed)} of {len(self.results)} objects failed "
                         f"(first: {first['src_key']}: {first['error']})")
 
-    def failure_groups(self) -> list[tuple[str | None, list[dict[str, Any]]]]:
-        """Failures by cause, largest group first; failures with no cause are each their own."""
-        groups: dict[str, list[dict[str, Any]]] = {}
+    def failure_groups(self) -> list[tuple[str | None, list[CopyResult]]]:
+        """Failures by cause (an error code in CAUSES), largest group first; failures with
+        another code are each their own."""
+        groups: dict[str, list[CopyResult]] = {}
         alone = []
         for r in self.failed:
-            if r.get("error_cause"):
-                groups.setdefault(r["error_cause"], []).append(r)
+            if r["error_code"] in CAUSES:
+                groups.setdefault(r["error_code"], []).append(r)
             else:
                 alone.append(r)
-        ordered: list[tuple[str | None, list[dict[str, Any]]]] = sorted(groups.items(), key=lambda g: -len(g[1]))
+        ordered: list[tuple[str | None, list[CopyResult]]] = sorted(groups.items(), key=lambda g: -len(g[1]))
         return ordered + [(None, [r]) for r in alone]
 
     def summary(self) -> dict[str, Any]:
@@ -129,13 +138,13 @@ class CopyReport:
             "objects_skipped": len(self.skipped),
             "objects_repaired": self.repaired,
             "objects_failed": len(self.failed),
-            "objects_not_started": sum(1 for r in self.results if r["error_kind"] == "cancelled"),
+            "objects_not_started": sum(1 for r in self.results if r["error_code"] == "cancelled"),
             "bytes_copied": self.bytes_copied,
             "seconds": round(self.elapsed, 3),
             "bytes_per_second": round(rate, 1),
             "retries": self.counters.get("retries", 0),
             "cancelled": self.cancelled,
-            "strategies": _count(r["strategy"] for r in self.copied),
+            "strategies": _count(r["strategy"] for r in self.copied if r["strategy"]),  # a copied object has one
         }
 
 

@@ -8,18 +8,71 @@
 //! Requests are signed with object_store's own SigV4 signer and the store's credentials.
 
 use std::ops::Range;
+use std::sync::Arc;
 
 use http::{HeaderMap, HeaderValue, Method};
-use object_store::aws::{AmazonS3, AwsAuthorizer};
+use object_store::aws::{
+    AmazonS3, AmazonS3Builder, AmazonS3ConfigKey, AwsAuthorizer, AwsCredential, AwsCredentialProvider,
+};
 use object_store::client::{HttpRequest, HttpRequestBody};
 use object_store::multipart::{MultipartStore, PartId};
+use object_store::CredentialProvider;
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use rand::Rng;
 
+use super::errors::{code_for_status, network_code, xml_value, NoCredentials};
+use super::key::path;
 use crate::checksum::Sum;
-use crate::errors::{kind_for_status, xml_value, Error, Kind, Result};
-use crate::store::{path, S3Info};
+use crate::errors::{Code, Error, Result};
 use crate::version::{etag_is_not_md5, offered_by_s3, quoted};
+
+/// What server-side S3 requests need to know about a bucket.
+#[derive(Debug)]
+pub struct S3Info {
+    pub bucket: String,
+    /// Base URL of the bucket, path-style or virtual-host as configured.
+    pub bucket_endpoint: String,
+    pub region: String,
+    /// Server identity for "can these two stores copy server-side": endpoint, region, key.
+    pub account: (Option<String>, String, Option<String>),
+    pub http: reqwest::Client,
+    /// Set once the endpoint has answered like S3 (see `s3::ensure_s3`).
+    pub verified: tokio::sync::OnceCell<()>,
+    /// Objects are encrypted with a customer key, which every read must send: our own
+    /// requests do not, so reads go through object_store (without the stated checksums).
+    pub sse_c: bool,
+}
+
+/// Whether object_store falls back to the instance metadata service for credentials: none
+/// are configured in any of the ways its builder looks for first.
+pub fn uses_instance_credentials(b: &AmazonS3Builder) -> bool {
+    let set = |k: AmazonS3ConfigKey| b.get_config_value(&k).is_some();
+    !(set(AmazonS3ConfigKey::AccessKeyId)
+        || set(AmazonS3ConfigKey::SecretAccessKey)
+        || (set(AmazonS3ConfigKey::WebIdentityTokenFile) && set(AmazonS3ConfigKey::RoleArn))
+        || set(AmazonS3ConfigKey::ContainerCredentialsRelativeUri)
+        || (set(AmazonS3ConfigKey::ContainerCredentialsFullUri)
+            && set(AmazonS3ConfigKey::ContainerAuthorizationTokenFile)))
+}
+
+/// The instance metadata service's credentials, whose failures mean "no credentials", in
+/// whatever words they come.
+#[derive(Debug)]
+pub struct InstanceCredentials(pub AwsCredentialProvider);
+
+#[async_trait::async_trait]
+impl CredentialProvider for InstanceCredentials {
+    type Credential = AwsCredential;
+
+    async fn get_credential(&self) -> object_store::Result<Arc<AwsCredential>> {
+        self.0.get_credential().await.map_err(|e| match e {
+            object_store::Error::Generic { store, source } => {
+                object_store::Error::Generic { store, source: Box::new(NoCredentials(source)) }
+            }
+            e => object_store::Error::Generic { store: "S3", source: Box::new(NoCredentials(Box::new(e))) },
+        })
+    }
+}
 
 /// S3's URI encoding: everything but unreserved characters and the path separator.
 const KEY_ENCODE: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~').remove(b'/');
@@ -30,8 +83,10 @@ const QUERY_ENCODE: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remo
 /// with them would silently address another key: refused instead.
 fn object_url(info: &S3Info, key: &str) -> Result<String> {
     if key.split('/').any(|s| s == "." || s == "..") {
-        return Err(Error::new(Kind::Fatal, format!("object key {key:?} cannot be addressed (a `.` or `..` segment); --exclude skips it"))
-            .with_cause("bad_key"));
+        return Err(Error::new(
+            Code::BadKey,
+            format!("object key {key:?} cannot be addressed (a `.` or `..` segment); --exclude skips it"),
+        ));
     }
     Ok(format!("{}/{}", info.bucket_endpoint, utf8_percent_encode(key, KEY_ENCODE)))
 }
@@ -53,7 +108,7 @@ where
     let mut attempt = 0u32;
     loop {
         match request().await {
-            Err(e) if e.kind == Kind::Transient && attempt < 3 => {
+            Err(e) if e.code.transient() && attempt < 3 => {
                 attempt += 1;
                 let cap = 100u64 << attempt;
                 tokio::time::sleep(std::time::Duration::from_millis(rand::rng().random_range(cap / 2..=cap))).await;
@@ -84,14 +139,14 @@ async fn send(
         let response = respond(store, info, method.clone(), url, headers, body.clone()).await?;
         let headers = response.headers().clone();
         let content_type = content_type(&headers);
-        let text = response.text().await.map_err(|e| Error::new(Kind::Transient, format!("{method} {url}: {e}")))?;
+        // An answer cut short is worth another try, whatever cut it.
+        let text = response.text().await.map_err(|e| Error::new(Code::Transient, format!("{method} {url}: {e}")))?;
         // CopyObject and UploadPartCopy can answer 200 and put the failure in the body.
         if text.contains("<Error>") {
-            let e = Error::new(kind_for_status(500, &text), format!("{method} {url}: {}", s3_code(&text)));
-            return Err(match xml_value(&text, "Code") {
-                Some(c) => e.with_cause(c.to_string()),
-                None => e,
-            });
+            return Err(Error::new(
+                code_for_status(500, xml_value(&text, "Code")),
+                format!("{method} {url}: {}", s3_code(&text)),
+            ));
         }
         Ok(Answer { headers, content_type, body: text })
     })
@@ -117,9 +172,9 @@ async fn respond(
         .method(method.clone())
         .uri(url)
         .body(HttpRequestBody::from(body.clone()))
-        .map_err(|e| Error::new(Kind::Fatal, format!("bad request URL {url}: {e}")))?;
+        .map_err(|e| Error::new(Code::Other, format!("bad request URL {url}: {e}")))?;
     for (name, value) in headers {
-        let value = HeaderValue::from_str(value).map_err(|e| Error::new(Kind::Fatal, e.to_string()))?;
+        let value = HeaderValue::from_str(value).map_err(|e| Error::new(Code::Other, e.to_string()))?;
         request.headers_mut().insert(*name, value);
     }
     AwsAuthorizer::new(&credential, "s3", &info.region).try_authorize(&mut request, None)?;
@@ -130,26 +185,24 @@ async fn respond(
         // is still caught by the client's read timeout.
         builder = builder.timeout(std::time::Duration::from_secs(24 * 3600));
     }
-    let response = builder.send().await.map_err(|e| Error::new(Kind::Transient, format!("{method} {url}: {}", error_chain(&e))))?;
+    let response = builder.send().await.map_err(|e| {
+        Error::new(network_code(&e).unwrap_or(Code::Transient), format!("{method} {url}: {}", error_chain(&e)))
+    })?;
     let status = response.status().as_u16();
     if (200..300).contains(&status) {
         return Ok(response);
     }
     let content_type = content_type(response.headers());
     let text = response.text().await.unwrap_or_default();
-    let kind = kind_for_status(status, &text);
+    let code = code_for_status(status, xml_value(&text, "Code"));
     // A web server or proxy answering in HTML is not an S3 error to act on (but its 5xx pages
     // are still worth a retry).
-    if !text.is_empty() && xml_root(&text).as_deref() != Some("Error") && kind != Kind::Transient {
+    if !text.is_empty() && xml_root(&text).as_deref() != Some("Error") && !code.transient() {
         return Err(not_s3(info, &format!("HTTP {status}"), &content_type));
     }
     // A HEAD answer has no body to name the error: name it from the status.
-    let code = if text.is_empty() { status_code_name(status) } else { s3_code(&text) };
-    let e = Error::new(kind, format!("{method} {url}: HTTP {status} {code}"));
-    Err(match xml_value(&text, "Code") {
-        Some(c) => e.with_cause(c.to_string()),
-        None => e,
-    })
+    let said = if text.is_empty() { status_code_name(status) } else { s3_code(&text) };
+    Err(Error::new(code, format!("{method} {url}: HTTP {status} {said}")))
 }
 
 fn status_code_name(status: u16) -> String {
@@ -158,16 +211,16 @@ fn status_code_name(status: u16) -> String {
 
 /// The one line for an endpoint that answers, but not like S3.
 fn not_s3(info: &S3Info, status: &str, content_type: &str) -> Error {
-    let what = if content_type.is_empty() { "a body without a content type".to_string() } else { content_type.to_string() };
+    let what =
+        if content_type.is_empty() { "a body without a content type".to_string() } else { content_type.to_string() };
     Error::new(
-        Kind::Protocol,
+        Code::Protocol,
         format!(
             "{} does not answer like an S3 server ({status} with {what}, not S3's XML): check that the endpoint \
              is the address and port of the S3 API",
             info.bucket_endpoint
         ),
     )
-    .with_cause("not_s3")
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {
@@ -193,7 +246,7 @@ fn etag_of(text: &str) -> Result<String> {
     match xml_value(text, "ETag") {
         Some(e) if !e.is_empty() => Ok(e.replace("&quot;", "\"")),
         // An empty ETag means the copy did not happen, whatever the status said.
-        _ => Err(Error::new(Kind::Transient, format!("copy answered without an ETag: {}", s3_code(text)))),
+        _ => Err(Error::new(Code::Transient, format!("copy answered without an ETag: {}", s3_code(text)))),
     }
 }
 
@@ -214,7 +267,7 @@ impl ObjectHead {
             .get(http::header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse().ok())
-            .ok_or_else(|| Error::new(Kind::Transient, format!("{url}: the answer has no Content-Length")))?;
+            .ok_or_else(|| Error::new(Code::Transient, format!("{url}: the answer has no Content-Length")))?;
         let etag = headers.get(http::header::ETAG).and_then(|v| v.to_str().ok()).map(str::to_string);
         Ok(ObjectHead { size, etag, offered: offered_by_s3(headers), etag_is_md5: !etag_is_not_md5(headers) })
     }
@@ -239,33 +292,46 @@ pub async fn head_object(store: &AmazonS3, info: &S3Info, key: &str, if_match: O
 }
 
 /// GET of a whole object: what it is, and its body to stream.
-pub async fn get_object(store: &AmazonS3, info: &S3Info, key: &str, if_match: Option<&str>) -> Result<(ObjectHead, reqwest::Response)> {
+pub async fn get_object(
+    store: &AmazonS3,
+    info: &S3Info,
+    key: &str,
+    if_match: Option<&str>,
+) -> Result<(ObjectHead, reqwest::Response)> {
     let url = object_url(info, key)?;
     let headers = read_headers(if_match);
     let response = retrying(|| respond(store, info, Method::GET, &url, &headers, String::new())).await?;
     Ok((ObjectHead::of(&url, response.headers())?, response))
 }
 
-fn copy_headers(src: &S3Info, src_key: &str, if_match: Option<&str>) -> Vec<(&'static str, String)> {
-    let mut headers = vec![("x-amz-copy-source", copy_source(src, src_key))];
-    if let Some(etag) = if_match {
-        headers.push(("x-amz-copy-source-if-match", quoted(etag)));
-    }
-    headers
+/// What a server-side copy reads: an object of another (or the same) bucket on the same
+/// account, only in the version `if_match` names, when given.
+pub struct CopySource<'a> {
+    pub info: &'a S3Info,
+    pub key: &'a str,
+    pub if_match: Option<&'a str>,
 }
 
-/// One CopyObject: the whole object, up to 5 GiB, possibly across buckets; only from the
-/// version `if_match` names, when given. Returns the new object's ETag, and whether that
-/// ETag is the MD5 of its bytes (not when the destination encrypts with KMS or SSE-C).
+impl CopySource<'_> {
+    fn headers(&self) -> Vec<(&'static str, String)> {
+        let mut headers = vec![("x-amz-copy-source", copy_source(self.info, self.key))];
+        if let Some(etag) = self.if_match {
+            headers.push(("x-amz-copy-source-if-match", quoted(etag)));
+        }
+        headers
+    }
+}
+
+/// One CopyObject: the whole object, up to 5 GiB, possibly across buckets. Returns the new
+/// object's ETag, and whether that ETag is the MD5 of its bytes (not when the destination
+/// encrypts with KMS or SSE-C).
 pub async fn copy_object(
     dst: &AmazonS3,
     dst_info: &S3Info,
     dst_key: &str,
-    src: &S3Info,
-    src_key: &str,
-    if_match: Option<&str>,
+    src: &CopySource<'_>,
 ) -> Result<(String, bool)> {
-    let headers = copy_headers(src, src_key, if_match);
+    let headers = src.headers();
     let answer = send(dst, dst_info, Method::PUT, &object_url(dst_info, dst_key)?, &headers, String::new()).await?;
     Ok((etag_of(&answer.body)?, !etag_is_not_md5(&answer.headers)))
 }
@@ -277,14 +343,13 @@ pub async fn upload_part_copy(
     dst_key: &str,
     upload_id: &str,
     part_idx: usize,
-    src: &S3Info,
-    src_key: &str,
-    if_match: Option<&str>,
+    src: &CopySource<'_>,
     range: Range<u64>,
 ) -> Result<PartId> {
-    let mut url = url::Url::parse(&object_url(dst_info, dst_key)?).map_err(|e| Error::new(Kind::Fatal, e.to_string()))?;
+    let mut url =
+        url::Url::parse(&object_url(dst_info, dst_key)?).map_err(|e| Error::new(Code::Other, e.to_string()))?;
     url.query_pairs_mut().append_pair("partNumber", &(part_idx + 1).to_string()).append_pair("uploadId", upload_id);
-    let mut headers = copy_headers(src, src_key, if_match);
+    let mut headers = src.headers();
     headers.push(("x-amz-copy-source-range", format!("bytes={}-{}", range.start, range.end - 1)));
     let answer = send(dst, dst_info, Method::PUT, url.as_str(), &headers, String::new()).await?;
     Ok(PartId { content_id: etag_of(&answer.body)? })
@@ -439,7 +504,14 @@ fn parse_list_page(body: &str) -> std::result::Result<Page, String> {
     Ok(page)
 }
 
-async fn list_page(store: &AmazonS3, info: &S3Info, prefix: &str, delimiter: bool, token: Option<&str>, max: Option<u32>) -> Result<Page> {
+async fn list_page(
+    store: &AmazonS3,
+    info: &S3Info,
+    prefix: &str,
+    delimiter: bool,
+    token: Option<&str>,
+    max: Option<u32>,
+) -> Result<Page> {
     let max = max.map(|m| m.to_string());
     let mut pairs = vec![("list-type", "2"), ("encoding-type", "url")];
     if !prefix.is_empty() {
@@ -458,7 +530,7 @@ async fn list_page(store: &AmazonS3, info: &S3Info, prefix: &str, delimiter: boo
     let answer = send(store, info, Method::GET, &url, &[], String::new()).await?;
     let page = parse_list_page(&answer.body).map_err(|why| {
         let e = not_s3(info, "HTTP 200", &answer.content_type);
-        Error::new(e.kind, format!("{} (its listing had {why})", e.message)).with_cause("not_s3")
+        Error::new(e.code, format!("{} (its listing had {why})", e.message))
     })?;
     let _ = info.verified.set(());
     Ok(page)
@@ -467,7 +539,12 @@ async fn list_page(store: &AmazonS3, info: &S3Info, prefix: &str, delimiter: boo
 /// Every object under `prefix` (a folder: listed as `prefix/`), and with `delimiter` only one
 /// level, sub-folders returned as prefixes without their trailing `/`. Folder markers (empty
 /// objects whose key ends in `/`) are not objects.
-pub async fn list_objects(store: &AmazonS3, info: &S3Info, prefix: &str, delimiter: bool) -> Result<(Vec<Listed>, Vec<String>)> {
+pub async fn list_objects(
+    store: &AmazonS3,
+    info: &S3Info,
+    prefix: &str,
+    delimiter: bool,
+) -> Result<(Vec<Listed>, Vec<String>)> {
     let prefix = if prefix.is_empty() { String::new() } else { format!("{prefix}/") };
     let (mut objects, mut prefixes, mut token) = (vec![], vec![], None::<String>);
     loop {
@@ -492,7 +569,12 @@ pub async fn ensure_s3(store: &AmazonS3, info: &S3Info) -> Result<()> {
         .get_or_try_init(|| async {
             match list_page(store, info, "", false, None, Some(1)).await {
                 Ok(_) => Ok(()),
-                Err(e) if matches!(e.kind, Kind::Protocol | Kind::Transient) => Err(e),
+                Err(e)
+                    if matches!(e.code, Code::Protocol | Code::TlsUntrusted | Code::NoCredentials)
+                        || e.code.transient() =>
+                {
+                    Err(e)
+                }
                 Err(_) => Ok(()),
             }
         })
@@ -500,7 +582,14 @@ pub async fn ensure_s3(store: &AmazonS3, info: &S3Info) -> Result<()> {
         .map(|_| ())
 }
 
-fn parse_uploads_page(body: &str) -> std::result::Result<(Vec<PendingUpload>, Option<(String, String)>), String> {
+/// Where the next page of ListMultipartUploads starts: (key-marker, upload-id-marker).
+type Markers = (String, String);
+
+/// One page of ListMultipartUploads: its uploads, and where the next page starts (None on
+/// the last page).
+type UploadsPage = (Vec<PendingUpload>, Option<Markers>);
+
+fn parse_uploads_page(body: &str) -> std::result::Result<UploadsPage, String> {
     let (mut uploads, mut current, mut truncated, mut encoded) = (vec![], PendingUpload::default(), false, false);
     let (mut key_marker, mut id_marker) = (String::new(), String::new());
     let root = walk_xml(body, |path, text| {
@@ -525,7 +614,7 @@ fn parse_uploads_page(body: &str) -> std::result::Result<(Vec<PendingUpload>, Op
             u.key = url_decoded(&u.key).ok_or_else(|| format!("a key {:?} that is not UTF-8", u.key))?;
         }
     }
-    let next = truncated.then(|| (key_marker, id_marker)).filter(|(k, i)| !k.is_empty() || !i.is_empty());
+    let next = truncated.then_some((key_marker, id_marker)).filter(|(k, i)| !k.is_empty() || !i.is_empty());
     if truncated && next.is_none() {
         return Err("a truncated page without markers".into());
     }
@@ -534,7 +623,7 @@ fn parse_uploads_page(body: &str) -> std::result::Result<(Vec<PendingUpload>, Op
 
 /// Incomplete multipart uploads of keys starting with `prefix` (ListMultipartUploads).
 pub async fn list_uploads(store: &AmazonS3, info: &S3Info, prefix: &str) -> Result<Vec<PendingUpload>> {
-    let (mut out, mut markers) = (vec![], None::<(String, String)>);
+    let (mut out, mut markers) = (vec![], None::<Markers>);
     loop {
         let mut pairs = vec![("uploads", ""), ("prefix", prefix)];
         if let Some((k, i)) = &markers {
@@ -545,7 +634,7 @@ pub async fn list_uploads(store: &AmazonS3, info: &S3Info, prefix: &str) -> Resu
         let answer = send(store, info, Method::GET, &url, &[], String::new()).await?;
         let (uploads, next) = parse_uploads_page(&answer.body).map_err(|why| {
             let e = not_s3(info, "HTTP 200", &answer.content_type);
-            Error::new(e.kind, format!("{} (its upload listing had {why})", e.message))
+            Error::new(e.code, format!("{} (its upload listing had {why})", e.message))
         })?;
         out.extend(uploads);
         match next {
@@ -561,7 +650,7 @@ pub async fn abort_upload(store: &AmazonS3, info: &S3Info, key: &str, id: &str) 
     let url = format!("{}?{}", object_url(info, key)?, query(&[("uploadId", id)]));
     match send(store, info, Method::DELETE, &url, &[], String::new()).await {
         Ok(_) => Ok(true),
-        Err(e) if e.kind == Kind::NotFound => Ok(false),
+        Err(e) if e.code == Code::NotFound => Ok(false),
         Err(e) => Err(e),
     }
 }
@@ -635,7 +724,10 @@ mod tests {
         ] {
             assert!(parse_list_page(body).is_err(), "{body}");
         }
-        assert_eq!(parse_list_page("<ListBucketResult><IsTruncated>false</IsTruncated></ListBucketResult>").unwrap(), Page::default());
+        assert_eq!(
+            parse_list_page("<ListBucketResult><IsTruncated>false</IsTruncated></ListBucketResult>").unwrap(),
+            Page::default()
+        );
     }
 
     #[test]
@@ -644,7 +736,10 @@ mod tests {
             <NextUploadIdMarker>i</NextUploadIdMarker><Upload><Initiated>2026-11-30T12:58:22Z</Initiated>\
             <Key>src/tab&#x9;here</Key><UploadId>abc</UploadId></Upload></ListMultipartUploadsResult>";
         let (uploads, next) = parse_uploads_page(body).unwrap();
-        assert_eq!(uploads, vec![PendingUpload { key: "src/tab\there".into(), id: "abc".into(), initiated: Some(1_796_043_502.0) }]);
+        assert_eq!(
+            uploads,
+            vec![PendingUpload { key: "src/tab\there".into(), id: "abc".into(), initiated: Some(1_796_043_502.0) }]
+        );
         assert_eq!(next, Some(("k".to_string(), "i".to_string())));
     }
 

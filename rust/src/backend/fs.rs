@@ -84,7 +84,7 @@ impl std::error::Error for KeyClash {}
 
 /// A key no file can have: empty segments, `.` or `..`, a NUL, or a staging name.
 #[derive(Debug)]
-struct BadKey(String, &'static str);
+pub struct BadKey(String, &'static str);
 
 impl std::fmt::Display for BadKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -157,7 +157,8 @@ fn cvt(r: libc::c_int) -> io::Result<libc::c_int> {
 fn openat(dir: RawFd, name: &str, flags: libc::c_int, mode: libc::mode_t) -> io::Result<OwnedFd> {
     let c = cstr(name)?;
     loop {
-        let fd = unsafe { libc::openat(dir, c.as_ptr(), flags | libc::O_CLOEXEC | libc::O_NOFOLLOW, mode as libc::c_uint) };
+        let fd =
+            unsafe { libc::openat(dir, c.as_ptr(), flags | libc::O_CLOEXEC | libc::O_NOFOLLOW, mode as libc::c_uint) };
         if fd >= 0 {
             return Ok(unsafe { OwnedFd::from_raw_fd(fd) });
         }
@@ -306,12 +307,15 @@ impl FileStore {
     fn walk(&self, key: &str, dirs: &[&str], create: bool) -> Result<OwnedFd> {
         // Every walk opens its own descriptions, never dups: flocks and read positions belong
         // to an open file description, so dups of the root would share them.
-        let mut fd = openat(self.root.as_raw_fd(), ".", libc::O_RDONLY | libc::O_DIRECTORY, 0).map_err(|e| io_error(key, e))?;
+        let mut fd =
+            openat(self.root.as_raw_fd(), ".", libc::O_RDONLY | libc::O_DIRECTORY, 0).map_err(|e| io_error(key, e))?;
         for (i, name) in dirs.iter().enumerate() {
             let next = match openat(fd.as_raw_fd(), name, libc::O_RDONLY | libc::O_DIRECTORY, 0) {
                 Ok(next) => next,
                 Err(e) if e.kind() == io::ErrorKind::NotFound && create => {
-                    match cvt(unsafe { libc::mkdirat(fd.as_raw_fd(), cstr(name).map_err(|e| io_error(key, e))?.as_ptr(), 0o777) }) {
+                    match cvt(unsafe {
+                        libc::mkdirat(fd.as_raw_fd(), cstr(name).map_err(|e| io_error(key, e))?.as_ptr(), 0o777)
+                    }) {
                         Ok(_) => {}
                         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
                         Err(e) => return Err(io_error(key, e)),
@@ -328,10 +332,20 @@ impl FileStore {
 
     /// Turn an open error into "crosses a link" when a link is what stopped it. A file where
     /// the key needs a folder means no such object, or, for a write (`create`), a clash.
-    fn not_followed(&self, key: &str, dir: &OwnedFd, name: &str, upto: &[&str], e: io::Error, create: bool) -> object_store::Error {
+    fn not_followed(
+        &self,
+        key: &str,
+        dir: &OwnedFd,
+        name: &str,
+        upto: &[&str],
+        e: io::Error,
+        create: bool,
+    ) -> object_store::Error {
         match lstatat(dir.as_raw_fd(), name) {
             Ok(st) if is_link(&st) => generic(LinkError { key: key.to_string(), link: upto.join("/") }),
-            Ok(st) if !is_dir(&st) && !is_file(&st) => generic(LinkError { key: key.to_string(), link: upto.join("/") }),
+            Ok(st) if !is_dir(&st) && !is_file(&st) => {
+                generic(LinkError { key: key.to_string(), link: upto.join("/") })
+            }
             Ok(st) if is_file(&st) && e.raw_os_error() == Some(libc::ENOTDIR) => match create {
                 true => generic(KeyClash { key: key.to_string(), file: upto.join("/") }),
                 false => io_error(key, io::Error::from(io::ErrorKind::NotFound)),
@@ -664,7 +678,13 @@ fn unsupported(what: &str) -> object_store::Error {
 }
 
 fn to_meta(e: Entry) -> Result<ObjectMeta> {
-    Ok(ObjectMeta { location: Path::parse(&e.key)?, last_modified: e.modified, size: e.size, e_tag: Some(e.e_tag), version: None })
+    Ok(ObjectMeta {
+        location: Path::parse(&e.key)?,
+        last_modified: e.modified,
+        size: e.size,
+        e_tag: Some(e.e_tag),
+        version: None,
+    })
 }
 
 #[async_trait]
@@ -900,8 +920,12 @@ mod tests {
             put("c/d").await.unwrap();
             for (key, file) in [("a/b", "a"), ("a/b/c", "a"), ("c", "c")] {
                 let err = crate::errors::Error::from(put(key).await.unwrap_err());
-                assert_eq!(err.cause.as_deref(), Some("key_clash"), "{}", err.message);
-                assert!(err.message.contains(&format!("an object {file} and objects under {file}/")), "{}", err.message);
+                assert_eq!(err.code, crate::errors::Code::KeyClash, "{}", err.message);
+                assert!(
+                    err.message.contains(&format!("an object {file} and objects under {file}/")),
+                    "{}",
+                    err.message
+                );
             }
             // Under an object nothing can be: not found, as on S3, and deleted already.
             let under = Path::parse("a/b").unwrap();
@@ -917,36 +941,42 @@ mod tests {
         let root = tmp("cas");
         let store = Arc::new(FileStore::open(root.to_str().unwrap()).unwrap());
         for p in [Path::parse("d/lock").unwrap(), Path::parse("lock").unwrap()] {
-        rt().block_on(async {
-            let first = store.put(&p, PutPayload::from_static(b"v1")).await.unwrap();
-            let update = |etag: Option<String>| PutOptions {
-                mode: PutMode::Update(UpdateVersion { e_tag: etag, version: None }),
-                ..Default::default()
-            };
-            // Many writers holding the same version race: exactly one wins.
-            let mut tasks = vec![];
-            for i in 0..16 {
-                let (store, p, opts) = (store.clone(), p.clone(), update(first.e_tag.clone()));
-                tasks.push(tokio::spawn(async move {
-                    store.put_opts(&p, PutPayload::from(format!("w{i}").into_bytes()), opts).await
-                }));
-            }
-            let mut won = 0;
-            for t in tasks {
-                match t.await.unwrap() {
-                    Ok(_) => won += 1,
-                    Err(object_store::Error::Precondition { .. }) => {}
-                    Err(e) => panic!("{e}"),
+            rt().block_on(async {
+                let first = store.put(&p, PutPayload::from_static(b"v1")).await.unwrap();
+                let update = |etag: Option<String>| PutOptions {
+                    mode: PutMode::Update(UpdateVersion { e_tag: etag, version: None }),
+                    ..Default::default()
+                };
+                // Many writers holding the same version race: exactly one wins.
+                let mut tasks = vec![];
+                for i in 0..16 {
+                    let (store, p, opts) = (store.clone(), p.clone(), update(first.e_tag.clone()));
+                    tasks.push(tokio::spawn(async move {
+                        store.put_opts(&p, PutPayload::from(format!("w{i}").into_bytes()), opts).await
+                    }));
                 }
-            }
-            assert_eq!(won, 1);
-            let meta = store.head(&p).await.unwrap();
-            assert!(store.put_opts(&p, PutPayload::from_static(b"v3"), update(meta.e_tag.clone())).await.is_ok());
-            assert!(matches!(
-                store.put_opts(&Path::parse("d/none").unwrap(), PutPayload::from_static(b"x"), update(Some("x".into()))).await,
-                Err(object_store::Error::Precondition { .. })
-            ));
-        });
+                let mut won = 0;
+                for t in tasks {
+                    match t.await.unwrap() {
+                        Ok(_) => won += 1,
+                        Err(object_store::Error::Precondition { .. }) => {}
+                        Err(e) => panic!("{e}"),
+                    }
+                }
+                assert_eq!(won, 1);
+                let meta = store.head(&p).await.unwrap();
+                assert!(store.put_opts(&p, PutPayload::from_static(b"v3"), update(meta.e_tag.clone())).await.is_ok());
+                assert!(matches!(
+                    store
+                        .put_opts(
+                            &Path::parse("d/none").unwrap(),
+                            PutPayload::from_static(b"x"),
+                            update(Some("x".into()))
+                        )
+                        .await,
+                    Err(object_store::Error::Precondition { .. })
+                ));
+            });
         }
         let _ = std::fs::remove_dir_all(root);
     }
@@ -959,7 +989,8 @@ mod tests {
         let store = FileStore::open(root.to_str().unwrap()).unwrap();
         rt().block_on(async {
             let mut live = store.put_multipart(&Path::parse("x/other").unwrap()).await.unwrap();
-            let found: Vec<(String, String)> = store.leftovers("").unwrap().into_iter().map(|l| (l.key, l.staging)).collect();
+            let found: Vec<(String, String)> =
+                store.leftovers("").unwrap().into_iter().map(|l| (l.key, l.staging)).collect();
             assert_eq!(found, vec![("x/big".to_string(), "x/big#1".to_string())]);
             assert!(!store.remove_leftover("x/other#1").unwrap()); // in use
             assert!(store.remove_leftover("x/big#1").unwrap());

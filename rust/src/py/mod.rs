@@ -1,0 +1,69 @@
+//! The Python module `milvus_backup._engine`: the PyO3 classes and functions, and the one
+//! tokio runtime they block on with the GIL released. Nothing outside `py/` knows Python
+//! (except the Python-store backend, which must call it).
+
+mod copier;
+mod errors;
+mod store;
+
+use std::sync::OnceLock;
+
+use pyo3::prelude::*;
+
+use crate::backend::fs;
+use crate::checksum;
+pub use errors::to_py_err;
+use store::parse_algo;
+
+/// One runtime for the process: stores keep connection pools tied to it.
+pub fn runtime() -> &'static tokio::runtime::Runtime {
+    static RUNTIME: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
+    RUNTIME.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            // Local file I/O runs on the blocking pool; tokio allows 512 threads there, and
+            // each thread can take its own malloc arena. A few threads keep a disk busy.
+            .max_blocking_threads(16)
+            .thread_name("mbackup-engine")
+            .build()
+            .expect("cannot start the tokio runtime")
+    })
+}
+
+/// Checksum of `data` with `algo` ("crc32c" or "crc64nvme"), as an integer.
+#[pyfunction]
+#[pyo3(name = "checksum")]
+fn py_checksum(py: Python<'_>, algo: &str, data: &[u8]) -> PyResult<u64> {
+    let algo = parse_algo(algo)?;
+    // Large buffers are checksummed without holding the GIL.
+    Ok(if data.len() > 1 << 20 { py.detach(|| checksum::checksum(algo, data)) } else { checksum::checksum(algo, data) })
+}
+
+/// Every (store root, key) that folder listings skipped since the last call: symbolic links,
+/// special files and names that are not UTF-8, which mbackup never reads, writes or deletes.
+#[pyfunction]
+fn take_skipped_links() -> Vec<(String, String)> {
+    fs::take_skipped()
+}
+
+/// Object buffers are large and short-lived. glibc raises its mmap threshold after freeing
+/// large blocks, and from then on serves them from heap arenas it rarely returns to the OS,
+/// so RSS grows far past the bytes in use. A fixed threshold keeps every buffer of 1 MiB
+/// or more in its own mapping, unmapped when freed.
+fn tame_allocator() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
+    }
+}
+
+#[pymodule]
+fn _engine(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    tame_allocator();
+    m.add_class::<store::Store>()?;
+    m.add_class::<copier::Copier>()?;
+    m.add_function(wrap_pyfunction!(py_checksum, m)?)?;
+    m.add_function(wrap_pyfunction!(take_skipped_links, m)?)?;
+    errors::register(m)?;
+    Ok(())
+}
