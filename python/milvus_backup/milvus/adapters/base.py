@@ -16,7 +16,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any
+from typing import Any, NoReturn
 
 from ...format import meta
 from ..connection import MilvusError
@@ -127,6 +127,18 @@ class ImportStatus:
     rows: int = 0  # rows the job wrote; see MilvusAdapter.import_rows_range
     collection_id: int = 0  # the collection the job imports into (0: the server does not say)
     partition: str = ""  # and its partition ("": the server does not say)
+
+
+@dataclass(frozen=True)
+class SnapshotJob:
+    """How a snapshot export or restore job is doing, as the server reports it."""
+
+    state: ImportState
+    progress: int = 0  # percent
+    reason: str = ""
+    metadata_uri: str = ""  # export: where the bundle's metadata landed (set once completed)
+    total_files: int = 0
+    total_bytes: int = 0  # export: the whole bundle's, known once completed
 
 
 @dataclass
@@ -353,6 +365,39 @@ class MilvusAdapter(ABC):
         bucket or root path) rather than lost rows. A line whose server fails such an import
         itself answers False."""
         return False
+
+    # --- snapshots (the snapshot format, Milvus 3.0+) ----------------------------------------
+    # Milvus itself copies a collection's files into a bundle and restores from one; the
+    # flow (backup/snapshot.py) orders the calls. Lines without snapshots refuse each one.
+
+    def can_snapshot(self) -> bool:
+        """Whether the server has CreateSnapshot, ExportSnapshot and RestoreExternalSnapshot."""
+        return False
+
+    def _no_snapshots(self) -> NoReturn:
+        raise MilvusError(f"Milvus {self.version} has no snapshots (they came with Milvus 3.0): use --format binlog")
+
+    def create_snapshot(self, db: str, collection: str, name: str) -> int:
+        """Freeze ``db.collection`` as snapshot ``name``; returns its create timestamp (hybrid)."""
+        self._no_snapshots()
+
+    def export_snapshot(self, db: str, collection: str, name: str, target_uri: str) -> int:
+        """Have the server copy snapshot ``name`` into a bundle under ``target_uri``; a job id."""
+        self._no_snapshots()
+
+    def export_snapshot_state(self, job_id: int) -> SnapshotJob:
+        self._no_snapshots()
+
+    def drop_snapshot(self, db: str, collection: str, name: str) -> None:
+        self._no_snapshots()
+
+    def restore_external_snapshot(self, db: str, collection: str, metadata_uri: str) -> int:
+        """Have the server create ``db.collection`` from the bundle whose metadata is at
+        ``metadata_uri`` (schema, indexes, partitions, data); a job id."""
+        self._no_snapshots()
+
+    def restore_snapshot_state(self, job_id: int) -> SnapshotJob:
+        self._no_snapshots()
 
     def count_rows(self, db: str, collection: str) -> int:
         """Rows visible to a query (used by checks and tests); needs the collection loaded."""

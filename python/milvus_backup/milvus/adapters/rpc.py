@@ -413,6 +413,8 @@ _STATUS_ONLY = frozenset(
         "LoadCollection",
         "CreateAlias",
         "CreateDatabase",
+        "CreateSnapshot",
+        "DropSnapshot",
     }
 )
 
