@@ -261,8 +261,7 @@ PLANS = {
     "golden_v2_6": {**{t: _line("golden_v2_6", "2.6.11", t) for t in ("2.3", "2.4", "2.5")}, "2.6": OK, "3.0": OK},
     "golden_v3_storage_v3": {**{t: _line("golden_v3_storage_v3", "3.0.1", t) for t in ("2.3", "2.4", "2.5", "2.6")},
                              "3.0": "default.golden_src holds segment "},
-    "golden_snapshot": {**dict.fromkeys(("2.3", "2.4", "2.5", "2.6"), SNAPSHOT),
-                        "3.0": "backup 'golden_snapshot' is in the snapshot format, which mbackup does not restore yet"},
+    "golden_snapshot": {**dict.fromkeys(("2.3", "2.4", "2.5", "2.6"), SNAPSHOT), "3.0": OK},
 }
 
 

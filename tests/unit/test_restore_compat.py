@@ -282,10 +282,9 @@ def test_a_snapshot_backup_needs_restore_external_snapshot(target):
         f"Milvus {target_version} cannot: restore it into Milvus 3.0 or newer")
 
 
-def test_a_snapshot_backup_into_3_0_is_not_restored_by_mbackup_yet():
-    assert refusal(backup("v3.0.1", fmt="snapshot"), "3.0") == (
-        "backup 'n' is in the snapshot format, which mbackup does not restore yet (RestoreExternalSnapshot): restore "
-        "it with the Go tool")
+def test_a_snapshot_backup_into_3_0_passes_the_check():
+    """3.0 restores it through RestoreExternalSnapshot (tests/test_snapshot_format.py)."""
+    assert check(backup("v3.0.1", fmt="snapshot"), "3.0") == []
 
 
 def test_an_unknown_format_is_refused_on_every_line():

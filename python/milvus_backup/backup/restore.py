@@ -33,6 +33,7 @@ from ..milvus.binlog import BinlogError, count_records
 from ..storage.location import Location, NotFound, ObjectInfo
 from ..transfer.copy import CopySettings, Plan, run_plan
 from ..transfer.progress import SILENT, Reporter
+from . import snapshot
 from .catalog import Stores, backup_dir, read_backup
 from .compat import check_restorable
 from .verify import check_before_restore
@@ -375,6 +376,8 @@ def restore_backup(adapter: MilvusAdapter | Callable[[], MilvusAdapter], stores:
     if not request.force:
         check_before_restore(stores, request.name, meta_only=request.meta_only)
     info = read_backup(stores, request.name)
+    if info.format == meta.FORMAT_SNAPSHOT:
+        snapshot.refuse_flags(request.name, request.shape())
     targets = plan_targets(info, request)
     if not isinstance(adapter, MilvusAdapter):
         adapter = adapter()
@@ -383,6 +386,9 @@ def restore_backup(adapter: MilvusAdapter | Callable[[], MilvusAdapter], stores:
     for line in check_restorable(info, named, adapter.capabilities, adapter.version, skip_l0=request.skip_l0,
                                  meta_only=request.meta_only):
         warn(line)
+    if info.format == meta.FORMAT_SNAPSHOT:
+        return RestoreResult(request.name, restore_snapshots(adapter, stores, targets, request, reporter),
+                             time.monotonic() - started)
     journal = Journal(stores, request, info, targets, warn)
     check_targets(adapter, targets, request, journal, warn)
     if journal.resuming:
@@ -404,6 +410,26 @@ def restore_backup(adapter: MilvusAdapter | Callable[[], MilvusAdapter], stores:
         raise
     journal.remove()
     return RestoreResult(request.name, results, time.monotonic() - started)
+
+
+def restore_snapshots(adapter: MilvusAdapter, stores: Stores, targets: list[Target], request: RestoreRequest,
+                      reporter: Reporter) -> list[dict[str, Any]]:
+    """A snapshot-format backup: Milvus restores each collection from its bundle. Every
+    refusal comes first; a collection Milvus failed to restore is not left behind."""
+    check_targets(adapter, targets, request, None, reporter.warning)
+    snapshot.backup_dir_uri(stores, backup_dir(stores, request.name))  # a store Milvus cannot read: refused here
+    results = []
+    for t in targets:
+        if request.drop_exist_collection and adapter.has_collection(t.db, t.name):
+            adapter.drop_collection(t.db, t.name)
+        results.append(snapshot.restore_collection(adapter, stores, backup_dir(stores, request.name), t.db, t.name,
+                                                   t.source))
+        if request.load and t.source.load_state == meta.LOAD_STATE_LOADED:
+            adapter.load_collection(t.db, t.name)
+        if request.restore_aliases:
+            for alias in t.source.aliases:
+                adapter.create_alias(t.db, t.name, alias)
+    return results
 
 
 def _spec(t: Target) -> CreateCollectionSpec:

@@ -319,6 +319,9 @@ def create(
                            "bulk_flush, skip_flush or meta_only.")] = "",
     rbac: Annotated[bool, typer.Option("--rbac", help="Also back up users, roles, grants and privilege groups "
                                                        "(Milvus 2.4.10 and later).")] = False,
+    format_: Annotated[str, typer.Option(
+        "--format", help="auto (default: snapshot on Milvus 3.0 and later, else binlog), binlog, or snapshot "
+                         "(Milvus exports each collection into the backup itself).")] = "auto",
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable summary on stdout.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")] = False,
     config: ConfigOption = None,
@@ -331,7 +334,8 @@ def create(
     from ..backup.create import CreateRequest, create_backup
 
     state = ctx.obj.with_command_options(config, set_)
-    request = CreateRequest(name=name, filters=_legacy_filter(filter_, colls, databases), strategy=strategy, rbac=rbac)
+    request = CreateRequest(name=name, filters=_legacy_filter(filter_, colls, databases), strategy=strategy, rbac=rbac,
+                            format=format_)
     request.validate()
     settings = copy_settings(state.config())
     stores = _stores(state)
