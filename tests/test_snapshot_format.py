@@ -18,6 +18,7 @@ import time
 import grpc
 import pytest
 
+from gofacts import facts, problems
 from milvus_backup.backup import snapshot as snapshot_flow
 from milvus_backup.backup.catalog import list_backups, open_stores
 from milvus_backup.backup.create import CreateRequest, create_backup
@@ -134,6 +135,16 @@ def test_auto_on_3_0_exports_each_collection_as_the_go_tool_and_records_the_bund
     assert (f'"aliases":["a0"],"snapshot_backup":{{"metadata_path":"{snap.metadata_path}",'
             f'"total_files":{snap.total_files},"total_bytes":{snap.total_bytes}}}}}') in full
 
+    # Every meta file the snapshot format has: the keys, order, JSON types and omitempty of the
+    # Go tool's messages (tests/compat/go_facts, derived from its source).
+    go = facts("HEAD")
+    for spec in go["meta_files"]["files"]:
+        key = f"{ROOT}/{name}/meta/{spec['file']}"
+        if spec["file"] in ("partition_meta.json", "segment_meta.json"):
+            continue
+        doc = json.loads(stores.backup.read(key))
+        assert problems(doc, spec["message"], go) == [], spec["file"]
+
     # list, get and verify keep working on it.
     entry, = [e for e in list_backups(stores) if e.name == name]
     assert entry.complete and entry.info.format == meta.FORMAT_SNAPSHOT
@@ -154,6 +165,21 @@ def on_line(contract, line: str) -> None:
     contract.reset(PROFILES[line])
     contract.state.add_database("db1")
     contract.state.add_collection("db1", "docs", docs_schema())
+
+
+def test_meta_only_on_3_0_is_the_binlog_format_and_refused_as_a_snapshot(contract, stores, bucket):
+    """A meta-only backup exports no bundle: in the snapshot format nothing could restore it."""
+    on_3_0(contract, stores, bucket, collections=1)
+    request = CreateRequest(name=f"m{time.time_ns()}", filters=["db1.*"], strategy="meta_only")
+    result = create_backup(lambda: adapter(contract), stores, request, CopySettings(), reporter=Collected())
+    assert result.info.format == meta.FORMAT_BINLOG and snapshot_calls(contract) == []
+    before = under(stores, ROOT)
+    request = CreateRequest(name=f"m{time.time_ns()}", filters=["db1.*"], strategy="meta_only", format="snapshot")
+    with pytest.raises(SnapshotError) as e:
+        create_backup(lambda: adapter(contract), stores, request, CopySettings(), reporter=Collected())
+    assert str(e.value) == ("--strategy meta_only exports no snapshot, so it cannot be in the snapshot format: leave "
+                            "out --format snapshot")
+    assert under(stores, ROOT) == before and snapshot_calls(contract) == []
 
 
 @pytest.mark.parametrize("line", LINES_WITHOUT)

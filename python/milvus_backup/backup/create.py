@@ -200,7 +200,7 @@ def create_backup(adapter: MilvusAdapter | Callable[[], MilvusAdapter], stores: 
     if not isinstance(adapter, MilvusAdapter):
         adapter = adapter()
     strategy = resolve_strategy(adapter, request.strategy)
-    form = resolve_format(adapter, request.format)
+    form = resolve_format(adapter, request.format, strategy)
     if form == meta.FORMAT_SNAPSHOT:
         backup_dir_uri(stores, bdir)  # refuses, before anything is written, a store Milvus cannot reach
     databases, pairs = select_collections(adapter, request.filters)
@@ -293,7 +293,7 @@ class _CreateRun:
             self.stores.backup.write(f"{self.bdir}/{IN_PROGRESS}", json.dumps({
                 "id": info.id, "name": self.name, "pid": os.getpid(), "host": socket.gethostname(),
                 "started": dt.datetime.now(dt.UTC).isoformat(), "request": request}).encode())
-        with_data = self.strategy != "meta_only" and not snapshot
+        with_data = self.strategy != "meta_only" and not snapshot  # meta_only is never a snapshot
         copying = False
         try:
             with self.phase("metadata"):
@@ -319,7 +319,7 @@ class _CreateRun:
                 info.control_channel_name = flushed.control_channel
                 info.physical_channel_names = list(flushed.physical_channels)
             report = None
-            if snapshot and self.strategy != "meta_only":
+            if snapshot:
                 with self.phase("export"):  # Milvus copies the data itself; a snapshot pins it
                     export_collections(self.adapter, self.stores, self.bdir, self.name, collections, self.reporter)
             if with_data:

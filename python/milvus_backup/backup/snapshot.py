@@ -44,14 +44,19 @@ class SnapshotError(MBackupError):
     """A snapshot export or restore was refused or failed."""
 
 
-def resolve_format(adapter: MilvusAdapter, asked: str) -> str:
+def resolve_format(adapter: MilvusAdapter, asked: str, strategy: str = "") -> str:
     """The meta ``format`` to write for ``asked`` (one of config.params.FORMATS, checked by
     CreateRequest.validate): auto is the snapshot format where the server has snapshots,
-    binlog before; snapshot on a server without them is refused."""
+    binlog before; snapshot on a server without them is refused. A meta_only backup exports
+    nothing, so it is in the binlog format (restorable with --meta-only), where the Go tool
+    would write a snapshot-format backup without bundles that neither tool restores."""
+    if asked == "snapshot" and strategy == "meta_only":
+        raise SnapshotError("--strategy meta_only exports no snapshot, so it cannot be in the snapshot format: "
+                            "leave out --format snapshot")
     if asked == "snapshot" and not adapter.can_snapshot():
         raise SnapshotError(f"--format snapshot needs Milvus 3.0 or newer, and Milvus {adapter.version} has no "
                             "snapshots: use --format binlog (or auto)")
-    if asked == "binlog" or not adapter.can_snapshot():
+    if asked == "binlog" or strategy == "meta_only" or not adapter.can_snapshot():
         return meta.FORMAT_BINLOG
     return meta.FORMAT_SNAPSHOT
 
