@@ -11,6 +11,8 @@ a real 3.x server answers this way.
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -374,3 +376,42 @@ def test_a_snapshot_backup_into_a_line_without_snapshots_is_refused_before_anyth
                             f"(RestoreExternalSnapshot); Milvus {line} cannot: restore it into Milvus 3.0 or newer")
     assert not [c for c in contract.calls() if c.method.startswith(("Create", "Drop", "Import", "Restore"))]
 
+
+
+def test_the_cli_backs_up_and_restores_a_3_0_collection_in_the_snapshot_format(contract, stores, bucket, tmp_path,
+                                                                              seaweedfs):
+    on_3_0(contract, stores, bucket, collections=1)
+    cfg = str(config_file(tmp_path, seaweedfs, bucket, contract))
+    name = f"cli{time.time_ns()}"
+    made = subprocess.run([sys.executable, "-m", "milvus_backup", "create", "-n", name, "--config", cfg, "-q"],
+                          capture_output=True, text=True, timeout=120)
+    assert made.returncode == 0, made.stderr
+    assert made.stdout.startswith(f"create backup success: {name}: 1 collections, 0 segments, ")
+    done = subprocess.run([sys.executable, "-m", "milvus_backup", "restore", "-n", name, "--suffix", "_r", "--config",
+                           cfg, "-q"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    job = contract.calls("GetRestoreSnapshotState")[-1].request.job_id
+    lines = done.stdout.splitlines()
+    assert lines[0].startswith(f"restored db1.docs as db1.docs_r from its snapshot bundle (job {job}) in ")
+    assert lines[-1].startswith(f"restore backup success: {name} in ")
+    assert ("db1", "docs_r") in contract.state.collections
+
+
+def test_ctrl_c_during_an_export_drops_the_snapshot_and_leaves_no_backup(contract, stores, bucket, tmp_path,
+                                                                        seaweedfs):
+    on_3_0(contract, stores, bucket, collections=1)
+    contract.state.snapshot_outcome = {"state": "Completed", "reason": "", "polls_left": 10_000}  # never done
+    cfg = str(config_file(tmp_path, seaweedfs, bucket, contract))
+    proc = subprocess.Popen([sys.executable, "-m", "milvus_backup", "create", "-n", "interrupted", "--config", cfg],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    deadline = time.monotonic() + 60
+    while "GetExportSnapshotState" not in contract.methods():
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.05)
+    assert under(stores, f"{ROOT}/interrupted/bundle") != []  # Milvus has begun writing
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=30)
+    assert (proc.returncode, err.splitlines()[-1:]) == (130, ["interrupted"]), err
+    assert contract.methods()[-1] == "DropSnapshot" and contract.state.snapshots == {}
+    assert under(stores, f"{ROOT}/interrupted") == []

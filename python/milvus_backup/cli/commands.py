@@ -531,6 +531,10 @@ def restore(
         typer.echo(json.dumps(summary))
     else:
         for c in summary["collections"]:
+            if "snapshot_job" in c:  # the snapshot format: Milvus restored it, rows uncounted
+                typer.echo(f"restored {c['source']} as {c['target']} from its snapshot bundle (job "
+                           f"{c['snapshot_job']}) in {format_duration(c['seconds'])}")
+                continue
             typer.echo(f"restored {c['source']} as {c['target']}: {c['rows_in_backup']:,} rows in backup, "
                        f"{c['rows_imported']:,} imported, {c['import_jobs']} import jobs, "
                        f"{format_duration(c['seconds'])}")
