@@ -10,6 +10,7 @@ a real 3.x server answers this way.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -415,3 +416,18 @@ def test_ctrl_c_during_an_export_drops_the_snapshot_and_leaves_no_backup(contrac
     assert (proc.returncode, err.splitlines()[-1:]) == (130, ["interrupted"]), err
     assert contract.methods()[-1] == "DropSnapshot" and contract.state.snapshots == {}
     assert under(stores, f"{ROOT}/interrupted") == []
+
+
+def test_missing_target_databases_are_made_before_any_collection_is_restored(contract, stores, bucket):
+    """A restore that cannot make a database refuses before Milvus restores anything; one that
+    can makes every database first."""
+    on_3_0(contract, stores, bucket)
+    name = create(contract, stores).info.name
+    contract.log.clear()
+    with contextlib.suppress(MBackupError):  # whether this line makes databases is the restore side's business
+        restore(contract, stores, name, renames=["db1.docs:db1.x", "db1.docs1:db9.y"])
+    methods = contract.methods("grpc")
+    restored = [i for i, m in enumerate(methods) if m == "RestoreExternalSnapshot"]
+    if restored:
+        assert "db9" in contract.state.databases and methods.index("CreateDatabase") < restored[0]
+    assert [c.request.target_collection_name for c in contract.calls("RestoreExternalSnapshot")] in ([], ["x", "y"])

@@ -418,6 +418,9 @@ def restore_snapshots(adapter: MilvusAdapter, stores: Stores, targets: list[Targ
     refusal comes first; a collection Milvus failed to restore is not left behind."""
     check_targets(adapter, targets, request, None, reporter.warning)
     snapshot.backup_dir_uri(stores, backup_dir(stores, request.name))  # a store Milvus cannot read: refused here
+    existing = set(adapter.list_databases())
+    for db in dict.fromkeys(t.db for t in targets if t.db not in existing):
+        adapter.create_database(db)  # all of them first: a line that cannot refuses before any restore
     results = []
     for t in targets:
         if request.drop_exist_collection and adapter.has_collection(t.db, t.name):

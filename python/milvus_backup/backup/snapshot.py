@@ -159,7 +159,8 @@ def _drop(adapter: MilvusAdapter, db: str, collection: str, snapshot: str, label
 
 def restore_collection(adapter: MilvusAdapter, stores: Stores, bdir: str, db: str, name: str,
                        source: meta.CollectionBackupInfo) -> dict[str, Any]:
-    """Have Milvus restore ``db.name`` from the collection's bundle in the backup."""
+    """Have Milvus restore ``db.name`` (its database exists) from the collection's bundle in
+    the backup."""
     started = time.monotonic()
     rel = source.snapshot_backup.metadata_path.strip("/") if source.snapshot_backup else ""
     if not rel or "://" in rel or any(p in ("", ".", "..") for p in rel.split("/")):
@@ -167,8 +168,6 @@ def restore_collection(adapter: MilvusAdapter, stores: Stores, bdir: str, db: st
                             f"{source.db_name or 'default'}.{source.collection_name} ({rel or 'none'}): "
                             "check it with mbackup verify")
     uri = f"{backup_dir_uri(stores, bdir)}/{rel}"
-    if db not in adapter.list_databases():
-        adapter.create_database(db)
     job_id = adapter.restore_external_snapshot(db, name, uri)
     try:
         wait_job(functools.partial(adapter.restore_snapshot_state, job_id), f"the snapshot restore of {db}.{name} (job {job_id})")
