@@ -243,8 +243,22 @@ def test_an_export_the_server_does_not_implement_is_one_line_and_drops_the_snaps
     with pytest.raises(MBackupError) as e:
         create(contract, stores, name=name)
     assert str(e.value) == (f"cannot export snapshot mbk_{name} of db1.docs on Milvus v3.0.0 at "
-                            f"127.0.0.1:{contract.grpc_port}: Method not implemented")
+                            f"127.0.0.1:{contract.grpc_port}: Method not implemented (this build has no "
+                            "ExportSnapshot): use --format binlog")
     assert [c.method for c in snapshot_calls(contract)][-1] == "DropSnapshot" and contract.state.snapshots == {}
+    assert under(stores, f"{ROOT}/{name}") == []
+
+
+def test_a_3_0_build_without_snapshots_is_one_line_saying_to_use_binlog(contract, stores, bucket):
+    on_3_0(contract, stores, bucket, collections=1)
+    contract.fail("CreateSnapshot", code=grpc.StatusCode.UNIMPLEMENTED, reason="Method not implemented")
+    name = f"u{time.time_ns()}"
+    with pytest.raises(MBackupError) as e:
+        create(contract, stores, name=name)
+    assert str(e.value) == (f"cannot create snapshot mbk_{name} of db1.docs on Milvus v3.0.0 at "
+                            f"127.0.0.1:{contract.grpc_port}: Method not implemented (this build has no "
+                            "CreateSnapshot): use --format binlog")
+    assert [c.method for c in snapshot_calls(contract)] == ["CreateSnapshot"]  # nothing made, nothing to drop
     assert under(stores, f"{ROOT}/{name}") == []
 
 
