@@ -236,29 +236,27 @@ def test_a_failed_export_is_one_line_drops_the_snapshot_and_leaves_no_backup(con
     assert [e.name for e in list_backups(stores) if e.name == name] == []
 
 
-def test_an_export_the_server_does_not_implement_is_one_line_and_drops_the_snapshot(contract, stores, bucket):
+@pytest.mark.parametrize("method,what,made", [
+    ("CreateSnapshot", "create snapshot {snap} of db1.docs", False),
+    ("DescribeSnapshot", "describe snapshot {snap} of db1.docs", True),
+    ("ExportSnapshot", "export snapshot {snap} of db1.docs", True),
+    ("GetExportSnapshotState", "read the state of snapshot export job {job}", True),
+])
+def test_a_3_0_build_without_a_snapshot_rpc_is_one_line_saying_to_use_binlog(contract, stores, bucket, method, what,
+                                                                             made):
+    """Whichever RPC the build lacks: the error names it and the fix, the snapshot made (if
+    any) is dropped, and nothing is left in the backup storage."""
     on_3_0(contract, stores, bucket, collections=1)
-    contract.fail("ExportSnapshot", code=grpc.StatusCode.UNIMPLEMENTED, reason="Method not implemented")
+    contract.fail(method, code=grpc.StatusCode.UNIMPLEMENTED, reason="Method not implemented")
     name = f"u{time.time_ns()}"
     with pytest.raises(MBackupError) as e:
         create(contract, stores, name=name)
-    assert str(e.value) == (f"cannot export snapshot mbk_{name} of db1.docs on Milvus v3.0.0 at "
+    job = next((c.request.job_id for c in contract.calls("GetExportSnapshotState")), 0)
+    assert str(e.value) == (f"cannot {what.format(snap=f'mbk_{name}', job=job)} on Milvus v3.0.0 at "
                             f"127.0.0.1:{contract.grpc_port}: Method not implemented (this build has no "
-                            "ExportSnapshot): use --format binlog")
-    assert [c.method for c in snapshot_calls(contract)][-1] == "DropSnapshot" and contract.state.snapshots == {}
-    assert under(stores, f"{ROOT}/{name}") == []
-
-
-def test_a_3_0_build_without_snapshots_is_one_line_saying_to_use_binlog(contract, stores, bucket):
-    on_3_0(contract, stores, bucket, collections=1)
-    contract.fail("CreateSnapshot", code=grpc.StatusCode.UNIMPLEMENTED, reason="Method not implemented")
-    name = f"u{time.time_ns()}"
-    with pytest.raises(MBackupError) as e:
-        create(contract, stores, name=name)
-    assert str(e.value) == (f"cannot create snapshot mbk_{name} of db1.docs on Milvus v3.0.0 at "
-                            f"127.0.0.1:{contract.grpc_port}: Method not implemented (this build has no "
-                            "CreateSnapshot): use --format binlog")
-    assert [c.method for c in snapshot_calls(contract)] == ["CreateSnapshot"]  # nothing made, nothing to drop
+                            f"{method}): use --format binlog")
+    calls = [c.method for c in snapshot_calls(contract)]
+    assert calls[-1] == ("DropSnapshot" if made else method) and contract.state.snapshots == {}
     assert under(stores, f"{ROOT}/{name}") == []
 
 

@@ -118,8 +118,10 @@ def export_collections(adapter: MilvusAdapter, stores: Stores, bdir: str, name: 
     snapshot = SNAPSHOT_PREFIX + name
     for coll in collections:
         db, label = coll.db_name or "default", f"{coll.db_name or 'default'}.{coll.collection_name}"
-        created = adapter.create_snapshot(db, coll.collection_name, snapshot)
-        try:
+        adapter.create_snapshot(db, coll.collection_name, snapshot)
+        try:  # from here on the snapshot exists, and is dropped whatever happens
+            # Its own boundary, read before the export, is the collection's backup timestamp.
+            created = adapter.snapshot_timestamp(db, coll.collection_name, snapshot)
             job_id = adapter.export_snapshot(db, coll.collection_name, snapshot, target)
             job = wait_job(functools.partial(adapter.export_snapshot_state, job_id),
                            f"the snapshot export of {label} (job {job_id})")

@@ -377,8 +377,12 @@ class MilvusAdapter(ABC):
     def _no_snapshots(self) -> NoReturn:
         raise MilvusError(f"Milvus {self.version} has no snapshots (they came with Milvus 3.0): use --format binlog")
 
-    def create_snapshot(self, db: str, collection: str, name: str) -> int:
-        """Freeze ``db.collection`` as snapshot ``name``; returns its create timestamp (hybrid)."""
+    def create_snapshot(self, db: str, collection: str, name: str) -> None:
+        """Freeze ``db.collection`` as snapshot ``name``."""
+        self._no_snapshots()
+
+    def snapshot_timestamp(self, db: str, collection: str, name: str) -> int:
+        """When snapshot ``name`` was made (hybrid timestamp): the backup's boundary."""
         self._no_snapshots()
 
     def export_snapshot(self, db: str, collection: str, name: str, target_uri: str) -> int:

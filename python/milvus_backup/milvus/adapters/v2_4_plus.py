@@ -202,12 +202,15 @@ class Milvus30Adapter(Milvus26Adapter):
             # A build of a snapshot line without them (the Go tool notes master lacked ExportSnapshot).
             raise MilvusError(f"{e} (this build has no {method}): use --format binlog") from None
 
-    def create_snapshot(self, db: str, collection: str, name: str) -> int:
+    def create_snapshot(self, db: str, collection: str, name: str) -> None:
         from pymilvus.grpc_gen import milvus_pb2 as m
 
         self._snapshot_call("CreateSnapshot", m.CreateSnapshotRequest(db_name=db, collection_name=collection, name=name),
                             db, f"create snapshot {name} of {db}.{collection}")
-        # Its own boundary, read before the export, as the backup timestamp.
+
+    def snapshot_timestamp(self, db: str, collection: str, name: str) -> int:
+        from pymilvus.grpc_gen import milvus_pb2 as m
+
         desc = self._snapshot_call("DescribeSnapshot", m.DescribeSnapshotRequest(
             db_name=db, collection_name=collection, name=name), db, f"describe snapshot {name} of {db}.{collection}")
         return int(desc.create_ts)
