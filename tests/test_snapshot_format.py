@@ -348,6 +348,23 @@ def test_a_failed_snapshot_restore_is_one_line_and_leaves_no_collection(contract
     assert ("db1", "docs_r") not in contract.state.collections
 
 
+@pytest.mark.parametrize("method,fault", [
+    ("RestoreExternalSnapshot", {"code": grpc.StatusCode.UNIMPLEMENTED, "reason": "Method not implemented"}),
+    ("RestoreExternalSnapshot", {"status": 65535, "reason": "no such bucket"}),
+    ("GetRestoreSnapshotState", {"code": grpc.StatusCode.UNIMPLEMENTED, "reason": "Method not implemented"}),
+    ("GetRestoreSnapshotState", {"status": 65535, "reason": "restore job not found"}),
+])
+def test_a_restore_request_that_fails_leaves_no_collection(contract, stores, bucket, method, fault):
+    """Whichever request fails, nothing restored is left looking complete."""
+    on_3_0(contract, stores, bucket, collections=1)
+    name = create(contract, stores).info.name
+    contract.fail(method, **fault)
+    with pytest.raises(MBackupError) as e:
+        restore(contract, stores, name, suffix="_r")
+    assert fault["reason"] in str(e.value) and "\n" not in str(e.value)
+    assert ("db1", "docs_r") not in contract.state.collections
+
+
 def test_an_existing_target_is_refused_before_anything_is_asked(contract, stores, bucket):
     on_3_0(contract, stores, bucket, collections=1)
     name = create(contract, stores).info.name

@@ -173,7 +173,7 @@ def restore_collection(adapter: MilvusAdapter, stores: Stores, bdir: str, db: st
     job_id = adapter.restore_external_snapshot(db, name, uri)
     try:
         wait_job(functools.partial(adapter.restore_snapshot_state, job_id), f"the snapshot restore of {db}.{name} (job {job_id})")
-    except SnapshotError:
+    except MBackupError:  # the job failed, or its state could not be read
         # Milvus may have made part of the collection: nothing restored must look complete.
         with contextlib.suppress(Exception):
             if adapter.has_collection(db, name):
