@@ -106,8 +106,11 @@ def seed(contract, stores, *, collections: int = 1):
 
 def backup(contract, stores, *, strategy: str = "", filters=("db1.*",), reporter=None, line: str = "",
            rbac: bool = False):
+    """A backup in the binlog format, which these tests are about (3.0's default, the snapshot
+    format, is tests/test_snapshot_format.py's)."""
     reporter = reporter or Collected()
-    request = CreateRequest(name=f"b{time.time_ns()}", filters=list(filters), strategy=strategy, rbac=rbac)
+    request = CreateRequest(name=f"b{time.time_ns()}", filters=list(filters), strategy=strategy, rbac=rbac,
+                            format="binlog")
     result = create_backup(lambda: adapter(contract, line), stores, request, CopySettings(parallel=4), reporter=reporter)
     return result, reporter
 

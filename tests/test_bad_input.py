@@ -67,6 +67,8 @@ CASES = [
     ("create-strategy", ["create", "--strategy", "fast_flush", "--config", "{cfg}"], None, 2,
      "error: unknown strategy 'fast_flush': use auto, serial_flush, bulk_flush, skip_flush, meta_only"),
     ("create-filter", ["create", "--filter", "a.b.c", "--config", "{cfg}"], None, 2, "error: invalid filter 'a.b.c'"),
+    ("create-format", ["create", "--format", "parquet", "--config", "{cfg}"], None, 2,
+     "error: unknown format 'parquet': use auto, binlog, snapshot"),
     ("restore-suffix-rename", ["restore", "-n", GOOD, "-s", "_x", "-r", "a:b", "--config", "{cfg}"], None, 2,
      "error: --suffix and --rename cannot be used together"),
     ("restore-rename-syntax", ["restore", "-n", GOOD, "-r", "nocolon", "--config", "{cfg}"], None, 2,

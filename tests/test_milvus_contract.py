@@ -201,25 +201,3 @@ def test_imports_answer_importing_for_the_polls_asked_then_the_rows_of_their_pre
     missing = stub.Import(milvus_pb2.ImportRequest(collection_name="docs", partition_name="nope", files=["a/", ""]),
                           metadata=[("dbname", "db1")])
     assert missing.status.code == 200
-
-
-def test_a_snapshot_restore_makes_the_collection_and_reports_like_an_import_job(contract, stub):
-    contract.reset(PROFILES["3.0.0"])
-    contract.state.add_database("db1")
-    contract.state.import_polls = 1
-    uri = "s3://bkt/backup/b/bundle/snapshots/7/metadata/9.json"
-    resp = stub.RestoreExternalSnapshot(milvus_pb2.RestoreExternalSnapshotRequest(
-        target_collection_name="docs", snapshot_metadata_uri=uri), metadata=[("dbname", "db1")])
-    assert resp.status.code == 0 and ("db1", "docs") in contract.state.collections
-    states = [stub.GetRestoreSnapshotState(milvus_pb2.GetRestoreSnapshotStateRequest(job_id=resp.job_id)).info
-              for _ in range(2)]
-    assert [(i.state, i.collection_name) for i in states] == [
-        (milvus_pb2.RestoreSnapshotState.RestoreSnapshotExecuting, "docs"),
-        (milvus_pb2.RestoreSnapshotState.RestoreSnapshotCompleted, "docs")]
-    again = stub.RestoreExternalSnapshot(milvus_pb2.RestoreExternalSnapshotRequest(
-        target_collection_name="docs", snapshot_metadata_uri=uri), metadata=[("dbname", "db1")])
-    assert again.status.code == 65535
-    contract.reset(PROFILES["2.6.11"])
-    with pytest.raises(grpc.RpcError) as e:
-        stub.RestoreExternalSnapshot(milvus_pb2.RestoreExternalSnapshotRequest(target_collection_name="docs"))
-    assert e.value.code() == grpc.StatusCode.UNIMPLEMENTED

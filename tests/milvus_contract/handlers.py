@@ -9,6 +9,8 @@ answers are plausible, not Milvus' own (see the package docstring).
 
 from __future__ import annotations
 
+import base64
+import json
 import string
 
 from pymilvus.grpc_gen import common_pb2, milvus_pb2, schema_pb2
@@ -21,6 +23,8 @@ from .state import (
     PARTITION_NOT_FOUND,
     Collection,
     MilvusFault,
+    Snapshot,
+    SnapshotJob,
     State,
 )
 
@@ -285,32 +289,6 @@ _SNAPSHOT_STATES = {"Pending": milvus_pb2.RestoreSnapshotState.RestoreSnapshotPe
                     "Failed": milvus_pb2.RestoreSnapshotState.RestoreSnapshotFailed}
 
 
-def RestoreExternalSnapshot(state: State, request, db):
-    state.database(db)
-    if (db, request.target_collection_name) in state.collections:
-        raise MilvusFault(65535, f"collection already exists: {request.target_collection_name}")
-    uri = request.snapshot_metadata_uri
-    if uri.split("://", 1)[0] not in ("s3", "minio", "gcs", "azure") or "/snapshots/" not in uri:
-        raise MilvusFault(1100, f"invalid snapshot metadata uri: {uri}")
-    # The server makes the collection from the bundle's schema, which the contract does not read.
-    state.add_collection(db, request.target_collection_name, schema_pb2.CollectionSchema())
-    job = state.new_import(db, request.target_collection_name, "", [[uri]], {"external_spec": request.external_spec},
-                           "snapshot")
-    return milvus_pb2.RestoreExternalSnapshotResponse(status=OK, job_id=job.id)
-
-
-def GetRestoreSnapshotState(state: State, request, db):
-    job = state.imports.get(request.job_id)
-    if job is None:
-        raise MilvusFault(65535, f"restore snapshot job not found[jobID={request.job_id}]")
-    seen, progress = job.observe()
-    return milvus_pb2.GetRestoreSnapshotStateResponse(status=OK, info=milvus_pb2.RestoreSnapshotInfo(
-        job_id=job.id, db_name=job.db, collection_name=job.collection, state=_SNAPSHOT_STATES[seen], progress=progress,
-        reason=job.reason if seen == "Failed" else ""))
-
-
-# --- RBAC ----------------------------------------------------------------------------------
-
 def BackupRBAC(state: State, request, db):
     meta = milvus_pb2.RBACMeta.FromString(state.rbac.SerializeToString())
     if not state.profile.privilege_groups:
@@ -334,3 +312,134 @@ def RestoreRBAC(state: State, request, db):
             if item not in have:
                 have.add().CopyFrom(item)
     return OK
+
+
+# --- snapshots (3.0) ---------------------------------------------------------------------------
+# A bundle as the contract writes it (NOT Milvus' own format, which the Go tool does not read
+# either): <target>/snapshots/<collection id>/metadata/<snapshot id>.json naming the schema,
+# partitions and segments, and every binlog under <target>/snapshots/<collection id>/binlogs/.
+
+_SNAPSHOT_STATES = {"Pending": 1, "Executing": 2, "Completed": 3, "Failed": 4}
+
+
+def _bundle_key(state: State, uri: str) -> str:
+    """The object key a snapshot URI names in the contract's bundle store."""
+    scheme, _, rest = uri.partition("://")
+    bucket, _, key = rest.partition("/")
+    if scheme != "s3" or not key or state.bundle_store is None or bucket != state.bundle_bucket:
+        raise MilvusFault(1100, f"invalid snapshot path {uri}: not in a bucket this Milvus reaches")
+    return key.strip("/")
+
+
+def CreateSnapshot(state: State, request, db):
+    coll = state.collection(db, request.collection_name)
+    if (db, coll.name, request.name) in state.snapshots:
+        raise MilvusFault(65535, f"snapshot already exists[snapshot={request.name}]")
+    state.snapshots[(db, coll.name, request.name)] = Snapshot(state.next_id(), db, coll.name, request.name,
+                                                             state.now_ts())
+    return OK
+
+
+def _snapshot(state: State, db: str, collection: str, name: str) -> Snapshot:
+    found = state.snapshots.get((db, collection, name))
+    if found is None:
+        raise MilvusFault(65535, f"snapshot not found[snapshot={name}]")
+    return found
+
+
+def DescribeSnapshot(state: State, request, db):
+    snap = _snapshot(state, db, request.collection_name, request.name)
+    return milvus_pb2.DescribeSnapshotResponse(status=OK, name=snap.name, collection_name=snap.collection,
+                                               create_ts=snap.create_ts)
+
+
+def DropSnapshot(state: State, request, db):
+    snap = _snapshot(state, db, request.collection_name, request.name)
+    del state.snapshots[(snap.db, snap.collection, snap.name)]
+    return OK
+
+
+def _job(state: State, kind: str, db: str, collection: str, snapshot: str = "") -> SnapshotJob:
+    job = SnapshotJob(state.next_id(), kind, db, collection, snapshot, **state.snapshot_outcome)
+    state.snapshot_jobs[job.id] = job
+    return job
+
+
+def ExportSnapshot(state: State, request, db):
+    snap = _snapshot(state, db, request.collection_name, request.name)
+    root = _bundle_key(state, request.target_s3_path)
+    coll = state.collection(db, snap.collection)
+    job = _job(state, "export", db, coll.name, snap.name)
+    base = f"{root}/snapshots/{coll.id}"
+    files = {f"{base}/binlogs/{key.split('/', 1)[1]}": data for key, data in state.binlogs("files").items()
+             if key.split("/")[2] == str(coll.id)}
+    for key, data in files.items():
+        state.bundle_store.write(key, data)
+    if job.state == "Failed":
+        return milvus_pb2.ExportSnapshotResponse(status=OK, job_id=job.id)  # a half-written bundle, no metadata
+    meta_key = f"{base}/metadata/{snap.id}.json"
+    metadata = json.dumps({
+        "collection": coll.name, "schema": base64.b64encode(coll.schema.SerializeToString()).decode(),
+        "partitions": list(coll.partitions), "shards": coll.shards,
+        "segments": [{"partition": next((n for n, i in coll.partitions.items() if i == seg.partition_id), ""),
+                      "rows": seg.rows, "level": int(seg.level)}
+                     for seg in coll.segments.values() if seg.state == FLUSHED],
+        "files": sorted(files)}).encode()
+    state.bundle_store.write(meta_key, metadata)
+    job.metadata_uri = f"s3://{state.bundle_bucket}/{meta_key}"
+    job.total_files, job.total_bytes = len(files) + 1, sum(map(len, files.values())) + len(metadata)
+    return milvus_pb2.ExportSnapshotResponse(status=OK, job_id=job.id)
+
+
+def _advance(job: SnapshotJob) -> tuple[str, int]:
+    if job.polls_left > 0:
+        job.polls_left -= 1
+        return "Executing", 50
+    return job.state, 100 if job.state == "Completed" else 50
+
+
+def GetExportSnapshotState(state: State, request, db):
+    job = state.snapshot_jobs.get(request.job_id)
+    if job is None or job.kind != "export":
+        raise MilvusFault(65535, f"export job not found[job={request.job_id}]")
+    shown, progress = _advance(job)
+    done = shown == "Completed"
+    return milvus_pb2.GetExportSnapshotStateResponse(status=OK, info=milvus_pb2.ExportSnapshotInfo(
+        job_id=job.id, snapshot_name=job.snapshot, db_name=job.db, collection_name=job.collection,
+        state=_SNAPSHOT_STATES[shown], progress=progress, reason=job.reason if shown == "Failed" else "",
+        total_files=job.total_files, copied_files=job.total_files if done else 0,
+        snapshot_metadata_uri=job.metadata_uri if done else "", total_bytes=job.total_bytes if done else 0))
+
+
+def RestoreExternalSnapshot(state: State, request, db):
+    key = _bundle_key(state, request.snapshot_metadata_uri)
+    if "/snapshots/" not in key or "/metadata/" not in key:
+        raise MilvusFault(1100, f"invalid snapshot metadata uri {request.snapshot_metadata_uri}")
+    state.database(db)
+    if (db, request.target_collection_name) in state.collections:
+        raise MilvusFault(65535, f"collection already exists: {request.target_collection_name}")
+    try:
+        bundle = json.loads(state.bundle_store.read(key))
+    except Exception:  # whatever the store says, Milvus answers that it cannot read it
+        raise MilvusFault(65535, f"read snapshot metadata {request.snapshot_metadata_uri}: no such key") from None
+    job = _job(state, "restore", db, request.target_collection_name)
+    if job.state == "Failed":
+        # Milvus made the collection before failing: the caller must not leave it looking restored.
+        state.add_collection(db, job.collection, schema_pb2.CollectionSchema())
+        return milvus_pb2.RestoreExternalSnapshotResponse(status=OK, job_id=job.id)
+    schema = schema_pb2.CollectionSchema.FromString(base64.b64decode(bundle["schema"]))
+    coll = state.add_collection(db, job.collection, schema, partitions=tuple(bundle["partitions"]),
+                                shards=bundle["shards"])
+    for seg in bundle["segments"]:
+        state.add_segment(coll, seg["partition"] or None, rows=seg["rows"], level=seg["level"])
+    return milvus_pb2.RestoreExternalSnapshotResponse(status=OK, job_id=job.id)
+
+
+def GetRestoreSnapshotState(state: State, request, db):
+    job = state.snapshot_jobs.get(request.job_id)
+    if job is None or job.kind != "restore":
+        raise MilvusFault(65535, f"restore job not found[job={request.job_id}]")
+    shown, progress = _advance(job)
+    return milvus_pb2.GetRestoreSnapshotStateResponse(status=OK, info=milvus_pb2.RestoreSnapshotInfo(
+        job_id=job.id, db_name=job.db, collection_name=job.collection, state=_SNAPSHOT_STATES[shown],
+        progress=progress, reason=job.reason if shown == "Failed" else ""))

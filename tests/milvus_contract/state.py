@@ -94,6 +94,32 @@ class ImportJob:
         return self.state, self.progress
 
 
+@dataclass
+class Snapshot:
+    id: int
+    db: str
+    collection: str
+    name: str
+    create_ts: int
+
+
+@dataclass
+class SnapshotJob:
+    """An export (ExportSnapshot) or restore (RestoreExternalSnapshot) job."""
+
+    id: int
+    kind: str  # "export" or "restore"
+    db: str
+    collection: str
+    snapshot: str = ""
+    state: str = "Completed"  # Pending, Executing, Completed, Failed
+    reason: str = ""
+    polls_left: int = 0  # answers "Executing" this many times before its outcome
+    metadata_uri: str = ""
+    total_files: int = 0
+    total_bytes: int = 0
+
+
 class MilvusFault(Exception):
     """A request the cluster refuses with an error status (code, reason), as Milvus does."""
 
@@ -129,6 +155,15 @@ class State:
         self.failing_files: dict[str, str] = {}  # an import naming a file with this in it fails, for this reason
         self.flush_polls = 0  # GetFlushState/GetFlushAllState answer "not yet" this many times
         self.rbac = milvus_pb2.RBACMeta()
+        self.snapshots: dict[tuple[str, str, str], Snapshot] = {}
+        self.snapshot_jobs: dict[int, SnapshotJob] = {}
+        # How the next snapshot jobs end: polls answered "Executing" first, then state and reason.
+        self.snapshot_outcome: dict[str, Any] = {"state": "Completed", "reason": "", "polls_left": 1}
+        # Where ExportSnapshot writes bundles and RestoreExternalSnapshot reads them: a storage
+        # Location at the root of the bucket the test's backups live in (as Milvus would reach
+        # it with its own credentials); None: the contract cannot reach storage.
+        self.bundle_store: Any = None
+        self.bundle_bucket = ""
         self.add_database("default", db_id=1)
 
     # --- time ----------------------------------------------------------------------------

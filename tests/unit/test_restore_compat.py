@@ -282,12 +282,9 @@ def test_a_snapshot_backup_needs_restore_external_snapshot(target):
         f"Milvus {target_version} cannot: restore it into Milvus 3.0 or newer")
 
 
-def test_a_snapshot_backup_into_3_0_passes_the_line_check():
-    """Milvus 3.0 restores it itself (RestoreExternalSnapshot); restore.check_snapshot_restore
-    checks the rest (tests/test_restore_v2.py)."""
-    info = backup("v3.0.1", fmt="snapshot")
-    assert check_restorable(info, [(f"{c.db_name}.{c.collection_name}", c) for c in info.collection_backups],
-                            Capabilities.of_line("3.0"), "v3.0.1") == []
+def test_a_snapshot_backup_into_3_0_passes_the_check():
+    """3.0 restores it through RestoreExternalSnapshot (tests/test_snapshot_format.py)."""
+    assert check(backup("v3.0.1", fmt="snapshot"), "3.0") == []
 
 
 def test_an_unknown_format_is_refused_on_every_line():

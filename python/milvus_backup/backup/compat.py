@@ -94,7 +94,6 @@ def check_restorable(info: meta.BackupInfo, collections: list[tuple[str, meta.Co
             raise IncompatibleBackup(
                 f"backup {name!r} is in the snapshot format, which only Milvus {since} and newer restore "
                 f"(RestoreExternalSnapshot); {target} cannot: restore it into Milvus {since} or newer")
-        return []  # Milvus restores it itself: restore.check_snapshot_restore checks the rest
     taken, newest = line_of(info.milvus_version), line_of(caps.newest_backup_line)
     if taken and newest and taken > newest:
         raise IncompatibleBackup(

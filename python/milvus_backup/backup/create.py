@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..config.params import FORMATS
 from ..errors import MBackupError
 from ..format import meta, untrusted
 from ..milvus.adapters.base import (
@@ -49,6 +50,7 @@ from .catalog import (
     is_backup,
 )
 from .lock import LockLostError, StoreLock
+from .snapshot import backup_dir_uri, export_collections, remove_bundle, resolve_format
 
 # auto: bulk_flush where the server can flush all collections at once, else serial_flush.
 STRATEGIES = ("auto", "serial_flush", "bulk_flush", "skip_flush", "meta_only")
@@ -66,11 +68,14 @@ class CreateRequest:
     strategy: str = ""  # "" = auto
     rbac: bool = False  # also users, roles, grants and privilege groups
     pause_gc: bool = True  # backup.pauseGC: hold Milvus' garbage collection while copying
+    format: str = "auto"  # auto | binlog | snapshot (config.params.FORMATS)
 
     def validate(self) -> None:
         """Refuse bad flags before connecting to Milvus."""
         if self.name is not None:
             meta.validate_backup_name(self.name)
+        if self.format not in FORMATS:
+            raise BackupError(f"unknown format {self.format!r}: use {', '.join(FORMATS)}")
         if (self.strategy or "auto") not in STRATEGIES:
             since = NEWER_STRATEGIES.get(self.strategy)
             raise BackupError(f"unknown strategy {self.strategy!r}: use {', '.join(STRATEGIES)}"
@@ -86,6 +91,8 @@ class CreateRequest:
             "strategy": self.strategy or "auto"}
         if self.rbac:
             record["rbac"] = True
+        if self.format != "auto":
+            record["format"] = self.format
         return record
 
 
@@ -94,7 +101,7 @@ def describe_request(record: dict[str, Any]) -> str:
     items = [f"{db}.*" if colls is None else ",".join(f"{db}.{c}" for c in colls) or f"{db}."
              for db, colls in record["filters"].items()]
     return ((f"--filter {','.join(items)}" if items else "no --filter") + f" --strategy {record['strategy']}"
-            + (" --rbac" if record.get("rbac") else ""))
+            + (" --rbac" if record.get("rbac") else "") + (f" --format {record['format']}" if "format" in record else ""))
 
 
 def default_name(now: dt.datetime | None = None) -> str:
@@ -194,6 +201,9 @@ def create_backup(adapter: MilvusAdapter | Callable[[], MilvusAdapter], stores: 
     if not isinstance(adapter, MilvusAdapter):
         adapter = adapter()
     strategy = resolve_strategy(adapter, request.strategy)
+    form = resolve_format(adapter, request.format, strategy)
+    if form == meta.FORMAT_SNAPSHOT:
+        backup_dir_uri(stores, bdir)  # refuses, before anything is written, a store Milvus cannot reach
     databases, pairs = select_collections(adapter, request.filters)
     stores.backup.ensure_bucket()
     # Local backups hold the collection's data: readable by their owner only.
@@ -207,7 +217,7 @@ def create_backup(adapter: MilvusAdapter | Callable[[], MilvusAdapter], stores: 
             with backup_storage_errors(stores):
                 resumed = prepare(stores, bdir, name, request.record())
             run = _CreateRun(adapter, stores, name, bdir, strategy, settings, reporter, lock, rbac=request.rbac,
-                              pause_gc=request.pause_gc)
+                              pause_gc=request.pause_gc, format=form)
             return run.execute(databases, pairs, resumed, request.record())
     finally:
         if old_umask is not None:
@@ -220,7 +230,8 @@ _MARKER = untrusted.Obj({
 }, {"pid": untrusted.Count, "host": str, "started": str,
     "request": untrusted.Obj({"filters": untrusted.Map(untrusted.Optional([untrusted.Text(r"\w+", "a collection name")]),
                                                        untrusted.Text(r"\w+", "a database name")),
-                              "strategy": untrusted.OneOf(*STRATEGIES)}, {"rbac": bool})})
+                              "strategy": untrusted.OneOf(*STRATEGIES)},
+                             {"rbac": bool, "format": untrusted.OneOf(*FORMATS)})})
 
 
 def prepare(stores: Stores, bdir: str, name: str, request: dict[str, Any]) -> str | None:
@@ -268,12 +279,15 @@ class _CreateRun:
     lock: StoreLock
     rbac: bool = False
     pause_gc: bool = True
+    format: str = meta.FORMAT_BINLOG
     started: float = field(default_factory=time.monotonic)
     phases: dict[str, float] = field(default_factory=dict)
 
     def execute(self, databases: list[str], pairs: list[tuple[str, str]], resumed: str | None,
                 request: dict[str, Any]) -> CreateResult:
-        info = meta.BackupInfo(id=resumed or str(uuid.uuid4()), name=self.name, milvus_version=self.adapter.version)
+        info = meta.BackupInfo(id=resumed or str(uuid.uuid4()), name=self.name, milvus_version=self.adapter.version,
+                               format=self.format)
+        snapshot = self.format == meta.FORMAT_SNAPSHOT
         if resumed:
             self.reporter.warning(f"resuming the incomplete backup {self.name!r}: objects already copied are "
                                   "checked, not copied again")
@@ -281,7 +295,7 @@ class _CreateRun:
             self.stores.backup.write(f"{self.bdir}/{IN_PROGRESS}", json.dumps({
                 "id": info.id, "name": self.name, "pid": os.getpid(), "host": socket.gethostname(),
                 "started": dt.datetime.now(dt.UTC).isoformat(), "request": request}).encode())
-        with_data = self.strategy != "meta_only"
+        with_data = self.strategy != "meta_only" and not snapshot  # meta_only is never a snapshot
         copying = False
         try:
             with self.phase("metadata"):
@@ -310,6 +324,9 @@ class _CreateRun:
                 info.control_channel_name = flushed.control_channel
                 info.physical_channel_names = list(flushed.physical_channels)
             report = None
+            if snapshot:
+                with self.phase("export"):  # Milvus copies the data itself; a snapshot pins it
+                    export_collections(self.adapter, self.stores, self.bdir, self.name, collections, self.reporter)
             if with_data:
                 etags: dict[str, str | None] = {}  # the version listed, which the copy is pinned to
                 with self.phase("discover"):
@@ -330,10 +347,13 @@ class _CreateRun:
             with self.phase("meta"):
                 write_meta(self.stores, self.bdir, info, report, self.settings, self.lock)
         except BaseException:
-            if not resumed and not copying and not self.lock.lost.is_set():
-                # Refused before a single binlog was copied (a wrong bucket or root path, say):
-                # nothing to resume, so leave no incomplete backup behind for list to show.
+            if not self.lock.lost.is_set() and (snapshot or (not resumed and not copying)):
+                # Refused before a single binlog was copied (a wrong bucket or root path, say),
+                # or a snapshot export, which Milvus redoes whole: nothing to resume, so leave no
+                # incomplete backup behind for list to show.
                 with contextlib.suppress(Exception):  # the original error is the one to show
+                    if snapshot:
+                        remove_bundle(self.stores, self.bdir)
                     self.stores.backup.delete(f"{self.bdir}/{IN_PROGRESS}")
             raise
         finally:

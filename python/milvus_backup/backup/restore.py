@@ -30,9 +30,10 @@ from ..errors import MBackupError
 from ..format import meta, untrusted
 from ..milvus.adapters.base import CreateCollectionSpec, ImportJob, ImportState, ImportStatus, MilvusAdapter
 from ..milvus.binlog import BinlogError, count_records
-from ..storage.location import Location, NotFound, ObjectInfo, split_url
+from ..storage.location import Location, NotFound, ObjectInfo
 from ..transfer.copy import CopySettings, Plan, run_plan
 from ..transfer.progress import SILENT, Reporter
+from . import snapshot
 from .catalog import Stores, backup_dir, read_backup
 from .compat import check_restorable
 from .verify import check_before_restore
@@ -425,6 +426,8 @@ def restore_backup(adapter: MilvusAdapter | Callable[[], MilvusAdapter], stores:
     if not request.force:
         check_before_restore(stores, request.name, meta_only=request.meta_only)
     info = read_backup(stores, request.name)
+    if info.format == meta.FORMAT_SNAPSHOT:
+        snapshot.refuse_flags(request.name, request.shape())
     targets = plan_targets(info, request)
     if not isinstance(adapter, MilvusAdapter):
         adapter = adapter()
@@ -433,9 +436,11 @@ def restore_backup(adapter: MilvusAdapter | Callable[[], MilvusAdapter], stores:
     for line in check_restorable(info, named, adapter.capabilities, adapter.version, skip_l0=request.skip_l0,
                                  meta_only=request.meta_only):
         warn(line)
+    if info.format == meta.FORMAT_SNAPSHOT:
+        return RestoreResult(request.name, restore_snapshots(adapter, stores, targets, request, reporter),
+                             time.monotonic() - started)
     journal = Journal(stores, request, info, targets, warn)
     check_targets(adapter, targets, request, journal, warn)
-    check_snapshot_restore(adapter, stores, info, request, warn)
     if journal.resuming:
         warn(f"resuming an interrupted restore of {request.name!r}: finished steps are skipped")
     bdir = backup_dir(stores, request.name)
@@ -457,6 +462,29 @@ def restore_backup(adapter: MilvusAdapter | Callable[[], MilvusAdapter], stores:
         raise
     journal.remove()
     return RestoreResult(request.name, results, time.monotonic() - started, rbac)
+
+
+def restore_snapshots(adapter: MilvusAdapter, stores: Stores, targets: list[Target], request: RestoreRequest,
+                      reporter: Reporter) -> list[dict[str, Any]]:
+    """A snapshot-format backup: Milvus restores each collection from its bundle. Every
+    refusal comes first; a collection Milvus failed to restore is not left behind."""
+    check_targets(adapter, targets, request, None, reporter.warning)
+    snapshot.backup_dir_uri(stores, backup_dir(stores, request.name))  # a store Milvus cannot read: refused here
+    existing = set(adapter.list_databases())
+    for db in dict.fromkeys(t.db for t in targets if t.db not in existing):
+        adapter.create_database(db)  # all of them first: a line that cannot refuses before any restore
+    results = []
+    for t in targets:
+        if request.drop_exist_collection and adapter.has_collection(t.db, t.name):
+            adapter.drop_collection(t.db, t.name)
+        results.append(snapshot.restore_collection(adapter, stores, backup_dir(stores, request.name), t.db, t.name,
+                                                   t.source))
+        if request.load and t.source.load_state == meta.LOAD_STATE_LOADED:
+            adapter.load_collection(t.db, t.name)
+        if request.restore_aliases:
+            for alias in t.source.aliases:
+                adapter.create_alias(t.db, t.name, alias)
+    return results
 
 
 def _spec(t: Target) -> CreateCollectionSpec:
@@ -481,13 +509,10 @@ def restore_collection(adapter: MilvusAdapter, stores: Stores, bdir: str, t: Tar
                 "resumed": "already restored"}
     jobs = 0
     try:
-        if c.snapshot_backup is not None:
-            jobs = restore_from_snapshot(adapter, stores, bdir, t, request, reporter, journal)
-        else:
-            if state["state"] != "created":
-                _create_collection(adapter, t, request, state, journal)
-            if not request.meta_only:
-                jobs = import_data(adapter, stores, bdir, t, request, settings, reporter, journal)
+        if state["state"] != "created":
+            _create_collection(adapter, t, request, state, journal)
+        if not request.meta_only:
+            jobs = import_data(adapter, stores, bdir, t, request, settings, reporter, journal)
     except MBackupError:
         if not _imported_any(state):
             # Nothing was imported into the collection (Milvus found no binlogs, say): undo
@@ -511,83 +536,6 @@ def restore_collection(adapter: MilvusAdapter, stores: Stores, bdir: str, t: Tar
     return {"source": t.source_label, "target": t.label, "rows_in_backup": rows,
             "rows_imported": _rows_imported(state), "import_jobs": jobs,
             "seconds": round(time.monotonic() - started, 3)}
-
-
-SNAPSHOT_JOB = "snapshot"  # the journal key of a collection's RestoreExternalSnapshot job
-
-
-def check_snapshot_restore(adapter: MilvusAdapter, stores: Stores, info: meta.BackupInfo, request: RestoreRequest,
-                           warn: Callable[[str], None]) -> None:
-    """A snapshot-format backup is restored by Milvus itself, collection by collection, from the
-    bundles it exported: refuse what that cannot do before anything is made; say what it ignores."""
-    if info.format != meta.FORMAT_SNAPSHOT:
-        return
-    # Whether the target's line restores snapshots at all is compat.check_restorable's to say.
-    refused = [f for f, on in (("--skip-create-collection", request.skip_create_collection),
-                               ("--meta-only", request.meta_only)) if on]
-    if refused:
-        raise RestoreError(f"{' and '.join(refused)} cannot be used with backup {info.name!r}: it is in the snapshot "
-                           "format, from which Milvus creates each collection and its data itself")
-    if not stores.same_bucket:
-        raise RestoreError(f"backup {info.name!r} is in the snapshot format and Milvus reads it itself, from its own "
-                           f"bucket only ({stores.milvus.url}): copy the backup there (mbackup copy) and restore it "
-                           "from there")
-    for c in info.collection_backups:
-        path = (c.snapshot_backup.metadata_path if c.snapshot_backup else "").strip("/")
-        if not path or "://" in path or ".." in path.split("/"):
-            raise RestoreError(f"backup {info.name!r} names no snapshot bundle of {c.db_name or 'default'}."
-                               f"{c.collection_name} inside the backup (metadata path {path!r}): the backup is "
-                               f"damaged; check it with mbackup verify -n {info.name}")
-    ignored = [f for f, on in (("--rebuild-index", request.rebuild_index), ("--use-auto-index", request.use_auto_index),
-                               ("--drop-exist-index", request.drop_exist_index),
-                               ("--batch-imports", request.batch_imports)) if on]
-    if ignored:
-        warn(f"{', '.join(ignored)}: ignored for backup {info.name!r}, in the snapshot format (Milvus restores the "
-             "collections' own indexes, without import jobs)")
-
-
-def restore_from_snapshot(adapter: MilvusAdapter, stores: Stores, bdir: str, t: Target, request: RestoreRequest,
-                          reporter: Reporter, journal: Journal) -> int:
-    """Have Milvus make ``t`` from its exported bundle and wait until it has. A job an
-    interrupted run started is waited for, not started again."""
-    state = journal.collection(t)
-    earlier = state["partitions"].get(SNAPSHOT_JOB, {})
-    job_id = earlier.get("job")
-    if not (job_id and earlier.get("rows") is None
-            and _still_ours(adapter.snapshot_status(job_id), state, "")):
-        adapter.create_database(t.db)
-        exists = adapter.has_collection(t.db, t.name)
-        if exists and (request.drop_exist_collection or state["state"] == "creating"):  # replaced, or half-made by us
-            adapter.drop_collection(t.db, t.name)
-        state["state"], state["collection_id"] = "creating", None
-        journal.save()
-        bundle = t.source.snapshot_backup
-        assert bundle is not None  # check_snapshot_restore refused a collection without one
-        key = f"{bdir}/{bundle.metadata_path.strip('/')}"
-        job_id = adapter.restore_snapshot(t.db, t.name, stores.milvus.scheme, split_url(stores.milvus.url).bucket, key)
-        state["partitions"][SNAPSHOT_JOB] = {"job": job_id, "done": False, "rows": None, "mismatch": None}
-        state["collection_id"] = adapter.collection_id(t.db, t.name)
-        journal.save()
-    changed, last = time.monotonic(), -1
-    while True:
-        status = adapter.snapshot_status(job_id)
-        if status.state == ImportState.FAILED:
-            state["partitions"][SNAPSHOT_JOB]["rows"] = 0  # what Milvus made of it is dropped: nothing to keep
-            journal.save()
-            raise RestoreError(f"restore of {t.label} from its snapshot failed: {status.reason or 'no reason given'}")
-        if status.state == ImportState.COMPLETED:
-            break
-        if status.progress != last:
-            changed, last = time.monotonic(), status.progress
-        elif time.monotonic() - changed > request.import_timeout:
-            raise RestoreError(f"restore of {t.label} from its snapshot made no progress for "
-                               f"{request.import_timeout:.0f}s (job {job_id}); check the Milvus logs")
-        reporter.imports(t.label, 0, 1, max(status.progress, 0))
-        time.sleep(1.0)
-    state["partitions"][SNAPSHOT_JOB].update(done=True, rows=0)
-    state["state"] = "created"
-    journal.save()
-    return 1
 
 
 def _rows_imported(state: dict[str, Any]) -> int:

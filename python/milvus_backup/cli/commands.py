@@ -320,6 +320,9 @@ def create(
                            "bulk_flush, skip_flush or meta_only.")] = "",
     rbac: Annotated[bool, typer.Option("--rbac", help="Also back up users, roles, grants and privilege groups "
                                                        "(Milvus 2.4.10 and later).")] = False,
+    format_: Annotated[str, typer.Option(
+        "--format", help="auto (default: snapshot on Milvus 3.0 and later, else binlog), binlog, or snapshot "
+                         "(Milvus exports each collection into the backup itself).")] = "auto",
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable summary on stdout.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")] = False,
     config: ConfigOption = None,
@@ -333,7 +336,7 @@ def create(
 
     state = ctx.obj.with_command_options(config, set_)
     request = CreateRequest(name=name, filters=_legacy_filter(filter_, colls, databases), strategy=strategy, rbac=rbac,
-                            pause_gc=state.config().backup.pause_gc)
+                            pause_gc=state.config().backup.pause_gc, format=format_)
     request.validate()
     settings = copy_settings(state.config())
     stores = _stores(state)
@@ -533,6 +536,10 @@ def restore(
         typer.echo(json.dumps(summary))
     else:
         for c in summary["collections"]:
+            if "snapshot_job" in c:  # the snapshot format: Milvus restored it, rows uncounted
+                typer.echo(f"restored {c['source']} as {c['target']} from its snapshot bundle (job "
+                           f"{c['snapshot_job']}) in {format_duration(c['seconds'])}")
+                continue
             typer.echo(f"restored {c['source']} as {c['target']}: {c['rows_in_backup']:,} rows in backup, "
                        f"{c['rows_imported']:,} imported, {c['import_jobs']} import jobs, "
                        f"{format_duration(c['seconds'])}")

@@ -29,6 +29,8 @@ TLS_MODES = ("disabled", "server", "mutual")
 PROVIDERS = ("local", "minio", "s3", "aws", "gcp", "gcpnative", "azure", "aliyun", "tencent", "hwc")
 TRANSFER_MODES = ("auto", "direct", "streaming")
 CHECKSUMS = ("crc32c", "crc64nvme", "none")
+# mbackup create --format, as the Go tool has it: auto = snapshot on Milvus 3.0+, binlog before.
+FORMATS = ("auto", "binlog", "snapshot")
 
 # mbackup runs at most this many import jobs at once, whatever restore.concurrency.importJobs
 # (the Go tool's 768) says.

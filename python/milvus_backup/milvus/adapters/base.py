@@ -16,7 +16,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from enum import Enum
-from typing import Any
+from typing import Any, NoReturn
 
 from ...format import meta
 from ..connection import MilvusError
@@ -167,6 +167,18 @@ class ImportJob:
         """The job reading staged copies of its files, under ``prefix`` in the Milvus bucket."""
         moved = tuple(tuple(f"{prefix}/{f}" if f else "" for f in group) for group in self.files)
         return replace(self, files=moved)  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True)
+class SnapshotJob:
+    """How a snapshot export or restore job is doing, as the server reports it."""
+
+    state: ImportState
+    progress: int = 0  # percent
+    reason: str = ""
+    metadata_uri: str = ""  # export: where the bundle's metadata landed (set once completed)
+    total_files: int = 0
+    total_bytes: int = 0  # export: the whole bundle's, known once completed
 
 
 @dataclass
@@ -454,19 +466,46 @@ class MilvusAdapter(ABC):
         itself answers False."""
         return False
 
+    # --- snapshots (the snapshot format, Milvus 3.0+) ----------------------------------------
+    # Milvus itself copies a collection's files into a bundle and restores from one; the
+    # flow (backup/snapshot.py) orders the calls. Lines without snapshots refuse each one.
+
+    def can_snapshot(self) -> bool:
+        """Whether the server has CreateSnapshot, ExportSnapshot and RestoreExternalSnapshot."""
+        return False
+
+    def _no_snapshots(self) -> NoReturn:
+        raise MilvusError(f"Milvus {self.version} has no snapshots (they came with Milvus 3.0): use --format binlog")
+
+    def create_snapshot(self, db: str, collection: str, name: str) -> None:
+        """Freeze ``db.collection`` as snapshot ``name``."""
+        self._no_snapshots()
+
+    def snapshot_timestamp(self, db: str, collection: str, name: str) -> int:
+        """When snapshot ``name`` was made (hybrid timestamp): the backup's boundary."""
+        self._no_snapshots()
+
+    def export_snapshot(self, db: str, collection: str, name: str, target_uri: str) -> int:
+        """Have the server copy snapshot ``name`` into a bundle under ``target_uri``; a job id."""
+        self._no_snapshots()
+
+    def export_snapshot_state(self, job_id: int) -> SnapshotJob:
+        self._no_snapshots()
+
+    def drop_snapshot(self, db: str, collection: str, name: str) -> None:
+        self._no_snapshots()
+
+    def restore_external_snapshot(self, db: str, collection: str, metadata_uri: str) -> int:
+        """Have the server create ``db.collection`` from the bundle whose metadata is at
+        ``metadata_uri`` (schema, indexes, partitions, data); a job id."""
+        self._no_snapshots()
+
+    def restore_snapshot_state(self, job_id: int) -> SnapshotJob:
+        self._no_snapshots()
+
     def count_rows(self, db: str, collection: str) -> int:
         """Rows visible to a query (used by checks and tests); needs the collection loaded."""
         raise NotImplementedError
-
-    # --- snapshot-format backups ------------------------------------------------------------
-    def restore_snapshot(self, db: str, collection: str, scheme: str, bucket: str, key: str) -> str:
-        """Have Milvus make ``db.collection`` from an exported snapshot bundle whose metadata is
-        ``key`` in ``bucket`` of its own object store (``scheme``: the store's, as a Location
-        names it); returns a job id for :meth:`snapshot_status`."""
-        raise MilvusError(f"Milvus {self.version} cannot restore a snapshot-format backup")
-
-    def snapshot_status(self, job_id: str) -> ImportStatus:
-        raise MilvusError(f"Milvus {self.version} cannot restore a snapshot-format backup")
 
     # --- access control ---------------------------------------------------------------------
     def can_restore_rbac(self) -> bool:

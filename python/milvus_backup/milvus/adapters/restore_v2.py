@@ -20,9 +20,9 @@ f81df44, core/restore and internal/client/milvus) sends:
   every field keeps its id and the binlogs line up; a schema with functions is created with
   ``disable_func_runtime_check=true`` from 2.6.8, then set back to its own value;
 - the database with its backed-up properties; users, roles, grants and privilege groups with
-  ``RestoreRBAC`` (from 2.4.10), never a user the server has already;
-- a snapshot-format backup (3.0): ``RestoreExternalSnapshot`` of each collection's bundle,
-  named by an endpoint-less URI that Milvus resolves with its own storage config.
+  ``RestoreRBAC`` (from 2.4.10), never a user the server has already.
+
+Snapshot-format backups (3.0) are restored by ``backup/snapshot.py`` through the 3.x adapter.
 
 It is an ``rpc.RpcAdapter`` (``_call``: a gRPC request with the ``dbname`` header; ``_where``;
 ``version``; ``server``, a :class:`~milvus_backup.milvus.versions.ServerVersion`); the line adapter sets ``_rest``
@@ -62,7 +62,6 @@ IMPORT_DESCRIBE = "/v2/vectordb/jobs/import/describe"
 REST_JOB = "rest:"
 DISABLE_FUNC_RUNTIME_CHECK = "disable_func_runtime_check"
 _SYSTEM_FIELDS = 100  # field ids below are Milvus' own (row id 0, timestamp 1)
-_SNAPSHOT_SCHEMES = {"s3": "s3", "s3a": "s3", "gs": "gcs"}  # a Location's scheme -> Milvus' URI scheme
 _REST_STATES = {"Pending": ImportState.PENDING, "Completed": ImportState.COMPLETED, "Failed": ImportState.FAILED}
 
 
@@ -268,34 +267,6 @@ class RestoreV2(RpcAdapter):
         # a delete record of that segment's delta logs names (importutilv2/binlog/reader.go):
         # as on 2.3. L0 jobs write deletes, no rows: restore does not check them.
         return max(0, inserted - delete_records), inserted
-
-    # --- snapshot-format backups ------------------------------------------------------------
-
-    def restore_snapshot(self, db: str, collection: str, scheme: str, bucket: str, key: str) -> str:
-        from pymilvus.grpc_gen import milvus_pb2 as m
-
-        # Without an endpoint in the URI Milvus resolves the bucket through its own storage config
-        # and credentials (the Go tool's snapshotURIOnInstance); only the S3 family and native GCS
-        # have such a URI.
-        uri_scheme = _SNAPSHOT_SCHEMES.get(scheme)
-        if uri_scheme is None:
-            raise MilvusError(f"Milvus cannot read a snapshot bundle from a {scheme}:// store by itself: restore from "
-                              "an S3-compatible or GCS store")
-        req = m.RestoreExternalSnapshotRequest(target_collection_name=collection,
-                                               snapshot_metadata_uri=f"{uri_scheme}://{bucket}/{key}")
-        resp = self._call("RestoreExternalSnapshot", req, db, f"restore {db}.{collection} from its snapshot")
-        return str(resp.job_id)
-
-    def snapshot_status(self, job_id: str) -> ImportStatus:
-        from pymilvus.grpc_gen import milvus_pb2 as m
-
-        info = self._call("GetRestoreSnapshotState", m.GetRestoreSnapshotStateRequest(job_id=int(job_id)),
-                          what=f"read snapshot restore job {job_id}").info
-        state = {m.RestoreSnapshotState.RestoreSnapshotCompleted: ImportState.COMPLETED,
-                 m.RestoreSnapshotState.RestoreSnapshotFailed: ImportState.FAILED,
-                 m.RestoreSnapshotState.RestoreSnapshotPending: ImportState.PENDING}.get(info.state, ImportState.RUNNING)
-        return ImportStatus(state=state, progress=100 if state is ImportState.COMPLETED else int(info.progress),
-                            reason=info.reason if state is ImportState.FAILED else "")
 
     # --- access control ---------------------------------------------------------------------
 

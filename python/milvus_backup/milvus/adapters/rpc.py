@@ -43,6 +43,10 @@ class RpcFailed(MilvusError):
         self.code = code
 
 
+class RpcUnimplemented(MilvusError):
+    """The server does not answer the request at all (gRPC UNIMPLEMENTED)."""
+
+
 _LOAD_STATES = {0: meta.LOAD_STATE_NOT_LOAD, 1: meta.LOAD_STATE_NOT_LOAD, 2: meta.LOAD_STATE_LOADING, 3: meta.LOAD_STATE_LOADED}
 
 
@@ -383,7 +387,8 @@ class RpcAdapter(MilvusAdapter):
                     time.sleep(delay)
                     delay *= 3
                     continue
-                raise MilvusError(f"cannot {what or method} on Milvus {self._where()}: {e.details() or e.code().name}") from None
+                error = RpcUnimplemented if e.code() == grpc.StatusCode.UNIMPLEMENTED else MilvusError
+                raise error(f"cannot {what or method} on Milvus {self._where()}: {e.details() or e.code().name}") from None
             status = resp if _status_only(method) else resp.status
             if status.error_code == 0 and status.code == 0:
                 return resp

@@ -33,11 +33,14 @@ from .base import (
     Capabilities,
     FlushAllResult,
     HowTested,
+    ImportState,
     SegmentBinlogs,
     SegmentRef,
+    SnapshotJob,
 )
 from .http_api import HttpApi, HttpFailed
 from .restore_v2 import RestoreV2
+from .rpc import RpcUnimplemented
 
 SEGMENT_DESCRIBE = "/v2/vectordb/segments/describe"
 # Loon: a segment layout a backup-mode import cannot read yet (milvus#52930).
@@ -149,7 +152,8 @@ class Milvus26Adapter(Milvus25Adapter):
 
 class Milvus30Adapter(Milvus26Adapter):
     """Milvus 3.x in the binlog format (storage v3 off): external collections, whose data
-    Milvus does not hold, cannot be backed up."""
+    Milvus does not hold, cannot be backed up. And the snapshot format, where Milvus exports
+    and restores a collection itself (backup/snapshot.py orders the calls)."""
 
     capabilities = Capabilities.of_line("3.0")
 
@@ -163,6 +167,77 @@ class Milvus30Adapter(Milvus26Adapter):
                               f"({resp.schema.external_source}), so a backup could not restore it: leave it out "
                               "with --filter")
         return super().describe_collection(db, collection)
+
+    # --- snapshots ------------------------------------------------------------------------
+    # The requests the Go tool sends (internal/client/milvus/grpc.go): the database in the
+    # dbname header as well as the request; no compaction protection (the snapshot itself
+    # holds its files against GC for as long as it exists).
+
+    def can_snapshot(self) -> bool:
+        return self.server.has(Feature.SNAPSHOT)
+
+    def _snapshot_call(self, method: str, request: Any, db: str, what: str) -> Any:
+        if not self.can_snapshot():
+            raise MilvusError(f"{self.server.needs(Feature.SNAPSHOT)}: use --format binlog")
+        try:
+            return self._call(method, request, db, what)
+        except RpcUnimplemented as e:
+            # A build of a snapshot line without them (the Go tool notes master lacked ExportSnapshot).
+            raise MilvusError(f"{e} (this build has no {method}): use --format binlog") from None
+
+    def create_snapshot(self, db: str, collection: str, name: str) -> None:
+        from pymilvus.grpc_gen import milvus_pb2 as m
+
+        self._snapshot_call("CreateSnapshot", m.CreateSnapshotRequest(db_name=db, collection_name=collection, name=name),
+                            db, f"create snapshot {name} of {db}.{collection}")
+
+    def snapshot_timestamp(self, db: str, collection: str, name: str) -> int:
+        from pymilvus.grpc_gen import milvus_pb2 as m
+
+        desc = self._snapshot_call("DescribeSnapshot", m.DescribeSnapshotRequest(
+            db_name=db, collection_name=collection, name=name), db, f"describe snapshot {name} of {db}.{collection}")
+        return int(desc.create_ts)
+
+    def export_snapshot(self, db: str, collection: str, name: str, target_uri: str) -> int:
+        from pymilvus.grpc_gen import milvus_pb2 as m
+
+        req = m.ExportSnapshotRequest(db_name=db, collection_name=collection, name=name, target_s3_path=target_uri)
+        return int(self._snapshot_call("ExportSnapshot", req, db, f"export snapshot {name} of {db}.{collection}").job_id)
+
+    def export_snapshot_state(self, job_id: int) -> SnapshotJob:
+        from pymilvus.grpc_gen import milvus_pb2 as m
+
+        info = self._snapshot_call("GetExportSnapshotState", m.GetExportSnapshotStateRequest(job_id=job_id), "",
+                                   f"read the state of snapshot export job {job_id}").info
+        return SnapshotJob(_SNAPSHOT_STATES.get(info.state, ImportState.PENDING), info.progress, info.reason,
+                           info.snapshot_metadata_uri, info.total_files, info.total_bytes)
+
+    def drop_snapshot(self, db: str, collection: str, name: str) -> None:
+        from pymilvus.grpc_gen import milvus_pb2 as m
+
+        self._snapshot_call("DropSnapshot", m.DropSnapshotRequest(db_name=db, collection_name=collection, name=name),
+                            db, f"drop snapshot {name} of {db}.{collection}")
+
+    def restore_external_snapshot(self, db: str, collection: str, metadata_uri: str) -> int:
+        from pymilvus.grpc_gen import milvus_pb2 as m
+
+        req = m.RestoreExternalSnapshotRequest(db_name=db, target_collection_name=collection,
+                                               snapshot_metadata_uri=metadata_uri)
+        return int(self._snapshot_call("RestoreExternalSnapshot", req, db, f"restore {db}.{collection} from a "
+                                       "snapshot").job_id)
+
+    def restore_snapshot_state(self, job_id: int) -> SnapshotJob:
+        from pymilvus.grpc_gen import milvus_pb2 as m
+
+        info = self._snapshot_call("GetRestoreSnapshotState", m.GetRestoreSnapshotStateRequest(job_id=job_id), "",
+                                   f"read the state of snapshot restore job {job_id}").info
+        return SnapshotJob(_SNAPSHOT_STATES.get(info.state, ImportState.PENDING), info.progress, info.reason)
+
+
+# ExportSnapshotState and RestoreSnapshotState share their numbers: None, Pending, Executing,
+# Completed, Failed.
+_SNAPSHOT_STATES = {0: ImportState.PENDING, 1: ImportState.PENDING, 2: ImportState.RUNNING, 3: ImportState.COMPLETED,
+                    4: ImportState.FAILED}
 
 
 __all__ = ["Milvus24Adapter", "Milvus25Adapter", "Milvus26Adapter", "Milvus30Adapter",
