@@ -28,7 +28,14 @@ from typing import Any
 from ..config.params import BY_KEY, MAX_IMPORT_JOBS
 from ..errors import MBackupError
 from ..format import meta, untrusted
-from ..milvus.adapters.base import CreateCollectionSpec, ImportJob, ImportState, ImportStatus, MilvusAdapter
+from ..milvus.adapters.base import (
+    CreateCollectionSpec,
+    ImportJob,
+    ImportState,
+    ImportStatus,
+    MilvusAdapter,
+    data_segments,
+)
 from ..milvus.binlog import BinlogError, count_records
 from ..storage.location import Location, NotFound, ObjectInfo
 from ..transfer.copy import CopySettings, Plan, run_plan
@@ -590,11 +597,6 @@ def _create_collection(adapter: MilvusAdapter, t: Target, request: RestoreReques
             adapter.create_index(t.db, t.name, index)
     state["state"] = "created"
     journal.save()
-
-
-def data_segments(p: meta.PartitionBackupInfo) -> list[meta.SegmentBackupInfo]:
-    """The segments of a partition that hold rows (L0 segments hold deletes only)."""
-    return [s for s in p.segment_backups if not s.is_l0]
 
 
 @dataclass

@@ -135,6 +135,11 @@ class ImportStatus:
 STAGE_DATA, STAGE_PARTITION_L0, STAGE_COLLECTION_L0 = 0, 1, 2
 
 
+def data_segments(p: meta.PartitionBackupInfo) -> list[meta.SegmentBackupInfo]:
+    """The segments of a partition that hold rows (L0 segments hold deletes only)."""
+    return [s for s in p.segment_backups if not s.is_l0]
+
+
 @dataclass(frozen=True)
 class ImportJob:
     """One backup-mode import, as a line's adapter plans it (:meth:`MilvusAdapter.import_jobs`)."""
@@ -421,7 +426,7 @@ class MilvusAdapter(ABC):
             # L0 segments hold deletes only, which a 2.3 import never reads (it skips the delta
             # logs of a segment without insert logs); restore refused them unless --skip-l0
             # (backup/compat.py).
-            segments = [s for s in p.segment_backups if not s.is_l0]
+            segments = data_segments(p)
             if not segments:
                 continue
             has_delta = any(fb.binlogs for s in segments for fb in s.deltalogs)
