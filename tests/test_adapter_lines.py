@@ -651,6 +651,21 @@ def test_an_external_collection_on_3_x_is_refused_naming_its_source(contract):
         chosen.close()
 
 
+@pytest.mark.parametrize("filters", [("db1.*",), ()])
+def test_an_external_collection_is_left_out_of_a_whole_database_with_a_warning(contract, stores, filters):
+    contract.reset(PROFILES["3.0.0"])
+    seed(contract, stores)
+    schema = docs_schema()
+    schema.external_source = "s3://lake/table"
+    contract.state.add_collection("db1", "lake", schema)
+    result, reporter = backup(contract, stores, filters=filters)
+    assert [c.collection_name for c in result.info.collection_backups] == ["docs"]
+    assert "db1.lake is an external collection, its data in s3://lake/table: left out" in reporter.warnings
+    # Named on its own, it is refused: the user asked for exactly that collection.
+    with pytest.raises(MilvusError, match=r"^db1.lake is an external collection"):
+        backup(contract, stores, filters=("db1.docs", "db1.lake"))
+
+
 def test_milvus_backup_records_the_flush_all_messages_as_the_go_tool(contract, stores):
     seed(contract, stores)
     result, _ = backup(contract, stores)

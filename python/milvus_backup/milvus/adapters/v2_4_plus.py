@@ -150,6 +150,14 @@ class Milvus26Adapter(Milvus25Adapter):
     capabilities = Capabilities.of_line("2.6")
 
 
+class ExternalCollection(MilvusError):
+    """A 3.x collection whose data lives outside Milvus: nothing a backup could restore."""
+
+    def __init__(self, message: str, source: str) -> None:
+        super().__init__(message)
+        self.source = source
+
+
 class Milvus30Adapter(Milvus26Adapter):
     """Milvus 3.x in the binlog format (storage v3 off): external collections, whose data
     Milvus does not hold, cannot be backed up. And the snapshot format, where Milvus exports
@@ -163,9 +171,9 @@ class Milvus30Adapter(Milvus26Adapter):
         req = m.DescribeCollectionRequest(db_name=db, collection_name=collection)
         resp = self._call("DescribeCollection", req, db, f"describe collection {db}.{collection}")
         if resp.schema.external_source:
-            raise MilvusError(f"{db}.{collection} is an external collection: its data lives outside Milvus "
+            raise ExternalCollection(f"{db}.{collection} is an external collection: its data lives outside Milvus "
                               f"({resp.schema.external_source}), so a backup could not restore it: leave it out "
-                              "with --filter")
+                              "with --filter", resp.schema.external_source)
         return super().describe_collection(db, collection)
 
     # --- snapshots ------------------------------------------------------------------------
