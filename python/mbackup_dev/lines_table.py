@@ -22,7 +22,7 @@ _BUILTIN = "milvus_backup."
 # tickets have rows of their own).
 _BACKUP_GATES = (Feature.SEGMENT_DESCRIBE, Feature.DESCRIBE_DATABASE, Feature.RBAC)
 # What a restore uses: only where the line's adapter restores.
-_RESTORE_GATES = (Feature.MULTI_L0_IN_ONE_JOB, Feature.FUNC_RUNTIME_CHECK)
+_RESTORE_GATES = (Feature.MULTI_L0_IN_ONE_JOB, Feature.FUNC_RUNTIME_CHECK, Feature.PRIVILEGE_GROUPS)
 # FEATURES_SINCE entries with rows of their own rather than a schema-feature row.
 _NOT_SCHEMA = {"l0_import", "storage_v2", "snapshot_restore"}
 
@@ -108,8 +108,9 @@ def _rows(lines: list[_Line]) -> list[tuple[str, list[str]]]:
         ("Restore into it", [ln.restore(oldest) for ln in lines]),
         ("Flush", [_gate(Feature.FLUSH_ALL, ln.line, ln.how, what="FlushAll",
                          before=f"Flush per collection ({ln.how})") for ln in lines]),
-        ("GC hold", [_gate(Feature.COLLECTION_GC_TICKET, ln.line, ln.how, what="per collection",
-                           before=f"cluster-wide where the server has the endpoint ({ln.how})") for ln in lines]),
+        ("GC hold", [_gate(Feature.COLLECTION_GC_TICKET, ln.line, ln.how, what="per collection", before=_gate(
+            Feature.GC_PAUSE, ln.line, ln.how, what="cluster-wide",
+            before=f"none: no such endpoint, create warns that GC is not held ({ln.how})")) for ln in lines]),
     ]
     rows += [(_sentence(feature.value), [_gate(feature, ln.line, ln.how) for ln in lines]) for feature in _BACKUP_GATES]
     rows.append(("L0 deletes", [ln.l0() for ln in lines]))

@@ -392,6 +392,9 @@ def restore_rbac(adapter: MilvusAdapter, info: meta.BackupInfo, warn: Callable[[
         warn(f"backup {info.name!r} holds no users or roles (it was made without --rbac): none restored")
         return {"users": [], "roles": [], "grants": 0, "privilege_groups": [], "existing_users": []}
     done = adapter.restore_rbac(info.rbac_meta)
+    if done.unsupported_groups:
+        warn(f"privilege groups not restored, Milvus {adapter.version} has none (2.5 and newer do): "
+             f"{', '.join(done.unsupported_groups)}; nor the {done.unsupported_grants} grants of them")
     if done.existing_users:
         warn(f"users already on Milvus are left as they are, their passwords unchanged: {', '.join(done.existing_users)}")
     return {"users": done.users, "roles": done.roles, "grants": done.grants, "privilege_groups": done.privilege_groups,

@@ -80,7 +80,9 @@ class Feature(enum.Enum):
     """What some versions of Milvus have and others lack; the value says what it is."""
 
     DESCRIBE_DATABASE = "DescribeDatabase (database id and properties)"
+    GC_PAUSE = "the management endpoint that pauses garbage collection"
     RBAC = "BackupRBAC and RestoreRBAC"
+    PRIVILEGE_GROUPS = "privilege groups"
     SEGMENT_DESCRIBE = "the REST segment describe (exact binlog ids)"
     MULTI_L0_IN_ONE_JOB = "several L0 segments in one import job"
     COLLECTION_GC_TICKET = "per-collection GC pause tickets"
@@ -91,8 +93,10 @@ class Feature(enum.Enum):
 
 #: The version each feature arrived with (the Go tool's gates).
 SINCE: dict[Feature, Version] = {
+    Feature.GC_PAUSE: (2, 4, 0),
     Feature.DESCRIBE_DATABASE: (2, 4, 3),
     Feature.RBAC: (2, 4, 10),
+    Feature.PRIVILEGE_GROUPS: (2, 5, 0),
     Feature.SEGMENT_DESCRIBE: (2, 5, 8),
     Feature.MULTI_L0_IN_ONE_JOB: (2, 6, 5),
     Feature.COLLECTION_GC_TICKET: (2, 6, 8),

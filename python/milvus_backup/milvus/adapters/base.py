@@ -296,6 +296,10 @@ class RbacRestored:
     grants: int = 0
     privilege_groups: list[str] = field(default_factory=list)
     existing_users: list[str] = field(default_factory=list)  # on the server already: not changed
+    # Left out because the server has no privilege groups (before 2.5): the groups, and the
+    # grants of a group rather than of a privilege.
+    unsupported_groups: list[str] = field(default_factory=list)
+    unsupported_grants: int = 0
 
 
 class MilvusAdapter(ABC):

@@ -276,6 +276,17 @@ class RestoreV2(RpcAdapter):
         if not self.can_restore_rbac():
             raise MilvusError(f"cannot restore users and roles: {self.server.needs(Feature.RBAC)}")
         wanted = rbac_from_backup(rbac)
+        unsupported: set[str] = set()
+        dropped_grants = 0
+        if not self.server.has(Feature.PRIVILEGE_GROUPS):
+            # The Go tool sends them anyway; a server before 2.5 has nowhere to keep them, and a
+            # grant of a group would name a privilege it does not know. Say so instead.
+            unsupported = {g.group_name for g in wanted.privilege_groups}
+            del wanted.privilege_groups[:]
+            kept = [g for g in wanted.grants if g.grantor.privilege.name not in unsupported]
+            dropped_grants = len(wanted.grants) - len(kept)
+            del wanted.grants[:]
+            wanted.grants.extend(kept)
         have = self._call("BackupRBAC", m.BackupRBACMetaRequest(), what="read the users and roles").RBAC_meta
         users = {u.user for u in have.users}
         roles = {r.name for r in have.roles}
@@ -289,7 +300,9 @@ class RestoreV2(RpcAdapter):
                          privilege_groups=[g for g in wanted.privilege_groups if g.group_name not in groups])
         done = RbacRestored(users=[u.user for u in out.users], roles=[r.name for r in out.roles], grants=len(out.grants),
                             privilege_groups=[g.group_name for g in out.privilege_groups],
-                            existing_users=sorted({u.user for u in wanted.users if u.user in users}))
+                            existing_users=sorted({u.user for u in wanted.users if u.user in users}),
+                            unsupported_groups=sorted(unsupported),
+                            unsupported_grants=dropped_grants)
         if out.users or out.roles or out.grants or out.privilege_groups:
             self._call("RestoreRBAC", m.RestoreRBACMetaRequest(RBAC_meta=out), what="restore users and roles")
         return done

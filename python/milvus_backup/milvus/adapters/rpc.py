@@ -67,7 +67,9 @@ class RpcAdapter(MilvusAdapter):
         self.server: ServerVersion = known if isinstance(known, ServerVersion) else ServerVersion.of(version)
         endpoint = getattr(connection, "endpoint", None)
         management = (getattr(endpoint, "management_endpoint", "") or "").strip()
-        self._gc = GcHold(HttpApi(management, "the Milvus management endpoint", timeout=10) if management else None,
+        # 2.3 answers the pause with 404: not asked, and create warns that GC is not held.
+        gc_api = management and self.server.has(Feature.GC_PAUSE)
+        self._gc = GcHold(HttpApi(management, "the Milvus management endpoint", timeout=10) if gc_api else None,
                           tickets=self.server.has(Feature.COLLECTION_GC_TICKET))
 
     def close(self) -> None:
