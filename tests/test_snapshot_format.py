@@ -282,8 +282,9 @@ def test_a_backup_store_milvus_cannot_reach_is_refused_before_anything_is_writte
     on_3_0(contract, stores, bucket, collections=1)
     local = storage_backends().open(f"file://{tmp_path}/backups")
     elsewhere = Stores(stores.milvus, stores.milvus_root, local, "backup")
-    with pytest.raises(SnapshotError, match=r"^the snapshot format needs the backup storage \(file://.*\) on the "
-                                            r"object store Milvus uses .*: Milvus writes and reads the bundle itself"):
+    with pytest.raises(SnapshotError, match=r"^the snapshot format needs the backup storage \(file://.*\) on an S3 "
+                                            r"store Milvus can reach \(Milvus uses s3://.*\): Milvus writes and reads "
+                                            r"the bundle itself"):
         create(contract, elsewhere)
     assert snapshot_calls(contract) == [] and not list((tmp_path / "backups").rglob("*"))
 
@@ -300,6 +301,82 @@ def test_metadata_reported_outside_the_bundle_is_refused(reported):
         metadata_path("s3://bkt/backup/b/bundle", reported)
     assert metadata_path("s3://bkt/backup/b/bundle", "s3://bkt/backup/b/bundle/snapshots/1/metadata/2.json") == (
         "bundle/snapshots/1/metadata/2.json")
+
+
+def test_a_backup_on_another_s3_store_goes_through_an_external_spec_both_ways(contract, bucket, tmp_path, seaweedfs):
+    """The backup storage named by another endpoint than Milvus's (localhost, not 127.0.0.1):
+    Milvus must be told where it is and how to sign, as the Go tool tells it (extfs JSON).
+    The contract's Milvus reaches that store only through the URI and the spec, on the real
+    SeaweedFS, so a wrong endpoint or key fails here as it would there."""
+    assert seaweedfs.host == "127.0.0.1"
+    cfg = config_file(tmp_path, seaweedfs, bucket, contract)
+    cfg.write_text(cfg.read_text().replace("backup:\n  storage:\n", f"backup:\n  storage:\n    address: localhost\n"
+                                           f"    port: {seaweedfs.s3_port}\n"))
+    other = open_stores(load_config(str(cfg), env={}, cwd=tmp_path))
+    assert not other.same_bucket
+    on_3_0(contract, other, bucket, collections=1)
+    contract.state.bundle_store = None  # Milvus's own bucket is not where the bundle goes
+    name = create(contract, other).info.name
+    export, = contract.calls("ExportSnapshot")
+    where = f"minio://localhost:{seaweedfs.s3_port}/{bucket}/{ROOT}/{name}"
+    assert export.request.target_s3_path == f"{where}/bundle"
+    assert json.loads(export.request.external_spec) == {"extfs": {
+        "cloud_provider": "minio", "use_ssl": "false", "access_key_id": seaweedfs.access_key,
+        "access_key_value": seaweedfs.secret_key}}
+    assert under(other, f"{ROOT}/{name}/bundle/snapshots/")  # written by "Milvus" with the spec's key
+    contract.log.clear()
+    result = restore(contract, other, name, suffix="_r")
+    call, = contract.calls("RestoreExternalSnapshot")
+    assert call.request.snapshot_metadata_uri.startswith(f"{where}/bundle/snapshots/")
+    assert call.request.external_spec == export.request.external_spec
+    assert [r["target"] for r in result.collections] == ["db1.docs_r"] and ("db1", "docs_r") in contract.state.collections
+
+
+def _storage(**changes):
+    from milvus_backup.config.settings import StorageAuthConfig, StorageConfig
+    auth = StorageAuthConfig(type="static", access_key_id="AK", secret_access_key="SK")
+    for key in ("type", "session_token", "endpoint"):
+        if key in changes:
+            setattr(auth, key, changes.pop(key))
+    return StorageConfig(**{"provider": "minio", "address": "s3.example", "port": 9000, "auth": auth, **changes})
+
+
+@pytest.mark.parametrize("changes,uri,extfs", [
+    ({}, "minio://s3.example:9000/b/k", {"cloud_provider": "minio", "use_ssl": "false", "access_key_id": "AK",
+                                         "access_key_value": "SK"}),
+    ({"milvus_address": "minio.internal", "milvus_port": 9100, "use_ssl": True, "provider": "aws", "region": "eu-1"},
+     "minio://minio.internal:9100/b/k", {"cloud_provider": "aws", "use_ssl": "true", "region": "eu-1",
+                                         "access_key_id": "AK", "access_key_value": "SK"}),
+    ({"address": "", "region": "us-east-2", "provider": "s3", "type": "iam", "endpoint": "http://iam"},
+     "s3://b/k", {"cloud_provider": "aws", "use_ssl": "false", "region": "us-east-2", "use_iam": "true",
+                  "iam_endpoint": "http://iam"}),
+    ({"provider": "hwc", "address": "https://obs.example/"}, "minio://obs.example:9000/b/k",
+     {"cloud_provider": "huawei", "use_ssl": "false", "access_key_id": "AK", "access_key_value": "SK"}),
+])
+def test_the_external_spec_is_the_go_tools_extfs(changes, uri, extfs):
+    cfg = _storage(**changes)
+    assert snapshot_flow._external_uri(cfg, "b", "k") == uri
+    spec = snapshot_flow.external_spec(cfg)
+    assert json.loads(spec) == {"extfs": extfs}
+    assert spec == json.dumps({"extfs": extfs}, sort_keys=True, separators=(",", ":"))  # as Go's json.Marshal
+    assert "SK" not in repr(snapshot_flow.BundlePlace(uri, spec))
+
+
+@pytest.mark.parametrize("changes,refusal", [
+    ({"session_token": "T"}, "Milvus snapshots cannot use a session token (backup.storage.auth.sessionToken): use a "
+                             "permanent key, or --format binlog"),
+    ({"type": "default"}, "Milvus snapshots cannot reach backup storage with backup.storage.auth.type default: use "
+                          "static or iam, or --format binlog"),
+    ({"provider": "local"}, "Milvus snapshots cannot reach local backup storage: use --format binlog"),
+    ({"address": ""}, "the snapshot format on backup storage without an address needs backup.storage.region, from "
+                      "which Milvus finds the endpoint: set it, or set backup.storage.address"),
+])
+def test_a_backup_store_milvus_could_not_be_told_how_to_reach_is_refused_in_one_line(changes, refusal):
+    cfg = _storage(**changes)
+    with pytest.raises(SnapshotError) as e:
+        snapshot_flow._external_uri(cfg, "b", "k")
+        snapshot_flow.external_spec(cfg)
+    assert str(e.value) == refusal
 
 
 # --------------------------------------------------------------------------------------

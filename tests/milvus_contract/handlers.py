@@ -12,8 +12,11 @@ from __future__ import annotations
 import base64
 import json
 import string
+from typing import Any
 
 from pymilvus.grpc_gen import common_pb2, milvus_pb2, schema_pb2
+
+from milvus_backup.plugins.manager import storage_backends
 
 from .state import (
     DROPPED,
@@ -322,13 +325,27 @@ def RestoreRBAC(state: State, request, db):
 _SNAPSHOT_STATES = {"Pending": 1, "Executing": 2, "Completed": 3, "Failed": 4}
 
 
-def _bundle_key(state: State, uri: str) -> str:
-    """The object key a snapshot URI names in the contract's bundle store."""
+def _bundle(state: State, uri: str, external_spec: str) -> tuple[Any, str]:
+    """The store and object key a snapshot URI names. ``s3://<bucket>/<key>``: the bucket
+    this Milvus uses (state.bundle_store). ``minio://<host>/<bucket>/<key>``: another S3
+    server, reached, as Milvus does, only with the endpoint of the URI and the credentials of
+    the external spec (the Go tool's extfs JSON), so a wrong one fails as it would there."""
     scheme, _, rest = uri.partition("://")
+    if scheme == "minio" and external_spec:
+        host, _, rest = rest.partition("/")
+        bucket, _, key = rest.partition("/")
+        extfs = json.loads(external_spec)["extfs"]
+        if not key or extfs.get("cloud_provider") != "minio":
+            raise MilvusFault(1100, f"invalid snapshot path {uri} for the external spec given")
+        http = "https" if extfs.get("use_ssl") == "true" else "http"
+        store = storage_backends().open(f"s3://{bucket}", {
+            "aws_endpoint": f"{http}://{host}", "aws_access_key_id": extfs.get("access_key_id", ""),
+            "aws_secret_access_key": extfs.get("access_key_value", ""), "aws_allow_http": "true"})
+        return store, key.strip("/")
     bucket, _, key = rest.partition("/")
-    if scheme != "s3" or not key or state.bundle_store is None or bucket != state.bundle_bucket:
+    if scheme != "s3" or not key or state.bundle_store is None or bucket != state.bundle_bucket or external_spec:
         raise MilvusFault(1100, f"invalid snapshot path {uri}: not in a bucket this Milvus reaches")
-    return key.strip("/")
+    return state.bundle_store, key.strip("/")
 
 
 def CreateSnapshot(state: State, request, db):
@@ -367,14 +384,14 @@ def _job(state: State, kind: str, db: str, collection: str, snapshot: str = "") 
 
 def ExportSnapshot(state: State, request, db):
     snap = _snapshot(state, db, request.collection_name, request.name)
-    root = _bundle_key(state, request.target_s3_path)
+    store, root = _bundle(state, request.target_s3_path, request.external_spec)
     coll = state.collection(db, snap.collection)
     job = _job(state, "export", db, coll.name, snap.name)
     base = f"{root}/snapshots/{coll.id}"
     files = {f"{base}/binlogs/{key.split('/', 1)[1]}": data for key, data in state.binlogs("files").items()
              if key.split("/")[2] == str(coll.id)}
     for key, data in files.items():
-        state.bundle_store.write(key, data)
+        store.write(key, data)
     if job.state == "Failed":
         return milvus_pb2.ExportSnapshotResponse(status=OK, job_id=job.id)  # a half-written bundle, no metadata
     meta_key = f"{base}/metadata/{snap.id}.json"
@@ -385,8 +402,8 @@ def ExportSnapshot(state: State, request, db):
                       "rows": seg.rows, "level": int(seg.level)}
                      for seg in coll.segments.values() if seg.state == FLUSHED],
         "files": sorted(files)}).encode()
-    state.bundle_store.write(meta_key, metadata)
-    job.metadata_uri = f"s3://{state.bundle_bucket}/{meta_key}"
+    store.write(meta_key, metadata)
+    job.metadata_uri = f"{request.target_s3_path.rstrip('/')}/{meta_key[len(root) + 1:]}"
     job.total_files, job.total_bytes = len(files) + 1, sum(map(len, files.values())) + len(metadata)
     return milvus_pb2.ExportSnapshotResponse(status=OK, job_id=job.id)
 
@@ -412,14 +429,14 @@ def GetExportSnapshotState(state: State, request, db):
 
 
 def RestoreExternalSnapshot(state: State, request, db):
-    key = _bundle_key(state, request.snapshot_metadata_uri)
+    store, key = _bundle(state, request.snapshot_metadata_uri, request.external_spec)
     if "/snapshots/" not in key or "/metadata/" not in key:
         raise MilvusFault(1100, f"invalid snapshot metadata uri {request.snapshot_metadata_uri}")
     state.database(db)
     if (db, request.target_collection_name) in state.collections:
         raise MilvusFault(65535, f"collection already exists: {request.target_collection_name}")
     try:
-        bundle = json.loads(state.bundle_store.read(key))
+        bundle = json.loads(store.read(key))
     except Exception:  # whatever the store says, Milvus answers that it cannot read it
         raise MilvusFault(65535, f"read snapshot metadata {request.snapshot_metadata_uri}: no such key") from None
     job = _job(state, "restore", db, request.target_collection_name)

@@ -12,7 +12,7 @@ import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from ..config.settings import Config
+from ..config.settings import Config, StorageConfig
 from ..errors import MBackupError
 from ..format import meta
 from ..plugins.manager import storage_backends
@@ -36,6 +36,9 @@ class Stores:
     milvus_root: str
     backup: Location
     backup_root: str
+    # The backup storage as configured: what Milvus is told to reach it with, for the
+    # snapshot format, when it is not the store Milvus uses (None: not known).
+    backup_config: StorageConfig | None = None
 
     @property
     def same_bucket(self) -> bool:
@@ -50,7 +53,7 @@ def open_stores(cfg: Config) -> Stores:
     backends = storage_backends()
     milvus, milvus_root = backends.open_root(cfg.milvus.storage)
     backup, backup_root = backends.open_root(cfg.backup.storage)
-    return Stores(milvus, milvus_root, backup, backup_root)
+    return Stores(milvus, milvus_root, backup, backup_root, backup_config=cfg.backup.storage)
 
 
 @dataclass

@@ -50,7 +50,7 @@ from .catalog import (
     is_backup,
 )
 from .lock import LockLostError, StoreLock
-from .snapshot import backup_dir_uri, export_collections, remove_bundle, resolve_format
+from .snapshot import bundle_place, export_collections, remove_bundle, resolve_format
 
 # auto: bulk_flush where the server can flush all collections at once, else serial_flush.
 STRATEGIES = ("auto", "serial_flush", "bulk_flush", "skip_flush", "meta_only")
@@ -203,7 +203,7 @@ def create_backup(adapter: MilvusAdapter | Callable[[], MilvusAdapter], stores: 
     strategy = resolve_strategy(adapter, request.strategy)
     form = resolve_format(adapter, request.format, strategy)
     if form == meta.FORMAT_SNAPSHOT:
-        backup_dir_uri(stores, bdir)  # refuses, before anything is written, a store Milvus cannot reach
+        bundle_place(stores, bdir)  # refuses, before anything is written, a store Milvus cannot reach
     databases, pairs = select_collections(adapter, request.filters)
     stores.backup.ensure_bucket()
     # Local backups hold the collection's data: readable by their owner only.

@@ -479,7 +479,7 @@ def restore_snapshots(adapter: MilvusAdapter, stores: Stores, targets: list[Targ
     """A snapshot-format backup: Milvus restores each collection from its bundle. Every
     refusal comes first; a collection Milvus failed to restore is not left behind."""
     check_targets(adapter, targets, request, None, reporter.warning)
-    snapshot.backup_dir_uri(stores, backup_dir(stores, request.name))  # a store Milvus cannot read: refused here
+    snapshot.bundle_place(stores, backup_dir(stores, request.name))  # a store Milvus cannot read: refused here
     existing = set(adapter.list_databases())
     for db in dict.fromkeys(t.db for t in targets if t.db not in existing):
         adapter.create_database(db)  # all of them first: a line that cannot refuses before any restore

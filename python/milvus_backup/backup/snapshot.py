@@ -10,19 +10,23 @@ byte moves through mbackup, and the meta holds no partition or segment files.
 Restore, per collection: RestoreExternalSnapshot of that metadata into the target name, and
 wait: Milvus creates the collection, its indexes and partitions, and loads the data.
 
-Milvus reaches the bundle with its own credentials, so the backup must live on the object
-store Milvus uses (the Go tool's case without an external spec); another store is refused
-before anything is made.
+Milvus reads and writes the bundle itself: on the object store Milvus uses, with its own
+credentials; on another S3 store, with the endpoint and credentials mbackup sends in an
+external spec (the Go tool's extfs JSON). A store Milvus cannot reach at all (a local
+folder) is refused before anything is made.
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
+import json
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
+from ..config.settings import StorageConfig
 from ..errors import MBackupError
 from ..format import meta
 from ..milvus.adapters.base import ImportState, MilvusAdapter, SnapshotJob
@@ -66,26 +70,98 @@ def _server_of(location: Location) -> str:
     return location.bucket_id.partition(" at ")[2]
 
 
-def backup_dir_uri(stores: Stores, bdir: str) -> str:
-    """``s3://<bucket>/<bdir>``: the backup directory as Milvus resolves it, through its own
-    storage config (no endpoint, no credentials on the wire). Refused unless the backup is on
-    the object store Milvus uses."""
+@dataclass(frozen=True)
+class BundlePlace:
+    """Where Milvus writes and reads a backup's bundles, and what it needs to reach them."""
+
+    uri: str  # the backup directory as Milvus resolves it
+    # The extfs JSON Milvus reaches another store with; it holds credentials: never shown.
+    external_spec: str = field(default="", repr=False)
+
+    def under(self, relative: str) -> str:
+        return f"{self.uri}/{relative.strip('/')}"
+
+
+# The config's S3-family providers as Milvus names them in extfs.cloud_provider (the Go tool's
+# snapshotCloudProvider). Always sent: s3:// alone does not tell AWS from a self-hosted store.
+_CLOUD_PROVIDERS = {"minio": "minio", "s3": "aws", "aws": "aws", "gcp": "gcp", "aliyun": "aliyun",
+                    "tencent": "tencent", "hwc": "huawei"}
+
+
+def bundle_place(stores: Stores, bdir: str) -> BundlePlace:
+    """Where Milvus finds backup directory ``bdir``. On the store Milvus uses: ``s3://<bucket>/
+    <dir>``, which Milvus resolves with its own config (no endpoint, no credentials on the
+    wire). On another S3 store: its endpoint in a ``minio://`` URI and its credentials in an
+    external spec, as the Go tool sends them. Anything else is refused."""
     backup, milvus = stores.backup, stores.milvus
-    if backup.scheme != "s3" or milvus.scheme != "s3" or not _server_of(backup) \
-            or _server_of(backup) != _server_of(milvus):
-        raise SnapshotError(f"the snapshot format needs the backup storage ({backup.url}) on the object store Milvus "
-                            f"uses ({milvus.url}): Milvus writes and reads the bundle itself, with its own credentials. "
-                            "Put backup.storage on Milvus' endpoint, or use --format binlog")
-    bucket = split_url(backup.url).bucket
-    return f"s3://{bucket}/{backup.key(bdir).strip('/')}"
+    bucket = split_url(backup.url).bucket if backup.scheme == "s3" else ""
+    key = backup.key(bdir).strip("/")
+    if bucket and milvus.scheme == "s3" and _server_of(backup) and _server_of(backup) == _server_of(milvus):
+        return BundlePlace(f"s3://{bucket}/{key}")
+    cfg = stores.backup_config
+    if not bucket or cfg is None:
+        raise SnapshotError(f"the snapshot format needs the backup storage ({backup.url}) on an S3 store Milvus can "
+                            f"reach (Milvus uses {milvus.url}): Milvus writes and reads the bundle itself. Put "
+                            "backup.storage on an S3 store, or use --format binlog")
+    return BundlePlace(_external_uri(cfg, bucket, key), external_spec(cfg))
+
+
+def _external_uri(cfg: StorageConfig, bucket: str, key: str) -> str:
+    # The endpoint Milvus connects to: backup.storage.milvusAddress where Milvus sees the store
+    # under another name than mbackup does.
+    address, port = (cfg.milvus_address, cfg.milvus_port) if cfg.milvus_address else (cfg.address, cfg.port)
+    host = address.strip().removeprefix("https://").removeprefix("http://").strip("/")
+    if host:
+        return f"minio://{host}:{port}/{bucket}/{key}" if port and ":" not in host else f"minio://{host}/{bucket}/{key}"
+    if not cfg.region:
+        raise SnapshotError("the snapshot format on backup storage without an address needs backup.storage.region, "
+                            "from which Milvus finds the endpoint: set it, or set backup.storage.address")
+    return f"s3://{bucket}/{key}"
+
+
+def external_spec(cfg: StorageConfig) -> str:
+    """The Go tool's extfs JSON for a backup store Milvus does not use: only what it names
+    overrides Milvus's own storage config."""
+    cloud = _CLOUD_PROVIDERS.get(cfg.provider)
+    if cloud is None:
+        raise SnapshotError(f"Milvus snapshots cannot reach {cfg.provider} backup storage: use --format binlog")
+    extfs = {"cloud_provider": cloud, "use_ssl": "true" if cfg.use_ssl else "false"}
+    if cfg.region:
+        extfs["region"] = cfg.region
+    auth = cfg.auth
+    if auth.type == "static":
+        if auth.session_token:
+            # extfs has no token field: a temporary key sent as a permanent one fails to sign,
+            # with nothing saying why.
+            raise SnapshotError("Milvus snapshots cannot use a session token (backup.storage.auth.sessionToken): "
+                                "use a permanent key, or --format binlog")
+        extfs.update(access_key_id=auth.access_key_id, access_key_value=auth.secret_access_key)
+    elif auth.type == "iam":
+        extfs["use_iam"] = "true"
+        if auth.endpoint:
+            extfs["iam_endpoint"] = auth.endpoint
+    else:
+        raise SnapshotError(f"Milvus snapshots cannot reach backup storage with backup.storage.auth.type {auth.type}: "
+                            "use static or iam, or --format binlog")
+    return json.dumps({"extfs": extfs}, sort_keys=True, separators=(",", ":"))
+
+
+def _bucket_and_key(uri: str) -> tuple[str, str]:
+    """``minio://host/bucket/key`` and ``s3://bucket/key`` as (bucket, key)."""
+    scheme, _, rest = uri.partition("://")
+    if scheme == "minio":
+        rest = rest.partition("/")[2]
+    bucket, _, key = rest.partition("/")
+    return bucket, key
 
 
 def metadata_path(target_uri: str, metadata_uri: str) -> str:
-    """The metadata a finished export reports (a URI under ``target_uri``), relative to the
-    backup directory: ``bundle/snapshots/<coll>/metadata/<id>.json``. A URI elsewhere is an
-    error: the backup would not hold its own bundle."""
-    root = target_uri.rstrip("/") + "/"
-    rel = metadata_uri[len(root):] if metadata_uri.startswith(root) else ""
+    """The metadata a finished export reports (a URI under ``target_uri``, the endpoint
+    spelled either way), relative to the backup directory: ``bundle/snapshots/<coll>/
+    metadata/<id>.json``. A URI elsewhere is an error: the backup would not hold its own bundle."""
+    bucket, root = _bucket_and_key(target_uri.rstrip("/") + "/")
+    got_bucket, key = _bucket_and_key(metadata_uri)
+    rel = key[len(root):] if metadata_uri and got_bucket == bucket and key.startswith(root) else ""
     parts = rel.split("/")
     if not rel or any(p in ("", ".", "..") for p in parts):
         raise SnapshotError(f"Milvus reported the snapshot metadata at {metadata_uri or 'no address'}, not under "
@@ -114,7 +190,8 @@ def export_collections(adapter: MilvusAdapter, stores: Stores, bdir: str, name: 
                        collections: list[meta.CollectionBackupInfo], reporter: Reporter) -> None:
     """Export each collection's snapshot into the backup's bundle and record it; one
     collection at a time, each snapshot made right before the export that pins it."""
-    target = f"{backup_dir_uri(stores, bdir)}/{BUNDLE_DIR}"
+    place = bundle_place(stores, bdir)
+    target = place.under(BUNDLE_DIR)
     snapshot = SNAPSHOT_PREFIX + name
     for coll in collections:
         db, label = coll.db_name or "default", f"{coll.db_name or 'default'}.{coll.collection_name}"
@@ -122,7 +199,7 @@ def export_collections(adapter: MilvusAdapter, stores: Stores, bdir: str, name: 
         try:  # from here on the snapshot exists, and is dropped whatever happens
             # Its own boundary, read before the export, is the collection's backup timestamp.
             created = adapter.snapshot_timestamp(db, coll.collection_name, snapshot)
-            job_id = adapter.export_snapshot(db, coll.collection_name, snapshot, target)
+            job_id = adapter.export_snapshot(db, coll.collection_name, snapshot, target, place.external_spec)
             job = wait_job(functools.partial(adapter.export_snapshot_state, job_id),
                            f"the snapshot export of {label} (job {job_id})")
             coll.snapshot_backup = meta.SnapshotBackup(metadata_path=metadata_path(target, job.metadata_uri),
@@ -169,8 +246,8 @@ def restore_collection(adapter: MilvusAdapter, stores: Stores, bdir: str, db: st
         raise SnapshotError(f"backup records no snapshot metadata inside it for "
                             f"{source.db_name or 'default'}.{source.collection_name} ({rel or 'none'}): "
                             "check it with mbackup verify")
-    uri = f"{backup_dir_uri(stores, bdir)}/{rel}"
-    job_id = adapter.restore_external_snapshot(db, name, uri)
+    place = bundle_place(stores, bdir)
+    job_id = adapter.restore_external_snapshot(db, name, place.under(rel), place.external_spec)
     try:
         wait_job(functools.partial(adapter.restore_snapshot_state, job_id), f"the snapshot restore of {db}.{name} (job {job_id})")
     except MBackupError:  # the job failed, or its state could not be read

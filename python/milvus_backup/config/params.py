@@ -159,9 +159,9 @@ def _storage(side: str) -> list[Setting]:
         s("rootPath", "str", "backup" if backup else "files",
           "Prefix the backups go under" if backup else "Milvus's root path in its bucket", v1=v1("rootPath", "ROOT_PATH")),
         s("localPath", "str", "", "The path the Milvus process sees (local provider only)", used=False),
-        s("milvusAddress", "str", "", "Endpoint host Milvus itself uses for this storage", used=False),
-        s("milvusPort", "int", 0, "Endpoint port Milvus itself uses for this storage", range=ranges.OPTIONAL_PORT,
-          used=False),
+        s("milvusAddress", "str", "", "Host Milvus itself reaches this storage by (snapshot format)"),
+        s("milvusPort", "int", 0, "Port Milvus itself reaches this storage by (snapshot format)",
+          range=ranges.OPTIONAL_PORT),
         s("auth.type", "str", "static", "static, iam or default; azure: sharedKey or default; gcpnative: "
           "serviceAccount or default", inherit=True,
           v1=v1("useIAM", "USE_IAM", kind="bool", default=None if backup else False, advice=f"{p}.auth.type: iam")),

@@ -494,8 +494,9 @@ class MilvusAdapter(ABC):
         """When snapshot ``name`` was made (hybrid timestamp): the backup's boundary."""
         self._no_snapshots()
 
-    def export_snapshot(self, db: str, collection: str, name: str, target_uri: str) -> int:
-        """Have the server copy snapshot ``name`` into a bundle under ``target_uri``; a job id."""
+    def export_snapshot(self, db: str, collection: str, name: str, target_uri: str, external_spec: str = "") -> int:
+        """Have the server copy snapshot ``name`` into a bundle under ``target_uri``; a job id.
+        ``external_spec``: the extfs JSON that lets it reach a store it does not use itself."""
         self._no_snapshots()
 
     def export_snapshot_state(self, job_id: int) -> SnapshotJob:
@@ -504,9 +505,10 @@ class MilvusAdapter(ABC):
     def drop_snapshot(self, db: str, collection: str, name: str) -> None:
         self._no_snapshots()
 
-    def restore_external_snapshot(self, db: str, collection: str, metadata_uri: str) -> int:
+    def restore_external_snapshot(self, db: str, collection: str, metadata_uri: str, external_spec: str = "") -> int:
         """Have the server create ``db.collection`` from the bundle whose metadata is at
-        ``metadata_uri`` (schema, indexes, partitions, data); a job id."""
+        ``metadata_uri`` (schema, indexes, partitions, data); a job id. ``external_spec`` as
+        for :meth:`export_snapshot`."""
         self._no_snapshots()
 
     def restore_snapshot_state(self, job_id: int) -> SnapshotJob:

@@ -206,10 +206,11 @@ class Milvus30Adapter(Milvus26Adapter):
             db_name=db, collection_name=collection, name=name), db, f"describe snapshot {name} of {db}.{collection}")
         return int(desc.create_ts)
 
-    def export_snapshot(self, db: str, collection: str, name: str, target_uri: str) -> int:
+    def export_snapshot(self, db: str, collection: str, name: str, target_uri: str, external_spec: str = "") -> int:
         from pymilvus.grpc_gen import milvus_pb2 as m
 
-        req = m.ExportSnapshotRequest(db_name=db, collection_name=collection, name=name, target_s3_path=target_uri)
+        req = m.ExportSnapshotRequest(db_name=db, collection_name=collection, name=name, target_s3_path=target_uri,
+                                      external_spec=external_spec)
         return int(self._snapshot_call("ExportSnapshot", req, db, f"export snapshot {name} of {db}.{collection}").job_id)
 
     def export_snapshot_state(self, job_id: int) -> SnapshotJob:
@@ -226,11 +227,11 @@ class Milvus30Adapter(Milvus26Adapter):
         self._snapshot_call("DropSnapshot", m.DropSnapshotRequest(db_name=db, collection_name=collection, name=name),
                             db, f"drop snapshot {name} of {db}.{collection}")
 
-    def restore_external_snapshot(self, db: str, collection: str, metadata_uri: str) -> int:
+    def restore_external_snapshot(self, db: str, collection: str, metadata_uri: str, external_spec: str = "") -> int:
         from pymilvus.grpc_gen import milvus_pb2 as m
 
         req = m.RestoreExternalSnapshotRequest(db_name=db, target_collection_name=collection,
-                                               snapshot_metadata_uri=metadata_uri)
+                                               snapshot_metadata_uri=metadata_uri, external_spec=external_spec)
         return int(self._snapshot_call("RestoreExternalSnapshot", req, db, f"restore {db}.{collection} from a "
                                        "snapshot").job_id)
 
