@@ -17,6 +17,7 @@ import signal
 import subprocess
 import sys
 import time
+from unittest import mock
 
 import grpc
 import pytest
@@ -522,6 +523,58 @@ def test_ctrl_c_during_an_export_drops_the_snapshot_and_leaves_no_backup(contrac
     assert (proc.returncode, err.splitlines()[-1:]) == (130, ["interrupted"]), err
     assert contract.methods()[-1] == "DropSnapshot" and contract.state.snapshots == {}
     assert under(stores, f"{ROOT}/interrupted") == []
+
+
+def test_an_interrupted_snapshot_restore_resumes_by_waiting_for_its_job(contract, stores, bucket, tmp_path, seaweedfs):
+    """Ctrl-C while Milvus restores: the journal keeps the job; the same command again waits
+    for that job instead of asking Milvus for a second restore (refused: the name is taken)."""
+    on_3_0(contract, stores, bucket, collections=2)
+    name = create(contract, stores).info.name
+    contract.state.snapshot_outcome = {"state": "Completed", "reason": "", "polls_left": 10_000}  # never done
+    cfg = str(config_file(tmp_path, seaweedfs, bucket, contract))
+    command = [sys.executable, "-m", "milvus_backup", "restore", "-n", name, "--suffix", "_r", "--config", cfg, "-q"]
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    deadline = time.monotonic() + 60
+    while "GetRestoreSnapshotState" not in contract.methods():
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130, err
+    assert "the journal of this restore was kept at " in err and "run the same command again to resume it" in err
+    job, = [c.request.job_id for c in contract.calls("GetRestoreSnapshotState")][:1]
+    assert ("db1", "docs_r") in contract.state.collections and ("db1", "docs1_r") not in contract.state.collections
+
+    contract.state.snapshot_jobs[job].polls_left = 0  # Milvus finishes it meanwhile
+    contract.state.snapshot_outcome = {"state": "Completed", "reason": "", "polls_left": 1}
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert f"warning: resuming an interrupted restore of {name!r}: collections restored are not restored again" in (
+        done.stderr)
+    assert [c.request.target_collection_name for c in contract.calls("RestoreExternalSnapshot")] == ["docs_r", "docs1_r"]
+    assert done.stdout.startswith(f"restored db1.docs as db1.docs_r from its snapshot bundle (job {job}) in ")
+    assert {("db1", "docs_r"), ("db1", "docs1_r")} <= set(contract.state.collections)
+    assert [o.key for o in stores.milvus.list("mbackup-restore-journal/")] == []  # done: the journal is gone
+
+
+@pytest.mark.parametrize("meanwhile", ["job failed", "collection dropped"])
+def test_a_resumed_snapshot_restore_never_adopts_what_its_job_did_not_make(contract, stores, bucket, meanwhile):
+    on_3_0(contract, stores, bucket, collections=1)
+    name = create(contract, stores).info.name
+    contract.state.snapshot_outcome = {"state": "Completed", "reason": "", "polls_left": 10_000}
+    with pytest.raises(KeyboardInterrupt), mock.patch.object(snapshot_flow, "wait_job", side_effect=KeyboardInterrupt):
+        restore(contract, stores, name, suffix="_r")
+    job = next(j for j in contract.state.snapshot_jobs.values() if j.kind == "restore")
+    if meanwhile == "job failed":  # what it made is left, and is not this restore's to resume
+        job.state, job.reason, job.polls_left = "Failed", "disk full", 0
+        with pytest.raises(MBackupError, match=r"^collection db1.docs_r already exists: restore with --suffix"):
+            restore(contract, stores, name, suffix="_r")
+    else:  # gone: restored afresh
+        del contract.state.collections[("db1", "docs_r")]
+        contract.state.snapshot_outcome = {"state": "Completed", "reason": "", "polls_left": 1}
+        restore(contract, stores, name, suffix="_r")
+        assert len(contract.calls("RestoreExternalSnapshot")) == 2 and ("db1", "docs_r") in contract.state.collections
 
 
 def test_missing_target_databases_are_made_before_any_collection_is_restored(contract, stores, bucket):

@@ -80,6 +80,7 @@ def test_the_line_naming_partition_expected_and_actual():
 def _good() -> dict:
     return {"backup": "n", "backup_id": "id", "request": {"backup_id": "id"}, "command": "mbackup restore -n n",
             "collections": {"default.c_r": {"state": "created", "collection_id": 7, "staging": "mbackup-restore-0123456789ab",
+                                            "snapshot_job": None,
                                             "partitions": {"p": {"job": "11,12", "done": False, "rows": None,
                                                                  "mismatch": None}}}}}
 
@@ -102,6 +103,9 @@ P = R + ["partitions", "p"]
     _with(R + ["staging"], "mbackup-restore-0123456789ab/../files"),
     _with(R + ["collection_id"], "7"),
     _with(R + ["collection_id"], True),
+    _with(R + ["snapshot_job"], "12; drop"),
+    _with(R + ["snapshot_job"], 1.5),
+    _with(R + ["state"], "imported"),
     _with(R + ["partitions"], []),
     _with(P + ["job"], "12; drop"),
     _with(P + ["rows"], "many"),
@@ -110,7 +114,8 @@ P = R + ["partitions", "p"]
     _with(["collections"], []),
     _with(["request"], "x"),
     {"collections": {}},
-], ids=["staging-root", "staging-escape", "id-string", "id-bool", "partitions-list", "job", "rows", "mismatch-text",
+], ids=["staging-root", "staging-escape", "id-string", "id-bool", "snapshot-job-text", "snapshot-job-float",
+        "state", "partitions-list", "job", "rows", "mismatch-text",
         "mismatch-short", "collections-list", "request", "no-request"])
 def test_a_journal_not_shaped_like_ours_is_not_used(data):
     store = _engine.Store(f"memory://journal-shape-{id(data)}")

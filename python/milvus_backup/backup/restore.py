@@ -146,9 +146,11 @@ class Journal:
     while the collection under that name still has that id.
 
     ``collections[label]`` = {"state": "creating"|"created"|"done", "collection_id": id|None,
-    "staging": prefix|None, "partitions": {job key: {"job": id|None, "done": bool,
+    "staging": prefix|None, "snapshot_job": id|None, "partitions": {job key: {"job": id|None, "done": bool,
     "rows": rows imported|None, "mismatch": [fewest, most, inserted, delete records]|None}}},
     by the key of each import job (:class:`ImportJob`; a partition's name where one job imports it).
+    A snapshot-format restore's records go "restoring" (its RestoreExternalSnapshot job in
+    ``snapshot_job``), "restored", "done", with no partitions.
     """
 
     def __init__(self, stores: Stores, request: RestoreRequest, info: meta.BackupInfo, targets: list[Target],
@@ -196,7 +198,7 @@ class Journal:
 
     @property
     def resuming(self) -> bool:
-        return any(r.get("collection_id") for r in self.data["collections"].values())
+        return any(r.get("collection_id") or r.get("snapshot_job") for r in self.data["collections"].values())
 
     def save(self) -> None:
         self.location.write(self.key, json.dumps(self.data).encode())
@@ -208,7 +210,8 @@ class Journal:
         """After a failure: keep the journal if it holds anything to resume, else remove it.
         Returns the line that says it was kept ("" when it was removed)."""
         records = self.data["collections"]
-        for label in [k for k, r in records.items() if not (r.get("collection_id") or r.get("staging"))]:
+        for label in [k for k, r in records.items()
+                      if not (r.get("collection_id") or r.get("staging") or r.get("snapshot_job"))]:
             del records[label]  # nothing was made for it
         if not records:
             self.remove()
@@ -227,7 +230,8 @@ def read_journal(location: Location, key: str) -> dict[str, Any] | None:
         records = data["collections"]
         ok = isinstance(data["request"], dict) and isinstance(records, dict) and all(
             isinstance(r, dict) and isinstance(r.get("partitions"), dict)
-            and r.get("state", "") in ("", "creating", "created", "done")
+            and r.get("state", "") in ("", "creating", "created", "done", "restoring", "restored")
+            and (r.get("snapshot_job") is None or type(r["snapshot_job"]) is int)
             and (r.get("staging") is None or _STAGING.fullmatch(str(r["staging"])))
             and (r.get("collection_id") is None or type(r["collection_id"]) is int)
             and all(isinstance(p, dict) and (not p.get("job") or _JOB.fullmatch(str(p["job"])))
@@ -242,7 +246,7 @@ def read_journal(location: Location, key: str) -> dict[str, Any] | None:
     if not ok:
         return None
     for r in records.values():
-        for name, empty in (("state", ""), ("collection_id", None), ("staging", None)):
+        for name, empty in (("state", ""), ("collection_id", None), ("staging", None), ("snapshot_job", None)):
             r.setdefault(name, empty)
         for p in r["partitions"].values():
             for name, unset in (("job", None), ("done", False), ("rows", None), ("mismatch", None)):
@@ -447,7 +451,7 @@ def restore_backup(adapter: MilvusAdapter | Callable[[], MilvusAdapter], stores:
                                  meta_only=request.meta_only):
         warn(line)
     if info.format == meta.FORMAT_SNAPSHOT:
-        return RestoreResult(request.name, restore_snapshots(adapter, stores, targets, request, reporter),
+        return RestoreResult(request.name, restore_snapshots(adapter, stores, info, targets, request, reporter),
                              time.monotonic() - started)
     journal = Journal(stores, request, info, targets, warn)
     check_targets(adapter, targets, request, journal, warn)
@@ -474,27 +478,93 @@ def restore_backup(adapter: MilvusAdapter | Callable[[], MilvusAdapter], stores:
     return RestoreResult(request.name, results, time.monotonic() - started, rbac)
 
 
-def restore_snapshots(adapter: MilvusAdapter, stores: Stores, targets: list[Target], request: RestoreRequest,
-                      reporter: Reporter) -> list[dict[str, Any]]:
+def restore_snapshots(adapter: MilvusAdapter, stores: Stores, info: meta.BackupInfo, targets: list[Target],
+                      request: RestoreRequest, reporter: Reporter) -> list[dict[str, Any]]:
     """A snapshot-format backup: Milvus restores each collection from its bundle. Every
-    refusal comes first; a collection Milvus failed to restore is not left behind."""
-    check_targets(adapter, targets, request, None, reporter.warning)
-    snapshot.bundle_place(stores, backup_dir(stores, request.name))  # a store Milvus cannot read: refused here
+    refusal comes first; a collection Milvus failed to restore is not left behind. The
+    journal (as for the binlog format) records each collection's restore job, so running the
+    same restore again after an interruption waits for a job still running, and does not
+    restore again what a finished one made."""
+    warn = reporter.warning
+    journal = Journal(stores, request, info, targets, warn)
+    _adopt_snapshot_jobs(adapter, journal, targets)
+    check_targets(adapter, targets, request, journal, warn)
+    if journal.resuming:
+        warn(f"resuming an interrupted restore of {request.name!r}: collections restored are not restored again")
+    bdir = backup_dir(stores, request.name)
+    snapshot.bundle_place(stores, bdir)  # a store Milvus cannot read: refused here
     existing = set(adapter.list_databases())
     for db in dict.fromkeys(t.db for t in targets if t.db not in existing):
         adapter.create_database(db)  # all of them first: a line that cannot refuses before any restore
     results = []
-    for t in targets:
-        if request.drop_exist_collection and adapter.has_collection(t.db, t.name):
-            adapter.drop_collection(t.db, t.name)
-        results.append(snapshot.restore_collection(adapter, stores, backup_dir(stores, request.name), t.db, t.name,
-                                                   t.source))
-        if request.load and t.source.load_state == meta.LOAD_STATE_LOADED:
-            adapter.load_collection(t.db, t.name)
-        if request.restore_aliases:
-            for alias in t.source.aliases:
-                adapter.create_alias(t.db, t.name, alias)
+    try:
+        for t in targets:
+            results.append(_restore_snapshot(adapter, stores, bdir, t, request, journal))
+    except MBackupError as e:
+        kept = journal.settle()
+        if kept:
+            raise RestoreError(f"{e}; {kept}") from e
+        raise
+    except BaseException:
+        kept = journal.settle()
+        if kept:
+            warn(kept)
+        raise
+    journal.remove()
     return results
+
+
+def _adopt_snapshot_jobs(adapter: MilvusAdapter, journal: Journal, targets: list[Target]) -> None:
+    """The collection an interrupted run's restore job makes is this restore's while that job
+    restores into its name and has not failed (a job names no collection id to compare).
+    Otherwise the record is forgotten, and a collection left there is refused as existing."""
+    for t in targets:
+        record = journal.record(t)
+        if not record or record.get("collection_id") or not record.get("snapshot_job"):
+            continue
+        try:
+            job = adapter.restore_snapshot_state(record["snapshot_job"])
+        except MBackupError:
+            job = None
+        if job is not None and (job.target[0] or "default", job.target[1]) == (t.db, t.name) \
+                and job.state != ImportState.FAILED and adapter.has_collection(t.db, t.name):
+            record["collection_id"] = adapter.collection_id(t.db, t.name)
+        else:
+            journal.forget(t)
+
+
+def _restore_snapshot(adapter: MilvusAdapter, stores: Stores, bdir: str, t: Target, request: RestoreRequest,
+                      journal: Journal) -> dict[str, Any]:
+    record = journal.collection(t)
+    if record["state"] == "done":
+        return {"source": t.source_label, "target": t.label, "snapshot_job": record.get("snapshot_job"), "seconds": 0.0}
+    if record["state"] != "restored":
+        if not record.get("snapshot_job") and request.drop_exist_collection and adapter.has_collection(t.db, t.name):
+            adapter.drop_collection(t.db, t.name)
+
+        def started(job: int) -> None:
+            record.update(state="restoring", snapshot_job=job)
+            journal.save()
+
+        try:
+            result = snapshot.restore_collection(adapter, stores, bdir, t.db, t.name, t.source,
+                                                 job_id=record.get("snapshot_job"), started=started)
+        except MBackupError:
+            journal.forget(t)  # the job failed, and what it made is dropped: nothing to resume
+            raise
+        record.update(state="restored", collection_id=adapter.collection_id(t.db, t.name))
+        journal.save()
+    else:
+        result = {"source": t.source_label, "target": t.label, "snapshot_job": record.get("snapshot_job"),
+                  "seconds": 0.0}
+    if request.load and t.source.load_state == meta.LOAD_STATE_LOADED:
+        adapter.load_collection(t.db, t.name)
+    if request.restore_aliases:
+        for alias in t.source.aliases:
+            adapter.create_alias(t.db, t.name, alias)
+    record["state"] = "done"
+    journal.save()
+    return result
 
 
 def _spec(t: Target) -> CreateCollectionSpec:

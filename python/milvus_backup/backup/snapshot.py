@@ -237,17 +237,21 @@ def _drop(adapter: MilvusAdapter, db: str, collection: str, snapshot: str, label
 
 
 def restore_collection(adapter: MilvusAdapter, stores: Stores, bdir: str, db: str, name: str,
-                       source: meta.CollectionBackupInfo) -> dict[str, Any]:
+                       source: meta.CollectionBackupInfo, *, job_id: int | None = None,
+                       started: Callable[[int], None] = lambda job: None) -> dict[str, Any]:
     """Have Milvus restore ``db.name`` (its database exists) from the collection's bundle in
-    the backup."""
-    started = time.monotonic()
-    rel = source.snapshot_backup.metadata_path.strip("/") if source.snapshot_backup else ""
-    if not rel or "://" in rel or any(p in ("", ".", "..") for p in rel.split("/")):
-        raise SnapshotError(f"backup records no snapshot metadata inside it for "
-                            f"{source.db_name or 'default'}.{source.collection_name} ({rel or 'none'}): "
-                            "check it with mbackup verify")
-    place = bundle_place(stores, bdir)
-    job_id = adapter.restore_external_snapshot(db, name, place.under(rel), place.external_spec)
+    the backup, and wait for it. ``job_id``: the restore job an interrupted run started,
+    waited for instead of a new one; ``started`` is told the job id before the wait."""
+    began = time.monotonic()
+    if job_id is None:
+        rel = source.snapshot_backup.metadata_path.strip("/") if source.snapshot_backup else ""
+        if not rel or "://" in rel or any(p in ("", ".", "..") for p in rel.split("/")):
+            raise SnapshotError(f"backup records no snapshot metadata inside it for "
+                                f"{source.db_name or 'default'}.{source.collection_name} ({rel or 'none'}): "
+                                "check it with mbackup verify")
+        place = bundle_place(stores, bdir)
+        job_id = adapter.restore_external_snapshot(db, name, place.under(rel), place.external_spec)
+    started(job_id)
     try:
         wait_job(functools.partial(adapter.restore_snapshot_state, job_id), f"the snapshot restore of {db}.{name} (job {job_id})")
     except MBackupError:  # the job failed, or its state could not be read
@@ -257,7 +261,7 @@ def restore_collection(adapter: MilvusAdapter, stores: Stores, bdir: str, db: st
                 adapter.drop_collection(db, name)
         raise
     return {"source": f"{source.db_name or 'default'}.{source.collection_name}", "target": f"{db}.{name}",
-            "snapshot_job": job_id, "seconds": round(time.monotonic() - started, 3)}
+            "snapshot_job": job_id, "seconds": round(time.monotonic() - began, 3)}
 
 
 # What a snapshot restore cannot honour: Milvus makes the collection and its indexes from the

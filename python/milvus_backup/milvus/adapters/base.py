@@ -184,6 +184,7 @@ class SnapshotJob:
     metadata_uri: str = ""  # export: where the bundle's metadata landed (set once completed)
     total_files: int = 0
     total_bytes: int = 0  # export: the whole bundle's, known once completed
+    target: tuple[str, str] = ("", "")  # restore: the (database, collection) the job restores into
 
 
 @dataclass

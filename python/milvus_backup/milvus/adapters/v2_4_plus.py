@@ -240,7 +240,8 @@ class Milvus30Adapter(Milvus26Adapter):
 
         info = self._snapshot_call("GetRestoreSnapshotState", m.GetRestoreSnapshotStateRequest(job_id=job_id), "",
                                    f"read the state of snapshot restore job {job_id}").info
-        return SnapshotJob(_SNAPSHOT_STATES.get(info.state, ImportState.PENDING), info.progress, info.reason)
+        return SnapshotJob(_SNAPSHOT_STATES.get(info.state, ImportState.PENDING), info.progress, info.reason,
+                           target=(info.db_name, info.collection_name))
 
 
 # ExportSnapshotState and RestoreSnapshotState share their numbers: None, Pending, Executing,
