@@ -20,7 +20,7 @@ import json
 import re
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -205,6 +205,24 @@ class Journal:
 
     def remove(self) -> None:
         self.location.delete(self.key)
+
+    @contextlib.contextmanager
+    def kept_on_failure(self, warn: Callable[[str], None]) -> Iterator[None]:
+        """Around a restore's work: removed when it all succeeds; after a failure kept if it
+        holds anything to resume, and the error (or, on Ctrl-C, a warning) says so."""
+        try:
+            yield
+        except MBackupError as e:
+            kept = self.settle()
+            if kept:
+                raise RestoreError(f"{e}; {kept}") from e
+            raise
+        except BaseException:
+            kept = self.settle()
+            if kept:
+                warn(kept)
+            raise
+        self.remove()
 
     def settle(self) -> str:
         """After a failure: keep the journal if it holds anything to resume, else remove it.
@@ -460,21 +478,10 @@ def restore_backup(adapter: MilvusAdapter | Callable[[], MilvusAdapter], stores:
     bdir = backup_dir(stores, request.name)
     results = []
     rbac = restore_rbac(adapter, info, warn) if request.rbac else None
-    try:
+    with journal.kept_on_failure(warn):
         create_databases(adapter, info, targets, warn)
         for t in targets:
             results.append(restore_collection(adapter, stores, bdir, t, request, settings, reporter, journal))
-    except MBackupError as e:
-        kept = journal.settle()
-        if kept:
-            raise RestoreError(f"{e}; {kept}") from e
-        raise
-    except BaseException:
-        kept = journal.settle()
-        if kept:
-            warn(kept)
-        raise
-    journal.remove()
     return RestoreResult(request.name, results, time.monotonic() - started, rbac)
 
 
@@ -497,20 +504,9 @@ def restore_snapshots(adapter: MilvusAdapter, stores: Stores, info: meta.BackupI
     for db in dict.fromkeys(t.db for t in targets if t.db not in existing):
         adapter.create_database(db)  # all of them first: a line that cannot refuses before any restore
     results = []
-    try:
+    with journal.kept_on_failure(warn):
         for t in targets:
             results.append(_restore_snapshot(adapter, stores, bdir, t, request, journal))
-    except MBackupError as e:
-        kept = journal.settle()
-        if kept:
-            raise RestoreError(f"{e}; {kept}") from e
-        raise
-    except BaseException:
-        kept = journal.settle()
-        if kept:
-            warn(kept)
-        raise
-    journal.remove()
     return results
 
 
