@@ -19,6 +19,9 @@ import base64
 import dataclasses
 import json
 import os
+import re
+import threading
+import time
 from pathlib import Path
 
 import grpc
@@ -394,6 +397,38 @@ def test_an_import_without_progress_times_out_in_one_line(setup):
     # The job may still run: the journal is kept, so a re-run waits for it instead of importing twice.
     assert str(e.value).startswith(f"import of {DB}.{NAME} partition 'p1' (segment 1001) made no progress for 1s "
                                    f"(job {job}); check the Milvus logs; the journal of this restore was kept at ")
+
+
+def test_the_same_restore_run_twice_at_once_is_refused_while_the_first_imports(setup):
+    """Both would start the same import jobs, every row twice: the second run is refused in one
+    line naming the first; once the first ends, the same command runs (and finds nothing to do)."""
+    contract, stores, path = setup
+    write_backup(stores, "b7", "2.6.11", segments=[Seg(1001, P1, rows=10)])
+    expect_rows(contract, [Seg(1001, P1, rows=10)])
+    contract.state.import_outcome = {"state": "Pending", "progress": 0, "reason": "", "rows": 0}
+    first: dict = {}
+    runner = threading.Thread(target=lambda: first.update(result=restore(contract, path, "b7")))
+    runner.start()
+    deadline = time.monotonic() + 60
+    while not contract.state.imports:
+        assert runner.is_alive() and time.monotonic() < deadline
+        time.sleep(0.05)
+    code, _, err = mbackup(path, "restore", "-n", "b7", "-q")
+    assert code != 0
+    assert re.fullmatch(r"error: another mbackup is working on the restore of backup 'b7' this command makes \(pid "
+                        rf"{os.getpid()} on \S+ running mbackup restore -n b7, alive at [\d:]+\): wait for it; if it "
+                        r"died, run again after \d+ s", error_line(err)), err
+    # Another backup's journals are not this one's, whatever their names share.
+    code, out, err = mbackup(path, "restore", "-n", "b", "--discard-journal")
+    assert (code, out) == (0, f"no restore journal of backup 'b' in {stores.milvus.url}\n"), err
+    code, _, err = mbackup(path, "restore", "-n", "b7", "--discard-journal")
+    assert code != 0 and error_line(err).startswith("error: a restore of backup 'b7' is running with the journal ")
+    job, = contract.state.imports.values()
+    job.state, job.progress, job.rows = "Completed", 100, 10
+    runner.join(60)
+    assert first["result"]["collections"][0]["rows_imported"] == 10
+    assert len(contract.calls("Import")) == 1  # the second run started none
+    assert [o.key for o in stores.milvus.list("mbackup-restore-journal/")] == []  # journal and lock gone
 
 
 def test_an_import_the_server_does_not_answer_is_one_line_and_a_transient_failure_is_retried(setup):

@@ -43,6 +43,7 @@ from ..transfer.progress import SILENT, Reporter
 from . import snapshot
 from .catalog import Stores, backup_dir, read_backup
 from .compat import check_restorable
+from .lock import StoreLock, is_held
 from .verify import check_before_restore
 
 
@@ -163,9 +164,10 @@ class Journal:
         digest = hashlib.sha256(json.dumps(self.request, sort_keys=True).encode()).hexdigest()[:16]
         self.key = f"{JOURNAL_DIR}/{request.name}/{digest}.json"
         self.url = f"{stores.milvus.url}/{self.key}"
+        self.lock_key = f"{JOURNAL_DIR}/{request.name}/{digest}.lock"
         self.data: dict[str, Any] = {"backup": request.name, "backup_id": info.id, "request": self.request,
                                      "command": request.command(), "collections": {}}
-        for key in [o.key for o in self.location.list(f"{JOURNAL_DIR}/{request.name}")]:
+        for key in journal_keys(self.location, request.name):
             found = read_journal(self.location, key)
             if key != self.key:
                 warn(f"{describe_journal(found)} is kept at {stores.milvus.url}/{key}; it is not this restore's and "
@@ -175,6 +177,18 @@ class Journal:
                 warn(f"the journal at {self.url} is unreadable: ignored, this restore starts afresh")
             else:
                 self.data = found
+
+    @contextlib.contextmanager
+    def held(self, warn: Callable[[str], None]) -> Iterator[None]:
+        """This restore run alone, for the ``with`` block: two runs of one restore at once would
+        both start its import jobs (every row twice). The journal is read again once held: the
+        other run may have moved it on."""
+        with StoreLock(self.location, self.lock_key, f"the restore of backup {self.name!r} this command makes",
+                       command=self.data["command"], on_loss="run the same restore again", warn=warn):
+            found = read_journal(self.location, self.key) if self.location.exists(self.key) else None
+            if found is not None and found["request"] == self.request:
+                self.data = found
+            yield
 
     def record(self, t: Target) -> dict[str, Any] | None:
         return self.data["collections"].get(t.label)
@@ -282,13 +296,22 @@ def describe_journal(data: dict[str, Any] | None) -> str:
     return f"the journal of `{shown}` (restored into: {made})"
 
 
+def journal_keys(location: Location, name: str) -> list[str]:
+    """The journals of restores of backup ``name`` (not their locks)."""
+    return [o.key for o in location.list(f"{JOURNAL_DIR}/{name}/") if o.key.endswith(".json")]
+
+
 def discard_journals(stores: Stores, name: str) -> list[str]:
     """Forget every interrupted restore of backup ``name`` into this Milvus: delete its
     journals and the staged copies they name. Collections they made are left as they are.
-    Returns one line per journal discarded."""
+    A journal a running restore holds is refused. Returns one line per journal discarded."""
     meta.validate_backup_name(name)
     milvus, lines = stores.milvus, []
-    for key in [o.key for o in milvus.list(f"{JOURNAL_DIR}/{name}")]:
+    for key in journal_keys(milvus, name):
+        if is_held(milvus, key.removesuffix(".json") + ".lock"):
+            raise RestoreError(f"a restore of backup {name!r} is running with the journal {milvus.url}/{key}: wait "
+                               "for it to end (or stop it), then discard again")
+    for key in journal_keys(milvus, name):
         data = read_journal(milvus, key)
         for record in (data or {"collections": {}})["collections"].values():
             left = _remove_staged(stores, record.get("staging"), keep=False)
@@ -472,17 +495,18 @@ def restore_backup(adapter: MilvusAdapter | Callable[[], MilvusAdapter], stores:
         return RestoreResult(request.name, restore_snapshots(adapter, stores, info, targets, request, reporter),
                              time.monotonic() - started)
     journal = Journal(stores, request, info, targets, warn)
-    check_targets(adapter, targets, request, journal, warn)
-    if journal.resuming:
-        warn(f"resuming an interrupted restore of {request.name!r}: finished steps are skipped")
-    bdir = backup_dir(stores, request.name)
-    results = []
-    rbac = restore_rbac(adapter, info, warn) if request.rbac else None
-    with journal.kept_on_failure(warn):
-        create_databases(adapter, info, targets, warn)
-        for t in targets:
-            results.append(restore_collection(adapter, stores, bdir, t, request, settings, reporter, journal))
-    return RestoreResult(request.name, results, time.monotonic() - started, rbac)
+    with journal.held(warn):
+        check_targets(adapter, targets, request, journal, warn)
+        if journal.resuming:
+            warn(f"resuming an interrupted restore of {request.name!r}: finished steps are skipped")
+        bdir = backup_dir(stores, request.name)
+        results = []
+        rbac = restore_rbac(adapter, info, warn) if request.rbac else None
+        with journal.kept_on_failure(warn):
+            create_databases(adapter, info, targets, warn)
+            for t in targets:
+                results.append(restore_collection(adapter, stores, bdir, t, request, settings, reporter, journal))
+        return RestoreResult(request.name, results, time.monotonic() - started, rbac)
 
 
 def restore_snapshots(adapter: MilvusAdapter, stores: Stores, info: meta.BackupInfo, targets: list[Target],
@@ -494,20 +518,21 @@ def restore_snapshots(adapter: MilvusAdapter, stores: Stores, info: meta.BackupI
     restore again what a finished one made."""
     warn = reporter.warning
     journal = Journal(stores, request, info, targets, warn)
-    _adopt_snapshot_jobs(adapter, journal, targets)
-    check_targets(adapter, targets, request, journal, warn)
-    if journal.resuming:
-        warn(f"resuming an interrupted restore of {request.name!r}: collections restored are not restored again")
-    bdir = backup_dir(stores, request.name)
-    snapshot.bundle_place(stores, bdir)  # a store Milvus cannot read: refused here
-    existing = set(adapter.list_databases())
-    for db in dict.fromkeys(t.db for t in targets if t.db not in existing):
-        adapter.create_database(db)  # all of them first: a line that cannot refuses before any restore
-    results = []
-    with journal.kept_on_failure(warn):
-        for t in targets:
-            results.append(_restore_snapshot(adapter, stores, bdir, t, request, journal))
-    return results
+    with journal.held(warn):
+        _adopt_snapshot_jobs(adapter, journal, targets)
+        check_targets(adapter, targets, request, journal, warn)
+        if journal.resuming:
+            warn(f"resuming an interrupted restore of {request.name!r}: collections restored are not restored again")
+        bdir = backup_dir(stores, request.name)
+        snapshot.bundle_place(stores, bdir)  # a store Milvus cannot read: refused here
+        existing = set(adapter.list_databases())
+        for db in dict.fromkeys(t.db for t in targets if t.db not in existing):
+            adapter.create_database(db)  # all of them first: a line that cannot refuses before any restore
+        results = []
+        with journal.kept_on_failure(warn):
+            for t in targets:
+                results.append(_restore_snapshot(adapter, stores, bdir, t, request, journal))
+        return results
 
 
 def _adopt_snapshot_jobs(adapter: MilvusAdapter, journal: Journal, targets: list[Target]) -> None:
