@@ -10,7 +10,6 @@ import re
 import shutil
 import subprocess
 import sys
-import tomllib
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,16 +20,13 @@ ROOT = Path(__file__).resolve().parents[1]
 TOOLS = ROOT / "target" / "build-tools" / "bin"
 
 
-def _floor() -> tuple[int, int]:
-    spec = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["requires-python"]
-    major, minor = re.fullmatch(r">=(\d+)\.(\d+)", spec).groups()
-    return int(major), int(minor)
+FLOOR = (3, 10)  # the oldest CPython the README promises
 
 
 def _oldest_python() -> str:
-    """The interpreter of the oldest version requires-python admits, where this machine has one
-    (python3.X on PATH or under pyenv); else the one running the tests."""
-    name = "python{}.{}".format(*_floor())
+    """The interpreter of the oldest version promised, where this machine has one (python3.X on
+    PATH or under pyenv); else the one running the tests."""
+    name = "python{}.{}".format(*FLOOR)
     pyenv = Path(os.environ.get("PYENV_ROOT", Path.home() / ".pyenv"))
     for candidate in [shutil.which(name), *sorted(glob.glob(str(pyenv / "versions" / "*" / "bin" / name)))]:
         if candidate and subprocess.run([candidate, "-c", ""], capture_output=True).returncode == 0:
@@ -66,12 +62,13 @@ def run(bin_dir: Path, *args: str, env: dict[str, str] | None = None) -> subproc
 def test_wheel_is_abi3_manylinux2014_and_holds_only_the_package(wheel: Path):
     # One wheel for every CPython from the floor on, installable where glibc is 2.17 or newer.
     assert re.fullmatch(r"mbackup-[^-]+-cp310-abi3-manylinux2014_x86_64\.manylinux_2_17_x86_64\.whl", wheel.name)
-    names = zipfile.ZipFile(wheel).namelist()
+    with zipfile.ZipFile(wheel) as archive:
+        names = archive.namelist()
+        metadata = archive.read(next(n for n in names if n.endswith("dist-info/METADATA"))).decode()
     tops = {n.split("/")[0] for n in names}
     assert tops == {"milvus_backup", next(t for t in tops if t.endswith(".dist-info"))}, tops  # no mbackup_dev
     assert [n for n in names if n.endswith(".so")] == ["milvus_backup/_engine.abi3.so"]
-    metadata = zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith("dist-info/METADATA"))).decode()
-    assert "Requires-Python: >=3.10" in metadata
+    assert "Requires-Python: >={}.{}".format(*FLOOR) in metadata
     # The dev stack only as extras: none of it is installed with the tool.
     runtime = [line for line in metadata.splitlines() if line.startswith("Requires-Dist:") and "extra ==" not in line]
     assert not [r for r in runtime if re.search(r"pytest|seaweedfs|milvus==|moto|mypy|ruff|hypothesis", r)], runtime
@@ -80,8 +77,9 @@ def test_wheel_is_abi3_manylinux2014_and_holds_only_the_package(wheel: Path):
 def test_engine_needs_no_glibc_newer_than_the_tag(wheel: Path, tmp_path: Path):
     objdump = shutil.which("objdump")
     assert objdump, "objdump (binutils) is needed to read the engine's glibc symbol versions"
-    so = tmp_path / "_engine.abi3.so"
-    so.write_bytes(zipfile.ZipFile(wheel).read("milvus_backup/_engine.abi3.so"))
+    so = tmp_path / "engine.so"
+    with zipfile.ZipFile(wheel) as archive:
+        so.write_bytes(archive.read(next(n for n in archive.namelist() if n.endswith(".so"))))
     symbols = subprocess.run([objdump, "-T", str(so)], capture_output=True, text=True, check=True).stdout
     versions = {tuple(map(int, v.split("."))) for v in re.findall(r"GLIBC_(\d+\.\d+(?:\.\d+)?)", symbols)}
     assert versions and max(versions) <= (2, 17), sorted(versions)[-5:]
