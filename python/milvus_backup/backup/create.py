@@ -105,7 +105,7 @@ def describe_request(record: dict[str, Any]) -> str:
 
 
 def default_name(now: dt.datetime | None = None) -> str:
-    now = now or dt.datetime.now(dt.UTC)
+    now = now or dt.datetime.now(dt.timezone.utc)
     return f"backup_{now:%Y_%m_%d_%H_%M_%S}_{time.time_ns() % 1_000_000_000}"
 
 
@@ -311,7 +311,7 @@ class _CreateRun:
         else:
             self.stores.backup.write(f"{self.bdir}/{IN_PROGRESS}", json.dumps({
                 "id": info.id, "name": self.name, "pid": os.getpid(), "host": socket.gethostname(),
-                "started": dt.datetime.now(dt.UTC).isoformat(), "request": request}).encode())
+                "started": dt.datetime.now(dt.timezone.utc).isoformat(), "request": request}).encode())
         with_data = self.strategy != "meta_only" and not snapshot  # meta_only is never a snapshot
         copying = False
         try:

@@ -404,7 +404,7 @@ def _backup_time(info: BackupInfo | None) -> str | None:
         stamps = [(c.backup_timestamp >> 18) // 1000 for c in info.collection_backups if c.backup_timestamp]
     if not stamps:
         return None
-    return dt.datetime.fromtimestamp(max(stamps), dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    return dt.datetime.fromtimestamp(max(stamps), dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 @app.command()
