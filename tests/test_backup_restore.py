@@ -157,7 +157,8 @@ def test_meta_files_are_byte_compatible_with_the_go_tool(backup, seaweedfs):
         assert problems(json.loads(files[spec["file"]]), spec["message"], go) == [], spec["file"]
     # backup_meta.json: the backup's scalars only, compact, in the Go struct order.
     small = json.loads(files[meta.BACKUP_META])
-    assert list(small) == ["id", "state_code", "name", "size", "milvus_version"]
+    # backup_timestamp: when the create started (ms), as the Go tool up to 0.4 wrote it.
+    assert list(small) == ["id", "state_code", "name", "backup_timestamp", "size", "milvus_version"]
     assert set(small) <= set(go["meta_files"]["files"][0]["only"]) | {"state_code"}
     assert files[meta.BACKUP_META] == json.dumps(small, separators=(",", ":")).encode()
     assert small["state_code"] == 0 and small["name"] == NAME and small["size"] == info.size > 0
