@@ -60,10 +60,23 @@ def test_version_and_dash_dash_version_print_the_same_line_on_stdout():
     assert a.stdout == b.stdout and a.stdout.startswith(f"mbackup {__version__} (") and a.stdout.count("\n") == 1
 
 
+def test_shell_completion_completes_commands_and_the_go_tools_flags():
+    def complete(*words: str) -> list[str]:
+        env = {**ENV, "_MBACKUP_COMPLETE": "complete_bash", "COMP_WORDS": " ".join(["mbackup", *words]),
+               "COMP_CWORD": str(len(words))}
+        r = subprocess.run([sys.executable, "-m", "milvus_backup"], env=env, capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0, r.stderr
+        return r.stdout.split()
+
+    assert complete("cre") == ["create"]
+    assert complete("restore", "--use_v") == ["--use_v2_restore"]
+    assert "--install-completion" in run("-h").stdout
+
+
 def test_help_has_no_type_names_and_shows_defaults():
     out = run("copy", "-h").stdout
     assert "<bool>" not in out and "{src}" not in out and "<list[str]>" not in out
-    assert re.search(r"Usage: .* copy \[OPTIONS\] SRC DST", out)
+    assert "Usage: mbackup copy [OPTIONS] SRC DST" in out
     assert "default 128" in out and "Example: mbackup copy" in out
     assert "default off (config mbackup.batchImports)" in " ".join(run("restore", "-h").stdout.split())
 
@@ -82,6 +95,13 @@ def test_help_has_no_type_names_and_shows_defaults():
     (["restore", "-n", "b", "-c", "c1", "--filter", "c2"],
      ["warning: -c/--collections is deprecated, use --filter instead",
       "error: --filter and -c/-d/-a cannot be used together: use --filter"]),
+    (["create", "--backup_index_extra", "--strategy", "fast"],
+     ["warning: --backup_index_extra: mbackup reads no etcd, so the extra index meta the Go tool reads there is not "
+      "backed up; indexes are backed up as without the flag",
+      "error: unknown strategy 'fast': use auto, serial_flush, bulk_flush, skip_flush, meta_only"]),
+    (["restore", "-n", "b", "--restore_index", "-s", "_x", "-r", "a:b"],
+     ["warning: --restore_index is deprecated, use --rebuild_index instead",
+      "error: --suffix and --rename cannot be used together"]),
     (["check", "nonsense"],
      ["error: check takes no argument 'nonsense' (check config is the old spelling of config show)"]),
 ])
@@ -149,6 +169,9 @@ def test_list_shows_each_backups_time_sorted_newest_first(seaweedfs, bucket, tmp
     assert names == ["c_bulk", "b_serial", "a_go_04"]  # names Z to A
     oldest = [x["name"] for x in json.loads(run("list", "--json", "--reverse", "--config", str(cfg)).stdout)]
     assert oldest == ["a_go_04", "b_serial", "c_bulk"]
+    got = run("get", "-n", "a_go_04", "-d", "--config", str(cfg))
+    assert got.returncode == 0 and got.stderr == "warning: -d/--detail is deprecated, get always describes the whole backup\n"
+    assert got.stdout.startswith(f"backup a_go_04 ({old.info.id}): ")
     only = run("list", "-c", "products", "--json", "--config", str(cfg))
     assert only.stderr == "warning: -c/--collection is deprecated, list shows every backup's collections\n"
     assert len(json.loads(only.stdout)) == 3

@@ -476,7 +476,10 @@ def get(
 
 @app.command()
 def delete(ctx: typer.Context, name: NameOption, config: ConfigOption = None, set_: SetOption = None) -> None:
-    """Delete a backup (every object under its directory, in parallel; re-runnable)."""
+    """Delete a backup (every object under its directory, in parallel; re-runnable).
+
+    Example: mbackup delete -n nightly
+    """
     from ..backup.catalog import delete_backup
 
     # backup_dir() refuses names that would reach outside the backup root.
@@ -692,7 +695,10 @@ def config_show(
     config: ConfigOption = None,
     set_: SetOption = None,
 ) -> None:
-    """Every setting, its value (secrets masked) and where it came from."""
+    """Every setting, its value (secrets masked) and where it came from.
+
+    Example: mbackup config show --set transfer.concurrency=64
+    """
     cfg = ctx.obj.with_command_options(config, set_).config()
     rows = list(cfg.rows())
     if as_json:
@@ -725,7 +731,8 @@ def plugins(as_json: Annotated[bool, typer.Option("--json", help="Machine-readab
 
 def _run_app() -> Any:
     try:
-        return app(standalone_mode=False)
+        # Named mbackup in usage lines and completion also when run as python -m milvus_backup.
+        return app(prog_name="mbackup", standalone_mode=False)
     finally:
         # Said once, whatever happened: what the folders' listings left out and why.
         for line in skipped_links():
