@@ -713,6 +713,50 @@ def config_show(
         typer.echo(f"{key:<{width}}  {value:<30}  {where}")
 
 
+@config_app.command("migrate")
+def config_migrate(
+    ctx: typer.Context,
+    output: Annotated[str | None, typer.Option("--output", "-o", help="Write the v2 config here (default: stdout).")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite the output file if it exists.")] = False,
+    strict: Annotated[bool, typer.Option("--strict", help="Fail if the migrated config is not a valid v2 config.")] = False,
+    config: ConfigOption = None,
+    set_: SetOption = None,
+) -> None:
+    """Translate the v1 config named by --config into a complete v2 config file (the report
+    goes to stderr).
+
+    Example: mbackup config migrate --config backup.yaml -o backup-v2.yaml
+    """
+    import tempfile
+
+    from ..config.migrate import migrate
+
+    to_stdout = output in (None, "-")
+    text, report = migrate(ctx.obj.with_command_options(config, set_).config(), to_stdout=to_stdout)
+    with tempfile.TemporaryDirectory() as tmp:  # the result read back as mbackup reads a config
+        check = os.path.join(tmp, "backup.yaml")
+        with open(check, "w") as f:
+            f.write(text)
+        try:
+            load_config(check, env={})
+        except ConfigError as e:
+            if strict:
+                lines = [f"migrated config is not valid v2 (--strict): {p}" for p in e.problems]
+                raise ConfigError("\n".join(lines), lines) from None
+            report += [f"not valid v2: {p}" for p in e.problems]
+    for line in report:
+        typer.echo(f"config migrate: {line}", err=True)
+    if to_stdout:
+        typer.echo(text, nl=False)
+        return
+    assert output is not None
+    if os.path.exists(output) and not force:
+        raise MBackupError(f"output file {output} already exists, use --force to overwrite")
+    with open(os.open(output, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as f:
+        f.write(text)
+    typer.echo(f"wrote v2 config to {output}", err=True)
+
+
 @app.command()
 def plugins(as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False) -> None:
     """List loaded plugins, their versions and what each provides."""
