@@ -114,6 +114,7 @@ def test_legacy_selections_become_filters():
     from milvus_backup.cli.gocompat import legacy_filters
 
     assert legacy_filters(["a,b"], ["db1"], None) == ["db1.a", "db1.b"]
+    assert legacy_filters(["db2.c1,c2"], None, None) == ["db2.c1", "default.c2"]
     assert legacy_filters(None, ["db1,db2"], None) == ["db1.*", "db2.*"]
     assert legacy_filters(["a"], None, '{"db1":["c1","c2"],"db2":[]}') == ["default.a", "db1.c1", "db1.c2", "db2.*"]
 

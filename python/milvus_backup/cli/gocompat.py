@@ -30,7 +30,11 @@ def legacy_filters(colls: list[str] | None, databases: list[str] | None, databas
             deprecated(flag, "use --filter instead")
     names = [c for raw in colls or [] for c in raw.split(",") if c]
     dbs = [d for raw in databases or [] for d in raw.split(",") if d]
-    out = [f"{db}.{c}" for db in (dbs or ["default"]) for c in names] if names else [f"{db}.*" for db in dbs]
+    # A name may say its database (db.coll, as the Go tool parses -c); a plain one is in each -d
+    # database, else in default.
+    out = [c if "." in c else f"{db}.{c}" for db in (dbs or ["default"]) for c in names] if names \
+        else [f"{db}.*" for db in dbs]
+    out = list(dict.fromkeys(out))
     if database_collections:
         try:
             doc = json.loads(database_collections)
