@@ -173,6 +173,7 @@ def test_list_shows_each_backups_time_sorted_newest_first(seaweedfs, bucket, tmp
     got = run("get", "-n", "a_go_04", "-d", "--config", str(cfg))
     assert got.returncode == 0 and got.stderr == "warning: -d/--detail is deprecated, get always describes the whole backup\n"
     assert got.stdout.startswith(f"backup a_go_04 ({old.info.id}): ")
+    assert got.stdout.splitlines()[0].endswith(", Milvus v2.3.5, taken 2024-01-02 03:04:05 UTC")
     only = run("list", "-c", "products", "--json", "--config", str(cfg))
     assert only.stderr == "warning: -c/--collection is deprecated, list shows every backup's collections\n"
     assert len(json.loads(only.stdout)) == 3

@@ -133,7 +133,7 @@ def _list_backups(stores: Stores, read: bool) -> list[BackupEntry]:
             except MBackupError as e:
                 entry.error = str(e)
             if entry.info is None or taken_at(entry.info) is None:
-                entry.written = stores.backup.modified(f"{bdir}/meta/{meta.BACKUP_META}")
+                entry.written = meta_written(stores, bdir)  # bdir: also for a name get refuses
         out.append(entry)
     return out
 
@@ -158,6 +158,11 @@ def _read_backup(stores: Stores, name: str) -> meta.BackupInfo:
                                  f"delete it with mbackup delete -n {name}")
         raise BackupNotFound(f"no backup named {name!r} at {where} (mbackup list shows the backups there)")
     return meta.read_meta_files(files)
+
+
+def meta_written(stores: Stores, bdir: str) -> float | None:
+    """When the backup at ``bdir`` had its backup_meta.json (written last) written, by the store's clock."""
+    return stores.backup.modified(f"{bdir}/meta/{meta.BACKUP_META}")
 
 
 def meta_size(stores: Stores, name: str) -> int:

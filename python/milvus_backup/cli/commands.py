@@ -24,7 +24,7 @@ from ..errors import ConfigError, MBackupError
 from ..storage.location import Location, shown_key, skipped_links
 from ..transfer.copy import CAUSES, CopySettings, manifest, plan_copy, recheck_skipped, run_plan, write_json
 from ..transfer.progress import ConsoleReporter
-from ..units import format_bytes, format_duration, parse_duration
+from ..units import format_bytes, format_duration, format_time, parse_duration
 from .gocompat import create_strategy, deprecated, legacy_filters, version_line
 
 if TYPE_CHECKING:
@@ -455,7 +455,7 @@ def get(
     """
     if detail:
         deprecated("-d/--detail", "get always describes the whole backup")
-    from ..backup.catalog import meta_size, read_backup
+    from ..backup.catalog import backup_dir, meta_size, meta_written, read_backup, taken_at
     from ..format import meta
 
     stores = _stores(ctx.obj.with_command_options(config, set_))
@@ -463,7 +463,10 @@ def get(
     if as_json:
         typer.echo(meta.dumps_indent(meta.backup_info_brief(info, meta_size(stores, name))).decode())
         return
-    typer.echo(f"backup {info.name} ({info.id}): {format_bytes(info.size)}, Milvus {info.milvus_version}")
+    recorded = taken_at(info)
+    taken = recorded if recorded is not None else meta_written(stores, backup_dir(stores, name))
+    typer.echo(f"backup {info.name} ({info.id}): {format_bytes(info.size)}, Milvus {info.milvus_version}"
+               + (f", taken {format_time(taken)}" if taken else ""))
     for c in info.collection_backups:
         # An L0 segment's num_of_rows counts deletes: it holds no rows.
         data = [s for p in c.partition_backups for s in p.segment_backups if not s.is_l0]
@@ -541,7 +544,7 @@ def restore(
     restore_aliases: Annotated[bool, typer.Option("--restore-aliases", "--restore_aliases", help="Recreate aliases.")] = False,
     skip_l0: Annotated[bool, typer.Option("--skip-l0", "--skip_l0", help="Leave out L0 delete segments the target cannot import (the rows they deleted come back).")] = False,
     rbac: Annotated[bool, typer.Option("--rbac", help="Restore users, roles, grants and privilege groups too (Milvus 2.4.10+); users Milvus has already are left as they are.")] = False,
-    batch_imports: Annotated[bool, typer.Option("--batch-imports", "--use-v2-restore", "--use_v2_restore", help="Import many segments per job (Milvus 2.4+, REST; on older lines a warning, and one job per segment); "
+    batch_imports: Annotated[bool, typer.Option("--batch-imports", "--use-v2-restore", "--use_v2_restore", help="Import many segments per job (Milvus 2.4+, REST; on older lines a warning, and no batching); "
                                  f"default {'on' if BY_KEY['mbackup.batchImports'].default else 'off'} (config mbackup.batchImports).")] = False,
     force: Annotated[bool, typer.Option("--force", help="Restore even if the backup fails the quick check (mbackup verify).")] = False,
     discard_journal: Annotated[bool, typer.Option("--discard-journal", help="Restore nothing: forget interrupted restores of the backup (journals, staged copies).")] = False,

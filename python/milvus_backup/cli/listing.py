@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import datetime as dt
 from typing import TYPE_CHECKING, Any
 
 from ..format import untrusted
-from ..units import format_bytes
+from ..units import format_bytes, format_time
 
 if TYPE_CHECKING:
     from ..backup.catalog import BackupEntry
@@ -25,7 +24,7 @@ def record(e: BackupEntry) -> dict[str, Any]:
         "name": e.name, "complete": complete, "error": e.error or None,
         "size": info.size if info else None, "milvus_version": info.milvus_version if info else None,
         "collections": [f"{c.db_name}.{c.collection_name}" for c in info.collection_backups] if info else [],
-        "time": None if taken is None else dt.datetime.fromtimestamp(taken, dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC"),
+        "time": None if taken is None else format_time(taken),
         "backup_timestamp": None if taken is None else round(taken * 1000),
         "state": "damaged" if e.error else "complete" if complete else "incomplete",
     }
