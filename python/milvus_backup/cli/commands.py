@@ -730,33 +730,21 @@ def config_migrate(
 
     Example: mbackup config migrate --config backup.yaml -o backup-v2.yaml
     """
-    import tempfile
-
-    from ..config.migrate import migrate
+    from ..config import migrate
 
     to_stdout = output in (None, "-")
-    text, report = migrate(ctx.obj.with_command_options(config, set_).config(), to_stdout=to_stdout)
-    with tempfile.TemporaryDirectory() as tmp:  # the result read back as mbackup reads a config
-        check = os.path.join(tmp, "backup.yaml")
-        with open(check, "w") as f:
-            f.write(text)
-        try:
-            load_config(check, env={})
-        except ConfigError as e:
-            if strict:
-                lines = [f"migrated config is not valid v2 (--strict): {p}" for p in e.problems]
-                raise ConfigError("\n".join(lines), lines) from None
-            report += [f"not valid v2: {p}" for p in e.problems]
-    for line in report:
+    text, report = migrate.migrate(ctx.obj.with_command_options(config, set_).config(), to_stdout=to_stdout)
+    problems = migrate.problems(text)
+    if problems and strict:
+        lines = [f"migrated config is not valid v2 (--strict): {p}" for p in problems]
+        raise ConfigError("\n".join(lines), lines)
+    for line in report + [f"not valid v2: {p}" for p in problems]:
         typer.echo(f"config migrate: {line}", err=True)
     if to_stdout:
         typer.echo(text, nl=False)
         return
     assert output is not None
-    if os.path.exists(output) and not force:
-        raise MBackupError(f"output file {output} already exists, use --force to overwrite")
-    with open(os.open(output, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as f:
-        f.write(text)
+    migrate.write(text, output, overwrite=force)
     typer.echo(f"wrote v2 config to {output}", err=True)
 
 

@@ -8,12 +8,14 @@ into an output file, never to stdout.
 
 from __future__ import annotations
 
+import os
+import tempfile
 from typing import Any
 
 import yaml
 
-from ..errors import MBackupError
-from .settings import ALL_PARAMS, Config
+from ..errors import ConfigError, MBackupError
+from .settings import ALL_PARAMS, Config, load_config
 
 
 def migrate(cfg: Config, *, to_stdout: bool) -> tuple[str, list[str]]:
@@ -43,3 +45,24 @@ def migrate(cfg: Config, *, to_stdout: bool) -> tuple[str, list[str]]:
     elif cfg.mbackup.profiles:
         report.append("mbackup.profiles: may hold secrets, not printed: write the file with -o FILE")
     return yaml.safe_dump(tree, sort_keys=False, default_flow_style=False), report
+
+
+def problems(text: str) -> list[str]:
+    """What is wrong with ``text`` read as a config file, as mbackup reads one ([] when valid)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "backup.yaml")
+        with open(path, "w") as f:
+            f.write(text)
+        try:
+            load_config(path, env={})
+        except ConfigError as e:
+            return list(e.problems)
+    return []
+
+
+def write(text: str, path: str, *, overwrite: bool) -> None:
+    """Write the file readable by its owner only: it may hold the v1 file's secrets."""
+    if os.path.exists(path) and not overwrite:
+        raise MBackupError(f"output file {path} already exists, use --force to overwrite")
+    with open(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as f:
+        f.write(text)
