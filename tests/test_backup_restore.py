@@ -15,6 +15,7 @@ import json
 import os
 import re
 import threading
+import time
 import uuid
 
 import pytest
@@ -157,7 +158,8 @@ def test_meta_files_are_byte_compatible_with_the_go_tool(backup, seaweedfs):
         assert problems(json.loads(files[spec["file"]]), spec["message"], go) == [], spec["file"]
     # backup_meta.json: the backup's scalars only, compact, in the Go struct order.
     small = json.loads(files[meta.BACKUP_META])
-    assert list(small) == ["id", "state_code", "name", "size", "milvus_version"]
+    # backup_timestamp: when the create started (ms), as the Go tool up to 0.4 wrote it.
+    assert list(small) == ["id", "state_code", "name", "backup_timestamp", "size", "milvus_version"]
     assert set(small) <= set(go["meta_files"]["files"][0]["only"]) | {"state_code"}
     assert files[meta.BACKUP_META] == json.dumps(small, separators=(",", ":")).encode()
     assert small["state_code"] == 0 and small["name"] == NAME and small["size"] == info.size > 0
@@ -197,12 +199,18 @@ def test_meta_files_are_byte_compatible_with_the_go_tool(backup, seaweedfs):
 
 def test_list_get_and_delete(backup, configs, seaweedfs):
     name = "e2e_small"
+    started = time.time()
     ok(mbackup(configs["src"], "create", "-n", name, "--filter", "default.e2e_int"))
     listed = ok(mbackup(configs["src"], "list")).stdout.splitlines()
     assert listed[0] == ">> Backups:"
     rows = {line.split()[0]: line for line in listed[1:]}
     assert rows[NAME].endswith("default.e2e_varchar, default.e2e_int, db2.e2e_auto")
-    assert "Milvus v2.3.5" in rows[name] and rows[name].endswith("default.e2e_int")
+    assert " v2.3.5" in rows[name] and rows[name].endswith("default.e2e_int")
+    # create records when it ran, in ms since the epoch, as the Go tool's backup_timestamp.
+    ms = json.loads(seaweedfs.store(BUCKET).get(f"{ROOT}/{name}/meta/backup_meta.json"))["backup_timestamp"]
+    assert started * 1000 - 5000 <= ms <= time.time() * 1000
+    by_name = {r["name"]: r for r in json.loads(ok(mbackup(configs["src"], "list", "--json")).stdout)}
+    assert by_name[name]["backup_timestamp"] == ms and by_name[name]["time"].endswith(" UTC")
 
     got = json.loads(ok(mbackup(configs["src"], "get", "-n", name, "--json")).stdout)
     assert got["name"] == name and got["meta_size"] > 0

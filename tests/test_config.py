@@ -947,3 +947,46 @@ def test_storage_url_azure(tmp_path):
 def test_storage_url_of_a_provider_no_plugin_serves_is_refused():
     with pytest.raises(StorageError, match=r"^no storage backend serves provider 'ftp' \(providers: aliyun, aws, "):
         storage_backends().target(StorageConfig(provider="ftp"))
+
+
+# --------------------------------------------------------------------------------------
+# config migrate: a v1 file as a complete v2 file
+
+
+def _migrate(tmp_path: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    e = {k: v for k, v in os.environ.items() if not k.startswith(("MILVUS", "MINIO", "BACKUP"))} | (env or {})
+    return subprocess.run([sys.executable, "-m", "milvus_backup", "config", "migrate", "--config", "v1.yaml", *args],
+                          cwd=tmp_path, env=e, capture_output=True, text=True, timeout=60)
+
+
+def test_config_migrate_writes_a_v2_file_that_resolves_to_every_value_of_the_v1_file(tmp_path):
+    (tmp_path / "v1.yaml").write_text(V1_FILE)
+    r = _migrate(tmp_path, "-o", "v2.yaml")
+    assert (r.returncode, r.stdout, r.stderr.splitlines()[-1]) == (0, "", "wrote v2 config to v2.yaml")
+    assert (tmp_path / "v2.yaml").stat().st_mode & 0o777 == 0o600  # it holds the secrets
+    v1, v2 = load(tmp_path, V1_FILE, env={}), load_config(tmp_path / "v2.yaml", env={})
+    assert v2.version == "v2" and v2.warnings == []
+    assert [(k, v) for k, v, _, _ in v2.rows()] == [(k, v) for k, v, _, _ in v1.rows()]
+    assert v2.get("milvus.storage.auth.secretAccessKey") == "sk" and v2.get("milvus.password") == "Milvus"
+
+    again = _migrate(tmp_path, "-o", "v2.yaml")
+    assert (again.returncode, again.stderr.splitlines()[-1]) == (
+        2, "error: output file v2.yaml already exists, use --force to overwrite")
+    assert _migrate(tmp_path, "-o", "v2.yaml", "--force").returncode == 0
+
+
+def test_config_migrate_prints_no_secret_and_leaves_env_secrets_in_the_environment(tmp_path):
+    (tmp_path / "v1.yaml").write_text(V1_FILE.replace("  password: \"Milvus\"\n", ""))
+    r = _migrate(tmp_path, env={"MILVUS_PASSWORD": "from-env-pw"})
+    assert r.returncode == 0, r.stderr
+    assert "sk" not in r.stdout.split() and "from-env-pw" not in r.stdout + r.stderr
+    assert "config migrate: milvus.password: from $MILVUS_PASSWORD, left out of the file: set $MILVUS_PASSWORD" \
+        in r.stderr.splitlines()
+    assert any(line.startswith("config migrate: milvus.storage.auth.secretAccessKey: a secret, not printed: write the "
+                               "file with -o FILE") for line in r.stderr.splitlines()), r.stderr
+    out = tmp_path / "printed.yaml"
+    out.write_text(r.stdout)
+    assert load_config(out, env={}).get("milvus.storage.address") == "minio.prod"
+    (tmp_path / "v2.yaml").write_text(V2_FILE)
+    bad = _migrate(tmp_path, "--config", "v2.yaml")
+    assert (bad.returncode, bad.stderr) == (2, "error: v2.yaml is already a v2 config: nothing to migrate\n")

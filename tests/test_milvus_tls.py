@@ -109,7 +109,7 @@ def backup_keys(seaweedfs) -> list[str]:
 
 def test_backup_over_one_way_tls_restores_over_mutual_tls(clusters, configs, rows, seaweedfs, s3env):
     _one_way, mutual = clusters
-    ok(mbackup(configs[0], "create", "-n", BACKUP, "-c", COLLECTION, env=s3env))
+    ok(mbackup(configs[0], "create", "-n", BACKUP, "--filter", COLLECTION, env=s3env))
     ok(mbackup(configs[0], "verify", "-n", BACKUP, "--deep", env=s3env))
     ok(mbackup(configs[1], "restore", "-n", BACKUP, env=s3env))
 
@@ -173,7 +173,7 @@ def test_tls_mistakes_say_what_to_fix_and_create_nothing(case, cluster, sets, ex
              "server_cert": certs.server_cert, "server_key": certs.server_key, "client_cert": certs.client_cert}
     before = backup_keys(seaweedfs)
     args = [arg for s in sets for arg in ("--set", s.format(**names))]
-    r = mbackup(configs[cluster], *args, "create", "-n", f"tls_bad_{case.replace('-', '_')}", "-c", COLLECTION,
+    r = mbackup(configs[cluster], *args, "create", "-n", f"tls_bad_{case.replace('-', '_')}", "--filter", COLLECTION,
                 env=s3env, timeout=120)
     line = only_line(r)
     assert expected.format(**names) in line, line

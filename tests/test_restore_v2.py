@@ -478,8 +478,6 @@ def test_a_resumed_restore_imports_only_the_jobs_not_done(setup):
 @pytest.mark.parametrize("flag, profile, says", [
     ("--rbac", "2.3.5", "error: --rbac: Milvus v2.3.5 cannot restore users and roles: restore without --rbac"),
     ("--rbac", "2.4.9", "error: --rbac: Milvus v2.4.9 cannot restore users and roles: restore without --rbac"),
-    ("--batch-imports", "2.3.5", "error: --batch-imports: Milvus v2.3.5 takes no batched imports: restore without "
-                                 "--batch-imports"),
 ])
 def test_what_a_line_cannot_restore_is_refused_before_anything_is_made(setup, flag, profile, says):
     contract, stores, path = setup
@@ -488,6 +486,24 @@ def test_what_a_line_cannot_restore_is_refused_before_anything_is_made(setup, fl
     code, out, err = mbackup(path, "restore", "-n", "b9", flag)
     assert (code, out, error_line(err)) == (2, "", says)
     assert not contract.calls("CreateCollection", "CreateDatabase", "Import", "RestoreRBAC")
+
+
+@pytest.mark.parametrize("flag", ["--use_v2_restore", "--batch-imports"])
+def test_batched_imports_on_a_line_without_them_warn_and_restore_without_batching(setup, flag):
+    """A script written for the Go tool's --use_v2_restore still runs against Milvus 2.3: batching
+    changes how segments share import jobs, never what is restored."""
+    contract, stores, path = setup
+    contract.reset(PROFILES["2.3.5"])
+    segments = [Seg(1001, P1, rows=10), Seg(1002, P1, rows=20)]
+    write_backup(stores, "b10", "2.4.23", segments=segments)
+    contract.state.rows_by_prefix = {f"insert_log/{COLL}/{P1}/": 30}  # 2.3 imports a partition per job
+    code, out, err = mbackup(path, "restore", "-n", "b10", "-q", "--json", flag)
+    assert code == 0, err
+    assert [line for line in err.splitlines() if "batch" in line] == [
+        "warning: --use-v2-restore (--batch-imports, mbackup.batchImports): Milvus v2.3.5 takes no batched imports: "
+        "importing without batching"]
+    assert json.loads(out)["collections"][0]["rows_imported"] == 30
+    assert contract.calls("Import") and not contract.calls("POST /v2/vectordb/jobs/import/create")
 
 
 # --------------------------------------------------------------------------------------

@@ -70,3 +70,10 @@ def format_duration(seconds: float) -> str:
     if minutes < 60:
         return f"{minutes}m{s:02d}s"
     return f"{minutes // 60}h{minutes % 60:02d}m"
+
+
+def format_time(seconds: float) -> str:
+    """A time (seconds since the epoch) as ``2024-01-02 03:04:05 UTC``."""
+    import datetime as dt
+
+    return dt.datetime.fromtimestamp(seconds, dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")

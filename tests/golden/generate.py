@@ -177,6 +177,7 @@ def _named(base: dict, name: str, version: str) -> dict:
     doc = copy.deepcopy(base)
     doc["id"] = str(uuid.uuid5(uuid.NAMESPACE_URL, name))
     doc["name"], doc["milvus_version"] = name, version
+    doc.pop("backup_timestamp", None)  # mbackup's create writes it; the Go tool since 0.5 does not
     for c in doc["collection_backups"]:
         c["id"] = doc["id"]
     return doc

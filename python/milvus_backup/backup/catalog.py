@@ -62,6 +62,33 @@ class BackupEntry:
     complete: bool
     info: meta.BackupInfo | None = None
     error: str = ""
+    written: float | None = None  # when backup_meta.json was written (the store's clock), seconds
+
+    @property
+    def taken(self) -> float | None:
+        """When the backup was taken (seconds since the epoch): what its meta records, else
+        when its meta was written; None when neither is known."""
+        recorded = taken_at(self.info) if self.info else None
+        return recorded if recorded is not None else self.written
+
+
+# backup_timestamp at or above this is in milliseconds; the Go tool's first releases wrote seconds.
+_MS_FROM = 100_000_000_000  # in seconds: the year 5138; in ms: 1973
+
+
+def taken_at(info: meta.BackupInfo) -> float | None:
+    """When a backup was taken, in seconds since the epoch, as its meta records it:
+    ``backup_timestamp`` (ms, as mbackup and the Go tool up to 0.4 write it), else its
+    collections' flush times (seconds) or hybrid timestamps (ms << 18), which the Go tool
+    records with serial_flush. None for the Go tool's 0.5+ bulk_flush backups, which record
+    no time at all."""
+    if info.backup_timestamp:
+        t = info.backup_timestamp
+        return t / 1000 if t >= _MS_FROM else float(t)
+    stamps = [float(c.backup_physical_timestamp) for c in info.collection_backups if c.backup_physical_timestamp]
+    if not stamps:
+        stamps = [(c.backup_timestamp >> 18) / 1000 for c in info.collection_backups if c.backup_timestamp]
+    return max(stamps) if stamps else None
 
 
 def collection_segments(coll: meta.CollectionBackupInfo) -> list[meta.SegmentBackupInfo]:
@@ -108,6 +135,8 @@ def _list_backups(stores: Stores, read: bool) -> list[BackupEntry]:
                 entry.info = read_backup(stores, name)
             except MBackupError as e:
                 entry.error = str(e)
+            if entry.info is None or taken_at(entry.info) is None:
+                entry.written = meta_written(stores, bdir)  # bdir: also for a name get refuses
         out.append(entry)
     return out
 
@@ -132,6 +161,11 @@ def _read_backup(stores: Stores, name: str) -> meta.BackupInfo:
                                  f"delete it with mbackup delete -n {name}")
         raise BackupNotFound(f"no backup named {name!r} at {where} (mbackup list shows the backups there)")
     return meta.read_meta_files(files)
+
+
+def meta_written(stores: Stores, bdir: str) -> float | None:
+    """When the backup at ``bdir`` had its backup_meta.json (written last) written, by the store's clock."""
+    return stores.backup.modified(f"{bdir}/meta/{meta.BACKUP_META}")
 
 
 def meta_size(stores: Stores, name: str) -> int:

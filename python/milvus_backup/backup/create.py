@@ -302,8 +302,10 @@ class _CreateRun:
 
     def execute(self, databases: list[str], pairs: list[tuple[str, str]], resumed: str | None,
                 request: dict[str, Any]) -> CreateResult:
+        # backup_timestamp: when this run started, in ms since the epoch, as the Go tool's
+        # create wrote it (v0.2-v0.4); list and get show it.
         info = meta.BackupInfo(id=resumed or str(uuid.uuid4()), name=self.name, milvus_version=self.adapter.version,
-                               format=self.format)
+                               format=self.format, backup_timestamp=time.time_ns() // 1_000_000)
         snapshot = self.format == meta.FORMAT_SNAPSHOT
         if resumed:
             self.reporter.warning(f"resuming the incomplete backup {self.name!r}: objects already copied are "

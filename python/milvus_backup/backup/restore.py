@@ -15,6 +15,7 @@ that made it and to the ids of the collections it restored into, and used for no
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import re
@@ -390,9 +391,6 @@ def check_targets(adapter: MilvusAdapter, targets: list[Target], request: Restor
     restarted; one whose name now holds another collection is never used."""
     if request.skip_create_collection and request.drop_exist_collection:
         raise RestoreError("--skip-create-collection and --drop-exist-collection cannot be used together")
-    if request.batch_imports and not adapter.can_batch_imports():
-        raise RestoreError(f"--batch-imports: Milvus {adapter.version} takes no batched imports: restore without "
-                           "--batch-imports")
     if request.rbac and not adapter.can_restore_rbac():
         raise RestoreError(f"--rbac: Milvus {adapter.version} cannot restore users and roles: restore without --rbac")
     databases = set(adapter.list_databases())
@@ -486,6 +484,12 @@ def restore_backup(adapter: MilvusAdapter | Callable[[], MilvusAdapter], stores:
     targets = plan_targets(info, request)
     if not isinstance(adapter, MilvusAdapter):
         adapter = adapter()
+    if request.batch_imports and not adapter.can_batch_imports():
+        # Batching only changes how many segments share an import job, never what is restored:
+        # a script written for the Go tool's --use_v2_restore still runs against this line.
+        warn(f"--use-v2-restore (--batch-imports, mbackup.batchImports): Milvus {adapter.version} takes no batched "
+             "imports: importing without batching")
+        request = dataclasses.replace(request, batch_imports=False)
     named = [(t.source_label if t.label == t.source_label else f"{t.source_label} (restored as {t.label})", t.source)
              for t in targets]  # --filter takes target names
     for line in check_restorable(info, named, adapter.capabilities, adapter.version, skip_l0=request.skip_l0,

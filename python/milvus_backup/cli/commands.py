@@ -24,13 +24,13 @@ from ..errors import ConfigError, MBackupError
 from ..storage.location import Location, shown_key, skipped_links
 from ..transfer.copy import CAUSES, CopySettings, manifest, plan_copy, recheck_skipped, run_plan, write_json
 from ..transfer.progress import ConsoleReporter
-from ..units import format_bytes, format_duration, parse_duration
+from ..units import format_bytes, format_duration, format_time, parse_duration
+from .gocompat import create_strategy, deprecated, legacy_filters, version_line
 
 if TYPE_CHECKING:
     import pluggy
 
     from ..backup.catalog import Stores
-    from ..format.meta import BackupInfo
     from ..milvus.adapters.base import MilvusAdapter
     from ..storage.leftovers import Leftover
     from ..transfer.copy import CopyReport
@@ -38,6 +38,21 @@ if TYPE_CHECKING:
 
 class _Interrupted(Exception):
     """Ctrl-C inside a command, on its way to main()."""
+
+
+def _readable_metavars(command: Any, ctx: Any) -> Any:
+    """Help that reads like the usage line: SRC rather than {src}, TEXT rather than
+    <list[str]>, and nothing after a flag that takes no value (typer shows <bool>)."""
+    for p in [*command.params, command.get_help_option(ctx)]:
+        if p is None or (p.metavar is not None and p.param_type_name != "argument"):
+            continue
+        if p.param_type_name == "argument":  # typer's own spellings, set on the instance
+            p.metavar = p.metavar or p.name.upper()
+            p._usage_display_name = lambda p=p: p.metavar if p.required else f"[{p.metavar}]"
+            p.display_type_rich = lambda ctx: None
+        else:
+            p.metavar = "" if getattr(p, "is_flag", False) or getattr(p, "count", False) else "TEXT"
+    return command
 
 
 class _Commands(TyperGroup):
@@ -48,14 +63,23 @@ class _Commands(TyperGroup):
         except KeyboardInterrupt as e:
             raise _Interrupted from e
 
+    def get_command(self, ctx: Any, cmd_name: str) -> Any:
+        command = super().get_command(ctx, cmd_name)
+        return None if command is None else _readable_metavars(command, ctx)
+
+    def format_help(self, ctx: Any, formatter: Any) -> None:
+        _readable_metavars(self, ctx)
+        super().format_help(ctx, formatter)
+
 
 app = typer.Typer(
     cls=_Commands,
     name="mbackup",
     help="Back up and restore Milvus collections; copy object-store prefixes fast and verifiably.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,  # --install-completion / --show-completion for bash, zsh, fish, PowerShell
     pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
 
 EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
@@ -107,9 +131,25 @@ class Context:
         return storage_backends().open(f"{base.rstrip('/')}/{sub}" if sub else base, options)
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(version_line())
+        raise typer.Exit()
+
+
+VersionOption = Annotated[bool, typer.Option(
+    "--version", is_eager=True, callback=_print_version, help="Print the version on stdout and exit.")]
+
+
 @app.callback()
-def root(ctx: typer.Context, config: ConfigOption = None, set_: SetOption = None) -> None:
+def root(ctx: typer.Context, config: ConfigOption = None, set_: SetOption = None, version: VersionOption = False) -> None:
     ctx.obj = Context(config, set_)
+
+
+@app.command()
+def version() -> None:
+    """Print the version on stdout (the Go tool prints its banner on stderr)."""
+    typer.echo(version_line())
 
 
 def _reporter(quiet: bool, as_json: bool) -> ConsoleReporter:
@@ -263,18 +303,6 @@ def _stores(state: Context) -> Stores:
     return open_stores(state.config())
 
 
-def _legacy_filter(filters: list[str] | None, colls: list[str] | None, databases: list[str] | None) -> list[str]:
-    """The anchor's old -c/--colls and -d/--databases, folded into --filter."""
-    out = list(filters or [])
-    dbs = [d for raw in databases or [] for d in raw.split(",") if d]
-    names = [c for raw in colls or [] for c in raw.split(",") if c]
-    if names:
-        out += [f"{db}.{c}" for db in (dbs or ["default"]) for c in names]
-    elif dbs:
-        out += [f"{db}.*" for db in dbs]
-    return out
-
-
 def _hooks() -> pluggy.HookRelay:
     from ..plugins.manager import manager
 
@@ -282,9 +310,23 @@ def _hooks() -> pluggy.HookRelay:
 
 
 @app.command()
-def check(ctx: typer.Context, config: ConfigOption = None, set_: SetOption = None) -> None:
+def check(
+    ctx: typer.Context,
+    what: Annotated[str | None, typer.Argument(metavar="config", help="Deprecated: check config: use config show.")] = None,
+    config: ConfigOption = None,
+    set_: SetOption = None,
+) -> None:
     """Check the configuration end to end: Milvus answers, both buckets are readable, and an
-    object can be written, copied to the backup storage and deleted."""
+    object can be written, copied to the backup storage and deleted.
+
+    Example: mbackup check --config backup.yaml
+    """
+    if what is not None:
+        if what != "config":
+            raise MBackupError(f"check takes no argument {what!r} (check config is the old spelling of config show)")
+        deprecated("check config", "use config show instead")
+        ctx.invoke(config_show, ctx, as_json=False, config=config, set_=set_)
+        return
     state = ctx.obj.with_command_options(config, set_)
     adapter = _milvus(state)
     stores = _stores(state)
@@ -313,8 +355,15 @@ def create(
     ctx: typer.Context,
     name: Annotated[str | None, typer.Option("--name", "-n", help="Backup name (default: backup_<UTC time>).")] = None,
     filter_: FilterOption = None,
-    colls: Annotated[list[str] | None, typer.Option("--colls", "-c", help="Legacy: collection names.", hidden=True)] = None,
-    databases: Annotated[list[str] | None, typer.Option("--databases", "-d", help="Legacy: databases.", hidden=True)] = None,
+    colls: Annotated[list[str] | None, typer.Option("--colls", "-c", help="Deprecated: Use --filter. Collection names.")] = None,
+    databases: Annotated[list[str] | None, typer.Option("--databases", "-d", help="Deprecated: Use --filter. Databases.")] = None,
+    database_collections: Annotated[str | None, typer.Option(
+        "--database_collections", "-a", help='Deprecated: Use --filter. JSON: {"db1":["c1"],"db2":[]}.')] = None,
+    force_: Annotated[bool, typer.Option("--force", "-f", help="Deprecated: Use --strategy skip_flush.")] = False,
+    meta_only: Annotated[bool, typer.Option("--meta_only", "--meta-only", help="Deprecated: Use --strategy meta_only.")] = False,
+    backup_index_extra: Annotated[bool, typer.Option(
+        "--backup_index_extra", help="The Go tool reads extra index meta from etcd; mbackup reads no etcd: ignored, "
+                                     "with a warning.")] = False,
     strategy: Annotated[str, typer.Option(
         "--strategy", help="auto (default: bulk_flush where Milvus has FlushAll, else serial_flush), serial_flush, "
                            "bulk_flush, skip_flush or meta_only.")] = "",
@@ -335,7 +384,9 @@ def create(
     from ..backup.create import CreateRequest, create_backup
 
     state = ctx.obj.with_command_options(config, set_)
-    request = CreateRequest(name=name, filters=_legacy_filter(filter_, colls, databases), strategy=strategy, rbac=rbac,
+    strategy = create_strategy(force_, meta_only, backup_index_extra, strategy)
+    filters = list(filter_ or []) + legacy_filters(colls, databases, database_collections)
+    request = CreateRequest(name=name, filters=filters, strategy=strategy, rbac=rbac,
                             pause_gc=state.config().backup.pause_gc, format=format_)
     request.validate()
     settings = copy_settings(state.config())
@@ -359,52 +410,34 @@ def create(
 @app.command("list")
 def list_(
     ctx: typer.Context,
-    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    sort: Annotated[str, typer.Option("--sort", help="time (newest first, as ls -t), name, or size (largest first).")] = "time",
+    reverse: Annotated[bool, typer.Option("--reverse", help="Reverse the order: oldest or smallest first, names Z to A.")] = False,
+    collection: Annotated[str | None, typer.Option("--collection", "-c", help="Deprecated: list shows each backup's collections.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output, times included.")] = False,
     config: ConfigOption = None,
     set_: SetOption = None,
 ) -> None:
-    """List backups with size, time, Milvus version and collections; incomplete and damaged ones are marked."""
-    from ..backup.catalog import list_backups
-    from ..format import untrusted
+    """List backups as a table: name, time taken (UTC), size, state, Milvus version and
+    collections; incomplete and damaged ones are marked.
 
-    entries = list_backups(_stores(ctx.obj.with_command_options(config, set_)))
-    rows: list[dict[str, Any]] = []
-    for e in entries:
-        info = e.info
-        rows.append({
-            "name": e.name, "complete": e.complete and info is not None, "error": e.error or None,
-            "size": info.size if info else None, "milvus_version": info.milvus_version if info else None,
-            "collections": [f"{c.db_name}.{c.collection_name}" for c in info.collection_backups] if info else [],
-            "time": _backup_time(info),
-        })
+    Example: mbackup list --sort size --json
+    """
+    from ..backup.catalog import list_backups
+    from . import listing
+
+    if sort not in listing.SORTS:
+        raise MBackupError(f"--sort: unknown order {sort!r}: use {one_of(listing.SORTS)}")
+    rows = [listing.record(e) for e in list_backups(_stores(ctx.obj.with_command_options(config, set_)))]
+    if collection is not None:
+        deprecated("-c/--collection", "list shows every backup's collections")
+        rows = [r for r in rows if collection in r["collections"] or f"default.{collection}" in r["collections"]]
+    rows = listing.ordered(rows, sort, reverse)
     if as_json:
         typer.echo(json.dumps(rows, indent=1))
         return
     typer.echo(">> Backups:")
-    for r in rows:
-        r["name"] = untrusted.shown(r["name"])  # a directory name in the bucket: one line whatever it holds
-        if r["error"]:
-            typer.echo(f"{r['name']}  DAMAGED: {r['error']}")
-            continue
-        if not r["complete"]:
-            typer.echo(f"{r['name']}  INCOMPLETE (a create did not finish)")
-            continue
-        typer.echo(f"{r['name']}  {format_bytes(r['size'])}  {r['time'] or '-'}  Milvus {r['milvus_version']}  "
-                   f"{', '.join(r['collections'])}")
-
-
-def _backup_time(info: BackupInfo | None) -> str | None:
-    """When the backup was taken, from its collections' hybrid timestamps when recorded."""
-    import datetime as dt
-
-    if info is None:
-        return None
-    stamps = [c.backup_physical_timestamp for c in info.collection_backups if c.backup_physical_timestamp]
-    if not stamps:
-        stamps = [(c.backup_timestamp >> 18) // 1000 for c in info.collection_backups if c.backup_timestamp]
-    if not stamps:
-        return None
-    return dt.datetime.fromtimestamp(max(stamps), dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+    for line in listing.table(rows):
+        typer.echo(line)
 
 
 @app.command()
@@ -412,11 +445,17 @@ def get(
     ctx: typer.Context,
     name: NameOption,
     as_json: Annotated[bool, typer.Option("--json", help="What the Go tool's get prints (BackupInfoBrief JSON).")] = False,
+    detail: Annotated[bool, typer.Option("--detail", "-d", help="Deprecated: get always describes the whole backup.")] = False,
     config: ConfigOption = None,
     set_: SetOption = None,
 ) -> None:
-    """Describe one backup."""
-    from ..backup.catalog import meta_size, read_backup
+    """Describe one backup.
+
+    Example: mbackup get -n nightly --json
+    """
+    if detail:
+        deprecated("-d/--detail", "get always describes the whole backup")
+    from ..backup.catalog import backup_dir, meta_size, meta_written, read_backup, taken_at
     from ..format import meta
 
     stores = _stores(ctx.obj.with_command_options(config, set_))
@@ -424,7 +463,10 @@ def get(
     if as_json:
         typer.echo(meta.dumps_indent(meta.backup_info_brief(info, meta_size(stores, name))).decode())
         return
-    typer.echo(f"backup {info.name} ({info.id}): {format_bytes(info.size)}, Milvus {info.milvus_version}")
+    recorded = taken_at(info)
+    taken = recorded if recorded is not None else meta_written(stores, backup_dir(stores, name))
+    typer.echo(f"backup {info.name} ({info.id}): {format_bytes(info.size)}, Milvus {info.milvus_version}"
+               + (f", taken {format_time(taken)}" if taken else ""))
     for c in info.collection_backups:
         # An L0 segment's num_of_rows counts deletes: it holds no rows.
         data = [s for p in c.partition_backups for s in p.segment_backups if not s.is_l0]
@@ -437,7 +479,10 @@ def get(
 
 @app.command()
 def delete(ctx: typer.Context, name: NameOption, config: ConfigOption = None, set_: SetOption = None) -> None:
-    """Delete a backup (every object under its directory, in parallel; re-runnable)."""
+    """Delete a backup (every object under its directory, in parallel; re-runnable).
+
+    Example: mbackup delete -n nightly
+    """
     from ..backup.catalog import delete_backup
 
     # backup_dir() refuses names that would reach outside the backup root.
@@ -480,6 +525,13 @@ def restore(
     ctx: typer.Context,
     name: NameOption,
     filter_: FilterOption = None,
+    collections: Annotated[list[str] | None, typer.Option(
+        "--collections", "-c", help="Deprecated: Use --filter. Collections of the backup to restore.")] = None,
+    databases: Annotated[list[str] | None, typer.Option(
+        "--databases", "-d", help="Deprecated: Use --filter. Databases of the backup to restore.")] = None,
+    database_collections: Annotated[str | None, typer.Option(
+        "--database_collections", "-a", help='Deprecated: Use --filter. JSON: {"db1":["c1"],"db2":[]}.')] = None,
+    restore_index: Annotated[bool, typer.Option("--restore_index", help="Deprecated: Use --rebuild-index.")] = False,
     suffix: Annotated[str, typer.Option("--suffix", "-s", help="Append to every collection name.")] = "",
     rename: Annotated[list[str] | None, typer.Option("--rename", "-r", help="old:new (coll, db.coll or db.*), comma-separated.")] = None,
     rebuild_index: Annotated[bool, typer.Option("--rebuild-index", "--rebuild_index", help="Create the backed-up indexes.")] = False,
@@ -492,7 +544,8 @@ def restore(
     restore_aliases: Annotated[bool, typer.Option("--restore-aliases", "--restore_aliases", help="Recreate aliases.")] = False,
     skip_l0: Annotated[bool, typer.Option("--skip-l0", "--skip_l0", help="Leave out L0 delete segments the target cannot import (the rows they deleted come back).")] = False,
     rbac: Annotated[bool, typer.Option("--rbac", help="Restore users, roles, grants and privilege groups too (Milvus 2.4.10+); users Milvus has already are left as they are.")] = False,
-    batch_imports: Annotated[bool, typer.Option("--batch-imports", "--use-v2-restore", "--use_v2_restore", help="Import many segments per job (Milvus 2.4+, REST); config mbackup.batchImports.")] = False,
+    batch_imports: Annotated[bool, typer.Option("--batch-imports", "--use-v2-restore", "--use_v2_restore", help="Import many segments per job (Milvus 2.4+, REST; on older lines a warning, and no batching); "
+                                 f"default {'on' if BY_KEY['mbackup.batchImports'].default else 'off'} (config mbackup.batchImports).")] = False,
     force: Annotated[bool, typer.Option("--force", help="Restore even if the backup fails the quick check (mbackup verify).")] = False,
     discard_journal: Annotated[bool, typer.Option("--discard-journal", help="Restore nothing: forget interrupted restores of the backup (journals, staged copies).")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable summary on stdout.")] = False,
@@ -506,10 +559,15 @@ def restore(
     """
     from ..backup.restore import RestoreRequest, discard_journals, restore_backup
 
+    if restore_index:
+        deprecated("--restore_index", "use --rebuild_index instead")
+        rebuild_index = True
+    filters = list(filter_ or []) + _restore_legacy_filters(collections, databases, database_collections, filter_,
+                                                            suffix, rename)
     state = ctx.obj.with_command_options(config, set_)
     cfg = state.config()
     request = RestoreRequest(
-        name=name, filters=list(filter_ or []), suffix=suffix, renames=list(rename or []), rebuild_index=rebuild_index,
+        name=name, filters=filters, suffix=suffix, renames=list(rename or []), rebuild_index=rebuild_index,
         use_auto_index=use_auto_index, drop_exist_collection=drop_exist_collection, drop_exist_index=drop_exist_index,
         skip_create_collection=skip_create_collection, meta_only=meta_only, load=load, restore_aliases=restore_aliases,
         skip_l0=skip_l0, force=force, discard_journal=discard_journal,
@@ -548,6 +606,19 @@ def restore(
             typer.echo(f"restored users and roles: {len(r['users'])} users, {len(r['roles'])} roles, {r['grants']} "
                        f"grants, {len(r['privilege_groups'])} privilege groups")
         typer.echo(f"restore backup success: {name} in {format_duration(result.seconds)}")
+
+
+def _restore_legacy_filters(collections: list[str] | None, databases: list[str] | None, database_collections: str | None,
+                            filter_: list[str] | None, suffix: str, rename: list[str] | None) -> list[str]:
+    """The Go tool's -c/-d/-a name collections of the backup; --filter names them as restored."""
+    legacy = legacy_filters(collections, databases, database_collections, colls_flag="-c/--collections")
+    if not legacy:
+        return []
+    if filter_:
+        raise MBackupError("--filter and -c/-d/-a cannot be used together: use --filter")
+    if rename:
+        raise MBackupError("-c/-d/-a name collections before --rename, --filter after it: with --rename use --filter")
+    return [f if f.endswith((".*", ".")) else f + suffix for f in legacy]
 
 
 @app.command()
@@ -616,7 +687,7 @@ def copy_settings(cfg: Config) -> CopySettings:
     return CopySettings(**{s.engine: s.to_engine(cfg.get(key)) for key, s in BY_KEY.items() if s.engine})
 
 
-config_app = typer.Typer(help="Inspect the configuration.", no_args_is_help=True)
+config_app = typer.Typer(cls=_Commands, help="Inspect the configuration.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
 
 
@@ -627,7 +698,10 @@ def config_show(
     config: ConfigOption = None,
     set_: SetOption = None,
 ) -> None:
-    """Every setting, its value (secrets masked) and where it came from."""
+    """Every setting, its value (secrets masked) and where it came from.
+
+    Example: mbackup config show --set transfer.concurrency=64
+    """
     cfg = ctx.obj.with_command_options(config, set_).config()
     rows = list(cfg.rows())
     if as_json:
@@ -640,6 +714,38 @@ def config_show(
     for key, value, source, source_key in rows:
         where = f"{source} {source_key}".strip()
         typer.echo(f"{key:<{width}}  {value:<30}  {where}")
+
+
+@config_app.command("migrate")
+def config_migrate(
+    ctx: typer.Context,
+    output: Annotated[str | None, typer.Option("--output", "-o", help="Write the v2 config here (default: stdout).")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite the output file if it exists.")] = False,
+    strict: Annotated[bool, typer.Option("--strict", help="Fail if the migrated config is not a valid v2 config.")] = False,
+    config: ConfigOption = None,
+    set_: SetOption = None,
+) -> None:
+    """Translate the v1 config named by --config into a complete v2 config file (the report
+    goes to stderr).
+
+    Example: mbackup config migrate --config backup.yaml -o backup-v2.yaml
+    """
+    from ..config import migrate
+
+    to_stdout = output in (None, "-")
+    text, report = migrate.migrate(ctx.obj.with_command_options(config, set_).config(), to_stdout=to_stdout)
+    problems = migrate.problems(text)
+    if problems and strict:
+        lines = [f"migrated config is not valid v2 (--strict): {p}" for p in problems]
+        raise ConfigError("\n".join(lines), lines)
+    for line in report + [f"not valid v2: {p}" for p in problems]:
+        typer.echo(f"config migrate: {line}", err=True)
+    if to_stdout:
+        typer.echo(text, nl=False)
+        return
+    assert output is not None
+    migrate.write(text, output, overwrite=force)
+    typer.echo(f"wrote v2 config to {output}", err=True)
 
 
 @app.command()
@@ -660,7 +766,8 @@ def plugins(as_json: Annotated[bool, typer.Option("--json", help="Machine-readab
 
 def _run_app() -> Any:
     try:
-        return app(standalone_mode=False)
+        # Named mbackup in usage lines and completion also when run as python -m milvus_backup.
+        return app(prog_name="mbackup", standalone_mode=False)
     finally:
         # Said once, whatever happened: what the folders' listings left out and why.
         for line in skipped_links():

@@ -117,6 +117,15 @@ class Location:
     def exists(self, relative: str) -> bool:
         return self.head(relative) is not None
 
+    def modified(self, relative: str) -> float | None:
+        """When an object was last written (seconds since the epoch); None when it is gone or
+        the store does not say (a store a plugin implements in Python)."""
+        if not hasattr(self.store, "list_meta"):
+            return None
+        key = self.key(relative)
+        with self._errors():  # stores list by folder: the object's own
+            return next((t for k, _, _, t in self.store.list_meta(key.rpartition("/")[0]) if k == key), None)
+
     def delete(self, relative: str) -> None:
         """Delete an object; one already gone counts as deleted."""
         with self._errors():
