@@ -42,8 +42,8 @@ def _configured_log_file(config: Path) -> str:
     try:
         file = ((yaml.safe_load(config.read_text()) or {}).get("log") or {}).get("file") or {}
         return str(file.get("path") or file.get("filename") or "")
-    except (OSError, ValueError, AttributeError, yaml.YAMLError):
-        return ""  # no config file, or not one mbackup would read
+    except Exception:  # no config file, or a broken one a test feeds mbackup on purpose
+        return ""
 
 
 def log_files(named: Iterable[Path]) -> Iterator[Path]:

@@ -236,6 +236,7 @@ class ConsoleReporter(Reporter):
             yield
             return
         status = Status(name, counters, collection)
+        status.sample()  # the first line shows counters, and the rate is known from the next tick
         with self._lock:
             self.steps.append(status)
             first = self.display is None
