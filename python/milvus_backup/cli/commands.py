@@ -113,8 +113,8 @@ def root(
     ctx: typer.Context,
     config: ConfigOption = None,
     set_: SetOption = None,
-    verbose: Annotated[int, typer.Option("--verbose", "-v", count=True, help=(
-        "Log lines on stderr: -v info, -vv debug (the log file follows log.level).")),] = 0,
+    verbose: Annotated[int, typer.Option("--verbose", "-v", count=True, show_default=False, metavar="", help=(
+        "Log lines on stderr, and the log file's level: -v info, -vv debug.")),] = 0,
     log_level: Annotated[str | None, typer.Option("--log-level", metavar="LEVEL", help=(
         "Log level for stderr and the log file (log.file.path): debug, info, warn, error.")),] = None,
     log_format: Annotated[str, typer.Option("--log-format", metavar="FORMAT", help=(
