@@ -61,6 +61,7 @@ def record_subprocess_output(tmp_path_factory):
         real_init(self, args, *rest, **kwargs)
         if _is_mbackup(args):
             _STARTED[id(self)] = str(args)
+            secretscan.note_log_files(args if isinstance(args, (list, tuple)) else [args], kwargs.get("cwd"))
 
     def communicate(self, *args, **kwargs):
         out, err = real_communicate(self, *args, **kwargs)
@@ -84,7 +85,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 
     report = session.config.pluginmanager.get_plugin("terminalreporter")
     problems = []
-    result = scan(SECRETS, CAPTURED, WRITTEN, _BASETEMP, _STARTED.values())
+    result = scan(SECRETS, CAPTURED, WRITTEN, _BASETEMP, _STARTED.values(), secretscan.LOG_FILES)
     if report:
         report.write_line(result.summary())
     problems += [f"secret in {leak}" for leak in result.leaks]

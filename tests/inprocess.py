@@ -23,4 +23,5 @@ def run(*args: str) -> tuple[int, str, str]:
         except SystemExit as e:
             code = e.code if isinstance(e.code, int) else int(e.code is not None)
     secretscan.RUNS.append((f"mbackup {' '.join(args)} (in process)", out.getvalue(), err.getvalue()))
+    secretscan.note_log_files(args)
     return code, out.getvalue(), err.getvalue()

@@ -197,10 +197,28 @@ def test_meta_files_are_byte_compatible_with_the_go_tool(backup, seaweedfs):
     assert info.size == sum(s.size for s in segments)
 
 
-def test_list_get_and_delete(backup, configs, seaweedfs):
+def logged_phases(path) -> dict[str, float]:
+    """The phases a text log file says finished, with their durations in seconds."""
+    found = {}
+    for line in path.read_text().splitlines():
+        m = re.fullmatch(r"\S+Z INFO  (\w[\w ]*): done in (\d+\.\d{3})s\b.*", line)
+        if m:
+            found[m[1]] = float(m[2])
+    return found
+
+
+def test_list_get_and_delete(backup, configs, seaweedfs, tmp_path):
     name = "e2e_small"
     started = time.time()
-    ok(mbackup(configs["src"], "create", "-n", name, "--filter", "default.e2e_int"))
+    log = tmp_path / "logs" / "create.log"
+    created = ok(mbackup(configs["src"], "create", "-n", name, "--filter", "default.e2e_int", "--set",
+                         f"log.file.path={log}"))
+    # The Go tool's log.file.path is honoured: every phase of the create, with its duration.
+    phases = logged_phases(log)
+    assert {"connect", "metadata", "flush", "discover", "copy", "backup", "meta", "create"} <= set(phases), \
+        log.read_text()
+    assert phases["create"] >= phases["copy"] > 0
+    assert f"backup={name}" in log.read_text() and "INFO" not in created.stderr  # the file only, not stderr
     listed = ok(mbackup(configs["src"], "list")).stdout.splitlines()
     assert listed[0] == ">> Backups:"
     rows = {line.split()[0]: line for line in listed[1:]}
@@ -321,16 +339,22 @@ def test_drop_exist_collection_replaces_it(backup, data, configs, stack):
     assert_same_rows(read_back(stack.target.uri, "default", "e2e_int_x", truth), truth)
 
 
-def test_restore_shows_import_progress_on_stderr_and_json_shows_none(backup, configs, stack):
-    """A line on stderr whenever a collection's import jobs move (one job per partition with
-    data), ending at all done; with --json none, and the summary on stdout either way."""
+def test_restore_shows_import_progress_on_stderr_and_json_shows_none(backup, configs, stack, tmp_path):
+    """A timestamped line on stderr whenever a collection's import jobs move (one job per
+    partition with data), ending at all done; with --json none, and the summary on stdout
+    either way. The log file holds each phase of the restore with its duration."""
     source = by_label(backup["info"])["default.e2e_int"]
     jobs = sum(1 for p in source.partition_backups if p.segment_backups)
-    shown = ok(mbackup(configs["dst"], "restore", "-n", NAME, "--suffix", "_p", "--filter", "default.e2e_int_p"))
+    log = tmp_path / "restore.log"
+    shown = ok(mbackup(configs["dst"], "restore", "-n", NAME, "--suffix", "_p", "--filter", "default.e2e_int_p",
+                       "--rebuild-index", "--set", f"log.file.path={log}"))
+    assert {"connect", "create collection", "index", "import", "restore"} <= set(logged_phases(log)), log.read_text()
+    assert "collection=default.e2e_int_p" in log.read_text()
     lines = [line for line in shown.stderr.splitlines() if " import jobs done" in line]
-    assert lines and all(re.fullmatch(rf"restore default\.e2e_int_p: \d+/{jobs} import jobs done, \d+%", line)
+    stamp = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ"
+    assert lines and all(re.fullmatch(rf"{stamp} import default\.e2e_int_p: \d+/{jobs} import jobs done, \d+%", line)
                          for line in lines), shown.stderr
-    assert lines[-1] == f"restore default.e2e_int_p: {jobs}/{jobs} import jobs done, 100%"
+    assert lines[-1].endswith(f" import default.e2e_int_p: {jobs}/{jobs} import jobs done, 100%")
     assert "restored default.e2e_int as default.e2e_int_p: " in shown.stdout
 
     as_json = ok(mbackup(configs["dst"], "restore", "-n", NAME, "--suffix", "_j", "--filter", "default.e2e_int_j",

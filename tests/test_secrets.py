@@ -20,7 +20,7 @@ from pathlib import Path
 
 from conftest import CAPTURED, ENV_SECRET, MILVUS_PASSWORD, S3_SECRET, SECRETS, SET_SECRET
 from sample_backup import ROOT, Sample
-from secretscan import scan
+from secretscan import LOG_FILES, note_log_files, scan
 
 
 def mbackup(args, env, cwd):
@@ -47,6 +47,9 @@ milvus:
 backup:
   storage:
     rootPath: {ROOT}
+log:
+  level: debug
+  file: {{path: logs/mbackup.log}}
 mbackup:
   profiles:
     test: {{url: "s3://{bucket}/p", endpoint: "{seaweedfs.endpoint}", access_key_id: {seaweedfs.access_key},
@@ -67,6 +70,7 @@ mbackup:
         (["get", "-n", "sample", "--json"], 0, "stdout", '"name": "sample"'),
         (["copy", "@test", str(tmp_path / "out"), "--json", "--records", "--manifest", str(manifest)], 0, "stdout",
          '"objects_copied": 2'),
+        (["-vv", "--log-format", "json", "copy", "@test", str(tmp_path / "out2")], 0, "stderr", '"level": "debug"'),
         (["copy", f"s3://{bucket}/{ROOT}/sample?endpoint={seaweedfs.endpoint}", str(tmp_path / "o2")], 2, "stderr",
          "the server rejected the credentials"),  # the env secret is wrong
         (["copy", f"s3://{bucket}/p?endpoint=http://127.0.0.1:9", str(tmp_path / "o3")], 2, "stderr",
@@ -84,7 +88,11 @@ mbackup:
     assert len(shown) == 3 and all("****" in out for out in shown), "config show masks secrets"
     assert json.loads(manifest.read_text())["objects"], "the copy wrote its manifest (scanned as a file)"
     assert (tmp_path / "out" / "b" / "c").read_bytes() == b"second object"
-    result = scan(SECRETS, mine, [], [tmp_path])
+    # Every run logged into the config's log file at debug level: scanned as a log file.
+    logged = (tmp_path / "logs" / "mbackup.log").read_text()
+    assert "DEBUG copy: started" in logged and '"level": "debug"' in logged and "error" in logged.lower(), logged
+    result = scan(SECRETS, mine, [], [tmp_path], logs=[tmp_path / "logs" / "mbackup.log"])
+    assert result.log_files == 1 and result.log_bytes == len(logged)
     assert result.runs == len(runs) and result.run_bytes > 10_000
     assert result.files >= 3  # the manifest and the two copied objects (the config is input)
     assert not result.leaks, result.leaks
@@ -94,6 +102,21 @@ def test_the_scanner_finds_a_planted_secret():
     # Outside the run's temporary folders, or the session's own scan would find the plant.
     with tempfile.TemporaryDirectory() as folder:
         _planted(Path(folder))
+
+
+def test_the_scanner_reads_log_files_wherever_a_run_wrote_them():
+    with tempfile.TemporaryDirectory() as folder, tempfile.TemporaryDirectory() as cwd:
+        (Path(folder) / "backup.yaml").write_text("log:\n  file:\n    filename: ../elsewhere/backup.log\n")
+        (Path(cwd) / "elsewhere").mkdir()
+        (Path(cwd) / "sub").mkdir()
+        note_log_files(["mbackup", "--set", f"log.file.path={folder}/run.log", "copy", "a", "b"], cwd)
+        note_log_files(["mbackup", "--config", f"{folder}/backup.yaml", "list"], f"{cwd}/sub")
+        assert {Path(f"{folder}/run.log"), Path(f"{cwd}/sub/../elsewhere/backup.log")} <= LOG_FILES
+        (Path(folder) / "run.log.1").write_text(f"rotated: {S3_SECRET}")  # a rotated copy
+        (Path(cwd) / "elsewhere" / "backup.log").write_text(f"{MILVUS_PASSWORD}")
+        result = scan(SECRETS, [], [], [], logs=LOG_FILES)
+        assert sorted(result.leaks) == sorted([f"log file {folder}/run.log.1: {S3_SECRET!r}",
+                                               f"log file {cwd}/sub/../elsewhere/backup.log: {MILVUS_PASSWORD!r}"])
 
 
 def _planted(tmp_path: Path) -> None:

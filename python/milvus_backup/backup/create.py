@@ -198,8 +198,15 @@ def create_backup(adapter: MilvusAdapter | Callable[[], MilvusAdapter], stores: 
         # checked again under the lock, where it counts.
         with backup_storage_errors(stores):
             prepare(stores, bdir, name, request.record())
+    with reporter.step("create", backup=name):
+        return _create(adapter, stores, request, settings, reporter, name, bdir)
+
+
+def _create(adapter: MilvusAdapter | Callable[[], MilvusAdapter], stores: Stores, request: CreateRequest,
+            settings: CopySettings, reporter: Reporter, name: str, bdir: str) -> CreateResult:
     if not isinstance(adapter, MilvusAdapter):
-        adapter = adapter()
+        with reporter.step("connect"):
+            adapter = adapter()
     strategy = resolve_strategy(adapter, request.strategy)
     form = resolve_format(adapter, request.format, strategy)
     if form == meta.FORMAT_SNAPSHOT:
@@ -395,7 +402,8 @@ class _CreateRun:
     @contextlib.contextmanager
     def phase(self, name: str) -> Iterator[None]:
         t = time.monotonic()
-        yield
+        with self.reporter.step(name):
+            yield
         self.phases[name] = time.monotonic() - t
         self.lock.check()
 

@@ -473,6 +473,12 @@ def restore_backup(adapter: MilvusAdapter | Callable[[], MilvusAdapter], stores:
     """``adapter`` may be a function that connects: it is called only once the backup has been
     read and checked, so a damaged backup or a bad flag is refused without touching Milvus.
     Warnings and progress go to ``reporter``."""
+    with reporter.step("restore", backup=request.name):
+        return _restore(adapter, stores, request, settings, reporter)
+
+
+def _restore(adapter: MilvusAdapter | Callable[[], MilvusAdapter], stores: Stores, request: RestoreRequest,
+             settings: CopySettings, reporter: Reporter) -> RestoreResult:
     started = time.monotonic()
     warn = reporter.warning
     request.validate()
@@ -483,7 +489,8 @@ def restore_backup(adapter: MilvusAdapter | Callable[[], MilvusAdapter], stores:
         snapshot.refuse_flags(request.name, request.shape())
     targets = plan_targets(info, request)
     if not isinstance(adapter, MilvusAdapter):
-        adapter = adapter()
+        with reporter.step("connect"):
+            adapter = adapter()
     if request.batch_imports and not adapter.can_batch_imports():
         # Batching only changes how many segments share an import job, never what is restored:
         # a script written for the Go tool's --use_v2_restore still runs against this line.
@@ -535,7 +542,7 @@ def restore_snapshots(adapter: MilvusAdapter, stores: Stores, info: meta.BackupI
         results = []
         with journal.kept_on_failure(warn):
             for t in targets:
-                results.append(_restore_snapshot(adapter, stores, bdir, t, request, journal))
+                results.append(_restore_snapshot(adapter, stores, bdir, t, request, journal, reporter))
         return results
 
 
@@ -559,7 +566,7 @@ def _adopt_snapshot_jobs(adapter: MilvusAdapter, journal: Journal, targets: list
 
 
 def _restore_snapshot(adapter: MilvusAdapter, stores: Stores, bdir: str, t: Target, request: RestoreRequest,
-                      journal: Journal) -> dict[str, Any]:
+                      journal: Journal, reporter: Reporter) -> dict[str, Any]:
     record = journal.collection(t)
     if record["state"] == "done":
         return {"source": t.source_label, "target": t.label, "snapshot_job": record.get("snapshot_job"), "seconds": 0.0}
@@ -572,8 +579,9 @@ def _restore_snapshot(adapter: MilvusAdapter, stores: Stores, bdir: str, t: Targ
             journal.save()
 
         try:
-            result = snapshot.restore_collection(adapter, stores, bdir, t.db, t.name, t.source,
-                                                 job_id=record.get("snapshot_job"), started=started)
+            with reporter.step("import", collection=t.label):
+                result = snapshot.restore_collection(adapter, stores, bdir, t.db, t.name, t.source,
+                                                     job_id=record.get("snapshot_job"), started=started)
         except MBackupError:
             journal.forget(t)  # the job failed, and what it made is dropped: nothing to resume
             raise
@@ -583,7 +591,8 @@ def _restore_snapshot(adapter: MilvusAdapter, stores: Stores, bdir: str, t: Targ
         result = {"source": t.source_label, "target": t.label, "snapshot_job": record.get("snapshot_job"),
                   "seconds": 0.0}
     if request.load and t.source.load_state == meta.LOAD_STATE_LOADED:
-        adapter.load_collection(t.db, t.name)
+        with reporter.step("load", collection=t.label):
+            adapter.load_collection(t.db, t.name)
     if request.restore_aliases:
         for alias in t.source.aliases:
             adapter.create_alias(t.db, t.name, alias)
@@ -615,9 +624,11 @@ def restore_collection(adapter: MilvusAdapter, stores: Stores, bdir: str, t: Tar
     jobs = 0
     try:
         if state["state"] != "created":
-            _create_collection(adapter, t, request, state, journal)
+            with reporter.step("create collection", collection=t.label):
+                _create_collection(adapter, t, request, state, journal, reporter)
         if not request.meta_only:
-            jobs = import_data(adapter, stores, bdir, t, request, settings, reporter, journal)
+            with reporter.step("import", collection=t.label):
+                jobs = import_data(adapter, stores, bdir, t, request, settings, reporter, journal)
     except MBackupError:
         if not _imported_any(state):
             # Nothing was imported into the collection (Milvus found no binlogs, say): undo
@@ -630,7 +641,8 @@ def restore_collection(adapter: MilvusAdapter, stores: Stores, bdir: str, t: Tar
                 journal.forget(t)
         raise
     if request.load and c.load_state == meta.LOAD_STATE_LOADED:
-        adapter.load_collection(t.db, t.name)
+        with reporter.step("load", collection=t.label):
+            adapter.load_collection(t.db, t.name)
     elif request.load and c.load_state != meta.LOAD_STATE_LOADED:
         reporter.warning(f"{t.label} was not loaded when backed up ({c.load_state or 'NotLoad'}): left unloaded")
     if request.restore_aliases:
@@ -654,7 +666,7 @@ def _imported_any(state: dict[str, Any]) -> bool:
 
 
 def _create_collection(adapter: MilvusAdapter, t: Target, request: RestoreRequest, state: dict[str, Any],
-                       journal: Journal) -> None:
+                       journal: Journal, reporter: Reporter) -> None:
     """Database, collection, partitions and indexes; recorded so a re-run does not redo them.
     The collection's id is recorded as soon as there is one: the journal's record holds for
     that collection only. A collection left half-made by an interrupted run ("creating",
@@ -683,16 +695,17 @@ def _create_collection(adapter: MilvusAdapter, t: Target, request: RestoreReques
     if request.drop_exist_index:
         adapter.drop_indexes(t.db, t.name)
     if request.rebuild_index:
-        # The Go tool builds vector indexes first, then scalar ones.
-        vector_types = {int(v) for v in meta.DataType if v.name.endswith("Vector")}
-        types = {f.name: f.data_type for f in (c.schema.fields if c.schema else [])}
-        ordered = sorted(c.index_infos, key=lambda i: types.get(i.field_name) not in vector_types)
-        for index in ordered:
-            if request.use_auto_index and types.get(index.field_name) in vector_types:
-                metric = index.params.get("metric_type", "")
-                index = meta.IndexInfo(field_name=index.field_name, index_name=index.index_name,
-                                       index_type="AUTOINDEX", params={"index_type": "AUTOINDEX", "metric_type": metric})
-            adapter.create_index(t.db, t.name, index)
+        with reporter.step("index", collection=t.label):
+            # The Go tool builds vector indexes first, then scalar ones.
+            vector_types = {int(v) for v in meta.DataType if v.name.endswith("Vector")}
+            types = {f.name: f.data_type for f in (c.schema.fields if c.schema else [])}
+            ordered = sorted(c.index_infos, key=lambda i: types.get(i.field_name) not in vector_types)
+            for index in ordered:
+                if request.use_auto_index and types.get(index.field_name) in vector_types:
+                    metric = index.params.get("metric_type", "")
+                    index = meta.IndexInfo(field_name=index.field_name, index_name=index.index_name,
+                                           index_type="AUTOINDEX", params={"index_type": "AUTOINDEX", "metric_type": metric})
+                adapter.create_index(t.db, t.name, index)
     state["state"] = "created"
     journal.save()
 

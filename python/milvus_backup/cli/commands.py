@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from typer.core import TyperGroup
 
-from .. import _engine
+from .. import _engine, logs
 from ..config.params import BY_FLAG, BY_KEY, flag_help, one_of
 from ..config.secrets import display_url
 from ..config.settings import Config, load_config
@@ -108,6 +108,7 @@ class Context:
     def config(self) -> Config:
         if self._config is None:
             self._config = load_config(self.path, overrides=self.overrides)
+            logs.use_config(self._config)
             for warning in self._config.warnings:
                 typer.echo(f"warning: {warning}", err=True)
         return self._config
@@ -142,7 +143,22 @@ VersionOption = Annotated[bool, typer.Option(
 
 
 @app.callback()
-def root(ctx: typer.Context, config: ConfigOption = None, set_: SetOption = None, version: VersionOption = False) -> None:
+def root(
+    ctx: typer.Context,
+    config: ConfigOption = None,
+    set_: SetOption = None,
+    verbose: Annotated[int, typer.Option("--verbose", "-v", count=True, show_default=False, metavar="", help=(
+        "Log lines on stderr, and the log file's level: -v info, -vv debug.")),] = 0,
+    log_level: Annotated[str | None, typer.Option("--log-level", metavar="LEVEL", help=(
+        "Log level for stderr and the log file (log.file.path): debug, info, warn, error.")),] = None,
+    log_format: Annotated[str, typer.Option("--log-format", metavar="FORMAT", help=(
+        "Log lines as text, or json: one object per line.")),] = "text",
+    version: VersionOption = False,
+) -> None:
+    try:
+        logs.setup(verbose, log_level, log_format)
+    except ValueError as e:
+        raise MBackupError(f"{'--log-level' if log_level and 'level' in str(e) else '--log-format'}: {e}") from None
     ctx.obj = Context(config, set_)
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import fnmatch
 import json
+import logging
 import threading
 import time
 from collections.abc import Iterable, Sequence
@@ -18,9 +19,11 @@ from typing import TYPE_CHECKING, Any
 from .. import _engine
 from ..config.params import engine_default
 from ..storage.leftovers import remove_for_keys
-from ..storage.location import Location, ObjectInfo
+from ..storage.location import Location, ObjectInfo, shown_key
 from .cancel import run_cancellable
 from .progress import SILENT, Reporter
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from .._engine import CopyResult
@@ -247,6 +250,8 @@ def run_plan(plan: Plan, src: Location, dst: Location, settings: CopySettings, *
     # Report keys relative to the two locations, the way the user named them.
     for r, (obj, key) in zip(results, plan.jobs, strict=True):
         r["src_key"], r["dst_key"] = obj.key, key
+        if r["error"]:
+            log.warning("%s: failed %s: %s", label, shown_key(obj.key), r["error"])
     return CopyReport(results, plan.skipped, time.monotonic() - started, cancelled, copier.progress(),
                       repaired=len(plan.repaired), skipped_checksums=dict(plan.checksums))
 
