@@ -1,5 +1,6 @@
-"""Google Cloud Storage: ``gs://bucket/prefix``. Credentials from ``service_account`` (a JSON
-key file path) in options, or ``GOOGLE_APPLICATION_CREDENTIALS``."""
+"""Google Cloud Storage: ``gs://bucket/prefix?endpoint=https://host:port``. Credentials from
+``service_account`` (a JSON key file path) in options, or ``GOOGLE_APPLICATION_CREDENTIALS``.
+The endpoint defaults to Google's, or to the key file's ``gcs_base_url`` (object_store reads it)."""
 
 from __future__ import annotations
 
@@ -23,6 +24,8 @@ def mbackup_register_storage(register: Callable[..., None]) -> None:
 
 def open_gcs(url: StorageUrl, options: dict[str, str]) -> Location:
     config = {**options, **url.query}
+    if "endpoint" in config:  # spelled as for s3:// locations
+        config["google_base_url"] = config.pop("endpoint").rstrip("/")
     if "service_account" not in config and os.environ.get("GOOGLE_APPLICATION_CREDENTIALS"):
         config["google_service_account"] = os.environ["GOOGLE_APPLICATION_CREDENTIALS"]
     elif "service_account" in config:
