@@ -117,22 +117,24 @@ def test_restore_from_moto_stages_into_milvus_bucket_and_every_row_matches(on_mo
 @pytest.fixture(scope="module")
 def on_gcs(on_moto, fake_gcs, stack, tmp_path_factory):
     """The moto backup laid into a fake-gcs-server bucket, and a target config reaching it as
-    a user reaches GCS with object_store: provider gcpnative and a service-account credentials
-    file whose ``gcs_base_url`` overrides the endpoint. The file's key is empty and says
-    ``disable_oauth`` (the emulator checks no token). ``bare`` is such a file without the
-    endpoint, for ``gs://`` URLs that name it in ``?endpoint=``."""
+    a user of the Go tool reaches GCS: provider gcpnative, the endpoint in
+    address/port/useSSL, a service-account credentials file. The file's key is empty and says
+    ``disable_oauth`` (the emulator checks no token); ``gs://`` URLs use the same file, with
+    the endpoint in ``?endpoint=``. (The key file's own ``gcs_base_url`` is tested live in
+    tests/test_config.py.)"""
     bucket = f"gcs-{uuid.uuid4().hex[:8]}"
     fake_gcs.create_bucket(bucket)
     for key, data in on_moto["objects"].items():
         fake_gcs.upload(bucket, key, data)
     d = tmp_path_factory.mktemp("gcs-config")
-    bare = d / "bare-service-account.json"
-    bare.write_text('{"disable_oauth": true, "client_email": "", "private_key": "", "private_key_id": ""}')
+    credentials = d / "service-account.json"
+    credentials.write_text('{"disable_oauth": true, "client_email": "", "private_key": "", "private_key_id": ""}')
     config = d / "gcs.yaml"
     config.write_text(with_backup_storage(stack.target, (
-        f"    provider: gcpnative\n    bucketName: {bucket}\n    rootPath: {ROOT}\n"
-        f"    auth:\n      type: serviceAccount\n      credentialsFile: {fake_gcs.service_account(d)}\n")))
-    return {"config": config, "bucket": bucket, "bare": bare, "objects": on_moto["objects"]}
+        f"    provider: gcpnative\n    address: 127.0.0.1\n    port: {fake_gcs.port}\n    useSSL: false\n"
+        f"    bucketName: {bucket}\n    rootPath: {ROOT}\n"
+        f"    auth:\n      type: serviceAccount\n      credentialsFile: {credentials}\n")))
+    return {"config": config, "bucket": bucket, "credentials": credentials, "objects": on_moto["objects"]}
 
 
 @pytest.mark.milvus
@@ -160,7 +162,7 @@ def test_restore_from_gcs_stages_into_milvus_bucket_and_every_row_matches(on_gcs
 
 def gcs_env(on_gcs) -> dict[str, str]:
     """The credentials as a user gives them to a ``gs://`` URL: GOOGLE_APPLICATION_CREDENTIALS."""
-    return dict(os.environ, GOOGLE_APPLICATION_CREDENTIALS=str(on_gcs["bare"]))
+    return dict(os.environ, GOOGLE_APPLICATION_CREDENTIALS=str(on_gcs["credentials"]))
 
 
 @pytest.mark.milvus

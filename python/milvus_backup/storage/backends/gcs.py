@@ -8,10 +8,11 @@ import os
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from ...config.params import BY_KEY
 from ...plugins.hookspecs import hookimpl
 from ..location import Location, StorageUrl, native_store
 from ..registry import StorageTarget
-from .section import bucket_url, root_of
+from .section import bucket_url, host_port, root_of
 
 if TYPE_CHECKING:
     from ...config.settings import StorageConfig
@@ -35,9 +36,17 @@ def open_gcs(url: StorageUrl, options: dict[str, str]) -> Location:
                     bucket_id=f"gs://{url.bucket}")
 
 
+# The section's default address and port (MinIO's): left as they are, they name no GCS endpoint.
+_UNSET_ENDPOINT = (BY_KEY["milvus.storage.address"].default, BY_KEY["milvus.storage.port"].default)
+
+
 def target(st: StorageConfig) -> StorageTarget:
-    """A config file's ``gcpnative`` storage section (GCS's own API) as a URL and options."""
+    """A config file's ``gcpnative`` storage section (GCS's own API) as a URL and options.
+    ``address``/``port``/``useSSL`` name the endpoint, as in the Go tool (an emulator, a
+    private gateway); left at their defaults, Google's (or the key file's ``gcs_base_url``)."""
     opts: dict[str, str] = {}
+    if (st.address, st.port) != _UNSET_ENDPOINT:
+        opts["google_base_url"] = f"{'https' if st.use_ssl else 'http'}://{host_port(st)}"
     if st.auth.type == "serviceAccount":
         opts["google_service_account"] = st.auth.credentials_file
     return StorageTarget(bucket_url("gs", st), opts, st.bucket_name, root_of(st.root_path), st.provider)
