@@ -32,8 +32,10 @@ def open_gcs(url: StorageUrl, options: dict[str, str]) -> Location:
     elif "service_account" in config:
         config["google_service_account"] = config.pop("service_account")
     display = f"gs://{url.bucket}/{url.prefix}".rstrip("/")
+    # A bucket is named on one endpoint; a key file can name its own (gcs_base_url).
+    where = config.get("google_base_url") or config.get("google_service_account") or "Google"
     return Location(native_store(display, f"gs://{url.bucket}", config), url.prefix, display, "gs", config,
-                    bucket_id=f"gs://{url.bucket}")
+                    bucket_id=f"gs://{url.bucket} at {where}")
 
 
 # The section's default address and port (MinIO's): left as they are, they name no GCS endpoint.
