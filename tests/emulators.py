@@ -90,6 +90,18 @@ class Moto(_Server):
             if e.code != 404:
                 raise
 
+    def store(self, bucket: str):
+        """An engine store on ``bucket``, signed with any keys (moto checks none)."""
+        from milvus_backup import _engine
+
+        return _engine.Store(f"s3://{bucket}", {"aws_endpoint": self.endpoint, "aws_access_key_id": "moto",
+                                                "aws_secret_access_key": "moto", "aws_allow_http": "true"})
+
+    def objects(self, bucket: str, under: str = "") -> dict[str, bytes]:
+        """Every object of ``bucket`` under the prefix ``under``, keys relative to it, as stored."""
+        s = self.store(bucket)
+        return {key[len(under):]: s.get(key) for key, _, _ in s.list(under)}
+
     def keys(self, bucket: str) -> list[str]:
         import xml.etree.ElementTree as ET
 

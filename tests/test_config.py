@@ -929,6 +929,18 @@ def test_storage_url_gcp_native(tmp_path):
     assert (t.url, t.options) == ("gs://g/files", {"google_service_account": "/sa.json"})
 
 
+@pytest.mark.parametrize(("endpoint", "base_url"), [
+    ("", None),  # address and port left at their defaults: Google's endpoint, or the key file's
+    ("address: storage.googleapis.com\nport: 443\nuseSSL: true\n", "https://storage.googleapis.com"),
+    ("address: 127.0.0.1\nport: 4443\n", "http://127.0.0.1:4443"),
+    ("address: gcs.internal\nport: 8443\nuseSSL: true\n", "https://gcs.internal:8443"),
+    ("address: localhost\nport: 4443\n", "http://localhost:4443"),
+])
+def test_storage_url_gcp_native_endpoint_is_address_and_port_as_in_the_go_tool(tmp_path, endpoint, base_url):
+    t = target(tmp_path, f"provider: gcpnative\n{endpoint}bucketName: g\nauth:\n  type: default\n")
+    assert t.options.get("google_base_url") == base_url
+
+
 def test_storage_url_azure(tmp_path):
     t = target(
         tmp_path,

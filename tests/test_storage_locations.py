@@ -111,8 +111,12 @@ def test_a_local_root_path_is_the_folder_as_written(tmp_path, folder):
     (("memory://m", {}), ("memory://m", {}), True),
     (("memory://m", {}), ("memory://n", {}), False),
     (("gs://b", {}), ("s3://b", {"endpoint": "http://127.0.0.1:9000"}), False),
+    (("az://c", {"account": "one", "endpoint": "http://127.0.0.1:10000/one"}), ("az://c", {"account": "one"}), False),
+    (("gs://b", {"endpoint": "http://127.0.0.1:4443"}), ("gs://b", {"endpoint": "http://127.0.0.1:4443"}), True),
+    (("gs://b", {"endpoint": "http://127.0.0.1:4443"}), ("gs://b", {}), False),
+    (("gs://b", {"endpoint": "http://127.0.0.1:4443"}), ("gs://b", {"endpoint": "http://127.0.0.1:4444"}), False),
 ], ids=["s3", "s3-other-server", "s3-other-bucket", "s3a", "azure", "azure-other-account", "memory", "memory-other",
-        "gcs-s3"])
+        "gcs-s3", "azure-other-endpoint", "gcs", "gcs-emulator-google", "gcs-other-server"])
 def test_two_locations_are_one_bucket_only_on_one_server(a, b, same, monkeypatch):
     from milvus_backup.backup.catalog import Stores
     from milvus_backup.plugins.manager import storage_backends

@@ -129,7 +129,8 @@ class Context:
         base = options.pop("url", "")
         if not base:
             raise MBackupError(f"mbackup.profiles.{name}: no url, e.g. url: s3://bucket/prefix")
-        return storage_backends().open(f"{base.rstrip('/')}/{sub}" if sub else base, options)
+        base, mark, query = base.partition("?")  # the sub-prefix goes on the path, before any query
+        return storage_backends().open((f"{base.rstrip('/')}/{sub}" if sub else base) + mark + query, options)
 
 
 def _print_version(value: bool) -> None:

@@ -24,6 +24,8 @@ def mbackup_register_storage(register: Callable[..., None]) -> None:
 
 def open_azure(url: StorageUrl, options: dict[str, str]) -> Location:
     config = {**options, **url.query}
+    if "endpoint" in config:  # spelled as for s3:// locations; object_store takes it too
+        config["azure_endpoint"] = config.pop("endpoint")
     if "account" in config:
         config["azure_storage_account_name"] = config.pop("account")
     if "account_key" in config:
