@@ -140,8 +140,8 @@ def on_gcs(on_moto, fake_gcs, stack, tmp_path_factory):
 @pytest.mark.milvus
 def test_list_get_and_deep_verify_read_the_backup_from_gcs(on_gcs):
     listed = ok(mbackup(on_gcs["config"], "list")).stdout.splitlines()
-    assert listed[0] == ">> Backups:" and [line.split()[0] for line in listed[1:]] == [NAME]
-    assert "Milvus v2.3.5" in listed[1] and listed[1].endswith("default.e2e_int")
+    assert listed[0] == ">> Backups:" and [line.split()[0] for line in listed[2:]] == [NAME] and listed[1].split()[0] == "NAME"
+    assert "v2.3.5" in listed[2] and listed[2].endswith("default.e2e_int") and "complete" in listed[2]
 
     got = json.loads(ok(mbackup(on_gcs["config"], "get", "-n", NAME, "--json")).stdout)
     assert got["name"] == NAME

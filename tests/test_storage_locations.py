@@ -93,7 +93,7 @@ def test_a_local_root_path_is_the_folder_as_written(tmp_path, folder):
     r = mbackup(cfg, "verify", "-n", "nightly")
     assert (r.returncode, r.stdout) == (0, sample.summary() + "\n"), r.stderr
     r = mbackup(cfg, "list")
-    assert r.returncode == 0 and r.stdout.splitlines()[1].startswith("nightly  "), r.stdout + r.stderr
+    assert r.returncode == 0 and r.stdout.splitlines()[2].startswith("nightly  "), r.stdout + r.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["backup.yaml", folder])  # nothing made elsewhere
 
 
