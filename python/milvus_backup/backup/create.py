@@ -185,19 +185,46 @@ class CreateResult:
         }
 
 
-def create_backup(adapter: MilvusAdapter | Callable[[], MilvusAdapter], stores: Stores, request: CreateRequest,
-                  settings: CopySettings, *, reporter: Reporter = SILENT) -> CreateResult:
+@dataclass
+class CreatePlan:
+    """What a create would do, found by reading only: every refusal of the real run has
+    happened by the time one exists (``mbackup create --dry-run`` prints it)."""
+
+    adapter: MilvusAdapter
+    name: str
+    bdir: str
+    strategy: str
+    format: str
+    databases: list[str]
+    pairs: list[tuple[str, str]]
+    resumes: str | None  # the id of the incomplete backup a named request resumes
+    new_bucket: bool
+
+    def summary(self) -> dict[str, Any]:
+        return {"dry_run": True, "name": self.name, "resumes": self.resumes, "strategy": self.strategy,
+                "format": self.format, "collections": [f"{db}.{c}" for db, c in self.pairs],
+                "bucket_to_create": self.new_bucket}
+
+    def lines(self) -> list[str]:
+        what = f"resume the incomplete backup {self.name!r}" if self.resumes else f"create backup {self.name!r}"
+        return (["would create the backup bucket"] if self.new_bucket else []) + [
+            f"would {what}: {len(self.pairs)} collections, strategy {self.strategy}, format {self.format}",
+            *(f"would back up {db}.{c}" for db, c in self.pairs)]
+
+
+def plan_create(adapter: MilvusAdapter | Callable[[], MilvusAdapter], stores: Stores,
+                request: CreateRequest) -> CreatePlan:
     """``adapter`` may be a function that connects, called once the request and the name
-    have been checked, so a taken name is refused without touching Milvus. Warnings and
-    progress go to ``reporter``."""
+    have been checked, so a taken name is refused without touching Milvus."""
     request.validate()
     name = request.name or default_name()
     bdir = backup_dir(stores, name)
+    resumes = None
     if request.name:
         # Refused before touching Milvus (a taken name, a damaged marker, another request);
         # checked again under the lock, where it counts.
         with backup_storage_errors(stores):
-            prepare(stores, bdir, name, request.record())
+            resumes = prepare(stores, bdir, name, request.record())
     if not isinstance(adapter, MilvusAdapter):
         adapter = adapter()
     strategy = resolve_strategy(adapter, request.strategy)
@@ -205,6 +232,16 @@ def create_backup(adapter: MilvusAdapter | Callable[[], MilvusAdapter], stores: 
     if form == meta.FORMAT_SNAPSHOT:
         backup_dir_uri(stores, bdir)  # refuses, before anything is written, a store Milvus cannot reach
     databases, pairs = select_collections(adapter, request.filters)
+    return CreatePlan(adapter, name, bdir, strategy, form, databases, pairs, resumes, not stores.backup.has_bucket())
+
+
+def create_backup(adapter: MilvusAdapter | Callable[[], MilvusAdapter], stores: Stores, request: CreateRequest,
+                  settings: CopySettings, *, reporter: Reporter = SILENT) -> CreateResult:
+    """``adapter`` may be a function that connects (see :func:`plan_create`). Warnings and
+    progress go to ``reporter``."""
+    plan = plan_create(adapter, stores, request)
+    adapter, name, bdir, strategy, form = plan.adapter, plan.name, plan.bdir, plan.strategy, plan.format
+    databases, pairs = plan.databases, plan.pairs
     stores.backup.ensure_bucket()
     # Local backups hold the collection's data: readable by their owner only.
     old_umask = os.umask(0o077) if stores.backup.scheme == "file" else None

@@ -260,14 +260,17 @@ def describe_journal(data: dict[str, Any] | None) -> str:
     return f"the journal of `{shown}` (restored into: {made})"
 
 
-def discard_journals(stores: Stores, name: str) -> list[str]:
+def discard_journals(stores: Stores, name: str, *, dry_run: bool = False) -> list[str]:
     """Forget every interrupted restore of backup ``name`` into this Milvus: delete its
     journals and the staged copies they name. Collections they made are left as they are.
-    Returns one line per journal discarded."""
+    Returns one line per journal discarded (with ``dry_run``: would be, and nothing is)."""
     meta.validate_backup_name(name)
     milvus, lines = stores.milvus, []
     for key in [o.key for o in milvus.list(f"{JOURNAL_DIR}/{name}")]:
         data = read_journal(milvus, key)
+        if dry_run:
+            lines.append(f"would discard {describe_journal(data)} and the staged copies it names")
+            continue
         for record in (data or {"collections": {}})["collections"].values():
             left = _remove_staged(stores, record.get("staging"), keep=False)
             if left:  # the journal is what finds them again
@@ -422,13 +425,45 @@ def create_databases(adapter: MilvusAdapter, info: meta.BackupInfo, targets: lis
             adapter.create_database(db)
 
 
-def restore_backup(adapter: MilvusAdapter | Callable[[], MilvusAdapter], stores: Stores, request: RestoreRequest,
-                   settings: CopySettings, *, reporter: Reporter = SILENT) -> RestoreResult:
+@dataclass
+class RestorePlan:
+    """What a restore would do, found by reading only: every refusal of the real run has
+    happened by the time one exists (``mbackup restore --dry-run`` prints it)."""
+
+    adapter: MilvusAdapter
+    request: RestoreRequest
+    info: meta.BackupInfo
+    targets: list[Target]
+    journal: Journal | None  # None for a snapshot-format backup, which keeps none
+    existing: set[str]  # labels of the targets that exist now
+
+    def summary(self) -> dict[str, Any]:
+        return {"dry_run": True, "backup": self.request.name, "collections": [
+            {"source": t.source_label, "target": t.label, "rows_in_backup": rows_in_backup(t.source), "action": self._action(t)}
+            for t in self.targets]}
+
+    def _action(self, t: Target) -> str:
+        record = self.journal.record(t) if self.journal else None
+        if record and record.get("state") == "done" and t.label in self.existing:
+            return "already restored"
+        if t.label in self.existing:
+            if self.journal and self.journal.owns(t, self.adapter.collection_id(t.db, t.name)):
+                return "resume"
+            if self.request.drop_exist_collection:
+                return "drop and create"
+            return "import into existing"  # --skip-create-collection: check_targets refused the rest
+        return "create"
+
+    def lines(self) -> list[str]:
+        data = "" if self.request.meta_only else " and import {rows:,} rows"
+        return [f"would restore {t.source_label} as {t.label} ({self._action(t)}{data.format(rows=rows_in_backup(t.source))})"
+                for t in self.targets]
+
+
+def plan_restore(adapter: MilvusAdapter | Callable[[], MilvusAdapter], stores: Stores, request: RestoreRequest,
+                 warn: Callable[[str], None]) -> RestorePlan:
     """``adapter`` may be a function that connects: it is called only once the backup has been
-    read and checked, so a damaged backup or a bad flag is refused without touching Milvus.
-    Warnings and progress go to ``reporter``."""
-    started = time.monotonic()
-    warn = reporter.warning
+    read and checked, so a damaged backup or a bad flag is refused without touching Milvus."""
     request.validate()
     if not request.force:
         check_before_restore(stores, request.name, meta_only=request.meta_only)
@@ -443,11 +478,29 @@ def restore_backup(adapter: MilvusAdapter | Callable[[], MilvusAdapter], stores:
     for line in check_restorable(info, named, adapter.capabilities, adapter.version, skip_l0=request.skip_l0,
                                  meta_only=request.meta_only):
         warn(line)
+    journal = None
     if info.format == meta.FORMAT_SNAPSHOT:
+        check_targets(adapter, targets, request, None, warn)
+        snapshot.backup_dir_uri(stores, backup_dir(stores, request.name))  # a store Milvus cannot read: refused here
+    else:
+        journal = Journal(stores, request, info, targets, warn)
+        check_targets(adapter, targets, request, journal, warn)
+    databases = set(adapter.list_databases())
+    existing = {t.label for t in targets if t.db in databases and adapter.has_collection(t.db, t.name)}
+    return RestorePlan(adapter, request, info, targets, journal, existing)
+
+
+def restore_backup(adapter: MilvusAdapter | Callable[[], MilvusAdapter], stores: Stores, request: RestoreRequest,
+                   settings: CopySettings, *, reporter: Reporter = SILENT) -> RestoreResult:
+    """``adapter`` may be a function that connects (see :func:`plan_restore`). Warnings and
+    progress go to ``reporter``."""
+    started = time.monotonic()
+    warn = reporter.warning
+    plan = plan_restore(adapter, stores, request, warn)
+    adapter, info, targets, journal = plan.adapter, plan.info, plan.targets, plan.journal
+    if journal is None:
         return RestoreResult(request.name, restore_snapshots(adapter, stores, targets, request, reporter),
                              time.monotonic() - started)
-    journal = Journal(stores, request, info, targets, warn)
-    check_targets(adapter, targets, request, journal, warn)
     if journal.resuming:
         warn(f"resuming an interrupted restore of {request.name!r}: finished steps are skipped")
     bdir = backup_dir(stores, request.name)
@@ -474,9 +527,7 @@ def restore_backup(adapter: MilvusAdapter | Callable[[], MilvusAdapter], stores:
 def restore_snapshots(adapter: MilvusAdapter, stores: Stores, targets: list[Target], request: RestoreRequest,
                       reporter: Reporter) -> list[dict[str, Any]]:
     """A snapshot-format backup: Milvus restores each collection from its bundle. Every
-    refusal comes first; a collection Milvus failed to restore is not left behind."""
-    check_targets(adapter, targets, request, None, reporter.warning)
-    snapshot.backup_dir_uri(stores, backup_dir(stores, request.name))  # a store Milvus cannot read: refused here
+    refusal comes first (:func:`plan_restore`); a collection Milvus failed to restore is not left behind."""
     existing = set(adapter.list_databases())
     for db in dict.fromkeys(t.db for t in targets if t.db not in existing):
         adapter.create_database(db)  # all of them first: a line that cannot refuses before any restore
@@ -509,7 +560,7 @@ def restore_collection(adapter: MilvusAdapter, stores: Stores, bdir: str, t: Tar
     c = t.source
     started = time.monotonic()
     state = journal.collection(t)
-    rows = sum(s.num_of_rows for p in c.partition_backups for s in data_segments(p))
+    rows = rows_in_backup(c)
     if state["state"] == "done":
         return {"source": t.source_label, "target": t.label, "rows_in_backup": rows,
                 "rows_imported": _rows_imported(state), "import_jobs": 0, "seconds": 0.0,
@@ -543,6 +594,10 @@ def restore_collection(adapter: MilvusAdapter, stores: Stores, bdir: str, t: Tar
     return {"source": t.source_label, "target": t.label, "rows_in_backup": rows,
             "rows_imported": _rows_imported(state), "import_jobs": jobs,
             "seconds": round(time.monotonic() - started, 3)}
+
+
+def rows_in_backup(c: meta.CollectionBackupInfo) -> int:
+    return sum(s.num_of_rows for p in c.partition_backups for s in data_segments(p))
 
 
 def _rows_imported(state: dict[str, Any]) -> int:
