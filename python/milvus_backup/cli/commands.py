@@ -676,14 +676,14 @@ def config_show(
     rows = list(cfg.rows())
     if as_json:
         typer.echo(json.dumps({"file": cfg.path, "schema": cfg.version,
-                               "settings": [dict(zip(("key", "value", "source", "source_key"), r, strict=True)) for r in rows]},
+                               "settings": [{**dict(zip(("key", "value", "source", "source_key"), r, strict=True)),
+                                             "where": cfg.where(r[0])} for r in rows]},
                               indent=1))
         return
     typer.echo(f"config file: {cfg.path or '(none: defaults)'} (schema {cfg.version})")
     width = max(len(r[0]) for r in rows)
-    for key, value, source, source_key in rows:
-        where = f"{source} {source_key}".strip()
-        typer.echo(f"{key:<{width}}  {value:<30}  {where}")
+    for key, value, _, _ in rows:
+        typer.echo(f"{key:<{width}}  {value:<30}  {cfg.where(key)}")
 
 
 @app.command()
