@@ -202,13 +202,13 @@ class CreatePlan:
 
     def summary(self) -> dict[str, Any]:
         return {"dry_run": True, "name": self.name, "resumes": self.resumes, "strategy": self.strategy,
-                "format": self.format, "collections": [f"{db}.{c}" for db, c in self.pairs],
+                "format": self.format or "binlog", "collections": [f"{db}.{c}" for db, c in self.pairs],
                 "bucket_to_create": self.new_bucket}
 
     def lines(self) -> list[str]:
         what = f"resume the incomplete backup {self.name!r}" if self.resumes else f"create backup {self.name!r}"
         return (["would create the backup bucket"] if self.new_bucket else []) + [
-            f"would {what}: {len(self.pairs)} collections, strategy {self.strategy}, format {self.format}",
+            f"would {what} (strategy {self.strategy}, format {self.format or 'binlog'})",
             *(f"would back up {db}.{c}" for db, c in self.pairs)]
 
 

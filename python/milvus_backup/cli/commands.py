@@ -64,7 +64,7 @@ EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
 ConfigOption = Annotated[str | None, typer.Option(
     "--config", help="Config file (the Go tool's backup.yaml; default: backup.yaml, $MILVUSCONF, ./configs).")]
 SetOption = Annotated[list[str] | None, typer.Option(
-    "--set", help="Override a config key for this run: --set milvus.grpc.port=19531 (repeatable).")]
+    "--set", help="Override a config key or the Go tool's variable for this run: --set milvus.grpc.port=19531, --set MILVUS_PORT=19531 (repeatable).")]
 
 
 class Context:
