@@ -703,8 +703,15 @@ def test_max_bandwidth_units(tmp_path, raw, expected):
         ),
         pytest.param(
             "configVersion: v2\n", {}, ("minio.bucketName=b",),
-            "minio.bucketName: a v1 key in a configVersion: v2 config; write milvus.storage.bucketName instead (--set minio.bucketName)",
+            "minio.bucketName: a v1 key in a configVersion: v2 config; write milvus.storage.bucketName (or MINIO_BUCKET_NAME, "
+            "the Go tool's variable) instead (--set minio.bucketName)",
             id="v1-set-key-on-v2",
+        ),
+        pytest.param(
+            None, {}, ("milvus.port=19531",),
+            "milvus.port: a v1 key with no config file (read as v2); write milvus.grpc.port (or MILVUS_PORT, the Go "
+            "tool's variable) instead (--set milvus.port)",
+            id="v1-set-key-without-a-file",
         ),
         pytest.param(
             "configVersion: v2\n", {}, ("MINIO_ADRESS=x",),

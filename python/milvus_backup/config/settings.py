@@ -355,6 +355,7 @@ GO_ENV: dict[str, tuple[str, ...]] = {
     p.key: names for p in V2_PARAMS if p.v1
     if (names := tuple(e for e in p.v1.env if e not in p.env and e not in _GO_ENV_SKIPPED))}
 _GO_ENV_NAMES = {e for names in GO_ENV.values() for e in names}
+_GO_ENV_BY_V1_KEY = {k.lower(): GO_ENV[p.key][0] for p in V2_PARAMS if p.v1 and p.key in GO_ENV for k in p.v1.keys}
 # Kubernetes sets <SERVICE>_PORT=tcp://ip:port for every service, e.g. MILVUS_PORT for one
 # named milvus: never a value meant for mbackup.
 _SERVICE_LINK = re.compile(r"(tcp|udp|sctp)://")
@@ -1098,7 +1099,10 @@ class _Resolver:
     def _unknown_key(self, key: str, known: list[str], where: str) -> None:
         legacy = V1_TO_V2.get(key.lower())
         if legacy is not None and self.version == "v2":
-            self.problems.append(f"{key}: a v1 key in a configVersion: v2 config; write {legacy} instead ({where})")
+            context = "in a configVersion: v2 config" if self.path else "with no config file (read as v2)"
+            go = _GO_ENV_BY_V1_KEY.get(key.lower())
+            also = f" (or {go}, the Go tool's variable)" if go and where.startswith("--set") else ""
+            self.problems.append(f"{key}: a v1 key {context}; write {legacy}{also} instead ({where})")
             return
         lowered = {k.lower(): k for k in known}
         close = difflib.get_close_matches(key.lower(), list(lowered), n=1, cutoff=0.75)
