@@ -9,6 +9,8 @@ the real run does.
 from __future__ import annotations
 
 import json
+import time
+import uuid
 import xml.etree.ElementTree as ET
 
 import pytest
@@ -87,6 +89,21 @@ def test_delete_dry_run_names_what_the_real_delete_removes_and_removes_nothing(s
         "error: no backup named 'nothere'")  # the real run's refusal
     real = json.loads(ok(mbackup(cfg, "delete", "-n", "doomed", "--json", env=s3env)).stdout)
     assert real["objects_deleted"] == n and not seaweedfs.list_keys(bucket, f"{ROOT}/doomed/")
+
+
+def test_delete_dry_run_refuses_a_backup_another_run_holds_as_the_real_delete_does(seaweedfs, s3env, bucket,
+                                                                                     tmp_path):
+    Sample(seaweedfs.store(bucket), "busy")
+    live = {"token": uuid.uuid4().hex, "pid": 4242, "host": "elsewhere", "heartbeat": time.time(), "command": "create"}
+    seaweedfs.store(bucket).put(f"{ROOT}/busy/mbackup.lock", json.dumps(live).encode())
+    cfg = tmp_path / "backup.yaml"
+    cfg.write_text(config_yaml(seaweedfs, bucket))
+    before = store_state(seaweedfs)
+    dry = error_line(mbackup(cfg, "delete", "-n", "busy", "--dry-run", env=s3env))
+    assert dry.startswith("error: another mbackup is working on backup 'busy' (pid 4242 on elsewhere running create")
+    assert store_state(seaweedfs) == before
+    assert error_line(mbackup(cfg, "delete", "-n", "busy", env=s3env)) == dry
+    assert store_state(seaweedfs) == before
 
 
 # --------------------------------------------------------------------------------------

@@ -183,7 +183,14 @@ def plan_delete(stores: Stores, name: str) -> DeletePlan:
         raise MBackupError(f"{stores.backup_url(name)} is not a backup (no meta files, binlogs or mbackup "
                            "objects in it): mbackup delete only deletes backups; check the name and "
                            "backup.storage.rootPath")
+    with backup_storage_errors(stores):
+        delete_lock(stores, name).check_free()  # a create or delete running on it: refused as the real run is
     return DeletePlan(name, [k for k in keys if k != f"{bdir}/{LOCK}"])
+
+
+def delete_lock(stores: Stores, name: str) -> StoreLock:
+    return StoreLock(stores.backup, f"{backup_dir(stores, name)}/{LOCK}", f"backup {name!r}", command="delete",
+                     on_loss="run the delete again")
 
 
 def delete_backup(stores: Stores, name: str, parallel: int = 32) -> int:
@@ -196,8 +203,7 @@ def delete_backup(stores: Stores, name: str, parallel: int = 32) -> int:
     backup = stores.backup
     lock_key = f"{bdir}/{LOCK}"
     with backup_storage_errors(stores):
-        with StoreLock(backup, lock_key, f"backup {name!r}", command="delete",
-                       on_loss="run the delete again") as lock:
+        with delete_lock(stores, name) as lock:
             keys = [k for k in _keys(backup, bdir) if k != lock_key]  # what a create wrote up to now
             # The completion marker goes first so a half-deleted backup never looks complete.
             marker = f"{bdir}/{meta.META_DIR}/{meta.BACKUP_META}"

@@ -220,11 +220,14 @@ def plan_create(adapter: MilvusAdapter | Callable[[], MilvusAdapter], stores: St
     name = request.name or default_name()
     bdir = backup_dir(stores, name)
     resumes = None
+    new_bucket = not stores.backup.has_bucket()
     if request.name:
-        # Refused before touching Milvus (a taken name, a damaged marker, another request);
-        # checked again under the lock, where it counts.
+        # Refused before touching Milvus (a taken name, a damaged marker, another request, a
+        # run holding the name); checked again under the lock, where it counts.
         with backup_storage_errors(stores):
             resumes = prepare(stores, bdir, name, request.record())
+            if not new_bucket:
+                create_lock(stores, bdir, name, reporter=SILENT).check_free()
     if not isinstance(adapter, MilvusAdapter):
         adapter = adapter()
     strategy = resolve_strategy(adapter, request.strategy)
@@ -232,7 +235,13 @@ def plan_create(adapter: MilvusAdapter | Callable[[], MilvusAdapter], stores: St
     if form == meta.FORMAT_SNAPSHOT:
         backup_dir_uri(stores, bdir)  # refuses, before anything is written, a store Milvus cannot reach
     databases, pairs = select_collections(adapter, request.filters)
-    return CreatePlan(adapter, name, bdir, strategy, form, databases, pairs, resumes, not stores.backup.has_bucket())
+    return CreatePlan(adapter, name, bdir, strategy, form, databases, pairs, resumes, new_bucket)
+
+
+def create_lock(stores: Stores, bdir: str, name: str, reporter: Reporter) -> StoreLock:
+    return StoreLock(stores.backup, f"{bdir}/{LOCK}", f"backup {name!r}", command="create",
+                     on_loss="stopped before marking the backup complete: run the same create again",
+                     warn=reporter.warning)
 
 
 def create_backup(adapter: MilvusAdapter | Callable[[], MilvusAdapter], stores: Stores, request: CreateRequest,
@@ -248,9 +257,7 @@ def create_backup(adapter: MilvusAdapter | Callable[[], MilvusAdapter], stores: 
     try:
         # One run per backup name: the lock is a conditional write, so of two racing
         # creates (or a create and a delete) exactly one gets past this line.
-        with StoreLock(stores.backup, f"{bdir}/{LOCK}", f"backup {name!r}", command="create",
-                       on_loss="stopped before marking the backup complete: run the same create again",
-                       warn=reporter.warning) as lock:
+        with create_lock(stores, bdir, name, reporter) as lock:
             with backup_storage_errors(stores):
                 resumed = prepare(stores, bdir, name, request.record())
             run = _CreateRun(adapter, stores, name, bdir, strategy, settings, reporter, lock, rbac=request.rbac,
