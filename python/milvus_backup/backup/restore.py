@@ -455,9 +455,12 @@ class RestorePlan:
         return "create"
 
     def lines(self) -> list[str]:
-        data = "" if self.request.meta_only else " and import {rows:,} rows"
-        return [f"would restore {t.source_label} as {t.label} ({self._action(t)}{data.format(rows=rows_in_backup(t.source))})"
-                for t in self.targets]
+        return [f"would restore {t.source_label} as {t.label} ({self._action(t)}{self._data(t)})" for t in self.targets]
+
+    def _data(self, t: Target) -> str:
+        if self.journal is None:
+            return " from its snapshot bundle"  # Milvus restores it: rows are not counted
+        return "" if self.request.meta_only else f" and import {rows_in_backup(t.source):,} rows"
 
 
 def plan_restore(adapter: MilvusAdapter | Callable[[], MilvusAdapter], stores: Stores, request: RestoreRequest,
