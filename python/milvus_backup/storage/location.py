@@ -134,11 +134,11 @@ class Location:
         return [(key[cut:], error) for key, error in failed]
 
     def has_bucket(self) -> bool:
-        """Does the bucket behind this location exist? (One LIST; stores without buckets
-        always have theirs.) Asks only: what read-only commands and dry runs call."""
+        """Does the bucket behind this location exist? (One level listed, not every object
+        under it; stores without buckets always have theirs.) Asks only: what read-only
+        commands and dry runs call."""
         try:
-            with self._errors():
-                self.store.list(self.prefix + "/" if self.prefix else "")
+            self.list_dirs()
             return True
         except BucketNotFound:
             if not hasattr(self.store, "create_bucket"):
