@@ -253,21 +253,25 @@ def test_v1_env_vars(tmp_path):
     assert row(cfg, "milvus.grpc.port")[2:] == ("env", "MILVUS_PORT")
 
 
-def test_v2_env_vars_are_credentials_only(tmp_path):
+def test_v2_env_vars_and_the_go_tools_names(tmp_path):
     env = {
         "MILVUS_USER": "env-user",
         "MILVUS_STORAGE_AUTH_SECRET_ACCESS_KEY": "env-sk",
+        "MINIO_SECRET_KEY": "loses",  # the v2 name of the same setting wins
         "BACKUP_STORAGE_AUTH_ACCESS_KEY_ID": "backup-ak",
-        "MILVUS_PORT": "tcp://10.0.0.1:19530",  # k8s service link: ignored by v2
-        "MINIO_ADDRESS": "ignored",
+        "MILVUS_PORT": "tcp://10.0.0.1:19530",  # k8s service link: ignored, with a warning
+        "MINIO_ADDRESS": "env-minio",  # the Go tool's (v1) name, read in a v2 file too
     }
     cfg = load(tmp_path, V2_FILE, env=env)
     assert cfg.milvus.user == "env-user"
     assert cfg.milvus.storage.auth.secret_access_key == "env-sk"
     assert cfg.backup.storage.auth.secret_access_key == "env-sk"  # inherited
     assert cfg.backup.storage.auth.access_key_id == "backup-ak"
-    assert cfg.milvus.grpc.port == 19531 and cfg.milvus.storage.address == "s3.us-west-2.amazonaws.com"
+    assert cfg.milvus.grpc.port == 19531 and cfg.milvus.storage.address == "env-minio"
+    assert cfg.warnings == ["env MILVUS_PORT ignored: it holds a Kubernetes service link, not a setting "
+                            "(set enableServiceLinks: false, or use --set)"]
     assert row(cfg, "milvus.user")[2:] == ("env", "MILVUS_USER")
+    assert row(cfg, "milvus.storage.address")[2:] == ("env", "MINIO_ADDRESS")
 
 
 def test_set_overrides(tmp_path):
@@ -699,13 +703,20 @@ def test_max_bandwidth_units(tmp_path, raw, expected):
         ),
         pytest.param(
             "configVersion: v2\n", {}, ("minio.bucketName=b",),
-            "minio.bucketName: a v1 key in a configVersion: v2 config; write milvus.storage.bucketName instead (--set minio.bucketName)",
+            "minio.bucketName: a v1 key in a configVersion: v2 config; write milvus.storage.bucketName (or MINIO_BUCKET_NAME, "
+            "the Go tool's variable) instead (--set minio.bucketName)",
             id="v1-set-key-on-v2",
         ),
         pytest.param(
-            "configVersion: v2\n", {}, ("MINIO_ADDRESS=x",),
-            "MINIO_ADDRESS: unknown key; run mbackup config show to list the keys (--set MINIO_ADDRESS)",
-            id="v1-env-name-set-on-v2",
+            None, {}, ("milvus.port=19531",),
+            "milvus.port: a v1 key with no config file (read as v2); write milvus.grpc.port (or MILVUS_PORT, the Go "
+            "tool's variable) instead (--set milvus.port)",
+            id="v1-set-key-without-a-file",
+        ),
+        pytest.param(
+            "configVersion: v2\n", {}, ("MINIO_ADRESS=x",),
+            "MINIO_ADRESS: unknown key; did you mean MINIO_ADDRESS? (--set MINIO_ADRESS)",
+            id="v1-env-name-misspelt-set-on-v2",
         ),
         pytest.param(
             "mbackup:\n  checksum: md5\n", {}, (),

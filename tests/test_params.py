@@ -10,6 +10,7 @@ import dataclasses
 import inspect
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -21,7 +22,7 @@ from milvus_backup import _engine
 from milvus_backup.cli.commands import copy_settings
 from milvus_backup.config.params import BY_FLAG, SETTINGS, Setting, flag_default, format_value
 from milvus_backup.config.secrets import mask
-from milvus_backup.config.settings import Config, Origin, load_config
+from milvus_backup.config.settings import GO_ENV, Config, Origin, load_config
 from milvus_backup.transfer.copy import CopySettings
 
 # Environment variables the Go tool reads (docs/user_guide/env_variables.md and
@@ -45,6 +46,31 @@ GO_V1_ENV = {
 }
 EVERY_ENV = GO_V2_ENV | GO_V1_ENV
 KEYED = [s for s in SETTINGS if s.key]
+
+
+# The Go tool's (v1) names in a v2 file or with no file (issue #11): every one but the GCP key
+# file, whose v1 meaning (it also picks the auth type) is more than a value.
+GO_NAME_CASES = [pytest.param(schema, how, s, e, id=f"{schema}-{how}-{e}") for schema in ("v2", "no-file")
+                 for how in ("env", "set") for s in KEYED if s.key in GO_ENV for e in GO_ENV[s.key]]
+GO_NEEDS = {"MINIO_IAM_ENDPOINT": {"MINIO_USE_IAM": "true"}, "MINIO_BACKUP_IAM_ENDPOINT": {"MINIO_BACKUP_USE_IAM": "true"}}
+
+
+def test_the_go_tools_variables_are_read_without_a_v1_file():
+    assert set().union(*GO_ENV.values()) == GO_V1_ENV - GO_V2_ENV - {"GCP_KEY_JSON", "BACKUP_GCP_KEY_JSON"}
+
+
+@pytest.mark.parametrize(("schema", "how", "setting", "var"), GO_NAME_CASES)
+def test_each_go_tool_variable_sets_its_key_in_v2_and_with_no_file(tmp_path, schema, how, setting, var):
+    """MILVUS_ADDRESS=... in the environment (the Go tool's Kubernetes pattern), or --set
+    MILVUS_ADDRESS=..., reaches milvus.grpc.address whatever the config file, and says so."""
+    text, expected = V1_TRANSLATED.get(var) or _text_and_value(setting, setting.v1.kind)
+    if schema == "v2":
+        (tmp_path / "backup.yaml").write_text("configVersion: v2\n")
+    env = {var: text} if how == "env" else {}
+    cfg = load_config(None, env={**env, **GO_NEEDS.get(var, {})}, cwd=tmp_path,
+                      overrides=[f"{var}={text}"] if how == "set" else [])
+    assert cfg.get(setting.key) == expected
+    assert cfg.origin(setting.key) == Origin("env" if how == "env" else "override", var)
 
 
 def mbackup(args: list[str], cwd: Path, **env: str) -> subprocess.CompletedProcess:
@@ -183,3 +209,29 @@ def test_each_env_var_sets_its_declared_key(tmp_path, schema, setting, var):
     cfg = load_config(None, env={var: text}, cwd=tmp_path)
     assert cfg.get(setting.key) == expected
     assert cfg.origin(setting.key) == Origin("env", var)
+
+
+def test_config_show_says_where_each_value_came_from_with_or_without_a_file(tmp_path):
+    """The Go tool's Kubernetes pattern: MILVUS_ADDRESS and friends in the environment, no config
+    file; then the same with a v2 file. config show names the file, the variable or the --set,
+    and never shows the secret."""
+    secret = "s3cr3t-from-env-" + "x" * 8
+    env = {"MILVUS_ADDRESS": "milvus.ns.svc", "MILVUS_PORT": "19531", "MINIO_SECRET_KEY": secret}
+    args = ["--set", "MINIO_BUCKET_NAME=from-set", "config", "show"]
+    for with_file in (False, True):
+        if with_file:
+            (tmp_path / "backup.yaml").write_text("configVersion: v2\nmilvus:\n  grpc:\n    address: from-file\n"
+                                                  "  storage:\n    rootPath: data\n")
+        run = mbackup([*args, "--json"], tmp_path, **env)
+        assert run.returncode == 0, run.stderr
+        rows = {r["key"]: (r["value"], r["where"]) for r in json.loads(run.stdout)["settings"]}
+        assert rows["milvus.grpc.address"] == ("milvus.ns.svc", "env MILVUS_ADDRESS")  # env wins over the file
+        assert rows["milvus.grpc.port"] == ("19531", "env MILVUS_PORT")
+        assert rows["milvus.storage.auth.secretAccessKey"] == ("****", "env MINIO_SECRET_KEY")
+        assert rows["milvus.storage.bucketName"] == ("from-set", "--set MINIO_BUCKET_NAME")
+        assert rows["backup.storage.bucketName"] == ("from-set", "inherited from milvus.storage.bucketName, "
+                                                     "--set MINIO_BUCKET_NAME")
+        assert rows["milvus.storage.rootPath"] == (("data", "file backup.yaml") if with_file else ("files", "default"))
+        text = mbackup(args, tmp_path, **env)
+        assert re.search(r"^milvus\.grpc\.port +19531 +env MILVUS_PORT$", text.stdout, re.M), text.stdout
+        assert secret not in run.stdout + run.stderr + text.stdout + text.stderr

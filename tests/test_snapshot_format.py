@@ -491,9 +491,19 @@ def test_the_cli_backs_up_and_restores_a_3_0_collection_in_the_snapshot_format(c
     on_3_0(contract, stores, bucket, collections=1)
     cfg = str(config_file(tmp_path, seaweedfs, bucket, contract))
     name = f"cli{time.time_ns()}"
+    # The dry runs plan the snapshot format and change nothing: no export, no restore, no object.
+    plan = subprocess.run([sys.executable, "-m", "milvus_backup", "create", "-n", name, "--config", cfg, "--dry-run"],
+                          capture_output=True, text=True, timeout=120)
+    assert plan.stdout.splitlines() == [f"would create backup {name!r} (strategy bulk_flush, format snapshot)",
+                                        "would back up db1.docs"], plan.stderr
+    assert under(stores, f"{ROOT}/{name}") == []
     made = subprocess.run([sys.executable, "-m", "milvus_backup", "create", "-n", name, "--config", cfg, "-q"],
                           capture_output=True, text=True, timeout=120)
     assert made.returncode == 0, made.stderr
+    plan = subprocess.run([sys.executable, "-m", "milvus_backup", "restore", "-n", name, "--suffix", "_r", "--config",
+                           cfg, "--dry-run"], capture_output=True, text=True, timeout=120)
+    assert plan.stdout == "would restore db1.docs as db1.docs_r (create from its snapshot bundle)\n", plan.stderr
+    assert not [c for c in contract.calls() if c.method.startswith("Restore")] and ("db1", "docs_r") not in contract.state.collections
     assert made.stdout.startswith(f"create backup success: {name}: 1 collections, 0 segments, ")
     done = subprocess.run([sys.executable, "-m", "milvus_backup", "restore", "-n", name, "--suffix", "_r", "--config",
                            cfg, "-q"], capture_output=True, text=True, timeout=120)

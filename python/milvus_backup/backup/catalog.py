@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 from ..config.settings import Config, StorageConfig
 from ..errors import MBackupError
@@ -54,6 +55,15 @@ def open_stores(cfg: Config) -> Stores:
     milvus, milvus_root = backends.open_root(cfg.milvus.storage)
     backup, backup_root = backends.open_root(cfg.backup.storage)
     return Stores(milvus, milvus_root, backup, backup_root, backup_config=cfg.backup.storage)
+
+
+def missing_buckets(stores: Stores) -> list[tuple[Location, str]]:
+    """The buckets of a run that do not exist, each with the config key that names it
+    (once when both sides name one bucket)."""
+    sides = [(stores.milvus, "milvus.storage.bucketName")]
+    if not stores.same_bucket:
+        sides.append((stores.backup, "backup.storage.bucketName"))
+    return [(location, key) for location, key in sides if not location.has_bucket()]
 
 
 @dataclass
@@ -184,25 +194,53 @@ def is_backup(bdir: str, keys: list[str]) -> bool:
     return any(rel in _BACKUP_OBJECTS or rel.startswith(_BACKUP_PREFIXES) for rel in rels)
 
 
+@dataclass
+class DeletePlan:
+    """The objects a delete would remove, the lock not counted (``mbackup delete --dry-run``)."""
+
+    name: str
+    keys: list[str]
+
+    def summary(self) -> dict[str, Any]:
+        return {"dry_run": True, "name": self.name, "objects_to_delete": len(self.keys)}
+
+    def lines(self) -> list[str]:
+        return [f"would delete backup {self.name}: {len(self.keys):,} objects"]
+
+
+def plan_delete(stores: Stores, name: str) -> DeletePlan:
+    """Every refusal of a delete, found by reading only."""
+    bdir = backup_dir(stores, name)
+    with backup_storage_errors(stores):
+        keys = _keys(stores.backup, bdir)
+    if not keys:
+        raise BackupNotFound(f"no backup named {name!r} at {stores.backup_url(name)} "
+                             "(mbackup list shows the backups there)")
+    if not is_backup(bdir, keys):
+        raise MBackupError(f"{stores.backup_url(name)} is not a backup (no meta files, binlogs or mbackup "
+                           "objects in it): mbackup delete only deletes backups; check the name and "
+                           "backup.storage.rootPath")
+    with backup_storage_errors(stores):
+        delete_lock(stores, name).check_free()  # a create or delete running on it: refused as the real run is
+    return DeletePlan(name, [k for k in keys if k != f"{bdir}/{LOCK}"])
+
+
+def delete_lock(stores: Stores, name: str) -> StoreLock:
+    return StoreLock(stores.backup, f"{backup_dir(stores, name)}/{LOCK}", f"backup {name!r}", command="delete",
+                     on_loss="run the delete again")
+
+
 def delete_backup(stores: Stores, name: str, parallel: int = 32) -> int:
     """Delete every object under the backup's directory, in parallel, holding the backup's
     lock (so never under a running create). Re-runnable: objects already gone count as
     deleted, and the lock goes last, so a half-deleted backup is still recognised as one.
     Returns how many objects were deleted, the lock not counted."""
+    plan_delete(stores, name)
     bdir = backup_dir(stores, name)
     backup = stores.backup
     lock_key = f"{bdir}/{LOCK}"
     with backup_storage_errors(stores):
-        keys = _keys(backup, bdir)
-        if not keys:
-            raise BackupNotFound(f"no backup named {name!r} at {stores.backup_url(name)} "
-                                 "(mbackup list shows the backups there)")
-        if not is_backup(bdir, keys):
-            raise MBackupError(f"{stores.backup_url(name)} is not a backup (no meta files, binlogs or mbackup "
-                               "objects in it): mbackup delete only deletes backups; check the name and "
-                               "backup.storage.rootPath")
-        with StoreLock(backup, lock_key, f"backup {name!r}", command="delete",
-                       on_loss="run the delete again") as lock:
+        with delete_lock(stores, name) as lock:
             keys = [k for k in _keys(backup, bdir) if k != lock_key]  # what a create wrote up to now
             # The completion marker goes first so a half-deleted backup never looks complete.
             marker = f"{bdir}/{meta.META_DIR}/{meta.BACKUP_META}"

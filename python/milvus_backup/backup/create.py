@@ -185,25 +185,49 @@ class CreateResult:
         }
 
 
-def create_backup(adapter: MilvusAdapter | Callable[[], MilvusAdapter], stores: Stores, request: CreateRequest,
-                  settings: CopySettings, *, reporter: Reporter = SILENT) -> CreateResult:
+@dataclass
+class CreatePlan:
+    """What a create would do, found by reading only: every refusal of the real run has
+    happened by the time one exists (``mbackup create --dry-run`` prints it)."""
+
+    adapter: MilvusAdapter
+    name: str
+    bdir: str
+    strategy: str
+    format: str
+    databases: list[str]
+    pairs: list[tuple[str, str]]
+    resumes: str | None  # the id of the incomplete backup a named request resumes
+    new_bucket: bool
+
+    def summary(self) -> dict[str, Any]:
+        return {"dry_run": True, "name": self.name, "resumes": self.resumes, "strategy": self.strategy,
+                "format": self.format or "binlog", "collections": [f"{db}.{c}" for db, c in self.pairs],
+                "bucket_to_create": self.new_bucket}
+
+    def lines(self) -> list[str]:
+        what = f"resume the incomplete backup {self.name!r}" if self.resumes else f"create backup {self.name!r}"
+        return (["would create the backup bucket"] if self.new_bucket else []) + [
+            f"would {what} (strategy {self.strategy}, format {self.format or 'binlog'})",
+            *(f"would back up {db}.{c}" for db, c in self.pairs)]
+
+
+def plan_create(adapter: MilvusAdapter | Callable[[], MilvusAdapter], stores: Stores,
+                request: CreateRequest, reporter: Reporter = SILENT) -> CreatePlan:
     """``adapter`` may be a function that connects, called once the request and the name
-    have been checked, so a taken name is refused without touching Milvus. Warnings and
-    progress go to ``reporter``."""
+    have been checked, so a taken name is refused without touching Milvus."""
     request.validate()
     name = request.name or default_name()
     bdir = backup_dir(stores, name)
+    resumes = None
+    new_bucket = not stores.backup.has_bucket()
     if request.name:
-        # Refused before touching Milvus (a taken name, a damaged marker, another request);
-        # checked again under the lock, where it counts.
+        # Refused before touching Milvus (a taken name, a damaged marker, another request, a
+        # run holding the name); checked again under the lock, where it counts.
         with backup_storage_errors(stores):
-            prepare(stores, bdir, name, request.record())
-    with reporter.step("create", backup=name):
-        return _create(adapter, stores, request, settings, reporter, name, bdir)
-
-
-def _create(adapter: MilvusAdapter | Callable[[], MilvusAdapter], stores: Stores, request: CreateRequest,
-            settings: CopySettings, reporter: Reporter, name: str, bdir: str) -> CreateResult:
+            resumes = prepare(stores, bdir, name, request.record())
+            if not new_bucket:
+                create_lock(stores, bdir, name, reporter=SILENT).check_free()
     if not isinstance(adapter, MilvusAdapter):
         with reporter.step("connect"):
             adapter = adapter()
@@ -212,15 +236,35 @@ def _create(adapter: MilvusAdapter | Callable[[], MilvusAdapter], stores: Stores
     if form == meta.FORMAT_SNAPSHOT:
         bundle_place(stores, bdir)  # refuses, before anything is written, a store Milvus cannot reach
     databases, pairs = select_collections(adapter, request.filters)
+    return CreatePlan(adapter, name, bdir, strategy, form, databases, pairs, resumes, new_bucket)
+
+
+def create_lock(stores: Stores, bdir: str, name: str, reporter: Reporter) -> StoreLock:
+    return StoreLock(stores.backup, f"{bdir}/{LOCK}", f"backup {name!r}", command="create",
+                     on_loss="stopped before marking the backup complete: run the same create again",
+                     warn=reporter.warning)
+
+
+def create_backup(adapter: MilvusAdapter | Callable[[], MilvusAdapter], stores: Stores, request: CreateRequest,
+                  settings: CopySettings, *, reporter: Reporter = SILENT) -> CreateResult:
+    """``adapter`` may be a function that connects (see :func:`plan_create`). Warnings and
+    progress go to ``reporter``."""
+    plan = plan_create(adapter, stores, request, reporter)
+    with reporter.step("create", backup=plan.name):
+        return _create(plan, stores, request, settings, reporter)
+
+
+def _create(plan: CreatePlan, stores: Stores, request: CreateRequest, settings: CopySettings,
+            reporter: Reporter) -> CreateResult:
+    adapter, name, bdir, strategy, form = plan.adapter, plan.name, plan.bdir, plan.strategy, plan.format
+    databases, pairs = plan.databases, plan.pairs
     stores.backup.ensure_bucket()
     # Local backups hold the collection's data: readable by their owner only.
     old_umask = os.umask(0o077) if stores.backup.scheme == "file" else None
     try:
         # One run per backup name: the lock is a conditional write, so of two racing
         # creates (or a create and a delete) exactly one gets past this line.
-        with StoreLock(stores.backup, f"{bdir}/{LOCK}", f"backup {name!r}", command="create",
-                       on_loss="stopped before marking the backup complete: run the same create again",
-                       warn=reporter.warning) as lock:
+        with create_lock(stores, bdir, name, reporter) as lock:
             with backup_storage_errors(stores):
                 resumed = prepare(stores, bdir, name, request.record())
             run = _CreateRun(adapter, stores, name, bdir, strategy, settings, reporter, lock, rbac=request.rbac,

@@ -125,11 +125,7 @@ class StoreLock:
                 continue  # released meanwhile: create it again
             etag, holder, problem = current
             if holder is not None and not self._stale(holder):
-                since = time.strftime("%H:%M:%S", time.localtime(holder.heartbeat))
-                doing = f" running {holder.command}" if holder.command else ""
-                raise LockedError(
-                    f"another mbackup is working on {self.what} (pid {holder.pid} on {holder.host}{doing}, "
-                    f"alive at {since}): wait for it; if it died, run again after {self.lease:.0f} s")
+                raise self._held(holder)
             started = time.monotonic()
             try:
                 # Over the very version judged stale: if another run took it over since, this fails.
@@ -144,6 +140,19 @@ class StoreLock:
         self._thread = threading.Thread(target=self._beat, name="mbackup-lock", daemon=True)
         self._thread.start()
         return self
+
+    def check_free(self) -> None:
+        """Raise what :meth:`acquire` would raise now for a live holder, by reading only
+        (a dry run's check)."""
+        current = self._read()
+        if current is not None and current[1] is not None and not self._stale(current[1]):
+            raise self._held(current[1])
+
+    def _held(self, holder: Holder) -> LockedError:
+        since = time.strftime("%H:%M:%S", time.localtime(holder.heartbeat))
+        doing = f" running {holder.command}" if holder.command else ""
+        return LockedError(f"another mbackup is working on {self.what} (pid {holder.pid} on {holder.host}{doing}, "
+                           f"alive at {since}): wait for it; if it died, run again after {self.lease:.0f} s")
 
     def _hold(self, etag: str | None, started: float) -> None:
         if etag is None:  # a store that does not answer a put with its version
@@ -268,6 +277,8 @@ def is_held(location: Location, key: str) -> bool:
     """Does a live run hold the lock at ``key``? What ``mbackup gc`` asks before it touches
     anything under a backup: the same judgement as a takeover (a stale or damaged lock is
     not held)."""
-    lock = StoreLock(location, key, key)
-    current = lock._read()
-    return current is not None and current[1] is not None and not lock._stale(current[1])
+    try:
+        StoreLock(location, key, key).check_free()
+    except LockedError:
+        return True
+    return False

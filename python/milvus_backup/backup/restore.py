@@ -179,13 +179,16 @@ class Journal:
             else:
                 self.data = found
 
+    def lock(self, warn: Callable[[str], None]) -> StoreLock:
+        return StoreLock(self.location, self.lock_key, f"the restore of backup {self.name!r} this command makes",
+                         command=self.data["command"], on_loss="run the same restore again", warn=warn)
+
     @contextlib.contextmanager
     def held(self, warn: Callable[[str], None]) -> Iterator[None]:
         """This restore run alone, for the ``with`` block: two runs of one restore at once would
         both start its import jobs (every row twice). The journal is read again once held: the
         other run may have moved it on."""
-        with StoreLock(self.location, self.lock_key, f"the restore of backup {self.name!r} this command makes",
-                       command=self.data["command"], on_loss="run the same restore again", warn=warn):
+        with self.lock(warn):
             found = read_journal(self.location, self.key) if self.location.exists(self.key) else None
             if found is not None and found["request"] == self.request:
                 self.data = found
@@ -302,10 +305,11 @@ def journal_keys(location: Location, name: str) -> list[str]:
     return [o.key for o in location.list(f"{JOURNAL_DIR}/{name}/") if o.key.endswith(".json")]
 
 
-def discard_journals(stores: Stores, name: str) -> list[str]:
+def discard_journals(stores: Stores, name: str, *, dry_run: bool = False) -> list[str]:
     """Forget every interrupted restore of backup ``name`` into this Milvus: delete its
     journals and the staged copies they name. Collections they made are left as they are.
-    A journal a running restore holds is refused. Returns one line per journal discarded."""
+    A journal a running restore holds is refused. Returns one line per journal discarded
+    (with ``dry_run``: would be, and nothing is)."""
     meta.validate_backup_name(name)
     milvus, lines = stores.milvus, []
     for key in journal_keys(milvus, name):
@@ -314,6 +318,9 @@ def discard_journals(stores: Stores, name: str) -> list[str]:
                                "for it to end (or stop it), then discard again")
     for key in journal_keys(milvus, name):
         data = read_journal(milvus, key)
+        if dry_run:
+            lines.append(f"would discard {describe_journal(data)} and the staged copies it names")
+            continue
         for record in (data or {"collections": {}})["collections"].values():
             left = _remove_staged(stores, record.get("staging"), keep=False)
             if left:  # the journal is what finds them again
@@ -468,18 +475,62 @@ def create_databases(adapter: MilvusAdapter, info: meta.BackupInfo, targets: lis
             adapter.create_database(db)
 
 
-def restore_backup(adapter: MilvusAdapter | Callable[[], MilvusAdapter], stores: Stores, request: RestoreRequest,
-                   settings: CopySettings, *, reporter: Reporter = SILENT) -> RestoreResult:
+@dataclass
+class RestorePlan:
+    """What a restore would do, found by reading only: every refusal of the real run has
+    happened once :meth:`check` has run (``mbackup restore --dry-run`` prints it)."""
+
+    adapter: MilvusAdapter
+    request: RestoreRequest
+    info: meta.BackupInfo
+    targets: list[Target]
+    journal: Journal
+    existing: set[str] = field(default_factory=set)  # labels of the targets that exist now (check)
+
+    @property
+    def snapshot(self) -> bool:
+        return self.info.format == meta.FORMAT_SNAPSHOT
+
+    def check(self, warn: Callable[[str], None]) -> None:
+        """The refusals about the targets (:func:`check_targets`, with what the journal of an
+        interrupted run holds), and which targets exist now."""
+        if self.snapshot:
+            _adopt_snapshot_jobs(self.adapter, self.journal, self.targets)
+        check_targets(self.adapter, self.targets, self.request, self.journal, warn)
+        databases = set(self.adapter.list_databases())
+        self.existing = {t.label for t in self.targets if t.db in databases and self.adapter.has_collection(t.db, t.name)}
+
+    def summary(self) -> dict[str, Any]:
+        return {"dry_run": True, "backup": self.request.name, "collections": [
+            {"source": t.source_label, "target": t.label, "rows_in_backup": rows_in_backup(t.source), "action": self._action(t)}
+            for t in self.targets]}
+
+    def _action(self, t: Target) -> str:
+        record = self.journal.record(t)
+        if record and record.get("state") == "done" and t.label in self.existing:
+            return "already restored"
+        if t.label in self.existing:
+            if self.journal.owns(t, self.adapter.collection_id(t.db, t.name)):
+                return "resume"
+            if self.request.drop_exist_collection:
+                return "drop and create"
+            return "import into existing"  # --skip-create-collection: check_targets refused the rest
+        return "create"
+
+    def lines(self) -> list[str]:
+        return [f"would restore {t.source_label} as {t.label} ({self._action(t)}{self._data(t)})" for t in self.targets]
+
+    def _data(self, t: Target) -> str:
+        if self.snapshot:
+            return " from its snapshot bundle"  # Milvus restores it: rows are not counted
+        return "" if self.request.meta_only else f" and import {rows_in_backup(t.source):,} rows"
+
+
+def plan_restore(adapter: MilvusAdapter | Callable[[], MilvusAdapter], stores: Stores, request: RestoreRequest,
+                 reporter: Reporter = SILENT) -> RestorePlan:
     """``adapter`` may be a function that connects: it is called only once the backup has been
     read and checked, so a damaged backup or a bad flag is refused without touching Milvus.
-    Warnings and progress go to ``reporter``."""
-    with reporter.step("restore", backup=request.name):
-        return _restore(adapter, stores, request, settings, reporter)
-
-
-def _restore(adapter: MilvusAdapter | Callable[[], MilvusAdapter], stores: Stores, request: RestoreRequest,
-             settings: CopySettings, reporter: Reporter) -> RestoreResult:
-    started = time.monotonic()
+    The targets are checked by :meth:`RestorePlan.check` (in a real run, under the journal's lock)."""
     warn = reporter.warning
     request.validate()
     if not request.force:
@@ -503,47 +554,60 @@ def _restore(adapter: MilvusAdapter | Callable[[], MilvusAdapter], stores: Store
                                  meta_only=request.meta_only):
         warn(line)
     if info.format == meta.FORMAT_SNAPSHOT:
-        return RestoreResult(request.name, restore_snapshots(adapter, stores, info, targets, request, reporter),
-                             time.monotonic() - started)
-    journal = Journal(stores, request, info, targets, warn)
-    with journal.held(warn):
-        check_targets(adapter, targets, request, journal, warn)
-        if journal.resuming:
-            warn(f"resuming an interrupted restore of {request.name!r}: finished steps are skipped")
-        bdir = backup_dir(stores, request.name)
-        results = []
-        rbac = restore_rbac(adapter, info, warn) if request.rbac else None
-        with journal.kept_on_failure(warn):
-            create_databases(adapter, info, targets, warn)
-            for t in targets:
-                results.append(restore_collection(adapter, stores, bdir, t, request, settings, reporter, journal))
-        return RestoreResult(request.name, results, time.monotonic() - started, rbac)
+        snapshot.bundle_place(stores, backup_dir(stores, request.name))  # a store Milvus cannot read: refused here
+    return RestorePlan(adapter, request, info, targets, Journal(stores, request, info, targets, warn))
 
 
-def restore_snapshots(adapter: MilvusAdapter, stores: Stores, info: meta.BackupInfo, targets: list[Target],
-                      request: RestoreRequest, reporter: Reporter) -> list[dict[str, Any]]:
-    """A snapshot-format backup: Milvus restores each collection from its bundle. Every
-    refusal comes first; a collection Milvus failed to restore is not left behind. The
-    journal (as for the binlog format) records each collection's restore job, so running the
-    same restore again after an interruption waits for a job still running, and does not
-    restore again what a finished one made."""
+def restore_backup(adapter: MilvusAdapter | Callable[[], MilvusAdapter], stores: Stores, request: RestoreRequest,
+                   settings: CopySettings, *, reporter: Reporter = SILENT) -> RestoreResult:
+    """``adapter`` may be a function that connects (see :func:`plan_restore`). Warnings and
+    progress go to ``reporter``."""
+    with reporter.step("restore", backup=request.name):
+        started = time.monotonic()
+        plan = plan_restore(adapter, stores, request, reporter)
+        with plan.journal.held(reporter.warning):
+            plan.check(reporter.warning)
+            if plan.snapshot:
+                return RestoreResult(request.name, restore_snapshots(plan, stores, reporter), time.monotonic() - started)
+            results, rbac = _restore_binlogs(plan, stores, settings, reporter)
+            return RestoreResult(request.name, results, time.monotonic() - started, rbac)
+
+
+def _restore_binlogs(plan: RestorePlan, stores: Stores, settings: CopySettings, reporter: Reporter
+                     ) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+    adapter, request, info, targets, journal = plan.adapter, plan.request, plan.info, plan.targets, plan.journal
     warn = reporter.warning
-    journal = Journal(stores, request, info, targets, warn)
-    with journal.held(warn):
-        _adopt_snapshot_jobs(adapter, journal, targets)
-        check_targets(adapter, targets, request, journal, warn)
-        if journal.resuming:
-            warn(f"resuming an interrupted restore of {request.name!r}: collections restored are not restored again")
-        bdir = backup_dir(stores, request.name)
-        snapshot.bundle_place(stores, bdir)  # a store Milvus cannot read: refused here
-        existing = set(adapter.list_databases())
-        for db in dict.fromkeys(t.db for t in targets if t.db not in existing):
-            adapter.create_database(db)  # all of them first: a line that cannot refuses before any restore
-        results = []
-        with journal.kept_on_failure(warn):
-            for t in targets:
-                results.append(_restore_snapshot(adapter, stores, bdir, t, request, journal, reporter))
-        return results
+    if journal.resuming:
+        warn(f"resuming an interrupted restore of {request.name!r}: finished steps are skipped")
+    bdir = backup_dir(stores, request.name)
+    results = []
+    rbac = restore_rbac(adapter, info, warn) if request.rbac else None
+    with journal.kept_on_failure(warn):
+        create_databases(adapter, info, targets, warn)
+        for t in targets:
+            results.append(restore_collection(adapter, stores, bdir, t, request, settings, reporter, journal))
+    return results, rbac
+
+
+def restore_snapshots(plan: RestorePlan, stores: Stores, reporter: Reporter) -> list[dict[str, Any]]:
+    """A snapshot-format backup: Milvus restores each collection from its bundle. Every
+    refusal comes first (:func:`plan_restore`, :meth:`RestorePlan.check`); a collection Milvus
+    failed to restore is not left behind. The journal (as for the binlog format) records each
+    collection's restore job, so running the same restore again after an interruption waits
+    for a job still running, and does not restore again what a finished one made."""
+    adapter, request, targets, journal = plan.adapter, plan.request, plan.targets, plan.journal
+    warn = reporter.warning
+    if journal.resuming:
+        warn(f"resuming an interrupted restore of {request.name!r}: collections restored are not restored again")
+    bdir = backup_dir(stores, request.name)
+    existing = set(adapter.list_databases())
+    for db in dict.fromkeys(t.db for t in targets if t.db not in existing):
+        adapter.create_database(db)  # all of them first: a line that cannot refuses before any restore
+    results = []
+    with journal.kept_on_failure(warn):
+        for t in targets:
+            results.append(_restore_snapshot(adapter, stores, bdir, t, request, journal, reporter))
+    return results
 
 
 def _adopt_snapshot_jobs(adapter: MilvusAdapter, journal: Journal, targets: list[Target]) -> None:
@@ -616,7 +680,7 @@ def restore_collection(adapter: MilvusAdapter, stores: Stores, bdir: str, t: Tar
     c = t.source
     started = time.monotonic()
     state = journal.collection(t)
-    rows = sum(s.num_of_rows for p in c.partition_backups for s in data_segments(p))
+    rows = rows_in_backup(c)
     if state["state"] == "done":
         return {"source": t.source_label, "target": t.label, "rows_in_backup": rows,
                 "rows_imported": _rows_imported(state), "import_jobs": 0, "seconds": 0.0,
@@ -653,6 +717,10 @@ def restore_collection(adapter: MilvusAdapter, stores: Stores, bdir: str, t: Tar
     return {"source": t.source_label, "target": t.label, "rows_in_backup": rows,
             "rows_imported": _rows_imported(state), "import_jobs": jobs,
             "seconds": round(time.monotonic() - started, 3)}
+
+
+def rows_in_backup(c: meta.CollectionBackupInfo) -> int:
+    return sum(s.num_of_rows for p in c.partition_backups for s in data_segments(p))
 
 
 def _rows_imported(state: dict[str, Any]) -> int:

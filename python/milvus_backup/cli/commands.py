@@ -25,6 +25,7 @@ from ..storage.location import Location, shown_key, skipped_links
 from ..transfer.copy import CAUSES, CopySettings, manifest, plan_copy, recheck_skipped, run_plan, write_json
 from ..transfer.progress import ConsoleReporter
 from ..units import format_bytes, format_duration, format_time, parse_duration
+from .dry_run import show_plan
 from .gocompat import create_strategy, deprecated, legacy_filters, version_line
 
 if TYPE_CHECKING:
@@ -87,7 +88,7 @@ EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
 ConfigOption = Annotated[str | None, typer.Option(
     "--config", help="Config file (the Go tool's backup.yaml; default: backup.yaml, $MILVUSCONF, ./configs).")]
 SetOption = Annotated[list[str] | None, typer.Option(
-    "--set", help="Override a config key for this run: --set milvus.grpc.port=19531 (repeatable).")]
+    "--set", help="Override a config key or the Go tool's variable for this run: --set milvus.grpc.port=19531, --set MILVUS_PORT=19531 (repeatable).")]
 
 
 class Context:
@@ -227,13 +228,16 @@ def copy(
             setattr(settings, engine, _number(flag, text))
     settings.verify = verify
     source, target = state.location(src), state.location(dst)
-    if not dry_run and target.ensure_bucket():
-        typer.echo(f"created bucket for {target.url}", err=True)
-    plan = plan_copy(source, target, include or [], exclude or [], skip_existing=not force)
+    # A missing destination bucket is created by the real run (after the refusals below), so
+    # the dry run predicts it instead of failing to list it.
+    new_bucket = not target.has_bucket()
+    plan = plan_copy(source, target, include or [], exclude or [], skip_existing=not force and not new_bucket)
     if not plan.listed:
         raise MBackupError(f"nothing to copy: {source.url} has no objects (check the bucket and prefix)")
     if not plan.jobs and not plan.skipped:
         raise MBackupError(f"nothing to copy: none of the {plan.listed:,} objects under {source.url} match --include/--exclude")
+    if new_bucket and not dry_run and target.ensure_bucket():
+        typer.echo(f"created bucket for {target.url}", err=True)
     if verify and not dry_run:
         recheck_skipped(plan, source, target, settings)
 
@@ -245,8 +249,10 @@ def copy(
                 for obj in plan.skipped:
                     typer.echo(json.dumps({"action": "skip", "key": obj.key, "size": obj.size}))
             typer.echo(json.dumps({"dry_run": True, "objects_to_copy": len(plan.jobs), "bytes_to_copy": plan.bytes,
-                                   "objects_skipped": len(plan.skipped)}))
+                                   "objects_skipped": len(plan.skipped), "bucket_to_create": new_bucket}))
         else:
+            if new_bucket:
+                typer.echo(f"would create bucket for {target.url}")
             typer.echo(f"would copy {len(plan.jobs):,} objects ({format_bytes(plan.bytes)}), "
                        f"skip {len(plan.skipped):,} already at the destination")
         return
@@ -297,6 +303,8 @@ def _print_failures(report: CopyReport, target: Location) -> None:
 # --- Milvus backups ----------------------------------------------------------------------
 
 NameOption = Annotated[str, typer.Option("--name", "-n", help="Backup name.")]
+DryRunOption = Annotated[bool, typer.Option(
+    "--dry-run", help="Check everything the real run checks and say what it would do; change nothing.")]
 FilterOption = Annotated[list[str] | None, typer.Option(
     "--filter", help="Collections: coll, db.coll, db.* (comma-separated, repeatable).")]
 
@@ -330,14 +338,19 @@ def _hooks() -> pluggy.HookRelay:
 def check(
     ctx: typer.Context,
     what: Annotated[str | None, typer.Argument(metavar="config", help="Deprecated: check config: use config show.")] = None,
+    create_buckets: Annotated[bool, typer.Option(
+        "--create-buckets", help="Create the Milvus or backup bucket if it is missing (else a missing one is an error).")] = False,
     config: ConfigOption = None,
     set_: SetOption = None,
 ) -> None:
     """Check the configuration end to end: Milvus answers, both buckets are readable, and an
-    object can be written, copied to the backup storage and deleted.
+    object can be written, copied to the backup storage and deleted. Changes nothing (the test
+    object is deleted again) unless --create-buckets is given.
 
     Example: mbackup check --config backup.yaml
     """
+    from ..backup.catalog import missing_buckets
+
     if what is not None:
         if what != "config":
             raise MBackupError(f"check takes no argument {what!r} (check config is the old spelling of config show)")
@@ -349,11 +362,16 @@ def check(
     stores = _stores(state)
     typer.echo(f"Milvus version: {adapter.version}")
     typer.echo(f"Milvus adapter: {adapter.served_by or type(adapter).__name__}; {adapter.tested}")
+    for location, key in missing_buckets(stores):
+        if not create_buckets:
+            raise ConfigError(f"bucket {location.url} does not exist: check {key}, or create it with "
+                              "mbackup check --create-buckets")
+        location.ensure_bucket()
+        typer.echo(f"created bucket {location.url}")
     dirs, objects = stores.milvus.list_dirs(stores.milvus_root)
     if not dirs and not objects:
         typer.echo(f"warning: nothing under {stores.milvus.url}/{stores.milvus_root}: check milvus.storage.bucketName "
                    "and rootPath (minio.bucketName, minio.rootPath) match what Milvus writes", err=True)
-    stores.backup.ensure_bucket()
     probe = f"{stores.milvus_root}/mbackup_check_src_{os.getpid()}".lstrip("/")
     target = f"{stores.backup_root}/mbackup_check_dst_{os.getpid()}".lstrip("/")
     stores.milvus.write(probe, b"x")
@@ -389,6 +407,7 @@ def create(
     format_: Annotated[str, typer.Option(
         "--format", help="auto (default: snapshot on Milvus 3.0 and later, else binlog), binlog, or snapshot "
                          "(Milvus exports each collection into the backup itself).")] = "auto",
+    dry_run: DryRunOption = False,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable summary on stdout.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")] = False,
     config: ConfigOption = None,
@@ -398,7 +417,7 @@ def create(
 
     Example: mbackup create -n nightly --filter default.products,analytics.*
     """
-    from ..backup.create import CreateRequest, create_backup
+    from ..backup.create import CreateRequest, create_backup, plan_create
 
     state = ctx.obj.with_command_options(config, set_)
     strategy = create_strategy(force_, meta_only, backup_index_extra, strategy)
@@ -408,6 +427,9 @@ def create(
     request.validate()
     settings = copy_settings(state.config())
     stores = _stores(state)
+    if dry_run:
+        show_plan(plan_create(lambda: _milvus(state), stores, request), as_json)
+        return
     context = {"command": "create", "name": name, "filters": request.filters}
     _hooks().mbackup_before_create(context=context)
     try:
@@ -495,15 +517,29 @@ def get(
 
 
 @app.command()
-def delete(ctx: typer.Context, name: NameOption, config: ConfigOption = None, set_: SetOption = None) -> None:
+def delete(
+    ctx: typer.Context,
+    name: NameOption,
+    dry_run: DryRunOption = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable summary (or plan) on stdout.")] = False,
+    config: ConfigOption = None,
+    set_: SetOption = None,
+) -> None:
     """Delete a backup (every object under its directory, in parallel; re-runnable).
 
     Example: mbackup delete -n nightly
     """
-    from ..backup.catalog import delete_backup
+    from ..backup.catalog import delete_backup, plan_delete
 
+    stores = _stores(ctx.obj.with_command_options(config, set_))
+    if dry_run:
+        show_plan(plan_delete(stores, name), as_json)
+        return
     # backup_dir() refuses names that would reach outside the backup root.
-    n = delete_backup(_stores(ctx.obj.with_command_options(config, set_)), name)
+    n = delete_backup(stores, name)
+    if as_json:
+        typer.echo(json.dumps({"name": name, "objects_deleted": n}))
+        return
     typer.echo(f"delete backup done: {name} ({n:,} objects)")
 
 
@@ -565,6 +601,7 @@ def restore(
                                  f"default {'on' if BY_KEY['mbackup.batchImports'].default else 'off'} (config mbackup.batchImports).")] = False,
     force: Annotated[bool, typer.Option("--force", help="Restore even if the backup fails the quick check (mbackup verify).")] = False,
     discard_journal: Annotated[bool, typer.Option("--discard-journal", help="Restore nothing: forget interrupted restores of the backup (journals, staged copies).")] = False,
+    dry_run: DryRunOption = False,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable summary on stdout.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")] = False,
     config: ConfigOption = None,
@@ -574,7 +611,7 @@ def restore(
 
     Example: mbackup restore -n nightly --suffix _restored --rebuild-index --load
     """
-    from ..backup.restore import RestoreRequest, discard_journals, restore_backup
+    from ..backup.restore import RestoreRequest, discard_journals, plan_restore, restore_backup
 
     if restore_index:
         deprecated("--restore_index", "use --rebuild_index instead")
@@ -594,8 +631,15 @@ def restore(
     request.validate()
     stores = _stores(state)
     if discard_journal:
-        lines = discard_journals(stores, name) or [f"no restore journal of backup {name!r} in {stores.milvus.url}"]
+        lines = discard_journals(stores, name, dry_run=dry_run) or [f"no restore journal of backup {name!r} in {stores.milvus.url}"]
         typer.echo("\n".join(lines))
+        return
+    if dry_run:
+        reporter = _reporter(quiet, as_json)
+        plan = plan_restore(lambda: _milvus(state), stores, request, reporter)
+        plan.journal.lock(reporter.warning).check_free()  # a restore running the same request: refused too
+        plan.check(reporter.warning)
+        show_plan(plan, as_json)
         return
     context = {"command": "restore", "name": name}
     _hooks().mbackup_before_restore(context=context)
@@ -723,14 +767,14 @@ def config_show(
     rows = list(cfg.rows())
     if as_json:
         typer.echo(json.dumps({"file": cfg.path, "schema": cfg.version,
-                               "settings": [dict(zip(("key", "value", "source", "source_key"), r, strict=True)) for r in rows]},
+                               "settings": [{**dict(zip(("key", "value", "source", "source_key"), r, strict=True)),
+                                             "where": cfg.where(r[0])} for r in rows]},
                               indent=1))
         return
     typer.echo(f"config file: {cfg.path or '(none: defaults)'} (schema {cfg.version})")
     width = max(len(r[0]) for r in rows)
-    for key, value, source, source_key in rows:
-        where = f"{source} {source_key}".strip()
-        typer.echo(f"{key:<{width}}  {value:<30}  {where}")
+    for key, value, _, _ in rows:
+        typer.echo(f"{key:<{width}}  {value:<30}  {cfg.where(key)}")
 
 
 @config_app.command("migrate")

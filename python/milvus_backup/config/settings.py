@@ -12,8 +12,11 @@ remembers where it came from (:class:`Origin`), which ``mbackup config show`` pr
   ``backup*`` keys inheriting from their Milvus-side twins, ``backup.parallelism.*`` and so on,
   with the v1 per-key environment variables (``MILVUS_ADDRESS``, ``MINIO_BACKUP_ROOT_PATH``...).
   Unknown v1 keys are ignored with a warning, as the Go tool ignores them.
-- v2 (``configVersion: v2``): only v2 keys are accepted; environment variables exist only
-  for credentials (``MILVUS_USER``, ``MILVUS_STORAGE_AUTH_SECRET_ACCESS_KEY``...).
+- v2 (``configVersion: v2``): only v2 keys are accepted; the v2 environment variables are
+  credentials (``MILVUS_USER``, ``MILVUS_STORAGE_AUTH_SECRET_ACCESS_KEY``...), and the Go
+  tool's v1 variables (``MILVUS_ADDRESS``, ``MINIO_PORT``...) set their settings too
+  (:data:`GO_ENV`), as does ``--set`` with their names; a Kubernetes service link in one
+  (``MILVUS_PORT=tcp://...``) is ignored with a warning.
 - No file at all: defaults, environment and ``--set`` read as v2.
 """
 
@@ -297,6 +300,15 @@ class Config:
             raise KeyError(key)
         return self.origins.get(param.key, DEFAULT_ORIGIN)
 
+    def where(self, key: str) -> str:
+        """Where a row's value came from, as ``config show`` says it: ``default``, ``file
+        PATH`` (with the key as spelled there when it differs), ``env NAME``, ``--set KEY``."""
+        origin = self.origins.get(key, DEFAULT_ORIGIN)
+        shown = origin.where()
+        if origin.source == SOURCE_CONFIG and not origin.inherited_from and origin.source_key.lower() != key.lower():
+            shown += f" ({origin.source_key})"
+        return shown
+
     def rows(self) -> Iterator[tuple[str, str, str, str]]:
         """(key, value as shown, source, source key) for every setting; secrets masked."""
         for param in ALL_PARAMS:
@@ -333,6 +345,34 @@ ALL_PARAMS = V2_PARAMS + MBACKUP_PARAMS
 _PORT = params.BY_KEY["milvus.grpc.port"]
 _PARAM_BY_LOWER = {p.key.lower(): p for p in ALL_PARAMS}
 _V2_ENV_NAMES = {e: p for p in V2_PARAMS for e in p.env}
+
+# The Go tool's own environment variables (its v1 names: MILVUS_ADDRESS, MINIO_PORT...) set
+# their settings in a v2 file and with no file too, after the v2 names: the Kubernetes pattern
+# of scripts written for it. Not where v1 means more than the value (GCP_KEY_JSON also picks
+# the auth type; crossStorage is no variable).
+_GO_ENV_SKIPPED = {"GCP_KEY_JSON", "BACKUP_GCP_KEY_JSON"}
+GO_ENV: dict[str, tuple[str, ...]] = {
+    p.key: names for p in V2_PARAMS if p.v1
+    if (names := tuple(e for e in p.v1.env if e not in p.env and e not in _GO_ENV_SKIPPED))}
+_GO_ENV_NAMES = {e for names in GO_ENV.values() for e in names}
+_GO_ENV_BY_V1_KEY = {k.lower(): GO_ENV[p.key][0] for p in V2_PARAMS if p.v1 and p.key in GO_ENV for k in p.v1.keys}
+# Kubernetes sets <SERVICE>_PORT=tcp://ip:port for every service, e.g. MILVUS_PORT for one
+# named milvus: never a value meant for mbackup.
+_SERVICE_LINK = re.compile(r"(tcp|udp|sctp)://")
+
+
+def _go_env_value(key: str, raw: str) -> str:
+    """A Go-tool variable's value as the v2 setting takes it, where v1 typed it otherwise."""
+    text = raw.strip()
+    if key == "milvus.grpc.tlsMode" and text.isdigit() and int(text) in V1_TLS_MODES:
+        return V1_TLS_MODES[int(text)]
+    if key.endswith(".auth.type"):  # v1's useIAM
+        try:
+            return "iam" if _as_bool(text) else "static"
+        except _Bad:
+            return raw  # the auth type's own check names it
+    return raw
+
 
 # The v1 schema (internal/cfg/cfg.go of the Go tool): each key with its type, default and
 # environment variables. Backup-side keys default to None: "not set, inherit".
@@ -834,8 +874,13 @@ class _Resolver:
                 self.used_over.add(k.lower())
                 return hit[1], Origin(SOURCE_OVERRIDE, hit[0])
         for e in envs:
-            if e in self.env:
-                return self.env[e], Origin(SOURCE_ENV, e)
+            if e not in self.env:
+                continue
+            if self.version == "v2" and e in _GO_ENV_NAMES and _SERVICE_LINK.match(self.env[e]):
+                self.warnings.append(f"env {e} ignored: it holds a Kubernetes service link, not a setting "
+                                     "(set enableServiceLinks: false, or use --set)")
+                continue
+            return self.env[e], Origin(SOURCE_ENV, e)
         for k in keys:
             hit = self.file.get(k.lower())
             if hit is not None:
@@ -913,7 +958,10 @@ class _Resolver:
 
     def _resolve_v2(self) -> None:
         for param in V2_PARAMS:
-            hit = self._lookup([param.key], param.env)
+            go = GO_ENV.get(param.key, ())
+            hit = self._lookup([param.key], (*param.env, *go))
+            if hit is not None and hit[1].source_key.upper() in go:
+                hit = (_go_env_value(param.key, hit[0]), hit[1])
             if self._resolve_param(param, hit):
                 continue
             if param.inherits:
@@ -1045,13 +1093,16 @@ class _Resolver:
         if self.version == "v1":
             keys += [k for p in V1_PARAMS for k in p.keys] + sorted(_V1_ENV_NAMES)
         else:
-            keys += sorted(_V2_ENV_NAMES)
+            keys += sorted({*_V2_ENV_NAMES, *_GO_ENV_NAMES})
         return keys
 
     def _unknown_key(self, key: str, known: list[str], where: str) -> None:
         legacy = V1_TO_V2.get(key.lower())
         if legacy is not None and self.version == "v2":
-            self.problems.append(f"{key}: a v1 key in a configVersion: v2 config; write {legacy} instead ({where})")
+            context = "in a configVersion: v2 config" if self.path else "with no config file (read as v2)"
+            go = _GO_ENV_BY_V1_KEY.get(key.lower())
+            also = f" (or {go}, the Go tool's variable)" if go and where.startswith("--set") else ""
+            self.problems.append(f"{key}: a v1 key {context}; write {legacy}{also} instead ({where})")
             return
         lowered = {k.lower(): k for k in known}
         close = difflib.get_close_matches(key.lower(), list(lowered), n=1, cutoff=0.75)

@@ -142,16 +142,24 @@ class Location:
                 failed = _delete_each(self.store, keys)
         return [(key[cut:], error) for key, error in failed]
 
-    def ensure_bucket(self) -> bool:
-        """Create the bucket behind this location if the store has buckets and it is
-        missing; True when one was created."""
+    def has_bucket(self) -> bool:
+        """Does the bucket behind this location exist? (One level listed, not every object
+        under it; stores without buckets always have theirs.) Asks only: what read-only
+        commands and dry runs call."""
         try:
-            with self._errors():
-                self.store.list(self.prefix + "/" if self.prefix else "")
-            return False
+            self.list_dirs()
+            return True
         except BucketNotFound:
             if not hasattr(self.store, "create_bucket"):
                 raise
+            return False
+
+    def ensure_bucket(self) -> bool:
+        """Create the bucket behind this location if the store has buckets and it is
+        missing; True when one was created. Only commands that write call this."""
+        if self.has_bucket():
+            return False
+        assert hasattr(self.store, "create_bucket")  # has_bucket raised BucketNotFound for a store without
         with self._errors():
             self.store.create_bucket()
         return True
