@@ -130,8 +130,8 @@ def test_copy_rides_out_20_percent_slowdown(seaweedfs, s3env, small_objects):
         assert summary["strategies"].get("server_copy", 0) == summary["objects_copied"]
         assert summary["retries"] > 0 and throttled > 0.15 * proxy.stats["requests"]
         failed = [x for x in records if x["error"]]
-        if r.returncode != 0:  # only ever the throttling, after every attempt
-            assert r.returncode == 1 and failed and summary["objects_failed"] == len(failed), r.stderr
+        if r.returncode != 0:  # only ever the throttling, after every attempt: retry later
+            assert r.returncode == 3 and failed and summary["objects_failed"] == len(failed), r.stderr
             assert all("503 SlowDown" in x["error"] and x["attempts"] == 5 for x in failed), failed[:3]
         rerun = mbackup(s3env, "copy", url(proxy.endpoint, bucket, "src"), url(proxy.endpoint, bucket, "dst"), "--json")
         assert rerun.returncode == 0, rerun.stdout + rerun.stderr

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..config.params import BY_KEY, MAX_IMPORT_JOBS
-from ..errors import MBackupError
+from ..errors import IntegrityError, MBackupError, PartialError, UnreachableError
 from ..format import meta, untrusted
 from ..milvus.adapters.base import (
     CreateCollectionSpec,
@@ -48,6 +48,11 @@ from .verify import check_before_restore
 
 class RestoreError(MBackupError):
     """A restore was refused or failed."""
+
+
+class RestoreFailed(RestoreError, PartialError):
+    """A restore stopped part way (an import failed, staging copies failed): its journal is
+    kept, so running it again finishes it."""
 
 
 @dataclass
@@ -459,8 +464,11 @@ def restore_backup(adapter: MilvusAdapter | Callable[[], MilvusAdapter], stores:
             results.append(restore_collection(adapter, stores, bdir, t, request, settings, reporter, journal))
     except MBackupError as e:
         kept = journal.settle()
+        if kept and isinstance(e, (UnreachableError, IntegrityError)):
+            e.args = (f"{e}; {kept}",)  # the cause decides the exit code; the line says what is kept
+            raise
         if kept:
-            raise RestoreError(f"{e}; {kept}") from e
+            raise RestoreFailed(f"{e}; {kept}") from e
         raise
     except BaseException:
         kept = journal.settle()
@@ -639,7 +647,7 @@ def import_data(adapter: MilvusAdapter, stores: Stores, bdir: str, t: Target, re
         plan = Plan(jobs=[(o, k) for o, k in files if present.get(k) != o.size],
                     skipped=[o for o, k in files if present.get(k) == o.size])
         report = run_plan(plan, stores.backup, stores.milvus, settings, reporter=reporter, label=f"stage {t.label}")
-        report.raise_for_failures(RestoreError, f"staging {t.label} into the Milvus bucket failed")
+        report.raise_for_failures(RestoreFailed, f"staging {t.label} into the Milvus bucket failed")
         jobs = [j.under(prefix) for j in jobs]
     deletes = count_deletes(stores, bdir, jobs, t, reporter.warning)
     planned = [PlannedImport(j, sum(s.num_of_rows for s in j.segments if not s.is_l0), deletes[j.key]) for j in jobs]
@@ -739,7 +747,7 @@ def wait_imports(adapter: MilvusAdapter, t: Target, jobs: list[PlannedImport], r
             if status.state == ImportState.FAILED:
                 state[key]["rows"] = 0  # a failed import leaves no rows behind
                 journal.save()
-                raise RestoreError(f"import of {t.label} {job.what} failed: {status.reason or 'no reason given'}")
+                raise RestoreFailed(f"import of {t.label} {job.what} failed: {status.reason or 'no reason given'}")
             if status.state == ImportState.COMPLETED:
                 del running[job_id]
                 state[key]["rows"] = status.rows
@@ -757,7 +765,7 @@ def wait_imports(adapter: MilvusAdapter, t: Target, jobs: list[PlannedImport], r
             if status.progress != last:
                 running[job_id] = (job, time.monotonic(), status.progress)
             elif time.monotonic() - changed > request.import_timeout:
-                raise RestoreError(f"import of {t.label} {job.what} made no progress for "
+                raise RestoreFailed(f"import of {t.label} {job.what} made no progress for "
                                    f"{request.import_timeout:.0f}s (job {job_id}); check the Milvus logs")
             total_progress += max(status.progress, 0)
         reporter.imports(t.label, done, len(jobs), (100 * done + total_progress) / len(jobs))

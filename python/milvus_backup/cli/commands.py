@@ -1,7 +1,9 @@
 """The ``mbackup`` command line. Results go to stdout, progress and errors to stderr.
 
-Exit codes: 0 done, 1 some objects or steps failed, 2 bad input (nothing was changed),
-130 interrupted (a summary of what finished is still printed).
+Exit codes (EXIT_CODES, shown by ``mbackup --help``; errors.py maps causes onto them):
+0 done, 1 partly failed (retry may help), 2 usage or config error (nothing was changed),
+3 Milvus or the store not reachable or throttled (retry later), 4 integrity problem,
+130 interrupted by Ctrl-C, 143 stopped by SIGTERM (what finished is still printed).
 """
 
 from __future__ import annotations
@@ -20,11 +22,12 @@ from .. import _engine
 from ..config.params import BY_FLAG, BY_KEY, flag_help, one_of
 from ..config.secrets import display_url
 from ..config.settings import Config, load_config
-from ..errors import ConfigError, MBackupError
+from ..errors import EXIT_FAILED, ConfigError, MBackupError, engine_exit_code
 from ..storage.location import Location, shown_key, skipped_links
-from ..transfer.copy import CAUSES, CopySettings, manifest, plan_copy, recheck_skipped, run_plan, write_json
+from ..transfer.copy import CAUSES, CopyReport, CopySettings, manifest, plan_copy, recheck_skipped, run_plan, write_json
 from ..transfer.progress import ConsoleReporter
 from ..units import format_bytes, format_duration, parse_duration
+from .signals import interrupted_exit_code
 
 if TYPE_CHECKING:
     import pluggy
@@ -33,7 +36,6 @@ if TYPE_CHECKING:
     from ..format.meta import BackupInfo
     from ..milvus.adapters.base import MilvusAdapter
     from ..storage.leftovers import Leftover
-    from ..transfer.copy import CopyReport
 
 
 class _Interrupted(Exception):
@@ -49,16 +51,27 @@ class _Commands(TyperGroup):
             raise _Interrupted from e
 
 
+# What a script or a CronJob can tell from the exit status alone (README: Exit codes).
+EXIT_CODES = "\n".join((
+    "Exit codes:",
+    "  0  done",
+    "  1  partly failed: running it again may finish it",
+    "  2  usage or config error: fix it",
+    "  3  Milvus or the object store not reachable, throttled, timed out: retry later",
+    "  4  integrity problem: a damaged backup, a checksum mismatch",
+    "  130, 143  interrupted by Ctrl-C, stopped by SIGTERM: what finished is printed",
+))
+
 app = typer.Typer(
     cls=_Commands,
     name="mbackup",
     help="Back up and restore Milvus collections; copy object-store prefixes fast and verifiably.",
+    epilog=EXIT_CODES,
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
 )
 
-EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
 
 ConfigOption = Annotated[str | None, typer.Option(
     "--config", help="Config file (the Go tool's backup.yaml; default: backup.yaml, $MILVUSCONF, ./configs).")]
@@ -173,8 +186,11 @@ def copy(
     if not dry_run and target.ensure_bucket():
         typer.echo(f"created bucket for {target.url}", err=True)
     plan = plan_copy(source, target, include or [], exclude or [], skip_existing=not force)
-    if not plan.listed:
-        raise MBackupError(f"nothing to copy: {source.url} has no objects (check the bucket and prefix)")
+    if not plan.listed:  # done, as rclone has it: a nightly copy of a prefix that is empty today
+        typer.echo(f"note: nothing to copy: {source.url} has no objects (check the bucket and prefix)", err=True)
+        if as_json:
+            typer.echo(json.dumps(CopyReport([], [], 0.0).summary()))
+        return
     if not plan.jobs and not plan.skipped:
         raise MBackupError(f"nothing to copy: none of the {plan.listed:,} objects under {source.url} match --include/--exclude")
     if verify and not dry_run:
@@ -214,9 +230,9 @@ def copy(
             line = f"interrupted: {line}, not started {summary['objects_not_started']:,}"
         typer.echo(line)
     if report.cancelled:
-        raise typer.Exit(EXIT_INTERRUPTED)
+        raise typer.Exit(interrupted_exit_code())
     if report.failed:
-        raise typer.Exit(EXIT_FAILED)
+        raise typer.Exit(report.exit_code)
 
 
 def _print_failures(report: CopyReport, target: Location) -> None:
@@ -436,12 +452,27 @@ def get(
 
 
 @app.command()
-def delete(ctx: typer.Context, name: NameOption, config: ConfigOption = None, set_: SetOption = None) -> None:
-    """Delete a backup (every object under its directory, in parallel; re-runnable)."""
-    from ..backup.catalog import delete_backup
+def delete(
+    ctx: typer.Context,
+    name: NameOption,
+    if_exists: Annotated[bool, typer.Option("--if-exists", help="A backup that is not there is done: exit 0.")] = False,
+    config: ConfigOption = None,
+    set_: SetOption = None,
+) -> None:
+    """Delete a backup (every object under its directory, in parallel; re-runnable).
 
-    # backup_dir() refuses names that would reach outside the backup root.
-    n = delete_backup(_stores(ctx.obj.with_command_options(config, set_)), name)
+    Example: mbackup delete -n nightly --if-exists
+    """
+    from ..backup.catalog import BackupNotFound, delete_backup
+
+    try:
+        # backup_dir() refuses names that would reach outside the backup root.
+        n = delete_backup(_stores(ctx.obj.with_command_options(config, set_)), name)
+    except BackupNotFound as e:
+        if not if_exists:
+            raise
+        typer.echo(f"note: {e}: nothing to delete", err=True)
+        return
     typer.echo(f"delete backup done: {name} ({n:,} objects)")
 
 
@@ -472,7 +503,7 @@ def verify(
             typer.echo(finding.line)
         typer.echo(report.summary_line())
     if report.problems:
-        raise typer.Exit(EXIT_FAILED)
+        raise typer.Exit(report.exit_code)
 
 
 @app.command()
@@ -689,20 +720,21 @@ def main() -> None:
     except ConfigError as e:
         for problem in e.problems:
             typer.echo(f"error: {problem}", err=True)
-        sys.exit(EXIT_USAGE)
+        sys.exit(e.exit_code)
     except MBackupError as e:
         typer.echo(f"error: {e}", err=True)
-        sys.exit(EXIT_USAGE)
+        sys.exit(e.exit_code)
     except _engine.EngineError as e:
         typer.echo(f"error: {e}", err=True)
-        sys.exit(EXIT_FAILED)
+        sys.exit(engine_exit_code(e.code))
     except typer.Exit as e:
         sys.exit(e.exit_code)
-    except (KeyboardInterrupt, _Interrupted):
-        typer.echo("interrupted", err=True)
-        sys.exit(EXIT_INTERRUPTED)
+    except (KeyboardInterrupt, _Interrupted) as e:
+        finished = getattr(e.__cause__ if isinstance(e, _Interrupted) else e, "finished", "")
+        typer.echo(f"interrupted: {finished}" if finished else "interrupted", err=True)
+        sys.exit(interrupted_exit_code())
     except typer.Abort:
-        sys.exit(EXIT_INTERRUPTED)
+        sys.exit(interrupted_exit_code())
     except Exception as e:
         # Usage errors: typer ships its own click, so match the interface, not the class.
         show, code = getattr(e, "show", None), getattr(e, "exit_code", None)
