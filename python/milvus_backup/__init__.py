@@ -1,9 +1,17 @@
 """mbackup: back up and restore Milvus collections. See ARCHITECTURE.md for the package map."""
 
-from importlib import metadata
+from typing import Any
 
-try:
-    # The version lives in Cargo.toml alone: maturin gives it to the package metadata.
-    __version__ = metadata.version("mbackup")
-except metadata.PackageNotFoundError:  # run from a source tree that was never installed
-    __version__ = "0+unknown"
+
+def __getattr__(name: str) -> Any:
+    # Looked up on first use: importlib.metadata takes ~0.1 s to import, and the CLI installs
+    # its SIGTERM handler (cli/signals.py) only once this package is imported.
+    if name == "__version__":
+        from importlib import metadata
+
+        try:
+            # The version lives in Cargo.toml alone: maturin gives it to the package metadata.
+            return metadata.version("mbackup")
+        except metadata.PackageNotFoundError:  # run from a source tree that was never installed
+            return "0+unknown"
+    raise AttributeError(name)

@@ -501,7 +501,8 @@ def copy_segments(stores: Stores, bdir: str, collections: list[meta.CollectionBa
         with contextlib.suppress(StorageError):
             lock.renew()  # objects that failed because another run took the lock over: say that
     lock.check()  # a lost lock cancelled the copy: say so, not what was left undone
-    report.raise_for_failures(BackupIncomplete, "the backup is incomplete, run the same create again to finish it")
+    report.raise_for_failures(BackupIncomplete, "the backup is incomplete, run the same create again to finish it",
+                              resume="run the same create again to finish the backup")
     return report
 
 

@@ -647,7 +647,8 @@ def import_data(adapter: MilvusAdapter, stores: Stores, bdir: str, t: Target, re
         plan = Plan(jobs=[(o, k) for o, k in files if present.get(k) != o.size],
                     skipped=[o for o, k in files if present.get(k) == o.size])
         report = run_plan(plan, stores.backup, stores.milvus, settings, reporter=reporter, label=f"stage {t.label}")
-        report.raise_for_failures(RestoreFailed, f"staging {t.label} into the Milvus bucket failed")
+        report.raise_for_failures(RestoreFailed, f"staging {t.label} into the Milvus bucket failed",
+                                  resume="run the same restore again to finish it")
         jobs = [j.under(prefix) for j in jobs]
     deletes = count_deletes(stores, bdir, jobs, t, reporter.warning)
     planned = [PlannedImport(j, sum(s.num_of_rows for s in j.segments if not s.is_l0), deletes[j.key]) for j in jobs]

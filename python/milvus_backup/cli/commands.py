@@ -27,7 +27,7 @@ from ..storage.location import Location, shown_key, skipped_links
 from ..transfer.copy import CAUSES, CopyReport, CopySettings, manifest, plan_copy, recheck_skipped, run_plan, write_json
 from ..transfer.progress import ConsoleReporter
 from ..units import format_bytes, format_duration, parse_duration
-from .signals import interrupted_exit_code
+from .signals import interrupted_exit_code, raise_on_sigterm
 
 if TYPE_CHECKING:
     import pluggy
@@ -43,8 +43,15 @@ class _Interrupted(Exception):
 
 
 class _Commands(TyperGroup):
+    # typer turns a KeyboardInterrupt (Ctrl-C, or SIGTERM: signals.py) into a silent exit 130,
+    # while parsing as while running: let main() say it, with the signal's own code, instead.
+    def make_context(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return super().make_context(*args, **kwargs)
+        except KeyboardInterrupt as e:
+            raise _Interrupted from e
+
     def invoke(self, ctx: Any) -> Any:  # typer's own click Context (typer._click), not public
-        # typer turns a KeyboardInterrupt into a silent exit 130: let main() say it instead.
         try:
             return super().invoke(ctx)
         except KeyboardInterrupt as e:
@@ -713,6 +720,7 @@ def main() -> None:
     # in one line instead. GRPC_VERBOSITY=debug (or any level) set by the user still wins.
     os.environ.setdefault("GRPC_VERBOSITY", "NONE")
     try:
+        raise_on_sigterm()  # loaded: a SIGTERM stops the run from here on
         _check_set_words(sys.argv[1:])
         # Outside standalone mode click returns a typer.Exit's code instead of exiting.
         code = _run_app()

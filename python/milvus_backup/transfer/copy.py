@@ -122,13 +122,15 @@ class CopyReport:
         codes = {engine_exit_code(r["error_code"]) for r in self.failed}
         return EXIT_UNREACHABLE if codes == {EXIT_UNREACHABLE} else 1
 
-    def raise_for_failures(self, error: type[Exception], what: str) -> None:
-        """KeyboardInterrupt when cancelled; ``error`` naming the first failure when any object
-        failed (``what`` says what was being copied and what it means), CopyUnreachable when
-        they all failed because a store did not answer."""
+    def raise_for_failures(self, error: type[Exception], what: str, resume: str = "") -> None:
+        """Interrupted when cancelled, saying what was copied and ``resume`` (how to finish);
+        ``error`` naming the first failure when any object failed (``what`` says what was
+        being copied and what it means), CopyUnreachable when they all failed because a store
+        did not answer."""
         if self.cancelled:
             raise Interrupted(f"copied {len(self.copied):,} of {len(self.results):,} objects"
-                              + (f", {len(self.skipped):,} more already there" if self.skipped else ""))
+                              + (f", {len(self.skipped):,} more already there" if self.skipped else "")
+                              + (f"; {resume}" if resume else ""))
         if self.failed:
             first = self.failed[0]
             cls = CopyUnreachable if self.exit_code == EXIT_UNREACHABLE else error
