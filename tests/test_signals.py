@@ -8,7 +8,6 @@ the first moments of a run; each run is then done again, and finishes.
 from __future__ import annotations
 
 import os
-import random
 import signal
 import subprocess
 import sys
@@ -17,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from test_storage_safety import MULTIPART, uploads
+from test_storage_safety import MULTIPART, four_mb_collection, uploads
 
 MIB = 1 << 20
 STOPS_WITHIN = 30  # seconds from the signal to the exit, on a loaded machine
@@ -30,9 +29,9 @@ def start(env, *args: str) -> subprocess.Popen:
 
 
 def signal_when(proc: subprocess.Popen, ready, what: str, sig: int = signal.SIGTERM,
-                timeout: float = 120) -> tuple[int, str, str]:
+                timeout: float = 120, stops_within: float = STOPS_WITHIN) -> tuple[int, str, str]:
     """Send ``sig`` once ``ready()``; (exit code, stdout, stderr). Fails if the run ended
-    before, or does not stop within STOPS_WITHIN seconds."""
+    before, or does not stop within ``stops_within`` seconds."""
     deadline = time.monotonic() + timeout
     while not ready():
         if proc.poll() is not None or time.monotonic() > deadline:
@@ -41,11 +40,12 @@ def signal_when(proc: subprocess.Popen, ready, what: str, sig: int = signal.SIGT
         time.sleep(0.05)
     proc.send_signal(sig)
     try:
-        out, err = proc.communicate(timeout=STOPS_WITHIN)
+        out, err = proc.communicate(timeout=stops_within)
     except subprocess.TimeoutExpired:
         proc.kill()
         out, err = proc.communicate()
-        pytest.fail(f"still running {STOPS_WITHIN} s after {signal.Signals(sig).name}: {out}{err}")
+        pytest.fail(f"still running {stops_within} s after {signal.Signals(sig).name}: {' '.join(proc.args)}\n"
+                    f"{out}{err}")
     return proc.returncode, out, err
 
 
@@ -113,23 +113,16 @@ def test_sigterm_mid_create_and_mid_restore(milvus_clusters, seaweedfs, s3env, b
     lock left, and the same create run again finishes a backup that verifies. Then a restore
     into the other cluster stopped while it stages the binlogs into that cluster's bucket:
     exit 143, the journal kept, no upload left, and a re-run restores every row."""
-    from pymilvus import DataType, MilvusClient
+    from pymilvus import MilvusClient
 
     from mbackup_dev.devstack import backup_config
 
     source, target = milvus_clusters.source, milvus_clusters.target
     client = MilvusClient(uri=source.uri)
-    coll = f"term_{os.getpid()}_{int(time.time())}"
-    schema = MilvusClient.create_schema(auto_id=False)
-    schema.add_field("id", DataType.INT64, is_primary=True)
-    schema.add_field("vec", DataType.FLOAT_VECTOR, dim=128)
-    client.create_collection(coll, schema=schema)
-    rng = random.Random(11)
+    coll = four_mb_collection(client, "term", 11)
     name = "stopped_by_sigterm"
     slow = ["--set", "mbackup.maxRequestsPerSecond=2"]
     try:
-        client.insert(coll, [{"id": i, "vec": [rng.random() for _ in range(128)]} for i in range(8000)])  # 4 MB
-        client.flush(coll)
         extra = "transfer:\n  multipartCopyThresholdMiB: 1\n"
         src_cfg, dst_cfg = tmp_path / "src.yaml", tmp_path / "dst.yaml"
         src_cfg.write_text(backup_config(source, backup_bucket=bucket, extra=extra))
