@@ -102,3 +102,18 @@ def test_exit_code_by_cause(case, stage, tmp_path, monkeypatch):
     lines = [line for line in stream.splitlines() if not line.startswith("warning:")]
     assert lines and lines[0].startswith(sub(expected)), out + err
     assert "Traceback" not in err
+
+
+def test_help_and_readme_list_every_exit_code():
+    """What a script author reads: ``mbackup --help`` and the README's table name each code."""
+    import re
+
+    from mbackup_dev import readme
+
+    code, out, _ = inprocess.run("--help")
+    assert code == 0
+    shown = out[out.index("Exit codes:"):]
+    for number in ("0", "1", "2", "3", "4", "130, 143"):
+        assert re.search(rf"^\W*{number}  \w", shown, re.MULTILINE), shown
+    table = re.findall(r"^\| (\d+) \|", readme.README.read_text(), re.MULTILINE)
+    assert table == ["0", "1", "2", "3", "4", "130", "143"]

@@ -494,7 +494,8 @@ def verify(
     set_: SetOption = None,
 ) -> None:
     """Check that a backup is whole: every object present with the expected size and the meta
-    readable (one LIST); with --deep every byte is read back and checksummed. Exit 1 on any problem.
+    readable (one LIST); with --deep every byte is read back and checksummed. Exit 4 when it
+    is damaged.
 
     Example: mbackup verify -n nightly --deep
     """
