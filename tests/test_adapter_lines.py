@@ -467,7 +467,8 @@ def test_backup_pause_gc_false_sends_no_pause_and_says_so_once(contract, tmp_pat
         "backup may be missing from it"]
 
 
-def test_ctrl_c_during_a_backup_releases_gc(contract, tmp_path, seaweedfs, bucket):
+@pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["SIGINT", "SIGTERM"])
+def test_ctrl_c_or_sigterm_during_a_backup_releases_gc(contract, tmp_path, seaweedfs, bucket, sig, code):
     contract.reset(PROFILES["2.6.11"])
     stores = open_stores(load_config(str(config_file(tmp_path, seaweedfs, bucket, contract)), env={}, cwd=tmp_path))
     seed(contract, stores)
@@ -480,9 +481,9 @@ def test_ctrl_c_during_a_backup_releases_gc(contract, tmp_path, seaweedfs, bucke
         assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
         time.sleep(0.05)
     assert contract.state.gc_held() != []
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(sig)
     _, err = proc.communicate(timeout=30)
-    assert (proc.returncode, err.splitlines()[-1:]) == (130, ["interrupted"]), err
+    assert (proc.returncode, err.splitlines()[-1:]) == (code, ["interrupted"]), err
     assert contract.state.gc_held() == [] and contract.methods()[-1] == RESUME
 
 
