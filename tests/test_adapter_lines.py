@@ -306,7 +306,7 @@ def test_create_get_and_verify_count_the_collection_level_l0_segments(contract, 
     l0 = next(s for s in coll.segments.values() if s.partition_id == -1)
     stores.backup.delete(f"backup/withl0/binlogs/delta_log/{coll.id}/-1/{l0.id}/{l0.deltas[0]}")
     code, out, err = inprocess.run("verify", "-n", "withl0", "--config", cfg)
-    assert code == 1 and f"delta_log/{coll.id}/-1/{l0.id}/{l0.deltas[0]}" in out + err
+    assert code == 4 and f"delta_log/{coll.id}/-1/{l0.id}/{l0.deltas[0]}" in out + err
 
 
 def _tt(info: meta.BackupInfo) -> str:

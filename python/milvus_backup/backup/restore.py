@@ -50,6 +50,10 @@ class RestoreError(MBackupError):
     """A restore was refused or failed."""
 
 
+class RowsDiffer(RestoreError, IntegrityError):
+    """An import wrote other rows than the backup holds; a re-run fails the same way."""
+
+
 class RestoreFailed(RestoreError, PartialError):
     """A restore stopped part way (an import failed, staging copies failed): its journal is
     kept, so running it again finishes it."""
@@ -633,7 +637,7 @@ def import_data(adapter: MilvusAdapter, stores: Stores, bdir: str, t: Target, re
         earlier = state["partitions"].get(job.key, {})
         if earlier.get("mismatch"):
             # The four numbers check_rows records (read_journal checks them); mypy cannot know a list's length.
-            raise RestoreError(rows_differ(t, job.what, *earlier["mismatch"], earlier["rows"], request.name))  # type: ignore[call-arg]
+            raise RowsDiffer(rows_differ(t, job.what, *earlier["mismatch"], earlier["rows"], request.name))  # type: ignore[call-arg]
     if not stores.same_bucket:
         # Milvus reads import files only from its own bucket: stage the segments there.
         # At the bucket root like the Go tool's restore-temp dirs, outside Milvus's rootPath.
@@ -758,7 +762,7 @@ def wait_imports(adapter: MilvusAdapter, t: Target, jobs: list[PlannedImport], r
                     state[key]["mismatch"] = mismatch
                     journal.save()
                     # As above: *mismatch is four numbers.
-                    raise RestoreError(rows_differ(t, job.what, *mismatch, status.rows, request.name))  # type: ignore[call-arg, arg-type]
+                    raise RowsDiffer(rows_differ(t, job.what, *mismatch, status.rows, request.name))  # type: ignore[call-arg, arg-type]
                 state[key]["done"] = True
                 journal.save()
                 done += 1

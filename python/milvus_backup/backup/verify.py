@@ -100,8 +100,12 @@ class VerifyReport:
 
     @property
     def exit_code(self) -> int:
-        """4 when an object is missing, resized, corrupted or the meta damaged; 1 when the only
-        problems are objects the store did not let us read (run it again); 0 when whole."""
+        """1 when the backup is incomplete (a create or delete did not finish: run it again) or
+        the only problems are objects the store did not let us read; 4 when an object is
+        missing, resized, corrupted or the meta damaged; 0 when whole."""
+        marker = f"{meta.META_DIR}/{meta.BACKUP_META}"
+        if any(p.kind == "missing" and p.key == marker for p in self.problems):
+            return EXIT_FAILED
         if any(p.kind != "unreadable" for p in self.problems):
             return EXIT_INTEGRITY
         return EXIT_FAILED if self.problems else 0

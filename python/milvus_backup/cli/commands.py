@@ -22,7 +22,7 @@ from .. import _engine
 from ..config.params import BY_FLAG, BY_KEY, flag_help, one_of
 from ..config.secrets import display_url
 from ..config.settings import Config, load_config
-from ..errors import EXIT_FAILED, ConfigError, MBackupError, engine_exit_code
+from ..errors import EXIT_FAILED, EXIT_UNREACHABLE, ConfigError, MBackupError, UnreachableError, engine_exit_code
 from ..storage.location import Location, shown_key, skipped_links
 from ..transfer.copy import CAUSES, CopyReport, CopySettings, manifest, plan_copy, recheck_skipped, run_plan, write_json
 from ..transfer.progress import ConsoleReporter
@@ -324,7 +324,8 @@ def check(ctx: typer.Context, config: ConfigOption = None, set_: SetOption = Non
     try:
         result = _engine.Copier(parallel=1, verify=True).run([(stores.milvus.store, probe, stores.backup.store, target, 1)])[0]
         if result["error"]:
-            raise MBackupError(f"copying a test object from the Milvus bucket to the backup storage failed: {result['error']}")
+            error = UnreachableError if engine_exit_code(result["error_code"]) == EXIT_UNREACHABLE else MBackupError
+            raise error(f"copying a test object from the Milvus bucket to the backup storage failed: {result['error']}")
     finally:
         stores.milvus.delete(probe)
         stores.backup.delete(target)
