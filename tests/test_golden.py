@@ -231,7 +231,7 @@ def test_collection_level_l0_deletes_lost_with_full_meta_are_a_problem(goldens, 
         "read without it: restore would leave its deletes out" for rel in logs]
     refused = mbackup(configs["src"], "restore", "-n", "golden_v2_5_levels", "--skip-l0", "--rename",
                       "default.*:golden_levels.*")
-    assert error_line(refused).startswith(f"error: backup 'golden_v2_5_levels' failed the quick check: unlisted: {logs[0]}")
+    assert error_line(refused, 4).startswith(f"error: backup 'golden_v2_5_levels' failed the quick check: unlisted: {logs[0]}")
     _nothing_made(milvus_clusters.source, "golden_levels")
 
 
