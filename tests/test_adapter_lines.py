@@ -306,7 +306,7 @@ def test_create_get_and_verify_count_the_collection_level_l0_segments(contract, 
     l0 = next(s for s in coll.segments.values() if s.partition_id == -1)
     stores.backup.delete(f"backup/withl0/binlogs/delta_log/{coll.id}/-1/{l0.id}/{l0.deltas[0]}")
     code, out, err = inprocess.run("verify", "-n", "withl0", "--config", cfg)
-    assert code == 1 and f"delta_log/{coll.id}/-1/{l0.id}/{l0.deltas[0]}" in out + err
+    assert code == 4 and f"delta_log/{coll.id}/-1/{l0.id}/{l0.deltas[0]}" in out + err
 
 
 def _tt(info: meta.BackupInfo) -> str:
@@ -467,7 +467,8 @@ def test_backup_pause_gc_false_sends_no_pause_and_says_so_once(contract, tmp_pat
         "backup may be missing from it"]
 
 
-def test_ctrl_c_during_a_backup_releases_gc(contract, tmp_path, seaweedfs, bucket):
+@pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["SIGINT", "SIGTERM"])
+def test_ctrl_c_or_sigterm_during_a_backup_releases_gc(contract, tmp_path, seaweedfs, bucket, sig, code):
     contract.reset(PROFILES["2.6.11"])
     stores = open_stores(load_config(str(config_file(tmp_path, seaweedfs, bucket, contract)), env={}, cwd=tmp_path))
     seed(contract, stores)
@@ -480,9 +481,9 @@ def test_ctrl_c_during_a_backup_releases_gc(contract, tmp_path, seaweedfs, bucke
         assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
         time.sleep(0.05)
     assert contract.state.gc_held() != []
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(sig)
     _, err = proc.communicate(timeout=30)
-    assert (proc.returncode, err.splitlines()[-1:]) == (130, ["interrupted"]), err
+    assert (proc.returncode, err.splitlines()[-1:]) == (code, ["interrupted"]), err
     assert contract.state.gc_held() == [] and contract.methods()[-1] == RESUME
 
 

@@ -202,11 +202,12 @@ def test_bad_input_one_line_and_nothing_created(seaweedfs, s3env, sample_bucket,
     r = mbackup(s3env, "copy", url(seaweedfs, "no-such-bucket-here", "files"), str(folder), check=2)
     assert r.stderr.strip() == "error: s3://no-such-bucket-here/files: the bucket does not exist; create it or fix the bucket name"
 
-    r = mbackup(s3env, "copy", url(seaweedfs, sample_bucket, "no/such/prefix"), str(folder), check=2)
-    assert "has no objects (check the bucket and prefix)" in r.stderr
+    # Done, as rclone has it (a nightly copy of a prefix empty today), with a note.
+    r = mbackup(s3env, "copy", url(seaweedfs, sample_bucket, "no/such/prefix"), str(folder), check=0)
+    assert "note: nothing to copy: " in r.stderr and "has no objects (check the bucket and prefix)" in r.stderr
 
     started = time.monotonic()
-    r = mbackup(s3env, "copy", "s3://b/files?endpoint=http://127.0.0.1:9", str(folder), check=2, timeout=60)
+    r = mbackup(s3env, "copy", "s3://b/files?endpoint=http://127.0.0.1:9", str(folder), check=3, timeout=60)
     assert time.monotonic() - started < 30
     assert "cannot reach the endpoint" in r.stderr and "check the address and port" in r.stderr
 

@@ -60,8 +60,9 @@ def tree(base: Path) -> dict[str, bytes]:
     return {str(p.relative_to(base)): p.read_bytes() for p in sorted(base.rglob("*")) if p.is_file()}
 
 
-def assert_clear_failure(proc, codes: tuple[int, ...] = (1, 2)) -> list[str]:
-    """A failure exit code, and every line on stderr is one message (no traceback, no noise)."""
+def assert_clear_failure(proc, codes: tuple[int, ...] = (1, 2, 3)) -> list[str]:
+    """A failure exit code (3: the store did not answer), and every line on stderr is one message
+    (no traceback, no noise)."""
     assert proc.returncode in codes, (proc.returncode, proc.stderr[-2000:])
     lines = proc.stderr.splitlines()
     assert lines, "a failed command must say why"
@@ -130,8 +131,8 @@ def test_copy_rides_out_20_percent_slowdown(seaweedfs, s3env, small_objects):
         assert summary["strategies"].get("server_copy", 0) == summary["objects_copied"]
         assert summary["retries"] > 0 and throttled > 0.15 * proxy.stats["requests"]
         failed = [x for x in records if x["error"]]
-        if r.returncode != 0:  # only ever the throttling, after every attempt
-            assert r.returncode == 1 and failed and summary["objects_failed"] == len(failed), r.stderr
+        if r.returncode != 0:  # only ever the throttling, after every attempt: retry later
+            assert r.returncode == 3 and failed and summary["objects_failed"] == len(failed), r.stderr
             assert all("503 SlowDown" in x["error"] and x["attempts"] == 5 for x in failed), failed[:3]
         rerun = mbackup(s3env, "copy", url(proxy.endpoint, bucket, "src"), url(proxy.endpoint, bucket, "dst"), "--json")
         assert rerun.returncode == 0, rerun.stdout + rerun.stderr

@@ -147,7 +147,7 @@ def test_hostile_meta_file(place, victim, fname, data):
     s, cfg, _bucket = place
     with damaged_object(s, f"{victim.bdir}/meta/{fname}", data):
         code, out, err = run(cfg, "get", "-n", "victim")
-        assert code in (0, 2), err
+        assert code in (0, 4), err  # 4: damaged
         problem = one_error_line(err) if code else None
 
         code, out, err = run(cfg, "list")
@@ -158,12 +158,12 @@ def test_hostile_meta_file(place, victim, fname, data):
             assert " DAMAGED " in rows["victim"] and rows["victim"].endswith(f"  {problem[len('error: '):]}")
 
         code, out, err = run(cfg, "verify", "-n", "victim", "-q")
-        assert code in (0, 1) and err == "", err
+        assert code in (0, 4) and err == "", err
         if problem:
-            assert code == 1
+            assert code == 4
 
         code, out, err = run(cfg, "restore", "-n", "victim")
-        assert code == 2
+        assert code in (3, 4)  # damaged (4); whole, it gets as far as Milvus, which is not there (3)
         one_error_line(err)
 
 
@@ -173,9 +173,9 @@ def test_hostile_manifest(place, victim, data):
     s, cfg, _ = place
     with damaged_object(s, f"{victim.bdir}/meta/mbackup_manifest.json", data):
         code, _out, err = run(cfg, "verify", "-n", "victim", "--deep", "-q")
-        assert code in (0, 1) and err == "", err
+        assert code in (0, 4) and err == "", err
         code, _out, err = run(cfg, "restore", "-n", "victim")
-        assert code == 2
+        assert code in (3, 4)  # damaged (4); else Milvus, which is not there (3)
         one_error_line(err)
 
 
@@ -211,11 +211,12 @@ def test_hostile_in_progress_marker(place, incomplete, data):
         # another request, is refused there; one it can is resumed, and then Milvus (port 9
         # here) cannot be reached.
         code, out, err = run(cfg, "create", "-n", "halfway")
-        assert code == 2
         line = one_error_line(err)
         marker = _json(s.get(key))
         if not isinstance(marker, dict) or marker.get("name") != "halfway" or marker.get("request") != REQUEST:
-            assert "mbackup_in_progress.json" in line or "incomplete create" in line, line
+            assert code == 2 and ("mbackup_in_progress.json" in line or "incomplete create" in line), line
+        else:
+            assert code in (2, 3), line  # a marker shaped right but not right, or Milvus not there (3)
         code, out, err = run(cfg, "list")
         assert code == 0 and re.search(r"^halfway +- +- +INCOMPLETE .* \(a create did not finish\)$", out, re.M), out + err
         code, out, err = run(cfg, "verify", "-n", "halfway", "-q")

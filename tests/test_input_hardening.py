@@ -207,5 +207,5 @@ def test_grpc_tracing_with_a_password_runs_only_when_asked(tmp_path):
     warnings = [line for line in proc.stderr.splitlines() if line.startswith("warning:")]
     assert warnings == ["warning: GRPC_TRACE=api with MBACKUP_ALLOW_GRPC_TRACE=1: the gRPC trace shows the Milvus "
                         "password (base64, in the authorization header); do not share it"]
-    assert proc.returncode == 2
+    assert proc.returncode == 3
     assert proc.stderr.splitlines()[-1].startswith("error: cannot reach Milvus at 127.0.0.1:9")

@@ -10,9 +10,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
-import time
 from types import SimpleNamespace
 
 import pytest
@@ -20,6 +17,7 @@ import pytest
 from faultproxy import FaultProxy
 from sample_backup import ROOT, Sample, config_yaml
 from test_copy import fill, tree
+from test_signals import signal_when, start
 
 KIB, MIB = 1024, 1024 * 1024
 CAP = "256KiB/s"  # every run below would take a minute or more uninterrupted
@@ -30,22 +28,8 @@ def interrupt_mid_read(env, args: list[str], proxy: FaultProxy, reading: str) ->
     """Start ``mbackup <args>``, send SIGINT once a GET of a key under ``reading`` went
     through the proxy, and return (exit code, stdout, stderr); fail if it does not stop
     within STOPS_WITHIN seconds."""
-    proc = subprocess.Popen([sys.executable, "-m", "milvus_backup", *args], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 60
-    while not any(k.startswith(f"GET {reading}") for k in list(proxy.seen)):
-        if proc.poll() is not None or time.monotonic() > deadline:
-            out, err = proc.communicate(timeout=60)
-            pytest.fail(f"never read {reading} (exit {proc.returncode}): {out}{err}")
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGINT)
-    try:
-        out, err = proc.communicate(timeout=STOPS_WITHIN)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        out, err = proc.communicate()
-        pytest.fail(f"still running {STOPS_WITHIN} s after Ctrl-C: {' '.join(args)}\n{out}{err}")
-    return proc.returncode, out, err
+    return signal_when(start(env, *args), lambda: any(k.startswith(f"GET {reading}") for k in list(proxy.seen)),
+                       f"a read of {reading}", signal.SIGINT, timeout=60, stops_within=STOPS_WITHIN)
 
 
 @pytest.fixture

@@ -65,7 +65,7 @@ mbackup:
         (["config", "show", "--json"], 0, "stdout", '"key": "milvus.storage.auth.secretAccessKey"'),
         (["--set", f"milvus.storage.auth.secretAccessKey={SET_SECRET}", "config", "show"], 0, "stdout",
          "milvus.storage.auth.secretAccessKey"),
-        (["create", "-n", "x"], 2, "stderr", "error: cannot reach Milvus at 127.0.0.1:9"),
+        (["create", "-n", "x"], 3, "stderr", "error: cannot reach Milvus at 127.0.0.1:9"),
         (["list"], 0, "stdout", "sample"),
         (["get", "-n", "sample", "--json"], 0, "stdout", '"name": "sample"'),
         (["copy", "@test", str(tmp_path / "out"), "--json", "--records", "--manifest", str(manifest)], 0, "stdout",
@@ -73,7 +73,7 @@ mbackup:
         (["-vv", "--log-format", "json", "copy", "@test", str(tmp_path / "out2")], 0, "stderr", '"level": "debug"'),
         (["copy", f"s3://{bucket}/{ROOT}/sample?endpoint={seaweedfs.endpoint}", str(tmp_path / "o2")], 2, "stderr",
          "the server rejected the credentials"),  # the env secret is wrong
-        (["copy", f"s3://{bucket}/p?endpoint=http://127.0.0.1:9", str(tmp_path / "o3")], 2, "stderr",
+        (["copy", f"s3://{bucket}/p?endpoint=http://127.0.0.1:9", str(tmp_path / "o3")], 3, "stderr",
          "cannot reach the endpoint"),
     ]
     before = len(CAPTURED)

@@ -317,28 +317,37 @@ def test_killed_copy_to_s3_rerun_leaves_no_incomplete_upload(seaweedfs, s3env, b
     assert seaweedfs.store(bucket).get("dst/big.bin") == big
 
 
+def four_mb_collection(client, stem: str, seed: int) -> str:
+    """A new flushed collection of 8,000 rows of 128-dim vectors (4 MB of binlogs): its name.
+    The caller drops it."""
+    import random
+
+    from pymilvus import DataType, MilvusClient
+
+    coll = f"{stem}_{os.getpid()}_{int(time.time())}"
+    schema = MilvusClient.create_schema(auto_id=False)
+    schema.add_field("id", DataType.INT64, is_primary=True)
+    schema.add_field("vec", DataType.FLOAT_VECTOR, dim=128)
+    client.create_collection(coll, schema=schema)
+    rng = random.Random(seed)
+    client.insert(coll, [{"id": i, "vec": [rng.random() for _ in range(128)]} for i in range(8000)])
+    client.flush(coll)
+    return coll
+
+
 @pytest.mark.milvus
 def test_killed_create_rerun_leaves_no_incomplete_upload(milvus_clusters, seaweedfs, s3env, bucket, tmp_path):
     """A create killed while a binlog is being copied in parts (UploadPartCopy, with the
     multipart copy threshold lowered to 1 MiB and few requests a second): the resumed create
     leaves no incomplete upload behind."""
-    import random
-
-    from pymilvus import DataType, MilvusClient
+    from pymilvus import MilvusClient
 
     from mbackup_dev.devstack import backup_config
 
     source = milvus_clusters.source
     client = MilvusClient(uri=source.uri)
-    coll = f"big_{os.getpid()}_{int(time.time())}"
-    schema = MilvusClient.create_schema(auto_id=False)
-    schema.add_field("id", DataType.INT64, is_primary=True)
-    schema.add_field("vec", DataType.FLOAT_VECTOR, dim=128)
-    client.create_collection(coll, schema=schema)
-    rng = random.Random(7)
+    coll = four_mb_collection(client, "big", 7)
     try:
-        client.insert(coll, [{"id": i, "vec": [rng.random() for _ in range(128)]} for i in range(8000)])  # 4 MB
-        client.flush(coll)
         cfg = tmp_path / "backup.yaml"
         cfg.write_text(backup_config(source, backup_bucket=bucket, extra="transfer:\n  multipartCopyThresholdMiB: 1\n"))
         name = "killed_in_parts"

@@ -74,7 +74,7 @@ def test_flipped_byte_passes_quick_check_and_fails_deep(env, cfg, sample):
     assert (quick.returncode, quick.stdout) == (0, sample.summary() + "\n")
 
     deep = mbackup(env, cfg, "verify", "-n", "nightly", "--deep")
-    assert deep.returncode == 1
+    assert deep.returncode == 4  # integrity problem
     assert deep.stdout.splitlines() == [f"corrupted: {rel}: crc32c expected {before}, found {after}",
                                         sample.summary(checksums=9, problems="1 problem")]
     report = json.loads(mbackup(env, cfg, "verify", "-n", "nightly", "--deep", "--json").stdout)
@@ -90,7 +90,7 @@ def test_truncated_and_deleted_objects_are_reported_with_sizes(env, cfg, sample)
     sample.delete(deleted)
 
     proc = mbackup(env, cfg, "verify", "-n", "nightly")
-    assert proc.returncode == 1
+    assert proc.returncode == 4
     assert proc.stdout.splitlines() == [
         f"resized: {truncated}: expected {full:,} bytes, found 100 bytes",
         f"missing: {deleted}: expected {gone:,} bytes",
@@ -106,7 +106,7 @@ def test_damaged_meta_files_are_named(env, cfg, sample):
     original = sample.objects["meta/segment_meta.json"]
     sample.put("meta/segment_meta.json", b'{"infos": [}')
     proc = mbackup(env, cfg, "verify", "-n", "nightly")
-    assert proc.returncode == 1
+    assert proc.returncode == 4
     assert proc.stdout.splitlines() == [
         "damaged: meta/segment_meta.json: not valid JSON (expecting value at byte 11, line 1 column 12)",
         sample.summary(problems="1 problem")]
@@ -119,7 +119,7 @@ def test_damaged_meta_files_are_named(env, cfg, sample):
     size = len(sample.objects[gone])
     sample.delete(gone)
     proc = mbackup(env, cfg, "verify", "-n", "nightly")
-    assert proc.returncode == 1
+    assert proc.returncode == 4
     assert proc.stdout.splitlines() == [
         "damaged: meta/full_meta.json: not valid JSON (truncated at byte 40)",
         f"missing: {gone}: expected {size:,} bytes",
@@ -143,7 +143,7 @@ def test_go_tool_backup_without_manifest(env, cfg, seaweedfs, bucket):
     size = len(sample.objects[rel])
     sample.put(rel, sample.objects[rel] + b"x")
     proc = mbackup(env, cfg, "verify", "-n", "from_go")
-    assert proc.returncode == 1
+    assert proc.returncode == 4
     assert proc.stdout.splitlines()[0] == f"resized: {rel}: expected {size:,} bytes, found {size + 1:,} bytes"
 
 
@@ -225,7 +225,7 @@ def test_restore_refuses_a_damaged_backup_unless_forced(env, milvus_clusters, se
         data = s.get(victim)
         s.delete(victim)
         refused = mbackup(env, cfg, "restore", "-n", name, "--suffix", "_r")
-        assert refused.returncode == 2
+        assert refused.returncode == 4
         assert refused.stderr.splitlines()[-1] == (
             f"error: backup '{name}' failed the quick check: missing: {victim[len(bdir) + 1:]}: "
             f"expected {len(data):,} bytes (1 problem); see them all with mbackup verify -n {name}, "
@@ -235,7 +235,7 @@ def test_restore_refuses_a_damaged_backup_unless_forced(env, milvus_clusters, se
         # Restore reads full_meta.json: damage in a level file fails the check but not a forced restore.
         s.put(victim, data)
         s.put(f"{bdir}/meta/{meta.SEGMENT_META}", b"{")
-        assert mbackup(env, cfg, "restore", "-n", name, "--suffix", "_r").returncode == 2
+        assert mbackup(env, cfg, "restore", "-n", name, "--suffix", "_r").returncode == 4
         assert not client.has_collection(f"{coll}_r")
         forced = mbackup(env, cfg, "restore", "-n", name, "--suffix", "_r", "--force", "-q", timeout=600)
         assert forced.returncode == 0, forced.stderr
@@ -265,6 +265,6 @@ DAMAGED = [
 def test_damaged_content_is_one_finding(env, cfg, sample, rel, data, line):
     sample.put(rel, data)
     proc = mbackup(env, cfg, "verify", "-n", "nightly")
-    assert (proc.returncode, proc.stderr) == (1, ""), proc.stderr
+    assert (proc.returncode, proc.stderr) == (4, ""), proc.stderr
     assert proc.stdout.splitlines()[0].startswith(line), proc.stdout
     assert proc.stdout.splitlines()[-1].endswith(" 1 problem"), proc.stdout

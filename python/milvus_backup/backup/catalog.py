@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..config.settings import Config, StorageConfig
-from ..errors import MBackupError
+from ..errors import MBackupError, PartialError
 from ..format import meta
 from ..plugins.manager import storage_backends
 from ..storage.location import BucketNotFound, Location
@@ -250,7 +250,7 @@ def delete_backup(stores: Stores, name: str, parallel: int = 32) -> int:
             lock.check()
         if failures:
             key, error = failures[0]
-            raise MBackupError(f"could not delete {len(failures)} objects of backup {name!r} (first: {key}: {error}); "
+            raise PartialError(f"could not delete {len(failures)} objects of backup {name!r} (first: {key}: {error}); "
                                "run the delete again")
     return len(keys)
 

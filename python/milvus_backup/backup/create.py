@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..config.params import FORMATS
-from ..errors import MBackupError
+from ..errors import MBackupError, PartialError
 from ..format import meta, untrusted
 from ..milvus.adapters.base import (
     ALL_PARTITIONS,
@@ -59,6 +59,10 @@ GC_PAUSE_SECONDS = 3600
 
 class BackupError(MBackupError):
     """A backup could not be made; nothing that looks complete was left behind."""
+
+
+class BackupIncomplete(BackupError, PartialError):
+    """Some binlogs were not copied; the same create, run again, finishes the backup."""
 
 
 @dataclass
@@ -569,7 +573,8 @@ def copy_segments(stores: Stores, bdir: str, collections: list[meta.CollectionBa
         with contextlib.suppress(StorageError):
             lock.renew()  # objects that failed because another run took the lock over: say that
     lock.check()  # a lost lock cancelled the copy: say so, not what was left undone
-    report.raise_for_failures(BackupError, "the backup is incomplete, run the same create again to finish it")
+    report.raise_for_failures(BackupIncomplete, "the backup is incomplete, run the same create again to finish it",
+                              resume="run the same create again to finish the backup")
     return report
 
 

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..config.params import BY_KEY, MAX_IMPORT_JOBS
-from ..errors import MBackupError
+from ..errors import IntegrityError, MBackupError, PartialError, UnreachableError
 from ..format import meta, untrusted
 from ..milvus.adapters.base import (
     CreateCollectionSpec,
@@ -50,6 +50,15 @@ from .verify import check_before_restore
 
 class RestoreError(MBackupError):
     """A restore was refused or failed."""
+
+
+class RowsDiffer(RestoreError, IntegrityError):
+    """An import wrote other rows than the backup holds; a re-run fails the same way."""
+
+
+class RestoreFailed(RestoreError, PartialError):
+    """A restore stopped part way (an import failed, staging copies failed): its journal is
+    kept, so running it again finishes it."""
 
 
 @dataclass
@@ -232,8 +241,11 @@ class Journal:
             yield
         except MBackupError as e:
             kept = self.settle()
+            if kept and isinstance(e, (UnreachableError, IntegrityError)):
+                e.args = (f"{e}; {kept}",)  # the cause decides the exit code; the line says what is kept
+                raise
             if kept:
-                raise RestoreError(f"{e}; {kept}") from e
+                raise RestoreFailed(f"{e}; {kept}") from e
             raise
         except BaseException:
             kept = self.settle()
@@ -804,7 +816,7 @@ def import_data(adapter: MilvusAdapter, stores: Stores, bdir: str, t: Target, re
         earlier = state["partitions"].get(job.key, {})
         if earlier.get("mismatch"):
             # The four numbers check_rows records (read_journal checks them); mypy cannot know a list's length.
-            raise RestoreError(rows_differ(t, job.what, *earlier["mismatch"], earlier["rows"], request.name))  # type: ignore[call-arg]
+            raise RowsDiffer(rows_differ(t, job.what, *earlier["mismatch"], earlier["rows"], request.name))  # type: ignore[call-arg]
     if not stores.same_bucket:
         # Milvus reads import files only from its own bucket: stage the segments there.
         # At the bucket root like the Go tool's restore-temp dirs, outside Milvus's rootPath.
@@ -818,7 +830,8 @@ def import_data(adapter: MilvusAdapter, stores: Stores, bdir: str, t: Target, re
         plan = Plan(jobs=[(o, k) for o, k in files if present.get(k) != o.size],
                     skipped=[o for o, k in files if present.get(k) == o.size])
         report = run_plan(plan, stores.backup, stores.milvus, settings, reporter=reporter, label=f"stage {t.label}")
-        report.raise_for_failures(RestoreError, f"staging {t.label} into the Milvus bucket failed")
+        report.raise_for_failures(RestoreFailed, f"staging {t.label} into the Milvus bucket failed",
+                                  resume="run the same restore again to finish it")
         jobs = [j.under(prefix) for j in jobs]
     deletes = count_deletes(stores, bdir, jobs, t, reporter.warning)
     planned = [PlannedImport(j, sum(s.num_of_rows for s in j.segments if not s.is_l0), deletes[j.key]) for j in jobs]
@@ -918,7 +931,7 @@ def wait_imports(adapter: MilvusAdapter, t: Target, jobs: list[PlannedImport], r
             if status.state == ImportState.FAILED:
                 state[key]["rows"] = 0  # a failed import leaves no rows behind
                 journal.save()
-                raise RestoreError(f"import of {t.label} {job.what} failed: {status.reason or 'no reason given'}")
+                raise RestoreFailed(f"import of {t.label} {job.what} failed: {status.reason or 'no reason given'}")
             if status.state == ImportState.COMPLETED:
                 del running[job_id]
                 state[key]["rows"] = status.rows
@@ -928,7 +941,7 @@ def wait_imports(adapter: MilvusAdapter, t: Target, jobs: list[PlannedImport], r
                     state[key]["mismatch"] = mismatch
                     journal.save()
                     # As above: *mismatch is four numbers.
-                    raise RestoreError(rows_differ(t, job.what, *mismatch, status.rows, request.name))  # type: ignore[call-arg, arg-type]
+                    raise RowsDiffer(rows_differ(t, job.what, *mismatch, status.rows, request.name))  # type: ignore[call-arg, arg-type]
                 state[key]["done"] = True
                 journal.save()
                 done += 1
@@ -936,7 +949,7 @@ def wait_imports(adapter: MilvusAdapter, t: Target, jobs: list[PlannedImport], r
             if status.progress != last:
                 running[job_id] = (job, time.monotonic(), status.progress)
             elif time.monotonic() - changed > request.import_timeout:
-                raise RestoreError(f"import of {t.label} {job.what} made no progress for "
+                raise RestoreFailed(f"import of {t.label} {job.what} made no progress for "
                                    f"{request.import_timeout:.0f}s (job {job_id}); check the Milvus logs")
             total_progress += max(status.progress, 0)
         reporter.imports(t.label, done, len(jobs), (100 * done + total_progress) / len(jobs))

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import MBackupError, MetaError
+from ..errors import EXIT_FAILED, EXIT_INTEGRITY, IntegrityError, MetaError
 from ..format import meta, untrusted
 from ..storage.location import NotFound, StorageError
 from ..transfer.cancel import run_cancellable
@@ -97,6 +97,18 @@ class VerifyReport:
     @property
     def ok(self) -> bool:
         return not self.problems
+
+    @property
+    def exit_code(self) -> int:
+        """1 when the backup is incomplete (a create or delete did not finish: run it again) or
+        the only problems are objects the store did not let us read; 4 when an object is
+        missing, resized, corrupted or the meta damaged; 0 when whole."""
+        marker = f"{meta.META_DIR}/{meta.BACKUP_META}"
+        if any(p.kind == "missing" and p.key == marker for p in self.problems):
+            return EXIT_FAILED
+        if any(p.kind != "unreadable" for p in self.problems):
+            return EXIT_INTEGRITY
+        return EXIT_FAILED if self.problems else 0
 
     def summary_line(self) -> str:
         checked = f", {self.checksums:,} checksums" if self.deep else ""
@@ -370,7 +382,7 @@ def refusal(report: VerifyReport) -> str:
             f"see them all with mbackup verify -n {report.name}, or restore anyway with --force")
 
 
-class DamagedBackupError(MBackupError):
+class DamagedBackupError(IntegrityError):
     """Restore refused a backup that failed the quick check."""
 
 

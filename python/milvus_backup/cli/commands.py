@@ -1,7 +1,9 @@
 """The ``mbackup`` command line. Results go to stdout, progress and errors to stderr.
 
-Exit codes: 0 done, 1 some objects or steps failed, 2 bad input (nothing was changed),
-130 interrupted (a summary of what finished is still printed).
+Exit codes (EXIT_CODES, shown by ``mbackup --help``; errors.py maps causes onto them):
+0 done, 1 partly failed (retry may help), 2 usage or config error (nothing was changed),
+3 Milvus or the store not reachable or throttled (retry later), 4 integrity problem,
+130 interrupted by Ctrl-C, 143 stopped by SIGTERM (what finished is still printed).
 """
 
 from __future__ import annotations
@@ -20,13 +22,14 @@ from .. import _engine, logs
 from ..config.params import BY_FLAG, BY_KEY, flag_help, one_of
 from ..config.secrets import display_url
 from ..config.settings import Config, load_config
-from ..errors import ConfigError, MBackupError
+from ..errors import EXIT_FAILED, EXIT_UNREACHABLE, ConfigError, MBackupError, UnreachableError, engine_exit_code
 from ..storage.location import Location, shown_key, skipped_links
-from ..transfer.copy import CAUSES, CopySettings, manifest, plan_copy, recheck_skipped, run_plan, write_json
+from ..transfer.copy import CAUSES, CopyReport, CopySettings, manifest, plan_copy, recheck_skipped, run_plan, write_json
 from ..transfer.progress import ConsoleReporter
 from ..units import format_bytes, format_duration, format_time, parse_duration
 from .dry_run import show_plan
 from .gocompat import create_strategy, deprecated, legacy_filters, version_line
+from .signals import interrupted_exit_code, raise_on_sigterm
 
 if TYPE_CHECKING:
     import pluggy
@@ -34,7 +37,6 @@ if TYPE_CHECKING:
     from ..backup.catalog import Stores
     from ..milvus.adapters.base import MilvusAdapter
     from ..storage.leftovers import Leftover
-    from ..transfer.copy import CopyReport
 
 
 class _Interrupted(Exception):
@@ -57,8 +59,15 @@ def _readable_metavars(command: Any, ctx: Any) -> Any:
 
 
 class _Commands(TyperGroup):
+    # typer turns a KeyboardInterrupt (Ctrl-C, or SIGTERM: signals.py) into a silent exit 130,
+    # while parsing as while running: let main() say it, with the signal's own code, instead.
+    def make_context(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return super().make_context(*args, **kwargs)
+        except KeyboardInterrupt as e:
+            raise _Interrupted from e
+
     def invoke(self, ctx: Any) -> Any:  # typer's own click Context (typer._click), not public
-        # typer turns a KeyboardInterrupt into a silent exit 130: let main() say it instead.
         try:
             return super().invoke(ctx)
         except KeyboardInterrupt as e:
@@ -73,17 +82,28 @@ class _Commands(TyperGroup):
         super().format_help(ctx, formatter)
 
 
+# What a script or a CronJob can tell from the exit status alone (README: Exit codes).
+EXIT_CODES = "\n".join((
+    "Exit codes:",
+    "  0  done",
+    "  1  partly failed: running it again may finish it",
+    "  2  usage or config error: fix it",
+    "  3  Milvus or the object store not reachable, throttled, timed out: retry later",
+    "  4  integrity problem: a damaged backup, a checksum mismatch",
+    "  130, 143  interrupted by Ctrl-C, stopped by SIGTERM: what finished is printed",
+))
+
 app = typer.Typer(
     cls=_Commands,
     name="mbackup",
     help="Back up and restore Milvus collections; copy object-store prefixes fast and verifiably.",
+    epilog=EXIT_CODES,
     no_args_is_help=True,
     add_completion=True,  # --install-completion / --show-completion for bash, zsh, fish, PowerShell
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
-EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
 
 ConfigOption = Annotated[str | None, typer.Option(
     "--config", help="Config file (the Go tool's backup.yaml; default: backup.yaml, $MILVUSCONF, ./configs).")]
@@ -232,8 +252,11 @@ def copy(
     # the dry run predicts it instead of failing to list it.
     new_bucket = not target.has_bucket()
     plan = plan_copy(source, target, include or [], exclude or [], skip_existing=not force and not new_bucket)
-    if not plan.listed:
-        raise MBackupError(f"nothing to copy: {source.url} has no objects (check the bucket and prefix)")
+    if not plan.listed:  # done, as rclone has it: a nightly copy of a prefix that is empty today
+        typer.echo(f"note: nothing to copy: {source.url} has no objects (check the bucket and prefix)", err=True)
+        if as_json:
+            typer.echo(json.dumps(CopyReport([], [], 0.0).summary()))
+        return
     if not plan.jobs and not plan.skipped:
         raise MBackupError(f"nothing to copy: none of the {plan.listed:,} objects under {source.url} match --include/--exclude")
     if new_bucket and not dry_run and target.ensure_bucket():
@@ -277,9 +300,9 @@ def copy(
             line = f"interrupted: {line}, not started {summary['objects_not_started']:,}"
         typer.echo(line)
     if report.cancelled:
-        raise typer.Exit(EXIT_INTERRUPTED)
+        raise typer.Exit(interrupted_exit_code())
     if report.failed:
-        raise typer.Exit(EXIT_FAILED)
+        raise typer.Exit(report.exit_code)
 
 
 def _print_failures(report: CopyReport, target: Location) -> None:
@@ -378,7 +401,8 @@ def check(
     try:
         result = _engine.Copier(parallel=1, verify=True).run([(stores.milvus.store, probe, stores.backup.store, target, 1)])[0]
         if result["error"]:
-            raise MBackupError(f"copying a test object from the Milvus bucket to the backup storage failed: {result['error']}")
+            error = UnreachableError if engine_exit_code(result["error_code"]) == EXIT_UNREACHABLE else MBackupError
+            raise error(f"copying a test object from the Milvus bucket to the backup storage failed: {result['error']}")
     finally:
         stores.milvus.delete(probe)
         stores.backup.delete(target)
@@ -522,21 +546,28 @@ def delete(
     name: NameOption,
     dry_run: DryRunOption = False,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable summary (or plan) on stdout.")] = False,
+    if_exists: Annotated[bool, typer.Option("--if-exists", help="A backup that is not there is done: exit 0.")] = False,
     config: ConfigOption = None,
     set_: SetOption = None,
 ) -> None:
     """Delete a backup (every object under its directory, in parallel; re-runnable).
 
-    Example: mbackup delete -n nightly
+    Example: mbackup delete -n nightly --if-exists
     """
-    from ..backup.catalog import delete_backup, plan_delete
+    from ..backup.catalog import BackupNotFound, delete_backup, plan_delete
 
     stores = _stores(ctx.obj.with_command_options(config, set_))
-    if dry_run:
-        show_plan(plan_delete(stores, name), as_json)
+    try:
+        if dry_run:
+            show_plan(plan_delete(stores, name), as_json)
+            return
+        # backup_dir() refuses names that would reach outside the backup root.
+        n = delete_backup(stores, name)
+    except BackupNotFound as e:
+        if not if_exists:
+            raise
+        typer.echo(f"note: {e}: nothing to delete", err=True)
         return
-    # backup_dir() refuses names that would reach outside the backup root.
-    n = delete_backup(stores, name)
     if as_json:
         typer.echo(json.dumps({"name": name, "objects_deleted": n}))
         return
@@ -554,7 +585,8 @@ def verify(
     set_: SetOption = None,
 ) -> None:
     """Check that a backup is whole: every object present with the expected size and the meta
-    readable (one LIST); with --deep every byte is read back and checksummed. Exit 1 on any problem.
+    readable (one LIST); with --deep every byte is read back and checksummed. Exit 4 when it
+    is damaged.
 
     Example: mbackup verify -n nightly --deep
     """
@@ -570,7 +602,7 @@ def verify(
             typer.echo(finding.line)
         typer.echo(report.summary_line())
     if report.problems:
-        raise typer.Exit(EXIT_FAILED)
+        raise typer.Exit(report.exit_code)
 
 
 @app.command()
@@ -850,6 +882,7 @@ def main() -> None:
     # in one line instead. GRPC_VERBOSITY=debug (or any level) set by the user still wins.
     os.environ.setdefault("GRPC_VERBOSITY", "NONE")
     try:
+        raise_on_sigterm()  # loaded: a SIGTERM stops the run from here on
         _check_set_words(sys.argv[1:])
         # Outside standalone mode click returns a typer.Exit's code instead of exiting.
         code = _run_app()
@@ -857,20 +890,21 @@ def main() -> None:
     except ConfigError as e:
         for problem in e.problems:
             typer.echo(f"error: {problem}", err=True)
-        sys.exit(EXIT_USAGE)
+        sys.exit(e.exit_code)
     except MBackupError as e:
         typer.echo(f"error: {e}", err=True)
-        sys.exit(EXIT_USAGE)
+        sys.exit(e.exit_code)
     except _engine.EngineError as e:
         typer.echo(f"error: {e}", err=True)
-        sys.exit(EXIT_FAILED)
+        sys.exit(engine_exit_code(e.code))
     except typer.Exit as e:
         sys.exit(e.exit_code)
-    except (KeyboardInterrupt, _Interrupted):
-        typer.echo("interrupted", err=True)
-        sys.exit(EXIT_INTERRUPTED)
+    except (KeyboardInterrupt, _Interrupted) as e:
+        finished = getattr(e.__cause__ if isinstance(e, _Interrupted) else e, "finished", "")
+        typer.echo(f"interrupted: {finished}" if finished else "interrupted", err=True)
+        sys.exit(interrupted_exit_code())
     except typer.Abort:
-        sys.exit(EXIT_INTERRUPTED)
+        sys.exit(interrupted_exit_code())
     except Exception as e:
         # Usage errors: typer ships its own click, so match the interface, not the class.
         show, code = getattr(e, "show", None), getattr(e, "exit_code", None)

@@ -20,14 +20,15 @@ import sys
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from ..errors import MBackupError
+from ..errors import MBackupError, UnreachableError
 from .versions import ServerVersion, is_version_like, resolve_version
 
 if TYPE_CHECKING:
     from .adapters.base import MilvusAdapter
     from .adapters.registry import MilvusAdapters
 
-__all__ = ["MilvusConnection", "MilvusEndpoint", "MilvusError", "check_grpc_tracing", "connect", "parse_version"]
+__all__ = ["MilvusConnection", "MilvusEndpoint", "MilvusError", "MilvusUnreachable", "check_grpc_tracing", "connect",
+           "parse_version", "unreachable_status"]
 
 TLS_MODES = ("disabled", "server", "mutual")
 CONNECT_TIMEOUT_S = 10.0
@@ -41,6 +42,18 @@ _CA_KEY, _CERT_KEY, _KEY_KEY = "milvus.grpc.caCertPath", "milvus.grpc.mtlsCertPa
 
 class MilvusError(MBackupError):
     """Milvus could not be reached, refused a request, or its version has no adapter."""
+
+
+class MilvusUnreachable(MilvusError, UnreachableError):
+    """Milvus did not answer, timed out or kept rate-limiting: a retry later may succeed."""
+
+
+def unreachable_status(code: Any) -> bool:
+    """Is this gRPC status one a retry later may clear (nothing answered, no answer in time,
+    rate-limited)?"""
+    import grpc
+
+    return code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.RESOURCE_EXHAUSTED)
 
 
 @dataclass
@@ -196,6 +209,8 @@ def _open(endpoint: MilvusEndpoint, timeout: float) -> MilvusConnection:
 
 
 def _connect_error(endpoint: MilvusEndpoint, code: Any, detail: str, timeout: float) -> MilvusError:
+    """Why the channel did not open: the credentials and TLS are the config's to fix (exit 2);
+    anything else is a server not answering (exit 3)."""
     import grpc
 
     text = detail.lower()
@@ -214,7 +229,7 @@ def _connect_error(endpoint: MilvusEndpoint, code: Any, detail: str, timeout: fl
         why = f"no answer within {timeout:g} s"
     else:
         why = (detail.strip().splitlines() or ["unavailable"])[0][:200]
-    return MilvusError(f"cannot reach Milvus at {endpoint.address} ({why}): check {_ADDRESS_KEYS} and that the server is up")
+    return MilvusUnreachable(f"cannot reach Milvus at {endpoint.address} ({why}): check {_ADDRESS_KEYS} and that the server is up")
 
 
 def _server_version(connection: MilvusConnection, timeout: float) -> ServerVersion:
@@ -232,14 +247,16 @@ def _server_version(connection: MilvusConnection, timeout: float) -> ServerVersi
         build_tags = stub.Connect(hello, timeout=timeout).server_info.build_tags
     except grpc.RpcError as e:
         if e.code() != grpc.StatusCode.UNIMPLEMENTED:
-            raise MilvusError(f"{where} did not report its version: {e.details() or e.code().name}") from None
+            error = MilvusUnreachable if unreachable_status(e.code()) else MilvusError
+            raise error(f"{where} did not report its version: {e.details() or e.code().name}") from None
         build_tags = ""
     try:
         stub.ListDatabases(milvus_pb2.ListDatabasesRequest(), timeout=timeout)
         multi_database = True
     except grpc.RpcError as e:
         if e.code() != grpc.StatusCode.UNIMPLEMENTED:
-            raise MilvusError(f"{where} did not list its databases: {e.details() or e.code().name}") from None
+            error = MilvusUnreachable if unreachable_status(e.code()) else MilvusError
+            raise error(f"{where} did not list its databases: {e.details() or e.code().name}") from None
         multi_database = False
     if is_version_like(build_tags):
         return ServerVersion.of(build_tags, multi_database=multi_database)

@@ -15,11 +15,15 @@ from urllib.parse import parse_qsl, urlsplit
 
 from .. import _engine
 from ..config.secrets import display_url, has_password, is_secret_name
-from ..errors import MBackupError
+from ..errors import EXIT_UNREACHABLE, MBackupError, UnreachableError, engine_exit_code
 
 
 class StorageError(MBackupError):
     """A store could not be opened or answered with an error."""
+
+
+class StoreUnreachable(StorageError, UnreachableError):
+    """The store did not answer, timed out, failed (HTTP 5xx) or asked to slow down."""
 
 
 class NotFound(StorageError):
@@ -280,21 +284,25 @@ def describe_error(location: Location, error: _engine.EngineError) -> StorageErr
                 "if a private CA signed it, pass that CA's PEM file as ca_file=/path/to/ca.pem (URL query or profile)")
         return StorageError(f"{location.url}: the server's TLS certificate is not trusted ({reason}); {hint}")
     if code == "unreachable":
-        return StorageError(f"{location.url}: cannot reach the endpoint ({text.split(' - ')[-1]}); check the address and port")
+        return StoreUnreachable(f"{location.url}: cannot reach the endpoint ({text.split(' - ')[-1]}); "
+                                "check the address and port")
+    if engine_exit_code(code) == EXIT_UNREACHABLE:
+        return StoreUnreachable(f"{location.url}: {text}")
     return StorageError(f"{location.url}: {text}")
 
 
 def storage_error(location: Location, error: _engine.EngineError) -> StorageError:
     """An engine error as callers catch it: describe_error's line, in the class of what went
     wrong. The one place that maps engine errors for Location's methods."""
-    line = str(describe_error(location, error))
+    described = describe_error(location, error)
+    line = str(described)
     if bucket_missing(error):
         return BucketNotFound(line)
     for engine_class, cls in ((_engine.NotFoundError, NotFound), (_engine.AlreadyExistsError, AlreadyExists),
                               (_engine.PreconditionError, VersionChanged)):
         if isinstance(error, engine_class):
             return cls(line)
-    return StorageError(line)
+    return described
 
 
 def bucket_missing(error: Exception) -> bool:

@@ -16,6 +16,15 @@ from typing import Any, TypeVar
 T = TypeVar("T")
 
 
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C (or SIGTERM, cli/signals.py) stopped engine work; ``finished`` says what was done
+    by then, for the line the CLI prints."""
+
+    def __init__(self, finished: str = "") -> None:
+        super().__init__(finished)
+        self.finished = finished
+
+
 def run_cancellable(work: Callable[[], T], cancel: Callable[[], None], stop: threading.Event | None = None,
                     *, name: str = "mbackup-engine") -> tuple[T, bool]:
     """``(work(), interrupted)``, with ``work`` run in a worker thread. Ctrl-C calls ``cancel``

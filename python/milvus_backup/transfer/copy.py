@@ -18,9 +18,10 @@ from typing import TYPE_CHECKING, Any
 
 from .. import _engine
 from ..config.params import engine_default
+from ..errors import EXIT_UNREACHABLE, UnreachableError, engine_exit_code
 from ..storage.leftovers import remove_for_keys
 from ..storage.location import Location, ObjectInfo, shown_key
-from .cancel import run_cancellable
+from .cancel import Interrupted, run_cancellable
 from .progress import SILENT, Reporter
 
 log = logging.getLogger(__name__)
@@ -52,6 +53,10 @@ CAUSES = {
     "throttled": ("the store asked to slow down (throttling)", f"lower --parallel or --max-requests, or {_RUN_AGAIN}"),
     "server_error": ("the store failed (HTTP 5xx)", _RUN_AGAIN),
 }
+
+
+class CopyUnreachable(UnreachableError):
+    """Every object that failed, failed because a store did not answer, timed out or throttled."""
 
 
 @dataclass
@@ -111,15 +116,29 @@ class CopyReport:
     def bytes_copied(self) -> int:
         return sum(r["bytes"] for r in self.copied)
 
-    def raise_for_failures(self, error: type[Exception], what: str) -> None:
-        """KeyboardInterrupt when cancelled; ``error`` naming the first failure when any object
-        failed (``what`` says what was being copied and what it means)."""
+    @property
+    def exit_code(self) -> int:
+        """What the failures mean for the run: 3 when a store did not answer for every one of
+        them (retry later), else 1 (partly failed). 0 when nothing failed."""
+        if not self.failed:
+            return 0
+        codes = {engine_exit_code(r["error_code"]) for r in self.failed}
+        return EXIT_UNREACHABLE if codes == {EXIT_UNREACHABLE} else 1
+
+    def raise_for_failures(self, error: type[Exception], what: str, resume: str = "") -> None:
+        """Interrupted when cancelled, saying what was copied and ``resume`` (how to finish);
+        ``error`` naming the first failure when any object failed (``what`` says what was
+        being copied and what it means), CopyUnreachable when they all failed because a store
+        did not answer."""
         if self.cancelled:
-            raise KeyboardInterrupt
+            raise Interrupted(f"copied {len(self.copied):,} of {len(self.results):,} objects"
+                              + (f", {len(self.skipped):,} more already there" if self.skipped else "")
+                              + (f"; {resume}" if resume else ""))
         if self.failed:
             first = self.failed[0]
-            raise error(f"{what}: {len(self.failed)} of {len(self.results)} objects failed "
-                        f"(first: {first['src_key']}: {first['error']})")
+            cls = CopyUnreachable if self.exit_code == EXIT_UNREACHABLE else error
+            raise cls(f"{what}: {len(self.failed)} of {len(self.results)} objects failed "
+                      f"(first: {first['src_key']}: {first['error']})")
 
     def failure_groups(self) -> list[tuple[str | None, list[CopyResult]]]:
         """Failures by cause (an error code in CAUSES), largest group first; failures with

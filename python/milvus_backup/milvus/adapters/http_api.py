@@ -18,6 +18,7 @@ import urllib.request
 from collections.abc import Iterable
 from typing import Any
 
+from ...errors import UnreachableError
 from ..connection import MilvusError
 
 PAUSE = "/management/datacoord/garbage_collection/pause"
@@ -30,6 +31,16 @@ class HttpFailed(MilvusError):
     def __init__(self, message: str, status: int = 0) -> None:
         super().__init__(message)
         self.status = status
+
+
+class HttpUnreachable(HttpFailed, UnreachableError):
+    """Nothing answered, or the server failed (HTTP 5xx) or asked to slow down (HTTP 429)."""
+
+
+def http_failure(message: str, status: int = 0) -> HttpFailed:
+    """The error for a request that failed with ``status`` (0: nothing answered)."""
+    retry_later = status == 0 or status == 429 or status >= 500
+    return (HttpUnreachable if retry_later else HttpFailed)(message, status)
 
 
 class HttpApi:
@@ -59,11 +70,11 @@ class HttpApi:
         except urllib.error.HTTPError as e:
             with e:
                 detail = _message(e.read())
-            raise HttpFailed(f"{self.what} at {self.base} answered {verb} {path} with HTTP {e.code}"
-                             + (f": {detail}" if detail else ""), e.code) from None
+            raise http_failure(f"{self.what} at {self.base} answered {verb} {path} with HTTP {e.code}"
+                               + (f": {detail}" if detail else ""), e.code) from None
         except (urllib.error.URLError, OSError) as e:
             reason = getattr(e, "reason", e)
-            raise HttpFailed(f"cannot reach {self.what} at {self.base} ({reason})") from None
+            raise http_failure(f"cannot reach {self.what} at {self.base} ({reason})") from None
         try:
             answer = json.loads(raw) if raw.strip() else {}
         except ValueError:

@@ -20,7 +20,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from ...format import meta
-from ..connection import MilvusError
+from ..connection import MilvusError, MilvusUnreachable, unreachable_status
 from ..versions import Feature, ServerVersion
 from .base import ImportState, ImportStatus, MilvusAdapter, SegmentRef
 from .http_api import GcHold, HttpApi
@@ -41,6 +41,10 @@ class RpcFailed(MilvusError):
         super().__init__(message)
         self.reason = reason
         self.code = code
+
+
+class RpcThrottled(RpcFailed, MilvusUnreachable):
+    """The server kept rate-limiting a request through every retry."""
 
 
 class RpcUnimplemented(MilvusError):
@@ -389,7 +393,8 @@ class RpcAdapter(MilvusAdapter):
                     time.sleep(delay)
                     delay *= 3
                     continue
-                error = RpcUnimplemented if e.code() == grpc.StatusCode.UNIMPLEMENTED else MilvusError
+                error = (RpcUnimplemented if e.code() == grpc.StatusCode.UNIMPLEMENTED else
+                         MilvusUnreachable if unreachable_status(e.code()) else MilvusError)
                 raise error(f"cannot {what or method} on Milvus {self._where()}: {e.details() or e.code().name}") from None
             status = resp if _status_only(method) else resp.status
             if status.error_code == 0 and status.code == 0:
@@ -399,6 +404,8 @@ class RpcAdapter(MilvusAdapter):
                 delay *= 3
                 continue
             reason = status.reason or f"error code {status.code or status.error_code}"
+            if status.code == _CODE_RATE_LIMIT or status.error_code == _LEGACY_RATE_LIMIT:
+                raise RpcThrottled(f"cannot {what or method} on Milvus {self._where()}: {reason}", reason, status.code)
             raise RpcFailed(f"cannot {what or method} on Milvus {self._where()}: {reason}", reason, status.code)
         raise AssertionError("unreachable")
 
