@@ -548,6 +548,35 @@ def test_wrong_credentials_are_refused_in_one_line(backend, request, wrong, code
         place.remove()
 
 
+@pytest.mark.parametrize("backend", rows(lambda b: b.buckets), ids=str)
+def test_a_throttling_server_is_retried_then_said_in_one_line_as_retry_later(backend, request):
+    """Every request answered 503 SlowDown (S3's throttling, from tests/faultproxy.py in front of
+    the server): the engine retries, then a listing fails as one line naming the location, in
+    the class that exits 3 (not reachable or throttled: retry later), and a copy fails each object
+    alone as throttled after its attempts. Nothing is written."""
+    from faultproxy import FaultProxy
+    from milvus_backup.errors import EXIT_UNREACHABLE
+
+    place = Place(backend, backend.start(request))
+    try:
+        source = place.location()
+        source.write("a", b"x" * 100)
+        with FaultProxy(place.server.server.endpoint, max_lifetime=120) as proxy:
+            proxy.slowdown(fraction=1.0)
+            throttled = place.location(endpoint=proxy.endpoint)
+            with pytest.raises(StorageError) as e:
+                throttled.list()
+            assert (e.value.exit_code, str(e.value).startswith(f"{throttled.url}: ")) == (EXIT_UNREACHABLE, True)
+            assert "SlowDown" in str(e.value) and "\n" not in str(e.value)
+            target = place.location("copy", endpoint=proxy.endpoint)
+            report = run_plan(plan_copy(source, target, skip_existing=False), source, target, CopySettings(parallel=2))
+            assert [(r["error_code"], r["attempts"] > 1) for r in report.results] == [("throttled", True)]
+            assert report.exit_code == EXIT_UNREACHABLE and proxy.stats["slowdown"] > 1
+        assert [o.key for o in place.location().list()] == ["a"]  # nothing written through the throttled server
+    finally:
+        place.remove()
+
+
 @pytest.mark.parametrize("backend", rows(lambda b: b.credentials == "ignored"), ids=str)
 def test_an_emulator_that_ignores_credentials_takes_wrong_ones(backend, request):
     """Not a behaviour to rely on: the row says so, and this notices when it changes."""
