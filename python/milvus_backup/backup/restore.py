@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import hashlib
 import json
 import re
@@ -198,7 +199,7 @@ class Journal:
         both start its import jobs (every row twice). The journal is read again once held: the
         other run may have moved it on."""
         with self.lock(warn):
-            found = read_journal(self.location, self.key) if self.location.exists(self.key) else None
+            found = read_journal(self.location, self.key)  # None when there is none
             if found is not None and found["request"] == self.request:
                 self.data = found
             yield
@@ -497,7 +498,6 @@ class RestorePlan:
     info: meta.BackupInfo
     targets: list[Target]
     journal: Journal
-    existing: set[str] = field(default_factory=set)  # labels of the targets that exist now (check)
 
     @property
     def snapshot(self) -> bool:
@@ -505,12 +505,16 @@ class RestorePlan:
 
     def check(self, warn: Callable[[str], None]) -> None:
         """The refusals about the targets (:func:`check_targets`, with what the journal of an
-        interrupted run holds), and which targets exist now."""
+        interrupted run holds)."""
         if self.snapshot:
             _adopt_snapshot_jobs(self.adapter, self.journal, self.targets)
         check_targets(self.adapter, self.targets, self.request, self.journal, warn)
+
+    @functools.cached_property
+    def existing(self) -> set[str]:
+        """Labels of the targets that exist now: asked only to print the plan, not by a real run."""
         databases = set(self.adapter.list_databases())
-        self.existing = {t.label for t in self.targets if t.db in databases and self.adapter.has_collection(t.db, t.name)}
+        return {t.label for t in self.targets if t.db in databases and self.adapter.has_collection(t.db, t.name)}
 
     def summary(self) -> dict[str, Any]:
         return {"dry_run": True, "backup": self.request.name, "collections": [
@@ -644,8 +648,10 @@ def _adopt_snapshot_jobs(adapter: MilvusAdapter, journal: Journal, targets: list
 def _restore_snapshot(adapter: MilvusAdapter, stores: Stores, bdir: str, t: Target, request: RestoreRequest,
                       journal: Journal, reporter: Reporter) -> dict[str, Any]:
     record = journal.collection(t)
+    # What an interrupted run finished: reported as restored in no time.
+    result = {"source": t.source_label, "target": t.label, "snapshot_job": record.get("snapshot_job"), "seconds": 0.0}
     if record["state"] == "done":
-        return {"source": t.source_label, "target": t.label, "snapshot_job": record.get("snapshot_job"), "seconds": 0.0}
+        return result
     if record["state"] != "restored":
         if not record.get("snapshot_job") and request.drop_exist_collection and adapter.has_collection(t.db, t.name):
             adapter.drop_collection(t.db, t.name)
@@ -663,9 +669,6 @@ def _restore_snapshot(adapter: MilvusAdapter, stores: Stores, bdir: str, t: Targ
             raise
         record.update(state="restored", collection_id=adapter.collection_id(t.db, t.name))
         journal.save()
-    else:
-        result = {"source": t.source_label, "target": t.label, "snapshot_job": record.get("snapshot_job"),
-                  "seconds": 0.0}
     if request.load and t.source.load_state == meta.LOAD_STATE_LOADED:
         with reporter.step("load", collection=t.label):
             adapter.load_collection(t.db, t.name)
