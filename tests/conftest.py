@@ -163,6 +163,15 @@ def moto():
 
 
 @pytest.fixture(scope="session")
+def unconditional_s3():
+    """An S3 server that ignores If-None-Match and If-Match on writes (emulators.UnconditionalS3)."""
+    from emulators import UnconditionalS3
+
+    with UnconditionalS3() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
 def fake_gcs():
     """fake-gcs-server (GCS reads; writes through its JSON API), for the run."""
     from emulators import FakeGCS

@@ -109,6 +109,14 @@ class Moto(_Server):
         return sorted(e.text for e in root.iter() if e.tag.endswith("}Key"))
 
 
+class UnconditionalS3(Moto):
+    """moto behind a middleware that ignores conditional writes (tests/unconditional_s3.py):
+    what a lock meets on an S3-compatible server without them."""
+
+    def command(self) -> list[str]:
+        return [sys.executable, str(Path(__file__).with_name("unconditional_s3.py")), str(self.port)]
+
+
 class FakeGCS(_Server):
     """fake-gcs-server on 127.0.0.1, in memory, plain HTTP."""
 
@@ -124,6 +132,15 @@ class FakeGCS(_Server):
         req = urllib.request.Request(self.endpoint + "/storage/v1/b", data=json.dumps({"name": name}).encode(),
                                      headers={"Content-Type": "application/json"}, method="POST")
         urllib.request.urlopen(req, timeout=30).read()
+
+    def delete_bucket(self, name: str) -> None:
+        """Delete an empty bucket; no error if missing."""
+        req = urllib.request.Request(f"{self.endpoint}/storage/v1/b/{urllib.parse.quote(name, safe='')}", method="DELETE")
+        try:
+            urllib.request.urlopen(req, timeout=30).read()
+        except urllib.error.HTTPError as e:
+            if e.code != 404:
+                raise
 
     def upload(self, bucket: str, key: str, data: bytes) -> None:
         """Through the JSON API: the server has no XML-API writes."""

@@ -18,17 +18,29 @@ import uuid
 import pytest
 
 from milvus_backup import _engine
-from milvus_backup.backup.lock import LockedError, LockLostError, StoreLock
+from milvus_backup.backup.lock import LockedError, LockLostError, StoreLock, honours_conditional_writes
 from milvus_backup.errors import ConfigError
 from milvus_backup.storage.location import Location
 
 
-@pytest.fixture(params=["memory", "file"])
-def store(request, tmp_path):
-    """The engine's native stores that need no server: each writes conditionally on a version."""
+@pytest.fixture(params=["memory", "file", "unconditional-s3"])
+def store(request, tmp_path, monkeypatch):
+    """The engine's native stores that need no server, each writing conditionally on a version;
+    and an S3 server that ignores conditional writes, where the lock reads back instead."""
     if request.param == "file":
         return _engine.Store(f"file://{tmp_path}")
-    return _engine.Store(f"memory://lock-{uuid.uuid4().hex}")
+    if request.param == "memory":
+        return _engine.Store(f"memory://lock-{uuid.uuid4().hex}")
+    monkeypatch.setenv("MBACKUP_LOCK_SETTLE", "0.1")
+    s = unconditional_store(request.getfixturevalue("unconditional_s3"))
+    assert not honours_conditional_writes(Location(s, "", s.url), "probe", lambda m: None, 0.1)  # found once, here
+    return s
+
+
+def unconditional_store(server) -> _engine.Store:
+    name = f"lock-{uuid.uuid4().hex[:12]}"
+    server.create_bucket(name)
+    return server.store(name)
 
 
 KEY = "backup/nightly/mbackup.lock"
@@ -172,3 +184,28 @@ def test_lease_and_heartbeat_from_the_environment(monkeypatch, store):
     monkeypatch.setenv("MBACKUP_LOCK_LEASE", "soon")
     with pytest.raises(ConfigError, match="MBACKUP_LOCK_LEASE: expected seconds between 0 and 86400, got 'soon'"):
         lock(store)
+
+
+@pytest.mark.parametrize("kind", ["memory", "file", "unconditional-s3"])
+def test_a_store_that_ignores_conditional_writes_is_named_once_and_still_locked(kind, tmp_path, request, monkeypatch):
+    """The lock probes each store once a process: where conditional writes are ignored it says
+    so in one warning (only the first lock on that store) and falls back to reading back, so a
+    second run is still refused; elsewhere it says nothing."""
+    monkeypatch.setenv("MBACKUP_LOCK_SETTLE", "0.1")
+    if kind == "unconditional-s3":
+        s = unconditional_store(request.getfixturevalue("unconditional_s3"))
+    else:
+        s = _engine.Store(f"file://{tmp_path}" if kind == "file" else f"memory://probe-{uuid.uuid4().hex}")
+    warnings: list[str] = []
+    with lock(s, warn=warnings.append) as first:
+        with pytest.raises(LockedError, match=r"^another mbackup is working on backup 'nightly'"):
+            lock(s, warn=warnings.append).acquire()
+        assert holder(s)["token"] == first.token
+    with lock(s, warn=warnings.append):
+        pass
+    if kind != "unconditional-s3":
+        assert warnings == []
+        return
+    assert warnings == [f"{s.url} does not honour conditional writes (If-None-Match, If-Match): locks on it fall back "
+                        "to write, wait 0.1 s, read back (weaker: see README, Locks)"]
+    assert [k for k, _, _ in s.list("")] == []  # no probe object left behind

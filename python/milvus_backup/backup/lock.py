@@ -15,7 +15,13 @@ A lock is stale when its heartbeat is older than ``lease`` seconds, when its hol
 dead process on this host, or when the object is damaged (not a lock mbackup wrote).
 Lease and heartbeat come from the parameters, else from the environment
 (``MBACKUP_LOCK_LEASE``, ``MBACKUP_LOCK_HEARTBEAT``, in seconds), else the defaults.
-Conditional writes on a version need a store that supports them (S3, memory).
+Conditional writes on a version need a store that honours them (S3, GCS, Azure, memory,
+a folder). A store that ignores them (some S3-compatible servers, older MinIO and Ceph among
+them) is found by a probe the first time a process takes a lock on it, and the lock falls
+back, with a warning, to a weaker mode: write unconditionally, wait ``settle`` seconds
+(``MBACKUP_LOCK_SETTLE``), read back and hold only if the object still carries this run's
+token. Two runs both pass that only if one stalls longer than ``settle`` between finding the
+lock free and writing it.
 """
 
 from __future__ import annotations
@@ -36,6 +42,7 @@ from ..storage.location import AlreadyExists, Location, NotFound, StorageError, 
 
 HEARTBEAT = 30.0
 LEASE = 120.0
+SETTLE = 2.0
 _MAX_BYTES = 4096  # a lock mbackup writes is ~150 bytes: anything far bigger is not one
 _ATTEMPTS = 3
 
@@ -68,6 +75,43 @@ def parse_holder(data: bytes) -> Holder:
     return Holder(tree["token"], tree["pid"], tree["host"], float(tree["heartbeat"]), tree.get("command", ""))
 
 
+# Per store (its bucket and server) and process: does it honour conditional writes?
+_CONDITIONAL: dict[str, bool] = {}
+_CONDITIONAL_MUTEX = threading.Lock()
+
+
+def honours_conditional_writes(location: Location, near: str, warn: Callable[[str], None], settle: float) -> bool:
+    """Probe, once per store and process, whether a write with ``if_absent`` over an existing
+    object and one with ``if_match`` on a version that is not there are refused, as a lock
+    needs; warn (once) when they are not. The probe object sits beside ``near`` and is
+    deleted at once."""
+    store = location.bucket_id or location.url
+    with _CONDITIONAL_MUTEX:
+        if store not in _CONDITIONAL:
+            _CONDITIONAL[store] = _probe(location, f"{near}.probe-{uuid.uuid4().hex}")
+            if not _CONDITIONAL[store]:
+                warn(f"{location.url} does not honour conditional writes (If-None-Match, If-Match): locks on it "
+                     f"fall back to write, wait {settle:g} s, read back (weaker: see README, Locks)")
+        return _CONDITIONAL[store]
+
+
+def _probe(location: Location, key: str) -> bool:
+    try:
+        version = location.write(key, b"1", if_absent=True)
+        try:
+            location.write(key, b"2", if_absent=True)
+            return False  # written over: the condition was ignored
+        except AlreadyExists:
+            pass
+        try:
+            location.write(key, b"3", if_match=f'"{uuid.uuid4().hex}"' if version is None else f"{version}x")
+            return False
+        except VersionChanged:
+            return True
+    finally:
+        location.delete(key)
+
+
 def _seconds(name: str, default: float) -> float:
     raw = os.environ.get(name)
     if raw is None:
@@ -93,6 +137,8 @@ class StoreLock:
         self.lease = lease if lease is not None else _seconds("MBACKUP_LOCK_LEASE", LEASE)
         default_beat = min(HEARTBEAT, self.lease / 4)
         self.heartbeat = heartbeat if heartbeat is not None else _seconds("MBACKUP_LOCK_HEARTBEAT", default_beat)
+        self.settle = _seconds("MBACKUP_LOCK_SETTLE", SETTLE)
+        self.conditional = True  # until the store is found to ignore conditional writes
         if self.heartbeat >= self.lease:
             raise ConfigError(f"the lock heartbeat ({self.heartbeat:g} s) must be shorter than its lease "
                               f"({self.lease:g} s): check MBACKUP_LOCK_HEARTBEAT and MBACKUP_LOCK_LEASE")
@@ -113,6 +159,16 @@ class StoreLock:
     # --- taking and giving back ---------------------------------------------------------
 
     def acquire(self) -> StoreLock:
+        self.conditional = honours_conditional_writes(self.location, self.key, self.warn, self.settle)
+        if self.conditional:
+            self._acquire()
+        else:
+            self._acquire_by_reading_back()
+        self._thread = threading.Thread(target=self._beat, name="mbackup-lock", daemon=True)
+        self._thread.start()
+        return self
+
+    def _acquire(self) -> None:
         for _ in range(_ATTEMPTS):
             started = time.monotonic()
             try:
@@ -137,9 +193,28 @@ class StoreLock:
             break
         else:
             raise LockedError(f"could not take the lock on {self.what}: other runs kept changing it; run again")
-        self._thread = threading.Thread(target=self._beat, name="mbackup-lock", daemon=True)
-        self._thread.start()
-        return self
+
+    def _acquire_by_reading_back(self) -> None:
+        """The weaker mode: of runs writing the lock within ``settle`` seconds of each other,
+        the last write wins and every other run reads its token back and gives way."""
+        current = self._read()
+        if current is not None and current[1] is not None and not self._stale(current[1]):
+            raise self._held(current[1])
+        damaged = current[2] if current is not None else ""
+        started = time.monotonic()
+        self.location.write(self.key, self._body())
+        time.sleep(self.settle)
+        current = self._read()
+        if current is None or current[1] is None or current[1].token != self.token:
+            if current is not None and current[1] is not None and not self._stale(current[1]):
+                raise self._held(current[1])
+            raise LockedError(f"could not take the lock on {self.what}: another run wrote it at the same time; "
+                              f"run again")
+        if current[0] is not None:
+            self.etag = current[0]
+        self._renewed = started
+        if damaged:
+            self.warn(f"took over the lock on {self.what}: its object {self.key} was damaged ({damaged})")
 
     def check_free(self) -> None:
         """Raise what :meth:`acquire` would raise now for a live holder, by reading only
@@ -242,7 +317,11 @@ class StoreLock:
             started = time.monotonic()
             quiet = started - self._renewed
             try:
-                self.etag = self.location.write(self.key, self._body(), if_match=self.etag) or self.etag
+                if not self.conditional:
+                    current = self._read()
+                    if current is None or current[1] is None or current[1].token != self.token:
+                        raise VersionChanged(self.key)
+                self.etag = self.location.write(self.key, self._body(), if_match=self._own_version()) or self.etag
                 self._renewed = started
             except VersionChanged:
                 current = self._read()
@@ -256,6 +335,10 @@ class StoreLock:
                 if quiet <= self.lease:
                     raise  # a missed beat only shortens the lease
                 self._lose(f"it could not be renewed for {quiet:.0f} s ({e})")
+
+    def _own_version(self) -> str | None:
+        """The condition of a renewal: this run's version, where the store honours it."""
+        return self.etag if self.conditional else None
 
     def _lose(self, reason: str) -> None:
         self._lost_reason = reason
