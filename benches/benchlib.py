@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mbackup_dev.devstack import s3_request
-from mbackup_dev.sampletree import write_tree
+from mbackup_dev.sampletree import write_objects, write_tree
 from milvus_backup.plugins.manager import storage_backends
 from milvus_backup.storage.location import Location
 from milvus_backup.units import parse_size
@@ -153,6 +153,12 @@ class Tree:
 
 def write_sample_tree(location: Location, total_bytes: int) -> Tree:
     write_tree(location, total_bytes)
+    return Tree({o.key: o.size for o in location.list()})
+
+
+def write_planned_tree(location: Location, objects: list[tuple[str, int]]) -> Tree:
+    """The (key, size) objects of one of mbackup_dev.sampletree's plans, written under ``location``."""
+    write_objects(location, objects)
     return Tree({o.key: o.size for o in location.list()})
 
 

@@ -1,39 +1,48 @@
 """Copy benchmark (issue #2): mbackup against the tools users pick instead, on one tree.
 
-Writes a Milvus-shaped tree into a source bucket (and a local folder), then, for each of
-bucket->bucket, S3->local and local->S3 at the same parallelism, times `mbackup copy` and
-s5cmd, rclone, the AWS CLI, boto3 and obstore. Every tool copies into a fresh empty
-destination and the result is checked (every key with its size); a wrong copy is reported
-as failed, not timed. Prints one markdown table per direction and writes them, with the
-machine and tool versions, to benches/results/copy-<date>.md.
+Writes each tree (a Milvus-shaped one, many small objects, a few huge ones) into a source
+bucket (and a local folder), then, for each of bucket->bucket, S3->local and local->S3 at the
+same parallelism, times `mbackup copy` and s5cmd, rclone, the AWS CLI, boto3 and obstore, and
+counts each tool's requests in one more run through a counting proxy. Every tool copies into a
+fresh empty destination and the result is checked (every key with its size); a wrong copy is
+reported as failed, not timed. Prints one markdown table per tree and direction and writes
+them, with the machine and tool versions, to benches/results/copy-<date>.md.
 
-    python benches/copy_bench.py                      # local SeaweedFS, 1 GiB, --parallel 64
-    python benches/copy_bench.py --size 256MiB --repeat 3
+    python benches/copy_bench.py                      # local SeaweedFS, all trees, --parallel 64
+    python benches/copy_bench.py --trees milvus --size 256MiB --repeat 3
     python benches/copy_bench.py --endpoint http://minio:9000 --access-key K --secret-key S
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import shutil
 import subprocess
 import sys
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import benchlib
 from benchlib import MIB, Measured, S3Server, Tree
 
+from mbackup_dev.sampletree import plan_huge, plan_small, plan_tree
 from milvus_backup.plugins.manager import storage_backends
 from milvus_backup.units import parse_size
 
 DIRECTIONS = ("bucket->bucket", "S3->local", "local->S3")
 SHORT = {"bucket->bucket": "b2b", "S3->local": "s2l", "local->S3": "l2s"}  # for bucket and folder names
+TREES = ("milvus", "small", "huge")
 HERE = Path(__file__).resolve().parent
 PEER_CLIENTS = HERE / "peer_clients.py"
+GIB = 1024 * MIB
+# The tests' pass-through proxy, which counts requests by method and path.
+sys.path.insert(0, str(HERE.parent / "tests"))
+from faultproxy import FaultProxy  # noqa: E402
 
 
 @dataclass
@@ -201,15 +210,35 @@ class Outcome:
     direction: str
     runs: list[Measured] = field(default_factory=list)
     failure: str = ""  # set when any run failed or copied wrong; then nothing is timed
+    requests: Counter[str] | None = None  # by kind, from the counted run
+    request_note: str = ""  # why the counts are missing or a lower bound
 
     @property
     def ok(self) -> bool:
         return bool(self.runs) and not self.failure
 
 
+def through(ctx: Context, proxy: FaultProxy) -> Context:
+    """The same context, every tool sent to ``proxy`` instead of the server."""
+    env = dict(ctx.env, RCLONE_CONFIG_BENCH_ENDPOINT=proxy.endpoint)
+    return Context(dataclasses.replace(ctx.server, endpoint=proxy.endpoint), ctx.parallel, ctx.workdir, env)
+
+
+def request_kinds(seen: Counter[str]) -> Counter[str]:
+    """Requests by kind: LIST for a GET of a bucket (listings, ListMultipartUploads), else the
+    HTTP method of a request on an object."""
+    kinds: Counter[str] = Counter()
+    for request, n in seen.items():
+        method, path = request.split(" ", 1)
+        on_bucket = "/" not in path.strip("/")
+        kinds["LIST" if method == "GET" and on_bucket else method] += n
+    return kinds
+
+
 def measure_once(ctx: Context, tool: Tool, direction: str, tree: Tree, source_bucket: str,
-                 source_folder: Path, tag: str) -> tuple[Measured, str | None]:
-    """Copy into a fresh destination, check it, then remove it."""
+                 source_folder: Path, tag: str, proxy: FaultProxy | None = None) -> tuple[Measured, str | None]:
+    """Copy into a fresh destination, check it, then remove it. With ``proxy``, the tool talks
+    to the server through it and its requests are left in ``proxy.seen``."""
     dst_name = f"{tag}-{SHORT[direction]}-{tool.slug}"
     src = End(folder=source_folder) if direction == "local->S3" else End(bucket=source_bucket)
     if direction == "S3->local":
@@ -219,7 +248,13 @@ def measure_once(ctx: Context, tool: Tool, direction: str, tree: Tree, source_bu
         dst = End(bucket=dst_name)
         ctx.server.create_bucket(dst.bucket)
     try:
-        run = benchlib.measure(tool.argv(ctx, direction, src, dst), ctx.env, ctx.workdir / "logs" / f"{dst_name}.log")
+        tool_ctx = ctx
+        if proxy:
+            tool_ctx = through(ctx, proxy)
+            proxy.seen.clear()
+            proxy.stats.clear()
+        run = benchlib.measure(tool.argv(tool_ctx, direction, src, dst), tool_ctx.env,
+                               ctx.workdir / "logs" / f"{dst_name}.log")
         if run.returncode != 0:
             return run, run.error_line()
         found = ({o.key: o.size for o in ctx.server.location(dst.bucket).list()} if dst.is_s3
@@ -232,68 +267,155 @@ def measure_once(ctx: Context, tool: Tool, direction: str, tree: Tree, source_bu
             shutil.rmtree(dst.folder, ignore_errors=True)
 
 
+def count_requests(ctx: Context, tool: Tool, direction: str, tree: Tree, source_bucket: str,
+                   source_folder: Path, tag: str, outcome: Outcome) -> None:
+    """One more, untimed run through a counting proxy (it costs CPU of its own)."""
+    with FaultProxy(ctx.server.endpoint, max_lifetime=3600) as proxy:
+        _, problem = measure_once(ctx, tool, direction, tree, source_bucket, source_folder, tag, proxy)
+        seen, opaque = Counter(proxy.seen), proxy.stats.get("opaque", 0)
+    if problem:
+        outcome.request_note = "counted run failed"
+    else:
+        outcome.requests = request_kinds(seen)
+        # A chunked upload has no length to follow: the rest of its connection is not counted.
+        outcome.request_note = "at least" if opaque else ""
+
+
 # ---------------------------------------------------------------- report
 
 def median_of(outcome: Outcome, attr: str) -> float:
     return benchlib.median([getattr(r, attr) for r in outcome.runs])
 
 
-def table_row(outcome: Outcome, tool: Tool, tree: Tree, mbackup_wall: float | None) -> list[str]:
+def per_object(outcome: Outcome, tree: Tree) -> str:
+    if outcome.requests is None:
+        return outcome.request_note or "not counted"
+    kinds = ", ".join(f"{kind} {n / tree.count:.2f}" for kind, n in sorted(outcome.requests.items()))
+    return f"{'>= ' if outcome.request_note else ''}{kinds}"
+
+
+@dataclass
+class Best:
+    """The best peer's wall time and the leanest peer's CPU and memory, in one tree and direction."""
+
+    wall: float | None = None
+    wall_by: str = ""
+    cpu: float | None = None
+    cpu_by: str = ""
+    rss: float | None = None
+    rss_by: str = ""
+
+
+def best_peers(outcomes: list[Outcome]) -> Best:
+    done = [o for o in outcomes if o.ok and o.tool != "mbackup"]
+    if not done:
+        return Best()
+    wall = min(done, key=lambda o: median_of(o, "wall"))
+    cpu = min(done, key=lambda o: median_of(o, "cpu"))
+    rss = min(done, key=lambda o: median_of(o, "peak_rss"))
+    return Best(median_of(wall, "wall"), wall.tool, median_of(cpu, "cpu"), cpu.tool,
+                median_of(rss, "peak_rss"), rss.tool)
+
+
+def table_row(outcome: Outcome, tool: Tool, tree: Tree, best: Best) -> list[str]:
     if tool.missing:
-        return [tool.name, tool.missing, "", "", "", "", ""]
+        return [tool.name, tool.missing] + [""] * 8
     if not outcome.ok:
-        return [tool.name, "failed (below)", "", "", "", "", ""]
-    wall = median_of(outcome, "wall")
-    ratio = f"{wall / mbackup_wall:.2f}" if mbackup_wall else "-"
-    return [tool.name, f"{wall:.2f}", f"{tree.count / wall:,.0f}", f"{tree.bytes / MIB / wall:,.0f}",
-            f"{median_of(outcome, 'peak_rss') / MIB:,.0f}", f"{median_of(outcome, 'cpu'):.1f}", ratio]
+        return [tool.name, "failed (below)"] + [""] * 8
+    wall, cpu = median_of(outcome, "wall"), median_of(outcome, "cpu")
+    return [tool.name, f"{wall:.2f}", f"{tree.bytes / MIB / wall:,.0f}", f"{cpu:.2f}",
+            f"{cpu / (tree.bytes / GIB):.2f}", f"{median_of(outcome, 'peak_rss') / MIB:,.0f}",
+            per_object(outcome, tree),
+            f"{wall / best.wall:.2f}" if best.wall else "-", f"{cpu / best.cpu:.2f}" if best.cpu else "-"]
 
 
-def report(ctx: Context, args: argparse.Namespace, tools: list[Tool], directions: list[str], tree: Tree,
-           outcomes: dict[tuple[str, str], Outcome], machine: dict[str, str], elapsed: float) -> str:
-    lines = [f"# Copy benchmark, {time.strftime('%Y-%m-%d %H:%M %Z')}", "", "## Setup", ""]
+def targets_for(label: str, mb: Outcome, best: Best) -> list[str]:
+    """Issue #2's wall-time target and issue #14's CPU and memory targets, met or not."""
+    if not mb.ok or best.wall is None or best.cpu is None or best.rss is None:
+        return [f"- {label}: no ratio (mbackup {'ok' if mb.ok else 'failed'}, no peer succeeded)"
+                if not mb.ok or best.wall is None else f"- {label}: no ratio"]
+    wall = median_of(mb, "wall") / best.wall
+    cpu = median_of(mb, "cpu") / best.cpu
+    rss = median_of(mb, "peak_rss") / best.rss
+    return [f"- {label}: wall {wall:.2f}x the best peer's ({best.wall_by}; target <= 0.70x): "
+            f"{'met' if wall <= 0.70 else '**MISSED**'}; CPU {cpu:.2f}x the leanest peer's ({best.cpu_by}; "
+            f"target <= 1.00x): {'met' if cpu <= 1.0 else '**MISSED**'}; peak RSS {rss:.2f}x the leanest "
+            f"peer's ({best.rss_by}; target <= 1.50x): {'met' if rss <= 1.5 else '**MISSED**'}"]
+
+
+def under_load(machine: dict[str, str]) -> str:
+    """A warning for the header when the machine was busy: wall times are then not the result."""
+    # Start and end both: others' work that began during the run counts as much.
+    load = max(float(machine.get(f"load average at {when}", "0").split()[0]) for when in ("start", "end"))
+    cores = os.cpu_count() or 1
+    if load < 0.5 * cores:
+        return ""
+    return (f"**Measured under load** (1-minute load average up to {load:.2f} on {cores} cores): wall times and "
+            "ratios of wall times are not the result; CPU seconds, peak RSS and request counts hold better.")
+
+
+HEADER = ["tool", "wall s", "MiB/s", "CPU s", "CPU s/GiB", "peak RSS MiB", "requests per object",
+          "wall / best peer", "CPU / leanest peer"]
+
+
+def report(ctx: Context, args: argparse.Namespace, tools: list[Tool], directions: list[str],
+           trees: dict[str, Tree], outcomes: dict[tuple[str, str, str], Outcome], machine: dict[str, str],
+           elapsed: float) -> str:
+    lines = [f"# Copy benchmark, {time.strftime('%Y-%m-%d %H:%M %Z')}", ""]
+    warning = under_load(machine)
+    lines += [warning, ""] if warning else []
+    lines += ["## Setup", ""]
     lines += [f"- {k}: {v}" for k, v in machine.items()]
-    lines += [f"- S3 server: {ctx.server.description}",
-              f"- tree: {tree.count:,} objects, {tree.bytes / MIB:,.1f} MiB (mbackup_dev.sampletree, --size {args.size})",
-              f"- parallelism: {ctx.parallel} for every tool; repeats: {args.repeat} (median shown)",
+    lines += [f"- S3 server: {ctx.server.description}", "- trees:"]
+    lines += [f"  - {name}: {tree.count:,} objects, {tree.bytes / MIB:,.1f} MiB ({describe_tree(name, args)})"
+              for name, tree in trees.items()]
+    lines += [f"- parallelism: {ctx.parallel} for every tool; repeats: {args.repeat} (median shown)",
               "- tools:"]
     lines += [f"  - {t.name}: {t.missing or t.version()}" for t in tools]
     lines += [f"- total run time: {elapsed / 60:.1f} min", "",
               "Wall time runs from starting the tool's process to its exit, listing included. Peak RSS is the "
               "kernel's high-water mark (VmHWM) of each process of the tool, read every 50 ms and summed. "
-              "CPU s is user+system time of the tool's process tree. "
+              "CPU s is user+system time of the tool's process tree; CPU s/GiB divides it by the tree's bytes. "
+              "Requests per object come from one more run of each tool through a counting proxy (not timed): "
+              "requests of each kind over the tree's objects, LIST being any GET of a bucket (listings, "
+              "ListMultipartUploads). Ratios compare with the best peer's wall time and the leanest peer's CPU. "
               "The S3 server runs on the same cores. Each tool copies into a fresh empty bucket or folder, "
               "checked key by key (size) afterwards.", ""]
 
     targets = []
-    for direction in directions:
-        mb = outcomes[("mbackup", direction)]
-        mb_wall = median_of(mb, "wall") if mb.ok else None
-        rows = [table_row(outcomes[(t.name, direction)], t, tree, mb_wall) for t in tools]
-        lines += [f"## {direction}", "",
-                  benchlib.markdown_table(["tool", "wall s", "objects/s", "MiB/s", "peak RSS MiB", "CPU s",
-                                           "time / mbackup time"], rows), ""]
-        lines += [f"- {t.name} failed: {outcomes[(t.name, direction)].failure}" for t in tools
-                  if not t.missing and outcomes[(t.name, direction)].failure]
-        lines += [""] if lines[-1] else []
-        peers = [(median_of(outcomes[(t.name, direction)], "wall"), t.name)
-                 for t in tools[1:] if not t.missing and outcomes[(t.name, direction)].ok]
-        if mb_wall and peers:
-            best_wall, best = min(peers)
-            ratio = mb_wall / best_wall
-            targets.append(f"- {direction}: mbackup {mb_wall:.2f} s / best peer ({best}) {best_wall:.2f} s = "
-                           f"**{ratio:.2f}x** (target <= 0.70x): {'met' if ratio <= 0.70 else '**MISSED**'}")
-        else:
-            targets.append(f"- {direction}: no ratio (mbackup {'ok' if mb_wall else 'failed'}, "
-                           f"{len(peers)} peers succeeded)")
-    mb_rss = [r.peak_rss for d in directions for r in outcomes[("mbackup", d)].runs]
+    for name, tree in trees.items():
+        for direction in directions:
+            row_outcomes = [outcomes[(name, t.name, direction)] for t in tools]
+            best = best_peers(row_outcomes)
+            rows = [table_row(o, t, tree, best) for o, t in zip(row_outcomes, tools, strict=True)]
+            lines += [f"## {name} tree, {direction}", "", benchlib.markdown_table(HEADER, rows), ""]
+            lines += [f"- {o.tool} failed: {o.failure}" for o in row_outcomes if o.failure]
+            lines += [""] if lines[-1] else []
+            targets += targets_for(f"{name}, {direction}", row_outcomes[0], best)
+    mb_rss = [r.peak_rss for o in outcomes.values() if o.tool == "mbackup" for r in o.runs]
     if mb_rss:
         peak = max(mb_rss) / MIB
         note = "" if ctx.parallel == 64 and not args.mbackup_args else " (the target is stated for --parallel 64, default settings)"
-        targets.append(f"- mbackup peak RSS, any direction: {peak:,.0f} MiB (target < 300 MiB at --parallel 64 with "
-                       f"default part sizes): {'met' if peak < 300 else '**MISSED**'}{note}")
-    lines += ["## Targets (issue #2)", "", *targets, ""]
+        targets.append(f"- mbackup peak RSS, any tree and direction: {peak:,.0f} MiB (target < 300 MiB at --parallel "
+                       f"64 with default part sizes): {'met' if peak < 300 else '**MISSED**'}{note}")
+    lines += ["## Targets (issues #2 and #14)", "", *targets, ""]
     return "\n".join(lines)
+
+
+# ---------------------------------------------------------------- the trees
+
+def describe_tree(name: str, args: argparse.Namespace) -> str:
+    return {"milvus": f"mbackup_dev.sampletree, --size {args.size}",
+            "small": f"{args.small_count:,} objects of 1-64 KiB (--small-count)",
+            "huge": f"{args.huge_count} x {args.huge_size} (--huge-count, --huge-size)"}[name]
+
+
+def plan(name: str, args: argparse.Namespace) -> list[tuple[str, int]]:
+    if name == "milvus":
+        return plan_tree(parse_size(args.size))
+    if name == "small":
+        return plan_small(args.small_count)
+    return plan_huge(args.huge_count, parse_size(args.huge_size))
 
 
 # ---------------------------------------------------------------- main
@@ -302,6 +424,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     benchlib.add_server_arguments(parser)
+    parser.add_argument("--trees", default=",".join(TREES),
+                        help="Comma-separated subset of milvus (--size bytes of a Milvus-shaped tree), small "
+                             "(--small-count objects of 1-64 KiB) and huge (--huge-count x --huge-size).")
+    parser.add_argument("--small-count", type=int, default=20_000, help="Objects of the small tree (default 20000).")
+    parser.add_argument("--huge-count", type=int, default=4, help="Objects of the huge tree (default 4).")
+    parser.add_argument("--huge-size", default="1GiB", type=benchlib.size_arg,
+                        help="Size of each object of the huge tree (default 1GiB).")
+    parser.add_argument("--no-count", action="store_true", help="Skip the runs that count requests.")
     parser.add_argument("--parallel", type=int, default=64, help="Objects in flight for every tool (default 64).")
     parser.add_argument("--repeat", type=int, default=1, help="Measurements per tool and direction; the median is shown.")
     parser.add_argument("--tools", default="mbackup,s5cmd,rclone,aws,boto3,obstore",
@@ -313,6 +443,7 @@ def main() -> None:
     args = parser.parse_args()
     benchlib.clean_commit()  # refuse before measuring anything a table could not name
     directions = [d for d in DIRECTIONS if d in args.directions.split(",")]
+    tree_names = [t for t in TREES if t in args.trees.split(",")]
 
     clock = benchlib.Stopwatch()
     machine = benchlib.machine()
@@ -329,40 +460,59 @@ def main() -> None:
     ctx = Context(server, args.parallel, workdir, benchlib.base_env(server))
     configure_peers(ctx, local_stack=server.stop is not None)
     tag = f"cb{benchlib.run_id()}"
-    source_bucket = f"{tag}-src"
-    source_folder = workdir / "src"
-    outcomes: dict[tuple[str, str], Outcome] = {}
+    outcomes: dict[tuple[str, str, str], Outcome] = {}
+    trees: dict[str, Tree] = {}
+    source_buckets: list[str] = []
     try:
-        print(f"writing a {args.size} tree to s3://{source_bucket} and {source_folder} ...", file=sys.stderr)
-        server.create_bucket(source_bucket)
-        total = parse_size(args.size)
-        tree = benchlib.write_sample_tree(server.location(source_bucket), total)
-        local_tree = benchlib.write_sample_tree(storage_backends().open(str(source_folder)), total)
-        assert local_tree.objects == tree.objects, "the two sample trees differ"
-        print(f"tree: {tree.count:,} objects, {tree.bytes / MIB:,.1f} MiB", file=sys.stderr)
+        for name in tree_names:
+            source_bucket, source_folder = f"{tag}-{name}-src", workdir / f"src-{name}"
+            print(f"writing the {name} tree to s3://{source_bucket} and {source_folder} ...", file=sys.stderr)
+            server.create_bucket(source_bucket)
+            source_buckets.append(source_bucket)
+            objects = plan(name, args)
+            tree = trees[name] = benchlib.write_planned_tree(server.location(source_bucket), objects)
+            local_tree = benchlib.write_planned_tree(storage_backends().open(str(source_folder)), objects)
+            assert local_tree.objects == tree.objects, "the two sample trees differ"
+            print(f"{name} tree: {tree.count:,} objects, {tree.bytes / MIB:,.1f} MiB", file=sys.stderr)
 
-        outcomes = {(t.name, d): Outcome(t.name, d) for t in tools for d in DIRECTIONS}
-        for rep in range(args.repeat):
+            outcomes.update({(name, t.name, d): Outcome(t.name, d) for t in tools for d in DIRECTIONS})
+            for rep in range(args.repeat):
+                for direction in directions:
+                    for tool in tools:
+                        outcome = outcomes[(name, tool.name, direction)]
+                        if tool.missing or outcome.failure:
+                            continue
+                        run, problem = measure_once(ctx, tool, direction, tree, source_bucket, source_folder,
+                                                    f"{tag}-{name[0]}{rep}")
+                        state = f"FAILED: {problem}" if problem else f"{run.wall:.2f} s, {run.cpu:.2f} CPU s, " \
+                                                                     f"{run.peak_rss / MIB:.0f} MiB"
+                        print(f"[{rep + 1}/{args.repeat}] {name:6} {direction:15} {tool.name:10} {state}",
+                              file=sys.stderr)
+                        if problem:
+                            outcome.failure = problem
+                        else:
+                            outcome.runs.append(run)
             for direction in directions:
                 for tool in tools:
-                    outcome = outcomes[(tool.name, direction)]
-                    if tool.missing or outcome.failure:
+                    outcome = outcomes[(name, tool.name, direction)]
+                    if args.no_count or not outcome.ok:
                         continue
-                    run, problem = measure_once(ctx, tool, direction, tree, source_bucket, source_folder,
-                                                f"{tag}-{rep}")
-                    state = f"FAILED: {problem}" if problem else f"{run.wall:.2f} s, {run.peak_rss / MIB:.0f} MiB"
-                    print(f"[{rep + 1}/{args.repeat}] {direction:15} {tool.name:10} {state}", file=sys.stderr)
-                    if problem:
-                        outcome.failure = problem
-                    else:
-                        outcome.runs.append(run)
+                    count_requests(ctx, tool, direction, tree, source_bucket, source_folder, f"{tag}-{name[0]}c",
+                                   outcome)
+                    print(f"[count] {name:6} {direction:15} {tool.name:10} {per_object(outcome, tree)}",
+                          file=sys.stderr)
+            # The next tree needs the disk more than this one's source does.
+            server.remove_bucket(source_bucket)
+            source_buckets.remove(source_bucket)
+            shutil.rmtree(source_folder, ignore_errors=True)
         machine["load average at end"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
-        text = report(ctx, args, tools, directions, tree, outcomes, machine, clock.elapsed())
+        text = report(ctx, args, tools, directions, trees, outcomes, machine, clock.elapsed())
     finally:
         if server.stop:
             server.stop()
         elif not args.keep:
-            server.remove_bucket(source_bucket)
+            for bucket in source_buckets:
+                server.remove_bucket(bucket)
         benchlib.clean_workdir(workdir, args, keep_logs=any(o.failure for o in outcomes.values()))
     path = benchlib.write_result("copy", text, "copy_bench.py")
     print(text)

@@ -360,6 +360,7 @@ class FaultProxy:
             conn.shutdown()
 
     def _forward_opaque(self, conn: _Conn, pending: bytes) -> None:
+        self._count("opaque")  # the requests that follow on this connection are not seen
         conn.upstream.sendall(pending)
         while self.running and not conn.closed:
             data = conn.client.recv(_CHUNK)

@@ -305,3 +305,36 @@ def test_request_rate_cap_is_respected(seaweedfs, s3env, bucket, tmp_path):
     assert elapsed >= (60 - 20) / 20, elapsed
     assert elapsed <= 4 * (60 - 20) / 20 + 15, elapsed
     assert summary["seconds"] <= elapsed
+
+
+# What one object under the multipart thresholds costs, per direction: the listing gave its size
+# and ETag, so it is never asked for again (no HEAD), and its bytes take one request. Counted by a
+# pass-through FaultProxy in front of SeaweedFS. Objects of 1 KiB to 3 MiB: one write or several.
+REQUESTS_PER_OBJECT = {"bucket->bucket": "PUT", "S3->local": "GET", "local->S3": "PUT"}
+
+
+@pytest.mark.parametrize("direction", REQUESTS_PER_OBJECT)
+def test_one_request_per_object_and_no_head(seaweedfs, s3env, bucket, tmp_path, direction):
+    from faultproxy import FaultProxy
+
+    objects = {f"d{i % 3}/sub/o{i}": os.urandom(KIB + i * 97 * KIB) for i in range(32)}
+    fill(seaweedfs.store(bucket), {f"src/{k}": v for k, v in objects.items()})
+    (tmp_path / "src").mkdir()
+    for k, v in objects.items():
+        (tmp_path / "src" / k).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "src" / k).write_bytes(v)
+    with FaultProxy(seaweedfs.endpoint, max_lifetime=120) as proxy:
+        s3 = f"s3://{bucket}/{{}}?endpoint={proxy.endpoint}"
+        src = str(tmp_path / "src") if direction == "local->S3" else s3.format("src")
+        dst = str(tmp_path / "dst") if direction == "S3->local" else s3.format("dst")
+        mbackup(s3env, "copy", src, dst, "--parallel", "8", check=0)
+        seen = dict(proxy.seen)
+    side = "dst" if REQUESTS_PER_OBJECT[direction] == "PUT" else "src"
+    per_object = {k: seen.get(f"{REQUESTS_PER_OBJECT[direction]} /{bucket}/{side}/{k}", 0) for k in objects}
+    assert per_object == dict.fromkeys(objects, 1), seen
+    assert not [r for r in seen if r.startswith("HEAD ")], seen
+    listings = sum(n for r, n in seen.items() if r == f"GET /{bucket}")
+    assert listings <= 4, seen  # each side listed once, plus one page that proves the endpoint is S3
+    assert sum(seen.values()) == len(objects) + listings, seen
+    if direction == "S3->local":
+        assert tree(tmp_path / "dst") == objects

@@ -285,18 +285,24 @@ def _kill_when(proc, ready, what: str, timeout: float = 90) -> None:
 
 
 MULTIPART = ["--multipart-threshold", "5MiB", "--part-size", "5MiB", "-q"]
+# The two ways an object streams into a folder: ranged GETs written as parts, and (over 1 MiB,
+# under the multipart threshold) one GET written a megabyte at a time as it arrives.
+INTO_A_FOLDER = {"ranged-parts": (24 * MIB, MULTIPART), "one-get": (12 * MIB, ["-q"])}
 
 
-def test_killed_copy_into_a_folder_rerun_leaves_no_staging_file(seaweedfs, s3env, bucket, tmp_path):
-    big = os.urandom(24 * MIB)
+@pytest.mark.parametrize("how", INTO_A_FOLDER)
+def test_killed_copy_into_a_folder_rerun_leaves_no_staging_file(seaweedfs, s3env, bucket, tmp_path, how):
+    size, flags = INTO_A_FOLDER[how]
+    big = os.urandom(size)
     seaweedfs.store(bucket).put("src/big.bin", big)
     folder = tmp_path / "out"
-    proc = _start(s3env, "copy", s3url(seaweedfs, bucket, "src"), str(folder), *MULTIPART, "--max-bandwidth", "4MiB/s")
+    proc = _start(s3env, "copy", s3url(seaweedfs, bucket, "src"), str(folder), *flags, "--max-bandwidth", "4MiB/s")
     staging = folder / "big.bin#1"
     _kill_when(proc, lambda: staging.exists() and staging.stat().st_size > 0, "its staging file appeared")
     assert staging.exists()  # SIGKILL: nothing could clean up
+    assert not (folder / "big.bin").exists()  # and nothing half-written under the object's name
 
-    r = mbackup(s3env, "copy", s3url(seaweedfs, bucket, "src"), str(folder), *MULTIPART)
+    r = mbackup(s3env, "copy", s3url(seaweedfs, bucket, "src"), str(folder), *flags)
     assert r.returncode == 0, r.stderr
     assert state(folder) == {"big.bin": big}
 

@@ -54,10 +54,30 @@ def plan_tree(total_bytes: int, root: str = "files", seed: int = 7,
     return objects
 
 
+def plan_small(count: int, root: str = "files", seed: int = 7) -> list[tuple[str, int]]:
+    """``count`` objects of 1 to 64 KiB, the shape of delta logs and small segments' logs."""
+    rng = random.Random(seed)
+    return [(f"{root}/delta_log/446000000000000001/446000000000000011/{446000000000100000 + i // 100}/{i}",
+             rng.randint(1 * KIB, 64 * KIB)) for i in range(count)]
+
+
+def plan_huge(count: int, size: int, root: str = "files") -> list[tuple[str, int]]:
+    """``count`` objects of ``size`` bytes each, the shape of a few huge vector binlogs."""
+    return [(f"{root}/insert_log/446000000000000001/446000000000000011/446000000000100001/102/{i}", size)
+            for i in range(count)]
+
+
 def write_tree(target: Location, total_bytes: int, *, seed: int = 7, parallel: int = 64) -> TreeStats:
     """Write the tree under ``target``. Bytes are random (incompressible) and staged in
     memory one batch at a time, then written by the engine in parallel."""
     objects = plan_tree(total_bytes, seed=seed)
+    write_objects(target, objects, seed=seed, parallel=parallel)
+    segments = len({k.split("/")[4] for k, _ in objects if "/insert_log/" in k})
+    return TreeStats(len(objects), sum(s for _, s in objects), segments)
+
+
+def write_objects(target: Location, objects: list[tuple[str, int]], *, seed: int = 7, parallel: int = 64) -> None:
+    """Write random bytes of each (key, size) under ``target``, staged in memory a batch at a time."""
     staging = _engine.Store(f"memory://sampletree-{os.getpid()}-{seed}")
     batch: list[tuple[str, int]] = []
     budget, used = 256 * MIB, 0
@@ -81,5 +101,3 @@ def write_tree(target: Location, total_bytes: int, *, seed: int = 7, parallel: i
             used = 0
     if batch:
         flush()
-    segments = len({k.split("/")[4] for k, _ in objects if "/insert_log/" in k})
-    return TreeStats(len(objects), sum(s for _, s in objects), segments)

@@ -126,26 +126,42 @@ pub fn part_crcs(want: &Want, data: &[u8]) -> [Option<u64>; 2] {
     want.crcs.map(|a| a.map(|a| checksum(a, data)))
 }
 
-/// Sums over bytes fed in order: whole chunks through `update`, or parts whose CRCs were
-/// computed elsewhere through `append_part` (MD5 still needs the bytes, in order).
+/// Sums over bytes fed in order: chunks through `update`, or parts whose CRCs were computed
+/// elsewhere through `append_part` (MD5 still needs the bytes, in order). Chunks go into running
+/// digests: combining a CRC per chunk cost more than the CRC itself for network-sized chunks.
 pub struct Hasher {
     want: Want,
     crcs: [Option<u64>; 2],
+    /// Whether `crcs` hold parts yet: until then a running digest is the whole sum.
+    parts: bool,
+    running: [Option<Digest>; 2],
     md5: Option<Md5>,
 }
 
 impl Hasher {
     pub fn new(want: Want) -> Self {
         let empty = want.crcs.map(|a| a.map(|a| checksum(a, b"")));
-        Hasher { want, crcs: empty, md5: want.md5.then(Md5::new) }
+        Hasher {
+            want,
+            crcs: empty,
+            parts: false,
+            running: want.crcs.map(|a| a.map(|a| Digest::new(a.crc()))),
+            md5: want.md5.then(Md5::new),
+        }
     }
 
     pub fn update(&mut self, data: &[u8]) {
-        let part = part_crcs(&self.want, data);
-        self.append_part(part, data);
+        for digest in self.running.iter_mut().flatten() {
+            digest.update(data);
+        }
+        if let Some(m) = &mut self.md5 {
+            m.update(data);
+        }
     }
 
     pub fn append_part(&mut self, part: [Option<u64>; 2], data: &[u8]) {
+        self.fold_running();
+        self.parts = true;
         for ((crc, want), p) in self.crcs.iter_mut().zip(self.want.crcs).zip(part) {
             if let (Some(a), Some(acc), Some(p)) = (want, *crc, p) {
                 *crc = Some(combine(a, acc, p, data.len() as u64));
@@ -156,7 +172,22 @@ impl Hasher {
         }
     }
 
-    pub fn finish(self) -> Sums {
+    /// Bytes fed through `update` since the last part, folded into the sums of the parts.
+    fn fold_running(&mut self) {
+        for ((crc, want), digest) in self.crcs.iter_mut().zip(self.want.crcs).zip(self.running.iter_mut()) {
+            if let (Some(a), Some(acc), Some(d)) = (want, *crc, digest.as_mut()) {
+                if !self.parts {
+                    *crc = Some(d.finalize()); // no combine (a cost per call) for a plain stream
+                } else if d.get_amount() > 0 {
+                    *crc = Some(combine(a, acc, d.finalize(), d.get_amount()));
+                }
+                d.reset();
+            }
+        }
+    }
+
+    pub fn finish(mut self) -> Sums {
+        self.fold_running();
         let mut sums = Sums::default();
         for (a, v) in self.want.algos().zip(self.crcs.into_iter().flatten()) {
             sums.crcs.push((a, v));
@@ -226,7 +257,16 @@ mod tests {
             by_chunks.update(chunk);
             by_parts.append_part(part_crcs(&want, chunk), chunk);
         }
+        // Chunks and parts mixed in one stream (a part after chunks, chunks after a part).
+        let mut mixed = Hasher::new(want);
+        for (i, chunk) in data.chunks(7_001).enumerate() {
+            match i % 3 {
+                0 => mixed.append_part(part_crcs(&want, chunk), chunk),
+                _ => mixed.update(chunk),
+            }
+        }
         let (a, b) = (by_chunks.finish(), by_parts.finish());
+        assert_eq!(mixed.finish(), a);
         assert_eq!(a, b);
         assert_eq!(a.crc(Algo::Crc32c), Some(checksum(Algo::Crc32c, &data)));
         assert_eq!(a.like(&offered), Some(offered));

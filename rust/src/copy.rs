@@ -4,20 +4,24 @@
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 
-use bytes::{Bytes, BytesMut};
-use futures::stream::{self, BoxStream, FuturesUnordered, StreamExt, TryStreamExt};
+use bytes::Bytes;
+use futures::stream::{self, FuturesUnordered, StreamExt, TryStreamExt};
 use object_store::{MultipartUpload, ObjectStoreExt, PutPayload};
 use tokio::sync::{Semaphore, SemaphorePermit};
 use tokio_util::sync::CancellationToken;
 
 use crate::backend::key::path;
-use crate::backend::{s3, Backend};
+use crate::backend::{s3, Backend, Opened};
 use crate::checksum::{self, Algo, Hasher, Sum, Sums, Want};
 use crate::errors::{Code, Error, Result};
 use crate::limits::Limits;
 use crate::progress::Progress;
 use crate::retry::backoff;
 use crate::version::{changed, md5_of_etag, Pin};
+
+/// Bytes per write when a body is streamed into a file: large writes, few hand-offs to the
+/// blocking pool, and the memory one object holds.
+const WRITE_SIZE: u64 = 1 << 20;
 
 #[derive(Clone, Debug)]
 pub struct Options {
@@ -386,7 +390,8 @@ impl Engine {
         Ok(Moved { etag: Some(etag), ..Default::default() })
     }
 
-    /// Whole object through memory: one GET, one PUT (atomic on every store).
+    /// Whole object through memory: one GET, one PUT (atomic on every store). Into a folder,
+    /// objects larger than one write go through a staging file instead (`stream_into_file`).
     async fn stream(
         &self,
         job: &Job,
@@ -395,21 +400,28 @@ impl Engine {
         algo: Option<Algo>,
         counter: &Counter<'_>,
     ) -> Result<Moved> {
+        if size > WRITE_SIZE && job.dst.kind() == "file" {
+            return self.stream_into_file(job, pin, size, algo, counter).await;
+        }
         let _memory = self.reserve(size).await?;
         self.limits.request().await;
         let read = async {
-            let opened = job.src.open(&job.src_key, None, pin.etag()).await?;
-            pin.check(&job.src_key, opened.head.etag.as_deref())?;
-            if opened.head.size != size {
-                return Err(changed(&job.src_key, &format!("{} bytes, expected {size}", opened.head.size)));
-            }
+            let opened = self.open_source(job, pin, size).await?;
             let offered = opened.head.offered;
             let mut hasher = Hasher::new(Want::for_copy(algo, offered));
-            let data = self.collect(opened.body, size, |chunk| hasher.update(chunk), counter).await?;
-            if data.len() as u64 != size {
-                return Err(changed(&job.src_key, &format!("{} bytes read, expected {size}", data.len())));
+            let mut chunks = Vec::new();
+            let mut read = 0u64;
+            let mut body = opened.body;
+            while let Some(chunk) = body.next().await {
+                let chunk = self.take_chunk(chunk?, &mut hasher, counter).await;
+                read += chunk.len() as u64;
+                chunks.push(chunk);
             }
-            Ok((data, offered, hasher.finish()))
+            if read != size {
+                return Err(changed(&job.src_key, &format!("{read} bytes read, expected {size}")));
+            }
+            // The buffers as they came: written without being copied into one.
+            Ok((PutPayload::from_iter(chunks), offered, hasher.finish()))
         };
         let (data, offered, sums) = self.cancellable(read).await?;
         let linked = self.link_to_source(job, pin, size, algo, offered, &sums).await?;
@@ -418,36 +430,74 @@ impl Engine {
         Ok(Moved { etag, sums: Some(sums), linked })
     }
 
-    /// A body into one buffer, within the byte cap, counted as it comes; `each` sees every
-    /// chunk once. A body of one chunk (a local file) is kept as it is, not copied.
-    async fn collect(
+    /// One GET into a staging file, WRITE_SIZE bytes per write, renamed into place only once
+    /// the bytes are known to be the source's: memory per object stays within one write,
+    /// whatever its size.
+    async fn stream_into_file(
         &self,
-        mut body: BoxStream<'static, Result<Bytes>>,
+        job: &Job,
+        pin: &Pin,
         size: u64,
-        mut each: impl FnMut(&[u8]),
+        algo: Option<Algo>,
         counter: &Counter<'_>,
-    ) -> Result<Bytes> {
-        let mut first: Option<Bytes> = None;
-        let mut buf = BytesMut::new();
-        while let Some(chunk) = body.next().await {
-            let chunk = chunk?;
-            self.limits.bytes(chunk.len() as u64).await;
-            counter.add(chunk.len() as u64);
-            each(&chunk);
-            match first.take() {
-                None if buf.is_empty() => first = Some(chunk),
-                earlier => {
-                    if buf.is_empty() {
-                        buf.reserve(size as usize);
-                    }
-                    if let Some(e) = earlier {
-                        buf.extend_from_slice(&e);
-                    }
-                    buf.extend_from_slice(&chunk);
+    ) -> Result<Moved> {
+        let _memory = self.reserve(WRITE_SIZE).await?;
+        self.limits.request().await;
+        let dst = job.dst.native().unwrap();
+        let dst_path = path(&job.dst_key)?;
+        let read = async {
+            let opened = self.open_source(job, pin, size).await?;
+            let offered = opened.head.offered;
+            let mut hasher = Hasher::new(Want::for_copy(algo, offered));
+            // Dropped unfinished (an error, a cancel), the upload removes its staging file.
+            let mut upload = dst.put_multipart(&dst_path).await?;
+            let (mut batch, mut batched, mut read) = (Vec::new(), 0u64, 0u64);
+            let mut body = opened.body;
+            while let Some(chunk) = body.next().await {
+                let mut chunk = self.take_chunk(chunk?, &mut hasher, counter).await;
+                read += chunk.len() as u64;
+                // Writes of exactly WRITE_SIZE at multiples of it: the last chunk of a write is
+                // split (without copying) where the write ends.
+                while batched + chunk.len() as u64 >= WRITE_SIZE {
+                    batch.push(chunk.split_to((WRITE_SIZE - batched) as usize));
+                    upload.put_part(PutPayload::from_iter(std::mem::take(&mut batch))).await?;
+                    batched = 0;
+                }
+                if !chunk.is_empty() {
+                    batched += chunk.len() as u64;
+                    batch.push(chunk);
                 }
             }
+            if !batch.is_empty() {
+                upload.put_part(PutPayload::from_iter(batch)).await?;
+            }
+            if read != size {
+                return Err(changed(&job.src_key, &format!("{read} bytes read, expected {size}")));
+            }
+            Ok((upload, offered, hasher.finish()))
+        };
+        let (mut upload, offered, sums) = self.cancellable(read).await?;
+        let linked = self.link_to_source(job, pin, size, algo, offered, &sums).await?;
+        let put = self.cancellable(async { Ok(upload.complete().await?) }).await?;
+        Ok(Moved { etag: put.e_tag, sums: Some(sums), linked })
+    }
+
+    /// A whole-object read of the pinned version, which must still have the listed size.
+    async fn open_source(&self, job: &Job, pin: &Pin, size: u64) -> Result<Opened> {
+        let opened = job.src.open(&job.src_key, None, pin.etag()).await?;
+        pin.check(&job.src_key, opened.head.etag.as_deref())?;
+        if opened.head.size != size {
+            return Err(changed(&job.src_key, &format!("{} bytes, expected {size}", opened.head.size)));
         }
-        Ok(first.unwrap_or_else(|| buf.freeze()))
+        Ok(opened)
+    }
+
+    /// One chunk of a body: within the byte cap, counted, and summed.
+    async fn take_chunk(&self, chunk: Bytes, hasher: &mut Hasher, counter: &Counter<'_>) -> Bytes {
+        self.limits.bytes(chunk.len() as u64).await;
+        counter.add(chunk.len() as u64);
+        hasher.update(&chunk);
+        chunk
     }
 
     /// Ranged GETs in parallel, written in order as parts of one multipart upload.

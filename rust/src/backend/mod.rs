@@ -157,20 +157,21 @@ impl Backend {
         }
     }
 
-    pub async fn put_all(&self, key: &str, data: Bytes) -> Result<Option<String>> {
+    /// `data` may be many buffers (a body as it came from the network): they are written as they are.
+    pub async fn put_all(&self, key: &str, data: PutPayload) -> Result<Option<String>> {
         self.put_with(key, data, PutMode::Overwrite).await
     }
 
     /// Write `data` in `mode`. `Create` writes only when nothing is at `key` yet
     /// (`If-None-Match: *` on S3) and `Update` only over the version whose ETag it names
     /// (`If-Match`), so of two writers racing for one key or one version exactly one wins.
-    pub async fn put_with(&self, key: &str, data: Bytes, mode: PutMode) -> Result<Option<String>> {
+    pub async fn put_with(&self, key: &str, data: PutPayload, mode: PutMode) -> Result<Option<String>> {
         let conditional = !matches!(mode, PutMode::Overwrite);
         self.ensure_s3().await?;
         match self.native() {
             Some(store) => {
                 let opts = PutOptions { mode, ..Default::default() };
-                match store.put_opts(&path(key)?, PutPayload::from(data), opts).await {
+                match store.put_opts(&path(key)?, data, opts).await {
                     Ok(r) => Ok(r.e_tag),
                     Err(object_store::Error::AlreadyExists { .. }) => {
                         Err(Error::new(Code::AlreadyExists, format!("{key} already exists")))
@@ -183,7 +184,7 @@ impl Backend {
                 }
             }
             None if conditional => Err(Error::new(Code::Unsupported, "conditional writes need a native store")),
-            None => self.python().put(key, data).await,
+            None => self.python().put(key, Bytes::from(data)).await,
         }
     }
 

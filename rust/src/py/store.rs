@@ -174,7 +174,7 @@ impl Store {
         };
         let backend = self.backend.clone();
         let key = key.to_string();
-        py.detach(|| runtime().block_on(async move { backend.put_with(&key, Bytes::from(data), mode).await }))
+        py.detach(|| runtime().block_on(async move { backend.put_with(&key, Bytes::from(data).into(), mode).await }))
             .map_err(to_py_err)
     }
 
