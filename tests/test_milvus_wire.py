@@ -1,0 +1,90 @@
+"""mbackup's own declaration of the Milvus wire format (proto/milvus_backup/milvus/_proto/*.proto,
+generated into milvus_backup.milvus._proto by scripts/gen-proto): every message, field, enum value
+and method it declares is Milvus's, as pymilvus' generated descriptors (the dev extra) say; the
+generated modules are those of the .proto files."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+from pymilvus.grpc_gen import milvus_pb2 as theirs
+
+from milvus_backup.milvus._proto import common_pb2, milvus_pb2, schema_pb2
+
+ROOT = Path(__file__).resolve().parents[1]
+PROTOS = ROOT / "proto" / "milvus_backup" / "milvus" / "_proto"
+OURS = (common_pb2, schema_pb2, milvus_pb2)
+
+
+def _messages(desc):
+    for message in desc.message_types_by_name.values() if hasattr(desc, "message_types_by_name") else desc.nested_types:
+        yield message
+        yield from _messages(message)  # map entries
+
+
+MESSAGES = [m for module in OURS for m in _messages(module.DESCRIPTOR)]
+ENUMS = [e for module in OURS for e in module.DESCRIPTOR.enum_types_by_name.values()]
+METHODS = list(milvus_pb2.DESCRIPTOR.services_by_name["MilvusService"].methods)
+
+
+def _wire(field) -> tuple:
+    """What decides how a field travels and reads: number, type, repeated or not, presence, the
+    message or enum it holds, its oneof."""
+    return (field.number, field.type, field.is_repeated, field.has_presence,
+            field.message_type.full_name if field.message_type else None,
+            field.enum_type.full_name if field.enum_type else None,
+            field.containing_oneof.name if field.containing_oneof else None)
+
+
+@pytest.mark.parametrize("message", MESSAGES, ids=lambda m: m.full_name)
+def test_every_declared_field_is_milvus_s(message):
+    milvus = theirs.DESCRIPTOR.pool.FindMessageTypeByName(message.full_name)
+    for field in message.fields:
+        assert field.name in milvus.fields_by_name, f"{message.full_name}.{field.name} is not Milvus's"
+        assert _wire(field) == _wire(milvus.fields_by_name[field.name]), f"{message.full_name}.{field.name}"
+
+
+@pytest.mark.parametrize("enum", ENUMS, ids=lambda e: e.full_name)
+def test_every_declared_enum_value_is_milvus_s(enum):
+    milvus = theirs.DESCRIPTOR.pool.FindEnumTypeByName(enum.full_name)
+    assert {v.name: v.number for v in enum.values}.items() <= {v.name: v.number for v in milvus.values}.items()
+
+
+@pytest.mark.parametrize("method", METHODS, ids=lambda m: m.name)
+def test_every_declared_method_is_milvus_s(method):
+    milvus = theirs.DESCRIPTOR.services_by_name["MilvusService"].methods_by_name[method.name]
+    assert method.containing_service.full_name == milvus.containing_service.full_name == "milvus.proto.milvus.MilvusService"
+    assert (method.input_type.full_name, method.output_type.full_name) == (
+        milvus.input_type.full_name, milvus.output_type.full_name)
+    assert not (method.client_streaming or method.server_streaming or milvus.client_streaming or milvus.server_streaming)
+
+
+def _declared(text: str) -> set[tuple[str, str, int]]:
+    """(message or enum, field or value, number) as the .proto text says them."""
+    out, block = set(), None
+    for line in text.splitlines():
+        line = line.split("//")[0].strip()
+        if m := re.match(r"(message|enum) (\w+) \{", line):
+            block = m.group(2)
+        elif m := re.match(r"(?:repeated )?(?:map<[^>]+>|[\w.]+ )?\s*(\w+) = (\d+);", line):
+            out.add((block, m.group(1), int(m.group(2))))
+    return out
+
+
+@pytest.mark.parametrize("module", OURS, ids=lambda m: m.__name__.rsplit(".", 1)[-1])
+def test_the_generated_module_is_its_proto_file(module):
+    """scripts/gen-proto was run after the last edit of the .proto."""
+    desc = module.DESCRIPTOR
+    generated = {(m.name, f.name, f.number) for m in desc.message_types_by_name.values() for f in m.fields}
+    generated |= {(e.name, v.name, v.number) for e in desc.enum_types_by_name.values() for v in e.values}
+    assert _declared((PROTOS / Path(desc.name).name).read_text()) == generated
+
+
+def test_the_generated_modules_live_apart_from_pymilvus_s():
+    """Both register the same names: each in its own pool, so both import in one process."""
+    assert milvus_pb2.DESCRIPTOR.pool is not theirs.DESCRIPTOR.pool
+    reply = milvus_pb2.FlushAllResponse()
+    reply.flush_all_msgs["ch"].properties["_tt"] = "z1"
+    assert theirs.FlushAllResponse.FromString(reply.SerializeToString()).flush_all_msgs["ch"].properties["_tt"] == "z1"
