@@ -1,10 +1,12 @@
 """mbackup's own declaration of the Milvus wire format (proto/milvus_backup/milvus/_proto/*.proto,
 generated into milvus_backup.milvus._proto by scripts/gen-proto): every message, field, enum value
 and method it declares is Milvus's, as pymilvus' generated descriptors (the dev extra) say; the
-generated modules are those of the .proto files."""
+generated modules are those of the .proto files; and the channel mbackup opens with them does
+what pymilvus' GrpcHandler did (login, identifier, no message size limit)."""
 
 from __future__ import annotations
 
+import base64
 import re
 from pathlib import Path
 
@@ -12,6 +14,10 @@ import pytest
 from pymilvus.grpc_gen import milvus_pb2 as theirs
 
 from milvus_backup.milvus._proto import common_pb2, milvus_pb2, schema_pb2
+from milvus_contract import PROFILES
+from test_adapter_lines import docs_schema
+
+pytest_plugins = ["milvus_contract.fixtures"]
 
 ROOT = Path(__file__).resolve().parents[1]
 PROTOS = ROOT / "proto" / "milvus_backup" / "milvus" / "_proto"
@@ -88,3 +94,48 @@ def test_the_generated_modules_live_apart_from_pymilvus_s():
     reply = milvus_pb2.FlushAllResponse()
     reply.flush_all_msgs["ch"].properties["_tt"] = "z1"
     assert theirs.FlushAllResponse.FromString(reply.SerializeToString()).flush_all_msgs["ch"].properties["_tt"] == "z1"
+
+
+# --------------------------------------------------------------------------------------
+# The channel: what pymilvus' GrpcHandler did for mbackup, done by mbackup's own
+
+
+def test_every_call_carries_the_login_and_the_identifier_connect_handed_out(contract):
+    from milvus_backup.milvus.connection import MilvusEndpoint, connect
+    from milvus_backup.plugins.manager import milvus_adapters
+
+    state = contract.reset(PROFILES["2.6.11"])
+    state.add_database("db1")
+    state.add_collection("db1", "docs", docs_schema())
+    adapter = connect(MilvusEndpoint(host="127.0.0.1", port=contract.grpc_port, user="alice", password="s3cret:x"),
+                      milvus_adapters())
+    try:
+        adapter.describe_collection("db1", "docs")
+    finally:
+        adapter.close()
+    hello, *calls = contract.calls()
+    login = base64.b64encode(b"alice:s3cret:x").decode()  # as pymilvus sends user and password
+    assert hello.method == "Connect" and hello.metadata.get("authorization") == login
+    assert (hello.request.client_info.sdk_type, hello.request.client_info.user) == ("mbackup", "alice")
+    assert len(calls) > 5 and "identifier" not in hello.metadata
+    for call in calls:
+        assert call.metadata.get("authorization") == login, call.method
+        assert call.metadata.get("identifier", "").isdigit(), call.method
+    assert len({call.metadata["identifier"] for call in calls}) == 1  # the one Connect answered
+    assert {c.metadata.get("dbname") for c in calls if c.method != "ListDatabases"} == {"db1"}
+
+
+def test_a_reply_past_grpc_s_default_4_mib_limit_is_read(contract):
+    from milvus_backup.milvus.connection import MilvusEndpoint, connect
+    from milvus_backup.plugins.manager import milvus_adapters
+
+    state = contract.reset(PROFILES["2.6.11"])
+    state.add_database("db1")
+    schema = docs_schema()
+    schema.description = "d" * (5 << 20)
+    state.add_collection("db1", "docs", schema)
+    adapter = connect(MilvusEndpoint(host="127.0.0.1", port=contract.grpc_port), milvus_adapters())
+    try:
+        assert len(adapter.describe_collection("db1", "docs").schema.description) == 5 << 20
+    finally:
+        adapter.close()

@@ -20,7 +20,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from ...format import meta
-from ..connection import MilvusError, MilvusUnreachable, unreachable_status
+from ..connection import MilvusError, MilvusUnreachable, service_method, unreachable_status
 from ..versions import Feature, ServerVersion
 from .base import ImportState, ImportStatus, MilvusAdapter, SegmentRef
 from .http_api import GcHold, HttpApi
@@ -382,11 +382,10 @@ class RpcAdapter(MilvusAdapter):
         :class:`RpcFailed` with the server's reason on an error status."""
         import grpc
 
-        metadata = [("dbname", db)] if db else None
         delay = 0.06
         for attempt in range(6):
             try:
-                resp = getattr(self.connection.handler._stub, method)(request, timeout=self.rpc_timeout, metadata=metadata)
+                resp = self.connection.call(method, request, timeout=self.rpc_timeout, db=db)
             except grpc.RpcError as e:
                 retriable = e.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED)
                 if retriable and attempt < 5:
@@ -421,10 +420,7 @@ class RpcAdapter(MilvusAdapter):
 def _status_only(method: str) -> bool:
     """Whether ``method``'s reply is a bare commonpb.Status, as the service's protos say (a
     list kept by hand missed RPCs and read ``.status`` of a Status)."""
-    from pymilvus.grpc_gen import milvus_pb2 as m
-
-    rpc = m.DESCRIPTOR.services_by_name["MilvusService"].methods_by_name[method]
-    return rpc.output_type.full_name == "milvus.proto.common.Status"
+    return service_method(method).output_type.full_name == "milvus.proto.common.Status"
 
 
 def _import_status(resp: Any) -> ImportStatus:
