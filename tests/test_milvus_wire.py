@@ -1,13 +1,16 @@
 """mbackup's own declaration of the Milvus wire format (proto/milvus_backup/milvus/_proto/*.proto,
 generated into milvus_backup.milvus._proto by scripts/gen-proto): every message, field, enum value
 and method it declares is Milvus's, as pymilvus' generated descriptors (the dev extra) say; the
-generated modules are those of the .proto files; and the channel mbackup opens with them does
-what pymilvus' GrpcHandler did (login, identifier, no message size limit)."""
+generated modules are those of the .proto files; and the CLI backs up and restores with pymilvus
+not importable at all, as in a user's install."""
 
 from __future__ import annotations
 
 import base64
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -15,7 +18,7 @@ from pymilvus.grpc_gen import milvus_pb2 as theirs
 
 from milvus_backup.milvus._proto import common_pb2, milvus_pb2, schema_pb2
 from milvus_contract import PROFILES
-from test_adapter_lines import docs_schema
+from test_adapter_lines import config_file, docs_schema
 
 pytest_plugins = ["milvus_contract.fixtures"]
 
@@ -139,3 +142,103 @@ def test_a_reply_past_grpc_s_default_4_mib_limit_is_read(contract):
         assert len(adapter.describe_collection("db1", "docs").schema.description) == 5 << 20
     finally:
         adapter.close()
+
+
+# --------------------------------------------------------------------------------------
+# The CLI with pymilvus not importable
+
+
+@pytest.fixture
+def without_pymilvus(tmp_path) -> dict[str, str]:
+    """The environment of an mbackup run that cannot import pymilvus: a package of that name
+    first on the path, refusing to be imported (the test runner's venv has the real one)."""
+    blocker = tmp_path / "blocked" / "pymilvus"
+    blocker.mkdir(parents=True)
+    (blocker / "__init__.py").write_text('raise ImportError("pymilvus is not installed")\n')
+    return dict(os.environ, PYTHONPATH=os.pathsep.join([str(blocker.parent), os.environ.get("PYTHONPATH", "")]))
+
+
+def _mbackup(env, config, *args: str) -> subprocess.CompletedProcess:
+    proc = subprocess.run([sys.executable, "-m", "milvus_backup", "--config", str(config), *args], env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, f"{args} exited {proc.returncode}:\n{proc.stderr[-3000:]}"
+    return proc
+
+
+def test_the_blocker_blocks(without_pymilvus):
+    proc = subprocess.run([sys.executable, "-c", "import pymilvus"], env=without_pymilvus, capture_output=True,
+                          text=True)
+    assert proc.returncode == 1 and "ImportError: pymilvus is not installed" in proc.stderr
+
+
+@pytest.mark.milvus
+def test_backup_and_restore_on_milvus_2_3_without_pymilvus(without_pymilvus, milvus_clusters, seaweedfs, tmp_path):
+    from pymilvus import DataType, MilvusClient
+
+    from mbackup_dev.devstack import backup_config
+
+    source, target = milvus_clusters.source, milvus_clusters.target
+    name, rows = "wire_rows", [{"pk": i, "tag": f"t{i % 3}", "vec": [i / 10, 1.0, 0.5, -1.0]} for i in range(50)]
+    mc = MilvusClient(uri=source.uri)
+    try:
+        schema = mc.create_schema(auto_id=False)
+        schema.add_field("pk", DataType.INT64, is_primary=True)
+        schema.add_field("tag", DataType.VARCHAR, max_length=16)
+        schema.add_field("vec", DataType.FLOAT_VECTOR, dim=4)
+        mc.create_collection(name, schema=schema)
+        mc.insert(name, rows)
+        mc.flush(name)
+    finally:
+        mc.close()
+    configs = {}
+    for which, cluster in (("source", source), ("target", target)):
+        configs[which] = tmp_path / f"{which}.yaml"
+        configs[which].write_text(backup_config(cluster, backup_bucket="mbk-wire", backup_root="wire"))
+    seaweedfs.create_bucket("mbk-wire")
+    try:
+        _mbackup(without_pymilvus, configs["source"], "create", "-n", "wire1", "--filter", f"default.{name}")
+        _mbackup(without_pymilvus, configs["target"], "restore", "-n", "wire1", "--suffix", "_back")
+        mc = MilvusClient(uri=target.uri)
+        try:
+            index = mc.prepare_index_params()
+            index.add_index("vec", index_type="FLAT", metric_type="L2")
+            mc.create_index(f"{name}_back", index)
+            mc.load_collection(f"{name}_back")
+            got = mc.query(f"{name}_back", filter="pk >= 0", output_fields=["pk", "tag", "vec"], limit=100)
+        finally:
+            mc.close()
+        assert sorted((r["pk"], r["tag"], [round(v, 4) for v in r["vec"]]) for r in got) == [
+            (r["pk"], r["tag"], [round(v, 4) for v in r["vec"]]) for r in rows]
+    finally:
+        for cluster, drop in ((source, name), (target, f"{name}_back")):
+            mc = MilvusClient(uri=cluster.uri)
+            try:
+                mc.drop_collection(drop)
+            finally:
+                mc.close()
+        seaweedfs.delete_bucket("mbk-wire")
+
+
+def test_backup_and_restore_on_the_2_6_contract_without_pymilvus(without_pymilvus, contract, tmp_path, seaweedfs,
+                                                                 bucket):
+    """The requests of the 2.4+ lines (FlushAll, segment levels, ImportV2) from a process
+    without pymilvus, against the contract server (no live Milvus of these lines runs here)."""
+    from milvus_backup.backup.catalog import open_stores
+    from milvus_backup.config.settings import load_config
+
+    config = config_file(tmp_path, seaweedfs, bucket, contract)
+    state = contract.reset(PROFILES["2.6.11"])
+    state.add_database("db1")
+    coll = state.add_collection("db1", "docs", docs_schema(), partitions=("_default", "p1"))
+    state.add_segment(coll, "_default", rows=100, deltas=1)
+    state.add_segment(coll, "p1", rows=50)
+    state.write_binlogs(open_stores(load_config(str(config), env={}, cwd=tmp_path)).milvus, "files")
+    state.rows_by_prefix = {f"insert_log/{coll.id}/{s.partition_id}/{s.id}/": s.rows for s in coll.segments.values()}
+
+    _mbackup(without_pymilvus, config, "create", "-n", "wire2", "--filter", "db1.docs")
+    assert contract.calls("FlushAll") and contract.calls("GetPersistentSegmentInfo")
+    _mbackup(without_pymilvus, config, "restore", "-n", "wire2", "--suffix", "_r")
+    made = state.collections[("db1", "docs_r")]
+    assert [f.name for f in made.schema.fields] == [f.name for f in coll.schema.fields]
+    assert list(made.partitions) == ["_default", "p1"]
+    assert sorted(job.rows for job in state.imports.values()) == sorted(s.rows for s in coll.segments.values())
