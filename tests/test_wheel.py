@@ -113,20 +113,21 @@ def test_installed_cli_runs_from_the_venv(installed: Path):
     assert not [line for line in lines if "(third-party)" in line]  # a fresh venv has none
 
 
-# Every pymilvus.grpc_gen name the installed package uses, looked up in the installed pymilvus:
-# the adapters import them inside methods, so a missing one shows only when that call runs.
+# Every message and enum the installed package names from its generated modules (milvus/_proto),
+# looked up there: the adapters import them inside methods, so a missing one shows only when
+# that call runs.
 PB2_NAMES = """
 import ast, importlib, pathlib, milvus_backup
 used, missing = set(), []
 for path in pathlib.Path(milvus_backup.__file__).parent.rglob("*.py"):
     tree = ast.parse(path.read_text())
-    modules = {a.asname or a.name: importlib.import_module("pymilvus.grpc_gen." + a.name)
-               for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module == "pymilvus.grpc_gen"
-               for a in n.names}
+    modules = {a.asname or a.name: importlib.import_module("milvus_backup.milvus._proto." + a.name)
+               for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and (n.module or "").endswith("_proto")
+               for a in n.names if a.name.endswith("_pb2")}
     for n in ast.walk(tree):
         # Messages and enums are CamelCase; a lower-case attribute is a local of the same name's.
         if isinstance(n, ast.Attribute) and isinstance(n.value, ast.Name) and n.value.id in modules \
-                and n.attr[0].isupper():
+                and n.attr[0].isupper() and n.attr != "DESCRIPTOR":
             used.add((modules[n.value.id].__name__, n.attr))
             if not hasattr(modules[n.value.id], n.attr):
                 missing.append(f"{path.name}: {n.value.id}.{n.attr}")
@@ -134,11 +135,66 @@ print(len(used), missing)
 """
 
 
-def test_installed_pymilvus_has_every_message_the_adapters_build(installed: Path):
+def test_installed_package_has_every_message_the_adapters_build(installed: Path):
     proc = run(installed, "python", "-c", PB2_NAMES)
     assert proc.returncode == 0, proc.stderr
     used, missing = proc.stdout.split(" ", 1)
     assert int(used) > 40 and missing.strip() == "[]", proc.stdout
+
+
+def test_the_install_holds_no_pymilvus_pandas_or_numpy(wheel: Path, installed: Path):
+    # The runtime needs are the tool's own; pymilvus (and pandas and numpy with it) are the dev extra's.
+    assert sorted(re.split(r"[<>=!~ ;\[]", r, maxsplit=1)[0].lower() for r in _requires(wheel)) == [
+        "grpcio", "pluggy", "protobuf", "pyyaml", "rich", "typer"]
+    found = run(installed, "python", "-c", "import importlib.util as u; "
+                "print([m for m in ('pymilvus', 'pandas', 'numpy') if u.find_spec(m)])")
+    assert (found.returncode, found.stdout.strip()) == (0, "[]"), found.stderr
+
+
+def test_every_module_imports_with_the_runtime_dependencies_alone(installed: Path):
+    # What pymilvus used to bring along (requests, pandas...) would fail here, module by module,
+    # although most are imported only inside the function that needs them.
+    code = ("import ast, pathlib, sys, milvus_backup; root = pathlib.Path(milvus_backup.__file__).parent; "
+            "names = {(n.names[0].name if isinstance(n, ast.Import) else n.module).split('.')[0] "
+            "for p in root.rglob('*.py') for n in ast.walk(ast.parse(p.read_text())) "
+            "if isinstance(n, ast.Import) or (isinstance(n, ast.ImportFrom) and n.level == 0)}; "
+            "import importlib; [importlib.import_module(m) for m in sorted(names - sys.stdlib_module_names)]; "
+            "print(sorted(names - sys.stdlib_module_names))")
+    proc = run(installed, "python", "-c", code)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip() == "['google', 'grpc', 'milvus_backup', 'pluggy', 'rich', 'typer', 'yaml']"
+
+
+@pytest.mark.milvus
+def test_installed_cli_backs_up_from_a_real_milvus(installed: Path, milvus_clusters, seaweedfs, tmp_path: Path):
+    """check, create and list from the installed venv against Milvus 2.3.5: the whole gRPC path
+    (TLS aside) on the wheel's own messages, with the dependencies a user gets."""
+    from pymilvus import DataType, MilvusClient
+
+    from mbackup_dev.devstack import backup_config
+
+    source, name, backups = milvus_clusters.source, "wheel_rows", "mbk-wheel"
+    mc = MilvusClient(uri=source.uri)
+    try:
+        schema = mc.create_schema(auto_id=False)
+        schema.add_field("pk", DataType.INT64, is_primary=True)
+        schema.add_field("vec", DataType.FLOAT_VECTOR, dim=4)
+        if not mc.has_collection(name):
+            mc.create_collection(name, schema=schema)
+            mc.insert(name, [{"pk": i, "vec": [float(i), 0.0, 1.0, 2.0]} for i in range(20)])
+            mc.flush(name)
+    finally:
+        mc.close()
+    config = tmp_path / "backup.yaml"
+    config.write_text(backup_config(source, backup_bucket=backups, backup_root=f"wheel-{tmp_path.name}"))
+    seaweedfs.create_bucket(backups)
+    cli = ("mbackup", "--config", str(config))
+    check = run(installed, *cli, "check")
+    assert check.returncode == 0 and "Milvus adapter: 2.3 " in check.stdout, check.stderr
+    create = run(installed, *cli, "create", "-n", "w1", "--filter", f"default.{name}")
+    assert create.returncode == 0, create.stderr
+    listed = run(installed, *cli, "list", "--json")
+    assert listed.returncode == 0 and '"w1"' in listed.stdout, listed.stderr
 
 
 def test_installed_cli_copies_against_local_s3(installed: Path, seaweedfs, s3env, bucket):

@@ -1,17 +1,19 @@
 """Reaching a Milvus server: the endpoint settings, the connection, and the adapter for its line.
 
-``connect(endpoint, adapters)`` opens one gRPC channel of its own (a dedicated pymilvus
-``GrpcHandler``, never the process-wide default alias), reads the server version as the Go
-tool does (``versions.py``: build tags, then ``GetVersion``; databases by probing
-``ListDatabases``) and asks the adapters plugins registered (``adapters/registry.py``) for the
-one of that version's line.
+``connect(endpoint, adapters)`` opens one gRPC channel of its own, set up as pymilvus sets up
+its (message sizes, keepalive, TLS, the ``authorization`` header, the ``identifier`` Connect
+hands out), reads the server version as the Go tool does (``versions.py``: build tags, then
+``GetVersion``; databases by probing ``ListDatabases``) and asks the adapters plugins registered
+(``adapters/registry.py``) for the one of that version's line. The messages are mbackup's own
+subset of Milvus's (``_proto``, generated from ``proto/``): pymilvus is not needed.
 Everything that differs between Milvus lines lives in the adapter; this module only knows how to
 reach a server and how to say, in one line, why it could not.
 """
 
 from __future__ import annotations
 
-import itertools
+import base64
+import functools
 import os
 import re
 import socket
@@ -99,23 +101,56 @@ class MilvusEndpoint:
 class MilvusConnection:
     """One open channel to one server, handed to adapter plugins as ``connection``.
 
-    ``handler`` is a pymilvus ``GrpcHandler`` owned by this connection alone; adapters call its
-    ``_stub`` with requests that carry the database name themselves. ``server`` is what the
-    server said about itself when the connection opened.
+    Adapters send requests with :meth:`call`, naming the database in the request and in
+    ``db`` (the ``dbname`` header). ``server`` is what the server said about itself when the
+    connection opened; ``build_tags`` what its Connect reply said ("" without Connect).
     """
 
     endpoint: MilvusEndpoint
-    handler: Any
-    alias: str
+    channel: Any  # grpc.Channel
     server: ServerVersion | None = None
+    build_tags: str = ""
+    headers: list[tuple[str, str]] = field(default_factory=list, repr=False)  # authorization, identifier
+    _rpcs: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    def call(self, method: str, request: Any, *, timeout: float, db: str = "") -> Any:
+        """Send ``request`` to ``MilvusService/<method>`` and return the reply; a failed call
+        raises ``grpc.RpcError``, as gRPC does."""
+        if self.channel is None:
+            raise MilvusError(f"the connection to Milvus at {self.endpoint.address} is closed")
+        if method not in self._rpcs:  # made when first used: a generated stub makes all 38 up front
+            desc = service_method(method)
+            self._rpcs[method] = self.channel.unary_unary(
+                f"/{desc.containing_service.full_name}/{method}",
+                request_serializer=_serialize,
+                response_deserializer=_message_class(desc.output_type).FromString,
+            )
+        metadata = [*self.headers, ("dbname", db)] if db else self.headers
+        return self._rpcs[method](request, timeout=timeout, metadata=metadata or None)
 
     def close(self) -> None:
-        if self.handler is not None:
-            self.handler.close()
-            self.handler = None
+        if self.channel is not None:
+            self.channel.close()
+            self.channel = None
+            self._rpcs.clear()
 
 
-_aliases = itertools.count(1)
+def service_method(method: str) -> Any:
+    """MilvusService's ``method`` as mbackup declares it (a protobuf MethodDescriptor)."""
+    from ._proto import milvus_pb2
+
+    return milvus_pb2.DESCRIPTOR.services_by_name["MilvusService"].methods_by_name[method]
+
+
+def _serialize(message: Any) -> bytes:
+    return message.SerializeToString()
+
+
+@functools.cache
+def _message_class(desc: Any) -> Any:
+    from google.protobuf import message_factory  # type: ignore[import-untyped]  # protobuf ships no stubs here
+
+    return message_factory.GetMessageClass(desc)
 
 
 def connect(endpoint: MilvusEndpoint, adapters: MilvusAdapters, timeout: float = CONNECT_TIMEOUT_S, *,
@@ -173,39 +208,71 @@ def parse_version(version: str) -> tuple[int, int, int]:
 
 
 def _open(endpoint: MilvusEndpoint, timeout: float) -> MilvusConnection:
+    """A channel set up as pymilvus' ``GrpcHandler`` sets up its, opened by a ``Connect``
+    within ``timeout`` seconds (which also checks the credentials)."""
     import grpc
-    from pymilvus.client.grpc_handler import GrpcHandler
-    from pymilvus.exceptions import MilvusException
+
+    from ._proto import common_pb2, milvus_pb2
 
     if endpoint.tls_mode not in TLS_MODES:
         raise MilvusError(f"milvus.grpc.tlsMode is {endpoint.tls_mode!r}: use one of {', '.join(TLS_MODES)}")
     if endpoint.tls_mode != "disabled":
         _tls_context(endpoint)  # a missing or malformed file, named by its setting, before connecting
-    kwargs: dict[str, Any] = {"address": endpoint.address, "user": endpoint.user, "password": endpoint.password}
-    if endpoint.tls_mode != "disabled":
-        kwargs["secure"] = True
-        kwargs["server_name"] = endpoint.server_name
-    if endpoint.tls_mode == "server" and endpoint.ca_cert_path:
-        kwargs["server_pem_path"] = endpoint.ca_cert_path  # pymilvus' name for the CA of one-way TLS
-    if endpoint.tls_mode == "mutual":
-        kwargs.update(
-            ca_pem_path=endpoint.ca_cert_path,
-            client_pem_path=endpoint.mtls_cert_path,
-            client_key_path=endpoint.mtls_key_path,
-        )
-    # A dedicated handler: the ORM's ``connections.connect`` is deprecated in pymilvus 3 (it
-    # warns) and shares one registry per process; each adapter keeps its own channel instead.
-    handler = GrpcHandler(**kwargs)
+    connection = MilvusConnection(endpoint=endpoint, channel=_channel(endpoint))
+    if endpoint.user and endpoint.password:
+        login = base64.b64encode(f"{endpoint.user}:{endpoint.password}".encode()).decode()
+        connection.headers.append(("authorization", login))
+    hello = milvus_pb2.ConnectRequest(client_info=common_pb2.ClientInfo(
+        sdk_type="mbackup", user=endpoint.user, host=socket.gethostname()))
     try:
-        handler._wait_for_channel_ready(timeout=timeout)
-    except MilvusException as e:
-        cause = e.__cause__
-        code = cause.code() if isinstance(cause, grpc.RpcError) else None
-        detail = cause.details() if isinstance(cause, grpc.RpcError) else e.message
-        raise _connect_error(endpoint, code, detail or "", timeout) from None
-    except grpc.RpcError as e:  # pragma: no cover - pymilvus wraps these, kept for safety
-        raise _connect_error(endpoint, e.code(), e.details() or "", timeout) from None
-    return MilvusConnection(endpoint=endpoint, handler=handler, alias=f"mbackup-{next(_aliases)}")
+        reply = connection.call("Connect", hello, timeout=timeout)
+    except grpc.RpcError as e:
+        if e.code() != grpc.StatusCode.UNIMPLEMENTED:  # a Milvus before Connect (2.2.9) still answers
+            connection.close()
+            raise _connect_error(endpoint, e.code(), e.details() or "", timeout) from None
+        return connection
+    except BaseException:
+        connection.close()
+        raise
+    if reply.status.code or reply.status.error_code:
+        connection.close()
+        raise _connect_error(endpoint, None, reply.status.reason, timeout)
+    # The server ties later calls to this client by it, as it does pymilvus'.
+    connection.headers.append(("identifier", str(reply.identifier)))
+    connection.build_tags = reply.server_info.build_tags
+    return connection
+
+
+# What pymilvus (3.0) sets on its channels: no message size limit, keepalive pings every 10 s.
+_CHANNEL_OPTIONS: tuple[tuple[str, Any], ...] = (
+    ("grpc.max_send_message_length", -1),
+    ("grpc.max_receive_message_length", -1),
+    ("grpc.enable_retries", 1),
+    ("grpc.keepalive_time_ms", 10000),
+    ("grpc.keepalive_timeout_ms", 5000),
+    ("grpc.keepalive_permit_without_calls", True),
+)
+
+
+def _channel(endpoint: MilvusEndpoint) -> Any:
+    import grpc
+
+    options: list[tuple[str, Any]] = list(_CHANNEL_OPTIONS)
+    if endpoint.tls_mode == "disabled":
+        return grpc.insecure_channel(endpoint.address, options=options)
+    if endpoint.server_name:
+        options.append(("grpc.ssl_target_name_override", endpoint.server_name))
+    # No CA file: the system's trusted roots. Mutual TLS presents the client certificate.
+    root = _read(endpoint.ca_cert_path) if endpoint.ca_cert_path else None
+    key, chain = ((_read(endpoint.mtls_key_path), _read(endpoint.mtls_cert_path)) if endpoint.tls_mode == "mutual"
+                  else (None, None))
+    credentials = grpc.ssl_channel_credentials(root_certificates=root, private_key=key, certificate_chain=chain)
+    return grpc.secure_channel(endpoint.address, credentials, options=options)
+
+
+def _read(path: str) -> bytes:
+    with open(path, "rb") as f:  # checked readable by _tls_context
+        return f.read()
 
 
 def _connect_error(endpoint: MilvusEndpoint, code: Any, detail: str, timeout: float) -> MilvusError:
@@ -233,25 +300,16 @@ def _connect_error(endpoint: MilvusEndpoint, code: Any, detail: str, timeout: fl
 
 
 def _server_version(connection: MilvusConnection, timeout: float) -> ServerVersion:
-    """As the Go tool asks: the build tags ``Connect`` reports, ``GetVersion`` only when they
+    """As the Go tool asks: the build tags ``Connect`` reported, ``GetVersion`` only when they
     are not a version, and whether ``ListDatabases`` is there at all."""
     import grpc
-    from pymilvus.exceptions import MilvusException
-    from pymilvus.grpc_gen import common_pb2, milvus_pb2
 
-    stub = connection.handler._stub
+    from ._proto import milvus_pb2
+
     where = f"Milvus at {connection.endpoint.address}"
+    build_tags = connection.build_tags
     try:
-        hello = milvus_pb2.ConnectRequest(client_info=common_pb2.ClientInfo(
-            sdk_type="mbackup", user=connection.endpoint.user, host=socket.gethostname()))
-        build_tags = stub.Connect(hello, timeout=timeout).server_info.build_tags
-    except grpc.RpcError as e:
-        if e.code() != grpc.StatusCode.UNIMPLEMENTED:
-            error = MilvusUnreachable if unreachable_status(e.code()) else MilvusError
-            raise error(f"{where} did not report its version: {e.details() or e.code().name}") from None
-        build_tags = ""
-    try:
-        stub.ListDatabases(milvus_pb2.ListDatabasesRequest(), timeout=timeout)
+        connection.call("ListDatabases", milvus_pb2.ListDatabasesRequest(), timeout=timeout)
         multi_database = True
     except grpc.RpcError as e:
         if e.code() != grpc.StatusCode.UNIMPLEMENTED:
@@ -261,11 +319,13 @@ def _server_version(connection: MilvusConnection, timeout: float) -> ServerVersi
     if is_version_like(build_tags):
         return ServerVersion.of(build_tags, multi_database=multi_database)
     try:
-        version = connection.handler.get_server_version(timeout=timeout)
-    except MilvusException as e:
-        raise MilvusError(f"{where} did not report its version: {e.message}") from None
+        reply = connection.call("GetVersion", milvus_pb2.GetVersionRequest(), timeout=timeout)
     except grpc.RpcError as e:
-        raise MilvusError(f"{where} did not report its version: {e.details()}") from None
+        error = MilvusUnreachable if unreachable_status(e.code()) else MilvusError
+        raise error(f"{where} did not report its version: {e.details() or e.code().name}") from None
+    if reply.status.code or reply.status.error_code:
+        raise MilvusError(f"{where} did not report its version: {reply.status.reason}")
+    version = reply.version
     # Recorded as the Go tool records it: GetVersion's answer once the build tags are no version.
     return ServerVersion(version or build_tags or "unknown", resolve_version(build_tags, version), multi_database)
 

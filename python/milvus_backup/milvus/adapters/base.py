@@ -1,6 +1,6 @@
 """The contract between the backup/restore flows and a Milvus line.
 
-The flows (``backup/create.py``, ``backup/restore.py``) never call pymilvus directly: they ask an
+The flows (``backup/create.py``, ``backup/restore.py``) never speak to Milvus directly: they ask an
 adapter, and find binlogs in storage through its :class:`StorageLayout`. What a line does
 differently (import v2, L0 segments, REST segment describe, GC tickets, FlushAll, storage v2)
 is the adapter plugin's business, not the flows'.

@@ -85,8 +85,8 @@ class RestoreV2(RpcAdapter):
 
     def create_database(self, db: str, properties: Sequence[meta.KeyValuePair] = ()) -> None:
         """Create ``db`` with ``properties`` if it does not exist; an existing one is left as it is."""
-        from pymilvus.grpc_gen import common_pb2 as c
-        from pymilvus.grpc_gen import milvus_pb2 as m
+        from .._proto import common_pb2 as c
+        from .._proto import milvus_pb2 as m
 
         if db in self.list_databases():
             return
@@ -99,8 +99,8 @@ class RestoreV2(RpcAdapter):
                 raise
 
     def create_collection(self, spec: CreateCollectionSpec) -> None:
-        from pymilvus.grpc_gen import common_pb2 as c
-        from pymilvus.grpc_gen import milvus_pb2 as m
+        from .._proto import common_pb2 as c
+        from .._proto import milvus_pb2 as m
 
         name = f"{spec.db_name}.{spec.collection_name}"
         schema = spec.schema
@@ -177,8 +177,8 @@ class RestoreV2(RpcAdapter):
         return [_job(partition, chunk, bdir, stage, bool(batch)) for chunk in _chunks(l0, size)]
 
     def start_import_job(self, db: str, collection: str, job: ImportJob) -> str:
-        from pymilvus.grpc_gen import common_pb2 as c
-        from pymilvus.grpc_gen import milvus_pb2 as m
+        from .._proto import common_pb2 as c
+        from .._proto import milvus_pb2 as m
 
         options = {"skip_disk_quota_check": "true", ("l0_import" if job.l0 else "backup"): "true"}
         if job.storage_version > 0:
@@ -213,7 +213,7 @@ class RestoreV2(RpcAdapter):
         return job_id
 
     def import_status(self, db: str, job_id: str) -> ImportStatus:
-        from pymilvus.grpc_gen import milvus_pb2 as m
+        from .._proto import milvus_pb2 as m
 
         if job_id.startswith(REST_JOB):
             return self._rest_import_status(db, job_id.removeprefix(REST_JOB))
@@ -271,7 +271,7 @@ class RestoreV2(RpcAdapter):
     # --- access control ---------------------------------------------------------------------
 
     def restore_rbac(self, rbac: dict[str, Any]) -> RbacRestored:
-        from pymilvus.grpc_gen import milvus_pb2 as m
+        from .._proto import milvus_pb2 as m
 
         if not self.can_restore_rbac():
             raise MilvusError(f"cannot restore users and roles: {self.server.needs(Feature.RBAC)}")
@@ -370,7 +370,7 @@ def split_added_fields(schema: meta.CollectionSchema) -> tuple[list[meta.FieldSc
 
 
 def _kvs(pairs: Iterable[meta.KeyValuePair]) -> list[Any]:
-    from pymilvus.grpc_gen import common_pb2 as c
+    from .._proto import common_pb2 as c
 
     return [c.KeyValuePair(key=kv.key, value=kv.value) for kv in pairs]
 
@@ -378,7 +378,7 @@ def _kvs(pairs: Iterable[meta.KeyValuePair]) -> list[Any]:
 def field_to_proto(f: meta.FieldSchema, name: str) -> Any:
     """One backed-up field as CreateCollection and AddCollectionField take it (``name``: the
     collection, for messages)."""
-    from pymilvus.grpc_gen import schema_pb2 as s
+    from .._proto import schema_pb2 as s
 
     out = s.FieldSchema(fieldID=f.field_id, name=f.name, is_primary_key=f.is_primary_key, description=f.description,
                         data_type=f.data_type, type_params=_kvs(f.type_params), index_params=_kvs(f.index_params),
@@ -392,7 +392,8 @@ def field_to_proto(f: meta.FieldSchema, name: str) -> Any:
 
 def _default_value(f: meta.FieldSchema, name: str) -> Any:
     from google.protobuf.message import DecodeError  # type: ignore[import-untyped]  # protobuf ships no stubs here
-    from pymilvus.grpc_gen import schema_pb2 as s
+
+    from .._proto import schema_pb2 as s
 
     try:
         if f.default_value_base64:
@@ -407,7 +408,7 @@ def _default_value(f: meta.FieldSchema, name: str) -> Any:
 
 def schema_to_proto(schema: meta.CollectionSchema, collection: str, fields: Sequence[meta.FieldSchema],
                     name: str) -> Any:
-    from pymilvus.grpc_gen import schema_pb2 as s
+    from .._proto import schema_pb2 as s
 
     return s.CollectionSchema(
         name=collection,
@@ -433,7 +434,7 @@ def schema_to_proto(schema: meta.CollectionSchema, collection: str, fields: Sequ
 def rbac_from_backup(rbac: Any) -> Any:
     """A backup's ``rbac_meta`` (the Go tool's JSON) as the server's RBACMeta; a shape that is
     not the Go tool's is refused in one line rather than restored in part."""
-    from pymilvus.grpc_gen import milvus_pb2 as m
+    from .._proto import milvus_pb2 as m
 
     def items(data: Any, key: str) -> list[dict[str, Any]]:
         value = data.get(key) or []

@@ -36,8 +36,8 @@ class Milvus23Adapter(RpcAdapter):
     tested = HowTested("live", "against two Milvus 2.3.5 servers")
 
     def create_collection(self, spec: CreateCollectionSpec) -> None:
-        from pymilvus.grpc_gen import common_pb2 as c
-        from pymilvus.grpc_gen import milvus_pb2 as m
+        from .._proto import common_pb2 as c
+        from .._proto import milvus_pb2 as m
 
         name = f"{spec.db_name}.{spec.collection_name}"
         schema = _schema_to_proto(spec.schema, spec.collection_name, name)
@@ -57,8 +57,8 @@ class Milvus23Adapter(RpcAdapter):
     # --- importing data -------------------------------------------------------------------
 
     def start_import(self, db: str, collection: str, partition: str, files: list[str]) -> str:
-        from pymilvus.grpc_gen import common_pb2 as c
-        from pymilvus.grpc_gen import milvus_pb2 as m
+        from .._proto import common_pb2 as c
+        from .._proto import milvus_pb2 as m
 
         name = f"{db}.{collection}"
         if not partition:
@@ -81,7 +81,7 @@ class Milvus23Adapter(RpcAdapter):
         return ",".join(str(t) for t in resp.tasks)
 
     def import_status(self, db: str, job_id: str) -> ImportStatus:
-        from pymilvus.grpc_gen import milvus_pb2 as m
+        from .._proto import milvus_pb2 as m
 
         states = []
         for task in job_id.split(","):
@@ -130,8 +130,8 @@ class Milvus23Adapter(RpcAdapter):
 
 
 def _schema_to_proto(schema: meta.CollectionSchema, collection: str, name: str) -> Any:
-    from pymilvus.grpc_gen import common_pb2 as c
-    from pymilvus.grpc_gen import schema_pb2 as s
+    from .._proto import common_pb2 as c
+    from .._proto import schema_pb2 as s
 
     def unsupported(what: str) -> MilvusError:
         return MilvusError(f"cannot create {name} on Milvus 2.3: {what}, which Milvus 2.3 does not support")

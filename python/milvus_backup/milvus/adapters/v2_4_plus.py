@@ -75,7 +75,7 @@ class Milvus24Adapter(RestoreV2):
         return self.server.has(Feature.FLUSH_ALL)
 
     def flush_all(self) -> FlushAllResult:
-        from pymilvus.grpc_gen import milvus_pb2 as m
+        from .._proto import milvus_pb2 as m
 
         if not self.can_flush_all():
             raise MilvusError(f"{self.server.needs(Feature.FLUSH_ALL)}: use --strategy serial_flush")
@@ -166,7 +166,7 @@ class Milvus30Adapter(Milvus26Adapter):
     capabilities = Capabilities.of_line("3.0")
 
     def describe_collection(self, db: str, collection: str) -> meta.CollectionBackupInfo:
-        from pymilvus.grpc_gen import milvus_pb2 as m
+        from .._proto import milvus_pb2 as m
 
         req = m.DescribeCollectionRequest(db_name=db, collection_name=collection)
         resp = self._call("DescribeCollection", req, db, f"describe collection {db}.{collection}")
@@ -194,27 +194,27 @@ class Milvus30Adapter(Milvus26Adapter):
             raise MilvusError(f"{e} (this build has no {method}): use --format binlog") from None
 
     def create_snapshot(self, db: str, collection: str, name: str) -> None:
-        from pymilvus.grpc_gen import milvus_pb2 as m
+        from .._proto import milvus_pb2 as m
 
         self._snapshot_call("CreateSnapshot", m.CreateSnapshotRequest(db_name=db, collection_name=collection, name=name),
                             db, f"create snapshot {name} of {db}.{collection}")
 
     def snapshot_timestamp(self, db: str, collection: str, name: str) -> int:
-        from pymilvus.grpc_gen import milvus_pb2 as m
+        from .._proto import milvus_pb2 as m
 
         desc = self._snapshot_call("DescribeSnapshot", m.DescribeSnapshotRequest(
             db_name=db, collection_name=collection, name=name), db, f"describe snapshot {name} of {db}.{collection}")
         return int(desc.create_ts)
 
     def export_snapshot(self, db: str, collection: str, name: str, target_uri: str, external_spec: str = "") -> int:
-        from pymilvus.grpc_gen import milvus_pb2 as m
+        from .._proto import milvus_pb2 as m
 
         req = m.ExportSnapshotRequest(db_name=db, collection_name=collection, name=name, target_s3_path=target_uri,
                                       external_spec=external_spec)
         return int(self._snapshot_call("ExportSnapshot", req, db, f"export snapshot {name} of {db}.{collection}").job_id)
 
     def export_snapshot_state(self, job_id: int) -> SnapshotJob:
-        from pymilvus.grpc_gen import milvus_pb2 as m
+        from .._proto import milvus_pb2 as m
 
         info = self._snapshot_call("GetExportSnapshotState", m.GetExportSnapshotStateRequest(job_id=job_id), "",
                                    f"read the state of snapshot export job {job_id}").info
@@ -222,13 +222,13 @@ class Milvus30Adapter(Milvus26Adapter):
                            info.snapshot_metadata_uri, info.total_files, info.total_bytes)
 
     def drop_snapshot(self, db: str, collection: str, name: str) -> None:
-        from pymilvus.grpc_gen import milvus_pb2 as m
+        from .._proto import milvus_pb2 as m
 
         self._snapshot_call("DropSnapshot", m.DropSnapshotRequest(db_name=db, collection_name=collection, name=name),
                             db, f"drop snapshot {name} of {db}.{collection}")
 
     def restore_external_snapshot(self, db: str, collection: str, metadata_uri: str, external_spec: str = "") -> int:
-        from pymilvus.grpc_gen import milvus_pb2 as m
+        from .._proto import milvus_pb2 as m
 
         req = m.RestoreExternalSnapshotRequest(db_name=db, target_collection_name=collection,
                                                snapshot_metadata_uri=metadata_uri, external_spec=external_spec)
@@ -236,7 +236,7 @@ class Milvus30Adapter(Milvus26Adapter):
                                        "snapshot").job_id)
 
     def restore_snapshot_state(self, job_id: int) -> SnapshotJob:
-        from pymilvus.grpc_gen import milvus_pb2 as m
+        from .._proto import milvus_pb2 as m
 
         info = self._snapshot_call("GetRestoreSnapshotState", m.GetRestoreSnapshotStateRequest(job_id=job_id), "",
                                    f"read the state of snapshot restore job {job_id}").info
