@@ -857,6 +857,11 @@ def plugins(as_json: Annotated[bool, typer.Option("--json", help="Machine-readab
         typer.echo(f"{info.name} {info.version} ({kind}) {provides}hooks: {', '.join(info.hooks)}")
 
 
+from ..server.command import server  # noqa: E402  (the REST server: its own subpackage)
+
+app.command()(server)
+
+
 def _run_app() -> Any:
     try:
         # Named mbackup in usage lines and completion also when run as python -m milvus_backup.
