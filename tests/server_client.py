@@ -17,6 +17,14 @@ from typing import Any
 from conftest import record_written
 
 
+def metric_samples(text: str) -> dict[tuple[str, tuple], float]:
+    """Prometheus text as {(name, sorted labels): value}."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(text) for s in family.samples}
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -13,11 +13,10 @@ import json
 import time
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from mbackup_dev.devstack import backup_config
 from milvus_data import INT, assert_same_rows, build, client, mbackup, ok, read_back
-from server_client import Server
+from server_client import Server, metric_samples
 
 pytestmark = pytest.mark.milvus
 
@@ -152,8 +151,7 @@ def test_killed_mid_create_a_new_server_resumes_it_then_an_async_restore_has_eve
 def test_metrics_after_the_jobs(stack):
     server = stack["server"]
     text = server.get("/metrics").body.decode()
-    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
-               for family in text_string_to_metric_families(text) for s in family.samples}
+    samples = metric_samples(text)
     assert samples[("mbackup_jobs", (("kind", "create"), ("state", "success")))] == 1  # srv_sync; the resumed one ran elsewhere
     assert samples[("mbackup_jobs", (("kind", "restore"), ("state", "success")))] == 1
     assert samples[("mbackup_jobs", (("kind", "create"), ("state", "executing")))] == 0
@@ -163,3 +161,15 @@ def test_metrics_after_the_jobs(stack):
     assert samples[("mbackup_last_success_size_bytes", collection)] > 0
     assert time.time() - 600 < samples[("mbackup_last_success_timestamp_seconds", collection)] <= time.time()
     assert samples[("mbackup_phase_seconds_count", (("kind", "create"), ("phase", "copy")))] == 1
+
+
+def test_cli_create_writes_its_metrics_file(stack, tmp_path):
+    out = tmp_path / "mbackup.prom"
+    ok(mbackup(stack["config"], "create", "-n", "srv_cron", "--filter", "default.e2e_int", "--metrics-file", str(out)))
+    text = out.read_text()
+    samples = metric_samples(text)
+    size = stack["server"].get("/api/v1/get_backup?backup_name=srv_cron").json["data"]["size"]
+    assert samples[("mbackup_last_run_success", (("command", "create"),))] == 1
+    assert samples[("mbackup_last_success_size_bytes", (("backup", "srv_cron"),))] == size > 0
+    assert time.time() - 600 < samples[("mbackup_last_success_timestamp_seconds", (("backup", "srv_cron"),))] <= time.time()
+    assert samples[("mbackup_copied_objects", (("command", "create"),))] > 0

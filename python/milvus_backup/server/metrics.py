@@ -14,6 +14,8 @@ import time
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
+from ..errors import MBackupError
+
 if TYPE_CHECKING:
     from .jobs import Job
 
@@ -84,7 +86,8 @@ def textfile(command: str, summary: dict[str, Any], ok: bool, now: float | None 
         lines.extend((f"# HELP {name} {help_}", f"# TYPE {name} {kind}"))
         for labels, value in samples:
             shown = ",".join(f'{k}="{_escape(v)}"' for k, v in labels.items())
-            lines.append(f"{name}{{{shown}}} {value:g}" if shown else f"{name} {value:g}")
+            number = str(int(value)) if float(value).is_integer() else repr(float(value))  # all digits: no %g
+            lines.append(f"{name}{{{shown}}} {number}" if shown else f"{name} {number}")
 
     run = {"command": command}
     metric("mbackup_last_run_timestamp_seconds", "gauge", "When the last run ended", [(run, round(now, 3))])
@@ -99,6 +102,19 @@ def textfile(command: str, summary: dict[str, Any], ok: bool, now: float | None 
         metric("mbackup_copied_objects", "gauge", "Objects the last run copied",
                [(run, summary.get("objects_copied", 0))])
     return "\n".join(lines) + "\n"
+
+
+def check_textfile(path: str) -> None:
+    """Refuse, before a run starts, a --metrics-file it could not write at its end."""
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise MBackupError(f"--metrics-file {path}: no folder {folder}: create it, or point the flag at the "
+                           "node_exporter textfile folder (--collector.textfile.directory)")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise MBackupError(f"--metrics-file {path}: the folder {folder} is not writable")
+    if not path.endswith(".prom"):
+        raise MBackupError(f"--metrics-file {path}: node_exporter reads only files named *.prom: use e.g. "
+                           f"{path}.prom")
 
 
 def write_textfile(path: str, text: str) -> None:
