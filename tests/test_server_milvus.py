@@ -40,7 +40,7 @@ def stack(milvus_clusters, seaweedfs, tmp_path_factory):
     slow = d / "slow.yaml"
     slow.write_text(backup_config(cluster, backup_bucket=BUCKET, backup_root=ROOT,
                                   extra="mbackup:\n  maxRequestsPerSecond: 2\n"))
-    seaweedfs.create_bucket(BUCKET)
+    # No backup bucket yet: the first create makes it, as the CLI's does.
     server = Server(config, "--rescan", "3600")
     yield {"cluster": cluster, "truth": truth, "config": config, "slow": slow, "server": server}
     server.stop()

@@ -147,6 +147,7 @@ class Service:
             log.warning("create %s: gc_pause_address is not used: mbackup pauses GC through milvus.management.endpoint",
                         request_id)
         root = req.get("backup_root_path") or self.stores.backup_root
+        self.stores.backup.ensure_bucket()  # as the create itself would: the job is saved there first
         job = Job(id=request_id, kind="create", name=name, request=dataclasses.asdict(create), root=root)
         try:
             thread = self._submit(job)
