@@ -157,3 +157,14 @@ def test_list_and_gc_leave_the_jobs_folder_alone(config, seaweedfs):
     gc = subprocess.run([*mbackup, "gc", "--grace", "0s"], capture_output=True, text=True, check=True)
     assert gc.stdout == "gc: removed 0 leftovers older than 0s\n"
     assert s.get(key) == b'{"id": "some_job"}'
+
+
+@pytest.mark.parametrize("damaged", [b"{not json", b'{"id": "x", "kind": "create"}', b'["a"]',
+                                     b'{"id": "x", "kind": "create", "name": "n", "request": {}, "root": "r", '
+                                     b'"collections": [{"nope": 1}]}'])
+def test_a_damaged_job_file_is_not_found_never_a_500(server, seaweedfs, damaged):
+    seaweedfs.store(BUCKET).put(f"{ROOT}/.mbackup-jobs/damaged_job.json", damaged)
+    r = server.get("/api/v1/get_backup?backup_id=damaged_job")
+    assert r.status == 200 and r.json["code"] == 3 and "not found" in r.json["msg"]
+    assert server.get("/api/v1/get_restore?id=damaged_job").json["msg"] == "task not found"
+    assert server.get("/api/v1/get_backup?backup_name=n").json["code"] == 404

@@ -85,6 +85,14 @@ def test_sync_create_list_get_and_delete_answer_as_the_go_tool(stack):
     cli = ok(mbackup(stack["config"], "get", "-n", "srv_sync", "--json"))
     assert '"collection_backups"' in cli.stdout
 
+    # check: text, the configuration table then the end-to-end check (what the CLI prints)
+    checked = server.get("/api/v1/check")
+    assert checked.status == 200 and checked.headers["content-type"].startswith("text/plain")
+    text = checked.body.decode()
+    assert text.startswith("Configuration:\nconfig file: ") and text.endswith("Success!\n")
+    secrets = [line for line in text.splitlines() if "secretAccessKey" in line]
+    assert secrets and all("****" in line for line in secrets), secrets  # masked, as config show does
+
     # delete: {requestId, msg} and no data (DeleteBackupResponse)
     deleted = server.call("DELETE", "/api/v1/delete?backup_name=srv_sync", headers={"request_id": "req_del"}).json
     assert deleted == {"requestId": "req_del", "msg": "success"}

@@ -181,8 +181,13 @@ class JobStore:
         if not meta.BACKUP_ID.pattern.fullmatch(job_id):  # an id comes from a request: no path tricks
             return None
         try:
-            return Job.from_json(json.loads(self.stores.backup.read(self.key(job_id))))
+            data = self.stores.backup.read(self.key(job_id))
         except NotFound:
+            return None
+        try:
+            return Job.from_json(json.loads(data))
+        except (ValueError, TypeError, AttributeError) as e:  # not a job this server wrote: never run it
+            log.warning("job %s: %s is damaged (%s): left alone", job_id, self.key(job_id), e)
             return None
 
     def all(self) -> list[Job]:
