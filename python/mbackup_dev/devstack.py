@@ -899,6 +899,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workdir", type=Path,
                         help="where data and logs go (default: a temporary directory, "
                              "kept after exit)")
+    parser.add_argument("--config", type=Path, metavar="PATH",
+                        help="also write a backup.yaml for mbackup against the source cluster "
+                             "(backups in the bucket 'backups')")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s",
                         stream=sys.stderr)
@@ -906,6 +909,8 @@ def main(argv: list[str] | None = None) -> int:
     # SIGTERM unwinds like Ctrl-C so the servers are stopped on the way out.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     with LocalStack(workdir, clusters=args.clusters) as stack:
+        if args.config is not None and stack.source is not None:
+            args.config.write_text(backup_config(stack.source, backup_bucket="backups"))
         print(json.dumps(stack.describe(), indent=2), flush=True)
         log.info("stack up, data and logs in %s; Ctrl-C to stop", workdir)
         try:
@@ -914,10 +919,6 @@ def main(argv: list[str] | None = None) -> int:
         except KeyboardInterrupt:
             log.info("stopping")
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
 
 
 def backup_config(cluster: MilvusCluster, *, backup_bucket: str | None = None, backup_root: str = "backup",
@@ -957,3 +958,8 @@ backup:
     bucketName: {backup_bucket or cluster.bucket}
     rootPath: {backup_root}
 {extra}"""
+
+
+# Last: main() uses what is defined above, backup_config included.
+if __name__ == "__main__":
+    sys.exit(main())

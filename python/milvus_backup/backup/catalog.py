@@ -23,6 +23,8 @@ from .lock import StoreLock
 IN_PROGRESS = "mbackup_in_progress.json"
 LOCK = "mbackup.lock"
 MANIFEST = "mbackup_manifest.json"
+# The server's jobs (server/jobs.py), beside the backups: no backup name starts with a dot.
+JOBS_DIR = ".mbackup-jobs"
 
 
 class BackupNotFound(MBackupError):
@@ -135,6 +137,8 @@ def _list_backups(stores: Stores, read: bool) -> list[BackupEntry]:
     out = []
     for d in sorted(dirs):
         name = d.rstrip("/").rsplit("/", 1)[-1]
+        if name == JOBS_DIR:
+            continue
         bdir = f"{root}/{name}" if root else name
         complete = stores.backup.exists(f"{bdir}/meta/{meta.BACKUP_META}")
         if not complete and not stores.backup.exists(f"{bdir}/{IN_PROGRESS}") and not stores.backup.list(bdir):

@@ -330,6 +330,23 @@ DryRunOption = Annotated[bool, typer.Option(
     "--dry-run", help="Check everything the real run checks and say what it would do; change nothing.")]
 FilterOption = Annotated[list[str] | None, typer.Option(
     "--filter", help="Collections: coll, db.coll, db.* (comma-separated, repeatable).")]
+MetricsFileOption = Annotated[str | None, typer.Option(
+    "--metrics-file", metavar="PATH", help="Write how the run went to PATH (*.prom) for node_exporter's textfile "
+                                           "collector, atomically, success or not.")]
+
+
+def _check_metrics(path: str | None) -> None:
+    if path is not None:
+        from ..server.metrics import check_textfile
+
+        check_textfile(path)
+
+
+def _write_metrics(path: str | None, command: str, summary: dict[str, Any], ok: bool) -> None:
+    if path is not None:
+        from ..server.metrics import textfile, write_textfile
+
+        write_textfile(path, textfile(command, summary, ok))
 
 
 def _milvus(state: Context) -> MilvusAdapter:
@@ -431,6 +448,7 @@ def create(
     format_: Annotated[str, typer.Option(
         "--format", help="auto (default: snapshot on Milvus 3.0 and later, else binlog), binlog, or snapshot "
                          "(Milvus exports each collection into the backup itself).")] = "auto",
+    metrics_file: MetricsFileOption = None,
     dry_run: DryRunOption = False,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable summary on stdout.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")] = False,
@@ -449,6 +467,7 @@ def create(
     request = CreateRequest(name=name, filters=filters, strategy=strategy, rbac=rbac,
                             pause_gc=state.config().backup.pause_gc, format=format_)
     request.validate()
+    _check_metrics(metrics_file)
     settings = copy_settings(state.config())
     stores = _stores(state)
     if dry_run:
@@ -460,8 +479,10 @@ def create(
         result = create_backup(lambda: _milvus(state), stores, request, settings, reporter=_reporter(quiet, as_json))
     except MBackupError as e:
         _hooks().mbackup_on_failure(context=context, error=str(e))
+        _write_metrics(metrics_file, "create", {}, ok=False)
         raise
     summary = result.summary()
+    _write_metrics(metrics_file, "create", summary, ok=True)
     _hooks().mbackup_after_create(context={**context, "name": result.info.name}, summary=summary)
     if as_json:
         typer.echo(json.dumps(summary))
@@ -633,6 +654,7 @@ def restore(
                                  f"default {'on' if BY_KEY['mbackup.batchImports'].default else 'off'} (config mbackup.batchImports).")] = False,
     force: Annotated[bool, typer.Option("--force", help="Restore even if the backup fails the quick check (mbackup verify).")] = False,
     discard_journal: Annotated[bool, typer.Option("--discard-journal", help="Restore nothing: forget interrupted restores of the backup (journals, staged copies).")] = False,
+    metrics_file: MetricsFileOption = None,
     dry_run: DryRunOption = False,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable summary on stdout.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")] = False,
@@ -661,6 +683,7 @@ def restore(
         rbac=rbac, batch_imports=batch_imports or cfg.mbackup.batch_imports,
         max_segments_per_job=cfg.restore.max_segments_per_import_job)
     request.validate()
+    _check_metrics(metrics_file)
     stores = _stores(state)
     if discard_journal:
         lines = discard_journals(stores, name, dry_run=dry_run) or [f"no restore journal of backup {name!r} in {stores.milvus.url}"]
@@ -680,8 +703,10 @@ def restore(
                                 reporter=_reporter(quiet, as_json))
     except MBackupError as e:
         _hooks().mbackup_on_failure(context=context, error=str(e))
+        _write_metrics(metrics_file, "restore", {}, ok=False)
         raise
     summary = result.summary()
+    _write_metrics(metrics_file, "restore", summary, ok=True)
     _hooks().mbackup_after_restore(context=context, summary=summary)
     if as_json:
         typer.echo(json.dumps(summary))
@@ -855,6 +880,11 @@ def plugins(as_json: Annotated[bool, typer.Option("--json", help="Machine-readab
         provides = f"schemes: {', '.join(info.schemes)}; " if info.schemes else ""
         provides += f"Milvus lines: {', '.join(info.milvus_lines)}; " if info.milvus_lines else ""
         typer.echo(f"{info.name} {info.version} ({kind}) {provides}hooks: {', '.join(info.hooks)}")
+
+
+from ..server.command import server  # noqa: E402  (the REST server: its own subpackage)
+
+app.command()(server)
 
 
 def _run_app() -> Any:

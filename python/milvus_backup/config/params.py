@@ -196,6 +196,8 @@ _TABLE: tuple[Setting, ...] = (
     _s("server.debugMode", "bool", False, "REST server debug mode",
        v1=V1("http.debugMode", lookup=("http.debugMode", "http.debug_mode")), used=False),
     _s("server.swaggerBasePath", "str", "", "REST server Swagger base path", v1="http.swaggerBasePath", used=False),
+    _s("server.token", "str", "", "Bearer token mbackup server requires on every route but / and /api/v1/hello "
+       "(empty: none)", env="MBACKUP_SERVER_TOKEN"),
     _s("milvus.user", "str", "", "Milvus user", env="MILVUS_USER", v1=V1("milvus.user", ("MILVUS_USER",))),
     _s("milvus.password", "str", "", "Milvus password", env="MILVUS_PASSWORD",
        v1=V1("milvus.password", ("MILVUS_PASSWORD",))),

@@ -106,6 +106,7 @@ class LogConfig:
 class ServerConfig:
     debug_mode: bool = _default("server.debugMode")
     swagger_base_path: str = _default("server.swaggerBasePath")
+    token: str = _default("server.token")
 
 
 @dataclass

@@ -46,6 +46,7 @@ __all__ = [
     "SEGMENT_META",
     "BackupInfo",
     "BackupInfoBrief",
+    "BackupSummary",
     "Binlog",
     "CollectionBackupInfo",
     "CollectionBackupInfoBrief",
@@ -65,6 +66,8 @@ __all__ = [
     "PartitionBackupInfo",
     "PartitionLevelBackupInfo",
     "RPCChannelInfo",
+    "RestoreBackupTaskResponse",
+    "RestoreCollectionTaskResponse",
     "SegmentBackupInfo",
     "SegmentLevelBackupInfo",
     "SnapshotBackup",
@@ -424,6 +427,40 @@ def backup_info_brief(info: BackupInfo, meta_size: int) -> BackupInfoBrief:
         milvus_version=info.milvus_version, rpc_channel_info=info.rpc_channel_info,
         database_backups=info.database_backups, meta_size=meta_size, format=info.format,
     )
+
+
+# The REST server's answers (backup.proto), as the Go tool's server writes them.
+@dataclass
+class BackupSummary(_Message):
+    """One backup in the server's ``list``."""
+
+    id: str = ""
+    name: str = ""
+    size: int = field(default=0, metadata=_ALWAYS)
+    milvus_version: str = ""
+
+
+@dataclass
+class _TaskView(_Message):
+    """The fields a restore task and each of its collections share, first in both."""
+
+    id: str = ""
+    state_code: int = field(default=0, metadata=_ALWAYS)
+    error_message: str = _named("errorMessage", "")
+    start_time: int = 0
+    end_time: int = 0
+    progress: int = field(default=0, metadata=_ALWAYS)
+
+
+@dataclass
+class RestoreCollectionTaskResponse(_TaskView):
+    target_db_name: str = ""
+    target_collection_name: str = ""
+
+
+@dataclass
+class RestoreBackupTaskResponse(_TaskView):
+    collection_restore_tasks: list[RestoreCollectionTaskResponse] = field(default_factory=list)
 
 
 @dataclass

@@ -1,0 +1,183 @@
+"""``mbackup server`` against real Milvus 2.3.5 and SeaweedFS, over real HTTP: each v1 route's
+answer compared field by field with the Go tool's shapes (the notes on it, section 6), an
+async create polled to the end, a server killed (SIGKILL) in the middle of a create and
+another started on the same root finishing it (once: two servers never run one job twice),
+the backup restored through the API with every row equal, and /metrics read after it all.
+
+One set-up for the module: one collection (tests/milvus_data.py's e2e_int), one bucket.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from mbackup_dev.devstack import backup_config
+from milvus_data import INT, assert_same_rows, build, client, mbackup, ok, read_back
+from server_client import Server, metric_samples
+
+pytestmark = pytest.mark.milvus
+
+BUCKET = "mbk-srv-backups"
+ROOT = "srv"
+SUFFIX = "_srv"
+BRIEF_KEYS = ["id", "state_code", "start_time", "end_time", "progress", "name", "backup_timestamp",
+              "collection_backups", "size", "milvus_version", "database_backups", "meta_size"]
+COLLECTION_BRIEF_KEYS = ["id", "collection_id", "db_name", "collection_name", "schema", "shards_num", "size",
+                         "has_index", "index_infos", "load_state"]
+
+
+@pytest.fixture(scope="module")
+def stack(milvus_clusters, seaweedfs, tmp_path_factory):
+    cluster = milvus_clusters.source
+    truth = build(cluster.uri, only=(INT,))[INT]
+    d = tmp_path_factory.mktemp("srv")
+    config = d / "backup.yaml"
+    config.write_text(backup_config(cluster, backup_bucket=BUCKET, backup_root=ROOT))
+    # The same, with the copy held to 2 requests a second: slow enough to be killed midway.
+    slow = d / "slow.yaml"
+    slow.write_text(backup_config(cluster, backup_bucket=BUCKET, backup_root=ROOT,
+                                  extra="mbackup:\n  maxRequestsPerSecond: 2\n"))
+    # No backup bucket yet: the first create makes it, as the CLI's does.
+    server = Server(config, "--rescan", "3600")
+    yield {"cluster": cluster, "truth": truth, "config": config, "slow": slow, "server": server}
+    server.stop()
+    mc = client(cluster.uri)
+    for name in mc.list_collections():
+        if name.endswith(SUFFIX):
+            mc.drop_collection(name)
+    mc.close()
+    seaweedfs.delete_bucket(BUCKET)
+
+
+def test_sync_create_list_get_and_delete_answer_as_the_go_tool(stack):
+    server, cluster = stack["server"], stack["cluster"]
+    r = server.post("/api/v1/create", {"backup_name": "srv_sync", "collection_names": ["e2e_int"]},
+                    headers={"request_id": "req_sync"})
+    answer = r.json
+    assert r.status == 200 and list(answer) == ["requestId", "msg", "data"], answer
+    assert answer["requestId"] == "req_sync" and answer["msg"] == "success"
+    brief = answer["data"]
+    assert list(brief) == BRIEF_KEYS
+    assert brief["id"] == "req_sync" and brief["state_code"] == 2 and brief["progress"] == 100
+    assert brief["name"] == "srv_sync" and brief["milvus_version"] == cluster.version and brief["size"] > 0
+    assert brief["end_time"] >= brief["start_time"] > 0 and brief["meta_size"] > 0
+    [coll] = brief["collection_backups"]
+    assert [k for k in coll if k in COLLECTION_BRIEF_KEYS] == COLLECTION_BRIEF_KEYS
+    assert (coll["db_name"], coll["collection_name"], coll["has_index"]) == ("default", "e2e_int", True)
+    assert [f["name"] for f in coll["schema"]["fields"]] == ["id", "i8", "i16", "i32", "f", "s", "vec"]
+    assert coll["schema"]["fields"][0]["data_type"] == 5  # enums as integers: Int64
+    assert [d["db_name"] for d in brief["database_backups"]] == ["default"]
+
+    # list: {requestId, data: [{id, name, size, milvus_version}]} (code and msg omitted on success)
+    listed = server.get("/api/v1/list", headers={"request_id": "req_list"}).json
+    assert list(listed) == ["requestId", "data"] and listed["requestId"] == "req_list"
+    [summary] = [s for s in listed["data"] if s["name"] == "srv_sync"]
+    assert list(summary) == ["id", "name", "size", "milvus_version"] and summary["size"] == brief["size"]
+
+    # get_backup by name reads storage; by id the job (here the same request).
+    by_name = server.get("/api/v1/get_backup?backup_name=srv_sync").json
+    assert by_name["msg"] == "success" and by_name["data"] == brief
+    assert server.get("/api/v1/get_backup?backup_id=req_sync").json["data"] == brief
+    # The CLI's `get --json` prints the same backup fields.
+    cli = ok(mbackup(stack["config"], "get", "-n", "srv_sync", "--json"))
+    assert '"collection_backups"' in cli.stdout
+
+    # check: text, the configuration table then the end-to-end check (what the CLI prints)
+    checked = server.get("/api/v1/check")
+    assert checked.status == 200 and checked.headers["content-type"].startswith("text/plain")
+    text = checked.body.decode()
+    assert text.startswith("Configuration:\nconfig file: ") and text.endswith("Success!\n")
+    secrets = [line for line in text.splitlines() if "secretAccessKey" in line]
+    assert secrets and all("****" in line for line in secrets), secrets  # masked, as config show does
+
+    # delete: {requestId, msg} and no data (DeleteBackupResponse)
+    deleted = server.call("DELETE", "/api/v1/delete?backup_name=srv_sync", headers={"request_id": "req_del"}).json
+    assert deleted == {"requestId": "req_del", "msg": "success"}
+    gone = server.get("/api/v1/get_backup?backup_name=srv_sync").json
+    assert gone["code"] == 404 and "no backup named 'srv_sync'" in gone["msg"]
+
+
+def _progress(answer: dict) -> int:
+    return (answer.get("data") or {}).get("progress", 0)
+
+
+def test_killed_mid_create_a_new_server_resumes_it_then_an_async_restore_has_every_row(stack, seaweedfs):
+    server, truth = stack["server"], stack["truth"]
+    slow = Server(stack["slow"], "--rescan", "3600")
+    try:
+        r = slow.post("/api/v1/create", {"backup_name": "srv_killed", "async": True,
+                                         "filter": {"default": {"colls": ["e2e_int"]}}},
+                      headers={"request_id": "job_killed"}).json
+        assert r == {"requestId": "job_killed", "msg": "create backup is executing asynchronously", "data": None}
+        # Wait for the copy to be under way (progress past the 19 of "discover"), then SIGKILL.
+        deadline = time.monotonic() + 120
+        seen = [0]
+        while not 20 < seen[-1] < 100:
+            assert time.monotonic() < deadline, f"the copy never started: progress {seen}"
+            time.sleep(0.3)
+            seen.append(_progress(slow.get("/api/v1/get_backup?backup_id=job_killed").json))
+    finally:
+        slow.kill()
+    # Another server on the root tells the truth about it: executing, part done (as last saved).
+    stopped = server.get("/api/v1/get_backup?backup_id=job_killed").json["data"]
+    assert stopped["state_code"] == 1 and 5 <= stopped["progress"] < 100 and "end_time" not in stopped, stopped
+    # A server started on the root resumes it at once (the killed one's lock is a dead pid's).
+    second = Server(stack["config"], "--rescan", "1")
+    try:
+        seen = second.poll("/api/v1/get_backup?backup_id=job_killed")
+        progress = [_progress(a) for a in seen]
+        assert seen[-1]["data"]["state_code"] == 2, seen[-1]
+        assert progress[-1] == 100 and progress == sorted(progress), progress
+        # Two servers on one root: the first (rescanning every second) never ran it too.
+        jobs = seaweedfs.store(BUCKET)
+        record = json.loads(jobs.get(f"{ROOT}/.mbackup-jobs/job_killed.json"))
+        assert record["runs"] == 2 and record["state_code"] == 2
+    finally:
+        second.stop()
+    assert ok(mbackup(stack["config"], "verify", "-n", "srv_killed")).stdout.endswith(": 0 problems\n")
+
+    # Restore it through the API, asynchronously, polled to the end.
+    r = server.post("/api/v1/restore", {"backup_name": "srv_killed", "collection_suffix": SUFFIX, "async": True,
+                                        "id": "restore_srv"}).json
+    assert list(r) == ["requestId", "msg", "data"] and r["msg"] == "restore backup is executing asynchronously"
+    assert list(r["data"]) == ["id", "state_code", "start_time", "progress", "collection_restore_tasks"]
+    assert r["data"]["id"] == "restore_srv"
+    [task] = r["data"]["collection_restore_tasks"]
+    assert (task["target_db_name"], task["target_collection_name"]) == ("default", "e2e_int" + SUFFIX)
+    seen = server.poll("/api/v1/get_restore?id=restore_srv")
+    final = seen[-1]["data"]
+    assert final["state_code"] == 2, seen[-1]
+    assert final["progress"] == 100 and all(_progress(a) >= 1 for a in seen)
+    [task] = final["collection_restore_tasks"]
+    assert task["state_code"] == 2 and task["progress"] == 100 and task["end_time"] >= task["start_time"] > 0
+    assert_same_rows(read_back(stack["cluster"].uri, "default", "e2e_int" + SUFFIX, truth), truth)
+
+
+def test_metrics_after_the_jobs(stack):
+    server = stack["server"]
+    text = server.get("/metrics").body.decode()
+    samples = metric_samples(text)
+    assert samples[("mbackup_jobs", (("kind", "create"), ("state", "success")))] == 1  # srv_sync; the resumed one ran elsewhere
+    assert samples[("mbackup_jobs", (("kind", "restore"), ("state", "success")))] == 1
+    assert samples[("mbackup_jobs", (("kind", "create"), ("state", "executing")))] == 0
+    assert samples[("mbackup_copied_bytes_total", (("kind", "create"),))] > 0
+    assert samples[("mbackup_copied_objects_total", (("kind", "create"),))] > 0
+    collection = (("collection", "default.e2e_int"),)
+    assert samples[("mbackup_last_success_size_bytes", collection)] > 0
+    assert time.time() - 600 < samples[("mbackup_last_success_timestamp_seconds", collection)] <= time.time()
+    assert samples[("mbackup_phase_seconds_count", (("kind", "create"), ("phase", "copy")))] == 1
+
+
+def test_cli_create_writes_its_metrics_file(stack, tmp_path):
+    out = tmp_path / "mbackup.prom"
+    ok(mbackup(stack["config"], "create", "-n", "srv_cron", "--filter", "default.e2e_int", "--metrics-file", str(out)))
+    text = out.read_text()
+    samples = metric_samples(text)
+    size = stack["server"].get("/api/v1/get_backup?backup_name=srv_cron").json["data"]["size"]
+    assert samples[("mbackup_last_run_success", (("command", "create"),))] == 1
+    assert samples[("mbackup_last_success_size_bytes", (("backup", "srv_cron"),))] == size > 0
+    assert time.time() - 600 < samples[("mbackup_last_success_timestamp_seconds", (("backup", "srv_cron"),))] <= time.time()
+    assert samples[("mbackup_copied_objects", (("command", "create"),))] > 0
