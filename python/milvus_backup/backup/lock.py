@@ -198,16 +198,16 @@ class StoreLock:
         """The weaker mode: of runs writing the lock within ``settle`` seconds of each other,
         the last write wins and every other run reads its token back and gives way."""
         current = self._read()
-        if current is not None and current[1] is not None and not self._stale(current[1]):
-            raise self._held(current[1])
+        if holder := self._live_holder(current):
+            raise self._held(holder)
         damaged = current[2] if current is not None else ""
         started = time.monotonic()
         self.location.write(self.key, self._body())
         time.sleep(self.settle)
         current = self._read()
         if current is None or current[1] is None or current[1].token != self.token:
-            if current is not None and current[1] is not None and not self._stale(current[1]):
-                raise self._held(current[1])
+            if holder := self._live_holder(current):
+                raise self._held(holder)
             raise LockedError(f"could not take the lock on {self.what}: another run wrote it at the same time; "
                               f"run again")
         if current[0] is not None:
@@ -220,8 +220,14 @@ class StoreLock:
         """Raise what :meth:`acquire` would raise now for a live holder, by reading only
         (a dry run's check)."""
         current = self._read()
-        if current is not None and current[1] is not None and not self._stale(current[1]):
-            raise self._held(current[1])
+        if holder := self._live_holder(current):
+            raise self._held(holder)
+
+    def _live_holder(self, current: tuple[str | None, Holder | None, str] | None) -> Holder | None:
+        """The run that holds the lock read as ``current``, or None if it is free, stale or damaged."""
+        if current is None or current[1] is None or self._stale(current[1]):
+            return None
+        return current[1]
 
     def _held(self, holder: Holder) -> LockedError:
         since = time.strftime("%H:%M:%S", time.localtime(holder.heartbeat))
