@@ -111,7 +111,7 @@ def test_deprecated_flags_warn_and_are_checked_before_anything_runs(args, says, 
 
 
 def test_legacy_selections_become_filters():
-    from milvus_backup.cli.gocompat import legacy_filters
+    from milvus_backup.gocompat import legacy_filters
 
     assert legacy_filters(["a,b"], ["db1"], None) == ["db1.a", "db1.b"]
     assert legacy_filters(["db2.c1,c2"], None, None) == ["db2.c1", "default.c2"]

@@ -20,13 +20,13 @@ from pathlib import Path
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from milvus_backup.cli.commands import copy_settings
 from milvus_backup.config import settings as config_module
 from milvus_backup.config.params import NUMBER_FLAGS as BY_FLAG
 from milvus_backup.config.params import NUMBER_KEYS as BY_KEY
 from milvus_backup.config.secrets import is_secret_name
 from milvus_backup.config.settings import ConfigError, load_config
 from milvus_backup.transfer.copy import CopySettings
+from milvus_backup.wiring import copy_settings
 from test_bad_input import LEAK, laughs
 
 FLAG_ATTRS = {"--parallel": "parallel", "--max-bandwidth": "max_bandwidth", "--max-requests": "max_requests_per_sec",

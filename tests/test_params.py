@@ -19,11 +19,11 @@ import pytest
 import yaml
 
 from milvus_backup import _engine
-from milvus_backup.cli.commands import copy_settings
 from milvus_backup.config.params import BY_FLAG, SETTINGS, Setting, flag_default, format_value
 from milvus_backup.config.secrets import mask
 from milvus_backup.config.settings import GO_ENV, Config, Origin, load_config
 from milvus_backup.transfer.copy import CopySettings
+from milvus_backup.wiring import copy_settings
 
 # Environment variables the Go tool reads (docs/user_guide/env_variables.md and
 # internal/cfg/cfg.go of zilliztech/milvus-backup): v2 has them for credentials only.
@@ -167,8 +167,12 @@ def test_a_restore_request_defaults_to_the_config_defaults():
 # Environment variables
 
 
+# mbackup's own keys read from the environment too (MBACKUP_ prefixed: no Go tool name clashes).
+OWN_ENV = {"MBACKUP_SERVER_TOKEN"}
+
+
 def test_env_vars_are_the_ones_the_go_tool_reads():
-    assert {e for s in SETTINGS for e in s.env} == GO_V2_ENV
+    assert {e for s in SETTINGS for e in s.env} == GO_V2_ENV | OWN_ENV
     assert {e for s in SETTINGS if s.v1 for e in s.v1.env} == GO_V1_ENV
 
 

@@ -31,7 +31,6 @@ from pymilvus.grpc_gen import schema_pb2
 import inprocess
 from milvus_backup.backup.catalog import open_stores
 from milvus_backup.backup.restore import RestoreError, RestoreRequest, restore_backup
-from milvus_backup.cli.commands import copy_settings
 from milvus_backup.config.settings import load_config
 from milvus_backup.format import meta
 from milvus_backup.milvus.adapters.http_api import HttpApi
@@ -41,6 +40,7 @@ from milvus_backup.milvus.connection import MilvusEndpoint, connect
 from milvus_backup.milvus.versions import ServerVersion
 from milvus_backup.plugins.hookspecs import hookimpl
 from milvus_backup.plugins.manager import manager, milvus_adapters
+from milvus_backup.wiring import copy_settings
 from milvus_contract import PROFILES
 from sample_backup import config_yaml
 

@@ -23,12 +23,13 @@ from ..config.params import BY_FLAG, BY_KEY, flag_help, one_of
 from ..config.secrets import display_url
 from ..config.settings import Config, load_config
 from ..errors import EXIT_FAILED, EXIT_UNREACHABLE, ConfigError, MBackupError, UnreachableError, engine_exit_code
+from ..gocompat import create_strategy, deprecated, legacy_filters, version_line
 from ..storage.location import Location, shown_key, skipped_links
-from ..transfer.copy import CAUSES, CopyReport, CopySettings, manifest, plan_copy, recheck_skipped, run_plan, write_json
+from ..transfer.copy import CAUSES, CopyReport, manifest, plan_copy, recheck_skipped, run_plan, write_json
 from ..transfer.progress import ConsoleReporter
 from ..units import format_bytes, format_duration, format_time, parse_duration
+from ..wiring import copy_settings, open_milvus
 from .dry_run import show_plan
-from .gocompat import create_strategy, deprecated, legacy_filters, version_line
 from .signals import interrupted_exit_code, raise_on_sigterm
 
 if TYPE_CHECKING:
@@ -350,16 +351,7 @@ def _write_metrics(path: str | None, command: str, summary: dict[str, Any], ok: 
 
 
 def _milvus(state: Context) -> MilvusAdapter:
-    from ..milvus.connection import MilvusEndpoint, connect
-    from ..plugins.manager import milvus_adapters
-
-    cfg = state.config()
-    m = cfg.milvus
-    endpoint = MilvusEndpoint(
-        host=m.grpc.address, port=m.grpc.port, user=m.user, password=m.password, tls_mode=m.grpc.tls_mode,
-        ca_cert_path=m.grpc.ca_cert_path, server_name=m.grpc.server_name, mtls_cert_path=m.grpc.mtls_cert_path,
-        mtls_key_path=m.grpc.mtls_key_path, management_endpoint=m.management.endpoint, rest_endpoint=m.rest.endpoint)
-    return connect(endpoint, milvus_adapters(), line=cfg.mbackup.milvus_adapter)
+    return open_milvus(state.config())
 
 
 def _stores(state: Context) -> Stores:
@@ -798,11 +790,6 @@ def gc(
         typer.echo(f"gc: removed {removed:,} leftovers older than {grace}")
     if removed < len(found) and not dry_run:
         raise typer.Exit(EXIT_FAILED)
-
-
-def copy_settings(cfg: Config) -> CopySettings:
-    """The engine's settings from the config keys that set them (flags override them)."""
-    return CopySettings(**{s.engine: s.to_engine(cfg.get(key)) for key, s in BY_KEY.items() if s.engine})
 
 
 config_app = typer.Typer(cls=_Commands, help="Inspect the configuration.", no_args_is_help=True)

@@ -39,7 +39,8 @@ def server(
     from . import require
 
     require()
-    from ..cli.commands import _milvus, _stores, copy_settings
+    from ..backup.catalog import open_stores
+    from ..wiring import copy_settings, open_milvus
     from .app import serve
     from .metrics import Metrics
     from .v1 import Service
@@ -48,7 +49,7 @@ def server(
     state = ctx.obj.with_command_options(config, set_)
     cfg = state.config()
     service = Service(
-        stores=_stores(state), milvus=lambda: _milvus(state), settings=copy_settings(cfg),
+        stores=open_stores(cfg), milvus=lambda: open_milvus(cfg), settings=copy_settings(cfg),
         pause_gc=cfg.backup.pause_gc, metrics=Metrics(), batch_imports=cfg.mbackup.batch_imports,
         restore_defaults={"keep_temp_files": cfg.restore.keep_temp_files,
                           "import_jobs": cfg.restore.concurrency.import_jobs,

@@ -86,6 +86,10 @@ class Job:
     runs: int = 0  # how many times a server started it (2 and more: resumed)
     collections: list[CollectionTask] = field(default_factory=list)
 
+    @property
+    def state_name(self) -> str:
+        return STATE_NAMES[self.state_code]
+
     def progress(self) -> int:
         """The Go tool's progress (internal/taskmgr: BackupTask.Progress, RestoreTask.Progress)."""
         if self.kind == "restore":

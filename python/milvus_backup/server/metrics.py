@@ -49,10 +49,8 @@ class Metrics:
         self.jobs.labels(kind, "executing").inc()
 
     def job_finished(self, job: Job) -> None:
-        from .jobs import STATE_NAMES
-
         self.jobs.labels(job.kind, "executing").dec()
-        self.jobs.labels(job.kind, STATE_NAMES[job.state_code]).inc()
+        self.jobs.labels(job.kind, job.state_name).inc()
         self.bytes.labels(job.kind).inc(job.bytes_done)
         self.objects.labels(job.kind).inc(job.objects_done)
 

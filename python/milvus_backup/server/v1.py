@@ -30,9 +30,9 @@ from ..backup.catalog import BackupNotFound, Stores, delete_backup, list_backups
 from ..backup.create import CreateRequest, create_backup
 from ..backup.lock import LockedError
 from ..backup.restore import RestoreRequest, plan_targets, restore_backup
-from ..cli.gocompat import create_strategy, legacy_filters
 from ..errors import MBackupError
 from ..format import meta
+from ..gocompat import create_strategy, legacy_filters
 from ..milvus.adapters.base import MilvusAdapter
 from ..transfer.copy import CopySettings
 from . import requests
