@@ -110,3 +110,28 @@ class Server:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
         return self.proc.communicate()
+
+
+def milvus_stack(milvus_clusters, tmp_path_factory, *, bucket: str, root: str, suffix: str, **server: Any):
+    """A module's set-up against the source cluster (for ``yield from`` in a fixture): e2e_int
+    written, a backup.yaml on ``bucket``/``root`` and the same with the copy held to 2
+    requests a second (slow enough to be stopped midway), a server on the first (``server``:
+    Server's keywords); afterwards the collections restored with ``suffix`` are dropped."""
+    from mbackup_dev.devstack import backup_config
+    from milvus_data import INT, build, client
+
+    cluster = milvus_clusters.source
+    truth = build(cluster.uri, only=(INT,))[INT]
+    d = tmp_path_factory.mktemp(root)
+    config, slow = d / "backup.yaml", d / "slow.yaml"
+    config.write_text(backup_config(cluster, backup_bucket=bucket, backup_root=root))
+    slow.write_text(backup_config(cluster, backup_bucket=bucket, backup_root=root,
+                                  extra="mbackup:\n  maxRequestsPerSecond: 2\n"))
+    s = Server(config, "--rescan", "3600", **server)
+    yield {"cluster": cluster, "truth": truth, "config": config, "slow": slow, "server": s}
+    s.stop()
+    mc = client(cluster.uri)
+    for name in mc.list_collections():
+        if name.endswith(suffix):
+            mc.drop_collection(name)
+    mc.close()
