@@ -116,3 +116,25 @@ def test_a_running_create_cancelled_mid_copy_stops_and_the_same_request_finishes
     assert ok(mbackup(stack["config"], "verify", "-n", "v2_cancelled")).stdout.endswith(": 0 problems\n")
     # The cancel stopped the copy part way, not once it was done.
     assert len(copied) < len(store.list(f"{ROOT}/v2_cancelled/binlogs/")), len(copied)
+
+
+def test_a_restore_another_server_runs_is_cancelled_through_the_root(stack, seaweedfs):
+    server, store = stack["server"], seaweedfs.store(BUCKET)
+    r = server.post("/api/v2/jobs", {"kind": "create", "backup_name": "v2_to_restore", "id": "v2_made"})
+    assert wait_for(server, "v2_made", ended)[-1]["state"] == "succeeded"
+    slow = Server(stack["slow"], "--rescan", "3600", env=stack["env"], token=TOKEN)
+    try:
+        # Staged into the Milvus bucket at 2 requests a second: long enough to be cancelled.
+        r = slow.post("/api/v2/jobs", {"kind": "restore", "backup_name": "v2_to_restore", "id": "v2_restore_me",
+                                       "collection_suffix": SUFFIX, "collection_names": ["e2e_int"]})
+        assert r.status == 202, r.body
+        # Asked of the server that does not run it: it leaves the request beside the job.
+        r = server.post("/api/v2/jobs/v2_restore_me/cancel", None)
+        assert r.status == 202 and r.json["state"] == "running", r.json
+        job = wait_for(slow, "v2_restore_me", ended, timeout=60)[-1]
+    finally:
+        slow.stop()
+    assert job["state"] == "cancelled" and job["error"]["code"] == "cancelled", job
+    left = {k.rsplit("/", 1)[-1] for k, _, _ in store.list(f"{ROOT}/.mbackup-jobs/")}
+    assert {n for n in left if n.startswith("v2_restore_me")} == {"v2_restore_me.json"}
+    assert server.get("/api/v2/jobs/v2_restore_me").json == job
