@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import socket
@@ -78,6 +79,25 @@ class Server:
         except urllib.error.HTTPError as e:
             reply = Reply(e.code, e.read(), {k.lower(): v for k, v in e.headers.items()})
         record_written(f"{method} {path}", reply.body)
+        return reply
+
+    def announce(self, path: str, length: int) -> Reply:
+        """POST announcing a ``length``-byte body and sending none of it. A server refusing a
+        body by its announced length answers at once; sending the body too would race the
+        server's close (a reset can reach the client before the answer)."""
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
+        try:
+            conn.putrequest("POST", path)
+            conn.putheader("Content-Type", "application/json")
+            conn.putheader("Content-Length", str(length))
+            if self.token:
+                conn.putheader("Authorization", f"Bearer {self.token}")
+            conn.endheaders()
+            r = conn.getresponse()
+            reply = Reply(r.status, r.read(), {k.lower(): v for k, v in r.getheaders()})
+        finally:
+            conn.close()
+        record_written(f"POST {path}", reply.body)
         return reply
 
     def get(self, path: str, **kw: Any) -> Reply:

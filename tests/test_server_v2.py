@@ -140,9 +140,7 @@ def test_a_bad_job_request_is_a_400_naming_the_field(server, body, message):
 def test_an_unsupported_restore_field_and_an_oversized_body(server):
     r = server.post("/api/v2/jobs", {"kind": "restore", "backup_name": "sample_one", "maxShardNum": 2})
     assert error_of(r, 400, "not_supported") == "not supported by mbackup: maxShardNum"
-    # One byte over the limit: the server reads it all, so it never resets the connection under the answer.
-    head, tail = b'{"kind": "create", "backup_name": "', b'"}'
-    r = server.call("POST", "/api/v2/jobs", raw=head + b"x" * ((1 << 20) + 1 - len(head) - len(tail)) + tail)
+    r = server.announce("/api/v2/jobs", (1 << 20) + 1)
     assert error_of(r, 413, "too_large") == "request body larger than 1048576 bytes"
 
 
