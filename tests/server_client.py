@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import socket
@@ -80,6 +81,25 @@ class Server:
         record_written(f"{method} {path}", reply.body)
         return reply
 
+    def announce(self, path: str, length: int) -> Reply:
+        """POST announcing a ``length``-byte body and sending none of it. A server refusing a
+        body by its announced length answers at once; sending the body too would race the
+        server's close (a reset can reach the client before the answer)."""
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
+        try:
+            conn.putrequest("POST", path)
+            conn.putheader("Content-Type", "application/json")
+            conn.putheader("Content-Length", str(length))
+            if self.token:
+                conn.putheader("Authorization", f"Bearer {self.token}")
+            conn.endheaders()
+            r = conn.getresponse()
+            reply = Reply(r.status, r.read(), {k.lower(): v for k, v in r.getheaders()})
+        finally:
+            conn.close()
+        record_written(f"POST {path}", reply.body)
+        return reply
+
     def get(self, path: str, **kw: Any) -> Reply:
         return self.call("GET", path, **kw)
 
@@ -110,3 +130,28 @@ class Server:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
         return self.proc.communicate()
+
+
+def milvus_stack(milvus_clusters, tmp_path_factory, *, bucket: str, root: str, suffix: str, **server: Any):
+    """A module's set-up against the source cluster (for ``yield from`` in a fixture): e2e_int
+    written, a backup.yaml on ``bucket``/``root`` and the same with the copy held to 2
+    requests a second (slow enough to be stopped midway), a server on the first (``server``:
+    Server's keywords); afterwards the collections restored with ``suffix`` are dropped."""
+    from mbackup_dev.devstack import backup_config
+    from milvus_data import INT, build, client
+
+    cluster = milvus_clusters.source
+    truth = build(cluster.uri, only=(INT,))[INT]
+    d = tmp_path_factory.mktemp(root)
+    config, slow = d / "backup.yaml", d / "slow.yaml"
+    config.write_text(backup_config(cluster, backup_bucket=bucket, backup_root=root))
+    slow.write_text(backup_config(cluster, backup_bucket=bucket, backup_root=root,
+                                  extra="mbackup:\n  maxRequestsPerSecond: 2\n"))
+    s = Server(config, "--rescan", "3600", **server)
+    yield {"cluster": cluster, "truth": truth, "config": config, "slow": slow, "server": s}
+    s.stop()
+    mc = client(cluster.uri)
+    for name in mc.list_collections():
+        if name.endswith(suffix):
+            mc.drop_collection(name)
+    mc.close()

@@ -92,7 +92,7 @@ def test_a_malformed_body_is_a_400_naming_the_field(server, route, body, named):
 
 
 def test_an_oversized_body_is_refused_unread(server):
-    r = server.call("POST", "/api/v1/create", raw=b'{"backup_name": "' + b"x" * (2 << 20) + b'"}')
+    r = server.announce("/api/v1/create", 2 << 20)
     assert r.status == 413 and r.json == {"error": "request body larger than 1048576 bytes"}
 
 

@@ -14,9 +14,8 @@ import time
 
 import pytest
 
-from mbackup_dev.devstack import backup_config
-from milvus_data import INT, assert_same_rows, build, client, mbackup, ok, read_back
-from server_client import Server, metric_samples
+from milvus_data import assert_same_rows, mbackup, ok, read_back
+from server_client import Server, metric_samples, milvus_stack
 
 pytestmark = pytest.mark.milvus
 
@@ -31,24 +30,8 @@ COLLECTION_BRIEF_KEYS = ["id", "collection_id", "db_name", "collection_name", "s
 
 @pytest.fixture(scope="module")
 def stack(milvus_clusters, seaweedfs, tmp_path_factory):
-    cluster = milvus_clusters.source
-    truth = build(cluster.uri, only=(INT,))[INT]
-    d = tmp_path_factory.mktemp("srv")
-    config = d / "backup.yaml"
-    config.write_text(backup_config(cluster, backup_bucket=BUCKET, backup_root=ROOT))
-    # The same, with the copy held to 2 requests a second: slow enough to be killed midway.
-    slow = d / "slow.yaml"
-    slow.write_text(backup_config(cluster, backup_bucket=BUCKET, backup_root=ROOT,
-                                  extra="mbackup:\n  maxRequestsPerSecond: 2\n"))
     # No backup bucket yet: the first create makes it, as the CLI's does.
-    server = Server(config, "--rescan", "3600")
-    yield {"cluster": cluster, "truth": truth, "config": config, "slow": slow, "server": server}
-    server.stop()
-    mc = client(cluster.uri)
-    for name in mc.list_collections():
-        if name.endswith(SUFFIX):
-            mc.drop_collection(name)
-    mc.close()
+    yield from milvus_stack(milvus_clusters, tmp_path_factory, bucket=BUCKET, root=ROOT, suffix=SUFFIX)
     seaweedfs.delete_bucket(BUCKET)
 
 

@@ -1045,6 +1045,7 @@ _RULES: dict[type[_Message], Callable[[Any, _At], None]] = {
 # Names and keys
 
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
+NAME_PATTERN = _NAME  # public: the server's OpenAPI document states it
 _INT = re.compile(r"-?[0-9]+")
 
 

@@ -6,6 +6,7 @@ Nothing here is imported by the other commands.
 
 - ``app.py``: the ASGI application: routes, the bearer token, body limits, error shapes;
 - ``v1.py``: the Go tool's ``/api/v1`` handlers, request parsing and response envelopes;
+- ``v2.py``: the ``/api/v2`` resource API (backups, jobs, cancel) and its OpenAPI document;
 - ``jobs.py``: create and restore jobs, persisted under the backup root and resumed after a
   restart, one runner per job across servers (a store lock);
 - ``metrics.py``: the Prometheus metrics and the node_exporter textfile writer.

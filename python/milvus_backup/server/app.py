@@ -24,7 +24,7 @@ from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, R
 from starlette.routing import Route
 
 from ..errors import MBackupError
-from . import openapi
+from . import openapi, v2
 from .requests import MAX_BODY, BadRequest
 from .v1 import FAIL_CODE, HELLO, Answer, Service
 
@@ -122,6 +122,7 @@ def build(service: Service, token: str = "", cli_args: list[str] | None = None) 
         Route("/api/v1/docs/doc.json", guarded(lambda r, b: JSONResponse(openapi.document())), methods=["GET"]),
         Route("/metrics", guarded(lambda r, b: Response(service.metrics.text(), media_type=METRICS_TYPE)),
               methods=["GET"]),
+        *v2.routes(service, authorized if token else None, _body, TooLarge),
     ]
     return Starlette(routes=routes)
 
@@ -150,7 +151,7 @@ def serve(service: Service, port: int, *, token: str = "", cli_args: list[str] |
 
     app = build(service, token, cli_args)
     service.runner.watch(rescan)
-    print(f"mbackup server: listening on http://{host}:{port} (API at /api/v1, docs at /api/v1/docs/"
+    print(f"mbackup server: listening on http://{host}:{port} (API at /api/v1 and /api/v2, docs at /api/v1/docs/"
           + (", bearer token required" if token else "") + ")", file=sys.stderr, flush=True)
     try:
         uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)

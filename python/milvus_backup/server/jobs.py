@@ -9,6 +9,10 @@ that finds a job unfinished and its lock free (the server running it died) runs 
 Running again is resuming: create and restore pick up where an interrupted run stopped when
 given the same request, which the job records.
 
+A cancelled job stops as Ctrl-C stops a command (its engine work at the next object, the flow
+at its next step) and is left failed, ``cancelled`` and resumable; a server asks another one
+to cancel a job it runs through ``<id>.cancel``, which that server reads as it saves the job.
+
 Progress is computed as the Go tool computes it (internal/taskmgr), from the steps and
 counters the flows report.
 """
@@ -31,6 +35,7 @@ from ..backup.lock import LockedError, StoreLock
 from ..errors import MBackupError
 from ..format import meta
 from ..storage.location import NotFound, StorageError
+from ..transfer.cancel import Interrupted, cancel_on
 from ..transfer.progress import Counters, Reporter
 from .metrics import Metrics
 
@@ -41,6 +46,7 @@ SAVE_EVERY = 2.0  # seconds between saves of a running job's progress
 # The Go tool's state codes (BackupTaskStateCode and RestoreTaskStateCode share them).
 INITIAL, EXECUTING, SUCCESS, FAIL, TIMEOUT = 0, 1, 2, 3, 4
 UNFINISHED = (INITIAL, EXECUTING)
+CANCELLED = "cancelled: stopped on request; the same request run again resumes it"
 STATE_NAMES = {INITIAL: "initial", EXECUTING: "executing", SUCCESS: "success", FAIL: "fail", TIMEOUT: "timeout"}
 
 # Each create step's collection progress (the Go tool's backupCollTask: DDL 5, DDL done 10,
@@ -84,6 +90,8 @@ class Job:
     objects_done: int = 0
     backup_id: str = ""  # create: the id of the backup it makes, once known
     runs: int = 0  # how many times a server started it (2 and more: resumed)
+    exit_code: int = 0  # failed: what its error means (errors.py); 0 for a bug
+    cancelled: bool = False  # failed because it was asked to stop
     collections: list[CollectionTask] = field(default_factory=list)
 
     @property
@@ -125,13 +133,14 @@ class JobReporter(Reporter):
     """What a flow reports, kept on its job: the step under way, the bytes copied, each
     restore target's import progress."""
 
-    def __init__(self, job: Job, metrics: Metrics) -> None:
-        self.job, self.metrics = job, metrics
+    def __init__(self, job: Job, metrics: Metrics, cancel: threading.Event | None = None) -> None:
+        self.job, self.metrics, self.cancel = job, metrics, cancel
         self._counters: Counters | None = None
         self.on_step: Callable[[str], None] | None = None  # called as each step starts
 
     @contextlib.contextmanager
     def step(self, name: str, counters: Counters | None = None, **context: str | None) -> Iterator[None]:
+        self.check_cancel()
         target = self._collection(context.get("collection"))
         if target is not None and target.state_code == INITIAL:
             target.state_code, target.start_time = EXECUTING, int(time.time())
@@ -152,9 +161,15 @@ class JobReporter(Reporter):
 
     def imports(self, label: str, done: int, total: int, percent: float) -> None:
         super().imports(label, done, total, percent)
+        self.check_cancel()
         target = self._collection(label)
         if target is not None:
             target.progress = int(percent)
+
+    def check_cancel(self) -> None:
+        """Stop the flow here, as Ctrl-C would, once the job is asked to stop."""
+        if self.cancel is not None and self.cancel.is_set():
+            raise Interrupted(CANCELLED)
 
     def sample(self) -> None:
         """Read the engine's counters into the job (the saver thread calls it)."""
@@ -207,6 +222,12 @@ class JobStore:
                     out.append(job)
         return out
 
+    def cancel_key(self, job_id: str) -> str:
+        return f"{self.prefix}/{job_id}.cancel"
+
+    def cancel_requested(self, job_id: str) -> bool:
+        return self.stores.backup.exists(self.cancel_key(job_id))
+
     def lock(self, job_id: str) -> StoreLock:
         return StoreLock(self.stores.backup, f"{self.prefix}/{job_id}.lock", f"job {job_id!r}", command="server",
                          warn=lambda m: log.warning(m))
@@ -222,6 +243,7 @@ class Runner:
         self.store, self.flows, self.metrics = store, flows, metrics
         self._running: dict[str, threading.Thread] = {}
         self._live: dict[str, tuple[Job, JobReporter]] = {}
+        self._cancels: dict[str, threading.Event] = {}
         self._mutex = threading.Lock()
         self._stop = threading.Event()
 
@@ -243,6 +265,33 @@ class Runner:
             live[1].sample()
             return live[0]
         return self.store.load(job_id)
+
+    def cancel(self, job_id: str) -> Job | None:
+        """Ask a job to stop; the job as it is now (None: no such job; ended: nothing done). One
+        this server runs stops at its next object or step; one another server runs, when that
+        server next saves it; one no server runs (its server died) is cancelled here and now."""
+        job = self.load(job_id)
+        if job is None or job.state_code not in UNFINISHED:
+            return job
+        with self._mutex:
+            here = self._cancels.get(job_id)
+        if here is not None:
+            here.set()
+            return job
+        self.store.stores.backup.write(self.store.cancel_key(job_id), b"")
+        try:
+            lock = self.store.lock(job_id).acquire()
+        except LockedError:
+            return job  # its server reads the request when it next saves the job
+        try:
+            fresh = self.store.load(job_id)
+            if fresh is not None and fresh.state_code in UNFINISHED:
+                fresh.state_code, fresh.cancelled, fresh.error, fresh.end_time = FAIL, True, CANCELLED, int(time.time())
+                self.store.save(fresh)
+            self.store.stores.backup.delete(self.store.cancel_key(job_id))
+            return fresh
+        finally:
+            lock.release()
 
     def resume_orphans(self) -> list[str]:
         """Start every unfinished job no live server runs; return their ids."""
@@ -283,11 +332,14 @@ class Runner:
         thread = threading.Thread(target=self._run, args=(job, lock), name=f"mbackup-job-{job.id}", daemon=True)
         with self._mutex:
             self._running[job.id] = thread
+            self._cancels[job.id] = threading.Event()
         thread.start()
         return thread
 
     def _run(self, job: Job, lock: StoreLock) -> None:
-        reporter = JobReporter(job, self.metrics)
+        with self._mutex:
+            cancel = self._cancels[job.id]
+        reporter = JobReporter(job, self.metrics, cancel)
         with self._mutex:
             self._live[job.id] = (job, reporter)
         done = threading.Event()
@@ -297,6 +349,8 @@ class Runner:
                 reporter.sample()
                 with contextlib.suppress(StorageError):  # saved again at the next tick or at the end
                     self.store.save(job)
+                    if self.store.cancel_requested(job.id):  # asked of another server
+                        cancel.set()
 
         job.runs += 1
         job.state_code, job.error, job.end_time = EXECUTING, "", 0
@@ -304,11 +358,16 @@ class Runner:
         try:
             self.store.save(job)
             threading.Thread(target=saver, name=f"mbackup-save-{job.id}", daemon=True).start()
-            self.flows[job.kind](job, reporter)
+            if self.store.cancel_requested(job.id):  # asked while no server ran it
+                cancel.set()
+            with cancel_on(cancel):
+                self.flows[job.kind](job, reporter)
             reporter.sample()
             job.state_code = SUCCESS
-        except MBackupError as e:
-            job.state_code, job.error = FAIL, str(e)
+        except (MBackupError, KeyboardInterrupt) as e:  # KeyboardInterrupt: only a cancel reaches this thread
+            job.state_code, job.error, job.exit_code = FAIL, str(e), getattr(e, "exit_code", 0)
+            if cancel.is_set():
+                job.cancelled, job.error = True, CANCELLED
         except Exception as e:  # a bug: said in the job, with the traceback in the log only
             log.exception("%s job %s failed", job.kind, job.id)
             job.state_code, job.error = FAIL, f"internal error ({type(e).__name__}): see the server's log"
@@ -326,10 +385,13 @@ class Runner:
             except StorageError as e:
                 log.error("could not save job %s: %s", job.id, e)
             with contextlib.suppress(StorageError):
+                if cancel.is_set():
+                    self.store.stores.backup.delete(self.store.cancel_key(job.id))
                 lock.release()
             with self._mutex:
                 self._running.pop(job.id, None)
                 self._live.pop(job.id, None)
+                self._cancels.pop(job.id, None)
 
 
 def new_id() -> str:

@@ -68,10 +68,17 @@ def _envelope(data: dict[str, Any]) -> dict[str, Any]:
     return {"description": f"HTTP 200 for every business result; code: {ENVELOPE_CODES}",
             "content": {"application/json": {"schema": {"type": "object", "properties": {
                 "requestId": {"type": "string"}, "code": {"type": "integer"}, "msg": {"type": "string"},
-                "data": data}}}}}
+                "data": {"allOf": [data], "nullable": True}}}}}}  # null when the code is not 0
 
 
-_BAD = {"description": "the body is not the message: {\"error\": \"invalid request body: <field>: ...\"}"}
+def _error(what: str) -> dict[str, Any]:
+    return {"description": what, "content": {"application/json": {"schema": {
+        "type": "object", "required": ["error"], "properties": {"error": {"type": "string"}}}}}}
+
+
+_BAD = _error("the body is not the message: {\"error\": \"invalid request body: <field>: ...\"}")
+_UNAUTHORIZED = {"401": _error("server.token is set and the request did not send it as a bearer token")}
+_BODY_ERRORS = {"400": _BAD, "413": _error("the body is larger than 1 MiB")}
 _HEADER = {"name": "request_id", "in": "header", "required": False, "schema": {"type": "string"}}
 
 
@@ -91,11 +98,11 @@ def _ref(name: str) -> dict[str, Any]:
 @functools.cache
 def document() -> dict[str, Any]:
     text = {"200": {"description": "text", "content": {"text/plain": {"schema": {"type": "string"}}}}}
-    paths = {
+    paths: dict[str, dict[str, Any]] = {
         "/hello": {"get": {"summary": "Health check (no token needed)", "responses": text}},
         "/create": {"post": {"summary": "Create a backup (async: poll get_backup?backup_id=<requestId>)",
                              "parameters": [_HEADER], "requestBody": _body(requests.CREATE),
-                             "responses": {"200": _envelope(_ref("BackupInfoBrief")), "400": _BAD}}},
+                             "responses": {"200": _envelope(_ref("BackupInfoBrief")), **_BODY_ERRORS}}},
         "/list": {"get": {"summary": "List the backups in storage", "parameters": _query("collection_name"),
                           "responses": {"200": _envelope({"type": "array", "items": _ref("BackupSummary")})}}},
         "/get_backup": {"get": {"summary": "A backup by name (read from storage) or a create job by id",
@@ -105,13 +112,18 @@ def document() -> dict[str, Any]:
                                "responses": {"200": _envelope({"nullable": True})}}},
         "/restore": {"post": {"summary": "Restore a backup (async: poll get_restore?id=<id>)", "parameters": [_HEADER],
                               "requestBody": _body(requests.RESTORE),
-                              "responses": {"200": _envelope(_ref("RestoreBackupTaskResponse")), "400": _BAD}}},
+                              "responses": {"200": _envelope(_ref("RestoreBackupTaskResponse")), **_BODY_ERRORS}}},
         "/get_restore": {"get": {"summary": "A restore job", "parameters": _query("id", required=("id",)),
                                  "responses": {"200": _envelope(_ref("RestoreBackupTaskResponse"))}}},
         "/restore_secondary": {"post": {"summary": "Not supported by mbackup (code 1)", "parameters": [_HEADER],
-                                        "responses": {"200": _envelope({"nullable": True})}}},
+                                        "requestBody": _body(requests.RESTORE_SECONDARY),
+                                        "responses": {"200": _envelope({"nullable": True}), **_BODY_ERRORS}}},
         "/check": {"get": {"summary": "The configuration and an end-to-end check", "responses": text}},
     }
+    for path, operations in paths.items():
+        if path != "/hello":
+            for operation in operations.values():
+                operation["responses"].update(_UNAUTHORIZED)
     return {"openapi": "3.0.3",
             "info": {"title": "mbackup server (the milvus-backup v1 API)", "version": __version__},
             "servers": [{"url": "/api/v1"}],

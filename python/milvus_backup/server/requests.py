@@ -39,6 +39,9 @@ RESTORE: Spec = {
     "restorePlan": RESTORE_PLAN, "ezkMapping": "strmap",
 }
 
+RESTORE_SECONDARY: Spec = {"requestId": "str", "backup_name": "str", "sourceClusterID": "str", "targetClusterID": "str",
+                           "async": "bool", "path": "str"}
+
 MAX_BODY = 1 << 20  # bytes: a request names collections, it carries no data
 
 

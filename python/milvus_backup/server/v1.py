@@ -124,9 +124,22 @@ class Service:
 
     def create(self, body: bytes, request_id: str) -> Answer:
         req = requests.parse_body(body, requests.CREATE)
+        answer = Answer(request_id or str(uuid.uuid4()))
+        try:
+            job = self.create_job(req, answer.request_id)
+            thread = self._submit(job)
+        except Failed as e:
+            return dataclasses.replace(answer, code=e.code, msg=e.msg)
+        if req.get("async"):
+            return dataclasses.replace(answer, msg=ASYNC_CREATE)
+        thread.join()
+        if job.state_code != SUCCESS:
+            return dataclasses.replace(answer, code=FAIL_CODE, msg=job.error)
+        return dataclasses.replace(answer, msg="success", data=self._brief(job, self.stores_at(job.root)))
+
+    def create_job(self, req: dict[str, Any], job_id: str) -> Job:
+        """The create job a CreateBackupRequest's fields (parsed) ask for; Failed when they are wrong."""
         dbc = requests.db_collections(req["db_collections"], "db_collections") if "db_collections" in req else None
-        request_id = request_id or str(uuid.uuid4())
-        answer = Answer(request_id)
         try:
             name = meta.validate_backup_name(req.get("backup_name", ""))
             if "filter" in req:
@@ -142,23 +155,13 @@ class Service:
                                    format=req.get("format") or "auto")
             create.validate()
         except MBackupError as e:
-            return dataclasses.replace(answer, code=PARAMETER_ERROR, msg=str(e))
+            raise Failed(PARAMETER_ERROR, str(e)) from None
         if req.get("gc_pause_address"):
             log.warning("create %s: gc_pause_address is not used: mbackup pauses GC through milvus.management.endpoint",
-                        request_id)
+                        job_id)
         root = req.get("backup_root_path") or self.stores.backup_root
         self.stores.backup.ensure_bucket()  # as the create itself would: the job is saved there first
-        job = Job(id=request_id, kind="create", name=name, request=dataclasses.asdict(create), root=root)
-        try:
-            thread = self._submit(job)
-        except Failed as e:
-            return dataclasses.replace(answer, code=e.code, msg=e.msg)
-        if req.get("async"):
-            return dataclasses.replace(answer, msg=ASYNC_CREATE)
-        thread.join()
-        if job.state_code != SUCCESS:
-            return dataclasses.replace(answer, code=FAIL_CODE, msg=job.error)
-        return dataclasses.replace(answer, msg="success", data=self._brief(job, self.stores_at(root)))
+        return Job(id=job_id, kind="create", name=name, request=dataclasses.asdict(create), root=root)
 
     def list(self, request_id: str, collection_name: str) -> Answer:
         answer = Answer(request_id)
@@ -225,28 +228,9 @@ class Service:
 
     def restore(self, body: bytes, request_id: str) -> Answer:
         req = requests.parse_body(body, requests.RESTORE)
-        for key in ("db_collections", "db_collections_after_rename"):
-            if key in req:
-                req[key] = requests.db_collections(req[key], key)
         answer = Answer(request_id or req.get("requestId") or str(uuid.uuid4()))
         try:
-            restore, root = self._restore_request(req)
-            stores = self.stores_at(root)
-            try:
-                info = read_backup(stores, restore.name)
-            except BackupNotFound:
-                raise Failed(PARAMETER_ERROR, f"backup {restore.name} not found") from None
-            targets = plan_targets(info, restore)
-        except Failed as e:
-            return dataclasses.replace(answer, code=e.code, msg=e.msg)
-        except MBackupError as e:
-            return dataclasses.replace(answer, code=PARAMETER_ERROR, msg=str(e))
-        job_id = req.get("id") or "restore_" + dt.datetime.now(dt.timezone.utc).strftime("%Y_%m_%d_%H_%M_%S_") + str(
-            time.time_ns() % 1_000_000_000)
-        job = Job(id=job_id, kind="restore", name=restore.name, request=dataclasses.asdict(restore), root=root,
-                  collections=[CollectionTask(f"{job_id}_{i}", t.db, t.name, size=t.source.size)
-                               for i, t in enumerate(targets)])
-        try:
+            job = self.restore_job(req)
             thread = self._submit(job)
         except Failed as e:
             return dataclasses.replace(answer, code=e.code, msg=e.msg)
@@ -256,6 +240,27 @@ class Service:
         if job.state_code == FAIL:
             return dataclasses.replace(answer, code=FAIL_CODE, msg=job.error)
         return dataclasses.replace(answer, msg="success", data=restore_view(job))
+
+    def restore_job(self, req: dict[str, Any]) -> Job:
+        """The restore job a RestoreBackupRequest's fields (parsed) ask for; Failed when they are wrong."""
+        for key in ("db_collections", "db_collections_after_rename"):
+            if key in req:
+                req[key] = requests.db_collections(req[key], key)
+        try:
+            restore, root = self._restore_request(req)
+            stores = self.stores_at(root)
+            try:
+                info = read_backup(stores, restore.name)
+            except BackupNotFound:
+                raise Failed(PARAMETER_ERROR, f"backup {restore.name} not found") from None
+            targets = plan_targets(info, restore)
+        except MBackupError as e:
+            raise Failed(PARAMETER_ERROR, str(e)) from None
+        job_id = req.get("id") or "restore_" + dt.datetime.now(dt.timezone.utc).strftime("%Y_%m_%d_%H_%M_%S_") + str(
+            time.time_ns() % 1_000_000_000)
+        return Job(id=job_id, kind="restore", name=restore.name, request=dataclasses.asdict(restore), root=root,
+                   collections=[CollectionTask(f"{job_id}_{i}", t.db, t.name, size=t.source.size)
+                                for i, t in enumerate(targets)])
 
     def _restore_request(self, req: dict[str, Any]) -> tuple[RestoreRequest, str]:
         """The Go tool's RestoreBackupRequest as a RestoreRequest, checked as its validate() does."""
@@ -316,8 +321,7 @@ class Service:
         return dataclasses.replace(answer, msg="success", data=restore_view(job))
 
     def restore_secondary(self, body: bytes, request_id: str) -> Answer:
-        requests.parse_body(body, {"requestId": "str", "backup_name": "str", "sourceClusterID": "str",
-                                   "targetClusterID": "str", "async": "bool", "path": "str"})
+        requests.parse_body(body, requests.RESTORE_SECONDARY)
         return Answer(request_id, code=NOT_SUPPORT,
                       msg="restore_secondary (restore into a CDC secondary, Milvus 2.6+) is not supported by mbackup")
 

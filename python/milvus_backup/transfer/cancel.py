@@ -5,15 +5,24 @@ the main thread between bytecodes: made there, the call would hold Ctrl-C until 
 work is done. So the work runs in a worker thread and the main thread waits where
 KeyboardInterrupt reaches it, then cancels the work through the engine (which stops reads
 and writes in flight and aborts multipart uploads) and waits for what it finished.
+
+A server runs each job in a thread of its own, where Ctrl-C never lands: :func:`cancel_on`
+gives that thread an event which, once set, stops its engine work the way Ctrl-C would.
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 T = TypeVar("T")
+
+# Set for the thread running a server's job: the job's cancel request (cancel_on).
+_cancel_requested: contextvars.ContextVar[threading.Event | None] = contextvars.ContextVar(
+    "mbackup_cancel_requested", default=None)
 
 
 class Interrupted(KeyboardInterrupt):
@@ -23,6 +32,16 @@ class Interrupted(KeyboardInterrupt):
     def __init__(self, finished: str = "") -> None:
         super().__init__(finished)
         self.finished = finished
+
+
+@contextlib.contextmanager
+def cancel_on(event: threading.Event) -> Iterator[None]:
+    """In this block, ``event`` set interrupts engine work run here as Ctrl-C does."""
+    token = _cancel_requested.set(event)
+    try:
+        yield
+    finally:
+        _cancel_requested.reset(token)
 
 
 def run_cancellable(work: Callable[[], T], cancel: Callable[[], None], stop: threading.Event | None = None,
@@ -43,11 +62,12 @@ def run_cancellable(work: Callable[[], T], cancel: Callable[[], None], stop: thr
         finally:
             finished.set()
 
+    requested = _cancel_requested.get()
     stopped = stop is not None and stop.is_set()
-    if stopped:
-        cancel()  # before the work starts: it must not begin writing for a run that lost its lock
+    interrupted = requested is not None and requested.is_set()
+    if stopped or interrupted:
+        cancel()  # before the work starts: it must not begin writing for a run that is over
     threading.Thread(target=run, name=name, daemon=True).start()
-    interrupted = False
     while True:
         try:
             # Wait on an event, not on join(): on Python 3.11 a Ctrl-C that interrupts
@@ -55,6 +75,9 @@ def run_cancellable(work: Callable[[], T], cancel: Callable[[], None], stop: thr
             while not finished.wait(0.2):
                 if stop is not None and stop.is_set() and not stopped:
                     stopped = True
+                    cancel()
+                if requested is not None and requested.is_set() and not interrupted:
+                    interrupted = True  # a cancelled job: as Ctrl-C
                     cancel()
             break
         except KeyboardInterrupt:  # wherever it lands in the loop: keep waiting for the work
