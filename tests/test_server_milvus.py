@@ -181,3 +181,51 @@ def test_cli_create_writes_its_metrics_file(stack, tmp_path):
     assert samples[("mbackup_last_success_size_bytes", (("backup", "srv_cron"),))] == size > 0
     assert time.time() - 600 < samples[("mbackup_last_success_timestamp_seconds", (("backup", "srv_cron"),))] <= time.time()
     assert samples[("mbackup_copied_objects", (("command", "create"),))] > 0
+
+
+def test_killed_mid_restore_two_servers_started_together_resume_it_once_with_every_row(stack, seaweedfs):
+    server, truth = stack["server"], stack["truth"]
+    ok(mbackup(stack["config"], "create", "-n", "srv_rk", "--filter", "default.e2e_int"))
+    target = "e2e_int_rk" + SUFFIX
+    record_key = f"{ROOT}/.mbackup-jobs/restore_rk.json"
+    jobs = seaweedfs.store(BUCKET)
+    slow = Server(stack["slow"], "--rescan", "3600")
+    try:
+        r = slow.post("/api/v1/restore", {"backup_name": "srv_rk", "collection_suffix": "_rk" + SUFFIX,
+                                          "async": True, "id": "restore_rk"}).json
+        assert r["msg"] == "restore backup is executing asynchronously", r
+        # Wait for the copy into Milvus's bucket (held to 2 requests a second) to be under way
+        # (as the job was last saved), then SIGKILL the server running it.
+        deadline = time.monotonic() + 120
+        while True:
+            assert time.monotonic() < deadline, "the restore's copy never started"
+            time.sleep(0.3)
+            record = json.loads(jobs.get(record_key))  # saved before the answer, then every 2 s
+            if record["phase"] == "import" and 0 < record["bytes_done"] < record["bytes_total"]:
+                break
+    finally:
+        slow.kill()
+    # Another server on the root tells the truth about it: executing, not done.
+    stopped = server.get("/api/v1/get_restore?id=restore_rk").json["data"]
+    assert stopped["state_code"] == 1 and stopped["progress"] < 100 and "end_time" not in stopped, stopped
+
+    # Two servers started together on the root, each looking every second for unfinished jobs:
+    # both see the job, exactly one runs it, the other reports it as it goes.
+    both = [Server(stack["config"], "--rescan", "1", "--set", "log.level=warn", wait=False) for _ in range(2)]
+    try:
+        for s in both:
+            s.ready()
+        seen = [s.poll("/api/v1/get_restore?id=restore_rk") for s in both]
+        finals = [answers[-1]["data"] for answers in seen]
+        assert finals[0]["state_code"] == 2 and finals[0] == finals[1], finals
+        assert all(a["data"]["state_code"] in (1, 2) for answers in seen for a in answers), seen
+        ran = [metric_samples(s.get("/metrics").body.decode())[("mbackup_jobs", (("kind", "restore"),
+                                                                                   ("state", "success")))]
+               for s in both]
+        assert sorted(ran) == [0, 1], ran
+    finally:
+        errs = [s.stop()[1] for s in both]
+    resumed = [e.count("resuming restore job restore_rk") for e in errs]
+    assert sorted(resumed) == [0, 1], errs
+    assert json.loads(jobs.get(record_key))["runs"] == 2
+    assert_same_rows(read_back(stack["cluster"].uri, "default", target, truth), truth)
