@@ -9,6 +9,7 @@ One set-up for the module: one collection (tests/milvus_data.py's e2e_int), one 
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import time
 
@@ -229,3 +230,33 @@ def test_killed_mid_restore_two_servers_started_together_resume_it_once_with_eve
     assert sorted(resumed) == [0, 1], errs
     assert json.loads(jobs.get(record_key))["runs"] == 2
     assert_same_rows(read_back(stack["cluster"].uri, "default", target, truth), truth)
+
+
+def test_a_schedule_fires_within_the_window_its_backup_exists_and_a_restart_does_not_fire_it_again(stack, tmp_path):
+    slot = (dt.datetime.now(dt.UTC) + dt.timedelta(seconds=10)).replace(microsecond=0)
+    name = f"sched_{slot:%Y%m%d_%H%M%S}"
+    config = tmp_path / "scheduled.yaml"
+    # Daily at that second (croniter's seconds field, last): one slot in the test's window.
+    config.write_text(stack["config"].read_text() + "server:\n  schedules:\n    - name: soon\n"
+                      f"      cron: '{slot:%M %H} * * * {slot.second}'\n      filter: [default.e2e_int]\n"
+                      "      backupName: 'sched_{datetime}'\n")
+    first = Server(config, "--rescan", "3600")
+    try:
+        answers = first.poll(f"/api/v1/get_backup?backup_name={name}", timeout=120)
+    finally:
+        first.stop()
+    brief = answers[-1]["data"]
+    assert brief["state_code"] == 2 and brief["start_time"] >= slot.timestamp(), answers[-1]
+    assert [c["collection_name"] for c in brief["collection_backups"]] == ["e2e_int"]
+    assert ok(mbackup(stack["config"], "verify", "-n", name)).stdout.endswith(": 0 problems\n")
+
+    second = Server(config, "--rescan", "3600")
+    try:
+        time.sleep(3)  # a few ticks of its scheduler
+        samples = metric_samples(second.get("/metrics").body.decode())
+        listed = [b["name"] for b in second.get("/api/v1/list").json["data"]]
+    finally:
+        second.stop()
+    assert samples[("mbackup_schedule_runs_total", (("schedule", "soon"),))] == 0
+    assert samples[("mbackup_schedule_missed_total", (("schedule", "soon"),))] == 0
+    assert [n for n in listed if n.startswith("sched_")] == [name]
