@@ -15,6 +15,7 @@ import time
 
 import pytest
 
+from fake_pushgateway import FakePushgateway
 from mbackup_dev.devstack import backup_config
 from milvus_data import INT, assert_same_rows, build, client, mbackup, ok, read_back
 from server_client import Server, metric_samples
@@ -172,10 +173,20 @@ def test_metrics_after_the_jobs(stack):
     assert samples[("mbackup_phase_seconds_count", (("kind", "create"), ("phase", "copy")))] == 1
 
 
-def test_cli_create_writes_its_metrics_file(stack, tmp_path):
+def test_cli_create_writes_its_metrics_file_and_a_failed_push_does_not_fail_it(stack, tmp_path):
     out = tmp_path / "mbackup.prom"
-    ok(mbackup(stack["config"], "create", "-n", "srv_cron", "--filter", "default.e2e_int", "--metrics-file", str(out)))
+    gateway = FakePushgateway(status=500)  # it records the push, then answers that it failed
+    try:
+        r = ok(mbackup(stack["config"], "create", "-n", "srv_cron", "--filter", "default.e2e_int", "--metrics-file",
+                       str(out), "--pushgateway", gateway.url))
+    finally:
+        gateway.close()
+    assert [line for line in r.stderr.splitlines() if line.startswith("warning: --pushgateway")] == [
+        f"warning: --pushgateway {gateway.url}: the metrics were not pushed (Internal Server Error); the create "
+        "itself is unaffected"]
     text = out.read_text()
+    [push] = gateway.pushes
+    assert metric_samples(push.body.decode()) == metric_samples(text)
     samples = metric_samples(text)
     size = stack["server"].get("/api/v1/get_backup?backup_name=srv_cron").json["data"]["size"]
     assert samples[("mbackup_last_run_success", (("command", "create"),))] == 1
