@@ -169,3 +169,29 @@ def test_a_job_saved_since_the_caller_looked_is_never_run_twice(seaweedfs):
         assert location.head(f"{ROOT}/.mbackup-jobs/slot_1.lock") is None  # given back
     finally:
         seaweedfs.delete_bucket(BUCKET)
+
+
+def test_two_servers_on_one_root_fire_a_slot_once(seaweedfs, tmp_path):
+    seaweedfs.create_bucket(BUCKET)
+    try:
+        slot = (dt.datetime.now(UTC) + dt.timedelta(seconds=10)).replace(microsecond=0)
+        config = _config(seaweedfs, tmp_path, f"    - {{name: soon, cron: '{slot:%M %H} * * * {slot.second}', "
+                                              "backupName: 's_{datetime}'}\n")
+        both = [Server(config, wait=False) for _ in range(2)]
+        try:
+            for s in both:
+                s.ready()
+            job = f"schedule_soon_{_stamp(slot)}"
+            answers = [s.poll(f"/api/v1/get_backup?backup_id={job}", until=3, timeout=60)[-1] for s in both]
+            time.sleep(2)  # a tick or two past the slot on both
+            samples = [metric_samples(s.get("/metrics").body.decode()) for s in both]
+        finally:
+            for s in both:
+                s.stop()
+        assert answers[0]["data"]["state_code"] == 3 and answers[0]["data"] == answers[1]["data"], answers
+        runs = sorted(x[("mbackup_schedule_runs_total", (("schedule", "soon"),))] for x in samples)
+        assert runs == [0, 1]
+        assert all(x[("mbackup_schedule_missed_total", (("schedule", "soon"),))] == 0 for x in samples)
+        assert json.loads(seaweedfs.store(BUCKET).get(f"{ROOT}/.mbackup-jobs/{job}.json"))["runs"] == 1
+    finally:
+        seaweedfs.delete_bucket(BUCKET)
