@@ -18,6 +18,7 @@ import pytest
 from milvus_backup.backup.catalog import Stores
 from milvus_backup.server.jobs import Job, JobExists, JobStore, Runner
 from milvus_backup.server.metrics import Metrics
+from milvus_backup.server.schedules import Schedule, Scheduler
 from milvus_backup.storage.location import Location
 from sample_backup import ROOT, config_yaml
 from server_client import Server, free_port, metric_samples
@@ -152,20 +153,53 @@ def test_slots_fire_once_missed_ones_are_reported_and_a_restart_fires_none_again
         seaweedfs.delete_bucket(BUCKET)
 
 
+def _stand_in_runner(seaweedfs) -> tuple[Location, Runner, list[str]]:
+    """A runner on the test bucket whose create flow only notes the backup's name."""
+    location = Location(seaweedfs.store(BUCKET), "", f"s3://{BUCKET}")
+    ran: list[str] = []
+    runner = Runner(JobStore(Stores(location, "files", location, ROOT)),
+                    {"create": lambda job, _reporter: ran.append(job.name)}, Metrics())
+    return location, runner, ran
+
+
+def test_slots_a_later_one_overtook_are_missed_and_only_the_latest_runs(seaweedfs):
+    """The scheduler's own tick, its clock moved by the test (a stand-in flow: no Milvus)."""
+    seaweedfs.create_bucket(BUCKET)
+    try:
+        _, runner, ran = _stand_in_runner(seaweedfs)
+        t0 = dt.datetime(2026, 1, 1, tzinfo=UTC).timestamp()
+        clock = [t0]
+        every10 = Schedule("s", "* * * * * */10", (), "s_{datetime}")
+        scheduler = Scheduler([every10], runner, runner.metrics.registry, pause_gc=False, clock=lambda: clock[0])
+        scheduler.start()  # new: counts from t0
+        clock[0] = t0 + 35  # stalled past three slots (00:10, 00:20, 00:30), the last 5 s ago
+        scheduler.tick(every10)
+        clock[0] = t0 + 36
+        scheduler.tick(every10)  # nothing new is due
+        deadline = time.monotonic() + 30
+        while runner.running_here("schedule_s_20260101000030"):
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        assert ran == ["s_20260101_000030"]
+        samples = metric_samples(runner.metrics.text().decode())
+        assert samples[("mbackup_schedule_missed_total", (("schedule", "s"),))] == 2
+        assert samples[("mbackup_schedule_runs_total", (("schedule", "s"),))] == 1
+        assert samples[("mbackup_schedule_next_timestamp_seconds", (("schedule", "s"),))] == t0 + 40
+    finally:
+        seaweedfs.delete_bucket(BUCKET)
+
+
 def test_a_job_saved_since_the_caller_looked_is_never_run_twice(seaweedfs):
     """What makes a slot run once when two servers fire it: the job is looked for again under
     its lock. The flow is a stand-in (the lock and the store are what is tested; no Milvus)."""
     seaweedfs.create_bucket(BUCKET)
     try:
-        location = Location(seaweedfs.store(BUCKET), "", f"s3://{BUCKET}")
-        ran: list[str] = []
-        runner = Runner(JobStore(Stores(location, "files", location, ROOT)),
-                        {"create": lambda job, _reporter: ran.append(job.id)}, Metrics())
+        location, runner, ran = _stand_in_runner(seaweedfs)
         runner.submit(Job(id="slot_1", kind="create", name="b1", request={}, root=ROOT)).join()
         # The second server looked before the first saved it; it takes the lock after the first let go.
         with pytest.raises(JobExists, match="a job with id 'slot_1' exists already"):
             runner.submit(Job(id="slot_1", kind="create", name="b1", request={}, root=ROOT))
-        assert ran == ["slot_1"]
+        assert ran == ["b1"]
         assert location.head(f"{ROOT}/.mbackup-jobs/slot_1.lock") is None  # given back
     finally:
         seaweedfs.delete_bucket(BUCKET)
