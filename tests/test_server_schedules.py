@@ -42,7 +42,7 @@ def _server_refuses(config) -> subprocess.CompletedProcess:
 BAD = [
     ("    - {name: nightly, cron: '61 2 * * *', backupName: 'nightly_{date}'}\n",
      "server.schedules[0] (nightly).cron: '61 2 * * *' is not a cron expression that fires (is not acceptable, out "
-     "of range); write five fields, minute hour day month weekday, in UTC, e.g. '0 2 * * *' for 02:00 every day"),
+     "of range); write five fields, minute hour day month weekday, e.g. '0 2 * * *' for 02:00 every day"),
     ("    - {name: nightly, cron: '0 2 * *', backupName: 'nightly_{date}'}\n",
      "server.schedules[0] (nightly).cron: '0 2 * *' is not a cron expression that fires (Exactly 5, 6 or 7 columns "
      "has to be specified for iterator expression)"),
@@ -72,6 +72,9 @@ BAD = [
      "server.schedules[0] (night ly).name: expected a name of letters, digits, '_' and '-'"),
     ("    - {name: n, cron: '0 2 * * *', backupName: 'a_{date}'}\n    - {name: n, cron: '0 3 * * *', "
      "backupName: 'b_{date}'}\n", "server.schedules[1] (n).name: 'n' names another schedule too"),
+    ("    - {name: nightly, cron: '0 2 * * *', timezone: Mars/Olympus, backupName: 'n_{date}'}\n",
+     "server.schedules[0] (nightly).timezone: unknown time zone 'Mars/Olympus': use an IANA name such as UTC or "
+     "Europe/Paris"),
     ("    nightly\n", "server.schedules: expected a list of schedules such as [{name: nightly, cron: '0 2 * * *', "),
 ]
 
@@ -185,6 +188,30 @@ def test_slots_a_later_one_overtook_are_missed_and_only_the_latest_runs(seaweedf
         assert samples[("mbackup_schedule_missed_total", (("schedule", "s"),))] == 2
         assert samples[("mbackup_schedule_runs_total", (("schedule", "s"),))] == 1
         assert samples[("mbackup_schedule_next_timestamp_seconds", (("schedule", "s"),))] == t0 + 40
+    finally:
+        seaweedfs.delete_bucket(BUCKET)
+
+
+def test_a_schedule_in_a_time_zone_fires_at_its_local_time(seaweedfs):
+    seaweedfs.create_bucket(BUCKET)
+    try:
+        _, runner, ran = _stand_in_runner(seaweedfs)
+        t0 = dt.datetime(2026, 6, 30, 12, tzinfo=UTC).timestamp()
+        clock = [t0]
+        paris = Schedule("p", "0 2 * * *", (), "p_{datetime}", "Europe/Paris")  # 02:00 CEST is 00:00 UTC
+        scheduler = Scheduler([paris], runner, runner.metrics.registry, pause_gc=False, clock=lambda: clock[0])
+        scheduler.start()
+        clock[0] = dt.datetime(2026, 7, 1, 0, 0, 5, tzinfo=UTC).timestamp()
+        scheduler.tick(paris)
+        deadline = time.monotonic() + 30
+        while runner.running_here("schedule_p_20260701000000"):  # the job id is the slot in UTC
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        assert ran == ["p_20260701_020000"]  # the name, in local time
+        samples = metric_samples(runner.metrics.text().decode())
+        assert samples[("mbackup_schedule_missed_total", (("schedule", "p"),))] == 0
+        assert samples[("mbackup_schedule_next_timestamp_seconds", (("schedule", "p"),))] == \
+            dt.datetime(2026, 7, 2, tzinfo=UTC).timestamp()
     finally:
         seaweedfs.delete_bucket(BUCKET)
 

@@ -1,7 +1,8 @@
 """Backups on a timetable: ``server.schedules`` in the config, run by ``mbackup server``.
 
-Each schedule is a cron expression (UTC; five fields, or six with croniter's seconds field
-last), the collections (``filter``, as ``create --filter``) and a ``backupName`` template. A
+Each schedule is a cron expression (five fields, or six with croniter's seconds field last,
+read in ``timezone``, UTC by default: 02:00 in Europe/Paris follows the clock changes), the
+collections (``filter``, as ``create --filter``) and a ``backupName`` template. A
 slot's backup is a create job like any other (jobs.py): kept in the root, resumed by the next
 server if this one stops, shown by get_backup. Its job id is the schedule's name and the
 slot's time, so a slot is run at most once whoever fires it: two servers on one root, or a
@@ -33,6 +34,7 @@ import logging
 import string
 import threading
 import time
+import zoneinfo
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -49,9 +51,9 @@ LATE = 60.0  # seconds after its time a slot is fired late, and counted missed
 TICK = 1.0  # seconds between looks at the clock
 _MOST_DUE = 100_000  # slots counted at most in one look (a per-second schedule down for days)
 _NAME_CHARS = "letters, digits, '_' and '-'"
-# backupName placeholders: the slot's time (UTC) and the schedule's name.
+# backupName placeholders: the slot's time (in the schedule's time zone) and the schedule's name.
 PLACEHOLDERS = {"date": "%Y%m%d", "time": "%H%M%S", "datetime": "%Y%m%d_%H%M%S"}
-KEYS = ("name", "cron", "filter", "backupName", "incremental")
+KEYS = ("name", "cron", "timezone", "filter", "backupName", "incremental")
 # Accepted, refused until the features land (issue #12: incremental create; forget and prune).
 RETENTION_KEYS = ("keepLast", "keepHourly", "keepDaily", "keepWeekly", "keepMonthly", "keepWithin", "keepName")
 
@@ -62,19 +64,22 @@ class Schedule:
     cron: str
     filters: tuple[str, ...]
     backup_name: str  # the template
+    timezone: str = "UTC"  # an IANA name
 
     def backup_for(self, slot: dt.datetime) -> str:
         times = {k: slot.strftime(fmt) for k, fmt in PLACEHOLDERS.items()}
         return self.backup_name.format(schedule=self.name, **times)
 
     def job_id(self, slot: dt.datetime) -> str:
-        return f"schedule_{self.name}_{slot:%Y%m%d%H%M%S}"
+        """In UTC: a slot's id is the same whatever the zone, and one per instant (the hour
+        a clock change repeats holds two)."""
+        return f"schedule_{self.name}_{slot.astimezone(dt.timezone.utc):%Y%m%d%H%M%S}"
 
     def slots(self, after: dt.datetime) -> Any:
-        """An iterator of the slots after ``after`` (croniter)."""
+        """An iterator of the slots after ``after`` (croniter), in the schedule's zone."""
         from croniter import croniter
 
-        return croniter(self.cron, after, ret_type=dt.datetime)
+        return croniter(self.cron, after.astimezone(zoneinfo.ZoneInfo(self.timezone)), ret_type=dt.datetime)
 
 
 def parse(raw: list[Any], where: str = "") -> list[Schedule]:
@@ -129,8 +134,14 @@ def _parse_one(at: str, given: dict[str, tuple[str, Any]], problems: list[str], 
     cron = value.get("cron")
     why = _cron_problem(cron)
     if why:
-        bad("cron", f"{why}; write five fields, minute hour day month weekday, in UTC, e.g. '0 2 * * *' for 02:00 "
-                    "every day")
+        bad("cron", f"{why}; write five fields, minute hour day month weekday, e.g. '0 2 * * *' for 02:00 every "
+                    "day")
+    zone = value.get("timezone", "UTC")
+    try:
+        zoneinfo.ZoneInfo(zone)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError, TypeError):
+        bad("timezone", f"unknown time zone {zone!r}: use an IANA name such as UTC or Europe/Paris (a system "
+                        "without time zone data needs pip install tzdata)")
     raw_filter = value.get("filter", [])
     if isinstance(raw_filter, str):
         raw_filter = [raw_filter]
@@ -144,8 +155,8 @@ def _parse_one(at: str, given: dict[str, tuple[str, Any]], problems: list[str], 
                           f"(placeholders: {', '.join('{' + p + '}' for p in (*PLACEHOLDERS, 'schedule'))})")
     if len(problems) > before:
         return None
-    assert isinstance(name, str) and isinstance(cron, str) and isinstance(template, str)
-    schedule = Schedule(name, cron, tuple(raw_filter), template)
+    assert isinstance(name, str) and isinstance(cron, str) and isinstance(template, str) and isinstance(zone, str)
+    schedule = Schedule(name, cron, tuple(raw_filter), template, zone)
     _check_template(schedule, lambda why: bad("backupName", why))
     if len(problems) == before:
         try:
@@ -187,7 +198,7 @@ def _check_template(schedule: Schedule, bad: Callable[[str], None]) -> None:
     slots = [it.get_next() for _ in range(50)]
     for a, b in itertools.pairwise(slots):
         if schedule.backup_for(a) == schedule.backup_for(b):
-            bad(f"{schedule.backup_name!r} names the runs of {a:%Y-%m-%d %H:%M:%S} and {b:%H:%M:%S} UTC alike, and "
+            bad(f"{schedule.backup_name!r} names the runs of {a:%Y-%m-%d %H:%M:%S} and {b:%H:%M:%S} {b:%Z} alike, and "
                 "the second would find the name taken: add {time} (or use {datetime})")
             return
 
@@ -289,9 +300,9 @@ class Scheduler:
             missed = due[:-1] + ([latest] if (now - latest).total_seconds() > LATE else [])
             if missed:
                 self.missed.labels(s.name).inc(len(missed))
-                log.warning("schedule %s: %d slot(s) missed (from %s to %s UTC: no server ran them on time); "
+                log.warning("schedule %s: %d slot(s) missed (from %s to %s: no server ran them on time); "
                             "the latest is run now, once", s.name, len(missed), f"{missed[0]:%Y-%m-%d %H:%M:%S}",
-                            f"{missed[-1]:%Y-%m-%d %H:%M:%S}")
+                            f"{missed[-1]:%Y-%m-%d %H:%M:%S %Z}")
         self.state.save(s.name, latest, job)
         self._last[s.name] = latest
         self.next_slot.labels(s.name).set(s.slots(latest).get_next().timestamp())
@@ -307,10 +318,10 @@ class Scheduler:
         try:
             self.runner.submit(job)
         except (JobExists, LockedError):
-            log.info("schedule %s: the slot of %s UTC was fired already (job %s)", s.name, f"{slot:%Y-%m-%d %H:%M:%S}",
+            log.info("schedule %s: the slot of %s was fired already (job %s)", s.name, f"{slot:%Y-%m-%d %H:%M:%S %Z}",
                      job_id)
             return False
         self.fired.labels(s.name).inc()
-        log.info("schedule %s: slot of %s UTC: backup %s started (job %s)", s.name, f"{slot:%Y-%m-%d %H:%M:%S}",
+        log.info("schedule %s: slot of %s: backup %s started (job %s)", s.name, f"{slot:%Y-%m-%d %H:%M:%S %Z}",
                     name, job_id)
         return True
