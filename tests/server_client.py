@@ -44,12 +44,20 @@ class Reply:
 
 
 class Server:
-    def __init__(self, config, *args: str, env: dict[str, str] | None = None, token: str = "") -> None:
+    def __init__(self, config, *args: str, env: dict[str, str] | None = None, token: str = "",
+                 wait: bool = True) -> None:
+        """Start the server; ``wait=False`` returns at once (call :meth:`ready`), so that
+        several start together."""
         self.port = free_port()
         self.token = token
         cmd = [sys.executable, "-m", "milvus_backup", "--config", str(config), "server", "-p", str(self.port), *args]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                      env={**os.environ, **(env or {})})
+        if wait:
+            self.ready()
+
+    def ready(self) -> None:
+        """Wait until the server answers."""
         deadline = time.monotonic() + 60
         while True:
             try:

@@ -9,11 +9,13 @@ One set-up for the module: one collection (tests/milvus_data.py's e2e_int), one 
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import time
 
 import pytest
 
+from fake_pushgateway import FakePushgateway
 from milvus_data import assert_same_rows, mbackup, ok, read_back
 from server_client import Server, metric_samples, milvus_stack
 
@@ -154,13 +156,101 @@ def test_metrics_after_the_jobs(stack):
     assert samples[("mbackup_phase_seconds_count", (("kind", "create"), ("phase", "copy")))] == 1
 
 
-def test_cli_create_writes_its_metrics_file(stack, tmp_path):
+def test_cli_create_writes_its_metrics_file_and_a_failed_push_does_not_fail_it(stack, tmp_path):
     out = tmp_path / "mbackup.prom"
-    ok(mbackup(stack["config"], "create", "-n", "srv_cron", "--filter", "default.e2e_int", "--metrics-file", str(out)))
+    gateway = FakePushgateway(status=500)  # it records the push, then answers that it failed
+    try:
+        r = ok(mbackup(stack["config"], "create", "-n", "srv_cron", "--filter", "default.e2e_int", "--metrics-file",
+                       str(out), "--pushgateway", gateway.url))
+    finally:
+        gateway.close()
+    assert [line for line in r.stderr.splitlines() if line.startswith("warning: --pushgateway")] == [
+        f"warning: --pushgateway {gateway.url}: the metrics were not pushed (Internal Server Error); the create "
+        "itself is unaffected"]
     text = out.read_text()
+    [push] = gateway.pushes
+    assert metric_samples(push.body.decode()) == metric_samples(text)
     samples = metric_samples(text)
     size = stack["server"].get("/api/v1/get_backup?backup_name=srv_cron").json["data"]["size"]
     assert samples[("mbackup_last_run_success", (("command", "create"),))] == 1
     assert samples[("mbackup_last_success_size_bytes", (("backup", "srv_cron"),))] == size > 0
     assert time.time() - 600 < samples[("mbackup_last_success_timestamp_seconds", (("backup", "srv_cron"),))] <= time.time()
     assert samples[("mbackup_copied_objects", (("command", "create"),))] > 0
+
+
+def test_killed_mid_restore_two_servers_started_together_resume_it_once_with_every_row(stack, seaweedfs):
+    server, truth = stack["server"], stack["truth"]
+    ok(mbackup(stack["config"], "create", "-n", "srv_rk", "--filter", "default.e2e_int"))
+    target = "e2e_int_rk" + SUFFIX
+    record_key = f"{ROOT}/.mbackup-jobs/restore_rk.json"
+    jobs = seaweedfs.store(BUCKET)
+    slow = Server(stack["slow"], "--rescan", "3600")
+    try:
+        r = slow.post("/api/v1/restore", {"backup_name": "srv_rk", "collection_suffix": "_rk" + SUFFIX,
+                                          "async": True, "id": "restore_rk"}).json
+        assert r["msg"] == "restore backup is executing asynchronously", r
+        # Wait for the copy into Milvus's bucket (held to 2 requests a second) to be under way
+        # (as the job was last saved), then SIGKILL the server running it.
+        deadline = time.monotonic() + 120
+        while True:
+            assert time.monotonic() < deadline, "the restore's copy never started"
+            time.sleep(0.3)
+            record = json.loads(jobs.get(record_key))  # saved before the answer, then every 2 s
+            if record["phase"] == "import" and 0 < record["bytes_done"] < record["bytes_total"]:
+                break
+    finally:
+        slow.kill()
+    # Another server on the root tells the truth about it: executing, not done.
+    stopped = server.get("/api/v1/get_restore?id=restore_rk").json["data"]
+    assert stopped["state_code"] == 1 and stopped["progress"] < 100 and "end_time" not in stopped, stopped
+
+    # Two servers started together on the root, each looking every second for unfinished jobs:
+    # both see the job, exactly one runs it, the other reports it as it goes.
+    both = [Server(stack["config"], "--rescan", "1", "--set", "log.level=warn", wait=False) for _ in range(2)]
+    try:
+        for s in both:
+            s.ready()
+        seen = [s.poll("/api/v1/get_restore?id=restore_rk") for s in both]
+        finals = [answers[-1]["data"] for answers in seen]
+        assert finals[0]["state_code"] == 2 and finals[0] == finals[1], finals
+        assert all(a["data"]["state_code"] in (1, 2) for answers in seen for a in answers), seen
+        ran = [metric_samples(s.get("/metrics").body.decode())[("mbackup_jobs", (("kind", "restore"),
+                                                                                   ("state", "success")))]
+               for s in both]
+        assert sorted(ran) == [0, 1], ran
+    finally:
+        errs = [s.stop()[1] for s in both]
+    resumed = [e.count("resuming restore job restore_rk") for e in errs]
+    assert sorted(resumed) == [0, 1], errs
+    assert json.loads(jobs.get(record_key))["runs"] == 2
+    assert_same_rows(read_back(stack["cluster"].uri, "default", target, truth), truth)
+
+
+def test_a_schedule_fires_within_the_window_its_backup_exists_and_a_restart_does_not_fire_it_again(stack, tmp_path):
+    slot = (dt.datetime.now(dt.UTC) + dt.timedelta(seconds=10)).replace(microsecond=0)
+    name = f"sched_{slot:%Y%m%d_%H%M%S}"
+    config = tmp_path / "scheduled.yaml"
+    # Daily at that second (croniter's seconds field, last): one slot in the test's window.
+    config.write_text(stack["config"].read_text() + "server:\n  schedules:\n    - name: soon\n"
+                      f"      cron: '{slot:%M %H} * * * {slot.second}'\n      filter: [default.e2e_int]\n"
+                      "      backupName: 'sched_{datetime}'\n")
+    first = Server(config, "--rescan", "3600")
+    try:
+        answers = first.poll(f"/api/v1/get_backup?backup_name={name}", timeout=120)
+    finally:
+        first.stop()
+    brief = answers[-1]["data"]
+    assert brief["state_code"] == 2 and brief["start_time"] >= slot.timestamp(), answers[-1]
+    assert [c["collection_name"] for c in brief["collection_backups"]] == ["e2e_int"]
+    assert ok(mbackup(stack["config"], "verify", "-n", name)).stdout.endswith(": 0 problems\n")
+
+    second = Server(config, "--rescan", "3600")
+    try:
+        time.sleep(3)  # a few ticks of its scheduler
+        samples = metric_samples(second.get("/metrics").body.decode())
+        listed = [b["name"] for b in second.get("/api/v1/list").json["data"]]
+    finally:
+        second.stop()
+    assert samples[("mbackup_schedule_runs_total", (("schedule", "soon"),))] == 0
+    assert samples[("mbackup_schedule_missed_total", (("schedule", "soon"),))] == 0
+    assert [n for n in listed if n.startswith("sched_")] == [name]

@@ -334,20 +334,35 @@ FilterOption = Annotated[list[str] | None, typer.Option(
 MetricsFileOption = Annotated[str | None, typer.Option(
     "--metrics-file", metavar="PATH", help="Write how the run went to PATH (*.prom) for node_exporter's textfile "
                                            "collector, atomically, success or not.")]
+PushgatewayOption = Annotated[str | None, typer.Option(
+    "--pushgateway", metavar="URL", help="Push the same metrics to a Prometheus Pushgateway (job=mbackup), success "
+                                         "or not; a failed push is a warning.")]
 
 
-def _check_metrics(path: str | None) -> None:
+def _check_metrics(path: str | None, gateway: str | None = None) -> None:
     if path is not None:
         from ..server.metrics import check_textfile
 
         check_textfile(path)
+    if gateway is not None:
+        from ..server.pushgateway import check
+
+        check(gateway)
 
 
-def _write_metrics(path: str | None, command: str, summary: dict[str, Any], ok: bool) -> None:
-    if path is not None:
+def _write_metrics(path: str | None, command: str, summary: dict[str, Any], ok: bool,
+                   gateway: str | None = None) -> None:
+    if path is not None or gateway is not None:
         from ..server.metrics import textfile, write_textfile
 
-        write_textfile(path, textfile(command, summary, ok))
+        text = textfile(command, summary, ok)
+        if path is not None:
+            write_textfile(path, text)
+        if gateway is not None:
+            from ..server.pushgateway import push
+
+            if warning := push(gateway, command, text):
+                typer.echo(f"warning: {warning}", err=True)
 
 
 def _milvus(state: Context) -> MilvusAdapter:
@@ -441,6 +456,7 @@ def create(
         "--format", help="auto (default: snapshot on Milvus 3.0 and later, else binlog), binlog, or snapshot "
                          "(Milvus exports each collection into the backup itself).")] = "auto",
     metrics_file: MetricsFileOption = None,
+    pushgateway: PushgatewayOption = None,
     dry_run: DryRunOption = False,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable summary on stdout.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")] = False,
@@ -459,7 +475,7 @@ def create(
     request = CreateRequest(name=name, filters=filters, strategy=strategy, rbac=rbac,
                             pause_gc=state.config().backup.pause_gc, format=format_)
     request.validate()
-    _check_metrics(metrics_file)
+    _check_metrics(metrics_file, pushgateway)
     settings = copy_settings(state.config())
     stores = _stores(state)
     if dry_run:
@@ -471,10 +487,10 @@ def create(
         result = create_backup(lambda: _milvus(state), stores, request, settings, reporter=_reporter(quiet, as_json))
     except MBackupError as e:
         _hooks().mbackup_on_failure(context=context, error=str(e))
-        _write_metrics(metrics_file, "create", {}, ok=False)
+        _write_metrics(metrics_file, "create", {}, ok=False, gateway=pushgateway)
         raise
     summary = result.summary()
-    _write_metrics(metrics_file, "create", summary, ok=True)
+    _write_metrics(metrics_file, "create", summary, ok=True, gateway=pushgateway)
     _hooks().mbackup_after_create(context={**context, "name": result.info.name}, summary=summary)
     if as_json:
         typer.echo(json.dumps(summary))
@@ -647,6 +663,7 @@ def restore(
     force: Annotated[bool, typer.Option("--force", help="Restore even if the backup fails the quick check (mbackup verify).")] = False,
     discard_journal: Annotated[bool, typer.Option("--discard-journal", help="Restore nothing: forget interrupted restores of the backup (journals, staged copies).")] = False,
     metrics_file: MetricsFileOption = None,
+    pushgateway: PushgatewayOption = None,
     dry_run: DryRunOption = False,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable summary on stdout.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")] = False,
@@ -675,7 +692,7 @@ def restore(
         rbac=rbac, batch_imports=batch_imports or cfg.mbackup.batch_imports,
         max_segments_per_job=cfg.restore.max_segments_per_import_job)
     request.validate()
-    _check_metrics(metrics_file)
+    _check_metrics(metrics_file, pushgateway)
     stores = _stores(state)
     if discard_journal:
         lines = discard_journals(stores, name, dry_run=dry_run) or [f"no restore journal of backup {name!r} in {stores.milvus.url}"]
@@ -695,10 +712,10 @@ def restore(
                                 reporter=_reporter(quiet, as_json))
     except MBackupError as e:
         _hooks().mbackup_on_failure(context=context, error=str(e))
-        _write_metrics(metrics_file, "restore", {}, ok=False)
+        _write_metrics(metrics_file, "restore", {}, ok=False, gateway=pushgateway)
         raise
     summary = result.summary()
-    _write_metrics(metrics_file, "restore", summary, ok=True)
+    _write_metrics(metrics_file, "restore", summary, ok=True, gateway=pushgateway)
     _hooks().mbackup_after_restore(context=context, summary=summary)
     if as_json:
         typer.echo(json.dumps(summary))

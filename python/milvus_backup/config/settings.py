@@ -107,6 +107,8 @@ class ServerConfig:
     debug_mode: bool = _default("server.debugMode")
     swagger_base_path: str = _default("server.swaggerBasePath")
     token: str = _default("server.token")
+    # As written; server/schedules.py checks them when mbackup server starts (it needs croniter).
+    schedules: list[Any] = field(default_factory=list)
 
 
 @dataclass
@@ -947,6 +949,7 @@ class _Resolver:
         else:
             self._resolve_v2()
         self._resolve_mbackup()
+        self._take_schedules()
         self._check_unknown()
         self._validate()
         if self.problems:
@@ -1086,6 +1089,18 @@ class _Resolver:
             elif "://" not in url:
                 self.problems.append(f"{prefix}{name}.url: expected a URL such as s3://bucket/prefix, got {display_url(url)!r} ({origin.where()})")
         self.cfg.mbackup.profiles = profiles
+
+    def _take_schedules(self) -> None:
+        """server.schedules: a list of mappings, kept as written for mbackup server."""
+        hit = self.file.get("server.schedules")
+        if hit is None or self.version != "v2":
+            return
+        self.used_file.add("server.schedules")
+        if not isinstance(hit[1], list):
+            self.problems.append(f"{hit[0]}: expected a list of schedules such as [{{name: nightly, cron: '0 2 * * *', "
+                                 f"backupName: 'nightly_{{date}}'}}], got {_yaml_type(hit[1])} ({self._file_note()})")
+            return
+        self.cfg.server.schedules = hit[1]
 
     # --- unknown keys ------------------------------------------------------------------
 

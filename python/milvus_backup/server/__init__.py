@@ -9,7 +9,8 @@ Nothing here is imported by the other commands.
 - ``v2.py``: the ``/api/v2`` resource API (backups, jobs, cancel) and its OpenAPI document;
 - ``jobs.py``: create and restore jobs, persisted under the backup root and resumed after a
   restart, one runner per job across servers (a store lock);
-- ``metrics.py``: the Prometheus metrics and the node_exporter textfile writer.
+- ``metrics.py``: the Prometheus metrics and the node_exporter textfile writer;
+- ``schedules.py``: ``server.schedules``, backups fired on a cron timetable as jobs.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ EXTRA = 'pip install "mbackup[server]"'
 def require() -> None:
     """Refuse, in one line, a server without its extra installed."""
     missing = []
-    for module in ("starlette", "uvicorn", "prometheus_client"):
+    for module in ("starlette", "uvicorn", "prometheus_client", "croniter"):
         try:
             __import__(module)
         except ImportError:

@@ -31,12 +31,12 @@ def server(
     set_: Annotated[list[str] | None, typer.Option("--set", help="Override a config key (repeatable).")] = None,
 ) -> None:
     """Serve the Go tool's REST API (/api/v1), with jobs kept in the backup root, an optional
-    bearer token (server.token, $MBACKUP_SERVER_TOKEN) and Prometheus /metrics. Needs the
-    server extra: pip install "mbackup[server]".
+    bearer token (server.token, $MBACKUP_SERVER_TOKEN), Prometheus /metrics and the backups
+    of server.schedules. Needs the server extra: pip install "mbackup[server]".
 
     Example: mbackup server -p 8080 --config backup.yaml
     """
-    from . import require
+    from . import require, schedules
 
     require()
     from ..backup.catalog import open_stores
@@ -48,6 +48,7 @@ def server(
     number = _port(port)
     state = ctx.obj.with_command_options(config, set_)
     cfg = state.config()
+    timetable = schedules.parse(cfg.server.schedules, f"file {cfg.path}" if cfg.path else "")
     service = Service(
         stores=open_stores(cfg), milvus=lambda: open_milvus(cfg), settings=copy_settings(cfg),
         pause_gc=cfg.backup.pause_gc, metrics=Metrics(), batch_imports=cfg.mbackup.batch_imports,
@@ -55,4 +56,9 @@ def server(
                           "import_jobs": cfg.restore.concurrency.import_jobs,
                           "max_segments_per_job": cfg.restore.max_segments_per_import_job})
     cli_args = [*(["--config", state.path] if state.path else []), *(w for o in state.overrides for w in ("--set", o))]
-    serve(service, number, token=cfg.server.token, cli_args=cli_args, rescan=rescan)
+    scheduler = schedules.Scheduler(timetable, service.runner, service.metrics.registry, pause_gc=cfg.backup.pause_gc)
+    scheduler.start()
+    try:
+        serve(service, number, token=cfg.server.token, cli_args=cli_args, rescan=rescan)
+    finally:
+        scheduler.stop()

@@ -196,6 +196,9 @@ class JobStore:
     def save(self, job: Job) -> None:
         self.stores.backup.write(self.key(job.id), json.dumps(job.to_json()).encode())
 
+    def exists(self, job_id: str) -> bool:
+        return self.stores.backup.head(self.key(job_id)) is not None
+
     def load(self, job_id: str) -> Job | None:
         if not meta.BACKUP_ID.pattern.fullmatch(job_id):  # an id comes from a request: no path tricks
             return None
@@ -236,6 +239,10 @@ class JobStore:
 Flow = Callable[[Job, JobReporter], None]
 
 
+class JobExists(MBackupError):
+    """A job of that id was saved already (by this server or another)."""
+
+
 class Runner:
     """Runs jobs, each in a thread of its own under its job lock, and saves them as they go."""
 
@@ -248,8 +255,16 @@ class Runner:
         self._stop = threading.Event()
 
     def submit(self, job: Job) -> threading.Thread:
-        """Save ``job`` and start it; the caller may join the thread (a synchronous request)."""
+        """Save ``job`` and start it; the caller may join the thread (a synchronous request).
+        JobExists when a job of that id is saved already, looked for under its lock: another
+        server may have run it, and released the lock, since the caller last looked."""
         lock = self.store.lock(job.id).acquire()
+        try:
+            if self.store.exists(job.id):
+                raise JobExists(f"a job with id {job.id!r} exists already: use another id")
+        except BaseException:
+            lock.release()
+            raise
         self.store.save(job)
         return self._start(job, lock)
 
