@@ -151,18 +151,31 @@ def test_the_install_holds_no_pymilvus_pandas_or_numpy(wheel: Path, installed: P
     assert (found.returncode, found.stdout.strip()) == (0, "[]"), found.stderr
 
 
+# What `mbackup server` (and --pushgateway) import: the `server` extra, not in a plain install.
+SERVER_EXTRA = ["croniter", "prometheus_client", "starlette", "uvicorn"]
+
+
 def test_every_module_imports_with_the_runtime_dependencies_alone(installed: Path):
     # What pymilvus used to bring along (requests, pandas...) would fail here, module by module,
-    # although most are imported only inside the function that needs them.
+    # although most are imported only inside the function that needs them. The server extra's
+    # libraries are named apart: they must be exactly the extra's, and absent here.
     code = ("import ast, pathlib, sys, milvus_backup; root = pathlib.Path(milvus_backup.__file__).parent; "
             "names = {(n.names[0].name if isinstance(n, ast.Import) else n.module).split('.')[0] "
             "for p in root.rglob('*.py') for n in ast.walk(ast.parse(p.read_text())) "
             "if isinstance(n, ast.Import) or (isinstance(n, ast.ImportFrom) and n.level == 0)}; "
-            "import importlib; [importlib.import_module(m) for m in sorted(names - sys.stdlib_module_names)]; "
-            "print(sorted(names - sys.stdlib_module_names))")
+            f"extra = {{m for m in names if m in {SERVER_EXTRA!r}}}; "
+            "import importlib, importlib.util as u; "
+            "[importlib.import_module(m) for m in sorted(names - sys.stdlib_module_names - extra)]; "
+            "print(sorted(names - sys.stdlib_module_names - extra), sorted(extra), "
+            "[m for m in sorted(extra) if u.find_spec(m)])")
     proc = run(installed, "python", "-c", code)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert proc.stdout.strip() == "['google', 'grpc', 'milvus_backup', 'pluggy', 'rich', 'typer', 'yaml']"
+    assert proc.stdout.strip() == ("['google', 'grpc', 'milvus_backup', 'pluggy', 'rich', 'typer', 'yaml'] "
+                                   f"{SERVER_EXTRA!r} []")
+    # Without the extra, the server says how to get it.
+    proc = run(installed, "mbackup", "server", "-p", "1")
+    assert proc.returncode == 2 and proc.stderr.strip().startswith("error: mbackup server needs "), proc.stderr
+    assert 'pip install "mbackup[server]"' in proc.stderr
 
 
 @pytest.mark.milvus

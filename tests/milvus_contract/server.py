@@ -71,7 +71,11 @@ class ContractServer:
     # --- lifecycle -------------------------------------------------------------------------
 
     def __enter__(self) -> ContractServer:
-        self._grpc = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
+        # Milvus's own gRPC servers allow a ping every 5 s, with or without calls (keepalive
+        # EnforcementPolicy{MinTime: 5s, PermitWithoutStream: true}); gRPC's default would answer
+        # the 10 s pings clients send (pymilvus' options, and mbackup's) with "too many pings".
+        self._grpc = grpc.server(futures.ThreadPoolExecutor(max_workers=8), options=[
+            ("grpc.http2.min_ping_interval_without_data_ms", 5000), ("grpc.keepalive_permit_without_calls", 1)])
         milvus_pb2_grpc.add_MilvusServiceServicer_to_server(_Servicer(self), self._grpc)
         self.grpc_port = self._grpc.add_insecure_port("127.0.0.1:0")
         self._grpc.start()
