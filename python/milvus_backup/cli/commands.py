@@ -912,3 +912,6 @@ def main() -> None:
             show()
             sys.exit(code)
         raise
+
+
+from . import retention  # noqa: E402, F401  (forget and prune: their own module registers them on app)
