@@ -12,12 +12,18 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import signal
+import time
 import uuid
+from types import SimpleNamespace
 
 import pytest
 
+from faultproxy import FaultProxy
+from milvus_backup.backup.lock import LockedError
 from milvus_backup.format import meta
-from sample_backup import ROOT, Sample
+from sample_backup import ROOT, Sample, config_yaml
+from test_signals import start
 from test_verify import cfg as _verify_cfg
 from test_verify import mbackup
 
@@ -184,3 +190,126 @@ def test_forget_force_forgets_every_complete_backup_and_leaves_the_incomplete(en
     assert r.returncode == 0, r.stderr
     assert r.stdout.splitlines()[-1] == "forget: kept 0, forgot 7 of 8 backups; 1 left alone"
     assert names_left(store) == {"running"}
+
+
+# --- prune --------------------------------------------------------------------------------
+
+@pytest.fixture
+def pool_root(store):
+    """A root where prune has work: a full backup (no pool), a complete incremental backup
+    and a create still running, each referencing two pool objects, and 40 pool objects no one
+    references. Returns (referenced pool keys, unreferenced pool keys, the full backup)."""
+    full = Sample(store, "full")
+    mine = {put_pool(store, f"binlogs/insert_log/1/2/3/3/{f}/{f}", os.urandom(200 + f)) for f in (100, 101)}
+    write_backup(store, "incr_1", at(2), {k: store.get(f"{POOL}/{k}") for k in mine})
+    theirs = [put_pool(store, f"binlogs/insert_log/1/2/4/4/{f}/{f}", os.urandom(300 + f)) for f in (100, 101)]
+    write_incomplete(store, "running", pool_refs=theirs)
+    orphans = {put_pool(store, f"binlogs/insert_log/1/2/9/9/{i}/{i}", os.urandom(50 + i)) for i in range(40)}
+    return mine | set(theirs), orphans, full
+
+
+def pool_keys(store) -> set[str]:
+    return {k[len(POOL) + 1:] for k in keys(store, POOL)}
+
+
+def aged(env, lease: float = 1.0) -> dict:
+    """An environment whose lock lease (and so the least grace period, twice it) is ``lease``
+    seconds; the caller waits longer than that before a prune may delete anything."""
+    return dict(env, MBACKUP_LOCK_LEASE=str(lease))
+
+
+def test_prune_spares_what_is_referenced_or_younger_than_the_grace_period(env, cfg, store, pool_root):
+    referenced, orphans, full = pool_root
+    before = keys(store)
+    # Just written: younger than the default grace period (twice the 120 s lease).
+    r = mbackup(env, cfg, "prune")
+    assert (r.returncode, r.stdout) == (0, "prune: deleted 0 pool objects (0 B) that no backup references; kept "
+                                           "4 referenced, 40 written within the grace period (4m00s)\n"), r.stderr
+    assert keys(store) == before
+
+    time.sleep(2.5)
+    r = mbackup(aged(env), cfg, "prune", "--dry-run", "--json")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout) == {"dry_run": True, "objects_to_delete": 40, "referenced": 4, "younger_than_grace": 0,
+                                    "bytes_to_delete": sum(50 + i for i in range(40)), "grace_seconds": 2.0}
+    assert keys(store) == before
+
+    r = mbackup(aged(env), cfg, "prune")
+    assert (r.returncode, r.stdout) == (0, "prune: deleted 40 pool objects (2.7 KiB) that no backup references; "
+                                           "kept 4 referenced, 0 written within the grace period (2.0s)\n"), r.stderr
+    assert pool_keys(store) == referenced
+    assert keys(store) == before - {f"{POOL}/{k}" for k in orphans}  # the backups untouched
+    assert {f"{full.bdir}/{rel}" for rel in full.objects} <= keys(store)
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--grace", "1s"], "error: --grace: 1s is shorter than twice the lock lease (4m00s), so a create that has not "
+                        "yet listed what it references could lose objects: give 4m00s or more"),
+    (["--grace", "soon"], "error: --grace: invalid duration 'soon': use a number with s, m, h or d, e.g. 90m or 24h"),
+])
+def test_prune_refuses_a_grace_period_too_short_or_nonsense(env, cfg, store, pool_root, args, message):
+    before = keys(store)
+    r = mbackup(env, cfg, "prune", *args)
+    assert (r.returncode, r.stdout, r.stderr) == (2, "", message + "\n")
+    assert keys(store) == before
+
+
+def test_prune_refuses_when_a_manifest_it_must_read_is_damaged(env, cfg, store, pool_root):
+    store.put(f"{ROOT}/incr_1/meta/mbackup_manifest.json", b'{"objects": {"a": {"pool": "elsewhere/x"}}}')
+    before = keys(store)
+    time.sleep(2.5)
+    r = mbackup(aged(env), cfg, "prune")
+    assert r.returncode == 4 and r.stdout == "", r.stderr
+    assert r.stderr.startswith("error: cannot tell which pool objects backup 'incr_1' references: s3://") and \
+        r.stderr.endswith("/backup/incr_1/meta/mbackup_manifest.json is damaged ('elsewhere/x' is not a pool key "
+                          "(.mbackup-pool/<rel>~<size>~<algo>-<checksum>)); delete or repair that backup, then run "
+                          "prune again (nothing was deleted)\n")
+    assert keys(store) == before
+
+
+def test_prune_killed_midway_then_run_again_deletes_exactly_the_unreferenced(env, cfg, s3env, seaweedfs, bucket, store,
+                                                                              pool_root, tmp_path):
+    referenced, orphans, full = pool_root
+    time.sleep(2.5)
+    with FaultProxy(seaweedfs.endpoint, seed=3, max_lifetime=120) as proxy:
+        via_proxy = tmp_path / "proxy.yaml"
+        host, port = proxy.endpoint.removeprefix("http://").split(":")
+        via_proxy.write_text(config_yaml(SimpleNamespace(host=host, s3_port=int(port), access_key=seaweedfs.access_key,
+                                                         secret_key=seaweedfs.secret_key), bucket))
+        # Half the deletes (S3 DeleteObjects: a POST) hang: the run is killed among them.
+        proxy.stall(600, fraction=0.5, methods="POST", then="pass")
+        run = start(aged(s3env), "prune", "--config", str(via_proxy))
+        deadline = time.monotonic() + 60
+        while sum(n for k, n in list(proxy.seen.items()) if k.startswith("POST ")) < len(orphans):
+            assert run.poll() is None and time.monotonic() < deadline, run.communicate()
+            time.sleep(0.05)
+        second = mbackup(aged(env), str(via_proxy), "prune")  # while the first holds the lock
+        run.send_signal(signal.SIGKILL)
+        run.communicate(timeout=30)
+    assert (second.returncode, second.stdout) == (LockedError.exit_code, "")
+    assert second.stderr.startswith("error: another mbackup is working on the shared pool (pid ") and \
+        second.stderr.count("\n") == 1, second.stderr
+    left = pool_keys(store)
+    assert referenced <= left and {f"{full.bdir}/{rel}" for rel in full.objects} <= keys(store)
+    assert 0 < len(left & orphans) < len(orphans)  # killed midway
+
+    again = mbackup(aged(env), cfg, "prune")  # the dead run's lock is taken over
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.startswith(f"prune: deleted {len(left & orphans)} pool objects "), again.stdout
+    assert pool_keys(store) == referenced
+
+
+def test_forget_prune_deletes_the_pool_objects_only_the_forgotten_backups_held(env, cfg, store, pool_root):
+    referenced, _, _ = pool_root
+    incr_1 = {k for k in referenced if "/3/3/" in k}
+    shared = sorted(incr_1)[0]
+    write_backup(store, "incr_2", at(3), {shared: store.get(f"{POOL}/{shared}")})
+    time.sleep(2.5)
+    r = mbackup(aged(env), cfg, "forget", "--keep-name", "full", "--keep-name", "incr_2", "--prune")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines()[-2:] == [
+        "forget: kept 2, forgot 1 of 4 backups; 1 left alone",
+        "prune: deleted 41 pool objects (3.0 KiB) that no backup references; kept 3 referenced, 0 written within "
+        "the grace period (2.0s)"]
+    assert names_left(store) == {"full", "incr_2", "running"}
+    assert pool_keys(store) == referenced - incr_1 | {shared}  # the running create's, and what incr_2 shares

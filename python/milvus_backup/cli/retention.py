@@ -7,15 +7,16 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from ..backup.prune import POOL_DIR
+from ..backup.pool import POOL_DIR
 from ..backup.retention import FORGET, KEEP, LEAVE, Backup, Decision, Policy, Within
 from ..errors import MBackupError, PartialError
 from ..format import untrusted
-from ..units import format_time
+from ..units import format_duration, format_time, parse_duration
 from .commands import ConfigOption, DryRunOption, SetOption, _stores, app
+from .dry_run import show_plan
 
 if TYPE_CHECKING:
-    from ..backup.catalog import BackupEntry
+    from ..backup.catalog import BackupEntry, Stores
 
 _COUNTS = ("--keep-last", "--keep-hourly", "--keep-daily", "--keep-weekly", "--keep-monthly")
 _POLICY_FLAGS = ", ".join((*_COUNTS, "--keep-within", "--keep-name"))
@@ -84,6 +85,8 @@ def forget(
     keep_name: Annotated[list[str] | None, typer.Option(
         "--keep-name", metavar="GLOB", help="Keep every backup whose name matches GLOB (repeatable).")] = None,
     force: Annotated[bool, typer.Option("--force", help="Forget even when the policy keeps no backup at all.")] = False,
+    prune_: Annotated[bool, typer.Option("--prune", help="Then delete the pool objects no backup references (mbackup prune).")] = False,
+    grace: GraceOption = None,
     dry_run: DryRunOption = False,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable decisions and summary on stdout.")] = False,
     config: ConfigOption = None,
@@ -102,6 +105,7 @@ def forget(
     counts = dict(zip(_COUNTS, (keep_last, keep_hourly, keep_daily, keep_weekly, keep_monthly), strict=True))
     policy = policy_from_flags(counts, keep_within, list(keep_name or []))
     stores = _stores(ctx.obj.with_command_options(config, set_))
+    grace_seconds = grace_of(stores, grace) if prune_ else 0.0
     decisions = decide(backups_of(list_backups(stores)), policy)
     kept = [d for d in decisions if d.action == KEEP]
     doomed = [d for d in decisions if d.action == FORGET]
@@ -128,11 +132,72 @@ def forget(
             typer.echo(decision_line(d, dry_run) + (f"  (not deleted: {record['error']})" if "error" in record else ""))
     summary = {"dry_run": dry_run, "kept": len(kept), "forgotten": len(doomed) - len(failed), "failed": len(failed),
                "left_alone": len(decisions) - len(kept) - len(doomed)}
-    if as_json:
-        typer.echo(json.dumps({**summary, "backups": records}))
-    else:
+    if not as_json:
         left = f"; {summary['left_alone']} left alone" if summary["left_alone"] else ""
         typer.echo(f"forget: {'would keep' if dry_run else 'kept'} {len(kept)}, "
                    f"{'would forget' if dry_run else 'forgot'} {summary['forgotten']} of {len(decisions)} backups{left}")
+    pruned = run_prune(stores, grace_seconds, dry_run, as_json) if prune_ else None
+    if as_json:
+        typer.echo(json.dumps({**summary, "backups": records} | ({"prune": pruned} if pruned else {})))
     if failed:
         raise PartialError(f"{len(failed)} backups could not be forgotten (first: {failed[0]}); run forget again")
+
+
+GraceOption = Annotated[str | None, typer.Option(
+    "--grace", metavar="DURATION", help="Only pool objects last written longer ago than this, e.g. 30m, 2h "
+                                        "(default and least: twice the lock lease, MBACKUP_LOCK_LEASE).")]
+
+
+def grace_of(stores: Stores, text: str | None) -> float:
+    from ..backup.prune import min_grace
+
+    least = min_grace(stores)
+    if text is None:
+        return least
+    try:
+        seconds = parse_duration(text)
+    except ValueError as e:
+        raise MBackupError(f"--grace: {e}") from None
+    if seconds < least:
+        raise MBackupError(f"--grace: {text} is shorter than twice the lock lease ({format_duration(least)}), "
+                           "so a create that has not yet listed what it references could lose objects: "
+                           f"give {format_duration(least)} or more")
+    return seconds
+
+
+def run_prune(stores: Stores, grace: float, dry_run: bool, as_json: bool) -> dict[str, Any]:
+    """Prune (or plan it), print its line unless ``as_json``; its JSON summary."""
+    from ..backup.prune import plan_prune, prune
+
+    if dry_run:
+        plan = plan_prune(stores, grace)
+        if not as_json:
+            show_plan(plan, as_json=False)
+        return plan.summary()
+    result = prune(stores, grace, progress=lambda done, total: typer.echo(
+        f"prune: deleted {done:,} of {total:,}", err=True) if total > done else None)
+    if not as_json:
+        typer.echo(result.line())
+    return result.summary()
+
+
+@app.command("prune")
+def prune_command(
+    ctx: typer.Context,
+    grace: GraceOption = None,
+    dry_run: DryRunOption = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable summary (or plan) on stdout.")] = False,
+    config: ConfigOption = None,
+    set_: SetOption = None,
+) -> None:
+    """Delete the objects of the shared pool (.mbackup-pool, where incremental backups keep
+    their binlogs) that no backup and no running create references, and that were last
+    written longer ago than --grace. One prune at a time per backup root; safe to run while
+    creates run, and to run again after it was stopped.
+
+    Example: mbackup prune --dry-run
+    """
+    stores = _stores(ctx.obj.with_command_options(config, set_))
+    summary = run_prune(stores, grace_of(stores, grace), dry_run, as_json)
+    if as_json:
+        typer.echo(json.dumps(summary))
