@@ -47,9 +47,10 @@ def at(day: int, hour: int = 2) -> dt.datetime:
     return dt.datetime(2025, 1, day, hour, tzinfo=dt.UTC)
 
 
-def write_backup(store, name: str, when: dt.datetime, pool: dict[str, bytes] | None = None) -> None:
-    """A complete backup taken at ``when``: its meta files, and with ``pool`` a version 2
-    manifest naming those pool objects (relative keys under the pool) as its binlogs."""
+def write_backup(store, name: str, when: dt.datetime, pool: dict[str, bytes] | None = None,
+                 collections: list[meta.CollectionBackupInfo] | None = None) -> None:
+    """A complete backup taken at ``when``: its meta files (with ``collections``), and with
+    ``pool`` a version 2 manifest naming those pool objects (keys under the pool) as its binlogs."""
     bdir = meta.backup_dir(ROOT, name)
     if pool is not None:
         objects = {key.split("~")[0]: {"size": len(data), "checksum": key.rsplit("-", 1)[1],
@@ -58,7 +59,7 @@ def write_backup(store, name: str, when: dt.datetime, pool: dict[str, bytes] | N
                     "objects": objects}
         store.put(f"{bdir}/meta/mbackup_manifest.json", json.dumps(manifest).encode())
     info = meta.BackupInfo(id=str(uuid.uuid4()), name=name, milvus_version="v2.3.5",
-                           backup_timestamp=int(when.timestamp() * 1000))
+                           backup_timestamp=int(when.timestamp() * 1000), collection_backups=collections or [])
     files = meta.write_meta_files(info)
     for fname in [n for n in files if n != meta.BACKUP_META] + [meta.BACKUP_META]:
         store.put(f"{bdir}/meta/{fname}", files[fname])
@@ -255,7 +256,7 @@ def test_prune_refuses_a_grace_period_too_short_or_nonsense(env, cfg, store, poo
 
 
 def test_prune_refuses_when_a_manifest_it_must_read_is_damaged(env, cfg, store, pool_root):
-    store.put(f"{ROOT}/incr_1/meta/mbackup_manifest.json", b'{"objects": {"a": {"pool": "elsewhere/x"}}}')
+    store.put(f"{ROOT}/incr_1/meta/mbackup_manifest.json", b'{"objects": {"a": {"size": 1, "pool": "elsewhere/x"}}}')
     before = keys(store)
     time.sleep(2.5)
     r = mbackup(aged(env), cfg, "prune")

@@ -27,6 +27,7 @@ from ..units import format_bytes, format_duration
 from .catalog import IN_PROGRESS, MANIFEST, Stores, backup_storage_errors
 from .lock import StoreLock
 from .pool import POOL_DIR, POOL_REFS, parse_pool_key, pool_root, under_root
+from .sharing import parse_manifest_objects
 
 PRUNE_LOCK = "prune.lock"
 BATCH = 500  # deletes between two looks at the markers
@@ -42,14 +43,13 @@ def min_grace(stores: Stores) -> float:
     return 2 * prune_lock(stores).lease
 
 
-def references(stores: Stores) -> dict[str, int]:
-    """Every pool key (relative to the root) a backup or a running create references, with its
-    size when a manifest says it. A manifest or marker that cannot be read stops prune: what
+def references(stores: Stores) -> set[str]:
+    """Every pool key (relative to the root) a backup or a running create references. A manifest or marker that cannot be read stops prune: what
     it references is unknown."""
     with backup_storage_errors(stores):
         root = stores.backup_root
         dirs, _ = stores.backup.list_dirs(root)
-        refs: dict[str, int] = {}
+        refs: set[str] = set()
         for d in sorted(dirs):
             name = d.rstrip("/").rsplit("/", 1)[-1]
             if name == POOL_DIR:
@@ -72,32 +72,18 @@ def references(stores: Stores) -> dict[str, int]:
     return refs
 
 
-def _pool_key(key: Any) -> str:
-    if not isinstance(key, str):
-        raise ValueError(f"a pool reference that is not a key: {untrusted.shown(repr(key))}")
-    parse_pool_key(key)
-    return key
-
-
-def _marker_refs(data: bytes) -> dict[str, int]:
+def _marker_refs(data: bytes) -> set[str]:
     marker = untrusted.load_json(data, 1 << 30)
     listed = marker.get(POOL_REFS, []) if isinstance(marker, dict) else None
-    if not isinstance(listed, list):
+    if not isinstance(listed, list) or not all(isinstance(k, str) for k in listed):
         raise ValueError(f"{POOL_REFS} is not a list of pool keys")
-    return {_pool_key(k): parse_pool_key(k)[1] for k in listed}
+    for key in listed:
+        parse_pool_key(key)
+    return set(listed)
 
 
-def _manifest_refs(data: bytes) -> dict[str, int]:
-    manifest = untrusted.load_json(data)
-    objects = manifest.get("objects") if isinstance(manifest, dict) else None
-    if not isinstance(objects, dict):
-        raise ValueError("no objects map")
-    refs = {}
-    for entry in objects.values():
-        if isinstance(entry, dict) and "pool" in entry:
-            key = _pool_key(entry["pool"])
-            refs[key] = parse_pool_key(key)[1]
-    return refs
+def _manifest_refs(data: bytes) -> set[str]:
+    return {o.pool for o in parse_manifest_objects(data).values() if o.pool}
 
 
 @dataclass

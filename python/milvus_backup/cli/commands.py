@@ -914,4 +914,4 @@ def main() -> None:
         raise
 
 
-from . import retention  # noqa: E402, F401  (forget and prune: their own module registers them on app)
+from . import diff, retention  # noqa: E402, F401  (forget, prune, diff: their own modules register them on app)
