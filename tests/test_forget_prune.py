@@ -59,6 +59,7 @@ def write_backup(store, name: str, when: dt.datetime, pool: dict[str, bytes] | N
                     "objects": objects}
         store.put(f"{bdir}/meta/mbackup_manifest.json", json.dumps(manifest).encode())
     info = meta.BackupInfo(id=str(uuid.uuid4()), name=name, milvus_version="v2.3.5",
+                           size=sum(len(data) for data in (pool or {}).values()),
                            backup_timestamp=int(when.timestamp() * 1000), collection_backups=collections or [])
     files = meta.write_meta_files(info)
     for fname in [n for n in files if n != meta.BACKUP_META] + [meta.BACKUP_META]:
@@ -314,3 +315,26 @@ def test_forget_prune_deletes_the_pool_objects_only_the_forgotten_backups_held(e
         "the grace period (2.0s)"]
     assert names_left(store) == {"full", "incr_2", "running"}
     assert pool_keys(store) == referenced - incr_1 | {shared}  # the running create's, and what incr_2 shares
+
+
+# --- list: own and shared bytes -----------------------------------------------------------
+
+def test_list_shows_what_each_backup_shares_and_holds_alone(env, cfg, store):
+    full = Sample(store, "full")
+    a, b, c = (put_pool(store, f"binlogs/insert_log/1/2/3/3/{f}/{f}", os.urandom(size))
+               for f, size in ((100, 1000), (101, 3000), (102, 5000)))
+    write_backup(store, "incr_1", at(2), {k: store.get(f"{POOL}/{k}") for k in (a, b)})
+    write_backup(store, "incr_2", at(3), {k: store.get(f"{POOL}/{k}") for k in (b, c)})
+    write_incomplete(store, "running", pool_refs=[c])
+
+    r = mbackup(env, cfg, "list", "--json")
+    assert r.returncode == 0, r.stderr
+    rows = {row["name"]: (row["own_bytes"], row["shared_bytes"]) for row in json.loads(r.stdout)}
+    assert rows == {"full": (sum(len(full.objects[k]) for k in full.binlogs), 0),  # a full backup shares nothing
+                    "incr_1": (1000, 3000), "incr_2": (5000, 3000), "running": (None, None)}
+
+    text = mbackup(env, cfg, "list").stdout.splitlines()
+    assert text[1].split() == ["NAME", "TIME", "SIZE", "SHARED", "STATE", "MILVUS", "COLLECTIONS"]
+    assert [line.split()[0] for line in text[2:]] == ["full", "incr_2", "incr_1", "running"]  # not the pool
+    assert text[3].split()[:9] == ["incr_2", "2025-01-03", "02:00:00", "UTC", "7.8", "KiB", "2.9", "KiB", "complete"]
+    assert max(len(line) for line in text) <= 100, text

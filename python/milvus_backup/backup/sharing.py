@@ -82,3 +82,35 @@ def segment_objects(info: meta.BackupInfo, listed: dict[str, StoredObject] | Non
 def object_key(stores: Stores, name: str, obj: StoredObject) -> str:
     """Where ``obj`` of backup ``name`` is stored: in the pool, or under the backup dir."""
     return under_root(stores.backup_root, obj.pool) if obj.pool else f"{backup_dir(stores, name)}/{obj.rel}"
+
+
+@dataclass(frozen=True)
+class Footprint:
+    """What a backup holds alone (``own``: what forgetting it, then prune, frees) and what it
+    shares with other backups (``shared``: pool objects another backup's manifest names too)."""
+
+    own: int
+    shared: int
+
+
+def footprints(stores: Stores, infos: dict[str, meta.BackupInfo]) -> dict[str, Footprint]:
+    """The footprint of each complete backup of ``infos``, from the manifests (one read each).
+    A full backup shares nothing; one without a manifest holds its meta's size alone."""
+    listed: dict[str, dict[str, StoredObject] | None] = {}
+    for name in infos:
+        try:
+            listed[name] = manifest_objects(stores, name)
+        except IntegrityError:
+            continue  # its footprint is unknown; list shows the backup all the same
+    holders: dict[str, int] = {}
+    for objects in listed.values():
+        for pool in {o.pool for o in (objects or {}).values() if o.pool}:
+            holders[pool] = holders.get(pool, 0) + 1
+    out = {}
+    for name, objects in listed.items():
+        if objects is None:
+            out[name] = Footprint(infos[name].size, 0)
+            continue
+        shared = sum(o.size for o in objects.values() if o.pool and holders[o.pool] > 1)
+        out[name] = Footprint(sum(o.size for o in objects.values()) - shared, shared)
+    return out

@@ -7,7 +7,6 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from ..backup.pool import POOL_DIR
 from ..backup.retention import FORGET, KEEP, LEAVE, Backup, Decision, Policy, Within
 from ..errors import MBackupError, PartialError
 from ..format import untrusted
@@ -48,8 +47,6 @@ def backups_of(entries: list[BackupEntry]) -> list[Backup]:
     """What the policy sees of the backups ``list`` shows, with the time it shows."""
     out = []
     for e in entries:
-        if e.name == POOL_DIR:
-            continue
         problem = ("its meta cannot be read (mbackup list shows why)" if e.error else
                    "" if e.complete else f"incomplete: a create did not finish or is running "
                                          f"(mbackup delete -n {untrusted.shown(e.name)} removes it)")
