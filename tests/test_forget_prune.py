@@ -307,6 +307,11 @@ def test_forget_prune_deletes_the_pool_objects_only_the_forgotten_backups_held(e
     shared = sorted(incr_1)[0]
     write_backup(store, "incr_2", at(3), {shared: store.get(f"{POOL}/{shared}")})
     time.sleep(2.5)
+    planned = mbackup(aged(env), cfg, "forget", "--keep-name", "full", "--keep-name", "incr_2", "--prune", "--dry-run")
+    assert planned.stdout.splitlines()[-2:] == [
+        "forget: would keep 2, would forget 1 of 4 backups; 1 left alone",
+        "would delete 41 pool objects (3.0 KiB) that no backup references; keep 3 referenced, 0 written within "
+        "the grace period (2.0s)"], planned.stderr
     r = mbackup(aged(env), cfg, "forget", "--keep-name", "full", "--keep-name", "incr_2", "--prune")
     assert r.returncode == 0, r.stderr
     assert r.stdout.splitlines()[-2:] == [

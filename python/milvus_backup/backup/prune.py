@@ -43,8 +43,10 @@ def min_grace(stores: Stores) -> float:
     return 2 * prune_lock(stores).lease
 
 
-def references(stores: Stores) -> set[str]:
-    """Every pool key (relative to the root) a backup or a running create references. A manifest or marker that cannot be read stops prune: what
+def references(stores: Stores, forgotten: frozenset[str] = frozenset()) -> set[str]:
+    """Every pool key (relative to the root) a backup or a running create references (the
+    backups named in ``forgotten`` left out: what ``forget --prune --dry-run`` would have
+    deleted by then). A manifest or marker that cannot be read stops prune: what
     it references is unknown."""
     with backup_storage_errors(stores):
         root = stores.backup_root
@@ -52,7 +54,7 @@ def references(stores: Stores) -> set[str]:
         refs: set[str] = set()
         for d in sorted(dirs):
             name = d.rstrip("/").rsplit("/", 1)[-1]
-            if name == POOL_DIR:
+            if name == POOL_DIR or name in forgotten:
                 continue
             bdir = f"{root}/{name}" if root else name
             # The marker first: a create that completes meanwhile wrote its manifest before
@@ -140,12 +142,12 @@ class PrunePlan:
                 f"references; keep {self.kept()}"]
 
 
-def plan_prune(stores: Stores, grace: float) -> PrunePlan:
+def plan_prune(stores: Stores, grace: float, forgotten: frozenset[str] = frozenset()) -> PrunePlan:
     """The pool listed first, the references read after: an object a create starts to
     reference meanwhile is listed in its marker by the time it is read."""
     now = time.time()
     objects = pool_objects(stores)
-    refs = references(stores)
+    refs = references(stores, forgotten)
     plan = PrunePlan(grace)
     for obj in objects:
         if obj.key in refs:

@@ -133,7 +133,8 @@ def forget(
         left = f"; {summary['left_alone']} left alone" if summary["left_alone"] else ""
         typer.echo(f"forget: {'would keep' if dry_run else 'kept'} {len(kept)}, "
                    f"{'would forget' if dry_run else 'forgot'} {summary['forgotten']} of {len(decisions)} backups{left}")
-    pruned = run_prune(stores, grace_seconds, dry_run, as_json) if prune_ else None
+    doomed_names = frozenset(d.backup.name for d in doomed)
+    pruned = run_prune(stores, grace_seconds, dry_run, as_json, doomed_names) if prune_ else None
     if as_json:
         typer.echo(json.dumps({**summary, "backups": records} | ({"prune": pruned} if pruned else {})))
     if failed:
@@ -162,12 +163,14 @@ def grace_of(stores: Stores, text: str | None) -> float:
     return seconds
 
 
-def run_prune(stores: Stores, grace: float, dry_run: bool, as_json: bool) -> dict[str, Any]:
-    """Prune (or plan it), print its line unless ``as_json``; its JSON summary."""
+def run_prune(stores: Stores, grace: float, dry_run: bool, as_json: bool,
+              forgotten: frozenset[str] = frozenset()) -> dict[str, Any]:
+    """Prune (or plan it, as if the backups ``forgotten`` were gone), print its line unless
+    ``as_json``; its JSON summary."""
     from ..backup.prune import plan_prune, prune
 
     if dry_run:
-        plan = plan_prune(stores, grace)
+        plan = plan_prune(stores, grace, forgotten)
         if not as_json:
             show_plan(plan, as_json=False)
         return plan.summary()
