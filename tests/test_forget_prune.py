@@ -279,18 +279,20 @@ def test_prune_killed_midway_then_run_again_deletes_exactly_the_unreferenced(env
         via_proxy.write_text(config_yaml(SimpleNamespace(host=host, s3_port=int(port), access_key=seaweedfs.access_key,
                                                          secret_key=seaweedfs.secret_key), bucket))
         # Half the deletes (S3 DeleteObjects: a POST) hang: the run is killed among them.
-        proxy.stall(600, fraction=0.5, methods="POST", then="pass")
+        proxy.stall(600, fraction=0.5, methods="POST")  # closed unanswered, never sent on
         run = start(aged(s3env), "prune", "--config", str(via_proxy))
         deadline = time.monotonic() + 60
         while sum(n for k, n in list(proxy.seen.items()) if k.startswith("POST ")) < len(orphans):
             assert run.poll() is None and time.monotonic() < deadline, run.communicate()
             time.sleep(0.05)
-        second = mbackup(aged(env), str(via_proxy), "prune")  # while the first holds the lock
+        # While the first holds the lock: a second prune, and its dry run, are refused.
+        second = [mbackup(aged(env), str(via_proxy), "prune", *dry) for dry in ([], ["--dry-run"])]
         run.send_signal(signal.SIGKILL)
         run.communicate(timeout=30)
-    assert (second.returncode, second.stdout) == (LockedError.exit_code, "")
-    assert second.stderr.startswith("error: another mbackup is working on the shared pool (pid ") and \
-        second.stderr.count("\n") == 1, second.stderr
+    for refused in second:
+        assert (refused.returncode, refused.stdout) == (LockedError.exit_code, "")
+        assert refused.stderr.startswith(f"error: another mbackup is working on the shared pool (pid {run.pid} ") \
+            and refused.stderr.count("\n") == 1, refused.stderr
     left = pool_keys(store)
     assert referenced <= left and {f"{full.bdir}/{rel}" for rel in full.objects} <= keys(store)
     assert 0 < len(left & orphans) < len(orphans)  # killed midway

@@ -167,9 +167,10 @@ def run_prune(stores: Stores, grace: float, dry_run: bool, as_json: bool,
               forgotten: frozenset[str] = frozenset()) -> dict[str, Any]:
     """Prune (or plan it, as if the backups ``forgotten`` were gone), print its line unless
     ``as_json``; its JSON summary."""
-    from ..backup.prune import plan_prune, prune
+    from ..backup.prune import plan_prune, prune, prune_lock
 
     if dry_run:
+        prune_lock(stores).check_free()  # refused as the real run would be, while another prune runs
         plan = plan_prune(stores, grace, forgotten)
         if not as_json:
             show_plan(plan, as_json=False)
