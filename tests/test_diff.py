@@ -4,6 +4,7 @@ reads the report; and the schema and index changes of two backups written by han
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -12,7 +13,7 @@ from mbackup_dev.devstack import backup_config
 from milvus_backup.format import meta
 from milvus_backup.units import format_bytes
 from milvus_data import client, mbackup, ok
-from sample_backup import ROOT
+from sample_backup import ROOT, Sample, crc32c
 from test_forget_prune import at, write_backup
 from test_verify import cfg as _verify_cfg
 
@@ -118,3 +119,35 @@ def test_diff_names_schema_and_index_changes_and_collections_added(seaweedfs, bu
     missing = mbackup(cfg, "diff", "old", "nope")
     assert (missing.returncode, missing.stdout) == (2, "")
     assert missing.stderr.startswith("error: no backup named 'nope' at s3://")
+
+
+def test_diff_reads_a_backup_whose_binlogs_live_in_the_pool(seaweedfs, bucket, cfg):
+    """The same segments as a full backup, kept in the shared pool (a version 2 manifest), one
+    binlog with other bytes: that one is new, the rest shared, its segment changed."""
+    store = seaweedfs.store(bucket)
+    full = Sample(store, "full")
+    changed = full.binlogs[0]
+    objects = {}
+    for rel in full.binlogs:
+        data = full.objects[rel] if rel != changed else bytes(b ^ 1 for b in full.objects[rel])
+        store.put("staging", data)
+        key = f"{rel}~{len(data)}~crc32c-{crc32c(store, 'staging')}"
+        store.put(f"{ROOT}/.mbackup-pool/{key}", data)
+        objects[rel] = {"size": len(data), "checksum": key.rsplit("-", 1)[1], "pool": f".mbackup-pool/{key}"}
+    store.delete("staging")
+    manifest = {"version": 2, "backup": "pooled", "incremental": True, "base": "full", "checksum_algo": "crc32c",
+                "objects": objects}
+    store.put(f"{ROOT}/pooled/meta/mbackup_manifest.json", json.dumps(manifest).encode())
+    files = meta.write_meta_files(dataclasses.replace(full.info, name="pooled"))
+    for fname in [n for n in files if n != meta.BACKUP_META] + [meta.BACKUP_META]:
+        store.put(f"{ROOT}/pooled/meta/{fname}", files[fname])
+
+    report = json.loads(ok(mbackup(cfg, "diff", "full", "pooled", "--json")).stdout)
+    (part,) = report["collections"][0]["partitions"]
+    total = sum(len(full.objects[rel]) for rel in full.binlogs)
+    assert (report["compared_by"], report["bytes_new"], report["bytes_shared"]) == (
+        "key, size and checksum", len(full.objects[changed]), total - len(full.objects[changed]))
+    assert (part["segments_added"], part["segments_removed"], part["segments_changed"]) == ([], [], [5001])
+    # The changed object is segment 5001's delete log, read from the pool: random bytes, no count.
+    assert "/delta_log/" in changed and part["deletes_added"] is None
+    assert "deletes +?;" in ok(mbackup(cfg, "diff", "full", "pooled")).stdout
