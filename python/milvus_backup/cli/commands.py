@@ -486,11 +486,15 @@ def list_(
     Example: mbackup list --sort size --json
     """
     from ..backup.catalog import list_backups
+    from ..backup.sharing import footprints
     from . import listing
 
     if sort not in listing.SORTS:
         raise MBackupError(f"--sort: unknown order {sort!r}: use {one_of(listing.SORTS)}")
-    rows = [listing.record(e) for e in list_backups(_stores(ctx.obj.with_command_options(config, set_)))]
+    stores = _stores(ctx.obj.with_command_options(config, set_))
+    entries = list_backups(stores)
+    sizes = footprints(stores, {e.name: e.info for e in entries if e.info is not None and not e.error})
+    rows = [listing.record(e, sizes.get(e.name)) for e in entries]
     if collection is not None:
         deprecated("-c/--collection", "list shows every backup's collections")
         rows = [r for r in rows if collection in r["collections"] or f"default.{collection}" in r["collections"]]
@@ -912,3 +916,6 @@ def main() -> None:
             show()
             sys.exit(code)
         raise
+
+
+from . import diff, retention  # noqa: E402, F401  (forget, prune, diff: their own modules register them on app)
