@@ -448,11 +448,15 @@ def test_a_folder_listing_past_one_page_has_every_folder_once(many):
 # Conditional writes: what the lock is built on
 
 
+@pytest.fixture(scope="module", params=rows(lambda b: b.writes and b.conditional_writes), ids=str)
+def cond_place(request: pytest.FixtureRequest):
+    """The rows that write conditionally (what a server without does: the test below)."""
+    yield from _placed(request)
+
+
 @pytest.fixture
-def cond_loc(every_place: Place) -> Location:
-    if not every_place.backend.conditional_writes:
-        pytest.skip("the server ignores conditional writes: see the test of what the lock makes of that")
-    return every_place.fresh()
+def cond_loc(cond_place: Place) -> Location:
+    return cond_place.fresh()
 
 
 def test_the_lock_finds_out_which_servers_ignore_conditional_writes(every_place):
