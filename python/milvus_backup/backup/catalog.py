@@ -19,6 +19,7 @@ from ..format import meta
 from ..plugins.manager import storage_backends
 from ..storage.location import BucketNotFound, Location
 from .lock import StoreLock
+from .pool import POOL_DIR
 
 IN_PROGRESS = "mbackup_in_progress.json"
 LOCK = "mbackup.lock"
@@ -135,6 +136,8 @@ def _list_backups(stores: Stores, read: bool) -> list[BackupEntry]:
     out = []
     for d in sorted(dirs):
         name = d.rstrip("/").rsplit("/", 1)[-1]
+        if name == POOL_DIR:
+            continue  # the incremental backups' shared objects, not a backup
         bdir = f"{root}/{name}" if root else name
         complete = stores.backup.exists(f"{bdir}/meta/{meta.BACKUP_META}")
         if not complete and not stores.backup.exists(f"{bdir}/{IN_PROGRESS}") and not stores.backup.list(bdir):
