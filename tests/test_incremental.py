@@ -8,6 +8,7 @@ bucket (through a counting proxy), and restore them.
 
 from __future__ import annotations
 
+import json
 import re
 
 import pytest
@@ -87,7 +88,7 @@ def scenario(milvus_clusters, seaweedfs, tmp_path_factory):
         mc.drop_collection(COLL)
         mc.close()
         other = client(dst.uri)
-        for suffix in ("_full_r", "_1_r", "_2_r"):
+        for suffix in ("_full_r", "_1_r", "_2_r", "_x_r"):
             if other.has_collection(COLL + suffix):
                 other.drop_collection(COLL + suffix)
         other.close()
@@ -169,6 +170,28 @@ def test_each_backup_restores_the_rows_it_was_taken_with(scenario, milvus_cluste
         suffix = name.removeprefix("inc") + "_r"
         ok(mbackup(scenario["configs"]["dst"], "restore", "-n", name, "--suffix", suffix))
         assert_same_rows(read_back(dst.uri, "default", COLL + suffix, scenario["truth"][name]), scenario["truth"][name])
+
+
+def test_export_writes_a_full_backup_in_the_go_layout_that_restores(scenario, seaweedfs, milvus_clusters, tmp_path):
+    out = ok(mbackup(scenario["configs"]["src"], "export", "-n", "inc_2", "--to-root", "inc_export")).stdout
+    assert out.startswith(f"export backup success: inc_2 -> s3://{BUCKET}/inc_export/inc_2: ")
+    s = seaweedfs.store(BUCKET)
+    exported = {k[len("inc_export/inc_2/"):] for k, _, _ in s.list("inc_export/inc_2/")}
+    full = {k[len(f"{ROOT}/inc_full/"):] for k, _, _ in s.list(f"{ROOT}/inc_full/")}
+    # A full backup's tree: every binlog under the dir at its Go-layout key, the same meta files.
+    assert exported == set(_files(seaweedfs, "inc_2")) | {k for k in full if not k.startswith("binlogs/")}
+    for f in meta.META_FILES:
+        assert s.get(f"inc_export/inc_2/meta/{f}") == s.get(f"{ROOT}/inc_2/meta/{f}")
+    manifest = json.loads(s.get("inc_export/inc_2/meta/mbackup_manifest.json"))
+    source = json.loads(s.get(f"{ROOT}/inc_2/meta/mbackup_manifest.json"))
+    assert manifest["version"] == 1 and set(manifest) == set(json.loads(s.get(f"{ROOT}/inc_full/meta/mbackup_manifest.json")))
+    assert manifest["objects"] == {rel: {"size": e["size"], "checksum": e["checksum"]} for rel, e in source["objects"].items()}
+    config = tmp_path / "export.yaml"
+    config.write_text(backup_config(milvus_clusters.target, backup_bucket=BUCKET, backup_root="inc_export"))
+    ok(mbackup(config, "verify", "-n", "inc_2", "--deep"))
+    ok(mbackup(config, "restore", "-n", "inc_2", "--suffix", "_x_r"))
+    truth = scenario["truth"]["inc_2"]
+    assert_same_rows(read_back(milvus_clusters.target.uri, "default", COLL + "_x_r", truth), truth)
 
 
 def test_an_increment_restores_after_its_base_is_deleted(scenario, milvus_clusters, seaweedfs):

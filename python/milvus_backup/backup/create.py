@@ -689,10 +689,12 @@ def _recheck_resumed(plan: Plan, stores: Stores, bdir: str, collections: list[me
 
 
 def write_meta(stores: Stores, bdir: str, info: meta.BackupInfo, report: CopyReport | None,
-               settings: CopySettings, lock: StoreLock, pooled: dict[str, Any] | None = None) -> None:
+               settings: CopySettings, lock: StoreLock, pooled: dict[str, Any] | None = None,
+               meta_files: dict[str, bytes] | None = None) -> None:
     """Write the manifest and the meta files, and mark the backup complete (backup_meta.json)
     only once every object is there and this run still holds the lock. ``pooled``: an
-    incremental backup's objects (in the pool, checked there) and base."""
+    incremental backup's objects (in the pool, checked there) and base; ``meta_files``: the
+    meta files to write as they are (an export keeping its source's bytes)."""
     manifest: dict[str, Any] = {"version": 1, "backup": info.name, "id": info.id, "checksum_algo":
                                 settings.checksum if settings.checksum != "none" else "crc32c", "objects": {}}
     if pooled is not None:
@@ -709,7 +711,7 @@ def write_meta(stores: Stores, bdir: str, info: meta.BackupInfo, report: CopyRep
                     manifest["objects"][dst[len(bdir) + 1:]] = {"size": size, "checksum": proven[dst]}
     backup = stores.backup
     written = {f"{meta.META_DIR}/{MANIFEST}": json.dumps(manifest, indent=0, sort_keys=True).encode()}
-    files = meta.write_meta_files(info)
+    files = meta_files or meta.write_meta_files(info)
     written |= {f"{meta.META_DIR}/{n}": data for n, data in files.items() if n != meta.BACKUP_META}
     lock.renew()  # a run that took the lock over (a delete) owns the backup now: write nothing into it
     for rel, data in written.items():

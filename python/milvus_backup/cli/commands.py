@@ -884,6 +884,11 @@ def _check_set_words(argv: list[str]) -> None:
             parse_overrides([value])
 
 
+from .exporting import export  # noqa: E402  (it reuses the options above)
+
+app.command("export")(export)
+
+
 def main() -> None:
     # gRPC's C core logs handshake failures to stderr on its own; mbackup says what went wrong
     # in one line instead. GRPC_VERBOSITY=debug (or any level) set by the user still wins.
