@@ -71,6 +71,7 @@ class Increment:
     shared: dict[str, Known]  # rel -> the base's copy
     new: dict[str, tuple[ObjectInfo, str]]  # rel -> (Milvus's object, key it is staged at in the backup dir)
     sources: dict[str, ObjectInfo] = field(default_factory=dict)  # rel -> Milvus's object, for each shared one
+    pooled_bytes: int = 0  # bytes copied into the pool inside the backup store (set once stored)
 
     @property
     def new_bytes(self) -> int:
@@ -82,7 +83,8 @@ class Increment:
 
     def summary(self) -> dict[str, Any]:
         return {"base": self.base.name, "objects_new": len(self.new), "bytes_new": self.new_bytes,
-                "objects_shared": len(self.shared), "bytes_shared": self.shared_bytes}
+                "objects_shared": len(self.shared), "bytes_shared": self.shared_bytes,
+                "bytes_copied_into_pool": self.pooled_bytes}
 
     def line(self) -> str:
         on = f"on base {self.base.name}" if self.base.name else "with no base (the first of the root)"
@@ -243,6 +245,7 @@ def store_increment(stores: Stores, bdir: str, inc: Increment, copy_new: Any, se
         lock.check()
         moved.raise_for_failures(BackupIncomplete, "the backup is incomplete, run the same create again to finish it",
                                  resume="run the same create again to finish the backup")
+        inc.pooled_bytes = moved.bytes_copied
     staged = [dst for _, dst in inc.new.values()]
     if staged:
         stores.backup.delete_many(staged)
