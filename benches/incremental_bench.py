@@ -51,11 +51,18 @@ BATCH = 5000
 
 
 def vectors(ids, dim: int):
-    """The vector of each id: a function of the id, so every row can be checked without keeping it."""
+    """The vector of each id: a function of the id, so every row can be checked without keeping
+    it, and as random as real embeddings (a few distinct values would let Milvus's binlog
+    encoding shrink them to nothing): splitmix64 of (id, dimension), top 24 bits."""
     import numpy as np
 
-    ids = np.asarray(ids, dtype=np.int64)
-    return (((ids[:, None] * 7919 + np.arange(dim, dtype=np.int64)[None, :] * 104729) % 9973) / 9973).astype(np.float32)
+    x = np.asarray(ids, dtype=np.uint64)[:, None] * np.uint64(dim) + np.arange(dim, dtype=np.uint64)[None, :]
+    with np.errstate(over="ignore"):
+        x = x + np.uint64(0x9E3779B97F4A7C15)
+        x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        x = x ^ (x >> np.uint64(31))
+    return ((x >> np.uint64(40)).astype(np.float64) / float(1 << 24)).astype(np.float32)
 
 
 def insert(client, ids: list[int], dim: int) -> None:

@@ -33,7 +33,7 @@ from ..transfer.copy import CopySettings, Plan, md5_etag, run_plan
 from ..transfer.progress import Reporter
 from ..units import format_bytes
 from . import manifest as manifests
-from .catalog import IN_PROGRESS, BackupNotFound, Stores, backup_dir, collection_segments, list_backups, read_backup
+from .catalog import IN_PROGRESS, Stores, backup_dir, collection_segments, list_backups, read_backup
 from .lock import StoreLock
 from .pool import POOL_REFS, list_pool, parse_pool_key, pool_key, under_root
 
@@ -108,7 +108,7 @@ def find_base(stores: Stores, name: str, base: str | None, collections: Iterable
         try:
             info = read_backup(stores, base)
             found = manifests.read(stores, base)
-        except (BackupNotFound, ValueError, MBackupError) as e:
+        except (ValueError, MBackupError) as e:
             raise BaseError(f"base backup {base!r} cannot be used: {e}") from None
         if found is None:
             raise BaseError(f"base backup {base!r} has no checksum manifest (made by the Go tool?): "
@@ -222,35 +222,54 @@ def store_increment(stores: Stores, bdir: str, inc: Increment, copy_new: Any, se
     report = copy_new({dst for _, dst in inc.new.values()})
     proven = {r["dst_key"]: r["checksum"] for r in report.copied} | report.skipped_checksums
     entries: dict[str, dict[str, Any]] = {}
-    moves: dict[str, str] = {}  # pool key -> bucket key of the copy to put there
-    sources: dict[str, ObjectInfo] = {}  # pool key -> Milvus's object, should the pool lose it
+    from_base: dict[str, str] = {}  # pool key -> bucket key of a full base's copy to put there
+    from_staged: dict[str, str] = {}  # pool key -> the staged copy, verified against Milvus's as it was made
     for rel, known in inc.shared.items():
         key = _pool_key(rel, known, inc.algo)
         entries[rel] = {"size": known.size, "checksum": known.checksum, "pool": key, "etag": known.etag}
         if known.pool is None:
-            moves[key] = known.key
+            from_base[key] = known.key
     for rel, (obj, dst) in inc.new.items():
         key = pool_key(rel, obj.size, inc.algo, proven[dst])
         entries[rel] = {"size": obj.size, "checksum": proven[dst], "pool": key, "etag": _norm(obj.etag)}
-        moves[key] = dst
-        sources[key] = obj
-    refs |= moves.keys()
+        from_staged[key] = dst
+    refs |= from_base.keys() | from_staged.keys()
     _write_refs(stores, bdir, refs, lock)
     present = list_pool(stores.backup, stores.backup_root, refs)
     size_of = {e["pool"]: e["size"] for e in entries.values()}
-    plan = Plan(jobs=[(ObjectInfo(src, size_of[k]), under_root(stores.backup_root, k))
-                      for k, src in sorted(moves.items()) if present.get(k) != size_of[k]], skipped=[])
-    if plan.jobs:
-        moved = run_plan(plan, stores.backup, stores.backup, settings, reporter=reporter, label="pool", stop=lock.lost)
+    # A full base's copies are read back against the checksums it recorded: a damaged one never
+    # enters the pool under a key that says otherwise. Staged copies were proven as they were made.
+    for moves, verify in ((from_base, True), (from_staged, False)):
+        plan = Plan(jobs=[(ObjectInfo(src, size_of[k]), under_root(stores.backup_root, k))
+                          for k, src in sorted(moves.items()) if present.get(k) != size_of[k]], skipped=[])
+        if not plan.jobs:
+            continue
+        how = CopySettings(**{**settings.__dict__, "verify": verify, "checksum": inc.algo})
+        moved = run_plan(plan, stores.backup, stores.backup, how, reporter=reporter, label="pool", stop=lock.lost)
         lock.check()
         moved.raise_for_failures(BackupIncomplete, "the backup is incomplete, run the same create again to finish it",
                                  resume="run the same create again to finish the backup")
-        inc.pooled_bytes = moved.bytes_copied
+        inc.pooled_bytes += moved.bytes_copied
+        if verify:
+            _check_sums(stores, moved.copied)
     staged = [dst for _, dst in inc.new.values()]
     if staged:
         stores.backup.delete_many(staged)
     _ensure_pool(stores, refs, size_of, {rel: e for rel, e in entries.items()}, inc, settings, reporter, lock)
     return entries
+
+
+def _check_sums(stores: Stores, copied: list[Any]) -> None:
+    """Each pool object just written has the checksum its key names; a wrong one is removed."""
+    from .create import BackupError
+
+    cut = len(stores.backup_root) + 1 if stores.backup_root else 0
+    wrong = [r for r in copied if r["checksum"] is not None and r["checksum"] != parse_pool_key(r["dst_key"][cut:])[3]]
+    if wrong:
+        stores.backup.delete_many([r["dst_key"] for r in wrong])
+        raise BackupError(f"{len(wrong)} objects read from the backup store do not match the checksums recorded for "
+                          f"them (first: {wrong[0]['src_key']}): run mbackup verify --deep on the base, or make a "
+                          "full backup")
 
 
 def _pool_key(rel: str, known: Known, algo: str) -> str:
