@@ -222,3 +222,23 @@ def test_a_base_that_cannot_be_one_is_refused_and_nothing_is_made(scenario, seaw
     result = mbackup(scenario["configs"]["src"], "create", "-n", "inc_bad", "--filter", COLL, *args)
     assert says in error_line(result, 2)
     assert not seaweedfs.store(BUCKET).list(f"{ROOT}/inc_bad/")
+
+
+def test_an_incomplete_base_and_a_base_of_other_collections_are_refused(scenario, seaweedfs, milvus_clusters):
+    config = scenario["configs"]["src"]
+    s = seaweedfs.store(BUCKET)
+    s.put(f"{ROOT}/inc_half/mbackup_in_progress.json", b'{"id": "x", "name": "inc_half"}')
+    mc = client(milvus_clusters.source.uri)
+    mc.create_collection("inc_other", dimension=DIM)
+    try:
+        result = mbackup(config, "create", "-n", "inc_bad", "--filter", COLL, "--incremental", "--base", "inc_half")
+        assert "base backup 'inc_half' cannot be used: backup 'inc_half' is incomplete" in error_line(result, 2)
+        ok(mbackup(config, "create", "-n", "inc_other_meta", "--filter", "inc_other", "--strategy", "meta_only"))
+        result = mbackup(config, "create", "-n", "inc_bad", "--filter", COLL, "--incremental", "--base", "inc_other_meta")
+        assert ("base backup 'inc_other_meta' holds none of the collections to back up (default.inc_c): "
+                "name a backup of them") in error_line(result, 2)
+        assert not s.list(f"{ROOT}/inc_bad/")
+    finally:
+        s.delete(f"{ROOT}/inc_half/mbackup_in_progress.json")
+        mc.drop_collection("inc_other")
+        mc.close()
