@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
+import time
 
 import pytest
 from pymilvus import DataType, MilvusClient
@@ -147,16 +150,19 @@ def test_every_object_lives_once_in_the_pool_and_the_dirs_hold_only_meta(scenari
 
 def test_deep_verify_passes_and_a_damaged_shared_object_fails_every_backup_holding_it(scenario, seaweedfs):
     config = scenario["configs"]["src"]
-    for name in ("inc_1", "inc_2"):
+    # An increment of the unchanged collection shares inc_2's objects (Milvus's own compactions
+    # may leave inc_1 and inc_2 sharing none).
+    ok(mbackup(config, "create", "-n", "inc_2b", "--filter", COLL, "--incremental", "--base", "inc_2"))
+    for name in ("inc_1", "inc_2", "inc_2b"):
         ok(mbackup(config, "verify", "-n", name, "--deep"))
     s = seaweedfs.store(BUCKET)
-    both = set(_files(seaweedfs, "inc_1")) & set(_files(seaweedfs, "inc_2"))
+    both = set(_files(seaweedfs, "inc_2")) & set(_files(seaweedfs, "inc_2b"))
     key = next(k for k, _, _ in s.list(f"{ROOT}/{POOL_DIR}/binlogs/insert_log/")
                if parse_pool_key(k[len(ROOT) + 1:])[0] in both)
     original = s.get(key)
     s.put(key, bytes(b ^ 0xFF for b in original[:1]) + original[1:])
     try:
-        for name in ("inc_1", "inc_2"):
+        for name in ("inc_2", "inc_2b"):
             result = mbackup(config, "verify", "-n", name, "--deep")
             assert result.returncode == 4, result.stderr
             assert f"(the shared object {key[len(ROOT) + 1:]})" in result.stdout + result.stderr
@@ -208,7 +214,7 @@ def test_dry_run_says_what_an_increment_would_copy_and_writes_nothing(scenario, 
     out = ok(mbackup(scenario["configs"]["src"], "create", "-n", "inc_dry", "--filter", COLL, "--incremental",
                      "--dry-run")).stdout
     # (Milvus may have compacted segments since inc_2: what is new is not asserted here.)
-    assert re.search(r"would make an incremental backup on base inc_2: [\d,]+ objects \(.*?\) new, to copy from "
+    assert re.search(r"would make an incremental backup on base inc_2b: [\d,]+ objects \(.*?\) new, to copy from "
                      r"Milvus; [\d,]+ objects \(.*?\) shared", out), out
     assert not seaweedfs.store(BUCKET).list(f"{ROOT}/inc_dry/")
 
@@ -242,3 +248,38 @@ def test_an_incomplete_base_and_a_base_of_other_collections_are_refused(scenario
         s.delete(f"{ROOT}/inc_half/mbackup_in_progress.json")
         mc.drop_collection("inc_other")
         mc.close()
+
+
+def test_a_killed_increment_listed_its_pool_objects_and_the_same_create_finishes_it(scenario, seaweedfs,
+                                                                                   milvus_clusters):
+    """Last: it changes the collection. kill -9 while the new delete logs are read from Milvus
+    (deletes only: no new segment for Milvus to compact the shared ones with)."""
+    # Its base, taken just before: Milvus compacts small segments in the background, and
+    # what it compacted since inc_2b would be new, not shared.
+    ok(mbackup(scenario["configs"]["src"], "create", "-n", "inc_3a", "--filter", COLL, "--incremental"))
+    mc = client(milvus_clusters.source.uri)
+    mc.delete(COLL, ids=list(range(2000, 2100, 10)))
+    mc.flush(COLL)
+    mc.close()
+    proxy, args = scenario["proxy"], ["create", "-n", "inc_3", "--filter", COLL, "--incremental"]
+    src = milvus_clusters.source  # object GETs only: a LIST names the prefix in its query
+    proxy.stall(120, methods="GET", paths=f"/{src.bucket}/{src.root_path}/delta_log/")
+    run = subprocess.Popen([sys.executable, "-m", "milvus_backup", "--config", str(scenario["configs"]["counted"]),
+                            *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 90
+        while not proxy.stats["stalled"] and run.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert proxy.stats["stalled"], "the create never read a delete log"
+    finally:
+        run.kill()
+        run.communicate(timeout=30)
+        proxy.passthrough()
+    s = seaweedfs.store(BUCKET)
+    marker = json.loads(s.get(f"{ROOT}/inc_3/mbackup_in_progress.json"))
+    pooled = {k[len(ROOT) + 1:] for k, _, _ in s.list(f"{ROOT}/{POOL_DIR}/")}
+    # The objects it shares were listed for prune before anything was copied, and are in the pool.
+    assert marker["pool_refs"] and set(marker["pool_refs"]) <= pooled
+    ok(mbackup(scenario["configs"]["src"], *args))
+    assert not s.list(f"{ROOT}/inc_3/mbackup_in_progress.json")
+    ok(mbackup(scenario["configs"]["src"], "verify", "-n", "inc_3", "--deep"))

@@ -205,7 +205,7 @@ def _write_refs(stores: Stores, bdir: str, refs: set[str], lock: StoreLock) -> N
     lock.renew()
     key = f"{bdir}/{IN_PROGRESS}"
     marker = json.loads(stores.backup.read(key))
-    if set(marker.get(POOL_REFS) or ()) >= refs:
+    if POOL_REFS in marker and set(marker[POOL_REFS] or ()) >= refs:
         return
     marker[POOL_REFS] = sorted(refs | set(marker.get(POOL_REFS) or ()))
     stores.backup.write(key, json.dumps(marker).encode())
