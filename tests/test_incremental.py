@@ -200,6 +200,32 @@ def test_export_writes_a_full_backup_in_the_go_layout_that_restores(scenario, se
     assert_same_rows(read_back(milvus_clusters.target.uri, "default", COLL + "_x_r", truth), truth)
 
 
+@pytest.mark.parametrize(("args", "says"), [
+    (["-n", "inc_2"], "export of 'inc_2' would overwrite it: give another --output name or --to-root"),
+    (["-n", "inc_2", "--to-root", "inc_export"], f"s3://{BUCKET}/inc_export/inc_2 already holds a backup"),
+    (["-n", "nope", "--to-root", "inc_export"], "no backup named 'nope'"),
+    (["-n", "inc_2", "-o", "bad-name", "--to-root", "x"], "invalid backup name 'bad-name'"),
+])
+def test_export_refuses_what_it_cannot_do_and_writes_nothing(scenario, seaweedfs, args, says):
+    before = seaweedfs.store(BUCKET).list("")
+    assert says in error_line(mbackup(scenario["configs"]["src"], "export", *args), 2)
+    assert seaweedfs.store(BUCKET).list("") == before
+
+
+def test_export_of_a_damaged_shared_object_exits_4_and_leaves_no_backup(scenario, seaweedfs):
+    s = seaweedfs.store(BUCKET)
+    key = next(k for k, _, _ in s.list(f"{ROOT}/{POOL_DIR}/binlogs/insert_log/")
+               if parse_pool_key(k[len(ROOT) + 1:])[0] in _files(seaweedfs, "inc_2"))
+    original = s.get(key)
+    s.put(key, bytes(b ^ 0xFF for b in original[:1]) + original[1:])
+    try:
+        result = mbackup(scenario["configs"]["src"], "export", "-n", "inc_2", "--to-root", "inc_damaged")
+        assert "do not match the checksums it recorded" in error_line(result, 4)
+        assert not s.list(f"inc_damaged/inc_2/meta/{meta.BACKUP_META}")
+    finally:
+        s.put(key, original)
+
+
 def test_an_increment_restores_after_its_base_is_deleted(scenario, milvus_clusters, seaweedfs):
     config = scenario["configs"]["dst"]
     ok(mbackup(config, "delete", "-n", "inc_full"))
