@@ -174,12 +174,13 @@ class FaultProxy:
         self._set(_Rule("drop", fraction, count, _byte_range(after_bytes), methods=_methods(methods)))
 
     def stall(self, seconds: float, *, fraction: float = 1.0, count: int | None = None,
-              after_bytes: int | tuple[int, int] | None = None, then: str = "close", methods=None) -> None:
+              after_bytes: int | tuple[int, int] | None = None, then: str = "close", methods=None,
+              paths: str | None = None) -> None:
         """Hold the connection silent for ``seconds``: before the request goes up, or once
         the response has passed ``after_bytes`` bytes. Then ``close`` it or ``pass`` on."""
         if then not in ("close", "pass"):
             raise ValueError("then must be 'close' or 'pass'")
-        self._set(_Rule("stall", fraction, count, _byte_range(after_bytes), seconds, then, _methods(methods)))
+        self._set(_Rule("stall", fraction, count, _byte_range(after_bytes), seconds, then, _methods(methods), paths))
 
     def corrupt(self, *, at_byte: int, fraction: float = 1.0, count: int | None = None, methods="GET",
                 paths: str | None = None) -> None:

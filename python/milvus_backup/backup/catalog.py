@@ -137,7 +137,7 @@ def _list_backups(stores: Stores, read: bool) -> list[BackupEntry]:
     for d in sorted(dirs):
         name = d.rstrip("/").rsplit("/", 1)[-1]
         if name == POOL_DIR:
-            continue
+            continue  # the incremental backups' shared objects, not a backup
         bdir = f"{root}/{name}" if root else name
         complete = stores.backup.exists(f"{bdir}/meta/{meta.BACKUP_META}")
         if not complete and not stores.backup.exists(f"{bdir}/{IN_PROGRESS}") and not stores.backup.list(bdir):

@@ -16,6 +16,11 @@ is referenced while any complete backup's manifest or any in-progress marker's
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ..storage.location import Location
 
 POOL_DIR = ".mbackup-pool"
 ALGOS = ("crc32c", "crc64nvme")
@@ -51,3 +56,15 @@ def pool_root(backup_root: str) -> str:
 def under_root(backup_root: str, key: str) -> str:
     """A key relative to the backup root (a pool key) as a bucket key."""
     return f"{backup_root}/{key}" if backup_root else key
+
+
+def list_pool(backup: Location, backup_root: str, refs: Iterable[str]) -> dict[str, int]:
+    """Size of each pool object (by pool key) under the collection prefixes ``refs`` use:
+    one LIST per ``binlogs/<kind>/<collection>`` prefix, not one HEAD per object."""
+    prefixes = {"/".join(parse_pool_key(r)[0].split("/")[:3]) for r in refs}
+    cut = len(backup_root) + 1 if backup_root else 0
+    out: dict[str, int] = {}
+    for prefix in sorted(prefixes):
+        for obj in backup.list(f"{pool_root(backup_root)}/{prefix}/"):
+            out[obj.key[cut:]] = obj.size
+    return out

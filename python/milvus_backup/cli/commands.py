@@ -431,6 +431,11 @@ def create(
     format_: Annotated[str, typer.Option(
         "--format", help="auto (default: snapshot on Milvus 3.0 and later, else binlog), binlog, or snapshot "
                          "(Milvus exports each collection into the backup itself).")] = "auto",
+    incremental: Annotated[bool, typer.Option(
+        "--incremental", help="Copy only the binlogs the base backup does not hold; keep each once in the root's "
+                              "shared pool.")] = False,
+    base: Annotated[str | None, typer.Option(
+        "--base", help="The base of --incremental (default: the newest complete backup of the collections).")] = None,
     dry_run: DryRunOption = False,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable summary on stdout.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")] = False,
@@ -441,23 +446,25 @@ def create(
 
     Example: mbackup create -n nightly --filter default.products,analytics.*
     """
-    from ..backup.create import CreateRequest, create_backup, plan_create
+    from ..backup.create import CreateRequest, create_backup, plan_create, preview_increment
 
     state = ctx.obj.with_command_options(config, set_)
     strategy = create_strategy(force_, meta_only, backup_index_extra, strategy)
     filters = list(filter_ or []) + legacy_filters(colls, databases, database_collections)
     request = CreateRequest(name=name, filters=filters, strategy=strategy, rbac=rbac,
-                            pause_gc=state.config().backup.pause_gc, format=format_)
+                            pause_gc=state.config().backup.pause_gc, format=format_, incremental=incremental, base=base)
     request.validate()
     settings = copy_settings(state.config())
     stores = _stores(state)
     if dry_run:
-        show_plan(plan_create(lambda: _milvus(state), stores, request), as_json)
+        plan = plan_create(lambda: _milvus(state), stores, request)
+        show_plan(preview_increment(plan, stores) if incremental else plan, as_json)
         return
     context = {"command": "create", "name": name, "filters": request.filters}
     _hooks().mbackup_before_create(context=context)
     try:
-        result = create_backup(lambda: _milvus(state), stores, request, settings, reporter=_reporter(quiet, as_json))
+        result = create_backup(lambda: _milvus(state), stores, request, settings, reporter=_reporter(quiet, as_json),
+                               announce=lambda line: typer.echo(line, err=True))
     except MBackupError as e:
         _hooks().mbackup_on_failure(context=context, error=str(e))
         raise
@@ -879,6 +886,11 @@ def _check_set_words(argv: list[str]) -> None:
     for flag, value in itertools.pairwise(argv):
         if flag == "--set":
             parse_overrides([value])
+
+
+from .exporting import export  # noqa: E402  (it reuses the options above)
+
+app.command("export")(export)
 
 
 def main() -> None:
