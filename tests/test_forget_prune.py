@@ -257,15 +257,16 @@ def test_prune_refuses_a_grace_period_too_short_or_nonsense(env, cfg, store, poo
 
 
 def test_prune_refuses_when_a_manifest_it_must_read_is_damaged(env, cfg, store, pool_root):
-    store.put(f"{ROOT}/incr_1/meta/mbackup_manifest.json", b'{"objects": {"a": {"size": 1, "pool": "elsewhere/x"}}}')
+    store.put(f"{ROOT}/incr_1/meta/mbackup_manifest.json",
+              b'{"checksum_algo": "crc32c", "objects": {"a": {"size": 1, "pool": "elsewhere/x"}}}')
     before = keys(store)
     time.sleep(2.5)
     r = mbackup(aged(env), cfg, "prune")
     assert r.returncode == 4 and r.stdout == "", r.stderr
     assert r.stderr.startswith("error: cannot tell which pool objects backup 'incr_1' references: s3://") and \
-        r.stderr.endswith("/backup/incr_1/meta/mbackup_manifest.json is damaged ('elsewhere/x' is not a pool key "
-                          "(.mbackup-pool/<rel>~<size>~<algo>-<checksum>)); delete or repair that backup, then run "
-                          "prune again (nothing was deleted)\n")
+        r.stderr.endswith("/backup/incr_1/meta/mbackup_manifest.json is damaged (objects.a.pool: expected a key in "
+                          "the shared pool, got 'elsewhere/x'); delete or repair that backup, then run prune again "
+                          "(nothing was deleted)\n")
     assert keys(store) == before
 
 

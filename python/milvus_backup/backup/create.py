@@ -50,7 +50,7 @@ from .catalog import (
     collection_segments,
     is_backup,
 )
-from .incremental import Base, Increment, find_base, marker_refs, plan_increment, store_increment
+from .incremental import Base, Increment, find_base, plan_increment, resumed_refs, store_increment
 from .lock import LockLostError, StoreLock
 from .pool import POOL_REFS, parse_pool_key
 from .snapshot import bundle_place, export_collections, remove_bundle, resolve_format
@@ -478,7 +478,7 @@ class _CreateRun:
         if self.base.algo and self.settings.checksum not in ("none", self.base.algo):
             self.reporter.warning(f"the base {self.base.name} holds {self.base.algo} checksums: this increment "
                                   f"uses {self.base.algo} too, not {self.settings.checksum}")
-        refs = marker_refs(self.stores, self.bdir) if resumed else []
+        refs = resumed_refs(self.stores, self.bdir) if resumed else []
         inc = self.increment = plan_increment(self.bdir, collections, etags, self.base, algo, refs)
         log.info("%s", inc.line())
         self.announce(inc.line())

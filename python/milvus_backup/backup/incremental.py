@@ -35,7 +35,7 @@ from ..units import format_bytes
 from . import manifest as manifests
 from .catalog import IN_PROGRESS, Stores, backup_dir, collection_segments, list_backups, read_backup
 from .lock import StoreLock
-from .pool import POOL_REFS, list_pool, parse_pool_key, pool_key, under_root
+from .pool import POOL_REFS, list_pool, marker_refs, parse_pool_key, pool_key, under_root
 
 log = logging.getLogger(__name__)
 
@@ -184,20 +184,13 @@ def plan_increment(bdir: str, collections: list[meta.CollectionBackupInfo], etag
     return inc
 
 
-def marker_refs(stores: Stores, bdir: str) -> list[str]:
-    """The pool keys an interrupted run of this create listed in its marker."""
+def resumed_refs(stores: Stores, bdir: str) -> list[str]:
+    """The pool keys an interrupted run of this create listed in its marker (none when the
+    marker cannot be read: the run then copies again what it does not find)."""
     try:
-        refs = json.loads(stores.backup.read(f"{bdir}/{IN_PROGRESS}")).get(POOL_REFS) or []
-    except (ValueError, MBackupError, AttributeError):
+        return marker_refs(stores.backup.read(f"{bdir}/{IN_PROGRESS}"))
+    except (ValueError, MBackupError):
         return []
-    out = []
-    for ref in refs:
-        try:
-            parse_pool_key(ref)
-        except (ValueError, TypeError):
-            continue
-        out.append(ref)
-    return out
 
 
 def _write_refs(stores: Stores, bdir: str, refs: set[str], lock: StoreLock) -> None:

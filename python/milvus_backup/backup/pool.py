@@ -19,6 +19,8 @@ import re
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
+from ..format import untrusted
+
 if TYPE_CHECKING:
     from ..storage.location import Location
 
@@ -46,6 +48,18 @@ def parse_pool_key(key: str) -> tuple[str, int, str, str]:
     if m is None:
         raise ValueError(f"{key!r} is not a pool key ({POOL_DIR}/<rel>~<size>~<algo>-<checksum>)")
     return m["rel"], int(m["size"]), m["algo"], m["checksum"]
+
+
+def marker_refs(data: bytes) -> list[str]:
+    """The pool keys an in-progress marker lists (``pool_refs``; none when it lists none);
+    ValueError when they are not pool keys."""
+    marker = untrusted.load_json(data, 1 << 30)
+    listed = marker.get(POOL_REFS, []) if isinstance(marker, dict) else None
+    if not isinstance(listed, list) or not all(isinstance(k, str) for k in listed):
+        raise ValueError(f"{POOL_REFS} is not a list of pool keys")
+    for key in listed:
+        parse_pool_key(key)
+    return listed
 
 
 def pool_root(backup_root: str) -> str:

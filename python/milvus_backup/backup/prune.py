@@ -24,10 +24,10 @@ from ..errors import IntegrityError, MBackupError, PartialError
 from ..format import untrusted
 from ..storage.location import NotFound
 from ..units import format_bytes, format_duration
-from .catalog import IN_PROGRESS, MANIFEST, Stores, backup_storage_errors
+from . import manifest as manifests
+from .catalog import IN_PROGRESS, Stores, backup_storage_errors
 from .lock import StoreLock
-from .pool import POOL_DIR, POOL_REFS, parse_pool_key, pool_root, under_root
-from .sharing import parse_manifest_objects
+from .pool import POOL_DIR, marker_refs, parse_pool_key, pool_root, under_root
 
 PRUNE_LOCK = "prune.lock"
 BATCH = 500  # deletes between two looks at the markers
@@ -59,7 +59,7 @@ def references(stores: Stores, forgotten: frozenset[str] = frozenset()) -> set[s
             bdir = f"{root}/{name}" if root else name
             # The marker first: a create that completes meanwhile wrote its manifest before
             # it removed its marker, so one of the two is seen.
-            for rel, read in ((IN_PROGRESS, _marker_refs), (f"meta/{MANIFEST}", _manifest_refs)):
+            for rel, read in ((IN_PROGRESS, marker_refs), (manifests.MANIFEST_KEY, _manifest_refs)):
                 try:
                     data = stores.backup.read(f"{bdir}/{rel}")
                 except NotFound:
@@ -74,18 +74,8 @@ def references(stores: Stores, forgotten: frozenset[str] = frozenset()) -> set[s
     return refs
 
 
-def _marker_refs(data: bytes) -> set[str]:
-    marker = untrusted.load_json(data, 1 << 30)
-    listed = marker.get(POOL_REFS, []) if isinstance(marker, dict) else None
-    if not isinstance(listed, list) or not all(isinstance(k, str) for k in listed):
-        raise ValueError(f"{POOL_REFS} is not a list of pool keys")
-    for key in listed:
-        parse_pool_key(key)
-    return set(listed)
-
-
 def _manifest_refs(data: bytes) -> set[str]:
-    return {o.pool for o in parse_manifest_objects(data).values() if o.pool}
+    return {e["pool"] for e in manifests.parse(data)["objects"].values() if "pool" in e}
 
 
 @dataclass

@@ -3,20 +3,21 @@ backup dir (the Go layout), the size and the checksum its manifest records. Two 
 holding an object with the same three hold the same bytes (Milvus never rewrites a binlog);
 in the shared pool they hold one copy of it.
 
-Read from mbackup's manifest (``meta/mbackup_manifest.json``; version 2 entries also name
-their ``pool`` key). A backup without one (made by the Go tool) is described by its meta:
+Read from mbackup's manifest through manifest.py (version 2 entries also name their
+``pool`` key). A backup without one (made by the Go tool) is described by its meta:
 key and size, no checksum.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from ..errors import IntegrityError
-from ..format import meta, untrusted
-from ..storage.location import NotFound
-from .catalog import MANIFEST, Stores, backup_dir, collection_segments
-from .pool import parse_pool_key, under_root
+from ..format import meta
+from . import manifest as manifests
+from .catalog import Stores, backup_dir, collection_segments
+from .pool import under_root
 
 
 @dataclass(frozen=True)
@@ -31,38 +32,19 @@ class StoredObject:
         return (self.rel, self.size, self.checksum)
 
 
-def parse_manifest_objects(data: bytes) -> dict[str, StoredObject]:
-    """The objects a manifest lists; ValueError saying what is wrong with a damaged one."""
-    tree = untrusted.load_json(data)
-    objects = tree.get("objects") if isinstance(tree, dict) else None
-    if not isinstance(objects, dict):
-        raise ValueError("no objects map")
-    out = {}
-    for rel, entry in objects.items():
-        if not isinstance(entry, dict) or not isinstance(entry.get("size"), int):
-            raise ValueError(f"objects[{untrusted.shown(rel)!r}] has no size")
-        pool = entry.get("pool")
-        if pool is not None:
-            if not isinstance(pool, str):
-                raise ValueError(f"objects[{untrusted.shown(rel)!r}].pool is not a key")
-            parse_pool_key(pool)
-        checksum = entry.get("checksum")
-        out[rel] = StoredObject(rel, entry["size"], checksum if isinstance(checksum, str) else None, pool)
-    return out
+def stored_objects(manifest: dict[str, Any]) -> dict[str, StoredObject]:
+    """The objects a manifest (as manifest.parse checked it) lists."""
+    return {rel: StoredObject(rel, e["size"], e.get("checksum"), e.get("pool")) for rel, e in manifest["objects"].items()}
 
 
 def manifest_objects(stores: Stores, name: str) -> dict[str, StoredObject] | None:
     """Backup ``name``'s objects as its manifest lists them; None when it has no manifest."""
-    key = f"{backup_dir(stores, name)}/{meta.META_DIR}/{MANIFEST}"
     try:
-        data = stores.backup.read(key)
-    except NotFound:
-        return None
-    try:
-        return parse_manifest_objects(data)
+        found = manifests.read(stores, name)
     except ValueError as e:
-        raise IntegrityError(f"{stores.backup_url(name)}/{meta.META_DIR}/{MANIFEST} is damaged ({e}): "
+        raise IntegrityError(f"{stores.backup_url(name)}/{manifests.MANIFEST_KEY} is damaged ({e}): "
                              f"mbackup verify -n {name} says more") from None
+    return None if found is None else stored_objects(found)
 
 
 def segment_objects(info: meta.BackupInfo, listed: dict[str, StoredObject] | None
