@@ -13,6 +13,7 @@ import datetime as dt
 import json
 import os
 import signal
+import threading
 import time
 import uuid
 from types import SimpleNamespace
@@ -20,7 +21,11 @@ from types import SimpleNamespace
 import pytest
 
 from faultproxy import FaultProxy
-from milvus_backup.backup.lock import LockedError
+from milvus_backup import _engine
+from milvus_backup.backup.catalog import open_stores
+from milvus_backup.backup.lock import LockedError, StoreLock
+from milvus_backup.backup.prune import PENDING, PRUNE_LOCK, PruneRunning, wait_for_pending_deletes
+from milvus_backup.config.settings import load_config
 from milvus_backup.format import meta
 from sample_backup import ROOT, Sample, config_yaml
 from test_signals import start
@@ -77,7 +82,7 @@ def write_incomplete(store, name: str, pool_refs: list[str] | None = None) -> No
 
 def put_pool(store, rel: str, data: bytes) -> str:
     """A pool object as the contract keys it: <rel>~<size>~<algo>-<checksum>; its key under the pool."""
-    key = f"{rel}~{len(data)}~crc32c-{uuid.uuid4().hex[:8]}"
+    key = f"{rel}~{len(data)}~crc32c-{_engine.checksum('crc32c', data):08x}"
     store.put(f"{POOL}/{key}", data)
     return key
 
@@ -279,13 +284,20 @@ def test_prune_killed_midway_then_run_again_deletes_exactly_the_unreferenced(env
         host, port = proxy.endpoint.removeprefix("http://").split(":")
         via_proxy.write_text(config_yaml(SimpleNamespace(host=host, s3_port=int(port), access_key=seaweedfs.access_key,
                                                          secret_key=seaweedfs.secret_key), bucket))
-        # Half the deletes (S3 DeleteObjects: a POST) hang: the run is killed among them.
-        proxy.stall(600, fraction=0.5, methods="POST")  # closed unanswered, never sent on
+        # The run is held at its pending-delete record, written just before its deletes: the
+        # deletes are stalled from there on (the lock's probe deletes its object with a POST too).
+        proxy.stall(600, count=1, methods="PUT", paths=PENDING, then="pass")
         run = start(aged(s3env), "prune", "--config", str(via_proxy))
+        deadline = time.monotonic() + 60
+        while not proxy.stats.get("stalled", 0):
+            assert run.poll() is None and time.monotonic() < deadline, run.communicate()
+            time.sleep(0.05)
+        # Half the deletes (each an S3 DeleteObjects POST) hang: the run is killed among them.
+        proxy.stall(600, fraction=0.5, methods="POST")  # closed unanswered, never sent on
+        proxy.release()
         # Killed once some deletes are held by the proxy and some went through: how many
         # requests it took to get there depends on which ones stalled, so it is not counted.
-        deadline = time.monotonic() + 60
-        while not (proxy.stats.get("stalled", 0) and len(pool_keys(store) & orphans) < len(orphans)):
+        while not (proxy.stats["stalled"] > 1 and len(pool_keys(store) & orphans) < len(orphans)):
             assert run.poll() is None and time.monotonic() < deadline, run.communicate()
             time.sleep(0.05)
         # While the first holds the lock: a second prune, and its dry run, are refused.
@@ -299,11 +311,66 @@ def test_prune_killed_midway_then_run_again_deletes_exactly_the_unreferenced(env
     left = pool_keys(store)
     assert referenced <= left and {f"{full.bdir}/{rel}" for rel in full.objects} <= keys(store)
     assert 0 < len(left & orphans) < len(orphans)  # killed midway
+    assert PENDING in left  # the dead run's record, which holds no create up: its lock is not held
 
     again = mbackup(aged(env), cfg, "prune")  # the dead run's lock is taken over
     assert again.returncode == 0, again.stderr
     assert again.stdout.startswith(f"prune: deleted {len(left & orphans)} pool objects "), again.stdout
-    assert pool_keys(store) == referenced
+    assert pool_keys(store) == referenced  # its record and lock gone too
+    for kept in ("full", "incr_1"):
+        r = mbackup(env, cfg, "verify", "-n", kept, "--deep")
+        assert r.returncode == 0, r.stdout + r.stderr
+
+
+@pytest.mark.parametrize(("record", "prune_running", "waits"), [
+    (None, True, False),  # no prune deleting
+    ({"keys": [".mbackup-pool/binlogs/insert_log/9/9/9/9/0/0~1~crc32c-00"]}, True, False),  # deleting others
+    ({"keys": ["SHARED"]}, False, False),  # left by a prune that died: it deletes nothing any more
+    ({"keys": ["SHARED"]}, True, True),
+    (b"{damaged", True, True),  # what it deletes is unknown
+])
+def test_a_create_waits_for_a_live_prune_about_to_delete_what_it_shares_and_no_longer(cfg, store, tmp_path, record,
+                                                                                       prune_running, waits):
+    stores = open_stores(load_config(cfg, env={}, cwd=tmp_path))
+    shared = put_pool(store, "binlogs/insert_log/1/2/3/3/100/100", b"shared")
+    if record is not None:
+        body = record if isinstance(record, bytes) else json.dumps(record).replace("SHARED", f".mbackup-pool/{shared}")
+        store.put(f"{POOL}/{PENDING}", body if isinstance(body, bytes) else body.encode())
+    prune = StoreLock(stores.backup, f"{POOL}/{PRUNE_LOCK}", "the shared pool", command="prune")
+    create = StoreLock(stores.backup, f"{ROOT}/c/lock", "backup 'c'", lease=1.0)  # waits at most its lease
+    said: list[str] = []
+    started = time.monotonic()
+    if prune_running:
+        prune.acquire()
+    try:
+        if waits:
+            with pytest.raises(PruneRunning) as refused:
+                wait_for_pending_deletes(stores, {f".mbackup-pool/{shared}"}, create, said.append)
+            assert refused.value.exit_code == 3 and str(refused.value) == (
+                "a prune is deleting 1 pool objects this backup shares, and still was after 1.0s: run the same create "
+                "again once the prune is done (the backup is incomplete until then)")
+            assert said == ["waiting for a prune that is deleting 1 pool objects this backup shares: they are copied "
+                            "again once it is done"]
+            assert time.monotonic() - started >= 1.0
+        else:
+            wait_for_pending_deletes(stores, {f".mbackup-pool/{shared}"}, create, said.append)
+            assert said == []
+    finally:
+        if prune_running:
+            prune.release()
+
+
+def test_a_waiting_create_goes_on_once_the_prune_is_done(cfg, store, tmp_path):
+    stores = open_stores(load_config(cfg, env={}, cwd=tmp_path))
+    shared = f".mbackup-pool/{put_pool(store, 'binlogs/insert_log/1/2/3/3/100/100', b'shared')}"
+    store.put(f"{POOL}/{PENDING}", json.dumps({"keys": [shared]}).encode())
+    said: list[str] = []
+    with StoreLock(stores.backup, f"{POOL}/{PRUNE_LOCK}", "the shared pool", command="prune"):
+        done = threading.Timer(1.0, lambda: store.delete(f"{POOL}/{PENDING}"))  # the prune's batch is deleted
+        done.start()
+        wait_for_pending_deletes(stores, {shared}, StoreLock(stores.backup, f"{ROOT}/c/lock", "backup 'c'"), said.append)
+        done.join()
+    assert len(said) == 1
 
 
 def test_forget_prune_deletes_the_pool_objects_only_the_forgotten_backups_held(env, cfg, store, pool_root):

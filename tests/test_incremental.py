@@ -9,6 +9,7 @@ bucket (through a counting proxy), and restore them.
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -42,6 +43,16 @@ def _state(mc: MilvusClient, deleted: list[int]) -> Truth:
     return _truth(mc, "default", COLL, "id", "vec", DataType.FLOAT_VECTOR, list(deleted), ["_default"])
 
 
+def _create_collection(mc: MilvusClient, name: str) -> None:
+    schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
+    schema.add_field("id", DataType.INT64, is_primary=True)
+    schema.add_field("vec", DataType.FLOAT_VECTOR, dim=DIM)
+    mc.create_collection(name, schema=schema, num_shards=1, consistency_level="Strong")
+    index = mc.prepare_index_params()
+    index.add_index("vec", index_type="FLAT", metric_type="L2")
+    mc.create_index(name, index)
+
+
 @pytest.fixture(scope="module")
 def scenario(milvus_clusters, seaweedfs, tmp_path_factory):
     src, dst = milvus_clusters.source, milvus_clusters.target
@@ -58,13 +69,7 @@ def scenario(milvus_clusters, seaweedfs, tmp_path_factory):
     configs["counted"].write_text(backup_config(src, backup_bucket=BUCKET, backup_root=ROOT).replace(
         f"    port: {src.s3.s3_port}\n    bucketName: {src.bucket}", f"    port: {port}\n    bucketName: {src.bucket}"))
     mc = client(src.uri)
-    schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
-    schema.add_field("id", DataType.INT64, is_primary=True)
-    schema.add_field("vec", DataType.FLOAT_VECTOR, dim=DIM)
-    mc.create_collection(COLL, schema=schema, num_shards=1, consistency_level="Strong")
-    index = mc.prepare_index_params()
-    index.add_index("vec", index_type="FLAT", metric_type="L2")
-    mc.create_index(COLL, index)
+    _create_collection(mc, COLL)
     out: dict = {"configs": configs, "proxy": proxy, "truth": {}, "stderr": {}, "gets": {}}
     try:
         for start in (0, 1000, 2000):  # three flushed segments
@@ -309,3 +314,66 @@ def test_a_killed_increment_listed_its_pool_objects_and_the_same_create_finishes
     ok(mbackup(scenario["configs"]["src"], *args))
     assert not s.list(f"{ROOT}/inc_3/mbackup_in_progress.json")
     ok(mbackup(scenario["configs"]["src"], "verify", "-n", "inc_3", "--deep"))
+
+
+def _until(done, seconds: float, what: str) -> None:
+    deadline = time.monotonic() + seconds
+    while not done():
+        assert time.monotonic() < deadline, f"waited {seconds:.0f} s for {what}"
+        time.sleep(0.1)
+
+
+def test_a_prune_deleting_objects_a_running_increment_reuses_is_waited_for(scenario, seaweedfs, milvus_clusters,
+                                                                          tmp_path):
+    """forget/prune while a create runs. A backup of another collection, deleted: its pool
+    objects are unreferenced, and the next increment of that collection (no base: every binlog
+    new) finds each of them in the pool already and reuses it. Prune's deletes are held in a
+    proxy while that create runs: it must not complete on objects about to go."""
+    src, name = milvus_clusters.source, "inc_race_c"
+    mc = client(src.uri)
+    _create_collection(mc, name)
+    mc.insert(name, _rows(0, 1000))
+    mc.flush(name)
+    truth = _truth(mc, "default", name, "id", "vec", DataType.FLOAT_VECTOR, [], ["_default"])
+    config = scenario["configs"]["src"]
+    try:
+        ok(mbackup(config, "create", "-n", "race_1", "--filter", name, "--incremental"))
+        ok(mbackup(config, "delete", "-n", "race_1"))
+        time.sleep(2.5)  # older than prune's grace period: twice the 1 s lease it runs with
+        with FaultProxy(seaweedfs.endpoint, max_lifetime=300) as proxy:
+            via = tmp_path / "via-proxy.yaml"
+            via.write_text(config.read_text().replace(f"port: {src.s3.s3_port}\n", f"port: {proxy.port}\n"))
+            # Every delete (an S3 DeleteObjects POST) is held; the first POST is the lock probe's.
+            proxy.stall(600, count=1, methods="POST", then="pass")
+            prune = subprocess.Popen([sys.executable, "-m", "milvus_backup", "--config", str(via), "prune"],
+                                     env=dict(os.environ, MBACKUP_LOCK_LEASE="1"), stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, text=True)
+            _until(lambda: proxy.stats["stalled"] or prune.poll() is not None, 60, "the lock probe's delete")
+            proxy.stall(600, methods="POST", then="pass")
+            proxy.release()
+            _until(lambda: proxy.stats["stalled"] > 1 or prune.poll() is not None, 60, "prune's deletes")
+            assert prune.poll() is None, prune.communicate()
+            said = tmp_path / "create.stderr"  # read while it runs
+            with said.open("w") as stderr:
+                create = subprocess.Popen([sys.executable, "-m", "milvus_backup", "--config", str(config), "create",
+                                           "-n", "race_2", "--filter", name, "--incremental"],
+                                          stdout=subprocess.PIPE, stderr=stderr, text=True)
+            _until(lambda: create.poll() is not None or "waiting for a prune" in said.read_text(), 120,
+                   "the create to finish or wait")
+            proxy.passthrough()
+            proxy.release()  # the held deletes reach the store now
+            pruned = prune.communicate(timeout=60)
+            create.communicate(timeout=180)
+        assert prune.returncode == 0 and pruned[0].startswith("prune: deleted "), pruned
+        assert create.returncode == 0, said.read_text()
+        ok(mbackup(config, "verify", "-n", "race_2", "--deep"))
+        assert "warning: waiting for a prune that is deleting " in said.read_text()
+        ok(mbackup(scenario["configs"]["dst"], "restore", "-n", "race_2", "--suffix", "_r"))
+        assert_same_rows(read_back(milvus_clusters.target.uri, "default", name + "_r", truth), truth)
+    finally:
+        mc.drop_collection(name)
+        mc.close()
+        other = client(milvus_clusters.target.uri)
+        if other.has_collection(name + "_r"):
+            other.drop_collection(name + "_r")
+        other.close()

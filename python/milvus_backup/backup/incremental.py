@@ -36,6 +36,7 @@ from . import manifest as manifests
 from .catalog import IN_PROGRESS, Stores, backup_dir, collection_segments, list_backups, read_backup
 from .lock import StoreLock
 from .pool import POOL_REFS, list_pool, marker_refs, parse_pool_key, pool_key, under_root
+from .prune import wait_for_pending_deletes
 
 log = logging.getLogger(__name__)
 
@@ -273,9 +274,12 @@ def _ensure_pool(stores: Stores, refs: set[str], size_of: dict[str, int], entrie
                  inc: Increment, settings: CopySettings, reporter: Reporter, lock: StoreLock) -> None:
     """Every referenced pool object is there with its size (one LIST per collection prefix);
     one that vanished (a prune of a forgotten base) is copied again from Milvus, its checksum
-    checked against the one recorded. Never returns with one missing."""
+    checked against the one recorded. Never returns with one missing. First, a prune about
+    to delete some of them (whose reading of the references missed the marker) is waited for:
+    see prune.py."""
     from .create import BackupError
 
+    wait_for_pending_deletes(stores, refs, lock, reporter.warning)
     present = list_pool(stores.backup, stores.backup_root, refs)
     gone = sorted(k for k in refs if present.get(k) != size_of[k])
     if not gone:

@@ -6,36 +6,102 @@ referenced by neither and last written longer ago than a grace period (at least 
 lock lease: a create that has not written its marker yet is that young), holding the
 root's prune lock so that two prunes never run at once.
 
-A create that starts while prune runs is safe from both sides: it lists what it will
-reference in its marker before it looks at the pool, prune reads the markers again before
-each batch of deletes, and the create checks before completing that every object it
-references is there (re-copying any that vanished). Prune keeps no state: killed, it has
-deleted only unreferenced objects, and run again it finishes the rest.
+A create that runs beside prune is safe from both sides. Before each batch of deletes, prune
+names the batch in its pending-delete record (``.mbackup-pool/prune-pending.json``), then
+reads the references again and spares what a create references by then. A create lists
+what it will reference in its marker, then reads that record before its last check that
+every object it references is in the pool: either prune's reading saw the marker, or the
+create sees the record (and waits for that batch to be deleted, then copies again what
+went), or the batch was deleted before the create's last check, which copies it again.
+Prune keeps no state but that record: killed, it has deleted only unreferenced objects, its
+record is judged by its lock (a dead prune's record holds nothing up), and run again it
+finishes the rest.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
-from ..errors import IntegrityError, MBackupError, PartialError
+from ..errors import EXIT_UNREACHABLE, IntegrityError, MBackupError, PartialError
 from ..format import untrusted
-from ..storage.location import NotFound
+from ..storage.location import NotFound, StorageError
 from ..units import format_bytes, format_duration
 from . import manifest as manifests
 from .catalog import IN_PROGRESS, Stores, backup_storage_errors
-from .lock import StoreLock
+from .lock import StoreLock, is_held
 from .pool import POOL_DIR, marker_refs, parse_pool_key, pool_root, under_root
 
 PRUNE_LOCK = "prune.lock"
-BATCH = 500  # deletes between two looks at the markers
+PENDING = "prune-pending.json"
+# Deletes per batch: what one pending-delete record names, so what a create sharing one of
+# them waits for (500 deletes, 32 at a time: a second or two), and the progress step.
+BATCH = 500
+POLL = 0.5  # seconds between a waiting create's looks at the record
+
+
+class PruneRunning(MBackupError):
+    """A prune is deleting pool objects a create reuses: retry once it is done."""
+
+    exit_code: ClassVar[int] = EXIT_UNREACHABLE
 
 
 def prune_lock(stores: Stores, lease: float | None = None) -> StoreLock:
-    return StoreLock(stores.backup, f"{pool_root(stores.backup_root)}/{PRUNE_LOCK}", "the shared pool",
+    return StoreLock(stores.backup, _lock_key(stores), "the shared pool",
                      command="prune", lease=lease, on_loss="run prune again")
+
+
+def _lock_key(stores: Stores) -> str:
+    return f"{pool_root(stores.backup_root)}/{PRUNE_LOCK}"
+
+
+def _pending_key(stores: Stores) -> str:
+    return f"{pool_root(stores.backup_root)}/{PENDING}"
+
+
+def pending_deletes(stores: Stores) -> set[str] | None:
+    """The pool keys a running prune is about to delete (empty: none, or its prune is dead);
+    None when its record cannot be read (any key may be about to go)."""
+    try:
+        data = stores.backup.read(_pending_key(stores))
+    except NotFound:
+        return set()
+    if not is_held(stores.backup, _lock_key(stores)):
+        return set()  # left by a prune that died: it deletes nothing any more
+    try:
+        listed = untrusted.load_json(data, 1 << 30)
+    except ValueError:
+        return None
+    keys = listed.get("keys") if isinstance(listed, dict) else None
+    if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
+        return None
+    return set(keys)
+
+
+def wait_for_pending_deletes(stores: Stores, refs: set[str], lock: StoreLock, say: Callable[[str], None]) -> None:
+    """Return once no running prune is about to delete one of ``refs`` (then the caller checks
+    which are gone); PruneRunning if one still is after a lock lease."""
+    deadline = time.monotonic() + lock.lease
+    said = False
+    while True:
+        pending = pending_deletes(stores)
+        doomed = refs if pending is None else refs & pending
+        if not doomed:
+            return
+        if time.monotonic() >= deadline:
+            raise PruneRunning(f"a prune is deleting {len(doomed):,} pool objects this backup shares, and still was "
+                               f"after {format_duration(lock.lease)}: run the same create again once the prune is "
+                               "done (the backup is incomplete until then)")
+        if not said:
+            say(f"waiting for a prune that is deleting {len(doomed):,} pool objects this backup shares: they are "
+                "copied again once it is done")
+            said = True
+        lock.check()
+        time.sleep(POLL)
 
 
 def min_grace(stores: Stores) -> float:
@@ -172,20 +238,29 @@ def prune(stores: Stores, grace: float, progress: Callable[[int, int], None] = l
     with backup_storage_errors(stores), prune_lock(stores) as lock:
         plan = plan_prune(stores, grace)
         result = PruneResult(plan)
-        for start in range(0, len(plan.doomed), BATCH):
-            batch = plan.doomed[start:start + BATCH]
-            if start:  # a create that started since: its marker names what it will reference
+        try:
+            for start in range(0, len(plan.doomed), BATCH):
+                batch = plan.doomed[start:start + BATCH]
+                # The record first, the references after: a create whose marker this reading
+                # misses reads the record before its last look at the pool.
+                lock.renew()
+                stores.backup.write(_pending_key(stores), json.dumps(
+                    {"keys": [o.key for o in batch]}).encode())
                 refs = references(stores)
                 result.spared += sum(1 for o in batch if o.key in refs)
                 batch = [o for o in batch if o.key not in refs]
-            lock.check()
-            failures = stores.backup.delete_many([under_root(stores.backup_root, o.key) for o in batch], parallel)
-            failed = {key for key, _ in failures}
-            result.deleted += [o for o in batch if under_root(stores.backup_root, o.key) not in failed]
-            progress(len(result.deleted), len(plan.doomed))
-            if failures:
-                key, error = failures[0]
-                raise PartialError(f"could not delete {len(failures)} pool objects (first: {key}: {error}); "
-                                   "run prune again")
+                lock.check()
+                failures = stores.backup.delete_many([under_root(stores.backup_root, o.key) for o in batch], parallel)
+                failed = {key for key, _ in failures}
+                result.deleted += [o for o in batch if under_root(stores.backup_root, o.key) not in failed]
+                progress(len(result.deleted), len(plan.doomed))
+                if failures:
+                    key, error = failures[0]
+                    raise PartialError(f"could not delete {len(failures)} pool objects (first: {key}: {error}); "
+                                       "run prune again")
+        finally:
+            if plan.doomed and not lock.lost.is_set():  # a prune that took over writes its own
+                with contextlib.suppress(StorageError):  # once the lock is free, a record left holds nothing up
+                    stores.backup.delete(_pending_key(stores))
         lock.check()
     return result
