@@ -888,11 +888,6 @@ def _check_set_words(argv: list[str]) -> None:
             parse_overrides([value])
 
 
-from .exporting import export  # noqa: E402  (it reuses the options above)
-
-app.command("export")(export)
-
-
 def main() -> None:
     # gRPC's C core logs handshake failures to stderr on its own; mbackup says what went wrong
     # in one line instead. GRPC_VERBOSITY=debug (or any level) set by the user still wins.
@@ -930,4 +925,4 @@ def main() -> None:
         raise
 
 
-from . import diff, retention  # noqa: E402, F401  (forget, prune, diff: their own modules register them on app)
+from . import diff, exporting, retention  # noqa: E402, F401  (diff, export, forget, prune: each module registers its own)

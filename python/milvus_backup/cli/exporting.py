@@ -1,4 +1,4 @@
-"""``mbackup export``: registered on the app by commands.py."""
+"""``mbackup export``: a self-contained copy of a backup in the Go tool's layout."""
 
 from __future__ import annotations
 
@@ -8,9 +8,10 @@ from typing import Annotated
 import typer
 
 from ..units import format_bytes, format_duration
-from .commands import ConfigOption, NameOption, SetOption, _reporter, _stores, copy_settings
+from .commands import ConfigOption, NameOption, SetOption, _reporter, _stores, app, copy_settings
 
 
+@app.command("export")
 def export(
     ctx: typer.Context,
     name: NameOption,
