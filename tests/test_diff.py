@@ -10,10 +10,12 @@ import json
 import pytest
 
 from mbackup_dev.devstack import backup_config
+from milvus_backup import _engine
+from milvus_backup.backup.pool import pool_key
 from milvus_backup.format import meta
 from milvus_backup.units import format_bytes
 from milvus_data import client, mbackup, ok
-from sample_backup import ROOT, Sample, crc32c
+from sample_backup import ROOT, Sample
 from test_forget_prune import at, write_backup
 from test_verify import cfg as _verify_cfg
 
@@ -130,11 +132,10 @@ def test_diff_reads_a_backup_whose_binlogs_live_in_the_pool(seaweedfs, bucket, c
     objects = {}
     for rel in full.binlogs:
         data = full.objects[rel] if rel != changed else bytes(b ^ 1 for b in full.objects[rel])
-        store.put("staging", data)
-        key = f"{rel}~{len(data)}~crc32c-{crc32c(store, 'staging')}"
-        store.put(f"{ROOT}/.mbackup-pool/{key}", data)
-        objects[rel] = {"size": len(data), "checksum": key.rsplit("-", 1)[1], "pool": f".mbackup-pool/{key}"}
-    store.delete("staging")
+        checksum = f"{_engine.checksum('crc32c', data):08x}"
+        key = pool_key(rel, len(data), "crc32c", checksum)
+        store.put(f"{ROOT}/{key}", data)
+        objects[rel] = {"size": len(data), "checksum": checksum, "pool": key}
     manifest = {"version": 2, "backup": "pooled", "incremental": True, "base": "full", "checksum_algo": "crc32c",
                 "objects": objects}
     store.put(f"{ROOT}/pooled/meta/mbackup_manifest.json", json.dumps(manifest).encode())

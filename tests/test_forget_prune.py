@@ -24,6 +24,7 @@ from faultproxy import FaultProxy
 from milvus_backup import _engine
 from milvus_backup.backup.catalog import open_stores
 from milvus_backup.backup.lock import LockedError, StoreLock
+from milvus_backup.backup.pool import parse_pool_key, pool_key
 from milvus_backup.backup.prune import PENDING, PRUNE_LOCK, PruneRunning, wait_for_pending_deletes
 from milvus_backup.config.settings import load_config
 from milvus_backup.format import meta
@@ -58,8 +59,10 @@ def write_backup(store, name: str, when: dt.datetime, pool: dict[str, bytes] | N
     ``pool`` a version 2 manifest naming those pool objects (keys under the pool) as its binlogs."""
     bdir = meta.backup_dir(ROOT, name)
     if pool is not None:
-        objects = {key.split("~")[0]: {"size": len(data), "checksum": key.rsplit("-", 1)[1],
-                                       "pool": f".mbackup-pool/{key}"} for key, data in pool.items()}
+        objects = {}
+        for key, data in pool.items():
+            rel, _, _, checksum = parse_pool_key(f".mbackup-pool/{key}")
+            objects[rel] = {"size": len(data), "checksum": checksum, "pool": f".mbackup-pool/{key}"}
         manifest = {"version": 2, "backup": name, "incremental": True, "base": None, "checksum_algo": "crc32c",
                     "objects": objects}
         store.put(f"{bdir}/meta/mbackup_manifest.json", json.dumps(manifest).encode())
@@ -82,9 +85,9 @@ def write_incomplete(store, name: str, pool_refs: list[str] | None = None) -> No
 
 def put_pool(store, rel: str, data: bytes) -> str:
     """A pool object as the contract keys it: <rel>~<size>~<algo>-<checksum>; its key under the pool."""
-    key = f"{rel}~{len(data)}~crc32c-{_engine.checksum('crc32c', data):08x}"
-    store.put(f"{POOL}/{key}", data)
-    return key
+    key = pool_key(rel, len(data), "crc32c", f"{_engine.checksum('crc32c', data):08x}")
+    store.put(f"{ROOT}/{key}", data)
+    return key.removeprefix(".mbackup-pool/")
 
 
 def keys(store, under: str = ROOT) -> set[str]:
