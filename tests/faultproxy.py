@@ -12,6 +12,7 @@ The mode is switched at run time, for the requests that start after the switch::
         proxy.slowdown(fraction=0.2)                       # 20% of requests: 503 SlowDown
         proxy.drop(fraction=0.1, after_bytes=(512, 4096))  # cut responses mid-body
         proxy.stall(8, fraction=0.1)                       # hold silent 8 s, then close
+        proxy.release()                                    # end the stalls held now, at once
         proxy.slowdown(count=5, methods="PUT")             # the next 5 PUTs: 503
         proxy.corrupt(count=1, at_byte=8192, paths="/obj")  # flip one byte of a response
         proxy.passthrough()
@@ -103,6 +104,7 @@ class FaultProxy:
         self._rule = _Rule("pass")
         self._remaining: int | None = None
         self._stopped = threading.Event()
+        self._wake = threading.Event()  # set (and replaced) by release() and stop(): ends the stalls held
         self._conns: set[_Conn] = set()
         self._listener: socket.socket | None = None
         self._timer: threading.Timer | None = None
@@ -134,6 +136,7 @@ class FaultProxy:
     def stop(self) -> None:
         """Close the listener and every connection; idempotent, callable from any thread."""
         self._stopped.set()
+        self._wake.set()
         if self._timer is not None and self._timer is not threading.current_thread():
             self._timer.cancel()
         with self._lock:
@@ -174,12 +177,13 @@ class FaultProxy:
         self._set(_Rule("drop", fraction, count, _byte_range(after_bytes), methods=_methods(methods)))
 
     def stall(self, seconds: float, *, fraction: float = 1.0, count: int | None = None,
-              after_bytes: int | tuple[int, int] | None = None, then: str = "close", methods=None) -> None:
+              after_bytes: int | tuple[int, int] | None = None, then: str = "close", methods=None,
+              paths: str | None = None) -> None:
         """Hold the connection silent for ``seconds``: before the request goes up, or once
         the response has passed ``after_bytes`` bytes. Then ``close`` it or ``pass`` on."""
         if then not in ("close", "pass"):
             raise ValueError("then must be 'close' or 'pass'")
-        self._set(_Rule("stall", fraction, count, _byte_range(after_bytes), seconds, then, _methods(methods)))
+        self._set(_Rule("stall", fraction, count, _byte_range(after_bytes), seconds, then, _methods(methods), paths))
 
     def corrupt(self, *, at_byte: int, fraction: float = 1.0, count: int | None = None, methods="GET",
                 paths: str | None = None) -> None:
@@ -187,6 +191,16 @@ class FaultProxy:
         status line and headers count: pick an offset past them, a few hundred bytes), and
         pass the rest on: damage in transit that no length check can see."""
         self._set(_Rule("corrupt", fraction, count, _byte_range(at_byte), methods=_methods(methods), paths=paths))
+
+    def release(self) -> None:
+        """End every stall held now, each as its rule says (``then``); stalls that start later
+        are held as before."""
+        with self._lock:
+            held, self._wake = self._wake, threading.Event()
+        held.set()
+
+    def _hold(self, seconds: float) -> None:
+        self._wake.wait(seconds)
 
     def _decide(self, method: str, path: str) -> _Rule:
         """The rule for the request starting now: the current one, or pass-through."""
@@ -302,8 +316,8 @@ class FaultProxy:
                 return  # closed before any answer
             if rule.kind == "stall" and rule.after_bytes is None:
                 self._count("stalled")
-                self._stopped.wait(rule.seconds)
-                if rule.then == "close":
+                self._hold(rule.seconds)
+                if rule.then == "close" or not self.running:
                     return
             with conn.lock:
                 conn.sent_down = 0
@@ -352,8 +366,8 @@ class FaultProxy:
                     self._count("dropped")
                     return
                 self._count("stalled")
-                self._stopped.wait(rule.seconds)
-                if rule.then == "close":
+                self._hold(rule.seconds)
+                if rule.then == "close" or not self.running:
                     return
                 conn.client.sendall(data[max(0, allowed - sent):])
         finally:

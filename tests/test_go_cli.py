@@ -161,7 +161,8 @@ def test_list_shows_each_backups_time_sorted_newest_first(seaweedfs, bucket, tmp
     assert all(x["state"] == "complete" and x["complete"] and x["collections"] == ["default.products"] for x in rows)
 
     text = run("list", "--config", str(cfg)).stdout.splitlines()
-    assert text[0] == ">> Backups:" and text[1].split() == ["NAME", "TIME", "SIZE", "STATE", "MILVUS", "COLLECTIONS"]
+    assert text[0] == ">> Backups:" and text[1].split() == ["NAME", "TIME", "SIZE", "SHARED", "STATE", "MILVUS",
+                                                          "COLLECTIONS"]
     assert [line.split()[0] for line in text[2:]] == ["c_bulk", "b_serial", "a_go_04"]
     assert text[4].split()[:4] == ["a_go_04", "2024-01-02", "03:04:05", "UTC"] and text[4].endswith("default.products")
     assert len({line.index("UTC") for line in text[2:]}) == 1  # a table: the columns line up

@@ -218,7 +218,7 @@ def test_hostile_in_progress_marker(place, incomplete, data):
         else:
             assert code in (2, 3), line  # a marker shaped right but not right, or Milvus not there (3)
         code, out, err = run(cfg, "list")
-        assert code == 0 and re.search(r"^halfway +- +- +INCOMPLETE .* \(a create did not finish\)$", out, re.M), out + err
+        assert code == 0 and re.search(r"^halfway +- +- +- +INCOMPLETE .* \(a create did not finish\)$", out, re.M), out + err
         code, out, err = run(cfg, "verify", "-n", "halfway", "-q")
         assert code == 1 and err == ""
 

@@ -19,12 +19,21 @@ from ..format import meta
 from ..plugins.manager import storage_backends
 from ..storage.location import BucketNotFound, Location
 from .lock import StoreLock
+from .pool import POOL_DIR
 
 IN_PROGRESS = "mbackup_in_progress.json"
 LOCK = "mbackup.lock"
 MANIFEST = "mbackup_manifest.json"
 # The server's jobs (server/jobs.py), beside the backups: no backup name starts with a dot.
 JOBS_DIR = ".mbackup-jobs"
+
+
+class BackupError(MBackupError):
+    """A backup could not be made; nothing that looks complete was left behind."""
+
+
+class BackupIncomplete(BackupError, PartialError):
+    """Some binlogs were not copied; the same create, run again, finishes the backup."""
 
 
 class BackupNotFound(MBackupError):
@@ -137,8 +146,8 @@ def _list_backups(stores: Stores, read: bool) -> list[BackupEntry]:
     out = []
     for d in sorted(dirs):
         name = d.rstrip("/").rsplit("/", 1)[-1]
-        if name == JOBS_DIR:
-            continue
+        if name in (JOBS_DIR, POOL_DIR):
+            continue  # the server's jobs, the incremental backups' shared objects: not backups
         bdir = f"{root}/{name}" if root else name
         complete = stores.backup.exists(f"{bdir}/meta/{meta.BACKUP_META}")
         if not complete and not stores.backup.exists(f"{bdir}/{IN_PROGRESS}") and not stores.backup.list(bdir):

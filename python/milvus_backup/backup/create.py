@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import json
+import logging
 import os
 import re
 import socket
@@ -24,7 +25,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..config.params import FORMATS
-from ..errors import MBackupError, PartialError
 from ..format import meta, untrusted
 from ..milvus.adapters.base import (
     ALL_PARTITIONS,
@@ -43,26 +43,31 @@ from .catalog import (
     IN_PROGRESS,
     LOCK,
     MANIFEST,
+    BackupError,
+    BackupIncomplete,
     Stores,
     backup_dir,
     backup_storage_errors,
     collection_segments,
     is_backup,
 )
+from .incremental import (
+    Base,
+    Increment,
+    find_base,
+    plan_increment,
+    resumed_refs,
+    store_increment,
+)
 from .lock import LockLostError, StoreLock
+from .pool import POOL_REFS, parse_pool_key
 from .snapshot import bundle_place, export_collections, remove_bundle, resolve_format
+
+log = logging.getLogger(__name__)
 
 # auto: bulk_flush where the server can flush all collections at once, else serial_flush.
 STRATEGIES = ("auto", "serial_flush", "bulk_flush", "skip_flush", "meta_only")
 GC_PAUSE_SECONDS = 3600
-
-
-class BackupError(MBackupError):
-    """A backup could not be made; nothing that looks complete was left behind."""
-
-
-class BackupIncomplete(BackupError, PartialError):
-    """Some binlogs were not copied; the same create, run again, finishes the backup."""
 
 
 @dataclass
@@ -73,11 +78,20 @@ class CreateRequest:
     rbac: bool = False  # also users, roles, grants and privilege groups
     pause_gc: bool = True  # backup.pauseGC: hold Milvus' garbage collection while copying
     format: str = "auto"  # auto | binlog | snapshot (config.params.FORMATS)
+    incremental: bool = False  # copy only what the base does not hold, into the root's pool
+    base: str | None = None  # the base of an incremental backup (None: the newest complete one)
 
     def validate(self) -> None:
         """Refuse bad flags before connecting to Milvus."""
         if self.name is not None:
             meta.validate_backup_name(self.name)
+        if self.base is not None:
+            if not self.incremental:
+                raise BackupError(f"--base {self.base} names the base of an incremental backup: add --incremental")
+            meta.validate_backup_name(self.base)
+        if self.incremental and (self.format == meta.FORMAT_SNAPSHOT or self.strategy == "meta_only"):
+            raise BackupError("--incremental shares binlogs between backups: it does not go with "
+                              f"{'--format snapshot' if self.format == meta.FORMAT_SNAPSHOT else '--strategy meta_only'}")
         if self.format not in FORMATS:
             raise BackupError(f"unknown format {self.format!r}: use {', '.join(FORMATS)}")
         if (self.strategy or "auto") not in STRATEGIES:
@@ -97,6 +111,10 @@ class CreateRequest:
             record["rbac"] = True
         if self.format != "auto":
             record["format"] = self.format
+        if self.incremental:
+            record["incremental"] = True
+            if self.base is not None:
+                record["base"] = self.base
         return record
 
 
@@ -105,7 +123,8 @@ def describe_request(record: dict[str, Any]) -> str:
     items = [f"{db}.*" if colls is None else ",".join(f"{db}.{c}" for c in colls) or f"{db}."
              for db, colls in record["filters"].items()]
     return ((f"--filter {','.join(items)}" if items else "no --filter") + f" --strategy {record['strategy']}"
-            + (" --rbac" if record.get("rbac") else "") + (f" --format {record['format']}" if "format" in record else ""))
+            + (" --rbac" if record.get("rbac") else "") + (f" --format {record['format']}" if "format" in record else "")
+            + (" --incremental" if record.get("incremental") else "") + (f" --base {record['base']}" if "base" in record else ""))
 
 
 def default_name(now: dt.datetime | None = None) -> str:
@@ -173,6 +192,7 @@ class CreateResult:
     copy: CopyReport | None
     seconds: float
     phases: dict[str, float]
+    increment: Increment | None = None
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -186,7 +206,7 @@ class CreateResult:
             "milvus_version": self.info.milvus_version,
             "seconds": round(self.seconds, 3),
             "phases": {k: round(v, 3) for k, v in self.phases.items()},
-        }
+        } | ({"increment": self.increment.summary()} if self.increment else {})
 
 
 @dataclass
@@ -203,17 +223,22 @@ class CreatePlan:
     pairs: list[tuple[str, str]]
     resumes: str | None  # the id of the incomplete backup a named request resumes
     new_bucket: bool
+    base: Base | None = None  # an incremental create's base
+    increment: Increment | None = None  # filled for a dry run (preview_increment)
 
     def summary(self) -> dict[str, Any]:
         return {"dry_run": True, "name": self.name, "resumes": self.resumes, "strategy": self.strategy,
                 "format": self.format or "binlog", "collections": [f"{db}.{c}" for db, c in self.pairs],
-                "bucket_to_create": self.new_bucket}
+                "bucket_to_create": self.new_bucket} | (
+                    {"increment": self.increment.summary()} if self.increment else {})
 
     def lines(self) -> list[str]:
         what = f"resume the incomplete backup {self.name!r}" if self.resumes else f"create backup {self.name!r}"
         return (["would create the backup bucket"] if self.new_bucket else []) + [
             f"would {what} (strategy {self.strategy}, format {self.format or 'binlog'})",
-            *(f"would back up {db}.{c}" for db, c in self.pairs)]
+            *(f"would back up {db}.{c}" for db, c in self.pairs)] + (
+                [f"would make an {self.increment.line()} (segments not flushed yet are not counted)"]
+                if self.increment else [])
 
 
 def plan_create(adapter: MilvusAdapter | Callable[[], MilvusAdapter], stores: Stores,
@@ -240,7 +265,11 @@ def plan_create(adapter: MilvusAdapter | Callable[[], MilvusAdapter], stores: St
     if form == meta.FORMAT_SNAPSHOT:
         bundle_place(stores, bdir)  # refuses, before anything is written, a store Milvus cannot reach
     databases, pairs = select_collections(adapter, request.filters)
-    return CreatePlan(adapter, name, bdir, strategy, form, databases, pairs, resumes, new_bucket)
+    base = None
+    if request.incremental:
+        with backup_storage_errors(stores):
+            base = find_base(stores, name, request.base, pairs) if not new_bucket else Base(None)
+    return CreatePlan(adapter, name, bdir, strategy, form, databases, pairs, resumes, new_bucket, base)
 
 
 def create_lock(stores: Stores, bdir: str, name: str, reporter: Reporter) -> StoreLock:
@@ -250,16 +279,17 @@ def create_lock(stores: Stores, bdir: str, name: str, reporter: Reporter) -> Sto
 
 
 def create_backup(adapter: MilvusAdapter | Callable[[], MilvusAdapter], stores: Stores, request: CreateRequest,
-                  settings: CopySettings, *, reporter: Reporter = SILENT) -> CreateResult:
+                  settings: CopySettings, *, reporter: Reporter = SILENT,
+                  announce: Callable[[str], None] = lambda line: None) -> CreateResult:
     """``adapter`` may be a function that connects (see :func:`plan_create`). Warnings and
-    progress go to ``reporter``."""
+    progress go to ``reporter``; ``announce`` gets what an incremental create will copy, before it does."""
     plan = plan_create(adapter, stores, request, reporter)
     with reporter.step("create", backup=plan.name):
-        return _create(plan, stores, request, settings, reporter)
+        return _create(plan, stores, request, settings, reporter, announce)
 
 
 def _create(plan: CreatePlan, stores: Stores, request: CreateRequest, settings: CopySettings,
-            reporter: Reporter) -> CreateResult:
+            reporter: Reporter, announce: Callable[[str], None]) -> CreateResult:
     adapter, name, bdir, strategy, form = plan.adapter, plan.name, plan.bdir, plan.strategy, plan.format
     databases, pairs = plan.databases, plan.pairs
     stores.backup.ensure_bucket()
@@ -272,7 +302,7 @@ def _create(plan: CreatePlan, stores: Stores, request: CreateRequest, settings: 
             with backup_storage_errors(stores):
                 resumed = prepare(stores, bdir, name, request.record())
             run = _CreateRun(adapter, stores, name, bdir, strategy, settings, reporter, lock, rbac=request.rbac,
-                              pause_gc=request.pause_gc, format=form)
+                              pause_gc=request.pause_gc, format=form, base=plan.base, announce=announce)
             return run.execute(databases, pairs, resumed, request.record())
     finally:
         if old_umask is not None:
@@ -286,7 +316,9 @@ _MARKER = untrusted.Obj({
     "request": untrusted.Obj({"filters": untrusted.Map(untrusted.Optional([untrusted.Text(r"\w+", "a collection name")]),
                                                        untrusted.Text(r"\w+", "a database name")),
                               "strategy": untrusted.OneOf(*STRATEGIES)},
-                             {"rbac": bool, "format": untrusted.OneOf(*FORMATS)})})
+                             {"rbac": bool, "format": untrusted.OneOf(*FORMATS), "incremental": bool,
+                              "base": untrusted.Text(r"\w+", "a backup name")}),
+    POOL_REFS: [str]})
 
 
 def prepare(stores: Stores, bdir: str, name: str, request: dict[str, Any]) -> str | None:
@@ -335,6 +367,9 @@ class _CreateRun:
     rbac: bool = False
     pause_gc: bool = True
     format: str = meta.FORMAT_BINLOG
+    base: Base | None = None  # set: an incremental create on this base
+    announce: Callable[[str], None] = lambda line: None
+    increment: Increment | None = None
     started: float = field(default_factory=time.monotonic)
     phases: dict[str, float] = field(default_factory=dict)
 
@@ -398,7 +433,7 @@ class _CreateRun:
                 info.flush_all_msgs_base64 = dict(flushed.messages_base64)
                 info.control_channel_name = flushed.control_channel
                 info.physical_channel_names = list(flushed.physical_channels)
-            report = None
+            report, pooled = None, None
             if snapshot:
                 with self.phase("export"):  # Milvus copies the data itself; a snapshot pins it
                     export_collections(self.adapter, self.stores, self.bdir, self.name, collections, self.reporter)
@@ -406,21 +441,18 @@ class _CreateRun:
                 etags: dict[str, str | None] = {}  # the version listed, which the copy is pinned to
                 with self.phase("discover"):
                     for coll in collections:
-                        segments = self.adapter.list_segments(coll.db_name, coll.collection_name)
-                        named = self._named_binlogs(coll, segments)
-                        found = discover_binlogs(self.stores, self.adapter.layout, coll, segments, named)
-                        for inserts, deltas in found.values():
-                            for obj in [*deltas, *(o for objs in inserts.values() for o in objs)]:
-                                etags[obj.key] = obj.etag
-                        attach_segments(coll, segments, found, self.adapter.layout, named)
+                        etags |= discover_collection(self.adapter, self.stores, coll, self.reporter)
                 copying = True
-                with self.phase("copy"):
-                    report = copy_segments(self.stores, self.bdir, collections, self.settings, self.reporter,
-                                           self.lock, etags)
+                if self.base is not None:
+                    report, pooled = self._copy_increment(collections, etags, resumed is not None)
+                else:
+                    with self.phase("copy"):
+                        report = copy_segments(self.stores, self.bdir, collections, self.settings, self.reporter,
+                                               self.lock, etags)
             info.collection_backups = collections
             info.size = sum(c.size for c in collections)
             with self.phase("meta"):
-                write_meta(self.stores, self.bdir, info, report, self.settings, self.lock)
+                write_meta(self.stores, self.bdir, info, report, self.settings, self.lock, pooled)
         except BaseException:
             if not self.lock.lost.is_set() and (snapshot or (not resumed and not copying)):
                 # Refused before a single binlog was copied (a wrong bucket or root path, say),
@@ -436,16 +468,31 @@ class _CreateRun:
                 self.adapter.resume_gc()
             except MilvusError as e:  # never in place of the error at hand, nor of a backup made
                 self.reporter.warning(str(e))
-        return CreateResult(info, report, time.monotonic() - self.started, self.phases)
+        return CreateResult(info, report, time.monotonic() - self.started, self.phases, self.increment)
 
-    def _named_binlogs(self, coll: meta.CollectionBackupInfo, segments: list[SegmentRef]) -> dict[int, SegmentBinlogs]:
-        """The binlogs the server names for each segment; {} (listing decides) when it cannot."""
-        try:
-            return self.adapter.segment_binlogs(coll.db_name, coll.collection_id, segments)
-        except BinlogDescribeFailed as e:
-            self.reporter.warning(f"{e}: the binlogs of {coll.db_name}.{coll.collection_name} are found by listing "
-                                  "storage instead (check milvus.rest.endpoint)")
-            return {}
+    def _copy_increment(self, collections: list[meta.CollectionBackupInfo], etags: dict[str, str | None],
+                        resumed: bool) -> tuple[CopyReport, dict[str, Any]]:
+        """Copy what the base does not hold from Milvus into the pool; say what first."""
+        assert self.base is not None
+        algo = self.base.algo or (self.settings.checksum if self.settings.checksum != "none" else "crc32c")
+        if self.base.algo and self.settings.checksum not in ("none", self.base.algo):
+            self.reporter.warning(f"the base {self.base.name} holds {self.base.algo} checksums: this increment "
+                                  f"uses {self.base.algo} too, not {self.settings.checksum}")
+        refs = resumed_refs(self.stores, self.bdir) if resumed else []
+        inc = self.increment = plan_increment(self.bdir, collections, etags, self.base, algo, refs)
+        log.info("%s", inc.line())
+        self.announce(inc.line())
+        copied: list[CopyReport] = []
+
+        def copy_new(keys: set[str]) -> CopyReport:
+            copied.append(copy_segments(self.stores, self.bdir, collections,
+                                        CopySettings(**{**self.settings.__dict__, "checksum": algo}),
+                                        self.reporter, self.lock, etags, only=keys))
+            return copied[0]
+
+        with self.phase("copy"):
+            objects = store_increment(self.stores, self.bdir, inc, copy_new, self.settings, self.reporter, self.lock)
+        return copied[0], {"objects": objects, "base": self.base.name}
 
     @contextlib.contextmanager
     def phase(self, name: str) -> Iterator[None]:
@@ -454,6 +501,47 @@ class _CreateRun:
             yield
         self.phases[name] = time.monotonic() - t
         self.lock.check()
+
+
+def discover_collection(adapter: MilvusAdapter, stores: Stores, coll: meta.CollectionBackupInfo,
+                        reporter: Reporter) -> dict[str, str | None]:
+    """Find the collection's flushed segments and their binlogs, attach them to ``coll``, and
+    return each binlog's listed ETag (the version a copy is pinned to), by source key."""
+    segments = adapter.list_segments(coll.db_name, coll.collection_name)
+    named = named_binlogs(adapter, coll, segments, reporter)
+    found = discover_binlogs(stores, adapter.layout, coll, segments, named)
+    etags: dict[str, str | None] = {}
+    for inserts, deltas in found.values():
+        for obj in [*deltas, *(o for objs in inserts.values() for o in objs)]:
+            etags[obj.key] = obj.etag
+    attach_segments(coll, segments, found, adapter.layout, named)
+    return etags
+
+
+def named_binlogs(adapter: MilvusAdapter, coll: meta.CollectionBackupInfo, segments: list[SegmentRef],
+                  reporter: Reporter) -> dict[int, SegmentBinlogs]:
+    """The binlogs the server names for each segment; {} (listing decides) when it cannot."""
+    try:
+        return adapter.segment_binlogs(coll.db_name, coll.collection_id, segments)
+    except BinlogDescribeFailed as e:
+        reporter.warning(f"{e}: the binlogs of {coll.db_name}.{coll.collection_name} are found by listing "
+                         "storage instead (check milvus.rest.endpoint)")
+        return {}
+
+
+def preview_increment(plan: CreatePlan, stores: Stores, reporter: Reporter = SILENT) -> CreatePlan:
+    """What an incremental create would copy and share, found by reading only (no flush):
+    for ``create --incremental --dry-run``."""
+    assert plan.base is not None
+    run = _CreateRun(plan.adapter, stores, plan.name, plan.bdir, plan.strategy, CopySettings(), reporter,
+                     lock=None)  # type: ignore[arg-type]  # reads only: no lock to hold
+    collections = run.describe_collections(plan.pairs, named=set(plan.pairs))
+    etags: dict[str, str | None] = {}
+    for coll in collections:
+        etags |= discover_collection(plan.adapter, stores, coll, reporter)
+    algo = plan.base.algo or "crc32c"
+    plan.increment = plan_increment(plan.bdir, collections, etags, plan.base, algo)
+    return plan
 
 
 def discover_binlogs(stores: Stores, layout: StorageLayout, coll: meta.CollectionBackupInfo, segments: list[SegmentRef],
@@ -550,16 +638,19 @@ def _binlog(obj: ObjectInfo) -> meta.Binlog:
 
 def copy_segments(stores: Stores, bdir: str, collections: list[meta.CollectionBackupInfo],
                   settings: CopySettings, reporter: Reporter, lock: StoreLock,
-                  etags: dict[str, str | None] | None = None) -> CopyReport:
-    """Copy every binlog, verifying each. Objects a previous, interrupted run already
-    wrote (same size) are proven by checksumming both sides instead of copied again.
-    ``etags`` (source key -> ETag listed at discovery) pins each copy to the version found."""
+                  etags: dict[str, str | None] | None = None, only: set[str] | None = None) -> CopyReport:
+    """Copy every binlog (or those ``only`` names, by backup key), verifying each. Objects a
+    previous, interrupted run already wrote (same size) are proven by checksumming both sides
+    instead of copied again. ``etags`` (source key -> ETag listed at discovery) pins each copy
+    to the version found."""
     etags = etags or {}
     present = {o.key: o.size for o in stores.backup.list(f"{bdir}/binlogs")}
     plan = Plan(jobs=[], skipped=[])
     for coll in collections:
         for seg in collection_segments(coll):
             for src, dst, size in meta.segment_files(bdir, seg):
+                if only is not None and dst not in only:
+                    continue
                 if present.get(dst) == size:
                     plan.skipped.append(ObjectInfo(src, size))
                 else:
@@ -581,7 +672,7 @@ def copy_segments(stores: Stores, bdir: str, collections: list[meta.CollectionBa
 def _recheck_resumed(plan: Plan, stores: Stores, bdir: str, collections: list[meta.CollectionBackupInfo],
                      settings: CopySettings, lock: StoreLock) -> None:
     dst_of = {src: dst for coll in collections for seg in collection_segments(coll)
-              for src, dst, _ in meta.segment_files(bdir, seg)}
+              for src, dst, _ in meta.segment_files(bdir, seg)}  # only those skipped are looked up
     algo = settings.checksum if settings.checksum != "none" else "crc32c"
     items = ([(stores.milvus.store, o.key) for o in plan.skipped]
              + [(stores.backup.store, dst_of[o.key]) for o in plan.skipped])
@@ -598,12 +689,19 @@ def _recheck_resumed(plan: Plan, stores: Stores, bdir: str, collections: list[me
 
 
 def write_meta(stores: Stores, bdir: str, info: meta.BackupInfo, report: CopyReport | None,
-               settings: CopySettings, lock: StoreLock) -> None:
+               settings: CopySettings, lock: StoreLock, pooled: dict[str, Any] | None = None,
+               meta_files: dict[str, bytes] | None = None) -> None:
     """Write the manifest and the meta files, and mark the backup complete (backup_meta.json)
-    only once every object is there and this run still holds the lock."""
+    only once every object is there and this run still holds the lock. ``pooled``: an
+    incremental backup's objects (in the pool, checked there) and base; ``meta_files``: the
+    meta files to write as they are (an export keeping its source's bytes)."""
     manifest: dict[str, Any] = {"version": 1, "backup": info.name, "id": info.id, "checksum_algo":
                                 settings.checksum if settings.checksum != "none" else "crc32c", "objects": {}}
-    if report:
+    if pooled is not None:
+        algos = {parse_pool_key(e["pool"])[2] for e in pooled["objects"].values()}
+        manifest |= {"version": 2, "incremental": True, "base": pooled["base"], "objects": pooled["objects"],
+                     "checksum_algo": algos.pop() if algos else manifest["checksum_algo"]}
+    elif report:
         # Driven by the meta: every object the backup holds, with the checksum proven
         # while copying it or, on a resumed run, by comparing it with its source.
         proven = {r["dst_key"]: r["checksum"] for r in report.copied} | report.skipped_checksums
@@ -613,12 +711,13 @@ def write_meta(stores: Stores, bdir: str, info: meta.BackupInfo, report: CopyRep
                     manifest["objects"][dst[len(bdir) + 1:]] = {"size": size, "checksum": proven[dst]}
     backup = stores.backup
     written = {f"{meta.META_DIR}/{MANIFEST}": json.dumps(manifest, indent=0, sort_keys=True).encode()}
-    files = meta.write_meta_files(info)
+    files = meta_files or meta.write_meta_files(info)
     written |= {f"{meta.META_DIR}/{n}": data for n, data in files.items() if n != meta.BACKUP_META}
     lock.renew()  # a run that took the lock over (a delete) owns the backup now: write nothing into it
     for rel, data in written.items():
         backup.write(f"{bdir}/{rel}", data)
-    expected = {rel: obj["size"] for rel, obj in manifest["objects"].items()} | {k: len(v) for k, v in written.items()}
+    expected = {rel: obj["size"] for rel, obj in manifest["objects"].items() if "pool" not in obj} | {
+        k: len(v) for k, v in written.items()}
     try:
         _check_present(stores, bdir, info.name, expected)
     finally:

@@ -42,6 +42,7 @@ from ..milvus.binlog import BinlogError, count_records
 from ..storage.location import Location, NotFound, ObjectInfo
 from ..transfer.copy import CopySettings, Plan, run_plan
 from ..transfer.progress import SILENT, Reporter
+from . import manifest as manifests
 from . import snapshot
 from .catalog import Stores, backup_dir, read_backup
 from .compat import check_restorable
@@ -820,14 +821,17 @@ def import_data(adapter: MilvusAdapter, stores: Stores, bdir: str, t: Target, re
         if earlier.get("mismatch"):
             # The four numbers check_rows records (read_journal checks them); mypy cannot know a list's length.
             raise RowsDiffer(rows_differ(t, job.what, *earlier["mismatch"], earlier["rows"], request.name))  # type: ignore[call-arg]
-    if not stores.same_bucket:
-        # Milvus reads import files only from its own bucket: stage the segments there.
-        # At the bucket root like the Go tool's restore-temp dirs, outside Milvus's rootPath.
-        # A resumed run reuses its staging prefix: copies already there are skipped.
+    # An incremental backup's binlogs are in the root's pool, not at their Go-layout keys.
+    pooled = pool_sources(stores, request.name, bdir)
+    if not stores.same_bucket or pooled:
+        # Milvus reads import files only from its own bucket, in the Go layout: stage the
+        # segments there (server-side within one bucket). At the bucket root like the Go
+        # tool's restore-temp dirs, outside Milvus's rootPath. A resumed run reuses its
+        # staging prefix: copies already there are skipped.
         prefix = state["staging"] or f"mbackup-restore-{uuid.uuid4().hex[:12]}"
         state["staging"] = prefix
         journal.save()
-        files = [(ObjectInfo(key, size), f"{prefix}/{key}")
+        files = [(ObjectInfo(pooled.get(key, key), size), f"{prefix}/{key}")
                  for j in jobs for s in j.segments for _, key, size in meta.segment_files(bdir, s)]
         present = {o.key: o.size for o in stores.milvus.list(prefix)}
         plan = Plan(jobs=[(o, k) for o, k in files if present.get(k) != o.size],
@@ -836,7 +840,7 @@ def import_data(adapter: MilvusAdapter, stores: Stores, bdir: str, t: Target, re
         report.raise_for_failures(RestoreFailed, f"staging {t.label} into the Milvus bucket failed",
                                   resume="run the same restore again to finish it")
         jobs = [j.under(prefix) for j in jobs]
-    deletes = count_deletes(stores, bdir, jobs, t, reporter.warning)
+    deletes = count_deletes(stores, bdir, jobs, t, reporter.warning, pooled)
     planned = [PlannedImport(j, sum(s.num_of_rows for s in j.segments if not s.is_l0), deletes[j.key]) for j in jobs]
     wait_imports(adapter, t, planned, request, reporter, journal)
     # Success removes the staged copies; a failure with imports done or in flight keeps
@@ -847,8 +851,17 @@ def import_data(adapter: MilvusAdapter, stores: Stores, bdir: str, t: Target, re
     return len(jobs)
 
 
+def pool_sources(stores: Stores, name: str, bdir: str) -> dict[str, str]:
+    """Where the binlogs of an incremental backup are (see manifest.located); {} for a full
+    backup, and for a damaged manifest (the quick check said so; with --force, the Go layout)."""
+    try:
+        return manifests.located(stores, bdir, manifests.read(stores, name))
+    except ValueError:
+        return {}
+
+
 def count_deletes(stores: Stores, bdir: str, jobs: list[ImportJob], t: Target,
-                  warn: Callable[[str], None]) -> dict[str, int]:
+                  warn: Callable[[str], None], pooled: dict[str, str] | None = None) -> dict[str, int]:
     """Delete records in the delta logs of each job's data segments, by job key, read from
     the backup. A delta log missing from it (restored with --force) deletes nothing, in Milvus
     either; one that cannot be read leaves its job checked against the most rows only. L0
@@ -861,7 +874,7 @@ def count_deletes(stores: Stores, bdir: str, jobs: list[ImportJob], t: Target,
 
     def count(key: str) -> int | str:
         try:
-            return count_records(stores.backup.read(key))
+            return count_records(stores.backup.read((pooled or {}).get(key, key)))
         except BinlogError as e:
             return str(e)
         except NotFound:

@@ -28,19 +28,19 @@ from ..transfer.cancel import run_cancellable
 from ..transfer.copy import CopySettings
 from ..transfer.progress import SILENT, Reporter
 from ..units import format_bytes
+from . import manifest as manifests
 from .catalog import (
     IN_PROGRESS,
-    MANIFEST,
     BackupNotFound,
     Stores,
     backup_dir,
     backup_storage_errors,
     collection_segments,
 )
+from .pool import list_pool, under_root
 
-ALGOS = ("crc32c", "crc64nvme")
 _COLLECTION_L0 = re.compile(r"binlogs/delta_log/[0-9]+/-1/[0-9]+/[0-9]+")  # partition -1: no group dir
-MANIFEST_KEY = f"{meta.META_DIR}/{MANIFEST}"
+MANIFEST_KEY = manifests.MANIFEST_KEY
 
 # Which message each meta file holds.
 _META_CLASSES = {
@@ -155,6 +155,13 @@ def verify_backup(stores: Stores, name: str, *, deep: bool = False, settings: Co
     report.info, meta_source = _read_meta(listed, read, report)
     manifest = _read_manifest(listed, read, report) if MANIFEST_KEY in listed else None
     expected, in_meta = _expected(bdir, report, meta_source, manifest)
+    # An incremental backup's binlogs live in the root's pool: listed there, read from there.
+    pooled = {rel: e["pool"] for rel, e in manifest["objects"].items() if "pool" in e} if manifest else {}
+    where = {rel: under_root(stores.backup_root, key) for rel, key in pooled.items()}
+    if pooled:
+        with backup_storage_errors(stores):
+            in_pool = list_pool(backup, stores.backup_root, pooled.values())
+        listed |= {rel: in_pool[key] for rel, key in pooled.items() if key in in_pool}
     if report.info is not None and report.info.format == meta.FORMAT_SNAPSHOT:
         _check_snapshots(report.info, listed, report)
 
@@ -193,7 +200,10 @@ def verify_backup(stores: Stores, name: str, *, deep: bool = False, settings: Co
             if without:
                 report.warnings.append(Finding("unchecked", "", f"{_count(without, 'object')} without a checksum in "
                                                f"the manifest: only their sizes were checked"))
-            _deep_check(stores, bdir, todo, report, settings or CopySettings(), reporter)
+            _deep_check(stores, bdir, todo, report, settings or CopySettings(), reporter, where)
+    for problem in report.problems:
+        if problem.key in pooled:  # one damaged shared object fails every backup that references it
+            problem.detail += f" (the shared object {pooled[problem.key]})"
     report.seconds = time.monotonic() - started
     return report
 
@@ -258,7 +268,7 @@ def _read_manifest(listed: dict[str, int], read: Callable[[str], bytes | None],
     if data is None:
         return None
     try:
-        manifest = untrusted.parse(data, _MANIFEST)
+        manifest = manifests.parse(data)
     except ValueError as e:
         report.problems.append(Finding("damaged", MANIFEST_KEY, str(e)))
         return None
@@ -269,15 +279,6 @@ def _read_manifest(listed: dict[str, int], read: Callable[[str], bytes | None],
     report.manifest = True
     report.checksum_algo = manifest["checksum_algo"]
     return manifest
-
-
-# mbackup's checksum manifest, as backup.write_meta writes it.
-_MANIFEST = untrusted.Obj(
-    {"checksum_algo": untrusted.OneOf(*ALGOS),
-     "objects": untrusted.Map(untrusted.Obj({"size": untrusted.Count},
-                                            {"checksum": untrusted.Optional(untrusted.Text(r"[0-9a-f]{1,16}", "a hex checksum"))}),
-                              untrusted.RELATIVE_KEY)},
-    {"version": untrusted.Count, "backup": str, "id": str})
 
 
 def _expected(bdir: str, report: VerifyReport, meta_source: str,
@@ -340,7 +341,7 @@ def _batches(items: list[tuple[str, Expected]], parallel: int) -> list[list[tupl
 
 
 def _deep_check(stores: Stores, bdir: str, todo: list[tuple[str, Expected]], report: VerifyReport,
-                settings: CopySettings, reporter: Reporter) -> None:
+                settings: CopySettings, reporter: Reporter, where: dict[str, str]) -> None:
     """Read ``todo`` back in parallel and compare checksums. Ctrl-C cancels the reads, and
     KeyboardInterrupt is raised once they stopped."""
     algo = report.checksum_algo or "crc32c"
@@ -354,7 +355,7 @@ def _deep_check(stores: Stores, bdir: str, todo: list[tuple[str, Expected]], rep
         for batch in _batches(todo, settings.parallel):
             if copier.cancelled:
                 return
-            sums = copier.checksums([(store, f"{bdir}/{rel}") for rel, _ in batch], algo)
+            sums = copier.checksums([(store, where.get(rel, f"{bdir}/{rel}")) for rel, _ in batch], algo)
             for (rel, exp), got in zip(batch, sums, strict=True):
                 results.append((rel, exp, got))
                 counters["objects_done"] += 1

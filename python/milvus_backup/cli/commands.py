@@ -457,6 +457,11 @@ def create(
                          "(Milvus exports each collection into the backup itself).")] = "auto",
     metrics_file: MetricsFileOption = None,
     pushgateway: PushgatewayOption = None,
+    incremental: Annotated[bool, typer.Option(
+        "--incremental", help="Copy only the binlogs the base backup does not hold; keep each once in the root's "
+                              "shared pool.")] = False,
+    base: Annotated[str | None, typer.Option(
+        "--base", help="The base of --incremental (default: the newest complete backup of the collections).")] = None,
     dry_run: DryRunOption = False,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable summary on stdout.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")] = False,
@@ -467,24 +472,26 @@ def create(
 
     Example: mbackup create -n nightly --filter default.products,analytics.*
     """
-    from ..backup.create import CreateRequest, create_backup, plan_create
+    from ..backup.create import CreateRequest, create_backup, plan_create, preview_increment
 
     state = ctx.obj.with_command_options(config, set_)
     strategy = create_strategy(force_, meta_only, backup_index_extra, strategy)
     filters = list(filter_ or []) + legacy_filters(colls, databases, database_collections)
     request = CreateRequest(name=name, filters=filters, strategy=strategy, rbac=rbac,
-                            pause_gc=state.config().backup.pause_gc, format=format_)
+                            pause_gc=state.config().backup.pause_gc, format=format_, incremental=incremental, base=base)
     request.validate()
     _check_metrics(metrics_file, pushgateway)
     settings = copy_settings(state.config())
     stores = _stores(state)
     if dry_run:
-        show_plan(plan_create(lambda: _milvus(state), stores, request), as_json)
+        plan = plan_create(lambda: _milvus(state), stores, request)
+        show_plan(preview_increment(plan, stores) if incremental else plan, as_json)
         return
     context = {"command": "create", "name": name, "filters": request.filters}
     _hooks().mbackup_before_create(context=context)
     try:
-        result = create_backup(lambda: _milvus(state), stores, request, settings, reporter=_reporter(quiet, as_json))
+        result = create_backup(lambda: _milvus(state), stores, request, settings, reporter=_reporter(quiet, as_json),
+                               announce=lambda line: typer.echo(line, err=True))
     except MBackupError as e:
         _hooks().mbackup_on_failure(context=context, error=str(e))
         _write_metrics(metrics_file, "create", {}, ok=False, gateway=pushgateway)
@@ -515,11 +522,15 @@ def list_(
     Example: mbackup list --sort size --json
     """
     from ..backup.catalog import list_backups
+    from ..backup.sharing import footprints
     from . import listing
 
     if sort not in listing.SORTS:
         raise MBackupError(f"--sort: unknown order {sort!r}: use {one_of(listing.SORTS)}")
-    rows = [listing.record(e) for e in list_backups(_stores(ctx.obj.with_command_options(config, set_)))]
+    stores = _stores(ctx.obj.with_command_options(config, set_))
+    entries = list_backups(stores)
+    sizes = footprints(stores, {e.name: e.info for e in entries if e.info is not None and not e.error})
+    rows = [listing.record(e, sizes.get(e.name)) for e in entries]
     if collection is not None:
         deprecated("-c/--collection", "list shows every backup's collections")
         rows = [r for r in rows if collection in r["collections"] or f"default.{collection}" in r["collections"]]
@@ -946,3 +957,6 @@ def main() -> None:
             show()
             sys.exit(code)
         raise
+
+
+from . import diff, exporting, retention  # noqa: E402, F401  (diff, export, forget, prune: each module registers its own)

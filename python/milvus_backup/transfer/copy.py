@@ -190,11 +190,11 @@ def matches(src: ObjectInfo, dst: ObjectInfo | None) -> bool:
     both are plain MD5 ETags (single-part uploads on S3-compatible stores)."""
     if dst is None or dst.size != src.size:
         return False
-    a, b = _md5_etag(src.etag), _md5_etag(dst.etag)
+    a, b = md5_etag(src.etag), md5_etag(dst.etag)
     return a is None or b is None or a == b
 
 
-def _md5_etag(etag: str | None) -> str | None:
+def md5_etag(etag: str | None) -> str | None:
     if not etag:
         return None
     e = etag.strip('"').lower()

@@ -1,0 +1,310 @@
+"""``create --incremental``: copy from Milvus's store only what the base backup does not hold.
+
+The policy: each binlog of the new backup is either *shared* (the base holds it) or *new*.
+What proves "the same object" without reading Milvus's copy: the same key relative to the
+backup dir (Milvus names a binlog by collection, partition, segment, field and log id, and
+never rewrites one), the same size, and the same ETag -- the ETag Milvus's store lists now
+equal to the one it listed when the base backed the object up (recorded in a version 2
+manifest), or, for a full base (version 1 manifest, no source ETag), equal to the plain MD5
+ETag of the base's own copy. Anything else is new: read from Milvus once and checksummed
+while copied, as a full backup's objects are.
+
+Every object of an incremental backup lives once in the root's pool (pool.py): a shared
+object already there is referenced as it is; one in a full base's dir is copied server-side
+into the pool (reading the backup store, not Milvus's); a new one is copied from Milvus into
+the backup dir (so an interrupted run resumes like a full create), then server-side into the
+pool under the key its checksum gives, then removed from the dir. The pool keys a run will
+reference go into its in-progress marker before it copies into the pool, and every one is
+checked present before the backup is marked complete.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..errors import MBackupError
+from ..format import meta
+from ..storage.location import ObjectInfo
+from ..transfer.copy import CopySettings, Plan, md5_etag, run_plan
+from ..transfer.progress import Reporter
+from ..units import format_bytes
+from . import manifest as manifests
+from .catalog import (
+    IN_PROGRESS,
+    BackupError,
+    BackupIncomplete,
+    Stores,
+    backup_dir,
+    collection_segments,
+    list_backups,
+    read_backup,
+)
+from .lock import StoreLock
+from .pool import POOL_REFS, list_pool, marker_refs, parse_pool_key, pool_key, under_root
+from .prune import wait_for_pending_deletes
+
+log = logging.getLogger(__name__)
+
+
+class BaseError(MBackupError):
+    """The base an incremental create was given cannot be one."""
+
+
+@dataclass(frozen=True)
+class Known:
+    """An object a base backup holds, and what proves an object Milvus lists is the same one."""
+
+    size: int
+    checksum: str
+    etag: str | None  # the ETag Milvus's object must list with (None: it cannot be proven)
+    key: str  # bucket key of the copy in the backup store
+    pool: str | None = None  # its pool key (relative to the root) when it is in the pool
+
+
+@dataclass
+class Base:
+    name: str | None  # None: no backup to share with, everything is new
+    algo: str | None = None
+    objects: dict[str, Known] = field(default_factory=dict)  # by key relative to the backup dir
+
+
+@dataclass
+class Increment:
+    """What an incremental create copies and what it shares."""
+
+    base: Base
+    algo: str
+    shared: dict[str, Known]  # rel -> the base's copy
+    new: dict[str, tuple[ObjectInfo, str]]  # rel -> (Milvus's object, key it is staged at in the backup dir)
+    sources: dict[str, ObjectInfo] = field(default_factory=dict)  # rel -> Milvus's object, for each shared one
+    pooled_bytes: int = 0  # bytes copied into the pool inside the backup store (set once stored)
+
+    @property
+    def new_bytes(self) -> int:
+        return sum(o.size for o, _ in self.new.values())
+
+    @property
+    def shared_bytes(self) -> int:
+        return sum(k.size for k in self.shared.values())
+
+    def summary(self) -> dict[str, Any]:
+        return {"base": self.base.name, "objects_new": len(self.new), "bytes_new": self.new_bytes,
+                "objects_shared": len(self.shared), "bytes_shared": self.shared_bytes,
+                "bytes_copied_into_pool": self.pooled_bytes}
+
+    def line(self) -> str:
+        on = f"on base {self.base.name}" if self.base.name else "with no base (the first of the root)"
+        return (f"incremental backup {on}: {len(self.new):,} objects ({format_bytes(self.new_bytes)}) new, "
+                f"to copy from Milvus; {len(self.shared):,} objects ({format_bytes(self.shared_bytes)}) shared")
+
+
+def _norm(etag: str | None) -> str | None:
+    return etag.strip('"').lower() if etag else None
+
+
+def find_base(stores: Stores, name: str, base: str | None, collections: Iterable[tuple[str, str]]) -> Base:
+    """The named base, or the newest complete backup of the root holding any of ``collections``
+    that mbackup made (it has a manifest); Base(None) when there is none. A named base that is
+    missing, incomplete, damaged, made by the Go tool, or of other collections is refused."""
+    wanted = set(collections)
+    if base is not None:
+        if base == name:
+            raise BaseError(f"--base {base} names the backup being created: name an earlier backup")
+        backup_dir(stores, base)  # the naming rule
+        try:
+            info = read_backup(stores, base)
+            found = manifests.read(stores, base)
+        except (ValueError, MBackupError) as e:
+            raise BaseError(f"base backup {base!r} cannot be used: {e}") from None
+        if found is None:
+            raise BaseError(f"base backup {base!r} has no checksum manifest (made by the Go tool?): "
+                            "name a backup made by mbackup, or leave out --base")
+        if wanted and not wanted & _collections(info):
+            raise BaseError(f"base backup {base!r} holds none of the collections to back up "
+                            f"({', '.join(sorted(f'{d}.{c}' for d, c in wanted))}): name a backup of them")
+        return _known(stores, base, found)
+    candidates = [e for e in list_backups(stores) if e.complete and e.info is not None and e.name != name
+                  and (not wanted or wanted & _collections(e.info))]
+    for entry in sorted(candidates, key=lambda e: e.taken or 0.0, reverse=True):
+        try:
+            found = manifests.read(stores, entry.name)
+        except ValueError as e:
+            log.warning("backup %s is not a base: its manifest is damaged (%s)", entry.name, e)
+            continue
+        if found is not None:
+            return _known(stores, entry.name, found)
+    return Base(None)
+
+
+def _collections(info: meta.BackupInfo) -> set[tuple[str, str]]:
+    return {(c.db_name or "default", c.collection_name) for c in info.collection_backups}
+
+
+def _known(stores: Stores, name: str, found: dict[str, Any]) -> Base:
+    bdir = backup_dir(stores, name)
+    algo = found["checksum_algo"]
+    objects: dict[str, Known] = {}
+    in_dir = {o.key: o for o in stores.backup.list(f"{bdir}/binlogs/")} if any(
+        "pool" not in e for e in found["objects"].values()) else {}
+    for rel, entry in found["objects"].items():
+        checksum = entry.get("checksum")
+        if not checksum or not rel.startswith("binlogs/"):
+            continue
+        if "pool" in entry:
+            objects[rel] = Known(entry["size"], checksum, _norm(entry.get("etag")),
+                                 under_root(stores.backup_root, entry["pool"]), entry["pool"])
+            continue
+        copy = in_dir.get(f"{bdir}/{rel}")
+        if copy is not None and copy.size == entry["size"]:
+            # A full backup recorded no source ETag: the copy's own, when it is a plain MD5.
+            objects[rel] = Known(entry["size"], checksum, md5_etag(copy.etag), copy.key)
+    return Base(name, algo, objects)
+
+
+def plan_increment(bdir: str, collections: list[meta.CollectionBackupInfo], etags: dict[str, str | None],
+                   base: Base, algo: str, resumed_refs: Iterable[str] = ()) -> Increment:
+    """Split the binlogs of ``collections`` into shared and new. ``resumed_refs``: the pool keys
+    an interrupted run of this create listed, whose objects it may have moved into the pool
+    already (the same run's re-listing of an immutable binlog: same rel and size suffice)."""
+    earlier: dict[str, Known] = {}
+    for ref in resumed_refs:
+        rel, size, ref_algo, checksum = parse_pool_key(ref)
+        if ref_algo == algo:
+            earlier[rel] = Known(size, checksum, None, "", ref)
+    inc = Increment(base, algo, {}, {})
+    for coll in collections:
+        for seg in collection_segments(coll):
+            for src, dst, size in meta.segment_files(bdir, seg):
+                rel = dst[len(bdir) + 1:]
+                etag = _norm(etags.get(src))
+                known = base.objects.get(rel)
+                obj = ObjectInfo(src, size, etags.get(src))
+                if known is not None and known.size == size and known.etag and known.etag == etag:
+                    inc.shared[rel] = Known(size, known.checksum, etag, known.key, known.pool)
+                    inc.sources[rel] = obj
+                elif rel in earlier and earlier[rel].size == size:
+                    inc.shared[rel] = Known(size, earlier[rel].checksum, etag, "", earlier[rel].pool)
+                    inc.sources[rel] = obj
+                else:
+                    inc.new[rel] = (obj, dst)
+    return inc
+
+
+def resumed_refs(stores: Stores, bdir: str) -> list[str]:
+    """The pool keys an interrupted run of this create listed in its marker (none when the
+    marker cannot be read: the run then copies again what it does not find)."""
+    try:
+        return marker_refs(stores.backup.read(f"{bdir}/{IN_PROGRESS}"))
+    except (ValueError, MBackupError):
+        return []
+
+
+def _write_refs(stores: Stores, bdir: str, refs: set[str], lock: StoreLock) -> None:
+    """List ``refs`` in the in-progress marker: prune spares what a running create will reference."""
+    lock.renew()
+    key = f"{bdir}/{IN_PROGRESS}"
+    marker = json.loads(stores.backup.read(key))
+    if POOL_REFS in marker and set(marker[POOL_REFS] or ()) >= refs:
+        return
+    marker[POOL_REFS] = sorted(refs | set(marker.get(POOL_REFS) or ()))
+    stores.backup.write(key, json.dumps(marker).encode())
+
+
+def store_increment(stores: Stores, bdir: str, inc: Increment, copy_new: Any, settings: CopySettings,
+                    reporter: Reporter, lock: StoreLock) -> dict[str, dict[str, Any]]:
+    """Copy the increment into the pool; return the manifest's objects. ``copy_new(keys)``
+    copies the staged keys from Milvus, verified, and returns the CopyReport."""
+    refs = {_pool_key(rel, k, inc.algo) for rel, k in inc.shared.items()}
+    _write_refs(stores, bdir, refs, lock)
+    report = copy_new({dst for _, dst in inc.new.values()})
+    proven = {r["dst_key"]: r["checksum"] for r in report.copied} | report.skipped_checksums
+    entries: dict[str, dict[str, Any]] = {}
+    from_base: dict[str, str] = {}  # pool key -> bucket key of a full base's copy to put there
+    from_staged: dict[str, str] = {}  # pool key -> the staged copy, verified against Milvus's as it was made
+    for rel, known in inc.shared.items():
+        key = _pool_key(rel, known, inc.algo)
+        entries[rel] = {"size": known.size, "checksum": known.checksum, "pool": key, "etag": known.etag}
+        if known.pool is None:
+            from_base[key] = known.key
+    for rel, (obj, dst) in inc.new.items():
+        key = pool_key(rel, obj.size, inc.algo, proven[dst])
+        entries[rel] = {"size": obj.size, "checksum": proven[dst], "pool": key, "etag": _norm(obj.etag)}
+        from_staged[key] = dst
+    refs |= from_base.keys() | from_staged.keys()
+    _write_refs(stores, bdir, refs, lock)
+    present = list_pool(stores.backup, stores.backup_root, refs)
+    size_of = {e["pool"]: e["size"] for e in entries.values()}
+    # A full base's copies are read back against the checksums it recorded: a damaged one never
+    # enters the pool under a key that says otherwise. Staged copies were proven as they were made.
+    for moves, verify in ((from_base, True), (from_staged, False)):
+        plan = Plan(jobs=[(ObjectInfo(src, size_of[k]), under_root(stores.backup_root, k))
+                          for k, src in sorted(moves.items()) if present.get(k) != size_of[k]], skipped=[])
+        if not plan.jobs:
+            continue
+        how = CopySettings(**{**settings.__dict__, "verify": verify, "checksum": inc.algo})
+        moved = run_plan(plan, stores.backup, stores.backup, how, reporter=reporter, label="pool", stop=lock.lost)
+        lock.check()
+        moved.raise_for_failures(BackupIncomplete, "the backup is incomplete, run the same create again to finish it",
+                                 resume="run the same create again to finish the backup")
+        inc.pooled_bytes += moved.bytes_copied
+        if verify:
+            _check_sums(stores, moved.copied)
+    staged = [dst for _, dst in inc.new.values()]
+    if staged:
+        stores.backup.delete_many(staged)
+    _ensure_pool(stores, refs, size_of, {rel: e for rel, e in entries.items()}, inc, settings, reporter, lock)
+    return entries
+
+
+def _check_sums(stores: Stores, copied: list[Any]) -> None:
+    """Each pool object just written has the checksum its key names; a wrong one is removed."""
+    cut = len(stores.backup_root) + 1 if stores.backup_root else 0
+    wrong = [r for r in copied if r["checksum"] is not None and r["checksum"] != parse_pool_key(r["dst_key"][cut:])[3]]
+    if wrong:
+        stores.backup.delete_many([r["dst_key"] for r in wrong])
+        raise BackupError(f"{len(wrong)} objects read from the backup store do not match the checksums recorded for "
+                          f"them (first: {wrong[0]['src_key']}): run mbackup verify --deep on the base, or make a "
+                          "full backup")
+
+
+def _pool_key(rel: str, known: Known, algo: str) -> str:
+    return known.pool or pool_key(rel, known.size, algo, known.checksum)
+
+
+def _ensure_pool(stores: Stores, refs: set[str], size_of: dict[str, int], entries: dict[str, dict[str, Any]],
+                 inc: Increment, settings: CopySettings, reporter: Reporter, lock: StoreLock) -> None:
+    """Every referenced pool object is there with its size (one LIST per collection prefix);
+    one that vanished (a prune of a forgotten base) is copied again from Milvus, its checksum
+    checked against the one recorded. Never returns with one missing. First, a prune about
+    to delete some of them (whose reading of the references missed the marker) is waited for:
+    see prune.py."""
+    wait_for_pending_deletes(stores, refs, lock, reporter.warning)
+    present = list_pool(stores.backup, stores.backup_root, refs)
+    gone = sorted(k for k in refs if present.get(k) != size_of[k])
+    if not gone:
+        return
+    src_of = {e["pool"]: (rel, e) for rel, e in entries.items()}
+    plan = Plan(jobs=[], skipped=[])
+    for key in gone:
+        rel, _ = src_of[key]
+        plan.jobs.append((inc.new[rel][0] if rel in inc.new else inc.sources[rel], under_root(stores.backup_root, key)))
+    reporter.warning(f"{len(gone)} shared objects vanished from the pool during the create: copying them again")
+    verified = CopySettings(**{**settings.__dict__, "verify": True, "checksum": inc.algo})
+    report = run_plan(plan, stores.milvus, stores.backup, verified, reporter=reporter, label="pool repair",
+                      stop=lock.lost)
+    lock.check()
+    for r in report.copied:
+        rel, entry = src_of[r["dst_key"][len(stores.backup_root) + 1 if stores.backup_root else 0:]]
+        if r["checksum"] != entry["checksum"]:
+            raise BackupError(f"{rel} in Milvus's store no longer has the checksum the base recorded: "
+                              "run a full create instead")
+    present = list_pool(stores.backup, stores.backup_root, refs)
+    gone = [k for k in refs if present.get(k) != size_of[k]]
+    if gone or report.failed:
+        raise BackupError(f"{len(gone) or len(report.failed)} objects the backup references are not in the pool "
+                          f"(first: {(gone or [report.failed[0]['dst_key']])[0]}): run the same create again")
+

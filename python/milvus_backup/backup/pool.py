@@ -1,0 +1,84 @@
+"""The shared object pool of a backup root: where incremental backups keep their binlogs once.
+
+A backup made with ``create --incremental`` copies no binlog under its own dir: each lives
+once in ``<root>/.mbackup-pool/``, named by what proves it is the same object (its key
+relative to a backup dir in the Go layout, its size and its checksum), and the backup's
+manifest (version 2) names the pool key of every object it holds. Milvus never rewrites a
+binlog (its key carries the collection, partition, segment, field and log ids), so the same
+rel, size and checksum is the same object; anything else is a new one.
+
+The pool's name cannot be a backup's (names are ``[A-Za-z0-9_]``), so every walk over the
+backups of a root skips it. Who may delete from it, and when, is prune's business: an object
+is referenced while any complete backup's manifest or any in-progress marker's
+``pool_refs`` names it.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
+from ..format import untrusted
+
+if TYPE_CHECKING:
+    from ..storage.location import Location
+
+POOL_DIR = ".mbackup-pool"
+ALGOS = ("crc32c", "crc64nvme")
+# What a create in progress lists in its marker, so that prune spares what it will reference.
+POOL_REFS = "pool_refs"
+
+_KEY = re.compile(rf"{re.escape(POOL_DIR)}/(?P<rel>.+)~(?P<size>0|[1-9][0-9]*)~(?P<algo>{'|'.join(ALGOS)})"
+                  r"-(?P<checksum>[0-9a-f]+)")
+
+
+def pool_key(rel: str, size: int, algo: str, checksum: str) -> str:
+    """``.mbackup-pool/<rel>~<size>~<algo>-<checksum>``, relative to the backup root."""
+    if algo not in ALGOS:
+        raise ValueError(f"unknown checksum algorithm {algo!r}")
+    if not re.fullmatch(r"[0-9a-f]+", checksum) or size < 0 or not rel or rel.startswith("/"):
+        raise ValueError(f"no pool key for {rel!r} ({size} bytes, checksum {checksum!r})")
+    return f"{POOL_DIR}/{rel}~{size}~{algo}-{checksum}"
+
+
+def parse_pool_key(key: str) -> tuple[str, int, str, str]:
+    """(rel, size, algo, checksum) of a pool key relative to the root; ValueError if it is not one."""
+    m = _KEY.fullmatch(key)
+    if m is None:
+        raise ValueError(f"{key!r} is not a pool key ({POOL_DIR}/<rel>~<size>~<algo>-<checksum>)")
+    return m["rel"], int(m["size"]), m["algo"], m["checksum"]
+
+
+def marker_refs(data: bytes) -> list[str]:
+    """The pool keys an in-progress marker lists (``pool_refs``; none when it lists none);
+    ValueError when they are not pool keys."""
+    marker = untrusted.load_json(data, 1 << 30)
+    listed = marker.get(POOL_REFS, []) if isinstance(marker, dict) else None
+    if not isinstance(listed, list) or not all(isinstance(k, str) for k in listed):
+        raise ValueError(f"{POOL_REFS} is not a list of pool keys")
+    for key in listed:
+        parse_pool_key(key)
+    return listed
+
+
+def pool_root(backup_root: str) -> str:
+    """The pool's prefix in the backup bucket (no trailing slash)."""
+    return f"{backup_root}/{POOL_DIR}" if backup_root else POOL_DIR
+
+
+def under_root(backup_root: str, key: str) -> str:
+    """A key relative to the backup root (a pool key) as a bucket key."""
+    return f"{backup_root}/{key}" if backup_root else key
+
+
+def list_pool(backup: Location, backup_root: str, refs: Iterable[str]) -> dict[str, int]:
+    """Size of each pool object (by pool key) under the collection prefixes ``refs`` use:
+    one LIST per ``binlogs/<kind>/<collection>`` prefix, not one HEAD per object."""
+    prefixes = {"/".join(parse_pool_key(r)[0].split("/")[:3]) for r in refs}
+    cut = len(backup_root) + 1 if backup_root else 0
+    out: dict[str, int] = {}
+    for prefix in sorted(prefixes):
+        for obj in backup.list(f"{pool_root(backup_root)}/{prefix}/"):
+            out[obj.key[cut:]] = obj.size
+    return out

@@ -1,0 +1,43 @@
+"""``mbackup export``: a self-contained copy of a backup in the Go tool's layout."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated
+
+import typer
+
+from ..units import format_bytes, format_duration
+from ..wiring import copy_settings
+from .commands import ConfigOption, NameOption, SetOption, _reporter, _stores, app
+
+
+@app.command("export")
+def export(
+    ctx: typer.Context,
+    name: NameOption,
+    output: Annotated[str | None, typer.Option(
+        "--output", "-o", help="Name of the exported backup (default: the same name, under --to-root).")] = None,
+    to_root: Annotated[str | None, typer.Option(
+        "--to-root", help="Root path in the backup bucket to export to (default: backup.storage.rootPath).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable summary on stdout.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")] = False,
+    config: ConfigOption = None,
+    set_: SetOption = None,
+) -> None:
+    """Write a self-contained copy of a backup in the Go tool's layout (every binlog under its
+    own dir, manifest version 1): what an incremental backup needs before the Go tool, or
+    anything but mbackup, can restore it. Copies stay in the backup store and are verified.
+
+    Example: mbackup export -n nightly_7 --to-root exported
+    """
+    from ..backup.export import export_backup
+
+    state = ctx.obj.with_command_options(config, set_)
+    result = export_backup(_stores(state), name, output, to_root, copy_settings(state.config()),
+                           reporter=_reporter(quiet, as_json))
+    if as_json:
+        typer.echo(json.dumps(result.summary()))
+    else:
+        typer.echo(f"export backup success: {name} -> {result.url}: {result.objects:,} objects, "
+                   f"{format_bytes(result.bytes)} in {format_duration(result.seconds)}")
