@@ -26,16 +26,15 @@ from ..errors import EXIT_FAILED, EXIT_UNREACHABLE, ConfigError, MBackupError, U
 from ..gocompat import create_strategy, deprecated, legacy_filters, version_line
 from ..storage.location import Location, shown_key, skipped_links
 from ..transfer.copy import CAUSES, CopyReport, manifest, plan_copy, recheck_skipped, run_plan, write_json
-from ..transfer.progress import ConsoleReporter
 from ..units import format_bytes, format_duration, format_time, parse_duration
 from ..wiring import copy_settings, open_milvus
 from .dry_run import show_plan
+from .options import ConfigOption, DryRunOption, FilterOption, NameOption, SetOption, _reporter, _stores
 from .signals import interrupted_exit_code, raise_on_sigterm
 
 if TYPE_CHECKING:
     import pluggy
 
-    from ..backup.catalog import Stores
     from ..milvus.adapters.base import MilvusAdapter
     from ..storage.leftovers import Leftover
 
@@ -104,12 +103,6 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
-
-
-ConfigOption = Annotated[str | None, typer.Option(
-    "--config", help="Config file (the Go tool's backup.yaml; default: backup.yaml, $MILVUSCONF, ./configs).")]
-SetOption = Annotated[list[str] | None, typer.Option(
-    "--set", help="Override a config key or the Go tool's variable for this run: --set milvus.grpc.port=19531, --set MILVUS_PORT=19531 (repeatable).")]
 
 
 class Context:
@@ -189,11 +182,6 @@ def root(
 def version() -> None:
     """Print the version on stdout (the Go tool prints its banner on stderr)."""
     typer.echo(version_line())
-
-
-def _reporter(quiet: bool, as_json: bool) -> ConsoleReporter:
-    """Warnings on stderr always; progress too, unless --quiet or --json."""
-    return ConsoleReporter(progress=not quiet and not as_json)
 
 
 def _number(flag: str, text: str) -> int | float:
@@ -326,11 +314,6 @@ def _print_failures(report: CopyReport, target: Location) -> None:
 
 # --- Milvus backups ----------------------------------------------------------------------
 
-NameOption = Annotated[str, typer.Option("--name", "-n", help="Backup name.")]
-DryRunOption = Annotated[bool, typer.Option(
-    "--dry-run", help="Check everything the real run checks and say what it would do; change nothing.")]
-FilterOption = Annotated[list[str] | None, typer.Option(
-    "--filter", help="Collections: coll, db.coll, db.* (comma-separated, repeatable).")]
 MetricsFileOption = Annotated[str | None, typer.Option(
     "--metrics-file", metavar="PATH", help="Write how the run went to PATH (*.prom) for node_exporter's textfile "
                                            "collector, atomically, success or not.")]
@@ -367,12 +350,6 @@ def _write_metrics(path: str | None, command: str, summary: dict[str, Any], ok: 
 
 def _milvus(state: Context) -> MilvusAdapter:
     return open_milvus(state.config())
-
-
-def _stores(state: Context) -> Stores:
-    from ..backup.catalog import open_stores
-
-    return open_stores(state.config())
 
 
 def _hooks() -> pluggy.HookRelay:
@@ -959,4 +936,9 @@ def main() -> None:
         raise
 
 
-from . import diff, exporting, retention  # noqa: E402, F401  (diff, export, forget, prune: each module registers its own)
+from . import diff, exporting, retention  # noqa: E402  (commands of their own modules)
+
+app.command("diff")(diff.diff_command)
+app.command("export")(exporting.export)
+app.command()(retention.forget)
+app.command("prune")(retention.prune_command)

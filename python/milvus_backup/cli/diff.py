@@ -7,10 +7,9 @@ from typing import Annotated
 
 import typer
 
-from .commands import ConfigOption, SetOption, _stores, app
+from .options import ConfigOption, SetOption, _stores
 
 
-@app.command("diff")
 def diff_command(
     ctx: typer.Context,
     a: Annotated[str, typer.Argument(metavar="A", help="The earlier backup.")],

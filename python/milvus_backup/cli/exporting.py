@@ -9,10 +9,9 @@ import typer
 
 from ..units import format_bytes, format_duration
 from ..wiring import copy_settings
-from .commands import ConfigOption, NameOption, SetOption, _reporter, _stores, app
+from .options import ConfigOption, NameOption, SetOption, _reporter, _stores
 
 
-@app.command("export")
 def export(
     ctx: typer.Context,
     name: NameOption,

@@ -11,8 +11,8 @@ from ..backup.retention import FORGET, KEEP, LEAVE, Backup, Decision, Policy, Wi
 from ..errors import MBackupError, PartialError
 from ..format import untrusted
 from ..units import format_duration, format_time, parse_duration
-from .commands import ConfigOption, DryRunOption, SetOption, _stores, app
 from .dry_run import show_plan
+from .options import ConfigOption, DryRunOption, SetOption, _stores
 
 if TYPE_CHECKING:
     from ..backup.catalog import BackupEntry, Stores
@@ -68,7 +68,6 @@ def decision_record(d: Decision) -> dict[str, Any]:
             "time": format_time(b.time) if b.time is not None else None}
 
 
-@app.command()
 def forget(
     ctx: typer.Context,
     keep_last: Annotated[int, _count("--keep-last", "the N newest backups")] = 0,
@@ -182,7 +181,6 @@ def run_prune(stores: Stores, grace: float, dry_run: bool, as_json: bool,
     return result.summary()
 
 
-@app.command("prune")
 def prune_command(
     ctx: typer.Context,
     grace: GraceOption = None,
