@@ -175,10 +175,14 @@ def root(
         "Log level for stderr and the log file (log.file.path): debug, info, warn, error.")),] = None,
     log_format: Annotated[str, typer.Option("--log-format", metavar="FORMAT", help=(
         "Log lines as text, or json: one object per line.")),] = "text",
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help=(
+        "Only warnings, errors and the result on the terminal: no progress, no phase lines.")),] = False,
     version: VersionOption = False,
 ) -> None:
+    if quiet and verbose:
+        raise MBackupError("-q/--quiet and -v/--verbose contradict each other: give one of them")
     try:
-        logs.setup(verbose, log_level, log_format)
+        logs.setup(verbose, log_level, log_format, quiet)
     except ValueError as e:
         raise MBackupError(f"{'--log-level' if log_level and 'level' in str(e) else '--log-format'}: {e}") from None
     ctx.obj = Context(config, set_)
@@ -191,8 +195,8 @@ def version() -> None:
 
 
 def _reporter(quiet: bool, as_json: bool) -> ConsoleReporter:
-    """Warnings on stderr always; progress too, unless --quiet or --json."""
-    return ConsoleReporter(progress=not quiet and not as_json)
+    """Warnings on stderr always; progress too, unless -q (the command's or mbackup -q) or --json."""
+    return ConsoleReporter(progress=not quiet and not logs.quiet() and not as_json)
 
 
 def _number(flag: str, text: str) -> int | float:
@@ -259,7 +263,7 @@ def copy(
         return
     if not plan.jobs and not plan.skipped:
         raise MBackupError(f"nothing to copy: none of the {plan.listed:,} objects under {source.url} match --include/--exclude")
-    if new_bucket and not dry_run and target.ensure_bucket():
+    if new_bucket and not dry_run and target.ensure_bucket() and not logs.quiet():
         typer.echo(f"created bucket for {target.url}", err=True)
     if verify and not dry_run:
         recheck_skipped(plan, source, target, settings)
