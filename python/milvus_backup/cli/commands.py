@@ -2,7 +2,7 @@
 
 Exit codes (EXIT_CODES, shown by ``mbackup --help``; errors.py maps causes onto them):
 0 done, 1 partly failed (retry may help), 2 usage or config error (nothing was changed),
-3 Milvus or the store not reachable or throttled (retry later), 4 integrity problem,
+3 Milvus or the store not reachable or throttled, or a lock held (retry later), 4 integrity problem,
 130 interrupted by Ctrl-C, 143 stopped by SIGTERM (what finished is still printed).
 """
 
@@ -88,7 +88,7 @@ EXIT_CODES = "\n".join((
     "  0  done",
     "  1  partly failed: running it again may finish it",
     "  2  usage or config error: fix it",
-    "  3  Milvus or the object store not reachable, throttled, timed out: retry later",
+    "  3  Milvus or the object store not reachable, throttled, timed out, or another run holds the lock: retry later",
     "  4  integrity problem: a damaged backup, a checksum mismatch",
     "  130, 143  interrupted by Ctrl-C, stopped by SIGTERM: what finished is printed",
 ))
@@ -916,3 +916,6 @@ def main() -> None:
             show()
             sys.exit(code)
         raise
+
+
+from . import migrate as _migrate  # noqa: E402, F401  (its module registers `mbackup migrate` on app)
