@@ -118,7 +118,7 @@ HELD = [
 ]
 
 
-@pytest.mark.parametrize(("args", "line"), HELD, ids=[" ".join(a[:4]) for a, _ in HELD])
+@pytest.mark.parametrize(("args", "line"), HELD, ids=[" ".join(a[:-2]) for a, _ in HELD])
 def test_a_lock_another_run_holds_exits_3_and_changes_nothing(args, line, stage, tmp_path, monkeypatch):
     import json
     import os

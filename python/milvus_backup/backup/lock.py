@@ -54,7 +54,9 @@ class LockedError(MBackupError):
 
 
 class LockLostError(MBackupError):
-    """Another run took the lock over from this one."""
+    """Another run took the lock over from this one: run again once it is done (exit 3)."""
+
+    exit_code: ClassVar[int] = EXIT_UNREACHABLE
 
 
 @dataclass
