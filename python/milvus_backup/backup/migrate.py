@@ -143,8 +143,6 @@ def _as_cloud_error(e: HttpFailed, what: str) -> MBackupError:
 
 def migrate_backup(stores: Stores, name: str, cluster_id: str, cloud: ZillizCloud, settings: CopySettings, *,
                    reporter: Reporter = SILENT) -> MigrateResult:
-    if not cluster_id:
-        raise MBackupError("migrate needs -c/--cluster_id: the id of the Zilliz Cloud cluster to migrate into")
     started = time.monotonic()
     read_backup(stores, name)  # a backup that is not there or is damaged is refused before any request
     bdir = backup_dir(stores, name)

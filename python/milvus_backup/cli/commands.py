@@ -8,6 +8,7 @@ Exit codes (EXIT_CODES, shown by ``mbackup --help``; errors.py maps causes onto 
 
 from __future__ import annotations
 
+import importlib
 import itertools
 import json
 import os
@@ -918,4 +919,6 @@ def main() -> None:
         raise
 
 
-from . import migrate as _migrate  # noqa: E402, F401  (its module registers `mbackup migrate` on app)
+# Commands in their own modules add themselves to app when imported (after app is defined).
+for _module in ("migrate",):
+    importlib.import_module(f".{_module}", __package__)

@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 
+from ..errors import MBackupError
 from ..units import format_bytes, format_duration
 from .commands import ConfigOption, NameOption, SetOption, _reporter, _stores, app, copy_settings
 
@@ -30,6 +31,8 @@ def migrate(
     """
     from ..backup.migrate import ZillizCloud, migrate_backup
 
+    if not cluster_id:  # before the config's keys are looked at, as the Go tool checks it
+        raise MBackupError("migrate needs -c/--cluster_id: the id of the Zilliz Cloud cluster to migrate into")
     state = ctx.obj.with_command_options(config, set_)
     cfg = state.config()
     cloud = ZillizCloud(cfg.get("zillizCloud.endpoint"), cfg.get("zillizCloud.apiKey"))
