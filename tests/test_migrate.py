@@ -29,12 +29,14 @@ CLOSED = closed_port()  # where no Zilliz Cloud answers
 class FakeZillizCloud:
     """POST /v2/volumes/apply and /v2/migrations/startByRemote, with the bearer API key;
     ``fail`` = (HTTP status, body) answers the volume request with that instead, and
-    ``fail`` = a dict changes those fields of the volume it lends."""
+    ``fail`` = a dict changes those fields of the volume it lends; ``fail_start`` answers the
+    migration request with (HTTP status, body) instead."""
 
     def __init__(self, seaweedfs, staging_bucket: str, api_key: str) -> None:
         self.seaweedfs, self.bucket, self.api_key = seaweedfs, staging_bucket, api_key
         self.requests: list[tuple[str, dict, str]] = []  # (path, body, Authorization header)
         self.fail: tuple[int, dict] | dict | None = None
+        self.fail_start: tuple[int, dict] | None = None
         fake = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -69,6 +71,8 @@ class FakeZillizCloud:
                 "credentials": {"tmpAK": self.seaweedfs.access_key, "tmpSK": self.seaweedfs.secret_key,
                                 "sessionToken": "", "expireTime": "2099-01-01T00:00:00Z"}, **(self.fail or {})}}
         if path == "/v2/migrations/startByRemote":
+            if self.fail_start:
+                return self.fail_start
             return 200, {"code": 0, "data": {"jobId": "job-0042"}}
         return 404, {"code": 404, "message": "no such API"}
 
@@ -183,3 +187,22 @@ def test_bad_migrate_input_is_one_line_the_right_exit_and_nothing_staged(seaweed
     assert r.stdout == "" and seaweedfs.store(cloud.bucket).list("") == []
     assert all(path == "/v2/volumes/apply" for path, _, _ in cloud.requests)  # no migration started
     assert ENV_SECRET not in r.stderr
+
+
+@pytest.mark.parametrize(("answer", "line"), [
+    ((200, {"code": 90020, "message": "cluster is not running"}),
+     "error: cannot start the migration into cluster in01-0123456789abcdef: Zilliz Cloud at {endpoint} answered "
+     "code 90020: cluster is not running"),
+    ((200, {"code": 0, "data": {}}), "error: Zilliz Cloud answered /v2/migrations/startByRemote without a job id"),
+], ids=["refused", "no job id"])
+def test_a_migration_that_does_not_start_is_one_line_and_claims_no_job(seaweedfs, setup, cloud, answer, line):
+    """The copy is done, then Zilliz Cloud does not start the job: the user is told so in one
+    line, and nothing says the migration was triggered."""
+    _, tmp_path = setup
+    cloud.fail_start = answer
+    r = run(tmp_path, "migrate", "-n", "nightly", "-c", CLUSTER, AWS_ACCESS_KEY_ID=seaweedfs.access_key,
+            AWS_SECRET_ACCESS_KEY=seaweedfs.secret_key)
+    assert (r.returncode, r.stdout) == (2, ""), r.stderr
+    errors = [x for x in r.stderr.splitlines() if not x.startswith("warning:")]
+    assert errors == [line.format(endpoint=cloud.endpoint)], r.stderr
+    assert [path for path, _, _ in cloud.requests] == ["/v2/volumes/apply", "/v2/migrations/startByRemote"]
