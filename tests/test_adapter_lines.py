@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -414,6 +415,34 @@ def test_a_failing_request_stops_the_backup_in_one_line_and_releases_gc(contract
     assert str(e.value) == message.format(v=PROFILES[name].build_tags, a=contract.address)
     assert contract.methods()[-1] == RESUME and contract.state.gc_held() == []
     assert stores.backup.list("backup") == []  # refused before a binlog was copied: nothing left behind
+
+
+def test_milvus_calls_retried_are_logged_with_what_why_the_attempt_and_the_wait(contract, stores):
+    """UNAVAILABLE twice, then a rate limit: the backup rides them out, and each retry is a log
+    record a log file or -v would show."""
+    import logging
+
+    seed(contract, stores)
+    contract.fail("GetPersistentSegmentInfo", code=grpc.StatusCode.UNAVAILABLE, reason="busy", times=2)
+    contract.fail("GetPersistentSegmentInfo", status=8, reason="rate limit exceeded", times=1)
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler(logging.INFO)
+    handler.emit = records.append  # type: ignore[method-assign]
+    logger = logging.getLogger("milvus_backup")
+    old_level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        backup(contract, stores)
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(old_level)
+    retries = [r.getMessage() for r in records if "retrying in" in r.getMessage()]
+    assert [re.sub(r"in [\d.]+s$", "in Ns", m) for m in retries] == [
+        "list segments of db1.docs: attempt 1 of 6 failed (Milvus answered UNAVAILABLE); retrying in Ns",
+        "list segments of db1.docs: attempt 2 of 6 failed (Milvus answered UNAVAILABLE); retrying in Ns",
+        "list segments of db1.docs: attempt 3 of 6 failed (rate-limited: rate limit exceeded); retrying in Ns"], retries
+    assert all(r.levelno == logging.WARNING for r in records if "retrying in" in r.getMessage())
 
 
 def test_a_pause_refused_for_one_collection_warns_and_still_releases_the_others(contract, stores):

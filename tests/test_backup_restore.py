@@ -208,6 +208,18 @@ def logged_phases(path) -> dict[str, float]:
     return found
 
 
+def test_create_with_q_shows_warnings_and_the_result_and_no_phase_or_progress_lines(backup, configs):
+    """The Go tool's own config logs at info to the console: without -q the phases show on
+    stderr; with the global -q only warnings do, and the result is on stdout as always."""
+    console = ("--set", "log.level=info", "--set", "log.console=true")
+    loud = ok(mbackup(configs["src"], *console, "create", "-n", "e2e_q_loud", "--filter", "default.e2e_int"))
+    assert re.search(r"^\S+ INFO  connect: done in ", loud.stderr, re.M), loud.stderr
+    quiet = ok(mbackup(configs["src"], *console, "-q", "create", "-n", "e2e_q_quiet", "--filter", "default.e2e_int"))
+    assert all(line.startswith("warning: ") for line in quiet.stderr.splitlines()), quiet.stderr
+    assert quiet.stderr.splitlines() == [x for x in loud.stderr.splitlines() if x.startswith("warning: ")]
+    assert re.fullmatch(r"create backup success: e2e_q_quiet: 1 collections, \d+ segments, .+ in .+\n", quiet.stdout)
+
+
 def test_list_get_and_delete(backup, configs, seaweedfs, tmp_path):
     name = "e2e_small"
     started = time.time()

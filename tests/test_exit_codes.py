@@ -104,6 +104,46 @@ def test_exit_code_by_cause(case, stage, tmp_path, monkeypatch):
     assert "Traceback" not in err
 
 
+# Every command refused because another run holds a lock: nothing is wrong with the command,
+# so 3 (retry later), not 2 (fix it). The locks are live: this process, on this host, just now.
+HELD = [
+    (["create", "-n", "busy", "--config", "{cfg}"], "error: another mbackup is working on backup 'busy' "),
+    (["create", "-n", "busy", "--dry-run", "--config", "{cfg}"], "error: another mbackup is working on backup 'busy' "),
+    (["delete", "-n", "held", "--config", "{cfg}"], "error: another mbackup is working on backup 'held' "),
+    (["delete", "-n", "held", "--dry-run", "--config", "{cfg}"], "error: another mbackup is working on backup 'held' "),
+    (["restore", "-n", "held", "--discard-journal", "--config", "{cfg}"],
+     "error: a restore of backup 'held' is running with the journal "),
+    (["restore", "-n", "held", "--discard-journal", "--dry-run", "--config", "{cfg}"],
+     "error: a restore of backup 'held' is running with the journal "),
+]
+
+
+@pytest.mark.parametrize(("args", "line"), HELD, ids=[" ".join(a[:-2]) for a, _ in HELD])
+def test_a_lock_another_run_holds_exits_3_and_changes_nothing(args, line, stage, tmp_path, monkeypatch):
+    import json
+    import os
+    import time
+    import uuid
+
+    seaweedfs, bucket = stage
+    s = seaweedfs.store(bucket)
+    live = json.dumps({"token": uuid.uuid4().hex, "pid": os.getpid(), "host": socket.gethostname(),
+                       "heartbeat": time.time(), "command": "create"}).encode()
+    Sample(s, "held")
+    for key in ("backup/held/mbackup.lock", "backup/busy/mbackup.lock", "mbackup-restore-journal/held/0123.lock"):
+        s.put(key, live)
+    s.put("mbackup-restore-journal/held/0123.json", json.dumps({"backup": "held", "collections": {}}).encode())
+    before = {k: s.get(k) for k, _, _ in s.list("")}
+    cfg = tmp_path / "backup.yaml"
+    cfg.write_text(config_yaml(seaweedfs, bucket, grpc_port=closed_port()))  # never asked: the lock refuses first
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", seaweedfs.access_key)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", seaweedfs.secret_key)
+    got, out, err = inprocess.run(*(a.replace("{cfg}", str(cfg)) for a in args))
+    assert (got, out) == (3, ""), err
+    assert next(x for x in err.splitlines() if not x.startswith("warning:")).startswith(line), err
+    assert {k: s.get(k) for k, _, _ in s.list("")} == before
+
+
 def test_help_and_readme_list_every_exit_code():
     """What a script author reads: ``mbackup --help`` and the README's table name each code."""
     import re

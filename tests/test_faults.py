@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -170,6 +171,35 @@ def test_five_slowdowns_in_a_row_are_retried_on_every_copy_path(seaweedfs, s3env
     assert server.returncode == 0, server.stderr
     assert (strategy(streamed), strategy(server)) == ("stream", "server_copy")
     assert [s.get(k) for k in ("one/x", "streamed/x", "server/x")] == [data, data, data]
+
+
+def test_every_retry_is_in_the_log_with_what_why_the_attempt_and_the_wait(seaweedfs, s3env, bucket, tmp_path):
+    """503 SlowDown on uploads and on listings: the runs succeed, and the log file says each
+    retry the engine made and each one the store client made of a request."""
+    s = seaweedfs.store(bucket)
+    s.put("one/x", os.urandom(1000))
+    fill(s, {f"many/{i}": b"x" for i in range(5)})
+    log = tmp_path / "retries.log"
+    with FaultProxy(seaweedfs.endpoint, seed=5, max_lifetime=120) as proxy:
+        proxy.slowdown(count=5, methods="PUT")  # past the client's 3 retries: the engine tries the job again
+        up = mbackup(s3env, "--set", f"log.file.path={log}", "copy", url(seaweedfs.endpoint, bucket, "one"),
+                     url(proxy.endpoint, bucket, "up"), "-q")
+        assert (up.returncode, proxy.stats["slowdown"]) == (0, 5), up.stderr
+        proxy.slowdown(count=4, methods="GET")  # a listing throttled past the client's retries
+        listed = mbackup(s3env, "--set", f"log.file.path={log}", "copy", url(proxy.endpoint, bucket, "many"),
+                         str(tmp_path / "out"), "-q")
+        assert (listed.returncode, proxy.stats["slowdown"]) == (0, 9), listed.stderr
+    assert s.get("up/x") == s.get("one/x") and len(list((tmp_path / "out").iterdir())) == 5
+    lines = log.read_text().splitlines()
+    store = [x for x in lines if "object store request: " in x]
+    assert len(store) == 4 and all(re.search(r"INFO  object store request: Encountered server error with status 503 "
+                                             r".*backing off for [\d.]+ seconds, retry [123] of 3", x) for x in store), lines
+    job = [x for x in lines if " copy one/x: attempt" in x]
+    assert len(job) == 1 and re.search(r"WARN  copy one/x: attempt 1 of 5 failed \(.*SlowDown.*\); retrying in [\d.]+s",
+                                       job[0]), "\n".join(lines)
+    listing = [x for x in lines if re.search(r"(S3 request|listing): attempt \d of 4 failed", x)]
+    assert len(listing) == 4 and all(re.search(r"WARN  .*: attempt \d of 4 failed \(.*\); retrying in [\d.]+s", x)
+                                     for x in listing), lines
 
 
 # --- b. dropped connections ---------------------------------------------------------------
@@ -520,7 +550,7 @@ def test_two_creates_of_one_name_one_wins(milvus_clusters, dataset, seaweedfs, s
     winners = [r for r in results if r.returncode == 0]
     losers = [r for r in results if r.returncode != 0]
     assert len(winners) == 1 and len(losers) == 1, [(r.returncode, r.stderr) for r in results]
-    lines = assert_clear_failure(losers[0], codes=(2,))
+    lines = assert_clear_failure(losers[0], codes=(3,))  # held by the winner: retry later
     assert len(lines) == 1 and lines[0].startswith(
         (f"error: another mbackup is working on backup '{name}' (pid ", f"error: could not take the lock on backup '{name}'")
     ), lines

@@ -47,7 +47,7 @@ with StoreLock(Location(_engine.Store(url, options), "", url), sys.argv[1], "bac
             time.sleep(0.05)
     except MBackupError as e:
         print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+        sys.exit(e.exit_code)
 """
 
 
@@ -69,7 +69,7 @@ def test_a_paused_process_whose_lock_was_taken_over_stops_and_fails(seaweedfs, b
         taker = lock(s, lease=2.0, heartbeat=0.25).acquire()
         proc.send_signal(signal.SIGCONT)
         _, err = proc.communicate(timeout=30)
-        assert proc.returncode == 2, err
+        assert proc.returncode == 3, err  # another run has it: retry later
         assert re.fullmatch(r"error: lost the lock on backup 'nightly': another run took it over after this one went "
                             r"\d s without renewing it \(the lease is 2 s\); stopped\n", err), err
         assert holder(s)["token"] == taker.token != paused["token"]
@@ -136,7 +136,7 @@ def test_delete_is_refused_while_a_create_writes_its_meta(milvus_clusters, datas
 
     code, out, err = _create_in_process(monkeypatch, cfg, name, coll, before_meta=delete)
     assert code == 0 and out.startswith(f"create backup success: {name}: 1 collections"), err
-    lines = assert_clear_failure(deletes[0], codes=(2,))
+    lines = assert_clear_failure(deletes[0], codes=(3,))  # held by the create: retry later
     assert len(lines) == 1 and re.match(rf"error: another mbackup is working on backup '{name}' \(pid {os.getpid()} "
                                         rf"on {re.escape(socket.gethostname())} running create, alive at ", lines[0])
     deep = mbackup(s3env, "verify", "-n", name, "--deep", "--config", cfg)
@@ -206,7 +206,7 @@ def test_a_paused_create_whose_lock_a_delete_took_over_stops_and_fails(milvus_cl
             proc.kill()
             proc.communicate()
     result = subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
-    lines = [line for line in assert_clear_failure(result, codes=(2,)) if not line.startswith("warning: ")]
+    lines = [line for line in assert_clear_failure(result, codes=(3,)) if not line.startswith("warning: ")]
     assert len(lines) == 1 and re.fullmatch(
         rf"error: lost the lock on backup '{name}': another run took it over after this one went \d+ s without "
         r"renewing it \(the lease is 3 s\); stopped before marking the backup complete: run the same create again",

@@ -94,3 +94,45 @@ def test_a_bad_log_option_is_one_line_and_exit_2(folder, flags, line):
     r = mbackup(*flags, "copy", "src", "dst", cwd=folder)
     assert (r.returncode, r.stderr, r.stdout) == (2, line + "\n", "")
     assert not (folder / "dst").exists()
+
+
+# The Go tool's own backup.yaml logs at info to the console; an unknown v1 key is a warning.
+GO_STYLE_CONFIG = "log:\n  level: info\n  console: true\n  file:\n    filename: logs/backup.log\nmystery: 1\n"
+
+
+def test_q_shows_only_warnings_errors_and_the_result_and_the_log_file_keeps_the_phases(folder):
+    (folder / "backup.yaml").write_text(GO_STYLE_CONFIG)
+    loud = mbackup("copy", "src", "dst", cwd=folder)
+    assert loud.returncode == 0, loud.stderr
+    assert re.search(rf"^{STAMP} INFO  copy: done in ", loud.stderr, re.M), loud.stderr
+
+    quiet = mbackup("-q", "copy", "src", "dst2", cwd=folder)
+    assert quiet.returncode == 0, quiet.stderr
+    assert quiet.stderr == ("warning: backup.yaml has no configVersion: read as a v1 file; `milvus-backup config "
+                            "migrate` converts it to v2\nwarning: mystery: unknown v1 key, ignored (file backup.yaml)\n")
+    assert quiet.stdout.startswith("copied 5 objects (4.9 KiB) in ")
+    # The log file still gets the phase of both runs.
+    assert len(re.findall(r"INFO  copy: done in ", (folder / "logs" / "backup.log").read_text())) == 2
+
+
+def test_q_with_v_is_one_line_and_exit_2(folder):
+    r = mbackup("-q", "-v", "copy", "src", "dst", cwd=folder)
+    assert (r.returncode, r.stderr, r.stdout) == (
+        2, "error: -q/--quiet and -v/--verbose contradict each other: give one of them\n", "")
+    assert not (folder / "dst").exists()
+
+
+def test_log_file_rootpath_of_a_v1_config_names_the_log_file_as_go_releases_read_it(folder):
+    # The Go tool's releases up to v0.5.8 shipped `file: rootPath: "logs/backup.log"`: the file itself.
+    (folder / "backup.yaml").write_text("log:\n  level: info\n  console: false\n  file:\n    rootPath: old/run.log\n")
+    shown = mbackup("config", "show", cwd=folder)
+    assert shown.returncode == 0, shown.stderr
+    line = next(x for x in shown.stdout.splitlines() if x.startswith("log.file.path "))
+    assert line.split()[1] == "old/run.log" and "log.file.rootPath" in line, line
+    assert mbackup("copy", "src", "dst", cwd=folder).returncode == 0
+    assert re.search(r"INFO  copy: done in ", (folder / "old" / "run.log").read_text())
+    # With log.file.filename too, filename wins, as in the Go tool today (it reads only filename).
+    (folder / "backup.yaml").write_text("log:\n  file:\n    rootPath: old/other.log\n    filename: new/run.log\n")
+    assert mbackup("copy", "src", "dst", "--force", cwd=folder).returncode == 0
+    assert (folder / "new" / "run.log").exists() and not (folder / "old" / "other.log").exists()
+

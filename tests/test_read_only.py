@@ -99,10 +99,10 @@ def test_delete_dry_run_refuses_a_backup_another_run_holds_as_the_real_delete_do
     cfg = tmp_path / "backup.yaml"
     cfg.write_text(config_yaml(seaweedfs, bucket))
     before = store_state(seaweedfs)
-    dry = error_line(mbackup(cfg, "delete", "-n", "busy", "--dry-run", env=s3env))
+    dry = error_line(mbackup(cfg, "delete", "-n", "busy", "--dry-run", env=s3env), code=3)
     assert dry.startswith("error: another mbackup is working on backup 'busy' (pid 4242 on elsewhere running create")
     assert store_state(seaweedfs) == before
-    assert error_line(mbackup(cfg, "delete", "-n", "busy", env=s3env)) == dry
+    assert error_line(mbackup(cfg, "delete", "-n", "busy", env=s3env), code=3) == dry
     assert store_state(seaweedfs) == before
 
 

@@ -460,3 +460,37 @@ def test_a_read_only_destination_is_said_once(seaweedfs, s3env, bucket, read_onl
                          "30 of 30 objects not copied (e.g. 00, 01, 02, ...); copy to a writable folder, or remount "
                          "it read-write, then run again"], r.stderr
     assert "failed 30" in r.stdout
+
+
+def test_gc_names_restore_locks_as_locks_and_never_offers_a_held_one(seaweedfs, s3env, bucket, tmp_path):
+    """A restore that died leaves its journal and its lock: both old leftovers, named as what they
+    are. A restore running now (its lock held by a live process on this host) keeps its lock,
+    its journal and the staging the journal names, whatever --grace says."""
+    import socket
+
+    s = seaweedfs.store(bucket)
+    journals = "mbackup-restore-journal/b"
+
+    def lock(pid: int, heartbeat: float) -> bytes:
+        return json.dumps({"token": uuid.uuid4().hex, "pid": pid, "host": socket.gethostname(),
+                           "heartbeat": heartbeat, "command": "restore -n b"}).encode()
+
+    s.put(f"{journals}/dead.lock", lock(os.getpid(), time.time() - 3600))  # silent for an hour: stale
+    s.put(f"{journals}/dead.json", json.dumps({"collections": {}}).encode())
+    s.put(f"{journals}/live.lock", lock(os.getpid(), time.time()))  # this process, alive: held
+    s.put(f"{journals}/live.json", json.dumps({"collections": {"default.c": {"staging": "mbackup-restore-live"}}}).encode())
+    s.put("mbackup-restore-live/backup/x/binlogs/1", b"staged by the running restore")
+    cfg = tmp_path / "backup.yaml"
+    cfg.write_text(config_yaml(seaweedfs, bucket))
+    time.sleep(1.5)
+
+    r = mbackup(s3env, "gc", "--dry-run", "--grace", "1s", "--config", str(cfg))
+    assert r.returncode == 0, r.stderr
+    assert sorted(line.split(" (")[0] for line in r.stdout.splitlines()) == [
+        "gc: would remove 2 leftovers older than 1s",
+        f"would remove restore journal s3://{bucket}/{journals}/dead.json",
+        f"would remove restore lock s3://{bucket}/{journals}/dead.lock"], r.stdout
+    r = mbackup(s3env, "gc", "--grace", "1s", "--config", str(cfg))
+    assert r.returncode == 0, r.stderr
+    assert sorted(k for k, _, _ in s.list("")) == [
+        f"{journals}/live.json", f"{journals}/live.lock", "mbackup-restore-live/backup/x/binlogs/1"]

@@ -18,6 +18,7 @@ __all__ = [
     "Store",
     "TransientError",
     "checksum",
+    "take_events",
     "take_skipped_links",
 ]
 
@@ -185,3 +186,8 @@ def checksum(algo: str, data: bytes) -> int:
 
 def take_skipped_links() -> list[tuple[str, str]]:
     """Every (store root, key) folder listings skipped since the last call."""
+
+def take_events() -> list[tuple[float, str, str]]:
+    """The engine's events since the last call, oldest first: (time, level "info"/"warn",
+    message). Each retry the engine or object_store makes, with what, why, the attempt and
+    the wait."""

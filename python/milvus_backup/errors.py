@@ -11,7 +11,8 @@ code  meaning
 0     done (also: nothing to do, e.g. ``delete --if-exists`` of a missing backup)
 1     partly failed: some objects or steps failed; running it again may finish it
 2     usage or config error: fix the command line or the config, then run again
-3     Milvus or the object store not reachable, throttled or timed out: retry later
+3     Milvus or the object store not reachable, throttled or timed out, or another run holds
+      the backup's lock (or took it over mid-run): retry later
 4     integrity problem: a damaged backup or a checksum mismatch
 130   interrupted by Ctrl-C (SIGINT); 143 stopped by SIGTERM: what finished is printed
 ====  ================================================================================

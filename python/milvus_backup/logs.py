@@ -7,7 +7,11 @@ the Reporter (transfer/progress.py). This module decides where records go, set u
   ``log.level``, rotated at ``log.file.maxSizeMiB`` keeping ``log.file.maxBackups`` files;
 - stderr, when asked for on the command line (-v info, -vv debug, --log-level), or when the
   config sets ``log.level`` itself and ``log.console`` is true. Otherwise stderr shows what it
-  always did: progress, warnings and errors, without log lines repeating them.
+  always did: progress, warnings and errors, without log lines repeating them. ``-q`` keeps
+  stderr to warnings and errors: no progress, no phase lines (``quiet()``).
+
+The engine's events (each retry it or object_store makes) are queued in Rust and forwarded
+here, under ``milvus_backup.engine``, while a run logs anywhere (``forward_engine_events``).
 
 ``--log-format json`` writes one object per line: time, level, message, and phase, backup,
 collection and seconds when known. Only mbackup's own loggers are handled (a library's debug
@@ -16,6 +20,7 @@ output may hold a password), and every record is scrubbed of the config's secret
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import contextvars
 import datetime as dt
@@ -24,6 +29,7 @@ import logging
 import logging.handlers
 import os
 import sys
+import threading
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -60,9 +66,11 @@ class _Run:
 
     def __init__(self) -> None:
         self.flag_level: int | None = None
+        self.quiet = False
         self.format = "text"
         self.secrets: list[str] = []
         self.handlers: list[logging.Handler] = []
+        self.ticker: _Ticker | None = None
 
 
 _RUN = _Run()
@@ -75,13 +83,14 @@ def level_of(name: str) -> int:
         raise ValueError(f"unknown log level {name!r}: use one of {', '.join(LEVELS)}") from None
 
 
-def setup(verbose: int = 0, level: str | None = None, fmt: str = "text") -> None:
+def setup(verbose: int = 0, level: str | None = None, fmt: str = "text", quiet: bool = False) -> None:
     """The command line's options, before any config is read: --log-level, else -v (info)
-    or -vv (debug), shows log lines on stderr."""
+    or -vv (debug), shows log lines on stderr; ``quiet`` (-q) only warnings and errors."""
     if fmt not in FORMATS:
         raise ValueError(f"unknown log format {fmt!r}: use text or json")
     _reset()
     _RUN.format = fmt
+    _RUN.quiet = quiet
     # Credentials given through the environment (AWS_SECRET_ACCESS_KEY, MILVUS_PASSWORD, ...).
     _keep_secrets([v for k, v in os.environ.items() if _secret_name(k)])
     if level is not None:
@@ -89,7 +98,12 @@ def setup(verbose: int = 0, level: str | None = None, fmt: str = "text") -> None
     elif verbose:
         _RUN.flag_level = logging.INFO if verbose == 1 else logging.DEBUG
     if _RUN.flag_level is not None:
-        _add(_Stderr(), _RUN.flag_level)
+        _add(_Stderr(), max(_RUN.flag_level, logging.WARNING) if quiet else _RUN.flag_level)
+
+
+def quiet() -> bool:
+    """-q: stderr shows warnings, errors and the command's result, no progress or phases."""
+    return _RUN.quiet
 
 
 def use_config(cfg: Config) -> None:
@@ -100,7 +114,7 @@ def use_config(cfg: Config) -> None:
                   + [v for profile in cfg.mbackup.profiles.values() for k, v in profile.items() if _secret_name(k)])
     level = _RUN.flag_level if _RUN.flag_level is not None else LEVELS[cfg.log.level]
     if _RUN.flag_level is None and cfg.log.console and cfg.origin("log.level").explicit:
-        _add(_Stderr(), level)
+        _add(_Stderr(), max(level, logging.WARNING) if _RUN.quiet else level)
     if cfg.origin("log.file.path").explicit and cfg.log.file.path:
         _add(_file_handler(cfg), level)
 
@@ -153,6 +167,49 @@ class _Stderr(logging.StreamHandler):  # type: ignore[type-arg]
         pass
 
 
+def retry(logger: logging.Logger, what: str, why: object, attempt: int, attempts: int, wait: float) -> None:
+    """A retry, said as the engine says its own (rust/src/events.rs): what, why, which
+    attempt of how many failed, and the wait before the next."""
+    logger.warning("%s: attempt %d of %d failed (%s); retrying in %.1fs", what, attempt, attempts, why, wait)
+
+
+ENGINE_LOGGER = f"{ROOT}.engine"
+_ENGINE_LEVELS = {"info": logging.INFO, "warn": logging.WARNING}
+_forwarding = threading.Lock()
+
+
+def forward_engine_events() -> None:
+    """Log what the engine queued since the last call (its retries and object_store's), each
+    record timed when the engine made it. Called by the run's ticker and at each step's end."""
+    from . import _engine
+
+    logger = logging.getLogger(ENGINE_LOGGER)
+    with _forwarding:
+        for at, level, message in _engine.take_events():
+            record = logger.makeRecord(logger.name, _ENGINE_LEVELS.get(level, logging.INFO), "(engine)", 0,
+                                       message, (), None)
+            if at:
+                record.created = at
+            if logger.isEnabledFor(record.levelno):
+                logger.handle(record)
+
+
+class _Ticker(threading.Thread):
+    """Forwards the engine's events every half second while the run logs anywhere."""
+
+    def __init__(self) -> None:
+        super().__init__(name="mbackup-engine-log", daemon=True)
+        self.stopped = threading.Event()
+
+    def run(self) -> None:
+        while not self.stopped.wait(0.5):
+            forward_engine_events()
+
+    def stop(self) -> None:
+        self.stopped.set()
+        forward_engine_events()  # what came since the last tick
+
+
 def _add(handler: logging.Handler, level: int) -> None:
     handler.setLevel(level)
     handler.setFormatter(JsonFormatter() if _RUN.format == "json" else TextFormatter())
@@ -162,9 +219,16 @@ def _add(handler: logging.Handler, level: int) -> None:
     logger.setLevel(min(level, logger.level or logging.CRITICAL))
     logger.propagate = False  # the run's handlers only: no second copy through the root logger
     _RUN.handlers.append(handler)
+    if _RUN.ticker is None:
+        _RUN.ticker = _Ticker()
+        _RUN.ticker.start()
+        atexit.register(_RUN.ticker.stop)  # main() ends with sys.exit: the last events too
 
 
 def _reset() -> None:
+    if _RUN.ticker is not None:
+        _RUN.ticker.stop()
+        atexit.unregister(_RUN.ticker.stop)
     logger = logging.getLogger(ROOT)
     for handler in _RUN.handlers:
         logger.removeHandler(handler)

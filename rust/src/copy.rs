@@ -14,6 +14,7 @@ use crate::backend::key::path;
 use crate::backend::{s3, Backend, Opened};
 use crate::checksum::{self, Algo, Hasher, Sum, Sums, Want};
 use crate::errors::{Code, Error, Result};
+use crate::events;
 use crate::limits::Limits;
 use crate::progress::Progress;
 use crate::retry::backoff;
@@ -194,6 +195,8 @@ impl Engine {
                         known = (None, None);
                     }
                     let delay = backoff(result.attempts);
+                    let what = format!("copy {}", job.src_key);
+                    events::retry(&what, &e.to_string(), result.attempts, self.opts.max_attempts, delay);
                     tokio::select! {
                         _ = tokio::time::sleep(delay) => {}
                         _ = self.cancel.cancelled() => {}

@@ -8,6 +8,7 @@ mod backend;
 mod checksum;
 mod copy;
 mod errors;
+mod events;
 mod limits;
 mod progress;
 mod py;

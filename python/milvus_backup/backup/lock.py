@@ -27,6 +27,7 @@ lock free and writing it.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import socket
 import sys
@@ -35,10 +36,13 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import ClassVar
 
-from ..errors import ConfigError, MBackupError
+from ..errors import EXIT_UNREACHABLE, ConfigError, MBackupError
 from ..format import untrusted
 from ..storage.location import AlreadyExists, Location, NotFound, StorageError, VersionChanged
+
+log = logging.getLogger(__name__)
 
 HEARTBEAT = 30.0
 LEASE = 120.0
@@ -51,11 +55,15 @@ _SHAPE = untrusted.Obj({"token": untrusted.Text(r"[0-9a-f]{32}", "a token"), "pi
 
 
 class LockedError(MBackupError):
-    """Another run holds the lock."""
+    """Another run holds the lock: nothing is wrong with the command, so retry later (exit 3)."""
+
+    exit_code: ClassVar[int] = EXIT_UNREACHABLE
 
 
 class LockLostError(MBackupError):
-    """Another run took the lock over from this one."""
+    """Another run took the lock over from this one: run again once it is done (exit 3)."""
+
+    exit_code: ClassVar[int] = EXIT_UNREACHABLE
 
 
 @dataclass
@@ -356,8 +364,8 @@ class StoreLock:
         while not self._stop.wait(self.heartbeat):
             try:
                 self._renew()
-            except StorageError:
-                pass  # tried again at the next beat; lost once the lease has gone by
+            except StorageError as e:  # tried again at the next beat; lost once the lease has gone by
+                log.warning("renew the lock on %s: failed (%s); retrying in %.1fs", self.what, e, self.heartbeat)
             if self.lost.is_set():
                 return
 

@@ -46,7 +46,7 @@ from . import manifest as manifests
 from . import snapshot
 from .catalog import Stores, backup_dir, read_backup
 from .compat import check_restorable
-from .lock import StoreLock, is_held
+from .lock import LockedError, StoreLock, is_held
 from .verify import check_before_restore
 
 
@@ -328,8 +328,8 @@ def discard_journals(stores: Stores, name: str, *, dry_run: bool = False) -> lis
     milvus, lines = stores.milvus, []
     for key in journal_keys(milvus, name):
         if is_held(milvus, key.removesuffix(".json") + ".lock"):
-            raise RestoreError(f"a restore of backup {name!r} is running with the journal {milvus.url}/{key}: wait "
-                               "for it to end (or stop it), then discard again")
+            raise LockedError(f"a restore of backup {name!r} is running with the journal {milvus.url}/{key}: wait "
+                              "for it to end (or stop it), then discard again")
     for key in journal_keys(milvus, name):
         data = read_journal(milvus, key)
         if dry_run:

@@ -21,11 +21,13 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from .. import logs
 from ..config.settings import StorageConfig
 from ..errors import MBackupError
 from ..format import meta
@@ -34,6 +36,8 @@ from ..milvus.connection import MilvusError
 from ..storage.location import Location, split_url
 from ..transfer.progress import Reporter
 from .catalog import Stores
+
+log = logging.getLogger(__name__)
 
 BUNDLE_DIR = "bundle"
 # Backup names may start with a digit, snapshot names may not: the Go tool's prefix.
@@ -231,6 +235,7 @@ def _drop(adapter: MilvusAdapter, db: str, collection: str, snapshot: str, label
         except MilvusError as e:
             error = e
             if attempt + 1 < DROP_TRIES:
+                logs.retry(log, f"drop snapshot {snapshot} of {label}", e, attempt + 1, DROP_TRIES, DROP_PAUSE)
                 time.sleep(DROP_PAUSE)
     reporter.warning(f"snapshot {snapshot} of {label} could not be dropped ({error}): it holds the collection's "
                      "files against garbage collection until it is dropped by hand")

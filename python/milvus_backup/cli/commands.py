@@ -2,7 +2,7 @@
 
 Exit codes (EXIT_CODES, shown by ``mbackup --help``; errors.py maps causes onto them):
 0 done, 1 partly failed (retry may help), 2 usage or config error (nothing was changed),
-3 Milvus or the store not reachable or throttled (retry later), 4 integrity problem,
+3 Milvus or the store not reachable or throttled, or a lock held (retry later), 4 integrity problem,
 130 interrupted by Ctrl-C, 143 stopped by SIGTERM (what finished is still printed).
 """
 
@@ -88,7 +88,7 @@ EXIT_CODES = "\n".join((
     "  0  done",
     "  1  partly failed: running it again may finish it",
     "  2  usage or config error: fix it",
-    "  3  Milvus or the object store not reachable, throttled, timed out: retry later",
+    "  3  Milvus or the object store not reachable, throttled, timed out, or another run holds the lock: retry later",
     "  4  integrity problem: a damaged backup, a checksum mismatch",
     "  130, 143  interrupted by Ctrl-C, stopped by SIGTERM: what finished is printed",
 ))
@@ -169,10 +169,14 @@ def root(
         "Log level for stderr and the log file (log.file.path): debug, info, warn, error.")),] = None,
     log_format: Annotated[str, typer.Option("--log-format", metavar="FORMAT", help=(
         "Log lines as text, or json: one object per line.")),] = "text",
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help=(
+        "Only warnings, errors and the result on the terminal: no progress, no phase lines.")),] = False,
     version: VersionOption = False,
 ) -> None:
+    if quiet and verbose:
+        raise MBackupError("-q/--quiet and -v/--verbose contradict each other: give one of them")
     try:
-        logs.setup(verbose, log_level, log_format)
+        logs.setup(verbose, log_level, log_format, quiet)
     except ValueError as e:
         raise MBackupError(f"{'--log-level' if log_level and 'level' in str(e) else '--log-format'}: {e}") from None
     ctx.obj = Context(config, set_)
@@ -248,7 +252,7 @@ def copy(
         return
     if not plan.jobs and not plan.skipped:
         raise MBackupError(f"nothing to copy: none of the {plan.listed:,} objects under {source.url} match --include/--exclude")
-    if new_bucket and not dry_run and target.ensure_bucket():
+    if new_bucket and not dry_run and target.ensure_bucket() and not logs.quiet():
         typer.echo(f"created bucket for {target.url}", err=True)
     if verify and not dry_run:
         recheck_skipped(plan, source, target, settings)
@@ -936,9 +940,10 @@ def main() -> None:
         raise
 
 
-from . import diff, exporting, retention  # noqa: E402  (commands of their own modules)
+from . import diff, exporting, migrate, retention  # noqa: E402  (commands of their own modules)
 
 app.command("diff")(diff.diff_command)
 app.command("export")(exporting.export)
 app.command()(retention.forget)
 app.command("prune")(retention.prune_command)
+app.command()(migrate.migrate)

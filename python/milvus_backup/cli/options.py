@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from .. import logs
 from ..transfer.progress import ConsoleReporter
 
 if TYPE_CHECKING:
@@ -26,8 +27,8 @@ FilterOption = Annotated[list[str] | None, typer.Option(
 
 
 def _reporter(quiet: bool, as_json: bool) -> ConsoleReporter:
-    """Warnings on stderr always; progress too, unless --quiet or --json."""
-    return ConsoleReporter(progress=not quiet and not as_json)
+    """Warnings on stderr always; progress too, unless -q (the command's or mbackup -q) or --json."""
+    return ConsoleReporter(progress=not quiet and not logs.quiet() and not as_json)
 
 
 def _stores(state: Context) -> Stores:

@@ -186,7 +186,9 @@ _TABLE: tuple[Setting, ...] = (
        choices=LOG_LEVELS, v1="log.level"),
     _s("log.console", "bool", True, "Log lines on stderr at log.level when the config sets log.level",
        v1="log.console"),
-    _s("log.file.path", "str", "logs/backup.log", "Log file; written only when this key is set", v1="log.file.filename"),
+    # Go releases up to v0.5.8 read the log file's path from log.file.rootPath (v1 files still say so).
+    _s("log.file.path", "str", "logs/backup.log", "Log file; written only when this key is set",
+       v1=V1("log.file.filename", lookup=("log.file.filename", "log.file.rootPath"))),
     _s("log.file.maxSizeMiB", "int", 300, "Rotate the log file at this size", range=ranges.LOG_SIZE, scale=MiB,
        v1="log.file.maxSize"),
     _s("log.file.maxDays", "int", 0, "Days to keep rotated log files (0: all)", range=ranges.LOG_DAYS,

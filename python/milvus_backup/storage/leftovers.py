@@ -26,11 +26,12 @@ from .location import Location, shown_key
 
 RESTORE_STAGING = "mbackup-restore-"  # restore.py stages at <this><id>/ in the Milvus bucket
 RESTORE_JOURNALS = "mbackup-restore-journal"
+JOURNAL_LOCK = ".lock"  # restore.py's Journal.lock_key: <journal key without .json>.lock
 
 
 @dataclass(frozen=True)
 class Leftover:
-    what: str  # "incomplete upload", "staging file", "restore staging", "restore journal"
+    what: str  # "incomplete upload", "staging file", "restore staging", "restore journal", "restore lock"
     store: Any
     where: str  # the store's URL, for messages
     key: str  # the key being written, the staging prefix, or the journal's key
@@ -104,17 +105,26 @@ def find_under(store: Any, where: str, prefix: str, grace: float, now: float) ->
 
 
 def find_restore(store: Any, where: str, grace: float, now: float) -> list[Leftover]:
-    """In the Milvus bucket: restore journals last written more than ``grace`` seconds ago, and
-    restore staging prefixes whose newest object is that old and that no younger journal still
-    names (``collections.<label>.staging``), with the incomplete uploads under them."""
+    """In the Milvus bucket: restore journals and the locks of restores that no longer run,
+    last written more than ``grace`` seconds ago, and restore staging prefixes whose newest
+    object is that old and that no younger or running journal still names
+    (``collections.<label>.staging``), with the incomplete uploads under them. A restore
+    running now (its lock held) keeps its lock, its journal and its staging, however old."""
     if not hasattr(store, "list_meta"):
         return []  # a store a plugin implements in Python: no dates to tell a leftover's age by
     out: list[Leftover] = []
     in_use: set[str] = set()
-    for key, size, _, modified in store.list_meta(RESTORE_JOURNALS):
-        if modified is not None and now - modified >= grace:
-            out.append(Leftover("restore journal", store, where, key, key, now - modified, size))
-        else:
+    journals = store.list_meta(RESTORE_JOURNALS)
+    locations = Location(store, "", where)
+    running = {key.removesuffix(JOURNAL_LOCK) for key, _, _, _ in journals
+               if key.endswith(JOURNAL_LOCK) and is_held(locations, key)}
+    for key, size, _, modified in journals:
+        is_lock = key.endswith(JOURNAL_LOCK)
+        live = key.removesuffix(JOURNAL_LOCK if is_lock else ".json") in running
+        if not live and modified is not None and now - modified >= grace:
+            out.append(Leftover("restore lock" if is_lock else "restore journal", store, where, key, key,
+                                now - modified, size))
+        elif not is_lock:
             in_use |= _staging_named_by(store, key)
     dirs, _ = store.list_dirs("")
     for d in dirs:
@@ -145,7 +155,7 @@ def _staging_named_by(store: Any, key: str) -> set[str]:
 
 def remove(item: Leftover) -> bool:
     """Remove one leftover; False when it was gone already (or a writer took it up again)."""
-    if item.what == "restore journal":
+    if item.what in ("restore journal", "restore lock"):
         item.store.delete(item.key)
         return True
     if item.what == "restore staging":

@@ -61,8 +61,10 @@ class Reporter:
             try:
                 yield
             except BaseException as e:
+                logs.forward_engine_events()  # the retries before the failure, in this step
                 _log_failure(name, time.monotonic() - started, e)
                 raise
+            logs.forward_engine_events()
             seconds = time.monotonic() - started
             done = f"{name}: done in {seconds:.3f}s"
             if counters is not None:

@@ -34,6 +34,7 @@ use object_store::{
 
 use crate::checksum::{Algo, Running};
 use crate::errors::{Code, Error, Result};
+use crate::events;
 use crate::retry::backoff;
 use crate::version::{changed, quoted};
 use errors::network_code;
@@ -281,7 +282,9 @@ where
                     && !matches!(e.code, Code::Unreachable | Code::Timeout)
                     && attempt < LIST_ATTEMPTS =>
             {
-                tokio::time::sleep(backoff(attempt)).await;
+                let wait = backoff(attempt);
+                events::retry("listing", &e.to_string(), attempt, LIST_ATTEMPTS, wait);
+                tokio::time::sleep(wait).await;
                 attempt += 1;
             }
             outcome => return outcome,

@@ -24,6 +24,7 @@ use super::errors::{code_for_status, network_code, xml_value, NoCredentials};
 use super::key::path;
 use crate::checksum::Sum;
 use crate::errors::{Code, Error, Result};
+use crate::events;
 use crate::version::{etag_is_not_md5, offered_by_s3, quoted};
 
 /// What server-side S3 requests need to know about a bucket.
@@ -111,7 +112,9 @@ where
             Err(e) if e.code.transient() && attempt < 3 => {
                 attempt += 1;
                 let cap = 100u64 << attempt;
-                tokio::time::sleep(std::time::Duration::from_millis(rand::rng().random_range(cap / 2..=cap))).await;
+                let wait = std::time::Duration::from_millis(rand::rng().random_range(cap / 2..=cap));
+                events::retry("S3 request", &e.to_string(), attempt, 4, wait);
+                tokio::time::sleep(wait).await;
             }
             result => return result,
         }

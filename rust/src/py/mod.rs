@@ -12,6 +12,7 @@ use pyo3::prelude::*;
 
 use crate::backend::fs;
 use crate::checksum;
+use crate::events;
 pub use errors::to_py_err;
 use store::parse_algo;
 
@@ -46,6 +47,13 @@ fn take_skipped_links() -> Vec<(String, String)> {
     fs::take_skipped()
 }
 
+/// The engine's events since the last call (its retries, and object_store's): (unix time,
+/// level, message), oldest first. Python's log forwards them (logs.py).
+#[pyfunction]
+fn take_events() -> Vec<events::Entry> {
+    events::take()
+}
+
 /// Object buffers are large and short-lived. glibc raises its mmap threshold after freeing
 /// large blocks, and from then on serves them from heap arenas it rarely returns to the OS,
 /// so RSS grows far past the bytes in use. A fixed threshold keeps every buffer of 1 MiB
@@ -60,10 +68,12 @@ fn tame_allocator() {
 #[pymodule]
 fn _engine(m: &Bound<'_, PyModule>) -> PyResult<()> {
     tame_allocator();
+    events::install();
     m.add_class::<store::Store>()?;
     m.add_class::<copier::Copier>()?;
     m.add_function(wrap_pyfunction!(py_checksum, m)?)?;
     m.add_function(wrap_pyfunction!(take_skipped_links, m)?)?;
+    m.add_function(wrap_pyfunction!(take_events, m)?)?;
     errors::register(m)?;
     Ok(())
 }

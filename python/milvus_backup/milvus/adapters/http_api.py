@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import threading
 import urllib.error
 import urllib.parse
@@ -20,6 +21,8 @@ from typing import Any
 
 from ...errors import UnreachableError
 from ..connection import MilvusError
+
+log = logging.getLogger(__name__)
 
 PAUSE = "/management/datacoord/garbage_collection/pause"
 RESUME = "/management/datacoord/garbage_collection/resume"
@@ -167,8 +170,10 @@ class GcHold:
             for collection_id in held:
                 if self._stop.is_set():
                     return
-                with contextlib.suppress(MilvusError):  # the lease may still run; release() reports
+                try:
                     self._pause_one(seconds, collection_id)
+                except MilvusError as e:  # the lease may still run; release() reports
+                    log.warning("renew the GC pause: failed (%s); retrying in %.1fs", e, max(seconds / 2, 0.05))
 
     def release(self) -> None:
         """Resume GC: every ticket, or the cluster-wide pause. Raises :class:`MilvusError`

@@ -35,11 +35,13 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
+import logging
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from itertools import groupby, pairwise
 from typing import Any
 
+from ... import logs
 from ...format import meta
 from ..connection import MilvusError
 from ..versions import Feature
@@ -55,6 +57,8 @@ from .base import (
 )
 from .http_api import HttpApi, HttpFailed
 from .rpc import RpcAdapter, RpcFailed, _import_status
+
+log = logging.getLogger(__name__)
 
 IMPORT_CREATE = "/v2/vectordb/jobs/import/create"
 IMPORT_DESCRIBE = "/v2/vectordb/jobs/import/describe"
@@ -249,6 +253,7 @@ class RestoreV2(RpcAdapter):
                 break
             except HttpFailed as e:
                 if attempt + 1 < attempts and (e.status == 0 or e.status >= 500):
+                    logs.retry(log, what, e, attempt + 1, attempts, delay)
                     time.sleep(delay)
                     delay *= 3
                     continue

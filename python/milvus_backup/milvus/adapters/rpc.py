@@ -15,15 +15,19 @@ from __future__ import annotations
 import base64
 import contextlib
 import functools
+import logging
 import time
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from ... import logs
 from ...format import meta
 from ..connection import MilvusError, MilvusUnreachable, service_method, unreachable_status
 from ..versions import Feature, ServerVersion
 from .base import ImportState, ImportStatus, MilvusAdapter, SegmentRef
 from .http_api import GcHold, HttpApi
+
+log = logging.getLogger(__name__)
 
 # Server error codes (merr) and legacy error codes the adapters react to.
 _CODE_COLLECTION_NOT_FOUND = 100
@@ -267,6 +271,8 @@ class RpcAdapter(MilvusAdapter):
             except RpcFailed as e:
                 if attempt == 49 or not _is(e, _CODE_SEGMENT_NOT_FOUND, "segment not found"):
                     raise
+                logs.retry(log, f"list segments of {db}.{collection}", "a segment was compacted away meanwhile",
+                           attempt + 1, 50, 0.1)
                 time.sleep(0.1)
         segments = [
             SegmentRef(
@@ -389,6 +395,7 @@ class RpcAdapter(MilvusAdapter):
             except grpc.RpcError as e:
                 retriable = e.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED)
                 if retriable and attempt < 5:
+                    logs.retry(log, what or method, f"Milvus answered {e.code().name}", attempt + 1, 6, delay)
                     time.sleep(delay)
                     delay *= 3
                     continue
@@ -399,6 +406,7 @@ class RpcAdapter(MilvusAdapter):
             if status.error_code == 0 and status.code == 0:
                 return resp
             if (status.code == _CODE_RATE_LIMIT or status.error_code == _LEGACY_RATE_LIMIT) and attempt < 5:
+                logs.retry(log, what or method, f"rate-limited: {status.reason or 'no reason given'}", attempt + 1, 6, delay)
                 time.sleep(delay)
                 delay *= 3
                 continue
