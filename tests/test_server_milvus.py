@@ -254,3 +254,54 @@ def test_a_schedule_fires_within_the_window_its_backup_exists_and_a_restart_does
     assert samples[("mbackup_schedule_runs_total", (("schedule", "soon"),))] == 0
     assert samples[("mbackup_schedule_missed_total", (("schedule", "soon"),))] == 0
     assert [n for n in listed if n.startswith("sched_")] == [name]
+
+
+def test_an_incremental_schedule_with_retention_shares_its_last_backup_and_keeps_only_the_newest(stack, caplog):
+    """The server's scheduler and job runner in this process (to move the schedule's clock), on
+    the module's Milvus and bucket: two slots of ``incremental: true, keepLast: 1, prune: true``.
+    The second backup is an increment of the first (the collection has not changed: every
+    binlog shared, from the pool), the first is then forgotten, the pool pruned, and the
+    second still verifies deep and restores every row; other backups of the root untouched."""
+    from milvus_backup.backup import manifest as manifests
+    from milvus_backup.backup.catalog import list_backups, open_stores
+    from milvus_backup.backup.retention import Policy
+    from milvus_backup.config.settings import load_config
+    from milvus_backup.server.metrics import Metrics
+    from milvus_backup.server.schedules import Schedule, Scheduler
+    from milvus_backup.server.v1 import Service
+    from milvus_backup.wiring import copy_settings, open_milvus
+
+    cfg = load_config(stack["config"])
+    service = Service(stores=open_stores(cfg), milvus=lambda: open_milvus(cfg), settings=copy_settings(cfg),
+                      pause_gc=False, metrics=Metrics())
+    service.stores.backup.ensure_bucket()  # when the module's tests before this one did not run
+    others = sorted(e.name for e in list_backups(service.stores))
+    t0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC).timestamp()
+    clock = [t0]
+    inc = Schedule("inc", "0 * * * *", ("default.e2e_int",), "inc_{datetime}", incremental=True,
+                   policy=Policy(last=1), prune=True)
+    scheduler = Scheduler([inc], service.runner, service.metrics.registry, pause_gc=False, clock=lambda: clock[0])
+    scheduler.start()
+    first, second = "inc_20260101_010000", "inc_20260101_020000"
+    with caplog.at_level("INFO", logger="milvus_backup"):
+        for hour in (1, 2):
+            clock[0] = t0 + hour * 3600 + 5
+            scheduler.tick(inc)
+            scheduler.settle(300)
+    jobs = [service.runner.load(f"schedule_inc_202601010{h}0000") for h in (1, 2)]
+    assert [j.state_code for j in jobs if j] == [2, 2], [(j.name, j.error) for j in jobs if j]
+    found = manifests.read(service.stores, second)
+    assert found is not None and found["incremental"] and found["base"] == first, found
+    assert found["objects"] and all("pool" in e for e in found["objects"].values()), found
+    assert f"create {second} (job schedule_inc_20260101020000): incremental backup on base {first}: 0 objects " \
+           "(0 B) new" in caplog.text
+    assert f"schedule inc: forget kept 1 ({second}), forgot 1 of 2 backups" in caplog.text
+    assert "schedule inc: prune: deleted " in caplog.text
+    samples = metric_samples(service.metrics.text().decode())
+    assert samples[("mbackup_schedule_retention_failures_total", (("schedule", "inc"),))] == 0
+    assert sorted(e.name for e in list_backups(service.stores)) == sorted([*others, second])
+
+    assert ok(mbackup(stack["config"], "verify", "-n", second, "--deep")).stdout.endswith(": 0 problems\n")
+    ok(mbackup(stack["config"], "restore", "-n", second, "--suffix", "_inc" + SUFFIX))
+    truth = stack["truth"]
+    assert_same_rows(read_back(stack["cluster"].uri, "default", "e2e_int_inc" + SUFFIX, truth), truth)

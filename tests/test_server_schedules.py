@@ -15,12 +15,13 @@ import time
 
 import pytest
 
-from milvus_backup.backup.catalog import Stores
+from milvus_backup.backup.catalog import Stores, list_backups
+from milvus_backup.backup.retention import Policy
 from milvus_backup.server.jobs import Job, JobExists, JobStore, Runner
 from milvus_backup.server.metrics import Metrics
 from milvus_backup.server.schedules import Schedule, Scheduler
 from milvus_backup.storage.location import Location
-from sample_backup import ROOT, config_yaml
+from sample_backup import ROOT, Sample, config_yaml
 from server_client import Server, free_port, metric_samples
 
 BUCKET = "mbk-srv-sched"
@@ -51,10 +52,23 @@ BAD = [
      "date)"),
     ("    - {name: nightly, cron: 5, backupName: 'nightly_{date}'}\n",
      "server.schedules[0] (nightly).cron: expected a cron expression, got 5"),
-    ("    - {name: nightly, cron: '0 2 * * *', backupName: 'nightly_{date}', incremental: true}\n",
-     "server.schedules[0] (nightly).incremental: incremental backups are not in this build of mbackup yet"),
-    ("    - {name: nightly, cron: '0 2 * * *', backupName: 'nightly_{date}', keepDaily: 7}\n",
-     "server.schedules[0] (nightly).keepDaily: retention in a schedule is not in this build of mbackup yet"),
+    ("    - {name: nightly, cron: '0 2 * * *', backupName: 'nightly_{date}', incremental: maybe}\n",
+     "server.schedules[0] (nightly).incremental: expected true or false, got 'maybe'"),
+    ("    - {name: nightly, cron: '0 2 * * *', backupName: 'nightly_{date}', keepLast: 0, keepDaily: 0}\n",
+     "server.schedules[0] (nightly).keepLast: the retention policy (keepLast: 0, keepDaily: 0) keeps no backup, so "
+     "each run would forget every backup of the schedule: keep 1 or more, or leave the keep* keys out"),
+    ("    - {name: nightly, cron: '0 2 * * *', backupName: 'nightly_{date}', keepWithin: 2weeks}\n",
+     "server.schedules[0] (nightly).keepWithin: invalid duration '2weeks': use years, months, days and hours as "
+     "restic does, e.g. 2d12h, 36h or 1y6m (m is months)"),
+    ("    - {name: nightly, cron: '0 2 * * *', backupName: 'nightly_{date}', keepDaily: -1}\n",
+     "server.schedules[0] (nightly).keepDaily: expected a number of backups (0 or more), got -1"),
+    ("    - {name: nightly, cron: '0 2 * * *', backupName: 'nightly_{date}', keepName: ['']}\n",
+     "server.schedules[0] (nightly).keepName: expected backup name globs, e.g. [nightly_*01_*], got ['']"),
+    ("    - {name: nightly, cron: '0 2 * * *', backupName: 'nightly_{date}', prune: true}\n",
+     "server.schedules[0] (nightly).prune: prune: true deletes what forget leaves unreferenced: give a retention "
+     "policy too"),
+    ("    - {name: nightly, cron: '0 2 * * *', backupName: 'nightly_{date}', keepLst: 3}\n",
+     "server.schedules[0] (nightly).keepLst: unknown key; did you mean keepLast?"),
     ("    - {name: nightly, crn: '0 2 * * *', backupName: 'nightly_{date}'}\n",
      "server.schedules[0] (nightly).crn: unknown key; did you mean cron?"),
     ("    - {name: nightly, cron: '0 2 * * *'}\n",
@@ -254,5 +268,68 @@ def test_two_servers_on_one_root_fire_a_slot_once(seaweedfs, tmp_path):
         assert runs == [0, 1]
         assert all(x[("mbackup_schedule_missed_total", (("schedule", "soon"),))] == 0 for x in samples)
         assert json.loads(seaweedfs.store(BUCKET).get(f"{ROOT}/.mbackup-jobs/{job}.json"))["runs"] == 1
+    finally:
+        seaweedfs.delete_bucket(BUCKET)
+
+
+def _sample_runner(seaweedfs) -> Runner:
+    """A runner whose create flow writes a small backup as mbackup writes one (sample_backup.py)
+    under the job's name: what retention reads is real objects on SeaweedFS; no Milvus."""
+    location = Location(seaweedfs.store(BUCKET), "", f"s3://{BUCKET}")
+    runner = Runner(JobStore(Stores(location, "files", location, ROOT)),
+                    {"create": lambda job, _reporter: Sample(seaweedfs.store(BUCKET), job.name) and None}, Metrics())
+    return runner
+
+
+def _fire_hours(scheduler: Scheduler, schedule: Schedule, clock: list[float], t0: float, hours: int) -> None:
+    for hour in range(1, hours + 1):
+        clock[0] = t0 + hour * 3600 + 5
+        scheduler.tick(schedule)
+        scheduler.settle(60)  # the backup, then the retention after it
+
+
+def test_retention_forgets_the_schedules_own_backups_only_and_prunes(seaweedfs, caplog):
+    seaweedfs.create_bucket(BUCKET)
+    try:
+        runner = _sample_runner(seaweedfs)
+        stores = runner.store.stores
+        Sample(seaweedfs.store(BUCKET), "other_20260101_000000")  # another name: never the schedule's
+        Sample(seaweedfs.store(BUCKET), "h_manual")  # the template's prefix, not a name it gives
+        t0 = dt.datetime(2026, 1, 1, tzinfo=UTC).timestamp()
+        clock = [t0]
+        hourly = Schedule("h", "0 * * * *", (), "h_{datetime}", policy=Policy(last=1), prune=True)
+        scheduler = Scheduler([hourly], runner, runner.metrics.registry, pause_gc=False, clock=lambda: clock[0])
+        scheduler.start()
+        with caplog.at_level("INFO", logger="milvus_backup.server.schedules"):
+            _fire_hours(scheduler, hourly, clock, t0, 3)
+        names = sorted(e.name for e in list_backups(stores))
+        assert names == ["h_20260101_030000", "h_manual", "other_20260101_000000"], caplog.text
+        assert "schedule h: forget kept 1 (h_20260101_030000), forgot 1 of 2 backups" in caplog.text
+        assert "schedule h: prune: deleted 0 pool objects" in caplog.text
+        samples = metric_samples(runner.metrics.text().decode())
+        assert samples[("mbackup_schedule_retention_failures_total", (("schedule", "h"),))] == 0
+        assert samples[("mbackup_schedule_runs_total", (("schedule", "h"),))] == 3
+    finally:
+        seaweedfs.delete_bucket(BUCKET)
+
+
+def test_a_retention_that_fails_is_counted_and_the_backups_stand(seaweedfs, caplog):
+    """A policy keeping none of the schedule's backups (a name glob that matches none of them):
+    refused as forget refuses it, logged, counted; every backup stays."""
+    seaweedfs.create_bucket(BUCKET)
+    try:
+        runner = _sample_runner(seaweedfs)
+        t0 = dt.datetime(2026, 1, 1, tzinfo=UTC).timestamp()
+        clock = [t0]
+        odd = Schedule("g", "0 * * * *", (), "g_{datetime}", policy=Policy(names=("release_*",)))
+        scheduler = Scheduler([odd], runner, runner.metrics.registry, pause_gc=False, clock=lambda: clock[0])
+        scheduler.start()
+        with caplog.at_level("INFO", logger="milvus_backup.server.schedules"):
+            _fire_hours(scheduler, odd, clock, t0, 2)
+        assert sorted(e.name for e in list_backups(runner.store.stores)) == ["g_20260101_010000", "g_20260101_020000"]
+        assert ("schedule g: retention after backup g_20260101_020000 failed (the backup stands): the policy keeps "
+                "none of the schedule's 2 backups: none forgotten") in caplog.text
+        samples = metric_samples(runner.metrics.text().decode())
+        assert samples[("mbackup_schedule_retention_failures_total", (("schedule", "g"),))] == 2
     finally:
         seaweedfs.delete_bucket(BUCKET)

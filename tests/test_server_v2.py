@@ -126,6 +126,9 @@ BAD_JOBS = [
     ({"kind": "create", "backup_name": "a-b"}, "invalid backup name 'a-b'"),
     ({"kind": "create", "backup_name": "b", "id": "../x"}, "id: expected a backup id"),
     ({"kind": "restore", "backup_name": "nope"}, "backup nope not found"),
+    ({"kind": "create", "backup_name": "b", "base": "a"}, "--base a names the base of an incremental backup: add "
+                                                           "--incremental"),
+    ({"kind": "create", "backup_name": "b", "incremental": True, "base": "a-b"}, "invalid backup name 'a-b'"),
     ({"kind": "restore", "backup_name": "sample_one", "restorePlan": {"mapping": [{"colls": [{"override": {
         "shardNum": "2"}}]}]}}, "restorePlan.mapping[0].colls[0].override.shardNum: expected a 32-bit integer"),
 ]
@@ -168,6 +171,15 @@ def test_a_failed_job_says_why_and_can_no_longer_be_cancelled(server):
     assert r.status == 202 and r.json["kind"] == "restore"
     restored = wait_for(server, r.json["id"])
     assert restored["state"] == "failed" and restored["error"]["code"] == "unavailable"
+
+
+def test_a_create_job_carries_incremental_and_its_base(server, seaweedfs):
+    r = server.post("/api/v2/jobs", {"kind": "create", "backup_name": "v2_inc", "id": "v2_job_inc",
+                                     "incremental": True, "base": "sample_one"})
+    assert r.status == 202, r.json
+    assert wait_for(server, "v2_job_inc")["state"] == "failed"  # Milvus does not answer
+    saved = json.loads(seaweedfs.store(BUCKET).get(f"{ROOT}/.mbackup-jobs/v2_job_inc.json"))
+    assert (saved["request"]["incremental"], saved["request"]["base"]) == (True, "sample_one")
 
 
 def test_cancel_of_a_job_no_server_runs(server, seaweedfs):

@@ -23,6 +23,12 @@ import fnmatch
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from ..format import untrusted
+
+if TYPE_CHECKING:
+    from .catalog import BackupEntry
 
 KEEP, FORGET, LEAVE = "keep", "forget", "leave"
 
@@ -137,3 +143,14 @@ def decide(backups: Iterable[Backup], policy: Policy, tz: dt.tzinfo | None = Non
     left_alone = sorted((b for b in backups if not (b.complete and b.time is not None)), key=lambda b: b.name)
     return decisions + [Decision(b, LEAVE, [b.problem or "it records no time: it cannot be placed in a period"])
                         for b in left_alone]
+
+
+def backups_of(entries: list[BackupEntry]) -> list[Backup]:
+    """What the policy sees of the backups ``list`` shows, with the time it shows."""
+    out = []
+    for e in entries:
+        problem = ("its meta cannot be read (mbackup list shows why)" if e.error else
+                   "" if e.complete else f"incomplete: a create did not finish or is running "
+                                         f"(mbackup delete -n {untrusted.shown(e.name)} removes it)")
+        out.append(Backup(e.name, e.taken, complete=e.complete and not e.error and e.info is not None, problem=problem))
+    return out

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from ..backup.retention import FORGET, KEEP, LEAVE, Backup, Decision, Policy, Within
+from ..backup.retention import FORGET, KEEP, LEAVE, Decision, Policy, Within, backups_of
 from ..errors import MBackupError, PartialError
 from ..format import untrusted
 from ..units import format_duration, format_time, parse_duration
@@ -15,7 +15,7 @@ from .dry_run import show_plan
 from .options import ConfigOption, DryRunOption, SetOption, _stores
 
 if TYPE_CHECKING:
-    from ..backup.catalog import BackupEntry, Stores
+    from ..backup.catalog import Stores
 
 _COUNTS = ("--keep-last", "--keep-hourly", "--keep-daily", "--keep-weekly", "--keep-monthly")
 _POLICY_FLAGS = ", ".join((*_COUNTS, "--keep-within", "--keep-name"))
@@ -41,17 +41,6 @@ def policy_from_flags(counts: dict[str, int], within: str | None, names: list[st
     if policy.empty:
         raise MBackupError(f"forget needs a policy, or it would remove every backup: give one or more of {_POLICY_FLAGS}")
     return policy
-
-
-def backups_of(entries: list[BackupEntry]) -> list[Backup]:
-    """What the policy sees of the backups ``list`` shows, with the time it shows."""
-    out = []
-    for e in entries:
-        problem = ("its meta cannot be read (mbackup list shows why)" if e.error else
-                   "" if e.complete else f"incomplete: a create did not finish or is running "
-                                         f"(mbackup delete -n {untrusted.shown(e.name)} removes it)")
-        out.append(Backup(e.name, e.taken, complete=e.complete and not e.error and e.info is not None, problem=problem))
-    return out
 
 
 def decision_line(d: Decision, dry_run: bool) -> str:

@@ -10,6 +10,16 @@ server restarted. Each schedule's last slot fired is kept in the root too
 (``.mbackup-jobs/schedules/<name>.state``), so a restarted server neither runs it again nor
 forgets the slots that passed while no server was up.
 
+With ``incremental: true`` each slot's create is ``create --incremental``: its base is the
+newest complete backup of the same collections, as the CLI picks it (the first slot, with no
+base, copies everything, and says so in the log). With a retention policy (``keepLast``,
+``keepHourly``, ``keepDaily``, ``keepWeekly``, ``keepMonthly``, ``keepWithin``, ``keepName``:
+``mbackup forget``'s flags, backup/retention.py's decision) each slot whose backup succeeded
+then forgets the schedule's own backups (names its ``backupName`` template gives, never other
+backups of the root) the policy does not keep, and with ``prune: true`` prunes the pool. A
+retention failure is logged and counted in ``mbackup_schedule_retention_failures_total``; the
+backup stands.
+
 A missed slot is one that passed with no server to fire it on time (seen more than
 ``LATE`` seconds after it), or one a later slot overtook before it ran. Each is counted in
 ``mbackup_schedule_missed_total{schedule}`` and logged. Of the slots that are due at once,
@@ -31,6 +41,7 @@ import difflib
 import itertools
 import json
 import logging
+import re
 import string
 import threading
 import time
@@ -41,9 +52,10 @@ from typing import Any
 
 from ..backup.create import CreateRequest
 from ..backup.lock import LockedError
+from ..backup.retention import FORGET, KEEP, Policy, Within, backups_of, decide
 from ..errors import ConfigError, MBackupError
 from ..storage.location import NotFound, StorageError
-from .jobs import Job, JobExists, Runner
+from .jobs import SUCCESS, Job, JobExists, Runner
 
 log = logging.getLogger(__name__)
 
@@ -53,9 +65,11 @@ _MOST_DUE = 100_000  # slots counted at most in one look (a per-second schedule 
 _NAME_CHARS = "letters, digits, '_' and '-'"
 # backupName placeholders: the slot's time (in the schedule's time zone) and the schedule's name.
 PLACEHOLDERS = {"date": "%Y%m%d", "time": "%H%M%S", "datetime": "%Y%m%d_%H%M%S"}
-KEYS = ("name", "cron", "timezone", "filter", "backupName", "incremental")
-# Accepted, refused until the features land (issue #12: incremental create; forget and prune).
-RETENTION_KEYS = ("keepLast", "keepHourly", "keepDaily", "keepWeekly", "keepMonthly", "keepWithin", "keepName")
+PLACEHOLDER_PATTERNS = {"date": r"\d{8}", "time": r"\d{6}", "datetime": r"\d{8}_\d{6}"}
+KEYS = ("name", "cron", "timezone", "filter", "backupName", "incremental", "prune")
+# The retention policy: forget's --keep-* flags, by the Policy field each sets.
+RETENTION_KEYS = {"keepLast": "last", "keepHourly": "hourly", "keepDaily": "daily", "keepWeekly": "weekly",
+                  "keepMonthly": "monthly", "keepWithin": "within", "keepName": "names"}
 
 
 @dataclass(frozen=True)
@@ -65,10 +79,22 @@ class Schedule:
     filters: tuple[str, ...]
     backup_name: str  # the template
     timezone: str = "UTC"  # an IANA name
+    incremental: bool = False
+    policy: Policy | None = None  # retention: None keeps every backup
+    prune: bool = False  # after forget, delete the pool objects no backup references
 
     def backup_for(self, slot: dt.datetime) -> str:
         times = {k: slot.strftime(fmt) for k, fmt in PLACEHOLDERS.items()}
         return self.backup_name.format(schedule=self.name, **times)
+
+    def made(self, backup: str) -> bool:
+        """Is ``backup`` a name this schedule's template gives (one of its backups)?"""
+        parts = []
+        for literal, field_name, _, _ in string.Formatter().parse(self.backup_name):
+            parts.append(re.escape(literal))
+            if field_name is not None:
+                parts.append(re.escape(self.name) if field_name == "schedule" else PLACEHOLDER_PATTERNS[field_name])
+        return re.fullmatch("".join(parts), backup) is not None
 
     def job_id(self, slot: dt.datetime) -> str:
         """In UTC: a slot's id is the same whatever the zone, and one per instant (the hour
@@ -121,13 +147,11 @@ def _parse_one(at: str, given: dict[str, tuple[str, Any]], problems: list[str], 
         if low not in known:
             close = difflib.get_close_matches(low, list(known), n=1, cutoff=0.75)
             meant.update(known[c] for c in close)
-            bad(key, f"unknown key; {'did you mean ' + known[close[0]] + '?' if close else 'use ' + ', '.join(KEYS)}")
-        elif known[low] in RETENTION_KEYS:
-            bad(key, "retention in a schedule is not in this build of mbackup yet (it comes with forget and prune, "
-                     "issue #12): remove it, and prune from a CronJob")
-    if value.get("incremental") not in (None, False):
-        bad("incremental", "incremental backups are not in this build of mbackup yet (issue #12): remove it or set "
-                           "incremental: false")
+            bad(key, f"unknown key; {'did you mean ' + known[close[0]] + '?' if close else 'use ' + ', '.join(known.values())}")
+    for key in ("incremental", "prune"):
+        if not isinstance(value.get(key, False), bool):
+            bad(key, f"expected true or false, got {value[key]!r}")
+    policy = _policy(value, bad)
     name = value.get("name")
     if not isinstance(name, str) or not name or not all(c.isascii() and (c.isalnum() or c in "_-") for c in name):
         bad("name", f"expected a name of {_NAME_CHARS} (it names the schedule's metrics and jobs), got {name!r}")
@@ -156,7 +180,8 @@ def _parse_one(at: str, given: dict[str, tuple[str, Any]], problems: list[str], 
     if len(problems) > before:
         return None
     assert isinstance(name, str) and isinstance(cron, str) and isinstance(template, str) and isinstance(zone, str)
-    schedule = Schedule(name, cron, tuple(raw_filter), template, zone)
+    schedule = Schedule(name, cron, tuple(raw_filter), template, zone, value.get("incremental", False), policy,
+                        value.get("prune", False))
     _check_template(schedule, lambda why: bad("backupName", why))
     if len(problems) == before:
         try:
@@ -164,6 +189,41 @@ def _parse_one(at: str, given: dict[str, tuple[str, Any]], problems: list[str], 
         except MBackupError as e:
             bad("filter" if "filter" in str(e) else "backupName", str(e))
     return schedule if len(problems) == before else None
+
+
+def _policy(value: dict[str, Any], bad: Callable[[str, str], None]) -> Policy | None:
+    """The retention policy the keep* keys give (None: no key given), as forget's flags give
+    one; refused when it keeps no backup (each run would forget all the schedule's backups)."""
+    given = [k for k in RETENTION_KEYS if k in value]
+    if not given:
+        if value.get("prune") is True:
+            bad("prune", "prune: true deletes what forget leaves unreferenced: give a retention policy too "
+                         f"({', '.join(RETENTION_KEYS)}), or prune from mbackup prune")
+        return None
+    fields: dict[str, Any] = {}
+    for key in given:
+        raw = value[key]
+        if key == "keepWithin":
+            try:
+                fields["within"] = Within.parse(raw if isinstance(raw, str) else str(raw))
+            except ValueError as e:
+                bad(key, str(e))
+        elif key == "keepName":
+            globs = [raw] if isinstance(raw, str) else raw
+            if not isinstance(globs, list) or not globs or not all(isinstance(g, str) and g for g in globs):
+                bad(key, f"expected backup name globs, e.g. [nightly_*01_*], got {raw!r}")
+            else:
+                fields["names"] = tuple(globs)
+        elif isinstance(raw, bool) or not isinstance(raw, int) or raw < 0:
+            bad(key, f"expected a number of backups (0 or more), got {raw!r}")
+        else:
+            fields[RETENTION_KEYS[key]] = raw
+    policy = Policy(**fields)
+    if policy.empty and len(fields) == len(given):
+        bad(given[0], f"the retention policy ({', '.join(f'{k}: {value[k]!r}' for k in given)}) keeps no backup, so "
+                      "each run would forget every backup of the schedule: keep 1 or more, or leave the keep* keys "
+                      "out")
+    return policy
 
 
 def _cron_problem(cron: Any) -> str:
@@ -242,6 +302,10 @@ class Scheduler:
                              ["schedule"], registry=registry)
         self.next_slot = Gauge("mbackup_schedule_next_timestamp_seconds", "When a schedule's next slot is",
                                ["schedule"], registry=registry)
+        self.retention_failures = Counter("mbackup_schedule_retention_failures",
+                                          "Forgets and prunes after a schedule's backup that failed",
+                                          ["schedule"], registry=registry)
+        self._retaining: list[threading.Thread] = []
         self._last: dict[str, dt.datetime] = {}
         self._stop = threading.Event()
 
@@ -252,6 +316,7 @@ class Scheduler:
         for s in self.schedules:
             self.missed.labels(s.name)
             self.fired.labels(s.name)
+            self.retention_failures.labels(s.name)
             last = self.state.load(s.name)
             if last is None:  # a new schedule: its first slot is the next one, nothing before
                 self.state.save(s.name, now, "")
@@ -264,6 +329,11 @@ class Scheduler:
 
     def stop(self) -> None:
         self._stop.set()
+
+    def settle(self, timeout: float) -> None:
+        """Wait (up to ``timeout`` seconds each) for the backups fired and the retention after them."""
+        for thread in list(self._retaining):
+            thread.join(timeout)
 
     def _now(self) -> dt.datetime:
         return dt.datetime.fromtimestamp(self.clock(), dt.timezone.utc)
@@ -311,17 +381,67 @@ class Scheduler:
         """Start the slot's backup; False when another server (or an earlier run of this one)
         started it already."""
         name = s.backup_for(slot)
-        create = CreateRequest(name=name, filters=list(s.filters), pause_gc=self.pause_gc)
+        create = CreateRequest(name=name, filters=list(s.filters), pause_gc=self.pause_gc, incremental=s.incremental)
         stores = self.runner.store.stores
         job = Job(id=job_id, kind="create", name=name, request=dataclasses.asdict(create), root=stores.backup_root)
         stores.backup.ensure_bucket()
         try:
-            self.runner.submit(job)
+            running = self.runner.submit(job)
         except (JobExists, LockedError):
             log.info("schedule %s: the slot of %s was fired already (job %s)", s.name, f"{slot:%Y-%m-%d %H:%M:%S %Z}",
                      job_id)
             return False
         self.fired.labels(s.name).inc()
         log.info("schedule %s: slot of %s: backup %s started (job %s)", s.name, f"{slot:%Y-%m-%d %H:%M:%S %Z}",
-                    name, job_id)
+                 name, job_id)
+        # Retention waits for the backup (it may be the one that should be kept); a backup a
+        # restarted server resumes is retained after the schedule's next one.
+        follower = threading.Thread(target=self._after, args=(s, job, running), name=f"mbackup-retention-{s.name}",
+                                    daemon=True)
+        self._retaining = [t for t in self._retaining if t.is_alive()] + [follower]
+        follower.start()
         return True
+
+    def _after(self, s: Schedule, job: Job, running: threading.Thread) -> None:
+        running.join()
+        if job.state_code != SUCCESS or s.policy is None:
+            return
+        try:
+            self.retain(s)
+        except Exception as e:  # the backup stands whatever happens here
+            self.retention_failures.labels(s.name).inc()
+            if isinstance(e, (MBackupError, StorageError)):
+                log.error("schedule %s: retention after backup %s failed (the backup stands): %s", s.name, job.name, e)
+            else:
+                log.exception("schedule %s: retention after backup %s failed (the backup stands)", s.name, job.name)
+
+    def retain(self, s: Schedule) -> None:
+        """Forget the schedule's backups (only its own) its policy does not keep, as ``mbackup
+        forget`` decides, counted in the schedule's time zone; then prune when asked."""
+        from ..backup.catalog import BackupNotFound, delete_backup, list_backups
+        from ..backup.prune import min_grace, prune
+
+        assert s.policy is not None
+        stores = self.runner.store.stores
+        own = [e for e in list_backups(stores) if s.made(e.name)]
+        decisions = decide(backups_of(own), s.policy, zoneinfo.ZoneInfo(s.timezone))
+        kept = [d.backup.name for d in decisions if d.action == KEEP]
+        doomed = [d.backup.name for d in decisions if d.action == FORGET]
+        if doomed and not kept:
+            raise MBackupError(f"the policy keeps none of the schedule's {len(doomed)} backups: none forgotten "
+                               "(mbackup forget --dry-run with the same keep flags shows why)")
+        failed = []
+        for name in doomed:
+            try:
+                delete_backup(stores, name)
+            except BackupNotFound:
+                pass  # gone meanwhile: forgotten all the same
+            except MBackupError as e:
+                failed.append(f"{name}: {e}")
+        log.info("schedule %s: forget kept %d (%s), forgot %d of %d backups", s.name, len(kept), ", ".join(kept),
+                 len(doomed) - len(failed), len(decisions))
+        if s.prune:
+            log.info("schedule %s: %s", s.name, prune(stores, min_grace(stores)).line())
+        if failed:
+            raise MBackupError(f"{len(failed)} backups could not be forgotten (first: {failed[0]}); the next slot "
+                               "tries again")

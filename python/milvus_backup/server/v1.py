@@ -113,7 +113,8 @@ class Service:
         if job.runs > 1 and backup_made_by(stores, job):
             return  # it had finished when its server stopped
         reporter.on_step = lambda name: record_backup_id(stores, job) if name == "metadata" else None
-        result = create_backup(self.milvus, stores, CreateRequest(**job.request), self.settings, reporter=reporter)
+        result = create_backup(self.milvus, stores, CreateRequest(**job.request), self.settings, reporter=reporter,
+                               announce=lambda line: log.info("create %s (job %s): %s", job.name, job.id, line))
         self.metrics.backup_succeeded((f"{c.db_name}.{c.collection_name}", c.size) for c in result.info.collection_backups)
 
     def _run_restore(self, job: Job, reporter: JobReporter) -> None:
@@ -152,7 +153,8 @@ class Service:
                                        req.get("with_index_extra", False), req.get("strategy", ""))
             create = CreateRequest(name=name, filters=filters, strategy=strategy, rbac=req.get("rbac", False),
                                    pause_gc=req.get("gc_pause_enable", False) or self.pause_gc,
-                                   format=req.get("format") or "auto")
+                                   format=req.get("format") or "auto", incremental=req.get("incremental", False),
+                                   base=req.get("base") or None)  # v2's fields: v1's request has none
             create.validate()
         except MBackupError as e:
             raise Failed(PARAMETER_ERROR, str(e)) from None

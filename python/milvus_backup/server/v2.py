@@ -49,6 +49,7 @@ _FIELDS: dict[str, requests.Spec] = {
     kind: {k: v for k, v in spec.items() if k not in ("async", "requestId", "id")}
     for kind, spec in (("create", requests.CREATE), ("restore", requests.RESTORE))
 }
+_FIELDS["create"] |= {"incremental": "bool", "base": "str"}  # v2's own: create --incremental [--base]
 
 # Error codes: (HTTP status, retriable)
 ERRORS = {
