@@ -157,6 +157,16 @@ def timed(run) -> Timed:
     return Timed(result, time.monotonic() - wall, cpu_seconds() - cpu)
 
 
+PHASES = ("metadata", "flush", "discover", "copy", "meta")
+
+
+def phase_seconds(t: Timed) -> str:
+    """Where a create's wall time went: its phases, and the rest (connecting, describing, the lock)."""
+    ph = t.result.phases
+    rest = t.wall - sum(ph.get(p, 0.0) for p in PHASES)
+    return " / ".join(f"{ph.get(p, 0.0):.2f}" for p in PHASES) + f" / {rest:.2f}"
+
+
 def mib(n: int) -> str:
     return f"{n / 2**20:,.1f}"
 
@@ -175,6 +185,7 @@ def main() -> None:
     rng = random.Random(12)
     work = Path(tempfile.mkdtemp(prefix="mbackup-incbench-"))
     rows_out: list[list[str]] = []
+    phases_out: list[list[str]] = []
     failures: list[str] = []
     with LocalStack(work / "stack", clusters=1) as stack:
         cluster = stack.source
@@ -246,6 +257,7 @@ def main() -> None:
                 f"{inc_copy:.2f}", f"{inc.cpu:.1f}", mib(full.read_from_milvus), mib(full.written), f"{full.wall:.1f}",
                 f"{full_copy:.2f}", f"{full.cpu:.1f}", f"{inc.wall / full.wall:.2f}",
                 f"{inc_copy / full_copy:.2f}" if full_copy else "-"])
+            phases_out.append([rows_out[-1][0], *(phase_seconds(t) for t in (inc, full))])
             if new_segments and read > new_segments * 1.05:
                 failures.append(f"cycle {cycle}: read {read:,} bytes, more than the new segments' {new_segments:,} + 5%")
         first_dir = stored(inc_stores, "incremental/night_0/")
@@ -285,6 +297,11 @@ def main() -> None:
             ["cycle", "segments", "new objects", "shared objects", "new segments MiB", "incr. read MiB", "read / new",
              "incr. written MiB", "incr. s", "incr. copy s", "incr. CPU s", "full read MiB", "full written MiB",
              "full s", "full copy s", "full CPU s", "incr. s / full s", "incr. copy / full copy"], rows_out),
+        "",
+        "Where the time went, seconds: " + " / ".join(PHASES) + " / the rest (connecting, "
+        "the lock, the in-progress marker, finding the base).",
+        "",
+        benchlib.markdown_table(["cycle", "increment", "full"], phases_out),
         "",
         f"Storage: the {args.cycles} increments (the pool and their dirs) {mib(increments)} MiB; one full backup of the "
         f"last state {mib(one_full)} MiB; ratio {ratio:.2f} (target at most 1.6) -> {'met' if ratio <= 1.6 else 'NOT met'}. "

@@ -55,6 +55,7 @@ from .incremental import (
     Base,
     Increment,
     find_base,
+    norm_etag,
     plan_increment,
     resumed_refs,
     store_increment,
@@ -434,11 +435,11 @@ class _CreateRun:
                 info.control_channel_name = flushed.control_channel
                 info.physical_channel_names = list(flushed.physical_channels)
             report, pooled = None, None
+            etags: dict[str, str | None] = {}  # the version listed, which the copy is pinned to
             if snapshot:
                 with self.phase("export"):  # Milvus copies the data itself; a snapshot pins it
                     export_collections(self.adapter, self.stores, self.bdir, self.name, collections, self.reporter)
             if with_data:
-                etags: dict[str, str | None] = {}  # the version listed, which the copy is pinned to
                 with self.phase("discover"):
                     for coll in collections:
                         etags |= discover_collection(self.adapter, self.stores, coll, self.reporter)
@@ -452,7 +453,7 @@ class _CreateRun:
             info.collection_backups = collections
             info.size = sum(c.size for c in collections)
             with self.phase("meta"):
-                write_meta(self.stores, self.bdir, info, report, self.settings, self.lock, pooled)
+                write_meta(self.stores, self.bdir, info, report, self.settings, self.lock, pooled, etags=etags)
         except BaseException:
             if not self.lock.lost.is_set() and (snapshot or (not resumed and not copying)):
                 # Refused before a single binlog was copied (a wrong bucket or root path, say),
@@ -690,11 +691,13 @@ def _recheck_resumed(plan: Plan, stores: Stores, bdir: str, collections: list[me
 
 def write_meta(stores: Stores, bdir: str, info: meta.BackupInfo, report: CopyReport | None,
                settings: CopySettings, lock: StoreLock, pooled: dict[str, Any] | None = None,
-               meta_files: dict[str, bytes] | None = None) -> None:
+               meta_files: dict[str, bytes] | None = None, etags: dict[str, str | None] | None = None) -> None:
     """Write the manifest and the meta files, and mark the backup complete (backup_meta.json)
     only once every object is there and this run still holds the lock. ``pooled``: an
     incremental backup's objects (in the pool, checked there) and base; ``meta_files``: the
-    meta files to write as they are (an export keeping its source's bytes)."""
+    meta files to write as they are (an export keeping its source's bytes); ``etags``: the ETag
+    Milvus's store listed for each source key, recorded so an increment on this backup knows
+    the object again without reading it."""
     manifest: dict[str, Any] = {"version": 1, "backup": info.name, "id": info.id, "checksum_algo":
                                 settings.checksum if settings.checksum != "none" else "crc32c", "objects": {}}
     if pooled is not None:
@@ -707,8 +710,10 @@ def write_meta(stores: Stores, bdir: str, info: meta.BackupInfo, report: CopyRep
         proven = {r["dst_key"]: r["checksum"] for r in report.copied} | report.skipped_checksums
         for coll in info.collection_backups:
             for seg in collection_segments(coll):
-                for _, dst, size in meta.segment_files(bdir, seg):
-                    manifest["objects"][dst[len(bdir) + 1:]] = {"size": size, "checksum": proven[dst]}
+                for src, dst, size in meta.segment_files(bdir, seg):
+                    entry = manifest["objects"][dst[len(bdir) + 1:]] = {"size": size, "checksum": proven[dst]}
+                    if etags and etags.get(src):
+                        entry["etag"] = norm_etag(etags[src])
     backup = stores.backup
     written = {f"{meta.META_DIR}/{MANIFEST}": json.dumps(manifest, indent=0, sort_keys=True).encode()}
     files = meta_files or meta.write_meta_files(info)

@@ -4,9 +4,10 @@ The policy: each binlog of the new backup is either *shared* (the base holds it)
 What proves "the same object" without reading Milvus's copy: the same key relative to the
 backup dir (Milvus names a binlog by collection, partition, segment, field and log id, and
 never rewrites one), the same size, and the same ETag -- the ETag Milvus's store lists now
-equal to the one it listed when the base backed the object up (recorded in a version 2
-manifest), or, for a full base (version 1 manifest, no source ETag), equal to the plain MD5
-ETag of the base's own copy. Anything else is new: read from Milvus once and checksummed
+equal to the one it listed when the base backed the object up (recorded in the manifest),
+or, for a full base made before full backups recorded it, equal to the ETag of the base's own
+copy (a server-side copy keeps its source's ETag, a multipart one included: Milvus uploads a
+binlog over 16 MiB in parts). Anything else is new: read from Milvus once and checksummed
 while copied, as a full backup's objects are.
 
 Every object of an incremental backup lives once in the root's pool (pool.py): a shared
@@ -29,7 +30,7 @@ from typing import Any
 from ..errors import MBackupError
 from ..format import meta
 from ..storage.location import ObjectInfo
-from ..transfer.copy import CopySettings, Plan, md5_etag, run_plan
+from ..transfer.copy import CopySettings, Plan, run_plan
 from ..transfer.progress import Reporter
 from ..units import format_bytes
 from . import manifest as manifests
@@ -102,7 +103,8 @@ class Increment:
                 f"to copy from Milvus; {len(self.shared):,} objects ({format_bytes(self.shared_bytes)}) shared")
 
 
-def _norm(etag: str | None) -> str | None:
+def norm_etag(etag: str | None) -> str | None:
+    """An ETag as compared: unquoted, lower case (MD5 or multipart alike: both are of the content)."""
     return etag.strip('"').lower() if etag else None
 
 
@@ -155,13 +157,13 @@ def _known(stores: Stores, name: str, found: dict[str, Any]) -> Base:
         if not checksum or not rel.startswith("binlogs/"):
             continue
         if "pool" in entry:
-            objects[rel] = Known(entry["size"], checksum, _norm(entry.get("etag")),
+            objects[rel] = Known(entry["size"], checksum, norm_etag(entry.get("etag")),
                                  under_root(stores.backup_root, entry["pool"]), entry["pool"])
             continue
         copy = in_dir.get(f"{bdir}/{rel}")
         if copy is not None and copy.size == entry["size"]:
-            # A full backup recorded no source ETag: the copy's own, when it is a plain MD5.
-            objects[rel] = Known(entry["size"], checksum, md5_etag(copy.etag), copy.key)
+            # A full backup made before full backups recorded Milvus's ETag: its copy's own.
+            objects[rel] = Known(entry["size"], checksum, norm_etag(entry.get("etag") or copy.etag), copy.key)
     return Base(name, algo, objects)
 
 
@@ -180,7 +182,7 @@ def plan_increment(bdir: str, collections: list[meta.CollectionBackupInfo], etag
         for seg in collection_segments(coll):
             for src, dst, size in meta.segment_files(bdir, seg):
                 rel = dst[len(bdir) + 1:]
-                etag = _norm(etags.get(src))
+                etag = norm_etag(etags.get(src))
                 known = base.objects.get(rel)
                 obj = ObjectInfo(src, size, etags.get(src))
                 if known is not None and known.size == size and known.etag and known.etag == etag:
@@ -232,7 +234,7 @@ def store_increment(stores: Stores, bdir: str, inc: Increment, copy_new: Any, se
             from_base[key] = known.key
     for rel, (obj, dst) in inc.new.items():
         key = pool_key(rel, obj.size, inc.algo, proven[dst])
-        entries[rel] = {"size": obj.size, "checksum": proven[dst], "pool": key, "etag": _norm(obj.etag)}
+        entries[rel] = {"size": obj.size, "checksum": proven[dst], "pool": key, "etag": norm_etag(obj.etag)}
         from_staged[key] = dst
     refs |= from_base.keys() | from_staged.keys()
     _write_refs(stores, bdir, refs, lock)

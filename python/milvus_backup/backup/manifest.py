@@ -1,6 +1,7 @@
 """mbackup's checksum manifest (``<backup>/meta/mbackup_manifest.json``): what a backup holds.
 
-Version 1 (a full backup): every binlog under the backup dir, ``{rel: {size, checksum}}``.
+Version 1 (a full backup): every binlog under the backup dir, ``{rel: {size, checksum}}``, and
+since create records it, ``etag``: the ETag Milvus's store listed (see below).
 Version 2 (``create --incremental``): ``"incremental": true``, ``"base"`` (the backup it was
 taken against, or null), and each binlog entry also names its ``pool`` key (relative to the
 backup root, see pool.py) and ``etag``, the ETag Milvus's store listed for it when it was

@@ -67,6 +67,7 @@ class RpcAdapter(MilvusAdapter):
     #: Seconds a flush or a load may take before giving up.
     wait_timeout: float = 1800.0
     poll_interval: float = 0.5
+    first_poll: float = 0.02
 
     def __init__(self, version: str, connection: Any) -> None:
         self.version = version
@@ -417,11 +418,14 @@ class RpcAdapter(MilvusAdapter):
         raise AssertionError("unreachable")
 
     def _wait(self, done: Any, what: str) -> None:
-        deadline = time.monotonic() + self.wait_timeout
+        # Short polls first, doubling up to poll_interval: a flush of a flushed collection is
+        # done within a checkpoint tick, and a full poll interval was most of an increment's time.
+        deadline, delay = time.monotonic() + self.wait_timeout, self.first_poll
         while not done():
             if time.monotonic() > deadline:
                 raise MilvusError(f"{what} on Milvus {self._where()} did not finish within {self.wait_timeout:g} s")
-            time.sleep(self.poll_interval)
+            time.sleep(delay)
+            delay = min(2 * delay, self.poll_interval)
 
 
 @functools.cache
