@@ -214,6 +214,7 @@ def _verifies_and_restores(scenario, milvus_clusters, tmp_path, bucket: str, roo
     (["-n", "inc_2"], "export of 'inc_2' would overwrite it: give another --output name or --to-root"),
     (["-n", "inc_2", "--to-root", "inc_export"], f"s3://{BUCKET}/inc_export/inc_2 already holds a backup"),
     (["-n", "nope", "--to-root", "inc_export"], "no backup named 'nope'"),
+    (["-n", "inc_2", "--to-root", f"{ROOT}/inc_1"], f"s3://{BUCKET}/{ROOT}/inc_1/inc_2 is inside 'inc_1'"),
     (["-n", "inc_2", "-o", "bad-name", "--to-root", "x"], "invalid backup name 'bad-name'"),
 ])
 def test_export_refuses_what_it_cannot_do_and_writes_nothing(scenario, seaweedfs, args, says):
@@ -296,6 +297,9 @@ def test_export_to_another_bucket_is_a_backup_that_verifies_and_restores(scenari
     (["-n", "nope", "--to", "@offsite"], "no backup named 'nope'"),
     (["-n", "inc_2", "--to", "@root"], f"--to s3://{BUCKET}/{ROOT} is the backup root itself: to export within it, "
                                        "drop --to and give another name with -o"),
+    (["-n", "inc_2", "--to", "@root/inc_full"], f"s3://{BUCKET}/{ROOT}/inc_full/inc_2 is inside 'inc_full' of the "
+                                                f"backup root s3://{BUCKET}/{ROOT}, which owns that folder"),
+    (["-n", "inc_2", "--to", "@root/.mbackup-pool/x"], "is inside '.mbackup-pool' of the backup root"),
     (["-n", "inc_2", "--to", "@offsite/taken"], f"s3://{OFFSITE}/exp/taken/inc_2 already holds a backup: "
                                                 "give another --output name or --to destination, or delete it"),
 ])
@@ -333,6 +337,7 @@ def test_a_killed_export_to_another_bucket_is_not_a_backup_and_the_same_export_f
     proxy = scenario["proxy"]
     config = _offsite_config(scenario, seaweedfs, tmp_path, endpoint=proxy.endpoint.rstrip("/"))
     args = ["export", "-n", "inc_2", "--to", "@offsite"]
+    proxy.stats["stalled"] = 0
     proxy.stall(120, methods="PUT", paths=f"/{OFFSITE}/exp/inc_2/binlogs/")
     run = subprocess.Popen([sys.executable, "-m", "milvus_backup", "--config", str(config), *args],
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -346,6 +351,7 @@ def test_a_killed_export_to_another_bucket_is_not_a_backup_and_the_same_export_f
             run.kill()
             _, err = run.communicate(timeout=30)
             proxy.passthrough()
+            proxy.stats["stalled"] = 0  # the proxy is the module's: later tests wait for their own stall
         s = seaweedfs.store(OFFSITE)
         assert s.head("exp/inc_2/mbackup_in_progress.json") is not None, err
         assert s.head(f"exp/inc_2/meta/{meta.BACKUP_META}") is None

@@ -31,6 +31,7 @@ from ..units import format_bytes
 from . import manifest as manifests
 from .catalog import IN_PROGRESS, LOCK, Stores, backup_storage_errors, collection_segments, read_backup
 from .lock import StoreLock
+from .pool import POOL_DIR
 from .verify import verify_backup
 
 
@@ -101,6 +102,10 @@ def plan_export(stores: Stores, name: str, output: str | None, to_root: str | No
     if to is None and ddir == bdir:
         raise ExportError(f"export of {name!r} would overwrite it: give another --output name or --to-root")
     with backup_storage_errors(stores):
+        inside = _backup_holding(stores, dest, ddir)
+        if inside is not None:
+            raise ExportError(f"{where} is inside {inside!r} of the backup root {stores.backup_url()}, which owns "
+                              "that folder: export to the root itself (-o NEW) or outside it")
         info = read_backup(stores, name)
         if info.format == meta.FORMAT_SNAPSHOT:
             raise ExportError(f"backup {name!r} is a snapshot-format backup, whose data Milvus keeps in its bundle: "
@@ -166,6 +171,20 @@ def export_backup(stores: Stores, plan: ExportPlan, settings: CopySettings, repo
                                  f"(first: {rel}): run mbackup verify -n {name} --deep; the export is incomplete")
         _write(stores, dest, plan.bdir, ddir, info, plan.output, report, verified, lock)
     return ExportResult(plan.output, plan.where, objects, size, len(report.copied), time.monotonic() - started)
+
+
+def _backup_holding(stores: Stores, dest: Location, ddir: str) -> str | None:
+    """The backup, or the pool, of the backup root whose folder ``ddir`` at ``dest`` would go
+    inside (where a delete or prune of it would take the export along), else None."""
+    if not dest.same_bucket(stores.backup):
+        return None
+    root, key = stores.backup.key(stores.backup_root) if stores.backup_root else stores.backup.prefix, dest.key(ddir)
+    if root and not key.startswith(f"{root}/"):
+        return None
+    first, _, deeper = key[len(root) + 1 if root else 0:].partition("/")
+    owned = first == POOL_DIR or any(stores.backup.exists(f"{meta.backup_dir(stores.backup_root, first)}/{rel}")
+                                     for rel in (f"{meta.META_DIR}/{meta.BACKUP_META}", IN_PROGRESS))
+    return first if deeper and owned else None
 
 
 def _recheck(plan: Plan, dest: Location, expected: dict[str, str | None], settings: CopySettings,
