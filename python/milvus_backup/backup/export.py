@@ -110,13 +110,6 @@ def plan_export(stores: Stores, name: str, output: str | None, to_root: str | No
         if info.format == meta.FORMAT_SNAPSHOT:
             raise ExportError(f"backup {name!r} is a snapshot-format backup, whose data Milvus keeps in its bundle: "
                               "only binlog backups can be exported")
-        new_bucket = not dest.has_bucket()
-        present = {} if new_bucket else {o.key: o.size for o in dest.list(f"{ddir}/")}
-        if f"{ddir}/{meta.META_DIR}/{meta.BACKUP_META}" in present:
-            raise ExportError(f"{where} already holds a backup: {elsewhere}, or delete it")
-        if any(not k.startswith((f"{ddir}/binlogs/", f"{ddir}/{meta.META_DIR}/", f"{ddir}/{LOCK}",
-                                 f"{ddir}/{IN_PROGRESS}")) for k in present):
-            raise ExportError(f"{where} holds objects that are not an export's: {elsewhere}")
         checked = verify_backup(stores, name)
         if checked.problems:
             raise IntegrityError(f"backup {name!r} failed the quick check ({checked.problems[0].line}): "
@@ -125,6 +118,14 @@ def plan_export(stores: Stores, name: str, output: str | None, to_root: str | No
             found = manifests.read(stores, name)
         except ValueError as e:
             raise IntegrityError(f"the manifest of backup {name!r} is damaged ({e}): nothing was exported") from None
+    # Outside backup_storage_errors: a destination's missing bucket is not backup.storage's.
+    new_bucket = not dest.has_bucket()
+    present = {} if new_bucket else {o.key: o.size for o in dest.list(f"{ddir}/")}
+    if f"{ddir}/{meta.META_DIR}/{meta.BACKUP_META}" in present:
+        raise ExportError(f"{where} already holds a backup: {elsewhere}, or delete it")
+    if any(not k.startswith((f"{ddir}/binlogs/", f"{ddir}/{meta.META_DIR}/", f"{ddir}/{LOCK}",
+                             f"{ddir}/{IN_PROGRESS}")) for k in present):
+        raise ExportError(f"{where} holds objects that are not an export's: {elsewhere}")
     algo = found["checksum_algo"] if found else (settings.checksum if settings.checksum != "none" else "crc32c")
     recorded = {f"{bdir}/{rel}": e.get("checksum") for rel, e in (found or {}).get("objects", {}).items()}
     pooled = manifests.located(stores, bdir, found)
