@@ -71,7 +71,7 @@ def scenario(milvus_clusters, seaweedfs, tmp_path_factory):
         f"    port: {src.s3.s3_port}\n    bucketName: {src.bucket}", f"    port: {port}\n    bucketName: {src.bucket}"))
     mc = client(src.uri)
     _create_collection(mc, COLL)
-    out: dict = {"configs": configs, "proxy": proxy, "truth": {}, "stderr": {}, "gets": {}}
+    out: dict = {"configs": configs, "proxy": proxy, "cluster": src, "truth": {}, "stderr": {}, "gets": {}}
     try:
         for start in (0, 1000, 2000):  # three flushed segments
             mc.insert(COLL, _rows(start, 1000))
@@ -97,7 +97,7 @@ def scenario(milvus_clusters, seaweedfs, tmp_path_factory):
         mc.drop_collection(COLL)
         mc.close()
         other = client(dst.uri)
-        for suffix in ("_full_r", "_1_r", "_2_r", "_x_r"):
+        for suffix in ("_full_r", "_1_r", "_2_r", "_x_r", "_o_r"):
             if other.has_collection(COLL + suffix):
                 other.drop_collection(COLL + suffix)
         other.close()
@@ -198,18 +198,24 @@ def test_export_writes_a_full_backup_in_the_go_layout_that_restores(scenario, se
     source = json.loads(s.get(f"{ROOT}/inc_2/meta/mbackup_manifest.json"))
     assert manifest["version"] == 1 and set(manifest) == set(json.loads(s.get(f"{ROOT}/inc_full/meta/mbackup_manifest.json")))
     assert manifest["objects"] == {rel: {"size": e["size"], "checksum": e["checksum"]} for rel, e in source["objects"].items()}
+    _verifies_and_restores(scenario, milvus_clusters, tmp_path, BUCKET, "inc_export", "_x_r")
+
+
+def _verifies_and_restores(scenario, milvus_clusters, tmp_path, bucket: str, root: str, suffix: str) -> None:
+    """inc_2 exported under ``root`` of ``bucket`` passes verify --deep there and restores its rows."""
     config = tmp_path / "export.yaml"
-    config.write_text(backup_config(milvus_clusters.target, backup_bucket=BUCKET, backup_root="inc_export"))
+    config.write_text(backup_config(milvus_clusters.target, backup_bucket=bucket, backup_root=root))
     ok(mbackup(config, "verify", "-n", "inc_2", "--deep"))
-    ok(mbackup(config, "restore", "-n", "inc_2", "--suffix", "_x_r"))
+    ok(mbackup(config, "restore", "-n", "inc_2", "--suffix", suffix))
     truth = scenario["truth"]["inc_2"]
-    assert_same_rows(read_back(milvus_clusters.target.uri, "default", COLL + "_x_r", truth), truth)
+    assert_same_rows(read_back(milvus_clusters.target.uri, "default", COLL + suffix, truth), truth)
 
 
 @pytest.mark.parametrize(("args", "says"), [
     (["-n", "inc_2"], "export of 'inc_2' would overwrite it: give another --output name or --to-root"),
     (["-n", "inc_2", "--to-root", "inc_export"], f"s3://{BUCKET}/inc_export/inc_2 already holds a backup"),
     (["-n", "nope", "--to-root", "inc_export"], "no backup named 'nope'"),
+    (["-n", "inc_2", "--to-root", f"{ROOT}/inc_1"], f"s3://{BUCKET}/{ROOT}/inc_1/inc_2 is inside 'inc_1'"),
     (["-n", "inc_2", "-o", "bad-name", "--to-root", "x"], "invalid backup name 'bad-name'"),
 ])
 def test_export_refuses_what_it_cannot_do_and_writes_nothing(scenario, seaweedfs, args, says):
@@ -227,9 +233,136 @@ def test_export_of_a_damaged_shared_object_exits_4_and_leaves_no_backup(scenario
     try:
         result = mbackup(scenario["configs"]["src"], "export", "-n", "inc_2", "--to-root", "inc_damaged")
         assert "do not match the checksums it recorded" in error_line(result, 4)
-        assert not s.list(f"inc_damaged/inc_2/meta/{meta.BACKUP_META}")
+        assert s.head(f"inc_damaged/inc_2/meta/{meta.BACKUP_META}") is None
     finally:
         s.put(key, original)
+
+
+OFFSITE = "mbk-inc-offsite"  # a second bucket, made by the export itself
+
+
+def _offsite_config(scenario, seaweedfs, tmp_path, endpoint: str | None = None):
+    """The source's config with a profile for the second bucket, credentials in the config."""
+    config = tmp_path / "offsite.yaml"
+    config.write_text(scenario["configs"]["src"].read_text() + (
+        f"mbackup:\n  profiles:\n    offsite:\n      url: s3://{OFFSITE}/exp?endpoint={endpoint or seaweedfs.endpoint}\n"
+        f"      accessKeyID: {seaweedfs.access_key}\n      secretAccessKey: {seaweedfs.secret_key}\n"))
+    return config
+
+
+def _assert_exported(seaweedfs, read, listed: set[str]) -> None:
+    """Every binlog of inc_2 byte-equal to the object inc_2 holds (in the pool), the meta files
+    the source's, and a version 1 manifest listing each binlog with its checksum."""
+    s = seaweedfs.store(BUCKET)
+    source = json.loads(s.get(f"{ROOT}/inc_2/meta/mbackup_manifest.json"))
+    metas = {f"meta/{f}" for f in (*meta.META_FILES, "mbackup_manifest.json")}
+    assert listed == set(_files(seaweedfs, "inc_2")) | metas
+    for rel, e in source["objects"].items():
+        assert read(rel) == s.get(f"{ROOT}/{e['pool']}"), rel
+    for f in meta.META_FILES:
+        assert read(f"meta/{f}") == s.get(f"{ROOT}/inc_2/meta/{f}")
+    manifest = json.loads(read("meta/mbackup_manifest.json"))
+    assert manifest["version"] == 1
+    assert manifest["objects"] == {rel: {"size": e["size"], "checksum": e["checksum"]} for rel, e in source["objects"].items()}
+
+
+def test_export_to_a_local_folder_is_a_backup_that_verifies_there(scenario, seaweedfs, milvus_clusters, tmp_path):
+    folder = tmp_path / "offline"
+    out = ok(mbackup(scenario["configs"]["src"], "export", "-n", "inc_2", "--to", str(folder))).stdout
+    assert out.startswith(f"export backup success: inc_2 -> file://{folder}/inc_2: "), out
+    base = folder / "inc_2"
+    _assert_exported(seaweedfs, lambda rel: (base / rel).read_bytes(),
+                     {str(p.relative_to(base)) for p in base.rglob("*") if p.is_file()})
+    config = tmp_path / "local.yaml"
+    text = scenario["configs"]["src"].read_text()
+    config.write_text(text[:text.index("backup:\n")] + f"backup:\n  storage:\n    provider: local\n    rootPath: {folder}\n")
+    ok(mbackup(config, "verify", "-n", "inc_2", "--deep"))
+
+
+def test_export_to_another_bucket_is_a_backup_that_verifies_and_restores(scenario, seaweedfs, milvus_clusters,
+                                                                         tmp_path):
+    try:
+        out = ok(mbackup(_offsite_config(scenario, seaweedfs, tmp_path), "export", "-n", "inc_2", "--to",
+                         "@offsite")).stdout
+        assert out.startswith(f"export backup success: inc_2 -> s3://{OFFSITE}/exp/inc_2: "), out
+        s = seaweedfs.store(OFFSITE)
+        _assert_exported(seaweedfs, lambda rel: s.get(f"exp/inc_2/{rel}"),
+                         {k[len("exp/inc_2/"):] for k, _, _ in s.list("exp/inc_2/")})
+        _verifies_and_restores(scenario, milvus_clusters, tmp_path, OFFSITE, "exp", "_o_r")
+    finally:
+        seaweedfs.delete_bucket(OFFSITE)
+
+
+@pytest.mark.parametrize(("args", "says"), [
+    (["-n", "inc_2", "--to", "@offsite", "--to-root", "x"], "--to and --to-root both say where to export: give one"),
+    (["-n", "nope", "--to", "@offsite"], "no backup named 'nope'"),
+    (["-n", "inc_2", "--to", "@root"], f"--to s3://{BUCKET}/{ROOT} is the backup root itself: to export within it, "
+                                       "drop --to and give another name with -o"),
+    (["-n", "inc_2", "--to", "@root/inc_full"], f"s3://{BUCKET}/{ROOT}/inc_full/inc_2 is inside 'inc_full' of the "
+                                                f"backup root s3://{BUCKET}/{ROOT}, which owns that folder"),
+    (["-n", "inc_2", "--to", "@root/.mbackup-pool/x"], "is inside '.mbackup-pool' of the backup root"),
+    (["-n", "inc_2", "--to", "@offsite/taken"], f"s3://{OFFSITE}/exp/taken/inc_2 already holds a backup: "
+                                                "give another --output name or --to destination, or delete it"),
+])
+def test_export_to_a_url_refuses_what_it_cannot_do_and_writes_nothing(scenario, seaweedfs, tmp_path, args, says):
+    config = _offsite_config(scenario, seaweedfs, tmp_path)
+    config.write_text(config.read_text() + f"    root:\n      url: s3://{BUCKET}/{ROOT}?endpoint={seaweedfs.endpoint}\n"
+                      f"      accessKeyID: {seaweedfs.access_key}\n      secretAccessKey: {seaweedfs.secret_key}\n")
+    seaweedfs.create_bucket(OFFSITE)
+    try:
+        ok(mbackup(config, "export", "-n", "inc_full", "-o", "inc_2", "--to", "@offsite/taken"))
+        before = {b: seaweedfs.store(b).list("") for b in (BUCKET, OFFSITE)}
+        assert says in error_line(mbackup(config, "export", *args), 2)
+        assert {b: seaweedfs.store(b).list("") for b in (BUCKET, OFFSITE)} == before
+        # -o naming a free backup there is not refused
+        ok(mbackup(config, "export", "-n", "inc_full", "-o", "inc_free", "--to", "@offsite/taken"))
+    finally:
+        seaweedfs.delete_bucket(OFFSITE)
+
+
+def test_export_dry_run_says_what_it_would_copy_and_writes_nothing(scenario, seaweedfs, tmp_path):
+    config, files = _offsite_config(scenario, seaweedfs, tmp_path), _files(seaweedfs, "inc_2")
+    args = ["export", "-n", "inc_2", "--to", "@offsite", "--dry-run"]
+    lines = ok(mbackup(config, *args)).stdout.splitlines()
+    assert lines[0] == f"would create bucket for s3://{OFFSITE}/exp"
+    assert lines[1].startswith(f"would export backup inc_2 to s3://{OFFSITE}/exp/inc_2: copy {len(files):,} objects ")
+    assert json.loads(ok(mbackup(config, *args, "--json")).stdout) == {
+        "dry_run": True, "name": "inc_2", "url": f"s3://{OFFSITE}/exp/inc_2", "bucket_to_create": True,
+        "objects_to_copy": len(files), "bytes_to_copy": sum(size for _, size in files.values()), "objects_present": 0}
+    assert seaweedfs.request("HEAD", OFFSITE).status == 404  # not even the bucket
+
+
+def test_a_killed_export_to_another_bucket_is_not_a_backup_and_the_same_export_finishes_it(scenario, seaweedfs,
+                                                                                            tmp_path):
+    """kill -9 while the binlogs are written to the other bucket (through a stalling proxy)."""
+    proxy = scenario["proxy"]
+    config = _offsite_config(scenario, seaweedfs, tmp_path, endpoint=proxy.endpoint.rstrip("/"))
+    args = ["export", "-n", "inc_2", "--to", "@offsite"]
+    proxy.stats["stalled"] = 0
+    proxy.stall(120, methods="PUT", paths=f"/{OFFSITE}/exp/inc_2/binlogs/")
+    run = subprocess.Popen([sys.executable, "-m", "milvus_backup", "--config", str(config), *args],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        try:
+            deadline = time.monotonic() + 90
+            while not proxy.stats["stalled"] and run.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.1)
+            assert proxy.stats["stalled"], f"the export never wrote a binlog: {run.stderr.read() if run.poll() is not None else ''}"
+        finally:
+            run.kill()
+            _, err = run.communicate(timeout=30)
+            proxy.passthrough()
+            proxy.stats["stalled"] = 0  # the proxy is the module's: later tests wait for their own stall
+        s = seaweedfs.store(OFFSITE)
+        assert s.head("exp/inc_2/mbackup_in_progress.json") is not None, err
+        assert s.head(f"exp/inc_2/meta/{meta.BACKUP_META}") is None
+        ok(mbackup(config, *args))
+        assert s.head("exp/inc_2/mbackup_in_progress.json") is None
+        verify = tmp_path / "verify.yaml"
+        verify.write_text(backup_config(scenario["cluster"], backup_bucket=OFFSITE, backup_root="exp"))
+        ok(mbackup(verify, "verify", "-n", "inc_2", "--deep"))
+    finally:
+        seaweedfs.delete_bucket(OFFSITE)
 
 
 def test_an_increment_restores_after_its_base_is_deleted(scenario, milvus_clusters, seaweedfs):
@@ -313,7 +446,7 @@ def test_a_killed_increment_listed_its_pool_objects_and_the_same_create_finishes
     # The objects it shares were listed for prune before anything was copied, and are in the pool.
     assert marker["pool_refs"] and set(marker["pool_refs"]) <= pooled
     ok(mbackup(scenario["configs"]["src"], *args))
-    assert not s.list(f"{ROOT}/inc_3/mbackup_in_progress.json")
+    assert s.head(f"{ROOT}/inc_3/mbackup_in_progress.json") is None
     ok(mbackup(scenario["configs"]["src"], "verify", "-n", "inc_3", "--deep"))
 
 
