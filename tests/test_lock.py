@@ -171,7 +171,7 @@ def test_a_create_whose_objects_went_missing_never_reports_success(milvus_cluste
         "deleted them during the create: run the same create again"], err
     assert backup_store.head(f"backup/{name}/meta/backup_meta.json") is None
     listed = mbackup(s3env, "list", "--config", cfg)
-    assert re.search(rf"^{name} +- +- +INCOMPLETE .* \(a create did not finish\)$", listed.stdout, re.M), listed.stdout
+    assert re.search(rf"^{name} +- +- +- +INCOMPLETE .* \(a create did not finish\)$", listed.stdout, re.M), listed.stdout
 
     again = mbackup(s3env, "create", "-n", name, "--filter", coll, "-q", "--config", cfg, timeout=300)
     assert again.returncode == 0 and f"resuming the incomplete backup '{name}'" in again.stderr, again.stderr

@@ -124,9 +124,10 @@ def test_a_restore_another_server_runs_is_cancelled_through_the_root(stack, seaw
     assert wait_for(server, "v2_made", ended)[-1]["state"] == "succeeded"
     slow = Server(stack["slow"], "--rescan", "3600", env=stack["env"], token=TOKEN)
     try:
+        # A suffix of its own: the first test restored e2e_int with SUFFIX, and that collection stays.
         # Staged into the Milvus bucket at 2 requests a second: long enough to be cancelled.
         r = slow.post("/api/v2/jobs", {"kind": "restore", "backup_name": "v2_to_restore", "id": "v2_restore_me",
-                                       "collection_suffix": SUFFIX, "collection_names": ["e2e_int"]})
+                                       "collection_suffix": "_cancelled" + SUFFIX, "collection_names": ["e2e_int"]})
         assert r.status == 202, r.body
         # Asked of the server that does not run it: it leaves the request beside the job.
         r = server.post("/api/v2/jobs/v2_restore_me/cancel", None)
@@ -134,7 +135,7 @@ def test_a_restore_another_server_runs_is_cancelled_through_the_root(stack, seaw
         job = wait_for(slow, "v2_restore_me", ended, timeout=60)[-1]
     finally:
         slow.stop()
-    assert job["state"] == "cancelled" and job["error"]["code"] == "cancelled", job
+    assert job["state"] == "cancelled" and job["error"]["code"] == "cancelled", (job["state"], job["error"])
     left = {k.rsplit("/", 1)[-1] for k, _, _ in store.list(f"{ROOT}/.mbackup-jobs/")}
     assert {n for n in left if n.startswith("v2_restore_me")} == {"v2_restore_me.json"}
     assert server.get("/api/v2/jobs/v2_restore_me").json == job
