@@ -10,6 +10,7 @@ answer too. Bounded: a few examples per operation, one worker, a fixed seed (~30
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 
@@ -59,4 +60,10 @@ def test_fuzzed_requests_get_documented_answers_and_never_a_5xx(server, api, tmp
            "--report", "junit", "--report-dir", str(tmp_path), *options]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert r.returncode == 0, r.stdout[-8000:] + r.stderr[-2000:]
-    assert "No issues found" in r.stdout, r.stdout[-3000:]
+    # Allowed: the stateful phase finding no job id that cancel accepts (POST /jobs/{id}/cancel answering 404 each
+    # time), which depends on what the seed generates; cancel has tests of its own (tests/test_server_v2*.py).
+    # Any other warning, or any failure, fails this test.
+    warnings = re.findall(r"\u26a0\ufe0f (.+)", r.stdout)
+    allowed = ["Missing test data: 1 operation repeatedly returned 404 responses"]
+    assert "No issues found" in r.stdout or (warnings == allowed and "- POST /jobs/{id}/cancel" in r.stdout), \
+        r.stdout[-3000:]
