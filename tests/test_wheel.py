@@ -151,19 +151,22 @@ def test_the_install_holds_no_pymilvus_pandas_or_numpy(wheel: Path, installed: P
     assert (found.returncode, found.stdout.strip()) == (0, "[]"), found.stderr
 
 
-# What `mbackup server` (and --pushgateway) import: the `server` extra, not in a plain install.
+# What `mbackup server` (and --pushgateway) import: the `server` extra, not in a plain install;
+# and what `mbackup l0compact` imports: the `l0compact` extra.
 SERVER_EXTRA = ["croniter", "prometheus_client", "starlette", "uvicorn"]
+L0COMPACT_EXTRA = ["pyarrow"]
+EXTRAS = sorted(SERVER_EXTRA + L0COMPACT_EXTRA)
 
 
 def test_every_module_imports_with_the_runtime_dependencies_alone(installed: Path):
     # What pymilvus used to bring along (requests, pandas...) would fail here, module by module,
-    # although most are imported only inside the function that needs them. The server extra's
-    # libraries are named apart: they must be exactly the extra's, and absent here.
+    # although most are imported only inside the function that needs them. The extras'
+    # libraries are named apart: they must be exactly the extras', and absent here.
     code = ("import ast, pathlib, sys, milvus_backup; root = pathlib.Path(milvus_backup.__file__).parent; "
             "names = {(n.names[0].name if isinstance(n, ast.Import) else n.module).split('.')[0] "
             "for p in root.rglob('*.py') for n in ast.walk(ast.parse(p.read_text())) "
             "if isinstance(n, ast.Import) or (isinstance(n, ast.ImportFrom) and n.level == 0)}; "
-            f"extra = {{m for m in names if m in {SERVER_EXTRA!r}}}; "
+            f"extra = {{m for m in names if m in {EXTRAS!r}}}; "
             "import importlib, importlib.util as u; "
             "[importlib.import_module(m) for m in sorted(names - sys.stdlib_module_names - extra)]; "
             "print(sorted(names - sys.stdlib_module_names - extra), sorted(extra), "
@@ -171,11 +174,15 @@ def test_every_module_imports_with_the_runtime_dependencies_alone(installed: Pat
     proc = run(installed, "python", "-c", code)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.strip() == ("['google', 'grpc', 'milvus_backup', 'pluggy', 'rich', 'typer', 'yaml'] "
-                                   f"{SERVER_EXTRA!r} []")
+                                   f"{EXTRAS!r} []")
     # Without the extra, the server says how to get it.
     proc = run(installed, "mbackup", "server", "-p", "1")
     assert proc.returncode == 2 and proc.stderr.strip().startswith("error: mbackup server needs "), proc.stderr
     assert 'pip install "mbackup[server]"' in proc.stderr
+    # Nor l0compact without its own, before it reads any config.
+    proc = run(installed, "mbackup", "l0compact", "-n", "b")
+    assert (proc.returncode, proc.stderr) == (2, "error: mbackup l0compact needs pyarrow to read and write Parquet: "
+                                                 'install it with pip install "mbackup[l0compact]"\n'), proc.stderr
 
 
 @pytest.mark.milvus

@@ -32,7 +32,7 @@ from . import manifest as manifests
 from .catalog import IN_PROGRESS, LOCK, Stores, backup_storage_errors, collection_segments, read_backup
 from .lock import StoreLock
 from .pool import POOL_DIR
-from .verify import verify_backup
+from .verify import checked_manifest
 
 
 class ExportError(MBackupError):
@@ -110,14 +110,7 @@ def plan_export(stores: Stores, name: str, output: str | None, to_root: str | No
         if info.format == meta.FORMAT_SNAPSHOT:
             raise ExportError(f"backup {name!r} is a snapshot-format backup, whose data Milvus keeps in its bundle: "
                               "only binlog backups can be exported")
-        checked = verify_backup(stores, name)
-        if checked.problems:
-            raise IntegrityError(f"backup {name!r} failed the quick check ({checked.problems[0].line}): "
-                                 f"see mbackup verify -n {name}; nothing was exported")
-        try:
-            found = manifests.read(stores, name)
-        except ValueError as e:
-            raise IntegrityError(f"the manifest of backup {name!r} is damaged ({e}): nothing was exported") from None
+        found = checked_manifest(stores, name, "nothing was exported")
     # Outside backup_storage_errors: a destination's missing bucket is not backup.storage's.
     new_bucket = not dest.has_bucket()
     present = {} if new_bucket else {o.key: o.size for o in dest.list(f"{ddir}/")}

@@ -383,6 +383,20 @@ def refusal(report: VerifyReport) -> str:
             f"see them all with mbackup verify -n {report.name}, or restore anyway with --force")
 
 
+def checked_manifest(stores: Stores, name: str, consequence: str) -> dict[str, Any] | None:
+    """Backup ``name``'s manifest (None: the Go tool's backup, which has none), once the backup
+    passed the quick check; IntegrityError ending in ``consequence`` ("nothing was exported")
+    when it fails it or its manifest is damaged. For the commands that copy a backup."""
+    checked = verify_backup(stores, name)
+    if checked.problems:
+        raise IntegrityError(f"backup {name!r} failed the quick check ({checked.problems[0].line}): "
+                             f"see mbackup verify -n {name}; {consequence}")
+    try:
+        return manifests.read(stores, name)
+    except ValueError as e:
+        raise IntegrityError(f"the manifest of backup {name!r} is damaged ({e}): {consequence}") from None
+
+
 class DamagedBackupError(IntegrityError):
     """Restore refused a backup that failed the quick check."""
 

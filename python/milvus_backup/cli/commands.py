@@ -940,10 +940,11 @@ def main() -> None:
         raise
 
 
-from . import diff, exporting, migrate, retention  # noqa: E402  (commands of their own modules)
+from . import diff, exporting, l0compact, migrate, retention  # noqa: E402  (commands of their own modules)
 
 app.command("diff")(diff.diff_command)
 app.command("export")(exporting.export)
+app.command("l0compact")(l0compact.l0compact)
 app.command()(retention.forget)
 app.command("prune")(retention.prune_command)
 app.command()(migrate.migrate)
