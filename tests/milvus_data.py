@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -101,6 +102,53 @@ def build(uri: str, only: tuple[tuple[str, str], ...] = ALL) -> dict[tuple[str, 
     finally:
         for c in clients.values():
             c.close()
+
+
+def segmented(mc: MilvusClient, name: str, schema: Any, partitions: tuple[str, ...],
+              rows: Callable[[int, int], list[dict[str, Any]]], rounds: int = 2) -> dict[Any, dict[str, Any]]:
+    """``name`` made anew with ``schema`` (pk "id", a 4-dim vector "vec" under a FLAT index), one
+    shard, ``partitions`` (the first is _default), each given ``rows(round, partition index)``
+    in every round and flushed after it: a segment per partition and round. Left loaded; its
+    rows read back."""
+    if mc.has_collection(name):
+        mc.drop_collection(name)
+    mc.create_collection(name, schema=schema, num_shards=1, consistency_level="Strong")
+    for p in partitions[1:]:
+        mc.create_partition(name, p)
+    index = mc.prepare_index_params()
+    index.add_index("vec", index_type="FLAT", metric_type="L2")
+    mc.create_index(name, index)
+    for rnd in range(rounds):
+        for part, p in enumerate(partitions):
+            mc.insert(name, rows(rnd, part), partition_name=p)
+        mc.flush(name)
+    mc.load_collection(name)
+    return read_rows(mc, name, "id")
+
+
+def shared_configs(clusters: Any, directory: Any, root: str) -> dict[str, Any]:
+    """Config files in ``directory``: src, the source cluster with backups in its own bucket
+    under ``root``; dst, the target cluster reading the same backups (a restore stages them
+    into its bucket)."""
+    from mbackup_dev.devstack import backup_config
+
+    out = {}
+    for role, cluster in (("src", clusters.source), ("dst", clusters.target)):
+        out[role] = directory / f"{role}.yaml"
+        out[role].write_text(backup_config(cluster, backup_bucket=clusters.source.bucket, backup_root=root))
+    return out
+
+
+def drop_prefixed(uris: list[str], prefix: str) -> None:
+    """Drop the collections of the default database named ``prefix``... on each server."""
+    for uri in uris:
+        mc = client(uri)
+        try:
+            for name in mc.list_collections():
+                if name.startswith(prefix):
+                    mc.drop_collection(name)
+        finally:
+            mc.close()
 
 
 class _Varchar:

@@ -25,12 +25,23 @@ from pymilvus import DataType, MilvusClient
 
 from gofacts import facts, problems
 from golden import generate
-from mbackup_dev.devstack import backup_config
 from milvus_backup.backup.compat import IncompatibleBackup, check_restorable
 from milvus_backup.format import meta
 from milvus_backup.milvus.adapters.base import Capabilities, MilvusAdapter
 from milvus_backup.milvus.binlog import count_records
-from milvus_data import Truth, assert_same_rows, client, error_line, mbackup, ok, read_back, read_rows
+from milvus_data import (
+    Truth,
+    assert_same_rows,
+    client,
+    drop_prefixed,
+    error_line,
+    mbackup,
+    ok,
+    read_back,
+    read_rows,
+    segmented,
+    shared_configs,
+)
 
 pytestmark = pytest.mark.milvus
 
@@ -56,25 +67,13 @@ def source(milvus_clusters):
     a dynamic field; rows deleted by id in every segment. Its rows before and after the deletes."""
     mc = client(milvus_clusters.source.uri)
     try:
-        if mc.has_collection(SOURCE):
-            mc.drop_collection(SOURCE)
         schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=True)
         schema.add_field("id", DataType.INT64, is_primary=True)
         schema.add_field("s", DataType.VARCHAR, max_length=32)
         schema.add_field("doc", DataType.JSON)
         schema.add_field("tags", DataType.ARRAY, element_type=DataType.INT64, max_capacity=4)
         schema.add_field("vec", DataType.FLOAT_VECTOR, dim=4)
-        mc.create_collection(SOURCE, schema=schema, num_shards=1, consistency_level="Strong")
-        mc.create_partition(SOURCE, "pb")
-        index = mc.prepare_index_params()
-        index.add_index("vec", index_type="FLAT", metric_type="L2")
-        mc.create_index(SOURCE, index)
-        for rnd in range(2):
-            for part, name in enumerate(PARTS):
-                mc.insert(SOURCE, _rows(rnd, part), partition_name=name)
-            mc.flush(SOURCE)
-        mc.load_collection(SOURCE)
-        before = read_rows(mc, SOURCE, "id")
+        before = segmented(mc, SOURCE, schema, PARTS, _rows)
         deleted = [pk for pk in before if pk % 37 == 0]
         mc.delete(SOURCE, ids=deleted)
         after = read_rows(mc, SOURCE, "id")
@@ -83,14 +82,7 @@ def source(milvus_clusters):
         mc.close()
     assert len(after) == len(before) - len(deleted) > 0
     yield {"before": before, "after": after, "deleted": deleted}
-    for uri in (milvus_clusters.source.uri, milvus_clusters.target.uri):
-        mc = client(uri)
-        try:
-            for name in mc.list_collections():
-                if name.startswith(SOURCE):
-                    mc.drop_collection(name)
-        finally:
-            mc.close()
+    drop_prefixed([milvus_clusters.source.uri, milvus_clusters.target.uri], SOURCE)
 
 
 def truth(rows: dict) -> Truth:
@@ -99,14 +91,7 @@ def truth(rows: dict) -> Truth:
 
 @pytest.fixture(scope="module")
 def configs(milvus_clusters, tmp_path_factory):
-    """src: the source cluster, backups in its own bucket; dst: the target cluster reading the
-    same backups (a restore stages them into its bucket)."""
-    d = tmp_path_factory.mktemp("golden-config")
-    out = {}
-    for role, cluster in (("src", milvus_clusters.source), ("dst", milvus_clusters.target)):
-        out[role] = d / f"{role}.yaml"
-        out[role].write_text(backup_config(cluster, backup_bucket=milvus_clusters.source.bucket, backup_root=ROOT))
-    return out
+    return shared_configs(milvus_clusters, tmp_path_factory.mktemp("golden-config"), ROOT)
 
 
 @pytest.fixture(scope="module")

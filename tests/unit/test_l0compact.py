@@ -8,12 +8,17 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import struct
+import subprocess
+import sys
+from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+import milvus_backup
 from milvus_backup.backup.l0compact import compacted_info, plan_fold
 from milvus_backup.format import meta
 from milvus_backup.milvus import binlog, deltalog
@@ -229,3 +234,13 @@ def test_the_output_meta_drops_l0_segments_and_records_the_new_logs_above_every_
     assert (out.name, out.id != info.id) == ("dst", True)
     assert info.collection_backups[0].l0_segments  # the source's meta is left as it was
     assert plan_fold(_backup({10: [_segment(1, 10, [])]}, []), B, objects.__getitem__).logs == {}
+
+
+def test_without_pyarrow_the_command_says_how_to_install_it_before_anything_else(tmp_path):
+    code = ("import sys, runpy; sys.modules['pyarrow'] = None; "
+            "sys.argv = ['mbackup', 'l0compact', '-n', 'any']; runpy.run_module('milvus_backup', run_name='__main__')")
+    env = {**os.environ, "PYTHONPATH": str(Path(milvus_backup.__file__).parents[1])}  # this tree's package
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=tmp_path, env=env)
+    assert (r.returncode, r.stdout, r.stderr) == (
+        2, "", 'error: mbackup l0compact needs pyarrow to read and write Parquet: install it with '
+               'pip install "mbackup[l0compact]"\n')
