@@ -53,22 +53,12 @@ from .catalog import IN_PROGRESS, LOCK, Stores, backup_dir, backup_storage_error
 from .lock import StoreLock
 from .verify import checked_manifest
 
-EXTRA = 'pip install "mbackup[l0compact]"'
-
 PrimaryKey = deltalog.PrimaryKey
 Deletes = dict[PrimaryKey, int]  # pk -> the latest delete timestamp
 
 
 class L0CompactError(MBackupError):
     """The fold cannot be made as asked; nothing was written."""
-
-
-def require() -> None:
-    """Refuse, in one line, an l0compact without pyarrow (the ``l0compact`` extra)."""
-    try:
-        import pyarrow  # noqa: F401
-    except ImportError:
-        raise MBackupError(f"mbackup l0compact needs pyarrow to read and write Parquet: install it with {EXTRA}") from None
 
 
 @dataclass

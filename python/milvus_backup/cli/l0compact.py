@@ -8,9 +8,21 @@ from typing import Annotated
 
 import typer
 
+from ..errors import MBackupError
 from ..units import format_bytes, format_duration
 from ..wiring import copy_settings
 from .options import ConfigOption, NameOption, SetOption, _reporter, _stores
+
+EXTRA = 'pip install "mbackup[l0compact]"'
+
+
+def require() -> None:
+    """Refuse, in one line, an l0compact without pyarrow (the ``l0compact`` extra), before the
+    flow's modules, which import it, are loaded."""
+    try:
+        import pyarrow  # noqa: F401
+    except ImportError:
+        raise MBackupError(f"mbackup l0compact needs pyarrow to read and write Parquet: install it with {EXTRA}") from None
 
 
 def l0compact(
@@ -32,9 +44,9 @@ def l0compact(
 
     Example: mbackup l0compact -n nightly_25 -o nightly_25_for_23
     """
+    require()
     from ..backup import l0compact as flow
 
-    flow.require()
     state = ctx.obj.with_command_options(config, set_)
     stores, settings = _stores(state), copy_settings(state.config())
     result = flow.l0compact_backup(stores, name, output, settings, force=force, reporter=_reporter(quiet, as_json))
