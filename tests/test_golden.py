@@ -301,8 +301,8 @@ def test_a_2_5_backup_with_l0_deletes_is_refused_by_2_3_5_unless_skip_l0(goldens
     assert error_line(refused) == (
         f"error: default.{SOURCE} (restored as golden_l0.{SOURCE}) holds deletes in 2 L0 segments, which Milvus "
         f"{version} cannot import: the rows "
-        "they delete would come back. Restore with --skip-l0 to leave those deletes out knowingly, or into Milvus "
-        "2.4 or newer")
+        "they delete would come back. Fold them into the data segments first with mbackup l0compact -n golden_v2_5, "
+        "restore with --skip-l0 to leave them out knowingly, or into Milvus 2.4 or newer")
     _nothing_made(milvus_clusters.source, "golden_l0")
 
     # In the Milvus bucket itself: the import reads the partition's delta dir, L0 segment included.

@@ -64,7 +64,7 @@ class _Line:
 
     def l0(self) -> str:
         if not self.has.has("l0_import"):
-            return "none on this line; restore refuses backups with L0 deletes unless --skip-l0"
+            return "none on this line; restore refuses backups with L0 deletes unless --skip-l0 (or l0compact them)"
         return f"backed up ({self.how}); " + ("restored" if self.restores and self.caps.has("l0_import")
                                                else "restore not yet")
 

@@ -252,7 +252,8 @@ def _l0_backup() -> meta.BackupInfo:
 def test_l0_deletes_into_2_3_are_refused_unless_skip_l0_says_to_leave_them_out():
     assert refusal(_l0_backup(), "2.3") == (
         "default.c holds deletes in 2 L0 segments, which Milvus 2.3.5 cannot import: the rows they delete would "
-        "come back. Restore with --skip-l0 to leave those deletes out knowingly, or into Milvus 2.4 or newer")
+        "come back. Fold them into the data segments first with mbackup l0compact -n n, restore with --skip-l0 to "
+        "leave them out knowingly, or into Milvus 2.4 or newer")
     assert check(_l0_backup(), "2.3", skip_l0=True) == [
         "--skip-l0: the deletes in 2 L0 segments of default.c are left out: rows they deleted are restored"]
     one = backup("v2.4.13", segs=[segment(3)], l0=[segment(6, part=-1, is_l0=True)])

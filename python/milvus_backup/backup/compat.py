@@ -135,7 +135,7 @@ def check_restorable(info: meta.BackupInfo, collections: list[tuple[str, meta.Co
             if not skip_l0:
                 raise IncompatibleBackup(
                     f"{label} holds deletes in {n}, which {target} cannot import: the rows they delete would come "
-                    f"back. Restore with --skip-l0 to leave those deletes out knowingly, or into Milvus "
-                    f"{FEATURES_SINCE['l0_import']} or newer")
+                    f"back. Fold them into the data segments first with mbackup l0compact -n {name}, restore with "
+                    f"--skip-l0 to leave them out knowingly, or into Milvus {FEATURES_SINCE['l0_import']} or newer")
             warnings.append(f"--skip-l0: the deletes in {n} of {label} are left out: rows they deleted are restored")
     return warnings
