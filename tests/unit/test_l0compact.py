@@ -211,6 +211,16 @@ def test_collection_level_deletes_fold_into_every_partition_of_their_channel_onl
     assert (fold.deletes, fold.folded, fold.unmatched) == (4, 3, 1)  # 5 is on ch1's segment, deleted on ch0
 
 
+def test_without_channel_names_collection_level_deletes_fold_into_every_partition():
+    """A backup listed before 2.5.8 names no segment's channel (nor, then, the L0 segments')."""
+    info = _backup({10: [_segment(1, 10, [], channel="")], 20: [_segment(2, 20, [], channel="ch1")]},
+                   [_segment(8, -1, [], l0=True, channel="")])
+    objects = _objects(info, {1: [1, 2], 2: [3, 4]}, {8: [(1, 10), (4, 11), (9, 12)]})
+    fold = plan_fold(info, B, objects.__getitem__)
+    assert _folded(fold, info) == {1: [(1, 10)], 2: [(4, 11)]}
+    assert (fold.deletes, fold.folded, fold.unmatched) == (3, 2, 1)
+
+
 def test_a_key_deleted_at_both_levels_keeps_the_latest_timestamp():
     info = _backup({10: [_segment(1, 10, []), _segment(7, 10, [], l0=True)]}, [_segment(8, -1, [], l0=True)])
     objects = _objects(info, {1: ["a", "b"]}, {7: [("a", 50), ("b", 70)], 8: [("a", 60), ("b", 20)]}, VARCHAR)

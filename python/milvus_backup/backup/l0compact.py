@@ -13,8 +13,9 @@ that keeps them in its data segments' delta logs, so a Milvus without L0 import 
   group that holds the pk column); each L0 delete of a key the segment holds goes into one
   new delete log of that segment, with its own timestamp (the latest when a key is deleted
   twice): a partition's L0 segments fold into that partition, the collection-level ones
-  (partition -1) into every partition's segments of the same virtual channel. A delete of
-  a key no segment holds deleted nothing, and is left out;
+  (partition -1) into every partition's segments of the same virtual channel (all of them
+  where the backup names no channel: made before 2.5.8). A delete of a key no segment
+  holds deleted nothing, and is left out;
 - the new delete logs are written as Milvus's JSON delete-log writer writes them, for every
   storage version (Milvus's import reads delete logs with its envelope reader), with log
   ids above the highest of the backup, their size in the meta (``log_size``) and the
@@ -148,30 +149,31 @@ def plan_fold(info: meta.BackupInfo, bdir: str, read: Callable[[str], bytes]) ->
                         merge(out, deltalog.read_deltalog(read(key), seg.storage_version, pk_type))
             return out
 
-        channels: dict[str, Deletes] = {}  # the collection-level deletes, by virtual channel
-        every: set[tuple[Any, PrimaryKey]] = set()  # (partition id, or the channel's name, pk)
-        matched: set[tuple[Any, PrimaryKey]] = set()
+        # The collection-level deletes, by the virtual channel of their L0 segment: a key lives on
+        # one channel. A segment that names none (a backup listed before 2.5.8) matches every one.
+        channels: dict[str, Deletes] = {}
+        for s in coll.l0_segments:
+            if s is not None:
+                merge(channels.setdefault(s.v_channel, {}), list(deletes_of([s]).items()))
+        every: set[tuple[Any, PrimaryKey]] = {(("channel", ch), pk) for ch, d in channels.items() for pk in d}
+        matched: set[tuple[Any, PrimaryKey]] = set()  # (partition id or ("channel", name), pk)
         for part in coll.partition_backups:
             own = deletes_of([s for s in part.segment_backups if s is not None and s.is_l0])
             every |= {(part.partition_id, pk) for pk in own}
             for seg in (s for s in part.segment_backups if s is not None and not s.is_l0):
-                ch = seg.v_channel
-                if ch not in channels:
-                    channels[ch] = deletes_of([s for s in coll.l0_segments if s is not None and s.v_channel == ch])
+                mine = [ch for ch in channels if not ch or not seg.v_channel or ch == seg.v_channel]
                 deletes = dict(own)
-                merge(deletes, list(channels[ch].items()))
+                for ch in mine:
+                    merge(deletes, list(channels[ch].items()))
                 found = hits(_segment_pks(seg, bdir, field_id, pk_type, read), deletes) if deletes else []
                 if not found:
                     continue
                 matched |= {(part.partition_id, pk) for pk, _ in found if pk in own}
-                matched |= {("channel " + ch, pk) for pk, _ in found if pk in channels[ch]}
+                matched |= {(("channel", ch), pk) for ch in mine for pk, _ in found if pk in channels[ch]}
                 fold.logs[seg.segment_id] = (next_id, deltalog.write_deltalog(
                     found, pk_type, seg.collection_id, seg.partition_id, seg.segment_id))
                 next_id += 1
                 fold.folded += len(found)
-        every |= {("channel " + ch, pk) for ch, deletes in channels.items() for pk in deletes}
-        every |= {("channel " + s.v_channel, pk) for s in coll.l0_segments
-                  if s is not None and s.v_channel not in channels for pk in deletes_of([s])}
         fold.deletes += len(every)
         fold.unmatched += len(every - matched)
     return fold
