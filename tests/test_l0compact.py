@@ -191,6 +191,19 @@ def test_a_backup_without_l0_segments_is_copied_all_the_same_and_said_so(backups
     assert ok(mbackup(configs["src"], "verify", "-n", "l0c_base_copy", "--deep")).stdout.count(": 0 problems") == 1
 
 
+def test_an_incremental_backup_whose_binlogs_are_in_the_pool_becomes_a_full_one(backups, configs):
+    store = backups["store"]
+    ok(mbackup(configs["src"], "create", "-n", "l0c_inc", "--filter", f"default.{SOURCE}", "--incremental"))
+    pooled = json.loads(store.get(f"{ROOT}/l0c_inc/meta/mbackup_manifest.json"))["objects"]
+    assert pooled and all("pool" in e for e in pooled.values())
+    ok(mbackup(configs["src"], "l0compact", "-n", "l0c_inc"))
+    assert ok(mbackup(configs["src"], "verify", "-n", "l0c_inc_l0compacted", "--deep")).stdout.count(
+        ": 0 problems") == 1
+    manifest = json.loads(store.get(f"{ROOT}/l0c_inc_l0compacted/meta/mbackup_manifest.json"))
+    assert manifest["version"] == 1 and not any("pool" in e for e in manifest["objects"].values())
+    assert all(store.head(f"{ROOT}/l0c_inc_l0compacted/{rel}") for rel in manifest["objects"])
+
+
 def test_a_non_empty_destination_is_refused_unless_force_empties_it(backups, configs):
     store = backups["store"]
     store.put(f"{ROOT}/l0c_taken/stray.txt", b"someone's")
@@ -198,7 +211,12 @@ def test_a_non_empty_destination_is_refused_unless_force_empties_it(backups, con
     assert line.startswith("error: the destination ") and line.endswith(
         f"/{ROOT}/l0c_taken is not empty (1 objects): give another -o/--output, or --force to empty it first")
     assert store.get(f"{ROOT}/l0c_taken/stray.txt") == b"someone's"
-    ok(mbackup(configs["src"], "l0compact", "-n", L0, "-o", "l0c_taken", "--force"))
+    summary = json.loads(ok(mbackup(configs["src"], "l0compact", "-n", L0, "-o", "l0c_taken", "--force",
+                                    "--json")).stdout)
+    assert {k: summary[k] for k in ("name", "output", "l0_segments", "deletes", "deletes_folded",
+                                    "deletes_matching_no_row", "delta_logs_written")} == {
+        "name": L0, "output": "l0c_taken", "l0_segments": 2, "deletes": 9, "deletes_folded": 8,
+        "deletes_matching_no_row": 1, "delta_logs_written": 4}
     keys = [k for k, _, _ in store.list(f"{ROOT}/l0c_taken/")]
     assert f"{ROOT}/l0c_taken/stray.txt" not in keys and f"{ROOT}/l0c_taken/meta/backup_meta.json" in keys
 
