@@ -828,17 +828,11 @@ def import_data(adapter: MilvusAdapter, stores: Stores, bdir: str, t: Target, re
         # segments there (server-side within one bucket). At the bucket root like the Go
         # tool's restore-temp dirs, outside Milvus's rootPath. A resumed run reuses its
         # staging prefix: copies already there are skipped.
-        prefix = state["staging"] or f"mbackup-restore-{uuid.uuid4().hex[:12]}"
+        prefix = state["staging"] or new_staging_prefix()
         state["staging"] = prefix
         journal.save()
-        files = [(ObjectInfo(pooled.get(key, key), size), f"{prefix}/{key}")
-                 for j in jobs for s in j.segments for _, key, size in meta.segment_files(bdir, s)]
-        present = {o.key: o.size for o in stores.milvus.list(prefix)}
-        plan = Plan(jobs=[(o, k) for o, k in files if present.get(k) != o.size],
-                    skipped=[o for o, k in files if present.get(k) == o.size])
-        report = run_plan(plan, stores.backup, stores.milvus, settings, reporter=reporter, label=f"stage {t.label}")
-        report.raise_for_failures(RestoreFailed, f"staging {t.label} into the Milvus bucket failed",
-                                  resume="run the same restore again to finish it")
+        stage_segments(stores, bdir, [s for j in jobs for s in j.segments], prefix, pooled, settings, reporter,
+                       t.label, resume="run the same restore again to finish it")
         jobs = [j.under(prefix) for j in jobs]
     deletes = count_deletes(stores, bdir, jobs, t, reporter.warning, pooled)
     planned = [PlannedImport(j, sum(s.num_of_rows for s in j.segments if not s.is_l0), deletes[j.key]) for j in jobs]
@@ -849,6 +843,27 @@ def import_data(adapter: MilvusAdapter, stores: Stores, bdir: str, t: Target, re
     if left:
         reporter.warning(f"{left}; the restore is complete: delete them with any S3 tool")
     return len(jobs)
+
+
+def new_staging_prefix() -> str:
+    """Where a restore stages binlogs in the Milvus bucket: at its root, like the Go tool's
+    restore-temp dirs, named so that ``mbackup gc`` knows it as a restore's leftover."""
+    return f"mbackup-restore-{uuid.uuid4().hex[:12]}"
+
+
+def stage_segments(stores: Stores, bdir: str, segments: list[meta.SegmentBackupInfo], prefix: str,
+                   pooled: dict[str, str], settings: CopySettings, reporter: Reporter, label: str, *,
+                   resume: str) -> None:
+    """Copy every file of ``segments`` to ``prefix/<its backup key>`` in the Milvus bucket
+    (server-side within one bucket); copies already there are skipped. Milvus imports only
+    from its own bucket."""
+    files = [(ObjectInfo(pooled.get(key, key), size), f"{prefix}/{key}")
+             for s in segments for _, key, size in meta.segment_files(bdir, s)]
+    present = {o.key: o.size for o in stores.milvus.list(prefix)}
+    plan = Plan(jobs=[(o, k) for o, k in files if present.get(k) != o.size],
+                skipped=[o for o, k in files if present.get(k) == o.size])
+    report = run_plan(plan, stores.backup, stores.milvus, settings, reporter=reporter, label=f"stage {label}")
+    report.raise_for_failures(RestoreFailed, f"staging {label} into the Milvus bucket failed", resume=resume)
 
 
 def pool_sources(stores: Stores, name: str, bdir: str) -> dict[str, str]:

@@ -1,0 +1,329 @@
+"""The replicate stream of Milvus 2.6+ (CDC), as ``mbackup restore secondary`` speaks it: the
+messages it injects into a newly deployed secondary, the stream that carries them, and the
+RPCs that say whether the secondary was ever replicated into.
+
+Tested against a wire contract (tests/milvus_contract: pymilvus' generated gRPC service, the
+server decoding every message), NOT against a live Milvus 2.6: none runs on the machine this
+was written on. Everything here is what the Go tool (zilliztech/milvus-backup f81df44,
+internal/client/milvus/{stream,msg_queue,func,fake_message_id}.go, core/restore/secondary)
+sends, encoded as Milvus's pkg/streaming/util/message encodes it:
+
+- a message is a ``common.ImmutableMessage``: the body's bytes as payload; properties ``_t``
+  (type, decimal), ``_v`` (version), ``_h`` (base64 of the header), ``_bh`` (base64 of the
+  broadcast header: a random broadcast id and the vchannels), ``_vc`` (the one vchannel of
+  this copy), ``_tt`` (time tick, base 36), ``_lc`` (last confirmed id, decimal); its id the
+  time tick in base 36 on a Kafka WAL;
+- a broadcast is split into one message per vchannel; the first copy takes the time tick
+  allocated for the broadcast, every further copy the next one, so no two messages of a
+  pchannel share a tick (Milvus drops the second);
+- one stream per pchannel (the vchannel's name up to its last ``_``), opened with the header
+  ``cluster-id: <source cluster>``; every message stays buffered until the target confirms
+  its time tick, and a broken stream is opened again and sent everything unconfirmed, in
+  order.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import random
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..connection import MilvusError, MilvusUnreachable, service_method
+from .rpc import RpcAdapter
+
+log = logging.getLogger(__name__)
+
+# Message types (messages.proto MessageType) and the version each is built with, as the Go tool builds them.
+CREATE_COLLECTION, IMPORT, ALTER_LOAD_CONFIG, CREATE_DATABASE, RESTORE_RBAC, CREATE_INDEX = 5, 11, 14, 16, 21, 34
+COMMIT_IMPORT = 45  # not in the Milvus the Go tool builds against: it writes the header by hand
+V1, V2 = 1, 2
+KAFKA = 3  # common.WALName: the WAL the Go tool's fake message ids name
+#: The partition id of a collection-level L0 import (common.AllPartitionsID).
+ALL_PARTITIONS = -1
+
+
+def base36(n: int) -> str:
+    digits = "0123456789abcdefghijklmnopqrstuvwxyz"
+    out = ""
+    while True:
+        n, r = divmod(n, 36)
+        out = digits[r] + out
+        if not n:
+            return out
+
+
+def time_tick(message: Any) -> int:
+    """A message's ``_tt`` (base 36); 0 when it has none."""
+    try:
+        return int(message.properties["_tt"], 36)
+    except (KeyError, ValueError):
+        return 0
+
+
+def pchannel(vchannel: str) -> str:
+    """``by-dev-rootcoord-dml_0_451v0`` -> ``by-dev-rootcoord-dml_0``, the control channel
+    ``..._vcchan`` too; a pchannel is itself (Milvus' ToPhysicalChannel)."""
+    cut = vchannel.rfind("_")
+    # A name whose last part has no "v" is a pchannel already (a flush-all message's _vc).
+    return vchannel if cut < 0 or "v" not in vchannel[cut + 1:] else vchannel[:cut]
+
+
+@dataclass
+class Broadcast:
+    """A message to broadcast to ``vchannels``: type, version, header and body (proto messages,
+    or the body's bytes)."""
+
+    type: int
+    version: int
+    header: Any
+    body: Any
+    vchannels: Sequence[str]
+
+    def split(self) -> list[tuple[str, bytes, dict[str, str]]]:
+        """(vchannel, payload, properties) of each copy, before time ticks are set."""
+        from .._proto import messages_pb2 as msgs
+
+        bh = msgs.BroadcastHeader(broadcast_id=random.getrandbits(63) or 1, vchannels=list(dict.fromkeys(self.vchannels)))
+        props = {"_t": str(self.type), "_v": str(self.version),
+                 "_h": base64.b64encode(self.header.SerializeToString()).decode(),
+                 "_bh": base64.b64encode(bh.SerializeToString()).decode()}
+        payload = self.body if isinstance(self.body, bytes) else self.body.SerializeToString()
+        return [(vc, payload, {**props, "_vc": vc}) for vc in bh.vchannels]
+
+
+@dataclass
+class _Pchannel:
+    """One pchannel's stream: what is buffered (unconfirmed), what was sent on the current stream."""
+
+    name: str
+    buffered: list[Any] = field(default_factory=list)
+    sent: int = 0  # of buffered, on the current stream
+    confirmed: int = 0  # the highest time tick the target confirmed
+    error: str = ""  # why the last stream ended
+    opened: int = 0  # streams opened
+    call: Any = None  # the stream open now
+
+
+class ReplicateStream:
+    """The replicate streams to one target, one per pchannel, as the Go tool's StreamClient
+    runs them. :meth:`send` allocates time ticks and buffers; :meth:`wait_confirmed` blocks
+    until the target confirmed every buffered message."""
+
+    #: Seconds between reopening a broken stream, doubling up to max_backoff.
+    backoff, max_backoff = 0.1, 10.0
+
+    def __init__(self, connection: Any, source_cluster_id: str, pchannels: Sequence[str], where: str) -> None:
+        self._connection = connection
+        self._source = source_cluster_id
+        self._where = where
+        self._lock = threading.Condition()
+        self._tick = 0
+        self._closed = False
+        self._channels = {p: _Pchannel(p) for p in pchannels}
+        self._threads = [threading.Thread(target=self._run, args=(p,), name=f"replicate-{p.name}", daemon=True)
+                         for p in self._channels.values()]
+        for t in self._threads:
+            t.start()
+
+    # --- what the flow calls -----------------------------------------------------------
+
+    def send(self, build: Any) -> int:
+        """``build(ts)`` returns the :class:`Broadcast` to send (``ts``: the tick its body may
+        carry); returns ``ts``. Buffered, not yet confirmed."""
+        from .._proto import common_pb2 as c
+
+        with self._lock:
+            self._tick += 1
+            ts = self._tick
+            out = []
+            for i, (_vc, payload, props) in enumerate(build(ts).split()):
+                tick = ts if i == 0 else self._next()
+                props = {**props, "_tt": base36(tick), "_lc": str(tick)}
+                out.append(c.ImmutableMessage(id=c.MessageID(id=base36(tick), WAL_name=KAFKA), payload=payload,
+                                              properties=props))
+            self._enqueue(out)
+            return ts
+
+    def forward(self, messages: Sequence[Any]) -> None:
+        """Buffer messages built by the source (the backup's flush-all messages) as they are."""
+        with self._lock:
+            self._enqueue(list(messages))
+
+    def wait_confirmed(self, timeout: float) -> None:
+        """Until the target confirmed everything sent; :class:`MilvusUnreachable` after
+        ``timeout`` seconds, naming what is unconfirmed and why."""
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            while any(p.buffered for p in self._channels.values()):
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    late = [p for p in self._channels.values() if p.buffered]
+                    why = "; ".join(f"{p.name}: {len(p.buffered)} unconfirmed" + (f" ({p.error})" if p.error else "")
+                                    for p in late)
+                    raise MilvusUnreachable(f"Milvus {self._where} did not confirm the replicated messages within "
+                                            f"{timeout:g} s ({why})")
+                self._lock.wait(min(left, 1.0))
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            self._lock.notify_all()
+            calls = [p.call for p in self._channels.values() if p.call is not None]
+        for call in calls:
+            call.cancel()
+        for t in self._threads:
+            t.join(timeout=5)
+
+    # --- inside --------------------------------------------------------------------------
+
+    def _next(self) -> int:
+        self._tick += 1
+        return self._tick
+
+    def _enqueue(self, messages: list[Any]) -> None:
+        for m in messages:
+            p = self._channels.get(pchannel(m.properties.get("_vc", "")))
+            if p is None:
+                raise MilvusError(f"a replicate message for {m.properties.get('_vc')!r} names none of the backup's "
+                                  f"pchannels ({', '.join(self._channels)})")
+            p.buffered.append(m)
+        self._lock.notify_all()
+
+    def _requests(self, p: _Pchannel, done: threading.Event) -> Any:
+        from .._proto import milvus_pb2 as mp
+
+        while True:
+            with self._lock:
+                while not self._closed and not done.is_set() and p.sent >= len(p.buffered):
+                    self._lock.wait(0.5)
+                if self._closed or done.is_set():
+                    return
+                message = p.buffered[p.sent]
+                p.sent += 1
+            yield mp.ReplicateRequest(replicate_message=mp.ReplicateMessage(source_cluster_id=self._source,
+                                                                            message=message))
+
+    def _run(self, p: _Pchannel) -> None:
+        import grpc
+
+        desc = service_method("CreateReplicateStream")
+        from .._proto import milvus_pb2 as mp
+
+        call = self._connection.channel.stream_stream(f"/{desc.containing_service.full_name}/CreateReplicateStream",
+                                                      request_serializer=lambda m: m.SerializeToString(),
+                                                      response_deserializer=mp.ReplicateResponse.FromString)
+        delay = self.backoff
+        while True:
+            with self._lock:
+                if self._closed:
+                    return
+                p.sent = 0  # a new stream: everything unconfirmed again, in order
+                p.opened += 1
+            done = threading.Event()
+            try:
+                responses = call(self._requests(p, done), metadata=[*self._connection.headers,
+                                                                     ("cluster-id", self._source)])
+                with self._lock:
+                    p.call = responses
+                for resp in responses:
+                    tick = resp.replicate_confirmed_message_info.confirmed_time_tick
+                    if tick:
+                        self._confirm(p, tick)
+                        delay = self.backoff
+                with self._lock:
+                    p.error = "the target ended the stream"
+            except grpc.RpcError as e:
+                with self._lock:
+                    p.error = f"{e.code().name}: {e.details() or ''}".rstrip(": ")
+            finally:
+                done.set()
+            with self._lock:
+                if self._closed:
+                    return
+                log.warning("replicate stream of %s to Milvus %s broke (%s): opening it again in %.1f s",
+                            p.name, self._where, p.error, delay)
+                self._lock.wait(delay)
+            delay = min(delay * 2, self.max_backoff)
+
+    def _confirm(self, p: _Pchannel, tick: int) -> None:
+        with self._lock:
+            p.confirmed = max(p.confirmed, tick)
+            cut = 0
+            while cut < len(p.buffered) and time_tick(p.buffered[cut]) <= tick:
+                cut += 1
+            del p.buffered[:cut]
+            p.sent = max(0, p.sent - cut)
+            self._lock.notify_all()
+
+
+class ReplicateRpcs(RpcAdapter):
+    """The replicate RPCs of a Milvus 2.6+ adapter, mixed into it
+    (``class Milvus26Adapter(ReplicateRpcs, Milvus25Adapter)``)."""
+
+    def replicate_pchannels(self, cluster_id: str) -> list[str]:
+        """The pchannels the replicate configuration names for ``cluster_id``; [] when the
+        target has no configuration or does not name it (the Go tool then skips the check)."""
+        from .._proto import milvus_pb2 as m
+
+        try:
+            cfg = self._call("GetReplicateConfiguration", m.GetReplicateConfigurationRequest(),
+                             what="read the replicate configuration").configuration
+        except MilvusUnreachable:
+            raise
+        except MilvusError as e:
+            log.info("cannot read the replicate configuration, the checkpoint check is skipped: %s", e)
+            return []
+        return next((list(c.pchannels) for c in cfg.clusters if c.cluster_id == cluster_id), [])
+
+    def replicate_checkpoint(self, source_cluster_id: str, pchannel: str) -> int:
+        """The time tick the target's checkpoint of ``pchannel`` holds for ``source_cluster_id``."""
+        from .._proto import milvus_pb2 as m
+
+        req = m.GetReplicateInfoRequest(source_cluster_id=source_cluster_id, target_pchannel=pchannel)
+        try:
+            resp = self.connection.call("GetReplicateInfo", req, timeout=60.0)
+        except Exception as e:  # grpc.RpcError: the reply has no status of its own
+            code = getattr(e, "code", lambda: None)()
+            detail = getattr(e, "details", lambda: "")() or str(e)
+            error = MilvusUnreachable if code is not None and code.name in ("UNAVAILABLE", "DEADLINE_EXCEEDED") \
+                else MilvusError
+            raise error(f"cannot read the replicate checkpoint of {pchannel} on Milvus {self._where()}: "
+                        f"{detail}") from None
+        return int(resp.checkpoint.time_tick)
+
+    def open_replicate_stream(self, source_cluster_id: str, pchannels: Sequence[str]) -> ReplicateStream:
+        return ReplicateStream(self.connection, source_cluster_id, pchannels, self._where())
+
+    def replicated_import_state(self, db: str, job_id: int) -> tuple[str, int, str]:
+        """(state, progress, reason) of an import job a replicated ImportMsg started, through
+        the REST import describe, as the Go tool polls it: ``Pending``, ``Importing``,
+        ``Uncommitted`` (waiting for its commit message), ``Committing``, ``Completed``,
+        ``Failed``; "" while the target does not know the job (its message not applied yet)."""
+        rest = getattr(self, "_rest", None)
+        if rest is None:
+            raise MilvusError("restore secondary polls import jobs through the Milvus REST API, and no REST endpoint "
+                              "is known: set milvus.rest.endpoint")
+        from .http_api import HttpFailed
+
+        try:
+            answer = rest.request("POST", "/v2/vectordb/jobs/import/describe", body={"dbName": db, "jobId": str(job_id)})
+        except HttpFailed as e:
+            raise MilvusUnreachable(f"cannot read import job {job_id} on Milvus {self._where()}: {e}") from None
+        data = answer.get("data") if isinstance(answer.get("data"), dict) else {}
+        if answer.get("code") or not data:
+            return "", 0, ""
+        try:
+            progress = int(data.get("progress") or 0)
+        except (TypeError, ValueError):
+            progress = 0
+        return str(data.get("state") or ""), progress, str(data.get("reason") or "")
+
+
+__all__ = ["ALL_PARTITIONS", "ALTER_LOAD_CONFIG", "COMMIT_IMPORT", "CREATE_COLLECTION", "CREATE_DATABASE",
+           "CREATE_INDEX", "IMPORT", "RESTORE_RBAC", "V1", "V2", "Broadcast", "ReplicateRpcs", "ReplicateStream",
+           "base36", "pchannel", "time_tick"]
