@@ -27,12 +27,20 @@ from milvus_backup.format import meta
 from milvus_contract import PROFILES
 from milvus_contract.replicate import replica
 from sample_backup import config_yaml
-from test_adapter_lines import backup, config_file, seed, stores  # noqa: F401  (stores: a fixture)
+from test_adapter_lines import backup, config_file, seed
 
 pytest_plugins = ["milvus_contract.fixtures"]
 
 SOURCE, TARGET = "by-dev-src", "dr-1"
 LOADED = common_pb2.LoadState.LoadStateLoaded
+
+
+@pytest.fixture
+def stores(tmp_path, seaweedfs, bucket, contract):
+    from milvus_backup.backup.catalog import open_stores
+    from milvus_backup.config.settings import load_config
+
+    return open_stores(load_config(str(config_file(tmp_path, seaweedfs, bucket, contract)), env={}, cwd=tmp_path))
 
 
 def mbackup(config: Path, *args: str, env: dict[str, str], timeout: float = 120) -> subprocess.CompletedProcess:
@@ -257,3 +265,25 @@ def test_the_flag_walk_finds_restore_secondary_and_restore_keeps_its_own(tmp_pat
     r = subprocess.run([sys.executable, "-m", "milvus_backup", "restore", "-n", "x", "--suffix", "a b"],
                        capture_output=True, text=True, timeout=60, cwd=tmp_path)
     assert (r.returncode, r.stderr) == (2, "error: invalid --suffix 'a b': use letters, digits and _\n")
+
+
+def test_the_server_runs_restore_secondary_as_the_go_server_does(contract, made):
+    from server_client import Server
+
+    info, config = made
+    state = new_secondary(contract, info)
+    s = Server(config)
+    try:
+        body = {"backup_name": info.name, "sourceClusterID": SOURCE, "targetClusterID": TARGET, "requestId": "sec1"}
+        r = s.post("/api/v1/restore_secondary", body)
+        assert (r.json["requestId"], r.json.get("code", 0), r.json["msg"]) == ("sec1", 0, "success"), r.json
+        assert r.json["data"]["id"] == "sec1" and r.json["data"]["state_code"] == 2
+        assert [t["target_collection_name"] for t in r.json["data"]["collection_restore_tasks"]] == [
+            c.collection_name for c in info.collection_backups]
+        assert s.get("/api/v1/get_restore?id=sec1").json["data"]["progress"] == 100
+        assert {name for _, name in state.collections} == {"docs", "docs1"}
+        # The same secondary again: the job fails, and says why (code 3).
+        again = s.post("/api/v1/restore_secondary", {**body, "requestId": "sec2"}).json
+        assert again["code"] == 3 and "already has a replicate checkpoint" in again["msg"]
+    finally:
+        s.stop()

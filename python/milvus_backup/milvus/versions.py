@@ -88,7 +88,7 @@ class Feature(enum.Enum):
     COLLECTION_GC_TICKET = "per-collection GC pause tickets"
     FUNC_RUNTIME_CHECK = "creating collections with disable_func_runtime_check"
     FLUSH_ALL = "FlushAll with GetFlushAllState"
-    REPLICATE_STREAM = "restore into a CDC secondary (the replicate stream)"
+    REPLICATE_STREAM = "secondary restore (into a CDC secondary, through the replicate stream)"
     SNAPSHOT = "collection snapshots (CreateSnapshot, ExportSnapshot, RestoreExternalSnapshot)"
 
 
