@@ -37,10 +37,14 @@ LOADED = common_pb2.LoadState.LoadStateLoaded
 
 @pytest.fixture
 def stores(tmp_path, seaweedfs, bucket, contract):
+    return made_stores(config_file(tmp_path, seaweedfs, bucket, contract))
+
+
+def made_stores(config: Path):
     from milvus_backup.backup.catalog import open_stores
     from milvus_backup.config.settings import load_config
 
-    return open_stores(load_config(str(config_file(tmp_path, seaweedfs, bucket, contract)), env={}, cwd=tmp_path))
+    return open_stores(load_config(str(config), env={}, cwd=config.parent))
 
 
 def mbackup(config: Path, *args: str, env: dict[str, str], timeout: float = 120) -> subprocess.CompletedProcess:
@@ -79,6 +83,7 @@ def made(contract, stores, tmp_path, seaweedfs, bucket):
 def test_the_secondary_holds_the_collections_with_the_sources_ids_data_and_load_states(contract, made, s3env):
     info, config = made
     state = new_secondary(contract, info)
+    state.import_store = made_stores(config).milvus  # the backup is in Milvus's bucket: imported where it is
     r = mbackup(config, *secondary(info.name), env=s3env)
     assert r.returncode == 0, r.stderr
     lines = r.stdout.splitlines()
@@ -117,6 +122,29 @@ def test_the_secondary_holds_the_collections_with_the_sources_ids_data_and_load_
     r_ = replica(state)
     assert r_.streams and {s["cluster-id"] for s in r_.streams} == {SOURCE}
     assert all(r_.checkpoints.get((SOURCE, p), 0) > 0 for p in info.physical_channel_names)
+
+
+def test_a_backup_kept_in_another_bucket_is_staged_into_milvus_s_and_the_copies_removed(contract, tmp_path, seaweedfs,
+                                                                                        bucket, s3env):
+    milvus_bucket = f"{bucket[:40]}-mv"
+    seaweedfs.create_bucket(milvus_bucket)
+    try:
+        config = tmp_path / "two.yaml"
+        config.write_text(config_yaml(seaweedfs, bucket, grpc_port=contract.grpc_port, http_url=contract.http_url,
+                                      milvus_bucket=milvus_bucket))
+        stores = made_stores(config)
+        info = source_backup(contract, stores)
+        state = new_secondary(contract, info)
+        state.import_store = stores.milvus  # an import naming a prefix with nothing there fails, as in Milvus
+        r = mbackup(config, *secondary(info.name), env=s3env)
+        assert r.returncode == 0, r.stderr
+        jobs = list(state.imports.values())
+        assert jobs and all(j.observe()[0] == "Completed" for j in jobs)
+        prefixes = {p.split("/", 1)[0] for j in jobs for paths in j.files for p in paths}
+        assert len(prefixes) == len(info.collection_backups) and all(p.startswith("mbackup-restore-") for p in prefixes)
+        assert not [o for p in prefixes for o in stores.milvus.list(p)]  # removed once imported
+    finally:
+        seaweedfs.delete_bucket(milvus_bucket)
 
 
 def test_a_second_restore_into_the_same_secondary_is_refused_before_sending(contract, made, s3env):
@@ -173,8 +201,9 @@ def test_the_real_milvus_2_3_5_is_refused_and_left_as_it_was(contract, made, s3e
     finally:
         mc.close()
     assert (r.returncode, r.stdout) == (2, "")
+    assert target.version.startswith("v2.3.5")  # as the server reports itself: v2.3.5-lite
     assert r.stderr == ("error: restore secondary needs Milvus 2.6.0 or newer (the CDC replicate stream); this server "
-                        "is v2.3.5\n")
+                        f"is {target.version}\n")
     assert after == before
 
 
@@ -287,3 +316,15 @@ def test_the_server_runs_restore_secondary_as_the_go_server_does(contract, made)
         assert again["code"] == 3 and "already has a replicate checkpoint" in again["msg"]
     finally:
         s.stop()
+
+
+def test_a_target_that_cannot_say_its_checkpoint_is_unreachable_exit_3(contract, made, s3env):
+    import grpc
+
+    info, config = made
+    state = new_secondary(contract, info)
+    contract.fail("GetReplicateInfo", code=grpc.StatusCode.UNAVAILABLE, reason="connection refused", times=None)
+    r = mbackup(config, *secondary(info.name), env=s3env)
+    assert (r.returncode, r.stdout) == (3, "")
+    assert r.stderr.startswith("error: cannot read the replicate checkpoint of by-dev-rootcoord-dml_0 on Milvus v2.6.11")
+    assert r.stderr.rstrip().endswith("connection refused") and replica(state).streams == []
