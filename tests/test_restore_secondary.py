@@ -328,3 +328,27 @@ def test_a_target_that_cannot_say_its_checkpoint_is_unreachable_exit_3(contract,
     assert (r.returncode, r.stdout) == (3, "")
     assert r.stderr.startswith("error: cannot read the replicate checkpoint of by-dev-rootcoord-dml_0 on Milvus v2.6.11")
     assert r.stderr.rstrip().endswith("connection refused") and replica(state).streams == []
+
+
+def test_a_secondary_that_drops_everything_fails_on_the_first_import_it_never_knew(contract, made, stores,
+                                                                                   monkeypatch):
+    """A used secondary whose configuration does not name it (so the checkpoint check is
+    skipped, as the Go tool skips it): every message is behind its checkpoint and dropped. The
+    first import job stays unknown, and the restore fails saying why, as the Go tool's does."""
+    from milvus_backup.backup import secondary as flow
+    from milvus_backup.transfer.copy import CopySettings
+    from test_adapter_lines import adapter
+
+    info, _ = made
+    state = new_secondary(contract, info)
+    r = replica(state)
+    r.clusters = {}
+    r.checkpoints = {(SOURCE, p): 1 << 62 for p in info.physical_channel_names}
+    monkeypatch.setattr(flow, "UNKNOWN_JOB_S", 0.5)
+    request = flow.SecondaryRequest(info.name, SOURCE, TARGET)
+    with pytest.raises(flow.SecondaryFailed) as e:
+        flow.restore_secondary(lambda: adapter(contract), stores, request, CopySettings(parallel=2))
+    assert e.value.exit_code == 1
+    assert str(e.value).startswith("the target does not know import job ")
+    assert "after 0.5 s: the import message was never applied" in str(e.value)
+    assert not state.collections and not state.imports  # it applied nothing

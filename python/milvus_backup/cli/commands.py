@@ -787,8 +787,15 @@ def restore_secondary(
     cfg = state.config()
     request.keep_temp_files = cfg.restore.keep_temp_files
     stores = _stores(state)
-    result = run(lambda: _milvus(state), stores, request, copy_settings(cfg), reporter=_reporter(quiet, as_json))
+    context = {"command": "restore secondary", "name": name}
+    _hooks().mbackup_before_restore(context=context)
+    try:
+        result = run(lambda: _milvus(state), stores, request, copy_settings(cfg), reporter=_reporter(quiet, as_json))
+    except MBackupError as e:
+        _hooks().mbackup_on_failure(context=context, error=str(e))
+        raise
     summary = result.summary()
+    _hooks().mbackup_after_restore(context=context, summary=summary)
     if as_json:
         typer.echo(json.dumps(summary))
         return
