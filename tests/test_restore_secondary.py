@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -120,6 +121,8 @@ def test_the_secondary_holds_the_collections_with_the_sources_ids_data_and_load_
             assert l0 != (j.options.get("backup") == "true")
     # Streams opened in the source cluster's name; the target moved its checkpoint.
     r_ = replica(state)
+    said = re.search(r", (\d+) messages sent and confirmed, in ", lines[-1])
+    assert said and int(said.group(1)) == len(r_.received)  # each received once: no stream broke here
     assert r_.streams and {s["cluster-id"] for s in r_.streams} == {SOURCE}
     assert all(r_.checkpoints.get((SOURCE, p), 0) > 0 for p in info.physical_channel_names)
 

@@ -157,8 +157,9 @@ def check_target(adapter: MilvusAdapter, info: meta.BackupInfo, request: Seconda
             raise SecondaryError(f"{request.target_cluster_id} already has a replicate checkpoint ({pch} is at time "
                                  f"tick {tick}), so it has been restored into before, or a restore stopped part way: "
                                  f"what this restore sends would be discarded. {_AGAIN}")
+    databases = set(adapter.list_databases())
     present = [f"{c.db_name}.{c.collection_name}" for c in info.collection_backups
-               if c.db_name in adapter.list_databases() and adapter.has_collection(c.db_name, c.collection_name)]
+               if c.db_name in databases and adapter.has_collection(c.db_name, c.collection_name)]
     if present:
         raise SecondaryError(f"the target already holds {', '.join(present)}: it is not a newly deployed secondary, "
                              f"and restoring on top would import every row twice. {_AGAIN}")
@@ -360,29 +361,23 @@ def restore_secondary(adapter: MilvusAdapter | Callable[[], MilvusAdapter], stor
         control = info.control_channel_name
         db_ids = {d.db_name: d.db_id for d in info.database_backups}
         rpcs: Any = adapter
-        sent = 0
         with _opened(rpcs, request, list(info.physical_channel_names)) as stream:
             for db in info.database_backups:
                 stream.send(lambda _ts, db=db: create_database(db, control))
-                sent += 1
-            results = []
-            for coll in info.collection_backups:
-                result, n = _restore_collection(rpcs, stream, stores, bdir, request, info, coll,
-                                                db_ids.get(coll.db_name, coll.db_id), ticks, settings, reporter)
-                results.append(result)
-                sent += n
+            results = [_restore_collection(rpcs, stream, stores, bdir, request, info, coll,
+                                           db_ids.get(coll.db_name, coll.db_id), ticks, settings, reporter)
+                       for coll in info.collection_backups]
             rbac_message, rbac = restore_rbac(info.rbac_meta, _current_rbac(rpcs), control)
             stream.send(lambda _ts: rbac_message)
             from ..milvus._proto import common_pb2 as c
 
             stream.forward([c.ImmutableMessage.FromString(base64.b64decode(text))
                             for _, text in sorted(info.flush_all_msgs_base64.items())])
-            sent += 1 + len(info.flush_all_msgs_base64)
             with reporter.step("confirm"):
                 stream.wait_confirmed(CONFIRM_S)
         _verify(adapter, info)
         return SecondaryResult(request.name, [d.db_name for d in info.database_backups], results, rbac,
-                               time.monotonic() - started, sent)
+                               time.monotonic() - started, stream.messages)
 
 
 def _current_rbac(adapter: Any) -> Any:
@@ -393,14 +388,13 @@ def _current_rbac(adapter: Any) -> Any:
 
 def _restore_collection(adapter: Any, stream: ReplicateStream, stores: Stores, bdir: str, request: SecondaryRequest,
                         info: meta.BackupInfo, coll: meta.CollectionBackupInfo, db_id: int, ticks: dict[str, int],
-                        settings: CopySettings, reporter: Reporter) -> tuple[dict[str, Any], int]:
+                        settings: CopySettings, reporter: Reporter) -> dict[str, Any]:
     label = f"{coll.db_name}.{coll.collection_name}"
-    started, control, sent = time.monotonic(), info.control_channel_name, 0
+    started, control = time.monotonic(), info.control_channel_name
     with reporter.step("create collection", collection=label):
         stream.send(lambda ts: create_collection(coll, db_id, control, ts))
         for index in coll.index_infos:
             stream.send(lambda _ts, index=index: create_index(coll, index, db_id, control))
-        sent += 1 + len(coll.index_infos)
     stages: list[list[Batch]] = [
         [b for p in coll.partition_backups
          for b in batches(coll, [s for s in p.segment_backups if not s.is_l0], p.partition_id, False, bdir, ticks)],
@@ -423,8 +417,7 @@ def _restore_collection(adapter: Any, stream: ReplicateStream, stores: Stores, b
                     job_id = random.getrandbits(63) or 1
                     stream.send(lambda ts, b=b, job_id=job_id: import_message(coll, b, job_id, ts, prefix))
                     ids.append((job_id, b))
-                sent += len(ids)
-                sent += _wait_jobs(adapter, stream, coll, ids, reporter, label)
+                _wait_jobs(adapter, stream, coll, ids, reporter, label)
                 jobs += len(ids)
     finally:
         left = _remove_staged(stores, prefix or None, request.keep_temp_files)
@@ -433,18 +426,17 @@ def _restore_collection(adapter: Any, stream: ReplicateStream, stores: Stores, b
     loaded = coll.load_state != meta.LOAD_STATE_NOT_LOAD
     if loaded:
         stream.send(lambda _ts: load_collection(coll, db_id, control))
-        sent += 1
     rows = sum(s.num_of_rows for p in coll.partition_backups for s in p.segment_backups if not s.is_l0)
     return {"collection": label, "collection_id": coll.collection_id, "partitions": len(coll.partition_backups),
             "indexes": len(coll.index_infos), "import_jobs": jobs, "rows_in_backup": rows, "loaded": loaded,
-            "seconds": round(time.monotonic() - started, 3)}, sent
+            "seconds": round(time.monotonic() - started, 3)}
 
 
 def _wait_jobs(adapter: Any, stream: ReplicateStream, coll: meta.CollectionBackupInfo, jobs: list[tuple[int, Batch]],
-               reporter: Reporter, label: str) -> int:
+               reporter: Reporter, label: str) -> None:
     """Until every job completed: a job the secondary holds Uncommitted gets its commit
     message (the two-phase commit of the source); Failed, or unknown for too long, fails the
-    restore. Returns the commit messages sent."""
+    restore."""
     waiting = {job_id: b for job_id, b in jobs}
     committed: set[int] = set()
     unknown: dict[int, float] = {}
@@ -474,7 +466,6 @@ def _wait_jobs(adapter: Any, stream: ReplicateStream, coll: meta.CollectionBacku
         if waiting:
             time.sleep(delay)
             delay = min(2 * delay, POLL_S)
-    return len(committed)
 
 
 def _verify(adapter: MilvusAdapter, info: meta.BackupInfo) -> None:

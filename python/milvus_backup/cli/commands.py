@@ -809,7 +809,7 @@ def restore_secondary(
     typer.echo(f"restored users and roles: {r['users']} users, {r['roles']} roles, {r['grants']} grants, "
                f"{r['privilege_groups']} privilege groups")
     typer.echo(f"restore secondary success: {name} into {target_cluster_id} as {source_cluster_id}, "
-               f"{result.messages} messages confirmed, in {format_duration(result.seconds)}")
+               f"{result.messages} messages sent and confirmed, in {format_duration(result.seconds)}")
 
 
 def _restore_legacy_filters(collections: list[str] | None, databases: list[str] | None, database_collections: str | None,

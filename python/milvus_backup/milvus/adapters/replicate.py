@@ -124,6 +124,7 @@ class ReplicateStream:
         self._lock = threading.Condition()
         self._tick = 0
         self._closed = False
+        self.messages = 0  # buffered so far (every copy of every broadcast, and each forwarded one)
         self._channels = {p: _Pchannel(p) for p in pchannels}
         self._threads = [threading.Thread(target=self._run, args=(p,), name=f"replicate-{p.name}", daemon=True)
                          for p in self._channels.values()]
@@ -186,6 +187,7 @@ class ReplicateStream:
         return self._tick
 
     def _enqueue(self, messages: list[Any]) -> None:
+        self.messages += len(messages)
         for m in messages:
             p = self._channels.get(pchannel(m.properties.get("_vc", "")))
             if p is None:
