@@ -293,7 +293,7 @@ def test_the_flag_walk_finds_restore_secondary_and_restore_keeps_its_own(tmp_pat
     env = dict(os.environ, COLUMNS="250")
     out = subprocess.run([sys.executable, "-m", "milvus_backup", "restore", "-h"], capture_output=True, text=True,
                          env=env, timeout=60).stdout
-    assert "mbackup restore secondary -n NAME" in " ".join(out.split())
+    assert "CDC secondary (Milvus 2.6+): mbackup restore secondary (see its -h)" in " ".join(out.split())
     r = subprocess.run([sys.executable, "-m", "milvus_backup", "restore", "-n", "x", "--suffix", "a b"],
                        capture_output=True, text=True, timeout=60, cwd=tmp_path)
     assert (r.returncode, r.stderr) == (2, "error: invalid --suffix 'a b': use letters, digits and _\n")
@@ -313,6 +313,8 @@ def test_the_server_runs_restore_secondary_as_the_go_server_does(contract, made)
         assert [t["target_collection_name"] for t in r.json["data"]["collection_restore_tasks"]] == [
             c.collection_name for c in info.collection_backups]
         assert s.get("/api/v1/get_restore?id=sec1").json["data"]["progress"] == 100
+        listed = s.get("/api/v2/jobs?kind=restore_secondary").json["jobs"]
+        assert [(j["id"], j["kind"], j["state"]) for j in listed] == [("sec1", "restore_secondary", "succeeded")]
         assert {name for _, name in state.collections} == {"docs", "docs1"}
         # The same secondary again: the job fails, and says why (code 3).
         again = s.post("/api/v1/restore_secondary", {**body, "requestId": "sec2"}).json

@@ -695,8 +695,7 @@ def restore(
 
     Example: mbackup restore -n nightly --suffix _restored --rebuild-index --load
 
-    Into a CDC secondary (Milvus 2.6+): mbackup restore secondary -n NAME --source_cluster_id A
-    --target_cluster_id B (see mbackup restore secondary -h).
+    Into a newly deployed CDC secondary (Milvus 2.6+): mbackup restore secondary (see its -h).
     """
     from ..backup.restore import RestoreRequest, discard_journals, plan_restore, restore_backup
 
