@@ -357,3 +357,18 @@ def test_a_secondary_that_drops_everything_fails_on_the_first_import_it_never_kn
     assert str(e.value).startswith("the target does not know import job ")
     assert "after 0.5 s: the import message was never applied" in str(e.value)
     assert not state.collections and not state.imports  # it applied nothing
+
+
+def test_a_target_that_refuses_the_stream_fails_at_once_saying_so(contract, made, s3env):
+    import grpc
+
+    info, config = made
+    new_secondary(contract, info)
+    contract.fail("CreateReplicateStream", code=grpc.StatusCode.PERMISSION_DENIED, reason="not a secondary of by-dev-src",
+                  times=None)
+    started = time.monotonic()
+    r = mbackup(config, *secondary(info.name), env=s3env)
+    assert (r.returncode, r.stdout) == (2, "")
+    assert r.stderr == (f"error: Milvus v2.6.11 at 127.0.0.1:{contract.grpc_port} refused the replicate stream of "
+                        "by-dev-rootcoord-dml_0: not a secondary of by-dev-src\n")
+    assert time.monotonic() - started < 30  # not the minute an unknown import job is waited for

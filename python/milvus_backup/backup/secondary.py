@@ -442,6 +442,7 @@ def _wait_jobs(adapter: Any, stream: ReplicateStream, coll: meta.CollectionBacku
     unknown: dict[int, float] = {}
     done, delay = 0, 0.05  # short polls first, doubling up to the Go tool's 3 s
     while waiting:
+        stream.check()
         for job_id, b in list(waiting.items()):
             state, _progress, reason = adapter.replicated_import_state(coll.db_name, job_id)
             what = f"import job {job_id} of {label} ({len(b.segments)} {'L0 ' if b.l0 else ''}segment(s) from " \

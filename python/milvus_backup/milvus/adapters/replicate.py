@@ -105,6 +105,7 @@ class _Pchannel:
     sent: int = 0  # of buffered, on the current stream
     confirmed: int = 0  # the highest time tick the target confirmed
     error: str = ""  # why the last stream ended
+    refused: str = ""  # why the target refused the stream for good (no point opening it again)
     opened: int = 0  # streams opened
     call: Any = None  # the stream open now
 
@@ -155,12 +156,22 @@ class ReplicateStream:
         with self._lock:
             self._enqueue(list(messages))
 
+    def check(self) -> None:
+        """Raise :class:`MilvusError` when the target refused a stream for good (UNIMPLEMENTED,
+        PERMISSION_DENIED, ...): what is sent would never arrive."""
+        with self._lock:
+            refused = next((p for p in self._channels.values() if p.refused), None)
+        if refused is not None:
+            raise MilvusError(f"Milvus {self._where} refused the replicate stream of {refused.name}: {refused.refused}")
+
     def wait_confirmed(self, timeout: float) -> None:
         """Until the target confirmed everything sent; :class:`MilvusUnreachable` after
         ``timeout`` seconds, naming what is unconfirmed and why."""
         deadline = time.monotonic() + timeout
         with self._lock:
             while any(p.buffered for p in self._channels.values()):
+                if any(p.refused for p in self._channels.values()):
+                    break
                 left = deadline - time.monotonic()
                 if left <= 0:
                     late = [p for p in self._channels.values() if p.buffered]
@@ -169,6 +180,7 @@ class ReplicateStream:
                     raise MilvusUnreachable(f"Milvus {self._where} did not confirm the replicated messages within "
                                             f"{timeout:g} s ({why})")
                 self._lock.wait(min(left, 1.0))
+        self.check()
 
     def close(self) -> None:
         with self._lock:
@@ -242,6 +254,13 @@ class ReplicateStream:
             except grpc.RpcError as e:
                 with self._lock:
                     p.error = f"{e.code().name}: {e.details() or ''}".rstrip(": ")
+                    # After these, opening the stream again cannot help.
+                    if e.code() in (grpc.StatusCode.UNIMPLEMENTED, grpc.StatusCode.UNAUTHENTICATED,
+                                    grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.INVALID_ARGUMENT,
+                                    grpc.StatusCode.FAILED_PRECONDITION):
+                        p.refused = e.details() or e.code().name
+                        self._lock.notify_all()
+                        return
             finally:
                 done.set()
             with self._lock:
