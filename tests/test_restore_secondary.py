@@ -283,7 +283,10 @@ def test_a_restore_stopped_mid_stream_exits_143_and_a_rerun_is_refused(contract,
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 143 and out == ""
-    assert err.splitlines()[-1].startswith("interrupted")
+    said = err.splitlines()[-1]
+    assert re.fullmatch(r"interrupted: \d+ messages sent to the secondary, which holds part of the backup and will "
+                        r"refuse a re-run\. A secondary restore runs once, .* deploy a new secondary and restore into "
+                        r"that", said), said
     again = mbackup(config, *secondary(info.name), env=s3env)
     assert again.returncode == 2
     assert "already has a replicate checkpoint" in again.stderr or "already holds db1.docs" in again.stderr

@@ -55,6 +55,7 @@ from ..milvus.adapters.replicate import (
 )
 from ..milvus.adapters.restore_v2 import field_to_proto, rbac_from_backup
 from ..milvus.versions import SINCE, Feature, format_version
+from ..transfer.cancel import Interrupted
 from ..transfer.copy import CopySettings
 from ..transfer.progress import SILENT, Reporter
 from .catalog import Stores, backup_dir, read_backup
@@ -345,6 +346,16 @@ def _opened(adapter: Any, request: SecondaryRequest, pchannels: list[str]) -> It
         stream.close()
 
 
+@contextlib.contextmanager
+def _said_when_stopped(stream: ReplicateStream) -> Iterator[None]:
+    """Ctrl-C or SIGTERM: say what the secondary got, and that it cannot be resumed."""
+    try:
+        yield
+    except KeyboardInterrupt as e:
+        raise Interrupted(f"{stream.messages} messages sent to the secondary, which holds part of the backup and will "
+                          f"refuse a re-run. {_AGAIN}") from e
+
+
 def restore_secondary(adapter: MilvusAdapter | Callable[[], MilvusAdapter], stores: Stores, request: SecondaryRequest,
                       settings: CopySettings, *, reporter: Reporter = SILENT) -> SecondaryResult:
     """``adapter`` may be a function that connects: called once the backup is read and checked."""
@@ -361,7 +372,7 @@ def restore_secondary(adapter: MilvusAdapter | Callable[[], MilvusAdapter], stor
         control = info.control_channel_name
         db_ids = {d.db_name: d.db_id for d in info.database_backups}
         rpcs: Any = adapter
-        with _opened(rpcs, request, list(info.physical_channel_names)) as stream:
+        with _opened(rpcs, request, list(info.physical_channel_names)) as stream, _said_when_stopped(stream):
             for db in info.database_backups:
                 stream.send(lambda _ts, db=db: create_database(db, control))
             results = [_restore_collection(rpcs, stream, stores, bdir, request, info, coll,
