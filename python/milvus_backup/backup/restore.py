@@ -336,7 +336,7 @@ def discard_journals(stores: Stores, name: str, *, dry_run: bool = False) -> lis
             lines.append(f"would discard {describe_journal(data)} and the staged copies it names")
             continue
         for record in (data or {"collections": {}})["collections"].values():
-            left = _remove_staged(stores, record.get("staging"), keep=False)
+            left = remove_staged(stores, record.get("staging"), keep=False)
             if left:  # the journal is what finds them again
                 raise RestoreError(f"{left}: the journal {stores.milvus.url}/{key} is kept; run the discard again")
         milvus.delete(key)
@@ -717,7 +717,7 @@ def restore_collection(adapter: MilvusAdapter, stores: Stores, bdir: str, t: Tar
             with contextlib.suppress(Exception):  # the error at hand is the one to show
                 if not request.skip_create_collection and journal.owns(t, adapter.collection_id(t.db, t.name)):
                     adapter.drop_collection(t.db, t.name)
-                _remove_staged(stores, state["staging"], request.keep_temp_files)
+                remove_staged(stores, state["staging"], request.keep_temp_files)
                 journal.forget(t)
         raise
     if request.load and c.load_state == meta.LOAD_STATE_LOADED:
@@ -839,7 +839,7 @@ def import_data(adapter: MilvusAdapter, stores: Stores, bdir: str, t: Target, re
     wait_imports(adapter, t, planned, request, reporter, journal)
     # Success removes the staged copies; a failure with imports done or in flight keeps
     # them (those imports read them, and the journal lets the next run reuse them).
-    left = _remove_staged(stores, state["staging"], request.keep_temp_files)
+    left = remove_staged(stores, state["staging"], request.keep_temp_files)
     if left:
         reporter.warning(f"{left}; the restore is complete: delete them with any S3 tool")
     return len(jobs)
@@ -909,7 +909,7 @@ def count_deletes(stores: Stores, bdir: str, jobs: list[ImportJob], t: Target,
     return counts
 
 
-def _remove_staged(stores: Stores, prefix: str | None, keep: bool) -> str:
+def remove_staged(stores: Stores, prefix: str | None, keep: bool) -> str:
     """Delete the staged copies under ``prefix`` (only a prefix of ours); "" when all went,
     else what was left behind."""
     if not prefix or not _STAGING.fullmatch(prefix) or keep:

@@ -59,7 +59,7 @@ from ..transfer.cancel import Interrupted
 from ..transfer.copy import CopySettings
 from ..transfer.progress import SILENT, Reporter
 from .catalog import Stores, backup_dir, read_backup
-from .restore import _remove_staged, new_staging_prefix, pool_sources, stage_segments
+from .restore import remove_staged, new_staging_prefix, pool_sources, stage_segments
 
 
 class SecondaryError(MBackupError):
@@ -431,7 +431,7 @@ def _restore_collection(adapter: Any, stream: ReplicateStream, stores: Stores, b
                 _wait_jobs(adapter, stream, coll, ids, reporter, label)
                 jobs += len(ids)
     finally:
-        left = _remove_staged(stores, prefix or None, request.keep_temp_files)
+        left = remove_staged(stores, prefix or None, request.keep_temp_files)
         if left:
             reporter.warning(left)
     loaded = coll.load_state != meta.LOAD_STATE_NOT_LOAD
