@@ -59,7 +59,7 @@ from ..transfer.cancel import Interrupted
 from ..transfer.copy import CopySettings
 from ..transfer.progress import SILENT, Reporter
 from .catalog import Stores, backup_dir, read_backup
-from .restore import remove_staged, new_staging_prefix, pool_sources, stage_segments
+from .restore import new_staging_prefix, pool_sources, remove_staged, stage_segments
 
 
 class SecondaryError(MBackupError):
