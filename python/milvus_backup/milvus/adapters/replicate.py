@@ -1,6 +1,7 @@
 """The replicate stream of Milvus 2.6+ (CDC), as ``mbackup restore secondary`` speaks it: the
-messages it injects into a newly deployed secondary, the stream that carries them, and the
-RPCs that say whether the secondary was ever replicated into.
+messages it injects into a newly deployed secondary (built from a backup's meta), the stream
+that carries them, and the RPCs that say whether the secondary was ever replicated into. The
+flow that orders them is ``backup/secondary.py``.
 
 Tested against a wire contract (tests/milvus_contract: pymilvus' generated gRPC service, the
 server decoding every message), NOT against a live Milvus 2.6: none runs on the machine this
@@ -31,9 +32,12 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from itertools import groupby
 from typing import Any
 
+from ...format import meta
 from ..connection import MilvusError, MilvusUnreachable, service_method
+from .restore_v2 import field_to_proto, rbac_from_backup
 from .rpc import RpcAdapter
 
 log = logging.getLogger(__name__)
@@ -45,6 +49,10 @@ V1, V2 = 1, 2
 KAFKA = 3  # common.WALName: the WAL the Go tool's fake message ids name
 #: The partition id of a collection-level L0 import (common.AllPartitionsID).
 ALL_PARTITIONS = -1
+#: Segments per import job: the REST API's limit the Go tool keeps to.
+BATCH = 256
+#: The system fields every replicated schema carries (common.RowIDField, common.TimeStampField).
+_ROW_ID, _TIMESTAMP = 0, 1
 
 
 def base36(n: int) -> str:
@@ -282,6 +290,175 @@ class ReplicateStream:
             self._lock.notify_all()
 
 
+# --------------------------------------------------------------------------------------
+# The messages of a secondary restore, from a backup's meta (the Go tool's
+# core/restore/secondary builders)
+
+
+def _kvs(pairs: Any) -> list[Any]:
+    from .._proto import common_pb2 as c
+
+    return [c.KeyValuePair(key=kv.key, value=kv.value) for kv in pairs]
+
+
+def replicated_schema(coll: meta.CollectionBackupInfo, *, consistency: bool) -> Any:
+    """The backed-up schema as the secondary gets it: every field with its id ($meta too), the
+    functions and struct arrays, and the two system fields; with ``consistency`` the
+    consistency level as a property (the create message's)."""
+    from .._proto import common_pb2 as c
+    from .._proto import schema_pb2 as s
+    from .restore_v2 import schema_to_proto
+
+    b = coll.schema or meta.CollectionSchema()
+    name = f"{coll.db_name}.{coll.collection_name}"
+    out = schema_to_proto(b, b.name or coll.collection_name, [], name)
+    for f in b.fields:
+        proto = field_to_proto(f, name)
+        proto.is_dynamic = f.is_dynamic
+        out.fields.append(proto)
+    if consistency:
+        level = c.ConsistencyLevel.Name(coll.consistency_level) if coll.consistency_level in \
+            c.ConsistencyLevel.values() else str(coll.consistency_level)
+        out.properties.append(c.KeyValuePair(key="consistency_level", value=level))
+    out.fields.append(s.FieldSchema(fieldID=_ROW_ID, name="RowID", description="row id", data_type=int(meta.DataType.Int64)))
+    out.fields.append(s.FieldSchema(fieldID=_TIMESTAMP, name="Timestamp", description="time stamp",
+                                    data_type=int(meta.DataType.Int64)))
+    return out
+
+
+def create_database(db: meta.DatabaseBackupInfo, control: str) -> Broadcast:
+    from .._proto import messages_pb2 as m
+
+    return Broadcast(CREATE_DATABASE, V2, m.CreateDatabaseMessageHeader(db_name=db.db_name, db_id=db.db_id),
+                     m.CreateDatabaseMessageBody(properties=_kvs(db.properties)), [control])
+
+
+def create_collection(coll: meta.CollectionBackupInfo, db_id: int, control: str, ts: int) -> Broadcast:
+    from .._proto import common_pb2 as c
+    from .._proto import messages_pb2 as m
+    from .._proto import msg_pb2 as mp
+
+    pids = [p.partition_id for p in coll.partition_backups]
+    body = mp.CreateCollectionRequest(
+        base=c.MsgBase(msg_type=c.MsgType.CreateCollection, timestamp=ts), db_name=coll.db_name,
+        collectionName=coll.collection_name, dbID=db_id, collectionID=coll.collection_id,
+        virtualChannelNames=coll.virtual_channel_names, physicalChannelNames=coll.physical_channel_names,
+        collection_schema=replicated_schema(coll, consistency=True),
+        partitionNames=[p.partition_name for p in coll.partition_backups], partitionIDs=pids)
+    header = m.CreateCollectionMessageHeader(collection_id=coll.collection_id, db_id=db_id, partition_ids=pids)
+    return Broadcast(CREATE_COLLECTION, V1, header, body, [*coll.virtual_channel_names, control])
+
+
+def create_index(coll: meta.CollectionBackupInfo, index: meta.IndexInfo, db_id: int, control: str) -> Broadcast:
+    from .._proto import index_pb2 as ix
+    from .._proto import messages_pb2 as m
+
+    field_id = index.field_id or next((f.field_id for f in (coll.schema.fields if coll.schema else [])
+                                       if f.name == index.field_name), 0)
+    params = index.index_params or [meta.KeyValuePair(k, v) for k, v in index.params.items()]
+    info = ix.IndexInfo(collectionID=coll.collection_id, fieldID=field_id, index_name=index.index_name,
+                        indexID=index.index_id, type_params=_kvs(index.type_params), index_params=_kvs(params),
+                        is_auto_index=index.is_auto_index, user_index_params=_kvs(index.user_index_params),
+                        min_index_version=index.min_index_version, max_index_version=index.max_index_version)
+    header = m.CreateIndexMessageHeader(db_id=db_id, collection_id=coll.collection_id, field_id=field_id,
+                                        index_id=index.index_id, index_name=index.index_name)
+    body = m.CreateIndexMessageBody(field_index=ix.FieldIndex(index_info=info, create_time=index.create_time))
+    return Broadcast(CREATE_INDEX, V2, header, body, [control])
+
+
+@dataclass
+class Batch:
+    """One import: segments of one partition sharing a vchannel and a storage version."""
+
+    partition_id: int
+    segments: list[meta.SegmentBackupInfo]
+    l0: bool
+    end_ts: int
+    storage_version: int
+    files: list[list[str]] = field(default_factory=list)  # per segment: [insert dir, delta dir] (or [delta dir])
+
+    def options(self) -> dict[str, str]:
+        out = {"skip_disk_quota_check": "true", "auto_commit": "false", "end_ts": str(self.end_ts),
+               "storage_version": str(self.storage_version)}
+        out["l0_import" if self.l0 else "backup"] = "true"
+        return out
+
+
+def batches(coll: meta.CollectionBackupInfo, segments: list[meta.SegmentBackupInfo], partition_id: int, l0: bool,
+            bdir: str, ticks: dict[str, int]) -> list[Batch]:
+    """The Go tool's batches: by (vchannel, storage version), at most :data:`BATCH` segments."""
+    def key(s: meta.SegmentBackupInfo) -> tuple[str, int]:
+        return s.v_channel, s.storage_version
+
+    out = []
+    for (vch, sv), grouped in groupby(sorted(segments, key=lambda s: (key(s), s.segment_id)), key=key):
+        same = list(grouped)
+        end_ts = ticks.get(pchannel(vch or coll.virtual_channel_names[0]), 0)
+        for start in range(0, len(same), BATCH):
+            chunk = same[start:start + BATCH]
+            files = [meta.segment_import_dirs(bdir, s).files() for s in chunk]
+            out.append(Batch(partition_id, chunk, l0, end_ts, sv, files))
+    return out
+
+
+def import_message(coll: meta.CollectionBackupInfo, batch: Batch, job_id: int, ts: int, prefix: str) -> Broadcast:
+    from .._proto import common_pb2 as c
+    from .._proto import messages_pb2 as m
+    from .._proto import msg_pb2 as mp
+
+    files = [mp.ImportFile(id=i + 1, paths=[f"{prefix}/{p}" if prefix else p for p in paths])
+             for i, paths in enumerate(batch.files)]
+    body = mp.ImportMsg(base=c.MsgBase(msg_type=c.MsgType.Import, timestamp=ts), db_name=coll.db_name,
+                        collection_name=coll.collection_name, collectionID=coll.collection_id,
+                        partitionIDs=[batch.partition_id], options=batch.options(), files=files,
+                        schema=replicated_schema(coll, consistency=False), jobID=job_id)
+    return Broadcast(IMPORT, V1, m.ImportMessageHeader(), body, coll.virtual_channel_names)
+
+
+def commit_import(coll: meta.CollectionBackupInfo, job_id: int) -> Broadcast:
+    from .._proto import messages_pb2 as m
+
+    return Broadcast(COMMIT_IMPORT, V2, m.CommitImportMessageHeader(collection_id=coll.collection_id, job_id=job_id),
+                     b"", coll.virtual_channel_names)
+
+
+def load_collection(coll: meta.CollectionBackupInfo, db_id: int, control: str) -> Broadcast:
+    """Load every partition and every field, each with its index. (The Go tool looks each
+    field's index up by the field's id in a table keyed by index ids, so it names index 0 for
+    nearly every field; this names the field's own index.)"""
+    from .._proto import messages_pb2 as m
+
+    schema = coll.schema or meta.CollectionSchema()
+    by_field = {i.field_id or next((f.field_id for f in schema.fields if f.name == i.field_name), 0): i.index_id
+                for i in coll.index_infos}
+    header = m.AlterLoadConfigMessageHeader(
+        db_id=db_id, collection_id=coll.collection_id, use_local_replica_config=True,
+        partition_ids=sorted(p.partition_id for p in coll.partition_backups),
+        load_fields=[m.LoadFieldConfig(field_id=f.field_id, index_id=by_field.get(f.field_id, 0)) for f in schema.fields])
+    return Broadcast(ALTER_LOAD_CONFIG, V2, header, m.AlterLoadConfigMessageBody(), [control])
+
+
+def restore_rbac(rbac: Any, current: Any, control: str) -> tuple[Broadcast, dict[str, int]]:
+    """The users, roles, grants and privilege groups of the backup the target lacks."""
+    from .._proto import messages_pb2 as m
+    from .._proto import milvus_pb2 as mp
+
+    wanted = rbac_from_backup(rbac) if rbac else mp.RBACMeta()
+    users = {u.user for u in current.users}
+    roles = {r.name for r in current.roles}
+    groups = {g.group_name for g in current.privilege_groups}
+    grants = {g.SerializeToString(deterministic=True) for g in current.grants}
+    out = mp.RBACMeta(users=[u for u in wanted.users if u.user not in users],
+                      roles=[r for r in wanted.roles if r.name not in roles],
+                      grants=[g for g in wanted.grants if g.SerializeToString(deterministic=True) not in grants],
+                      privilege_groups=[g for g in wanted.privilege_groups if g.group_name not in groups])
+    counts = {"users": len(out.users), "roles": len(out.roles), "grants": len(out.grants),
+              "privilege_groups": len(out.privilege_groups)}
+    return Broadcast(RESTORE_RBAC, V2, m.RestoreRBACMessageHeader(), m.RestoreRBACMessageBody(rbac_meta=out),
+                     [control]), counts
+
+
+
 class ReplicateRpcs(RpcAdapter):
     """The replicate RPCs of a Milvus 2.6+ adapter, mixed into it
     (``class Milvus26Adapter(ReplicateRpcs, Milvus25Adapter)``)."""
@@ -345,6 +522,6 @@ class ReplicateRpcs(RpcAdapter):
         return str(data.get("state") or ""), progress, str(data.get("reason") or "")
 
 
-__all__ = ["ALL_PARTITIONS", "ALTER_LOAD_CONFIG", "COMMIT_IMPORT", "CREATE_COLLECTION", "CREATE_DATABASE",
-           "CREATE_INDEX", "IMPORT", "RESTORE_RBAC", "V1", "V2", "Broadcast", "ReplicateRpcs", "ReplicateStream",
-           "base36", "pchannel", "time_tick"]
+__all__ = ["ALL_PARTITIONS", "BATCH", "Batch", "Broadcast", "ReplicateRpcs", "ReplicateStream", "base36", "batches",
+           "commit_import", "create_collection", "create_database", "create_index", "import_message", "load_collection",
+           "pchannel", "replicated_schema", "restore_rbac", "time_tick"]
