@@ -240,10 +240,18 @@ class Service:
         answer = Answer(request_id or req.get("requestId") or str(uuid.uuid4()))
         try:
             job = self.restore_job(req)
+        except Failed as e:
+            return dataclasses.replace(answer, code=e.code, msg=e.msg)
+        return self._run_restore_job(job, answer, bool(req.get("async")))
+
+    def _run_restore_job(self, job: Job, answer: Answer, run_async: bool) -> Answer:
+        """Submit a restore (or restore secondary) job; answer at once when ``run_async``, else
+        when it ends, with its task view."""
+        try:
             thread = self._submit(job)
         except Failed as e:
             return dataclasses.replace(answer, code=e.code, msg=e.msg)
-        if req.get("async"):
+        if run_async:
             return dataclasses.replace(answer, msg=ASYNC_RESTORE, data=restore_view(job))
         thread.join()
         if job.state_code == FAIL:
@@ -352,16 +360,7 @@ class Service:
                   request=dataclasses.asdict(request), root=root,
                   collections=[CollectionTask(f"{answer.request_id}_{i}", c.db_name, c.collection_name, size=c.size)
                                for i, c in enumerate(info.collection_backups)])
-        try:
-            thread = self._submit(job)
-        except Failed as e:
-            return dataclasses.replace(answer, code=e.code, msg=e.msg)
-        if req.get("async"):
-            return dataclasses.replace(answer, msg=ASYNC_RESTORE, data=restore_view(job))
-        thread.join()
-        if job.state_code == FAIL:
-            return dataclasses.replace(answer, code=FAIL_CODE, msg=job.error)
-        return dataclasses.replace(answer, msg="success", data=restore_view(job))
+        return self._run_restore_job(job, answer, bool(req.get("async")))
 
     def _submit(self, job: Job) -> threading.Thread:
         if not meta.BACKUP_ID.pattern.fullmatch(job.id):
