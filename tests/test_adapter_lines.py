@@ -238,7 +238,7 @@ def test_a_backup_sends_each_lines_requests_and_copies_every_binlog(contract, st
         waited = contract.calls("GetFlushAllState")[-1].request
         assert dict(waited.flush_all_tss) == {"by-dev-rootcoord-dml_0": int(_tt(result.info), 36)}
         assert result.info.physical_channel_names == ["by-dev-rootcoord-dml_0"]
-        assert result.info.control_channel_name == "by-dev-rootcoord-dml_0_control"
+        assert result.info.control_channel_name == "by-dev-rootcoord-dml_0_vcchan"
         first_flush = index(methods, "FlushAll")
     else:
         assert "FlushAll" not in methods and result.info.flush_all_msgs_base64 == {}

@@ -113,7 +113,15 @@ def test_parameter_errors_are_the_go_tools_codes(server):
     assert (r.json["code"], r.json["msg"]) == (1, "not supported by mbackup: maxShardNum, ezkMapping")
     assert server.get("/api/v1/get_restore?id=nope").json["msg"] == "task not found"
     assert server.get("/api/v1/get_restore").json == {"code": 3, "msg": "empty restore id", "data": None}
-    assert server.post("/api/v1/restore_secondary", {}).json["code"] == 1
+    # restore_secondary: the Go tool's validation, in its order, then the backup looked up.
+    assert server.post("/api/v1/restore_secondary", {}).json["msg"] == "backup name is required"
+    r = server.post("/api/v1/restore_secondary", {"backup_name": "b"}, headers={"request_id": "r3"})
+    assert r.json == {"requestId": "r3", "code": 400, "msg": "source cluster id is required", "data": None}
+    r = server.post("/api/v1/restore_secondary", {"backup_name": "b", "sourceClusterID": "s"})
+    assert (r.json["code"], r.json["msg"]) == (400, "target cluster id is required")
+    r = server.post("/api/v1/restore_secondary", {"backup_name": "nope", "sourceClusterID": "s",
+                                                  "targetClusterID": "t", "requestId": "r4"})
+    assert r.json == {"requestId": "r4", "code": 400, "msg": "backup nope not found", "data": None}
     assert server.call("DELETE", "/api/v1/delete").json["code"] == 400
 
 

@@ -22,7 +22,7 @@ _BUILTIN = "milvus_backup."
 # tickets have rows of their own).
 _BACKUP_GATES = (Feature.SEGMENT_DESCRIBE, Feature.DESCRIBE_DATABASE, Feature.RBAC)
 # What a restore uses: only where the line's adapter restores.
-_RESTORE_GATES = (Feature.MULTI_L0_IN_ONE_JOB, Feature.FUNC_RUNTIME_CHECK, Feature.PRIVILEGE_GROUPS)
+_RESTORE_GATES = (Feature.MULTI_L0_IN_ONE_JOB, Feature.FUNC_RUNTIME_CHECK, Feature.PRIVILEGE_GROUPS, Feature.REPLICATE_STREAM)
 # FEATURES_SINCE entries with rows of their own rather than a schema-feature row.
 _NOT_SCHEMA = {"l0_import", "storage_v2", "snapshot_restore"}
 

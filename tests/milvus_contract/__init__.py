@@ -8,6 +8,12 @@ are tested against this: an in-process gRPC server on pymilvus' generated code f
 (:class:`~milvus_contract.state.State`) is what tests seed; every request is logged with its
 metadata, and chosen calls can be made to fail.
 
+For ``restore secondary`` it also plays a Milvus 2.6 CDC secondary (``replicate.py``): the
+replicate stream, whose every message it decodes and applies to the State, and the checkpoint
+RPCs. That too is a fake of the 2.6 wire contract, written from Milvus's message encoding
+(pkg/streaming/util/message, pkg/proto/messages.proto) and the Go tool's core/restore/secondary;
+no 2.6 runs here to compare it with.
+
 What it proves: the requests an adapter sends, in which order, with which headers, and how
 the adapter reacts to the answers a line gives. What it cannot prove: that a real server of
 the line answers this way. Its answers were read from the protos and from the Go tool

@@ -18,6 +18,7 @@ from pymilvus.grpc_gen import common_pb2, milvus_pb2, schema_pb2
 
 from milvus_backup.plugins.manager import storage_backends
 
+from .replicate import GetReplicateConfiguration, GetReplicateInfo  # noqa: F401  (the 2.6 secondary's RPCs)
 from .state import (
     DROPPED,
     FLUSHED,
@@ -240,7 +241,7 @@ def FlushAll(state: State, request, db):
             msg.id.id = f"{ts}"
             msg.properties["_tt"] = base36(ts)
             msg.properties["_vc"] = pch
-        resp.cluster_info.cchannel = "by-dev-rootcoord-dml_0_control"
+        resp.cluster_info.cchannel = "by-dev-rootcoord-dml_0_vcchan"  # Milvus names it <pchannel>_vcchan
         resp.cluster_info.pchannels.extend(pchannels)
     return resp
 

@@ -47,12 +47,15 @@ class Profile:
 
 
 _NO_ADD_FIELD = frozenset({"AddCollectionField"})
+# The CDC replicate stream a secondary restore injects into: from 2.6.
+REPLICATE_RPCS = frozenset({"CreateReplicateStream", "GetReplicateInfo", "GetReplicateConfiguration"})
 
 PROFILES: dict[str, Profile] = {p.name: p for p in (
-    Profile("2.3.5", "v2.3.5", unimplemented=SNAPSHOT_RPCS | _NO_ADD_FIELD | {"DescribeDatabase", "BackupRBAC"},
+    Profile("2.3.5", "v2.3.5", unimplemented=SNAPSHOT_RPCS | _NO_ADD_FIELD | REPLICATE_RPCS | {"DescribeDatabase",
+                                                                                               "BackupRBAC"},
             gc=GC_NONE, rest_import=False),
-    Profile("2.4.23", "v2.4.23", unimplemented=SNAPSHOT_RPCS | _NO_ADD_FIELD),
-    Profile("2.5.8", "v2.5.8", unimplemented=SNAPSHOT_RPCS | _NO_ADD_FIELD, segment_describe=True,
+    Profile("2.4.23", "v2.4.23", unimplemented=SNAPSHOT_RPCS | _NO_ADD_FIELD | REPLICATE_RPCS),
+    Profile("2.5.8", "v2.5.8", unimplemented=SNAPSHOT_RPCS | _NO_ADD_FIELD | REPLICATE_RPCS, segment_describe=True,
             privilege_groups=True),
     Profile("2.6.5", "v2.6.5", unimplemented=SNAPSHOT_RPCS, segment_describe=True, storage_version=2,
             privilege_groups=True),

@@ -24,7 +24,7 @@ import grpc
 from google.protobuf import message_factory
 from pymilvus.grpc_gen import common_pb2, milvus_pb2, milvus_pb2_grpc
 
-from . import handlers
+from . import handlers, replicate
 from .profiles import DEFAULT, GC_CLUSTER, GC_NONE, GC_TICKET, Profile
 from .state import PARTITION_NOT_FOUND, MilvusFault, State
 
@@ -202,6 +202,24 @@ class _Servicer:
     def __init__(self, server: ContractServer) -> None:
         for method in SERVICE.methods:
             setattr(self, method.name, self._method(server, method.name))
+        self.CreateReplicateStream = self._stream(server)
+
+    @staticmethod
+    def _stream(server: ContractServer):
+        def call(requests: Any, context: grpc.ServicerContext) -> Any:
+            metadata = {k.lower(): v for k, v in context.invocation_metadata() if isinstance(v, str)}
+            entry = server._record(Call("grpc", "CreateReplicateStream", None, metadata))
+            fault = server._take_fault("CreateReplicateStream")
+            if fault is not None and fault.code is not None:
+                entry.answered = "fault"
+                context.abort(fault.code, fault.reason or fault.code.name)
+            if "CreateReplicateStream" in server.profile.unimplemented:
+                entry.answered = "unimplemented"
+                context.abort(grpc.StatusCode.UNIMPLEMENTED,
+                              f"Method not implemented: CreateReplicateStream on Milvus {server.profile.name}")
+            yield from replicate.stream(server, requests, context)
+
+        return call
 
     @staticmethod
     def _method(server: ContractServer, name: str):

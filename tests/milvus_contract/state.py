@@ -85,12 +85,15 @@ class ImportJob:
     reason: str = ""
     rows: int = 0
     polls: int = 0  # how many more polls answer "Importing" before the outcome above
+    committed: bool = False  # a replicated import (auto_commit=false) waits Uncommitted for its commit message
 
     def observe(self) -> tuple[str, int]:
         """(state, progress) as the next poll sees it."""
         if self.polls > 0:
             self.polls -= 1
             return "Importing", 50
+        if self.state == "Completed" and self.options.get("auto_commit") == "false" and not self.committed:
+            return "Uncommitted", 100
         return self.state, self.progress
 
 
@@ -289,7 +292,7 @@ class State:
         return next(self._ids)
 
     def new_import(self, db: str, collection: str, partition: str, files: list[list[str]], options: dict[str, str],
-                   via: str) -> ImportJob:
+                   via: str, job_id: int = 0) -> ImportJob:
         """An import job with the outcome the test set (``import_outcome``, ``import_polls``,
         ``failing_files``); its rows are those ``rows_by_prefix`` gives its insert prefixes, when
         it gives any."""
@@ -300,8 +303,8 @@ class State:
         found = [rows for group in files if group for end, rows in self.rows_by_prefix.items() if group[0].endswith(end)]
         if found and outcome["state"] == "Completed":
             outcome["rows"] = sum(found)
-        job = ImportJob(self.next_id(), db, collection, partition, files, options, via, polls=self.import_polls,
-                        **outcome)
+        job = ImportJob(job_id or self.next_id(), db, collection, partition, files, options, via,
+                        polls=self.import_polls, **outcome)
         self.imports[job.id] = job
         return job
 

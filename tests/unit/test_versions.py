@@ -108,14 +108,16 @@ def test_snapshots_arrive_with_3_0(version, has):
 def test_each_gate_is_the_go_tools():
     """The feature table (milvus-lines.md, grpc.go's _featureTuples and the RBAC docs); the GC
     pause endpoint and privilege groups from milvus-lines.md's table per line (the Go tool needs
-    2.4 at least, and sends privilege groups to 2.4 all the same)."""
+    2.4 at least, and sends privilege groups to 2.4 all the same). The replicate stream (restore
+    secondary) from milvus-lines.md's 2.6 column ("new CDC"): the Go tool checks no version for
+    it; mbackup refuses an older target in one line instead of failing on an unknown method."""
     assert {f.name: ".".join(map(str, v)) for f, v in SINCE.items()} == {
         "DESCRIBE_DATABASE": "2.4.3", "RBAC": "2.4.10", "SEGMENT_DESCRIBE": "2.5.8", "MULTI_L0_IN_ONE_JOB": "2.6.5",
         "COLLECTION_GC_TICKET": "2.6.8", "FUNC_RUNTIME_CHECK": "2.6.8", "FLUSH_ALL": "2.6.11", "SNAPSHOT": "3.0.0",
-        "GC_PAUSE": "2.4.0", "PRIVILEGE_GROUPS": "2.5.0"}
+        "GC_PAUSE": "2.4.0", "PRIVILEGE_GROUPS": "2.5.0", "REPLICATE_STREAM": "2.6.0"}
     assert [f for f in Feature if ServerVersion.of("v2.6.8").has(f)] == [
         Feature.DESCRIBE_DATABASE, Feature.GC_PAUSE, Feature.RBAC, Feature.PRIVILEGE_GROUPS, Feature.SEGMENT_DESCRIBE,
-        Feature.MULTI_L0_IN_ONE_JOB, Feature.COLLECTION_GC_TICKET, Feature.FUNC_RUNTIME_CHECK]
+        Feature.MULTI_L0_IN_ONE_JOB, Feature.COLLECTION_GC_TICKET, Feature.FUNC_RUNTIME_CHECK, Feature.REPLICATE_STREAM]
     assert ServerVersion.of("v2.6.5").needs(Feature.FLUSH_ALL) == (
         "FlushAll with GetFlushAllState needs Milvus 2.6.11 or newer (this server is v2.6.5)")
 

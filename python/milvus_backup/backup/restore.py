@@ -336,7 +336,7 @@ def discard_journals(stores: Stores, name: str, *, dry_run: bool = False) -> lis
             lines.append(f"would discard {describe_journal(data)} and the staged copies it names")
             continue
         for record in (data or {"collections": {}})["collections"].values():
-            left = _remove_staged(stores, record.get("staging"), keep=False)
+            left = remove_staged(stores, record.get("staging"), keep=False)
             if left:  # the journal is what finds them again
                 raise RestoreError(f"{left}: the journal {stores.milvus.url}/{key} is kept; run the discard again")
         milvus.delete(key)
@@ -717,7 +717,7 @@ def restore_collection(adapter: MilvusAdapter, stores: Stores, bdir: str, t: Tar
             with contextlib.suppress(Exception):  # the error at hand is the one to show
                 if not request.skip_create_collection and journal.owns(t, adapter.collection_id(t.db, t.name)):
                     adapter.drop_collection(t.db, t.name)
-                _remove_staged(stores, state["staging"], request.keep_temp_files)
+                remove_staged(stores, state["staging"], request.keep_temp_files)
                 journal.forget(t)
         raise
     if request.load and c.load_state == meta.LOAD_STATE_LOADED:
@@ -828,27 +828,42 @@ def import_data(adapter: MilvusAdapter, stores: Stores, bdir: str, t: Target, re
         # segments there (server-side within one bucket). At the bucket root like the Go
         # tool's restore-temp dirs, outside Milvus's rootPath. A resumed run reuses its
         # staging prefix: copies already there are skipped.
-        prefix = state["staging"] or f"mbackup-restore-{uuid.uuid4().hex[:12]}"
+        prefix = state["staging"] or new_staging_prefix()
         state["staging"] = prefix
         journal.save()
-        files = [(ObjectInfo(pooled.get(key, key), size), f"{prefix}/{key}")
-                 for j in jobs for s in j.segments for _, key, size in meta.segment_files(bdir, s)]
-        present = {o.key: o.size for o in stores.milvus.list(prefix)}
-        plan = Plan(jobs=[(o, k) for o, k in files if present.get(k) != o.size],
-                    skipped=[o for o, k in files if present.get(k) == o.size])
-        report = run_plan(plan, stores.backup, stores.milvus, settings, reporter=reporter, label=f"stage {t.label}")
-        report.raise_for_failures(RestoreFailed, f"staging {t.label} into the Milvus bucket failed",
-                                  resume="run the same restore again to finish it")
+        stage_segments(stores, bdir, [s for j in jobs for s in j.segments], prefix, pooled, settings, reporter,
+                       t.label, resume="run the same restore again to finish it")
         jobs = [j.under(prefix) for j in jobs]
     deletes = count_deletes(stores, bdir, jobs, t, reporter.warning, pooled)
     planned = [PlannedImport(j, sum(s.num_of_rows for s in j.segments if not s.is_l0), deletes[j.key]) for j in jobs]
     wait_imports(adapter, t, planned, request, reporter, journal)
     # Success removes the staged copies; a failure with imports done or in flight keeps
     # them (those imports read them, and the journal lets the next run reuse them).
-    left = _remove_staged(stores, state["staging"], request.keep_temp_files)
+    left = remove_staged(stores, state["staging"], request.keep_temp_files)
     if left:
         reporter.warning(f"{left}; the restore is complete: delete them with any S3 tool")
     return len(jobs)
+
+
+def new_staging_prefix() -> str:
+    """Where a restore stages binlogs in the Milvus bucket: at its root, like the Go tool's
+    restore-temp dirs, named so that ``mbackup gc`` knows it as a restore's leftover."""
+    return f"mbackup-restore-{uuid.uuid4().hex[:12]}"
+
+
+def stage_segments(stores: Stores, bdir: str, segments: list[meta.SegmentBackupInfo], prefix: str,
+                   pooled: dict[str, str], settings: CopySettings, reporter: Reporter, label: str, *,
+                   resume: str) -> None:
+    """Copy every file of ``segments`` to ``prefix/<its backup key>`` in the Milvus bucket
+    (server-side within one bucket); copies already there are skipped. Milvus imports only
+    from its own bucket."""
+    files = [(ObjectInfo(pooled.get(key, key), size), f"{prefix}/{key}")
+             for s in segments for _, key, size in meta.segment_files(bdir, s)]
+    present = {o.key: o.size for o in stores.milvus.list(prefix)}
+    plan = Plan(jobs=[(o, k) for o, k in files if present.get(k) != o.size],
+                skipped=[o for o, k in files if present.get(k) == o.size])
+    report = run_plan(plan, stores.backup, stores.milvus, settings, reporter=reporter, label=f"stage {label}")
+    report.raise_for_failures(RestoreFailed, f"staging {label} into the Milvus bucket failed", resume=resume)
 
 
 def pool_sources(stores: Stores, name: str, bdir: str) -> dict[str, str]:
@@ -894,7 +909,7 @@ def count_deletes(stores: Stores, bdir: str, jobs: list[ImportJob], t: Target,
     return counts
 
 
-def _remove_staged(stores: Stores, prefix: str | None, keep: bool) -> str:
+def remove_staged(stores: Stores, prefix: str | None, keep: bool) -> str:
     """Delete the staged copies under ``prefix`` (only a prefix of ours); "" when all went,
     else what was left behind."""
     if not prefix or not _STAGING.fullmatch(prefix) or keep:

@@ -13,10 +13,10 @@ import json
 import os
 import sys
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar
 
 import typer
-from typer.core import TyperGroup
+from typer.core import TyperCommand, TyperGroup
 
 from .. import _engine, logs
 from ..config.params import BY_FLAG, BY_KEY, flag_help, one_of
@@ -77,9 +77,31 @@ class _Commands(TyperGroup):
         command = super().get_command(ctx, cmd_name)
         return None if command is None else _readable_metavars(command, ctx)
 
+    def resolve_command(self, ctx: Any, args: list[str]) -> Any:
+        # A command with verbs of its own (restore secondary, as the Go tool's): the verb picks
+        # its own command, anything else is the command's (mbackup restore -n X as ever).
+        name, command, rest = super().resolve_command(ctx, args)
+        verbs = getattr(command, "verbs", None)
+        if verbs and rest and rest[0] in verbs:
+            verb = verbs[rest[0]]()
+            return f"{name} {rest[0]}", _readable_metavars(verb, ctx), rest[1:]
+        return name, command, rest
+
     def format_help(self, ctx: Any, formatter: Any) -> None:
         _readable_metavars(self, ctx)
         super().format_help(ctx, formatter)
+
+
+class _WithVerbs(TyperCommand):
+    """A command that also has verbs (``mbackup restore secondary``): ``verbs`` maps each to
+    a function returning its command; ``commands`` is the same, made, for whoever walks the
+    command tree; the command's help names them."""
+
+    verbs: ClassVar[dict[str, Callable[[], Any]]] = {}
+
+    @property
+    def commands(self) -> dict[str, Any]:
+        return {name: make() for name, make in self.verbs.items()}
 
 
 # What a script or a CronJob can tell from the exit status alone (README: Exit codes).
@@ -626,7 +648,14 @@ def verify(
         raise typer.Exit(report.exit_code)
 
 
-@app.command()
+_restore_verbs: typer.Typer = typer.Typer(add_completion=False, context_settings={"help_option_names": ["-h", "--help"]})
+
+
+class _RestoreVerbs(_WithVerbs):
+    verbs: ClassVar[dict[str, Callable[[], Any]]] = {"secondary": lambda: typer.main.get_command(_restore_verbs)}
+
+
+@app.command(cls=_RestoreVerbs)
 def restore(
     ctx: typer.Context,
     name: NameOption,
@@ -665,6 +694,8 @@ def restore(
     """Restore a backup into Milvus.
 
     Example: mbackup restore -n nightly --suffix _restored --rebuild-index --load
+
+    Into a newly deployed CDC secondary (Milvus 2.6+): mbackup restore secondary (see its -h).
     """
     from ..backup.restore import RestoreRequest, discard_journals, plan_restore, restore_backup
 
@@ -725,6 +756,59 @@ def restore(
             typer.echo(f"restored users and roles: {len(r['users'])} users, {len(r['roles'])} roles, {r['grants']} "
                        f"grants, {len(r['privilege_groups'])} privilege groups")
         typer.echo(f"restore backup success: {name} in {format_duration(result.seconds)}")
+
+
+@_restore_verbs.command("secondary")
+def restore_secondary(
+    ctx: typer.Context,
+    name: NameOption,
+    source_cluster_id: Annotated[str, typer.Option(
+        "--source_cluster_id", "--source-cluster-id", help="The id of the CDC source cluster the secondary replicates from.")] = "",
+    target_cluster_id: Annotated[str, typer.Option(
+        "--target_cluster_id", "--target-cluster-id", help="The id of the secondary (the configured Milvus).")] = "",
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable summary on stdout.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")] = False,
+    config: ConfigOption = None,
+    set_: SetOption = None,
+) -> None:
+    """Restore a backup into a newly deployed CDC secondary (Milvus 2.6+): replay the source's
+    DDL with its ids, import the binlogs, commit them, load, through the replicate stream. Runs
+    once per secondary: a used one (or a restore that stopped) is refused; deploy a new one.
+
+    Example: mbackup restore secondary -n nightly --source_cluster_id by-dev --target_cluster_id dr-1
+    """
+    from ..backup.secondary import SecondaryRequest
+    from ..backup.secondary import restore_secondary as run
+
+    state = (ctx.obj or Context()).with_command_options(config, set_)
+    request = SecondaryRequest(name=name, source_cluster_id=source_cluster_id, target_cluster_id=target_cluster_id)
+    request.validate()  # before the config: the Go tool's order
+    cfg = state.config()
+    request.keep_temp_files = cfg.restore.keep_temp_files
+    stores = _stores(state)
+    context = {"command": "restore secondary", "name": name}
+    _hooks().mbackup_before_restore(context=context)
+    try:
+        result = run(lambda: _milvus(state), stores, request, copy_settings(cfg), reporter=_reporter(quiet, as_json))
+    except MBackupError as e:
+        _hooks().mbackup_on_failure(context=context, error=str(e))
+        raise
+    summary = result.summary()
+    _hooks().mbackup_after_restore(context=context, summary=summary)
+    if as_json:
+        typer.echo(json.dumps(summary))
+        return
+    if result.databases:
+        typer.echo(f"created databases: {', '.join(result.databases)}")
+    for c in summary["collections"]:
+        typer.echo(f"restored {c['collection']} (id {c['collection_id']}): {c['partitions']} partitions, "
+                   f"{c['indexes']} indexes, {c['import_jobs']} import jobs ({c['rows_in_backup']:,} rows in backup)"
+                   f"{', loaded' if c['loaded'] else ''}, {format_duration(c['seconds'])}")
+    r = result.rbac
+    typer.echo(f"restored users and roles: {r['users']} users, {r['roles']} roles, {r['grants']} grants, "
+               f"{r['privilege_groups']} privilege groups")
+    typer.echo(f"restore secondary success: {name} into {target_cluster_id} as {source_cluster_id}, "
+               f"{result.messages} messages sent and confirmed, in {format_duration(result.seconds)}")
 
 
 def _restore_legacy_filters(collections: list[str] | None, databases: list[str] | None, database_collections: str | None,

@@ -88,6 +88,7 @@ class Feature(enum.Enum):
     COLLECTION_GC_TICKET = "per-collection GC pause tickets"
     FUNC_RUNTIME_CHECK = "creating collections with disable_func_runtime_check"
     FLUSH_ALL = "FlushAll with GetFlushAllState"
+    REPLICATE_STREAM = "secondary restore (into a CDC secondary, through the replicate stream)"
     SNAPSHOT = "collection snapshots (CreateSnapshot, ExportSnapshot, RestoreExternalSnapshot)"
 
 
@@ -101,6 +102,7 @@ SINCE: dict[Feature, Version] = {
     Feature.MULTI_L0_IN_ONE_JOB: (2, 6, 5),
     Feature.COLLECTION_GC_TICKET: (2, 6, 8),
     Feature.FUNC_RUNTIME_CHECK: (2, 6, 8),
+    Feature.REPLICATE_STREAM: (2, 6, 0),
     Feature.FLUSH_ALL: (2, 6, 11),
     Feature.SNAPSHOT: (3, 0, 0),
 }

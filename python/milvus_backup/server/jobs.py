@@ -76,7 +76,7 @@ class CollectionTask:
 @dataclass
 class Job:
     id: str
-    kind: str  # create | restore
+    kind: str  # create | restore | restore_secondary
     name: str  # the backup's
     request: dict[str, Any]  # the flow's request, as re-run on resume
     root: str  # the backup root it runs against
@@ -100,7 +100,7 @@ class Job:
 
     def progress(self) -> int:
         """The Go tool's progress (internal/taskmgr: BackupTask.Progress, RestoreTask.Progress)."""
-        if self.kind == "restore":
+        if self.kind in ("restore", "restore_secondary"):
             if self.state_code == SUCCESS:
                 return 100
             total = sum(c.size for c in self.collections)
@@ -146,7 +146,7 @@ class JobReporter(Reporter):
             target.state_code, target.start_time = EXECUTING, int(time.time())
         # The flow's steps, not the outer ones (the inner say more) nor the engine's copies
         # inside them (phase(): they come with counters).
-        if name not in ("create", "restore") and counters is None:
+        if name not in ("create", "restore", "restore secondary") and counters is None:
             self.job.phase = name
         if self.on_step is not None:
             self.on_step(name)

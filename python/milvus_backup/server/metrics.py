@@ -41,7 +41,7 @@ class Metrics:
                                   ["collection"], registry=self.registry)
         self.last_size = Gauge("mbackup_last_success_size_bytes", "Size of the last successful backup of a collection",
                                ["collection"], registry=self.registry)
-        for kind in ("create", "restore"):
+        for kind in ("create", "restore", "restore_secondary"):
             for state in STATES:
                 self.jobs.labels(kind, state)
 

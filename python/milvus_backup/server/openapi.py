@@ -115,9 +115,11 @@ def document() -> dict[str, Any]:
                               "responses": {"200": _envelope(_ref("RestoreBackupTaskResponse")), **_BODY_ERRORS}}},
         "/get_restore": {"get": {"summary": "A restore job", "parameters": _query("id", required=("id",)),
                                  "responses": {"200": _envelope(_ref("RestoreBackupTaskResponse"))}}},
-        "/restore_secondary": {"post": {"summary": "Not supported by mbackup (code 1)", "parameters": [_HEADER],
+        "/restore_secondary": {"post": {"summary": "Restore a backup into a newly deployed CDC secondary, Milvus 2.6+ "
+                                                   "(async: poll get_restore?id=<requestId>)", "parameters": [_HEADER],
                                         "requestBody": _body(requests.RESTORE_SECONDARY),
-                                        "responses": {"200": _envelope({"nullable": True}), **_BODY_ERRORS}}},
+                                        "responses": {"200": _envelope(_ref("RestoreBackupTaskResponse")),
+                                                      **_BODY_ERRORS}}},
         "/check": {"get": {"summary": "The configuration and an end-to-end check", "responses": text}},
     }
     for path, operations in paths.items():

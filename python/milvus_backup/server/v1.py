@@ -9,8 +9,8 @@ Where mbackup answers differently, on purpose: jobs outlive the server (jobs.py)
 ``get_backup`` and ``get_restore`` answer after a restart; ``get_backup`` by name reads the
 storage whoever made the backup (state 2, progress 100 for a complete backup), and a name
 with no backup and no job is code 404; a synchronous create answers with the backup (the Go
-tool builds that answer, then drops it); ``restore_secondary`` (CDC) and the restore fields
-mbackup cannot honour (``bucket_name``, ``maxShardNum``, ``skipParams``,
+tool builds that answer, then drops it); ``restore_secondary`` runs backup/secondary.py as
+a job that ``get_restore`` reports like a restore's; the restore fields mbackup cannot honour (``bucket_name``, ``maxShardNum``, ``skipParams``,
 ``truncateBinlogByTs``, ``ezkMapping``, plan overrides) are code 1 rather than ignored.
 """
 
@@ -30,6 +30,7 @@ from ..backup.catalog import BackupNotFound, Stores, delete_backup, list_backups
 from ..backup.create import CreateRequest, create_backup
 from ..backup.lock import LockedError
 from ..backup.restore import RestoreRequest, plan_targets, restore_backup
+from ..backup.secondary import SecondaryRequest, restore_secondary
 from ..errors import MBackupError
 from ..format import meta
 from ..gocompat import create_strategy, legacy_filters
@@ -101,7 +102,8 @@ class Service:
 
     def __post_init__(self) -> None:
         self.jobs = JobStore(self.stores)
-        self.runner = Runner(self.jobs, {"create": self._run_create, "restore": self._run_restore}, self.metrics)
+        self.runner = Runner(self.jobs, {"create": self._run_create, "restore": self._run_restore,
+                                         "restore_secondary": self._run_restore_secondary}, self.metrics)
 
     def stores_at(self, root: str) -> Stores:
         return self.stores if root == self.stores.backup_root else dataclasses.replace(self.stores, backup_root=root)
@@ -120,6 +122,11 @@ class Service:
     def _run_restore(self, job: Job, reporter: JobReporter) -> None:
         restore_backup(self.milvus, self.stores_at(job.root), RestoreRequest(**job.request), self.settings,
                        reporter=reporter)
+
+    def _run_restore_secondary(self, job: Job, reporter: JobReporter) -> None:
+        # Never resumed: a second run into the same secondary is refused by its checkpoint.
+        restore_secondary(self.milvus, self.stores_at(job.root), SecondaryRequest(**job.request), self.settings,
+                          reporter=reporter)
 
     # --- the routes --------------------------------------------------------------------------
 
@@ -233,10 +240,18 @@ class Service:
         answer = Answer(request_id or req.get("requestId") or str(uuid.uuid4()))
         try:
             job = self.restore_job(req)
+        except Failed as e:
+            return dataclasses.replace(answer, code=e.code, msg=e.msg)
+        return self._run_restore_job(job, answer, bool(req.get("async")))
+
+    def _run_restore_job(self, job: Job, answer: Answer, run_async: bool) -> Answer:
+        """Submit a restore (or restore secondary) job; answer at once when ``run_async``, else
+        when it ends, with its task view."""
+        try:
             thread = self._submit(job)
         except Failed as e:
             return dataclasses.replace(answer, code=e.code, msg=e.msg)
-        if req.get("async"):
+        if run_async:
             return dataclasses.replace(answer, msg=ASYNC_RESTORE, data=restore_view(job))
         thread.join()
         if job.state_code == FAIL:
@@ -318,14 +333,34 @@ class Service:
         if not job_id:
             return dataclasses.replace(answer, code=FAIL_CODE, msg="empty restore id")
         job = self.runner.load(job_id)
-        if job is None or job.kind != "restore":
+        if job is None or job.kind not in ("restore", "restore_secondary"):
             return dataclasses.replace(answer, code=FAIL_CODE, msg="task not found")
         return dataclasses.replace(answer, msg="success", data=restore_view(job))
 
     def restore_secondary(self, body: bytes, request_id: str) -> Answer:
-        requests.parse_body(body, requests.RESTORE_SECONDARY)
-        return Answer(request_id, code=NOT_SUPPORT,
-                      msg="restore_secondary (restore into a CDC secondary, Milvus 2.6+) is not supported by mbackup")
+        """The Go tool's handleRestoreSecondary: the backup restored into a CDC secondary
+        (backup/secondary.py); the job answers get_restore like a restore's."""
+        req = requests.parse_body(body, requests.RESTORE_SECONDARY)
+        answer = Answer(req.get("requestId") or request_id or str(uuid.uuid4()))
+        for key, what in (("backup_name", "backup name"), ("sourceClusterID", "source cluster id"),
+                          ("targetClusterID", "target cluster id")):
+            if not req.get(key):
+                return dataclasses.replace(answer, code=PARAMETER_ERROR, msg=f"{what} is required")
+        root = req.get("path") or self.stores.backup_root
+        try:
+            request = SecondaryRequest(req["backup_name"], req["sourceClusterID"], req["targetClusterID"],
+                                       keep_temp_files=self.restore_defaults.get("keep_temp_files", False))
+            request.validate()
+            info = read_backup(self.stores_at(root), request.name)
+        except BackupNotFound:
+            return dataclasses.replace(answer, code=PARAMETER_ERROR, msg=f"backup {req['backup_name']} not found")
+        except MBackupError as e:
+            return dataclasses.replace(answer, code=PARAMETER_ERROR, msg=str(e))
+        job = Job(id=answer.request_id, kind="restore_secondary", name=request.name,
+                  request=dataclasses.asdict(request), root=root,
+                  collections=[CollectionTask(f"{answer.request_id}_{i}", c.db_name, c.collection_name, size=c.size)
+                               for i, c in enumerate(info.collection_backups)])
+        return self._run_restore_job(job, answer, bool(req.get("async")))
 
     def _submit(self, job: Job) -> threading.Thread:
         if not meta.BACKUP_ID.pattern.fullmatch(job.id):

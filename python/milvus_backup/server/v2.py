@@ -41,6 +41,8 @@ log = logging.getLogger(__name__)
 
 PREFIX = "/api/v2"
 KINDS = ("create", "restore")
+#: The kinds a job listed may be: also v1's restore_secondary (started through /api/v1 only).
+LISTED_KINDS = (*KINDS, "restore_secondary")
 STATES = ("queued", "running", "succeeded", "failed", "cancelled")
 
 # The fields a job request takes besides kind and id: the v1 request's, less what v2 decides
@@ -217,8 +219,8 @@ def _strict(tree: Any, spec: Any, path: str, kind: str) -> None:
 
 def list_jobs(service: Service, request: Request, body: bytes) -> Response:
     kind, state = request.query_params.get("kind"), request.query_params.get("state")
-    if kind is not None and kind not in KINDS:
-        raise BadRequest(f"kind: expected one of {', '.join(KINDS)}, got {kind!r}")
+    if kind is not None and kind not in LISTED_KINDS:
+        raise BadRequest(f"kind: expected one of {', '.join(LISTED_KINDS)}, got {kind!r}")
     if state is not None and state not in STATES:
         raise BadRequest(f"state: expected one of {', '.join(STATES)}, got {state!r}")
     jobs = [service.runner.load(j.id) or j for j in service.jobs.all()]
@@ -357,7 +359,7 @@ def document() -> dict[str, Any]:
         "Backups": _obj({"backups": {"type": "array", "items": _ref("BackupSummary")}}),
         "Deleted": _obj({"name": _STR, "deleted_objects": _INT}),
         "Job": _obj({
-            "id": _STR, "kind": {"type": "string", "enum": list(KINDS)}, "backup": _STR,
+            "id": _STR, "kind": {"type": "string", "enum": list(LISTED_KINDS)}, "backup": _STR,
             "state": {"type": "string", "enum": list(STATES)},
             "progress": {"type": "integer", "minimum": 0, "maximum": 100}, "resumable": _BOOL,
             "started": _TIME, "ended": _TIME,
@@ -368,7 +370,7 @@ def document() -> dict[str, Any]:
         "RestoreJob": _job_request("restore"),
     }
     query = [{"name": n, "in": "query", "required": False, "schema": {"type": "string", "enum": list(values)}}
-             for n, values in (("kind", KINDS), ("state", STATES))]
+             for n, values in (("kind", LISTED_KINDS), ("state", STATES))]
     paths = {
         "/backups": {"get": {"summary": "The backups in storage, complete or not", "operationId": "listBackups",
                              "responses": _responses(("200", "the backups", "Backups"), 503)}},

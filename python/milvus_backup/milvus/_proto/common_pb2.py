@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _POOL.AddSerializedFile(b'\n(milvus_backup/milvus/_proto/common.proto\x12\x13milvus.proto.common\"Z\n\x06Status\x12\x32\n\nerror_code\x18\x01 \x01(\x0e\x32\x1e.milvus.proto.common.ErrorCode\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x0c\n\x04\x63ode\x18\x03 \x01(\x05\"*\n\x0cKeyValuePair\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t\":\n\nClientInfo\x12\x10\n\x08sdk_type\x18\x01 \x01(\t\x12\x0c\n\x04user\x18\x04 \x01(\t\x12\x0c\n\x04host\x18\x05 \x01(\t\" \n\nServerInfo\x12\x12\n\nbuild_tags\x18\x01 \x01(\t\"\xcd\x01\n\x10ImmutableMessage\x12*\n\x02id\x18\x01 \x01(\x0b\x32\x1e.milvus.proto.common.MessageID\x12\x0f\n\x07payload\x18\x02 \x01(\x0c\x12I\n\nproperties\x18\x03 \x03(\x0b\x32\x35.milvus.proto.common.ImmutableMessage.PropertiesEntry\x1a\x31\n\x0fPropertiesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"G\n\tMessageID\x12\n\n\x02id\x18\x01 \x01(\t\x12.\n\x08WAL_name\x18\x02 \x01(\x0e\x32\x1c.milvus.proto.common.WALName*\'\n\tErrorCode\x12\x0b\n\x07Success\x10\x00\x12\r\n\tRateLimit\x10\x31*1\n\x0cSegmentState\x12\x14\n\x10SegmentStateNone\x10\x00\x12\x0b\n\x07\x46lushed\x10\x04*\"\n\x0cSegmentLevel\x12\n\n\x06Legacy\x10\x00\x12\x06\n\x02L0\x10\x01*X\n\x10\x43onsistencyLevel\x12\n\n\x06Strong\x10\x00\x12\x0b\n\x07Session\x10\x01\x12\x0b\n\x07\x42ounded\x10\x02\x12\x0e\n\nEventually\x10\x03\x12\x0e\n\nCustomized\x10\x04*\x9e\x01\n\x0bImportState\x12\x11\n\rImportPending\x10\x00\x12\x10\n\x0cImportFailed\x10\x01\x12\x11\n\rImportStarted\x10\x02\x12\x13\n\x0fImportPersisted\x10\x05\x12\x13\n\x0fImportCompleted\x10\x06\x12\x1a\n\x16ImportFailedAndCleaned\x10\x07\x12\x11\n\rImportFlushed\x10\x08*c\n\tLoadState\x12\x15\n\x11LoadStateNotExist\x10\x00\x12\x14\n\x10LoadStateNotLoad\x10\x01\x12\x14\n\x10LoadStateLoading\x10\x02\x12\x13\n\x0fLoadStateLoaded\x10\x03*U\n\x07WALName\x12\x0b\n\x07Unknown\x10\x00\x12\x0b\n\x07RocksMQ\x10\x01\x12\n\n\x06Pulsar\x10\x02\x12\t\n\x05Kafka\x10\x03\x12\x0e\n\nWoodPecker\x10\x04\x12\t\n\x04Test\x10\xe7\x07\x62\x06proto3')
+DESCRIPTOR = _POOL.AddSerializedFile(b'\n(milvus_backup/milvus/_proto/common.proto\x12\x13milvus.proto.common\"Z\n\x06Status\x12\x32\n\nerror_code\x18\x01 \x01(\x0e\x32\x1e.milvus.proto.common.ErrorCode\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x0c\n\x04\x63ode\x18\x03 \x01(\x05\"*\n\x0cKeyValuePair\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t\":\n\nClientInfo\x12\x10\n\x08sdk_type\x18\x01 \x01(\t\x12\x0c\n\x04user\x18\x04 \x01(\t\x12\x0c\n\x04host\x18\x05 \x01(\t\" \n\nServerInfo\x12\x12\n\nbuild_tags\x18\x01 \x01(\t\"\xcd\x01\n\x10ImmutableMessage\x12*\n\x02id\x18\x01 \x01(\x0b\x32\x1e.milvus.proto.common.MessageID\x12\x0f\n\x07payload\x18\x02 \x01(\x0c\x12I\n\nproperties\x18\x03 \x03(\x0b\x32\x35.milvus.proto.common.ImmutableMessage.PropertiesEntry\x1a\x31\n\x0fPropertiesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"G\n\tMessageID\x12\n\n\x02id\x18\x01 \x01(\t\x12.\n\x08WAL_name\x18\x02 \x01(\x0e\x32\x1c.milvus.proto.common.WALName\"m\n\x07MsgBase\x12.\n\x08msg_type\x18\x01 \x01(\x0e\x32\x1c.milvus.proto.common.MsgType\x12\r\n\x05msgID\x18\x02 \x01(\x03\x12\x11\n\ttimestamp\x18\x03 \x01(\x04\x12\x10\n\x08sourceID\x18\x04 \x01(\x03\"\x82\x01\n\x13ReplicateCheckpoint\x12\x12\n\ncluster_id\x18\x01 \x01(\t\x12\x10\n\x08pchannel\x18\x02 \x01(\t\x12\x32\n\nmessage_id\x18\x03 \x01(\x0b\x32\x1e.milvus.proto.common.MessageID\x12\x11\n\ttime_tick\x18\x04 \x01(\x04\"N\n\x16ReplicateConfiguration\x12\x34\n\x08\x63lusters\x18\x01 \x03(\x0b\x32\".milvus.proto.common.MilvusCluster\"6\n\rMilvusCluster\x12\x12\n\ncluster_id\x18\x01 \x01(\t\x12\x11\n\tpchannels\x18\x03 \x03(\t*\'\n\tErrorCode\x12\x0b\n\x07Success\x10\x00\x12\r\n\tRateLimit\x10\x31*1\n\x0cSegmentState\x12\x14\n\x10SegmentStateNone\x10\x00\x12\x0b\n\x07\x46lushed\x10\x04*\"\n\x0cSegmentLevel\x12\n\n\x06Legacy\x10\x00\x12\x06\n\x02L0\x10\x01*X\n\x10\x43onsistencyLevel\x12\n\n\x06Strong\x10\x00\x12\x0b\n\x07Session\x10\x01\x12\x0b\n\x07\x42ounded\x10\x02\x12\x0e\n\nEventually\x10\x03\x12\x0e\n\nCustomized\x10\x04*\x9e\x01\n\x0bImportState\x12\x11\n\rImportPending\x10\x00\x12\x10\n\x0cImportFailed\x10\x01\x12\x11\n\rImportStarted\x10\x02\x12\x13\n\x0fImportPersisted\x10\x05\x12\x13\n\x0fImportCompleted\x10\x06\x12\x1a\n\x16ImportFailedAndCleaned\x10\x07\x12\x11\n\rImportFlushed\x10\x08*c\n\tLoadState\x12\x15\n\x11LoadStateNotExist\x10\x00\x12\x14\n\x10LoadStateNotLoad\x10\x01\x12\x14\n\x10LoadStateLoading\x10\x02\x12\x13\n\x0fLoadStateLoaded\x10\x03*U\n\x07WALName\x12\x0b\n\x07Unknown\x10\x00\x12\x0b\n\x07RocksMQ\x10\x01\x12\n\n\x06Pulsar\x10\x02\x12\t\n\x05Kafka\x10\x03\x12\x0e\n\nWoodPecker\x10\x04\x12\t\n\x04Test\x10\xe7\x07*;\n\x07MsgType\x12\r\n\tUndefined\x10\x00\x12\x14\n\x10\x43reateCollection\x10\x64\x12\x0b\n\x06Import\x10\x98\x03\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,20 +33,22 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_IMMUTABLEMESSAGE_PROPERTIESENTRY']._loaded_options = None
   _globals['_IMMUTABLEMESSAGE_PROPERTIESENTRY']._serialized_options = b'8\001'
-  _globals['_ERRORCODE']._serialized_start=576
-  _globals['_ERRORCODE']._serialized_end=615
-  _globals['_SEGMENTSTATE']._serialized_start=617
-  _globals['_SEGMENTSTATE']._serialized_end=666
-  _globals['_SEGMENTLEVEL']._serialized_start=668
-  _globals['_SEGMENTLEVEL']._serialized_end=702
-  _globals['_CONSISTENCYLEVEL']._serialized_start=704
-  _globals['_CONSISTENCYLEVEL']._serialized_end=792
-  _globals['_IMPORTSTATE']._serialized_start=795
-  _globals['_IMPORTSTATE']._serialized_end=953
-  _globals['_LOADSTATE']._serialized_start=955
-  _globals['_LOADSTATE']._serialized_end=1054
-  _globals['_WALNAME']._serialized_start=1056
-  _globals['_WALNAME']._serialized_end=1141
+  _globals['_ERRORCODE']._serialized_start=956
+  _globals['_ERRORCODE']._serialized_end=995
+  _globals['_SEGMENTSTATE']._serialized_start=997
+  _globals['_SEGMENTSTATE']._serialized_end=1046
+  _globals['_SEGMENTLEVEL']._serialized_start=1048
+  _globals['_SEGMENTLEVEL']._serialized_end=1082
+  _globals['_CONSISTENCYLEVEL']._serialized_start=1084
+  _globals['_CONSISTENCYLEVEL']._serialized_end=1172
+  _globals['_IMPORTSTATE']._serialized_start=1175
+  _globals['_IMPORTSTATE']._serialized_end=1333
+  _globals['_LOADSTATE']._serialized_start=1335
+  _globals['_LOADSTATE']._serialized_end=1434
+  _globals['_WALNAME']._serialized_start=1436
+  _globals['_WALNAME']._serialized_end=1521
+  _globals['_MSGTYPE']._serialized_start=1523
+  _globals['_MSGTYPE']._serialized_end=1582
   _globals['_STATUS']._serialized_start=65
   _globals['_STATUS']._serialized_end=155
   _globals['_KEYVALUEPAIR']._serialized_start=157
@@ -61,4 +63,12 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_IMMUTABLEMESSAGE_PROPERTIESENTRY']._serialized_end=501
   _globals['_MESSAGEID']._serialized_start=503
   _globals['_MESSAGEID']._serialized_end=574
+  _globals['_MSGBASE']._serialized_start=576
+  _globals['_MSGBASE']._serialized_end=685
+  _globals['_REPLICATECHECKPOINT']._serialized_start=688
+  _globals['_REPLICATECHECKPOINT']._serialized_end=818
+  _globals['_REPLICATECONFIGURATION']._serialized_start=820
+  _globals['_REPLICATECONFIGURATION']._serialized_end=898
+  _globals['_MILVUSCLUSTER']._serialized_start=900
+  _globals['_MILVUSCLUSTER']._serialized_end=954
 # @@protoc_insertion_point(module_scope)

@@ -530,6 +530,12 @@ class MilvusAdapter(ABC):
         left as it is: its password is never replaced."""
         raise MilvusError(f"Milvus {self.version} cannot restore users and roles (RestoreRBAC came with Milvus 2.4.10)")
 
+    def can_restore_secondary(self) -> bool:
+        """Whether the server takes a secondary restore (``mbackup restore secondary``): the
+        replicate stream of Milvus 2.6+, through ``open_replicate_stream`` and friends
+        (``adapters/replicate.py``)."""
+        return False
+
     def can_restore_database_properties(self) -> bool:
         """Whether ``create_database`` takes the backed-up ``properties`` of a database."""
         return False

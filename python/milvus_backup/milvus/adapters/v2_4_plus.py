@@ -39,6 +39,7 @@ from .base import (
     SnapshotJob,
 )
 from .http_api import HttpApi, HttpFailed
+from .replicate import ReplicateRpcs
 from .restore_v2 import RestoreV2
 from .rpc import RpcUnimplemented
 
@@ -143,11 +144,15 @@ class Milvus25Adapter(Milvus24Adapter):
     capabilities = Capabilities.of_line("2.5")
 
 
-class Milvus26Adapter(Milvus25Adapter):
+class Milvus26Adapter(ReplicateRpcs, Milvus25Adapter):
     """Milvus 2.6: storage v2 (column groups under insert_log), int8 vectors, struct arrays,
-    geometry, timestamptz; GC tickets from 2.6.8, FlushAll from 2.6.11."""
+    geometry, timestamptz; GC tickets from 2.6.8, FlushAll from 2.6.11; the CDC replicate
+    stream a secondary restore injects into (``replicate.py``)."""
 
     capabilities = Capabilities.of_line("2.6")
+
+    def can_restore_secondary(self) -> bool:
+        return self.server.has(Feature.REPLICATE_STREAM)
 
 
 class ExternalCollection(MilvusError):
