@@ -183,6 +183,13 @@ def test_delete_of_the_full_base_moves_what_the_increment_borrows_and_it_still_r
     config, truth = scene.pair(root)
     borrowed = lent(scene, root)
     assert not borrowed.keys() & pool(scene, root).keys()
+    n = len(store(scene).list(f"{root}/full/"))
+    assert ok(mbackup(config, "delete", "-n", "full", "--dry-run")).stdout == (
+        f"would delete backup full: {n:,} objects, after copying {len(borrowed):,} that other backups borrow into "
+        "the pool\n")
+    assert json.loads(ok(mbackup(config, "delete", "-n", "full", "--dry-run", "--json")).stdout) == {
+        "dry_run": True, "name": "full", "objects_to_delete": n, "objects_to_move_into_pool": len(borrowed)}
+    assert not borrowed.keys() & pool(scene, root).keys()  # a dry run moves nothing
     ok(mbackup(config, "delete", "-n", "full"))
     assert not store(scene).list(f"{root}/full/")
     assert {rel: size for rel, size in pool(scene, root).items() if rel in borrowed} == borrowed

@@ -213,12 +213,15 @@ class DeletePlan:
 
     name: str
     keys: list[str]
+    to_move: int = 0  # objects other backups borrow, copied into the pool first (lending.py)
 
     def summary(self) -> dict[str, Any]:
-        return {"dry_run": True, "name": self.name, "objects_to_delete": len(self.keys)}
+        return {"dry_run": True, "name": self.name, "objects_to_delete": len(self.keys),
+                "objects_to_move_into_pool": self.to_move}
 
     def lines(self) -> list[str]:
-        return [f"would delete backup {self.name}: {len(self.keys):,} objects"]
+        moves = f", after copying {self.to_move:,} that other backups borrow into the pool" if self.to_move else ""
+        return [f"would delete backup {self.name}: {len(self.keys):,} objects{moves}"]
 
 
 def plan_delete(stores: Stores, name: str) -> DeletePlan:

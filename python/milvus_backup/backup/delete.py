@@ -8,8 +8,24 @@ from __future__ import annotations
 from ..errors import PartialError
 from ..format import meta
 from ..transfer.copy import CopySettings
-from .catalog import LOCK, Stores, backup_dir, backup_keys, backup_storage_errors, delete_lock, plan_delete
-from .lending import release_loans
+from . import catalog
+from .catalog import LOCK, DeletePlan, Stores, backup_dir, backup_keys, backup_storage_errors, delete_lock
+from .lending import loans_to_move, release_loans
+
+
+def plan_delete(stores: Stores, name: str) -> DeletePlan:
+    """What a delete would remove, and how many objects other backups borrow from it (copied
+    into the pool first); every refusal of a delete, found by reading only."""
+    plan = catalog.plan_delete(stores, name)
+    if _lends(backup_dir(stores, name), plan.keys):
+        with backup_storage_errors(stores):
+            plan.to_move = len(loans_to_move(stores, name))
+    return plan
+
+
+def _lends(bdir: str, keys: list[str]) -> bool:
+    """Only a backup holding binlogs in its dir can lend them."""
+    return any(k.startswith(f"{bdir}/binlogs/") for k in keys)
 
 
 def delete_backup(stores: Stores, name: str, parallel: int = 32, settings: CopySettings | None = None) -> int:
@@ -19,14 +35,14 @@ def delete_backup(stores: Stores, name: str, parallel: int = 32, settings: CopyS
     Re-runnable: objects already gone count as deleted, and the lock goes last, so a
     half-deleted backup is still recognised as one. Returns how many objects were deleted,
     the lock not counted."""
-    plan_delete(stores, name)
+    catalog.plan_delete(stores, name)
     bdir = backup_dir(stores, name)
     backup = stores.backup
     lock_key = f"{bdir}/{LOCK}"
     with backup_storage_errors(stores):
         with delete_lock(stores, name) as lock:
             keys = [k for k in backup_keys(backup, bdir) if k != lock_key]  # what a create wrote up to now
-            if any(k.startswith(f"{bdir}/binlogs/") for k in keys):  # only a backup holding binlogs lends
+            if _lends(bdir, keys):
                 release_loans(stores, name, lock, settings)
             # The completion marker goes first so a half-deleted backup never looks complete.
             marker = f"{bdir}/{meta.META_DIR}/{meta.BACKUP_META}"

@@ -58,6 +58,14 @@ def lent_by(stores: Stores, lender: str) -> set[str]:
                   f"run the delete of {lender!r} again")
 
 
+def loans_to_move(stores: Stores, name: str) -> dict[str, tuple[str, int, str, str]]:
+    """The pool keys (parsed) of the objects of backup ``name`` that another backup borrows and
+    the pool does not hold yet."""
+    lent = lent_by(stores, name)
+    present = list_pool(stores.backup, stores.backup_root, lent)
+    return {k: parse_pool_key(k) for k in sorted(lent) if present.get(k) != parse_pool_key(k)[1]}
+
+
 def release_loans(stores: Stores, name: str, lock: StoreLock, settings: CopySettings | None = None,
                   reporter: Reporter = SILENT) -> int:
     """Copy into the pool every object of backup ``name`` that another backup borrows and the
@@ -65,12 +73,10 @@ def release_loans(stores: Stores, name: str, lock: StoreLock, settings: CopySett
     return the bytes copied. Re-runnable: what a killed run moved is skipped. Raises
     IntegrityError, having deleted nothing of the backup, when one of them is damaged."""
     bdir = backup_dir(stores, name)
-    lent = lent_by(stores, name)
-    if not lent:
+    todo = loans_to_move(stores, name)
+    if not todo:
         return 0
-    present = list_pool(stores.backup, stores.backup_root, lent)
-    todo = {k: parse_pool_key(k) for k in sorted(lent) if present.get(k) != parse_pool_key(k)[1]}
-    in_dir = {o.key: o.size for o in stores.backup.list(f"{bdir}/binlogs/")} if todo else {}
+    in_dir = {o.key: o.size for o in stores.backup.list(f"{bdir}/binlogs/")}
     lost = [k for k, (rel, size, _, _) in todo.items() if in_dir.get(f"{bdir}/{rel}") != size]
     if lost:
         raise IntegrityError(f"{len(lost)} objects of backup {name!r} that other backups borrow are neither in it nor "

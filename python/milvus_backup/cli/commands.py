@@ -575,8 +575,8 @@ def delete(
 
     Example: mbackup delete -n nightly --if-exists
     """
-    from ..backup.catalog import BackupNotFound, plan_delete
-    from ..backup.delete import delete_backup
+    from ..backup.catalog import BackupNotFound
+    from ..backup.delete import delete_backup, plan_delete
 
     stores = _stores(ctx.obj.with_command_options(config, set_))
     try:
