@@ -113,6 +113,16 @@ def _files(seaweedfs, name: str) -> dict[str, tuple[str, int]]:
             for src, dst, size in meta.segment_files(bdir, seg)}
 
 
+def _manifest(seaweedfs, name: str) -> dict:
+    return json.loads(seaweedfs.store(BUCKET).get(f"{ROOT}/{name}/meta/mbackup_manifest.json"))
+
+
+def _stored(s, e: dict) -> bytes:
+    """The bytes of a manifest entry: at the backup that lends it while there, else in the pool."""
+    lent = f"{ROOT}/{e['lent']}/{parse_pool_key(e['pool'])[0]}" if "lent" in e else None
+    return s.get(lent) if lent and s.head(lent) is not None else s.get(f"{ROOT}/{e['pool']}")
+
+
 def _announced(stderr: str) -> tuple[str, int, int]:
     m = LINE.search(stderr)
     assert m, stderr
@@ -139,7 +149,7 @@ def test_an_increment_reads_only_its_new_objects_from_milvus(scenario, seaweedfs
     assert scenario["gets"]["inc_1"] == new_sources
 
 
-def test_every_object_lives_once_in_the_pool_and_the_dirs_hold_only_meta(scenario, seaweedfs):
+def test_every_object_lives_once_in_the_pool_or_the_full_base_and_the_dirs_hold_only_meta(scenario, seaweedfs):
     s = seaweedfs.store(BUCKET)
     for name in ("inc_1", "inc_2"):
         assert sorted(k for k, _, _ in s.list(f"{ROOT}/{name}/")) == sorted(
@@ -147,7 +157,12 @@ def test_every_object_lives_once_in_the_pool_and_the_dirs_hold_only_meta(scenari
     pooled = [parse_pool_key(k[len(ROOT) + 1:]) for k, _, _ in s.list(f"{ROOT}/{POOL_DIR}/")]
     rels = [p[0] for p in pooled]
     assert len(rels) == len(set(rels))
-    assert set(rels) == set(_files(seaweedfs, "inc_1")) | set(_files(seaweedfs, "inc_2"))
+    # What the full base holds is borrowed where it is (lent), not copied into the pool.
+    lent = {rel for name in ("inc_1", "inc_2") for rel, e in _manifest(seaweedfs, name)["objects"].items()
+            if e.get("lent") == "inc_full"}
+    assert lent and lent <= set(_files(seaweedfs, "inc_full"))
+    assert not lent & set(rels)
+    assert set(rels) | lent == set(_files(seaweedfs, "inc_1")) | set(_files(seaweedfs, "inc_2"))
     # list shows the backups, not the pool; get reads an increment like any backup.
     listed = ok(mbackup(scenario["configs"]["src"], "list")).stdout
     assert "inc_1" in listed and "inc_2" in listed and POOL_DIR not in listed
@@ -251,14 +266,14 @@ def _offsite_config(scenario, seaweedfs, tmp_path, endpoint: str | None = None):
 
 
 def _assert_exported(seaweedfs, read, listed: set[str]) -> None:
-    """Every binlog of inc_2 byte-equal to the object inc_2 holds (in the pool), the meta files
+    """Every binlog of inc_2 byte-equal to the object inc_2 holds (in the pool or its lender), the meta files
     the source's, and a version 1 manifest listing each binlog with its checksum."""
     s = seaweedfs.store(BUCKET)
     source = json.loads(s.get(f"{ROOT}/inc_2/meta/mbackup_manifest.json"))
     metas = {f"meta/{f}" for f in (*meta.META_FILES, "mbackup_manifest.json")}
     assert listed == set(_files(seaweedfs, "inc_2")) | metas
     for rel, e in source["objects"].items():
-        assert read(rel) == s.get(f"{ROOT}/{e['pool']}"), rel
+        assert read(rel) == _stored(s, e), rel
     for f in meta.META_FILES:
         assert read(f"meta/{f}") == s.get(f"{ROOT}/inc_2/meta/{f}")
     manifest = json.loads(read("meta/mbackup_manifest.json"))

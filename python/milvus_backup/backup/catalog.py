@@ -213,19 +213,22 @@ class DeletePlan:
 
     name: str
     keys: list[str]
+    to_move: int = 0  # objects other backups borrow, copied into the pool first (lending.py)
 
     def summary(self) -> dict[str, Any]:
-        return {"dry_run": True, "name": self.name, "objects_to_delete": len(self.keys)}
+        return {"dry_run": True, "name": self.name, "objects_to_delete": len(self.keys),
+                "objects_to_move_into_pool": self.to_move}
 
     def lines(self) -> list[str]:
-        return [f"would delete backup {self.name}: {len(self.keys):,} objects"]
+        moves = f", after copying {self.to_move:,} that other backups borrow into the pool" if self.to_move else ""
+        return [f"would delete backup {self.name}: {len(self.keys):,} objects{moves}"]
 
 
 def plan_delete(stores: Stores, name: str) -> DeletePlan:
     """Every refusal of a delete, found by reading only."""
     bdir = backup_dir(stores, name)
     with backup_storage_errors(stores):
-        keys = _keys(stores.backup, bdir)
+        keys = backup_keys(stores.backup, bdir)
     if not keys:
         raise BackupNotFound(f"no backup named {name!r} at {stores.backup_url(name)} "
                              "(mbackup list shows the backups there)")
@@ -243,30 +246,5 @@ def delete_lock(stores: Stores, name: str) -> StoreLock:
                      on_loss="run the delete again")
 
 
-def delete_backup(stores: Stores, name: str, parallel: int = 32) -> int:
-    """Delete every object under the backup's directory, in parallel, holding the backup's
-    lock (so never under a running create). Re-runnable: objects already gone count as
-    deleted, and the lock goes last, so a half-deleted backup is still recognised as one.
-    Returns how many objects were deleted, the lock not counted."""
-    plan_delete(stores, name)
-    bdir = backup_dir(stores, name)
-    backup = stores.backup
-    lock_key = f"{bdir}/{LOCK}"
-    with backup_storage_errors(stores):
-        with delete_lock(stores, name) as lock:
-            keys = [k for k in _keys(backup, bdir) if k != lock_key]  # what a create wrote up to now
-            # The completion marker goes first so a half-deleted backup never looks complete.
-            marker = f"{bdir}/{meta.META_DIR}/{meta.BACKUP_META}"
-            if marker in keys:
-                backup.delete(marker)
-            failures = backup.delete_many([k for k in keys if k != marker], parallel)
-            lock.check()
-        if failures:
-            key, error = failures[0]
-            raise PartialError(f"could not delete {len(failures)} objects of backup {name!r} (first: {key}: {error}); "
-                               "run the delete again")
-    return len(keys)
-
-
-def _keys(backup: Location, bdir: str) -> list[str]:
+def backup_keys(backup: Location, bdir: str) -> list[str]:
     return [obj.key for obj in backup.list(bdir) if obj.key.startswith(bdir + "/")]

@@ -10,13 +10,15 @@ copy (a server-side copy keeps its source's ETag, a multipart one included: Milv
 binlog over 16 MiB in parts). Anything else is new: read from Milvus once and checksummed
 while copied, as a full backup's objects are.
 
-Every object of an incremental backup lives once in the root's pool (pool.py): a shared
-object already there is referenced as it is; one in a full base's dir is copied server-side
-into the pool (reading the backup store, not Milvus's); a new one is copied from Milvus into
-the backup dir (so an interrupted run resumes like a full create), then server-side into the
-pool under the key its checksum gives, then removed from the dir. The pool keys a run will
-reference go into its in-progress marker before it copies into the pool, and every one is
-checked present before the backup is marked complete.
+Every object of an incremental backup lives once in the root's pool (pool.py), or in the dir
+of the full backup that lends it: a shared object already in the pool is referenced as it
+is; one in a full base's dir is borrowed where it is (lending.py: it moves into the pool only
+when that backup is deleted), so the first increment on a full base copies no more than
+later ones; a new one is copied from Milvus into the backup dir (so an interrupted run
+resumes like a full create), then server-side into the pool under the key its checksum
+gives, then removed from the dir. The pool keys a run will reference, and what it borrows
+from whom, go into its in-progress marker before it copies into the pool, and every one is
+checked present (at its lender or in the pool) before the backup is marked complete.
 """
 
 from __future__ import annotations
@@ -44,8 +46,9 @@ from .catalog import (
     list_backups,
     read_backup,
 )
+from .lending import wait_for_lenders
 from .lock import StoreLock
-from .pool import POOL_REFS, list_pool, marker_refs, parse_pool_key, pool_key, under_root
+from .pool import LENT_REFS, POOL_REFS, list_pool, marker_refs, parse_pool_key, pool_key, under_root
 from .prune import wait_for_pending_deletes
 
 log = logging.getLogger(__name__)
@@ -63,7 +66,8 @@ class Known:
     checksum: str
     etag: str | None  # the ETag Milvus's object must list with (None: it cannot be proven)
     key: str  # bucket key of the copy in the backup store
-    pool: str | None = None  # its pool key (relative to the root) when it is in the pool
+    pool: str | None = None  # its pool key (relative to the root) when it is in the pool or lent
+    lent: str | None = None  # the full backup that lends it (then ``pool`` is where it moves to)
 
 
 @dataclass
@@ -158,7 +162,7 @@ def _known(stores: Stores, name: str, found: dict[str, Any]) -> Base:
             continue
         if "pool" in entry:
             objects[rel] = Known(entry["size"], checksum, norm_etag(entry.get("etag")),
-                                 under_root(stores.backup_root, entry["pool"]), entry["pool"])
+                                 under_root(stores.backup_root, entry["pool"]), entry["pool"], entry.get("lent"))
             continue
         copy = in_dir.get(f"{bdir}/{rel}")
         if copy is not None and copy.size == entry["size"]:
@@ -186,7 +190,7 @@ def plan_increment(bdir: str, collections: list[meta.CollectionBackupInfo], etag
                 known = base.objects.get(rel)
                 obj = ObjectInfo(src, size, etags.get(src))
                 if known is not None and known.size == size and known.etag and known.etag == etag:
-                    inc.shared[rel] = Known(size, known.checksum, etag, known.key, known.pool)
+                    inc.shared[rel] = Known(size, known.checksum, etag, known.key, known.pool, known.lent)
                     inc.sources[rel] = obj
                 elif rel in earlier and earlier[rel].size == size:
                     inc.shared[rel] = Known(size, earlier[rel].checksum, etag, "", earlier[rel].pool)
@@ -205,108 +209,111 @@ def resumed_refs(stores: Stores, bdir: str) -> list[str]:
         return []
 
 
-def _write_refs(stores: Stores, bdir: str, refs: set[str], lock: StoreLock) -> None:
-    """List ``refs`` in the in-progress marker: prune spares what a running create will reference."""
+def _write_refs(stores: Stores, bdir: str, refs: set[str], lock: StoreLock,
+                lent: dict[str, set[str]] | None = None) -> None:
+    """List ``refs`` in the in-progress marker: prune spares what a running create will
+    reference; and ``lent``, what it borrows by lender: a delete of a lender moves those."""
     lock.renew()
     key = f"{bdir}/{IN_PROGRESS}"
     marker = json.loads(stores.backup.read(key))
-    if POOL_REFS in marker and set(marker[POOL_REFS] or ()) >= refs:
+    borrowed = {lender: sorted(keys) for lender, keys in sorted((lent or {}).items())}
+    if POOL_REFS in marker and set(marker[POOL_REFS] or ()) >= refs and (lent is None or marker.get(LENT_REFS) == borrowed):
         return
     marker[POOL_REFS] = sorted(refs | set(marker.get(POOL_REFS) or ()))
+    if lent is not None:
+        marker[LENT_REFS] = borrowed
     stores.backup.write(key, json.dumps(marker).encode())
 
 
 def store_increment(stores: Stores, bdir: str, inc: Increment, copy_new: Any, settings: CopySettings,
                     reporter: Reporter, lock: StoreLock) -> dict[str, dict[str, Any]]:
-    """Copy the increment into the pool; return the manifest's objects. ``copy_new(keys)``
-    copies the staged keys from Milvus, verified, and returns the CopyReport."""
-    refs = {_pool_key(rel, k, inc.algo) for rel, k in inc.shared.items()}
-    _write_refs(stores, bdir, refs, lock)
-    report = copy_new({dst for _, dst in inc.new.values()})
-    proven = {r["dst_key"]: r["checksum"] for r in report.copied} | report.skipped_checksums
+    """Copy the increment's new objects into the pool, borrow what a full base holds; return
+    the manifest's objects. ``copy_new(keys)`` copies the staged keys from Milvus, verified,
+    and returns the CopyReport."""
     entries: dict[str, dict[str, Any]] = {}
-    from_base: dict[str, str] = {}  # pool key -> bucket key of a full base's copy to put there
-    from_staged: dict[str, str] = {}  # pool key -> the staged copy, verified against Milvus's as it was made
+    lent: dict[str, set[str]] = {}  # lender -> pool keys borrowed from it
     for rel, known in inc.shared.items():
         key = _pool_key(rel, known, inc.algo)
         entries[rel] = {"size": known.size, "checksum": known.checksum, "pool": key, "etag": known.etag}
-        if known.pool is None:
-            from_base[key] = known.key
+        lender = known.lent or (inc.base.name if known.pool is None else None)
+        if lender is not None:
+            entries[rel]["lent"] = lender
+            lent.setdefault(lender, set()).add(key)
+    refs = {e["pool"] for e in entries.values()}
+    _write_refs(stores, bdir, refs, lock, lent)
+    report = copy_new({dst for _, dst in inc.new.values()})
+    proven = {r["dst_key"]: r["checksum"] for r in report.copied} | report.skipped_checksums
+    from_staged: dict[str, str] = {}  # pool key -> the staged copy, verified against Milvus's as it was made
     for rel, (obj, dst) in inc.new.items():
         key = pool_key(rel, obj.size, inc.algo, proven[dst])
         entries[rel] = {"size": obj.size, "checksum": proven[dst], "pool": key, "etag": norm_etag(obj.etag)}
         from_staged[key] = dst
-    refs |= from_base.keys() | from_staged.keys()
+    refs |= from_staged.keys()
     _write_refs(stores, bdir, refs, lock)
-    present = list_pool(stores.backup, stores.backup_root, refs)
+    present = list_pool(stores.backup, stores.backup_root, from_staged)
     size_of = {e["pool"]: e["size"] for e in entries.values()}
-    # A full base's copies are read back against the checksums it recorded: a damaged one never
-    # enters the pool under a key that says otherwise. Staged copies were proven as they were made.
-    for moves, verify in ((from_base, True), (from_staged, False)):
-        plan = Plan(jobs=[(ObjectInfo(src, size_of[k]), under_root(stores.backup_root, k))
-                          for k, src in sorted(moves.items()) if present.get(k) != size_of[k]], skipped=[])
-        if not plan.jobs:
-            continue
-        how = CopySettings(**{**settings.__dict__, "verify": verify, "checksum": inc.algo})
+    plan = Plan(jobs=[(ObjectInfo(src, size_of[k]), under_root(stores.backup_root, k))
+                      for k, src in sorted(from_staged.items()) if present.get(k) != size_of[k]], skipped=[])
+    if plan.jobs:
+        how = CopySettings(**{**settings.__dict__, "verify": False, "checksum": inc.algo})
         moved = run_plan(plan, stores.backup, stores.backup, how, reporter=reporter, label="pool", stop=lock.lost)
         lock.check()
         moved.raise_for_failures(BackupIncomplete, "the backup is incomplete, run the same create again to finish it",
                                  resume="run the same create again to finish the backup")
         inc.pooled_bytes += moved.bytes_copied
-        if verify:
-            _check_sums(stores, moved.copied)
     staged = [dst for _, dst in inc.new.values()]
     if staged:
         stores.backup.delete_many(staged)
-    _ensure_pool(stores, refs, size_of, {rel: e for rel, e in entries.items()}, inc, settings, reporter, lock)
+    _ensure_pool(stores, entries, inc, settings, reporter, lock)
     return entries
-
-
-def _check_sums(stores: Stores, copied: list[Any]) -> None:
-    """Each pool object just written has the checksum its key names; a wrong one is removed."""
-    cut = len(stores.backup_root) + 1 if stores.backup_root else 0
-    wrong = [r for r in copied if r["checksum"] is not None and r["checksum"] != parse_pool_key(r["dst_key"][cut:])[3]]
-    if wrong:
-        stores.backup.delete_many([r["dst_key"] for r in wrong])
-        raise BackupError(f"{len(wrong)} objects read from the backup store do not match the checksums recorded for "
-                          f"them (first: {wrong[0]['src_key']}): run mbackup verify --deep on the base, or make a "
-                          "full backup")
 
 
 def _pool_key(rel: str, known: Known, algo: str) -> str:
     return known.pool or pool_key(rel, known.size, algo, known.checksum)
 
 
-def _ensure_pool(stores: Stores, refs: set[str], size_of: dict[str, int], entries: dict[str, dict[str, Any]],
-                 inc: Increment, settings: CopySettings, reporter: Reporter, lock: StoreLock) -> None:
-    """Every referenced pool object is there with its size (one LIST per collection prefix);
-    one that vanished (a prune of a forgotten base) is copied again from Milvus, its checksum
-    checked against the one recorded. Never returns with one missing. First, a prune about
-    to delete some of them (whose reading of the references missed the marker) is waited for:
-    see prune.py."""
+def _ensure_pool(stores: Stores, entries: dict[str, dict[str, Any]], inc: Increment, settings: CopySettings,
+                 reporter: Reporter, lock: StoreLock) -> None:
+    """Every referenced object is at its lender or in the pool with its size (one LIST per
+    collection prefix); one that vanished (a prune of a forgotten base, a lender deleted) is
+    copied again from Milvus into the pool, its checksum checked against the one recorded.
+    Never returns with one missing. First, a delete of a lender and a prune about to delete
+    some of them (whose reading of the references missed the marker) are waited for: see
+    lending.py and prune.py. A lent entry whose lender no longer holds it names the pool only."""
+    refs = {e["pool"] for e in entries.values()}
+    wait_for_lenders(stores, {e["lent"] for e in entries.values() if "lent" in e}, lock, reporter.warning)
     wait_for_pending_deletes(stores, refs, lock, reporter.warning)
-    present = list_pool(stores.backup, stores.backup_root, refs)
-    gone = sorted(k for k in refs if present.get(k) != size_of[k])
-    if not gone:
-        return
-    src_of = {e["pool"]: (rel, e) for rel, e in entries.items()}
-    plan = Plan(jobs=[], skipped=[])
-    for key in gone:
-        rel, _ = src_of[key]
-        plan.jobs.append((inc.new[rel][0] if rel in inc.new else inc.sources[rel], under_root(stores.backup_root, key)))
-    reporter.warning(f"{len(gone)} shared objects vanished from the pool during the create: copying them again")
-    verified = CopySettings(**{**settings.__dict__, "verify": True, "checksum": inc.algo})
-    report = run_plan(plan, stores.milvus, stores.backup, verified, reporter=reporter, label="pool repair",
-                      stop=lock.lost)
-    lock.check()
-    for r in report.copied:
-        rel, entry = src_of[r["dst_key"][len(stores.backup_root) + 1 if stores.backup_root else 0:]]
-        if r["checksum"] != entry["checksum"]:
-            raise BackupError(f"{rel} in Milvus's store no longer has the checksum the base recorded: "
-                              "run a full create instead")
-    present = list_pool(stores.backup, stores.backup_root, refs)
-    gone = [k for k in refs if present.get(k) != size_of[k]]
-    if gone or report.failed:
-        raise BackupError(f"{len(gone) or len(report.failed)} objects the backup references are not in the pool "
-                          f"(first: {(gone or [report.failed[0]['dst_key']])[0]}): run the same create again")
+    gone = _gone(stores, entries)
+    if gone:
+        plan = Plan(jobs=[], skipped=[])
+        for rel in gone:
+            plan.jobs.append((inc.new[rel][0] if rel in inc.new else inc.sources[rel],
+                              under_root(stores.backup_root, entries[rel]["pool"])))
+        reporter.warning(f"{len(gone)} shared objects vanished from the pool during the create: copying them again")
+        verified = CopySettings(**{**settings.__dict__, "verify": True, "checksum": inc.algo})
+        report = run_plan(plan, stores.milvus, stores.backup, verified, reporter=reporter, label="pool repair",
+                          stop=lock.lost)
+        lock.check()
+        src_of = {e["pool"]: (rel, e) for rel, e in entries.items()}
+        for r in report.copied:
+            rel, entry = src_of[r["dst_key"][len(stores.backup_root) + 1 if stores.backup_root else 0:]]
+            if r["checksum"] != entry["checksum"]:
+                raise BackupError(f"{rel} in Milvus's store no longer has the checksum the base recorded: "
+                                  "run a full create instead")
+        left = _gone(stores, entries)
+        if left or report.failed:
+            first = f"{stores.backup_root}/{entries[left[0]]['pool']}" if left else report.failed[0]["dst_key"]
+            raise BackupError(f"{len(left) or len(report.failed)} objects the backup references are not in the pool "
+                              f"(first: {first}): run the same create again")
 
+
+def _gone(stores: Stores, entries: dict[str, dict[str, Any]]) -> list[str]:
+    """The entries found neither at their lender nor in the pool; a lent one found only in the
+    pool stops naming its lender."""
+    gone = []
+    for rel, place in manifests.locate(stores, {"objects": entries}, listed=True).items():
+        if place.size != entries[rel]["size"]:
+            gone.append(rel)
+        elif place.lender and place.key == under_root(stores.backup_root, place.pool):
+            del entries[rel]["lent"]
+    return sorted(gone)

@@ -6,15 +6,18 @@ Version 2 (``create --incremental``): ``"incremental": true``, ``"base"`` (the b
 taken against, or null), and each binlog entry also names its ``pool`` key (relative to the
 backup root, see pool.py) and ``etag``, the ETag Milvus's store listed for it when it was
 backed up, which is what lets the next increment know the object again without reading it.
+An entry may also name ``lent``: the full backup that holds the object in its own dir and
+lends it (lending.py); the object is there while that backup holds it, else at ``pool``.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from ..format import meta, untrusted
 from .catalog import MANIFEST, Stores, backup_dir, backup_storage_errors
-from .pool import ALGOS, POOL_DIR, parse_pool_key, under_root
+from .pool import ALGOS, POOL_DIR, list_rels, parse_pool_key, pool_root, under_root
 
 MANIFEST_KEY = f"{meta.META_DIR}/{MANIFEST}"
 
@@ -25,7 +28,8 @@ SHAPE = untrusted.Obj(
          {"size": untrusted.Count},
          {"checksum": untrusted.Optional(untrusted.Text(r"[0-9a-f]{1,16}", "a hex checksum")),
           "pool": untrusted.Text(rf"{POOL_DIR}/[^\\\x00]+", "a key in the shared pool"),
-          "etag": untrusted.Optional(str)}),
+          "etag": untrusted.Optional(str),
+          "lent": untrusted.Text(meta.NAME_PATTERN.pattern, "a backup name")}),
          untrusted.RELATIVE_KEY)},
     {"version": untrusted.Count, "backup": str, "id": str, "incremental": bool, "base": untrusted.Optional(str)})
 
@@ -39,6 +43,8 @@ def parse(data: bytes) -> dict[str, Any]:
             prel, size, algo, checksum = parse_pool_key(entry["pool"])
             if (prel, size, algo, checksum) != (rel, entry["size"], manifest["checksum_algo"], entry.get("checksum")):
                 raise ValueError(f"objects[{rel!r}].pool names another object ({entry['pool']!r})")
+        elif "lent" in entry:
+            raise ValueError(f"objects[{rel!r}] is lent by {entry['lent']!r} but names no pool key")
     return manifest
 
 
@@ -52,10 +58,45 @@ def read(stores: Stores, name: str) -> dict[str, Any] | None:
         return parse(stores.backup.read(key))
 
 
-def located(stores: Stores, bdir: str, manifest: dict[str, Any] | None) -> dict[str, str]:
-    """Bucket key of each object that does not live at its place in the backup dir (those in the
-    pool), by the key the Go layout gives it under ``bdir``; {} for a full backup."""
+@dataclass(frozen=True)
+class Place:
+    """Where one object of an incremental backup is now."""
+
+    key: str  # its bucket key: the lender's copy while there, else the pool's
+    size: int | None  # as listed there; None: listed in neither place (only when ``listed``)
+    pool: str  # its pool key, relative to the root
+    lender: str | None = None  # the backup that lends it, if any
+
+
+def locate(stores: Stores, manifest: dict[str, Any] | None, listed: bool = False) -> dict[str, Place]:
+    """Where each object of the manifest that is not under its own backup dir is, by key
+    relative to the backup dir; {} for a full backup. A lent object is the lender's copy while
+    the lender lists it with its size, else the pool's (lending.py). ``listed``: list the pool
+    too, so that ``size`` says whether the object is there (one LIST per collection prefix)."""
     if manifest is None:
         return {}
-    return {f"{bdir}/{rel}": under_root(stores.backup_root, entry["pool"])
-            for rel, entry in manifest["objects"].items() if "pool" in entry}
+    entries = {rel: e for rel, e in manifest["objects"].items() if "pool" in e}
+    root = stores.backup_root
+    lenders: dict[str, dict[str, int]] = {}
+    for lender in sorted({e["lent"] for e in entries.values() if "lent" in e}):
+        lenders[lender] = list_rels(stores.backup, backup_dir(stores, lender),
+                                    (rel for rel, e in entries.items() if e.get("lent") == lender))
+    pool = list_rels(stores.backup, pool_root(root), entries) if listed else {}
+    out = {}
+    for rel, e in entries.items():
+        in_pool = under_root(root, e["pool"])
+        lender = e.get("lent")
+        if lender is not None:
+            at_lender = f"{backup_dir(stores, lender)}/{rel}"
+            if lenders[lender].get(at_lender) == e["size"]:
+                out[rel] = Place(at_lender, e["size"], e["pool"], lender)
+                continue
+        out[rel] = Place(in_pool, pool.get(in_pool), e["pool"], lender)
+    return out
+
+
+def located(stores: Stores, bdir: str, manifest: dict[str, Any] | None) -> dict[str, str]:
+    """Bucket key of each object that does not live at its place in the backup dir (those in the
+    pool, or lent by a full backup), by the key the Go layout gives it under ``bdir``; {} for a
+    full backup."""
+    return {f"{bdir}/{rel}": place.key for rel, place in locate(stores, manifest).items()}

@@ -11,6 +11,9 @@ The pool's name cannot be a backup's (names are ``[A-Za-z0-9_]``), so every walk
 backups of a root skips it. Who may delete from it, and when, is prune's business: an object
 is referenced while any complete backup's manifest or any in-progress marker's
 ``pool_refs`` names it.
+
+An increment on a full backup does not copy that backup's binlogs here: it borrows them in
+place (a *lent* reference, see lending.py), and they move here only when that backup goes.
 """
 
 from __future__ import annotations
@@ -28,6 +31,8 @@ POOL_DIR = ".mbackup-pool"
 ALGOS = ("crc32c", "crc64nvme")
 # What a create in progress lists in its marker, so that prune spares what it will reference.
 POOL_REFS = "pool_refs"
+# What it lists of what it borrows: {lender backup name: [pool keys]} (see lending.py).
+LENT_REFS = "lent_refs"
 
 _KEY = re.compile(rf"{re.escape(POOL_DIR)}/(?P<rel>.+)~(?P<size>0|[1-9][0-9]*)~(?P<algo>{'|'.join(ALGOS)})"
                   r"-(?P<checksum>[0-9a-f]+)")
@@ -54,9 +59,22 @@ def marker_refs(data: bytes) -> list[str]:
     """The pool keys an in-progress marker lists (``pool_refs``; none when it lists none);
     ValueError when they are not pool keys."""
     marker = untrusted.load_json(data, 1 << 30)
-    listed = marker.get(POOL_REFS, []) if isinstance(marker, dict) else None
+    return _keys(marker.get(POOL_REFS, []) if isinstance(marker, dict) else None, POOL_REFS)
+
+
+def marker_lent(data: bytes) -> dict[str, list[str]]:
+    """What an in-progress marker lists as borrowed (``lent_refs``): pool keys by lender;
+    ValueError when it is not that."""
+    marker = untrusted.load_json(data, 1 << 30)
+    lent = marker.get(LENT_REFS, {}) if isinstance(marker, dict) else None
+    if not isinstance(lent, dict):
+        raise ValueError(f"{LENT_REFS} is not a map of backup names to pool keys")
+    return {str(lender): _keys(keys, f"{LENT_REFS}[{lender!r}]") for lender, keys in lent.items()}
+
+
+def _keys(listed: object, what: str) -> list[str]:
     if not isinstance(listed, list) or not all(isinstance(k, str) for k in listed):
-        raise ValueError(f"{POOL_REFS} is not a list of pool keys")
+        raise ValueError(f"{what} is not a list of pool keys")
     for key in listed:
         parse_pool_key(key)
     return listed
@@ -75,10 +93,16 @@ def under_root(backup_root: str, key: str) -> str:
 def list_pool(backup: Location, backup_root: str, refs: Iterable[str]) -> dict[str, int]:
     """Size of each pool object (by pool key) under the collection prefixes ``refs`` use:
     one LIST per ``binlogs/<kind>/<collection>`` prefix, not one HEAD per object."""
-    prefixes = {"/".join(parse_pool_key(r)[0].split("/")[:3]) for r in refs}
     cut = len(backup_root) + 1 if backup_root else 0
+    listed = list_rels(backup, pool_root(backup_root), (parse_pool_key(r)[0] for r in refs))
+    return {key[cut:]: size for key, size in listed.items()}
+
+
+def list_rels(backup: Location, folder: str, rels: Iterable[str]) -> dict[str, int]:
+    """Size of each object (by bucket key) under ``folder`` in the collection prefixes of
+    ``rels`` (keys relative to a backup dir): one LIST per ``binlogs/<kind>/<collection>``."""
     out: dict[str, int] = {}
-    for prefix in sorted(prefixes):
-        for obj in backup.list(f"{pool_root(backup_root)}/{prefix}/"):
-            out[obj.key[cut:]] = obj.size
+    for prefix in sorted({"/".join(rel.split("/")[:3]) for rel in rels}):
+        for obj in backup.list(f"{folder}/{prefix}/"):
+            out[obj.key] = obj.size
     return out

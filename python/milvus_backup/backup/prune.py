@@ -23,7 +23,7 @@ from __future__ import annotations
 import contextlib
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -85,20 +85,30 @@ def pending_deletes(stores: Stores) -> set[str] | None:
 def wait_for_pending_deletes(stores: Stores, refs: set[str], lock: StoreLock, say: Callable[[str], None]) -> None:
     """Return once no running prune is about to delete one of ``refs`` (then the caller checks
     which are gone); PruneRunning if one still is after a lock lease."""
-    deadline = time.monotonic() + lock.lease
-    said = False
-    while True:
+
+    def doomed() -> str | None:
         pending = pending_deletes(stores)
-        doomed = refs if pending is None else refs & pending
-        if not doomed:
-            return
+        n = len(refs if pending is None else refs & pending)
+        return f"{n:,} pool objects this backup shares" if n else None
+
+    wait_while(doomed, lock.lease, lock, say, lambda what: (
+        f"waiting for a prune that is deleting {what}: they are copied again once it is done"), lambda what, after: (
+        PruneRunning(f"a prune is deleting {what}, and still was after {after}: run the same create again once the "
+                     "prune is done (the backup is incomplete until then)")))
+
+
+def wait_while(busy: Callable[[], str | None], patience: float, lock: StoreLock, say: Callable[[str], None],
+               waiting: Callable[[str], str], refused: Callable[[str, str], MBackupError]) -> None:
+    """Poll ``busy`` (what another run is doing that this one waits for; None: nothing) until
+    it answers None, saying ``waiting(what)`` once; raise ``refused(what, how long)`` after
+    ``patience`` seconds. A create waits so for a prune or a delete (see lending.py)."""
+    deadline = time.monotonic() + patience
+    said = False
+    while (what := busy()) is not None:
         if time.monotonic() >= deadline:
-            raise PruneRunning(f"a prune is deleting {len(doomed):,} pool objects this backup shares, and still was "
-                               f"after {format_duration(lock.lease)}: run the same create again once the prune is "
-                               "done (the backup is incomplete until then)")
+            raise refused(what, format_duration(patience))
         if not said:
-            say(f"waiting for a prune that is deleting {len(doomed):,} pool objects this backup shares: they are "
-                "copied again once it is done")
+            say(waiting(what))
             said = True
         lock.check()
         time.sleep(POLL)
@@ -113,19 +123,28 @@ def references(stores: Stores, forgotten: frozenset[str] = frozenset()) -> set[s
     """Every pool key (relative to the root) a backup or a running create references (the
     backups named in ``forgotten`` left out: what ``forget --prune --dry-run`` would have
     deleted by then). A manifest or marker that cannot be read stops prune: what
-    it references is unknown."""
+    it references is unknown. Lent references count: they name the pool key their object
+    moves to when its lender goes."""
+    return claims(stores, marker_refs, _manifest_refs, forgotten, "run prune again")
+
+
+def claims(stores: Stores, from_marker: Callable[[bytes], Iterable[str]],
+           from_manifest: Callable[[bytes], Iterable[str]], skipped: frozenset[str], again: str) -> set[str]:
+    """What every backup of the root (but ``skipped``) claims, read from its in-progress
+    marker and its manifest; IntegrityError (``again`` says what to do next) when one of
+    them cannot be read."""
     with backup_storage_errors(stores):
         root = stores.backup_root
         dirs, _ = stores.backup.list_dirs(root)
         refs: set[str] = set()
         for d in sorted(dirs):
             name = d.rstrip("/").rsplit("/", 1)[-1]
-            if name == POOL_DIR or name in forgotten:
+            if name == POOL_DIR or name in skipped:
                 continue
             bdir = f"{root}/{name}" if root else name
             # The marker first: a create that completes meanwhile wrote its manifest before
             # it removed its marker, so one of the two is seen.
-            for rel, read in ((IN_PROGRESS, marker_refs), (manifests.MANIFEST_KEY, _manifest_refs)):
+            for rel, read in ((IN_PROGRESS, from_marker), (manifests.MANIFEST_KEY, from_manifest)):
                 try:
                     data = stores.backup.read(f"{bdir}/{rel}")
                 except NotFound:
@@ -136,7 +155,7 @@ def references(stores: Stores, forgotten: frozenset[str] = frozenset()) -> set[s
                     raise IntegrityError(
                         f"cannot tell which pool objects backup {untrusted.shown(name)!r} references: "
                         f"{stores.backup_url(name)}/{rel} is damaged ({e}); delete or repair that backup, "
-                        "then run prune again (nothing was deleted)") from None
+                        f"then {again} (nothing was deleted)") from None
     return refs
 
 

@@ -25,7 +25,8 @@ class StoredObject:
     rel: str  # key relative to the backup dir, in the Go layout
     size: int
     checksum: str | None  # as the manifest records it; None without a manifest
-    pool: str | None = None  # its pool key (relative to the root) when it lives in the pool
+    pool: str | None = None  # its pool key (relative to the root) when it lives in the pool or is lent
+    lent: str | None = None  # the full backup that lends it (lending.py)
 
     @property
     def identity(self) -> tuple[str, int, str | None]:
@@ -34,7 +35,8 @@ class StoredObject:
 
 def stored_objects(manifest: dict[str, Any]) -> dict[str, StoredObject]:
     """The objects a manifest (as manifest.parse checked it) lists."""
-    return {rel: StoredObject(rel, e["size"], e.get("checksum"), e.get("pool")) for rel, e in manifest["objects"].items()}
+    return {rel: StoredObject(rel, e["size"], e.get("checksum"), e.get("pool"), e.get("lent"))
+            for rel, e in manifest["objects"].items()}
 
 
 def manifest_objects(stores: Stores, name: str) -> dict[str, StoredObject] | None:
@@ -62,7 +64,12 @@ def segment_objects(info: meta.BackupInfo, listed: dict[str, StoredObject] | Non
 
 
 def object_key(stores: Stores, name: str, obj: StoredObject) -> str:
-    """Where ``obj`` of backup ``name`` is stored: in the pool, or under the backup dir."""
+    """Where ``obj`` of backup ``name`` is stored: at the backup that lends it while it holds
+    it, else in the pool; or under the backup dir."""
+    if obj.lent is not None:
+        at_lender = f"{backup_dir(stores, obj.lent)}/{obj.rel}"
+        if stores.backup.head(at_lender) is not None:
+            return at_lender
     return under_root(stores.backup_root, obj.pool) if obj.pool else f"{backup_dir(stores, name)}/{obj.rel}"
 
 
@@ -77,22 +84,31 @@ class Footprint:
 
 def footprints(stores: Stores, infos: dict[str, meta.BackupInfo]) -> dict[str, Footprint]:
     """The footprint of each complete backup of ``infos``, from the manifests (one read each).
-    A full backup shares nothing; one without a manifest holds its meta's size alone."""
+    A copy is shared when more than one backup holds it: a pool object two manifests name, or
+    a full backup's binlog an increment borrows (forgetting either frees nothing of it: a
+    lender's delete moves it into the pool). One without a manifest holds its meta's size alone."""
     listed: dict[str, dict[str, StoredObject] | None] = {}
     for name in infos:
         try:
             listed[name] = manifest_objects(stores, name)
         except IntegrityError:
             continue  # its footprint is unknown; list shows the backup all the same
-    holders: dict[str, int] = {}
-    for objects in listed.values():
-        for pool in {o.pool for o in (objects or {}).values() if o.pool}:
-            holders[pool] = holders.get(pool, 0) + 1
+
+    def copy(name: str, o: StoredObject) -> tuple[str, ...]:
+        """Which stored copy ``o`` of backup ``name`` is."""
+        if o.lent is not None and o.lent in listed:
+            return (o.lent, o.rel)
+        return (o.pool,) if o.pool else (name, o.rel)
+
+    holders: dict[tuple[str, ...], int] = {}
+    for name, objects in listed.items():
+        for held in {copy(name, o) for o in (objects or {}).values()}:
+            holders[held] = holders.get(held, 0) + 1
     out = {}
     for name, objects in listed.items():
         if objects is None:
             out[name] = Footprint(infos[name].size, 0)
             continue
-        shared = sum(o.size for o in objects.values() if o.pool and holders[o.pool] > 1)
+        shared = sum(o.size for o in objects.values() if holders[copy(name, o)] > 1)
         out[name] = Footprint(sum(o.size for o in objects.values()) - shared, shared)
     return out

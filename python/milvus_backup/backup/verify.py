@@ -37,7 +37,6 @@ from .catalog import (
     backup_storage_errors,
     collection_segments,
 )
-from .pool import list_pool, under_root
 
 _COLLECTION_L0 = re.compile(r"binlogs/delta_log/[0-9]+/-1/[0-9]+/[0-9]+")  # partition -1: no group dir
 MANIFEST_KEY = manifests.MANIFEST_KEY
@@ -155,13 +154,12 @@ def verify_backup(stores: Stores, name: str, *, deep: bool = False, settings: Co
     report.info, meta_source = _read_meta(listed, read, report)
     manifest = _read_manifest(listed, read, report) if MANIFEST_KEY in listed else None
     expected, in_meta = _expected(bdir, report, meta_source, manifest)
-    # An incremental backup's binlogs live in the root's pool: listed there, read from there.
-    pooled = {rel: e["pool"] for rel, e in manifest["objects"].items() if "pool" in e} if manifest else {}
-    where = {rel: under_root(stores.backup_root, key) for rel, key in pooled.items()}
-    if pooled:
-        with backup_storage_errors(stores):
-            in_pool = list_pool(backup, stores.backup_root, pooled.values())
-        listed |= {rel: in_pool[key] for rel, key in pooled.items() if key in in_pool}
+    # An incremental backup's binlogs live in the root's pool, or in the full backup that lends
+    # them: listed there, read from there.
+    with backup_storage_errors(stores):
+        places = manifests.locate(stores, manifest, listed=True)
+    where = {rel: place.key for rel, place in places.items()}
+    listed |= {rel: place.size for rel, place in places.items() if place.size is not None}
     if report.info is not None and report.info.format == meta.FORMAT_SNAPSHOT:
         _check_snapshots(report.info, listed, report)
 
@@ -202,10 +200,21 @@ def verify_backup(stores: Stores, name: str, *, deep: bool = False, settings: Co
                                                f"the manifest: only their sizes were checked"))
             _deep_check(stores, bdir, todo, report, settings or CopySettings(), reporter, where)
     for problem in report.problems:
-        if problem.key in pooled:  # one damaged shared object fails every backup that references it
-            problem.detail += f" (the shared object {pooled[problem.key]})"
+        if problem.key in places:  # one damaged shared object fails every backup that references it
+            problem.detail += _shared(places[problem.key], problem.kind == "missing")
     report.seconds = time.monotonic() - started
     return report
+
+
+def _shared(place: manifests.Place, missing: bool) -> str:
+    """What a problem with a shared object adds: which object, and for a lent one, whose."""
+    if place.lender is None:
+        return f" (the shared object {place.pool})"
+    if missing:
+        return (f" (lent by backup {place.lender!r}, which no longer holds it, and not in the pool as {place.pool}: "
+                f"{place.lender!r} was deleted by another tool than mbackup delete, which first moves what other "
+                "backups borrow into the pool)")
+    return f" (the shared object {place.key}, lent by backup {place.lender!r})"
 
 
 def _read_meta(listed: dict[str, int], read: Callable[[str], bytes | None],

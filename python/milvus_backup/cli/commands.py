@@ -597,7 +597,8 @@ def delete(
 
     Example: mbackup delete -n nightly --if-exists
     """
-    from ..backup.catalog import BackupNotFound, delete_backup, plan_delete
+    from ..backup.catalog import BackupNotFound
+    from ..backup.delete import delete_backup, plan_delete
 
     stores = _stores(ctx.obj.with_command_options(config, set_))
     try:

@@ -84,7 +84,8 @@ def forget(
 
     Example: mbackup forget --keep-daily 7 --keep-weekly 4 --keep-monthly 12 --dry-run
     """
-    from ..backup.catalog import BackupNotFound, delete_backup, list_backups, plan_delete
+    from ..backup.catalog import BackupNotFound, list_backups
+    from ..backup.delete import delete_backup, plan_delete
     from ..backup.retention import decide
 
     counts = dict(zip(_COUNTS, (keep_last, keep_hourly, keep_daily, keep_weekly, keep_monthly), strict=True))

@@ -418,7 +418,8 @@ class Scheduler:
     def retain(self, s: Schedule) -> None:
         """Forget the schedule's backups (only its own) its policy does not keep, as ``mbackup
         forget`` decides, counted in the schedule's time zone; then prune when asked."""
-        from ..backup.catalog import BackupNotFound, delete_backup, list_backups
+        from ..backup.catalog import BackupNotFound, list_backups
+        from ..backup.delete import delete_backup
         from ..backup.prune import min_grace, prune
 
         assert s.policy is not None

@@ -26,8 +26,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from ..backup.catalog import BackupNotFound, Stores, delete_backup, list_backups, meta_size, read_backup
+from ..backup.catalog import BackupNotFound, Stores, list_backups, meta_size, read_backup
 from ..backup.create import CreateRequest, create_backup
+from ..backup.delete import delete_backup
 from ..backup.lock import LockedError
 from ..backup.restore import RestoreRequest, plan_targets, restore_backup
 from ..backup.secondary import SecondaryRequest, restore_secondary

@@ -28,7 +28,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from ..backup import catalog
+from ..backup import catalog, delete
 from ..backup.lock import LockedError
 from ..errors import EXIT_FAILED, EXIT_INTEGRITY, EXIT_UNREACHABLE, EXIT_USAGE, MBackupError
 from ..format import meta
@@ -178,7 +178,7 @@ def get_backup(service: Service, request: Request, body: bytes) -> Response:
 
 def delete_backup_(service: Service, request: Request, body: bytes) -> Response:
     name = _name(request)
-    return JSONResponse({"name": name, "deleted_objects": catalog.delete_backup(service.stores, name)})
+    return JSONResponse({"name": name, "deleted_objects": delete.delete_backup(service.stores, name)})
 
 
 def create_job(service: Service, request: Request, body: bytes) -> Response:
