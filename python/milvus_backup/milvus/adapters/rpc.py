@@ -68,6 +68,9 @@ class RpcAdapter(MilvusAdapter):
     wait_timeout: float = 1800.0
     poll_interval: float = 0.5
     first_poll: float = 0.02
+    #: For the first ``quick_span`` seconds of a wait, polls at most ``quick_poll`` apart.
+    quick_poll: float = 0.05
+    quick_span: float = 2.0
 
     def __init__(self, version: str, connection: Any) -> None:
         self.version = version
@@ -418,14 +421,19 @@ class RpcAdapter(MilvusAdapter):
         raise AssertionError("unreachable")
 
     def _wait(self, done: Any, what: str) -> None:
-        # Short polls first, doubling up to poll_interval: a flush of a flushed collection is
-        # done within a checkpoint tick, and a full poll interval was most of an increment's time.
-        deadline, delay = time.monotonic() + self.wait_timeout, self.first_poll
+        # Short polls first: a flush of a flushed collection is done within a checkpoint tick or
+        # two, and doubling the delay from the start overshot that by up to half the wait (0.64 s
+        # waited for a flush done after 0.35 s was most of an increment's time). So polls stay at
+        # most quick_poll apart for quick_span seconds, then double up to poll_interval.
+        start = time.monotonic()
+        deadline, delay = start + self.wait_timeout, self.first_poll
         while not done():
-            if time.monotonic() > deadline:
+            now = time.monotonic()
+            if now > deadline:
                 raise MilvusError(f"{what} on Milvus {self._where()} did not finish within {self.wait_timeout:g} s")
             time.sleep(delay)
-            delay = min(2 * delay, self.poll_interval)
+            cap = self.quick_poll if now - start < self.quick_span else self.poll_interval
+            delay = min(2 * delay, max(cap, self.first_poll))
 
 
 @functools.cache
