@@ -4,8 +4,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use pyo3::exceptions::PyValueError;
+use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyTuple};
+use pyo3::types::{PyDict, PyString, PyTuple};
 use tokio_util::sync::CancellationToken;
 
 use super::runtime;
@@ -286,32 +287,34 @@ impl Copier {
             self.cancel.clone(),
         );
         let results = py.detach(|| runtime().block_on(engine.run(plan)));
+        // One dict per object, kept by the caller until the copy ends: the keys and the few
+        // names among the values are interned, not new strings per object.
         let mut out = Vec::with_capacity(results.len());
         for (job, r) in jobs.iter().zip(results) {
             let d = PyDict::new(py);
-            d.set_item("src_key", job.get_item(1)?)?;
-            d.set_item("dst_key", job.get_item(3)?)?;
-            d.set_item("size", r.size)?;
-            d.set_item("strategy", r.strategy.map(|s| s.name()))?;
-            d.set_item("attempts", r.attempts)?;
+            d.set_item(intern!(py, "src_key"), job.get_item(1)?)?;
+            d.set_item(intern!(py, "dst_key"), job.get_item(3)?)?;
+            d.set_item(intern!(py, "size"), r.size)?;
+            d.set_item(intern!(py, "strategy"), r.strategy.map(|s| PyString::intern(py, s.name())))?;
+            d.set_item(intern!(py, "attempts"), r.attempts)?;
             match r.outcome {
                 Ok(o) => {
-                    d.set_item("bytes", o.bytes)?;
-                    d.set_item("checksum", o.checksum.map(|(a, v)| a.hex(v)))?;
-                    d.set_item("checksum_algo", o.checksum.map(|(a, _)| a.name()))?;
-                    d.set_item("etag", o.etag)?;
-                    d.set_item("verified", o.verified)?;
-                    d.set_item("error", py.None())?;
-                    d.set_item("error_code", py.None())?;
+                    d.set_item(intern!(py, "bytes"), o.bytes)?;
+                    d.set_item(intern!(py, "checksum"), o.checksum.map(|(a, v)| a.hex(v)))?;
+                    d.set_item(intern!(py, "checksum_algo"), o.checksum.map(|(a, _)| PyString::intern(py, a.name())))?;
+                    d.set_item(intern!(py, "etag"), o.etag)?;
+                    d.set_item(intern!(py, "verified"), o.verified)?;
+                    d.set_item(intern!(py, "error"), py.None())?;
+                    d.set_item(intern!(py, "error_code"), py.None())?;
                 }
                 Err(e) => {
-                    d.set_item("bytes", 0)?;
-                    d.set_item("checksum", py.None())?;
-                    d.set_item("checksum_algo", py.None())?;
-                    d.set_item("etag", py.None())?;
-                    d.set_item("verified", false)?;
-                    d.set_item("error", e.message)?;
-                    d.set_item("error_code", e.code.name())?;
+                    d.set_item(intern!(py, "bytes"), 0)?;
+                    d.set_item(intern!(py, "checksum"), py.None())?;
+                    d.set_item(intern!(py, "checksum_algo"), py.None())?;
+                    d.set_item(intern!(py, "etag"), py.None())?;
+                    d.set_item(intern!(py, "verified"), false)?;
+                    d.set_item(intern!(py, "error"), e.message)?;
+                    d.set_item(intern!(py, "error_code"), PyString::intern(py, e.code.name()))?;
                 }
             }
             out.push(d);
