@@ -119,15 +119,36 @@ def test_installed_cli_runs_from_the_venv(installed: Path):
 PB2_NAMES = """
 import ast, importlib, pathlib, milvus_backup
 used, missing = set(), []
+FUNCS = (ast.FunctionDef, ast.AsyncFunctionDef)
+def bindings(scope):
+    # alias -> module of every `from ..._proto import x_pb2 as alias` in scope, nested ones included
+    return {a.asname or a.name: importlib.import_module("milvus_backup.milvus._proto." + a.name)
+            for n in ast.walk(scope) if isinstance(n, ast.ImportFrom) and (n.module or "").endswith("_proto")
+            for a in n.names if a.name.endswith("_pb2")}
 for path in pathlib.Path(milvus_backup.__file__).parent.rglob("*.py"):
     tree = ast.parse(path.read_text())
-    modules = {a.asname or a.name: importlib.import_module("milvus_backup.milvus._proto." + a.name)
-               for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and (n.module or "").endswith("_proto")
-               for a in n.names if a.name.endswith("_pb2")}
+    parent = {c: p for p in ast.walk(tree) for c in ast.iter_child_nodes(p)}
+    scopes = {}
     for n in ast.walk(tree):
         # Messages and enums are CamelCase; a lower-case attribute is a local of the same name's.
-        if isinstance(n, ast.Attribute) and isinstance(n.value, ast.Name) and n.value.id in modules \
-                and n.attr[0].isupper() and n.attr != "DESCRIPTOR":
+        if not (isinstance(n, ast.Attribute) and isinstance(n.value, ast.Name) and n.attr[0].isupper()
+                and n.attr != "DESCRIPTOR"):
+            continue
+        # The alias as bound where it is used: the innermost function importing it (one file may
+        # bind one alias to different modules in different functions), else the module's imports.
+        # A parameter of that name (lambda m: m.SerializeToString()) is no module.
+        scope, param = parent.get(n), False
+        while scope is not None:
+            if isinstance(scope, (*FUNCS, ast.Lambda)) and n.value.id in {a.arg for a in scope.args.args}:
+                param = True
+                break
+            if isinstance(scope, FUNCS) and n.value.id in scopes.setdefault(scope, bindings(scope)):
+                break
+            scope = parent.get(scope)
+        if param:
+            continue
+        modules = scopes[scope] if scope is not None else scopes.setdefault(tree, bindings(tree))
+        if n.value.id in modules:
             used.add((modules[n.value.id].__name__, n.attr))
             if not hasattr(modules[n.value.id], n.attr):
                 missing.append(f"{path.name}: {n.value.id}.{n.attr}")
