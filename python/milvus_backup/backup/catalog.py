@@ -9,6 +9,10 @@ keeps a marker (``mbackup_in_progress.json``) while a create runs.
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
+import json
+import os
+import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -26,6 +30,13 @@ LOCK = "mbackup.lock"
 MANIFEST = "mbackup_manifest.json"
 # The server's jobs (server/jobs.py), beside the backups: no backup name starts with a dot.
 JOBS_DIR = ".mbackup-jobs"
+
+
+def in_progress_marker(backup_id: str, name: str, **what: Any) -> bytes:
+    """The body of ``<backup>/mbackup_in_progress.json``: which run is writing the backup (id,
+    name, process, host, start time) and what it was asked (``request``, ``export_of``...)."""
+    return json.dumps({"id": backup_id, "name": name, "pid": os.getpid(), "host": socket.gethostname(),
+                       "started": dt.datetime.now(dt.timezone.utc).isoformat(), **what}).encode()
 
 
 class BackupError(MBackupError):

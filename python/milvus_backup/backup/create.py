@@ -16,7 +16,6 @@ import json
 import logging
 import os
 import re
-import socket
 import time
 import uuid
 from collections import defaultdict
@@ -49,6 +48,7 @@ from .catalog import (
     backup_dir,
     backup_storage_errors,
     collection_segments,
+    in_progress_marker,
     is_backup,
 )
 from .incremental import (
@@ -402,9 +402,7 @@ class _CreateRun:
             self.reporter.warning(f"resuming the incomplete backup {self.name!r}: objects already copied are "
                                   "checked, not copied again")
         else:
-            self.stores.backup.write(f"{self.bdir}/{IN_PROGRESS}", json.dumps({
-                "id": info.id, "name": self.name, "pid": os.getpid(), "host": socket.gethostname(),
-                "started": dt.datetime.now(dt.timezone.utc).isoformat(), "request": request}).encode())
+            self.stores.backup.write(f"{self.bdir}/{IN_PROGRESS}", in_progress_marker(info.id, self.name, request=request))
         with_data = self.strategy != "meta_only" and not snapshot  # meta_only is never a snapshot
         copying = False
         try:

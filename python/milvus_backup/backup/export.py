@@ -14,10 +14,6 @@ and the same export run again finishes it.
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
-import json
-import os
-import socket
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -29,7 +25,15 @@ from ..transfer.copy import CopyReport, CopySettings, Plan, checksums, run_plan
 from ..transfer.progress import SILENT, Reporter
 from ..units import format_bytes
 from . import manifest as manifests
-from .catalog import IN_PROGRESS, LOCK, Stores, backup_storage_errors, collection_segments, read_backup
+from .catalog import (
+    IN_PROGRESS,
+    LOCK,
+    Stores,
+    backup_storage_errors,
+    collection_segments,
+    in_progress_marker,
+    read_backup,
+)
 from .lock import StoreLock
 from .pool import POOL_DIR
 from .verify import checked_manifest
@@ -148,9 +152,7 @@ def export_backup(stores: Stores, plan: ExportPlan, settings: CopySettings, repo
     with backup_storage_errors(stores), lock:
         verified = CopySettings(**{**settings.__dict__, "verify": True, "checksum": plan.algo})
         if not plan.resumed:  # like create's: the dir is an unfinished backup, not a stray folder
-            dest.write(f"{ddir}/{IN_PROGRESS}", json.dumps({
-                "id": info.id, "name": plan.output, "pid": os.getpid(), "host": socket.gethostname(),
-                "started": dt.datetime.now(dt.timezone.utc).isoformat(), "export_of": name}).encode())
+            dest.write(f"{ddir}/{IN_PROGRESS}", in_progress_marker(info.id, plan.output, export_of=name))
         _recheck(copy, dest, expected, verified, lock)
         with reporter.step("export", backup=name):
             report = run_plan(copy, stores.backup, dest, verified, reporter=reporter, label="export",

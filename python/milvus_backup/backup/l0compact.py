@@ -32,10 +32,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
-import datetime as dt
-import json
-import os
-import socket
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -50,7 +46,7 @@ from ..storage.location import ObjectInfo
 from ..transfer.copy import CopySettings, Plan, run_plan
 from ..transfer.progress import SILENT, Reporter
 from . import manifest as manifests
-from .catalog import IN_PROGRESS, LOCK, Stores, backup_dir, backup_storage_errors, read_backup
+from .catalog import IN_PROGRESS, LOCK, Stores, backup_dir, backup_storage_errors, in_progress_marker, read_backup
 from .lock import StoreLock
 from .verify import checked_manifest
 
@@ -314,9 +310,7 @@ def _write(stores: Stores, name: str, out: meta.BackupInfo, fold: Fold, plan: Pl
     from .create import write_meta
 
     backup, ddir = stores.backup, backup_dir(stores, out.name)
-    backup.write(f"{ddir}/{IN_PROGRESS}", json.dumps({
-        "id": out.id, "name": out.name, "pid": os.getpid(), "host": socket.gethostname(),
-        "started": dt.datetime.now(dt.timezone.utc).isoformat(), "l0compact_of": name}).encode())
+    backup.write(f"{ddir}/{IN_PROGRESS}", in_progress_marker(out.id, out.name, l0compact_of=name))
     with reporter.step("copy", backup=name):
         report = run_plan(plan, backup, backup, settings, reporter=reporter, label="l0compact", stop=lock.lost)
     lock.check()
