@@ -539,9 +539,9 @@ def main() -> None:
                             continue
                         run, problem = measure_once(ctx, tool, direction, tree, source_bucket, source_folder,
                                                     f"{tag}-{name[0]}{rep}")
-                        server = "" if run.server_cpu is None else f", server {run.server_cpu:.2f} CPU s"
+                        by_server = "" if run.server_cpu is None else f", server {run.server_cpu:.2f} CPU s"
                         state = f"FAILED: {problem}" if problem else f"{run.wall:.2f} s, {run.cpu:.2f} CPU s, " \
-                                                                     f"{run.peak_rss / MIB:.0f} MiB{server}"
+                                                                     f"{run.peak_rss / MIB:.0f} MiB{by_server}"
                         print(f"[{rep + 1}/{args.repeat}] {name:6} {direction:15} {tool.name:10} {state}",
                               file=sys.stderr)
                         if problem:
