@@ -337,8 +337,14 @@ def wall_verdict(ratio: float, share: CpuShare | None) -> str:
 def per_object(outcome: Outcome, tree: Tree) -> str:
     if outcome.requests is None:
         return outcome.request_note or "not counted"
-    kinds = ", ".join(f"{kind} {n / tree.count:.2f}" for kind, n in sorted(outcome.requests.items()))
+    kinds = ", ".join(per_object_count(kind, n, tree.count) for kind, n in sorted(outcome.requests.items()))
     return f"{'>= ' if outcome.request_note else ''}{kinds}"
+
+
+def per_object_count(kind: str, n: int, objects: int) -> str:
+    """``n`` requests of ``kind`` per object, to two decimals; a count that would show as
+    0.00 (one listing of 20,000 objects) is given in all instead."""
+    return f"{kind} {n / objects:.2f}" if n / objects >= 0.005 else f"{kind} {n} in all"
 
 
 @dataclass

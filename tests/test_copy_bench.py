@@ -14,7 +14,18 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benches"))
 import benchlib
 import copy_bench
-from copy_bench import HEADER, Best, CpuShare, Outcome, Tool, cpu_share, table_row, targets_for, wall_verdict
+from copy_bench import (
+    HEADER,
+    Best,
+    CpuShare,
+    Outcome,
+    Tool,
+    cpu_share,
+    per_object_count,
+    table_row,
+    targets_for,
+    wall_verdict,
+)
 
 SERVER_BOUND = "server-bound"
 
@@ -84,6 +95,18 @@ def test_every_row_has_a_cell_per_column():
     rows.append(table_row(Outcome("x", "S3->local"), tool, tree, best))
     assert [len(r) for r in rows] == [len(HEADER)] * 4
     assert rows[1][HEADER.index("server CPU s")] == "-"
+
+
+@pytest.mark.parametrize(("kind", "n", "objects", "shown"), [
+    ("PUT", 20_000, 20_000, "PUT 1.00"),
+    ("POST", 8, 4, "POST 2.00"),
+    ("LIST", 21, 1_008, "LIST 0.02"),
+    ("LIST", 5, 1_000, "LIST 0.01"),  # 0.005: still shows as a rate
+    ("LIST", 1, 20_000, "LIST 1 in all"),  # 0.00005 would read "LIST 0.00": none at all
+    ("HEAD", 4, 1_000, "HEAD 4 in all"),
+])
+def test_a_request_count_never_shows_as_zero(kind, n, objects, shown):
+    assert per_object_count(kind, n, objects) == shown
 
 
 def test_session_cpu_counts_reaped_children():
