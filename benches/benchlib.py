@@ -121,6 +121,9 @@ def start_server(args: argparse.Namespace, workdir: Path) -> S3Server:
 
     known = set(child_pids())
     seaweed = SeaweedFS(workdir / "seaweedfs")
+    if not shutil.which("weed"):
+        sys.exit("error: SeaweedFS's `weed` is not on PATH; activate the venv that scripts/setup made "
+                 "(it installs weed), or pass --endpoint to use your own S3 server")
     started = seaweed.start() or seaweed
     # devstack starts `weed` as our child in a session of its own: the new child is the server.
     new = [pid for pid in child_pids() if pid not in known and _comm(pid) == "weed"]

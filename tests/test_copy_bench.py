@@ -4,6 +4,7 @@ given numbers; nothing here times a copy (the benchmark itself is run on purpose
 
 from __future__ import annotations
 
+import argparse
 import os
 import subprocess
 import sys
@@ -119,3 +120,12 @@ def test_session_cpu_counts_reaped_children():
                             check=True)
     assert burned.returncode == 0
     assert benchlib.session_cpu(sid) - before >= 0.45
+
+
+def test_no_weed_on_path_is_one_clear_line(monkeypatch, tmp_path):
+    monkeypatch.setenv("PATH", str(tmp_path))
+    args = argparse.Namespace(endpoint=None)
+    with pytest.raises(SystemExit) as exited:
+        benchlib.start_server(args, tmp_path)
+    assert str(exited.value).startswith("error: SeaweedFS's `weed` is not on PATH; activate the venv")
+    assert not (tmp_path / "seaweedfs").exists()
