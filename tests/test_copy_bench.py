@@ -1,0 +1,131 @@
+"""The copy benchmark's report logic (benches/copy_bench.py): which wall-time verdict a run
+earns, the server's CPU as /proc accounts it, and the table's shape. Pure functions on
+given numbers; nothing here times a copy (the benchmark itself is run on purpose)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benches"))
+import benchlib
+import copy_bench
+from copy_bench import (
+    HEADER,
+    Best,
+    CpuShare,
+    Outcome,
+    Tool,
+    cpu_share,
+    per_object_count,
+    table_row,
+    targets_for,
+    wall_verdict,
+)
+
+SERVER_BOUND = "server-bound"
+
+# (wall ratio, share or None, expected verdict start). nproc 2, wall 10 s: 20 CPU s in all.
+VERDICTS = [
+    pytest.param(0.70, CpuShare(2, 10, 2, 1), "met", id="at the target"),
+    pytest.param(0.50, CpuShare(2, 10, 15, 5), "met", id="met, saturated by the client"),
+    pytest.param(0.71, None, "**MISSED**", id="server not watched"),
+    pytest.param(1.20, CpuShare(2, 10, 6, 13), SERVER_BOUND, id="server took what the client left"),
+    pytest.param(1.20, CpuShare(2, 10, 2, 16.5), SERVER_BOUND, id="client idles, server >= 90% of the rest"),
+    pytest.param(1.20, CpuShare(2, 10, 10, 10), SERVER_BOUND, id="equal shares, machine full"),
+    pytest.param(1.20, CpuShare(2, 10, 6, 11), "**MISSED**", id="machine at 85%: not saturated"),
+    pytest.param(1.20, CpuShare(2, 10, 12, 7.5), "**MISSED**", id="saturated, but the client used more"),
+    pytest.param(1.20, CpuShare(2, 10, 8, 10.1), "**MISSED**", id="saturated, server 84% of what was left"),
+    pytest.param(1.20, CpuShare(2, 10, 19, 1), "**MISSED**", id="the client saturates the cores itself"),
+    pytest.param(1.20, CpuShare(2, 10, 1, 2), "**MISSED**", id="machine mostly idle"),
+]
+
+
+@pytest.mark.parametrize(("ratio", "share", "expected"), VERDICTS)
+def test_wall_verdict(ratio, share, expected):
+    assert wall_verdict(ratio, share).startswith(expected)
+
+
+@pytest.mark.parametrize(("ratio", "share", "expected"), VERDICTS)
+def test_server_bound_only_on_a_saturated_machine(ratio, share, expected):
+    if wall_verdict(ratio, share).startswith(SERVER_BOUND):
+        assert share.use >= copy_bench.SATURATED
+
+
+def test_server_bound_verdict_states_the_numbers():
+    # 2 cores x 10 s = 20 CPU s; mbackup used 6, so 14 were left, of which the server used 13.
+    assert wall_verdict(1.2, CpuShare(2, 10, 6, 13)) == \
+        "server-bound: server 13.00 CPU s of 14.00 available while mbackup used 6.00"
+
+
+def run(wall, cpu, server_cpu, rss=50 * benchlib.MIB):
+    return benchlib.Measured(wall, rss, cpu, 0, Path("log"), server_cpu)
+
+
+def test_cpu_share_is_the_median_of_the_runs_and_needs_every_server_reading():
+    outcome = Outcome("mbackup", "S3->local", [run(4, 3, 5), run(5, 2, 7), run(9, 4, 6)])
+    assert cpu_share(outcome, nproc=2) == CpuShare(2, 5, 3, 6)
+    assert cpu_share(outcome, nproc=2).use == pytest.approx(0.9)
+    outcome.runs.append(run(5, 3, None))  # one run against a server we could not watch
+    assert cpu_share(outcome, nproc=2) is None
+
+
+def test_targets_line_says_server_bound_with_numbers():
+    n = copy_bench.NPROC  # the report's nproc: scale so client + server fill 95% of it
+    mb = Outcome("mbackup", "S3->local", [run(10, 3 * n, 6.5 * n)])
+    line = targets_for("milvus, S3->local", mb, Best(5.0, "s5cmd", 6.0, "s5cmd", 50 * benchlib.MIB, "s5cmd"))[0]
+    wall_part = line.split("; CPU")[0]
+    assert wall_part == (f"- milvus, S3->local: wall 2.00x the best peer's (s5cmd; target <= 0.70x): server-bound: "
+                         f"server {6.5 * n:.2f} CPU s of {7 * n:.2f} available while mbackup used {3 * n:.2f}")
+
+
+def test_every_row_has_a_cell_per_column():
+    tree = benchlib.Tree({"a": 1024, "b": 2048})
+    best = Best(1.0, "s5cmd", 1.0, "s5cmd", benchlib.MIB, "s5cmd")
+    tool = Tool()
+    tool.name = "x"
+    rows = [table_row(Outcome("x", "S3->local", [run(1, 1, 1)]), tool, tree, best),
+            table_row(Outcome("x", "S3->local", [run(1, 1, None)]), tool, tree, best),
+            table_row(Outcome("x", "S3->local", failure="exit 1"), tool, tree, best)]
+    tool.missing = "not installed"
+    rows.append(table_row(Outcome("x", "S3->local"), tool, tree, best))
+    assert [len(r) for r in rows] == [len(HEADER)] * 4
+    assert rows[1][HEADER.index("server CPU s")] == "-"
+
+
+@pytest.mark.parametrize(("kind", "n", "objects", "shown"), [
+    ("PUT", 20_000, 20_000, "PUT 1.00"),
+    ("POST", 8, 4, "POST 2.00"),
+    ("LIST", 21, 1_008, "LIST 0.02"),
+    ("LIST", 5, 1_000, "LIST 0.01"),  # 0.005: still shows as a rate
+    ("LIST", 1, 20_000, "LIST 1 in all"),  # 0.00005 would read "LIST 0.00": none at all
+    ("HEAD", 4, 1_000, "HEAD 4 in all"),
+])
+def test_a_request_count_never_shows_as_zero(kind, n, objects, shown):
+    assert per_object_count(kind, n, objects) == shown
+
+
+def test_session_cpu_counts_reaped_children():
+    """A child that burned CPU and ended is still in the session's count (in cutime), so a
+    server process that ends between two readings is not lost."""
+    sid = os.getsid(0)
+    before = benchlib.session_cpu(sid)
+    burned = subprocess.run([sys.executable, "-c",
+                             "import time\nt = time.process_time()\nwhile time.process_time() - t < 0.5: pass"],
+                            check=True)
+    assert burned.returncode == 0
+    assert benchlib.session_cpu(sid) - before >= 0.45
+
+
+def test_no_weed_on_path_is_one_clear_line(monkeypatch, tmp_path):
+    monkeypatch.setenv("PATH", str(tmp_path))
+    args = argparse.Namespace(endpoint=None)
+    with pytest.raises(SystemExit) as exited:
+        benchlib.start_server(args, tmp_path)
+    assert str(exited.value).startswith("error: SeaweedFS's `weed` is not on PATH; activate the venv")
+    assert not (tmp_path / "seaweedfs").exists()
