@@ -3,6 +3,9 @@ any character; a URL's '?' starts its options, and nothing else is special."""
 
 from __future__ import annotations
 
+import threading
+import time
+
 import pytest
 
 from milvus_backup.plugins.manager import storage_backends
@@ -36,3 +39,38 @@ def test_options_after_a_hash_in_the_prefix_are_still_options():
 def test_a_secret_in_the_options_is_refused_wherever_a_hash_stands(url):
     with pytest.raises(StorageError, match=r"the URL holds the secret (secret_access_key|token) \(not shown\)"):
         open_location(url)
+
+
+def test_many_round_trips_run_side_by_side_and_keep_their_order():
+    """Listing a root of many backups reads each one's meta: side by side, not one after
+    another. Four calls that each wait for the other three can only all return if they run
+    at once; results come back in the order asked, and a failure is raised once all ended."""
+    from milvus_backup.storage.location import in_parallel
+
+    together = threading.Barrier(4)
+    assert in_parallel(lambda i: (together.wait(timeout=30), i * i)[1], [0, 1, 2, 3]) == [0, 1, 4, 9]
+
+    ended = []
+
+    def call(i):
+        if i == 1:
+            raise ValueError("backup 1 is damaged")
+        time.sleep(0.05)
+        ended.append(i)
+        return i
+
+    with pytest.raises(ValueError, match="backup 1 is damaged"):
+        in_parallel(call, [0, 1, 2, 3, 4])
+    assert sorted(ended) == [0, 2, 3, 4]  # the others were not abandoned half-way
+
+
+def test_meta_files_written_and_read_together_are_the_bytes_given():
+    from milvus_backup.storage.location import NotFound
+
+    loc = open_location("memory://n/root")
+    files = {f"b/meta/{n}.json": f"{n}-{'x' * n}".encode() for n in range(20)}
+    loc.write_many(files)
+    assert loc.read_many(sorted(files)) == dict(sorted(files.items()))
+    assert {o.key: o.size for o in loc.list("b/meta")} == {k: len(v) for k, v in files.items()}
+    with pytest.raises(NotFound):
+        loc.read_many(["b/meta/1.json", "b/meta/missing.json"])

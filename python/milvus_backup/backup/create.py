@@ -717,8 +717,7 @@ def write_meta(stores: Stores, bdir: str, info: meta.BackupInfo, report: CopyRep
     files = meta_files or meta.write_meta_files(info)
     written |= {f"{meta.META_DIR}/{n}": data for n, data in files.items() if n != meta.BACKUP_META}
     lock.renew()  # a run that took the lock over (a delete) owns the backup now: write nothing into it
-    for rel, data in written.items():
-        backup.write(f"{bdir}/{rel}", data)
+    backup.write_many({f"{bdir}/{rel}": data for rel, data in written.items()})
     expected = {rel: obj["size"] for rel, obj in manifest["objects"].items() if "pool" not in obj} | {
         k: len(v) for k, v in written.items()}
     try:

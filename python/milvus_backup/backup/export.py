@@ -208,8 +208,8 @@ def _write(stores: Stores, dest: Location, bdir: str, ddir: str, info: meta.Back
 
     at_dest = dataclasses.replace(stores, backup=dest)
     if output == info.name:
-        files = {obj.key.rsplit("/", 1)[-1]: stores.backup.read(obj.key) for obj in stores.backup.list(f"{bdir}/meta/")
-                 if obj.key.rsplit("/", 1)[-1] in meta.META_FILES}
+        keys = [o.key for o in stores.backup.list(f"{bdir}/meta/") if o.key.rsplit("/", 1)[-1] in meta.META_FILES]
+        files = {key.rsplit("/", 1)[-1]: data for key, data in stores.backup.read_many(keys).items()}
         write_meta(at_dest, ddir, info, report, settings, lock, meta_files=files)
     else:
         write_meta(at_dest, ddir, dataclasses.replace(info, name=output), report, settings, lock)

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..format import meta, untrusted
+from ..storage.location import BucketNotFound, NotFound
 from .catalog import MANIFEST, Stores, backup_dir, backup_storage_errors
 from .pool import ALGOS, POOL_DIR, list_rels, parse_pool_key, pool_root, under_root
 
@@ -53,9 +54,13 @@ def read(stores: Stores, name: str) -> dict[str, Any] | None:
     ValueError when it is damaged."""
     key = f"{backup_dir(stores, name)}/{MANIFEST_KEY}"
     with backup_storage_errors(stores):
-        if not stores.backup.exists(key):
+        try:
+            data = stores.backup.read(key)
+        except BucketNotFound:
+            raise
+        except NotFound:  # one round trip, not a HEAD and then a GET
             return None
-        return parse(stores.backup.read(key))
+        return parse(data)
 
 
 @dataclass(frozen=True)

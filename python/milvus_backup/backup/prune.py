@@ -29,7 +29,7 @@ from typing import Any, ClassVar
 
 from ..errors import EXIT_UNREACHABLE, IntegrityError, MBackupError, PartialError
 from ..format import untrusted
-from ..storage.location import NotFound, StorageError
+from ..storage.location import NotFound, StorageError, in_parallel
 from ..units import format_bytes, format_duration
 from . import manifest as manifests
 from .catalog import IN_PROGRESS, Stores, backup_storage_errors
@@ -136,12 +136,12 @@ def claims(stores: Stores, from_marker: Callable[[bytes], Iterable[str]],
     with backup_storage_errors(stores):
         root = stores.backup_root
         dirs, _ = stores.backup.list_dirs(root)
-        refs: set[str] = set()
-        for d in sorted(dirs):
-            name = d.rstrip("/").rsplit("/", 1)[-1]
-            if name == POOL_DIR or name in skipped:
-                continue
+        names = [name for name in sorted(d.rstrip("/").rsplit("/", 1)[-1] for d in dirs)
+                 if name != POOL_DIR and name not in skipped]
+
+        def claimed(name: str) -> set[str]:
             bdir = f"{root}/{name}" if root else name
+            found: set[str] = set()
             # The marker first: a create that completes meanwhile wrote its manifest before
             # it removed its marker, so one of the two is seen.
             for rel, read in ((IN_PROGRESS, from_marker), (manifests.MANIFEST_KEY, from_manifest)):
@@ -150,12 +150,17 @@ def claims(stores: Stores, from_marker: Callable[[bytes], Iterable[str]],
                 except NotFound:
                     continue
                 try:
-                    refs.update(read(data))
+                    found.update(read(data))
                 except ValueError as e:
                     raise IntegrityError(
                         f"cannot tell which pool objects backup {untrusted.shown(name)!r} references: "
                         f"{stores.backup_url(name)}/{rel} is damaged ({e}); delete or repair that backup, "
                         f"then {again} (nothing was deleted)") from None
+            return found
+
+        # Backups side by side (each keeps its marker-then-manifest order): a root of many
+        # backups is read in the time of a few.
+        refs: set[str] = set().union(*in_parallel(claimed, names))
     return refs
 
 

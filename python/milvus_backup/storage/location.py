@@ -8,7 +8,8 @@ import builtins
 import contextlib
 import socket
 import ssl
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 from urllib.parse import parse_qsl, urlsplit
@@ -113,6 +114,15 @@ class Location:
             # No condition, no keyword: stores a plugin implements in Python take put(key, data).
             return self.store.put(self.key(relative), data, **conditions)
 
+    def read_many(self, relatives: Iterable[str]) -> dict[str, bytes]:
+        """Read small objects (meta files) at once, not one round trip after another."""
+        keys = builtins.list(relatives)
+        return dict(zip(keys, in_parallel(self.read, keys), strict=True))
+
+    def write_many(self, items: dict[str, bytes]) -> None:
+        """Write small objects (meta files) at once; the first failure is raised once all ended."""
+        in_parallel(lambda rel: self.write(rel, items[rel]), builtins.list(items))
+
     def head(self, relative: str) -> tuple[int, str | None] | None:
         """(size, version) of an object, or None when there is none."""
         with self._errors():
@@ -178,6 +188,15 @@ class Location:
             yield
         except _engine.EngineError as e:
             raise storage_error(self, e) from None
+
+
+def in_parallel(call: Callable[[Any], Any], items: builtins.list[Any], most: int = 16) -> builtins.list[Any]:
+    """``call`` on each item, ``most`` at a time, results in order: for round trips to a store
+    (the engine releases the GIL while it waits). The first failure is raised once all ended."""
+    if len(items) <= 1:
+        return [call(item) for item in items]
+    with ThreadPoolExecutor(min(most, len(items)), thread_name_prefix="mbackup-io") as pool:
+        return builtins.list(pool.map(call, items))
 
 
 def _one_level(listing: list[tuple[str, int, str | None]], prefix: str
