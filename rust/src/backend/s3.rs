@@ -279,7 +279,9 @@ pub async fn checks_crc32c(store: &AmazonS3, info: &S3Info, prefix: &str) -> Res
             let answer = put_unsigned(store, info, &key, body.len() as u64, wrong, reqwest::Body::from(body)).await;
             let checks = match answer {
                 Err(e) if e.code == Code::Corrupt => true,
-                Err(e) if e.code.transient() || e.code == Code::Protocol => return Err(e),
+                // Not an answer about checksums: asked again by the next upload (a key the
+                // server cannot address fails its own upload the same way).
+                Err(e) if e.code.transient() || matches!(e.code, Code::Protocol | Code::BadKey) => return Err(e),
                 Err(_) => false,
                 Ok(_) => {
                     let url = object_url(info, &key)?;
