@@ -15,9 +15,11 @@ The mode is switched at run time, for the requests that start after the switch::
         proxy.release()                                    # end the stalls held now, at once
         proxy.slowdown(count=5, methods="PUT")             # the next 5 PUTs: 503
         proxy.corrupt(count=1, at_byte=8192, paths="/obj")  # flip one byte of a response
+        proxy.corrupt_request(count=1, at_byte=5000, paths="/obj")  # ... of a request body
         proxy.passthrough()
         proxy.stats                                        # what was injected so far
         proxy.seen["GET /bucket/key"]                      # requests by method and path
+        proxy.heads                                        # (method, path, headers) of each
 
 A fault applies to a ``fraction`` of requests (decided by an RNG seeded with ``seed``) or
 to the next ``count`` requests, optionally only to some HTTP ``methods`` and to request
@@ -45,7 +47,7 @@ _CHUNK = 64 * 1024
 
 @dataclass(frozen=True)
 class _Rule:
-    kind: str  # "pass", "slowdown", "drop", "stall", "corrupt"
+    kind: str  # "pass", "slowdown", "drop", "stall", "corrupt", "corrupt_request"
     fraction: float = 1.0
     count: int | None = None  # None: every request, with probability fraction
     after_bytes: tuple[int, int] | None = None  # drop/stall once the response reached this many bytes
@@ -110,6 +112,7 @@ class FaultProxy:
         self._timer: threading.Timer | None = None
         self.stats: Counter[str] = Counter()
         self.seen: Counter[str] = Counter()  # "METHOD /path" (no query) -> requests started
+        self.heads: list[tuple[str, str, dict[str, str]]] = []  # each request's method, path, headers
         self.errors: list[str] = []  # unexpected exceptions in proxy threads, for debugging
         self.port: int | None = None
 
@@ -191,6 +194,13 @@ class FaultProxy:
         status line and headers count: pick an offset past them, a few hundred bytes), and
         pass the rest on: damage in transit that no length check can see."""
         self._set(_Rule("corrupt", fraction, count, _byte_range(at_byte), methods=_methods(methods), paths=paths))
+
+    def corrupt_request(self, *, at_byte: int, fraction: float = 1.0, count: int | None = None, methods="PUT",
+                        paths: str | None = None) -> None:
+        """Flip the bits of one byte of a request's body, ``at_byte`` from its start, and pass
+        the rest on: an upload damaged on its way to the server, same length."""
+        self._set(_Rule("corrupt_request", fraction, count, _byte_range(at_byte), methods=_methods(methods),
+                        paths=paths))
 
     def release(self) -> None:
         """End every stall held now, each as its rule says (``then``); stalls that start later
@@ -302,6 +312,8 @@ class FaultProxy:
             end = buf.index(b"\r\n\r\n") + 4
             head, buf = buf[:end], buf[end:]
             method, path, headers = _parse_head(head)
+            with self._lock:
+                self.heads.append((method, path, headers))
             if "chunked" in headers.get("transfer-encoding", "").lower():
                 self._forward_opaque(conn, head + buf)  # no framing to follow: pass the rest on
                 return
@@ -326,16 +338,22 @@ class FaultProxy:
                     conn.budget = (self._pick(rule.after_bytes), rule.kind, rule)
             conn.upstream.sendall(head)
             # The body, as it arrives; whatever follows it is the next request.
+            flip = self._pick(rule.after_bytes) if rule.kind == "corrupt_request" and rule.after_bytes else None
             body, buf = buf[:length], buf[length:]
-            if body:
-                conn.upstream.sendall(body)
-            left = length - len(body)
-            while left > 0:
-                data = conn.client.recv(min(_CHUNK, left))
-                if not data:
+            sent = 0
+            while True:
+                if flip is not None and sent <= flip < sent + len(body):
+                    at = flip - sent
+                    body = body[:at] + bytes([body[at] ^ 0xFF]) + body[at + 1:]
+                    self._count("corrupted_requests")
+                if body:
+                    conn.upstream.sendall(body)
+                sent += len(body)
+                if sent >= length:
+                    break
+                body = conn.client.recv(min(_CHUNK, length - sent))
+                if not body:
                     return
-                conn.upstream.sendall(data)
-                left -= len(data)
 
     def _pump_down(self, conn: _Conn) -> None:
         """Upstream -> client, cutting, freezing or damaging a response when its budget runs out."""

@@ -20,6 +20,8 @@ use crate::progress::Progress;
 use crate::retry::backoff;
 use crate::version::{changed, md5_of_etag, Pin};
 
+mod from_file;
+
 /// Bytes per write when a body is streamed into a file: large writes, few hand-offs to the
 /// blocking pool, and the memory one object holds.
 const WRITE_SIZE: u64 = 1 << 20;
@@ -394,7 +396,9 @@ impl Engine {
     }
 
     /// Whole object through memory: one GET, one PUT (atomic on every store). Into a folder,
-    /// objects larger than one write go through a staging file instead (`stream_into_file`).
+    /// objects larger than one write go through a staging file instead (`stream_into_file`);
+    /// from a local file to an S3 server that checks CRCs, two passes over the file, streamed
+    /// (`from_file.rs`).
     async fn stream(
         &self,
         job: &Job,
@@ -403,6 +407,9 @@ impl Engine {
         algo: Option<Algo>,
         counter: &Counter<'_>,
     ) -> Result<Moved> {
+        if self.streams_from_file(job).await? {
+            return self.stream_from_file(job, pin, size, algo, counter).await;
+        }
         if size > WRITE_SIZE && job.dst.kind() == "file" {
             return self.stream_into_file(job, pin, size, algo, counter).await;
         }

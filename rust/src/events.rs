@@ -44,6 +44,11 @@ pub fn retry(what: &str, why: &str, attempt: u32, max: u32, wait: Duration) {
     push("warn", format!("{what}: attempt {attempt} of {max} failed ({why}); retrying in {:.1}s", wait.as_secs_f64()));
 }
 
+/// Something worth one line in the log, once (which path a store's uploads take).
+pub fn info(message: &str) {
+    push("info", message.to_string());
+}
+
 /// Every event since the last call, oldest first, and a note of any left out.
 pub fn take() -> Vec<Entry> {
     let mut q = queue().lock().unwrap();

@@ -19,7 +19,7 @@ pub fn code_for_status(status: u16, s3_code: Option<&str>) -> Code {
         500..=599 if s3_code == Some("SlowDown") => Code::Throttled,
         500..=599 => Code::ServerError,
         // Some servers throttle with a 400 and a SlowDown code in the body.
-        _ => s3_code.and_then(code_for_s3).filter(|c| c.transient()).unwrap_or(Code::Refused),
+        _ => s3_code.and_then(code_for_s3).filter(|c| c.transient() || *c == Code::Corrupt).unwrap_or(Code::Refused),
     }
 }
 
@@ -33,6 +33,8 @@ fn code_for_s3(s3_code: &str) -> Option<Code> {
         "SignatureDoesNotMatch" => Code::SignatureMismatch,
         "ExpiredToken" | "TokenRefreshRequired" => Code::ExpiredToken,
         "SlowDown" => Code::Throttled,
+        // The body's checksum (or SHA-256) is not the one the request states: damaged on the way.
+        "BadDigest" | "XAmzContentChecksumMismatch" => Code::Corrupt,
         "RequestTimeout" => Code::Timeout,
         "InternalError" | "ServiceUnavailable" => Code::ServerError,
         _ => return None,

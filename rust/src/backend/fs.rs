@@ -228,6 +228,11 @@ fn etag_of(st: &libc::stat) -> String {
     format!("{:x}-{:x}-{:x}", st.st_ino, nanos, st.st_size)
 }
 
+/// The version (the ETag a listing gives) of an open file, as it is now.
+pub fn version_of(file: &File) -> io::Result<String> {
+    fstat(file.as_raw_fd()).map(|st| etag_of(&st))
+}
+
 fn modified(st: &libc::stat) -> DateTime<Utc> {
     DateTime::from_timestamp(st.st_mtime, st.st_mtime_nsec as u32).unwrap_or_default()
 }

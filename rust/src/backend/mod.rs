@@ -386,6 +386,10 @@ fn open_s3(url: &str, options: &HashMap<String, String>) -> Result<Backend> {
         let k = k.trim_start_matches("aws_");
         k == "sse_customer_key_base64" || (k == "server_side_encryption" && v.eq_ignore_ascii_case("sse-c"))
     });
+    let plain_put = !options.keys().any(|k| {
+        let k = k.trim_start_matches("aws_");
+        k.starts_with("sse_") || matches!(k, "server_side_encryption" | "checksum_algorithm" | "request_payer")
+    });
     let b = if s3::uses_instance_credentials(&b) {
         let fallback = b.clone().build().map_err(|e| config_error(url, e))?.credentials().clone();
         b.with_credentials(Arc::new(s3::InstanceCredentials(fallback)))
@@ -397,7 +401,17 @@ fn open_s3(url: &str, options: &HashMap<String, String>) -> Result<Backend> {
     let verified = tokio::sync::OnceCell::new();
     Ok(Backend::S3 {
         store: Arc::new(store),
-        info: S3Info { bucket, bucket_endpoint, region, account, http, verified, sse_c },
+        info: S3Info {
+            bucket,
+            bucket_endpoint,
+            region,
+            account,
+            http,
+            verified,
+            sse_c,
+            plain_put,
+            checks_crc32c: Default::default(),
+        },
     })
 }
 

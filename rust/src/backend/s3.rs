@@ -10,6 +10,7 @@
 use std::ops::Range;
 use std::sync::Arc;
 
+use base64::Engine as _;
 use http::{HeaderMap, HeaderValue, Method};
 use object_store::aws::{
     AmazonS3, AmazonS3Builder, AmazonS3ConfigKey, AwsAuthorizer, AwsCredential, AwsCredentialProvider,
@@ -42,6 +43,12 @@ pub struct S3Info {
     /// Objects are encrypted with a customer key, which every read must send: our own
     /// requests do not, so reads go through object_store (without the stated checksums).
     pub sse_c: bool,
+    /// No option object_store turns into PUT headers (encryption, a checksum algorithm,
+    /// requester pays) is set: our own PUT (`put_unsigned`) writes what its PUT would.
+    pub plain_put: bool,
+    /// Whether the server refuses a wrong `x-amz-checksum-crc32c` (`checks_crc32c`), asked once.
+    /// Boxed: a store is one variant of `Backend`, which stays small.
+    pub checks_crc32c: Box<tokio::sync::OnceCell<bool>>,
 }
 
 /// Whether object_store falls back to the instance metadata service for credentials: none
@@ -160,6 +167,12 @@ fn content_type(headers: &HeaderMap) -> String {
     headers.get(http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("").to_string()
 }
 
+/// A request's body: signed (its SHA-256 in the signature), or sent as it streams, unsigned.
+enum Payload {
+    Signed(String),
+    Unsigned(reqwest::Body),
+}
+
 /// Sign one request with the store's credentials and send it; a 2xx response comes back
 /// with its body unread (a GET streams it), anything else as an error.
 async fn respond(
@@ -170,22 +183,44 @@ async fn respond(
     headers: &[(&'static str, String)],
     body: String,
 ) -> Result<reqwest::Response> {
+    respond_with(store, info, method, url, headers, Payload::Signed(body)).await
+}
+
+async fn respond_with(
+    store: &AmazonS3,
+    info: &S3Info,
+    method: Method,
+    url: &str,
+    headers: &[(&'static str, String)],
+    payload: Payload,
+) -> Result<reqwest::Response> {
     let credential = store.credentials().get_credential().await?;
+    let signed = match &payload {
+        Payload::Signed(body) => HttpRequestBody::from(body.clone()),
+        Payload::Unsigned(_) => HttpRequestBody::from(String::new()),
+    };
     let mut request: HttpRequest = http::Request::builder()
         .method(method.clone())
         .uri(url)
-        .body(HttpRequestBody::from(body.clone()))
+        .body(signed)
         .map_err(|e| Error::new(Code::Other, format!("bad request URL {url}: {e}")))?;
     for (name, value) in headers {
         let value = HeaderValue::from_str(value).map_err(|e| Error::new(Code::Other, e.to_string()))?;
         request.headers_mut().insert(*name, value);
     }
-    AwsAuthorizer::new(&credential, "s3", &info.region).try_authorize(&mut request, None)?;
+    let unsigned = matches!(payload, Payload::Unsigned(_));
+    AwsAuthorizer::new(&credential, "s3", &info.region)
+        .with_sign_payload(!unsigned)
+        .try_authorize(&mut request, None)?;
     let (parts, _) = request.into_parts();
-    let mut builder = info.http.request(parts.method, url).headers(parts.headers).body(body);
-    if method == Method::GET {
-        // A GET streams under the byte cap for as long as the object needs; a silent server
-        // is still caught by the client's read timeout.
+    let mut builder = info.http.request(parts.method, url).headers(parts.headers);
+    builder = match payload {
+        Payload::Signed(body) => builder.body(body),
+        Payload::Unsigned(body) => builder.body(body),
+    };
+    if method == Method::GET || unsigned {
+        // A GET or a streamed PUT moves bytes under the byte cap for as long as the object
+        // needs; a silent server is still caught by the client's read timeout.
         builder = builder.timeout(std::time::Duration::from_secs(24 * 3600));
     }
     let response = builder.send().await.map_err(|e| {
@@ -206,6 +241,64 @@ async fn respond(
     // A HEAD answer has no body to name the error: name it from the status.
     let said = if text.is_empty() { status_code_name(status) } else { s3_code(&text) };
     Err(Error::new(code, format!("{method} {url}: HTTP {status} {said}")))
+}
+
+/// The value of `x-amz-checksum-crc32c`: base64 of the CRC's four bytes, big-endian.
+pub fn crc32c_header(crc: u32) -> String {
+    base64::engine::general_purpose::STANDARD.encode(crc.to_be_bytes())
+}
+
+/// PUT of `len` bytes streamed from `body`, unsigned (no SHA-256 of the body): the server
+/// recomputes the CRC32C stated and refuses a mismatch (BadDigest: Code::Corrupt). Only for
+/// a server `checks_crc32c` has shown to do so. Returns the new object's ETag.
+pub async fn put_unsigned(
+    store: &AmazonS3,
+    info: &S3Info,
+    key: &str,
+    len: u64,
+    crc32c: u32,
+    body: reqwest::Body,
+) -> Result<Option<String>> {
+    let url = object_url(info, key)?;
+    let headers = [("content-length", len.to_string()), ("x-amz-checksum-crc32c", crc32c_header(crc32c))];
+    let response = respond_with(store, info, Method::PUT, &url, &headers, Payload::Unsigned(body)).await?;
+    Ok(response.headers().get(http::header::ETAG).and_then(|v| v.to_str().ok()).map(str::to_string))
+}
+
+/// Whether the server checks `x-amz-checksum-crc32c`, learnt once per store by a small PUT
+/// under `prefix` with a wrong one: refused as BadDigest, it checks; stored, it does not (the
+/// probe object is deleted again); refused otherwise (a store that knows no checksum
+/// headers), it is not to be sent them. Uploads trust the CRC over the body's signature only
+/// where it checks.
+pub async fn checks_crc32c(store: &AmazonS3, info: &S3Info, prefix: &str) -> Result<bool> {
+    info.checks_crc32c
+        .get_or_try_init(|| async {
+            let body: &'static [u8] = b"mbackup: does this server check x-amz-checksum-crc32c?";
+            let wrong = crate::checksum::checksum(crate::checksum::Algo::Crc32c, body) as u32 ^ 0xffff_ffff;
+            let key = format!("{prefix}.mbackup-crc32c-probe-{:016x}", rand::rng().random::<u64>());
+            let answer = put_unsigned(store, info, &key, body.len() as u64, wrong, reqwest::Body::from(body)).await;
+            let checks = match answer {
+                Err(e) if e.code == Code::Corrupt => true,
+                // Not an answer about checksums: asked again by the next upload (a key the
+                // server cannot address fails its own upload the same way).
+                Err(e) if e.code.transient() || matches!(e.code, Code::Protocol | Code::BadKey) => return Err(e),
+                Err(_) => false,
+                Ok(_) => {
+                    let url = object_url(info, &key)?;
+                    send(store, info, Method::DELETE, &url, &[], String::new()).await?;
+                    false
+                }
+            };
+            let how = if checks {
+                "refuses a wrong x-amz-checksum-crc32c: uploads from local files stream unsigned, CRC32C-checked"
+            } else {
+                "does not refuse a wrong x-amz-checksum-crc32c: uploads from local files are read whole and signed"
+            };
+            events::info(&format!("{}: {how}", info.bucket_endpoint));
+            Ok(checks)
+        })
+        .await
+        .copied()
 }
 
 fn status_code_name(status: u16) -> String {
@@ -744,6 +837,17 @@ mod tests {
             vec![PendingUpload { key: "src/tab\there".into(), id: "abc".into(), initiated: Some(1_796_043_502.0) }]
         );
         assert_eq!(next, Some(("k".to_string(), "i".to_string())));
+    }
+
+    #[test]
+    fn crc32c_header_is_base64_of_the_big_endian_crc() {
+        // S3's documented value for "Hello, World!" (crc32c 0x4d551068) and the edges.
+        assert_eq!(crc32c_header(0x4d55_1068), "TVUQaA==");
+        assert_eq!(crc32c_header(0), "AAAAAA==");
+        assert_eq!(crc32c_header(u32::MAX), "/////w==");
+        let body = b"Hello, World!";
+        let crc = crate::checksum::checksum(crate::checksum::Algo::Crc32c, body) as u32;
+        assert_eq!(crc, 0x4d55_1068);
     }
 
     #[test]
