@@ -58,6 +58,10 @@ def _readable_metavars(command: Any, ctx: Any) -> Any:
     return command
 
 
+def _never(value: Any) -> bool:
+    return False
+
+
 class _AsParsed:
     """typer 0.2x checks every parameter's value with a pydantic TypeAdapter it builds on first
     use: importing pydantic and building them was ~0.1 CPU s and 12 MiB of every run (issue #14),
@@ -72,7 +76,10 @@ class _AsParsed:
 
     def __init__(self, descriptor: Any) -> None:
         self.descriptor = descriptor
-        self.kept = self._KEPT.get(descriptor.annotation, lambda v: False)
+        info = descriptor.parameter_info
+        bounded = getattr(info, "min", None) is not None or getattr(info, "max", None) is not None
+        # A number with bounds is checked against them by typer, whatever its type.
+        self.kept: Callable[[Any], bool] = _never if bounded else self._KEPT.get(descriptor.annotation, _never)
 
     def coerce(self, value: Any, param: Any, ctx: Any) -> Any:
         if value is None:  # as typer has it
