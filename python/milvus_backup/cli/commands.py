@@ -58,6 +58,54 @@ def _readable_metavars(command: Any, ctx: Any) -> Any:
     return command
 
 
+def _never(value: Any) -> bool:
+    return False
+
+
+class _AsParsed:
+    """typer 0.2x checks every parameter's value with a pydantic TypeAdapter it builds on first
+    use: importing pydantic and building them was ~0.1 CPU s and 12 MiB of every run (issue #14),
+    for values click has already parsed. A str, a list of str or a count's int is kept as click
+    parsed it; any other value still goes through typer's own check."""
+
+    _KEPT: ClassVar[dict[Any, Callable[[Any], bool]]] = {
+        str: lambda v: isinstance(v, str),
+        int: lambda v: type(v) is int,
+        list[str]: lambda v: isinstance(v, list | tuple) and all(isinstance(x, str) for x in v),
+    }
+
+    def __init__(self, descriptor: Any) -> None:
+        self.descriptor = descriptor
+        info = descriptor.parameter_info
+        bounded = getattr(info, "min", None) is not None or getattr(info, "max", None) is not None
+        # A number with bounds is checked against them by typer, whatever its type.
+        self.kept: Callable[[Any], bool] = _never if bounded else self._KEPT.get(descriptor.annotation, _never)
+
+    def coerce(self, value: Any, param: Any, ctx: Any) -> Any:
+        if value is None:  # as typer has it
+            return () if param.multiple or param.nargs == -1 else None
+        if self.kept(value):
+            return list(value) if isinstance(value, tuple) else value
+        from typer._coercion import build_runtime_param
+
+        return build_runtime_param(self.descriptor).coerce(value, param=param, ctx=ctx)
+
+    @classmethod
+    def keep(cls, params: list[Any]) -> list[Any]:
+        for p in params:
+            # Only where typer has this lazy check (older typer converts with click's types).
+            descriptor = getattr(p, "type_descriptor", None)
+            if descriptor is not None and getattr(p, "_runtime_param", False) is None \
+                    and descriptor.parameter_info.parser is None and descriptor.file_annotation is None:
+                p._runtime_param = cls(descriptor)
+        return params
+
+    @classmethod
+    def install(cls, command: Any, ctx: Any) -> Any:
+        cls.keep(command.get_params(ctx))
+        return command
+
+
 class _Commands(TyperGroup):
     # typer turns a KeyboardInterrupt (Ctrl-C, or SIGTERM: signals.py) into a silent exit 130,
     # while parsing as while running: let main() say it, with the signal's own code, instead.
@@ -73,9 +121,12 @@ class _Commands(TyperGroup):
         except KeyboardInterrupt as e:
             raise _Interrupted from e
 
+    def get_params(self, ctx: Any) -> Any:
+        return _AsParsed.keep(super().get_params(ctx))
+
     def get_command(self, ctx: Any, cmd_name: str) -> Any:
         command = super().get_command(ctx, cmd_name)
-        return None if command is None else _readable_metavars(command, ctx)
+        return None if command is None else _AsParsed.install(_readable_metavars(command, ctx), ctx)
 
     def resolve_command(self, ctx: Any, args: list[str]) -> Any:
         # A command with verbs of its own (restore secondary, as the Go tool's): the verb picks
@@ -84,7 +135,7 @@ class _Commands(TyperGroup):
         verbs = getattr(command, "verbs", None)
         if verbs and rest and rest[0] in verbs:
             verb = verbs[rest[0]]()
-            return f"{name} {rest[0]}", _readable_metavars(verb, ctx), rest[1:]
+            return f"{name} {rest[0]}", _AsParsed.install(_readable_metavars(verb, ctx), ctx), rest[1:]
         return name, command, rest
 
     def format_help(self, ctx: Any, formatter: Any) -> None:
