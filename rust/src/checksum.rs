@@ -122,8 +122,17 @@ impl Want {
 }
 
 /// CRCs of one part, computed where the part is read (parts of an object in parallel).
-pub fn part_crcs(want: &Want, data: &[u8]) -> [Option<u64>; 2] {
-    want.crcs.map(|a| a.map(|a| checksum(a, data)))
+/// The CRCs of one part, given as the chunks it arrived in (never gathered into one buffer).
+pub fn part_crcs<T: AsRef<[u8]>>(want: &Want, chunks: &[T]) -> [Option<u64>; 2] {
+    want.crcs.map(|a| {
+        a.map(|a| {
+            let mut running = Running::new(a);
+            for chunk in chunks {
+                running.update(chunk.as_ref());
+            }
+            running.finish()
+        })
+    })
 }
 
 /// Sums over bytes fed in order: chunks through `update`, or parts whose CRCs were computed
@@ -159,16 +168,19 @@ impl Hasher {
         }
     }
 
-    pub fn append_part(&mut self, part: [Option<u64>; 2], data: &[u8]) {
+    pub fn append_part<T: AsRef<[u8]>>(&mut self, part: [Option<u64>; 2], chunks: &[T]) {
         self.fold_running();
         self.parts = true;
+        let len: u64 = chunks.iter().map(|c| c.as_ref().len() as u64).sum();
         for ((crc, want), p) in self.crcs.iter_mut().zip(self.want.crcs).zip(part) {
             if let (Some(a), Some(acc), Some(p)) = (want, *crc, p) {
-                *crc = Some(combine(a, acc, p, data.len() as u64));
+                *crc = Some(combine(a, acc, p, len));
             }
         }
         if let Some(m) = &mut self.md5 {
-            m.update(data);
+            for chunk in chunks {
+                m.update(chunk.as_ref());
+            }
         }
     }
 
@@ -255,13 +267,13 @@ mod tests {
         let mut by_parts = Hasher::new(want);
         for chunk in data.chunks(7_001) {
             by_chunks.update(chunk);
-            by_parts.append_part(part_crcs(&want, chunk), chunk);
+            by_parts.append_part(part_crcs(&want, &[chunk]), &[chunk]);
         }
         // Chunks and parts mixed in one stream (a part after chunks, chunks after a part).
         let mut mixed = Hasher::new(want);
         for (i, chunk) in data.chunks(7_001).enumerate() {
             match i % 3 {
-                0 => mixed.append_part(part_crcs(&want, chunk), chunk),
+                0 => mixed.append_part(part_crcs(&want, &[chunk]), &[chunk]),
                 _ => mixed.update(chunk),
             }
         }
