@@ -551,8 +551,9 @@ impl Engine {
             _ => (self.cancellable(async { Ok(dst.put_multipart(&dst_path).await?) }).await?, None),
         };
         let want = Want::for_copy(algo, offered);
-        let streamed = match &writer {
-            Some(writer) => self.stream_ranges(job, pin, size, want, writer, counter).await,
+        // The writer is dropped with its arm: the staging file's lock goes with the upload.
+        let streamed = match writer {
+            Some(writer) => self.stream_ranges(job, pin, size, want, &writer, counter).await,
             None => self.stream_parts(job, pin, size, want, upload.as_mut(), counter).await,
         };
         match streamed {
