@@ -124,15 +124,28 @@ impl Want {
 /// CRCs of one part, computed where the part is read (parts of an object in parallel).
 /// The CRCs of one part, given as the chunks it arrived in (never gathered into one buffer).
 pub fn part_crcs<T: AsRef<[u8]>>(want: &Want, chunks: &[T]) -> [Option<u64>; 2] {
-    want.crcs.map(|a| {
-        a.map(|a| {
-            let mut running = Running::new(a);
-            for chunk in chunks {
-                running.update(chunk.as_ref());
-            }
-            running.finish()
-        })
-    })
+    let mut part = PartCrcs::new(want);
+    for chunk in chunks {
+        part.update(chunk.as_ref());
+    }
+    part.finish()
+}
+
+/// The CRCs `want` names over one part, fed chunk by chunk as the part arrives.
+pub struct PartCrcs([Option<Running>; 2]);
+
+impl PartCrcs {
+    pub fn new(want: &Want) -> Self {
+        PartCrcs(want.crcs.map(|a| a.map(Running::new)))
+    }
+    pub fn update(&mut self, data: &[u8]) {
+        for running in self.0.iter_mut().flatten() {
+            running.update(data);
+        }
+    }
+    pub fn finish(&self) -> [Option<u64>; 2] {
+        [0, 1].map(|i| self.0[i].as_ref().map(Running::finish))
+    }
 }
 
 /// Sums over bytes fed in order: chunks through `update`, or parts whose CRCs were computed
@@ -169,18 +182,28 @@ impl Hasher {
     }
 
     pub fn append_part<T: AsRef<[u8]>>(&mut self, part: [Option<u64>; 2], chunks: &[T]) {
+        let len: u64 = chunks.iter().map(|c| c.as_ref().len() as u64).sum();
+        self.append_crcs(part, len);
+        for chunk in chunks {
+            self.update_md5(chunk.as_ref());
+        }
+    }
+
+    /// The next `len` bytes, known by their CRCs only: MD5, if wanted, is fed the same bytes
+    /// separately (`update_md5`), in order.
+    pub fn append_crcs(&mut self, part: [Option<u64>; 2], len: u64) {
         self.fold_running();
         self.parts = true;
-        let len: u64 = chunks.iter().map(|c| c.as_ref().len() as u64).sum();
         for ((crc, want), p) in self.crcs.iter_mut().zip(self.want.crcs).zip(part) {
             if let (Some(a), Some(acc), Some(p)) = (want, *crc, p) {
                 *crc = Some(combine(a, acc, p, len));
             }
         }
+    }
+
+    pub fn update_md5(&mut self, data: &[u8]) {
         if let Some(m) = &mut self.md5 {
-            for chunk in chunks {
-                m.update(chunk.as_ref());
-            }
+            m.update(data);
         }
     }
 
@@ -286,6 +309,29 @@ mod tests {
         let want = Want::for_copy(Some(Algo::Crc32c), Some(Sum::Crc(Algo::Crc64Nvme, 0)));
         assert_eq!((want.crcs, want.md5), ([Some(Algo::Crc32c), Some(Algo::Crc64Nvme)], false));
         assert_eq!(checksum(Algo::Crc32, b"123456789"), 0xcbf4_3926);
+    }
+
+    #[test]
+    fn parts_by_crcs_with_md5_fed_apart_equal_one_stream() {
+        let data: Vec<u8> = (0..200_003u32).map(|i| (i * 7 % 253) as u8).collect();
+        let want = Want { crcs: [Some(Algo::Crc32c), Some(Algo::Crc64Nvme)], md5: true };
+        let mut whole = Hasher::new(want);
+        whole.update(&data);
+        // Parts summed chunk by chunk as they arrive (PartCrcs), folded in order by length;
+        // MD5 fed the same bytes afterwards, as a copy into a file reads them back.
+        let mut parts = Hasher::new(want);
+        for part in data.chunks(65_541) {
+            let mut crcs = PartCrcs::new(&want);
+            for chunk in part.chunks(4_099) {
+                crcs.update(chunk);
+            }
+            assert_eq!(crcs.finish(), part_crcs(&want, &[part]));
+            parts.append_crcs(crcs.finish(), part.len() as u64);
+        }
+        for chunk in data.chunks(1 << 16) {
+            parts.update_md5(chunk);
+        }
+        assert_eq!(parts.finish(), whole.finish());
     }
 
     #[test]

@@ -21,9 +21,10 @@ use crate::retry::backoff;
 use crate::version::{changed, md5_of_etag, Pin};
 
 mod from_file;
+mod into_file;
 
 /// Bytes per write when a body is streamed into a file: large writes, few hand-offs to the
-/// blocking pool, and the memory one object holds.
+/// blocking pool, and the memory one stream holds.
 const WRITE_SIZE: u64 = 1 << 20;
 
 #[derive(Clone, Debug)]
@@ -510,8 +511,9 @@ impl Engine {
         chunk
     }
 
-    /// Ranged GETs in parallel, written in order as parts of one multipart upload.
-    /// Memory stays within parts in flight x part size, whatever the object size.
+    /// Ranged GETs in parallel, written in order as parts of one multipart upload, or into a
+    /// folder at their offsets as they arrive (into_file.rs). Memory stays within parts in
+    /// flight x part size (into a folder: writes in flight), whatever the object size.
     async fn stream_multipart(
         &self,
         job: &Job,
@@ -539,9 +541,22 @@ impl Engine {
         let dst = job.dst.native().unwrap();
         let dst_path = path(&job.dst_key)?;
         self.limits.request().await;
-        let mut upload = self.cancellable(async { Ok(dst.put_multipart(&dst_path).await?) }).await?;
+        // Into a folder, ranges are written where they belong as they arrive (into_file.rs).
+        let (mut upload, writer) = match &*job.dst {
+            Backend::File { store } => {
+                let staged = self.cancellable(async { Ok(store.stage(dst_path.as_ref()).await?) }).await?;
+                let writer = staged.writer();
+                (Box::new(staged) as Box<dyn MultipartUpload>, writer)
+            }
+            _ => (self.cancellable(async { Ok(dst.put_multipart(&dst_path).await?) }).await?, None),
+        };
         let want = Want::for_copy(algo, offered);
-        match self.stream_parts(job, pin, size, want, upload.as_mut(), counter).await {
+        // The writer is dropped with its arm: the staging file's lock goes with the upload.
+        let streamed = match writer {
+            Some(writer) => self.stream_ranges(job, pin, size, want, &writer, counter).await,
+            None => self.stream_parts(job, pin, size, want, upload.as_mut(), counter).await,
+        };
+        match streamed {
             Ok(sums) => {
                 let linked = match self.link_to_source(job, pin, size, algo, offered, &sums).await {
                     Ok(linked) => linked,

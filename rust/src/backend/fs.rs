@@ -24,10 +24,12 @@ use std::fs::File;
 use std::io::{self, IoSlice};
 use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use async_trait::async_trait;
+use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use futures::stream::BoxStream;
 use futures::StreamExt;
@@ -456,7 +458,7 @@ impl FileStore {
         let (dir, name) = self.parent_of(key, true)?;
         let (file, staging) = Self::create_staging(key, &dir, name)?;
         let written = (|| {
-            write_all_at(&file, &payload, 0).map_err(|e| io_error(key, e))?;
+            write_all_at(&file, payload.iter().map(|c| c.as_ref()), 0).map_err(|e| io_error(key, e))?;
             let st = fstat(file.as_raw_fd()).map_err(|e| io_error(key, e))?;
             Self::publish(key, &dir, &staging, name, &mode)?;
             Ok(etag_of(&st))
@@ -659,11 +661,11 @@ impl FileStore {
     }
 }
 
-/// Every chunk of `payload`, in order, at `offset`: one pwritev for up to IOV_MAX chunks, so a
-/// body that came from the network in many buffers is written without being copied into one.
-fn write_all_at(file: &File, payload: &PutPayload, offset: u64) -> io::Result<()> {
+/// Every chunk, in order, at `offset`: one pwritev for up to IOV_MAX chunks, so a body that
+/// came from the network in many buffers is written without being copied into one.
+fn write_all_at<'a>(file: &File, chunks: impl Iterator<Item = &'a [u8]>, offset: u64) -> io::Result<()> {
     const IOV_MAX: usize = 1024;
-    let mut slices: Vec<IoSlice<'_>> = payload.iter().filter(|c| !c.is_empty()).map(|c| IoSlice::new(c)).collect();
+    let mut slices: Vec<IoSlice<'_>> = chunks.filter(|c| !c.is_empty()).map(IoSlice::new).collect();
     let mut bufs = &mut slices[..];
     let mut at = offset;
     while !bufs.is_empty() {
@@ -731,22 +733,7 @@ impl ObjectStore for FileStore {
         if !opts.attributes.is_empty() {
             return Err(unsupported("multipart put with attributes"));
         }
-        let (this, key) = (self.clone_handle()?, location.to_string());
-        blocking(move || {
-            let (dir, name) = this.parent_of(&key, true)?;
-            let (file, staging) = FileStore::create_staging(&key, &dir, name)?;
-            let name = name.to_string();
-            Ok(Box::new(Upload {
-                key,
-                dir: Arc::new(dir),
-                name,
-                staging,
-                file: Some(Arc::new(file)),
-                offset: 0,
-                writing: Default::default(),
-            }) as Box<dyn MultipartUpload>)
-        })
-        .await
+        Ok(Box::new(self.stage(location.as_ref()).await?))
     }
 
     async fn get_opts(&self, location: &Path, options: GetOptions) -> Result<GetResult> {
@@ -825,21 +812,82 @@ impl FileStore {
     fn clone_handle(&self) -> Result<FileStore> {
         Ok(FileStore { root: self.root.try_clone().map_err(|e| io_error("", e))?, display: self.display.clone() })
     }
+
+    /// A staging file for `key`, written in place (`Upload::writer`) and renamed over `key`
+    /// on complete; removed on abort or when dropped unfinished.
+    pub async fn stage(&self, key: &str) -> Result<Upload> {
+        let (this, key) = (self.clone_handle()?, key.to_string());
+        blocking(move || {
+            let (dir, name) = this.parent_of(&key, true)?;
+            let (file, staging) = FileStore::create_staging(&key, &dir, name)?;
+            let name = name.to_string();
+            let writer = Writer { file: Arc::new(file), key: key.clone(), one: Default::default() };
+            Ok(Upload { key, dir: Arc::new(dir), name, staging, writer: Some(writer), offset: 0 })
+        })
+        .await
+    }
 }
 
 /// A multipart write: parts written in place into the locked staging file, renamed on complete.
+/// `put_part` appends; `writer` writes at any offset, from any number of tasks at once.
 #[derive(Debug)]
-struct Upload {
+pub struct Upload {
     key: String,
     dir: Arc<OwnedFd>,
     name: String,
     staging: String,
-    file: Option<Arc<File>>,
+    writer: Option<Writer>,
     offset: u64,
-    /// One part written at a time: buffered writes into one file take its inode lock, and
-    /// writers waiting on it spin in the kernel (measured: several times the system CPU of
-    /// one writer for the same bytes).
-    writing: Arc<std::sync::Mutex<()>>,
+}
+
+/// Positional writes (and reads back) into an upload's staging file.
+#[derive(Clone, Debug)]
+pub struct Writer {
+    file: Arc<File>,
+    key: String,
+    /// One write into the file at a time: buffered writes into one file take its inode lock,
+    /// and writers waiting on it spin in the kernel (measured: several times the system CPU
+    /// of one writer for the same bytes).
+    one: Arc<Mutex<()>>,
+}
+
+impl Writer {
+    /// `chunks`, in order, from `offset` on (one blocking hop, one pwritev per 1024 chunks).
+    pub async fn write_at(&self, offset: u64, chunks: Vec<Bytes>) -> Result<()> {
+        let this = self.clone();
+        blocking(move || {
+            let _one = this.one.lock().unwrap_or_else(|e| e.into_inner());
+            write_all_at(&this.file, chunks.iter().map(|c| c.as_ref()), offset).map_err(|e| io_error(&this.key, e))
+        })
+        .await
+    }
+
+    /// Up to `len` bytes from `offset` (fewer only at the end of the file).
+    pub async fn read_at(&self, offset: u64, len: usize) -> Result<Bytes> {
+        let this = self.clone();
+        blocking(move || {
+            let mut buf = vec![0u8; len];
+            let mut got = 0;
+            while got < len {
+                match this.file.read_at(&mut buf[got..], offset + got as u64) {
+                    Ok(0) => break,
+                    Ok(n) => got += n,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(io_error(&this.key, e)),
+                }
+            }
+            buf.truncate(got);
+            Ok(Bytes::from(buf))
+        })
+        .await
+    }
+}
+
+impl Upload {
+    /// Writes at any offset into this upload (None once completed or aborted).
+    pub fn writer(&self) -> Option<Writer> {
+        self.writer.clone()
+    }
 }
 
 #[async_trait]
@@ -847,19 +895,16 @@ impl MultipartUpload for Upload {
     fn put_part(&mut self, data: PutPayload) -> UploadPart {
         let offset = self.offset;
         self.offset += data.content_length() as u64;
-        let (file, key, writing) = (self.file.clone(), self.key.clone(), self.writing.clone());
+        let writer = self.writer.clone();
         Box::pin(async move {
-            let file = file.ok_or_else(|| generic(io::Error::other("upload already finished")))?;
-            blocking(move || {
-                let _one = writing.lock().unwrap_or_else(|e| e.into_inner());
-                write_all_at(&file, &data, offset).map_err(|e| io_error(&key, e))
-            })
-            .await
+            let writer = writer.ok_or_else(|| generic(io::Error::other("upload already finished")))?;
+            writer.write_at(offset, data.into_iter().collect()).await
         })
     }
 
     async fn complete(&mut self) -> Result<PutResult> {
-        let file = self.file.take().ok_or_else(|| generic(io::Error::other("upload already finished")))?;
+        let writer = self.writer.take().ok_or_else(|| generic(io::Error::other("upload already finished")))?;
+        let file = writer.file;
         let (dir, key, staging, name) = (self.dir.clone(), self.key.clone(), self.staging.clone(), self.name.clone());
         blocking(move || {
             let st = fstat(file.as_raw_fd()).map_err(|e| io_error(&key, e))?;
@@ -871,7 +916,7 @@ impl MultipartUpload for Upload {
     }
 
     async fn abort(&mut self) -> Result<()> {
-        let file = self.file.take();
+        let file = self.writer.take();
         let (dir, staging) = (self.dir.clone(), self.staging.clone());
         blocking(move || {
             if let Ok(c) = cstr(&staging) {
@@ -887,7 +932,7 @@ impl MultipartUpload for Upload {
 impl Drop for Upload {
     fn drop(&mut self) {
         // Dropped without complete or abort (the copy was cancelled): leave no staging file.
-        if self.file.take().is_some() {
+        if self.writer.take().is_some() {
             if let Ok(c) = cstr(&self.staging) {
                 unsafe { libc::unlinkat(self.dir.as_raw_fd(), c.as_ptr(), 0) };
             }
@@ -1015,6 +1060,50 @@ mod tests {
                 ));
             });
         }
+        let _ = std::fs::remove_dir_all(root);
+    }
+
+    #[test]
+    fn ranges_written_out_of_order_from_many_tasks_land_in_place() {
+        let root = tmp("writer");
+        let store = FileStore::open(root.to_str().unwrap()).unwrap();
+        let data: Vec<u8> = (0..3_000_017u32).map(|i| (i * 31 % 251) as u8).collect();
+        rt().block_on(async {
+            let mut upload = store.stage("d/big").await.unwrap();
+            let writer = upload.writer().unwrap();
+            // Ranges of odd lengths, each in chunks of odd lengths, all written at once.
+            let bounds: Vec<usize> = vec![0, 700_001, 1_400_003, 2_999_999, data.len()];
+            let tasks: Vec<_> = bounds
+                .windows(2)
+                .rev()
+                .map(|w| {
+                    let (writer, part) = (writer.clone(), data[w[0]..w[1]].to_vec());
+                    let start = w[0] as u64;
+                    tokio::spawn(async move {
+                        let chunks: Vec<Bytes> = part.chunks(65_537).map(Bytes::copy_from_slice).collect();
+                        writer.write_at(start, chunks).await
+                    })
+                })
+                .collect();
+            for t in tasks {
+                t.await.unwrap().unwrap();
+            }
+            assert_eq!(writer.read_at(2_999_990, 100).await.unwrap(), data[2_999_990..]);
+            assert!(std::fs::read(root.join("d/big")).is_err(), "nothing at the name before complete");
+            upload.complete().await.unwrap();
+        });
+        assert_eq!(std::fs::read(root.join("d/big")).unwrap(), data);
+        assert_eq!(std::fs::read_dir(root.join("d")).unwrap().count(), 1, "no staging file left");
+        // Aborted (or dropped) part-way: nothing at the name, no staging file.
+        rt().block_on(async {
+            let mut upload = store.stage("d/other").await.unwrap();
+            upload.writer().unwrap().write_at(4, vec![Bytes::from_static(b"xyz")]).await.unwrap();
+            upload.abort().await.unwrap();
+            let dropped = store.stage("d/third").await.unwrap();
+            dropped.writer().unwrap().write_at(0, vec![Bytes::from_static(b"xyz")]).await.unwrap();
+        });
+        let names: Vec<_> = std::fs::read_dir(root.join("d")).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(names, vec!["big"]);
         let _ = std::fs::remove_dir_all(root);
     }
 
