@@ -499,7 +499,7 @@ class _CreateRun:
                 else:
                     with self.phase("copy"):
                         report = copy_segments(self.stores, self.bdir, collections, self.settings, self.reporter,
-                                               self.lock, etags)
+                                               self.lock, etags, fresh=resumed is None)
             info.collection_backups = collections
             info.size = sum(c.size for c in collections)
             with self.phase("meta"):
@@ -534,7 +534,7 @@ class _CreateRun:
         def copy_new(keys: set[str]) -> CopyReport:
             copied.append(copy_segments(self.stores, self.bdir, collections,
                                         CopySettings(**{**self.settings.__dict__, "checksum": algo}),
-                                        self.reporter, self.lock, etags, only=keys))
+                                        self.reporter, self.lock, etags, only=keys, fresh=not resumed))
             return copied[0]
 
         with self.phase("copy"):
@@ -701,13 +701,15 @@ def _binlog(obj: ObjectInfo) -> meta.Binlog:
 
 def copy_segments(stores: Stores, bdir: str, collections: list[meta.CollectionBackupInfo],
                   settings: CopySettings, reporter: Reporter, lock: StoreLock,
-                  etags: dict[str, str | None] | None = None, only: set[str] | None = None) -> CopyReport:
+                  etags: dict[str, str | None] | None = None, only: set[str] | None = None,
+                  fresh: bool = False) -> CopyReport:
     """Copy every binlog (or those ``only`` names, by backup key), verifying each. Objects a
     previous, interrupted run already wrote (same size) are proven by checksumming both sides
     instead of copied again. ``etags`` (source key -> ETag listed at discovery) pins each copy
-    to the version found."""
+    to the version found. ``fresh``: a run that resumes nothing, whose dir ``prepare`` found
+    empty under the lock: no earlier copy to look for."""
     etags = etags or {}
-    present = {o.key: o.size for o in stores.backup.list(f"{bdir}/binlogs")}
+    present = {} if fresh else {o.key: o.size for o in stores.backup.list(f"{bdir}/binlogs")}
     plan = Plan(jobs=[], skipped=[])
     for coll in collections:
         for seg in collection_segments(coll):
