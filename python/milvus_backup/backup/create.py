@@ -39,7 +39,7 @@ from ..milvus.adapters.base import (
     StorageLayout,
 )
 from ..milvus.connection import MilvusError
-from ..storage.location import BucketNotFound, NotFound, ObjectInfo, StorageError
+from ..storage.location import BucketNotFound, NotFound, ObjectInfo, StorageError, in_parallel
 from ..transfer.copy import CopyReport, CopySettings, Plan, checksums, run_plan
 from ..transfer.progress import SILENT, Reporter
 from .catalog import (
@@ -622,12 +622,13 @@ def discover_binlogs(stores: Stores, layout: StorageLayout, coll: meta.Collectio
     wanted = {s.segment_id for s in segments}
     expected = {seg: {(f, log) for f, logs in b.inserts.items() for log in logs} | {(None, log) for log in b.deltas}
                 for seg, b in named.items()}
-    for prefix in layout.collection_prefixes(coll.collection_id):
-        try:
-            listed = stores.milvus.list(f"{base}{prefix}")
-        except BucketNotFound:
-            raise BackupError(f"the Milvus bucket {stores.milvus.url} does not exist: check milvus.storage.bucketName "
-                              "(minio.bucketName in a v1 config) names the bucket Milvus itself writes to") from None
+    prefixes = [f"{base}{prefix}" for prefix in layout.collection_prefixes(coll.collection_id)]
+    try:
+        listings = in_parallel(stores.milvus.list, prefixes)  # insert and delta logs at once
+    except BucketNotFound:
+        raise BackupError(f"the Milvus bucket {stores.milvus.url} does not exist: check milvus.storage.bucketName "
+                          "(minio.bucketName in a v1 config) names the bucket Milvus itself writes to") from None
+    for listed in listings:
         for obj in listed:
             binlog = layout.parse(obj.key[len(base):])
             if binlog is None or binlog.segment_id not in wanted:
