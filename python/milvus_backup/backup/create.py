@@ -298,10 +298,8 @@ def create_backup(adapter: MilvusAdapter | Callable[[], MilvusAdapter], stores: 
     """``adapter`` may be a function that connects (see :func:`plan_create`). Warnings and
     progress go to ``reporter``; ``announce`` gets what an incremental create will copy, before it does."""
     plan = plan_create(adapter, stores, request, reporter, newest_base=False)
-    with reporter.step("create", backup=plan.name), _asking_milvus(plan, request, reporter) as milvus:
-        if request.incremental and plan.base is None:
-            find_plan_base(plan, stores, request)  # the newest base: read while Milvus flushes
-        return _create(plan, stores, request, settings, reporter, announce, milvus)
+    with reporter.step("create", backup=plan.name):
+        return _create(plan, stores, request, settings, reporter, announce)
 
 
 @dataclass
@@ -318,10 +316,11 @@ class _MilvusSide:
 @contextlib.contextmanager
 def _asking_milvus(plan: CreatePlan, request: CreateRequest, reporter: Reporter) -> Iterator[Future[_MilvusSide]]:
     """Describe the collections, hold Milvus's GC and flush, in a thread started once the
-    request has been checked: the flush's wait (half of a small increment's time) then runs
-    while the create finds its base, takes the lock and writes its marker, which ask only
-    the backup store. The create waits for it before it looks for segments; leaving, this
-    waits for it too (a flush never runs on behind the create) and resumes the GC."""
+    create holds its lock and every refusal has happened: the flush's wait (half of a small
+    increment's time) then runs while the create finds its base and writes its marker, which
+    ask only the backup store. The create waits for it before it looks for segments; leaving
+    on an error, this waits for it too (a flush never runs on behind the create); either way
+    it resumes the GC."""
     future: Future[_MilvusSide] = Future()
     context = contextvars.copy_context()
 
@@ -349,10 +348,11 @@ def _asking_milvus(plan: CreatePlan, request: CreateRequest, reporter: Reporter)
 def _ask_milvus(plan: CreatePlan, request: CreateRequest, reporter: Reporter) -> _MilvusSide:
     adapter, phases = plan.adapter, {}
     t = time.monotonic()
-    databases = [adapter.describe_database(db) for db in plan.databases]
-    collections = describe_collections(adapter, plan.pairs, reporter, named={
-        (db, c) for db, colls in parse_filters(request.filters).items() for c in colls or ()})
-    rbac = adapter.backup_rbac() if request.rbac else None
+    with reporter.step("metadata"):
+        databases = [adapter.describe_database(db) for db in plan.databases]
+        collections = describe_collections(adapter, plan.pairs, reporter, named={
+            (db, c) for db, colls in parse_filters(request.filters).items() for c in colls or ()})
+        rbac = adapter.backup_rbac() if request.rbac else None
     phases["metadata"] = time.monotonic() - t
     # Held from before the flush until the meta is written, resumed by _asking_milvus.
     with_data = plan.strategy != "meta_only" and plan.format != meta.FORMAT_SNAPSHOT
@@ -365,17 +365,19 @@ def _ask_milvus(plan: CreatePlan, request: CreateRequest, reporter: Reporter) ->
     flushed = None
     t = time.monotonic()
     if plan.strategy == "serial_flush":
-        for coll in collections:
-            adapter.flush(coll.db_name, coll.collection_name)
+        with reporter.step("flush"):
+            for coll in collections:
+                adapter.flush(coll.db_name, coll.collection_name)
+        phases["flush"] = time.monotonic() - t
     elif plan.strategy == "bulk_flush":
-        flushed = adapter.flush_all()
-    if plan.strategy in ("serial_flush", "bulk_flush"):
+        with reporter.step("flush"):
+            flushed = adapter.flush_all()
         phases["flush"] = time.monotonic() - t
     return _MilvusSide(databases, collections, rbac, flushed, phases)
 
 
 def _create(plan: CreatePlan, stores: Stores, request: CreateRequest, settings: CopySettings,
-            reporter: Reporter, announce: Callable[[str], None], milvus: Future[_MilvusSide]) -> CreateResult:
+            reporter: Reporter, announce: Callable[[str], None]) -> CreateResult:
     adapter, name, bdir, strategy, form = plan.adapter, plan.name, plan.bdir, plan.strategy, plan.format
     stores.backup.ensure_bucket()
     # Local backups hold the collection's data: readable by their owner only.
@@ -386,9 +388,12 @@ def _create(plan: CreatePlan, stores: Stores, request: CreateRequest, settings: 
         with create_lock(stores, bdir, name, reporter) as lock:
             with backup_storage_errors(stores):
                 resumed = prepare(stores, bdir, name, request.record())
-            run = _CreateRun(adapter, stores, name, bdir, strategy, settings, reporter, lock, format=form,
-                             base=plan.base, announce=announce)
-            return run.execute(milvus, resumed, request.record())
+            with _asking_milvus(plan, request, reporter) as milvus:
+                if request.incremental and plan.base is None:
+                    find_plan_base(plan, stores, request)  # the newest base: read while Milvus flushes
+                run = _CreateRun(adapter, stores, name, bdir, strategy, settings, reporter, lock, format=form,
+                                 base=plan.base, announce=announce)
+                return run.execute(milvus, resumed, request.record())
     finally:
         if old_umask is not None:
             os.umask(old_umask)
@@ -472,8 +477,7 @@ class _CreateRun:
         copying = False
         try:
             t = time.monotonic()
-            with self.reporter.step("flush" if self.strategy in ("serial_flush", "bulk_flush") else "metadata"):
-                side = milvus.result()
+            side = milvus.result()  # its errors are raised here, where a create without it would have met them
             self.overlapped = max(0.0, sum(side.phases.values()) - (time.monotonic() - t))
             self.phases |= side.phases
             self.lock.check()
