@@ -496,24 +496,62 @@ def test_backup_pause_gc_false_sends_no_pause_and_says_so_once(contract, tmp_pat
         "backup may be missing from it"]
 
 
+@pytest.mark.parametrize("during", ["GetPersistentSegmentInfo", "GetFlushAllState"])
 @pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["SIGINT", "SIGTERM"])
-def test_ctrl_c_or_sigterm_during_a_backup_releases_gc(contract, tmp_path, seaweedfs, bucket, sig, code):
+def test_ctrl_c_or_sigterm_during_a_backup_releases_gc(contract, tmp_path, seaweedfs, bucket, sig, code, during):
+    """Also while the flush is waited for, which runs beside the create's own work: the
+    create stops at once, not when Milvus answers."""
     contract.reset(PROFILES["2.6.11"])
     stores = open_stores(load_config(str(config_file(tmp_path, seaweedfs, bucket, contract)), env={}, cwd=tmp_path))
     seed(contract, stores)
-    contract.fail("GetPersistentSegmentInfo", delay=30.0)
+    contract.fail(during, delay=30.0)
+    started = time.monotonic()
     proc = subprocess.Popen([sys.executable, "-m", "milvus_backup", "create", "-n", "interrupted", "--config",
                              str(tmp_path / "backup.yaml")], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "PYTHONUNBUFFERED": "1"})
     deadline = time.monotonic() + 60
-    while "GetPersistentSegmentInfo" not in contract.methods():
+    while during not in contract.methods():
         assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
         time.sleep(0.05)
     assert contract.state.gc_held() != []
     proc.send_signal(sig)
     _, err = proc.communicate(timeout=30)
     assert (proc.returncode, err.splitlines()[-1:]) == (code, ["interrupted"]), err
+    assert time.monotonic() - started < 25  # not held until the delayed answer came
     assert contract.state.gc_held() == [] and contract.methods()[-1] == RESUME
+    assert not stores.backup.exists(meta.meta_key(meta.backup_dir("backup", "interrupted"), meta.BACKUP_META))
+
+
+def test_a_failed_flush_of_an_increment_is_one_line_and_leaves_nothing_that_looks_made(contract, tmp_path, seaweedfs,
+                                                                                     bucket):
+    """The flush runs while an incremental create finds its base and writes its marker: when
+    it fails, the create still stops with Milvus's reason in one line, leaves no backup (not
+    even an incomplete one) and gives the GC back; the same create then makes the increment
+    it would have made, announced as the dry run announces it. (The contract server, as no
+    local Milvus fails a flush on demand.)"""
+    contract.reset(PROFILES["2.3.5"])
+    cfg = str(config_file(tmp_path, seaweedfs, bucket, contract))
+    stores = open_stores(load_config(cfg, env={}, cwd=tmp_path))
+    (coll,), _ = seed(contract, stores)
+    assert inprocess.run("create", "-n", "night_0", "--filter", "db1.docs", "--config", cfg)[0] == 0
+    contract.state.add_segment(coll, "p1", rows=20)
+    contract.state.write_binlogs(stores.milvus, "files")
+    code, dry, err = inprocess.run("create", "-n", "night_1", "--incremental", "--filter", "db1.docs", "--dry-run",
+                                   "--config", cfg)
+    assert code == 0, err
+    contract.fail("Flush", status=65535, reason="channel checkpoint lagging", times=1)
+    code, out, err = inprocess.run("create", "-n", "night_1", "--incremental", "--filter", "db1.docs", "--config", cfg)
+    assert (code, [line for line in err.splitlines() if not line.startswith("warning: ")]) == (2, [
+        f"error: cannot flush db1.docs on Milvus v2.3.5 at {contract.address}: channel checkpoint lagging"]), err
+    assert stores.backup.list("backup/night_1") == [] and contract.state.gc_held() == []
+    code, out, err = inprocess.run("list", "--config", cfg)
+    assert "night_1" not in out
+    code, out, err = inprocess.run("create", "-n", "night_1", "--incremental", "--filter", "db1.docs", "--config", cfg)
+    assert code == 0, err
+    announced = [line for line in err.splitlines() if line.startswith("incremental backup on base night_0")]
+    would = [line for line in dry.splitlines() if "incremental backup on base night_0" in line]
+    assert len(announced) == 1 and would == [f"would make an {announced[0]} (segments not flushed yet are not counted)"]
+    assert inprocess.run("verify", "-n", "night_1", "--deep", "--config", cfg)[0] == 0
 
 
 # --------------------------------------------------------------------------------------

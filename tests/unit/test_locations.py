@@ -64,6 +64,34 @@ def test_many_round_trips_run_side_by_side_and_keep_their_order():
     assert sorted(ended) == [0, 2, 3, 4]  # the others were not abandoned half-way
 
 
+def test_a_side_step_runs_beside_the_main_one_and_its_failure_comes_first():
+    """An increment marks what it shares while it stages what is new: both at once (each
+    waits for the other), both ended before it goes on, and when both fail the side step's
+    error is the one shown (it stands for the step that came first)."""
+    from milvus_backup.storage.location import alongside
+
+    together = threading.Barrier(2)
+    assert alongside(lambda: (together.wait(timeout=30), "marked")[1],
+                     lambda: (together.wait(timeout=30), "staged")[1]) == ("marked", "staged")
+
+    ended = []
+
+    def side(fails: bool):
+        time.sleep(0.05)
+        ended.append("side")
+        if fails:
+            raise ValueError("lost the lock")
+
+    def main():
+        raise OSError("copy failed")
+
+    with pytest.raises(ValueError, match="lost the lock"):
+        alongside(lambda: side(True), main)
+    with pytest.raises(OSError, match="copy failed"):
+        alongside(lambda: side(False), main)
+    assert ended == ["side", "side"]  # never abandoned half-way
+
+
 def test_meta_files_written_and_read_together_are_the_bytes_given():
     from milvus_backup.storage.location import NotFound
 

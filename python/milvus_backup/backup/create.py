@@ -11,15 +11,18 @@ until it exists the backup is incomplete and listed as such.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import datetime as dt
 import json
 import logging
 import os
 import re
+import threading
 import time
 import uuid
 from collections import defaultdict
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,13 +32,14 @@ from ..milvus.adapters.base import (
     ALL_PARTITIONS,
     NEWER_STRATEGIES,
     BinlogDescribeFailed,
+    FlushAllResult,
     MilvusAdapter,
     SegmentBinlogs,
     SegmentRef,
     StorageLayout,
 )
 from ..milvus.connection import MilvusError
-from ..storage.location import BucketNotFound, NotFound, ObjectInfo, StorageError
+from ..storage.location import BucketNotFound, NotFound, ObjectInfo, StorageError, in_parallel
 from ..transfer.copy import CopyReport, CopySettings, Plan, checksums, run_plan
 from ..transfer.progress import SILENT, Reporter
 from .catalog import (
@@ -194,6 +198,7 @@ class CreateResult:
     seconds: float
     phases: dict[str, float]
     increment: Increment | None = None
+    overlapped: float = 0.0  # seconds of the metadata and flush phases that ran alongside other work
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -243,9 +248,11 @@ class CreatePlan:
 
 
 def plan_create(adapter: MilvusAdapter | Callable[[], MilvusAdapter], stores: Stores,
-                request: CreateRequest, reporter: Reporter = SILENT) -> CreatePlan:
+                request: CreateRequest, reporter: Reporter = SILENT, *, newest_base: bool = True) -> CreatePlan:
     """``adapter`` may be a function that connects, called once the request and the name
-    have been checked, so a taken name is refused without touching Milvus."""
+    have been checked, so a taken name is refused without touching Milvus. ``newest_base``
+    False: an incremental create without ``--base`` leaves ``base`` None, for
+    :func:`find_plan_base` (a named base is always checked here: it is the user's input)."""
     request.validate()
     name = request.name or default_name()
     bdir = backup_dir(stores, name)
@@ -266,11 +273,17 @@ def plan_create(adapter: MilvusAdapter | Callable[[], MilvusAdapter], stores: St
     if form == meta.FORMAT_SNAPSHOT:
         bundle_place(stores, bdir)  # refuses, before anything is written, a store Milvus cannot reach
     databases, pairs = select_collections(adapter, request.filters)
-    base = None
-    if request.incremental:
-        with backup_storage_errors(stores):
-            base = find_base(stores, name, request.base, pairs) if not new_bucket else Base(None)
-    return CreatePlan(adapter, name, bdir, strategy, form, databases, pairs, resumes, new_bucket, base)
+    plan = CreatePlan(adapter, name, bdir, strategy, form, databases, pairs, resumes, new_bucket)
+    if request.incremental and (newest_base or request.base is not None):
+        find_plan_base(plan, stores, request)
+    return plan
+
+
+def find_plan_base(plan: CreatePlan, stores: Stores, request: CreateRequest) -> None:
+    """The base of an incremental create: the one named, else the newest complete backup of
+    the collections (every backup's meta is read to find it)."""
+    with backup_storage_errors(stores):
+        plan.base = find_base(stores, plan.name, request.base, plan.pairs) if not plan.new_bucket else Base(None)
 
 
 def create_lock(stores: Stores, bdir: str, name: str, reporter: Reporter) -> StoreLock:
@@ -284,15 +297,88 @@ def create_backup(adapter: MilvusAdapter | Callable[[], MilvusAdapter], stores: 
                   announce: Callable[[str], None] = lambda line: None) -> CreateResult:
     """``adapter`` may be a function that connects (see :func:`plan_create`). Warnings and
     progress go to ``reporter``; ``announce`` gets what an incremental create will copy, before it does."""
-    plan = plan_create(adapter, stores, request, reporter)
+    plan = plan_create(adapter, stores, request, reporter, newest_base=False)
     with reporter.step("create", backup=plan.name):
         return _create(plan, stores, request, settings, reporter, announce)
+
+
+@dataclass
+class _MilvusSide:
+    """What a create learns from Milvus before it looks for segments."""
+
+    databases: list[meta.DatabaseBackupInfo]
+    collections: list[meta.CollectionBackupInfo]
+    rbac: Any
+    flushed: FlushAllResult | None  # bulk_flush's answer
+    phases: dict[str, float]
+
+
+@contextlib.contextmanager
+def _asking_milvus(plan: CreatePlan, request: CreateRequest, reporter: Reporter) -> Iterator[Future[_MilvusSide]]:
+    """Describe the collections, hold Milvus's GC and flush, in a thread started once the
+    create holds its lock and every refusal has happened: the flush's wait (half of a small
+    increment's time) then runs while the create finds its base and writes its marker, which
+    ask only the backup store. The create waits for it before it looks for segments; leaving
+    on an error, this waits for it too (a flush never runs on behind the create); either way
+    it resumes the GC."""
+    future: Future[_MilvusSide] = Future()
+    context = contextvars.copy_context()
+
+    def run() -> None:
+        try:
+            future.set_result(context.run(_ask_milvus, plan, request, reporter))
+        except BaseException as e:  # raised where the create waits for it
+            future.set_exception(e)
+
+    # A daemon: an interrupted create (Ctrl-C) exits without waiting for Milvus's answer.
+    thread = threading.Thread(target=run, name="mbackup-milvus", daemon=True)
+    thread.start()
+    try:
+        yield future
+    except Exception:
+        thread.join()  # the flush ends before the create does; its own error, if any, is not the one to show
+        raise
+    finally:
+        try:
+            plan.adapter.resume_gc()
+        except MilvusError as e:  # never in place of the error at hand, nor of a backup made
+            reporter.warning(str(e))
+
+
+def _ask_milvus(plan: CreatePlan, request: CreateRequest, reporter: Reporter) -> _MilvusSide:
+    adapter, phases = plan.adapter, {}
+    t = time.monotonic()
+    with reporter.step("metadata"):
+        databases = [adapter.describe_database(db) for db in plan.databases]
+        collections = describe_collections(adapter, plan.pairs, reporter, named={
+            (db, c) for db, colls in parse_filters(request.filters).items() for c in colls or ()})
+        rbac = adapter.backup_rbac() if request.rbac else None
+    phases["metadata"] = time.monotonic() - t
+    # Held from before the flush until the meta is written, resumed by _asking_milvus.
+    with_data = plan.strategy != "meta_only" and plan.format != meta.FORMAT_SNAPSHOT
+    if with_data and not request.pause_gc:
+        reporter.warning("backup.pauseGC is false: Milvus garbage collection is not paused; segments "
+                         "compacted during the backup may be missing from it")
+    elif with_data and not adapter.pause_gc(GC_PAUSE_SECONDS, [c.collection_id for c in collections]):
+        reporter.warning(f"Milvus {adapter.version} cannot pause garbage collection; segments "
+                         "compacted during the backup may be missing from it (back up while writes are quiet)")
+    flushed = None
+    t = time.monotonic()
+    if plan.strategy == "serial_flush":
+        with reporter.step("flush"):
+            for coll in collections:
+                adapter.flush(coll.db_name, coll.collection_name)
+        phases["flush"] = time.monotonic() - t
+    elif plan.strategy == "bulk_flush":
+        with reporter.step("flush"):
+            flushed = adapter.flush_all()
+        phases["flush"] = time.monotonic() - t
+    return _MilvusSide(databases, collections, rbac, flushed, phases)
 
 
 def _create(plan: CreatePlan, stores: Stores, request: CreateRequest, settings: CopySettings,
             reporter: Reporter, announce: Callable[[str], None]) -> CreateResult:
     adapter, name, bdir, strategy, form = plan.adapter, plan.name, plan.bdir, plan.strategy, plan.format
-    databases, pairs = plan.databases, plan.pairs
     stores.backup.ensure_bucket()
     # Local backups hold the collection's data: readable by their owner only.
     old_umask = os.umask(0o077) if stores.backup.scheme == "file" else None
@@ -302,9 +388,12 @@ def _create(plan: CreatePlan, stores: Stores, request: CreateRequest, settings: 
         with create_lock(stores, bdir, name, reporter) as lock:
             with backup_storage_errors(stores):
                 resumed = prepare(stores, bdir, name, request.record())
-            run = _CreateRun(adapter, stores, name, bdir, strategy, settings, reporter, lock, rbac=request.rbac,
-                              pause_gc=request.pause_gc, format=form, base=plan.base, announce=announce)
-            return run.execute(databases, pairs, resumed, request.record())
+            with _asking_milvus(plan, request, reporter) as milvus:
+                if request.incremental and plan.base is None:
+                    find_plan_base(plan, stores, request)  # the newest base: read while Milvus flushes
+                run = _CreateRun(adapter, stores, name, bdir, strategy, settings, reporter, lock, format=form,
+                                 base=plan.base, announce=announce)
+                return run.execute(milvus, resumed, request.record())
     finally:
         if old_umask is not None:
             os.umask(old_umask)
@@ -365,34 +454,15 @@ class _CreateRun:
     settings: CopySettings
     reporter: Reporter
     lock: StoreLock
-    rbac: bool = False
-    pause_gc: bool = True
     format: str = meta.FORMAT_BINLOG
     base: Base | None = None  # set: an incremental create on this base
     announce: Callable[[str], None] = lambda line: None
     increment: Increment | None = None
+    overlapped: float = 0.0
     started: float = field(default_factory=time.monotonic)
     phases: dict[str, float] = field(default_factory=dict)
 
-    def describe_collections(self, pairs: list[tuple[str, str]], named: set[tuple[str, str]]
-                             ) -> list[meta.CollectionBackupInfo]:
-        """The collections to back up. An external collection (3.x: its data lives outside
-        Milvus) is left out with a warning when a whole database was asked for, as the Go
-        tool leaves it out; named on its own, it is refused."""
-        from ..milvus.adapters.v2_4_plus import ExternalCollection
-
-        out = []
-        for db, coll in pairs:
-            try:
-                out.append(self.adapter.describe_collection(db, coll))
-            except ExternalCollection as e:
-                if (db, coll) in named:
-                    raise
-                self.reporter.warning(f"{db}.{coll} is an external collection, its data in {e.source}: left out")
-        return out
-
-    def execute(self, databases: list[str], pairs: list[tuple[str, str]], resumed: str | None,
-                request: dict[str, Any]) -> CreateResult:
+    def execute(self, milvus: Future[_MilvusSide], resumed: str | None, request: dict[str, Any]) -> CreateResult:
         # backup_timestamp: when this run started, in ms since the epoch, as the Go tool's
         # create wrote it (v0.2-v0.4); list and get show it.
         info = meta.BackupInfo(id=resumed or str(uuid.uuid4()), name=self.name, milvus_version=self.adapter.version,
@@ -406,32 +476,18 @@ class _CreateRun:
         with_data = self.strategy != "meta_only" and not snapshot  # meta_only is never a snapshot
         copying = False
         try:
-            with self.phase("metadata"):
-                info.database_backups = [self.adapter.describe_database(db) for db in databases]
-                collections = self.describe_collections(pairs, named={
-                    (db, c) for db, colls in request["filters"].items() for c in colls or ()})
-                for coll in collections:
-                    coll.id = info.id
-                if self.rbac:
-                    info.rbac_meta = self.adapter.backup_rbac()
-            # Held from before the flush until the meta is written, released in finally.
-            if with_data and not self.pause_gc:
-                self.reporter.warning("backup.pauseGC is false: Milvus garbage collection is not paused; segments "
-                                      "compacted during the backup may be missing from it")
-            elif with_data and not self.adapter.pause_gc(GC_PAUSE_SECONDS, [c.collection_id for c in collections]):
-                self.reporter.warning(f"Milvus {self.adapter.version} cannot pause garbage collection; segments "
-                                      "compacted during the backup may be missing from it (back up while writes are "
-                                      "quiet)")
-            if self.strategy == "serial_flush":
-                with self.phase("flush"):
-                    for coll in collections:
-                        self.adapter.flush(coll.db_name, coll.collection_name)
-            elif self.strategy == "bulk_flush":
-                with self.phase("flush"):
-                    flushed = self.adapter.flush_all()
-                info.flush_all_msgs_base64 = dict(flushed.messages_base64)
-                info.control_channel_name = flushed.control_channel
-                info.physical_channel_names = list(flushed.physical_channels)
+            t = time.monotonic()
+            side = milvus.result()  # its errors are raised here, where a create without it would have met them
+            self.overlapped = max(0.0, sum(side.phases.values()) - (time.monotonic() - t))
+            self.phases |= side.phases
+            self.lock.check()
+            info.database_backups, collections, info.rbac_meta = side.databases, side.collections, side.rbac
+            for coll in collections:
+                coll.id = info.id
+            if side.flushed is not None:
+                info.flush_all_msgs_base64 = dict(side.flushed.messages_base64)
+                info.control_channel_name = side.flushed.control_channel
+                info.physical_channel_names = list(side.flushed.physical_channels)
             report, pooled = None, None
             etags: dict[str, str | None] = {}  # the version listed, which the copy is pinned to
             if snapshot:
@@ -447,7 +503,7 @@ class _CreateRun:
                 else:
                     with self.phase("copy"):
                         report = copy_segments(self.stores, self.bdir, collections, self.settings, self.reporter,
-                                               self.lock, etags)
+                                               self.lock, etags, fresh=resumed is None)
             info.collection_backups = collections
             info.size = sum(c.size for c in collections)
             with self.phase("meta"):
@@ -462,12 +518,8 @@ class _CreateRun:
                         remove_bundle(self.stores, self.bdir)
                     self.stores.backup.delete(f"{self.bdir}/{IN_PROGRESS}")
             raise
-        finally:
-            try:
-                self.adapter.resume_gc()
-            except MilvusError as e:  # never in place of the error at hand, nor of a backup made
-                self.reporter.warning(str(e))
-        return CreateResult(info, report, time.monotonic() - self.started, self.phases, self.increment)
+        return CreateResult(info, report, time.monotonic() - self.started, self.phases, self.increment,
+                            self.overlapped)
 
     def _copy_increment(self, collections: list[meta.CollectionBackupInfo], etags: dict[str, str | None],
                         resumed: bool) -> tuple[CopyReport, dict[str, Any]]:
@@ -486,7 +538,7 @@ class _CreateRun:
         def copy_new(keys: set[str]) -> CopyReport:
             copied.append(copy_segments(self.stores, self.bdir, collections,
                                         CopySettings(**{**self.settings.__dict__, "checksum": algo}),
-                                        self.reporter, self.lock, etags, only=keys))
+                                        self.reporter, self.lock, etags, only=keys, fresh=not resumed))
             return copied[0]
 
         with self.phase("copy"):
@@ -500,6 +552,24 @@ class _CreateRun:
             yield
         self.phases[name] = time.monotonic() - t
         self.lock.check()
+
+
+def describe_collections(adapter: MilvusAdapter, pairs: list[tuple[str, str]], reporter: Reporter,
+                         named: set[tuple[str, str]]) -> list[meta.CollectionBackupInfo]:
+    """The collections to back up. An external collection (3.x: its data lives outside
+    Milvus) is left out with a warning when a whole database was asked for, as the Go
+    tool leaves it out; named on its own, it is refused."""
+    from ..milvus.adapters.v2_4_plus import ExternalCollection
+
+    out = []
+    for db, coll in pairs:
+        try:
+            out.append(adapter.describe_collection(db, coll))
+        except ExternalCollection as e:
+            if (db, coll) in named:
+                raise
+            reporter.warning(f"{db}.{coll} is an external collection, its data in {e.source}: left out")
+    return out
 
 
 def discover_collection(adapter: MilvusAdapter, stores: Stores, coll: meta.CollectionBackupInfo,
@@ -532,9 +602,7 @@ def preview_increment(plan: CreatePlan, stores: Stores, reporter: Reporter = SIL
     """What an incremental create would copy and share, found by reading only (no flush):
     for ``create --incremental --dry-run``."""
     assert plan.base is not None
-    run = _CreateRun(plan.adapter, stores, plan.name, plan.bdir, plan.strategy, CopySettings(), reporter,
-                     lock=None)  # type: ignore[arg-type]  # reads only: no lock to hold
-    collections = run.describe_collections(plan.pairs, named=set(plan.pairs))
+    collections = describe_collections(plan.adapter, plan.pairs, reporter, named=set(plan.pairs))
     etags: dict[str, str | None] = {}
     for coll in collections:
         etags |= discover_collection(plan.adapter, stores, coll, reporter)
@@ -558,12 +626,13 @@ def discover_binlogs(stores: Stores, layout: StorageLayout, coll: meta.Collectio
     wanted = {s.segment_id for s in segments}
     expected = {seg: {(f, log) for f, logs in b.inserts.items() for log in logs} | {(None, log) for log in b.deltas}
                 for seg, b in named.items()}
-    for prefix in layout.collection_prefixes(coll.collection_id):
-        try:
-            listed = stores.milvus.list(f"{base}{prefix}")
-        except BucketNotFound:
-            raise BackupError(f"the Milvus bucket {stores.milvus.url} does not exist: check milvus.storage.bucketName "
-                              "(minio.bucketName in a v1 config) names the bucket Milvus itself writes to") from None
+    prefixes = [f"{base}{prefix}" for prefix in layout.collection_prefixes(coll.collection_id)]
+    try:
+        listings = in_parallel(stores.milvus.list, prefixes)  # insert and delta logs at once
+    except BucketNotFound:
+        raise BackupError(f"the Milvus bucket {stores.milvus.url} does not exist: check milvus.storage.bucketName "
+                          "(minio.bucketName in a v1 config) names the bucket Milvus itself writes to") from None
+    for listed in listings:
         for obj in listed:
             binlog = layout.parse(obj.key[len(base):])
             if binlog is None or binlog.segment_id not in wanted:
@@ -637,13 +706,15 @@ def _binlog(obj: ObjectInfo) -> meta.Binlog:
 
 def copy_segments(stores: Stores, bdir: str, collections: list[meta.CollectionBackupInfo],
                   settings: CopySettings, reporter: Reporter, lock: StoreLock,
-                  etags: dict[str, str | None] | None = None, only: set[str] | None = None) -> CopyReport:
+                  etags: dict[str, str | None] | None = None, only: set[str] | None = None,
+                  fresh: bool = False) -> CopyReport:
     """Copy every binlog (or those ``only`` names, by backup key), verifying each. Objects a
     previous, interrupted run already wrote (same size) are proven by checksumming both sides
     instead of copied again. ``etags`` (source key -> ETag listed at discovery) pins each copy
-    to the version found."""
+    to the version found. ``fresh``: a run that resumes nothing, whose dir ``prepare`` found
+    empty under the lock: no earlier copy to look for."""
     etags = etags or {}
-    present = {o.key: o.size for o in stores.backup.list(f"{bdir}/binlogs")}
+    present = {} if fresh else {o.key: o.size for o in stores.backup.list(f"{bdir}/binlogs")}
     plan = Plan(jobs=[], skipped=[])
     for coll in collections:
         for seg in collection_segments(coll):

@@ -31,7 +31,7 @@ from typing import Any
 
 from ..errors import MBackupError
 from ..format import meta
-from ..storage.location import ObjectInfo
+from ..storage.location import ObjectInfo, alongside
 from ..transfer.copy import CopySettings, Plan, run_plan
 from ..transfer.progress import Reporter
 from ..units import format_bytes
@@ -48,7 +48,7 @@ from .catalog import (
 )
 from .lending import wait_for_lenders
 from .lock import StoreLock
-from .pool import LENT_REFS, POOL_REFS, list_pool, marker_refs, parse_pool_key, pool_key, under_root
+from .pool import LENT_REFS, POOL_REFS, list_pool_rels, marker_refs, parse_pool_key, pool_key, under_root
 from .prune import wait_for_pending_deletes
 
 log = logging.getLogger(__name__)
@@ -240,8 +240,14 @@ def store_increment(stores: Stores, bdir: str, inc: Increment, copy_new: Any, se
             entries[rel]["lent"] = lender
             lent.setdefault(lender, set()).add(key)
     refs = {e["pool"] for e in entries.values()}
-    _write_refs(stores, bdir, refs, lock, lent)
-    report = copy_new({dst for _, dst in inc.new.values()})
+    # While the new objects are staged: the marker lists what is shared (before the pool is
+    # counted on), and the pool is listed where the new ones will go (what it already holds is
+    # not copied again; one a prune takes meanwhile is found gone by _ensure_pool).
+    def beside_staging() -> dict[str, int]:
+        _write_refs(stores, bdir, refs, lock, lent)
+        return list_pool_rels(stores.backup, stores.backup_root, inc.new)
+
+    present, report = alongside(beside_staging, lambda: copy_new({dst for _, dst in inc.new.values()}))
     proven = {r["dst_key"]: r["checksum"] for r in report.copied} | report.skipped_checksums
     from_staged: dict[str, str] = {}  # pool key -> the staged copy, verified against Milvus's as it was made
     for rel, (obj, dst) in inc.new.items():
@@ -249,8 +255,7 @@ def store_increment(stores: Stores, bdir: str, inc: Increment, copy_new: Any, se
         entries[rel] = {"size": obj.size, "checksum": proven[dst], "pool": key, "etag": norm_etag(obj.etag)}
         from_staged[key] = dst
     refs |= from_staged.keys()
-    _write_refs(stores, bdir, refs, lock)
-    present = list_pool(stores.backup, stores.backup_root, from_staged)
+    _write_refs(stores, bdir, refs, lock)  # before a single object goes into the pool
     size_of = {e["pool"]: e["size"] for e in entries.values()}
     plan = Plan(jobs=[(ObjectInfo(src, size_of[k]), under_root(stores.backup_root, k))
                       for k, src in sorted(from_staged.items()) if present.get(k) != size_of[k]], skipped=[])
@@ -262,9 +267,8 @@ def store_increment(stores: Stores, bdir: str, inc: Increment, copy_new: Any, se
                                  resume="run the same create again to finish the backup")
         inc.pooled_bytes += moved.bytes_copied
     staged = [dst for _, dst in inc.new.values()]
-    if staged:
-        stores.backup.delete_many(staged)
-    _ensure_pool(stores, entries, inc, settings, reporter, lock)
+    alongside(lambda: stores.backup.delete_many(staged) if staged else None,
+              lambda: _ensure_pool(stores, entries, inc, settings, reporter, lock))
     return entries
 
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..format import meta, untrusted
-from ..storage.location import BucketNotFound, NotFound
+from ..storage.location import BucketNotFound, NotFound, in_parallel
 from .catalog import MANIFEST, Stores, backup_dir, backup_storage_errors
 from .pool import ALGOS, POOL_DIR, list_rels, parse_pool_key, pool_root, under_root
 
@@ -82,11 +82,12 @@ def locate(stores: Stores, manifest: dict[str, Any] | None, listed: bool = False
         return {}
     entries = {rel: e for rel, e in manifest["objects"].items() if "pool" in e}
     root = stores.backup_root
-    lenders: dict[str, dict[str, int]] = {}
-    for lender in sorted({e["lent"] for e in entries.values() if "lent" in e}):
-        lenders[lender] = list_rels(stores.backup, backup_dir(stores, lender),
-                                    (rel for rel, e in entries.items() if e.get("lent") == lender))
-    pool = list_rels(stores.backup, pool_root(root), entries) if listed else {}
+    lent_by = sorted({e["lent"] for e in entries.values() if "lent" in e})
+    folders = [(backup_dir(stores, lender), [rel for rel, e in entries.items() if e.get("lent") == lender])
+               for lender in lent_by] + ([(pool_root(root), list(entries))] if listed else [])
+    found = in_parallel(lambda folder: list_rels(stores.backup, *folder), folders)  # every LIST at once
+    lenders = dict(zip(lent_by, found, strict=False))
+    pool = found[-1] if listed else {}
     out = {}
     for rel, e in entries.items():
         in_pool = under_root(root, e["pool"])

@@ -23,6 +23,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from ..format import untrusted
+from ..storage.location import in_parallel
 
 if TYPE_CHECKING:
     from ..storage.location import Location
@@ -93,16 +94,20 @@ def under_root(backup_root: str, key: str) -> str:
 def list_pool(backup: Location, backup_root: str, refs: Iterable[str]) -> dict[str, int]:
     """Size of each pool object (by pool key) under the collection prefixes ``refs`` use:
     one LIST per ``binlogs/<kind>/<collection>`` prefix, not one HEAD per object."""
+    return list_pool_rels(backup, backup_root, (parse_pool_key(r)[0] for r in refs))
+
+
+def list_pool_rels(backup: Location, backup_root: str, rels: Iterable[str]) -> dict[str, int]:
+    """Size of each pool object (by pool key) under the collection prefixes of ``rels`` (keys
+    relative to a backup dir), whatever their checksums."""
     cut = len(backup_root) + 1 if backup_root else 0
-    listed = list_rels(backup, pool_root(backup_root), (parse_pool_key(r)[0] for r in refs))
+    listed = list_rels(backup, pool_root(backup_root), rels)
     return {key[cut:]: size for key, size in listed.items()}
 
 
 def list_rels(backup: Location, folder: str, rels: Iterable[str]) -> dict[str, int]:
     """Size of each object (by bucket key) under ``folder`` in the collection prefixes of
     ``rels`` (keys relative to a backup dir): one LIST per ``binlogs/<kind>/<collection>``."""
-    out: dict[str, int] = {}
-    for prefix in sorted({"/".join(rel.split("/")[:3]) for rel in rels}):
-        for obj in backup.list(f"{folder}/{prefix}/"):
-            out[obj.key] = obj.size
-    return out
+    prefixes = sorted({"/".join(rel.split("/")[:3]) for rel in rels})
+    return {obj.key: obj.size for listed in in_parallel(lambda prefix: backup.list(f"{folder}/{prefix}/"), prefixes)
+            for obj in listed}

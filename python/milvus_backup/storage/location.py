@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import builtins
 import contextlib
+import contextvars
 import socket
 import ssl
 from collections.abc import Callable, Iterable, Iterator
@@ -197,6 +198,19 @@ def in_parallel(call: Callable[[Any], Any], items: builtins.list[Any], most: int
         return [call(item) for item in items]
     with ThreadPoolExecutor(min(most, len(items)), thread_name_prefix="mbackup-io") as pool:
         return builtins.list(pool.map(call, items))
+
+
+def alongside(side: Callable[[], Any], main: Callable[[], Any]) -> tuple[Any, Any]:
+    """``main()`` in this thread while ``side()`` runs in another: round trips that need not
+    wait for it. Both end before this returns; side's failure is raised first (it stands for
+    the step that came first), then main's."""
+    with ThreadPoolExecutor(1, thread_name_prefix="mbackup-io") as pool:
+        future = pool.submit(contextvars.copy_context().run, side)
+        try:
+            out = main()
+        finally:
+            first = future.result()
+        return first, out
 
 
 def _one_level(listing: list[tuple[str, int, str | None]], prefix: str
