@@ -46,8 +46,11 @@ def test_large_downloads_are_the_source_bytes_whatever_the_part_boundaries(seawe
 def test_a_byte_damaged_in_a_range_is_caught_and_copied_again(seaweedfs, s3env, bucket, tmp_path):
     """A single-PUT source states its MD5 (the ETag): the ranges arrive out of order, their bytes
     are summed again in order from the staging file before it is renamed into place; a flipped
-    byte fails that attempt and the next one copies the object right."""
-    data = os.urandom(24 * MIB + 5)
+    byte fails that attempt and the next one copies the object right. The ranges are sent at
+    once and the proxy damages whichever reaches it first: every range is 8 MiB, so each has the
+    byte (with 5 bytes more, a 5-byte last range that came first under load took the rule and
+    nothing was damaged)."""
+    data = os.urandom(24 * MIB)
     seaweedfs.store(bucket).put("dmg/o", data)
     log = tmp_path / "copy.log"
     with FaultProxy(seaweedfs.endpoint, seed=3, max_lifetime=120) as proxy:
