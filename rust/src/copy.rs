@@ -27,6 +27,36 @@ mod into_file;
 /// blocking pool, and the memory one stream holds.
 const WRITE_SIZE: u64 = 1 << 20;
 
+/// A body's chunks cut into writes of exactly WRITE_SIZE (the last one shorter): a chunk that
+/// fills a write is split where it ends, without copying.
+#[derive(Default)]
+struct Writes {
+    batch: Vec<Bytes>,
+    batched: u64,
+}
+
+impl Writes {
+    /// The writes `chunk` completes, in order.
+    fn push(&mut self, mut chunk: Bytes) -> Vec<Vec<Bytes>> {
+        let mut full = Vec::new();
+        while self.batched + chunk.len() as u64 >= WRITE_SIZE {
+            self.batch.push(chunk.split_to((WRITE_SIZE - self.batched) as usize));
+            full.push(std::mem::take(&mut self.batch));
+            self.batched = 0;
+        }
+        if !chunk.is_empty() {
+            self.batched += chunk.len() as u64;
+            self.batch.push(chunk);
+        }
+        full
+    }
+
+    /// The last, shorter write, if any bytes are left.
+    fn rest(self) -> Option<Vec<Bytes>> {
+        (!self.batch.is_empty()).then_some(self.batch)
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct Options {
     pub parallel: usize,
@@ -417,7 +447,7 @@ impl Engine {
         let _memory = self.reserve(size).await?;
         self.limits.request().await;
         let read = async {
-            let opened = self.open_source(job, pin, size).await?;
+            let opened = self.open_source(job, pin, size, None).await?;
             let offered = opened.head.offered;
             let mut hasher = Hasher::new(Want::for_copy(algo, offered));
             let mut chunks = Vec::new();
@@ -457,30 +487,22 @@ impl Engine {
         let dst = job.dst.native().unwrap();
         let dst_path = path(&job.dst_key)?;
         let read = async {
-            let opened = self.open_source(job, pin, size).await?;
+            let opened = self.open_source(job, pin, size, None).await?;
             let offered = opened.head.offered;
             let mut hasher = Hasher::new(Want::for_copy(algo, offered));
             // Dropped unfinished (an error, a cancel), the upload removes its staging file.
             let mut upload = dst.put_multipart(&dst_path).await?;
-            let (mut batch, mut batched, mut read) = (Vec::new(), 0u64, 0u64);
+            let (mut writes, mut read) = (Writes::default(), 0u64);
             let mut body = opened.body;
             while let Some(chunk) = body.next().await {
-                let mut chunk = self.take_chunk(chunk?, &mut hasher, counter).await;
+                let chunk = self.take_chunk(chunk?, &mut hasher, counter).await;
                 read += chunk.len() as u64;
-                // Writes of exactly WRITE_SIZE at multiples of it: the last chunk of a write is
-                // split (without copying) where the write ends.
-                while batched + chunk.len() as u64 >= WRITE_SIZE {
-                    batch.push(chunk.split_to((WRITE_SIZE - batched) as usize));
-                    upload.put_part(PutPayload::from_iter(std::mem::take(&mut batch))).await?;
-                    batched = 0;
-                }
-                if !chunk.is_empty() {
-                    batched += chunk.len() as u64;
-                    batch.push(chunk);
+                for full in writes.push(chunk) {
+                    upload.put_part(PutPayload::from_iter(full)).await?;
                 }
             }
-            if !batch.is_empty() {
-                upload.put_part(PutPayload::from_iter(batch)).await?;
+            if let Some(rest) = writes.rest() {
+                upload.put_part(PutPayload::from_iter(rest)).await?;
             }
             if read != size {
                 return Err(changed(&job.src_key, &format!("{read} bytes read, expected {size}")));
@@ -493,9 +515,15 @@ impl Engine {
         Ok(Moved { etag: put.e_tag, sums: Some(sums), linked })
     }
 
-    /// A whole-object read of the pinned version, which must still have the listed size.
-    async fn open_source(&self, job: &Job, pin: &Pin, size: u64) -> Result<Opened> {
-        let opened = job.src.open(&job.src_key, None, pin.etag()).await?;
+    /// A read of the pinned version (of `range`, or whole), which must still have the listed size.
+    async fn open_source(
+        &self,
+        job: &Job,
+        pin: &Pin,
+        size: u64,
+        range: Option<std::ops::Range<u64>>,
+    ) -> Result<Opened> {
+        let opened = job.src.open(&job.src_key, range, pin.etag()).await?;
         pin.check(&job.src_key, opened.head.etag.as_deref())?;
         if opened.head.size != size {
             return Err(changed(&job.src_key, &format!("{} bytes, expected {size}", opened.head.size)));
@@ -599,11 +627,7 @@ impl Engine {
                 self.limits.request().await;
                 self.limits.bytes(len).await;
                 let read = async {
-                    let opened = job.src.open(src_key, Some(range.clone()), pin.etag()).await?;
-                    pin.check(src_key, opened.head.etag.as_deref())?;
-                    if opened.head.size != size {
-                        return Err(changed(src_key, &format!("{} bytes, expected {size}", opened.head.size)));
-                    }
+                    let opened = self.open_source(job, pin, size, Some(range.clone())).await?;
                     opened.body.try_collect::<Vec<Bytes>>().await
                 };
                 // The part stays in the chunks it arrived in: gathering it into one fresh
@@ -744,6 +768,25 @@ pub fn ranges(size: u64, part: u64) -> Vec<std::ops::Range<u64>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn writes_are_write_size_whatever_the_chunks() {
+        let w = WRITE_SIZE as usize;
+        for chunks in [vec![1usize], vec![w], vec![w - 1, 2], vec![3 * w + 5], vec![w / 3; 10], vec![7, w, w + 1, 0, 9]]
+        {
+            let data: Vec<u8> = (0..chunks.iter().sum::<usize>()).map(|i| (i % 251) as u8).collect();
+            let (mut writes, mut at, mut out) = (Writes::default(), 0, Vec::new());
+            for n in &chunks {
+                out.extend(writes.push(Bytes::copy_from_slice(&data[at..at + n])));
+                at += n;
+            }
+            out.extend(writes.rest());
+            let sizes: Vec<usize> = out.iter().map(|w| w.iter().map(|c| c.len()).sum()).collect();
+            assert!(sizes[..sizes.len().saturating_sub(1)].iter().all(|&n| n == w), "{chunks:?}: {sizes:?}");
+            assert!(sizes.iter().all(|&n| n > 0 && n <= w), "{chunks:?}: {sizes:?}");
+            assert_eq!(out.concat().concat(), data, "{chunks:?}");
+        }
+    }
 
     #[test]
     fn ranges_cover_the_object_exactly() {

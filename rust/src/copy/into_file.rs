@@ -5,10 +5,9 @@
 //! 8 MiB parts until their turn, they had left the CPU's caches, and the kernel's copy into the
 //! page cache was 40% of the CPU samples of a download against 17% now (benches/README.md, #14).
 
-use bytes::Bytes;
 use futures::stream::{self, StreamExt};
 
-use super::{part_size_for, ranges, Counter, Engine, Job, WRITE_SIZE};
+use super::{part_size_for, ranges, Counter, Engine, Job, Writes, WRITE_SIZE};
 use crate::backend::fs::Writer;
 use crate::checksum::{Hasher, PartCrcs, Sums, Want};
 use crate::errors::Result;
@@ -82,43 +81,30 @@ impl Engine {
         counter: &Counter<'_>,
     ) -> Result<[Option<u64>; 2]> {
         let src_key = job.src_key.as_str();
-        let opened = job.src.open(src_key, Some(range.clone()), pin.etag()).await?;
-        pin.check(src_key, opened.head.etag.as_deref())?;
-        if opened.head.size != size {
-            return Err(changed(src_key, &format!("{} bytes, expected {size}", opened.head.size)));
-        }
+        let opened = self.open_source(job, pin, size, Some(range.clone())).await?;
         let len = range.end - range.start;
         let mut crcs = PartCrcs::new(&want);
-        let (mut batch, mut batched, mut at) = (Vec::<Bytes>::new(), 0u64, range.start);
+        let (mut writes, mut read, mut at) = (Writes::default(), 0u64, range.start);
         let mut body = opened.body;
         while let Some(chunk) = body.next().await {
-            let mut chunk = chunk?;
-            if at + batched + chunk.len() as u64 > range.end {
+            let chunk = chunk?;
+            read += chunk.len() as u64;
+            if read > len {
                 return Err(changed(src_key, &format!("a range of {len} bytes came back longer")));
             }
             self.limits.bytes(chunk.len() as u64).await;
             counter.add(chunk.len() as u64);
             crcs.update(&chunk);
-            // Writes of exactly WRITE_SIZE: the chunk that fills one is split (without copying).
-            while batched + chunk.len() as u64 >= WRITE_SIZE {
-                batch.push(chunk.split_to((WRITE_SIZE - batched) as usize));
-                writer.write_at(at, std::mem::take(&mut batch)).await?;
+            for full in writes.push(chunk) {
+                writer.write_at(at, full).await?;
                 at += WRITE_SIZE;
-                batched = 0;
-            }
-            if !chunk.is_empty() {
-                batched += chunk.len() as u64;
-                batch.push(chunk);
             }
         }
-        if !batch.is_empty() {
-            writer.write_at(at, batch).await?;
+        if let Some(rest) = writes.rest() {
+            writer.write_at(at, rest).await?;
         }
-        if at + batched != range.end {
-            return Err(changed(
-                src_key,
-                &format!("a range of {len} bytes came back with {}", at + batched - range.start),
-            ));
+        if read != len {
+            return Err(changed(src_key, &format!("a range of {len} bytes came back with {read}")));
         }
         Ok(crcs.finish())
     }
