@@ -301,13 +301,17 @@ impl Engine {
         let mut outcome = Outcome { bytes: size, checksum: streamed, etag: moved.etag, verified: false };
         if self.opts.verify {
             let algo = algo.unwrap();
-            let expected = match streamed {
+            let destination = self.checked_read(&job.dst, &job.dst_key, None, algo, size, "destination");
+            let (expected, actual) = match streamed {
                 // dst == streamed == source: linked before the write.
-                Some((_, sum)) if moved.linked => sum,
-                // Nothing passed through us: read the source again, the same version.
-                _ => self.checked_read(&job.src, &job.src_key, Some(pin), algo, size, "source").await?,
+                Some((_, sum)) if moved.linked => (sum, destination.await?),
+                // Nothing passed through us: read the source again, the same version, while
+                // the destination is read (one object's verify costs one read's latency).
+                _ => tokio::try_join!(
+                    self.checked_read(&job.src, &job.src_key, Some(pin), algo, size, "source"),
+                    destination
+                )?,
             };
-            let actual = self.checked_read(&job.dst, &job.dst_key, None, algo, size, "destination").await?;
             if actual != expected {
                 return Err(Error::new(
                     Code::Corrupt,
