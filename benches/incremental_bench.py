@@ -28,6 +28,7 @@ import datetime as dt
 import os
 import platform
 import random
+import re
 import resource
 import sys
 import tempfile
@@ -134,6 +135,7 @@ class Timed:
     result: CreateResult
     wall: float
     cpu: float
+    span: tuple[float, float]  # wall-clock start and end (time.time()), to match the store's log
 
     @property
     def read_from_milvus(self) -> int:
@@ -155,9 +157,30 @@ def cpu_seconds() -> float:
 
 
 def timed(run) -> Timed:
-    wall, cpu = time.monotonic(), cpu_seconds()
+    start, wall, cpu = time.time(), time.monotonic(), cpu_seconds()
     result = run()
-    return Timed(result, time.monotonic() - wall, cpu_seconds() - cpu)
+    return Timed(result, time.monotonic() - wall, cpu_seconds() - cpu, (start, time.time()))
+
+
+_GROW = re.compile(r"^I(\d{2})(\d{2}) (\d{2}):(\d{2}):(\d{2})\.(\d+) \S+ volume grow ")
+
+
+def volume_growths(weed_log: Path) -> list[float]:
+    """When SeaweedFS grew a volume (its log: a write that finds its collection's volumes full
+    waits for a new one), as time.time() values: a create that meets one is slowed by the
+    store, not by its own work."""
+    year = dt.date.today().year
+    out = []
+    for line in weed_log.read_text(errors="replace").splitlines():
+        if m := _GROW.match(line):
+            month, day, h, mi, s, frac = m.groups()
+            at = dt.datetime(year, int(month), int(day), int(h), int(mi), int(s), int(frac[:6].ljust(6, "0")))
+            out.append(at.timestamp())  # the log is in local time, as time.time() is read here
+    return out
+
+
+def grown_during(t: Timed, growths: list[float]) -> int:
+    return sum(1 for g in growths if t.span[0] <= g <= t.span[1])
 
 
 PHASES = ("metadata", "flush", "discover", "copy", "meta")
@@ -230,6 +253,7 @@ def main() -> None:
         truths: dict[int, set[int]] = {}
         compaction_s, plans = 0.0, 0
         last_full: str | None = None
+        spans: list[tuple[Timed, Timed]] = []
         for cycle in range(1, args.cycles + 1):
             added = list(range(next_id, next_id + args.rows * 3 // 100))
             next_id += len(added)
@@ -265,8 +289,12 @@ def main() -> None:
                 f"{full_copy:.2f}", f"{full.cpu:.1f}", f"{inc.wall / full.wall:.2f}",
                 f"{inc_copy / full_copy:.2f}" if full_copy else "-"])
             phases_out.append([rows_out[-1][0], *(phase_seconds(t) for t in (inc, full))])
+            spans.append((inc, full))
             if new_segments and read > new_segments * 1.05:
                 failures.append(f"cycle {cycle}: read {read:,} bytes, more than the new segments' {new_segments:,} + 5%")
+        growths = volume_growths(stack.s3.log_path)
+        for row, (inc, full) in zip(phases_out, spans, strict=True):
+            row += [str(grown_during(inc, growths)), str(grown_during(full, growths))]
         first_dir = stored(inc_stores, "incremental/night_0/")
         increments = stored(inc_stores, "incremental/") - first_dir  # the pool and the increments' dirs
         one_full = stored(cmp_stores, f"full/{last_full}/")
@@ -321,9 +349,12 @@ def main() -> None:
              "full s", "full copy s", "full CPU s", "incr. s / full s", "incr. copy / full copy"], rows_out),
         "",
         "Where the time went, seconds: " + " / ".join(PHASES) + " / the rest (connecting, "
-        "the lock, the in-progress marker, finding the base).",
+        "the lock, the in-progress marker, finding the base). Volumes grown: how many new volumes SeaweedFS "
+        "created while the create ran (its log; the stack caps a volume at 256 MiB, so writes wait for a new one "
+        "now and then: the store's pause, not the create's work).",
         "",
-        benchlib.markdown_table(["cycle", "increment", "full"], phases_out),
+        benchlib.markdown_table(["cycle", "increment", "full", "volumes grown, increment", "volumes grown, full"],
+                                phases_out),
         "",
         f"Storage: the full backup night_0 ({mib(first_dir)} MiB, the binlogs the increments borrow included) and the "
         f"{args.cycles} increments (the pool and their dirs, {mib(increments)} MiB) take {mib(first_dir + increments)} MiB; "
