@@ -191,19 +191,25 @@ def test_an_upload_damaged_on_the_wire_is_refused_by_the_server_and_sent_again(
     assert uploads(seaweedfs, bucket) == []
 
 
-# One PUT (4 MiB at 2 MiB/s) or parts (three of PART at 8 MiB/s): either way the file is
-# rewritten while it is being sent.
-REWRITTEN = {"one-put": (4 * MIB, [], "2MiB/s"), "parts": (3 * PART, MULTIPART, "8MiB/s")}
+# One PUT (4 MiB at 2 MiB/s) or parts (three of PART at 8 MiB/s), the file rewritten while it is
+# sent: in place (the open file changes), or replaced the way writers replace files, a new one
+# renamed over it (the open file would still read the old bytes, whole and consistent).
+REWRITTEN = {
+    "one-put-in-place": (4 * MIB, [], "2MiB/s", False),
+    "one-put-renamed-over": (4 * MIB, [], "2MiB/s", True),
+    "parts-in-place": (3 * PART, MULTIPART, "8MiB/s", False),
+    "parts-renamed-over": (3 * PART, MULTIPART, "8MiB/s", True),
+}
 
 
 @pytest.mark.parametrize("how", REWRITTEN)
 def test_a_file_rewritten_while_it_is_sent_is_sent_again_as_it_is_then(seaweedfs, s3env, bucket, tmp_path, how):
     """The first pass sums the old bytes; while the second sends them (slowed by a cap) the
-    file is rewritten in place. The server refuses what no longer matches its sum, or the
-    check of the file's version after the passes sees the change: the copy says the file
-    changed and sends it again. The object and its recorded checksum are the new bytes', and
-    no upload is left behind."""
-    size, flags, cap = REWRITTEN[how]
+    file is rewritten. The server refuses what no longer matches its sum, or the check of the
+    file's version after each pass sees the change: the copy says the file changed and sends
+    it again. The object and its recorded checksum are the new bytes', and no upload is left
+    behind."""
+    size, flags, cap, renamed = REWRITTEN[how]
     old, new = os.urandom(size), os.urandom(size)
     write_folder(tmp_path / "src", {"obj": old})
     with FaultProxy(seaweedfs.endpoint, max_lifetime=120) as proxy:
@@ -213,8 +219,12 @@ def test_a_file_rewritten_while_it_is_sent_is_sent_again_as_it_is_then(seaweedfs
                 assert time.monotonic() < deadline
                 time.sleep(0.02)
             time.sleep(0.3)
-            with open(tmp_path / "src" / "obj", "r+b") as f:
-                f.write(new)
+            if renamed:
+                (tmp_path / "obj.new").write_bytes(new)
+                os.replace(tmp_path / "obj.new", tmp_path / "src" / "obj")
+            else:
+                with open(tmp_path / "src" / "obj", "r+b") as f:
+                    f.write(new)
 
         writer = threading.Thread(target=rewrite, daemon=True)
         writer.start()
@@ -224,7 +234,8 @@ def test_a_file_rewritten_while_it_is_sent_is_sent_again_as_it_is_then(seaweedfs
     record = records(r)["obj"]
     assert record["error"] is None and record["attempts"] >= 2, record
     said = [line for line in r.stderr.splitlines() if "copy obj: attempt 1 of" in line]
-    assert len(said) == 1 and "written to while it was being read" in said[0], r.stderr
+    why = "another file took its name" if renamed else "written to while it was being read"
+    assert len(said) == 1 and why in said[0], r.stderr
     assert seaweedfs.store(bucket).get("dst/obj") == new
     assert record["checksum"] == f"{_engine.checksum('crc32c', new):08x}", record
     assert uploads(seaweedfs, bucket) == []

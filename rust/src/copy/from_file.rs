@@ -17,7 +17,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use futures::stream::{self, StreamExt, TryStreamExt};
 use futures::SinkExt;
-use object_store::{GetOptions, GetResultPayload, ObjectStore};
+use object_store::{GetOptions, GetResultPayload, ObjectStore, ObjectStoreExt};
 
 use super::{long_range, ranges, Counter, Engine, Job, Moved};
 use crate::backend::fs::{version_of, FileStore};
@@ -60,11 +60,10 @@ impl Engine {
         counter: &Counter<'_>,
     ) -> Result<Moved> {
         let (dst, info) = job.dst.s3().unwrap();
-        let key = job.src_key.as_str();
         let _memory = self.reserve(2 * CHUNK as u64).await?;
-        let (file, version) = self.open_file(job, pin, size).await?;
+        let src = self.open_file(job, pin, size).await?;
         let put = |crc32c, body| s3::put_unsigned(dst, info, &job.dst_key, size, crc32c, body);
-        let (sums, etag) = self.send_range(&file, &version, 0..size, algo, key, counter, put).await?;
+        let (sums, etag) = self.send_range(&src, 0..size, algo, counter, put).await?;
         Ok(Moved { etag, sums: Some(sums), linked: false })
     }
 
@@ -81,8 +80,7 @@ impl Engine {
         counter: &Counter<'_>,
     ) -> Result<Moved> {
         let (dst, info) = job.dst.s3().unwrap();
-        let key = job.src_key.as_str();
-        let (file, version) = self.open_file(job, pin, size).await?;
+        let src = self.open_file(job, pin, size).await?;
         self.limits.request().await;
         let id = self.cancellable(s3::create_crc32c(dst, info, &job.dst_key)).await?;
         // A part costs two chunks of memory, not its size: long parts, few requests.
@@ -90,22 +88,19 @@ impl Engine {
         let sent = async {
             let parts = stream::iter(ranges(size, part_size).into_iter().enumerate())
                 .map(|(i, range)| {
-                    let (file, version, id) = (&file, &version, &id);
+                    let (src, id) = (&src, &id);
                     async move {
                         let _memory = self.reserve(2 * CHUNK as u64).await?;
                         let len = range.end - range.start;
                         let put =
                             |crc32c, body| s3::upload_part_unsigned(dst, info, &job.dst_key, id, i, len, crc32c, body);
-                        let (sums, etag) = self.send_range(file, version, range, algo, key, counter, put).await?;
+                        let (sums, etag) = self.send_range(src, range, algo, counter, put).await?;
                         Ok::<_, Error>((i, len, sums, etag))
                     }
                 })
                 .buffer_unordered(self.opts.part_parallel.max(1));
             let mut done = parts.try_collect::<Vec<_>>().await?;
             done.sort_unstable_by_key(|(i, ..)| *i);
-            // Parts summed and sent, each checked by the server: the file must still be the
-            // version opened, or the parts may be of different versions.
-            self.unchanged(&file, &version, key).await?;
             let mut hasher = Hasher::new(want(algo));
             let mut listed = Vec::with_capacity(done.len());
             for (_, len, sums, etag) in done {
@@ -125,66 +120,62 @@ impl Engine {
     }
 
     /// One range of the file in two passes: summed (`algo` and the CRC32C), then streamed by
-    /// `put` with that CRC32C. The range's sums and what `put` answered.
-    #[allow(clippy::too_many_arguments)]
+    /// `put` with that CRC32C. The range's sums and what `put` answered. The file's version is
+    /// checked after each pass: after the last part's, every part is known to be of the
+    /// version opened.
     async fn send_range<T, Fut>(
         &self,
-        file: &Arc<File>,
-        version: &str,
+        src: &Source<'_>,
         range: Range<u64>,
         algo: Option<Algo>,
-        key: &str,
         counter: &Counter<'_>,
         put: impl FnOnce(u32, reqwest::Body) -> Fut,
     ) -> Result<(Sums, T)>
     where
         Fut: std::future::Future<Output = Result<T>>,
     {
-        let sums = self.sum_range(file, range.clone(), algo, key).await?;
+        let sums = {
+            let (file, key, want) = (src.file.clone(), src.key.to_string(), want(algo));
+            let range = range.clone();
+            self.cancellable(blocking(move || sum_range(&file, range, want, &key))).await?
+        };
         // A file written to while it was summed may be torn: read it again.
-        self.unchanged(file, version, key).await?;
-        let crc32c = crc32c_of(&sums);
-        let (body, send) = self.body_of(file, range, key, counter);
+        self.unchanged(src).await?;
+        let (body, send) = self.body_of(src, range, counter);
         self.limits.request().await;
-        let (sent, put) = self.cancellable(async { Ok(tokio::join!(send, put(crc32c, body))) }).await?;
+        let (sent, put) = self.cancellable(async { Ok(tokio::join!(send, put(crc32c_of(&sums), body))) }).await?;
         sent?;
         match put {
-            Ok(answer) => Ok((sums, answer)),
-            Err(e) => Err(self.refused(file, version, key, e).await),
+            // Sent as summed; still the file at its path? (Else it is copied again as it is now.)
+            Ok(answer) => self.unchanged(src).await.map(|()| (sums, answer)),
+            Err(e) => Err(self.refused(src, e).await),
         }
     }
 
     /// The job's source file, open, and its version.
-    async fn open_file(&self, job: &Job, pin: &Pin, size: u64) -> Result<(Arc<File>, String)> {
+    async fn open_file<'a>(&self, job: &'a Job, pin: &Pin, size: u64) -> Result<Source<'a>> {
         let Backend::File { store } = &*job.src else { unreachable!("only local files stream from a file") };
-        let (file, version) = self.cancellable(open(store, &job.src_key, pin, size)).await?;
-        Ok((Arc::new(file), version))
-    }
-
-    /// First pass over `range`: the manifest's checksum (`algo`) and the CRC32C, in one pass.
-    async fn sum_range(&self, file: &Arc<File>, range: Range<u64>, algo: Option<Algo>, key: &str) -> Result<Sums> {
-        let (file, key) = (file.clone(), key.to_string());
-        self.cancellable(blocking(move || sum_range(&file, range, want(algo), &key))).await
+        let key = job.src_key.as_str();
+        let (file, version) = self.cancellable(open(store, key, pin, size)).await?;
+        Ok(Source { store, key, file: Arc::new(file), version })
     }
 
     /// Second pass over `range`: a request body, and the future that feeds it a chunk at a time
     /// (under the byte cap, counted), reading one chunk ahead of what is sent.
     fn body_of<'a>(
         &'a self,
-        file: &Arc<File>,
+        src: &'a Source<'_>,
         range: Range<u64>,
-        key: &'a str,
         counter: &'a Counter<'_>,
     ) -> (reqwest::Body, impl std::future::Future<Output = Result<()>> + 'a) {
         let (tx, rx) = futures::channel::mpsc::channel::<io::Result<Bytes>>(0);
-        let reader = file.clone();
         let send = async move {
             let mut tx = tx;
             let mut offset = range.start;
             while offset < range.end {
                 let n = CHUNK.min((range.end - offset) as usize);
                 self.limits.bytes(n as u64).await;
-                let (f, k) = (reader.clone(), key.to_string());
+                let (f, k) = (src.file.clone(), src.key.to_string());
                 match blocking(move || read_chunk(&f, offset, n, &k)).await {
                     Ok(chunk) => {
                         counter.add(n as u64);
@@ -207,25 +198,47 @@ impl Engine {
 
     /// A request refused as not the bytes summed (BadDigest): the file changed since, or they
     /// were damaged on the way. Either way the object is copied again; a change is told as one.
-    async fn refused(&self, file: &Arc<File>, version: &str, key: &str, e: Error) -> Error {
+    async fn refused(&self, src: &Source<'_>, e: Error) -> Error {
         if e.code != Code::Corrupt {
             return e;
         }
-        match self.unchanged(file, version, key).await {
+        match self.unchanged(src).await {
             Err(changed) => changed,
-            Ok(()) => Error::new(Code::Corrupt, format!("{key} was damaged on the way to the server ({})", e.message)),
+            Ok(()) => {
+                Error::new(Code::Corrupt, format!("{} was damaged on the way to the server ({})", src.key, e.message))
+            }
         }
     }
 
-    /// The file is still the version opened (same inode, size and modification time).
-    async fn unchanged(&self, file: &Arc<File>, version: &str, key: &str) -> Result<()> {
-        let f = file.clone();
+    /// The file is still the version opened (same inode, size and modification time), and
+    /// its path still names it: a file written in place, or another file renamed over it,
+    /// is a change (the open file would still read the old one).
+    async fn unchanged(&self, src: &Source<'_>) -> Result<()> {
+        let f = src.file.clone();
         let now = blocking(move || version_of(&f).map_err(|e| Error::new(Code::Io, e.to_string()))).await?;
-        if now != version {
-            return Err(changed(key, "it was written to while it was being read"));
+        if now != src.version {
+            return Err(changed(src.key, "it was written to while it was being read"));
+        }
+        let named = match src.store.head(&path(src.key)?).await {
+            Ok(meta) => meta.e_tag.unwrap_or_default(),
+            Err(object_store::Error::NotFound { .. }) => {
+                return Err(changed(src.key, "it was removed while it was being read"))
+            }
+            Err(e) => return Err(e.into()),
+        };
+        if named != src.version {
+            return Err(changed(src.key, "another file took its name while it was being read"));
         }
         Ok(())
     }
+}
+
+/// A local file being uploaded: open, with the version it was opened at.
+struct Source<'a> {
+    store: &'a FileStore,
+    key: &'a str,
+    file: Arc<File>,
+    version: String,
 }
 
 /// The file at `key`, only while it is the pinned version and of the listed size, and its version.
