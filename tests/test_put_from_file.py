@@ -241,6 +241,26 @@ def test_a_file_rewritten_while_it_is_sent_is_sent_again_as_it_is_then(seaweedfs
     assert uploads(seaweedfs, bucket) == []
 
 
+def test_a_part_cut_on_the_way_is_sent_again_alone(seaweedfs, s3env, bucket, tmp_path):
+    """Two parts' connections are cut before they reach the server: those parts are sent again,
+    not the whole file (one attempt at the object), and the object is the file."""
+    data = os.urandom(3 * PART)
+    write_folder(tmp_path / "src", {"obj": data})
+    with FaultProxy(seaweedfs.endpoint, max_lifetime=120) as proxy:
+        proxy.stall(0.2, count=2, paths="?partNumber=")  # then close
+        r = mbackup(s3env, "copy", str(tmp_path / "src"), url(proxy.endpoint, bucket, "dst"), *MULTIPART,
+                    "--json", "--records")
+        heads = list(proxy.heads)
+    record = records(r)["obj"]
+    assert record["attempts"] == 1 and record["error"] is None, record
+    assert record["bytes"] == len(data)
+    assert seaweedfs.store(bucket).get("dst/obj") == data
+    sent = [p for m, p, _ in heads if m == "PUT" and "?partNumber=" in p]
+    assert len(sent) == 3 + 2, sent  # three parts, two of them twice
+    assert len([p for m, p, _ in heads if m == "POST" and p.endswith("?uploads=")]) == 1
+    assert uploads(seaweedfs, bucket) == []
+
+
 def test_parts_cut_on_the_way_leave_no_upload_behind(seaweedfs, s3env, bucket, tmp_path):
     """Every part's connection is cut before it reaches the server, on every attempt: the copy
     fails in one line with the exit code of "retry later", and each attempt's multipart upload

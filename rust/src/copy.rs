@@ -153,6 +153,14 @@ impl<'a> Counter<'a> {
     fn undo(&self) {
         Progress::sub(&self.progress.bytes_done, self.counted.swap(0, Relaxed));
     }
+    /// A counter for one try of a piece of the object, which can be undone alone.
+    fn piece(&self) -> Counter<'a> {
+        Counter { progress: self.progress, counted: AtomicU64::new(0) }
+    }
+    /// A piece's bytes, kept: undone with the object's from now on.
+    fn keep(&self, piece: Counter<'a>) {
+        self.counted.fetch_add(piece.counted.into_inner(), Relaxed);
+    }
 }
 
 impl Engine {

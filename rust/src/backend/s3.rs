@@ -108,7 +108,7 @@ fn copy_source(src: &S3Info, key: &str) -> String {
 }
 
 /// Throttling and 5xx answers get three more tries with backoff.
-async fn retrying<T, F, Fut>(mut request: F) -> Result<T>
+pub(crate) async fn retrying<T, F, Fut>(mut request: F) -> Result<T>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T>>,

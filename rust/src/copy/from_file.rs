@@ -92,9 +92,21 @@ impl Engine {
                     async move {
                         let _memory = self.reserve(2 * CHUNK as u64).await?;
                         let len = range.end - range.start;
-                        let put =
-                            |crc32c, body| s3::upload_part_unsigned(dst, info, &job.dst_key, id, i, len, crc32c, body);
-                        let (sums, etag) = self.send_range(src, range, algo, counter, put).await?;
+                        // A part cut on the way or throttled is sent again alone (as object_store
+                        // retries its parts), not the whole file; its bytes counted once.
+                        let (sums, etag) = s3::retrying(|| async {
+                            let piece = counter.piece();
+                            let put = |crc32c, body| {
+                                s3::upload_part_unsigned(dst, info, &job.dst_key, id, i, len, crc32c, body)
+                            };
+                            let sent = self.send_range(src, range.clone(), algo, &piece, put).await;
+                            match &sent {
+                                Ok(_) => counter.keep(piece),
+                                Err(_) => piece.undo(),
+                            }
+                            sent
+                        })
+                        .await?;
                         Ok::<_, Error>((i, len, sums, etag))
                     }
                 })
