@@ -153,6 +153,14 @@ impl<'a> Counter<'a> {
     fn undo(&self) {
         Progress::sub(&self.progress.bytes_done, self.counted.swap(0, Relaxed));
     }
+    /// A counter for one try of a piece of the object, which can be undone alone.
+    fn piece(&self) -> Counter<'a> {
+        Counter { progress: self.progress, counted: AtomicU64::new(0) }
+    }
+    /// A piece's bytes, kept: undone with the object's from now on.
+    fn keep(&self, piece: Counter<'a>) {
+        self.counted.fetch_add(piece.counted.into_inner(), Relaxed);
+    }
 }
 
 impl Engine {
@@ -545,7 +553,8 @@ impl Engine {
 
     /// Ranged GETs in parallel, written in order as parts of one multipart upload, or into a
     /// folder at their offsets as they arrive (into_file.rs). Memory stays within parts in
-    /// flight x part size (into a folder: writes in flight), whatever the object size.
+    /// flight x part size (into a folder: writes in flight), whatever the object size. From a
+    /// local file to an S3 server that checks CRCs, parts streamed from the file (from_file.rs).
     async fn stream_multipart(
         &self,
         job: &Job,
@@ -554,6 +563,9 @@ impl Engine {
         algo: Option<Algo>,
         counter: &Counter<'_>,
     ) -> Result<Moved> {
+        if self.streams_from_file(job).await? {
+            return self.stream_parts_from_file(job, pin, size, algo, counter).await;
+        }
         // Ranged reads carry no checksum: S3 states the whole object's in a HEAD.
         let offered = match job.src.s3() {
             Some((store, info)) => {
@@ -765,6 +777,20 @@ pub fn part_size_for(size: u64, wanted: u64) -> u64 {
     wanted.max(size.div_ceil(10_000)).max(1)
 }
 
+/// The longest range one GET reads into a file, and the longest part streamed from a file
+/// (rclone moves 64 MiB, s5cmd 50 MiB).
+const LONG_RANGE: u64 = 64 << 20;
+
+/// Ranges for a stream whose memory does not grow with its length (from the network into a
+/// file, from a file into parts): up to LONG_RANGE, never shorter than the part size, and at
+/// least two per parallel stream, so that a stream whose range ends early takes another
+/// instead of idling while the slowest one ends (and a source rewritten mid-copy is met by a
+/// read that starts after it, not only by reads already under way).
+fn long_range(size: u64, part_size: u64, streams: usize) -> u64 {
+    let two_per_stream = size.div_ceil(2 * streams.max(1) as u64).min(LONG_RANGE);
+    part_size_for(size, part_size.max(two_per_stream))
+}
+
 pub fn ranges(size: u64, part: u64) -> Vec<std::ops::Range<u64>> {
     (0..size.div_ceil(part)).map(|i| i * part..(i * part).saturating_add(part).min(size)).collect()
 }
@@ -798,6 +824,17 @@ mod tests {
         assert_eq!(ranges(8, 4), vec![0..4, 4..8]);
         assert!(ranges(0, 4).is_empty());
         assert_eq!(ranges(u64::MAX, u64::MAX / 2 + 1), vec![0..u64::MAX / 2 + 1, u64::MAX / 2 + 1..u64::MAX]);
+    }
+
+    #[test]
+    fn long_objects_take_few_long_ranges() {
+        const MIB: u64 = 1 << 20;
+        assert_eq!(long_range(256 * MIB, 8 * MIB, 4), 32 * MIB); // two ranges per stream
+        assert_eq!(long_range(4096 * MIB, 8 * MIB, 4), 64 * MIB); // 64 GETs, not 512
+        assert_eq!(long_range(20 * MIB, 8 * MIB, 4), 8 * MIB); // never below the part size
+        assert_eq!(long_range(48 * MIB + 1, 5 * MIB, 4), 6 * MIB + 1);
+        let huge = 5u64 << 40;
+        assert!(huge.div_ceil(long_range(huge, 8 * MIB, 4)) <= 10_000);
     }
 
     #[test]

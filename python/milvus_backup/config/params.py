@@ -261,7 +261,8 @@ _TABLE: tuple[Setting, ...] = (
     _s("mbackup.maxRequestsPerSecond", "rps", None, "Cap on requests per second, shared by every copy",
        range=ranges.REQUEST_RATE, flag="--max-requests", engine="max_requests_per_sec"),
     _s("mbackup.partSizeMiB", "int", 8,
-       "Part size for multipart streaming (from S3 into a folder: the least length of a ranged read; longer ones up to 64 MiB)",
+       "Part size for multipart streaming (from S3 into a folder, and from a local file to an S3 server that checks "
+       "CRC32C: the least length of a ranged read or part; longer ones up to 64 MiB)",
        range=ranges.PART_SIZE, scale=MiB, flag="--part-size", engine="part_size"),
     _s("mbackup.multipartThresholdMiB", "int", 16, "Stream objects above this size in parts", range=ranges.THRESHOLD,
        scale=MiB, flag="--multipart-threshold", engine="multipart_threshold"),

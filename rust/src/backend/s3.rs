@@ -108,7 +108,7 @@ fn copy_source(src: &S3Info, key: &str) -> String {
 }
 
 /// Throttling and 5xx answers get three more tries with backoff.
-async fn retrying<T, F, Fut>(mut request: F) -> Result<T>
+pub(crate) async fn retrying<T, F, Fut>(mut request: F) -> Result<T>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T>>,
@@ -259,10 +259,79 @@ pub async fn put_unsigned(
     crc32c: u32,
     body: reqwest::Body,
 ) -> Result<Option<String>> {
-    let url = object_url(info, key)?;
+    put_streamed(store, info, &object_url(info, key)?, len, crc32c, body).await
+}
+
+/// One PUT (of an object or a part) of `len` bytes from `body`, unsigned, with its CRC32C; its ETag.
+async fn put_streamed(
+    store: &AmazonS3,
+    info: &S3Info,
+    url: &str,
+    len: u64,
+    crc32c: u32,
+    body: reqwest::Body,
+) -> Result<Option<String>> {
     let headers = [("content-length", len.to_string()), ("x-amz-checksum-crc32c", crc32c_header(crc32c))];
-    let response = respond_with(store, info, Method::PUT, &url, &headers, Payload::Unsigned(body)).await?;
+    let response = respond_with(store, info, Method::PUT, url, &headers, Payload::Unsigned(body)).await?;
     Ok(response.headers().get(http::header::ETAG).and_then(|v| v.to_str().ok()).map(str::to_string))
+}
+
+/// CreateMultipartUpload declaring CRC32C (S3 wants the algorithm its parts state declared
+/// here); the upload's id. Its parts go through `upload_part_unsigned`, and it ends with
+/// `complete_crc32c` or `abort_upload`.
+pub async fn create_crc32c(store: &AmazonS3, info: &S3Info, key: &str) -> Result<String> {
+    let url = format!("{}?{}", object_url(info, key)?, query(&[("uploads", "")]));
+    let headers = [("x-amz-checksum-algorithm", "CRC32C".to_string())];
+    let answer = send(store, info, Method::POST, &url, &headers, String::new()).await?;
+    match xml_value(&answer.body, "UploadId") {
+        Some(id) if !id.is_empty() => Ok(id.to_string()),
+        _ => Err(not_s3(info, "HTTP 200", &answer.content_type)),
+    }
+}
+
+/// One part (`part_idx`, 0-based) of an upload `create_crc32c` began, streamed unsigned like
+/// `put_unsigned`: the server refuses a part whose bytes are not its CRC32C. The part's ETag.
+#[allow(clippy::too_many_arguments)]
+pub async fn upload_part_unsigned(
+    store: &AmazonS3,
+    info: &S3Info,
+    key: &str,
+    upload_id: &str,
+    part_idx: usize,
+    len: u64,
+    crc32c: u32,
+    body: reqwest::Body,
+) -> Result<String> {
+    let number = (part_idx + 1).to_string();
+    let url = format!("{}?{}", object_url(info, key)?, query(&[("partNumber", &number), ("uploadId", upload_id)]));
+    match put_streamed(store, info, &url, len, crc32c, body).await? {
+        Some(etag) => Ok(etag),
+        None => Err(Error::new(Code::Transient, format!("PUT {url}: the part was answered without an ETag"))),
+    }
+}
+
+/// CompleteMultipartUpload of `parts` (ETag and CRC32C, in order): an upload that declared
+/// CRC32C names each part's (SeaweedFS refuses the list without them). The object's ETag.
+pub async fn complete_crc32c(
+    store: &AmazonS3,
+    info: &S3Info,
+    key: &str,
+    upload_id: &str,
+    parts: &[(String, u32)],
+) -> Result<String> {
+    let url = format!("{}?{}", object_url(info, key)?, query(&[("uploadId", upload_id)]));
+    let mut body = String::from("<CompleteMultipartUpload>");
+    for (i, (etag, crc)) in parts.iter().enumerate() {
+        body += &format!(
+            "<Part><PartNumber>{}</PartNumber><ETag>{}</ETag><ChecksumCRC32C>{}</ChecksumCRC32C></Part>",
+            i + 1,
+            etag.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;"),
+            crc32c_header(*crc)
+        );
+    }
+    body += "</CompleteMultipartUpload>";
+    let answer = send(store, info, Method::POST, &url, &[], body).await?;
+    etag_of(&answer.body)
 }
 
 /// Whether the server checks `x-amz-checksum-crc32c`, learnt once per store by a small PUT
@@ -340,9 +409,9 @@ fn s3_code(text: &str) -> String {
 
 fn etag_of(text: &str) -> Result<String> {
     match xml_value(text, "ETag") {
-        Some(e) if !e.is_empty() => Ok(e.replace("&quot;", "\"")),
+        Some(e) if !e.is_empty() => Ok(e.replace("&quot;", "\"").replace("&#34;", "\"")),
         // An empty ETag means the copy did not happen, whatever the status said.
-        _ => Err(Error::new(Code::Transient, format!("copy answered without an ETag: {}", s3_code(text)))),
+        _ => Err(Error::new(Code::Transient, format!("answered without an ETag: {}", s3_code(text)))),
     }
 }
 
@@ -783,6 +852,8 @@ mod tests {
         assert_eq!(s3_code(body), "SlowDown: Reduce your rate");
         assert!(etag_of("<CopyObjectResult><ETag></ETag></CopyObjectResult>").is_err());
         assert_eq!(etag_of("<CopyObjectResult><ETag>&quot;abc&quot;</ETag></CopyObjectResult>").unwrap(), "\"abc\"");
+        // SeaweedFS's CompleteMultipartUpload escapes the quotes as numbers.
+        assert_eq!(etag_of("<CompleteMultipartUploadResult><ETag>&#34;c7-2&#34;</ETag>").unwrap(), "\"c7-2\"");
     }
 
     #[test]

@@ -7,14 +7,11 @@
 
 use futures::stream::{self, StreamExt};
 
-use super::{part_size_for, ranges, Counter, Engine, Job, Writes, WRITE_SIZE};
+use super::{long_range, part_size_for, ranges, Counter, Engine, Job, Writes, WRITE_SIZE};
 use crate::backend::fs::Writer;
 use crate::checksum::{Hasher, PartCrcs, Sums, Want};
 use crate::errors::Result;
 use crate::version::{changed, Pin};
-
-/// The longest range one GET reads into a file (rclone reads 64 MiB, s5cmd 50 MiB).
-const LONG_RANGE: u64 = 64 << 20;
 
 impl Engine {
     /// Ranges of the pinned version written into `writer`'s file; the sums of the whole object.
@@ -107,30 +104,5 @@ impl Engine {
             return Err(changed(src_key, &format!("a range of {len} bytes came back with {read}")));
         }
         Ok(crcs.finish())
-    }
-}
-
-/// Ranges for a stream from the network into a file: up to LONG_RANGE, never shorter than the
-/// part size, and at least two per part stream, so that a stream whose range ends early takes
-/// another instead of idling while the slowest one ends (and a source rewritten mid-copy is
-/// met by a pinned read that starts after it, not only by reads already under way).
-fn long_range(size: u64, part_size: u64, streams: usize) -> u64 {
-    let two_per_stream = size.div_ceil(2 * streams.max(1) as u64).min(LONG_RANGE);
-    part_size_for(size, part_size.max(two_per_stream))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn long_objects_take_few_long_ranges() {
-        const MIB: u64 = 1 << 20;
-        assert_eq!(long_range(256 * MIB, 8 * MIB, 4), 32 * MIB); // two ranges per stream
-        assert_eq!(long_range(4096 * MIB, 8 * MIB, 4), 64 * MIB); // 64 GETs, not 512
-        assert_eq!(long_range(20 * MIB, 8 * MIB, 4), 8 * MIB); // never below the part size
-        assert_eq!(long_range(48 * MIB + 1, 5 * MIB, 4), 6 * MIB + 1);
-        let huge = 5u64 << 40;
-        assert!(huge.div_ceil(long_range(huge, 8 * MIB, 4)) <= 10_000);
     }
 }
