@@ -20,8 +20,11 @@ use crate::progress::Progress;
 use crate::retry::backoff;
 use crate::version::{changed, md5_of_etag, Pin};
 
+mod checked;
 mod from_file;
 mod into_file;
+
+use checked::Upload;
 
 /// Bytes per write when a body is streamed into a file: large writes, few hand-offs to the
 /// blocking pool, and the memory one stream holds.
@@ -456,6 +459,7 @@ impl Engine {
         if size > WRITE_SIZE && job.dst.kind() == "file" {
             return self.stream_into_file(job, pin, size, algo, counter).await;
         }
+        let checked = self.checks_crc32c(job).await?;
         let _memory = self.reserve(size).await?;
         self.limits.request().await;
         let read = async {
@@ -473,13 +477,16 @@ impl Engine {
             if read != size {
                 return Err(changed(&job.src_key, &format!("{read} bytes read, expected {size}")));
             }
-            // The buffers as they came: written without being copied into one.
-            Ok((PutPayload::from_iter(chunks), offered, hasher.finish()))
+            Ok((chunks, offered, hasher.finish()))
         };
-        let (data, offered, sums) = self.cancellable(read).await?;
+        let (chunks, offered, sums) = self.cancellable(read).await?;
         let linked = self.link_to_source(job, pin, size, algo, offered, &sums).await?;
         self.limits.request().await;
-        let etag = self.cancellable(job.dst.put_all(&job.dst_key, data)).await?;
+        // The buffers as they came: written without being copied into one.
+        let etag = match checked {
+            true => self.put_checked(job, chunks).await?,
+            false => self.cancellable(job.dst.put_all(&job.dst_key, PutPayload::from_iter(chunks))).await?,
+        };
         Ok(Moved { etag, sums: Some(sums), linked })
     }
 
@@ -584,42 +591,44 @@ impl Engine {
         };
         let dst = job.dst.native().unwrap();
         let dst_path = path(&job.dst_key)?;
+        let checked = self.checks_crc32c(job).await?;
         self.limits.request().await;
         // Into a folder, ranges are written where they belong as they arrive (into_file.rs).
         let (mut upload, writer) = match &*job.dst {
             Backend::File { store } => {
                 let staged = self.cancellable(async { Ok(store.stage(dst_path.as_ref()).await?) }).await?;
                 let writer = staged.writer();
-                (Box::new(staged) as Box<dyn MultipartUpload>, writer)
+                (Upload::Store(Box::new(staged)), writer)
             }
-            _ => (self.cancellable(async { Ok(dst.put_multipart(&dst_path).await?) }).await?, None),
+            _ if checked => (self.cancellable(Upload::checked(job)).await?, None),
+            _ => (Upload::Store(self.cancellable(async { Ok(dst.put_multipart(&dst_path).await?) }).await?), None),
         };
         let want = Want::for_copy(algo, offered);
         // The writer is dropped with its arm: the staging file's lock goes with the upload.
         let streamed = match writer {
             Some(writer) => self.stream_ranges(job, pin, size, want, &writer, counter).await,
-            None => self.stream_parts(job, pin, size, want, upload.as_mut(), counter).await,
+            None => self.stream_parts(job, pin, size, want, &mut upload, counter).await,
         };
         match streamed {
             Ok(sums) => {
                 let linked = match self.link_to_source(job, pin, size, algo, offered, &sums).await {
                     Ok(linked) => linked,
                     Err(e) => {
-                        let _ = upload.abort().await;
+                        upload.abort().await;
                         return Err(e);
                     }
                 };
                 self.limits.request().await;
-                match self.cancellable(async { Ok(upload.complete().await?) }).await {
-                    Ok(put) => Ok(Moved { etag: put.e_tag, sums: Some(sums), linked }),
+                match self.cancellable(upload.complete()).await {
+                    Ok(etag) => Ok(Moved { etag, sums: Some(sums), linked }),
                     Err(e) => {
-                        let _ = upload.abort().await;
+                        upload.abort().await;
                         Err(e)
                     }
                 }
             }
             Err(e) => {
-                let _ = upload.abort().await;
+                upload.abort().await;
                 Err(e)
             }
         }
@@ -631,7 +640,7 @@ impl Engine {
         pin: &Pin,
         size: u64,
         want: Want,
-        upload: &mut dyn MultipartUpload,
+        upload: &mut Upload,
         counter: &Counter<'_>,
     ) -> Result<Sums> {
         let src_key = job.src_key.as_str();
@@ -679,11 +688,11 @@ impl Engine {
                     let len: u64 = chunks.iter().map(|c| c.len() as u64).sum();
                     hasher.append_part(crcs, &chunks);
                     self.limits.request().await;
-                    let part = upload.put_part(chunks.into_iter().collect::<PutPayload>());
+                    let part = upload.put_part(chunks);
                     uploads.push(async move {
                         let r = part.await;
                         drop(permit);
-                        r.map(|_| len).map_err(Error::from)
+                        r.map(|_| len)
                     });
                 }
                 _ = self.cancel.cancelled() => return Err(Error::cancelled()),

@@ -345,7 +345,9 @@ pub async fn checks_crc32c(store: &AmazonS3, info: &S3Info, prefix: &str) -> Res
             let body: &'static [u8] = b"mbackup: does this server check x-amz-checksum-crc32c?";
             let wrong = crate::checksum::checksum(crate::checksum::Algo::Crc32c, body) as u32 ^ 0xffff_ffff;
             let key = format!("{prefix}.mbackup-crc32c-probe-{:016x}", rand::rng().random::<u64>());
-            let answer = put_unsigned(store, info, &key, body.len() as u64, wrong, reqwest::Body::from(body)).await;
+            // Throttled or cut: asked again, as any request (BadDigest is the answer, not a failure).
+            let answer =
+                retrying(|| put_unsigned(store, info, &key, body.len() as u64, wrong, reqwest::Body::from(body))).await;
             let checks = match answer {
                 Err(e) if e.code == Code::Corrupt => true,
                 // Not an answer about checksums: asked again by the next upload (a key the
@@ -359,9 +361,9 @@ pub async fn checks_crc32c(store: &AmazonS3, info: &S3Info, prefix: &str) -> Res
                 }
             };
             let how = if checks {
-                "refuses a wrong x-amz-checksum-crc32c: uploads from local files stream unsigned, CRC32C-checked"
+                "refuses a wrong x-amz-checksum-crc32c: uploads go unsigned, each stating its CRC32C"
             } else {
-                "does not refuse a wrong x-amz-checksum-crc32c: uploads from local files are read whole and signed"
+                "does not refuse a wrong x-amz-checksum-crc32c: uploads are signed, local files read whole"
             };
             events::info(&format!("{}: {how}", info.bucket_endpoint));
             Ok(checks)

@@ -39,15 +39,7 @@ impl Engine {
     /// Whether `job` (a local file to S3) streams its body: the destination takes plain PUTs
     /// and has shown that it checks a stated CRC32C.
     pub(super) async fn streams_from_file(&self, job: &Job) -> Result<bool> {
-        let (Backend::File { .. }, Some((store, info))) = (&*job.src, job.dst.s3()) else { return Ok(false) };
-        if !info.plain_put {
-            return Ok(false);
-        }
-        if info.checks_crc32c.get().is_none() {
-            self.limits.request().await;
-        }
-        let prefix = job.dst_key.rsplit_once('/').map(|(p, _)| format!("{p}/")).unwrap_or_default();
-        self.cancellable(s3::checks_crc32c(store, info, &prefix)).await
+        Ok(matches!(&*job.src, Backend::File { .. }) && self.checks_crc32c(job).await?)
     }
 
     /// Two passes over the file (see the module's comment); memory per object is two chunks.
