@@ -19,9 +19,7 @@ import os
 import platform
 import random
 import sys
-import tempfile
 import time
-from pathlib import Path
 
 import benchlib
 
@@ -78,10 +76,10 @@ def main() -> None:
     parser.add_argument("--dim", type=int, default=128)
     parser.add_argument("--segments", type=int, default=8)
     parser.add_argument("--parallel", type=int, default=64)
+    parser.add_argument("--keep", action="store_true", help="keep the scratch folder (servers' data, logs)")
     args = parser.parse_args()
     benchlib.clean_commit()  # refuse before measuring anything a table could not name
-    work = Path(tempfile.mkdtemp(prefix="mbackup-bench-"))
-    with LocalStack(work / "stack", clusters=1) as stack:
+    with benchlib.scratch_folder("bench", args.keep) as work, LocalStack(work / "stack", clusters=1) as stack:
         cluster = stack.source
         insert_s = populate(cluster.uri, args.rows, args.dim, args.segments)
         (work / "backup.yaml").write_text(backup_config(cluster, backup_bucket="bench-backups"))

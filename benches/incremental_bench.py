@@ -31,7 +31,6 @@ import random
 import re
 import resource
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -208,15 +207,15 @@ def main() -> None:
     parser.add_argument("--compact-cycle", type=int, default=4, help="the cycle that also compacts (0: none)")
     parser.add_argument("--parallel", type=int, default=64)
     parser.add_argument("--note", default="", help="a line on the conditions of the run, shown with the table")
+    parser.add_argument("--keep", action="store_true", help="keep the scratch folder (servers' data, logs)")
     parser.add_argument("--tag", default="", help="results/incremental-<rows>-<tag>-<date>.md: keep another run's file")
     args = parser.parse_args()
     benchlib.clean_commit()  # refuse before measuring anything a table could not name
     rng = random.Random(12)
-    work = Path(tempfile.mkdtemp(prefix="mbackup-incbench-"))
     rows_out: list[list[str]] = []
     phases_out: list[list[str]] = []
     failures: list[str] = []
-    with LocalStack(work / "stack", clusters=1) as stack:
+    with benchlib.scratch_folder("incbench", args.keep) as work, LocalStack(work / "stack", clusters=1) as stack:
         cluster = stack.source
         from pymilvus import DataType, MilvusClient
 
