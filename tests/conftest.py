@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 import secretscan
-from mbackup_dev.devstack import LocalStack, SeaweedFS
+from mbackup_dev.devstack import LocalStack, SeaweedFS, disk_shortfall
 
 # The secrets the suite uses: distinctive, so the scan at the end of the session can prove
 # none of them shows up in anything mbackup printed or wrote during the run.
@@ -126,11 +126,29 @@ def pytest_configure(config: pytest.Config) -> None:
     )
 
 
+# What a whole run writes under its temporary folder at its peak (servers' data, trees,
+# backups): MEASURED. Less free than that above SeaweedFS's floor and it would stop taking
+# writes part-way, failing every later test with InternalError: refused at the start instead.
+SUITE_DISK_ROOM = 6 << 30
+_S3_DATA: list[Path] = []
+
+
 @pytest.fixture(scope="session")
 def seaweedfs(tmp_path_factory: pytest.TempPathFactory):
     """One SeaweedFS (S3 on a free port, access key minioadmin, secret S3_SECRET) for the run."""
-    with SeaweedFS(tmp_path_factory.mktemp("seaweedfs"), secret_key=S3_SECRET) as s3:
+    with SeaweedFS(tmp_path_factory.mktemp("seaweedfs"), secret_key=S3_SECRET, disk_room=SUITE_DISK_ROOM) as s3:
+        _S3_DATA.append(s3.workdir)
         yield s3
+        _S3_DATA.remove(s3.workdir)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_runtest_teardown(item: pytest.Item) -> None:
+    """The disk filled during the run (by the run or anything else on the machine): stop in one
+    line, naming the test it ended after, rather than fail every later test."""
+    for data in _S3_DATA:
+        if short := disk_shortfall(data, 0):
+            pytest.exit(f"stopped after {item.nodeid}: {short}", returncode=1)
 
 
 @pytest.fixture(scope="session")

@@ -8,7 +8,8 @@ from contextlib import closing
 
 import pytest
 
-from mbackup_dev.devstack import SeaweedFS, StartupError, s3_request
+from conftest import tmpfs
+from mbackup_dev.devstack import SeaweedFS, StartupError, disk_shortfall, s3_request
 
 
 def test_s3_accepts_the_right_keys_and_rejects_wrong_ones(seaweedfs, bucket):
@@ -71,6 +72,37 @@ def test_a_server_that_cannot_start_says_why_with_its_log(tmp_path):
     assert str(tmp_path / "weed.log") in message
     assert "Not a valid folder" in message  # weed's own words, from the tail of its log
     assert not s3.running
+
+
+MIB = 1 << 20
+
+
+# A 64 MiB filesystem: SeaweedFS's floor (1%) is 0.64 MiB. (room asked, bytes left free by a
+# filler file) -> whether it is short.
+@pytest.mark.parametrize("room,free,short", [
+    (0, 40 * MIB, False),
+    (30 * MIB, 40 * MIB, False),
+    (50 * MIB, 40 * MIB, True),
+    (0, MIB // 2, True),  # under the floor itself
+])
+def test_disk_shortfall_counts_the_floor_seaweedfs_stops_at(tmp_path, room, free, short):
+    with tmpfs(tmp_path / "disk", "size=64m") as disk:
+        (disk / "filler").write_bytes(b"\0" * (os.statvfs(disk).f_bavail * os.statvfs(disk).f_frsize - free))
+        line = disk_shortfall(disk, room)
+        assert (line is not None) is short
+        if short:
+            assert line.startswith(f"{disk} has 0.0 GiB free of 0 GiB: SeaweedFS stops taking writes below")
+            assert "free some space" in line
+
+
+def test_seaweedfs_without_room_on_its_disk_is_not_started_and_says_so(tmp_path):
+    with tmpfs(tmp_path / "disk", "size=64m") as disk:
+        s3 = SeaweedFS(disk / "s3", disk_room=100 * MIB)
+        with pytest.raises(StartupError, match=r"^SeaweedFS not started: .* this needs 0\.1 GiB above that; "
+                                               r"free some space"):
+            s3.start(timeout=30)
+        assert not s3.running
+        assert not (disk / "s3" / "weed.log").exists()
 
 
 # --------------------------------------------------------------------------------------

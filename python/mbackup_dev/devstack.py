@@ -27,6 +27,7 @@ import http.client
 import json
 import logging
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -52,6 +53,7 @@ __all__ = [
     "S3Response",
     "SeaweedFS",
     "StartupError",
+    "disk_shortfall",
     "free_port",
     "s3_request",
 ]
@@ -61,6 +63,28 @@ LOCALHOST = "127.0.0.1"
 
 class StartupError(RuntimeError):
     """A server did not come up; the message ends with the tail of its log."""
+
+
+# --- disk -------------------------------------------------------------------------------
+
+# SeaweedFS's volume server stops taking writes when its disk has under 1% free (its
+# -minFreeSpace default; `weed mini` has no flag for it) and, in 4.48, does not take them again
+# once space is back: every later write is InternalError. Seen on a 400 MiB tmpfs filled to
+# 2 MiB free: writes refused within a minute, still refused 30 s after the space was freed.
+SEAWEEDFS_FREE_FLOOR = 0.01
+
+
+def disk_shortfall(path: Path, room: int) -> str | None:
+    """None when the filesystem holding ``path`` has ``room`` bytes free above SeaweedFS's
+    floor; otherwise the one line that says so and what to do."""
+    usage = shutil.disk_usage(path)
+    floor = int(usage.total * SEAWEEDFS_FREE_FLOOR)
+    if usage.free >= floor + room:
+        return None
+    gib = 1 << 30
+    return (f"{path} has {usage.free / gib:.1f} GiB free of {usage.total / gib:.0f} GiB: SeaweedFS stops "
+            f"taking writes below {floor / gib:.1f} GiB free and this needs {room / gib:.1f} GiB above that; "
+            f"free some space (old scratch folders under {tempfile.gettempdir()}?) and run again")
 
 
 # --- ports ------------------------------------------------------------------------------
@@ -365,8 +389,12 @@ class SeaweedFS:
     volume_size_limit_mb = 256
 
     def __init__(self, workdir: Path, access_key: str = "minioadmin",
-                 secret_key: str = "minioadmin", *, tls: tuple[Path, Path] | None = None):
+                 secret_key: str = "minioadmin", *, tls: tuple[Path, Path] | None = None,
+                 disk_room: int = 1 << 30):
         self.workdir = Path(workdir)
+        # Bytes the caller expects to write: start() refuses (one line) without that much
+        # free above the floor where SeaweedFS stops taking writes.
+        self.disk_room = disk_room
         self.access_key = access_key
         self.secret_key = secret_key
         # (certificate file, private key file), PEM: S3 is then also served over HTTPS on
@@ -402,6 +430,8 @@ class SeaweedFS:
         if self._proc is not None:
             raise RuntimeError("SeaweedFS already started")
         self.workdir.mkdir(parents=True, exist_ok=True)
+        if short := disk_shortfall(self.workdir, self.disk_room):
+            raise StartupError(f"SeaweedFS not started: {short}")
         identities = self.workdir / "s3-identities.json"
         identities.write_text(json.dumps({"identities": [{
             "name": "admin",
