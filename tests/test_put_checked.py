@@ -16,6 +16,8 @@ import pytest
 
 from faultproxy import FaultProxy
 from milvus_backup import _engine
+from milvus_backup.plugins.manager import storage_backends
+from milvus_backup.storage.location import AlreadyExists, StorageError, VersionChanged
 from test_put_from_file import MIB, crc32c_header, mbackup, records, url
 from test_storage_safety import uploads
 
@@ -59,3 +61,51 @@ def test_every_attempt_damaged_fails_in_one_line_and_stores_nothing(seaweedfs, s
     failed = [line for line in r.stderr.splitlines() if line.startswith("failed: obj: ")]
     assert len(failed) == 1 and "damaged on the way to the server" in failed[0], r.stderr
     assert not list(seaweedfs.store(bucket).list("never"))
+
+
+# Small writes from Python (meta files, markers, locks: Location.write) take the same care:
+# to a server that checks CRC32C they go unsigned, stating it, in their conditional modes.
+@pytest.fixture
+def through_proxy(seaweedfs, bucket, monkeypatch):
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", seaweedfs.access_key)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", seaweedfs.secret_key)
+    with FaultProxy(seaweedfs.endpoint, max_lifetime=120) as proxy:
+        yield proxy, storage_backends().open(url(proxy.endpoint, bucket, "meta"))
+
+
+def test_a_small_write_damaged_on_the_wire_is_refused_and_sent_again(seaweedfs, bucket, through_proxy):
+    proxy, location = through_proxy
+    data = os.urandom(3000)
+    proxy.corrupt_request(count=1, at_byte=1000, paths=f"/{bucket}/meta/backup_meta.json")
+    location.write("backup_meta.json", data)
+    assert proxy.stats["corrupted_requests"] == 1
+    assert seaweedfs.store(bucket).get("meta/backup_meta.json") == data  # bytes equal
+    sent = [h for m, p, h in proxy.heads if m == "PUT" and p == f"/{bucket}/meta/backup_meta.json"]
+    assert len(sent) == 2  # refused, then sent again
+    for headers in sent:
+        assert headers["x-amz-content-sha256"] == "UNSIGNED-PAYLOAD", headers
+        assert headers["x-amz-checksum-crc32c"] == crc32c_header(data), headers
+
+
+def test_a_small_write_damaged_every_time_fails_and_stores_nothing(seaweedfs, bucket, through_proxy):
+    proxy, location = through_proxy
+    proxy.corrupt_request(at_byte=10, paths=f"/{bucket}/meta/marker")
+    with pytest.raises(StorageError):
+        location.write("marker", b"complete: every object copied")
+    assert not list(seaweedfs.store(bucket).list("meta"))
+
+
+def test_checked_small_writes_keep_their_conditions(seaweedfs, bucket, through_proxy):
+    """Of two writers racing for a key, or for one version of it, exactly one wins."""
+    proxy, location = through_proxy
+    first = location.write("lock", b"held by run 1", if_absent=True)
+    with pytest.raises(AlreadyExists):
+        location.write("lock", b"held by run 2", if_absent=True)
+    second = location.write("lock", b"renewed by run 1", if_match=first)
+    with pytest.raises(VersionChanged):
+        location.write("lock", b"stale renewal", if_match=first)
+    assert second != first
+    assert seaweedfs.store(bucket).get("meta/lock") == b"renewed by run 1"
+    conditional = [h for m, p, h in proxy.heads if m == "PUT" and p == f"/{bucket}/meta/lock"]
+    assert [("if-none-match" in h, "if-match" in h) for h in conditional] == [(True, False)] * 2 + [(False, True)] * 2
+    assert all(h["x-amz-content-sha256"] == "UNSIGNED-PAYLOAD" for h in conditional)

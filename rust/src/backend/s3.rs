@@ -11,19 +11,20 @@ use std::ops::Range;
 use std::sync::Arc;
 
 use base64::Engine as _;
+use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method};
 use object_store::aws::{
     AmazonS3, AmazonS3Builder, AmazonS3ConfigKey, AwsAuthorizer, AwsCredential, AwsCredentialProvider,
 };
 use object_store::client::{HttpRequest, HttpRequestBody};
 use object_store::multipart::{MultipartStore, PartId};
-use object_store::CredentialProvider;
+use object_store::{CredentialProvider, PutMode};
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use rand::Rng;
 
 use super::errors::{code_for_status, network_code, xml_value, NoCredentials};
 use super::key::path;
-use crate::checksum::Sum;
+use crate::checksum::{part_crcs, Algo, Sum, Want};
 use crate::errors::{Code, Error, Result};
 use crate::events;
 use crate::version::{etag_is_not_md5, offered_by_s3, quoted};
@@ -276,6 +277,73 @@ async fn put_streamed(
     Ok(response.headers().get(http::header::ETAG).and_then(|v| v.to_str().ok()).map(str::to_string))
 }
 
+/// A body held in memory, as the buffers it came in: its length and CRC32C are known before it
+/// is sent, and it can be sent again as it is.
+pub struct Held {
+    chunks: Vec<Bytes>,
+    pub len: u64,
+    pub crc32c: u32,
+}
+
+impl Held {
+    pub fn new(chunks: Vec<Bytes>) -> Held {
+        let want = Want { crcs: [Some(Algo::Crc32c), None], md5: false };
+        let crc32c = part_crcs(&want, &chunks)[0].expect("asked for") as u32;
+        Held { len: chunks.iter().map(|c| c.len() as u64).sum(), crc32c, chunks }
+    }
+
+    pub fn body(&self) -> reqwest::Body {
+        let chunks = self.chunks.clone();
+        reqwest::Body::wrap_stream(futures::stream::iter(chunks.into_iter().map(Ok::<_, std::io::Error>)))
+    }
+}
+
+/// A write of a body in memory (meta files, markers, locks) to a server that checks CRC32C:
+/// unsigned with its CRC32C like `put_unsigned`, in `mode` (`If-None-Match: *` to create,
+/// `If-Match` to replace one version), so of two writers racing exactly one wins. Throttled or
+/// cut, it is sent again; refused as damaged (BadDigest), too (nothing was stored).
+pub async fn put_held(
+    store: &AmazonS3,
+    info: &S3Info,
+    key: &str,
+    held: &Held,
+    mode: &PutMode,
+) -> Result<Option<String>> {
+    let url = object_url(info, key)?;
+    let mut headers =
+        vec![("content-length", held.len.to_string()), ("x-amz-checksum-crc32c", crc32c_header(held.crc32c))];
+    match mode {
+        PutMode::Overwrite => {}
+        PutMode::Create => headers.push(("if-none-match", "*".to_string())),
+        PutMode::Update(version) => match &version.e_tag {
+            Some(etag) => headers.push(("if-match", quoted(etag))),
+            None => return Err(Error::new(Code::Unsupported, format!("{key}: a conditional write needs the ETag"))),
+        },
+    }
+    let mut damaged = 0;
+    loop {
+        let put =
+            retrying(|| respond_with(store, info, Method::PUT, &url, &headers, Payload::Unsigned(held.body()))).await;
+        return match put {
+            Ok(response) => {
+                Ok(response.headers().get(http::header::ETAG).and_then(|v| v.to_str().ok()).map(str::to_string))
+            }
+            Err(e) if e.code == Code::Corrupt && damaged < 3 => {
+                damaged += 1;
+                events::retry("S3 request", &e.to_string(), damaged, 4, std::time::Duration::ZERO);
+                continue;
+            }
+            // 412: another object is there (create), or another version (replace); 409: a
+            // concurrent write to the key won while this one was in flight.
+            Err(e) if e.code == Code::Changed || e.message.contains("ConditionalRequestConflict") => Err(match mode {
+                PutMode::Create => Error::new(Code::AlreadyExists, format!("{key} already exists")),
+                _ => Error::new(Code::Precondition, format!("{key} changed or was deleted since it was read")),
+            }),
+            Err(e) => Err(e),
+        };
+    }
+}
+
 /// CreateMultipartUpload declaring CRC32C (S3 wants the algorithm its parts state declared
 /// here); the upload's id. Its parts go through `upload_part_unsigned`, and it ends with
 /// `complete_crc32c` or `abort_upload`.
@@ -335,13 +403,14 @@ pub async fn complete_crc32c(
 }
 
 /// Whether the server checks `x-amz-checksum-crc32c`, learnt once per store by a small PUT
-/// under `prefix` with a wrong one: refused as BadDigest, it checks; stored, it does not (the
+/// beside the key `beside` (where the caller may write) with a wrong one: refused as BadDigest, it checks; stored, it does not (the
 /// probe object is deleted again); refused otherwise (a store that knows no checksum
 /// headers), it is not to be sent them. Uploads trust the CRC over the body's signature only
 /// where it checks.
-pub async fn checks_crc32c(store: &AmazonS3, info: &S3Info, prefix: &str) -> Result<bool> {
+pub async fn checks_crc32c(store: &AmazonS3, info: &S3Info, beside: &str) -> Result<bool> {
     info.checks_crc32c
         .get_or_try_init(|| async {
+            let prefix = beside.rsplit_once('/').map(|(p, _)| format!("{p}/")).unwrap_or_default();
             let body: &'static [u8] = b"mbackup: does this server check x-amz-checksum-crc32c?";
             let wrong = crate::checksum::checksum(crate::checksum::Algo::Crc32c, body) as u32 ^ 0xffff_ffff;
             let key = format!("{prefix}.mbackup-crc32c-probe-{:016x}", rand::rng().random::<u64>());

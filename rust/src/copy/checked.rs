@@ -6,7 +6,6 @@
 //! Local files stream from the file (from_file.rs); objects read from another store are in
 //! memory already (a whole body, or one part), so their CRC32C is known before they are sent.
 
-use std::io;
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
@@ -14,8 +13,8 @@ use futures::future::BoxFuture;
 use object_store::{MultipartUpload, PutPayload};
 
 use super::{Engine, Job};
-use crate::backend::{s3, Backend};
-use crate::checksum::{part_crcs, Algo, Want};
+use crate::backend::s3::{self, Held};
+use crate::backend::Backend;
 use crate::errors::{Code, Error, Result};
 
 impl Engine {
@@ -29,16 +28,15 @@ impl Engine {
         if info.checks_crc32c.get().is_none() {
             self.limits.request().await;
         }
-        let prefix = job.dst_key.rsplit_once('/').map(|(p, _)| format!("{p}/")).unwrap_or_default();
-        self.cancellable(s3::checks_crc32c(store, info, &prefix)).await
+        self.cancellable(s3::checks_crc32c(store, info, &job.dst_key)).await
     }
 
     /// One PUT of a body held in memory, unsigned, stating its CRC32C.
     pub(super) async fn put_checked(&self, job: &Job, chunks: Vec<Bytes>) -> Result<Option<String>> {
         let (store, info) = job.dst.s3().expect("checked PUTs go to S3");
-        let (len, crc) = (chunks.iter().map(|c| c.len() as u64).sum(), crc32c_of(&chunks));
+        let held = Held::new(chunks);
         // Throttled or cut: sent again (as object_store retries its PUTs) before the engine's attempt fails.
-        let put = s3::retrying(|| s3::put_unsigned(store, info, &job.dst_key, len, crc, body_of(chunks.clone())));
+        let put = s3::retrying(|| s3::put_unsigned(store, info, &job.dst_key, held.len, held.crc32c, held.body()));
         self.cancellable(put).await.map_err(|e| damaged(&job.src_key, e))
     }
 }
@@ -85,15 +83,15 @@ impl Upload {
                 *next += 1;
                 Box::pin(async move {
                     let (store, info) = dst.s3().expect("checked uploads go to S3");
-                    let (len, crc) = (chunks.iter().map(|c| c.len() as u64).sum(), crc32c_of(&chunks));
+                    let held = Held::new(chunks);
                     // A part cut on the way or throttled is sent again alone (as object_store
                     // retries its parts); a damaged one fails the object, copied again whole.
                     let etag = s3::retrying(|| {
-                        s3::upload_part_unsigned(store, info, &key, &id, idx, len, crc, body_of(chunks.clone()))
+                        s3::upload_part_unsigned(store, info, &key, &id, idx, held.len, held.crc32c, held.body())
                     })
                     .await
                     .map_err(|e| damaged(&src_key, e))?;
-                    parts.lock().unwrap().push((idx, etag, crc));
+                    parts.lock().unwrap().push((idx, etag, held.crc32c));
                     Ok(())
                 })
             }
@@ -126,14 +124,6 @@ impl Upload {
             }
         }
     }
-}
-
-fn crc32c_of(chunks: &[Bytes]) -> u32 {
-    part_crcs(&Want { crcs: [Some(Algo::Crc32c), None], md5: false }, chunks)[0].expect("asked for") as u32
-}
-
-fn body_of(chunks: Vec<Bytes>) -> reqwest::Body {
-    reqwest::Body::wrap_stream(futures::stream::iter(chunks.into_iter().map(Ok::<_, io::Error>)))
 }
 
 /// Refused as not the bytes stated (BadDigest): damaged on the way; copied again.
