@@ -42,12 +42,17 @@ from urllib.parse import urlsplit
 __all__ = ["FaultProxy"]
 
 _HEAD_LIMIT = 64 * 1024
+# Rules answered by the proxy itself: (stats counter, status line, S3 code, message).
+_ERRORS = {
+    "slowdown": ("slowdown", "503 Slow Down", "SlowDown", "Please reduce your request rate."),
+    "deny": ("denied", "403 Forbidden", "AccessDenied", "Access Denied"),
+}
 _CHUNK = 64 * 1024
 
 
 @dataclass(frozen=True)
 class _Rule:
-    kind: str  # "pass", "slowdown", "drop", "stall", "corrupt", "corrupt_request"
+    kind: str  # "pass", "slowdown", "deny", "drop", "stall", "corrupt", "corrupt_request"
     fraction: float = 1.0
     count: int | None = None  # None: every request, with probability fraction
     after_bytes: tuple[int, int] | None = None  # drop/stall once the response reached this many bytes
@@ -172,6 +177,10 @@ class FaultProxy:
     def slowdown(self, *, fraction: float = 1.0, count: int | None = None, methods=None) -> None:
         """Answer ``503 SlowDown`` (S3's throttling error, with ``Connection: close``)."""
         self._set(_Rule("slowdown", fraction, count, methods=_methods(methods)))
+
+    def deny(self, *, count: int | None = None, methods=None, paths: str | None = None) -> None:
+        """Answer ``403 AccessDenied``, as a bucket policy refusing that request would."""
+        self._set(_Rule("deny", 1.0, count, methods=_methods(methods), paths=paths))
 
     def drop(self, *, fraction: float = 1.0, count: int | None = None,
              after_bytes: int | tuple[int, int] | None = 0, methods=None) -> None:
@@ -319,9 +328,9 @@ class FaultProxy:
                 return
             length = int(headers.get("content-length", "0") or 0)
             rule = self._decide(method, path)
-            if rule.kind == "slowdown":
+            if rule.kind in ("slowdown", "deny"):
                 self._discard_body(conn, buf, length)
-                self._answer_slowdown(conn, method, path)
+                self._answer_error(conn, method, path, *_ERRORS[rule.kind])
                 return
             if rule.kind == "drop" and rule.after_bytes == (0, 0):
                 self._count("dropped")
@@ -408,14 +417,14 @@ class FaultProxy:
                 return
             left -= len(data)
 
-    def _answer_slowdown(self, conn: _Conn, method: str, path: str) -> None:
-        self._count("slowdown")
+    def _answer_error(self, conn: _Conn, method: str, path: str, counted: str, status: str, code: str,
+                      message: str) -> None:
+        self._count(counted)
         request_id = uuid.uuid4().hex[:16].upper()
-        body = ('<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>SlowDown</Code>'
-                "<Message>Please reduce your request rate.</Message>"
+        body = (f'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>{code}</Code><Message>{message}</Message>'
                 f"<Resource>{_xml_escape(path.split('?', 1)[0])}</Resource><RequestId>{request_id}</RequestId></Error>"
                 ).encode()
-        head = ("HTTP/1.1 503 Slow Down\r\nContent-Type: application/xml\r\n"
+        head = (f"HTTP/1.1 {status}\r\nContent-Type: application/xml\r\n"
                 f"Content-Length: {len(body)}\r\nx-amz-request-id: {request_id}\r\n"
                 f"Date: {time.strftime('%a, %d %b %Y %H:%M:%S GMT', time.gmtime())}\r\n"
                 "Server: faultproxy\r\nConnection: close\r\n\r\n").encode()

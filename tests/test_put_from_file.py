@@ -113,6 +113,26 @@ def test_a_server_that_ignores_the_crc_gets_signed_uploads_and_keeps_no_probe(mo
     assert len(said) == 1 and "uploads are signed" in said[0], r.stderr
 
 
+def test_a_probe_object_the_store_will_not_delete_is_named_and_the_copy_goes_on(moto, s3env, tmp_path):
+    """Writing allowed, deleting not (a bucket policy): the probe's object stays, one warning in
+    the log names it, and the uploads go signed as on any server that stores a wrong CRC32C."""
+    bucket = f"put-{uuid.uuid4().hex[:8]}"
+    moto.create_bucket(bucket)
+    write_folder(tmp_path / "src", OBJECTS)
+    with FaultProxy(moto.endpoint, max_lifetime=120) as proxy:
+        proxy.deny(methods="DELETE")
+        r = mbackup(s3env, "--log-level", "warn", "copy", str(tmp_path / "src"), url(proxy.endpoint, bucket, "dst"),
+                    "--json", "--records")
+        assert proxy.stats["denied"] == 1
+    assert records(r).keys() == OBJECTS.keys()  # exit 0, every object copied
+    kept = {k: v for k, v in moto.objects(bucket, "dst/").items() if k not in OBJECTS}
+    assert len(kept) == 1 and next(iter(kept)).rsplit("/", 1)[-1].startswith(".mbackup-crc32c-probe-"), kept
+    assert {k: v for k, v in moto.objects(bucket, "dst/").items() if k in OBJECTS} == OBJECTS  # bytes equal
+    said = [line for line in r.stderr.splitlines() if "checksum probe" in line]
+    assert len(said) == 1 and f"dst/{next(iter(kept))} stays: not deleted" in said[0], r.stderr[-3000:]
+    assert "AccessDenied" in said[0]
+
+
 # Files above the multipart threshold (issue #14): each part summed, then streamed unsigned with
 # its own CRC32C, into an upload that declares CRC32C. Parts of PART bytes: files this small
 # get parts of --part-size (longer ones only above 8 parts' worth: `long_range` in

@@ -49,6 +49,11 @@ pub fn info(message: &str) {
     push("info", message.to_string());
 }
 
+/// Something that went wrong without failing the run, and what to do about it.
+pub fn warn(message: &str) {
+    push("warn", message.to_string());
+}
+
 /// Every event since the last call, oldest first, and a note of any left out.
 pub fn take() -> Vec<Entry> {
     let mut q = queue().lock().unwrap();
