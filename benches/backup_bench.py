@@ -23,7 +23,7 @@ import time
 
 import benchlib
 
-from mbackup_dev.devstack import LocalStack, backup_config
+from mbackup_dev.devstack import LocalStack, backup_config, scratch_folder
 from milvus_backup.backup.catalog import open_stores
 from milvus_backup.backup.create import CreateRequest, create_backup
 from milvus_backup.backup.restore import RestoreRequest, restore_backup
@@ -79,7 +79,7 @@ def main() -> None:
     parser.add_argument("--keep", action="store_true", help="keep the scratch folder (servers' data, logs)")
     args = parser.parse_args()
     benchlib.clean_commit()  # refuse before measuring anything a table could not name
-    with benchlib.scratch_folder("bench", args.keep) as work, LocalStack(work / "stack", clusters=1) as stack:
+    with scratch_folder("bench", args.keep) as work, LocalStack(work / "stack", clusters=1) as stack:
         cluster = stack.source
         insert_s = populate(cluster.uri, args.rows, args.dim, args.segments)
         (work / "backup.yaml").write_text(backup_config(cluster, backup_bucket="bench-backups"))

@@ -7,7 +7,6 @@ Benchmarks are run on purpose (see benches/README.md), never from the test suite
 from __future__ import annotations
 
 import argparse
-import contextlib
 import datetime as dt
 import os
 import platform
@@ -17,7 +16,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -142,31 +141,6 @@ def make_workdir(args: argparse.Namespace, name: str) -> Path:
     import tempfile
 
     return Path(tempfile.mkdtemp(prefix=f"mbackup-{name}-"))
-
-
-@contextlib.contextmanager
-def scratch_folder(name: str, keep: bool = False) -> Iterator[Path]:
-    """A new folder under the system temp dir, removed when the block ends; after a failure
-    only its logs (``*.log``) stay, and where they are is printed.
-
-    A bench's scratch holds servers' data (GiBs at 500k rows): left behind run after run, it
-    filled the disk until SeaweedFS refused every write (it stops below 1% free)."""
-    import tempfile
-
-    path = Path(tempfile.mkdtemp(prefix=f"mbackup-{name}-"))
-    try:
-        yield path
-    except BaseException:
-        if not keep:  # the servers' logs tell why; their data is only bulk
-            for data in [p for p in path.rglob("*") if p.is_file() and p.suffix != ".log"]:
-                data.unlink(missing_ok=True)
-            print(f"the run failed: its logs are kept in {path}", file=sys.stderr)
-        raise
-    else:
-        if not keep:
-            shutil.rmtree(path, ignore_errors=True)
-    if keep:
-        print(f"scratch folder kept: {path}", file=sys.stderr)
 
 
 def run_id() -> str:

@@ -37,7 +37,7 @@ from pathlib import Path
 
 import benchlib
 
-from mbackup_dev.devstack import LocalStack, backup_config
+from mbackup_dev.devstack import LocalStack, backup_config, scratch_folder
 from milvus_backup.backup.catalog import Stores, collection_segments, open_stores
 from milvus_backup.backup.create import CreateRequest, CreateResult, create_backup
 from milvus_backup.backup.delete import delete_backup
@@ -215,7 +215,7 @@ def main() -> None:
     rows_out: list[list[str]] = []
     phases_out: list[list[str]] = []
     failures: list[str] = []
-    with benchlib.scratch_folder("incbench", args.keep) as work, LocalStack(work / "stack", clusters=1) as stack:
+    with scratch_folder("incbench", args.keep) as work, LocalStack(work / "stack", clusters=1) as stack:
         cluster = stack.source
         from pymilvus import DataType, MilvusClient
 

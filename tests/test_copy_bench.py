@@ -130,34 +130,3 @@ def test_no_weed_on_path_is_one_clear_line(monkeypatch, tmp_path):
     assert str(exited.value).startswith("error: SeaweedFS's `weed` is not on PATH; activate the venv")
     assert not (tmp_path / "seaweedfs").exists()
 
-
-def _scratch_with_server_files(tmp_path, monkeypatch, keep=False, fail=False):
-    """A bench's scratch folder holding a server's data and log, as LocalStack leaves them."""
-    monkeypatch.setenv("TMPDIR", str(tmp_path))
-    import tempfile
-
-    monkeypatch.setattr(tempfile, "tempdir", None)  # read TMPDIR again
-    with benchlib.scratch_folder("incbench", keep) as work:
-        (work / "stack" / "seaweedfs" / "data").mkdir(parents=True)
-        (work / "stack" / "seaweedfs" / "data" / "b_1.dat").write_bytes(b"x" * 4096)
-        (work / "stack" / "seaweedfs" / "weed.log").write_text("volume grow\n")
-        if fail:
-            raise RuntimeError("the bench failed")
-    return work
-
-
-@pytest.mark.parametrize("keep", [False, True])
-def test_a_bench_scratch_folder_goes_unless_kept(tmp_path, monkeypatch, capsys, keep):
-    work = _scratch_with_server_files(tmp_path, monkeypatch, keep=keep)
-    assert work.parent == tmp_path
-    assert work.exists() is keep
-    assert (f"scratch folder kept: {work}" in capsys.readouterr().err) is keep
-
-
-def test_a_failed_bench_keeps_only_its_logs_and_says_where(tmp_path, monkeypatch, capsys):
-    with pytest.raises(RuntimeError, match="the bench failed"):
-        _scratch_with_server_files(tmp_path, monkeypatch, fail=True)
-    (work,) = tmp_path.iterdir()
-    left = sorted(str(p.relative_to(work)) for p in work.rglob("*") if p.is_file())
-    assert left == ["stack/seaweedfs/weed.log"]
-    assert f"the run failed: its logs are kept in {work}" in capsys.readouterr().err

@@ -9,7 +9,7 @@ from contextlib import closing
 import pytest
 
 from conftest import tmpfs
-from mbackup_dev.devstack import SeaweedFS, StartupError, disk_shortfall, s3_request
+from mbackup_dev.devstack import SeaweedFS, StartupError, disk_shortfall, s3_request, scratch_folder
 
 
 def test_s3_accepts_the_right_keys_and_rejects_wrong_ones(seaweedfs, bucket):
@@ -103,6 +103,38 @@ def test_seaweedfs_without_room_on_its_disk_is_not_started_and_says_so(tmp_path)
             s3.start(timeout=30)
         assert not s3.running
         assert not (disk / "s3" / "weed.log").exists()
+
+
+def _scratch_with_server_files(tmp_path, monkeypatch, keep=False, fail=False):
+    """A scratch folder holding a server's data and log, as LocalStack leaves them."""
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", None)  # read TMPDIR again
+    with scratch_folder("bench", keep) as work:
+        (work / "stack" / "seaweedfs" / "data").mkdir(parents=True)
+        (work / "stack" / "seaweedfs" / "data" / "b_1.dat").write_bytes(b"x" * 4096)
+        (work / "stack" / "seaweedfs" / "weed.log").write_text("volume grow\n")
+        if fail:
+            raise RuntimeError("the bench failed")
+    return work
+
+
+@pytest.mark.parametrize("keep", [False, True])
+def test_a_scratch_folder_goes_unless_kept(tmp_path, monkeypatch, capsys, keep):
+    work = _scratch_with_server_files(tmp_path, monkeypatch, keep=keep)
+    assert work.parent == tmp_path
+    assert work.exists() is keep
+    assert (f"scratch folder kept: {work}" in capsys.readouterr().err) is keep
+
+
+def test_a_failed_run_keeps_only_its_logs_and_says_where(tmp_path, monkeypatch, capsys):
+    with pytest.raises(RuntimeError, match="the bench failed"):
+        _scratch_with_server_files(tmp_path, monkeypatch, fail=True)
+    (work,) = tmp_path.iterdir()
+    left = sorted(str(p.relative_to(work)) for p in work.rglob("*") if p.is_file())
+    assert left == ["stack/seaweedfs/weed.log"]
+    assert f"the run failed: its logs are kept in {work}" in capsys.readouterr().err
 
 
 # --------------------------------------------------------------------------------------

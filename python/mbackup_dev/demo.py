@@ -17,11 +17,10 @@ import os
 import random
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
-from mbackup_dev.devstack import LocalStack, backup_config
+from mbackup_dev.devstack import LocalStack, backup_config, scratch_folder
 from mbackup_dev.sampletree import write_tree
 from milvus_backup.plugins.manager import storage_backends
 from milvus_backup.units import format_bytes, parse_size
@@ -139,19 +138,15 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=20_000, help="rows in the sample collection")
     parser.add_argument("--keep", action="store_true", help="keep the stack's data directory")
     args = parser.parse_args()
-    work = Path(tempfile.mkdtemp(prefix="mbackup-demo-"))
-    print(f"starting SeaweedFS and Milvus 2.3.5 in {work} ...", flush=True)
     summary: list[str] = []
-    with LocalStack(work / "stack", clusters=1) as stack:
-        summary += copy_story(stack, work, parse_size(args.size))
-        summary += backup_story(stack, work, args.rows)
+    with scratch_folder("demo", args.keep) as work:
+        print(f"starting SeaweedFS and Milvus 2.3.5 in {work} ...", flush=True)
+        with LocalStack(work / "stack", clusters=1) as stack:
+            summary += copy_story(stack, work, parse_size(args.size))
+            summary += backup_story(stack, work, args.rows)
     print("\nsummary")
     for line in summary:
         print(f"  {line}")
-    if not args.keep:
-        import shutil
-
-        shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import atexit
+import contextlib
 import ctypes
 import datetime
 import fcntl
@@ -39,7 +40,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import xml.etree.ElementTree as ET
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -56,6 +57,7 @@ __all__ = [
     "disk_shortfall",
     "free_port",
     "s3_request",
+    "scratch_folder",
 ]
 
 LOCALHOST = "127.0.0.1"
@@ -85,6 +87,29 @@ def disk_shortfall(path: Path, room: int) -> str | None:
     return (f"{path} has {usage.free / gib:.1f} GiB free of {usage.total / gib:.0f} GiB: SeaweedFS stops "
             f"taking writes below {floor / gib:.1f} GiB free and this needs {room / gib:.1f} GiB above that; "
             f"free some space (old scratch folders under {tempfile.gettempdir()}?) and run again")
+
+
+@contextlib.contextmanager
+def scratch_folder(name: str, keep: bool = False) -> Iterator[Path]:
+    """A new folder under the system temp dir for a stack's data, removed when the block ends;
+    after a failure only its logs (``*.log``) stay, and where they are is printed.
+
+    Servers' data is GiBs at a benchmark's sizes: left behind run after run, it filled the disk
+    until SeaweedFS refused every write (see SEAWEEDFS_FREE_FLOOR)."""
+    path = Path(tempfile.mkdtemp(prefix=f"mbackup-{name}-"))
+    try:
+        yield path
+    except BaseException:
+        if not keep:  # the servers' logs tell why; their data is only bulk
+            for data in [p for p in path.rglob("*") if p.is_file() and p.suffix != ".log"]:
+                data.unlink(missing_ok=True)
+            print(f"the run failed: its logs are kept in {path}", file=sys.stderr)
+        raise
+    else:
+        if not keep:
+            shutil.rmtree(path, ignore_errors=True)
+    if keep:
+        print(f"scratch folder kept: {path}", file=sys.stderr)
 
 
 # --- ports ------------------------------------------------------------------------------
