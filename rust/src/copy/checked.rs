@@ -70,6 +70,22 @@ impl Upload {
         })
     }
 
+    /// A checked upload's id, for parts the caller sends itself (from_file.rs) and lists with
+    /// `sent`.
+    pub(super) fn id(&self) -> &str {
+        match self {
+            Upload::Checked { id, .. } => id,
+            Upload::Store(_) => unreachable!("only checked uploads are sent to by their callers"),
+        }
+    }
+
+    /// A part (`idx`, 0-based) the caller sent itself, with its ETag and CRC32C: listed at `complete`.
+    pub(super) fn sent(&self, idx: usize, etag: String, crc32c: u32) {
+        if let Upload::Checked { parts, .. } = self {
+            parts.lock().unwrap().push((idx, etag, crc32c));
+        }
+    }
+
     /// Send the next part (parts are numbered in the order they are handed here).
     pub(super) fn put_part(&mut self, chunks: Vec<Bytes>) -> BoxFuture<'static, Result<()>> {
         match self {

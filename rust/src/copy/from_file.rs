@@ -19,6 +19,7 @@ use futures::stream::{self, StreamExt, TryStreamExt};
 use futures::SinkExt;
 use object_store::{GetOptions, GetResultPayload, ObjectStore, ObjectStoreExt};
 
+use super::checked::Upload;
 use super::{long_range, ranges, Counter, Engine, Job, Moved};
 use crate::backend::fs::{version_of, FileStore};
 use crate::backend::key::path;
@@ -74,7 +75,8 @@ impl Engine {
         let (dst, info) = job.dst.s3().unwrap();
         let src = self.open_file(job, pin, size).await?;
         self.limits.request().await;
-        let id = self.cancellable(s3::create_crc32c(dst, info, &job.dst_key)).await?;
+        let mut upload = self.cancellable(Upload::checked(job)).await?;
+        let id = upload.id().to_string();
         // A part costs two chunks of memory, not its size: long parts, few requests.
         let part_size = long_range(size, self.opts.part_size, self.opts.part_parallel);
         let sent = async {
@@ -106,19 +108,17 @@ impl Engine {
             let mut done = parts.try_collect::<Vec<_>>().await?;
             done.sort_unstable_by_key(|(i, ..)| *i);
             let mut hasher = Hasher::new(want(algo));
-            let mut listed = Vec::with_capacity(done.len());
-            for (_, len, sums, etag) in done {
+            for (i, len, sums, etag) in done {
                 hasher.append_crcs(want(algo).crcs.map(|a| a.and_then(|a| sums.crc(a))), len);
-                listed.push((etag, crc32c_of(&sums)));
+                upload.sent(i, etag, crc32c_of(&sums));
             }
             self.limits.request().await;
-            let etag = s3::complete_crc32c(dst, info, &job.dst_key, &id, &listed).await?;
-            Ok(Moved { etag: Some(etag), sums: Some(hasher.finish()), linked: false })
+            let etag = upload.complete().await?;
+            Ok(Moved { etag, sums: Some(hasher.finish()), linked: false })
         };
         let result = self.cancellable(sent).await;
         if result.is_err() {
-            // Best effort: a failed abort leaves parts the bucket's lifecycle rules clean up.
-            let _ = s3::abort_upload(dst, info, &job.dst_key, &id).await;
+            upload.abort().await;
         }
         result
     }
