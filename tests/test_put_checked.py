@@ -17,7 +17,7 @@ import pytest
 from faultproxy import FaultProxy
 from milvus_backup import _engine
 from milvus_backup.plugins.manager import storage_backends
-from milvus_backup.storage.location import AlreadyExists, StorageError, VersionChanged
+from milvus_backup.storage.location import AlreadyExists, BucketNotFound, StorageError, VersionChanged
 from test_put_from_file import MIB, crc32c_header, mbackup, records, url
 from test_storage_safety import uploads
 
@@ -109,3 +109,24 @@ def test_checked_small_writes_keep_their_conditions(seaweedfs, bucket, through_p
     conditional = [h for m, p, h in proxy.heads if m == "PUT" and p == f"/{bucket}/meta/lock"]
     assert [("if-none-match" in h, "if-match" in h) for h in conditional] == [(True, False)] * 2 + [(False, True)] * 2
     assert all(h["x-amz-content-sha256"] == "UNSIGNED-PAYLOAD" for h in conditional)
+
+
+def test_a_write_before_its_bucket_exists_does_not_settle_the_question(seaweedfs, monkeypatch):
+    """The probe meets a missing bucket: that is no answer about checksums. The write fails as
+    it always did, and once the bucket is made the next write asks again and goes checked."""
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", seaweedfs.access_key)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", seaweedfs.secret_key)
+    later = f"later-{os.urandom(4).hex()}"
+    try:
+        with FaultProxy(seaweedfs.endpoint, max_lifetime=120) as proxy:
+            location = storage_backends().open(url(proxy.endpoint, later, "meta"))
+            with pytest.raises(BucketNotFound, match="the bucket does not exist; create it or fix the bucket name"):
+                location.write("backup_meta.json", b"{}")
+            seaweedfs.create_bucket(later)
+            location.write("backup_meta.json", b'{"name": "nightly"}')
+            sent = [h for m, p, h in proxy.heads if m == "PUT" and p == f"/{later}/meta/backup_meta.json"]
+        assert seaweedfs.store(later).get("meta/backup_meta.json") == b'{"name": "nightly"}'
+        assert sent[-1]["x-amz-content-sha256"] == "UNSIGNED-PAYLOAD", sent[-1]
+        assert sent[-1]["x-amz-checksum-crc32c"] == crc32c_header(b'{"name": "nightly"}')
+    finally:
+        seaweedfs.delete_bucket(later)

@@ -403,9 +403,9 @@ pub async fn complete_crc32c(
 }
 
 /// Whether the server checks `x-amz-checksum-crc32c`, learnt once per store by a small PUT
-/// beside the key `beside` (where the caller may write) with a wrong one: refused as BadDigest, it checks; stored, it does not (the
-/// probe object is deleted again); refused otherwise (a store that knows no checksum
-/// headers), it is not to be sent them. Uploads trust the CRC over the body's signature only
+/// beside the key `beside` (where the caller may write) with a wrong one: refused as
+/// BadDigest, it checks; stored, it does not (the probe object is deleted again); refused
+/// otherwise (a store that knows no checksum headers), it is not to be sent them. Uploads trust the CRC over the body's signature only
 /// where it checks.
 pub async fn checks_crc32c(store: &AmazonS3, info: &S3Info, beside: &str) -> Result<bool> {
     info.checks_crc32c
@@ -420,8 +420,13 @@ pub async fn checks_crc32c(store: &AmazonS3, info: &S3Info, beside: &str) -> Res
             let checks = match answer {
                 Err(e) if e.code == Code::Corrupt => true,
                 // Not an answer about checksums: asked again by the next upload (a key the
-                // server cannot address fails its own upload the same way).
-                Err(e) if e.code.transient() || matches!(e.code, Code::Protocol | Code::BadKey) => return Err(e),
+                // server cannot address, or a bucket not there yet, fails its own upload the
+                // same way; once the bucket is made, the next upload asks again).
+                Err(e)
+                    if e.code.transient() || matches!(e.code, Code::Protocol | Code::BadKey | Code::NoSuchBucket) =>
+                {
+                    return Err(e)
+                }
                 Err(_) => false,
                 Ok(_) => {
                     let url = object_url(info, &key)?;
