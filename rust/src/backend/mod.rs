@@ -178,15 +178,11 @@ impl Backend {
         }
         match self.native() {
             Some(store) => {
-                let opts = PutOptions { mode, ..Default::default() };
+                let opts = PutOptions { mode: mode.clone(), ..Default::default() };
                 match store.put_opts(&path(key)?, data, opts).await {
                     Ok(r) => Ok(r.e_tag),
-                    Err(object_store::Error::AlreadyExists { .. }) => {
-                        Err(Error::new(Code::AlreadyExists, format!("{key} already exists")))
-                    }
-                    // Another version is there now, or none: the read it was based on is stale.
-                    Err(object_store::Error::Precondition { .. }) => {
-                        Err(Error::new(Code::Precondition, format!("{key} changed or was deleted since it was read")))
+                    Err(object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. }) => {
+                        Err(write_refused(key, &mode))
                     }
                     Err(e) => Err(e.into()),
                 }
@@ -201,6 +197,16 @@ impl Backend {
             Backend::Python(store) => store,
             _ => unreachable!("only Python stores are called through Python"),
         }
+    }
+}
+
+/// The error of a conditional write the store refused: to create, something is at `key`
+/// already; to replace, another version (or none) is there now, so the read it was based on is
+/// stale.
+pub(crate) fn write_refused(key: &str, mode: &PutMode) -> Error {
+    match mode {
+        PutMode::Create => Error::new(Code::AlreadyExists, format!("{key} already exists")),
+        _ => Error::new(Code::Precondition, format!("{key} changed or was deleted since it was read")),
     }
 }
 

@@ -260,10 +260,11 @@ pub async fn put_unsigned(
     crc32c: u32,
     body: reqwest::Body,
 ) -> Result<Option<String>> {
-    put_streamed(store, info, &object_url(info, key)?, len, crc32c, body).await
+    put_streamed(store, info, &object_url(info, key)?, len, crc32c, body, &[]).await
 }
 
-/// One PUT (of an object or a part) of `len` bytes from `body`, unsigned, with its CRC32C; its ETag.
+/// One PUT (of an object or a part) of `len` bytes from `body`, unsigned, with its CRC32C and
+/// any `conditions` (If-None-Match, If-Match); its ETag.
 async fn put_streamed(
     store: &AmazonS3,
     info: &S3Info,
@@ -271,8 +272,10 @@ async fn put_streamed(
     len: u64,
     crc32c: u32,
     body: reqwest::Body,
+    conditions: &[(&'static str, String)],
 ) -> Result<Option<String>> {
-    let headers = [("content-length", len.to_string()), ("x-amz-checksum-crc32c", crc32c_header(crc32c))];
+    let mut headers = vec![("content-length", len.to_string()), ("x-amz-checksum-crc32c", crc32c_header(crc32c))];
+    headers.extend_from_slice(conditions);
     let response = respond_with(store, info, Method::PUT, url, &headers, Payload::Unsigned(body)).await?;
     Ok(response.headers().get(http::header::ETAG).and_then(|v| v.to_str().ok()).map(str::to_string))
 }
@@ -310,24 +313,18 @@ pub async fn put_held(
     mode: &PutMode,
 ) -> Result<Option<String>> {
     let url = object_url(info, key)?;
-    let mut headers =
-        vec![("content-length", held.len.to_string()), ("x-amz-checksum-crc32c", crc32c_header(held.crc32c))];
-    match mode {
-        PutMode::Overwrite => {}
-        PutMode::Create => headers.push(("if-none-match", "*".to_string())),
+    let conditions = match mode {
+        PutMode::Overwrite => vec![],
+        PutMode::Create => vec![("if-none-match", "*".to_string())],
         PutMode::Update(version) => match &version.e_tag {
-            Some(etag) => headers.push(("if-match", quoted(etag))),
+            Some(etag) => vec![("if-match", quoted(etag))],
             None => return Err(Error::new(Code::Unsupported, format!("{key}: a conditional write needs the ETag"))),
         },
-    }
+    };
     let mut damaged = 0;
     loop {
-        let put =
-            retrying(|| respond_with(store, info, Method::PUT, &url, &headers, Payload::Unsigned(held.body()))).await;
+        let put = retrying(|| put_streamed(store, info, &url, held.len, held.crc32c, held.body(), &conditions)).await;
         return match put {
-            Ok(response) => {
-                Ok(response.headers().get(http::header::ETAG).and_then(|v| v.to_str().ok()).map(str::to_string))
-            }
             Err(e) if e.code == Code::Corrupt && damaged < 3 => {
                 damaged += 1;
                 events::retry("S3 request", &e.to_string(), damaged, 4, std::time::Duration::ZERO);
@@ -335,11 +332,10 @@ pub async fn put_held(
             }
             // 412: another object is there (create), or another version (replace); 409: a
             // concurrent write to the key won while this one was in flight.
-            Err(e) if e.code == Code::Changed || e.message.contains("ConditionalRequestConflict") => Err(match mode {
-                PutMode::Create => Error::new(Code::AlreadyExists, format!("{key} already exists")),
-                _ => Error::new(Code::Precondition, format!("{key} changed or was deleted since it was read")),
-            }),
-            Err(e) => Err(e),
+            Err(e) if e.code == Code::Changed || e.message.contains("ConditionalRequestConflict") => {
+                Err(super::write_refused(key, mode))
+            }
+            put => put,
         };
     }
 }
@@ -372,7 +368,7 @@ pub async fn upload_part_unsigned(
 ) -> Result<String> {
     let number = (part_idx + 1).to_string();
     let url = format!("{}?{}", object_url(info, key)?, query(&[("partNumber", &number), ("uploadId", upload_id)]));
-    match put_streamed(store, info, &url, len, crc32c, body).await? {
+    match put_streamed(store, info, &url, len, crc32c, body, &[]).await? {
         Some(etag) => Ok(etag),
         None => Err(Error::new(Code::Transient, format!("PUT {url}: the part was answered without an ETag"))),
     }
