@@ -81,7 +81,7 @@ def scenario(milvus_clusters, seaweedfs, tmp_path_factory):
     _create_collection(mc, COLL)
     out: dict = {"configs": configs, "proxy": proxy, "cluster": src, "truth": {}, "stderr": {}, "gets": {}}
     try:
-        for start, partition in zip((0, 1000, 2000), PARTITIONS):  # three flushed segments, one per partition
+        for start, partition in zip((0, 1000, 2000), PARTITIONS, strict=True):  # one flushed segment per partition
             if partition != "_default":
                 mc.create_partition(COLL, partition)
             mc.insert(COLL, _rows(start, 1000), partition_name=partition)
