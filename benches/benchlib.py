@@ -7,6 +7,7 @@ Benchmarks are run on purpose (see benches/README.md), never from the test suite
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import os
 import platform
@@ -16,11 +17,11 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mbackup_dev.devstack import s3_request
+from mbackup_dev.devstack import s3_request, scratch_folder
 from mbackup_dev.sampletree import write_objects, write_tree
 from milvus_backup.plugins.manager import storage_backends
 from milvus_backup.storage.location import Location
@@ -133,14 +134,18 @@ def start_server(args: argparse.Namespace, workdir: Path) -> S3Server:
                     stop=started.stop, pid=new[0] if len(new) == 1 else None)
 
 
-def make_workdir(args: argparse.Namespace, name: str) -> Path:
+@contextlib.contextmanager
+def scratch(args: argparse.Namespace, name: str, failed: Callable[[], bool] | None = None) -> Iterator[Path]:
+    """The bench's scratch folder: --workdir as given (never removed), else
+    mbackup_dev.devstack.scratch_folder's (removed at the end; only its logs kept when the run
+    failed or ``failed()`` says a tool did)."""
     if args.workdir:
         path = Path(args.workdir).resolve()
         path.mkdir(parents=True, exist_ok=True)
-        return path
-    import tempfile
-
-    return Path(tempfile.mkdtemp(prefix=f"mbackup-{name}-"))
+        yield path
+        return
+    with scratch_folder(name, args.keep, failed) as path:
+        yield path
 
 
 def run_id() -> str:
@@ -320,19 +325,6 @@ def measure(argv: list[str], env: dict[str, str], log: Path, poll: float = 0.05,
     # Not ru_maxrss: Linux carries the parent's peak into a forked child across exec.
     server_used = server_after - server_before if server_before is not None and server_after is not None else None
     return Measured(wall, sum(seen.values()), usage.ru_utime + usage.ru_stime, proc.returncode, log, server_used)
-
-
-def clean_workdir(workdir: Path, args: argparse.Namespace, keep_logs: bool) -> None:
-    """Remove the scratch folder we made; keep its logs/ when something failed."""
-    if args.keep or args.workdir:
-        return
-    if not keep_logs:
-        shutil.rmtree(workdir, ignore_errors=True)
-        return
-    for child in workdir.iterdir():
-        if child.name != "logs":
-            shutil.rmtree(child, ignore_errors=True) if child.is_dir() else child.unlink()
-    print(f"logs of the failed runs kept in {workdir / 'logs'}", file=sys.stderr)
 
 
 def median(values: list[float]) -> float:

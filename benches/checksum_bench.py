@@ -156,18 +156,15 @@ def main() -> None:
 
     stream_text = "Skipped (--micro-only).\n"
     if not args.micro_only:
-        workdir = benchlib.make_workdir(args, "checksum-bench")
-        server = benchlib.start_server(args, workdir)
-        machine["S3 server"] = server.description
-        failed = True
-        try:
-            stream_text, more = streaming(args, workdir, server, rates)
-            verdicts += more
-            failed = False
-        finally:
-            if server.stop:
-                server.stop()
-            benchlib.clean_workdir(workdir, args, keep_logs=failed)
+        with benchlib.scratch(args, "checksum-bench") as workdir:
+            server = benchlib.start_server(args, workdir)
+            machine["S3 server"] = server.description
+            try:
+                stream_text, more = streaming(args, workdir, server, rates)
+                verdicts += more
+            finally:
+                if server.stop:
+                    server.stop()
     machine["load average at end"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
     machine["total run time"] = f"{clock.elapsed() / 60:.1f} min"
 

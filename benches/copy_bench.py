@@ -481,47 +481,14 @@ def plan(name: str, args: argparse.Namespace) -> list[tuple[str, int]]:
 
 # ---------------------------------------------------------------- main
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    benchlib.add_server_arguments(parser)
-    parser.add_argument("--trees", default=",".join(TREES),
-                        help="Comma-separated subset of milvus (--size bytes of a Milvus-shaped tree), small "
-                             "(--small-count objects of 1-64 KiB) and huge (--huge-count x --huge-size).")
-    parser.add_argument("--small-count", type=int, default=20_000, help="Objects of the small tree (default 20000).")
-    parser.add_argument("--huge-count", type=int, default=4, help="Objects of the huge tree (default 4).")
-    parser.add_argument("--huge-size", default="1GiB", type=benchlib.size_arg,
-                        help="Size of each object of the huge tree (default 1GiB).")
-    parser.add_argument("--no-count", action="store_true", help="Skip the runs that count requests.")
-    parser.add_argument("--parallel", type=int, default=64, help="Objects in flight for every tool (default 64).")
-    parser.add_argument("--repeat", type=int, default=1, help="Measurements per tool and direction; the median is shown.")
-    parser.add_argument("--tools", default="mbackup,s5cmd,rclone,aws,boto3,obstore",
-                        help="Comma-separated subset of mbackup,s5cmd,rclone,aws,boto3,obstore.")
-    parser.add_argument("--directions", default=",".join(DIRECTIONS), help="Comma-separated subset of " + ",".join(DIRECTIONS))
-    parser.add_argument("--peer-python", action="append", default=[],
-                        help="Another interpreter to try for boto3/obstore when this one lacks them (repeatable).")
-    parser.add_argument("--mbackup-args", default="", help="Extra arguments for `mbackup copy`, e.g. '--checksum none'.")
-    args = parser.parse_args()
-    benchlib.clean_commit()  # refuse before measuring anything a table could not name
-    directions = [d for d in DIRECTIONS if d in args.directions.split(",")]
-    tree_names = [t for t in TREES if t in args.trees.split(",")]
-
-    clock = benchlib.Stopwatch()
-    machine = benchlib.machine()
-    chosen = args.tools.split(",")
-    catalogue = {"mbackup": lambda: Mbackup(args.mbackup_args.split()), "s5cmd": S5cmd, "rclone": Rclone,
-                 "aws": AwsCli, "boto3": lambda: Library("boto3", args.peer_python),
-                 "obstore": lambda: Library("obstore", args.peer_python)}
-    tools = [catalogue[name]() for name in catalogue if name in chosen or name == "mbackup"]
-    for t in tools:
-        print(f"{t.name}: {t.missing or t.version()}", file=sys.stderr)
-
-    workdir = benchlib.make_workdir(args, "copy-bench")
+def run_all(args: argparse.Namespace, tools: list[Tool], directions: list[str], tree_names: list[str],
+            machine: dict[str, str], clock: benchlib.Stopwatch, workdir: Path,
+            outcomes: dict[tuple[str, str, str], Outcome]) -> str:
+    """Every tree, tool and direction measured (into ``outcomes``); the report's text."""
     server = benchlib.start_server(args, workdir)
     ctx = Context(server, args.parallel, workdir, benchlib.base_env(server))
     configure_peers(ctx, local_stack=server.stop is not None)
     tag = f"cb{benchlib.run_id()}"
-    outcomes: dict[tuple[str, str, str], Outcome] = {}
     trees: dict[str, Tree] = {}
     source_buckets: list[str] = []
     try:
@@ -575,7 +542,47 @@ def main() -> None:
         elif not args.keep:
             for bucket in source_buckets:
                 server.remove_bucket(bucket)
-        benchlib.clean_workdir(workdir, args, keep_logs=any(o.failure for o in outcomes.values()))
+    return text
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    benchlib.add_server_arguments(parser)
+    parser.add_argument("--trees", default=",".join(TREES),
+                        help="Comma-separated subset of milvus (--size bytes of a Milvus-shaped tree), small "
+                             "(--small-count objects of 1-64 KiB) and huge (--huge-count x --huge-size).")
+    parser.add_argument("--small-count", type=int, default=20_000, help="Objects of the small tree (default 20000).")
+    parser.add_argument("--huge-count", type=int, default=4, help="Objects of the huge tree (default 4).")
+    parser.add_argument("--huge-size", default="1GiB", type=benchlib.size_arg,
+                        help="Size of each object of the huge tree (default 1GiB).")
+    parser.add_argument("--no-count", action="store_true", help="Skip the runs that count requests.")
+    parser.add_argument("--parallel", type=int, default=64, help="Objects in flight for every tool (default 64).")
+    parser.add_argument("--repeat", type=int, default=1, help="Measurements per tool and direction; the median is shown.")
+    parser.add_argument("--tools", default="mbackup,s5cmd,rclone,aws,boto3,obstore",
+                        help="Comma-separated subset of mbackup,s5cmd,rclone,aws,boto3,obstore.")
+    parser.add_argument("--directions", default=",".join(DIRECTIONS), help="Comma-separated subset of " + ",".join(DIRECTIONS))
+    parser.add_argument("--peer-python", action="append", default=[],
+                        help="Another interpreter to try for boto3/obstore when this one lacks them (repeatable).")
+    parser.add_argument("--mbackup-args", default="", help="Extra arguments for `mbackup copy`, e.g. '--checksum none'.")
+    args = parser.parse_args()
+    benchlib.clean_commit()  # refuse before measuring anything a table could not name
+    directions = [d for d in DIRECTIONS if d in args.directions.split(",")]
+    tree_names = [t for t in TREES if t in args.trees.split(",")]
+
+    clock = benchlib.Stopwatch()
+    machine = benchlib.machine()
+    chosen = args.tools.split(",")
+    catalogue = {"mbackup": lambda: Mbackup(args.mbackup_args.split()), "s5cmd": S5cmd, "rclone": Rclone,
+                 "aws": AwsCli, "boto3": lambda: Library("boto3", args.peer_python),
+                 "obstore": lambda: Library("obstore", args.peer_python)}
+    tools = [catalogue[name]() for name in catalogue if name in chosen or name == "mbackup"]
+    for t in tools:
+        print(f"{t.name}: {t.missing or t.version()}", file=sys.stderr)
+
+    outcomes: dict[tuple[str, str, str], Outcome] = {}
+    with benchlib.scratch(args, "copy-bench", failed=lambda: any(o.failure for o in outcomes.values())) as workdir:
+        text = run_all(args, tools, directions, tree_names, machine, clock, workdir, outcomes)
     path = benchlib.write_result("copy", text, "copy_bench.py")
     print(text)
     print(f"written to {path}", file=sys.stderr)

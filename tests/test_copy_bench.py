@@ -130,3 +130,16 @@ def test_no_weed_on_path_is_one_clear_line(monkeypatch, tmp_path):
     assert str(exited.value).startswith("error: SeaweedFS's `weed` is not on PATH; activate the venv")
     assert not (tmp_path / "seaweedfs").exists()
 
+
+
+def test_a_bench_stopped_before_its_server_started_leaves_no_scratch_folder(monkeypatch, tmp_path):
+    import tempfile
+
+    (tmp_path / "tmp").mkdir()
+    monkeypatch.setenv("PATH", str(tmp_path / "bin"))
+    monkeypatch.setenv("TMPDIR", str(tmp_path / "tmp"))
+    monkeypatch.setattr(tempfile, "tempdir", None)  # read TMPDIR again
+    args = argparse.Namespace(endpoint=None, workdir=None, keep=False)
+    with pytest.raises(SystemExit, match="`weed` is not on PATH"), benchlib.scratch(args, "copy-bench") as work:
+        benchlib.start_server(args, work)
+    assert list((tmp_path / "tmp").iterdir()) == []

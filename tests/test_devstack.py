@@ -105,16 +105,17 @@ def test_seaweedfs_without_room_on_its_disk_is_not_started_and_says_so(tmp_path)
         assert not (disk / "s3" / "weed.log").exists()
 
 
-def _scratch_with_server_files(tmp_path, monkeypatch, keep=False, fail=False):
+def _scratch_with_server_files(tmp_path, monkeypatch, keep=False, fail=False, failed=None, log=True):
     """A scratch folder holding a server's data and log, as LocalStack leaves them."""
     monkeypatch.setenv("TMPDIR", str(tmp_path))
     import tempfile
 
     monkeypatch.setattr(tempfile, "tempdir", None)  # read TMPDIR again
-    with scratch_folder("bench", keep) as work:
+    with scratch_folder("bench", keep, failed) as work:
         (work / "stack" / "seaweedfs" / "data").mkdir(parents=True)
         (work / "stack" / "seaweedfs" / "data" / "b_1.dat").write_bytes(b"x" * 4096)
-        (work / "stack" / "seaweedfs" / "weed.log").write_text("volume grow\n")
+        if log:
+            (work / "stack" / "seaweedfs" / "weed.log").write_text("volume grow\n")
         if fail:
             raise RuntimeError("the bench failed")
     return work
@@ -128,13 +129,30 @@ def test_a_scratch_folder_goes_unless_kept(tmp_path, monkeypatch, capsys, keep):
     assert (f"scratch folder kept: {work}" in capsys.readouterr().err) is keep
 
 
-def test_a_failed_run_keeps_only_its_logs_and_says_where(tmp_path, monkeypatch, capsys):
-    with pytest.raises(RuntimeError, match="the bench failed"):
-        _scratch_with_server_files(tmp_path, monkeypatch, fail=True)
+@pytest.mark.parametrize("how", ["raised", "said failed"])
+def test_a_failed_run_keeps_only_its_logs_and_says_where(tmp_path, monkeypatch, capsys, how):
+    if how == "raised":
+        with pytest.raises(RuntimeError, match="the bench failed"):
+            _scratch_with_server_files(tmp_path, monkeypatch, fail=True)
+    else:  # a bench whose tool failed writes its report all the same: no exception
+        _scratch_with_server_files(tmp_path, monkeypatch, failed=lambda: True)
     (work,) = tmp_path.iterdir()
     left = sorted(str(p.relative_to(work)) for p in work.rglob("*") if p.is_file())
     assert left == ["stack/seaweedfs/weed.log"]
     assert f"the run failed: its logs are kept in {work}" in capsys.readouterr().err
+
+
+def test_a_failure_that_left_no_log_leaves_nothing(tmp_path, monkeypatch, capsys):
+    """As when the bench stopped before its server started (no `weed` on PATH)."""
+    with pytest.raises(RuntimeError, match="the bench failed"):
+        _scratch_with_server_files(tmp_path, monkeypatch, fail=True, log=False)
+    assert list(tmp_path.iterdir()) == []
+    assert "logs are kept" not in capsys.readouterr().err
+
+
+def test_a_run_that_did_not_fail_leaves_nothing(tmp_path, monkeypatch):
+    _scratch_with_server_files(tmp_path, monkeypatch, failed=lambda: False)
+    assert list(tmp_path.iterdir()) == []
 
 
 # --------------------------------------------------------------------------------------

@@ -90,26 +90,35 @@ def disk_shortfall(path: Path, room: int) -> str | None:
 
 
 @contextlib.contextmanager
-def scratch_folder(name: str, keep: bool = False) -> Iterator[Path]:
+def scratch_folder(name: str, keep: bool = False, failed: Callable[[], bool] | None = None) -> Iterator[Path]:
     """A new folder under the system temp dir for a stack's data, removed when the block ends;
-    after a failure only its logs (``*.log``) stay, and where they are is printed.
+    after a failure (an exception, or ``failed()`` true at the end) only its logs (``*.log``)
+    stay, and where they are is printed; a failure that left no log leaves nothing.
 
     Servers' data is GiBs at a benchmark's sizes: left behind run after run, it filled the disk
     until SeaweedFS refused every write (see SEAWEEDFS_FREE_FLOOR)."""
     path = Path(tempfile.mkdtemp(prefix=f"mbackup-{name}-"))
+
+    def keep_only_logs() -> None:  # the servers' logs tell why; their data is only bulk
+        for data in [p for p in path.rglob("*") if p.is_file() and p.suffix != ".log"]:
+            data.unlink(missing_ok=True)
+        if any(p.is_file() for p in path.rglob("*.log")):
+            print(f"the run failed: its logs are kept in {path}", file=sys.stderr)
+        else:
+            shutil.rmtree(path, ignore_errors=True)
+
     try:
         yield path
     except BaseException:
-        if not keep:  # the servers' logs tell why; their data is only bulk
-            for data in [p for p in path.rglob("*") if p.is_file() and p.suffix != ".log"]:
-                data.unlink(missing_ok=True)
-            print(f"the run failed: its logs are kept in {path}", file=sys.stderr)
-        raise
-    else:
         if not keep:
-            shutil.rmtree(path, ignore_errors=True)
+            keep_only_logs()
+        raise
     if keep:
         print(f"scratch folder kept: {path}", file=sys.stderr)
+    elif failed is not None and failed():
+        keep_only_logs()
+    else:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 # --- ports ------------------------------------------------------------------------------
