@@ -424,14 +424,23 @@ def base_env(server: S3Server) -> dict[str, str]:
 
 def write_result(name: str, text: str, script: str) -> Path:
     """Write a table to results/<name>-<date>.md, stamped with the commit it measured (the
-    tree is checked again: a change made while the benchmark ran voids the table)."""
+    tree is checked again: a change made while the benchmark ran voids the table). A table
+    already there (an earlier run that day, maybe committed) is never overwritten: the next
+    run's is <name>-<date>-2.md, and so on."""
     commit = clean_commit()
     title, _, rest = text.partition("\n")
     stamp = f"Produced by benches/{script} at commit {commit} (clean tree); do not edit by hand, re-run it."
     RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / f"{name}-{dt.date.today().isoformat()}.md"
-    path.write_text(f"{title}\n\n{stamp}\n{rest}")
-    return path
+    stem = f"{name}-{dt.date.today().isoformat()}"
+    n = 1
+    while True:
+        path = RESULTS / (f"{stem}.md" if n == 1 else f"{stem}-{n}.md")
+        try:
+            with path.open("x") as f:
+                f.write(f"{title}\n\n{stamp}\n{rest}")
+            return path
+        except FileExistsError:
+            n += 1
 
 
 def markdown_table(header: list[str], rows: list[list[str]]) -> str:

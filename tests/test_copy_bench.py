@@ -143,3 +143,14 @@ def test_a_bench_stopped_before_its_server_started_leaves_no_scratch_folder(monk
     with pytest.raises(SystemExit, match="`weed` is not on PATH"), benchlib.scratch(args, "copy-bench") as work:
         benchlib.start_server(args, work)
     assert list((tmp_path / "tmp").iterdir()) == []
+
+
+def test_a_result_already_written_that_day_is_never_overwritten(monkeypatch, tmp_path):
+    monkeypatch.setattr(benchlib, "RESULTS", tmp_path)
+    monkeypatch.setattr(benchlib, "clean_commit", lambda: "c0ffee")
+    paths = [benchlib.write_result("copy", f"# run {n}\nbody {n}\n", "copy_bench.py") for n in (1, 2, 3)]
+    today = benchlib.dt.date.today().isoformat()
+    assert [p.name for p in paths] == [f"copy-{today}.md", f"copy-{today}-2.md", f"copy-{today}-3.md"]
+    assert [p.read_text() for p in paths] == [
+        f"# run {n}\n\nProduced by benches/copy_bench.py at commit c0ffee (clean tree); do not edit by hand, "
+        f"re-run it.\nbody {n}\n" for n in (1, 2, 3)]
