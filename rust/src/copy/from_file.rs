@@ -30,6 +30,9 @@ use crate::version::{changed, Pin};
 
 /// Bytes per read of the file. One upload (or part) holds two: the chunk being sent and the next.
 const CHUNK: usize = 256 << 10;
+/// Bytes per read of the first pass, into a buffer each blocking thread keeps (and a part
+/// upload keeps 16 of those threads busy): 64 KiB sums as fast as 256 and keeps 3 MiB less.
+const SUM_CHUNK: usize = 64 << 10;
 
 thread_local! {
     /// The first pass's buffer, one per blocking thread, reused from file to file.
@@ -283,11 +286,11 @@ fn crc32c_of(sums: &Sums) -> u32 {
 /// First pass: every sum `want` names over `range`, through one reused buffer.
 fn sum_range(file: &File, range: Range<u64>, want: Want, key: &str) -> Result<Sums> {
     BUFFER.with_borrow_mut(|buf| {
-        buf.resize(CHUNK, 0);
+        buf.resize(SUM_CHUNK, 0);
         let mut hasher = Hasher::new(want);
         let mut offset = range.start;
         while offset < range.end {
-            let n = CHUNK.min((range.end - offset) as usize);
+            let n = SUM_CHUNK.min((range.end - offset) as usize);
             file.read_exact_at(&mut buf[..n], offset).map_err(|e| read_error(key, e))?;
             hasher.update(&buf[..n]);
             offset += n as u64;

@@ -57,11 +57,15 @@ fn take_events() -> Vec<events::Entry> {
 /// Object buffers are large and short-lived. glibc raises its mmap threshold after freeing
 /// large blocks, and from then on serves them from heap arenas it rarely returns to the OS,
 /// so RSS grows far past the bytes in use. A fixed threshold keeps every buffer of 1 MiB
-/// or more in its own mapping, unmapped when freed.
+/// or more in its own mapping, unmapped when freed. Smaller ones (a file's 256 KiB chunks)
+/// come from arenas, one per thread that allocates up to 8 per core, each keeping its own
+/// peak: two arenas hold 4-6 MiB less over a 1 GiB local->S3 copy (56 MiB against 60-65,
+/// peak RSS of `mbackup copy` of 4 x 256 MiB files, 3 runs each) at the same CPU.
 fn tame_allocator() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     unsafe {
         libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
+        libc::mallopt(libc::M_ARENA_MAX, 2);
     }
 }
 
