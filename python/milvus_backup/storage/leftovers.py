@@ -19,10 +19,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from .. import _engine
-from ..backup.catalog import IN_PROGRESS, LOCK
-from ..backup.lock import is_held
-from ..format import meta
 from .location import Location, shown_key
+
+# Every copy imports this module for remove_for_keys; what finds leftovers beside backups
+# (backup.catalog, backup.lock, format.meta: a tenth of a second) is imported when that runs.
 
 RESTORE_STAGING = "mbackup-restore-"  # restore.py stages at <this><id>/ in the Milvus bucket
 RESTORE_JOURNALS = "mbackup-restore-journal"
@@ -78,6 +78,9 @@ class _Locks:
         self.known: dict[str, bool] = {}  # folder -> a live run holds its lock
 
     def held_above(self, key: str) -> bool:
+        from ..backup.catalog import LOCK
+        from ..backup.lock import is_held
+
         parts = key.split("/")[:-1]
         floor = len(self.base.split("/")) if self.base else 0
         for depth in range(len(parts), floor - 1, -1):
@@ -112,6 +115,10 @@ def find_restore(store: Any, where: str, grace: float, now: float) -> list[Lefto
     running now (its lock held) keeps its lock, its journal and its staging, however old."""
     if not hasattr(store, "list_meta"):
         return []  # a store a plugin implements in Python: no dates to tell a leftover's age by
+    from ..backup.catalog import IN_PROGRESS, LOCK
+    from ..backup.lock import is_held
+    from ..format import meta
+
     out: list[Leftover] = []
     in_use: set[str] = set()
     journals = store.list_meta(RESTORE_JOURNALS)

@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import logging
+import os
 import sys
 import threading
 import time
@@ -281,17 +282,35 @@ class ConsoleReporter(Reporter):
             self._imports[label] = ((done, total), time.monotonic())
 
 
+def _may_be_terminal(stream: TextIO) -> bool:
+    """Whether rich could take ``stream`` for a terminal: it is one, or the environment
+    says to treat it as one (rich's TTY_COMPATIBLE, FORCE_COLOR; FORCE_TERMINAL)."""
+    isatty = getattr(stream, "isatty", None)
+    try:
+        if isatty is not None and isatty():
+            return True
+    except ValueError:  # a closed stream
+        return False
+    return any(name in os.environ for name in ("TTY_COMPATIBLE", "FORCE_COLOR", "FORCE_TERMINAL"))
+
+
 class ProgressDisplay:
     """The live line: redrawn in place every TICK seconds on a terminal, written with a
     timestamp every ``log_every`` seconds otherwise."""
 
     def __init__(self, current: Callable[[], Status | None], stream: TextIO | None = None,
                  log_every: float = 10.0, console: Any = None) -> None:
-        from rich.console import Console
-
         self.current = current
-        self.console = console or Console(file=stream or sys.stderr, highlight=False, soft_wrap=False)
-        self.tty = self.console.is_terminal
+        self.stream = stream or sys.stderr
+        self.console = console
+        if console is None and _may_be_terminal(self.stream):
+            # rich costs a tenth of a second to import: only where it may draw the live line.
+            from rich.console import Console
+
+            self.console = Console(file=self.stream, highlight=False, soft_wrap=False)
+        if self.console is not None:
+            self.stream = self.console.file
+        self.tty = self.console is not None and self.console.is_terminal
         self.log_every = log_every
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -343,8 +362,8 @@ class ProgressDisplay:
             if self._live is not None:
                 self._live.console.print(Text(text), soft_wrap=True)
             else:
-                self.console.file.write(text + "\n")
-                self.console.file.flush()
+                self.stream.write(text + "\n")
+                self.stream.flush()
 
     def stop(self) -> None:
         self._stop.set()
