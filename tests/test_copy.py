@@ -432,21 +432,24 @@ _MODULES_OF_RUN = ("import json, os, runpy, sys\nsys.argv = ['mbackup', *sys.arg
 EXAMPLE_PLUGIN = Path(__file__).resolve().parents[1] / "examples" / "mbackup-fsspec"
 
 
-def test_a_one_object_copy_loads_only_what_copying_needs(seaweedfs, s3env, bucket, tmp_path):
+@pytest.mark.parametrize("quiet", [["--quiet"], []])
+def test_a_one_object_copy_loads_only_what_copying_needs(seaweedfs, s3env, bucket, tmp_path, quiet):
     """Every run pays for what it imports (issue #14): a copy loads its plugins, the example
     fsspec one included, but not Milvus's client and gRPC, the server, pydantic (typer's checks
-    of each flag) nor fsspec itself (only fsspec+ URLs need it)."""
+    of each flag), fsspec itself (only fsspec+ URLs need it), the backup catalog, nor rich when
+    its progress goes to no terminal (here a pipe)."""
     data = os.urandom(20 * KIB)
     fill(seaweedfs.store(bucket), {"one/o": data})
     modules = tmp_path / "modules.json"
     # The example plugin as this tree has it, ahead of any installed copy.
     path = os.pathsep.join(filter(None, [str(EXAMPLE_PLUGIN), s3env.get("PYTHONPATH")]))
     proc = subprocess.run([sys.executable, "-c", _MODULES_OF_RUN, "copy", url(seaweedfs, bucket, "one"),
-                           str(tmp_path / "dst"), "--quiet"], env=dict(s3env, PYTHONPATH=path, MODULES_FILE=str(modules)),
+                           str(tmp_path / "dst"), *quiet], env=dict(s3env, PYTHONPATH=path, MODULES_FILE=str(modules)),
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "dst" / "o").read_bytes() == data
     loaded = set(json.loads(modules.read_text()))
     assert {"mbackup_fsspec", "milvus_backup.storage.backends.s3"} <= loaded  # plugins registered as ever
-    heavy = {"pymilvus", "grpc", "google.protobuf", "pydantic", "fsspec", "starlette", "uvicorn", "pyarrow"}
+    heavy = {"pymilvus", "grpc", "google.protobuf", "pydantic", "fsspec", "starlette", "uvicorn", "pyarrow", "rich",
+             "milvus_backup.backup.catalog"}
     assert not {m for m in loaded if m in heavy or m.startswith(tuple(f"{h}." for h in heavy))}
