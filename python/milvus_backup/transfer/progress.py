@@ -283,15 +283,15 @@ class ConsoleReporter(Reporter):
 
 
 def _may_be_terminal(stream: TextIO) -> bool:
-    """Whether rich could take ``stream`` for a terminal: it is one, or the environment
-    says to treat it as one (rich's TTY_COMPATIBLE, FORCE_COLOR; FORCE_TERMINAL)."""
+    """Whether rich could take ``stream`` for a terminal: it is one, or the environment says
+    what to take it for (TTY_COMPATIBLE, FORCE_COLOR: rich's Console.is_terminal decides)."""
     isatty = getattr(stream, "isatty", None)
     try:
         if isatty is not None and isatty():
             return True
     except ValueError:  # a closed stream
         return False
-    return any(name in os.environ for name in ("TTY_COMPATIBLE", "FORCE_COLOR", "FORCE_TERMINAL"))
+    return any(name in os.environ for name in ("TTY_COMPATIBLE", "FORCE_COLOR"))
 
 
 class ProgressDisplay:

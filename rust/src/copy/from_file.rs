@@ -30,8 +30,9 @@ use crate::version::{changed, Pin};
 
 /// Bytes per read of the file. One upload (or part) holds two: the chunk being sent and the next.
 const CHUNK: usize = 256 << 10;
-/// Bytes per read of the first pass, into a buffer each blocking thread keeps (and a part
-/// upload keeps 16 of those threads busy): 64 KiB sums as fast as 256 and keeps 3 MiB less.
+/// Bytes per read of the first pass, into a buffer each blocking thread keeps (16 threads
+/// busy copying 4 large files, 4 parts each): 3 MiB less than 256 KiB reads, no more CPU
+/// measured over a 1 GiB copy.
 const SUM_CHUNK: usize = 64 << 10;
 
 thread_local! {
