@@ -8,6 +8,7 @@ import io
 import re
 import time
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from rich.console import Console
@@ -108,3 +109,36 @@ def test_the_live_line_fits_a_40_column_terminal_and_is_cleared_at_the_end():
     assert all(len(line) <= 40 for line in shown), shown
     # transient: the last thing written erases the live line (cursor up, erase line)
     assert out.getvalue().endswith("\x1b[2K"), repr(out.getvalue()[-40:])
+
+
+class _Stream(io.StringIO):
+    def __init__(self, tty: bool | None) -> None:
+        super().__init__()
+        self.tty = tty
+
+    def isatty(self) -> bool:
+        if self.tty is None:
+            raise ValueError("I/O operation on closed file")
+        return self.tty
+
+
+@pytest.mark.parametrize(("tty", "env", "drawn"), [
+    (True, {}, True),            # a terminal: the live line
+    (False, {}, False),          # a pipe or a log: timestamped lines, rich never imported
+    (None, {}, False),           # a closed stream
+    (False, {"FORCE_COLOR": "1"}, True),      # rich is told to take it for a terminal
+    (False, {"TTY_COMPATIBLE": "1"}, True),
+    (False, {"TTY_COMPATIBLE": "0"}, False),  # rich asked, and says no
+    (True, {"TTY_COMPATIBLE": "0"}, False),
+])
+def test_the_live_line_is_drawn_where_rich_takes_the_stream_for_a_terminal(monkeypatch, tty, env, drawn):
+    for name in ("FORCE_COLOR", "TTY_COMPATIBLE", "NO_COLOR"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    display = ProgressDisplay(lambda: None, stream=_Stream(tty))
+    assert display.tty is drawn
+    assert (display.console is not None) is (tty is True or bool(env))
+    display.print("warning: a line")
+    if not drawn:
+        assert display.stream.getvalue() == "warning: a line\n"
