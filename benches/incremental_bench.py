@@ -37,7 +37,7 @@ from pathlib import Path
 
 import benchlib
 
-from mbackup_dev.devstack import LocalStack, backup_config, scratch_folder
+from mbackup_dev.devstack import LocalStack, SeaweedFS, backup_config, scratch_folder
 from milvus_backup.backup.catalog import Stores, collection_segments, open_stores
 from milvus_backup.backup.create import CreateRequest, CreateResult, create_backup
 from milvus_backup.backup.delete import delete_backup
@@ -208,6 +208,9 @@ def main() -> None:
     parser.add_argument("--parallel", type=int, default=64)
     parser.add_argument("--note", default="", help="a line on the conditions of the run, shown with the table")
     parser.add_argument("--keep", action="store_true", help="keep the scratch folder (servers' data, logs)")
+    parser.add_argument("--volume-mib", type=int, default=30_000,
+                        help="SeaweedFS's volume size limit, MiB (its own default; with the test stack's 256 a write "
+                             "waits for a new volume every 256 MiB a bucket takes in)")
     parser.add_argument("--tag", default="", help="results/incremental-<rows>-<tag>-<date>.md: keep another run's file")
     args = parser.parse_args()
     benchlib.clean_commit()  # refuse before measuring anything a table could not name
@@ -215,7 +218,9 @@ def main() -> None:
     rows_out: list[list[str]] = []
     phases_out: list[list[str]] = []
     failures: list[str] = []
-    with scratch_folder("incbench", args.keep) as work, LocalStack(work / "stack", clusters=1) as stack:
+    with (scratch_folder("incbench", args.keep) as work,
+          LocalStack(work / "stack", clusters=1, s3=SeaweedFS(work / "stack" / "seaweedfs",
+                                                             volume_size_limit_mb=args.volume_mib)) as stack):
         cluster = stack.source
         from pymilvus import DataType, MilvusClient
 
@@ -350,8 +355,8 @@ def main() -> None:
         "",
         "Where the time went, seconds: " + " / ".join(PHASES) + " / the rest (connecting, "
         "the lock, the in-progress marker, finding the base). Volumes grown: how many new volumes SeaweedFS "
-        "created while the create ran (its log; the stack caps a volume at 256 MiB, so writes wait for a new one "
-        "now and then: the store's pause, not the create's work).",
+        "created while the create ran (its log: a write that finds its bucket's volumes full waits for a new one, "
+        f"the store's pause, not the create's work; volumes here hold up to {args.volume_mib:,} MiB, --volume-mib).",
         "",
         benchlib.markdown_table(["cycle", "increment", "full", "volumes grown, increment", "volumes grown, full"],
                                 phases_out),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 import uuid
 from contextlib import closing
 
@@ -209,3 +210,16 @@ def test_flushed_binlogs_land_in_the_cluster_own_bucket(milvus_clusters, seaweed
             assert seaweedfs.list_keys(other.bucket, prefix) == []
         finally:
             client.drop_collection(name)
+
+
+def test_a_smaller_volume_size_limit_makes_seaweedfs_grow_volumes_sooner(tmp_path):
+    # The incremental bench runs SeaweedFS at its own default volume size: the limit must
+    # reach the server (here 1 MiB, filled by a few MiB of writes).
+    with SeaweedFS(tmp_path / "s3", volume_size_limit_mb=1) as s3:
+        s3.create_bucket("small-volumes")
+        for i in range(12):
+            s3.request("PUT", "small-volumes", f"o{i}", body=os.urandom(MIB))
+        deadline = time.monotonic() + 20
+        while "reaches full capacity" not in s3.log_path.read_text(errors="replace"):
+            assert time.monotonic() < deadline, "no volume filled up: the limit did not reach SeaweedFS"
+            time.sleep(0.5)

@@ -424,8 +424,11 @@ class SeaweedFS:
 
     def __init__(self, workdir: Path, access_key: str = "minioadmin",
                  secret_key: str = "minioadmin", *, tls: tuple[Path, Path] | None = None,
-                 disk_room: int = 1 << 30):
+                 disk_room: int = 1 << 30, volume_size_limit_mb: int | None = None):
         self.workdir = Path(workdir)
+        if volume_size_limit_mb is not None:
+            # Larger volumes: fewer growths, each a pause of every write to its bucket.
+            self.volume_size_limit_mb = volume_size_limit_mb
         # Bytes the caller expects to write: start() refuses (one line) without that much
         # free above the floor where SeaweedFS stops taking writes.
         self.disk_room = disk_room
