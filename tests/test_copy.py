@@ -436,8 +436,9 @@ EXAMPLE_PLUGIN = Path(__file__).resolve().parents[1] / "examples" / "mbackup-fss
 def test_a_one_object_copy_loads_only_what_copying_needs(seaweedfs, s3env, bucket, tmp_path, quiet):
     """Every run pays for what it imports (issue #14): a copy loads its plugins, the example
     fsspec one included, but not Milvus's client and gRPC, the server, pydantic (typer's checks
-    of each flag), fsspec itself (only fsspec+ URLs need it), the backup catalog, nor rich when
-    its progress goes to no terminal (here a pipe)."""
+    of each flag), fsspec itself (only fsspec+ URLs need it), the backup catalog, the Milvus
+    adapters and the backup format they use, nor rich when its progress goes to no terminal
+    (here a pipe)."""
     data = os.urandom(20 * KIB)
     fill(seaweedfs.store(bucket), {"one/o": data})
     modules = tmp_path / "modules.json"
@@ -451,5 +452,5 @@ def test_a_one_object_copy_loads_only_what_copying_needs(seaweedfs, s3env, bucke
     loaded = set(json.loads(modules.read_text()))
     assert {"mbackup_fsspec", "milvus_backup.storage.backends.s3"} <= loaded  # plugins registered as ever
     heavy = {"pymilvus", "grpc", "google.protobuf", "pydantic", "fsspec", "starlette", "uvicorn", "pyarrow", "rich",
-             "milvus_backup.backup.catalog"}
+             "milvus_backup.backup.catalog", "milvus_backup.milvus.adapters.base", "milvus_backup.format.meta"}
     assert not {m for m in loaded if m in heavy or m.startswith(tuple(f"{h}." for h in heavy))}

@@ -29,22 +29,27 @@ GROUP = "milvus_backup"
 _R = TypeVar("_R", StorageBackends, MilvusAdapters)
 
 # Built-ins are plain plugin modules registered through the same hooks third parties use.
-DEFAULT_PLUGINS = (
+STORAGE_PLUGINS = (
     "milvus_backup.storage.backends.s3",
     "milvus_backup.storage.backends.gcs",
     "milvus_backup.storage.backends.azure",
     "milvus_backup.storage.backends.file",
     "milvus_backup.storage.backends.memory",
+)
+# Registered when an adapter is first asked for: a command that talks to no Milvus (copy,
+# list, verify) does not import them and the backup format they pull in (issue #14).
+ADAPTER_PLUGINS = (
     "milvus_backup.milvus.adapters.v2_3",
     "milvus_backup.milvus.adapters.v2_4_plus",
 )
+DEFAULT_PLUGINS = STORAGE_PLUGINS + ADAPTER_PLUGINS
 
 
 @cache
 def manager() -> pluggy.PluginManager:
     pm = pluggy.PluginManager(GROUP)
     pm.add_hookspecs(hookspecs)
-    for name in DEFAULT_PLUGINS:
+    for name in STORAGE_PLUGINS:
         pm.register(importlib.import_module(name), name=name)
     try:
         allowed = os.environ.get("MBACKUP_PLUGINS")
@@ -60,9 +65,9 @@ def manager() -> pluggy.PluginManager:
         detail = "; ".join(line.strip() for line in str(e).splitlines() if line.strip())
         raise PluginError(f"plugin {culprit} does not fit mbackup's hooks ({detail}): fix it, uninstall it, "
                           "or leave it out with MBACKUP_PLUGINS") from None
-    # A scheme or a Milvus line two plugins register is an error now, not at first use.
+    # A scheme two plugins register is an error now, not at first use (a Milvus line: once
+    # an adapter is asked for).
     storage_backends(pm)
-    milvus_adapters(pm)
     return pm
 
 
@@ -79,14 +84,23 @@ def storage_backends(pm: pluggy.PluginManager | None = None) -> StorageBackends:
 
 
 def milvus_adapters(pm: pluggy.PluginManager | None = None) -> MilvusAdapters:
-    """Every Milvus adapter the loaded plugins register, by Milvus line."""
-    return _registered((pm or manager()).hook.mbackup_register_milvus_adapter, MilvusAdapters())
+    """Every Milvus adapter the loaded plugins register, by Milvus line (mbackup's own
+    plugin manager loads the built-in adapters the first time)."""
+    return _registered((pm or _with_adapters(manager())).hook.mbackup_register_milvus_adapter, MilvusAdapters())
+
+
+def _with_adapters(pm: pluggy.PluginManager) -> pluggy.PluginManager:
+    for name in ADAPTER_PLUGINS:
+        if not pm.has_plugin(name):
+            pm.register(importlib.import_module(name), name=name)
+    return pm
 
 
 def _registered(hook: pluggy.HookCaller, registry: _R) -> _R:
     """``registry`` filled by every implementation of a ``mbackup_register_*`` hook, each
     handed a ``register`` that knows which plugin is registering (to name it in conflicts)."""
-    for impl in hook.get_hookimpls():
+    # Built-ins first, however late they were loaded: a conflict names the built-in first.
+    for impl in sorted(hook.get_hookimpls(), key=lambda impl: impl.plugin_name not in DEFAULT_PLUGINS):
         impl.function(register=registry.registrar(impl.plugin_name))
     return registry
 
@@ -102,12 +116,13 @@ class PluginInfo:
 
 
 def describe() -> list[PluginInfo]:
-    pm = manager()
+    pm = _with_adapters(manager())
     backends, adapters = storage_backends(pm), milvus_adapters(pm)
     dists = {id(plugin): dist for plugin, dist in pm.list_plugin_distinfo()}
     from .. import __version__ as own_version
     out = []
-    for name, plugin in pm.list_name_plugin():
+    order = {name: i for i, name in enumerate(DEFAULT_PLUGINS)}  # built-ins first, as registered before
+    for name, plugin in sorted(pm.list_name_plugin(), key=lambda np: order.get(np[0], len(order))):
         if plugin is None:
             continue
         hooks = sorted(h.name for h in pm.get_hookcallers(plugin) or [])

@@ -7,15 +7,16 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ...errors import PluginError
-from ..connection import MilvusError, parse_version
 from ..versions import LATEST_DEV
-from .base import MilvusAdapter
+
+if TYPE_CHECKING:
+    from .base import MilvusAdapter
 
 #: ``factory(version, connection)``: the adapter for a server of ``version`` ("v2.3.5").
-AdapterFactory = Callable[[str, Any], MilvusAdapter]
+AdapterFactory = Callable[[str, Any], "MilvusAdapter"]
 
 _LINE = re.compile(r"\d+\.\d+")
 
@@ -63,6 +64,9 @@ class MilvusAdapters:
     def adapter_for(self, version: str, connection: Any, *, line: str = "") -> MilvusAdapter:
         """The adapter of the line ``version`` belongs to, or of ``line`` when given (the
         ``mbackup.milvusAdapter`` setting); a clear error when none is registered."""
+        from ..connection import MilvusError, parse_version
+        from .base import MilvusAdapter
+
         supported = ", ".join(self.lines()) or "none"
         if line:
             entry = self._lines.get(line.strip())
