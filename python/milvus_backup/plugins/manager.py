@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import threading
 from dataclasses import dataclass
 from functools import cache
 from typing import TypeVar
@@ -90,10 +91,14 @@ def milvus_adapters(pm: pluggy.PluginManager | None = None) -> MilvusAdapters:
 
 
 def _with_adapters(pm: pluggy.PluginManager) -> pluggy.PluginManager:
-    for name in ADAPTER_PLUGINS:
-        if not pm.has_plugin(name):
-            pm.register(importlib.import_module(name), name=name)
+    with _ADAPTERS_LOADING:  # the server's jobs may ask for their first adapter at once
+        for name in ADAPTER_PLUGINS:
+            if not pm.has_plugin(name):
+                pm.register(importlib.import_module(name), name=name)
     return pm
+
+
+_ADAPTERS_LOADING = threading.Lock()
 
 
 def _registered(hook: pluggy.HookCaller, registry: _R) -> _R:
