@@ -452,5 +452,6 @@ def test_a_one_object_copy_loads_only_what_copying_needs(seaweedfs, s3env, bucke
     loaded = set(json.loads(modules.read_text()))
     assert {"mbackup_fsspec", "milvus_backup.storage.backends.s3"} <= loaded  # plugins registered as ever
     heavy = {"pymilvus", "grpc", "google.protobuf", "pydantic", "fsspec", "starlette", "uvicorn", "pyarrow", "rich",
-             "milvus_backup.backup.catalog", "milvus_backup.milvus.adapters.base", "milvus_backup.format.meta"}
+             "milvus_backup.backup.catalog", "milvus_backup.milvus.adapters.base", "milvus_backup.format.meta",
+             "ssl", "milvus_backup.milvus.adapters.registry"}
     assert not {m for m in loaded if m in heavy or m.startswith(tuple(f"{h}." for h in heavy))}

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-import urllib.request
 from typing import Any
 
 from milvus_backup.hookspecs import hookimpl
@@ -17,6 +16,9 @@ def post(event: str, **body: Any) -> None:
     url = os.environ.get("MBACKUP_WEBHOOK_URL")
     if not url:
         return
+    # Here, not when the plugin loads: every mbackup run loads it, few post (urllib brings ssl).
+    import urllib.request
+
     data = json.dumps({"event": event, **body}, default=str).encode()
     request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"}, method="POST")
     try:

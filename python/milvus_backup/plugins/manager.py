@@ -17,17 +17,19 @@ import os
 import threading
 from dataclasses import dataclass
 from functools import cache
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import pluggy
 
 from ..errors import PluginError
-from ..milvus.adapters.registry import MilvusAdapters
 from ..storage.registry import StorageBackends
 from . import hookspecs
 
+if TYPE_CHECKING:
+    from ..milvus.adapters.registry import MilvusAdapters
+
 GROUP = "milvus_backup"
-_R = TypeVar("_R", StorageBackends, MilvusAdapters)
+_R = TypeVar("_R", StorageBackends, "MilvusAdapters")
 
 # Built-ins are plain plugin modules registered through the same hooks third parties use.
 STORAGE_PLUGINS = (
@@ -87,6 +89,8 @@ def storage_backends(pm: pluggy.PluginManager | None = None) -> StorageBackends:
 def milvus_adapters(pm: pluggy.PluginManager | None = None) -> MilvusAdapters:
     """Every Milvus adapter the loaded plugins register, by Milvus line (mbackup's own
     plugin manager loads the built-in adapters the first time)."""
+    from ..milvus.adapters.registry import MilvusAdapters
+
     return _registered((pm or _with_adapters(manager())).hook.mbackup_register_milvus_adapter, MilvusAdapters())
 
 

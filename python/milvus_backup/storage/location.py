@@ -8,16 +8,18 @@ import builtins
 import contextlib
 import contextvars
 import socket
-import ssl
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 from urllib.parse import parse_qsl, urlsplit
 
 from .. import _engine
 from ..config.secrets import display_url, has_password, is_secret_name
 from ..errors import EXIT_UNREACHABLE, MBackupError, UnreachableError, engine_exit_code
+
+if TYPE_CHECKING:
+    import ssl
 
 
 class StorageError(MBackupError):
@@ -350,6 +352,8 @@ _NAME_MISMATCH = {62, 63, 64}
 def _certificate_problem(location: Location) -> ssl.SSLCertVerificationError | None:
     """Why the endpoint's TLS certificate fails verification, in OpenSSL's words, or None:
     one TLS handshake with the same trust as the engine's (system roots plus ca_file)."""
+    import ssl  # only here: every run would load it for the rare certificate failure
+
     endpoint = location.options.get("aws_endpoint", "")
     if not endpoint.startswith("https://"):
         return None
