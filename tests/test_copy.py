@@ -437,8 +437,8 @@ def test_a_one_object_copy_loads_only_what_copying_needs(seaweedfs, s3env, bucke
     """Every run pays for what it imports (issue #14): a copy loads its plugins, the example
     fsspec one included, but not Milvus's client and gRPC, the server, pydantic (typer's checks
     of each flag), fsspec itself (only fsspec+ URLs need it), the backup catalog, the Milvus
-    adapters and the backup format they use, nor rich when its progress goes to no terminal
-    (here a pipe)."""
+    adapters and the backup format they use, ssl (only a failed TLS handshake is explained with
+    it), nor rich when its progress goes to no terminal (here a pipe)."""
     data = os.urandom(20 * KIB)
     fill(seaweedfs.store(bucket), {"one/o": data})
     modules = tmp_path / "modules.json"
