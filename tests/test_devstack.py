@@ -10,7 +10,7 @@ from contextlib import closing
 import pytest
 
 from conftest import tmpfs
-from mbackup_dev.devstack import SeaweedFS, StartupError, disk_shortfall, s3_request, scratch_folder
+from mbackup_dev.devstack import LocalStack, SeaweedFS, StartupError, disk_shortfall, s3_request, scratch_folder
 
 
 def test_s3_accepts_the_right_keys_and_rejects_wrong_ones(seaweedfs, bucket):
@@ -223,3 +223,18 @@ def test_a_smaller_volume_size_limit_makes_seaweedfs_grow_volumes_sooner(tmp_pat
         while "reaches full capacity" not in s3.log_path.read_text(errors="replace"):
             assert time.monotonic() < deadline, "no volume filled up: the limit did not reach SeaweedFS"
             time.sleep(0.5)
+
+
+@pytest.mark.parametrize("started_before", [False, True])
+def test_a_stack_stops_the_s3_server_it_started_and_only_that(tmp_path, started_before):
+    # A bench handed LocalStack an unstarted SeaweedFS (to set its volume size): the stack
+    # started it and left it running, to be killed at exit after its folder was removed.
+    s3 = SeaweedFS(tmp_path / "s3")
+    if started_before:
+        s3.start()
+    try:
+        with LocalStack(tmp_path / "stack", clusters=0, s3=s3):
+            assert s3.running
+        assert s3.running == started_before
+    finally:
+        s3.stop()

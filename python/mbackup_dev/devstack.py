@@ -908,6 +908,7 @@ class LocalStack:
                 self.s3 = SeaweedFS(self.workdir / "seaweedfs")
             if not self.s3.running:
                 self.s3.start()
+                self._owns_s3 = True  # who starts a server stops it, whoever made the object
             if self.clusters >= 1:
                 self.source = MilvusCluster(self.workdir / "milvus-src", self.s3,
                                             self.SOURCE_BUCKET)
