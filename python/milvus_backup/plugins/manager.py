@@ -46,6 +46,12 @@ ADAPTER_PLUGINS = (
     "milvus_backup.milvus.adapters.v2_4_plus",
 )
 DEFAULT_PLUGINS = STORAGE_PLUGINS + ADAPTER_PLUGINS
+_ADAPTERS_LOADING = threading.Lock()  # the server's jobs may ask for their first adapter at once
+
+
+def _builtin_rank(name: str) -> int:
+    """Built-ins first, in DEFAULT_PLUGINS' order, however late they were loaded; then the rest."""
+    return DEFAULT_PLUGINS.index(name) if name in DEFAULT_PLUGINS else len(DEFAULT_PLUGINS)
 
 
 @cache
@@ -95,21 +101,18 @@ def milvus_adapters(pm: pluggy.PluginManager | None = None) -> MilvusAdapters:
 
 
 def _with_adapters(pm: pluggy.PluginManager) -> pluggy.PluginManager:
-    with _ADAPTERS_LOADING:  # the server's jobs may ask for their first adapter at once
+    with _ADAPTERS_LOADING:
         for name in ADAPTER_PLUGINS:
             if not pm.has_plugin(name):
                 pm.register(importlib.import_module(name), name=name)
     return pm
 
 
-_ADAPTERS_LOADING = threading.Lock()
-
-
 def _registered(hook: pluggy.HookCaller, registry: _R) -> _R:
     """``registry`` filled by every implementation of a ``mbackup_register_*`` hook, each
     handed a ``register`` that knows which plugin is registering (to name it in conflicts)."""
-    # Built-ins first, however late they were loaded: a conflict names the built-in first.
-    for impl in sorted(hook.get_hookimpls(), key=lambda impl: impl.plugin_name not in DEFAULT_PLUGINS):
+    # A conflict names the built-in first.
+    for impl in sorted(hook.get_hookimpls(), key=lambda impl: _builtin_rank(impl.plugin_name)):
         impl.function(register=registry.registrar(impl.plugin_name))
     return registry
 
@@ -130,8 +133,7 @@ def describe() -> list[PluginInfo]:
     dists = {id(plugin): dist for plugin, dist in pm.list_plugin_distinfo()}
     from .. import __version__ as own_version
     out = []
-    order = {name: i for i, name in enumerate(DEFAULT_PLUGINS)}  # built-ins first, as registered before
-    for name, plugin in sorted(pm.list_name_plugin(), key=lambda np: order.get(np[0], len(order))):
+    for name, plugin in sorted(pm.list_name_plugin(), key=lambda np: _builtin_rank(np[0])):
         if plugin is None:
             continue
         hooks = sorted(h.name for h in pm.get_hookcallers(plugin) or [])
