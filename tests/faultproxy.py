@@ -14,6 +14,7 @@ The mode is switched at run time, for the requests that start after the switch::
         proxy.stall(8, fraction=0.1)                       # hold silent 8 s, then close
         proxy.release()                                    # end the stalls held now, at once
         proxy.slowdown(count=5, methods="PUT")             # the next 5 PUTs: 503
+        proxy.slowdown(count=1, paths="uploadId=")         # the next request naming an upload: 503
         proxy.corrupt(count=1, at_byte=8192, paths="/obj")  # flip one byte of a response
         proxy.corrupt_request(count=1, at_byte=5000, paths="/obj")  # ... of a request body
         proxy.passthrough()
@@ -174,9 +175,10 @@ class FaultProxy:
         """Forward everything untouched."""
         self._set(_Rule("pass"))
 
-    def slowdown(self, *, fraction: float = 1.0, count: int | None = None, methods=None) -> None:
+    def slowdown(self, *, fraction: float = 1.0, count: int | None = None, methods=None,
+                 paths: str | None = None) -> None:
         """Answer ``503 SlowDown`` (S3's throttling error, with ``Connection: close``)."""
-        self._set(_Rule("slowdown", fraction, count, methods=_methods(methods)))
+        self._set(_Rule("slowdown", fraction, count, methods=_methods(methods), paths=paths))
 
     def deny(self, *, count: int | None = None, methods=None, paths: str | None = None) -> None:
         """Answer ``403 AccessDenied``, as a bucket policy refusing that request would."""

@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -75,6 +76,100 @@ def test_signal_mid_copy_aborts_the_upload_and_a_rerun_finishes(seaweedfs, s3env
     assert r.returncode == 0, r.stderr
     s = seaweedfs.store(bucket)
     assert (s.get("dst/big.bin"), s.get("dst/small.bin")) == (big, small)
+    assert uploads(seaweedfs, bucket) == []
+
+
+def moto_uploads(moto, bucket: str) -> list[str]:
+    import xml.etree.ElementTree as ET
+
+    ns = "{http://s3.amazonaws.com/doc/2006-03-01/}"
+    return [u.findtext(f"{ns}Key") for u in ET.fromstring(moto.request("GET", f"/{bucket}?uploads")).iter(f"{ns}Upload")]
+
+
+# Each way the engine makes a multipart upload, with the server that takes that way.
+# (source, destination, copier options); "proxied" is the destination behind the proxy.
+MAKERS = {
+    "from-a-file-crc32c-checked": ("folder", "seaweedfs", {}),
+    "from-a-file-object_store": ("folder", "moto", {}),
+    "between-stores-streamed": ("moto", "seaweedfs", {}),
+    "server-side-part-copies": ("proxied", "seaweedfs", {"multipart_copy_threshold": 5 * MIB,
+                                                         "copy_part_size": 5 * MIB}),
+}
+
+
+@pytest.mark.parametrize("how", MAKERS)
+def test_a_cancel_while_the_server_makes_the_upload_leaves_no_upload(seaweedfs, moto, bucket, tmp_path, how):
+    """A cancel (Ctrl-C, SIGTERM) that lands after the server made a multipart upload and
+    before its reply (with the id to abort it) came back: the run waits for the reply and
+    aborts the upload. Dropped at the cancel, the request left the upload for good (seen in
+    CI: the SIGTERM test above found one). The proxy holds CreateMultipartUpload's reply."""
+    from faultproxy import FaultProxy
+    from milvus_backup import _engine
+
+    source_kind, dest_kind, options = MAKERS[how]
+    data = os.urandom(12 * MIB)
+    moto.create_bucket(bucket)
+    with FaultProxy(seaweedfs.endpoint if dest_kind == "seaweedfs" else moto.endpoint, max_lifetime=120) as proxy:
+        dst = (seaweedfs.store(bucket, endpoint=proxy.endpoint) if dest_kind == "seaweedfs"
+               else _engine.Store(f"s3://{bucket}", {"aws_endpoint": proxy.endpoint, "aws_access_key_id": "moto",
+                                                     "aws_secret_access_key": "moto", "aws_allow_http": "true"}))
+        if source_kind == "folder":
+            (tmp_path / "big.bin").write_bytes(data)
+            src = _engine.Store(f"file://{tmp_path}")
+        else:
+            src = moto.store(bucket) if source_kind == "moto" else dst
+            src.put("src/big.bin", data)
+        listed = (lambda: uploads(seaweedfs, bucket)) if dest_kind == "seaweedfs" else (lambda: moto_uploads(moto, bucket))
+        proxy.stall(60, methods="POST", paths="?uploads", after_bytes=0, then="pass")
+        copier = _engine.Copier(multipart_threshold=5 * MIB, part_size=5 * MIB, **options)
+        results: list = []
+        run = threading.Thread(target=lambda: results.extend(copier.run([(src, "big.bin" if source_kind == "folder"
+                                                                          else "src/big.bin", dst, "dst/big.bin",
+                                                                          len(data))])))
+        run.start()
+        deadline = time.monotonic() + 60
+        while listed() != ["dst/big.bin"]:  # made at the server, its reply held
+            assert run.is_alive() and time.monotonic() < deadline, (results, proxy.stats)
+            time.sleep(0.05)
+        copier.cancel()
+        time.sleep(0.5)  # the run is cancelled and waits on the reply
+        proxy.release()
+        run.join(30)
+        assert not run.is_alive()
+    (result,) = results
+    assert result["error_code"] == "cancelled", result
+    assert listed() == []
+
+
+@pytest.mark.parametrize("refusal", ["deny", "slowdown"])
+def test_an_abort_the_server_refuses_once_is_sent_again(seaweedfs, bucket, tmp_path, refusal):
+    """The first AbortMultipartUpload of a cancelled copy is answered 403 (or 503 SlowDown):
+    the upload is still there (ListParts says so), so it is aborted again. A 403 was final
+    before and left the upload for the bucket's lifecycle rules (a 503 was, and is, retried
+    by the request itself); the 403 case fails on that code."""
+    from faultproxy import FaultProxy
+    from milvus_backup import _engine
+
+    (tmp_path / "big.bin").write_bytes(os.urandom(12 * MIB))
+    with FaultProxy(seaweedfs.endpoint, max_lifetime=120) as proxy:
+        getattr(proxy, refusal)(count=1, methods="DELETE", paths="uploadId=")
+        copier = _engine.Copier(multipart_threshold=5 * MIB, part_size=5 * MIB, max_bandwidth=2 * MIB)
+        results: list = []
+        run = threading.Thread(target=lambda: results.extend(copier.run([
+            (_engine.Store(f"file://{tmp_path}"), "big.bin", seaweedfs.store(bucket, endpoint=proxy.endpoint),
+             "dst/big.bin", 12 * MIB)])))
+        run.start()
+        deadline = time.monotonic() + 60
+        while uploads(seaweedfs, bucket) != ["dst/big.bin"]:
+            assert run.is_alive() and time.monotonic() < deadline, results
+            time.sleep(0.05)
+        copier.cancel()
+        run.join(30)
+        assert not run.is_alive()
+        refused = proxy.stats["slowdown" if refusal == "slowdown" else "denied"]
+    (result,) = results
+    assert result["error_code"] == "cancelled", result
+    assert refused == 1
     assert uploads(seaweedfs, bucket) == []
 
 

@@ -596,12 +596,12 @@ impl Engine {
         // Into a folder, ranges are written where they belong as they arrive (into_file.rs).
         let (mut upload, writer) = match &*job.dst {
             Backend::File { store } => {
-                let staged = self.cancellable(async { Ok(store.stage(dst_path.as_ref()).await?) }).await?;
+                let staged = self.made(async { Ok(store.stage(dst_path.as_ref()).await?) }, undo_staged).await?;
                 let writer = staged.writer();
                 (Upload::Store(Box::new(staged)), writer)
             }
-            _ if checked => (self.cancellable(Upload::checked(job)).await?, None),
-            _ => (Upload::Store(self.cancellable(async { Ok(dst.put_multipart(&dst_path).await?) }).await?), None),
+            _ if checked => (self.made(Upload::checked(job), Upload::undo).await?, None),
+            _ => (Upload::Store(self.made(async { Ok(dst.put_multipart(&dst_path).await?) }, undo_store).await?), None),
         };
         let want = Want::for_copy(algo, offered);
         // The writer is dropped with its arm: the staging file's lock goes with the upload.
@@ -708,7 +708,8 @@ impl Engine {
         let (dst, dst_info) = job.dst.s3().unwrap();
         let (src, src_info) = job.src.s3().unwrap();
         self.limits.request().await;
-        let id = self.cancellable(s3::create_multipart(dst, &job.dst_key)).await?;
+        let abort = |id: String| async move { s3::abort_until_gone(dst, dst_info, &job.dst_key, &id).await };
+        let id = self.made(s3::create_multipart(dst, &job.dst_key), abort).await?;
         let part_size = part_size_for(size, self.opts.copy_part_size);
         let parts = stream::iter(ranges(size, part_size).into_iter().enumerate())
             .map(|(idx, range)| {
@@ -735,7 +736,7 @@ impl Engine {
         .await
         .map_err(|e| refused(&job.src_key, e));
         if result.is_err() {
-            s3::abort_multipart(dst, &job.dst_key, &id).await;
+            s3::abort_until_gone(dst, dst_info, &job.dst_key, &id).await;
         }
         Ok(Moved { etag: result?, ..Default::default() })
     }
@@ -755,6 +756,57 @@ impl Engine {
             _ = self.cancel.cancelled() => Err(Error::cancelled()),
         }
     }
+
+    /// `make`, a request whose reply names what the server made (a multipart upload's id),
+    /// is not dropped on cancel as `cancellable` drops: the server may have made it already,
+    /// and only the reply says what to abort. Cancelled, the reply is awaited `MADE_GRACE`
+    /// longer and what it names is undone.
+    async fn made<T, U>(
+        &self,
+        make: impl std::future::Future<Output = Result<T>>,
+        undo: impl FnOnce(T) -> U,
+    ) -> Result<T>
+    where
+        U: std::future::Future<Output = ()>,
+    {
+        made_unless_cancelled(&self.cancel, MADE_GRACE, make, undo).await
+    }
+}
+
+/// How long a cancelled run still waits for the reply to a request that made something.
+const MADE_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// `Engine::made`, apart from the engine (its tests run it alone).
+async fn made_unless_cancelled<T, U>(
+    cancel: &CancellationToken,
+    grace: std::time::Duration,
+    make: impl std::future::Future<Output = Result<T>>,
+    undo: impl FnOnce(T) -> U,
+) -> Result<T>
+where
+    U: std::future::Future<Output = ()>,
+{
+    tokio::pin!(make);
+    tokio::select! {
+        // A reply that is in already wins: the steps after it abort the upload if they are cancelled.
+        biased;
+        made = &mut make => return made,
+        _ = cancel.cancelled() => {}
+    }
+    if let Ok(Ok(made)) = tokio::time::timeout(grace, make).await {
+        undo(made).await;
+    }
+    Err(Error::cancelled())
+}
+
+/// Undo a staging file (`made`): removed.
+async fn undo_staged(mut staged: crate::backend::fs::Upload) {
+    let _ = staged.abort().await;
+}
+
+/// Undo an object_store multipart upload (`made`): aborted.
+async fn undo_store(mut upload: Box<dyn MultipartUpload>) {
+    let _ = upload.abort().await;
 }
 
 /// The bytes read must be the bytes the source states it holds.
@@ -852,5 +904,54 @@ mod tests {
         let part = part_size_for(size, 8 << 20);
         assert!(size.div_ceil(part) <= 10_000);
         assert_eq!(part_size_for(100, 8 << 20), 8 << 20);
+    }
+
+    /// A made thing is either handed over or undone once: whenever its reply comes
+    /// against the cancel, unless the reply comes after the grace or says it failed.
+    #[tokio::test(flavor = "current_thread", start_paused = true)]
+    async fn what_a_cancelled_request_made_is_undone() {
+        use std::time::Duration;
+        let ms = Duration::from_millis;
+        // (reply after, cancel after, reply ok?, handed over?, undone?)
+        let cases = [
+            (10, 50, true, true, false),     // in before the cancel
+            (50, 10, true, false, true),     // in after the cancel, within the grace
+            (50, 50, true, true, false),     // both at once: the reply wins, later steps abort
+            (1_000, 10, true, false, true),  // just within the grace
+            (1_100, 10, true, false, false), // after the grace: nothing known to undo
+            (50, 10, false, false, false),   // failed after the cancel: nothing made
+        ];
+        for (reply, cancel_at, ok, handed, undone) in cases {
+            let cancel = CancellationToken::new();
+            let undos = AtomicU64::new(0);
+            let canceller = {
+                let cancel = cancel.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(ms(cancel_at)).await;
+                    cancel.cancel();
+                })
+            };
+            let make = async move {
+                tokio::time::sleep(ms(reply)).await;
+                if ok {
+                    Ok(7u32)
+                } else {
+                    Err(Error::new(Code::Other, "refused"))
+                }
+            };
+            let undo = |made: u32| {
+                assert_eq!(made, 7);
+                undos.fetch_add(1, Relaxed);
+                async {}
+            };
+            let got = made_unless_cancelled(&cancel, ms(1_000), make, undo).await;
+            canceller.await.unwrap();
+            let case = (reply, cancel_at, ok);
+            assert_eq!(got.is_ok(), handed, "{case:?}");
+            if !handed {
+                assert_eq!(got.unwrap_err().code, Code::Cancelled, "{case:?}");
+            }
+            assert_eq!(undos.load(Relaxed), undone as u64, "{case:?}");
+        }
     }
 }

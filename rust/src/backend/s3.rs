@@ -606,13 +606,6 @@ pub async fn complete_multipart(dst: &AmazonS3, key: &str, id: &str, parts: Vec<
     Ok(dst.complete_multipart(&path(key)?, &id.to_string(), parts).await?.e_tag)
 }
 
-pub async fn abort_multipart(dst: &AmazonS3, key: &str, id: &str) {
-    if let Ok(p) = path(key) {
-        // Best effort: a failed abort leaves parts the bucket's lifecycle rules clean up.
-        let _ = dst.abort_multipart(&p, &id.to_string()).await;
-    }
-}
-
 /// One object of a listing, its key exactly as the server spells it.
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct Listed {
@@ -885,6 +878,34 @@ pub async fn list_uploads(store: &AmazonS3, info: &S3Info, prefix: &str) -> Resu
             Some(n) => markers = Some(n),
             None => return Ok(out),
         }
+    }
+}
+
+/// Abort an upload until the server says it has no such upload (ListParts). A part still
+/// arriving when the abort lands may be stored after it, and an abort may fail: S3's
+/// documentation says to abort again. Best effort, `ABORT_ROUNDS` times: what is left then
+/// is for the bucket's lifecycle rules.
+pub async fn abort_until_gone(store: &AmazonS3, info: &S3Info, key: &str, id: &str) {
+    for round in 0..ABORT_ROUNDS {
+        if round > 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(250 << round)).await;
+        }
+        let _ = abort_upload(store, info, key, id).await;
+        if let Ok(false) = upload_exists(store, info, key, id).await {
+            return;
+        }
+    }
+}
+
+const ABORT_ROUNDS: u32 = 3;
+
+/// Whether the server still has upload `id` of `key` (ListParts, one part asked for).
+pub async fn upload_exists(store: &AmazonS3, info: &S3Info, key: &str, id: &str) -> Result<bool> {
+    let url = format!("{}?{}", object_url(info, key)?, query(&[("max-parts", "1"), ("uploadId", id)]));
+    match send(store, info, Method::GET, &url, &[], String::new()).await {
+        Ok(_) => Ok(true),
+        Err(e) if e.code == Code::NotFound => Ok(false),
+        Err(e) => Err(e),
     }
 }
 

@@ -128,6 +128,11 @@ impl Upload {
         }
     }
 
+    /// `abort`, for an upload made after its run was cancelled (`Engine::made`).
+    pub(super) async fn undo(mut self) {
+        self.abort().await
+    }
+
     /// Best effort: a failed abort leaves parts the bucket's lifecycle rules clean up.
     pub(super) async fn abort(&mut self) {
         match self {
@@ -136,7 +141,7 @@ impl Upload {
             }
             Upload::Checked { dst, key, id, .. } => {
                 let (store, info) = dst.s3().expect("checked uploads go to S3");
-                let _ = s3::abort_upload(store, info, key, id).await;
+                s3::abort_until_gone(store, info, key, id).await;
             }
         }
     }

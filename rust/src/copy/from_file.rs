@@ -79,7 +79,7 @@ impl Engine {
         let (dst, info) = job.dst.s3().unwrap();
         let src = self.open_file(job, pin, size).await?;
         self.limits.request().await;
-        let mut upload = self.cancellable(Upload::checked(job)).await?;
+        let mut upload = self.made(Upload::checked(job), Upload::undo).await?;
         let id = upload.id().to_string();
         // A part costs two chunks of memory, not its size: long parts, few requests.
         let part_size = long_range(size, self.opts.part_size, self.opts.part_parallel);
