@@ -62,6 +62,56 @@ def holder(s) -> dict:
     return json.loads(s.get(KEY))
 
 
+class CtrlCAfter:
+    """``store``, with a Ctrl-C landing as its ``n``-th call returns (a signal's Python handler
+    runs when the engine call it arrived during is back)."""
+
+    def __init__(self, store, n: int) -> None:
+        self._store, self._n, self.calls = store, n, 0
+
+    def disarm(self) -> None:
+        self._n = 0
+
+    def __getattr__(self, name: str):
+        attr = getattr(self._store, name)
+        if name not in ("get", "put", "head", "delete"):
+            return attr
+
+        def call(*args, **kwargs):
+            result = attr(*args, **kwargs)
+            self.calls += 1
+            if self.calls == self._n:
+                raise KeyboardInterrupt
+            return result
+        return call
+
+
+@pytest.mark.parametrize("before", ["free", "stale"])
+def test_a_ctrl_c_at_any_call_of_taking_the_lock_leaves_no_lock_of_ours(store, before):
+    """Ctrl-C after each store call of acquire in turn (the write that took the lock among
+    them): the rerun takes the lock at once. A lock left with our token would turn it away
+    for a lease (two minutes), as a run still working."""
+    honours_conditional_writes(Location(store, "", store.url), KEY, lambda m: None, 0.1)  # probed once, before
+    for n in range(1, 20):
+        if before == "stale":
+            store.delete(KEY)
+            stale_lock(store)
+        wrapped = CtrlCAfter(store, n)
+        try:
+            taken = lock(wrapped).acquire()
+        except KeyboardInterrupt:
+            with lock(store):  # the rerun
+                pass
+            assert store.head(KEY) is None
+            continue
+        assert n > wrapped.calls  # every call of a whole acquire was interrupted after in turn
+        wrapped.disarm()
+        taken.release()
+        assert store.head(KEY) is None
+        return
+    pytest.fail("acquire made more calls than the test interrupts")
+
+
 def test_a_held_lock_is_refused_naming_its_holder_and_released_by_its_owner(store):
     with lock(store, command="create") as held:
         assert holder(store)["token"] == held.token

@@ -26,6 +26,7 @@ lock free and writing it.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -168,10 +169,17 @@ class StoreLock:
 
     def acquire(self) -> StoreLock:
         self.conditional = honours_conditional_writes(self.location, self.key, self.warn, self.settle)
-        if self.conditional:
-            self._acquire()
-        else:
-            self._acquire_by_reading_back()
+        try:
+            if self.conditional:
+                self._acquire()
+            else:
+                self._acquire_by_reading_back()
+        except BaseException:
+            # Ctrl-C (or SIGTERM) lands as a call returns: after our write, before we knew we
+            # held the lock. Left there, it would turn the rerun away for a lease.
+            with contextlib.suppress(Exception):
+                self._delete_if_ours()
+            raise
         self._thread = threading.Thread(target=self._beat, name="mbackup-lock", daemon=True)
         self._thread.start()
         return self
@@ -288,9 +296,14 @@ class StoreLock:
             self._thread.join()
         if self.lost.is_set():
             return
+        self._delete_if_ours()
+
+    def _delete_if_ours(self) -> None:
+        """Delete the lock if it carries our token (and the version we last wrote, once known)."""
         with self._mutex:
             current = self._read()
-            if current is not None and current[0] == self.etag and current[1] and current[1].token == self.token:
+            if (current is not None and current[1] and current[1].token == self.token
+                    and (self.etag is None or current[0] == self.etag)):
                 self.location.delete(self.key)
 
     def __enter__(self) -> StoreLock:
