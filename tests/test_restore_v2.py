@@ -20,6 +20,9 @@ import dataclasses
 import json
 import os
 import re
+import signal
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -473,6 +476,34 @@ def test_a_resumed_restore_imports_only_the_jobs_not_done(setup):
     assert code == 0, err
     assert [c.request.files[0] for c in contract.calls("Import")[first:]] == [_delta("backup/b8", -1, 1007)]
     assert json.loads(out)["collections"][0]["rows_imported"] == 42
+
+
+@pytest.mark.parametrize("method", ["CreateCollection", "Import"])
+def test_sigterm_while_milvus_makes_something_the_rerun_neither_refuses_nor_imports_twice(setup, method):
+    """SIGTERM lands while Milvus answers a request that made something (the collection, an
+    import job; the contract holds the reply 3 s after doing it): the run records what was
+    made before it stops, and the rerun takes it up. Before, the record went with the
+    reply: the rerun refused the collection as existing, or started the import again (on
+    a real Milvus, every row twice)."""
+    contract, stores, path = setup
+    contract.reset(PROFILES["2.3.5"])
+    write_backup(stores, "b11", "2.3.5", segments=[Seg(1001, P1, rows=10)])
+    contract.state.rows_by_prefix = {f"insert_log/{COLL}/{P1}/": 10}
+    contract.fail(method, delay_after=3)
+    proc = subprocess.Popen([sys.executable, "-m", "milvus_backup", "restore", "-n", "b11", "-q", "--config", str(path)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not contract.calls(method):
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.05)
+    time.sleep(0.5)  # done at the server, the reply held
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143, err
+    code, out, err = mbackup(path, "restore", "-n", "b11", "-q", "--json")
+    assert code == 0, err
+    assert json.loads(out)["collections"][0]["rows_imported"] == 10
+    assert len(contract.calls("Import")) == 1
 
 
 @pytest.mark.parametrize("flag, profile, says", [

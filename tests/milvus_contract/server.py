@@ -51,6 +51,7 @@ class Fault:
     reason: str = ""
     http_status: int = 0
     delay: float = 0.0  # seconds before answering (then answering normally if nothing else is set)
+    delay_after: float = 0.0  # seconds between doing what was asked and answering (the reply in flight)
     times: int | None = 1
     hits: int = field(default=0, compare=False)
 
@@ -167,9 +168,12 @@ class ContractServer:
             context.abort(grpc.StatusCode.UNIMPLEMENTED, f"the contract server does not answer {method}")
         try:
             with self.state.lock:
-                return handler(self.state, request, _database(request, metadata))
+                answer = handler(self.state, request, _database(request, metadata))
         except MilvusFault as e:
             return _error_response(method, e.code, e.reason)
+        if fault is not None and fault.delay_after:
+            time.sleep(fault.delay_after)
+        return answer
 
     # --- HTTP ------------------------------------------------------------------------------
 
@@ -189,7 +193,10 @@ class ContractServer:
             call.answered = "unimplemented"
             return 404, {"msg": "404 page not found"}
         with self.state.lock:
-            return route[1](self.state, query, body)
+            answer = route[1](self.state, query, body)
+        if fault is not None and fault.delay_after:
+            time.sleep(fault.delay_after)
+        return answer
 
 
 # --------------------------------------------------------------------------------------

@@ -40,6 +40,7 @@ from ..milvus.adapters.base import (
 )
 from ..milvus.binlog import BinlogError, count_records
 from ..storage.location import Location, NotFound, ObjectInfo
+from ..transfer.cancel import uninterrupted
 from ..transfer.copy import CopySettings, Plan, run_plan
 from ..transfer.progress import SILENT, Reporter
 from . import manifest as manifests
@@ -768,9 +769,10 @@ def _create_collection(adapter: MilvusAdapter, t: Target, request: RestoreReques
             adapter.drop_collection(t.db, t.name)
         state["state"], state["collection_id"] = "creating", None
         journal.save()
-        adapter.create_collection(_spec(t))
-        state["collection_id"] = adapter.collection_id(t.db, t.name)
-        journal.save()
+        with uninterrupted():  # made and recorded as ours, or neither
+            adapter.create_collection(_spec(t))
+            state["collection_id"] = adapter.collection_id(t.db, t.name)
+            journal.save()
     partition_key = any(f.is_partition_key for f in (c.schema.fields if c.schema else []))
     if not partition_key:
         for p in c.partition_backups:
@@ -950,9 +952,10 @@ def wait_imports(adapter: MilvusAdapter, t: Target, jobs: list[PlannedImport], r
             if ready is None:
                 break
             pending.remove(ready)
-            job_id = adapter.start_import_job(t.db, t.name, ready.job)
-            state[ready.job.key] = {"job": job_id, "done": False, "rows": None, "mismatch": None}
-            journal.save()
+            with uninterrupted():  # a job started and not recorded would be started again: rows twice
+                job_id = adapter.start_import_job(t.db, t.name, ready.job)
+                state[ready.job.key] = {"job": job_id, "done": False, "rows": None, "mismatch": None}
+                journal.save()
             running[job_id] = (ready, time.monotonic(), -1)
         time.sleep(1.0)
         total_progress = 0

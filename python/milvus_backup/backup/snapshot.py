@@ -34,6 +34,7 @@ from ..format import meta
 from ..milvus.adapters.base import ImportState, MilvusAdapter, SnapshotJob
 from ..milvus.connection import MilvusError
 from ..storage.location import Location, split_url
+from ..transfer.cancel import uninterrupted
 from ..transfer.progress import Reporter
 from .catalog import Stores
 
@@ -199,8 +200,11 @@ def export_collections(adapter: MilvusAdapter, stores: Stores, bdir: str, name: 
     snapshot = SNAPSHOT_PREFIX + name
     for coll in collections:
         db, label = coll.db_name or "default", f"{coll.db_name or 'default'}.{coll.collection_name}"
-        adapter.create_snapshot(db, coll.collection_name, snapshot)
-        try:  # from here on the snapshot exists, and is dropped whatever happens
+        made = False
+        try:  # once made, the snapshot is dropped whatever happens
+            with uninterrupted():
+                adapter.create_snapshot(db, coll.collection_name, snapshot)
+                made = True
             # Its own boundary, read before the export, is the collection's backup timestamp.
             created = adapter.snapshot_timestamp(db, coll.collection_name, snapshot)
             job_id = adapter.export_snapshot(db, coll.collection_name, snapshot, target, place.external_spec)
@@ -209,7 +213,8 @@ def export_collections(adapter: MilvusAdapter, stores: Stores, bdir: str, name: 
             coll.snapshot_backup = meta.SnapshotBackup(metadata_path=metadata_path(target, job.metadata_uri),
                                                        total_files=job.total_files, total_bytes=job.total_bytes)
         finally:
-            _drop(adapter, db, coll.collection_name, snapshot, label, reporter)
+            if made:
+                _drop(adapter, db, coll.collection_name, snapshot, label, reporter)
         coll.backup_timestamp = created
         coll.size = coll.snapshot_backup.total_bytes
         for part in coll.partition_backups:
@@ -255,8 +260,11 @@ def restore_collection(adapter: MilvusAdapter, stores: Stores, bdir: str, db: st
                                 f"{source.db_name or 'default'}.{source.collection_name} ({rel or 'none'}): "
                                 "check it with mbackup verify")
         place = bundle_place(stores, bdir)
-        job_id = adapter.restore_external_snapshot(db, name, place.under(rel), place.external_spec)
-    started(job_id)
+        with uninterrupted():  # a job started and not recorded would be started again
+            job_id = adapter.restore_external_snapshot(db, name, place.under(rel), place.external_spec)
+            started(job_id)
+    else:
+        started(job_id)
     try:
         wait_job(functools.partial(adapter.restore_snapshot_state, job_id), f"the snapshot restore of {db}.{name} (job {job_id})")
     except MBackupError:  # the job failed, or its state could not be read

@@ -8,12 +8,17 @@ and writes in flight and aborts multipart uploads) and waits for what it finishe
 
 A server runs each job in a thread of its own, where Ctrl-C never lands: :func:`cancel_on`
 gives that thread an event which, once set, stops its engine work the way Ctrl-C would.
+
+A request that makes something (a collection, an import job) and the line that records what
+it made run :func:`uninterrupted`: Ctrl-C landing as the request returns would otherwise lose
+the record, and a rerun would make it again (an import twice is every row twice).
 """
 
 from __future__ import annotations
 
 import contextlib
 import contextvars
+import signal
 import threading
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
@@ -86,3 +91,23 @@ def run_cancellable(work: Callable[[], T], cancel: Callable[[], None], stop: thr
     if "error" in outcome:
         raise outcome["error"]
     return outcome["value"], interrupted
+
+
+@contextlib.contextmanager
+def uninterrupted() -> Iterator[None]:
+    """Ctrl-C or SIGTERM arriving in this block is delivered once it ends (raised by the
+    handler that was there). Keep it to a request and its record: the user waits for it.
+    Signals reach only the main thread; elsewhere this changes nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    arrived: list[int] = []
+    handled = [s for s in (signal.SIGINT, signal.SIGTERM) if callable(signal.getsignal(s))]
+    before = {s: signal.signal(s, lambda signum, _frame: arrived.append(signum)) for s in handled}
+    try:
+        yield
+    finally:
+        for s, handler in before.items():
+            signal.signal(s, handler)
+        if arrived:
+            signal.raise_signal(arrived[0])
