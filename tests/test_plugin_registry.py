@@ -126,6 +126,24 @@ def test_an_installed_plugin_taking_a_builtin_scheme_stops_every_command_at_star
     assert r.returncode == 0 and "takes_s3" not in r.stdout, r.stderr
 
 
+def test_mbackup_plugins_naming_no_installed_plugin_is_one_line_and_loads_nothing_else(tmp_path):
+    """A typo in MBACKUP_PLUGINS loaded nothing, silently (no webhook posted, no backend)."""
+    env = _install(tmp_path, "good_one", """
+        from milvus_backup.hookspecs import hookimpl
+
+        @hookimpl
+        def mbackup_register_storage(register):
+            register("goodone", lambda url, options: None)
+        """)
+    r = _mbackup(dict(env, MBACKUP_PLUGINS="good_one,god_one"), "plugins")
+    assert (r.returncode, r.stdout) == (2, ""), r.stderr
+    assert r.stderr.startswith("error: MBACKUP_PLUGINS names god_one, which no installed plugin is called (installed: ")
+    assert "good_one" in r.stderr and r.stderr.endswith("): correct it, or install the plugin\n")
+    assert len(r.stderr.splitlines()) == 1
+    r = _mbackup(dict(env, MBACKUP_PLUGINS="good_one"), "plugins")
+    assert r.returncode == 0 and "goodone" in r.stdout, r.stderr
+
+
 def test_an_installed_plugin_with_a_misspelled_hook_is_named_in_one_line(tmp_path):
     env = _install(tmp_path, "typo", """
         from milvus_backup.hookspecs import hookimpl

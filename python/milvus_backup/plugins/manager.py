@@ -65,8 +65,13 @@ def manager() -> pluggy.PluginManager:
         if allowed is None:
             pm.load_setuptools_entrypoints(GROUP)
         else:
-            for name in filter(None, (n.strip() for n in allowed.split(","))):
+            wanted = [n for n in (n.strip() for n in allowed.split(",")) if n]
+            for name in wanted:
                 pm.load_setuptools_entrypoints(GROUP, name=name)
+            if missing := [n for n in wanted if not pm.has_plugin(n)]:
+                # A misspelled name would otherwise load nothing, silently: no webhook, no backend.
+                raise PluginError(f"MBACKUP_PLUGINS names {', '.join(missing)}, which no installed plugin is called "
+                                  f"(installed: {', '.join(_installed()) or 'none'}): correct it, or install the plugin")
         # A misspelled hook in any plugin fails loudly instead of silently never running.
         pm.check_pending()
     except pluggy.PluginValidationError as e:
@@ -78,6 +83,13 @@ def manager() -> pluggy.PluginManager:
     # an adapter is asked for).
     storage_backends(pm)
     return pm
+
+
+def _installed() -> list[str]:
+    """The names of the third-party plugins installed (entry points of GROUP), sorted."""
+    from importlib.metadata import entry_points
+
+    return sorted({ep.name for ep in entry_points(group=GROUP)})
 
 
 def storage_backends(pm: pluggy.PluginManager | None = None) -> StorageBackends:
