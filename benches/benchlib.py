@@ -7,8 +7,10 @@ Benchmarks are run on purpose (see benches/README.md), never from the test suite
 from __future__ import annotations
 
 import argparse
+import compileall
 import contextlib
 import datetime as dt
+import functools
 import os
 import platform
 import shutil
@@ -401,8 +403,20 @@ def mbackup_version() -> str:
     return f"{__version__} (git {clean_commit()})"
 
 
+@functools.cache
+def _byte_compiled() -> None:
+    """Compile mbackup's modules (and the example plugins') as pip does when it installs a
+    wheel. A checkout installed editable, run where PYTHONDONTWRITEBYTECODE=1 (this
+    machine's environment sets it), compiles every one of them again in every run: ~0.1 CPU s
+    of a one-object copy (0.40 against 0.30 s, medians of 6), which no installed mbackup pays."""
+    for folder in (REPO / "python", REPO / "examples"):
+        compileall.compile_dir(folder, quiet=1)
+
+
 def mbackup_command() -> list[str]:
-    """The ``mbackup`` entry point of the interpreter running the benchmark."""
+    """The ``mbackup`` entry point of the interpreter running the benchmark (its modules
+    byte-compiled, as an installed mbackup's are)."""
+    _byte_compiled()
     script = Path(sys.executable).with_name("mbackup")
     if script.exists():
         return [str(script)]
