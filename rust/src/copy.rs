@@ -596,12 +596,14 @@ impl Engine {
         // Into a folder, ranges are written where they belong as they arrive (into_file.rs).
         let (mut upload, writer) = match &*job.dst {
             Backend::File { store } => {
-                let staged = self.made(async { Ok(store.stage(dst_path.as_ref()).await?) }, undo_staged).await?;
+                let staged = self.made(async { Ok(store.stage(dst_path.as_ref()).await?) }, undo_upload).await?;
                 let writer = staged.writer();
                 (Upload::Store(Box::new(staged)), writer)
             }
             _ if checked => (self.made(Upload::checked(job), Upload::undo).await?, None),
-            _ => (Upload::Store(self.made(async { Ok(dst.put_multipart(&dst_path).await?) }, undo_store).await?), None),
+            _ => {
+                (Upload::Store(self.made(async { Ok(dst.put_multipart(&dst_path).await?) }, undo_upload).await?), None)
+            }
         };
         let want = Want::for_copy(algo, offered);
         // The writer is dropped with its arm: the staging file's lock goes with the upload.
@@ -799,13 +801,8 @@ where
     Err(Error::cancelled())
 }
 
-/// Undo a staging file (`made`): removed.
-async fn undo_staged(mut staged: crate::backend::fs::Upload) {
-    let _ = staged.abort().await;
-}
-
-/// Undo an object_store multipart upload (`made`): aborted.
-async fn undo_store(mut upload: Box<dyn MultipartUpload>) {
+/// Undo a multipart upload `made` (object_store's, or a staging file): aborted.
+async fn undo_upload(mut upload: impl MultipartUpload) {
     let _ = upload.abort().await;
 }
 
