@@ -344,6 +344,24 @@ def test_one_request_per_object_and_no_head(seaweedfs, s3env, bucket, tmp_path, 
         assert tree(tmp_path / "dst") == objects
 
 
+@pytest.mark.parametrize("variable", ["HTTP_PROXY", "http_proxy", "ALL_PROXY"])
+def test_gets_go_through_the_proxy_the_environment_names(seaweedfs, s3env, bucket, tmp_path, variable):
+    """The engine's GETs have a client of their own (capped read buffers); a proxy named in the
+    environment must still carry them, as it carries every other request. The FaultProxy is
+    the forward proxy: SeaweedFS answers the absolute-form requests it passes on."""
+    from faultproxy import FaultProxy
+
+    objects = {f"p/o{i}": os.urandom(KIB + i) for i in range(5)}
+    fill(seaweedfs.store(bucket), objects)
+    env = {k: v for k, v in s3env.items() if k.lower() not in ("http_proxy", "https_proxy", "all_proxy", "no_proxy")}
+    with FaultProxy(seaweedfs.endpoint, max_lifetime=120) as proxy:
+        env[variable] = proxy.endpoint
+        mbackup(env, "copy", f"s3://{bucket}/p?endpoint={seaweedfs.endpoint}", str(tmp_path / "dst"), check=0)
+        gets = [r for r in proxy.seen if r.startswith("GET ")]
+    assert tree(tmp_path / "dst") == {k[len("p/"):]: v for k, v in objects.items()}
+    assert sorted(r for r in gets if "/p/o" in r) == sorted(f"GET {seaweedfs.endpoint}/{bucket}/{k}" for k in objects), gets
+
+
 # A forked child's ru_maxrss starts from its parent's RSS (pytest's, hundreds of MiB here), so the
 # CLI is started by a small interpreter of its own, which reports its child's peak.
 _PEAK_OF_CHILD = ("import os, subprocess, sys; p = subprocess.Popen(sys.argv[1:], stdout=subprocess.DEVNULL); "

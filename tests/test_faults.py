@@ -307,6 +307,23 @@ def test_a_copy_request_that_never_answers_times_out(seaweedfs, s3env, bucket):
     assert s.get("copy/x") == data and s.get("one/x") == data
 
 
+def test_a_download_that_goes_silent_mid_body_is_read_again(seaweedfs, s3env, bucket, tmp_path):
+    """A GET's body stops for good half-way (the connection stays open): the engine's GET
+    client gives up after its 30 s read timeout and reads the object again."""
+    s = seaweedfs.store(bucket)
+    data = os.urandom(256 * KIB)
+    s.put("silent/x", data)
+    with FaultProxy(seaweedfs.endpoint, max_lifetime=150) as proxy:
+        proxy.stall(600, count=1, after_bytes=64 * KIB, methods="GET", paths=f"/{bucket}/silent/x", then="pass")
+        started = time.monotonic()
+        r = mbackup(s3env, "copy", url(proxy.endpoint, bucket, "silent"), str(tmp_path / "out"), "--json", timeout=90)
+        took = time.monotonic() - started
+        assert proxy.stats["stalled"] == 1
+    assert r.returncode == 0, r.stderr
+    assert 30 <= took < 75, took
+    assert (tmp_path / "out" / "x").read_bytes() == data
+
+
 # --- d. the S3 server dies and comes back -------------------------------------------------
 
 def test_seaweedfs_killed_mid_copy_and_restarted(tmp_path):

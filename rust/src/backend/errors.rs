@@ -4,6 +4,7 @@
 //! last resort, for statuses it keeps only in its text.
 
 use super::fs::{BadKey, KeyClash, LinkError};
+use super::get_client::GetError;
 use crate::errors::{Code, Error};
 
 /// The code of an S3-compatible answer: its HTTP status and the `<Code>` of its error body.
@@ -83,6 +84,14 @@ pub fn network_code(error: &(dyn std::error::Error + 'static)) -> Option<Code> {
             Code::Timeout
         } else {
             Code::Transient
+        });
+    }
+    // Our GETs' client (get_client.rs): a connection that failed, or a silence.
+    if let Some(g) = causes(error).find_map(|e| e.downcast_ref::<GetError>()) {
+        return Some(match g {
+            GetError::Http(h) if h.is_connect() => Code::Unreachable,
+            GetError::Http(_) => Code::Transient,
+            GetError::Silent => Code::Timeout,
         });
     }
     causes(error).find_map(|e| e.downcast_ref::<object_store::client::HttpError>()).map(|h| {

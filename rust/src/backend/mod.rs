@@ -9,6 +9,7 @@
 
 pub mod errors;
 pub mod fs;
+pub mod get_client;
 pub mod key;
 pub mod python;
 pub mod s3;
@@ -41,6 +42,7 @@ use errors::network_code;
 use fs::FileStore;
 use key::path;
 use python::PythonStore;
+use rustls::pki_types::{pem::PemObject, CertificateDer};
 use s3::{Listed, ObjectHead, S3Info};
 
 pub enum Backend {
@@ -366,9 +368,10 @@ fn open_s3(url: &str, options: &HashMap<String, String>) -> Result<Backend> {
     // A server-side copy answers only when it is done, but a server that stops talking is
     // gone: a read timeout (time without a byte) ends it long before the total timeout.
     let mut http = reqwest::Client::builder()
-        .connect_timeout(Duration::from_secs(5))
-        .read_timeout(Duration::from_secs(30))
+        .connect_timeout(get_client::CONNECT_TIMEOUT)
+        .read_timeout(get_client::READ_TIMEOUT)
         .timeout(Duration::from_secs(600));
+    let mut roots = Vec::new();
     if let Some(pem) = &ca {
         for cert in Certificate::from_pem_bundle(pem).map_err(|e| config_error(url, e))? {
             client = client.with_root_certificate(cert);
@@ -376,7 +379,11 @@ fn open_s3(url: &str, options: &HashMap<String, String>) -> Result<Backend> {
         for cert in reqwest::Certificate::from_pem_bundle(pem).map_err(|e| config_error(url, e))? {
             http = http.add_root_certificate(cert);
         }
+        roots = CertificateDer::pem_slice_iter(pem)
+            .collect::<std::result::Result<_, _>>()
+            .map_err(|e| config_error(url, e))?;
     }
+    let get_client = get_client::GetClient::new(roots).map_err(|e| config_error(url, e))?;
     b = b.with_client_options(client);
     let get = |k: AmazonS3ConfigKey| b.get_config_value(&k);
     // The builder parses the URL only when it builds, so read the bucket from it here.
@@ -415,6 +422,7 @@ fn open_s3(url: &str, options: &HashMap<String, String>) -> Result<Backend> {
     Ok(Backend::S3 {
         store: Arc::new(store),
         info: S3Info {
+            get_client,
             bucket,
             bucket_endpoint,
             region,

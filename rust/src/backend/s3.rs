@@ -23,6 +23,7 @@ use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use rand::Rng;
 
 use super::errors::{code_for_status, network_code, xml_value, NoCredentials};
+use super::get_client::GetClient;
 use super::key::path;
 use crate::checksum::{part_crcs, Algo, Sum, Want};
 use crate::errors::{Code, Error, Result};
@@ -39,6 +40,8 @@ pub struct S3Info {
     /// Server identity for "can these two stores copy server-side": endpoint, region, key.
     pub account: (Option<String>, String, Option<String>),
     pub http: reqwest::Client,
+    /// Our GETs' client, None behind a proxy (then `http` sends them).
+    pub get_client: Option<GetClient>,
     /// Set once the endpoint has answered like S3 (see `s3::ensure_s3`).
     pub verified: tokio::sync::OnceCell<()>,
     /// Objects are encrypted with a customer key, which every read must send: our own
@@ -214,19 +217,25 @@ async fn respond_with(
         .with_sign_payload(!unsigned)
         .try_authorize(&mut request, None)?;
     let (parts, _) = request.into_parts();
-    let mut builder = info.http.request(parts.method, url).headers(parts.headers);
-    builder = match payload {
-        Payload::Signed(body) => builder.body(body),
-        Payload::Unsigned(body) => builder.body(body),
+    let failed = |e: &(dyn std::error::Error + 'static)| {
+        Error::new(network_code(e).unwrap_or(Code::Transient), format!("{method} {url}: {}", error_chain(e)))
     };
-    if method == Method::GET || unsigned {
-        // A GET or a streamed PUT moves bytes under the byte cap for as long as the object
-        // needs; a silent server is still caught by the client's read timeout.
-        builder = builder.timeout(std::time::Duration::from_secs(24 * 3600));
-    }
-    let response = builder.send().await.map_err(|e| {
-        Error::new(network_code(&e).unwrap_or(Code::Transient), format!("{method} {url}: {}", error_chain(&e)))
-    })?;
+    let response = match &info.get_client {
+        Some(client) if method == Method::GET => client.get(url, parts.headers).await.map_err(|e| failed(&e))?,
+        _ => {
+            let mut builder = info.http.request(parts.method, url).headers(parts.headers);
+            builder = match payload {
+                Payload::Signed(body) => builder.body(body),
+                Payload::Unsigned(body) => builder.body(body),
+            };
+            if method == Method::GET || unsigned {
+                // A GET or a streamed PUT moves bytes under the byte cap for as long as the
+                // object needs; a silent server is still caught by the client's read timeout.
+                builder = builder.timeout(std::time::Duration::from_secs(24 * 3600));
+            }
+            builder.send().await.map_err(|e| failed(&e))?
+        }
+    };
     let status = response.status().as_u16();
     if (200..300).contains(&status) {
         return Ok(response);

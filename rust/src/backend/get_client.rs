@@ -1,0 +1,205 @@
+//! The HTTP client our own S3 GETs go through: hyper's HTTP/1 client with each connection's
+//! read buffer capped at READ_BUFFER. reqwest (every other request of ours, and object_store's)
+//! lets hyper grow a connection's buffer to ~400 KiB while a body streams in, with no way to
+//! set it: at `--parallel 64` that was ~20 MiB of a download's peak (benches/README.md).
+//! Trust, timeouts and the CA file are the reqwest client's (`mod.rs`); with a proxy variable
+//! set, GETs stay on reqwest, which is what reads them.
+
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::HeaderMap;
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::Empty;
+use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use reqwest::ResponseBuilderExt;
+use rustls::pki_types::CertificateDer;
+use tokio::time::{Instant, Sleep};
+
+/// Most bytes a connection's read buffer holds (hyper's floor is 8 KiB). Measured against 64
+/// and 256 KiB (benches/README.md): 64 KiB saved 5 MiB more and cost ~10% more system CPU in
+/// reads; 128 KiB costs no more CPU than reqwest's ~400 KiB.
+const READ_BUFFER: usize = 128 * 1024;
+/// Same as the reqwest client's: a server that takes longer to accept is not there, one
+/// silent this long in the middle of an answer is gone.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+pub const READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+#[derive(Clone, Debug)]
+pub struct GetClient {
+    /// Boxed: hyper's client is large, and a store (which holds this) stays small.
+    client: Box<Client<HttpsConnector<HttpConnector>, Empty<Bytes>>>,
+}
+
+/// Why a GET got no answer: from the connection (refused, untrusted certificate) or a silence.
+#[derive(Debug)]
+pub enum GetError {
+    Http(hyper_util::client::legacy::Error),
+    Silent,
+}
+
+impl std::fmt::Display for GetError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            GetError::Http(e) => e.fmt(f),
+            GetError::Silent => write!(f, "no answer in {} s", READ_TIMEOUT.as_secs()),
+        }
+    }
+}
+
+impl std::error::Error for GetError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            GetError::Http(e) => Some(e),
+            GetError::Silent => None,
+        }
+    }
+}
+
+impl GetClient {
+    /// None behind a proxy (see the module's comment). `extra_roots`: the CA file's
+    /// certificates, trusted beside the platform's, as the reqwest client trusts them.
+    pub fn new(extra_roots: Vec<CertificateDer<'static>>) -> Result<Option<Self>, String> {
+        if behind_proxy() {
+            return Ok(None);
+        }
+        let provider = rustls::crypto::CryptoProvider::get_default()
+            .cloned()
+            .unwrap_or_else(|| Arc::new(rustls::crypto::aws_lc_rs::default_provider()));
+        let verifier = if extra_roots.is_empty() {
+            rustls_platform_verifier::Verifier::new(provider.clone())
+        } else {
+            rustls_platform_verifier::Verifier::new_with_extra_roots(extra_roots, provider.clone())
+        }
+        .map_err(|e| e.to_string())?;
+        let tls = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| e.to_string())?
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(verifier))
+            .with_no_client_auth();
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        http.set_nodelay(true);
+        http.set_connect_timeout(Some(CONNECT_TIMEOUT));
+        let connector =
+            HttpsConnectorBuilder::new().with_tls_config(tls).https_or_http().enable_http1().wrap_connector(http);
+        let client = Client::builder(TokioExecutor::new()).http1_max_buf_size(READ_BUFFER).build(connector);
+        Ok(Some(GetClient { client: Box::new(client) }))
+    }
+
+    /// GET `url` with `headers` (signed): the answer as reqwest's, its body still to read and
+    /// ended by an error after READ_TIMEOUT without a byte.
+    pub async fn get(&self, url: &str, headers: HeaderMap) -> Result<reqwest::Response, GetError> {
+        let parsed = url::Url::parse(url).expect("the caller built a valid URL");
+        let mut request = http::Request::get(url).body(Empty::new()).expect("a GET of a valid URL");
+        *request.headers_mut() = headers;
+        let answer = tokio::time::timeout(READ_TIMEOUT, self.client.request(request))
+            .await
+            .map_err(|_| GetError::Silent)?
+            .map_err(GetError::Http)?;
+        let (parts, body) = answer.into_parts();
+        let mut response = http::Response::builder().status(parts.status).version(parts.version).url(parsed);
+        *response.headers_mut().expect("a fresh builder") = parts.headers;
+        let body = reqwest::Body::wrap(IdleTimeout::new(body, READ_TIMEOUT));
+        Ok(response.body(body).expect("parts of a valid response").into())
+    }
+}
+
+/// Whether any of the proxy variables reqwest reads is set.
+fn behind_proxy() -> bool {
+    ["HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY"].iter().any(|name| {
+        [name.to_string(), name.to_lowercase()].iter().any(|v| std::env::var_os(v).is_some_and(|v| !v.is_empty()))
+    })
+}
+
+/// A body that ends in a TimedOut error once `limit` passes without a frame.
+struct IdleTimeout<B> {
+    inner: B,
+    limit: Duration,
+    timer: Pin<Box<Sleep>>,
+}
+
+impl<B> IdleTimeout<B> {
+    fn new(inner: B, limit: Duration) -> Self {
+        IdleTimeout { inner, limit, timer: Box::pin(tokio::time::sleep(limit)) }
+    }
+}
+
+impl<B> Body for IdleTimeout<B>
+where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    type Data = Bytes;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let this = &mut *self;
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(frame) => {
+                let deadline = Instant::now() + this.limit;
+                this.timer.as_mut().reset(deadline);
+                Poll::Ready(frame.map(|f| f.map_err(Into::into)))
+            }
+            Poll::Pending => match this.timer.as_mut().poll(cx) {
+                Poll::Ready(()) => Poll::Ready(Some(Err(Box::new(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!("no byte of the body in {} s", this.limit.as_secs()),
+                ))))),
+                Poll::Pending => Poll::Pending,
+            },
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures::StreamExt;
+
+    /// A body that gives one frame, then none for as long as asked.
+    struct Drip {
+        sent: bool,
+    }
+
+    impl Body for Drip {
+        type Data = Bytes;
+        type Error = io::Error;
+        fn poll_frame(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
+            if self.sent {
+                return Poll::Pending;
+            }
+            self.sent = true;
+            Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(b"first")))))
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_silent_body_ends_in_a_timeout_after_the_limit_and_not_before() {
+        let body = reqwest::Body::wrap(IdleTimeout::new(Drip { sent: false }, Duration::from_secs(30)));
+        let mut stream = http_body_util::BodyDataStream::new(body);
+        let start = Instant::now();
+        assert_eq!(stream.next().await.unwrap().unwrap(), Bytes::from_static(b"first"));
+        let err = stream.next().await.unwrap().unwrap_err();
+        assert_eq!(start.elapsed(), Duration::from_secs(30));
+        // Taken for a timeout (retried as one), as reqwest's own read timeout is.
+        assert_eq!(crate::backend::errors::network_code(&err), Some(crate::errors::Code::Timeout), "{err:?}");
+    }
+}
