@@ -351,15 +351,18 @@ def test_gets_go_through_the_proxy_the_environment_names(seaweedfs, s3env, bucke
     the forward proxy: SeaweedFS answers the absolute-form requests it passes on."""
     from faultproxy import FaultProxy
 
-    objects = {f"p/o{i}": os.urandom(KIB + i) for i in range(5)}
+    # Small objects take one GET each; the large one ranged GETs (above --multipart-threshold).
+    objects = {f"p/o{i}": os.urandom(KIB + i) for i in range(5)} | {"p/large": os.urandom(12 * MIB)}
     fill(seaweedfs.store(bucket), objects)
     env = {k: v for k, v in s3env.items() if k.lower() not in ("http_proxy", "https_proxy", "all_proxy", "no_proxy")}
     with FaultProxy(seaweedfs.endpoint, max_lifetime=120) as proxy:
         env[variable] = proxy.endpoint
-        mbackup(env, "copy", f"s3://{bucket}/p?endpoint={seaweedfs.endpoint}", str(tmp_path / "dst"), check=0)
-        gets = [r for r in proxy.seen if r.startswith("GET ")]
+        mbackup(env, "copy", f"s3://{bucket}/p?endpoint={seaweedfs.endpoint}", str(tmp_path / "dst"),
+                "--multipart-threshold", "5MiB", "--part-size", "5MiB", check=0)
+        seen = dict(proxy.seen)
     assert tree(tmp_path / "dst") == {k[len("p/"):]: v for k, v in objects.items()}
-    assert sorted(r for r in gets if "/p/o" in r) == sorted(f"GET {seaweedfs.endpoint}/{bucket}/{k}" for k in objects), gets
+    gets = {k: seen.get(f"GET {seaweedfs.endpoint}/{bucket}/{k}", 0) for k in objects}
+    assert gets == {k: 1 for k in objects} | {"p/large": gets["p/large"]} and gets["p/large"] >= 2, seen
 
 
 # A forked child's ru_maxrss starts from its parent's RSS (pytest's, hundreds of MiB here), so the

@@ -100,17 +100,25 @@ impl Backend {
     }
 
     /// Start reading `key`, whole or a `range` of it, only if it is still version `if_match`
-    /// (412 or a failed precondition: Code::Changed). Whole-object reads of S3 go through
-    /// our own GET, which also brings the checksum the object carries.
+    /// (412 or a failed precondition: Code::Changed). Reads of S3 go through our own GET
+    /// (get_client.rs); a whole-object one also brings the checksum the object carries.
     pub async fn open(&self, key: &str, range: Option<Range<u64>>, if_match: Option<&str>) -> Result<Opened> {
+        // Said the same whichever client read it.
+        let replaced = || changed(key, "it is no longer the version being copied");
         let changed = |e: object_store::Error| match e {
-            object_store::Error::Precondition { .. } => changed(key, "it is no longer the version being copied"),
+            object_store::Error::Precondition { .. } => replaced(),
             e => e.into(),
         };
         self.ensure_s3().await?;
         match self {
-            Backend::S3 { store, info } if range.is_none() && !info.sse_c => {
-                let (head, response) = s3::get_object(store, info, key, if_match).await?;
+            Backend::S3 { store, info } if !info.sse_c => {
+                let (head, response) = s3::get_object(store, info, key, if_match, range).await.map_err(|e| {
+                    if e.code == Code::Changed {
+                        replaced()
+                    } else {
+                        e
+                    }
+                })?;
                 let url = response.url().to_string();
                 let body = response.bytes_stream().map(move |c| {
                     c.map_err(|e| Error::new(network_code(&e).unwrap_or(Code::Transient), format!("GET {url}: {e}")))

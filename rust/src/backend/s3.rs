@@ -543,17 +543,52 @@ pub async fn head_object(store: &AmazonS3, info: &S3Info, key: &str, if_match: O
     ObjectHead::of(&url, response.headers())
 }
 
-/// GET of a whole object: what it is, and its body to stream.
+/// GET of a whole object, or of a `range` of it (end exclusive): what the object is (its whole
+/// size, also for a range), and the body to stream.
 pub async fn get_object(
     store: &AmazonS3,
     info: &S3Info,
     key: &str,
     if_match: Option<&str>,
+    range: Option<Range<u64>>,
 ) -> Result<(ObjectHead, reqwest::Response)> {
     let url = object_url(info, key)?;
-    let headers = read_headers(if_match);
+    let mut headers = read_headers(if_match);
+    if let Some(r) = &range {
+        // A range carries no whole-object sum: not asked for.
+        headers.retain(|(name, _)| *name != "x-amz-checksum-mode");
+        headers.push(("range", format!("bytes={}-{}", r.start, r.end - 1)));
+    }
     let response = retrying(|| respond(store, info, Method::GET, &url, &headers, String::new())).await?;
-    Ok((ObjectHead::of(&url, response.headers())?, response))
+    let mut head = ObjectHead::of(&url, response.headers())?;
+    if let Some(r) = range {
+        head.size = whole_size(&url, response.status().as_u16(), response.headers(), &r)?;
+        head.offered = None;
+    }
+    Ok((head, response))
+}
+
+/// The whole object's size a ranged answer states (`Content-Range: bytes a-b/size`), once the
+/// answer is shown to be the range asked for: a server that ignored the Range header (200)
+/// would hand over the whole object as if it were the range.
+fn whole_size(url: &str, status: u16, headers: &HeaderMap, range: &Range<u64>) -> Result<u64> {
+    let stated = headers.get(http::header::CONTENT_RANGE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let parsed = stated.strip_prefix("bytes ").and_then(|rest| {
+        let (span, size) = rest.split_once('/')?;
+        let (start, end) = span.split_once('-')?;
+        Some((start.parse::<u64>().ok()?, end.parse::<u64>().ok()?, size.parse::<u64>().ok()?))
+    });
+    match parsed {
+        Some((start, end, size)) if status == 206 && start == range.start && end + 1 == range.end => Ok(size),
+        _ => Err(Error::new(
+            Code::Other,
+            format!(
+                "{url}: asked for bytes {}-{}, answered HTTP {status} Content-Range {stated:?}",
+                range.start,
+                range.end - 1
+            ),
+        )),
+    }
 }
 
 /// What a server-side copy reads: an object of another (or the same) bucket on the same
@@ -948,6 +983,33 @@ pub async fn create_bucket(store: &AmazonS3, info: &S3Info) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_ranged_answer_must_be_the_range_asked_for() {
+        let asked = 100..200;
+        // (status, Content-Range) -> the whole size, or None for an error
+        let table: &[(u16, Option<&str>, Option<u64>)] = &[
+            (206, Some("bytes 100-199/1000"), Some(1000)),
+            (200, Some("bytes 100-199/1000"), None), // the Range header ignored
+            (200, None, None),
+            (206, None, None),
+            (206, Some("bytes 0-99/1000"), None),    // another range
+            (206, Some("bytes 100-299/1000"), None), // longer
+            (206, Some("bytes 100-199/*"), None),    // size unknown
+            (206, Some("items 100-199/1000"), None),
+        ];
+        for (status, stated, want) in table {
+            let mut headers = HeaderMap::new();
+            if let Some(v) = stated {
+                headers.insert(http::header::CONTENT_RANGE, HeaderValue::from_static(v));
+            }
+            let got = whole_size("u", *status, &headers, &asked);
+            assert_eq!(got.as_ref().ok().copied(), *want, "{status} {stated:?}: {got:?}");
+            if let Err(e) = got {
+                assert!(e.to_string().contains("asked for bytes 100-199"), "{e}");
+            }
+        }
+    }
 
     #[test]
     fn keys_are_encoded_like_s3() {
