@@ -344,11 +344,12 @@ def test_one_request_per_object_and_no_head(seaweedfs, s3env, bucket, tmp_path, 
         assert tree(tmp_path / "dst") == objects
 
 
-@pytest.mark.parametrize("variable", ["HTTP_PROXY", "http_proxy", "ALL_PROXY"])
+@pytest.mark.parametrize("variable", ["HTTP_PROXY", "http_proxy", "ALL_PROXY", "proxy_url"])
 def test_gets_go_through_the_proxy_the_environment_names(seaweedfs, s3env, bucket, tmp_path, variable):
     """The engine's GETs have a client of their own (capped read buffers); a proxy named in the
-    environment must still carry them, as it carries every other request. The FaultProxy is
-    the forward proxy: SeaweedFS answers the absolute-form requests it passes on."""
+    environment, or by object_store's `proxy_url` option in the URL, must still carry them, as
+    it carries every other request. The FaultProxy is the forward proxy: SeaweedFS answers the
+    absolute-form requests it passes on."""
     from faultproxy import FaultProxy
 
     # Small objects take one GET each; the large one ranged GETs (above --multipart-threshold).
@@ -356,8 +357,10 @@ def test_gets_go_through_the_proxy_the_environment_names(seaweedfs, s3env, bucke
     fill(seaweedfs.store(bucket), objects)
     env = {k: v for k, v in s3env.items() if k.lower() not in ("http_proxy", "https_proxy", "all_proxy", "no_proxy")}
     with FaultProxy(seaweedfs.endpoint, max_lifetime=120) as proxy:
-        env[variable] = proxy.endpoint
-        mbackup(env, "copy", f"s3://{bucket}/p?endpoint={seaweedfs.endpoint}", str(tmp_path / "dst"),
+        option = f"&proxy_url={proxy.endpoint}" if variable == "proxy_url" else ""
+        if not option:
+            env[variable] = proxy.endpoint
+        mbackup(env, "copy", f"s3://{bucket}/p?endpoint={seaweedfs.endpoint}{option}", str(tmp_path / "dst"),
                 "--multipart-threshold", "5MiB", "--part-size", "5MiB", check=0)
         seen = dict(proxy.seen)
     assert tree(tmp_path / "dst") == {k[len("p/"):]: v for k, v in objects.items()}

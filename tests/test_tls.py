@@ -135,3 +135,19 @@ def test_an_untrusted_certificate_has_its_own_error_code(tls_s3):
         with pytest.raises(_engine.EngineError) as raised:
             call()
         assert raised.value.code == "tls_untrusted", str(raised.value)
+
+
+@pytest.mark.parametrize("dst", ["folder", "bucket"])
+def test_allow_invalid_certificates_holds_for_every_request(tls_s3, env, tmp_path, dst):
+    """The object_store option, given in the URL, without the CA: the engine's own requests
+    (its listing, GETs, CopyObject) must accept the certificate as object_store's do."""
+    allow = "&allow_invalid_certificates=true"
+    src = url(tls_s3, SRC, "data", None) + allow
+    target = str(tmp_path / "out") if dst == "folder" else url(tls_s3, DST, f"insecure-{tmp_path.name}", None) + allow
+    r = mbackup(env, "copy", src, target, "--verify")
+    assert r.returncode == 0, r.stderr + r.stdout
+    if dst == "folder":
+        assert tree(tmp_path / "out") == expected()
+    else:
+        for key, data in expected().items():
+            assert tls_s3.request("GET", DST, f"insecure-{tmp_path.name}/{key}").body == data

@@ -29,8 +29,8 @@ use object_store::azure::{AzureConfigKey, MicrosoftAzureBuilder};
 use object_store::gcp::{GoogleCloudStorageBuilder, GoogleConfigKey};
 use object_store::memory::InMemory;
 use object_store::{
-    BackoffConfig, Certificate, ClientOptions, GetOptions, GetRange, ObjectStore, ObjectStoreExt, PutMode, PutOptions,
-    PutPayload, RetryConfig,
+    BackoffConfig, Certificate, ClientConfigKey, ClientOptions, GetOptions, GetRange, ObjectStore, ObjectStoreExt,
+    PutMode, PutOptions, PutPayload, RetryConfig,
 };
 
 use crate::checksum::{Algo, Running};
@@ -391,7 +391,32 @@ fn open_s3(url: &str, options: &HashMap<String, String>) -> Result<Backend> {
             .collect::<std::result::Result<_, _>>()
             .map_err(|e| config_error(url, e))?;
     }
-    let get_client = get_client::GetClient::new(roots).map_err(|e| config_error(url, e))?;
+    // The client options that decide whether a request gets through at all hold for our own
+    // requests too, not only object_store's (its client reads the rest: timeouts, pools).
+    let option = |k: ClientConfigKey| client.get_config_value(&k);
+    let insecure = option(ClientConfigKey::AllowInvalidCertificates)
+        .is_some_and(|v| matches!(v.to_ascii_lowercase().as_str(), "1" | "true" | "on" | "yes" | "y"));
+    let proxy_url = option(ClientConfigKey::ProxyUrl);
+    if insecure {
+        http = http.danger_accept_invalid_certs(true);
+    }
+    if let Some(proxy_url) = &proxy_url {
+        let mut proxy = reqwest::Proxy::all(proxy_url).map_err(|e| config_error(url, e))?;
+        if let Some(pem) = option(ClientConfigKey::ProxyCaCertificate) {
+            http = http.add_root_certificate(
+                reqwest::Certificate::from_pem(pem.as_bytes()).map_err(|e| config_error(url, e))?,
+            );
+        }
+        if let Some(excludes) = option(ClientConfigKey::ProxyExcludes) {
+            proxy = proxy.no_proxy(reqwest::NoProxy::from_string(&excludes));
+        }
+        http = http.proxy(proxy);
+    }
+    // Through a proxy or without certificate checks, GETs take the reqwest client set up so.
+    let get_client = match insecure || proxy_url.is_some() {
+        true => None,
+        false => get_client::GetClient::new(roots).map_err(|e| config_error(url, e))?,
+    };
     b = b.with_client_options(client);
     let get = |k: AmazonS3ConfigKey| b.get_config_value(&k);
     // The builder parses the URL only when it builds, so read the bucket from it here.
