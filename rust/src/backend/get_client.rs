@@ -2,8 +2,8 @@
 //! read buffer capped at READ_BUFFER. reqwest (every other request of ours, and object_store's)
 //! lets hyper grow a connection's buffer to ~400 KiB while a body streams in, with no way to
 //! set it: at `--parallel 64` that was ~20 MiB of a download's peak (benches/README.md).
-//! Trust, timeouts and the CA file are the reqwest client's (`mod.rs`); with a proxy variable
-//! set, GETs stay on reqwest, which is what reads them.
+//! Trust, timeouts and the CA file are the reqwest client's (`mod.rs`); through a proxy or
+//! without certificate checks, GETs stay on reqwest, which is set up for them (`open_s3`).
 
 use std::future::Future;
 use std::io;
@@ -65,12 +65,9 @@ impl std::error::Error for GetError {
 }
 
 impl GetClient {
-    /// None behind a proxy (see the module's comment). `extra_roots`: the CA file's
-    /// certificates, trusted beside the platform's, as the reqwest client trusts them.
-    pub fn new(extra_roots: Vec<CertificateDer<'static>>) -> Result<Option<Self>, String> {
-        if behind_proxy() {
-            return Ok(None);
-        }
+    /// `extra_roots`: the CA file's certificates, trusted beside the platform's, as the
+    /// reqwest client trusts them.
+    pub fn new(extra_roots: Vec<CertificateDer<'static>>) -> Result<Self, String> {
         let provider = rustls::crypto::CryptoProvider::get_default()
             .cloned()
             .unwrap_or_else(|| Arc::new(rustls::crypto::aws_lc_rs::default_provider()));
@@ -93,7 +90,7 @@ impl GetClient {
         let connector =
             HttpsConnectorBuilder::new().with_tls_config(tls).https_or_http().enable_http1().wrap_connector(http);
         let client = Client::builder(TokioExecutor::new()).http1_max_buf_size(READ_BUFFER).build(connector);
-        Ok(Some(GetClient { client: Box::new(client) }))
+        Ok(GetClient { client: Box::new(client) })
     }
 
     /// GET `url` with `headers` (signed): the answer as reqwest's, its body still to read and
@@ -115,7 +112,7 @@ impl GetClient {
 }
 
 /// Whether any of the proxy variables reqwest reads is set.
-fn behind_proxy() -> bool {
+pub fn proxy_in_environment() -> bool {
     ["HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY"].iter().any(|name| {
         [name.to_string(), name.to_lowercase()].iter().any(|v| std::env::var_os(v).is_some_and(|v| !v.is_empty()))
     })

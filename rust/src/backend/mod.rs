@@ -413,9 +413,9 @@ fn open_s3(url: &str, options: &HashMap<String, String>) -> Result<Backend> {
         http = http.proxy(proxy);
     }
     // Through a proxy or without certificate checks, GETs take the reqwest client set up so.
-    let get_client = match insecure || proxy_url.is_some() {
+    let get_client = match insecure || proxy_url.is_some() || get_client::proxy_in_environment() {
         true => None,
-        false => get_client::GetClient::new(roots).map_err(|e| config_error(url, e))?,
+        false => Some(get_client::GetClient::new(roots).map_err(|e| config_error(url, e))?),
     };
     b = b.with_client_options(client);
     let get = |k: AmazonS3ConfigKey| b.get_config_value(&k);

@@ -40,7 +40,7 @@ pub struct S3Info {
     /// Server identity for "can these two stores copy server-side": endpoint, region, key.
     pub account: (Option<String>, String, Option<String>),
     pub http: reqwest::Client,
-    /// Our GETs' client, None behind a proxy (then `http` sends them).
+    /// Our GETs' client; None through a proxy or without certificate checks (then `http`).
     pub get_client: Option<GetClient>,
     /// Set once the endpoint has answered like S3 (see `s3::ensure_s3`).
     pub verified: tokio::sync::OnceCell<()>,
