@@ -13,4 +13,5 @@ mod limits;
 mod progress;
 mod py;
 mod retry;
+mod tasks;
 mod version;

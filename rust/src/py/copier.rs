@@ -16,6 +16,7 @@ use crate::checksum;
 use crate::copy::{Engine, Job, Options};
 use crate::limits;
 use crate::progress::Progress;
+use crate::tasks::in_tasks;
 
 /// What `Copier.checksums` gives Python for each object: (checksum hex, size, error message).
 type Checksummed = (Option<String>, Option<u64>, Option<String>);
@@ -214,34 +215,28 @@ impl Copier {
             reads.push((backend_of(&store)?, key));
         }
         let parallel = self.options.parallel;
-        let limits = limits::Limits::new(self.max_bandwidth, self.max_requests_per_sec);
+        let limits = Arc::new(limits::Limits::new(self.max_bandwidth, self.max_requests_per_sec));
         let cancel = self.cancel.clone();
+        // Each read a task of its own, as a copy's jobs are (tasks::in_tasks).
         let results = py.detach(|| {
-            runtime().block_on(async {
-                use futures::StreamExt;
-                futures::stream::iter(reads)
-                    .map(|(backend, key)| {
-                        let (limits, cancel) = (&limits, &cancel);
-                        async move {
-                            let read = async {
-                                limits.request().await;
-                                backend::read_checksum(&backend, &key, algo, Some(limits)).await
-                            };
-                            // Reads in flight stop too: a capped read of a large object would
-                            // otherwise hold Ctrl-C for as long as it takes.
-                            tokio::select! {
-                                r = read => match r {
-                                    Ok((sum, size)) => (Some(algo.hex(sum)), Some(size), None),
-                                    Err(e) => (None, None, Some(e.message)),
-                                },
-                                _ = cancel.cancelled() => (None, None, Some("cancelled".to_string())),
-                            }
-                        }
-                    })
-                    .buffered(parallel.max(1))
-                    .collect::<Vec<_>>()
-                    .await
-            })
+            runtime().block_on(in_tasks(reads, parallel, |(backend, key)| {
+                let (limits, cancel) = (limits.clone(), cancel.clone());
+                async move {
+                    let read = async {
+                        limits.request().await;
+                        backend::read_checksum(&backend, &key, algo, Some(&limits)).await
+                    };
+                    // Reads in flight stop too: a capped read of a large object would
+                    // otherwise hold Ctrl-C for as long as it takes.
+                    tokio::select! {
+                        r = read => match r {
+                            Ok((sum, size)) => (Some(algo.hex(sum)), Some(size), None),
+                            Err(e) => (None, None, Some(e.message)),
+                        },
+                        _ = cancel.cancelled() => (None, None, Some("cancelled".to_string())),
+                    }
+                }
+            }))
         });
         Ok(results)
     }
@@ -286,7 +281,7 @@ impl Copier {
             self.progress.clone(),
             self.cancel.clone(),
         );
-        let results = py.detach(|| runtime().block_on(engine.run(plan)));
+        let results = py.detach(|| runtime().block_on(Arc::new(engine).run(plan)));
         // One dict per object, kept by the caller until the copy ends: the keys and the few
         // names among the values are interned, not new strings per object.
         let mut out = Vec::with_capacity(results.len());
