@@ -7,7 +7,6 @@ from __future__ import annotations
 import builtins
 import contextlib
 import contextvars
-import socket
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -352,7 +351,8 @@ _NAME_MISMATCH = {62, 63, 64}
 def _certificate_problem(location: Location) -> ssl.SSLCertVerificationError | None:
     """Why the endpoint's TLS certificate fails verification, in OpenSSL's words, or None:
     one TLS handshake with the same trust as the engine's (system roots plus ca_file)."""
-    import ssl  # only here: every run would load it for the rare certificate failure
+    import socket  # only here: every run would load them for the rare certificate failure
+    import ssl
 
     endpoint = location.options.get("aws_endpoint", "")
     if not endpoint.startswith("https://"):
