@@ -8,7 +8,7 @@
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -64,25 +64,45 @@ impl std::error::Error for GetError {
     }
 }
 
+/// How long a process keeps the trusted roots it read: a long-lived server picks up a changed
+/// CA bundle within this, a CLI run reads them once.
+const ROOTS_KEPT: Duration = Duration::from_secs(300);
+
+/// The TLS set-up of our own clients (GETs, and the reqwest client's when they share it): the
+/// platform's roots plus `extra_roots` (the CA file's). Reading the platform's roots parses
+/// every certificate of the bundle and of the directory, ~5 ms of CPU each time; it was paid by
+/// each of three clients of each S3 store (issue #14), and is now paid once per process and CA
+/// file every ROOTS_KEPT.
+pub fn tls_config(extra_roots: &[CertificateDer<'static>]) -> Result<rustls::ClientConfig, String> {
+    type Built = (Vec<CertificateDer<'static>>, std::time::Instant, rustls::ClientConfig);
+    static BUILT: Mutex<Vec<Built>> = Mutex::new(Vec::new());
+    let mut built = BUILT.lock().unwrap_or_else(PoisonError::into_inner);
+    built.retain(|(_, at, _)| at.elapsed() < ROOTS_KEPT);
+    if let Some((_, _, config)) = built.iter().find(|(roots, _, _)| roots == extra_roots) {
+        return Ok(config.clone());
+    }
+    let provider = rustls::crypto::CryptoProvider::get_default()
+        .cloned()
+        .unwrap_or_else(|| Arc::new(rustls::crypto::aws_lc_rs::default_provider()));
+    let verifier = if extra_roots.is_empty() {
+        rustls_platform_verifier::Verifier::new(provider.clone())
+    } else {
+        rustls_platform_verifier::Verifier::new_with_extra_roots(extra_roots.to_vec(), provider.clone())
+    }
+    .map_err(|e| e.to_string())?;
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(verifier))
+        .with_no_client_auth();
+    built.push((extra_roots.to_vec(), std::time::Instant::now(), config.clone()));
+    Ok(config)
+}
+
 impl GetClient {
-    /// `extra_roots`: the CA file's certificates, trusted beside the platform's, as the
-    /// reqwest client trusts them.
-    pub fn new(extra_roots: Vec<CertificateDer<'static>>) -> Result<Self, String> {
-        let provider = rustls::crypto::CryptoProvider::get_default()
-            .cloned()
-            .unwrap_or_else(|| Arc::new(rustls::crypto::aws_lc_rs::default_provider()));
-        let verifier = if extra_roots.is_empty() {
-            rustls_platform_verifier::Verifier::new(provider.clone())
-        } else {
-            rustls_platform_verifier::Verifier::new_with_extra_roots(extra_roots, provider.clone())
-        }
-        .map_err(|e| e.to_string())?;
-        let tls = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .map_err(|e| e.to_string())?
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(verifier))
-            .with_no_client_auth();
+    /// `tls`: from `tls_config`, trusting what the reqwest client trusts.
+    pub fn new(tls: rustls::ClientConfig) -> Self {
         let mut http = HttpConnector::new();
         http.enforce_http(false);
         http.set_nodelay(true);
@@ -90,7 +110,7 @@ impl GetClient {
         let connector =
             HttpsConnectorBuilder::new().with_tls_config(tls).https_or_http().enable_http1().wrap_connector(http);
         let client = Client::builder(TokioExecutor::new()).http1_max_buf_size(READ_BUFFER).build(connector);
-        Ok(GetClient { client: Box::new(client) })
+        GetClient { client: Box::new(client) }
     }
 
     /// GET `url` with `headers` (signed): the answer as reqwest's, its body still to read and

@@ -11,6 +11,7 @@ pub mod errors;
 pub mod fs;
 pub mod get_client;
 pub mod key;
+mod lazy_client;
 pub mod python;
 pub mod s3;
 
@@ -41,6 +42,7 @@ use crate::version::{changed, quoted};
 use errors::network_code;
 use fs::FileStore;
 use key::path;
+use lazy_client::LazyConnector;
 use python::PythonStore;
 use rustls::pki_types::{pem::PemObject, CertificateDer};
 use s3::{Listed, ObjectHead, S3Info};
@@ -324,7 +326,10 @@ pub fn open(url: &str, options: &HashMap<String, String>) -> Result<Backend> {
     match scheme {
         "s3" | "s3a" => open_s3(url, options),
         "gs" => {
-            let mut b = GoogleCloudStorageBuilder::new().with_url(url).with_retry(retry_config());
+            let mut b = GoogleCloudStorageBuilder::new()
+                .with_url(url)
+                .with_retry(retry_config())
+                .with_http_connector(LazyConnector);
             for (k, v) in options {
                 b = b.with_config(GoogleConfigKey::from_str(k).map_err(|e| config_error(url, e))?, v);
             }
@@ -332,7 +337,10 @@ pub fn open(url: &str, options: &HashMap<String, String>) -> Result<Backend> {
             Ok(Backend::Native { store: Arc::new(store), kind: "gcs" })
         }
         "az" | "azure" | "abfs" | "abfss" => {
-            let mut b = MicrosoftAzureBuilder::new().with_url(url).with_retry(retry_config());
+            let mut b = MicrosoftAzureBuilder::new()
+                .with_url(url)
+                .with_retry(retry_config())
+                .with_http_connector(LazyConnector);
             for (k, v) in options {
                 b = b.with_config(AzureConfigKey::from_str(k).map_err(|e| config_error(url, e))?, v);
             }
@@ -358,7 +366,7 @@ pub fn open(url: &str, options: &HashMap<String, String>) -> Result<Backend> {
 }
 
 fn open_s3(url: &str, options: &HashMap<String, String>) -> Result<Backend> {
-    let mut b = AmazonS3Builder::new().with_url(url).with_retry(retry_config());
+    let mut b = AmazonS3Builder::new().with_url(url).with_retry(retry_config()).with_http_connector(LazyConnector);
     // Client keys go through one ClientOptions so a custom CA (`ca_file`, not an
     // object_store key) can be added without losing them.
     let mut client = ClientOptions::new();
@@ -412,10 +420,15 @@ fn open_s3(url: &str, options: &HashMap<String, String>) -> Result<Backend> {
         }
         http = http.proxy(proxy);
     }
-    // Through a proxy or without certificate checks, GETs take the reqwest client set up so.
+    // Through a proxy or without certificate checks, GETs take the reqwest client set up so;
+    // otherwise both clients trust the same roots, read once (`get_client::tls_config`).
     let get_client = match insecure || proxy_url.is_some() || get_client::proxy_in_environment() {
         true => None,
-        false => Some(get_client::GetClient::new(roots).map_err(|e| config_error(url, e))?),
+        false => {
+            let tls = get_client::tls_config(&roots).map_err(|e| config_error(url, e))?;
+            http = http.tls_backend_preconfigured(tls.clone());
+            Some(get_client::GetClient::new(tls))
+        }
     };
     b = b.with_client_options(client);
     let get = |k: AmazonS3ConfigKey| b.get_config_value(&k);
