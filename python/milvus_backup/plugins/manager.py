@@ -120,15 +120,23 @@ def _may_declare(group: str) -> bool:
 
 
 def _names(path: str, header: str) -> bool:
-    """Whether the entry point file at ``path`` has a ``header`` section; True when it exists
-    but cannot be read (the full scan will say why)."""
+    """Whether the entry point file at ``path`` has an entry under ``header`` (mbackup's own
+    declares the group empty); True when it exists but cannot be read (the full scan will
+    say why)."""
     try:
         with open(path, encoding="utf-8", errors="replace") as f:
-            return any(line.strip() == header for line in f)
+            lines = [line.strip() for line in f]
     except (FileNotFoundError, NotADirectoryError):
         return False
     except OSError:
         return True
+    inside = False
+    for line in lines:
+        if line.startswith("["):
+            inside = line == header
+        elif inside and line and not line.startswith("#"):  # what importlib.metadata skips
+            return True
+    return False
 
 
 def _installed() -> list[str]:
