@@ -427,6 +427,8 @@ def report(ctx: Context, args: argparse.Namespace, tools: list[Tool], directions
     lines += [f"- parallelism: {ctx.parallel} for every tool; repeats: {args.repeat} (median shown)",
               "- tools:"]
     lines += [f"  - {t.name}: {t.missing or t.version()}" for t in tools]
+    lines += [f"- mbackup runs with {benchlib.PLUGINS_VAR}= (no third-party plugins), as a user's install "
+              "has none: the dev venv's example plugins are not loaded"]
     lines += [f"- total run time: {elapsed / 60:.1f} min", "",
               "Wall time runs from starting the tool's process to its exit, listing included. Peak RSS is the "
               "kernel's high-water mark (VmHWM) of each process of the tool, read every 50 ms and summed. "
