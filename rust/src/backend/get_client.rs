@@ -2,8 +2,9 @@
 //! read buffer capped at READ_BUFFER. reqwest (every other request of ours, and object_store's)
 //! lets hyper grow a connection's buffer to ~400 KiB while a body streams in, with no way to
 //! set it: at `--parallel 64` that was ~20 MiB of a download's peak (benches/README.md).
-//! Trust, timeouts and the CA file are the reqwest client's (`mod.rs`); through a proxy or
-//! without certificate checks, GETs stay on reqwest, which is set up for them (`open_s3`).
+//! Its TLS config (the platform's roots plus the CA file's) is the reqwest client's too
+//! (`tls_config`), its timeouts are the same; through a proxy or without certificate checks,
+//! GETs stay on reqwest, which is set up for them (`open_s3`).
 
 use std::future::Future;
 use std::io;
