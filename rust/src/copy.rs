@@ -27,9 +27,10 @@ mod into_file;
 
 use checked::Upload;
 
-/// Bytes per write when a body is streamed into a file: large writes, few hand-offs to the
-/// blocking pool, and the memory one stream holds.
-const WRITE_SIZE: u64 = 1 << 20;
+/// Bytes per write when a body is streamed into a file, and the memory one stream holds. Large
+/// enough for few system calls, small enough that the bytes are still in the CPU's cache when
+/// the kernel copies them into the page cache (less CPU than 1 MiB writes, benches/README.md).
+const WRITE_SIZE: u64 = 256 << 10;
 
 /// A body's chunks cut into writes of exactly WRITE_SIZE (the last one shorter): a chunk that
 /// fills a write is split where it ends, without copying.

@@ -39,6 +39,8 @@ use object_store::{
     ObjectStore, PutMode, PutMultipartOptions, PutOptions, PutPayload, PutResult, Result, UploadPart,
 };
 
+use crate::tasks;
+
 const STORE: &str = "file";
 
 /// A key whose path crosses a symbolic link (or a special file): never followed.
@@ -698,11 +700,14 @@ fn join(base: &str, name: &str) -> String {
     }
 }
 
+/// One operation on one file or folder entry: run where `tasks::file_io` says.
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
-    match tokio::runtime::Handle::try_current() {
-        Ok(rt) => rt.spawn_blocking(f).await.map_err(|e| generic(io::Error::other(e.to_string())))?,
-        Err(_) => f(),
-    }
+    tasks::file_io(f).await.map_err(|e| generic(io::Error::other(e)))?
+}
+
+/// A walk of a tree, as long as the tree: on the blocking pool.
+async fn walking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    tasks::on_pool(f).await.map_err(|e| generic(io::Error::other(e)))?
 }
 
 fn unsupported(what: &str) -> object_store::Error {
@@ -782,7 +787,7 @@ impl ObjectStore for FileStore {
         let this = self.clone_handle();
         futures::stream::once(async move {
             let this = this?;
-            blocking(move || this.list_entries(&prefix)).await
+            walking(move || this.list_entries(&prefix)).await
         })
         .flat_map(|listed: Result<Vec<Entry>>| match listed {
             Ok(entries) => futures::stream::iter(entries.into_iter().map(to_meta).collect::<Vec<_>>()).boxed(),
@@ -794,7 +799,7 @@ impl ObjectStore for FileStore {
     async fn list_with_delimiter(&self, prefix: Option<&Path>) -> Result<ListResult> {
         let prefix = prefix.map(|p| p.to_string()).unwrap_or_default();
         let this = self.clone_handle()?;
-        let (objects, _, dirs) = blocking(move || this.scan(&prefix, false)).await?;
+        let (objects, _, dirs) = walking(move || this.scan(&prefix, false)).await?;
         Ok(ListResult {
             common_prefixes: dirs.iter().map(Path::parse).collect::<std::result::Result<_, _>>()?,
             objects: objects.into_iter().map(to_meta).collect::<Result<_>>()?,
@@ -852,7 +857,7 @@ pub struct Writer {
 }
 
 impl Writer {
-    /// `chunks`, in order, from `offset` on (one blocking hop, one pwritev per 1024 chunks).
+    /// `chunks`, in order, from `offset` on (one pwritev per 1024 chunks).
     pub async fn write_at(&self, offset: u64, chunks: Vec<Bytes>) -> Result<()> {
         let this = self.clone();
         blocking(move || {

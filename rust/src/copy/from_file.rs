@@ -26,17 +26,18 @@ use crate::backend::key::path;
 use crate::backend::{s3, Backend};
 use crate::checksum::{Algo, Hasher, Sums, Want};
 use crate::errors::{Code, Error, Result};
+use crate::tasks;
 use crate::version::{changed, Pin};
 
 /// Bytes per read of the file. One upload (or part) holds two: the chunk being sent and the next.
 const CHUNK: usize = 256 << 10;
-/// Bytes per read of the first pass, into a buffer each blocking thread keeps (16 threads
+/// Bytes per read of the first pass, into a buffer each thread that sums keeps (16 threads
 /// busy copying 4 large files, 4 parts each): 3 MiB less than 256 KiB reads, no more CPU
 /// measured over a 1 GiB copy.
 const SUM_CHUNK: usize = 64 << 10;
 
 thread_local! {
-    /// The first pass's buffer, one per blocking thread, reused from file to file.
+    /// The first pass's buffer, one per thread that sums, reused from file to file.
     static BUFFER: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
 }
 
@@ -145,7 +146,16 @@ impl Engine {
         let sums = {
             let (file, key, want) = (src.file.clone(), src.key.to_string(), want(algo));
             let range = range.clone();
-            self.cancellable(blocking(move || sum_range(&file, range, want, &key))).await?
+            // A long range is many reads and sums in one call: the blocking pool's work.
+            let long = range.end - range.start > CHUNK as u64;
+            let sum = move || sum_range(&file, range, want, &key);
+            self.cancellable(async move {
+                match long {
+                    true => tasks::on_pool(sum).await.map_err(|e| Error::new(Code::Other, e))?,
+                    false => blocking(sum).await,
+                }
+            })
+            .await?
         };
         // A file written to while it was summed may be torn: read it again.
         self.unchanged(src).await?;
@@ -308,6 +318,7 @@ fn read_chunk(file: &File, offset: u64, n: usize, key: &str) -> Result<Bytes> {
     Ok(Bytes::from(buf))
 }
 
+/// One read of a file (or its stat): run where `tasks::file_io` says.
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
-    tokio::task::spawn_blocking(f).await.map_err(|e| Error::new(Code::Other, format!("a file read panicked: {e}")))?
+    tasks::file_io(f).await.map_err(|e| Error::new(Code::Other, e))?
 }
