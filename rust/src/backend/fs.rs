@@ -813,7 +813,7 @@ impl ObjectStore for FileStore {
 }
 
 impl FileStore {
-    /// Another handle on the same root (blocking work runs on other threads).
+    /// Another handle on the same root (a file operation may run on another thread).
     fn clone_handle(&self) -> Result<FileStore> {
         Ok(FileStore { root: self.root.try_clone().map_err(|e| io_error("", e))?, display: self.display.clone() })
     }

@@ -22,7 +22,8 @@ pub fn runtime() -> &'static tokio::runtime::Runtime {
     RUNTIME.get_or_init(|| {
         tokio::runtime::Builder::new_multi_thread()
             .enable_all()
-            // Local file I/O runs on the blocking pool; tokio allows 512 threads there, and
+            // Tree walks, long sums and, after a slow one, all file I/O run on the blocking
+            // pool (tasks::file_io); tokio allows 512 threads there, and
             // each thread can take its own malloc arena. A few threads keep a disk busy.
             .max_blocking_threads(16)
             .thread_name("mbackup-engine")
