@@ -54,7 +54,7 @@ impl FileOps {
     }
 
     async fn run<T: Send + 'static>(&self, op: impl FnOnce() -> T + Send + 'static) -> Result<T, String> {
-        if Handle::try_current().is_ok() && self.recently_slow() {
+        if self.recently_slow() {
             return on_pool(op).await;
         }
         let (started, slept_before) = (Instant::now(), sleeps());
