@@ -9,14 +9,13 @@ logging.getLogger(__name__).addHandler(logging.NullHandler())
 
 
 def __getattr__(name: str) -> Any:
-    # Looked up on first use: importlib.metadata takes ~0.1 s to import, and the CLI installs
-    # its SIGTERM handler (cli/signals.py) only once this package is imported.
+    # Looked up on first use: the CLI installs its SIGTERM handler (cli/signals.py) only once
+    # this package is imported, and the engine is the heaviest module to load.
     if name == "__version__":
-        from importlib import metadata
-
         try:
-            # The version lives in Cargo.toml alone: maturin gives it to the package metadata.
-            return metadata.version("mbackup")
-        except metadata.PackageNotFoundError:  # run from a source tree that was never installed
+            # The version lives in Cargo.toml alone; the engine carries it (py/mod.rs).
+            from ._engine import __version__ as version
+        except ImportError:  # run from a source tree whose engine was never built
             return "0+unknown"
+        return version
     raise AttributeError(name)

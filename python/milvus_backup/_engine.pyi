@@ -61,6 +61,8 @@ class ProtocolError(EngineError):
 class PreconditionError(EngineError):
     """A conditional write on a version found another version, or none."""
 
+__version__: str  # Cargo.toml's
+
 # Every error code and the exception class the engine raises for it.
 ERROR_CODES: dict[str, type[EngineError]]
 

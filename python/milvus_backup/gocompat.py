@@ -50,7 +50,7 @@ def legacy_filters(colls: list[str] | None, databases: list[str] | None, databas
 def version_line() -> str:
     """The Go tool's version banner shape: ``<version> (Built on <date> from Git SHA <sha> by <go>)``,
     with what mbackup knows in place of the build facts it does not record."""
-    from . import __version__  # looked up here: importlib.metadata costs ~0.1 s at every start
+    from . import __version__
 
     return f"mbackup {__version__} (Python {platform.python_version()} on {platform.system()} {platform.machine()})"
 
