@@ -22,6 +22,7 @@ from copy_bench import (
     Outcome,
     Tool,
     cpu_share,
+    net_of_start,
     per_object_count,
     table_row,
     targets_for,
@@ -82,6 +83,18 @@ def test_targets_line_says_server_bound_with_numbers():
     wall_part = line.split("; CPU")[0]
     assert wall_part == (f"- milvus, S3->local: wall 2.00x the best peer's (s5cmd; target <= 0.70x): server-bound: "
                          f"server {6.5 * n:.2f} CPU s of {7 * n:.2f} available while mbackup used {3 * n:.2f}")
+
+
+def test_net_of_start_takes_each_tools_own_start_and_the_leanest_peer_after_it():
+    outcomes = [Outcome("mbackup", "S3->local", [run(2, 0.89, 1)]), Outcome("s5cmd", "S3->local", [run(2, 1.05, 1)]),
+                Outcome("rclone", "S3->local", [run(2, 0.75, 1)]), Outcome("obstore", "S3->local", failure="exit 1")]
+    starts = {"mbackup": 0.20, "s5cmd": 0.01, "rclone": 0.02, "obstore": 0.30}
+    # rclone is the leanest in all (0.75) and after its start (0.73); a failed tool is left out.
+    assert net_of_start(outcomes, starts) == ("; net of each tool's start, CPU 0.69 s against rclone's 0.73 "
+                                              "(starts: mbackup 0.20, s5cmd 0.01, rclone 0.02)")
+    starts["s5cmd"] = 0.40  # s5cmd leaner than rclone once starts are taken off: 0.65 against 0.73
+    assert "against s5cmd's 0.65" in net_of_start(outcomes, starts)
+    assert net_of_start(outcomes, {"rclone": 0.02}) == ""  # no start of mbackup's: nothing to say
 
 
 def test_every_row_has_a_cell_per_column():
