@@ -379,8 +379,9 @@ def table_row(outcome: Outcome, tool: Tool, tree: Tree, best: Best) -> list[str]
         return [tool.name, "failed (below)"] + [""] * (len(HEADER) - 2)
     wall, cpu = median_of(outcome, "wall"), median_of(outcome, "cpu")
     share = cpu_share(outcome)
-    return [tool.name, f"{wall:.2f}", f"{tree.bytes / MIB / wall:,.0f}", f"{cpu:.2f}",
-            f"{cpu / (tree.bytes / GIB):.2f}", f"{median_of(outcome, 'peak_rss') / MIB:,.0f}",
+    rated = tree.bytes >= MIB  # not the one-byte tree, whose rates would be noise
+    return [tool.name, f"{wall:.2f}", f"{tree.bytes / MIB / wall:,.0f}" if rated else "-", f"{cpu:.2f}",
+            f"{cpu / (tree.bytes / GIB):.2f}" if rated else "-", f"{median_of(outcome, 'peak_rss') / MIB:,.0f}",
             f"{share.server:.2f}" if share else "-", f"{share.use:.0%}" if share else "-",
             per_object(outcome, tree),
             f"{wall / best.wall:.2f}" if best.wall else "-", f"{cpu / best.cpu:.2f}" if best.cpu else "-"]

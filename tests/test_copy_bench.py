@@ -109,6 +109,9 @@ def test_every_row_has_a_cell_per_column():
     rows.append(table_row(Outcome("x", "S3->local"), tool, tree, best))
     assert [len(r) for r in rows] == [len(HEADER)] * 4
     assert rows[1][HEADER.index("server CPU s")] == "-"
+    assert rows[0][HEADER.index("MiB/s")] == rows[0][HEADER.index("CPU s/GiB")] == "-"  # 3 KiB: no rate to speak of
+    big = benchlib.Tree({"a": benchlib.MIB})
+    assert table_row(Outcome("x", "S3->local", [run(1, 1, 1)]), Tool(), big, best)[HEADER.index("MiB/s")] == "1"
 
 
 @pytest.mark.parametrize(("kind", "n", "objects", "shown"), [
