@@ -9,7 +9,7 @@
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -22,7 +22,11 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use reqwest::ResponseBuilderExt;
-use rustls::pki_types::CertificateDer;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{DigitallySignedStruct, SignatureScheme};
+use rustls_platform_verifier::Verifier;
 use tokio::time::{Instant, Sleep};
 
 /// Most bytes a connection's read buffer holds (hyper's floor is 8 KiB). Measured against 64
@@ -73,7 +77,8 @@ const ROOTS_KEPT: Duration = Duration::from_secs(300);
 /// platform's roots plus `extra_roots` (the CA file's). Reading the platform's roots parses
 /// every certificate of the bundle and of the directory, ~5 ms of CPU each time; it was paid by
 /// each of three clients of each S3 store (issue #14), and is now paid once per process and CA
-/// file every ROOTS_KEPT.
+/// file every ROOTS_KEPT, at the first TLS handshake (`FirstHandshake`): never, against an
+/// http:// endpoint. A CA file's certificate that does not parse is refused here.
 pub fn tls_config(extra_roots: &[CertificateDer<'static>]) -> Result<rustls::ClientConfig, String> {
     type Built = (Vec<CertificateDer<'static>>, std::time::Instant, rustls::ClientConfig);
     static BUILT: Mutex<Vec<Built>> = Mutex::new(Vec::new());
@@ -85,12 +90,12 @@ pub fn tls_config(extra_roots: &[CertificateDer<'static>]) -> Result<rustls::Cli
     let provider = rustls::crypto::CryptoProvider::get_default()
         .cloned()
         .unwrap_or_else(|| Arc::new(rustls::crypto::aws_lc_rs::default_provider()));
-    let verifier = if extra_roots.is_empty() {
-        rustls_platform_verifier::Verifier::new(provider.clone())
-    } else {
-        rustls_platform_verifier::Verifier::new_with_extra_roots(extra_roots.to_vec(), provider.clone())
+    let mut parsed = rustls::RootCertStore::empty();
+    for cert in extra_roots {
+        parsed.add(cert.clone()).map_err(|e| e.to_string())?;
     }
-    .map_err(|e| e.to_string())?;
+    let verifier =
+        FirstHandshake { extra_roots: extra_roots.to_vec(), provider: provider.clone(), made: OnceLock::new() };
     let config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| e.to_string())?
@@ -99,6 +104,61 @@ pub fn tls_config(extra_roots: &[CertificateDer<'static>]) -> Result<rustls::Cli
         .with_no_client_auth();
     built.push((extra_roots.to_vec(), std::time::Instant::now(), config.clone()));
     Ok(config)
+}
+
+/// rustls_platform_verifier's verifier (the platform's roots plus the CA file's), made when a
+/// handshake first needs it. A handshake's signatures are checked with the provider's
+/// algorithms, as that verifier checks them, without its roots.
+#[derive(Debug)]
+struct FirstHandshake {
+    extra_roots: Vec<CertificateDer<'static>>,
+    provider: Arc<CryptoProvider>,
+    made: OnceLock<Result<Verifier, rustls::Error>>,
+}
+
+impl FirstHandshake {
+    fn verifier(&self) -> Result<&Verifier, rustls::Error> {
+        let made = self.made.get_or_init(|| match self.extra_roots.is_empty() {
+            true => Verifier::new(self.provider.clone()),
+            false => Verifier::new_with_extra_roots(self.extra_roots.clone(), self.provider.clone()),
+        });
+        made.as_ref().map_err(Clone::clone)
+    }
+}
+
+impl ServerCertVerifier for FirstHandshake {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        self.verifier()?.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider.signature_verification_algorithms.supported_schemes()
+    }
 }
 
 impl GetClient {
@@ -207,6 +267,34 @@ mod tests {
             self.sent = true;
             Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(b"first")))))
         }
+    }
+
+    fn provider() -> Arc<CryptoProvider> {
+        Arc::new(rustls::crypto::aws_lc_rs::default_provider())
+    }
+
+    #[test]
+    fn the_platforms_roots_are_read_at_the_first_certificate_and_not_before() {
+        let lazy = FirstHandshake { extra_roots: vec![], provider: provider(), made: OnceLock::new() };
+        let made_now = Verifier::new(provider()).unwrap();
+        // What a ClientHello needs, and a handshake's signatures, come without the roots.
+        assert_eq!(lazy.supported_verify_schemes(), made_now.supported_verify_schemes());
+        assert!(lazy.made.get().is_none());
+        let junk = CertificateDer::from(vec![0x30, 0x03, 0x02, 0x01, 0x00]);
+        let name = ServerName::try_from("example.com").unwrap();
+        let (a, b) = (
+            lazy.verify_server_cert(&junk, &[], &name, &[], UnixTime::now()),
+            made_now.verify_server_cert(&junk, &[], &name, &[], UnixTime::now()),
+        );
+        assert!(lazy.made.get().is_some(), "a certificate to check makes the verifier");
+        assert_eq!(a.unwrap_err(), b.unwrap_err(), "and it answers as the platform verifier does");
+    }
+
+    #[test]
+    fn a_ca_certificate_that_does_not_parse_is_refused_when_the_config_is_made() {
+        let junk = CertificateDer::from(b"not a certificate".to_vec());
+        assert!(tls_config(&[junk]).is_err());
+        assert!(tls_config(&[]).is_ok());
     }
 
     #[tokio::test(start_paused = true)]
