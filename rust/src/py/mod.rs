@@ -75,8 +75,8 @@ fn _engine(m: &Bound<'_, PyModule>) -> PyResult<()> {
     tame_allocator();
     events::install();
     // The package's version, read here rather than through importlib.metadata, which took
-    // ~0.08 CPU s of `mbackup --version` (issue #14). Cargo.toml holds it; maturin gives the
-    // same to the package metadata.
+    // 0.035 CPU s of `mbackup --version` (0.193 -> 0.158, issue #14). Cargo.toml holds it;
+    // maturin gives the same to the package metadata.
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add_class::<store::Store>()?;
     m.add_class::<copier::Copier>()?;
