@@ -17,6 +17,7 @@ __all__ = [
     "ProtocolError",
     "Store",
     "TransientError",
+    "__version__",
     "checksum",
     "take_events",
     "take_skipped_links",
