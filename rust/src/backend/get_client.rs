@@ -118,10 +118,9 @@ struct FirstHandshake {
 
 impl FirstHandshake {
     fn verifier(&self) -> Result<&Verifier, rustls::Error> {
-        let made = self.made.get_or_init(|| match self.extra_roots.is_empty() {
-            true => Verifier::new(self.provider.clone()),
-            false => Verifier::new_with_extra_roots(self.extra_roots.clone(), self.provider.clone()),
-        });
+        // With no extra roots this is Verifier::new: both read the platform's roots alone.
+        let made =
+            self.made.get_or_init(|| Verifier::new_with_extra_roots(self.extra_roots.clone(), self.provider.clone()));
         made.as_ref().map_err(Clone::clone)
     }
 }
