@@ -312,6 +312,10 @@ def test_request_rate_cap_is_respected(seaweedfs, s3env, bucket, tmp_path):
 # and ETag, so it is never asked for again (no HEAD), and its bytes take one request. Counted by a
 # pass-through FaultProxy in front of SeaweedFS. Objects of 1 KiB to 3 MiB: one write or several.
 REQUESTS_PER_OBJECT = {"bucket->bucket": "PUT", "S3->local": "GET", "local->S3": "PUT"}
+# Per run, not per object: each S3 side listed once (that listing also tells whether the
+# destination's bucket exists), and an S3 destination's incomplete uploads listed once (what an
+# interrupted earlier run left of these keys is removed).
+LISTINGS_PER_RUN = {"bucket->bucket": 3, "S3->local": 1, "local->S3": 2}
 
 
 @pytest.mark.parametrize("direction", REQUESTS_PER_OBJECT)
@@ -335,13 +339,40 @@ def test_one_request_per_object_and_no_head(seaweedfs, s3env, bucket, tmp_path, 
     assert per_object == dict.fromkeys(objects, 1), seen
     assert not [r for r in seen if r.startswith("HEAD ")], seen
     listings = sum(n for r, n in seen.items() if r == f"GET /{bucket}")
-    assert listings <= 4, seen  # each side listed once, plus one page that proves the endpoint is S3
+    assert listings == LISTINGS_PER_RUN[direction], seen
     # local->S3: one PUT per run (not per object) asks whether the server checks a CRC32C.
     probes = sum(n for r, n in seen.items() if ".mbackup-crc32c-probe-" in r)
     assert probes == (1 if direction == "local->S3" else 0), seen
     assert sum(seen.values()) == len(objects) + listings + probes, seen
     if direction == "S3->local":
         assert tree(tmp_path / "dst") == objects
+
+
+@pytest.mark.parametrize("direction", ["bucket->bucket", "local->S3"])
+def test_a_copy_into_a_new_bucket_makes_it_and_asks_nothing_its_listing_answered(seaweedfs, s3env, bucket, tmp_path,
+                                                                                 more_buckets, direction):
+    from faultproxy import FaultProxy
+
+    objects = {f"d/o{i}": os.urandom(KIB + i) for i in range(3)}
+    fill(seaweedfs.store(bucket), {f"src/{k}": v for k, v in objects.items()})
+    for k, v in objects.items():
+        (tmp_path / "src" / k).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "src" / k).write_bytes(v)
+    new = more_buckets("new")
+    with FaultProxy(seaweedfs.endpoint, max_lifetime=120) as proxy:
+        src = str(tmp_path / "src") if direction == "local->S3" else f"s3://{bucket}/src?endpoint={proxy.endpoint}"
+        r = mbackup(s3env, "copy", src, f"s3://{new}/dst?endpoint={proxy.endpoint}", check=0)
+        seen = dict(proxy.seen)
+    assert f"created bucket for s3://{new}/dst" in r.stderr
+    assert listing(seaweedfs.store(new), "dst") == objects
+    # The destination's one listing found no bucket: it is made once, and no incomplete uploads
+    # are looked for in it (a bucket this run made holds none).
+    assert seen.pop(f"GET /{new}") == 1 and seen.pop(f"PUT /{new}") == 1, seen
+    if direction == "bucket->bucket":
+        assert seen.pop(f"GET /{bucket}") == 1, seen
+    probes = [k for k in seen if ".mbackup-crc32c-probe-" in k]
+    assert len(probes) == (1 if direction == "local->S3" else 0), seen
+    assert {k: n for k, n in seen.items() if k not in probes} == {f"PUT /{new}/dst/{k}": 1 for k in objects}
 
 
 @pytest.mark.parametrize("variable", ["HTTP_PROXY", "http_proxy", "ALL_PROXY", "proxy_url"])

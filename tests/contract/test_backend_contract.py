@@ -638,10 +638,14 @@ def test_a_missing_bucket_is_said_in_one_line_and_ensure_bucket_makes_it(backend
             with pytest.raises(StorageError) as e:
                 call()
             assert str(e.value) == f"{loc.url}: the bucket does not exist; create it or fix the bucket name"
+        assert loc.list_if_bucket() is None and loc.list_if_bucket("sub/") is None
         assert loc.ensure_bucket() is True
         assert loc.ensure_bucket() is False
+        assert loc.list_if_bucket() == []
         loc.write("k", b"x")
+        loc.make_bucket()  # a bucket another run made meanwhile is taken as made: nothing in it is lost
         assert loc.read("k") == b"x"
+        assert [(o.key, o.size) for o in loc.list_if_bucket() or ()] == [("k", 1)]
     finally:
         place.remove()
 
@@ -652,9 +656,11 @@ def test_without_buckets_a_name_never_written_is_empty_and_needs_no_making(backe
     try:
         loc = place.location(bucket=place.bucket(create=False))
         assert list(loc.list()) == [] and loc.store.head("k") is None
+        assert loc.list_if_bucket() == []
         assert loc.ensure_bucket() is False
         loc.write("k", b"x")
         assert loc.read("k") == b"x"
+        assert [o.key for o in loc.list_if_bucket() or ()] == ["k"]
     finally:
         place.remove()
 

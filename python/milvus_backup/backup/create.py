@@ -379,7 +379,8 @@ def _ask_milvus(plan: CreatePlan, request: CreateRequest, reporter: Reporter) ->
 def _create(plan: CreatePlan, stores: Stores, request: CreateRequest, settings: CopySettings,
             reporter: Reporter, announce: Callable[[str], None]) -> CreateResult:
     adapter, name, bdir, strategy, form = plan.adapter, plan.name, plan.bdir, plan.strategy, plan.format
-    stores.backup.ensure_bucket()
+    if plan.new_bucket:  # as plan_create found it; one another run made meanwhile is taken as made
+        stores.backup.make_bucket()
     # Local backups hold the collection's data: readable by their owner only.
     old_umask = os.umask(0o077) if stores.backup.scheme == "file" else None
     try:

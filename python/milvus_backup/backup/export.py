@@ -116,8 +116,9 @@ def plan_export(stores: Stores, name: str, output: str | None, to_root: str | No
                               "only binlog backups can be exported")
         found = checked_manifest(stores, name, "nothing was exported")
     # Outside backup_storage_errors: a destination's missing bucket is not backup.storage's.
-    new_bucket = not dest.has_bucket()
-    present = {} if new_bucket else {o.key: o.size for o in dest.list(f"{ddir}/")}
+    there = dest.list_if_bucket(f"{ddir}/")  # None: no bucket yet (the export makes it)
+    new_bucket = there is None
+    present = {o.key: o.size for o in there or ()}
     if f"{ddir}/{meta.META_DIR}/{meta.BACKUP_META}" in present:
         raise ExportError(f"{where} already holds a backup: {elsewhere}, or delete it")
     if any(not k.startswith((f"{ddir}/binlogs/", f"{ddir}/{meta.META_DIR}/", f"{ddir}/{LOCK}",
@@ -129,7 +130,7 @@ def plan_export(stores: Stores, name: str, output: str | None, to_root: str | No
     files = [(src_key, ddir + key[len(bdir):], size) for c in info.collection_backups
              for seg in collection_segments(c) for _, key, size in meta.segment_files(bdir, seg)
              for src_key in [pooled.get(key, key)]]
-    copy = Plan(jobs=[], skipped=[])
+    copy = Plan(jobs=[], skipped=[], new_bucket=new_bucket)
     for src, dst, size in files:
         (copy.skipped.append(ObjectInfo(dst, size)) if present.get(dst) == size
          else copy.jobs.append((ObjectInfo(src, size), dst)))
@@ -144,7 +145,8 @@ def export_backup(stores: Stores, plan: ExportPlan, settings: CopySettings, repo
     started = time.monotonic()
     name, dest, ddir, info, expected, copy = plan.name, plan.dest, plan.ddir, plan.info, plan.expected, plan.copy
     objects, size = len(copy.jobs) + len(copy.skipped), copy.bytes + sum(o.size for o in copy.skipped)
-    if plan.new_bucket and dest.ensure_bucket():
+    if plan.new_bucket:
+        dest.make_bucket()
         reporter.warning(f"created bucket for {dest.url}")
     lock = StoreLock(dest, f"{ddir}/{LOCK}", f"export {plan.output!r}", command="export",
                      on_loss="stopped before marking the export complete: run the same export again",

@@ -317,8 +317,10 @@ def copy(
     source, target = state.location(src), state.location(dst)
     # A missing destination bucket is created by the real run (after the refusals below), so
     # the dry run predicts it instead of failing to list it.
-    new_bucket = not target.has_bucket()
-    plan = plan_copy(source, target, include or [], exclude or [], skip_existing=not force and not new_bucket)
+    plan = plan_copy(source, target, include or [], exclude or [], skip_existing=not force)
+    if force:  # the destination was not listed: one level of it says whether its bucket exists
+        plan.new_bucket = not target.has_bucket()
+    new_bucket = plan.new_bucket
     if not plan.listed:  # done, as rclone has it: a nightly copy of a prefix that is empty today
         typer.echo(f"note: nothing to copy: {source.url} has no objects (check the bucket and prefix)", err=True)
         if as_json:
@@ -326,8 +328,10 @@ def copy(
         return
     if not plan.jobs and not plan.skipped:
         raise MBackupError(f"nothing to copy: none of the {plan.listed:,} objects under {source.url} match --include/--exclude")
-    if new_bucket and not dry_run and target.ensure_bucket() and not logs.quiet():
-        typer.echo(f"created bucket for {target.url}", err=True)
+    if new_bucket and not dry_run:
+        target.make_bucket()
+        if not logs.quiet():
+            typer.echo(f"created bucket for {target.url}", err=True)
     if verify and not dry_run:
         recheck_skipped(plan, source, target, settings)
 

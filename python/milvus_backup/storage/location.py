@@ -170,15 +170,30 @@ class Location:
                 raise
             return False
 
+    def list_if_bucket(self, under: str = "") -> builtins.list[ObjectInfo] | None:
+        """:meth:`list`, or None when the bucket behind this location does not exist: a
+        command that lists its destination anyway learns both from one request."""
+        try:
+            return self.list(under)
+        except BucketNotFound:
+            if not hasattr(self.store, "create_bucket"):
+                raise
+            return None
+
     def ensure_bucket(self) -> bool:
         """Create the bucket behind this location if the store has buckets and it is
         missing; True when one was created. Only commands that write call this."""
         if self.has_bucket():
             return False
-        assert hasattr(self.store, "create_bucket")  # has_bucket raised BucketNotFound for a store without
+        self.make_bucket()
+        return True
+
+    def make_bucket(self) -> None:
+        """Create the bucket a listing found missing (:meth:`list_if_bucket` None, or
+        :meth:`has_bucket` False). One another run made meanwhile is taken as made."""
+        assert hasattr(self.store, "create_bucket")  # only a store with buckets finds one missing
         with self._errors():
             self.store.create_bucket()
-        return True
 
     def same_bucket(self, other: Location) -> bool:
         """Are both in one bucket of one server, so that a key of one is a key of the other?"""

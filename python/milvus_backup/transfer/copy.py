@@ -88,6 +88,7 @@ class Plan:
     repaired: list[ObjectInfo] = field(default_factory=list)  # present but different: recopied
     listed: int = 0  # objects under the source before filters
     checksums: dict[str, str] = field(default_factory=dict)  # skipped key -> checksum proven by recheck_skipped
+    new_bucket: bool = False  # the destination's bucket does not exist yet: the run makes it
 
     @property
     def bytes(self) -> int:
@@ -205,8 +206,10 @@ def plan_copy(src: Location, dst: Location, include: Sequence[str] = (), exclude
               skip_existing: bool = True) -> Plan:
     listed = list(src.list())
     sources = [o for o in listed if selected(o.key, list(include), list(exclude))]
-    existing = {o.key: o for o in dst.list()} if skip_existing else {}
-    plan = Plan(jobs=[], skipped=[], listed=len(listed))
+    # The destination's listing also says whether its bucket exists: no request of its own.
+    there = dst.list_if_bucket() if skip_existing else []
+    existing = {o.key: o for o in there or ()}
+    plan = Plan(jobs=[], skipped=[], listed=len(listed), new_bucket=there is None)
     for obj in sources:
         if matches(obj, existing.get(obj.key)):
             plan.skipped.append(obj)
@@ -261,8 +264,10 @@ def run_plan(plan: Plan, src: Location, dst: Location, settings: CopySettings, *
     # whole, never as a mix of two versions.
     jobs = [(src.store, src.key(o.key), dst.store, dst.key(k), o.size, o.etag) for o, k in plan.jobs]
     # An interrupted earlier run of this copy may have left staging files or incomplete
-    # uploads of these keys: nothing else will ever remove them.
-    remove_for_keys(dst.store, [job[3] for job in jobs])
+    # uploads of these keys: nothing else will ever remove them. A bucket made by this run
+    # holds none.
+    if not plan.new_bucket:
+        remove_for_keys(dst.store, [job[3] for job in jobs])
     started = time.monotonic()
     with reporter.phase(label, copier.progress):
         results, cancelled = run_cancellable(lambda: copier.run(jobs), copier.cancel, stop, name="mbackup-copy")
