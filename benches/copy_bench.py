@@ -322,18 +322,54 @@ def cpu_share(outcome: Outcome, nproc: int = NPROC) -> CpuShare | None:
     return CpuShare(nproc, median_of(outcome, "wall"), median_of(outcome, "cpu"), median_of(outcome, "server_cpu"))
 
 
-def wall_verdict(ratio: float, share: CpuShare | None) -> str:
+@dataclass(frozen=True)
+class Floor:
+    """The least wall time these cores allow for the CPU a run of the tree cannot avoid: the
+    server's least (over every tool's runs, medians) and mbackup's own, spread on every core."""
+
+    nproc: int
+    server: float  # CPU s
+    server_by: str  # the tool whose runs cost the server least
+    client: float  # mbackup's CPU s
+    target: float  # s: WALL_TARGET x the best peer's wall
+
+    @property
+    def seconds(self) -> float:
+        return (self.server + self.client) / self.nproc
+
+    def out_of_reach(self) -> str:
+        """Why the target cannot be met on these cores, or "" when it could be."""
+        if self.seconds <= self.target:
+            return ""
+        alone = self.server / self.nproc
+        return (f"out of reach on these {self.nproc} cores: the server's least CPU for this tree "
+                f"({self.server:.2f} s, under {self.server_by}) and mbackup's ({self.client:.2f} s) take "
+                f">= {self.seconds:.2f} s, the server's alone >= {alone:.2f} s; the target is {self.target:.2f} s")
+
+
+def wall_floor(outcomes: list[Outcome], best_wall: float, nproc: int = NPROC) -> Floor | None:
+    """The floor of one tree and direction; None without mbackup's server reading."""
+    shares = {o.tool: share for o in outcomes if o.ok and (share := cpu_share(o, nproc)) is not None}
+    if "mbackup" not in shares:
+        return None
+    by = min(shares, key=lambda tool: shares[tool].server)
+    return Floor(nproc, shares[by].server, by, shares["mbackup"].client, WALL_TARGET * best_wall)
+
+
+def wall_verdict(ratio: float, share: CpuShare | None, floor: Floor | None = None) -> str:
     """Issue #14's wall-time target: met; or missed where the server was the measured bound;
-    or missed. Server-bound: the server used >= 90% of the CPU the client left (so client and
-    server together used >= 90% of nproc x wall: the machine was saturated) and at least as
-    much as the client, which mostly waited on it. A client that saturates the cores itself
-    is not server-bound, however busy the machine was."""
+    or missed, saying so where the cores could not have met it. Server-bound: the server used
+    >= 90% of the CPU the client left (so client and server together used >= 90% of nproc x
+    wall: the machine was saturated) and at least as much as the client, which mostly waited
+    on it. A client that saturates the cores itself is not server-bound, however busy the
+    machine was."""
     if ratio <= WALL_TARGET:
         return "met"
     if share is not None and share.server >= SATURATED * share.left and share.server >= share.client:
         return (f"server-bound: server {share.server:.2f} CPU s of {share.left:.2f} available "
                 f"while mbackup used {share.client:.2f}")
-    return "**MISSED**"
+    why = floor.out_of_reach() if floor is not None else ""
+    return f"**MISSED**, {why}" if why else "**MISSED**"
 
 
 def per_object(outcome: Outcome, tree: Tree) -> str:
@@ -399,9 +435,10 @@ def net_of_start(outcomes: list[Outcome], starts: dict[str, float]) -> str:
             "(starts: " + ", ".join(f"{tool} {starts[tool]:.2f}" for tool in net) + ")")
 
 
-def targets_for(label: str, mb: Outcome, best: Best, net: str = "") -> list[str]:
+def targets_for(label: str, mb: Outcome, best: Best, net: str = "", floor: Floor | None = None) -> list[str]:
     """Issue #2's wall-time target and issue #14's CPU and memory targets, met or not; ``net``
-    (net_of_start) says how much of the CPU is the tools' starts."""
+    (net_of_start) says how much of the CPU is the tools' starts, ``floor`` (wall_floor)
+    whether these cores could meet the wall target at all."""
     if not mb.ok or best.wall is None or best.cpu is None or best.rss is None:
         return [f"- {label}: no ratio (mbackup {'ok' if mb.ok else 'failed'}, no peer succeeded)"
                 if not mb.ok or best.wall is None else f"- {label}: no ratio"]
@@ -409,7 +446,7 @@ def targets_for(label: str, mb: Outcome, best: Best, net: str = "") -> list[str]
     cpu = median_of(mb, "cpu") / best.cpu
     rss = median_of(mb, "peak_rss") / best.rss
     return [f"- {label}: wall {wall:.2f}x the best peer's ({best.wall_by}; target <= {WALL_TARGET:.2f}x): "
-            f"{wall_verdict(wall, cpu_share(mb))}; CPU {cpu:.2f}x the leanest peer's ({best.cpu_by}; "
+            f"{wall_verdict(wall, cpu_share(mb), floor)}; CPU {cpu:.2f}x the leanest peer's ({best.cpu_by}; "
             f"target <= 1.00x): {'met' if cpu <= 1.0 else '**MISSED**'}; peak RSS {rss:.2f}x the leanest "
             f"peer's ({best.rss_by}; target <= 1.50x): {'met' if rss <= 1.5 else '**MISSED**'}{net}"]
 
@@ -459,7 +496,11 @@ def report(ctx: Context, args: argparse.Namespace, tools: list[Tool], directions
               f"A missed wall target reads \"server-bound\" instead of MISSED when, over mbackup's runs "
               f"(medians), the server used >= {SATURATED:.0%} of the CPU mbackup left (nproc x wall s - mbackup's "
               f"CPU s; so the machine was >= {SATURATED:.0%} busy) and at least as much CPU as "
-              "mbackup: the server was the bound and mbackup waited on it.", ""]
+              "mbackup: the server was the bound and mbackup waited on it. A MISSED one says \"out of reach\" "
+              "when these cores could not have met it: the server's least CPU for that tree and direction (over "
+              "every tool's runs, medians) plus mbackup's own, over nproc, is more than the target's seconds; "
+              "mbackup, spending the CPU it spent, could not have finished within the target on these cores (the line "
+              "gives the server's share alone too).", ""]
 
     targets = []
     for name, tree in trees.items():
@@ -474,7 +515,9 @@ def report(ctx: Context, args: argparse.Namespace, tools: list[Tool], directions
                 continue
             starts = {t.name: median_of(o, "cpu") for t in tools
                       if (o := outcomes.get((START_TREE, t.name, direction))) is not None and o.ok}
-            targets += targets_for(f"{name}, {direction}", row_outcomes[0], best, net_of_start(row_outcomes, starts))
+            floor = wall_floor(row_outcomes, best.wall) if best.wall is not None else None
+            targets += targets_for(f"{name}, {direction}", row_outcomes[0], best, net_of_start(row_outcomes, starts),
+                                   floor)
     mb_rss = [r.peak_rss for o in outcomes.values() if o.tool == "mbackup" for r in o.runs]
     if mb_rss:
         peak = max(mb_rss) / MIB

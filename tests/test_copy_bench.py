@@ -19,6 +19,7 @@ from copy_bench import (
     HEADER,
     Best,
     CpuShare,
+    Floor,
     Outcome,
     Tool,
     cpu_share,
@@ -26,6 +27,7 @@ from copy_bench import (
     per_object_count,
     table_row,
     targets_for,
+    wall_floor,
     wall_verdict,
 )
 
@@ -62,6 +64,49 @@ def test_server_bound_verdict_states_the_numbers():
     # 2 cores x 10 s = 20 CPU s; mbackup used 6, so 14 were left, of which the server used 13.
     assert wall_verdict(1.2, CpuShare(2, 10, 6, 13)) == \
         "server-bound: server 13.00 CPU s of 14.00 available while mbackup used 6.00"
+
+
+# (wall ratio, share, floor, expected verdict). Target 0.70x of a best peer's 10 s: 7 s.
+FLOORS = [
+    pytest.param(0.69, CpuShare(2, 6.9, 2, 20), Floor(2, 20, "s5cmd", 2, 7.0), "met", id="met whatever the floor"),
+    pytest.param(1.20, CpuShare(2, 12, 4, 19), Floor(2, 19, "rclone", 4, 7.0), SERVER_BOUND,
+                 id="server-bound said first"),
+    pytest.param(1.20, CpuShare(2, 12, 4, 11), Floor(2, 11, "s5cmd", 4, 7.0), "**MISSED**, out of reach",
+                 id="server and client over the cores"),
+    pytest.param(1.20, CpuShare(2, 12, 1, 15), Floor(2, 15, "s5cmd", 1, 7.0), "**MISSED**, out of reach",
+                 id="the server alone over the cores"),
+    pytest.param(1.20, CpuShare(2, 12, 4, 10.1), Floor(2, 10.1, "s5cmd", 4, 7.0), "**MISSED**, out of reach",
+                 id="just over"),
+    pytest.param(1.20, CpuShare(2, 12, 4, 10), Floor(2, 10, "s5cmd", 4, 7.0), "**MISSED**", id="at the floor: reachable"),
+    pytest.param(1.20, CpuShare(2, 12, 2, 3), Floor(2, 3, "s5cmd", 2, 7.0), "**MISSED**", id="idle machine: reachable"),
+]
+
+
+@pytest.mark.parametrize(("ratio", "share", "floor", "expected"), FLOORS)
+def test_wall_verdict_with_a_floor(ratio, share, floor, expected):
+    verdict = wall_verdict(ratio, share, floor)
+    assert verdict.startswith(expected)
+    assert ("out of reach" in verdict) == (floor.seconds > floor.target and expected != SERVER_BOUND and ratio > 0.7)
+    if expected == "**MISSED**":
+        assert verdict == "**MISSED**"
+
+
+def test_out_of_reach_states_the_numbers():
+    assert wall_verdict(1.2, CpuShare(2, 12, 5, 10), Floor(2, 10, "s5cmd", 5, 7.0)) == (
+        "**MISSED**, out of reach on these 2 cores: the server's least CPU for this tree (10.00 s, under s5cmd) "
+        "and mbackup's (5.00 s) take >= 7.50 s, the server's alone >= 5.00 s; the target is 7.00 s")
+
+
+def test_the_floor_takes_the_servers_least_cpu_of_any_tool_and_mbackups_own():
+    outcomes = [Outcome("mbackup", "bucket->bucket", [run(4, 0.3, 5.0), run(4, 0.4, 5.2), run(4, 0.2, 5.1)]),
+                Outcome("s5cmd", "bucket->bucket", [run(3, 0.2, 4.5)]),
+                Outcome("rclone", "bucket->bucket", [run(3, 0.9, 6.0)]),
+                Outcome("obstore", "bucket->bucket", failure="exit 1")]
+    assert wall_floor(outcomes, 3.0, nproc=2) == Floor(2, 4.5, "s5cmd", 0.3, 0.7 * 3.0)
+    outcomes[1].runs.append(run(3, 0.2, None))  # s5cmd's server not watched in every run: left out
+    assert wall_floor(outcomes, 3.0, nproc=2) == Floor(2, 5.1, "mbackup", 0.3, 0.7 * 3.0)
+    outcomes[0].runs.append(run(4, 0.3, None))  # nor mbackup's: no floor
+    assert wall_floor(outcomes, 3.0, nproc=2) is None
 
 
 def run(wall, cpu, server_cpu, rss=50 * benchlib.MIB):
