@@ -324,10 +324,7 @@ def test_one_request_per_object_and_no_head(seaweedfs, s3env, bucket, tmp_path, 
 
     objects = {f"d{i % 3}/sub/o{i}": os.urandom(KIB + i * 97 * KIB) for i in range(32)}
     fill(seaweedfs.store(bucket), {f"src/{k}": v for k, v in objects.items()})
-    (tmp_path / "src").mkdir()
-    for k, v in objects.items():
-        (tmp_path / "src" / k).parent.mkdir(parents=True, exist_ok=True)
-        (tmp_path / "src" / k).write_bytes(v)
+    write_folder(tmp_path / "src", objects)
     with FaultProxy(seaweedfs.endpoint, max_lifetime=120) as proxy:
         s3 = f"s3://{bucket}/{{}}?endpoint={proxy.endpoint}"
         src = str(tmp_path / "src") if direction == "local->S3" else s3.format("src")
@@ -355,9 +352,7 @@ def test_a_copy_into_a_new_bucket_makes_it_and_asks_nothing_its_listing_answered
 
     objects = {f"d/o{i}": os.urandom(KIB + i) for i in range(3)}
     fill(seaweedfs.store(bucket), {f"src/{k}": v for k, v in objects.items()})
-    for k, v in objects.items():
-        (tmp_path / "src" / k).parent.mkdir(parents=True, exist_ok=True)
-        (tmp_path / "src" / k).write_bytes(v)
+    write_folder(tmp_path / "src", objects)
     new = more_buckets("new")
     with FaultProxy(seaweedfs.endpoint, max_lifetime=120) as proxy:
         src = str(tmp_path / "src") if direction == "local->S3" else f"s3://{bucket}/src?endpoint={proxy.endpoint}"

@@ -320,7 +320,6 @@ def copy(
     plan = plan_copy(source, target, include or [], exclude or [], skip_existing=not force)
     if force:  # the destination was not listed: one level of it says whether its bucket exists
         plan.new_bucket = not target.has_bucket()
-    new_bucket = plan.new_bucket
     if not plan.listed:  # done, as rclone has it: a nightly copy of a prefix that is empty today
         typer.echo(f"note: nothing to copy: {source.url} has no objects (check the bucket and prefix)", err=True)
         if as_json:
@@ -328,7 +327,7 @@ def copy(
         return
     if not plan.jobs and not plan.skipped:
         raise MBackupError(f"nothing to copy: none of the {plan.listed:,} objects under {source.url} match --include/--exclude")
-    if new_bucket and not dry_run:
+    if plan.new_bucket and not dry_run:
         target.make_bucket()
         if not logs.quiet():
             typer.echo(f"created bucket for {target.url}", err=True)
@@ -343,9 +342,9 @@ def copy(
                 for obj in plan.skipped:
                     typer.echo(json.dumps({"action": "skip", "key": obj.key, "size": obj.size}))
             typer.echo(json.dumps({"dry_run": True, "objects_to_copy": len(plan.jobs), "bytes_to_copy": plan.bytes,
-                                   "objects_skipped": len(plan.skipped), "bucket_to_create": new_bucket}))
+                                   "objects_skipped": len(plan.skipped), "bucket_to_create": plan.new_bucket}))
         else:
-            if new_bucket:
+            if plan.new_bucket:
                 typer.echo(f"would create bucket for {target.url}")
             typer.echo(f"would copy {len(plan.jobs):,} objects ({format_bytes(plan.bytes)}), "
                        f"skip {len(plan.skipped):,} already at the destination")
